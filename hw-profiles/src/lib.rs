@@ -1,0 +1,1 @@
+//! Placeholder: this crate is built out by a later issue (see ARCHITECTURE.md).

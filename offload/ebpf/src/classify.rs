@@ -1,0 +1,66 @@
+//! Rule matching. First the exact-match hash (host, port, protocol), then the longest
+//! destination prefix in the trie, whose chain holds every rule that covers that prefix,
+//! already sorted by priority in user space (offload::rules).
+
+use aya_ebpf::maps::lpm_trie::Key;
+use offload_common::{ChainEntry, ExactKey, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef};
+
+use crate::{EXACT_RULES, PREFIX_V4, PREFIX_V6, parse::Packet};
+
+#[inline(always)]
+pub fn classify(packet: &Packet) -> Option<RuleRef> {
+    if packet.has_ports {
+        let key = ExactKey {
+            addr: packet.dst,
+            dport: packet.dport,
+            proto: packet.proto,
+            family: packet.family,
+        };
+        // SAFETY: the value is copied out at once; user space replaces entries whole.
+        if let Some(rule) = unsafe { EXACT_RULES.get(&key) } {
+            return Some(*rule);
+        }
+    }
+    let chain = if packet.family == FAMILY_V4 {
+        let dst = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
+        PREFIX_V4.get(Key::new(32, dst))?
+    } else {
+        PREFIX_V6.get(Key::new(128, packet.dst))?
+    };
+    first_match(chain, packet)
+}
+
+#[inline(always)]
+fn first_match(chain: &RuleChain, packet: &Packet) -> Option<RuleRef> {
+    let len = chain.len as usize;
+    for index in 0..MAX_CHAIN {
+        if index >= len {
+            break;
+        }
+        let entry = &chain.entries[index];
+        if entry_matches(entry, packet) {
+            return Some(RuleRef {
+                rule_id: entry.rule_id,
+                action: entry.action,
+                _pad: [0; 3],
+            });
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn entry_matches(entry: &ChainEntry, packet: &Packet) -> bool {
+    if entry.proto != 0 && entry.proto != packet.proto {
+        return false;
+    }
+    if entry.has_ports != 0
+        && !(packet.has_ports && entry.dport_lo <= packet.dport && packet.dport <= entry.dport_hi)
+    {
+        return false;
+    }
+    (packet.src[0] & entry.src_mask[0]) == entry.src_addr[0]
+        && (packet.src[1] & entry.src_mask[1]) == entry.src_addr[1]
+        && (packet.src[2] & entry.src_mask[2]) == entry.src_addr[2]
+        && (packet.src[3] & entry.src_mask[3]) == entry.src_addr[3]
+}

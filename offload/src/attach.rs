@@ -1,0 +1,358 @@
+//! Attach, replace, detach and inspect the steering program on an interface.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        ProgramInfo, Xdp,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpMode as AyaMode},
+    },
+};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use serde::Serialize;
+
+use crate::{
+    OffloadError, Pins, STEER_OBJECT, hw,
+    mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
+    netdev,
+    rules::Action,
+    steering::{self, ActionCounters, RuleStats, Steering},
+    xdp_state::{self, XdpState},
+};
+
+const PROGRAM: &str = "steer";
+
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    pub iface: String,
+    pub policy: ModePolicy,
+    /// For IP packets no rule matches.
+    pub default_action: Action,
+}
+
+/// What `attach` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub driver: String,
+    pub mode: XdpMode,
+    pub program_id: u32,
+    /// Higher modes tried first, and why each failed.
+    pub fallbacks: Vec<ModeFailure>,
+    pub default_action: Action,
+}
+
+pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
+    let iface = options.iface.as_str();
+    let ifindex = netdev::ifindex(iface)?;
+    let pins = Pins::for_iface(iface);
+    let state = xdp_state::query(ifindex)?;
+    if pins.exists() {
+        match (&state, pinned_program_id(&pins)) {
+            (Some(state), Some(pinned)) if state.program_id == pinned => {
+                return Err(OffloadError::AlreadyAttached {
+                    iface: iface.to_string(),
+                    mode: state.mode.to_string(),
+                    program_id: state.program_id,
+                });
+            }
+            // Pins left by a process that died, or by an interface that was re-created.
+            _ => pins.remove()?,
+        }
+    }
+    if let Some(state) = state {
+        return Err(OffloadError::ForeignProgram {
+            iface: iface.to_string(),
+            program_id: state.program_id,
+        });
+    }
+    pins.create()?;
+    let driver = netdev::driver(iface).unwrap_or_else(|_| "unknown".to_string());
+    let mut kernel = KernelAttempt {
+        iface,
+        ifindex,
+        driver: &driver,
+        pins: &pins,
+        default_action: options.default_action,
+        loaded: None,
+    };
+    match choose_mode(options.policy, &mut kernel) {
+        Ok(choice) => Ok(Attachment {
+            iface: iface.to_string(),
+            driver,
+            mode: choice.mode,
+            program_id: choice.program_id,
+            fallbacks: choice.failed,
+            default_action: options.default_action,
+        }),
+        Err(failures) => {
+            drop(kernel);
+            pins.remove()?;
+            let reasons = failures
+                .iter()
+                .map(|failure| format!("{}: {}", failure.mode, failure.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(OffloadError::NoModeWorked {
+                iface: iface.to_string(),
+                reasons,
+            })
+        }
+    }
+}
+
+/// The kernel side of [`choose_mode`]: loads the program once, then tries each mode.
+struct KernelAttempt<'a> {
+    iface: &'a str,
+    ifindex: u32,
+    driver: &'a str,
+    pins: &'a Pins,
+    default_action: Action,
+    loaded: Option<Ebpf>,
+}
+
+impl ModeAttempt for KernelAttempt<'_> {
+    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, String> {
+        match mode {
+            XdpMode::Hw => self.try_hw(),
+            XdpMode::Drv => self.try_link(AyaMode::Driver).map_err(|error| {
+                format!("native XDP unsupported by driver {}: {error}", self.driver)
+            }),
+            XdpMode::Skb => self
+                .try_link(AyaMode::Skb)
+                .map_err(|error| format!("generic XDP failed: {error}")),
+        }
+    }
+}
+
+impl KernelAttempt<'_> {
+    fn try_hw(&mut self) -> Result<u32, String> {
+        let (fd, program_id) =
+            hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
+        pin_fd(&fd, &self.pins.program())?;
+        Ok(program_id)
+    }
+
+    fn try_link(&mut self, mode: AyaMode) -> Result<u32, String> {
+        if self.loaded.is_none() {
+            self.loaded =
+                Some(load(self.pins, Some(self.default_action)).map_err(|e| e.to_string())?);
+        }
+        let ebpf = self.loaded.as_mut().expect("loaded above");
+        let program = steer_program(ebpf).map_err(|e| e.to_string())?;
+        let link_id = program
+            .attach_to_if_index(self.ifindex, mode)
+            .map_err(|error| describe(&error))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|error| describe(&error))?;
+        let link = FdLink::try_from(link).map_err(|error| {
+            format!(
+                "the kernel attached {} through netlink, not a bpf_link, so it cannot be pinned: {error}",
+                self.iface
+            )
+        })?;
+        link.pin(self.pins.link())
+            .map_err(|error| format!("pin link: {error}"))?;
+        program
+            .pin(self.pins.program())
+            .map_err(|error| format!("pin program: {error}"))?;
+        program
+            .info()
+            .map(|info| info.id())
+            .map_err(|error| describe(&error))
+    }
+}
+
+/// Loads the steering object with its maps pinned under `pins` (reused when they exist).
+fn load(pins: &Pins, default_action: Option<Action>) -> Result<Ebpf, OffloadError> {
+    load_object(pins, STEER_OBJECT, default_action)
+}
+
+fn load_object(
+    pins: &Pins,
+    object: &[u8],
+    default_action: Option<Action>,
+) -> Result<Ebpf, OffloadError> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .load(object)
+        .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
+    if let Some(action) = default_action {
+        let settings = ebpf
+            .map_mut("SETTINGS")
+            .ok_or_else(|| OffloadError::bpf("load", "object has no SETTINGS map"))?;
+        steering::write_default_action(settings, action)?;
+    }
+    steer_program(&mut ebpf)?.load().map_err(|error| {
+        OffloadError::bpf("verifier rejected the steering program", describe(&error))
+    })?;
+    Ok(ebpf)
+}
+
+fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, OffloadError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or_else(|| OffloadError::bpf("load", "object has no `steer` program"))?
+        .try_into()
+        .map_err(|error| OffloadError::bpf("load", describe(&error)))
+}
+
+/// Replaces the running program with `object` (default: this build's) through a bpf_link
+/// update: the kernel swaps the program pointer, so every packet sees either the old or the
+/// new program. Maps, and with them rules and counters, are the pinned ones.
+#[derive(Clone, Debug, Serialize)]
+pub struct Replacement {
+    pub iface: String,
+    pub old_program_id: u32,
+    pub new_program_id: u32,
+}
+
+pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, OffloadError> {
+    let pins = Pins::for_iface(iface);
+    netdev::ifindex(iface)?;
+    if !pins.exists() {
+        return Err(not_attached(iface, &pins));
+    }
+    if !pins.link().exists() {
+        return Err(OffloadError::bpf(
+            format!("replace on {iface}"),
+            "the program runs in hw mode, which has no bpf_link to update; detach and attach instead",
+        ));
+    }
+    let old_program_id = pinned_program_id(&pins).unwrap_or(0);
+    let mut ebpf = load_object(&pins, object.unwrap_or(STEER_OBJECT), None)?;
+    let program = steer_program(&mut ebpf)?;
+    let link = PinnedLink::from_pin(pins.link())
+        .map_err(|error| OffloadError::bpf("open pinned link", describe(&error)))?;
+    let link = XdpLink::try_from(FdLink::from(link))
+        .map_err(|error| OffloadError::bpf("pinned link is not an XDP link", describe(&error)))?;
+    program
+        .attach_to_link(link)
+        .map_err(|error| OffloadError::bpf("bpf_link update", describe(&error)))?;
+    let new_program_id = program
+        .info()
+        .map_err(|error| OffloadError::bpf("program info", describe(&error)))?
+        .id();
+    std::fs::remove_file(pins.program())
+        .map_err(|error| OffloadError::syscall("unlink old program pin", error))?;
+    program
+        .pin(pins.program())
+        .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
+    Ok(Replacement {
+        iface: iface.to_string(),
+        old_program_id,
+        new_program_id,
+    })
+}
+
+/// Detaches the program and removes every pin (rules and counters go with them).
+pub fn detach(iface: &str) -> Result<(), OffloadError> {
+    let ifindex = netdev::ifindex(iface)?;
+    let pins = Pins::for_iface(iface);
+    if !pins.exists() {
+        return Err(not_attached(iface, &pins));
+    }
+    if pins.link().exists() {
+        let link = open_pinned(&pins.link())?;
+        // BPF_LINK_DETACH detaches even if another process still holds the link.
+        // SAFETY: plain FFI call on a valid fd.
+        let result = unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) };
+        if result < 0 {
+            return Err(OffloadError::syscall(
+                "BPF_LINK_DETACH",
+                std::io::Error::from_raw_os_error(-result),
+            ));
+        }
+    } else if let Some(XdpState {
+        mode: XdpMode::Hw, ..
+    }) = xdp_state::query(ifindex)?
+    {
+        hw::detach_offloaded(ifindex)
+            .map_err(|error| OffloadError::syscall("XDP detach (hw)", error))?;
+    }
+    pins.remove()
+}
+
+/// What `fastpath xdp status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub iface: String,
+    /// The mode the kernel reports, None when nothing is attached.
+    pub mode: Option<XdpMode>,
+    pub program_id: Option<u32>,
+    pub default_action: Action,
+    pub counters: ActionCounters,
+    pub rules: Vec<RuleStats>,
+}
+
+pub fn status(iface: &str) -> Result<Status, OffloadError> {
+    let ifindex = netdev::ifindex(iface)?;
+    let steering = Steering::open(iface)?;
+    let state = xdp_state::query(ifindex)?;
+    Ok(Status {
+        iface: iface.to_string(),
+        mode: state.map(|state| state.mode),
+        program_id: state.map(|state| state.program_id),
+        default_action: steering.default_action()?,
+        counters: steering.counters()?,
+        rules: steering.rule_stats()?,
+    })
+}
+
+fn not_attached(iface: &str, pins: &Pins) -> OffloadError {
+    OffloadError::NotAttached(iface.to_string(), pins.dir.display().to_string())
+}
+
+fn pinned_program_id(pins: &Pins) -> Option<u32> {
+    ProgramInfo::from_pin(pins.program())
+        .ok()
+        .map(|info| info.id())
+}
+
+fn open_pinned(path: &std::path::Path) -> Result<OwnedFd, OffloadError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| OffloadError::bpf("open pin", "path has a NUL byte"))?;
+    // SAFETY: plain FFI call with a valid C string.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
+    if fd < 0 {
+        return Err(OffloadError::syscall(
+            "BPF_OBJ_GET",
+            std::io::Error::from_raw_os_error(-fd),
+        ));
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pin_fd(fd: &impl std::os::fd::AsFd, path: &std::path::Path) -> Result<(), String> {
+    use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: plain FFI call with a valid fd and C string.
+    let result = unsafe { libbpf_sys::bpf_obj_pin(fd.as_fd().as_raw_fd(), c_path.as_ptr()) };
+    if result < 0 {
+        return Err(format!(
+            "pin {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(-result)
+        ));
+    }
+    Ok(())
+}
+
+/// An error with its whole source chain ("bpf_link_create failed: Operation not supported").
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let _ = error.source();
+    text
+}

@@ -1,0 +1,216 @@
+//! Hardware offload: the program and its maps bound to the NIC at load time (`prog_ifindex`,
+//! `map_ifindex`), then attached with `XDP_FLAGS_HW_MODE`. aya cannot bind at load yet, so
+//! this path parses the object with aya-obj and loads it through libbpf-sys.
+//!
+//! The kernel offloads only array and hash maps, and only to drivers that register an offload
+//! device (nfp); see `bpf_map_offload_map_alloc` and `bpf_prog_dev_bound_init` in
+//! kernel/bpf/offload.c. Anything else fails at BPF_MAP_CREATE or BPF_PROG_LOAD, and the
+//! error names the map or program and the driver.
+
+use std::{
+    collections::HashSet,
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use aya_obj::generated::bpf_map_type;
+
+/// Why a hardware attach failed, for the mode report.
+pub type HwFailure = String;
+
+const OFFLOADABLE_MAPS: [u32; 2] = [
+    bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+    bpf_map_type::BPF_MAP_TYPE_HASH as u32,
+];
+
+/// Loads `program` from `object` bound to `ifindex` and attaches it in HW mode.
+/// Returns the program fd, for the caller to pin, and the program id.
+pub fn attach_offloaded(
+    object: &[u8],
+    program: &str,
+    ifindex: u32,
+    driver: &str,
+) -> Result<(OwnedFd, u32), HwFailure> {
+    let mut obj =
+        aya_obj::Object::parse(object).map_err(|error| format!("parse object: {error}"))?;
+    let mut names: Vec<String> = obj.maps.keys().cloned().collect();
+    // Offloadable kinds first, so that the first failure on a NIC without offload support is
+    // about the device, not about a map kind.
+    names.sort_by_key(|name| !OFFLOADABLE_MAPS.contains(&(obj.maps[name].map_type())));
+    let unsupported: Vec<String> = names
+        .iter()
+        .filter(|name| !OFFLOADABLE_MAPS.contains(&obj.maps[*name].map_type()))
+        .map(|name| format!("{name} ({})", map_kind(obj.maps[name].map_type())))
+        .collect();
+    let note = if unsupported.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; besides, NICs offload only array and hash maps and this program uses {}",
+            unsupported.join(", ")
+        )
+    };
+
+    let mut fds = Vec::new();
+    for name in &names {
+        let map = &obj.maps[name];
+        let fd = create_bound_map(name, map, ifindex).map_err(|error| {
+            format!(
+                "BPF_MAP_CREATE of {name} bound to the device failed: {} ({}){note}",
+                explain(&error, driver),
+                error
+            )
+        })?;
+        fds.push((name.clone(), fd));
+    }
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(index, _)| *index).collect();
+    let maps: Vec<(String, i32, aya_obj::Map)> = fds
+        .iter()
+        .map(|(name, fd)| (name.clone(), fd.as_raw_fd(), obj.maps[name].clone()))
+        .collect();
+    obj.relocate_maps(
+        maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
+        &text_sections,
+    )
+    .map_err(|error| format!("map relocation: {error}"))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|error| format!("call relocation: {error}"))?;
+    let key = obj
+        .programs
+        .get(program)
+        .ok_or_else(|| format!("program {program} not in the object"))?
+        .function_key();
+    let instructions = &obj.functions[&key].instructions;
+
+    let prog_fd =
+        load_bound_program(program, &obj.license, instructions, ifindex).map_err(|error| {
+            format!(
+                "BPF_PROG_LOAD bound to the device failed: {} ({error}){note}",
+                explain(&error, driver)
+            )
+        })?;
+    // SAFETY: plain FFI call; the fd is valid and owned by `prog_fd`.
+    let result = unsafe {
+        libbpf_sys::bpf_xdp_attach(
+            ifindex as i32,
+            prog_fd.as_raw_fd(),
+            libbpf_sys::XDP_FLAGS_HW_MODE | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST,
+            std::ptr::null(),
+        )
+    };
+    if result < 0 {
+        let error = io::Error::from_raw_os_error(-result);
+        return Err(format!("netlink XDP attach in HW mode failed: {error}"));
+    }
+    let id = program_id(&prog_fd).map_err(|error| format!("program info: {error}"))?;
+    Ok((prog_fd, id))
+}
+
+fn program_id(fd: &OwnedFd) -> io::Result<u32> {
+    // SAFETY: all-zero is a valid bpf_prog_info; the kernel fills up to `length` bytes.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` and `length` outlive the call.
+    let result =
+        unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut length) };
+    if result < 0 {
+        return Err(io::Error::from_raw_os_error(-result));
+    }
+    Ok(info.id)
+}
+
+/// Removes a HW-mode program from `ifindex`.
+pub fn detach_offloaded(ifindex: u32) -> io::Result<()> {
+    // SAFETY: plain FFI call with no pointers but a null opts.
+    let result = unsafe {
+        libbpf_sys::bpf_xdp_detach(
+            ifindex as i32,
+            libbpf_sys::XDP_FLAGS_HW_MODE,
+            std::ptr::null(),
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::from_raw_os_error(-result));
+    }
+    Ok(())
+}
+
+fn create_bound_map(name: &str, map: &aya_obj::Map, ifindex: u32) -> io::Result<OwnedFd> {
+    let c_name = CString::new(name.chars().take(15).collect::<String>()).expect("no NUL");
+    // SAFETY: an all-zero opts struct is its documented default; `sz` says which fields exist.
+    let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _;
+    opts.map_ifindex = ifindex;
+    opts.map_flags = map.map_flags();
+    // SAFETY: the name and opts outlive the call.
+    let fd = unsafe {
+        libbpf_sys::bpf_map_create(
+            map.map_type(),
+            c_name.as_ptr(),
+            map.key_size(),
+            map.value_size(),
+            map.max_entries(),
+            &opts,
+        )
+    };
+    owned(fd)
+}
+
+fn load_bound_program(
+    name: &str,
+    license: &std::ffi::CStr,
+    instructions: &[aya_obj::generated::bpf_insn],
+    ifindex: u32,
+) -> io::Result<OwnedFd> {
+    let c_name = CString::new(name).expect("no NUL");
+    // SAFETY: as in create_bound_map.
+    let mut opts: libbpf_sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _;
+    opts.prog_ifindex = ifindex;
+    // SAFETY: aya-obj's bpf_insn and libbpf's are both the kernel's 8-byte `struct bpf_insn`;
+    // the slice outlives the call.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_XDP,
+            c_name.as_ptr(),
+            license.as_ptr(),
+            instructions.as_ptr().cast(),
+            instructions.len() as _,
+            &mut opts,
+        )
+    };
+    owned(fd)
+}
+
+fn owned(fd: i32) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: libbpf returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn explain(error: &io::Error, driver: &str) -> String {
+    match error.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+            format!("driver {driver} does not support BPF hardware offload")
+        }
+        Some(libc::ENODEV) => "the interface disappeared".to_string(),
+        Some(libc::EPERM) => "permission denied (needs root or CAP_BPF + CAP_NET_ADMIN)".into(),
+        _ => "the kernel refused the offload".to_string(),
+    }
+}
+
+fn map_kind(map_type: u32) -> &'static str {
+    use bpf_map_type::*;
+    match map_type {
+        t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => "lpm_trie",
+        t if t == BPF_MAP_TYPE_PERCPU_ARRAY as u32 => "percpu_array",
+        t if t == BPF_MAP_TYPE_PERCPU_HASH as u32 => "percpu_hash",
+        t if t == BPF_MAP_TYPE_XSKMAP as u32 => "xskmap",
+        t if t == BPF_MAP_TYPE_DEVMAP as u32 => "devmap",
+        t if t == BPF_MAP_TYPE_CPUMAP as u32 => "cpumap",
+        _ => "another kind",
+    }
+}

@@ -1,0 +1,25 @@
+//! Loading, attaching and steering with fastpath's XDP programs.
+//!
+//! - [`attach`], [`replace`], [`detach`], [`status`]: the program on an interface, with the
+//!   mode policy of [`mode`] and the pins of [`pins`].
+//! - [`Steering`]: rules and counters, changed at run time through the pinned maps.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and timing.
+
+mod attach;
+mod error;
+mod hw;
+pub mod mode;
+pub mod netdev;
+mod pins;
+pub mod rules;
+mod steering;
+pub mod test_run;
+mod xdp_state;
+
+pub use attach::{AttachOptions, Attachment, Replacement, Status, attach, detach, replace, status};
+pub use error::OffloadError;
+pub use pins::Pins;
+pub use steering::{ActionCounters, RuleStats, Steering};
+
+/// The steering program object of this build (built by build.rs from `offload/ebpf`).
+pub static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer"));

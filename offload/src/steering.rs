@@ -1,0 +1,301 @@
+//! The rule and counter maps of an attachment, opened from their pins. Any process can open
+//! them; changes take effect at once, with no reload.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    hash::Hash,
+    path::Path,
+};
+
+use aya::maps::{
+    Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray, XskMap, lpm_trie::Key,
+};
+use nix::fcntl::{Flock, FlockArg};
+use offload_common::{Counter, RuleDef, Settings, counter};
+use serde::Serialize;
+
+use crate::{
+    OffloadError, Pins,
+    rules::{self, Action, CompiledRules, Rule, RuleError, RuleSpec},
+};
+
+/// Packets per action, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ActionCounters {
+    pub pass: u64,
+    pub drop: u64,
+    pub xsk: u64,
+    pub tx: u64,
+    pub malformed: u64,
+    /// `xsk` verdicts passed to the kernel because no socket was bound (also in `pass`).
+    pub xsk_fallback: u64,
+    /// Non-IP frames passed to the kernel (also in `pass`).
+    pub non_ip: u64,
+}
+
+impl ActionCounters {
+    /// Every packet the program saw: each lands in exactly one of these.
+    pub fn total(&self) -> u64 {
+        self.pass + self.drop + self.xsk + self.tx + self.malformed
+    }
+}
+
+/// A rule with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleStats {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub struct Steering {
+    pins: Pins,
+    _lock: Flock<File>,
+}
+
+impl Steering {
+    /// Opens the maps of the attachment on `iface`, holding a lock so that two processes
+    /// changing rules at once do not interleave.
+    pub fn open(iface: &str) -> Result<Steering, OffloadError> {
+        let pins = Pins::for_iface(iface);
+        if !pins.map("RULE_DEFS").exists() {
+            return Err(OffloadError::NotAttached(
+                iface.to_string(),
+                pins.dir.display().to_string(),
+            ));
+        }
+        Ok(Steering {
+            _lock: lock(iface)?,
+            pins,
+        })
+    }
+
+    fn map(&self, name: &str) -> Result<Map, OffloadError> {
+        let path = self.pins.map(name);
+        let data = MapData::from_pin(&path)
+            .map_err(|error| OffloadError::bpf(format!("open {}", path.display()), error))?;
+        Map::from_map_data(data).map_err(|error| OffloadError::bpf(format!("map {name}"), error))
+    }
+
+    pub fn rules(&self) -> Result<Vec<Rule>, OffloadError> {
+        let defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
+        let mut rules = Vec::new();
+        for entry in defs.iter() {
+            let (_, def) = entry.map_err(|error| OffloadError::bpf("read RULE_DEFS", error))?;
+            match rules::from_def(&def) {
+                Some(rule) => rules.push(rule),
+                None => {
+                    return Err(OffloadError::bpf(
+                        "read RULE_DEFS",
+                        format!("rule {} has a record this build cannot read", def.id),
+                    ));
+                }
+            }
+        }
+        rules.sort_by_key(|rule| rule.id);
+        Ok(rules)
+    }
+
+    /// Adds rules in one step; returns their ids. Nothing changes if any of them is invalid.
+    pub fn add_rules(&mut self, specs: &[RuleSpec]) -> Result<Vec<u32>, OffloadError> {
+        let old = self.rules()?;
+        let mut new = old.clone();
+        let ids = rules::allocate_ids(&old, specs.len())?;
+        for (spec, id) in specs.iter().zip(&ids) {
+            rules::check_new(&new, spec)?;
+            new.push(Rule {
+                id: *id,
+                spec: spec.clone(),
+            });
+        }
+        let compiled = rules::compile(&new)?;
+        // Fresh counters and the record first, then the match entries that point at them.
+        let mut stats: PerCpuArray<_, Counter> = typed(self.map("RULE_STATS")?, "RULE_STATS")?;
+        let mut defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, error)| OffloadError::syscall("read possible CPUs", error))?;
+        for rule in &new[old.len()..] {
+            let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(|error| OffloadError::bpf("per-CPU values", error))?;
+            stats
+                .set(rule.id, zero, 0)
+                .map_err(|error| OffloadError::bpf("reset RULE_STATS", error))?;
+            defs.insert(rule.id, rules::to_def(rule), 0)
+                .map_err(|error| OffloadError::bpf("write RULE_DEFS", error))?;
+        }
+        self.apply(&rules::compile(&old)?, &compiled)?;
+        Ok(ids)
+    }
+
+    pub fn add_rule(&mut self, spec: &RuleSpec) -> Result<u32, OffloadError> {
+        Ok(self.add_rules(std::slice::from_ref(spec))?[0])
+    }
+
+    pub fn delete_rule(&mut self, id: u32) -> Result<(), OffloadError> {
+        let old = self.rules()?;
+        if !old.iter().any(|rule| rule.id == id) {
+            return Err(RuleError::UnknownId(id).into());
+        }
+        let new: Vec<Rule> = old.iter().filter(|rule| rule.id != id).cloned().collect();
+        self.apply(&rules::compile(&old)?, &rules::compile(&new)?)?;
+        let mut defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
+        defs.remove(&id)
+            .map_err(|error| OffloadError::bpf("delete from RULE_DEFS", error))
+    }
+
+    /// Writes what changed between two compiled rule sets: new and changed entries first,
+    /// then removals. Each entry update is atomic for the program (the kernel swaps whole
+    /// elements under RCU).
+    fn apply(&self, old: &CompiledRules, new: &CompiledRules) -> Result<(), OffloadError> {
+        let mut exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
+            typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
+        sync(&old.exact, &new.exact, |key, value| match value {
+            Some(value) => exact.insert(key, value, 0),
+            None => exact.remove(key),
+        })?;
+        let mut v4: LpmTrie<_, [u8; 4], offload_common::RuleChain> =
+            typed(self.map("PREFIX_V4")?, "PREFIX_V4")?;
+        sync(&old.prefixes_v4, &new.prefixes_v4, |(len, addr), value| {
+            let key = Key::new(*len, *addr);
+            match value {
+                Some(value) => v4.insert(&key, value, 0),
+                None => v4.remove(&key),
+            }
+        })?;
+        let mut v6: LpmTrie<_, [u8; 16], offload_common::RuleChain> =
+            typed(self.map("PREFIX_V6")?, "PREFIX_V6")?;
+        sync(&old.prefixes_v6, &new.prefixes_v6, |(len, addr), value| {
+            let key = Key::new(*len, *addr);
+            match value {
+                Some(value) => v6.insert(&key, value, 0),
+                None => v6.remove(&key),
+            }
+        })
+    }
+
+    pub fn rule_stats(&self) -> Result<Vec<RuleStats>, OffloadError> {
+        let stats: PerCpuArray<_, Counter> = typed(self.map("RULE_STATS")?, "RULE_STATS")?;
+        self.rules()?
+            .into_iter()
+            .map(|rule| {
+                let per_cpu = stats
+                    .get(&rule.id, 0)
+                    .map_err(|error| OffloadError::bpf("read RULE_STATS", error))?;
+                Ok(RuleStats {
+                    packets: per_cpu.iter().map(|c| c.packets).sum(),
+                    bytes: per_cpu.iter().map(|c| c.bytes).sum(),
+                    rule,
+                })
+            })
+            .collect()
+    }
+
+    pub fn counters(&self) -> Result<ActionCounters, OffloadError> {
+        let stats: PerCpuArray<_, Counter> = typed(self.map("ACTION_STATS")?, "ACTION_STATS")?;
+        let slot = |index: u32| -> Result<u64, OffloadError> {
+            let per_cpu = stats
+                .get(&index, 0)
+                .map_err(|error| OffloadError::bpf("read ACTION_STATS", error))?;
+            Ok(per_cpu.iter().map(|c| c.packets).sum())
+        };
+        Ok(ActionCounters {
+            pass: slot(counter::PASS)?,
+            drop: slot(counter::DROP)?,
+            xsk: slot(counter::XSK)?,
+            tx: slot(counter::TX)?,
+            malformed: slot(counter::MALFORMED)?,
+            xsk_fallback: slot(counter::XSK_FALLBACK)?,
+            non_ip: slot(counter::NON_IP)?,
+        })
+    }
+
+    pub fn default_action(&self) -> Result<Action, OffloadError> {
+        read_default_action(self.map("SETTINGS")?)
+    }
+
+    /// Registers an AF_XDP socket at `queue` in the XSKMAP.
+    pub fn register_socket(
+        &self,
+        queue: u32,
+        socket: impl std::os::fd::AsRawFd,
+    ) -> Result<(), OffloadError> {
+        let mut sockets: XskMap<_> = typed(self.map("XSKS")?, "XSKS")?;
+        sockets
+            .set(queue, socket, 0)
+            .map_err(|error| OffloadError::bpf(format!("register socket at queue {queue}"), error))
+    }
+
+    pub fn unregister_socket(&self, queue: u32) -> Result<(), OffloadError> {
+        let mut sockets: XskMap<_> = typed(self.map("XSKS")?, "XSKS")?;
+        sockets.unset(queue).map_err(|error| {
+            OffloadError::bpf(format!("unregister socket at queue {queue}"), error)
+        })
+    }
+}
+
+/// Writes the default action into a SETTINGS map (at load, before the program is attached).
+pub(crate) fn write_default_action(map: &mut Map, action: Action) -> Result<(), OffloadError> {
+    let mut settings: Array<_, Settings> =
+        Array::try_from(map).map_err(|error| OffloadError::bpf("map SETTINGS", error))?;
+    let value = Settings {
+        default_action: action.code(),
+        ..Default::default()
+    };
+    settings
+        .set(0, value, 0)
+        .map_err(|error| OffloadError::bpf("write SETTINGS", error))
+}
+
+fn read_default_action(map: Map) -> Result<Action, OffloadError> {
+    let settings: Array<_, Settings> = typed(map, "SETTINGS")?;
+    let value = settings
+        .get(&0, 0)
+        .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+    Action::from_code(value.default_action).ok_or_else(|| {
+        OffloadError::bpf(
+            "read SETTINGS",
+            format!("unknown action {}", value.default_action),
+        )
+    })
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    map: Map,
+    name: &str,
+) -> Result<T, OffloadError> {
+    T::try_from(map)
+        .map_err(|error| OffloadError::bpf(format!("map {name} has an unexpected layout"), error))
+}
+
+/// Calls `write(key, Some(new))` for entries added or changed, then `write(key, None)` for
+/// entries removed.
+fn sync<K: Eq + Hash, V: PartialEq>(
+    old: &HashMap<K, V>,
+    new: &HashMap<K, V>,
+    mut write: impl FnMut(&K, Option<&V>) -> Result<(), aya::maps::MapError>,
+) -> Result<(), OffloadError> {
+    for (key, value) in new {
+        if old.get(key) != Some(value) {
+            write(key, Some(value)).map_err(|error| OffloadError::bpf("update rule map", error))?;
+        }
+    }
+    for key in old.keys().filter(|key| !new.contains_key(key)) {
+        write(key, None).map_err(|error| OffloadError::bpf("delete from rule map", error))?;
+    }
+    Ok(())
+}
+
+fn lock(iface: &str) -> Result<Flock<File>, OffloadError> {
+    let dir = Path::new("/run/fastpath");
+    fs::create_dir_all(dir).map_err(|error| OffloadError::syscall("mkdir /run/fastpath", error))?;
+    let file = File::create(dir.join(format!("{iface}.lock")))
+        .map_err(|error| OffloadError::syscall("open rule lock", error))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+        OffloadError::syscall(
+            "flock rule lock",
+            std::io::Error::from_raw_os_error(errno as i32),
+        )
+    })
+}

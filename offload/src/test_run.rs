@@ -1,0 +1,121 @@
+//! `BPF_PROG_TEST_RUN` on the steering program, without attaching it anywhere: the BPF
+//! fixtures and the benchmark use it. Maps are pinned under a label of the caller's, so the
+//! ordinary [`Steering`] API installs the rules.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+
+use crate::{OffloadError, Pins, STEER_OBJECT, Steering, attach::describe, rules::Action};
+
+/// The program's verdict and the packet as it left the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// XDP_ABORTED = 0, XDP_DROP = 1, XDP_PASS = 2, XDP_TX = 3, XDP_REDIRECT = 4.
+    pub verdict: u32,
+    pub packet: Vec<u8>,
+}
+
+/// A loaded, unattached copy of the steering object.
+pub struct TestBench {
+    label: String,
+    pins: Pins,
+    ebpf: Ebpf,
+}
+
+impl TestBench {
+    /// Loads both programs (`steer`, `bare_pass`) with maps pinned under
+    /// `/sys/fs/bpf/fastpath/<label>/`; any earlier pins of that label are removed first.
+    pub fn load(label: &str, default_action: Action) -> Result<TestBench, OffloadError> {
+        let pins = Pins::for_iface(label);
+        pins.remove()?;
+        pins.create()?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pins.maps_dir())
+            .load(STEER_OBJECT)
+            .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
+        for name in ["steer", "bare_pass"] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| OffloadError::bpf("load", format!("no program {name}")))?
+                .try_into()
+                .map_err(|error| OffloadError::bpf("load", describe(&error)))?;
+            program.load().map_err(|error| {
+                OffloadError::bpf(format!("verifier rejected {name}"), describe(&error))
+            })?;
+            // The pinned program marks the label as a live attachment for Steering::open.
+            if name == "steer" {
+                program
+                    .pin(pins.program())
+                    .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
+            }
+        }
+        let settings = ebpf
+            .map_mut("SETTINGS")
+            .ok_or_else(|| OffloadError::bpf("load", "no SETTINGS map"))?;
+        crate::steering::write_default_action(settings, default_action)?;
+        Ok(TestBench {
+            label: label.to_string(),
+            pins,
+            ebpf,
+        })
+    }
+
+    pub fn steering(&self) -> Result<Steering, OffloadError> {
+        Steering::open(&self.label)
+    }
+
+    fn program(&self, name: &str) -> Result<&Xdp, OffloadError> {
+        self.ebpf
+            .program(name)
+            .ok_or_else(|| OffloadError::bpf("test run", format!("no program {name}")))?
+            .try_into()
+            .map_err(|error| OffloadError::bpf("test run", describe(&error)))
+    }
+
+    /// Runs `steer` once on `packet`.
+    pub fn run(&self, packet: &[u8]) -> Result<RunResult, OffloadError> {
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = self
+            .program("steer")?
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .map_err(|error| OffloadError::bpf("BPF_PROG_TEST_RUN", describe(&error)))?;
+        out.truncate(result.data_size_out as usize);
+        Ok(RunResult {
+            verdict: result.return_value,
+            packet: out,
+        })
+    }
+
+    /// Mean time per run of `program` ("steer" or "bare_pass") over `repeat` runs in the
+    /// kernel.
+    pub fn time(
+        &self,
+        program: &str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<Duration, OffloadError> {
+        let result = self
+            .program(program)?
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .map_err(|error| OffloadError::bpf("BPF_PROG_TEST_RUN", describe(&error)))?;
+        Ok(result.duration)
+    }
+}
+
+impl Drop for TestBench {
+    fn drop(&mut self) {
+        let _ = self.pins.remove();
+    }
+}

@@ -1,0 +1,47 @@
+//! What the kernel says is attached to an interface, read through rtnetlink (IFLA_XDP).
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+
+use crate::{OffloadError, mode::XdpMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpState {
+    pub mode: XdpMode,
+    pub program_id: u32,
+}
+
+/// The XDP program on `ifindex`, if any.
+pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|error| OffloadError::syscall("start netlink runtime", error))?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
+        tokio::spawn(connection);
+        let mut links = handle.link().get().match_index(ifindex).execute();
+        let message = links
+            .try_next()
+            .await
+            .map_err(|error| OffloadError::bpf("RTM_GETLINK", error))?
+            .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))?;
+        let mut mode = None;
+        let mut program_id = 0;
+        for attribute in message.attributes {
+            if let LinkAttribute::Xdp(xdp) = attribute {
+                for item in xdp {
+                    match item {
+                        LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpMode::Drv),
+                        LinkXdp::Attached(XdpAttached::SocketBuffer) => mode = Some(XdpMode::Skb),
+                        LinkXdp::Attached(XdpAttached::Hardware) => mode = Some(XdpMode::Hw),
+                        LinkXdp::ProgId(id) => program_id = id,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(mode.map(|mode| XdpState { mode, program_id }))
+    })
+}

@@ -1,0 +1,466 @@
+//! BPF_PROG_TEST_RUN fixtures for the steering program: an input packet, the rules, the
+//! expected verdict and, where the packet changes, the expected output packet.
+//! Needs root and the kernel's BPF; under CI=true a missing capability fails the run.
+
+mod support;
+
+use offload::{
+    rules::{Action, PortRange, RuleSpec, parse_cidr},
+    test_run::TestBench,
+};
+use support::{
+    packet::{self, L4, frame},
+    require_root,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+fn rule(action: &str) -> RuleSpec {
+    RuleSpec::new(action.parse().unwrap())
+}
+
+trait RuleExt {
+    fn proto(self, proto: &str) -> Self;
+    fn dst(self, cidr: &str) -> Self;
+    fn src(self, cidr: &str) -> Self;
+    fn ports(self, ports: &str) -> Self;
+}
+
+impl RuleExt for RuleSpec {
+    fn proto(mut self, proto: &str) -> Self {
+        self.proto = Some(proto.parse().unwrap());
+        self
+    }
+    fn dst(mut self, cidr: &str) -> Self {
+        self.dst = Some(parse_cidr("dst", cidr).unwrap());
+        self
+    }
+    fn src(mut self, cidr: &str) -> Self {
+        self.src = Some(parse_cidr("src", cidr).unwrap());
+        self
+    }
+    fn ports(mut self, ports: &str) -> Self {
+        self.dport = Some(ports.parse::<PortRange>().unwrap());
+        self
+    }
+}
+
+/// Loads the program under a label unique to the test, with `rules` installed.
+fn bench(label: &str, default: Action, rules: &[RuleSpec]) -> Option<(TestBench, Vec<u32>)> {
+    if !require_root(label) {
+        return None;
+    }
+    let bench = TestBench::load(&format!("fixture-{label}"), default).expect("load program");
+    let ids = bench
+        .steering()
+        .unwrap()
+        .add_rules(rules)
+        .expect("add rules");
+    Some((bench, ids))
+}
+
+fn verdict(bench: &TestBench, packet: &[u8]) -> u32 {
+    bench.run(packet).expect("test run").verdict
+}
+
+#[test]
+fn every_action_on_a_matching_rule() {
+    let Some((bench, _)) = bench(
+        "actions",
+        Action::Pass,
+        &[
+            rule("drop").proto("udp").dst("10.0.0.1").ports("53"),
+            rule("tx").proto("udp").dst("10.0.0.2").ports("7"),
+            rule("pass").proto("tcp").dst("10.0.0.3").ports("22"),
+            rule("xsk").proto("udp").dst("10.0.0.4").ports("4791"),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(
+        verdict(&bench, &packet::udp("10.1.0.1", "10.0.0.1", 53)),
+        XDP_DROP
+    );
+    assert_eq!(
+        verdict(&bench, &packet::tcp("10.1.0.1", "10.0.0.3", 22)),
+        XDP_PASS
+    );
+    // No socket bound at queue 0: xsk falls back to pass, and says so in its counter.
+    assert_eq!(
+        verdict(&bench, &packet::udp("10.1.0.1", "10.0.0.4", 4791)),
+        XDP_PASS
+    );
+
+    let input = packet::udp("10.1.0.1", "10.0.0.2", 7);
+    let output = bench.run(&input).unwrap();
+    assert_eq!(output.verdict, XDP_TX);
+    let mut expected = input.clone();
+    expected[0..6].copy_from_slice(&packet::SRC_MAC);
+    expected[6..12].copy_from_slice(&packet::DST_MAC);
+    assert_eq!(
+        output.packet, expected,
+        "tx swaps the MAC addresses, nothing else"
+    );
+
+    let counters = bench.steering().unwrap().counters().unwrap();
+    assert_eq!(
+        (
+            counters.drop,
+            counters.tx,
+            counters.pass,
+            counters.xsk_fallback
+        ),
+        (1, 1, 2, 1)
+    );
+    let stats = bench.steering().unwrap().rule_stats().unwrap();
+    assert!(stats.iter().all(|rule| rule.packets == 1), "{stats:?}");
+}
+
+#[test]
+fn default_action_applies_when_no_rule_matches() {
+    let Some((bench, _)) = bench("default", Action::Drop, &[rule("pass").dst("10.0.0.0/8")]) else {
+        return;
+    };
+    assert_eq!(
+        verdict(&bench, &packet::tcp("1.1.1.1", "10.9.9.9", 80)),
+        XDP_PASS
+    );
+    assert_eq!(
+        verdict(&bench, &packet::tcp("1.1.1.1", "192.168.1.1", 80)),
+        XDP_DROP
+    );
+    // Non-IP traffic (ARP here) is never subject to the default: the kernel needs it.
+    let mut arp = packet::udp("1.1.1.1", "192.168.1.1", 1);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert_eq!(verdict(&bench, &arp), XDP_PASS);
+    assert_eq!(bench.steering().unwrap().counters().unwrap().non_ip, 1);
+}
+
+#[test]
+fn each_rule_kind_matches_only_its_packets() {
+    let Some((bench, _)) = bench(
+        "kinds",
+        Action::Pass,
+        &[
+            // exact host + port (hash)
+            rule("drop").proto("tcp").dst("10.0.0.1").ports("80"),
+            // prefix + port range
+            rule("drop")
+                .proto("udp")
+                .dst("10.2.0.0/16")
+                .ports("1000-2000"),
+            // source prefix only
+            rule("drop").src("192.168.50.0/24"),
+            // protocol only (IPv4 and IPv6)
+            rule("drop").proto("icmp"),
+            // IPv6 prefix
+            rule("drop").proto("tcp").dst("2001:db8:1::/48"),
+        ],
+    ) else {
+        return;
+    };
+    let cases: &[(Vec<u8>, u32)] = &[
+        (packet::tcp("1.1.1.1", "10.0.0.1", 80), XDP_DROP),
+        (packet::tcp("1.1.1.1", "10.0.0.1", 81), XDP_PASS),
+        (packet::udp("1.1.1.1", "10.0.0.1", 80), XDP_PASS),
+        (packet::udp("1.1.1.1", "10.2.3.4", 1000), XDP_DROP),
+        (packet::udp("1.1.1.1", "10.2.3.4", 2000), XDP_DROP),
+        (packet::udp("1.1.1.1", "10.2.3.4", 2001), XDP_PASS),
+        (packet::tcp("1.1.1.1", "10.2.3.4", 1500), XDP_PASS),
+        (packet::tcp("192.168.50.7", "8.8.8.8", 443), XDP_DROP),
+        (packet::tcp("192.168.51.7", "8.8.8.8", 443), XDP_PASS),
+        (frame("1.1.1.1", "8.8.8.8", L4::Icmp).build(), XDP_DROP),
+        (
+            frame("2001:db8::1", "2001:db8::2", L4::Icmp).build(),
+            XDP_DROP,
+        ),
+        (packet::tcp("2001:db8::9", "2001:db8:1::5", 22), XDP_DROP),
+        (packet::tcp("2001:db8::9", "2001:db8:2::5", 22), XDP_PASS),
+        (packet::udp("2001:db8::9", "2001:db8:1::5", 22), XDP_PASS),
+    ];
+    for (index, (input, expected)) in cases.iter().enumerate() {
+        assert_eq!(verdict(&bench, input), *expected, "case {index}");
+    }
+}
+
+#[test]
+fn overlapping_rules_follow_the_documented_priority() {
+    let Some((bench, ids)) = bench(
+        "overlap",
+        Action::Pass,
+        &[
+            rule("drop").dst("10.0.0.0/8"), // 1: short prefix
+            rule("tx").dst("10.1.0.0/16"),  // 2: longer prefix
+            rule("pass").dst("10.1.0.0/16").src("172.16.0.0/12"), // 3: + source
+            rule("drop").dst("10.1.0.0/16").proto("tcp").ports("80-90"), // 4: + ports
+            rule("tx").dst("10.1.0.0/16").proto("tcp").ports("80"), // 5: narrower ports
+            rule("drop").proto("tcp").dst("10.1.2.3").ports("443"), // 6: exact host
+            rule("pass").dst("10.1.2.3").src("172.16.0.0/12"), // 7: src on host
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6, 7]);
+    let cases: &[(Vec<u8>, u32)] = &[
+        (packet::udp("1.1.1.1", "10.9.0.1", 5), XDP_DROP), // only rule 1
+        (packet::udp("1.1.1.1", "10.1.0.1", 5), XDP_TX),   // 2 beats 1
+        (packet::udp("172.16.1.1", "10.1.0.1", 5), XDP_PASS), // 3 (source) beats 2
+        (packet::tcp("1.1.1.1", "10.1.0.1", 85), XDP_DROP), // 4 (ports) beats 2
+        (packet::tcp("1.1.1.1", "10.1.0.1", 80), XDP_TX),  // 5 (one port) beats 4
+        (packet::tcp("172.16.1.1", "10.1.0.1", 80), XDP_PASS), // source beats ports
+        (packet::tcp("1.1.1.1", "10.1.2.3", 443), XDP_DROP), // 6: exact host
+        (packet::tcp("172.16.1.1", "10.1.2.3", 443), XDP_PASS), // 7 outranks 6 (source)
+    ];
+    for (index, (input, expected)) in cases.iter().enumerate() {
+        assert_eq!(verdict(&bench, input), *expected, "case {index}");
+    }
+}
+
+#[test]
+fn ipv4_options_and_ipv6_extension_chains_are_skipped() {
+    let Some((bench, _)) = bench(
+        "headers",
+        Action::Pass,
+        &[
+            rule("drop").proto("udp").dst("10.0.0.1").ports("53"),
+            rule("drop").proto("udp").dst("2001:db8::1").ports("53"),
+        ],
+    ) else {
+        return;
+    };
+    let udp4 = frame(
+        "1.1.1.1",
+        "10.0.0.1",
+        L4::Udp {
+            sport: 1,
+            dport: 53,
+        },
+    );
+    for options in [4, 8, 40] {
+        assert_eq!(
+            verdict(&bench, &udp4.clone().options(options).build()),
+            XDP_DROP,
+            "IHL with {options} option bytes"
+        );
+    }
+    let udp6 = frame(
+        "2001:db8::9",
+        "2001:db8::1",
+        L4::Udp {
+            sport: 1,
+            dport: 53,
+        },
+    );
+    for chain in [&[0u8][..], &[0, 43, 60], &[0, 60, 43, 44], &[44]] {
+        assert_eq!(
+            verdict(&bench, &udp6.clone().extensions(chain).build()),
+            XDP_DROP,
+            "extensions {chain:?}"
+        );
+    }
+    // Non-first fragments carry no ports: a port rule cannot match them.
+    assert_eq!(
+        verdict(&bench, &udp4.clone().fragment(10).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        verdict(&bench, &udp6.clone().extensions(&[44]).fragment(10).build()),
+        XDP_PASS
+    );
+    assert_eq!(bench.steering().unwrap().counters().unwrap().malformed, 0);
+}
+
+#[test]
+fn vlan_and_qinq_frames_are_classified() {
+    let Some((bench, _)) = bench(
+        "vlan",
+        Action::Pass,
+        &[rule("drop").proto("tcp").dst("10.0.0.1").ports("80")],
+    ) else {
+        return;
+    };
+    let base = frame(
+        "1.1.1.1",
+        "10.0.0.1",
+        L4::Tcp {
+            sport: 1,
+            dport: 80,
+        },
+    );
+    assert_eq!(
+        verdict(&bench, &base.clone().vlan(0x8100).build()),
+        XDP_DROP,
+        "802.1Q"
+    );
+    assert_eq!(
+        verdict(&bench, &base.clone().vlan(0x88a8).vlan(0x8100).build()),
+        XDP_DROP,
+        "QinQ"
+    );
+    let v6 = frame(
+        "2001:db8::9",
+        "2001:db8::1",
+        L4::Tcp {
+            sport: 1,
+            dport: 80,
+        },
+    );
+    assert_eq!(verdict(&bench, &v6.vlan(0x8100).build()), XDP_PASS);
+    // A third tag is beyond what the program parses: passed as non-IP.
+    let triple = base.vlan(0x88a8).vlan(0x8100).vlan(0x8100).build();
+    assert_eq!(verdict(&bench, &triple), XDP_PASS);
+    assert_eq!(bench.steering().unwrap().counters().unwrap().non_ip, 1);
+}
+
+#[test]
+fn packets_truncated_at_every_header_boundary_are_counted_malformed_and_passed() {
+    let Some((bench, _)) = bench("truncated", Action::Drop, &[]) else {
+        return;
+    };
+    let frames = [
+        frame(
+            "1.1.1.1",
+            "10.0.0.1",
+            L4::Tcp {
+                sport: 1,
+                dport: 80,
+            },
+        )
+        .options(8),
+        frame(
+            "1.1.1.1",
+            "10.0.0.1",
+            L4::Udp {
+                sport: 1,
+                dport: 80,
+            },
+        )
+        .vlan(0x88a8)
+        .vlan(0x8100),
+        frame("1.1.1.1", "10.0.0.1", L4::Icmp),
+        frame(
+            "2001:db8::9",
+            "2001:db8::1",
+            L4::Tcp {
+                sport: 1,
+                dport: 80,
+            },
+        )
+        .extensions(&[0, 43, 44]),
+        frame("2001:db8::9", "2001:db8::1", L4::Icmp),
+    ];
+    let mut expected_malformed = 0;
+    for frame in &frames {
+        let mut frame = frame.clone();
+        frame.payload = 0;
+        let full = frame.build();
+        for cut in packet::header_boundaries(&frame) {
+            if cut >= full.len() {
+                continue;
+            }
+            let mut truncated = full[..cut].to_vec();
+            // Keep the IP length fields consistent with the cut, so that only the missing
+            // header makes the packet malformed (the length checks have their own test).
+            fix_lengths(&mut truncated, &frame);
+            assert_eq!(
+                verdict(&bench, &truncated),
+                XDP_PASS,
+                "{frame:?} cut at {cut}"
+            );
+            expected_malformed += 1;
+            let counters = bench.steering().unwrap().counters().unwrap();
+            assert_eq!(
+                counters.malformed, expected_malformed,
+                "{frame:?} cut at {cut} not counted malformed"
+            );
+        }
+        // The untruncated frame is fine and takes the default (drop).
+        assert_eq!(verdict(&bench, &full), XDP_DROP, "{frame:?} whole");
+    }
+}
+
+/// Rewrites the IPv4 total length / IPv6 payload length to what the truncated frame holds.
+fn fix_lengths(bytes: &mut [u8], frame: &packet::Frame) {
+    let l3 = 14 + 4 * frame.vlans.len();
+    if frame.dst.is_ipv4() && bytes.len() >= l3 + 4 {
+        let total = (bytes.len() - l3) as u16;
+        bytes[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+    }
+    if frame.dst.is_ipv6() && bytes.len() >= l3 + 6 {
+        let payload = bytes.len().saturating_sub(l3 + 40) as u16;
+        bytes[l3 + 4..l3 + 6].copy_from_slice(&payload.to_be_bytes());
+    }
+}
+
+#[test]
+fn bad_ihl_and_bad_lengths_are_malformed() {
+    let Some((bench, _)) = bench("lengths", Action::Drop, &[]) else {
+        return;
+    };
+    let good = packet::udp("1.1.1.1", "10.0.0.1", 53);
+    let mut cases = Vec::new();
+    for ihl in [0u8, 4] {
+        let mut bad = good.clone();
+        bad[14] = 0x40 | ihl;
+        cases.push((format!("IHL {ihl}"), bad));
+    }
+    let mut ihl_past_end = good.clone();
+    ihl_past_end[14] = 0x4f; // 60-byte header in a 46-byte packet
+    cases.push(("IHL past the end".into(), ihl_past_end));
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    cases.push(("total length beyond the frame".into(), long));
+    let mut short = good.clone();
+    short[16..18].copy_from_slice(&10u16.to_be_bytes());
+    cases.push(("total length below the header".into(), short));
+    let mut version = good.clone();
+    version[14] = 0x65;
+    cases.push(("version 6 in an IPv4 ethertype".into(), version));
+    let mut v6_long = packet::udp("2001:db8::9", "2001:db8::1", 53);
+    v6_long[18..20].copy_from_slice(&4000u16.to_be_bytes());
+    cases.push(("IPv6 payload length beyond the frame".into(), v6_long));
+    let mut tcp_offset = packet::tcp("1.1.1.1", "10.0.0.1", 80);
+    tcp_offset[14 + 20 + 12] = 2 << 4;
+    cases.push(("TCP data offset 2".into(), tcp_offset));
+
+    for (index, (name, input)) in cases.iter().enumerate() {
+        assert_eq!(verdict(&bench, input), XDP_PASS, "{name}");
+        let counters = bench.steering().unwrap().counters().unwrap();
+        assert_eq!(
+            counters.malformed,
+            index as u64 + 1,
+            "{name} not counted malformed"
+        );
+    }
+    // Padding after the IP packet (short frames padded to 60 bytes) is not malformed.
+    let mut padded = good.clone();
+    padded.extend([0; 8]);
+    assert_eq!(verdict(&bench, &padded), XDP_DROP);
+}
+
+#[test]
+fn rule_changes_take_effect_without_reload() {
+    let Some((bench, _)) = bench("runtime", Action::Pass, &[]) else {
+        return;
+    };
+    let input = packet::udp("1.1.1.1", "10.0.0.1", 53);
+    assert_eq!(verdict(&bench, &input), XDP_PASS);
+    let id = bench
+        .steering()
+        .unwrap()
+        .add_rule(&rule("drop").dst("10.0.0.0/24"))
+        .unwrap();
+    assert_eq!(verdict(&bench, &input), XDP_DROP);
+    let exact = bench
+        .steering()
+        .unwrap()
+        .add_rule(&rule("tx").proto("udp").dst("10.0.0.1").ports("53"))
+        .unwrap();
+    assert_eq!(verdict(&bench, &input), XDP_TX);
+    bench.steering().unwrap().delete_rule(exact).unwrap();
+    assert_eq!(verdict(&bench, &input), XDP_DROP);
+    bench.steering().unwrap().delete_rule(id).unwrap();
+    assert_eq!(verdict(&bench, &input), XDP_PASS);
+}
