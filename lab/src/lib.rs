@@ -1,0 +1,374 @@
+//! The network lab: network namespaces joined by veth pairs (and a bridge where a segment is
+//! shared), with addresses, routes and static neighbours, all made through netlink.
+//!
+//! Safety rules (ARCHITECTURE.md): every endpoint lives in a namespace the lab created, the
+//! root namespace gets nothing, no namespace has a route out of the machine, and a [`Lab`] is
+//! torn down on drop and on SIGINT/SIGTERM (see [`Lab::teardown_on_signals`]).
+
+pub mod netlink;
+pub mod netns;
+
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{Mutex, Once},
+};
+
+use serde::Serialize;
+
+/// Every lab namespace starts with this; `fastpath lab down --all` removes them all.
+pub const LAB_PREFIX: &str = "fp";
+/// The prefix of the default lab (`fastpath lab up`).
+pub const DEFAULT_PREFIX: &str = "fp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("namespace {0} already exists (run `fastpath lab down` to remove a stale lab)")]
+    Exists(String),
+    #[error("no namespace {0} (is the lab up? `fastpath lab up`)")]
+    NoNamespace(String),
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink {what} failed: {message}")]
+    Netlink { what: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LabError {
+    fn io(what: &'static str, source: std::io::Error) -> Self {
+        LabError::Io { what, source }
+    }
+    fn errno(what: &'static str, errno: nix::errno::Errno) -> Self {
+        LabError::Io {
+            what,
+            source: std::io::Error::from_raw_os_error(errno as i32),
+        }
+    }
+}
+
+/// One end of a link: its namespace, interface, addresses and MAC.
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoint {
+    pub namespace: String,
+    pub iface: String,
+    pub ipv4: IpAddr,
+    pub ipv6: IpAddr,
+    pub mac: String,
+}
+
+/// The default topology:
+///
+/// ```text
+///  client ns                 dut ns                          lan ns          backend ns
+///  <p>-c0 10.77.0.1 ---- <p>-d0 10.77.0.2
+///  fd77::1                   fd77::2
+///                            <p>-d1 10.78.0.1 ---- <p>-l1 [bridge <p>-br] <p>-l2 ---- <p>-b1e 10.78.0.11
+///                                                                         <p>-l3 ---- <p>-b2e 10.78.0.12
+/// ```
+///
+/// The device under test (dut) routes between the client and the backends.
+#[derive(Debug, Serialize)]
+pub struct Lab {
+    pub prefix: String,
+    pub client: Endpoint,
+    /// The dut's interface facing the client: where XDP programs go.
+    pub dut: Endpoint,
+    pub dut_lan: Endpoint,
+    pub backends: Vec<Endpoint>,
+    namespaces: Vec<String>,
+    #[serde(skip)]
+    keep: bool,
+}
+
+static LIVE_LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl Lab {
+    pub fn namespace(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Builds the default topology with namespaces `<prefix>-client`, `-dut`, `-lan`, `-b1`,
+    /// `-b2`. Prefixes must start with "fp" and keep interface names within 15 bytes.
+    pub fn up(prefix: &str) -> Result<Lab, LabError> {
+        if !prefix.starts_with(LAB_PREFIX) || prefix.len() > 8 {
+            return Err(LabError::Invalid(format!(
+                "lab prefix {prefix:?} must start with {LAB_PREFIX:?} and be at most 8 bytes"
+            )));
+        }
+        let roles = ["client", "dut", "lan", "b1", "b2"];
+        let namespaces: Vec<String> = roles
+            .iter()
+            .map(|role| format!("{prefix}-{role}"))
+            .collect();
+        for namespace in &namespaces {
+            if netns::exists(namespace) {
+                return Err(LabError::Exists(namespace.clone()));
+            }
+        }
+        LIVE_LABS.lock().unwrap().push(prefix.to_string());
+        // From here on, a failure tears down whatever was made.
+        let mut lab = Lab {
+            prefix: prefix.to_string(),
+            client: endpoint(
+                &namespaces[0],
+                format!("{prefix}-c0"),
+                "10.77.0.1",
+                "fd77::1",
+            ),
+            dut: endpoint(
+                &namespaces[1],
+                format!("{prefix}-d0"),
+                "10.77.0.2",
+                "fd77::2",
+            ),
+            dut_lan: endpoint(
+                &namespaces[1],
+                format!("{prefix}-d1"),
+                "10.78.0.1",
+                "fd78::1",
+            ),
+            backends: vec![
+                endpoint(
+                    &namespaces[3],
+                    format!("{prefix}-b1e"),
+                    "10.78.0.11",
+                    "fd78::11",
+                ),
+                endpoint(
+                    &namespaces[4],
+                    format!("{prefix}-b2e"),
+                    "10.78.0.12",
+                    "fd78::12",
+                ),
+            ],
+            namespaces,
+            keep: false,
+        };
+        for namespace in &lab.namespaces {
+            netns::create(namespace)?;
+        }
+        lab.build()?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<(), LabError> {
+        let prefix = self.prefix.clone();
+        let lan = self.namespace("lan");
+        veth(&self.client, &self.dut)?;
+        let bridge = format!("{prefix}-br");
+        netns::run_in(&lan, {
+            let bridge = bridge.clone();
+            move || netlink::add_bridge(&bridge)
+        })??;
+        let lan_ports = [
+            format!("{prefix}-l1"),
+            format!("{prefix}-l2"),
+            format!("{prefix}-l3"),
+        ];
+        let lan_ends = [
+            self.dut_lan.clone(),
+            self.backends[0].clone(),
+            self.backends[1].clone(),
+        ];
+        for (port, end) in lan_ports.iter().zip(&lan_ends) {
+            let bridge_side = Endpoint {
+                namespace: lan.clone(),
+                iface: port.clone(),
+                ipv4: end.ipv4,
+                ipv6: end.ipv6,
+                mac: String::new(),
+            };
+            veth_pair(&bridge_side, end)?;
+            let (port, bridge) = (port.clone(), bridge.clone());
+            netns::run_in(&lan, move || {
+                netlink::enslave(&port, &bridge)?;
+                netlink::set_up("", &port)
+            })??;
+        }
+        for end in [
+            &self.client,
+            &self.dut,
+            &self.dut_lan,
+            &self.backends[0],
+            &self.backends[1],
+        ] {
+            configure(end)?;
+        }
+        // Routes stay inside the lab: the client reaches the backends through the dut, the
+        // backends reach the client the same way. No default route anywhere.
+        let via_dut = (self.dut.ipv4, self.dut.ipv6);
+        netns::run_in(&self.client.namespace, move || {
+            netlink::add_route("10.78.0.0".parse().unwrap(), 24, via_dut.0)?;
+            netlink::add_route("fd78::".parse().unwrap(), 64, via_dut.1)
+        })??;
+        let via_lan = (self.dut_lan.ipv4, self.dut_lan.ipv6);
+        for backend in &self.backends {
+            netns::run_in(&backend.namespace, move || {
+                netlink::add_route("10.77.0.0".parse().unwrap(), 24, via_lan.0)?;
+                netlink::add_route("fd77::".parse().unwrap(), 64, via_lan.1)
+            })??;
+        }
+        netns::run_in(&self.dut.namespace, || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .and_then(|()| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))
+        })?
+        .map_err(|e| LabError::io("enable forwarding in the dut", e))?;
+        // Static neighbours between client and dut, so traffic flows without waiting for ARP.
+        neighbours(&mut self.client, &mut self.dut)?;
+        Ok(())
+    }
+
+    /// Leaves the lab in place when dropped (for `fastpath lab up`).
+    pub fn keep(mut self) {
+        self.keep = true;
+        LIVE_LABS
+            .lock()
+            .unwrap()
+            .retain(|prefix| prefix != &self.prefix);
+    }
+
+    /// Removes the lab with this prefix, whether or not this process made it.
+    pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
+        let namespaces = netns::list(&format!("{prefix}-"));
+        for namespace in &namespaces {
+            netns::delete(namespace)?;
+        }
+        Ok(namespaces)
+    }
+
+    /// Tears down every lab of this process on SIGINT or SIGTERM, then exits with 130/143.
+    pub fn teardown_on_signals() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            use signal_hook::{consts::*, iterator::Signals};
+            let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
+                return;
+            };
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    for prefix in LIVE_LABS.lock().unwrap().iter() {
+                        let _ = Lab::down(prefix);
+                    }
+                    std::process::exit(128 + signal);
+                }
+            });
+        });
+    }
+
+    /// A UDP socket bound in namespace `namespace` (it stays in that namespace).
+    pub fn udp_socket(namespace: &str, bind: SocketAddr) -> Result<UdpSocket, LabError> {
+        netns::run_in(namespace, move || UdpSocket::bind(bind))?
+            .map_err(|e| LabError::io("bind UDP socket", e))
+    }
+
+    /// Runs `work` inside `namespace`.
+    pub fn run_in<T: Send + 'static>(
+        namespace: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, LabError> {
+        netns::run_in(namespace, work)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for namespace in &self.namespaces {
+            let _ = netns::delete(namespace);
+        }
+        LIVE_LABS
+            .lock()
+            .unwrap()
+            .retain(|prefix| prefix != &self.prefix);
+    }
+}
+
+fn endpoint(namespace: &str, iface: String, ipv4: &str, ipv6: &str) -> Endpoint {
+    Endpoint {
+        namespace: namespace.to_string(),
+        iface,
+        ipv4: ipv4.parse().unwrap(),
+        ipv6: ipv6.parse().unwrap(),
+        mac: String::new(),
+    }
+}
+
+fn veth(a: &Endpoint, b: &Endpoint) -> Result<(), LabError> {
+    veth_pair(a, b)
+}
+
+/// A veth pair created inside `a`'s namespace, its peer moved straight into `b`'s: no end
+/// ever appears in the root namespace.
+fn veth_pair(a: &Endpoint, b: &Endpoint) -> Result<(), LabError> {
+    let peer_ns = File::open(netns::path(&b.namespace))
+        .map_err(|_| LabError::NoNamespace(b.namespace.clone()))?;
+    let (name, peer) = (a.iface.clone(), b.iface.clone());
+    netns::run_in(&a.namespace, move || {
+        netlink::add_veth(&name, &peer, peer_ns.as_raw_fd())
+    })?
+}
+
+fn configure(end: &Endpoint) -> Result<(), LabError> {
+    let end = end.clone();
+    netns::run_in(&end.namespace.clone(), move || -> Result<(), LabError> {
+        // IPv6 duplicate address detection would hold the addresses back for a second.
+        let dad = format!("/proc/sys/net/ipv6/conf/{}/accept_dad", end.iface);
+        let _ = std::fs::write(dad, "0");
+        netlink::add_address(&end.iface, end.ipv4, 24)?;
+        netlink::add_address(&end.iface, end.ipv6, 64)?;
+        netlink::set_up(&end.namespace, &end.iface)
+    })?
+}
+
+fn neighbours(a: &mut Endpoint, b: &mut Endpoint) -> Result<(), LabError> {
+    let mac_of = |end: &Endpoint| {
+        let iface = end.iface.clone();
+        netns::run_in(&end.namespace, move || netlink::mac(&iface))
+    };
+    let (mac_a, mac_b) = (mac_of(a)??, mac_of(b)??);
+    a.mac = format_mac(mac_a);
+    b.mac = format_mac(mac_b);
+    for (from, to, mac) in [(a.clone(), b.clone(), mac_b), (b.clone(), a.clone(), mac_a)] {
+        netns::run_in(&from.namespace, move || {
+            netlink::add_neighbour(&from.iface, to.ipv4, mac)?;
+            netlink::add_neighbour(&from.iface, to.ipv6, mac)
+        })??;
+    }
+    Ok(())
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_outside_the_lab_namespace_are_refused() {
+        assert!(matches!(Lab::up("prod"), Err(LabError::Invalid(_))));
+        assert!(matches!(
+            Lab::up("fp-much-too-long"),
+            Err(LabError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn macs_format_as_colon_hex() {
+        assert_eq!(format_mac([2, 0, 0, 0xab, 0xcd, 1]), "02:00:00:ab:cd:01");
+    }
+}

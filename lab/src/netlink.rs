@@ -1,0 +1,184 @@
+//! rtnetlink requests, made from inside the namespace they concern (see `netns::run_in`).
+//! Each call opens its own socket on a small single-threaded runtime: lab set-up is not a hot
+//! path, and this keeps the API synchronous.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use rtnetlink::{
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        link::{LinkAttribute, LinkFlags},
+        neighbour::NeighbourState,
+    },
+};
+
+use crate::LabError;
+
+fn with_handle<T>(
+    what: &'static str,
+    work: impl AsyncFnOnce(Handle) -> Result<T, rtnetlink::Error>,
+) -> Result<T, LabError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| LabError::io("start netlink runtime", e))?;
+    runtime.block_on(async {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| LabError::io("open rtnetlink socket", e))?;
+        tokio::spawn(connection);
+        work(handle).await.map_err(|error| LabError::Netlink {
+            what,
+            message: error.to_string(),
+        })
+    })
+}
+
+pub fn index(iface: &str) -> Result<u32, LabError> {
+    let name = iface.to_string();
+    with_handle("look up interface", async move |handle| {
+        let mut links = handle.link().get().match_name(name).execute();
+        Ok(links.try_next().await?.map(|link| link.header.index))
+    })?
+    .ok_or_else(|| LabError::NoInterface(iface.to_string()))
+}
+
+pub fn mac(iface: &str) -> Result<[u8; 6], LabError> {
+    let name = iface.to_string();
+    let found = with_handle("read MAC address", async move |handle| {
+        let mut links = handle.link().get().match_name(name).execute();
+        let Some(link) = links.try_next().await? else {
+            return Ok(None);
+        };
+        Ok(link
+            .attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                    Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
+                }
+                _ => None,
+            }))
+    })?;
+    found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
+}
+
+/// Is the interface administratively up (IFF_UP)?
+pub fn is_up(iface: &str) -> Result<bool, LabError> {
+    let name = iface.to_string();
+    with_handle("read link flags", async move |handle| {
+        let mut links = handle.link().get().match_name(name).execute();
+        Ok(links
+            .try_next()
+            .await?
+            .is_some_and(|link| link.header.flags.contains(LinkFlags::Up)))
+    })
+}
+
+pub fn set_up(_namespace: &str, iface: &str) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("set link up", async move |handle| {
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+    })
+}
+
+/// Creates a veth pair here and moves the peer into the namespace opened as `peer_netns`.
+pub fn add_veth(name: &str, peer: &str, peer_netns: std::os::fd::RawFd) -> Result<(), LabError> {
+    let (name, peer) = (name.to_string(), peer.to_string());
+    with_handle("create veth pair", async move |handle| {
+        handle
+            .link()
+            .add(LinkVeth::new(&name, &peer).build())
+            .execute()
+            .await?;
+        let mut links = handle.link().get().match_name(peer.clone()).execute();
+        let peer_index = links
+            .try_next()
+            .await?
+            .map(|link| link.header.index)
+            .unwrap_or(0);
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(peer_index)
+                    .setns_by_fd(peer_netns)
+                    .build(),
+            )
+            .execute()
+            .await
+    })
+}
+
+pub fn add_bridge(name: &str) -> Result<(), LabError> {
+    let name = name.to_string();
+    with_handle("create bridge", async move |handle| {
+        handle
+            .link()
+            .add(LinkBridge::new(&name).up().build())
+            .execute()
+            .await
+    })
+}
+
+pub fn enslave(iface: &str, bridge: &str) -> Result<(), LabError> {
+    let (iface, bridge) = (index(iface)?, index(bridge)?);
+    with_handle("attach port to bridge", async move |handle| {
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(iface).controller(bridge).build())
+            .execute()
+            .await
+    })
+}
+
+pub fn add_address(iface: &str, address: IpAddr, prefix_len: u8) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("add address", async move |handle| {
+        handle
+            .address()
+            .add(index, address, prefix_len)
+            .execute()
+            .await
+    })
+}
+
+pub fn add_route(destination: IpAddr, prefix_len: u8, gateway: IpAddr) -> Result<(), LabError> {
+    with_handle("add route", async move |handle| {
+        let route = match (destination, gateway) {
+            (IpAddr::V4(destination), IpAddr::V4(gateway)) => {
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(destination, prefix_len)
+                    .gateway(gateway)
+                    .build()
+            }
+            (IpAddr::V6(destination), IpAddr::V6(gateway)) => {
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(destination, prefix_len)
+                    .gateway(gateway)
+                    .build()
+            }
+            _ => {
+                return Err(rtnetlink::Error::RequestFailed);
+            }
+        };
+        handle.route().add(route).execute().await
+    })
+}
+
+pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("add static neighbour", async move |handle| {
+        handle
+            .neighbours()
+            .add(index, address)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+    })
+}
