@@ -353,6 +353,5 @@ pub(crate) fn describe(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    let _ = error.source();
     text
 }

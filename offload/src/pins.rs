@@ -66,7 +66,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 fn ensure_bpffs() -> Result<(), OffloadError> {
     let mounted = statfs::statfs(BPFFS)
-        .map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false);
     if mounted {
         return Ok(());

@@ -25,7 +25,7 @@ use std::{
     str::FromStr,
 };
 
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use offload_common::{
     ABSENT_PREFIX, ChainEntry, ExactKey, FAMILY_V4, FAMILY_V6, MAX_CHAIN, MAX_RULES, RuleChain,
     RuleDef, RuleRef, action, proto,

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod lab_fixture;
 pub mod packet;
 
 /// True when the test can run. Without root it fails under CI=true, and otherwise says

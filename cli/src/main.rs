@@ -1,0 +1,70 @@
+//! `fastpath`: one command line for the framework.
+
+mod demo;
+mod lab_cmd;
+mod output;
+mod xdp_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fastpath",
+    version,
+    about = "Programmable NIC data paths: XDP steering to AF_XDP pipelines"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Run inside this network namespace (only the network namespace is entered, so the
+    /// bpffs pins stay visible across calls).
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach, inspect and steer with the XDP program.
+    Xdp {
+        #[command(subcommand)]
+        command: xdp_cmd::XdpCommand,
+    },
+    /// The built-in network lab of namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: lab_cmd::LabCommand,
+    },
+    /// Build a lab, steer real traffic through the XDP program, print the counters.
+    Demo {
+        /// Packets of each kind to send.
+        #[arg(long, default_value_t = 1000)]
+        packets: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = run(&cli);
+    if let Err(error) = result {
+        let message = format!("{error:#}");
+        if cli.json {
+            println!("{}", serde_json::json!({ "error": message }));
+        }
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(namespace) = &cli.netns {
+        lab::netns::enter(namespace)?;
+    }
+    match &cli.command {
+        Command::Xdp { command } => xdp_cmd::run(command, cli.json),
+        Command::Lab { command } => lab_cmd::run(command, cli.json),
+        Command::Demo { packets } => demo::run(*packets, cli.json),
+    }
+}

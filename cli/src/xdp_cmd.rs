@@ -1,0 +1,275 @@
+//! `fastpath xdp ...`
+
+use anyhow::Context;
+use clap::Subcommand;
+use offload::{
+    AttachOptions, Status, Steering,
+    mode::ModePolicy,
+    rules::{Action, IpNet, PortRange, Protocol, RuleSpec, parse_cidr},
+};
+use serde_json::json;
+
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum XdpCommand {
+    /// Load the steering program and attach it (auto tries hw, then drv, then skb).
+    Attach {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = "auto", value_parser = parse_policy)]
+        mode: ModePolicy,
+        /// Action for IP packets that match no rule.
+        #[arg(long = "default", default_value = "pass", value_parser = parse_default)]
+        default_action: Action,
+    },
+    /// Mode, program id, counters and rules.
+    Status {
+        #[arg(long)]
+        iface: String,
+    },
+    /// Add, delete or list flow rules (no reload).
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
+    /// Swap in this build's program atomically (bpf_link update); rules and counters stay.
+    Replace {
+        #[arg(long)]
+        iface: String,
+        /// Another build of the steering object to swap in instead.
+        #[arg(long)]
+        object: Option<std::path::PathBuf>,
+    },
+    /// Detach the program and remove its pins, rules and counters.
+    Detach {
+        #[arg(long)]
+        iface: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RuleCommand {
+    /// Prints the new rule's id.
+    Add {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_parser = parse_action)]
+        action: Action,
+        #[arg(long, value_parser = parse_proto)]
+        proto: Option<Protocol>,
+        /// Destination address or CIDR.
+        #[arg(long, value_parser = |text: &str| parse_cidr("dst", text).map_err(|e| e.to_string()))]
+        dst: Option<IpNet>,
+        /// Destination port N or range N-M.
+        #[arg(long, value_parser = |text: &str| text.parse::<PortRange>().map_err(|e| e.to_string()))]
+        dport: Option<PortRange>,
+        /// Source address or CIDR.
+        #[arg(long, value_parser = |text: &str| parse_cidr("src", text).map_err(|e| e.to_string()))]
+        src: Option<IpNet>,
+    },
+    Del {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        id: u32,
+    },
+    List {
+        #[arg(long)]
+        iface: String,
+    },
+}
+
+fn parse_policy(text: &str) -> Result<ModePolicy, String> {
+    text.parse()
+}
+fn parse_action(text: &str) -> Result<Action, String> {
+    text.parse()
+        .map_err(|error: offload::rules::RuleError| error.to_string())
+}
+fn parse_default(text: &str) -> Result<Action, String> {
+    match text {
+        "pass" => Ok(Action::Pass),
+        "drop" => Ok(Action::Drop),
+        _ => Err(format!("invalid --default {text:?}: expected pass or drop")),
+    }
+}
+fn parse_proto(text: &str) -> Result<Protocol, String> {
+    text.parse()
+        .map_err(|error: offload::rules::RuleError| error.to_string())
+}
+
+pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        XdpCommand::Attach {
+            iface,
+            mode,
+            default_action,
+        } => {
+            let attachment = offload::attach(&AttachOptions {
+                iface: iface.clone(),
+                policy: *mode,
+                default_action: *default_action,
+            })?;
+            if as_json {
+                output::json(&attachment);
+            } else {
+                for fallback in &attachment.fallbacks {
+                    println!("{} mode unavailable: {}", fallback.mode, fallback.reason);
+                }
+                println!(
+                    "attached to {} (driver {}) in {} mode, program id {}, default {}",
+                    attachment.iface,
+                    attachment.driver,
+                    attachment.mode,
+                    attachment.program_id,
+                    attachment.default_action
+                );
+            }
+        }
+        XdpCommand::Status { iface } => print_status(&offload::status(iface)?, as_json),
+        XdpCommand::Rule { command } => run_rule(command, as_json)?,
+        XdpCommand::Replace { iface, object } => {
+            let bytes = match object {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("read --object {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let replacement = offload::replace(iface, bytes.as_deref())?;
+            if as_json {
+                output::json(&replacement);
+            } else {
+                println!(
+                    "replaced program {} with {} on {} (bpf_link update; rules and counters kept)",
+                    replacement.old_program_id, replacement.new_program_id, replacement.iface
+                );
+            }
+        }
+        XdpCommand::Detach { iface } => {
+            offload::detach(iface)?;
+            if as_json {
+                output::json(&json!({ "iface": iface, "detached": true }));
+            } else {
+                println!("detached from {iface}; pins removed");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_rule(command: &RuleCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        RuleCommand::Add {
+            iface,
+            action,
+            proto,
+            dst,
+            dport,
+            src,
+        } => {
+            let spec = RuleSpec {
+                action: *action,
+                proto: *proto,
+                dst: *dst,
+                dport: *dport,
+                src: *src,
+            };
+            let id = Steering::open(iface)?.add_rule(&spec)?;
+            if as_json {
+                output::json(&json!({ "id": id }));
+            } else {
+                println!("{id}");
+            }
+        }
+        RuleCommand::Del { iface, id } => {
+            Steering::open(iface)?.delete_rule(*id)?;
+            if as_json {
+                output::json(&json!({ "id": id, "deleted": true }));
+            } else {
+                println!("deleted rule {id}");
+            }
+        }
+        RuleCommand::List { iface } => {
+            let rules = Steering::open(iface)?.rule_stats()?;
+            if as_json {
+                output::json(&rules);
+            } else {
+                print_rules(&rules);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_rules(rules: &[offload::RuleStats]) {
+    let text = |value: Option<String>| value.unwrap_or_else(|| "any".into());
+    let rows: Vec<Vec<String>> = rules
+        .iter()
+        .map(|stats| {
+            let spec = &stats.rule.spec;
+            vec![
+                stats.rule.id.to_string(),
+                text(spec.proto.map(|p| p.to_string())),
+                text(spec.dst.map(|d| d.to_string())),
+                text(spec.dport.map(|p| p.to_string())),
+                text(spec.src.map(|s| s.to_string())),
+                spec.action.to_string(),
+                stats.packets.to_string(),
+                stats.bytes.to_string(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "id", "proto", "dst", "dport", "src", "action", "packets", "bytes",
+        ],
+        &rows,
+    );
+}
+
+pub fn print_status(status: &Status, as_json: bool) {
+    if as_json {
+        output::json(status);
+        return;
+    }
+    let mode = status
+        .mode
+        .map_or("detached".to_string(), |mode| mode.to_string());
+    let id = status
+        .program_id
+        .map_or("-".to_string(), |id| id.to_string());
+    println!(
+        "{}: {} mode, program id {}, default {}",
+        status.iface, mode, id, status.default_action
+    );
+    let c = &status.counters;
+    output::table(
+        &[
+            "pass",
+            "drop",
+            "xsk",
+            "tx",
+            "malformed",
+            "xsk_fallback",
+            "non_ip",
+        ],
+        &[[
+            c.pass,
+            c.drop,
+            c.xsk,
+            c.tx,
+            c.malformed,
+            c.xsk_fallback,
+            c.non_ip,
+        ]
+        .iter()
+        .map(u64::to_string)
+        .collect()],
+    );
+    if !status.rules.is_empty() {
+        println!();
+        print_rules(&status.rules);
+    }
+}

@@ -1,0 +1,115 @@
+//! A lab per test (unique prefix), with helpers to act inside the dut and send real UDP.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use lab::Lab;
+use offload::{
+    AttachOptions, Attachment, OffloadError, Steering, mode::ModePolicy, rules::Action,
+    rules::RuleSpec,
+};
+
+pub struct LabFixture {
+    pub lab: Lab,
+}
+
+impl LabFixture {
+    /// `tag` is two letters unique to the test: it keeps namespaces and interface names apart
+    /// when tests run in parallel.
+    pub fn up(tag: &str) -> LabFixture {
+        assert_eq!(tag.len(), 2);
+        Lab::teardown_on_signals();
+        let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
+        let _ = Lab::down(&prefix);
+        LabFixture {
+            lab: Lab::up(&prefix).expect("lab up"),
+        }
+    }
+
+    pub fn iface(&self) -> String {
+        self.lab.dut.iface.clone()
+    }
+
+    /// Runs `work` in the dut's namespace.
+    pub fn in_dut<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        Lab::run_in(&self.lab.dut.namespace, work).expect("enter dut namespace")
+    }
+
+    pub fn attach(&self, policy: ModePolicy) -> Result<Attachment, OffloadError> {
+        let iface = self.iface();
+        self.in_dut(move || {
+            offload::attach(&AttachOptions {
+                iface,
+                policy,
+                default_action: Action::Pass,
+            })
+        })
+    }
+
+    pub fn steering<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Steering) -> T + Send + 'static,
+    ) -> T {
+        let iface = self.iface();
+        self.in_dut(move || work(&mut Steering::open(&iface).expect("open steering maps")))
+    }
+
+    /// A UDP rule on the dut's address and `port`.
+    pub fn udp_rule(&self, action: Action, port: u16) -> RuleSpec {
+        let mut spec = RuleSpec::new(action);
+        spec.proto = Some("udp".parse().unwrap());
+        spec.dst = Some(self.lab.dut.ipv4.into());
+        spec.dport = Some(port.to_string().parse().unwrap());
+        spec
+    }
+
+    pub fn client_socket(&self) -> UdpSocket {
+        Lab::udp_socket(&self.lab.client.namespace, "0.0.0.0:0".parse().unwrap()).unwrap()
+    }
+
+    /// A UDP server in the dut with a buffer large enough for a test's whole burst.
+    pub fn dut_server(&self, port: u16) -> UdpSocket {
+        let socket = Lab::udp_socket(
+            &self.lab.dut.namespace,
+            SocketAddr::new(self.lab.dut.ipv4, port),
+        )
+        .unwrap();
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(32 << 20))
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        socket
+    }
+
+    pub fn dut_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.lab.dut.ipv4, port)
+    }
+}
+
+/// Sends `count` datagrams, pausing briefly when the socket buffer is full.
+pub fn send(socket: &UdpSocket, to: SocketAddr, count: u64) {
+    for _ in 0..count {
+        loop {
+            match socket.send_to(b"fastpath test payload", to) {
+                Ok(_) => break,
+                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                    std::thread::sleep(Duration::from_micros(50))
+                }
+                Err(error) => panic!("send: {error}"),
+            }
+        }
+    }
+}
+
+/// Reads until the socket stays quiet for its read timeout.
+pub fn drain(socket: &UdpSocket) -> u64 {
+    let mut buffer = [0u8; 2048];
+    let mut count = 0;
+    while socket.recv_from(&mut buffer).is_ok() {
+        count += 1;
+    }
+    count
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask <setup|test|demo|bench>`. Every command runs `setup` first, which installs
+//! only what is missing, so a fresh machine needs nothing but rustup and root.
+
+mod setup;
+
+use std::{process::Command, time::Instant};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+  setup   install what building fastpath needs: rust-src, Debian packages, bpf-linker
+  test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root)
+  demo    the main job: build a lab, steer real traffic through XDP, print the counters
+  bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS";
+
+fn main() {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let started = Instant::now();
+    let result = match command.as_str() {
+        "setup" => setup::run(),
+        "test" => setup::run().and_then(|()| test()),
+        "demo" => setup::run().and_then(|()| demo()),
+        "bench" => setup::run().and_then(|()| bench()),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match result {
+        Ok(()) => eprintln!("xtask {command}: done in {:.0?}", started.elapsed()),
+        Err(error) => {
+            eprintln!("xtask {command} failed: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs a command in the workspace root, echoing it, failing on a non-zero exit.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let step = Instant::now();
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("could not start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    eprintln!("  ({:.1?})", step.elapsed());
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} needs root (BPF, netlink, network namespaces): run it as root, e.g. `sudo -E cargo xtask {what}`"
+        );
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    require_root("test")?;
+    run("cargo", &["fmt", "--all", "--", "--check"])?;
+    run(
+        "cargo",
+        &[
+            "fmt",
+            "--manifest-path",
+            "offload/ebpf/Cargo.toml",
+            "--",
+            "--check",
+        ],
+    )?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run("cargo", &["test", "--workspace"])
+}
+
+fn demo() -> Result<()> {
+    require_root("demo")?;
+    run(
+        "cargo",
+        &["run", "--quiet", "--package", "fastpath", "--", "demo"],
+    )
+}
+
+fn bench() -> Result<()> {
+    require_root("bench")?;
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "benches",
+            "--bin",
+            "steer-bench",
+        ],
+    )
+}
