@@ -1,0 +1,215 @@
+//! The `fastpath` binary as a user runs it: error paths with clear messages and non-zero
+//! exits, and a full round trip across separate invocations with --netns and --json.
+
+use std::process::{Command, Output};
+
+use lab::Lab;
+
+fn fastpath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(args)
+        .output()
+        .expect("run fastpath")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failing exit whose stderr names `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let output = fastpath(args);
+    assert!(!output.status.success(), "{args:?} should fail");
+    let message = stderr(&output);
+    assert!(
+        message.contains(needle),
+        "{args:?}: expected {needle:?} in {message:?}"
+    );
+}
+
+fn root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root; CI=true forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+#[test]
+fn bad_rule_fields_are_named() {
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [
+            &["xdp", "rule", "add", "--iface", "lo", "--action", "drop"][..],
+            extra,
+        ]
+        .concat()
+    }
+    fails_with(&with(&["--dst", "10.0.0.300/8"]), "--dst");
+    fails_with(&with(&["--src", "not-an-address"]), "--src");
+    fails_with(
+        &with(&["--dport", "90-80"]),
+        "range start is greater than its end",
+    );
+    fails_with(&with(&["--dport", "99999"]), "--dport");
+    fails_with(&with(&["--proto", "sctp"]), "--proto");
+    fails_with(
+        &["xdp", "rule", "add", "--iface", "lo", "--action", "bounce"],
+        "invalid action",
+    );
+    fails_with(
+        &["xdp", "attach", "--iface", "lo", "--mode", "turbo"],
+        "--mode",
+    );
+    fails_with(
+        &["xdp", "attach", "--iface", "lo", "--default", "tx"],
+        "--default",
+    );
+}
+
+#[test]
+fn unknown_interface_and_nothing_attached_are_clear_errors() {
+    if !root("cli errors") {
+        return;
+    }
+    fails_with(
+        &["xdp", "attach", "--iface", "nosuchif0"],
+        "interface \"nosuchif0\" not found",
+    );
+    fails_with(
+        &["xdp", "detach", "--iface", "lo"],
+        "nothing attached to lo",
+    );
+    fails_with(
+        &["xdp", "status", "--iface", "lo"],
+        "nothing attached to lo",
+    );
+    fails_with(
+        &["xdp", "rule", "list", "--iface", "lo"],
+        "nothing attached to lo",
+    );
+    fails_with(
+        &["--netns", "fp-no-such-ns", "xdp", "status", "--iface", "lo"],
+        "no namespace fp-no-such-ns",
+    );
+    let output = fastpath(&["--json", "xdp", "detach", "--iface", "lo"]);
+    assert!(!output.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON error body");
+    assert!(body["error"].as_str().unwrap().contains("nothing attached"));
+}
+
+#[test]
+fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
+    if !root("cli round trip") {
+        return;
+    }
+    Lab::teardown_on_signals();
+    let prefix = format!("fpcl{:04}", std::process::id() % 10000);
+    let lab = Lab::up(&prefix).unwrap();
+    let ns = lab.dut.namespace.as_str();
+    let iface = lab.dut.iface.as_str();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = fastpath(&[&["--json", "--netns", ns], args].concat());
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+
+    let attached = json(&["xdp", "attach", "--iface", iface, "--default", "pass"]);
+    assert_eq!(attached["mode"], "drv");
+    assert_eq!(attached["fallbacks"][0]["mode"], "hw");
+
+    let first = json(&[
+        "xdp",
+        "rule",
+        "add",
+        "--iface",
+        iface,
+        "--action",
+        "drop",
+        "--proto",
+        "udp",
+        "--dst",
+        "10.77.0.2",
+        "--dport",
+        "5000-5010",
+    ]);
+    let second = json(&[
+        "xdp",
+        "rule",
+        "add",
+        "--iface",
+        iface,
+        "--action",
+        "xsk",
+        "--src",
+        "10.77.0.0/24",
+    ]);
+    assert_eq!(
+        (first["id"].as_u64(), second["id"].as_u64()),
+        (Some(1), Some(2))
+    );
+    fails_with(
+        &[
+            "--netns",
+            ns,
+            "xdp",
+            "rule",
+            "add",
+            "--iface",
+            iface,
+            "--action",
+            "pass",
+            "--proto",
+            "udp",
+            "--dst",
+            "10.77.0.2",
+            "--dport",
+            "5000-5010",
+        ],
+        "duplicates rule 1",
+    );
+    fails_with(
+        &[
+            "--netns", ns, "xdp", "rule", "del", "--iface", iface, "--id", "9",
+        ],
+        "no rule with id 9",
+    );
+
+    let rules = json(&["xdp", "rule", "list", "--iface", iface]);
+    let rules = rules.as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    for key in [
+        "id", "proto", "dst", "dport", "src", "action", "packets", "bytes",
+    ] {
+        assert!(rules[0].get(key).is_some(), "rule list lacks {key}");
+    }
+    assert_eq!(rules[0]["dport"], "5000-5010");
+    assert_eq!(rules[1]["action"], "xsk");
+
+    let status = json(&["xdp", "status", "--iface", iface]);
+    for key in ["iface", "mode", "program_id", "counters", "rules"] {
+        assert!(status.get(key).is_some(), "status lacks {key}");
+    }
+    for key in ["pass", "drop", "xsk", "tx", "malformed"] {
+        assert!(status["counters"].get(key).is_some(), "counters lack {key}");
+    }
+    assert_eq!(status["program_id"], attached["program_id"]);
+
+    let replaced = json(&["xdp", "replace", "--iface", iface]);
+    assert_ne!(replaced["new_program_id"], replaced["old_program_id"]);
+    json(&["xdp", "rule", "del", "--iface", iface, "--id", "1"]);
+    assert_eq!(
+        json(&["xdp", "rule", "list", "--iface", iface])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    json(&["xdp", "detach", "--iface", iface]);
+    fails_with(
+        &["--netns", ns, "xdp", "detach", "--iface", iface],
+        "nothing attached",
+    );
+}
