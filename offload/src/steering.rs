@@ -172,7 +172,19 @@ impl Steering {
                 Some(value) => v6.insert(&key, value, 0),
                 None => v6.remove(&key),
             }
-        })
+        })?;
+        // The counts gate the program's lookups: raised after entries exist, lowered after
+        // they are gone.
+        let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
+        let mut value = settings
+            .get(&0, 0)
+            .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+        value.exact_rules = new.exact.len() as u32;
+        value.prefixes_v4 = new.prefixes_v4.len() as u32;
+        value.prefixes_v6 = new.prefixes_v6.len() as u32;
+        settings
+            .set(0, value, 0)
+            .map_err(|error| OffloadError::bpf("write SETTINGS", error))
     }
 
     pub fn rule_stats(&self) -> Result<Vec<RuleStats>, OffloadError> {
@@ -239,10 +251,10 @@ impl Steering {
 pub(crate) fn write_default_action(map: &mut Map, action: Action) -> Result<(), OffloadError> {
     let mut settings: Array<_, Settings> =
         Array::try_from(map).map_err(|error| OffloadError::bpf("map SETTINGS", error))?;
-    let value = Settings {
-        default_action: action.code(),
-        ..Default::default()
-    };
+    let mut value = settings
+        .get(&0, 0)
+        .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+    value.default_action = action.code();
     settings
         .set(0, value, 0)
         .map_err(|error| OffloadError::bpf("write SETTINGS", error))

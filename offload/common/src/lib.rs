@@ -138,7 +138,12 @@ pub type PrefixV6 = [u8; 16];
 pub struct Settings {
     /// Action for IP packets that match no rule.
     pub default_action: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Entries in EXACT_RULES, PREFIX_V4 and PREFIX_V6: the program skips the lookup of an
+    /// empty map (a hash or trie lookup costs more than the rest of the program).
+    pub exact_rules: u32,
+    pub prefixes_v4: u32,
+    pub prefixes_v6: u32,
 }
 
 /// The user-space record of a rule, kept in the pinned `RULE_DEFS` hash so that any process
@@ -170,7 +175,7 @@ const _: () = assert!(size_of::<ExactKey>() == 20);
 const _: () = assert!(size_of::<RuleRef>() == 8);
 const _: () = assert!(size_of::<ChainEntry>() == 48);
 const _: () = assert!(size_of::<RuleChain>() == 8 + 48 * MAX_CHAIN);
-const _: () = assert!(size_of::<Settings>() == 8);
+const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<RuleDef>() == 48);
 
 #[cfg(feature = "user")]

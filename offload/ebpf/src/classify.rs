@@ -3,13 +3,13 @@
 //! already sorted by priority in user space (offload::rules).
 
 use aya_ebpf::maps::lpm_trie::Key;
-use offload_common::{ChainEntry, ExactKey, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef};
+use offload_common::{ChainEntry, ExactKey, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef, Settings};
 
 use crate::{EXACT_RULES, PREFIX_V4, PREFIX_V6, parse::Packet};
 
 #[inline(always)]
-pub fn classify(packet: &Packet) -> Option<RuleRef> {
-    if packet.has_ports {
+pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
+    if packet.has_ports && settings.exact_rules != 0 {
         let key = ExactKey {
             addr: packet.dst,
             dport: packet.dport,
@@ -22,9 +22,15 @@ pub fn classify(packet: &Packet) -> Option<RuleRef> {
         }
     }
     let chain = if packet.family == FAMILY_V4 {
+        if settings.prefixes_v4 == 0 {
+            return None;
+        }
         let dst = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
         PREFIX_V4.get(Key::new(32, dst))?
     } else {
+        if settings.prefixes_v6 == 0 {
+            return None;
+        }
         PREFIX_V6.get(Key::new(128, packet.dst))?
     };
     first_match(chain, packet)

@@ -55,12 +55,13 @@ pub fn steer(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    let verdict = match classify::classify(&packet) {
+    let settings = settings();
+    let verdict = match classify::classify(&packet, &settings) {
         Some(rule) => {
             count_rule(rule.rule_id, len);
             rule.action
         }
-        None => default_action(),
+        None => settings.default_action,
     };
     act(&ctx, verdict, len)
 }
@@ -109,16 +110,15 @@ fn act(ctx: &XdpContext, verdict: u8, len: u64) -> u32 {
     }
 }
 
-fn default_action() -> u8 {
+#[inline(always)]
+fn settings() -> Settings {
     match SETTINGS.get(0) {
-        Some(settings) => settings.default_action,
+        Some(settings) => *settings,
         None => {
             // Unreachable in practice (slot 0 always exists); keeps RULE_DEFS referenced so
             // the linker does not drop a map that only user space reads.
-            if RULE_DEFS.get_ptr(0).is_some() {
-                return action::PASS;
-            }
-            action::PASS
+            let _ = RULE_DEFS.get_ptr(0);
+            Settings::default()
         }
     }
 }
