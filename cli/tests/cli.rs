@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use lab::Lab;
+use lab::{Lab, require_root as root};
 
 fn fastpath(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fastpath"))
@@ -25,17 +25,6 @@ fn fails_with(args: &[&str], needle: &str) {
         message.contains(needle),
         "{args:?}: expected {needle:?} in {message:?}"
     );
-}
-
-fn root(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root; CI=true forbids skipping it");
-    }
-    eprintln!("SKIPPED {test}: needs root");
-    false
 }
 
 #[test]

@@ -347,6 +347,20 @@ fn neighbours(a: &mut Endpoint, b: &mut Endpoint) -> Result<(), LabError> {
     Ok(())
 }
 
+/// For tests that need root (BPF, netlink, namespaces): true when they can run. Without root
+/// the test fails under CI=true, so a green CI means it really ran; elsewhere it says loudly
+/// that it skipped.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root (BPF, netlink, namespaces); CI=true forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: needs root (run `cargo xtask test`, which runs as root)");
+    false
+}
+
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|byte| format!("{byte:02x}"))

@@ -2,18 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use lab::{Lab, netns};
-
-fn require_root(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root; CI=true forbids skipping it");
-    }
-    eprintln!("SKIPPED {test}: needs root");
-    false
-}
+use lab::{Lab, netns, require_root};
 
 #[test]
 fn the_default_topology_carries_udp_from_client_to_backend_and_is_removed_on_drop() {

@@ -143,19 +143,18 @@ fn swap_macs(ctx: &XdpContext) -> Result<(), ()> {
 
 #[inline(always)]
 fn count(slot: u32, bytes: u64) {
-    if let Some(counter) = ACTION_STATS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no other writer on this CPU while the program runs.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        }
-    }
+    add(ACTION_STATS.get_ptr_mut(slot), bytes);
 }
 
 #[inline(always)]
 fn count_rule(rule_id: u32, bytes: u64) {
-    if let Some(counter) = RULE_STATS.get_ptr_mut(rule_id) {
-        // SAFETY: as in `count`.
+    add(RULE_STATS.get_ptr_mut(rule_id), bytes);
+}
+
+#[inline(always)]
+fn add(counter: Option<*mut Counter>, bytes: u64) {
+    if let Some(counter) = counter {
+        // SAFETY: a per-CPU slot: no other writer on this CPU while the program runs.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;
