@@ -124,17 +124,13 @@ fn send(socket: &UdpSocket, to: SocketAddr) -> anyhow::Result<()> {
     for _ in 0..100 {
         match socket.send_to(b"fastpath demo payload", to) {
             Ok(_) => return Ok(()),
-            Err(error) if error.raw_os_error() == Some(libc_enobufs()) => {
+            Err(error) if error.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
                 std::thread::sleep(Duration::from_micros(100))
             }
             Err(error) => return Err(error.into()),
         }
     }
     bail!("socket buffer stayed full sending to {to}")
-}
-
-fn libc_enobufs() -> i32 {
-    nix::errno::Errno::ENOBUFS as i32
 }
 
 fn count_datagrams(socket: UdpSocket, expected: u64) -> anyhow::Result<u64> {

@@ -162,7 +162,7 @@ impl Lab {
     fn build(&mut self) -> Result<(), LabError> {
         let prefix = self.prefix.clone();
         let lan = self.namespace("lan");
-        veth(&self.client, &self.dut)?;
+        veth_pair(&self.client, &self.dut)?;
         let bridge = format!("{prefix}-br");
         netns::run_in(&lan, {
             let bridge = bridge.clone();
@@ -190,7 +190,7 @@ impl Lab {
             let (port, bridge) = (port.clone(), bridge.clone());
             netns::run_in(&lan, move || {
                 netlink::enslave(&port, &bridge)?;
-                netlink::set_up("", &port)
+                netlink::set_up(&port)
             })??;
         }
         for end in [
@@ -303,10 +303,6 @@ fn endpoint(namespace: &str, iface: String, ipv4: &str, ipv6: &str) -> Endpoint 
     }
 }
 
-fn veth(a: &Endpoint, b: &Endpoint) -> Result<(), LabError> {
-    veth_pair(a, b)
-}
-
 /// A veth pair created inside `a`'s namespace, its peer moved straight into `b`'s: no end
 /// ever appears in the root namespace.
 fn veth_pair(a: &Endpoint, b: &Endpoint) -> Result<(), LabError> {
@@ -326,7 +322,7 @@ fn configure(end: &Endpoint) -> Result<(), LabError> {
         let _ = std::fs::write(dad, "0");
         netlink::add_address(&end.iface, end.ipv4, 24)?;
         netlink::add_address(&end.iface, end.ipv6, 64)?;
-        netlink::set_up(&end.namespace, &end.iface)
+        netlink::set_up(&end.iface)
     })?
 }
 

@@ -7,10 +7,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use rtnetlink::{
     Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::{
-        link::{LinkAttribute, LinkFlags},
-        neighbour::NeighbourState,
-    },
+    packet_route::{link::LinkAttribute, neighbour::NeighbourState},
 };
 
 use crate::LabError;
@@ -63,19 +60,7 @@ pub fn mac(iface: &str) -> Result<[u8; 6], LabError> {
     found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }
 
-/// Is the interface administratively up (IFF_UP)?
-pub fn is_up(iface: &str) -> Result<bool, LabError> {
-    let name = iface.to_string();
-    with_handle("read link flags", async move |handle| {
-        let mut links = handle.link().get().match_name(name).execute();
-        Ok(links
-            .try_next()
-            .await?
-            .is_some_and(|link| link.header.flags.contains(LinkFlags::Up)))
-    })
-}
-
-pub fn set_up(_namespace: &str, iface: &str) -> Result<(), LabError> {
+pub fn set_up(iface: &str) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("set link up", async move |handle| {
         handle

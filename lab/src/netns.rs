@@ -54,7 +54,7 @@ pub fn create(name: &str) -> Result<(), LabError> {
         let _ = fs::remove_file(&target);
         return Err(error);
     }
-    run_in(name, || crate::netlink::set_up("", "lo"))?
+    run_in(name, || crate::netlink::set_up("lo"))?
 }
 
 /// Deletes the namespace; its interfaces go with it. Missing namespaces are fine.

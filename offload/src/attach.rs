@@ -136,8 +136,10 @@ impl KernelAttempt<'_> {
 
     fn try_link(&mut self, mode: AyaMode) -> Result<u32, String> {
         if self.loaded.is_none() {
-            self.loaded =
-                Some(load(self.pins, Some(self.default_action)).map_err(|e| e.to_string())?);
+            self.loaded = Some(
+                load_object(self.pins, STEER_OBJECT, Some(self.default_action))
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let ebpf = self.loaded.as_mut().expect("loaded above");
         let program = steer_program(ebpf).map_err(|e| e.to_string())?;
@@ -165,11 +167,8 @@ impl KernelAttempt<'_> {
     }
 }
 
-/// Loads the steering object with its maps pinned under `pins` (reused when they exist).
-fn load(pins: &Pins, default_action: Option<Action>) -> Result<Ebpf, OffloadError> {
-    load_object(pins, STEER_OBJECT, default_action)
-}
-
+/// Loads a steering object with its maps pinned under `pins` (reused when they exist),
+/// writing the default action first when given.
 fn load_object(
     pins: &Pins,
     object: &[u8],
