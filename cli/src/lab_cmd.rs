@@ -62,6 +62,8 @@ pub fn run(command: &LabCommand, as_json: bool) -> anyhow::Result<()> {
             } else {
                 Lab::down(DEFAULT_PREFIX)?
             };
+            // XDP attachments on the lab's interfaces went with the namespaces; drop their pins.
+            offload::prune_stale_pins();
             if as_json {
                 output::json(&json!({ "removed": removed }));
             } else if removed.is_empty() {

@@ -46,6 +46,7 @@ pub struct Attachment {
 pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
     let iface = options.iface.as_str();
     let ifindex = netdev::ifindex(iface)?;
+    crate::pins::prune_stale();
     let pins = Pins::for_iface(iface);
     let state = xdp_state::query(ifindex)?;
     if pins.exists() {

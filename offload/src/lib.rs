@@ -18,7 +18,7 @@ mod xdp_state;
 
 pub use attach::{AttachOptions, Attachment, Replacement, Status, attach, detach, replace, status};
 pub use error::OffloadError;
-pub use pins::Pins;
+pub use pins::{Pins, prune_stale as prune_stale_pins};
 pub use steering::{ActionCounters, RuleStats, Steering};
 
 /// The steering program object of this build (built by build.rs from `offload/ebpf`).

@@ -62,6 +62,50 @@ impl Pins {
     }
 }
 
+/// Removes the pins of attachments whose interface is gone: the kernel detaches an XDP link
+/// when its device is unregistered (a lab namespace deleted, a NIC unplugged) and then reports
+/// ifindex 0 for it, but the pins would keep the maps alive. Returns the interfaces pruned.
+pub fn prune_stale() -> Vec<String> {
+    let Ok(entries) = fs::read_dir(Path::new(BPFFS).join("fastpath")) else {
+        return vec![];
+    };
+    let mut pruned = Vec::new();
+    for entry in entries.flatten() {
+        let pins = Pins { dir: entry.path() };
+        if link_lost_its_device(&pins.link()) && pins.remove().is_ok() {
+            pruned.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    pruned
+}
+
+fn link_lost_its_device(link: &Path) -> bool {
+    use std::os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    };
+    let Ok(c_path) = std::ffi::CString::new(link.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: plain FFI call with a valid C string.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid bpf_link_info; the kernel fills up to `length` bytes.
+    let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+    // SAFETY: `info` and `length` outlive the call.
+    let result =
+        unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut length) };
+    // SAFETY: the xdp member is the one the kernel fills for BPF_LINK_TYPE_XDP.
+    result == 0
+        && info.type_ == libbpf_sys::BPF_LINK_TYPE_XDP
+        && unsafe { info.__bindgen_anon_1.xdp.ifindex } == 0
+}
+
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 fn ensure_bpffs() -> Result<(), OffloadError> {

@@ -218,3 +218,25 @@ fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters()
     );
     assert_eq!(drain(&server), 0, "no packet slipped past to the stack");
 }
+
+#[test]
+fn pins_of_an_interface_that_vanished_are_pruned() {
+    if !require_root("stale pins") {
+        return;
+    }
+    let fixture = LabFixture::up("pp");
+    fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
+    let pins = offload::Pins::for_iface(&fixture.iface());
+    assert!(pins.exists());
+    // Delete the namespaces under the attachment, as `fastpath lab down` or a crash would.
+    let prefix = fixture.lab.prefix.clone();
+    lab::Lab::down(&prefix).unwrap();
+    // The kernel unregisters the devices from a workqueue after the namespace goes; another
+    // test's attach may prune first. What matters is that the pins go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pins.exists() && Instant::now() < deadline {
+        offload::prune_stale_pins();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pins.exists(), "pins of a vanished interface survived");
+}

@@ -89,6 +89,14 @@ impl LabFixture {
     }
 }
 
+impl Drop for LabFixture {
+    /// A test that fails before detaching leaves pins; they go once its interfaces do.
+    fn drop(&mut self) {
+        let iface = self.iface();
+        let _ = Lab::run_in(&self.lab.dut.namespace, move || offload::detach(&iface));
+    }
+}
+
 /// Sends `count` datagrams, pausing briefly when the socket buffer is full.
 pub fn send(socket: &UdpSocket, to: SocketAddr, count: u64) {
     for _ in 0..count {
