@@ -16,7 +16,7 @@ use offload::{
     rules::Action,
 };
 use support::{
-    lab_fixture::{LabFixture, drain, send},
+    lab_fixture::{LabFixture, drain, drain_while, send},
     require_root,
 };
 
@@ -136,6 +136,8 @@ fn rule_changes_take_effect_without_reload_while_traffic_flows() {
     let server = fixture.dut_server(7100);
     let stop = Arc::new(AtomicBool::new(false));
     let sender = send_until_stopped(&fixture, 7100, stop.clone());
+    let receiver_stop = Arc::new(AtomicBool::new(false));
+    let receiver = drain_while(server, receiver_stop.clone());
 
     std::thread::sleep(Duration::from_millis(300));
     let id = fixture.steering({
@@ -147,7 +149,8 @@ fn rule_changes_take_effect_without_reload_while_traffic_flows() {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
-    let received = drain(&server);
+    receiver_stop.store(true, Ordering::Relaxed);
+    let received = receiver.join().unwrap();
 
     let iface = fixture.iface();
     let status = fixture.in_dut(move || offload::status(&iface)).unwrap();

@@ -112,6 +112,25 @@ pub fn send(socket: &UdpSocket, to: SocketAddr, count: u64) {
     }
 }
 
+/// Reads on a thread until `stop` is set and the socket then stays quiet for its read
+/// timeout; returns the count. Reading while the sender runs keeps the buffer from filling.
+pub fn drain_while(
+    socket: UdpSocket,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 2048];
+        let mut count = 0;
+        loop {
+            match socket.recv_from(&mut buffer) {
+                Ok(_) => count += 1,
+                Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => return count,
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 /// Reads until the socket stays quiet for its read timeout.
 pub fn drain(socket: &UdpSocket) -> u64 {
     let mut buffer = [0u8; 2048];
