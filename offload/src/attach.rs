@@ -8,7 +8,7 @@ use aya::{
         xdp::{XdpLink, XdpMode as AyaMode},
     },
 };
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use serde::Serialize;
 
@@ -18,6 +18,7 @@ use crate::{
     netdev,
     rules::Action,
     steering::{self, ActionCounters, RuleStats, Steering},
+    sys,
     xdp_state::{self, XdpState},
 };
 
@@ -131,7 +132,8 @@ impl KernelAttempt<'_> {
     fn try_hw(&mut self) -> Result<u32, String> {
         let (fd, program_id) =
             hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
-        pin_fd(&fd, &self.pins.program())?;
+        sys::obj_pin(fd.as_fd(), &self.pins.program())
+            .map_err(|error| format!("pin {}: {error}", self.pins.program().display()))?;
         Ok(program_id)
     }
 
@@ -254,16 +256,10 @@ pub fn detach(iface: &str) -> Result<(), OffloadError> {
         return Err(not_attached(iface, &pins));
     }
     if pins.link().exists() {
-        let link = open_pinned(&pins.link())?;
-        // BPF_LINK_DETACH detaches even if another process still holds the link.
-        // SAFETY: plain FFI call on a valid fd.
-        let result = unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) };
-        if result < 0 {
-            return Err(OffloadError::syscall(
-                "BPF_LINK_DETACH",
-                std::io::Error::from_raw_os_error(-result),
-            ));
-        }
+        let link = sys::obj_get(&pins.link())
+            .map_err(|error| OffloadError::syscall("BPF_OBJ_GET of the pinned link", error))?;
+        sys::link_detach(link.as_fd())
+            .map_err(|error| OffloadError::syscall("BPF_LINK_DETACH", error))?;
     } else if let Some(XdpState {
         mode: XdpMode::Hw, ..
     }) = xdp_state::query(ifindex)?
@@ -308,37 +304,6 @@ fn pinned_program_id(pins: &Pins) -> Option<u32> {
     ProgramInfo::from_pin(pins.program())
         .ok()
         .map(|info| info.id())
-}
-
-fn open_pinned(path: &std::path::Path) -> Result<OwnedFd, OffloadError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| OffloadError::bpf("open pin", "path has a NUL byte"))?;
-    // SAFETY: plain FFI call with a valid C string.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
-    if fd < 0 {
-        return Err(OffloadError::syscall(
-            "BPF_OBJ_GET",
-            std::io::Error::from_raw_os_error(-fd),
-        ));
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn pin_fd(fd: &impl std::os::fd::AsFd, path: &std::path::Path) -> Result<(), String> {
-    use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: plain FFI call with a valid fd and C string.
-    let result = unsafe { libbpf_sys::bpf_obj_pin(fd.as_fd().as_raw_fd(), c_path.as_ptr()) };
-    if result < 0 {
-        return Err(format!(
-            "pin {}: {}",
-            path.display(),
-            std::io::Error::from_raw_os_error(-result)
-        ));
-    }
-    Ok(())
 }
 
 /// An error with its whole source chain ("bpf_link_create failed: Operation not supported").

@@ -11,10 +11,12 @@ use std::{
     collections::HashSet,
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
 };
 
 use aya_obj::generated::bpf_map_type;
+
+use crate::sys;
 
 /// Why a hardware attach failed, for the mode report.
 pub type HwFailure = String;
@@ -99,25 +101,9 @@ pub fn attach_offloaded(
             std::ptr::null(),
         )
     };
-    if result < 0 {
-        let error = io::Error::from_raw_os_error(-result);
-        return Err(format!("netlink XDP attach in HW mode failed: {error}"));
-    }
-    let id = program_id(&prog_fd).map_err(|error| format!("program info: {error}"))?;
+    sys::check(result).map_err(|error| format!("netlink XDP attach in HW mode failed: {error}"))?;
+    let id = sys::program_id(prog_fd.as_fd()).map_err(|error| format!("program info: {error}"))?;
     Ok((prog_fd, id))
-}
-
-fn program_id(fd: &OwnedFd) -> io::Result<u32> {
-    // SAFETY: all-zero is a valid bpf_prog_info; the kernel fills up to `length` bytes.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut length = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: `info` and `length` outlive the call.
-    let result =
-        unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut length) };
-    if result < 0 {
-        return Err(io::Error::from_raw_os_error(-result));
-    }
-    Ok(info.id)
 }
 
 /// Removes a HW-mode program from `ifindex`.
@@ -130,10 +116,7 @@ pub fn detach_offloaded(ifindex: u32) -> io::Result<()> {
             std::ptr::null(),
         )
     };
-    if result < 0 {
-        return Err(io::Error::from_raw_os_error(-result));
-    }
-    Ok(())
+    sys::check(result).map(drop)
 }
 
 fn create_bound_map(name: &str, map: &aya_obj::Map, ifindex: u32) -> io::Result<OwnedFd> {
@@ -154,7 +137,7 @@ fn create_bound_map(name: &str, map: &aya_obj::Map, ifindex: u32) -> io::Result<
             &opts,
         )
     };
-    owned(fd)
+    sys::owned_fd(fd)
 }
 
 fn load_bound_program(
@@ -180,15 +163,7 @@ fn load_bound_program(
             &mut opts,
         )
     };
-    owned(fd)
-}
-
-fn owned(fd: i32) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(-fd));
-    }
-    // SAFETY: libbpf returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::owned_fd(fd)
 }
 
 fn explain(error: &io::Error, driver: &str) -> String {

@@ -13,6 +13,7 @@ pub mod netdev;
 mod pins;
 pub mod rules;
 mod steering;
+mod sys;
 pub mod test_run;
 mod xdp_state;
 

@@ -80,30 +80,10 @@ pub fn prune_stale() -> Vec<String> {
 }
 
 fn link_lost_its_device(link: &Path) -> bool {
-    use std::os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    };
-    let Ok(c_path) = std::ffi::CString::new(link.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: plain FFI call with a valid C string.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid bpf_link_info; the kernel fills up to `length` bytes.
-    let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
-    let mut length = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
-    // SAFETY: `info` and `length` outlive the call.
-    let result =
-        unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut length) };
-    // SAFETY: the xdp member is the one the kernel fills for BPF_LINK_TYPE_XDP.
-    result == 0
-        && info.type_ == libbpf_sys::BPF_LINK_TYPE_XDP
-        && unsafe { info.__bindgen_anon_1.xdp.ifindex } == 0
+    use std::os::fd::AsFd;
+    crate::sys::obj_get(link)
+        .and_then(|fd| crate::sys::xdp_link_ifindex(fd.as_fd()))
+        .is_ok_and(|ifindex| ifindex == Some(0))
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;

@@ -252,11 +252,11 @@ impl RuleSpec {
     }
 
     /// The families the rule applies to.
-    fn families(&self) -> Vec<u8> {
+    fn families(&self) -> &'static [u8] {
         match self.dst.or(self.src) {
-            Some(net) if net.addr().is_ipv4() => vec![FAMILY_V4],
-            Some(_) => vec![FAMILY_V6],
-            None => vec![FAMILY_V4, FAMILY_V6],
+            Some(net) if net.addr().is_ipv4() => &[FAMILY_V4],
+            Some(_) => &[FAMILY_V6],
+            None => &[FAMILY_V4, FAMILY_V6],
         }
     }
 
