@@ -1,1 +1,33 @@
-//! Placeholder: this crate is built out by a later issue (see ARCHITECTURE.md).
+//! AF_XDP sockets in pure Rust on `libc`: UMEM, the fill/completion/RX/TX rings, binding in
+//! copy or zero-copy mode, wakeups, busy polling, multi-buffer and statistics.
+//!
+//! Ownership model: every UMEM frame is represented by one `Frame` token. A token lives in
+//! a `FramePool`, in user code, or is moved into a ring (and then the kernel owns the
+//! bytes until the frame comes back on the RX or completion ring as a new token). Only a
+//! token holder can read or write a frame's bytes, so user code never sees a frame while
+//! the kernel may write it, and a frame cannot sit in two rings at once.
+//!
+//! ```no_run
+//! use afxdp::{Socket, SocketConfig, Umem, UmemConfig};
+//! let (umem, mut pool) = Umem::new(UmemConfig::default())?;
+//! let mut socket = Socket::bind(&umem, "eth0", 0, &SocketConfig::default())?;
+//! socket.fill(&mut pool, 2048);
+//! for frame in socket.receive(64) {
+//!     println!("{} bytes", umem.data(&frame).len());
+//!     pool.put(frame, &umem);
+//! }
+//! # Ok::<(), afxdp::XskError>(())
+//! ```
+
+mod batch;
+mod error;
+pub mod netdev;
+mod ring;
+mod socket;
+mod sys;
+mod umem;
+
+pub use batch::{RxBatch, TxBatch};
+pub use error::XskError;
+pub use socket::{BindMode, BusyPoll, Socket, SocketConfig, Statistics};
+pub use umem::{Frame, FramePool, Umem, UmemConfig, XDP_PACKET_HEADROOM};

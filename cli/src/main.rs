@@ -4,6 +4,7 @@ mod demo;
 mod lab_cmd;
 mod output;
 mod xdp_cmd;
+mod xsk;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         command: lab_cmd::LabCommand,
     },
+    /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
+    Xsk(xsk::XskArgs),
     /// Build a lab, steer real traffic through the XDP program, print the counters.
     Demo {
         /// Packets of each kind to send.
@@ -65,6 +68,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Xdp { command } => xdp_cmd::run(command, cli.json),
         Command::Lab { command } => lab_cmd::run(command, cli.json),
+        Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Demo { packets } => demo::run(*packets, cli.json),
     }
 }

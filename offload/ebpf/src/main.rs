@@ -40,7 +40,10 @@ static XSKS: XskMap = XskMap::pinned(MAX_QUEUES, 0);
 #[map]
 static RULE_DEFS: HashMap<u32, RuleDef> = HashMap::pinned(MAX_RULES, 0);
 
-#[xdp]
+// `frags`: the program reads only the first buffer, so it is safe on multi-buffer packets,
+// and it may run on devices whose MTU exceeds a page (e.g. veth at MTU 9000, where the
+// kernel refuses programs without BPF_F_XDP_HAS_FRAGS: drivers/net/veth.c veth_xdp_set).
+#[xdp(frags)]
 pub fn steer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let packet = match parse::parse(&ctx) {
