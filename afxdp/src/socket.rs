@@ -187,7 +187,7 @@ impl Socket {
                 register_umem(fd.as_fd(), umem)?;
                 None
             }
-            Owner::Socket(owner_fd) => Some(owner_fd),
+            Owner::Socket { fd, .. } => Some(fd),
             Owner::Closed => return Err(XskError::UmemOwnerClosed),
         };
 
@@ -267,7 +267,7 @@ impl Socket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: shared_with.unwrap_or(0) as u32,
         };
-        sys::bind_xdp(socket_fd, &address)
+        bind_retrying_busy(socket_fd, &address)
             .map_err(|error| bind_error(error, iface, queue, config, shared_with.is_some()))?;
 
         let zero_copy = zero_copy_in_use(socket_fd)?;
@@ -276,8 +276,15 @@ impl Socket {
             format!("zero-copy not supported by driver {driver} on {iface}; using copy mode")
         });
         let owns_umem = shared_with.is_none();
+        let need_wakeup = match *owner {
+            Owner::Socket { need_wakeup, .. } => need_wakeup,
+            _ => config.need_wakeup,
+        };
         if owns_umem {
-            *owner = Owner::Socket(fd.as_raw_fd());
+            *owner = Owner::Socket {
+                fd: fd.as_raw_fd(),
+                need_wakeup,
+            };
         }
         drop(owner);
         Ok(Socket {
@@ -292,7 +299,7 @@ impl Socket {
             queue,
             zero_copy,
             fallback,
-            need_wakeup: config.need_wakeup,
+            need_wakeup,
             busy_poll: config.busy_poll.is_some(),
             owns_umem,
         })
@@ -552,7 +559,30 @@ fn set_busy_poll(fd: BorrowedFd<'_>, busy_poll: BusyPoll) -> Result<(), XskError
     Ok(())
 }
 
+/// Binds, retrying EBUSY for a moment: a socket closed just before leaves its queue busy
+/// until the kernel's deferred pool release runs (net/xdp/xsk_buff_pool.c:
+/// xp_put_pool -> xp_release_deferred).
+fn bind_retrying_busy(fd: BorrowedFd<'_>, address: &libc::sockaddr_xdp) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match sys::bind_xdp(fd, address) {
+            Err(error)
+                if error.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn bind_flags(config: &SocketConfig, shared: bool) -> u16 {
+    if shared {
+        // A sharing socket may not set any other flag: it inherits the first socket's mode,
+        // need_wakeup and multi-buffer settings (net/xdp/xsk.c: xsk_bind).
+        return libc::XDP_SHARED_UMEM;
+    }
     let mut flags = match config.mode {
         BindMode::Copy => libc::XDP_COPY,
         BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
@@ -565,9 +595,6 @@ fn bind_flags(config: &SocketConfig, shared: bool) -> u16 {
     }
     if config.multi_buffer {
         flags |= libc::XDP_USE_SG;
-    }
-    if shared {
-        flags |= libc::XDP_SHARED_UMEM;
     }
     flags
 }

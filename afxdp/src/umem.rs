@@ -95,7 +95,11 @@ fn page_size() -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Owner {
     Unregistered,
-    Socket(std::os::fd::RawFd),
+    Socket {
+        fd: std::os::fd::RawFd,
+        /// Sharing sockets inherit it (they may not set bind flags of their own).
+        need_wakeup: bool,
+    },
     Closed,
 }
 

@@ -5,8 +5,10 @@
 //! root namespace gets nothing, no namespace has a route out of the machine, and a [`Lab`] is
 //! torn down on drop and on SIGINT/SIGTERM (see [`Lab::teardown_on_signals`]).
 
+pub mod frame;
 pub mod netlink;
 pub mod netns;
+pub mod raw;
 
 use std::{
     fs::File,

@@ -71,6 +71,17 @@ pub fn set_up(iface: &str) -> Result<(), LabError> {
     })
 }
 
+pub fn set_mtu(iface: &str, mtu: u32) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("set link MTU", async move |handle| {
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+    })
+}
+
 /// Creates a veth pair here and moves the peer into the namespace opened as `peer_netns`.
 pub fn add_veth(name: &str, peer: &str, peer_netns: std::os::fd::RawFd) -> Result<(), LabError> {
     let (name, peer) = (name.to_string(), peer.to_string());

@@ -1,6 +1,5 @@
 //! `fastpath xsk`: measure AF_XDP on an interface, as xdpsock does: rxdrop, txpush, l2fwd.
 
-mod frame;
 mod run;
 
 use std::{
@@ -16,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
 
-pub use frame::{FrameSpec, udp_frame};
+use lab::frame::{self, FrameSpec, udp_frame};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@ use std::{
 
 use afxdp::{Frame, FramePool, Socket, XskError};
 
-use super::frame::swap_macs;
+use lab::frame::swap_macs;
 
 pub struct Limits<'a> {
     pub duration: Duration,

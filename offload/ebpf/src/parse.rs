@@ -1,7 +1,7 @@
 //! Bounds-checked header parsing: Ethernet, two VLAN tags, IPv4 (with options), IPv6 (with
 //! extension headers), then TCP, UDP, ICMP and ICMPv6.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use core::mem::size_of;
 use offload_common::{FAMILY_V4, FAMILY_V6, proto};
 
@@ -56,6 +56,16 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
     Ok(unsafe { at::<T>(ctx, offset)?.read_unaligned() })
 }
 
+/// Bytes of the packet from `offset` on, counting every buffer of a multi-buffer packet:
+/// data..data_end covers only the first buffer, so a jumbo frame's IP length would look
+/// truncated against it.
+#[inline(always)]
+fn bytes_from(ctx: &XdpContext, offset: usize) -> usize {
+    // SAFETY: the helper only reads the context the kernel handed to the program.
+    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    total.saturating_sub(offset)
+}
+
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
@@ -93,7 +103,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         return Err(Malformed);
     }
     let total_len = be16(&header, 2) as usize;
-    let available = ctx.data_end() - ctx.data() - l3;
+    let available = bytes_from(ctx, l3);
     if total_len < header_len || total_len > available {
         return Err(Malformed);
     }
@@ -127,7 +137,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         return Err(Malformed);
     }
     let payload_len = be16(&header, 4) as usize;
-    let available = ctx.data_end() - ctx.data() - l3;
+    let available = bytes_from(ctx, l3);
     if IPV6_HLEN + payload_len > available {
         return Err(Malformed);
     }

@@ -1,5 +1,6 @@
-//! The UDP frames `txpush` sends: Ethernet, IPv4 (with a valid checksum) and UDP, padded to
-//! the requested size with a counting pattern.
+//! Test and load frames: Ethernet, IPv4 (with a valid checksum) and UDP, padded to the
+//! requested size with a counting pattern. `fastpath xsk txpush` sends these, and the lab
+//! tests send and compare them.
 
 use std::net::Ipv4Addr;
 
@@ -43,6 +44,23 @@ pub fn udp_frame(spec: &FrameSpec, wire_size: usize) -> Vec<u8> {
         *byte = i as u8;
     }
     frame
+}
+
+/// Like `udp_frame`, with `tag` written at the start of the payload so tests can tell
+/// frames apart (and find theirs among the lab's other traffic).
+pub fn tagged_udp_frame(spec: &FrameSpec, wire_size: usize, tag: u32) -> Vec<u8> {
+    let mut frame = udp_frame(spec, wire_size);
+    frame[HEADERS_LEN..HEADERS_LEN + 4].copy_from_slice(&tag.to_be_bytes());
+    frame
+}
+
+/// The tag of a frame made by `tagged_udp_frame` with UDP destination `port`, if it is one.
+pub fn frame_tag(frame: &[u8], port: u16) -> Option<u32> {
+    let is_ours = frame.len() >= HEADERS_LEN + 4
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 17
+        && frame[36..38] == port.to_be_bytes();
+    is_ours.then(|| u32::from_be_bytes(frame[HEADERS_LEN..HEADERS_LEN + 4].try_into().unwrap()))
 }
 
 /// The smallest and largest `--size` txpush accepts.
