@@ -78,7 +78,7 @@ impl RawSocket {
                 }
                 return Err(error);
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             return Ok(Some(buffer[..len as usize].to_vec()));
