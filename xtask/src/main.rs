@@ -12,7 +12,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup   install what building fastpath needs: rust-src, Debian packages, bpf-linker
   test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root)
   demo    the main job: build a lab, steer real traffic through XDP, print the counters
-  bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS";
+  bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
+  bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -22,6 +23,7 @@ fn main() {
         "test" => setup::run().and_then(|()| test()),
         "demo" => setup::run().and_then(|()| demo()),
         "bench" => setup::run().and_then(|()| bench()),
+        "bench-xsk" => setup::run().and_then(|()| bench_xsk()),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -116,6 +118,44 @@ fn bench() -> Result<()> {
             "benches",
             "--bin",
             "steer-bench",
+        ],
+    )
+}
+
+/// Builds `fastpath` and the xsk-rs peer (which needs libxdp's build dependencies), then runs
+/// the side-by-side AF_XDP benchmark on the lab.
+fn bench_xsk() -> Result<()> {
+    require_root("bench-xsk")?;
+    setup::install_debian_packages(&["clang", "m4", "libelf-dev", "libpcap-dev"])?;
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "fastpath",
+            "--package",
+            "benches",
+        ],
+    )?;
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--manifest-path",
+            "benches/xsk-peer/Cargo.toml",
+            "--target-dir",
+            "target/xsk-peer",
+        ],
+    )?;
+    let seconds = std::env::var("XSK_BENCH_SECONDS").unwrap_or_else(|_| "5".into());
+    run(
+        "target/release/xsk-bench",
+        &[
+            "target/release/fastpath",
+            "target/xsk-peer/release/xsk-peer",
+            &seconds,
         ],
     )
 }

@@ -61,7 +61,12 @@ fn rust_src() -> Result<bool> {
 }
 
 fn debian_packages() -> Result<bool> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    install_debian_packages(DEBIAN_PACKAGES)
+}
+
+/// Installs whichever of `packages` are missing; returns whether it installed any.
+pub fn install_debian_packages(packages: &[&str]) -> Result<bool> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| {
