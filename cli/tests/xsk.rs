@@ -36,7 +36,7 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
     let Some(lab) = lab_for("l2fwd_returns_every_packet", "cl") else {
         return;
     };
-    let mut forwarder = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+    let forwarder = Command::new(env!("CARGO_BIN_EXE_fastpath"))
         .args([
             "--netns",
             &lab.dut.namespace,
