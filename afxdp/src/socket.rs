@@ -15,6 +15,9 @@ use crate::{
 const SO_BUSY_POLL: libc::c_int = 46;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+/// The RX and TX ring mmap offsets, as the u64 the other two rings' constants are.
+const RX_RING: u64 = libc::XDP_PGOFF_RX_RING as u64;
+const TX_RING: u64 = libc::XDP_PGOFF_TX_RING as u64;
 
 /// How the socket reaches the UMEM.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,30 +238,21 @@ impl Socket {
             "mmap(completion ring)",
         )?
         .into_consumer();
+        // The RX and TX rings are optional: a size of zero leaves one out.
         let rx = (config.rx_size > 0)
             .then(|| {
-                Ring::map(
-                    socket_fd,
-                    libc::XDP_PGOFF_RX_RING as u64,
-                    Layout::from(offsets.rx),
-                    config.rx_size,
-                    "mmap(RX ring)",
-                )
-                .map(Ring::into_consumer)
+                let ring = Layout::from(offsets.rx);
+                Ring::map(socket_fd, RX_RING, ring, config.rx_size, "mmap(RX ring)")
             })
-            .transpose()?;
+            .transpose()?
+            .map(Ring::into_consumer);
         let tx = (config.tx_size > 0)
             .then(|| {
-                Ring::map(
-                    socket_fd,
-                    libc::XDP_PGOFF_TX_RING as u64,
-                    Layout::from(offsets.tx),
-                    config.tx_size,
-                    "mmap(TX ring)",
-                )
-                .map(Ring::into_producer)
+                let ring = Layout::from(offsets.tx);
+                Ring::map(socket_fd, TX_RING, ring, config.tx_size, "mmap(TX ring)")
             })
-            .transpose()?;
+            .transpose()?
+            .map(Ring::into_producer);
 
         let address = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,

@@ -276,6 +276,11 @@ impl Umem {
         }
     }
 
+    /// Packet bytes a frame holds from the offset fresh frames start at.
+    pub fn data_room(&self) -> u32 {
+        self.frame_size() - self.data_offset()
+    }
+
     /// Room from the frame's data offset to the end of its chunk.
     pub fn capacity(&self, frame: &Frame) -> u32 {
         self.frame_size() - frame.offset as u32

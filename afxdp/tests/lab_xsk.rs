@@ -24,14 +24,8 @@ impl XskLab {
     /// A lab for one test; `tag` is two letters unique to the test. None without root
     /// (outside CI, where `require_root` fails the test instead).
     fn up(test: &str, tag: &str) -> Option<XskLab> {
-        if !lab::require_root(test) {
-            return None;
-        }
-        Lab::teardown_on_signals();
-        let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
-        let _ = Lab::down(&prefix);
-        Some(XskLab {
-            lab: Lab::up(&prefix).expect("lab up"),
+        lab::require_root(test).then(|| XskLab {
+            lab: Lab::for_test(tag),
         })
     }
 
@@ -105,13 +99,6 @@ fn bind_in(
     .unwrap()
 }
 
-fn mac(endpoint: &lab::Endpoint) -> [u8; 6] {
-    let iface = endpoint.iface.clone();
-    Lab::run_in(&endpoint.namespace, move || lab::netlink::mac(&iface))
-        .unwrap()
-        .expect("read MAC")
-}
-
 fn ipv4(address: IpAddr) -> std::net::Ipv4Addr {
     match address {
         IpAddr::V4(address) => address,
@@ -121,8 +108,8 @@ fn ipv4(address: IpAddr) -> std::net::Ipv4Addr {
 
 fn spec(from: &lab::Endpoint, to: &lab::Endpoint) -> FrameSpec {
     FrameSpec {
-        src_mac: mac(from),
-        dst_mac: mac(to),
+        src_mac: from.read_mac().unwrap(),
+        dst_mac: to.read_mac().unwrap(),
         src_ip: ipv4(from.ipv4),
         dst_ip: ipv4(to.ipv4),
         src_port: PORT,

@@ -94,9 +94,7 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
     if !root("cli round trip") {
         return;
     }
-    Lab::teardown_on_signals();
-    let prefix = format!("fpcl{:04}", std::process::id() % 10000);
-    let lab = Lab::up(&prefix).unwrap();
+    let lab = Lab::for_test("cl");
     let ns = lab.dut.namespace.as_str();
     let iface = lab.dut.iface.as_str();
     let json = |args: &[&str]| -> serde_json::Value {

@@ -15,25 +15,12 @@ use lab::{
 const PORT: u16 = 4792;
 
 fn lab_for(test: &str, tag: &str) -> Option<Lab> {
-    if !lab::require_root(test) {
-        return None;
-    }
-    Lab::teardown_on_signals();
-    let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
-    let _ = Lab::down(&prefix);
-    Some(Lab::up(&prefix).expect("lab up"))
-}
-
-fn mac(endpoint: &lab::Endpoint) -> [u8; 6] {
-    let iface = endpoint.iface.clone();
-    Lab::run_in(&endpoint.namespace, move || lab::netlink::mac(&iface))
-        .unwrap()
-        .unwrap()
+    lab::require_root(test).then(|| Lab::for_test(tag))
 }
 
 #[test]
 fn l2fwd_returns_every_packet_with_the_macs_swapped() {
-    let Some(lab) = lab_for("l2fwd_returns_every_packet", "cl") else {
+    let Some(lab) = lab_for("l2fwd_returns_every_packet", "cf") else {
         return;
     };
     let forwarder = Command::new(env!("CARGO_BIN_EXE_fastpath"))
@@ -51,8 +38,8 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
         .expect("start l2fwd");
     let client = RawSocket::open(&lab.client.namespace, &lab.client.iface).unwrap();
     let spec = FrameSpec {
-        src_mac: mac(&lab.client),
-        dst_mac: mac(&lab.dut),
+        src_mac: lab.client.read_mac().unwrap(),
+        dst_mac: lab.dut.read_mac().unwrap(),
         src_ip: "10.77.0.1".parse().unwrap(),
         dst_ip: "10.77.0.2".parse().unwrap(),
         src_port: PORT,

@@ -66,6 +66,14 @@ pub struct Endpoint {
     pub mac: String,
 }
 
+impl Endpoint {
+    /// The interface's MAC address, read through netlink inside its namespace.
+    pub fn read_mac(&self) -> Result<[u8; 6], LabError> {
+        let iface = self.iface.clone();
+        netns::run_in(&self.namespace, move || netlink::mac(&iface))?
+    }
+}
+
 /// The default topology:
 ///
 /// ```text
@@ -265,6 +273,17 @@ impl Lab {
         });
     }
 
+    /// A lab for one test: the prefix is "fp", the test's two-letter `tag` and the process id,
+    /// so tests (and test binaries) running in parallel never share names. A leftover lab of
+    /// the same prefix is removed first, and Ctrl-C tears labs down.
+    pub fn for_test(tag: &str) -> Lab {
+        assert_eq!(tag.len(), 2, "test tags are two letters");
+        Lab::teardown_on_signals();
+        let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
+        let _ = Lab::down(&prefix);
+        Lab::up(&prefix).expect("lab up")
+    }
+
     /// A UDP socket bound in namespace `namespace` (it stays in that namespace).
     pub fn udp_socket(namespace: &str, bind: SocketAddr) -> Result<UdpSocket, LabError> {
         netns::run_in(namespace, move || UdpSocket::bind(bind))?
@@ -329,11 +348,7 @@ fn configure(end: &Endpoint) -> Result<(), LabError> {
 }
 
 fn neighbours(a: &mut Endpoint, b: &mut Endpoint) -> Result<(), LabError> {
-    let mac_of = |end: &Endpoint| {
-        let iface = end.iface.clone();
-        netns::run_in(&end.namespace, move || netlink::mac(&iface))
-    };
-    let (mac_a, mac_b) = (mac_of(a)??, mac_of(b)??);
+    let (mac_a, mac_b) = (a.read_mac()?, b.read_mac()?);
     a.mac = format_mac(mac_a);
     b.mac = format_mac(mac_b);
     for (from, to, mac) in [(a.clone(), b.clone(), mac_b), (b.clone(), a.clone(), mac_a)] {

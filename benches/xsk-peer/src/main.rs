@@ -19,7 +19,9 @@ use xsk_rs::{
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 9 {
-        eprintln!("usage: xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE");
+        eprintln!(
+            "usage: xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE"
+        );
         std::process::exit(2);
     }
     let app = args[1].as_str();
@@ -119,7 +121,15 @@ fn main() {
             }
         },
         "txpush" => unsafe {
-            let frame = udp_frame(wire_size - 4);
+            let spec = lab::frame::FrameSpec {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [0xff; 6],
+                src_ip: [192, 0, 2, 1].into(),
+                dst_ip: [192, 0, 2, 2].into(),
+                src_port: 9,
+                dst_port: 9,
+            };
+            let frame = lab::frame::udp_frame(&spec, wire_size);
             for desc in descs.iter_mut() {
                 use std::io::Write;
                 umem.data_mut(desc).cursor().write_all(&frame).unwrap();
@@ -181,7 +191,10 @@ fn register(iface: &str, socket_fd: i32) {
     attr[0] = path.as_ptr() as u64;
     // SAFETY: bpf(2) with a zero-padded attr union; BPF_OBJ_GET = 7.
     let map_fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), 128) };
-    assert!(map_fd >= 0, "open pinned XSKMAP (is the steering program attached?)");
+    assert!(
+        map_fd >= 0,
+        "open pinned XSKMAP (is the steering program attached?)"
+    );
     let key: u32 = 0;
     let value: u32 = socket_fd as u32;
     let mut attr = [0u64; 16];
@@ -191,30 +204,4 @@ fn register(iface: &str, socket_fd: i32) {
     // SAFETY: BPF_MAP_UPDATE_ELEM = 2, with map fd, key and value pointers.
     let result = unsafe { libc::syscall(libc::SYS_bpf, 2, attr.as_mut_ptr(), 128) };
     assert_eq!(result, 0, "register in XSKMAP");
-}
-
-fn udp_frame(len: usize) -> Vec<u8> {
-    let mut frame = vec![0u8; len];
-    frame[0..6].copy_from_slice(&[0xff; 6]);
-    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    frame[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (len - 14) as u16;
-    frame[14] = 0x45;
-    frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    frame[22] = 64;
-    frame[23] = 17;
-    frame[26..30].copy_from_slice(&[192, 0, 2, 1]);
-    frame[30..34].copy_from_slice(&[192, 0, 2, 2]);
-    let mut sum: u32 = frame[14..34]
-        .chunks(2)
-        .map(|p| u16::from_be_bytes([p[0], p[1]]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    frame[34..36].copy_from_slice(&9u16.to_be_bytes());
-    frame[36..38].copy_from_slice(&9u16.to_be_bytes());
-    frame[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    frame
 }

@@ -199,7 +199,7 @@ pub fn txpush(
     limits: &Limits<'_>,
 ) -> Result<Outcome, XskError> {
     let umem = socket.umem().clone();
-    let chunks: Vec<&[u8]> = packet.chunks(umem_room(socket) as usize).collect();
+    let chunks: Vec<&[u8]> = packet.chunks(umem.data_room() as usize).collect();
     // Single-frame packets: write every frame once up front; the bytes stay in the UMEM
     // while frames circulate, so the loop only sets lengths (as xdpsock does).
     let prewritten = chunks.len() == 1;
@@ -260,9 +260,4 @@ pub fn txpush(
         );
     }
     Ok(meter.finish())
-}
-
-/// Bytes a fresh frame holds after the data offset.
-fn umem_room(socket: &Socket) -> u32 {
-    socket.umem().frame_size() - afxdp::XDP_PACKET_HEADROOM - socket.umem().config().headroom
 }

@@ -19,12 +19,8 @@ impl LabFixture {
     /// `tag` is two letters unique to the test: it keeps namespaces and interface names apart
     /// when tests run in parallel.
     pub fn up(tag: &str) -> LabFixture {
-        assert_eq!(tag.len(), 2);
-        Lab::teardown_on_signals();
-        let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
-        let _ = Lab::down(&prefix);
         LabFixture {
-            lab: Lab::up(&prefix).expect("lab up"),
+            lab: Lab::for_test(tag),
         }
     }
 
