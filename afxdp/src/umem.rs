@@ -299,6 +299,23 @@ impl Umem {
         Ok(())
     }
 
+    /// Makes room for `bytes` more bytes in front of the packet (for an encapsulation
+    /// header), taken from the frame's headroom; the new bytes are left as they were.
+    pub fn grow_front(&self, frame: &mut Frame, bytes: u16) -> Result<(), XskError> {
+        if frame.offset < bytes {
+            return Err(XskError::config(
+                "headroom",
+                format!(
+                    "{bytes} bytes do not fit in front of a packet with {} bytes of headroom",
+                    frame.offset
+                ),
+            ));
+        }
+        frame.offset -= bytes;
+        frame.len += u32::from(bytes);
+        Ok(())
+    }
+
     /// Copies `bytes` into the frame and sets its length.
     pub fn write(&self, frame: &mut Frame, bytes: &[u8]) -> Result<(), XskError> {
         self.set_len(frame, bytes.len() as u32)?;

@@ -1,1 +1,3 @@
-//! Placeholder: this crate is built out by a later issue (see ARCHITECTURE.md).
+//! Network functions on the fastpath pipeline, and their appliances.
+
+pub mod lb;

@@ -1,0 +1,420 @@
+//! The appliance's TOML config. Syntax errors, unknown keys and bad values come from the
+//! TOML reader with their line; the checks across fields (duplicate VIPs, all weights zero,
+//! address families) name the line of the value at fault.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use pipeline::PollMode;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::lb::maglev::{DEFAULT_SIZE, is_prime};
+
+pub const DEFAULT_CONTROL: &str = "/run/fastpath/lb.sock";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => crate::lb::packet::PROTO_TCP,
+            Protocol::Udp => crate::lb::packet::PROTO_UDP,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarding {
+    DsrL2,
+    DsrIpip,
+    Nat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    #[default]
+    Auto,
+    Hw,
+    Drv,
+    Skb,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Queues {
+    All(String),
+    List(Vec<u32>),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Successes in a row that bring a backend up, failures that take it down.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_interval() -> u64 {
+    1000
+}
+fn default_timeout() -> u64 {
+    500
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Spanned<IpAddr>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    pub address: Spanned<IpAddr>,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    /// nat: the address replies come back to (one the appliance's interface holds).
+    pub snat_address: Option<Spanned<IpAddr>>,
+    /// nat: the inclusive SNAT port range, "LO-HI". Keep it clear of local services and
+    /// of the kernel's ephemeral range (net.ipv4.ip_local_port_range).
+    pub snat_ports: Option<Spanned<String>>,
+    /// dsr-ipip: the outer source address; default, the interface's address.
+    pub encap_source: Option<Spanned<IpAddr>>,
+    #[serde(default = "default_maglev_size")]
+    pub maglev_size: Spanned<usize>,
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub backend: Vec<BackendConfig>,
+}
+
+fn default_maglev_size() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_SIZE)
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub interface: String,
+    #[serde(default = "all_queues")]
+    pub queues: Spanned<Queues>,
+    /// Worker cores; default one per queue, spread over the cores.
+    pub cores: Option<Vec<usize>>,
+    #[serde(default)]
+    pub xdp_mode: XdpModeSetting,
+    #[serde(default)]
+    pub zero_copy: Toggle,
+    pub control: Option<PathBuf>,
+    #[serde(default)]
+    pub poll: PollMode,
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    /// Flows per worker in the connection table.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    #[serde(default)]
+    pub vip: Vec<VipConfig>,
+}
+
+fn all_queues() -> Spanned<Queues> {
+    Spanned::new(0..0, Queues::All("all".into()))
+}
+fn default_batch() -> u32 {
+    64
+}
+fn default_connections() -> usize {
+    1 << 20
+}
+
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 32_767);
+
+/// What identifies a VIP: address, port and protocol (printed as ADDR:PORT/PROTO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct VipKey {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for VipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.protocol),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.protocol),
+        }
+    }
+}
+
+impl std::str::FromStr for VipKey {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let error = || {
+            format!(
+                "invalid VIP {text:?}: expected ADDR:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [fd00::100]:80/tcp"
+            )
+        };
+        let (socket, protocol) = text.rsplit_once('/').ok_or_else(error)?;
+        let socket: std::net::SocketAddr = socket.parse().map_err(|_| error())?;
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return Err(error()),
+        };
+        Ok(VipKey {
+            address: socket.ip(),
+            port: socket.port(),
+            protocol,
+        })
+    }
+}
+
+impl VipConfig {
+    pub fn key(&self) -> VipKey {
+        VipKey {
+            address: *self.address.get_ref(),
+            port: self.port,
+            protocol: self.protocol,
+        }
+    }
+
+    pub fn snat_port_range(&self) -> (u16, u16) {
+        self.snat_ports
+            .as_ref()
+            .and_then(|text| parse_port_range(text.get_ref()))
+            .unwrap_or(DEFAULT_SNAT_PORTS)
+    }
+}
+
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-')?;
+    let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            path: path.display().to_string(),
+            line: None,
+            message: format!("cannot read: {error}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+            path: path.to_string(),
+            line: span.filter(|s| s.end > 0).map(|s| line_of(text, s.start)),
+            message,
+        };
+        let config: Config =
+            toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+        config
+            .check(text)
+            .map_err(|(span, message)| error(span, message))?;
+        Ok(config)
+    }
+
+    pub fn control_path(&self) -> PathBuf {
+        self.control
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL))
+    }
+
+    pub fn queue_list(&self) -> Option<&[u32]> {
+        match self.queues.get_ref() {
+            Queues::List(list) => Some(list),
+            Queues::All(_) => None,
+        }
+    }
+
+    fn check(&self, text: &str) -> Result<(), (Option<std::ops::Range<usize>>, String)> {
+        if let Queues::All(word) = self.queues.get_ref()
+            && word != "all"
+        {
+            return Err((
+                Some(self.queues.span()),
+                format!("queues = {word:?}: expected \"all\" or a list such as [0, 1]"),
+            ));
+        }
+        if let Queues::List(list) = self.queues.get_ref()
+            && list.is_empty()
+        {
+            return Err((Some(self.queues.span()), "queues: the list is empty".into()));
+        }
+        if self.batch == 0 || self.batch > 1024 {
+            return Err((None, format!("batch = {}: expected 1 to 1024", self.batch)));
+        }
+        if self.vip.is_empty() {
+            return Err((
+                None,
+                "no [[vip]]: the load balancer needs at least one".into(),
+            ));
+        }
+        let mut seen: Vec<(VipKey, usize)> = Vec::new();
+        for vip in &self.vip {
+            let span = Some(vip.address.span());
+            let key = vip.key();
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                return Err((
+                    span,
+                    format!(
+                        "duplicate VIP {key} (first defined at line {})",
+                        line_of(text, *first)
+                    ),
+                ));
+            }
+            seen.push((key, vip.address.span().start));
+            let v4 = key.address.is_ipv4();
+            let family = |ip: &IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            if !is_prime(*vip.maglev_size.get_ref()) {
+                return Err((
+                    Some(vip.maglev_size.span()),
+                    format!(
+                        "maglev_size = {}: must be a prime (e.g. 65537)",
+                        vip.maglev_size.get_ref()
+                    ),
+                ));
+            }
+            for (field, value) in [
+                ("snat_address", &vip.snat_address),
+                ("encap_source", &vip.encap_source),
+            ] {
+                if let Some(value) = value
+                    && value.get_ref().is_ipv4() != v4
+                {
+                    return Err((
+                        Some(value.span()),
+                        format!(
+                            "{field} {} is {} but VIP {key} is {}",
+                            value.get_ref(),
+                            family(value.get_ref()),
+                            family(&key.address)
+                        ),
+                    ));
+                }
+            }
+            match vip.forwarding {
+                Forwarding::Nat if vip.snat_address.is_none() => {
+                    return Err((
+                        span,
+                        format!("VIP {key}: forwarding = \"nat\" needs snat_address"),
+                    ));
+                }
+                Forwarding::Nat => {}
+                _ => {
+                    if let Some(snat) = &vip.snat_address {
+                        return Err((
+                            Some(snat.span()),
+                            format!("VIP {key}: snat_address applies to forwarding = \"nat\" only"),
+                        ));
+                    }
+                }
+            }
+            if let Some(ports) = &vip.snat_ports
+                && parse_port_range(ports.get_ref()).is_none()
+            {
+                return Err((
+                    Some(ports.span()),
+                    format!(
+                        "snat_ports = {:?}: expected LO-HI with 1 <= LO <= HI <= 65535",
+                        ports.get_ref()
+                    ),
+                ));
+            }
+            if vip.backend.is_empty() {
+                return Err((span, format!("VIP {key} has no [[vip.backend]]")));
+            }
+            if vip.backend.iter().all(|b| b.weight == 0) {
+                return Err((
+                    span,
+                    format!("VIP {key}: every backend has weight 0, so no flow could be placed"),
+                ));
+            }
+            let mut backends = Vec::new();
+            for backend in &vip.backend {
+                let address = *backend.address.get_ref();
+                if address.is_ipv4() != v4 {
+                    return Err((
+                        Some(backend.address.span()),
+                        format!(
+                            "backend {address} is {} but VIP {key} is {}",
+                            family(&address),
+                            family(&key.address)
+                        ),
+                    ));
+                }
+                let port = backend.port.unwrap_or(vip.port);
+                if backends.contains(&(address, port)) {
+                    return Err((
+                        Some(backend.address.span()),
+                        format!("backend {address} port {port} appears twice in VIP {key}"),
+                    ));
+                }
+                backends.push((address, port));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+
+const GOOD: &str = r#"
+interface = "eth0"
+queues = [0, 1]
+cores = [1]
+xdp_mode = "drv"
+control = "/tmp/lb.sock"
+
+[[vip]]
+address = "10.0.0.100"
+port = 80
+protocol = "tcp"
+forwarding = "dsr-l2"
+
+  [[vip.backend]]
+  address = "10.0.1.11"
+
+  [[vip.backend]]
+  address = "10.0.1.12"
+  weight = 2
+  port = 8080
+
+[[vip]]
+address = "fd00::100"
+port = 53
+protocol = "udp"
+forwarding = "nat"
+snat_address = "fd00::2"
+snat_ports = "20000-20099"
+
+  [[vip.backend]]
+  address = "fd00:1::11"
+"#;
+
+fn error_of(text: &str) -> ConfigError {
+    Config::parse(text, "lb.toml").expect_err("the config should be refused")
+}
+
+#[test]
+fn a_good_config_loads_with_defaults() {
+    let config = Config::parse(GOOD, "lb.toml").unwrap();
+    assert_eq!(config.queue_list(), Some(&[0, 1][..]));
+    assert_eq!(config.vip.len(), 2);
+    assert_eq!(config.vip[0].backend[0].weight, 1);
+    assert_eq!(config.vip[0].backend[1].port, Some(8080));
+    assert_eq!(*config.vip[0].maglev_size.get_ref(), DEFAULT_SIZE);
+    assert_eq!(config.vip[1].snat_port_range(), (20000, 20099));
+    assert_eq!(config.vip[1].key().to_string(), "[fd00::100]:53/udp");
+    assert_eq!(config.control_path(), PathBuf::from("/tmp/lb.sock"));
+}
+
+#[test]
+fn unknown_keys_name_their_line() {
+    let text = GOOD.replace("  weight = 2\n", "  weight = 2\n  colour = \"red\"\n");
+    let error = error_of(&text);
+    assert_eq!(error.line, Some(20), "{error}");
+    assert!(error.to_string().contains("colour"), "{error}");
+    assert!(error.to_string().starts_with("lb.toml line 20:"), "{error}");
+}
+
+#[test]
+fn duplicate_vips_name_the_second_and_the_first() {
+    let text = format!(
+        "{GOOD}\n[[vip]]\naddress = \"10.0.0.100\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"nat\"\nsnat_address = \"10.0.0.2\"\n[[vip.backend]]\naddress = \"10.0.1.13\"\n"
+    );
+    let error = error_of(&text);
+    assert_eq!(error.line, Some(34), "{error}");
+    assert!(
+        error
+            .message
+            .contains("duplicate VIP 10.0.0.100:80/tcp (first defined at line 9)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn all_zero_weights_are_refused() {
+    let text = GOOD
+        .replace(
+            "  address = \"10.0.1.11\"\n",
+            "  address = \"10.0.1.11\"\n  weight = 0\n",
+        )
+        .replace("weight = 2", "weight = 0");
+    let error = error_of(&text);
+    assert_eq!(error.line, Some(9), "{error}");
+    assert!(
+        error.message.contains("every backend has weight 0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn address_family_mismatches_are_refused() {
+    let error = error_of(&GOOD.replace("fd00:1::11", "10.0.1.11"));
+    assert_eq!(error.line, Some(31), "{error}");
+    assert!(
+        error
+            .message
+            .contains("backend 10.0.1.11 is IPv4 but VIP [fd00::100]:53/udp is IPv6"),
+        "{error}"
+    );
+    let error =
+        error_of(&GOOD.replace("snat_address = \"fd00::2\"", "snat_address = \"10.0.0.2\""));
+    assert!(
+        error.message.contains("snat_address 10.0.0.2 is IPv4"),
+        "{error}"
+    );
+    assert_eq!(error.line, Some(27));
+}
+
+#[test]
+fn bad_values_are_refused_with_their_line() {
+    for (from, to, line, words) in [
+        (
+            "forwarding = \"dsr-l2\"",
+            "forwarding = \"magic\"",
+            12,
+            "magic",
+        ),
+        ("protocol = \"tcp\"", "protocol = \"sctp\"", 11, "sctp"),
+        ("port = 80\n", "port = 70000\n", 10, "70000"),
+        (
+            "address = \"10.0.0.100\"",
+            "address = \"10.0.0.300\"",
+            9,
+            "invalid",
+        ),
+        (
+            "queues = [0, 1]",
+            "queues = \"some\"",
+            3,
+            "expected \"all\"",
+        ),
+        (
+            "snat_ports = \"20000-20099\"",
+            "snat_ports = \"9-1\"",
+            28,
+            "LO-HI",
+        ),
+    ] {
+        let error = error_of(&GOOD.replace(from, to));
+        assert_eq!(error.line, Some(line), "{to}: {error}");
+        assert!(error.to_string().contains(words), "{to}: {error}");
+    }
+    let error = error_of(&GOOD.replace("snat_address = \"fd00::2\"\n", ""));
+    assert!(error.message.contains("needs snat_address"), "{error}");
+}

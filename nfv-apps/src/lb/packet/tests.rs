@@ -1,0 +1,162 @@
+use super::*;
+
+/// A frame built field by field: Ethernet, IPv4 or IPv6, TCP (SYN) or UDP, valid checksums.
+pub fn frame(
+    v4: bool,
+    proto: u8,
+    src: &str,
+    dst: &str,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let l4_len = if proto == PROTO_TCP { 20 } else { 8 } + payload.len();
+    let mut l4 = vec![0u8; l4_len];
+    l4[..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    if proto == PROTO_TCP {
+        l4[12] = 5 << 4;
+        l4[13] = 0x02;
+        l4[20..].copy_from_slice(payload);
+    } else {
+        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        l4[8..].copy_from_slice(payload);
+    }
+    let mut out = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    if v4 {
+        out.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&address(src)[12..]);
+        ip[16..20].copy_from_slice(&address(dst)[12..]);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        out.extend_from_slice(&ip);
+    } else {
+        out.extend_from_slice(&[0x86, 0xdd]);
+        let mut ip = [0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        ip[6] = proto;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&address(src));
+        ip[24..40].copy_from_slice(&address(dst));
+        out.extend_from_slice(&ip);
+    }
+    let at = out.len();
+    out.extend_from_slice(&l4);
+    let sum = l4_checksum(&out, v4, at);
+    let csum_at = at + if proto == PROTO_TCP { 16 } else { 6 };
+    out[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+/// The TCP/UDP checksum computed from scratch over the pseudo-header and segment, with the
+/// checksum field as it is: 0 when the packet is valid.
+pub fn l4_checksum(packet: &[u8], v4: bool, l4: usize) -> u16 {
+    let mut pseudo = Vec::new();
+    if v4 {
+        pseudo.extend_from_slice(&packet[ETH_LEN + 12..ETH_LEN + 20]);
+        pseudo.extend_from_slice(&[0, packet[ETH_LEN + 9]]);
+    } else {
+        pseudo.extend_from_slice(&packet[ETH_LEN + 8..ETH_LEN + 40]);
+        pseudo.extend_from_slice(&[0, packet[ETH_LEN + 6]]);
+    }
+    pseudo.extend_from_slice(&((packet.len() - l4) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&packet[l4..]);
+    checksum(&pseudo)
+}
+
+#[test]
+fn parses_ipv4_tcp_and_ipv6_udp() {
+    let tcp = frame(true, PROTO_TCP, "10.0.0.1", "10.0.0.100", 40000, 80, b"");
+    let parsed = parse(&tcp).unwrap();
+    assert!(parsed.v4 && parsed.tcp_syn && !parsed.closing);
+    assert_eq!((parsed.flow.src_port, parsed.flow.dst_port), (40000, 80));
+    assert_eq!(parsed.flow.dst, address("10.0.0.100".parse().unwrap()));
+    let udp = frame(false, PROTO_UDP, "fd00::1", "fd00::100", 5000, 53, b"hello");
+    let parsed = parse(&udp).unwrap();
+    assert!(!parsed.v4);
+    assert_eq!(parsed.l4, ETH_LEN + IPV6_LEN);
+}
+
+#[test]
+fn malformed_packets_give_reasons_not_panics() {
+    let good = frame(true, PROTO_UDP, "10.0.0.1", "10.0.0.100", 1, 2, b"xy");
+    for cut in 0..good.len() {
+        assert!(
+            parse(&good[..cut]).is_err(),
+            "a frame cut at {cut} bytes parsed"
+        );
+    }
+    let mut fragment = good.clone();
+    fragment[ETH_LEN + 6] = 0x20; // more fragments
+    assert_eq!(parse(&fragment), Err("ipv4 fragment"));
+    let mut bad_udp = good.clone();
+    bad_udp[ETH_LEN + 20 + 5] = 3;
+    assert_eq!(parse(&bad_udp), Err("malformed: udp length"));
+    let mut bad_tcp = frame(true, PROTO_TCP, "10.0.0.1", "10.0.0.100", 1, 2, b"");
+    bad_tcp[ETH_LEN + 20 + 12] = 2 << 4;
+    assert_eq!(parse(&bad_tcp), Err("malformed: tcp header"));
+}
+
+#[test]
+fn endpoint_rewrites_keep_checksums_valid() {
+    for (v4, src, dst, new) in [
+        (true, "10.0.0.1", "10.0.0.100", "10.0.1.7"),
+        (false, "fd00::1", "fd00::100", "fd00:1::7"),
+    ] {
+        for proto in [PROTO_TCP, PROTO_UDP] {
+            let mut packet = frame(v4, proto, src, dst, 40000, 80, b"some payload");
+            let parsed = parse(&packet).unwrap();
+            let new = address(new.parse().unwrap());
+            rewrite_endpoint(&mut packet, &parsed, false, &new, 8080);
+            rewrite_endpoint(&mut packet, &parsed, true, &new, 12345);
+            let again = parse(&packet).unwrap();
+            assert_eq!((again.flow.dst, again.flow.dst_port), (new, 8080));
+            assert_eq!((again.flow.src, again.flow.src_port), (new, 12345));
+            assert_eq!(
+                l4_checksum(&packet, v4, parsed.l4),
+                0,
+                "v4={v4} proto={proto}"
+            );
+            if v4 {
+                assert_eq!(checksum(&packet[ETH_LEN..ETH_LEN + IPV4_LEN]), 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn outer_ipv4_header_is_valid() {
+    let mut header = [0u8; IPV4_LEN];
+    let (src, dst) = (
+        address("10.0.0.2".parse().unwrap()),
+        address("10.0.1.11".parse().unwrap()),
+    );
+    write_outer_header(&mut header, true, &src, &dst, 60, 0);
+    assert_eq!(checksum(&header), 0);
+    assert_eq!(u16::from_be_bytes([header[2], header[3]]), 80);
+    assert_eq!(
+        (header[9], &header[16..20]),
+        (PROTO_IPIP, &[10, 0, 1, 11][..])
+    );
+}
+
+#[test]
+fn flow_hash_is_stable() {
+    let key = FlowKey {
+        src: [1; 16],
+        dst: [2; 16],
+        src_port: 3,
+        dst_port: 4,
+        proto: 6,
+    };
+    assert_eq!(key.hash(), key.hash());
+    let other = FlowKey { src_port: 5, ..key };
+    assert_ne!(key.hash(), other.hash());
+}

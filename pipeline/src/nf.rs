@@ -1,0 +1,87 @@
+//! The network-function interface: NFs see batches of packets in place, in UMEM (no copy),
+//! and give each one a verdict.
+
+use std::any::Any;
+
+use afxdp::{Frame, Umem};
+
+/// What happens to a packet after a network function has seen it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the packet to the next function of the chain. After the last one, the packet
+    /// leaves on the port it arrived on.
+    Next,
+    /// Send the packet now, on the worker's port `port` (0: the port it arrived on).
+    Transmit { port: u16 },
+    /// Drop the packet; the reason is counted per function.
+    Drop(&'static str),
+}
+
+/// One received packet, writable in place in the UMEM.
+pub struct Packet<'a> {
+    umem: &'a Umem,
+    frame: &'a mut Frame,
+    /// The RX queue it arrived on.
+    pub queue: u32,
+}
+
+impl<'a> Packet<'a> {
+    pub fn new(umem: &'a Umem, frame: &'a mut Frame, queue: u32) -> Packet<'a> {
+        Packet { umem, frame, queue }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.umem.data(self.frame)
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.umem.data_mut(self.frame)
+    }
+
+    pub fn len(&self) -> usize {
+        self.frame.len() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+
+    /// Inserts `bytes` bytes at `at` (for an encapsulation header) using the frame's
+    /// headroom: the first `at` bytes move forward, the rest stay where they are.
+    /// Returns false when the headroom is too small.
+    pub fn insert(&mut self, at: usize, bytes: u16) -> bool {
+        if at > self.len() || self.umem.grow_front(self.frame, bytes).is_err() {
+            return false;
+        }
+        self.data_mut()
+            .copy_within(bytes as usize..bytes as usize + at, 0);
+        true
+    }
+}
+
+/// A network function. One instance runs on one worker, so it needs no locks of its own;
+/// state shared between workers (a NAT table, say) is the function's business.
+pub trait NetworkFunction: Send + 'static {
+    /// The name stats and hot swap go by.
+    fn name(&self) -> &'static str;
+
+    /// Decides what happens to one packet, possibly rewriting it.
+    fn process(&mut self, packet: &mut Packet<'_>) -> Verdict;
+
+    /// Decides a batch. `verdicts[i]` is `Next` for each packet still to be decided; the
+    /// default runs `process` on those. Override to prefetch or vectorise.
+    fn process_batch(&mut self, packets: &mut [Packet<'_>], verdicts: &mut [Verdict]) {
+        for (packet, verdict) in packets.iter_mut().zip(verdicts.iter_mut()) {
+            if *verdict == Verdict::Next {
+                *verdict = self.process(packet);
+            }
+        }
+    }
+
+    /// Hot swap: this function replaces `previous` (same name) at a batch boundary and may
+    /// take over its state, such as a connection table, when it accepts it.
+    fn adopt(&mut self, _previous: &mut dyn NetworkFunction) {}
+
+    /// For `adopt`: lets the new version downcast the old one.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}

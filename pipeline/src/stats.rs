@@ -1,0 +1,104 @@
+//! Counters a worker keeps in plain integers and publishes every few milliseconds, so the
+//! hot path never touches shared cache lines and readers still see live numbers.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::nf::Verdict;
+
+/// Per network function: what it saw and what it dropped, by reason.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NfStats {
+    pub name: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl NfStats {
+    pub fn new(name: &'static str) -> NfStats {
+        NfStats {
+            name,
+            ..NfStats::default()
+        }
+    }
+
+    pub(crate) fn count(&mut self, len: usize, verdict: Verdict) {
+        self.packets += 1;
+        self.bytes += len as u64;
+        if let Verdict::Drop(reason) = verdict {
+            *self.drops.entry(reason).or_default() += 1;
+        }
+    }
+}
+
+/// Per worker.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerStats {
+    pub iface: String,
+    pub queue: u32,
+    pub core: Option<usize>,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason: the functions' reasons plus the worker's own ("tx ring full",
+    /// "multi-buffer packet", "no such port").
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Non-empty RX batches, and the packets they held: their ratio is the batch fill.
+    pub batches: u64,
+    pub batch_fill: f64,
+    /// TSC cycles (or nanoseconds where there is no TSC) spent from a batch's receive to
+    /// its transmit, per packet.
+    pub cycles_per_packet: f64,
+    pub busy_cycles: u64,
+    /// Chains installed since start (hot swaps).
+    pub swaps: u64,
+    pub functions: Vec<NfStats>,
+}
+
+impl WorkerStats {
+    pub(crate) fn drop(&mut self, reason: &'static str) {
+        *self.drops.entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.batch_fill = self.rx_packets as f64 / self.batches.max(1) as f64;
+        self.cycles_per_packet = self.busy_cycles as f64 / self.rx_packets.max(1) as f64;
+    }
+
+    /// The sum over workers (for a whole-appliance view).
+    pub fn total(workers: &[WorkerStats]) -> WorkerStats {
+        let mut total = WorkerStats::default();
+        for worker in workers {
+            total.rx_packets += worker.rx_packets;
+            total.rx_bytes += worker.rx_bytes;
+            total.tx_packets += worker.tx_packets;
+            total.tx_bytes += worker.tx_bytes;
+            total.batches += worker.batches;
+            total.busy_cycles += worker.busy_cycles;
+            for (reason, count) in &worker.drops {
+                *total.drops.entry(reason).or_default() += count;
+            }
+        }
+        total.finish();
+        total
+    }
+}
+
+/// A cycle counter: the TSC on x86_64, nanoseconds elsewhere.
+#[inline]
+pub(crate) fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no preconditions and every x86_64 CPU has it.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        use std::{sync::OnceLock, time::Instant};
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
