@@ -178,3 +178,130 @@ pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), L
             .await
     })
 }
+
+/// The gateway the kernel's main table uses for `destination` (longest prefix), or None
+/// when it is on-link (or unrouted).
+pub fn gateway_for(destination: IpAddr) -> Result<Option<IpAddr>, LabError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let routes = with_handle("dump routes", async move |handle| {
+        let filter = match destination {
+            IpAddr::V4(_) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        handle.route().get(filter).execute().try_collect::<Vec<_>>().await
+    })?;
+    let to_ip = |address: &RouteAddress| match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    };
+    let mut best: Option<(u8, Option<IpAddr>)> = None;
+    for route in routes {
+        let prefix_len = route.header.destination_prefix_length;
+        let mut prefix = None;
+        let mut gateway = None;
+        for attribute in &route.attributes {
+            match attribute {
+                RouteAttribute::Destination(address) => prefix = to_ip(address),
+                RouteAttribute::Gateway(address) => gateway = to_ip(address),
+                _ => {}
+            }
+        }
+        let covers = match (prefix, destination) {
+            (None, _) => prefix_len == 0,
+            (Some(IpAddr::V4(p)), IpAddr::V4(d)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(d) & mask
+            }
+            (Some(IpAddr::V6(p)), IpAddr::V6(d)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0);
+                u128::from(p) & mask == u128::from(d) & mask
+            }
+            _ => false,
+        };
+        if covers && best.is_none_or(|(len, _)| prefix_len > len) {
+            best = Some((prefix_len, gateway));
+        }
+    }
+    Ok(best.and_then(|(_, gateway)| gateway))
+}
+
+/// The MAC the neighbour table holds for `address` on any interface, if it is usable (not
+/// incomplete or failed).
+pub fn neighbour_mac(address: IpAddr) -> Result<Option<[u8; 6]>, LabError> {
+    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+    let entries = with_handle("dump neighbours", async move |handle| {
+        handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    for entry in entries {
+        if matches!(
+            entry.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        ) {
+            continue;
+        }
+        let mut found = (None, None);
+        for attribute in &entry.attributes {
+            match attribute {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                    found.0 = Some(IpAddr::V4(*v4))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                    found.0 = Some(IpAddr::V6(*v6))
+                }
+                NeighbourAttribute::LinkLayerAddress(mac) if mac.len() == 6 => {
+                    found.1 = Some([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+                }
+                _ => {}
+            }
+        }
+        if found.0 == Some(address) && found.1.is_some() {
+            return Ok(found.1);
+        }
+    }
+    Ok(None)
+}
+
+/// The addresses on an interface.
+pub fn addresses(iface: &str) -> Result<Vec<IpAddr>, LabError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let index = index(iface)?;
+    let messages = with_handle("dump addresses", async move |handle| {
+        handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    Ok(messages
+        .iter()
+        .flat_map(|message| &message.attributes)
+        .filter_map(|attribute| match attribute {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Interface MTU.
+pub fn mtu(iface: &str) -> Result<u32, LabError> {
+    let name = iface.to_string();
+    let found = with_handle("read MTU", async move |handle| {
+        let mut links = handle.link().get().match_name(name).execute();
+        let Some(link) = links.try_next().await? else {
+            return Ok(None);
+        };
+        Ok(link.attributes.into_iter().find_map(|attribute| match attribute {
+            LinkAttribute::Mtu(mtu) => Some(mtu),
+            _ => None,
+        }))
+    })?;
+    found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
+}

@@ -1,8 +1,13 @@
 //! The L4 load balancer: VIPs → backends by Maglev, with a per-worker connection table,
 //! forwarding by MAC rewrite (dsr-l2), IP-in-IP (dsr-ipip) or NAT.
 
+pub mod appliance;
+pub mod balancer;
 pub mod config;
+pub mod control;
 pub mod conntrack;
 pub mod maglev;
 pub mod nat;
 pub mod packet;
+pub mod registry;
+pub mod tables;

@@ -61,7 +61,6 @@ struct Inner {
 
 pub struct NatTable {
     inner: Mutex<Inner>,
-    ports: (u16, u16),
     timeouts: NatTimeouts,
     /// Seconds since start, advanced by `sweep` (the hot path never reads a clock).
     now: AtomicU32,
@@ -73,14 +72,22 @@ pub enum NatError {
 }
 
 impl NatTable {
-    /// `ports` is the inclusive range SNAT ports come from.
-    pub fn new(ports: (u16, u16), timeouts: NatTimeouts) -> NatTable {
+    pub fn new(timeouts: NatTimeouts) -> NatTable {
         NatTable {
             inner: Mutex::new(Inner::default()),
-            ports,
             timeouts,
             now: AtomicU32::new(0),
         }
+    }
+
+    /// Sets the inclusive port range of an SNAT address and protocol; a range already set
+    /// stays (with its mappings).
+    pub fn add_range(&self, snat_address: Address, proto: u8, ports: (u16, u16)) {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .free
+            .entry((snat_address, proto))
+            .or_insert_with(|| (ports.0..=ports.1).collect());
     }
 
     /// The mapping for a client flow, made on first sight. `backend` is where the load
@@ -103,12 +110,11 @@ impl NatTable {
             entry.mapping.backend_port = backend.1;
             return Ok(entry.mapping);
         }
-        let range = self.ports;
-        let free = inner
+        let port = inner
             .free
-            .entry((*snat_address, flow.proto))
-            .or_insert_with(|| (range.0..=range.1).collect());
-        let port = free.pop_front().ok_or(NatError::PortsExhausted)?;
+            .get_mut(&(*snat_address, flow.proto))
+            .and_then(VecDeque::pop_front)
+            .ok_or(NatError::PortsExhausted)?;
         let mapping = NatMapping {
             snat_address: *snat_address,
             snat_port: port,
@@ -205,6 +211,13 @@ mod tests {
     const SNAT: Address = [9; 16];
     const BACKEND: Address = [7; 16];
 
+    fn table(ports: (u16, u16)) -> NatTable {
+        let table = NatTable::new(NatTimeouts::default());
+        table.add_range(SNAT, 6, ports);
+        table.add_range(SNAT, 17, ports);
+        table
+    }
+
     fn map(table: &NatTable, port: u16, proto: u8) -> Result<NatMapping, NatError> {
         table.forward(
             &flow(port, proto),
@@ -218,7 +231,7 @@ mod tests {
 
     #[test]
     fn ports_are_unique_and_replies_find_their_flow() {
-        let table = NatTable::new((1000, 1009), NatTimeouts::default());
+        let table = table((1000, 1009));
         let a = map(&table, 1, 6).unwrap();
         let b = map(&table, 2, 6).unwrap();
         assert_ne!(a.snat_port, b.snat_port);
@@ -237,7 +250,7 @@ mod tests {
 
     #[test]
     fn running_out_of_ports_is_an_error_until_entries_expire() {
-        let table = NatTable::new((1000, 1003), NatTimeouts::default());
+        let table = table((1000, 1003));
         for port in 0..4 {
             map(&table, port, 17).unwrap();
         }
@@ -255,7 +268,7 @@ mod tests {
 
     #[test]
     fn closed_tcp_flows_expire_sooner() {
-        let table = NatTable::new((1000, 1003), NatTimeouts::default());
+        let table = table((1000, 1003));
         let open = map(&table, 1, 6).unwrap();
         let closing = map(&table, 2, 6).unwrap();
         table.reverse(&SNAT, closing.snat_port, 6, true).unwrap();

@@ -1,0 +1,525 @@
+//! The running appliance: XDP steering on the interface, one pinned worker per queue, and a
+//! control loop serving the control socket, resolving next hops, health checks and NAT expiry.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Write},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    os::unix::{fs::PermissionsExt, net::UnixListener},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use std::os::fd::AsRawFd;
+
+use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
+use offload::{
+    AttachOptions, OffloadError, Steering,
+    mode::ModePolicy,
+    rules::{Action, IpNet, PortRange, Protocol as RuleProtocol, RuleSpec},
+};
+use pipeline::{Chain, Worker, WorkerConfig, WorkerStats};
+use serde::Serialize;
+
+use crate::lb::{
+    balancer::LoadBalancer,
+    config::{Config, Protocol, Toggle, XdpModeSetting},
+    control::{Request, Response},
+    nat::{NatTable, NatTimeouts},
+    packet::address,
+    registry::{Changes, Registry, VipStatus},
+    tables::{BackendState, LbCounters},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error(transparent)]
+    Config(#[from] crate::lb::config::ConfigError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(what: &str) -> impl FnOnce(String) -> LbError + '_ {
+    move |reason| LbError::Setup(format!("{what}: {reason}"))
+}
+
+/// Everything `fastpath lb status` shows.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub socket_mode: String,
+    pub vips: Vec<VipStatus>,
+    pub workers: Vec<serde_json::Value>,
+    pub steering: serde_json::Value,
+    pub cross_queue_replies: u64,
+    pub nat_entries: usize,
+}
+
+pub struct Appliance {
+    config_path: PathBuf,
+    config: Config,
+    iface: String,
+    own_mac: [u8; 6],
+    mtu: u32,
+    own_addresses: Vec<IpAddr>,
+    registry: Registry,
+    nat: Arc<NatTable>,
+    counters: Arc<LbCounters>,
+    workers: Vec<Worker>,
+    steering: Steering,
+    rules: HashMap<RuleSpec, u32>,
+    xdp_mode: String,
+    socket_mode: String,
+    control: PathBuf,
+    pid_file: PathBuf,
+    started: Instant,
+    /// Printed by the CLI: what was chosen and where each value came from.
+    pub log: Vec<String>,
+}
+
+impl Appliance {
+    pub fn start(config_path: &Path) -> Result<Appliance, LbError> {
+        let config = Config::load(config_path)?;
+        let iface = config.interface.clone();
+        let mut log = Vec::new();
+        let pid_file = PathBuf::from(format!("/run/fastpath/lb-{iface}.pid"));
+        claim_interface(&pid_file, &iface, &mut log)?;
+        let own_mac = lab::netlink::mac(&iface).map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
+        let mtu = lab::netlink::mtu(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+        let own_addresses = lab::netlink::addresses(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+
+        let policy = match config.xdp_mode {
+            XdpModeSetting::Auto => ModePolicy::Auto,
+            XdpModeSetting::Hw => "hw".parse().unwrap(),
+            XdpModeSetting::Drv => "drv".parse().unwrap(),
+            XdpModeSetting::Skb => "skb".parse().unwrap(),
+        };
+        let options = AttachOptions { iface: iface.clone(), policy, default_action: Action::Pass };
+        let attachment = match offload::attach(&options) {
+            Err(OffloadError::AlreadyAttached { .. }) => {
+                // The pid file said no appliance is alive: these pins are a dead run's.
+                log.push(format!("removed the steering program a previous run left on {iface}"));
+                offload::detach(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+                offload::attach(&options)
+            }
+            other => other,
+        }
+        .map_err(|e| LbError::Setup(e.to_string()))?;
+        for fallback in &attachment.fallbacks {
+            log.push(format!("xdp: {} unavailable: {}", fallback.mode, fallback.reason));
+        }
+        log.push(format!("xdp: steering attached to {iface} in {} mode", attachment.mode));
+        let steering = Steering::open(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+
+        let registry = Registry::new(&config);
+        let control = config.control_path();
+        let mut appliance = Appliance {
+            config_path: config_path.to_path_buf(),
+            iface: iface.clone(),
+            own_mac,
+            mtu,
+            own_addresses,
+            registry,
+            nat: Arc::new(NatTable::new(NatTimeouts::default())),
+            counters: Arc::default(),
+            workers: Vec::new(),
+            steering,
+            rules: HashMap::new(),
+            xdp_mode: attachment.mode.to_string(),
+            socket_mode: String::new(),
+            control,
+            pid_file,
+            started: Instant::now(),
+            log,
+            config,
+        };
+        // From here, a failure must undo the attachment: `Drop` does.
+        appliance.sync_rules()?;
+        appliance.sync_nat_ranges();
+        appliance.start_workers()?;
+        appliance.resolve_next_hops(Duration::from_secs(2));
+        Ok(appliance)
+    }
+
+    fn start_workers(&mut self) -> Result<(), LbError> {
+        let tables = Arc::new(self.tables());
+        let config = self.config.clone();
+        let queues: Vec<u32> = match config.queue_list() {
+            Some(list) => list.to_vec(),
+            None => {
+                let count = afxdp::netdev::queue_count(&self.iface).unwrap_or(1).max(1);
+                (0..count).collect()
+            }
+        };
+        let all_cores: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let (cores, source) = match &config.cores {
+            Some(cores) => (cores.clone(), "config"),
+            None => (all_cores.clone(), "default: one per queue, spread"),
+        };
+        let mode = match config.zero_copy {
+            Toggle::Auto => BindMode::Auto,
+            Toggle::On => BindMode::ZeroCopy,
+            Toggle::Off => BindMode::Copy,
+        };
+        for (i, &queue) in queues.iter().enumerate() {
+            let core = cores.get(i % cores.len().max(1)).copied();
+            let (umem, pool) = Umem::new(UmemConfig::default()).map_err(|e| LbError::Setup(e.to_string()))?;
+            let socket_config = SocketConfig { mode, ..SocketConfig::default() };
+            let socket = Socket::bind(&umem, &self.iface, queue, &socket_config)
+                .map_err(|e| LbError::Setup(e.to_string()))?;
+            if let Some(fallback) = socket.fallback() {
+                self.log.push(format!("af_xdp: {fallback}"));
+            }
+            self.socket_mode = if socket.is_zero_copy() { "zero-copy" } else { "copy" }.to_string();
+            self.steering
+                .register_socket(queue, socket.as_raw_fd())
+                .map_err(|e| LbError::Setup(e.to_string()))?;
+            let chain = self.chain(&tables);
+            let worker_config = WorkerConfig { core, batch: config.batch, poll: config.poll };
+            let worker = Worker::start(socket, pool, chain, worker_config)
+                .map_err(|e| LbError::Setup(e.to_string()))?;
+            self.log.push(format!(
+                "worker: {}:{queue} on core {} ({source}), {:?} polling, batch {}",
+                self.iface,
+                core.map_or("any".into(), |c| c.to_string()),
+                config.poll,
+                config.batch
+            ));
+            self.workers.push(worker);
+        }
+        Ok(())
+    }
+
+    fn tables(&mut self) -> crate::lb::tables::Tables {
+        self.registry.tables(self.own_mac, self.mtu, &self.own_addresses, self.counters.clone())
+    }
+
+    fn chain(&self, tables: &Arc<crate::lb::tables::Tables>) -> Chain {
+        Chain::new(vec![Box::new(LoadBalancer::new(
+            tables.clone(),
+            self.config.connections,
+            self.nat.clone(),
+        ))])
+    }
+
+    /// Installs fresh tables in every worker (hot swap at a batch boundary).
+    fn publish(&mut self) -> Result<(), LbError> {
+        let tables = Arc::new(self.tables());
+        for worker in &self.workers {
+            worker
+                .swap(self.chain(&tables), Duration::from_secs(2))
+                .map_err(|e| LbError::Setup(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The steering rules: each VIP, and each NAT address's port range, go to the sockets;
+    /// everything else (ARP, ND, the host's own traffic) passes to the kernel.
+    fn wanted_rules(&self) -> Vec<RuleSpec> {
+        let proto = |p: Protocol| match p {
+            Protocol::Tcp => RuleProtocol::Tcp,
+            Protocol::Udp => RuleProtocol::Udp,
+        };
+        let mut rules = Vec::new();
+        for entry in &self.registry.vips {
+            let key = entry.config.key();
+            rules.push(RuleSpec {
+                proto: Some(proto(key.protocol)),
+                dst: Some(IpNet::from(key.address)),
+                dport: Some(PortRange { lo: key.port, hi: key.port }),
+                ..RuleSpec::new(Action::Xsk)
+            });
+        }
+        for (snat, protocol, (lo, hi)) in self.registry.nat_ranges() {
+            rules.push(RuleSpec {
+                proto: Some(proto(protocol)),
+                dst: Some(IpNet::from(snat)),
+                dport: Some(PortRange { lo, hi }),
+                ..RuleSpec::new(Action::Xsk)
+            });
+        }
+        rules.sort_by_key(|r| format!("{r:?}"));
+        rules.dedup();
+        rules
+    }
+
+    fn sync_rules(&mut self) -> Result<(), LbError> {
+        let wanted = self.wanted_rules();
+        let stale: Vec<RuleSpec> = self.rules.keys().filter(|r| !wanted.contains(r)).cloned().collect();
+        for rule in stale {
+            let id = self.rules.remove(&rule).expect("listed above");
+            self.steering.delete_rule(id).map_err(|e| LbError::Setup(e.to_string()))?;
+        }
+        let new: Vec<RuleSpec> = wanted.into_iter().filter(|r| !self.rules.contains_key(r)).collect();
+        let ids = self.steering.add_rules(&new).map_err(|e| LbError::Setup(format!("steering rules: {e}")))?;
+        self.rules.extend(new.into_iter().zip(ids));
+        Ok(())
+    }
+
+    fn sync_nat_ranges(&self) {
+        for (snat, protocol, range) in self.registry.nat_ranges() {
+            self.nat.add_range(address(snat), protocol.number(), range);
+        }
+    }
+
+    /// Looks next hops up in the kernel's routes and neighbour table; for those missing,
+    /// makes the kernel resolve them (a datagram to the discard port sends ARP/ND) and
+    /// waits up to `wait`.
+    pub fn resolve_next_hops(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut missing = 0;
+            for (ip, hops) in self.registry.next_hops() {
+                let next_hop = lab::netlink::gateway_for(ip).ok().flatten().unwrap_or(ip);
+                match lab::netlink::neighbour_mac(next_hop) {
+                    Ok(Some(mac)) => hops.iter().for_each(|h| {
+                        h.set(mac);
+                        h.wanted.store(false, Ordering::Relaxed);
+                    }),
+                    _ => {
+                        missing += 1;
+                        let wanted = hops.iter().any(|h| h.get().is_none() || h.wanted.load(Ordering::Relaxed));
+                        if wanted {
+                            trigger_resolution(next_hop);
+                        }
+                    }
+                }
+            }
+            if missing == 0 || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs until `stop` is set: serves the control socket, refreshes next hops, expires
+    /// NAT entries and applies health checks.
+    pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), LbError> {
+        if let Some(dir) = self.control.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
+        }
+        if self.control.exists() {
+            if std::os::unix::net::UnixStream::connect(&self.control).is_ok() {
+                return Err(LbError::Setup(format!("control socket {} is in use by another appliance", self.control.display())));
+            }
+            let _ = std::fs::remove_file(&self.control);
+        }
+        let listener = UnixListener::bind(&self.control)
+            .map_err(|e| LbError::Setup(format!("bind control socket {}: {e}", self.control.display())))?;
+        std::fs::set_permissions(&self.control, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| LbError::Setup(format!("chmod 0600 {}: {e}", self.control.display())))?;
+        listener.set_nonblocking(true).map_err(|e| LbError::Setup(e.to_string()))?;
+        let (health_tx, health_rx) = mpsc::channel();
+        let health_stop = Arc::new(AtomicBool::new(false));
+        let mut health_targets = self.registry.health_targets();
+        let mut health = spawn_health_checks(health_targets.clone(), health_tx.clone(), health_stop.clone());
+        let mut last_housekeeping = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => self.handle_client(stream),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => return Err(LbError::Setup(format!("control socket: {error}"))),
+            }
+            let mut flipped = false;
+            while let Ok((vip, ip, up, check)) = health_rx.try_recv() {
+                flipped |= self.registry.health_result(&vip, ip, up, &check);
+            }
+            if flipped {
+                self.publish()?;
+            }
+            if last_housekeeping.elapsed() >= Duration::from_millis(200) {
+                last_housekeeping = Instant::now();
+                self.resolve_next_hops(Duration::ZERO);
+                self.nat.sweep(self.started.elapsed().as_secs() as u32);
+                let targets = self.registry.health_targets();
+                if targets != health_targets {
+                    health_stop.store(true, Ordering::Relaxed);
+                    let _ = health.join();
+                    health_stop.store(false, Ordering::Relaxed);
+                    health = spawn_health_checks(targets.clone(), health_tx.clone(), health_stop.clone());
+                    health_targets = targets;
+                }
+            }
+        }
+        health_stop.store(true, Ordering::Relaxed);
+        let _ = health.join();
+        Ok(())
+    }
+
+    fn handle_client(&mut self, stream: std::os::unix::net::UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&stream);
+        let response = match reader.read_line(&mut line) {
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => self.handle(request),
+                Err(error) => Response::error(format!("bad request: {error}")),
+            },
+            Err(error) => Response::error(format!("read request: {error}")),
+        };
+        let mut stream = &stream;
+        let _ = writeln!(stream, "{}", serde_json::to_string(&response).unwrap_or_default());
+    }
+
+    pub fn handle(&mut self, request: Request) -> Response {
+        let result = match request {
+            Request::Status => return Response::status(self.status()),
+            Request::Reload => self.reload(),
+            Request::Backend { action, vip, backend, weight } => {
+                let vip = match vip.parse() {
+                    Ok(vip) => vip,
+                    Err(error) => return Response::error(error),
+                };
+                let done = match action.as_str() {
+                    "add" => self.registry.add_backend(&vip, backend, weight.unwrap_or(1)),
+                    "remove" => self.registry.remove_backend(&vip, backend),
+                    "drain" => self.registry.set_operator_state(&vip, backend, BackendState::Draining, weight),
+                    "disable" => self.registry.set_operator_state(&vip, backend, BackendState::Disabled, weight),
+                    "enable" => self.registry.set_operator_state(&vip, backend, BackendState::Active, weight),
+                    other => return Response::error(format!("unknown backend action {other:?}: expected add, remove, drain, disable or enable")),
+                };
+                match done {
+                    Ok(()) => self.publish().map(|()| Changes::default()),
+                    Err(error) => return Response::error(error.to_string()),
+                }
+            }
+        };
+        match result {
+            Ok(changes) => Response::changes(changes),
+            Err(error) => Response::error(error.to_string()),
+        }
+    }
+
+    /// Re-reads the config and applies only what changed in VIPs and backends. Settings
+    /// that shape the workers (interface, queues, cores, modes) need a restart.
+    fn reload(&mut self) -> Result<Changes, LbError> {
+        let new = Config::load(&self.config_path)?;
+        let fixed = [
+            ("interface", new.interface != self.config.interface),
+            ("queues", new.queues != self.config.queues),
+            ("cores", new.cores != self.config.cores),
+            ("xdp_mode", new.xdp_mode != self.config.xdp_mode),
+            ("zero_copy", new.zero_copy != self.config.zero_copy),
+            ("poll", new.poll != self.config.poll),
+            ("batch", new.batch != self.config.batch),
+            ("connections", new.connections != self.config.connections),
+            ("control", new.control != self.config.control),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(LbError::Setup(format!("reload: {field} changed; that needs a restart (nothing was applied)")));
+        }
+        let changes = self.registry.apply_config(&new);
+        self.config = new;
+        self.sync_nat_ranges();
+        self.sync_rules()?;
+        self.publish()?;
+        self.resolve_next_hops(Duration::from_millis(500));
+        Ok(changes)
+    }
+
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.workers.iter().map(Worker::stats).collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let workers = self.worker_stats();
+        let mut worker_values: Vec<serde_json::Value> =
+            workers.iter().map(|w| serde_json::to_value(w).unwrap_or_default()).collect();
+        worker_values.push(serde_json::json!({"total": WorkerStats::total(&workers)}));
+        Status {
+            interface: self.iface.clone(),
+            xdp_mode: self.xdp_mode.clone(),
+            socket_mode: self.socket_mode.clone(),
+            vips: self.registry.status(),
+            workers: worker_values,
+            steering: self.steering.counters().ok().and_then(|c| serde_json::to_value(c).ok()).unwrap_or_default(),
+            cross_queue_replies: self.counters.cross_queue_replies.load(Ordering::Relaxed),
+            nat_entries: self.nat.len(),
+        }
+    }
+
+    pub fn control_path(&self) -> &Path {
+        &self.control
+    }
+}
+
+impl Drop for Appliance {
+    /// Graceful stop: workers drain and free their UMEMs, the program and its pins go, and
+    /// so do the control socket and pid file.
+    fn drop(&mut self) {
+        for worker in self.workers.drain(..) {
+            let queue = worker.queue();
+            let _ = worker.stop();
+            let _ = self.steering.unregister_socket(queue);
+        }
+        let _ = offload::detach(&self.iface);
+        let _ = std::fs::remove_file(&self.control);
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// Takes the interface for this process. A pid file whose process is gone is a dead run's
+/// (kill -9): its leftovers are cleaned by the caller.
+fn claim_interface(pid_file: &Path, iface: &str, log: &mut Vec<String>) -> Result<(), LbError> {
+    if let Ok(text) = std::fs::read_to_string(pid_file)
+        && let Ok(pid) = text.trim().parse::<i32>()
+    {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
+        if alive {
+            return Err(LbError::Setup(format!("an appliance (pid {pid}) already runs on {iface}; stop it first")));
+        }
+        log.push(format!("previous run (pid {pid}) on {iface} did not stop cleanly; cleaning up after it"));
+    }
+    if let Some(dir) = pid_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| setup("create /run/fastpath")(e.to_string()))?;
+    }
+    std::fs::write(pid_file, std::process::id().to_string()).map_err(|e| setup("write pid file")(e.to_string()))
+}
+
+fn trigger_resolution(next_hop: IpAddr) {
+    let bind: SocketAddr = if next_hop.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    if let Ok(socket) = UdpSocket::bind(bind) {
+        let _ = socket.send_to(&[], SocketAddr::new(next_hop, 9));
+    }
+}
+
+type HealthTarget = (crate::lb::config::VipKey, IpAddr, u16, crate::lb::config::HealthCheck);
+type HealthResult = (crate::lb::config::VipKey, IpAddr, bool, crate::lb::config::HealthCheck);
+
+/// Active TCP health checks: a connect to each backend's port, every interval.
+fn spawn_health_checks(
+    targets: Vec<HealthTarget>,
+    results: mpsc::Sender<HealthResult>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = vec![Instant::now(); targets.len()];
+        while !stop.load(Ordering::Relaxed) && !targets.is_empty() {
+            for ((vip, ip, port, check), due) in targets.iter().zip(next.iter_mut()) {
+                if Instant::now() < *due {
+                    continue;
+                }
+                *due = Instant::now() + Duration::from_millis(check.interval_ms);
+                let up = TcpStream::connect_timeout(&SocketAddr::new(*ip, *port), Duration::from_millis(check.timeout_ms)).is_ok();
+                if results.send((*vip, *ip, up, check.clone())).is_err() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}

@@ -1,0 +1,393 @@
+//! The control plane's view of VIPs and backends: config, operator state (drain, disable),
+//! health, counters and next hops. Every change rebuilds the workers' `Tables`.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+};
+
+use serde::Serialize;
+
+use crate::lb::{
+    config::{Config, Forwarding, HealthCheck, VipConfig, VipKey},
+    tables::{Backend, BackendCounters, BackendState, LbCounters, NextHop, Tables, Vip},
+};
+
+#[derive(Debug)]
+pub struct BackendEntry {
+    pub id: u32,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    /// What the operator asked for (active, draining or disabled).
+    pub operator: BackendState,
+    /// False after `fall` failed health checks in a row, true again after `rise` successes.
+    pub healthy: bool,
+    pub streak: i32,
+    pub next_hop: Arc<NextHop>,
+    pub counters: Arc<BackendCounters>,
+}
+
+impl BackendEntry {
+    pub fn state(&self) -> BackendState {
+        match (self.operator, self.healthy) {
+            (_, false) => BackendState::Disabled,
+            (state, true) => state,
+        }
+    }
+}
+
+pub struct VipEntry {
+    pub config: VipConfig,
+    pub backends: Vec<BackendEntry>,
+}
+
+/// A change a control command or reload makes, for the reply.
+#[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Changes {
+    pub vips_added: Vec<String>,
+    pub vips_removed: Vec<String>,
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+    pub weights_changed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+pub struct Registry {
+    pub vips: Vec<VipEntry>,
+    next_id: u32,
+    generation: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no VIP {0}")]
+    NoVip(VipKey),
+    #[error("VIP {vip} has no backend {backend}")]
+    NoBackend { vip: VipKey, backend: IpAddr },
+    #[error("VIP {vip} already has backend {backend}")]
+    BackendExists { vip: VipKey, backend: IpAddr },
+    #[error("backend {backend} is {}, VIP {vip} is not", if backend.is_ipv4() { "IPv4" } else { "IPv6" })]
+    Family { vip: VipKey, backend: IpAddr },
+    #[error("removing {backend} would leave VIP {vip} with no backend of positive weight")]
+    LastBackend { vip: VipKey, backend: IpAddr },
+}
+
+impl Registry {
+    pub fn new(config: &Config) -> Registry {
+        let mut registry = Registry {
+            vips: Vec::new(),
+            next_id: 0,
+            generation: 0,
+        };
+        registry.apply_config(config);
+        registry
+    }
+
+    fn new_backend(&mut self, ip: IpAddr, port: u16, weight: u32) -> BackendEntry {
+        self.next_id += 1;
+        BackendEntry {
+            id: self.next_id,
+            ip,
+            port,
+            weight,
+            operator: BackendState::Active,
+            healthy: true,
+            streak: 0,
+            next_hop: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Makes the VIPs and backends those of `config`; backends that stay keep their id,
+    /// counters, next hop and operator state. Returns what changed.
+    pub fn apply_config(&mut self, config: &Config) -> Changes {
+        let mut changes = Changes::default();
+        let mut old: Vec<VipEntry> = std::mem::take(&mut self.vips);
+        for vip in &config.vip {
+            let key = vip.key();
+            let mut previous = old
+                .iter()
+                .position(|entry| entry.config.key() == key)
+                .map(|i| old.remove(i));
+            if previous.is_none() {
+                changes.vips_added.push(key.to_string());
+            }
+            let mut backends = Vec::new();
+            for backend in &vip.backend {
+                let ip = *backend.address.get_ref();
+                let port = backend.port.unwrap_or(vip.port);
+                let kept = previous.as_mut().and_then(|p| {
+                    let at = p.backends.iter().position(|b| b.ip == ip && b.port == port)?;
+                    Some(p.backends.remove(at))
+                });
+                let entry = match kept {
+                    Some(mut entry) => {
+                        if entry.weight != backend.weight {
+                            changes
+                                .weights_changed
+                                .push(format!("{key} {ip}: {} -> {}", entry.weight, backend.weight));
+                            entry.weight = backend.weight;
+                        }
+                        entry
+                    }
+                    None => {
+                        if previous.is_some() {
+                            changes.backends_added.push(format!("{key} {ip}"));
+                        }
+                        self.new_backend(ip, port, backend.weight)
+                    }
+                };
+                backends.push(entry);
+            }
+            if let Some(previous) = previous {
+                for gone in previous.backends {
+                    changes.backends_removed.push(format!("{key} {}", gone.ip));
+                }
+            }
+            self.vips.push(VipEntry {
+                config: vip.clone(),
+                backends,
+            });
+        }
+        for gone in old {
+            changes.vips_removed.push(gone.config.key().to_string());
+        }
+        changes
+    }
+
+    pub fn vip_mut(&mut self, key: &VipKey) -> Result<&mut VipEntry, RegistryError> {
+        self.vips
+            .iter_mut()
+            .find(|entry| entry.config.key() == *key)
+            .ok_or(RegistryError::NoVip(*key))
+    }
+
+    pub fn add_backend(&mut self, key: &VipKey, ip: IpAddr, weight: u32) -> Result<(), RegistryError> {
+        let vip = self.vip_mut(key)?;
+        if vip.backends.iter().any(|b| b.ip == ip) {
+            return Err(RegistryError::BackendExists { vip: *key, backend: ip });
+        }
+        if ip.is_ipv4() != key.address.is_ipv4() {
+            return Err(RegistryError::Family { vip: *key, backend: ip });
+        }
+        let port = key.port;
+        let entry = self.new_backend(ip, port, weight);
+        self.vip_mut(key)?.backends.push(entry);
+        Ok(())
+    }
+
+    pub fn remove_backend(&mut self, key: &VipKey, ip: IpAddr) -> Result<(), RegistryError> {
+        let vip = self.vip_mut(key)?;
+        let at = vip
+            .backends
+            .iter()
+            .position(|b| b.ip == ip)
+            .ok_or(RegistryError::NoBackend { vip: *key, backend: ip })?;
+        if !vip.backends.iter().enumerate().any(|(i, b)| i != at && b.weight > 0) {
+            return Err(RegistryError::LastBackend { vip: *key, backend: ip });
+        }
+        vip.backends.remove(at);
+        Ok(())
+    }
+
+    pub fn set_operator_state(
+        &mut self,
+        key: &VipKey,
+        ip: IpAddr,
+        state: BackendState,
+        weight: Option<u32>,
+    ) -> Result<(), RegistryError> {
+        let vip = self.vip_mut(key)?;
+        let backend = vip
+            .backends
+            .iter_mut()
+            .find(|b| b.ip == ip)
+            .ok_or(RegistryError::NoBackend { vip: *key, backend: ip })?;
+        backend.operator = state;
+        if let Some(weight) = weight {
+            backend.weight = weight;
+        }
+        Ok(())
+    }
+
+    /// Feeds one health-check result; returns true when the backend's health flipped.
+    pub fn health_result(&mut self, key: &VipKey, ip: IpAddr, up: bool, check: &HealthCheck) -> bool {
+        let Ok(vip) = self.vip_mut(key) else {
+            return false;
+        };
+        let Some(backend) = vip.backends.iter_mut().find(|b| b.ip == ip) else {
+            return false;
+        };
+        backend.streak = match (up, backend.streak) {
+            (true, s) if s > 0 => s + 1,
+            (true, _) => 1,
+            (false, s) if s < 0 => s - 1,
+            (false, _) => -1,
+        };
+        let flip = if backend.healthy {
+            backend.streak <= -(check.fall as i32)
+        } else {
+            backend.streak >= check.rise as i32
+        };
+        if flip {
+            backend.healthy = !backend.healthy;
+        }
+        flip
+    }
+
+    /// The tables workers read, as of now.
+    pub fn tables(
+        &mut self,
+        own_mac: [u8; 6],
+        mtu: u32,
+        own_addresses: &[IpAddr],
+        counters: Arc<LbCounters>,
+    ) -> Tables {
+        self.generation += 1;
+        let vips = self
+            .vips
+            .iter()
+            .map(|entry| {
+                let config = &entry.config;
+                let key = config.key();
+                let encap_source = config
+                    .encap_source
+                    .as_ref()
+                    .map(|s| *s.get_ref())
+                    .or_else(|| {
+                        own_addresses
+                            .iter()
+                            .find(|a| a.is_ipv4() == key.address.is_ipv4() && !is_link_local(a))
+                            .copied()
+                    })
+                    .unwrap_or(key.address);
+                let backends = entry
+                    .backends
+                    .iter()
+                    .map(|b| Backend {
+                        id: b.id,
+                        ip: b.ip,
+                        address: crate::lb::packet::address(b.ip),
+                        port: b.port,
+                        weight: b.weight,
+                        state: b.state(),
+                        next_hop: b.next_hop.clone(),
+                        counters: b.counters.clone(),
+                    })
+                    .collect();
+                Vip::new(
+                    key,
+                    config.forwarding,
+                    config.snat_address.as_ref().map(|s| *s.get_ref()),
+                    encap_source,
+                    backends,
+                    *config.maglev_size.get_ref(),
+                )
+            })
+            .collect();
+        Tables::new(self.generation, vips, own_mac, mtu, counters)
+    }
+
+    pub fn status(&self) -> Vec<VipStatus> {
+        self.vips
+            .iter()
+            .map(|entry| {
+                let backends: Vec<BackendStatus> = entry
+                    .backends
+                    .iter()
+                    .map(|b| BackendStatus {
+                        address: b.ip,
+                        port: b.port,
+                        weight: b.weight,
+                        state: b.state(),
+                        healthy: b.healthy,
+                        next_hop: b.next_hop.get().map(lab::format_mac),
+                        packets: b.counters.packets.load(Ordering::Relaxed),
+                        bytes: b.counters.bytes.load(Ordering::Relaxed),
+                        connections: b.counters.connections.load(Ordering::Relaxed),
+                    })
+                    .collect();
+                VipStatus {
+                    vip: entry.config.key().to_string(),
+                    forwarding: entry.config.forwarding,
+                    packets: backends.iter().map(|b| b.packets).sum(),
+                    bytes: backends.iter().map(|b| b.bytes).sum(),
+                    connections: backends.iter().map(|b| b.connections).sum(),
+                    backends,
+                }
+            })
+            .collect()
+    }
+
+    /// Every (VIP, backend, check) that has active health checks.
+    pub fn health_targets(&self) -> Vec<(VipKey, IpAddr, u16, HealthCheck)> {
+        let mut targets = Vec::new();
+        for entry in &self.vips {
+            if let Some(check) = &entry.config.health_check {
+                for b in &entry.backends {
+                    targets.push((entry.config.key(), b.ip, b.port, check.clone()));
+                }
+            }
+        }
+        targets
+    }
+
+    /// Next hops of all backends (for the resolver), by backend address.
+    pub fn next_hops(&self) -> BTreeMap<IpAddr, Vec<Arc<NextHop>>> {
+        let mut all: BTreeMap<IpAddr, Vec<Arc<NextHop>>> = BTreeMap::new();
+        for entry in &self.vips {
+            for b in &entry.backends {
+                all.entry(b.ip).or_default().push(b.next_hop.clone());
+            }
+        }
+        all
+    }
+
+    pub fn nat_ranges(&self) -> Vec<(IpAddr, crate::lb::config::Protocol, (u16, u16))> {
+        self.vips
+            .iter()
+            .filter(|e| e.config.forwarding == Forwarding::Nat)
+            .filter_map(|e| {
+                let snat = e.config.snat_address.as_ref()?;
+                Some((*snat.get_ref(), e.config.protocol, e.config.snat_port_range()))
+            })
+            .collect()
+    }
+}
+
+fn is_link_local(address: &IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct BackendStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub state: BackendState,
+    pub healthy: bool,
+    pub next_hop: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct VipStatus {
+    pub vip: String,
+    pub forwarding: Forwarding,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    pub backends: Vec<BackendStatus>,
+}

@@ -1,0 +1,191 @@
+//! What every worker reads: the VIPs, their backends and Maglev tables, built by the control
+//! plane and replaced whole (hot swap) on every change. Counters and neighbour MACs are
+//! shared atomics, so they survive rebuilds and the control plane can fill MACs in live.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use serde::Serialize;
+
+use crate::lb::{
+    config::{Forwarding, VipKey},
+    maglev::{MaglevEntry, MaglevTable},
+    packet::{Address, address},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new flows.
+    Active,
+    /// Keeps its established flows, takes no new ones.
+    Draining,
+    /// Takes nothing: its flows move (operator `disable`, or failed health checks).
+    Disabled,
+}
+
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// New flows scheduled to the backend.
+    pub connections: AtomicU64,
+}
+
+/// A backend's next-hop MAC, filled in by the control plane (0 until resolved). A worker that
+/// finds it missing raises `wanted`, and the resolver asks the kernel to resolve it.
+#[derive(Debug, Default)]
+pub struct NextHop {
+    mac: AtomicU64,
+    pub wanted: AtomicBool,
+}
+
+impl NextHop {
+    pub fn get(&self) -> Option<[u8; 6]> {
+        let value = self.mac.load(Ordering::Relaxed);
+        (value != 0).then(|| {
+            let bytes = value.to_be_bytes();
+            [bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]
+        })
+    }
+
+    pub fn set(&self, mac: [u8; 6]) {
+        let mut bytes = [0u8; 8];
+        bytes[2..].copy_from_slice(&mac);
+        self.mac.store(u64::from_be_bytes(bytes), Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Stable across rebuilds: the connection table refers to backends by it.
+    pub id: u32,
+    pub ip: IpAddr,
+    pub address: Address,
+    pub port: u16,
+    pub weight: u32,
+    pub state: BackendState,
+    pub next_hop: Arc<NextHop>,
+    pub counters: Arc<BackendCounters>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Vip {
+    pub key: VipKey,
+    pub forwarding: Forwarding,
+    pub snat_address: Option<Address>,
+    pub encap_source: Address,
+    pub backends: Vec<Backend>,
+    pub maglev: MaglevTable,
+}
+
+impl Vip {
+    /// Builds the Maglev table: active backends with their weights; draining and disabled
+    /// ones get no slots (and keep their list position, so indexes stay valid).
+    pub fn new(
+        key: VipKey,
+        forwarding: Forwarding,
+        snat_address: Option<IpAddr>,
+        encap_source: IpAddr,
+        backends: Vec<Backend>,
+        maglev_size: usize,
+    ) -> Vip {
+        let identities: Vec<Vec<u8>> = backends
+            .iter()
+            .map(|b| format!("{}:{}", b.ip, b.port).into_bytes())
+            .collect();
+        let entries: Vec<MaglevEntry<'_>> = backends
+            .iter()
+            .zip(&identities)
+            .map(|(backend, identity)| MaglevEntry {
+                identity,
+                weight: if backend.state == BackendState::Active {
+                    backend.weight
+                } else {
+                    0
+                },
+            })
+            .collect();
+        Vip {
+            key,
+            forwarding,
+            snat_address: snat_address.map(address),
+            encap_source: address(encap_source),
+            maglev: MaglevTable::build(&entries, maglev_size),
+            backends,
+        }
+    }
+}
+
+/// Counters of the whole load balancer, shared by its workers.
+#[derive(Debug, Default)]
+pub struct LbCounters {
+    /// NAT replies that arrived on another queue than their flow's first packet (and still
+    /// found their state).
+    pub cross_queue_replies: AtomicU64,
+}
+
+pub struct Tables {
+    /// Bumped on every rebuild: a connection entry from an older generation re-checks its
+    /// backend by id.
+    pub generation: u64,
+    pub vips: Vec<Vip>,
+    index: HashMap<(Address, u16, u8), usize>,
+    snat_addresses: Vec<Address>,
+    pub own_mac: [u8; 6],
+    /// The largest frame the interface sends (MTU + Ethernet header).
+    pub max_frame: usize,
+    pub counters: Arc<LbCounters>,
+}
+
+impl Tables {
+    pub fn new(
+        generation: u64,
+        vips: Vec<Vip>,
+        own_mac: [u8; 6],
+        mtu: u32,
+        counters: Arc<LbCounters>,
+    ) -> Tables {
+        let index = vips
+            .iter()
+            .enumerate()
+            .map(|(i, vip)| {
+                let key = (
+                    address(vip.key.address),
+                    vip.key.port,
+                    vip.key.protocol.number(),
+                );
+                (key, i)
+            })
+            .collect();
+        let mut snat_addresses: Vec<Address> =
+            vips.iter().filter_map(|vip| vip.snat_address).collect();
+        snat_addresses.sort();
+        snat_addresses.dedup();
+        Tables {
+            generation,
+            vips,
+            index,
+            snat_addresses,
+            own_mac,
+            max_frame: mtu as usize + crate::lb::packet::ETH_LEN,
+            counters,
+        }
+    }
+
+    #[inline]
+    pub fn vip(&self, dst: &Address, port: u16, proto: u8) -> Option<usize> {
+        self.index.get(&(*dst, port, proto)).copied()
+    }
+
+    #[inline]
+    pub fn is_snat_address(&self, dst: &Address) -> bool {
+        self.snat_addresses.contains(dst)
+    }
+}
