@@ -2,6 +2,7 @@
 
 mod demo;
 mod lab_cmd;
+mod lb_cmd;
 mod output;
 mod xdp_cmd;
 mod xsk;
@@ -38,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: lab_cmd::LabCommand,
     },
+    /// The L4 load balancer appliance on AF_XDP: run it, or control a running one.
+    Lb(lb_cmd::LbArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
     /// Build a lab, steer real traffic through the XDP program, print the counters.
@@ -69,6 +72,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Xdp { command } => xdp_cmd::run(command, cli.json),
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
+        Command::Lb(args) => lb_cmd::run(args, cli.json),
         Command::Demo { packets } => demo::run(*packets, cli.json),
     }
 }

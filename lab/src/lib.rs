@@ -9,6 +9,8 @@ pub mod frame;
 pub mod netlink;
 pub mod netns;
 pub mod raw;
+pub mod segment;
+pub mod services;
 
 use std::{
     fs::File,
@@ -172,7 +174,7 @@ impl Lab {
     fn build(&mut self) -> Result<(), LabError> {
         let prefix = self.prefix.clone();
         let lan = self.namespace("lan");
-        veth_pair(&self.client, &self.dut)?;
+        veth_pair(&self.client, &self.dut, 1)?;
         let bridge = format!("{prefix}-br");
         netns::run_in(&lan, {
             let bridge = bridge.clone();
@@ -196,7 +198,7 @@ impl Lab {
                 ipv6: end.ipv6,
                 mac: String::new(),
             };
-            veth_pair(&bridge_side, end)?;
+            veth_pair(&bridge_side, end, 1)?;
             let (port, bridge) = (port.clone(), bridge.clone());
             netns::run_in(&lan, move || {
                 netlink::enslave(&port, &bridge)?;
@@ -326,12 +328,12 @@ fn endpoint(namespace: &str, iface: String, ipv4: &str, ipv6: &str) -> Endpoint 
 
 /// A veth pair created inside `a`'s namespace, its peer moved straight into `b`'s: no end
 /// ever appears in the root namespace.
-fn veth_pair(a: &Endpoint, b: &Endpoint) -> Result<(), LabError> {
+fn veth_pair(a: &Endpoint, b: &Endpoint, queues: u32) -> Result<(), LabError> {
     let peer_ns = File::open(netns::path(&b.namespace))
         .map_err(|_| LabError::NoNamespace(b.namespace.clone()))?;
     let (name, peer) = (a.iface.clone(), b.iface.clone());
     netns::run_in(&a.namespace, move || {
-        netlink::add_veth(&name, &peer, peer_ns.as_raw_fd())
+        netlink::add_veth(&name, &peer, peer_ns.as_raw_fd(), queues)
     })?
 }
 

@@ -83,14 +83,32 @@ pub fn set_mtu(iface: &str, mtu: u32) -> Result<(), LabError> {
 }
 
 /// Creates a veth pair here and moves the peer into the namespace opened as `peer_netns`.
-pub fn add_veth(name: &str, peer: &str, peer_netns: std::os::fd::RawFd) -> Result<(), LabError> {
+/// Both ends get `queues` RX and TX queues.
+pub fn add_veth(
+    name: &str,
+    peer: &str,
+    peer_netns: std::os::fd::RawFd,
+    queues: u32,
+) -> Result<(), LabError> {
+    use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkInfo};
     let (name, peer) = (name.to_string(), peer.to_string());
+    let queue_attributes = [
+        LinkAttribute::NumTxQueues(queues),
+        LinkAttribute::NumRxQueues(queues),
+    ];
+    let mut message = LinkVeth::new(&name, &peer).build();
+    message.attributes.extend(queue_attributes.clone());
+    for attribute in &mut message.attributes {
+        if let LinkAttribute::LinkInfo(infos) = attribute {
+            for info in infos {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))) = info {
+                    peer_message.attributes.extend(queue_attributes.clone());
+                }
+            }
+        }
+    }
     with_handle("create veth pair", async move |handle| {
-        handle
-            .link()
-            .add(LinkVeth::new(&name, &peer).build())
-            .execute()
-            .await?;
+        handle.link().add(message).execute().await?;
         let mut links = handle.link().get().match_name(peer.clone()).execute();
         let peer_index = links
             .try_next()
@@ -188,7 +206,12 @@ pub fn gateway_for(destination: IpAddr) -> Result<Option<IpAddr>, LabError> {
             IpAddr::V4(_) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
             IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
         };
-        handle.route().get(filter).execute().try_collect::<Vec<_>>().await
+        handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
     })?;
     let to_ip = |address: &RouteAddress| match address {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -210,11 +233,15 @@ pub fn gateway_for(destination: IpAddr) -> Result<Option<IpAddr>, LabError> {
         let covers = match (prefix, destination) {
             (None, _) => prefix_len == 0,
             (Some(IpAddr::V4(p)), IpAddr::V4(d)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(prefix_len))
+                    .unwrap_or(0);
                 u32::from(p) & mask == u32::from(d) & mask
             }
             (Some(IpAddr::V6(p)), IpAddr::V6(d)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix_len))
+                    .unwrap_or(0);
                 u128::from(p) & mask == u128::from(d) & mask
             }
             _ => false,
@@ -298,10 +325,13 @@ pub fn mtu(iface: &str) -> Result<u32, LabError> {
         let Some(link) = links.try_next().await? else {
             return Ok(None);
         };
-        Ok(link.attributes.into_iter().find_map(|attribute| match attribute {
-            LinkAttribute::Mtu(mtu) => Some(mtu),
-            _ => None,
-        }))
+        Ok(link
+            .attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::Mtu(mtu) => Some(mtu),
+                _ => None,
+            }))
     })?;
     found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }

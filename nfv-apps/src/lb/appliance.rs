@@ -90,9 +90,11 @@ impl Appliance {
         let mut log = Vec::new();
         let pid_file = PathBuf::from(format!("/run/fastpath/lb-{iface}.pid"));
         claim_interface(&pid_file, &iface, &mut log)?;
-        let own_mac = lab::netlink::mac(&iface).map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
+        let own_mac = lab::netlink::mac(&iface)
+            .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
         let mtu = lab::netlink::mtu(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
-        let own_addresses = lab::netlink::addresses(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+        let own_addresses =
+            lab::netlink::addresses(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
 
         let policy = match config.xdp_mode {
             XdpModeSetting::Auto => ModePolicy::Auto,
@@ -100,11 +102,17 @@ impl Appliance {
             XdpModeSetting::Drv => "drv".parse().unwrap(),
             XdpModeSetting::Skb => "skb".parse().unwrap(),
         };
-        let options = AttachOptions { iface: iface.clone(), policy, default_action: Action::Pass };
+        let options = AttachOptions {
+            iface: iface.clone(),
+            policy,
+            default_action: Action::Pass,
+        };
         let attachment = match offload::attach(&options) {
             Err(OffloadError::AlreadyAttached { .. }) => {
                 // The pid file said no appliance is alive: these pins are a dead run's.
-                log.push(format!("removed the steering program a previous run left on {iface}"));
+                log.push(format!(
+                    "removed the steering program a previous run left on {iface}"
+                ));
                 offload::detach(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
                 offload::attach(&options)
             }
@@ -112,9 +120,15 @@ impl Appliance {
         }
         .map_err(|e| LbError::Setup(e.to_string()))?;
         for fallback in &attachment.fallbacks {
-            log.push(format!("xdp: {} unavailable: {}", fallback.mode, fallback.reason));
+            log.push(format!(
+                "xdp: {} unavailable: {}",
+                fallback.mode, fallback.reason
+            ));
         }
-        log.push(format!("xdp: steering attached to {iface} in {} mode", attachment.mode));
+        log.push(format!(
+            "xdp: steering attached to {iface} in {} mode",
+            attachment.mode
+        ));
         let steering = Steering::open(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
 
         let registry = Registry::new(&config);
@@ -173,19 +187,32 @@ impl Appliance {
         };
         for (i, &queue) in queues.iter().enumerate() {
             let core = cores.get(i % cores.len().max(1)).copied();
-            let (umem, pool) = Umem::new(UmemConfig::default()).map_err(|e| LbError::Setup(e.to_string()))?;
-            let socket_config = SocketConfig { mode, ..SocketConfig::default() };
+            let (umem, pool) =
+                Umem::new(UmemConfig::default()).map_err(|e| LbError::Setup(e.to_string()))?;
+            let socket_config = SocketConfig {
+                mode,
+                ..SocketConfig::default()
+            };
             let socket = Socket::bind(&umem, &self.iface, queue, &socket_config)
                 .map_err(|e| LbError::Setup(e.to_string()))?;
             if let Some(fallback) = socket.fallback() {
                 self.log.push(format!("af_xdp: {fallback}"));
             }
-            self.socket_mode = if socket.is_zero_copy() { "zero-copy" } else { "copy" }.to_string();
+            self.socket_mode = if socket.is_zero_copy() {
+                "zero-copy"
+            } else {
+                "copy"
+            }
+            .to_string();
             self.steering
                 .register_socket(queue, socket.as_raw_fd())
                 .map_err(|e| LbError::Setup(e.to_string()))?;
             let chain = self.chain(&tables);
-            let worker_config = WorkerConfig { core, batch: config.batch, poll: config.poll };
+            let worker_config = WorkerConfig {
+                core,
+                batch: config.batch,
+                poll: config.poll,
+            };
             let worker = Worker::start(socket, pool, chain, worker_config)
                 .map_err(|e| LbError::Setup(e.to_string()))?;
             self.log.push(format!(
@@ -201,7 +228,12 @@ impl Appliance {
     }
 
     fn tables(&mut self) -> crate::lb::tables::Tables {
-        self.registry.tables(self.own_mac, self.mtu, &self.own_addresses, self.counters.clone())
+        self.registry.tables(
+            self.own_mac,
+            self.mtu,
+            &self.own_addresses,
+            self.counters.clone(),
+        )
     }
 
     fn chain(&self, tables: &Arc<crate::lb::tables::Tables>) -> Chain {
@@ -236,7 +268,10 @@ impl Appliance {
             rules.push(RuleSpec {
                 proto: Some(proto(key.protocol)),
                 dst: Some(IpNet::from(key.address)),
-                dport: Some(PortRange { lo: key.port, hi: key.port }),
+                dport: Some(PortRange {
+                    lo: key.port,
+                    hi: key.port,
+                }),
                 ..RuleSpec::new(Action::Xsk)
             });
         }
@@ -255,13 +290,26 @@ impl Appliance {
 
     fn sync_rules(&mut self) -> Result<(), LbError> {
         let wanted = self.wanted_rules();
-        let stale: Vec<RuleSpec> = self.rules.keys().filter(|r| !wanted.contains(r)).cloned().collect();
+        let stale: Vec<RuleSpec> = self
+            .rules
+            .keys()
+            .filter(|r| !wanted.contains(r))
+            .cloned()
+            .collect();
         for rule in stale {
             let id = self.rules.remove(&rule).expect("listed above");
-            self.steering.delete_rule(id).map_err(|e| LbError::Setup(e.to_string()))?;
+            self.steering
+                .delete_rule(id)
+                .map_err(|e| LbError::Setup(e.to_string()))?;
         }
-        let new: Vec<RuleSpec> = wanted.into_iter().filter(|r| !self.rules.contains_key(r)).collect();
-        let ids = self.steering.add_rules(&new).map_err(|e| LbError::Setup(format!("steering rules: {e}")))?;
+        let new: Vec<RuleSpec> = wanted
+            .into_iter()
+            .filter(|r| !self.rules.contains_key(r))
+            .collect();
+        let ids = self
+            .steering
+            .add_rules(&new)
+            .map_err(|e| LbError::Setup(format!("steering rules: {e}")))?;
         self.rules.extend(new.into_iter().zip(ids));
         Ok(())
     }
@@ -288,7 +336,9 @@ impl Appliance {
                     }),
                     _ => {
                         missing += 1;
-                        let wanted = hops.iter().any(|h| h.get().is_none() || h.wanted.load(Ordering::Relaxed));
+                        let wanted = hops
+                            .iter()
+                            .any(|h| h.get().is_none() || h.wanted.load(Ordering::Relaxed));
                         if wanted {
                             trigger_resolution(next_hop);
                         }
@@ -306,23 +356,37 @@ impl Appliance {
     /// NAT entries and applies health checks.
     pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), LbError> {
         if let Some(dir) = self.control.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
         }
         if self.control.exists() {
             if std::os::unix::net::UnixStream::connect(&self.control).is_ok() {
-                return Err(LbError::Setup(format!("control socket {} is in use by another appliance", self.control.display())));
+                return Err(LbError::Setup(format!(
+                    "control socket {} is in use by another appliance",
+                    self.control.display()
+                )));
             }
             let _ = std::fs::remove_file(&self.control);
         }
-        let listener = UnixListener::bind(&self.control)
-            .map_err(|e| LbError::Setup(format!("bind control socket {}: {e}", self.control.display())))?;
+        let listener = UnixListener::bind(&self.control).map_err(|e| {
+            LbError::Setup(format!(
+                "bind control socket {}: {e}",
+                self.control.display()
+            ))
+        })?;
         std::fs::set_permissions(&self.control, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| LbError::Setup(format!("chmod 0600 {}: {e}", self.control.display())))?;
-        listener.set_nonblocking(true).map_err(|e| LbError::Setup(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| LbError::Setup(e.to_string()))?;
         let (health_tx, health_rx) = mpsc::channel();
         let health_stop = Arc::new(AtomicBool::new(false));
         let mut health_targets = self.registry.health_targets();
-        let mut health = spawn_health_checks(health_targets.clone(), health_tx.clone(), health_stop.clone());
+        let mut health = spawn_health_checks(
+            health_targets.clone(),
+            health_tx.clone(),
+            health_stop.clone(),
+        );
         let mut last_housekeeping = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
@@ -348,7 +412,11 @@ impl Appliance {
                     health_stop.store(true, Ordering::Relaxed);
                     let _ = health.join();
                     health_stop.store(false, Ordering::Relaxed);
-                    health = spawn_health_checks(targets.clone(), health_tx.clone(), health_stop.clone());
+                    health = spawn_health_checks(
+                        targets.clone(),
+                        health_tx.clone(),
+                        health_stop.clone(),
+                    );
                     health_targets = targets;
                 }
             }
@@ -371,25 +439,55 @@ impl Appliance {
             Err(error) => Response::error(format!("read request: {error}")),
         };
         let mut stream = &stream;
-        let _ = writeln!(stream, "{}", serde_json::to_string(&response).unwrap_or_default());
+        let _ = writeln!(
+            stream,
+            "{}",
+            serde_json::to_string(&response).unwrap_or_default()
+        );
     }
 
     pub fn handle(&mut self, request: Request) -> Response {
         let result = match request {
             Request::Status => return Response::status(self.status()),
             Request::Reload => self.reload(),
-            Request::Backend { action, vip, backend, weight } => {
+            Request::Backend {
+                action,
+                vip,
+                backend,
+                weight,
+            } => {
                 let vip = match vip.parse() {
                     Ok(vip) => vip,
                     Err(error) => return Response::error(error),
                 };
                 let done = match action.as_str() {
-                    "add" => self.registry.add_backend(&vip, backend, weight.unwrap_or(1)),
+                    "add" => self
+                        .registry
+                        .add_backend(&vip, backend, weight.unwrap_or(1)),
                     "remove" => self.registry.remove_backend(&vip, backend),
-                    "drain" => self.registry.set_operator_state(&vip, backend, BackendState::Draining, weight),
-                    "disable" => self.registry.set_operator_state(&vip, backend, BackendState::Disabled, weight),
-                    "enable" => self.registry.set_operator_state(&vip, backend, BackendState::Active, weight),
-                    other => return Response::error(format!("unknown backend action {other:?}: expected add, remove, drain, disable or enable")),
+                    "drain" => self.registry.set_operator_state(
+                        &vip,
+                        backend,
+                        BackendState::Draining,
+                        weight,
+                    ),
+                    "disable" => self.registry.set_operator_state(
+                        &vip,
+                        backend,
+                        BackendState::Disabled,
+                        weight,
+                    ),
+                    "enable" => self.registry.set_operator_state(
+                        &vip,
+                        backend,
+                        BackendState::Active,
+                        weight,
+                    ),
+                    other => {
+                        return Response::error(format!(
+                            "unknown backend action {other:?}: expected add, remove, drain, disable or enable"
+                        ));
+                    }
                 };
                 match done {
                     Ok(()) => self.publish().map(|()| Changes::default()),
@@ -419,7 +517,9 @@ impl Appliance {
             ("control", new.control != self.config.control),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
-            return Err(LbError::Setup(format!("reload: {field} changed; that needs a restart (nothing was applied)")));
+            return Err(LbError::Setup(format!(
+                "reload: {field} changed; that needs a restart (nothing was applied)"
+            )));
         }
         let changes = self.registry.apply_config(&new);
         self.config = new;
@@ -436,8 +536,10 @@ impl Appliance {
 
     pub fn status(&self) -> Status {
         let workers = self.worker_stats();
-        let mut worker_values: Vec<serde_json::Value> =
-            workers.iter().map(|w| serde_json::to_value(w).unwrap_or_default()).collect();
+        let mut worker_values: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| serde_json::to_value(w).unwrap_or_default())
+            .collect();
         worker_values.push(serde_json::json!({"total": WorkerStats::total(&workers)}));
         Status {
             interface: self.iface.clone(),
@@ -445,7 +547,12 @@ impl Appliance {
             socket_mode: self.socket_mode.clone(),
             vips: self.registry.status(),
             workers: worker_values,
-            steering: self.steering.counters().ok().and_then(|c| serde_json::to_value(c).ok()).unwrap_or_default(),
+            steering: self
+                .steering
+                .counters()
+                .ok()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .unwrap_or_default(),
             cross_queue_replies: self.counters.cross_queue_replies.load(Ordering::Relaxed),
             nat_entries: self.nat.len(),
         }
@@ -480,25 +587,44 @@ fn claim_interface(pid_file: &Path, iface: &str, log: &mut Vec<String>) -> Resul
         // SAFETY: kill with signal 0 only checks that the process exists.
         let alive = pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
         if alive {
-            return Err(LbError::Setup(format!("an appliance (pid {pid}) already runs on {iface}; stop it first")));
+            return Err(LbError::Setup(format!(
+                "an appliance (pid {pid}) already runs on {iface}; stop it first"
+            )));
         }
-        log.push(format!("previous run (pid {pid}) on {iface} did not stop cleanly; cleaning up after it"));
+        log.push(format!(
+            "previous run (pid {pid}) on {iface} did not stop cleanly; cleaning up after it"
+        ));
     }
     if let Some(dir) = pid_file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| setup("create /run/fastpath")(e.to_string()))?;
     }
-    std::fs::write(pid_file, std::process::id().to_string()).map_err(|e| setup("write pid file")(e.to_string()))
+    std::fs::write(pid_file, std::process::id().to_string())
+        .map_err(|e| setup("write pid file")(e.to_string()))
 }
 
 fn trigger_resolution(next_hop: IpAddr) {
-    let bind: SocketAddr = if next_hop.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let bind: SocketAddr = if next_hop.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
     if let Ok(socket) = UdpSocket::bind(bind) {
         let _ = socket.send_to(&[], SocketAddr::new(next_hop, 9));
     }
 }
 
-type HealthTarget = (crate::lb::config::VipKey, IpAddr, u16, crate::lb::config::HealthCheck);
-type HealthResult = (crate::lb::config::VipKey, IpAddr, bool, crate::lb::config::HealthCheck);
+type HealthTarget = (
+    crate::lb::config::VipKey,
+    IpAddr,
+    u16,
+    crate::lb::config::HealthCheck,
+);
+type HealthResult = (
+    crate::lb::config::VipKey,
+    IpAddr,
+    bool,
+    crate::lb::config::HealthCheck,
+);
 
 /// Active TCP health checks: a connect to each backend's port, every interval.
 fn spawn_health_checks(
@@ -514,7 +640,11 @@ fn spawn_health_checks(
                     continue;
                 }
                 *due = Instant::now() + Duration::from_millis(check.interval_ms);
-                let up = TcpStream::connect_timeout(&SocketAddr::new(*ip, *port), Duration::from_millis(check.timeout_ms)).is_ok();
+                let up = TcpStream::connect_timeout(
+                    &SocketAddr::new(*ip, *port),
+                    Duration::from_millis(check.timeout_ms),
+                )
+                .is_ok();
                 if results.send((*vip, *ip, up, check.clone())).is_err() {
                     return;
                 }

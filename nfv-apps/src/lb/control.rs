@@ -39,25 +39,48 @@ pub struct Response {
 
 impl Response {
     pub fn error(message: impl Into<String>) -> Response {
-        Response { error: Some(message.into()), ..Response::default() }
+        Response {
+            error: Some(message.into()),
+            ..Response::default()
+        }
     }
     pub fn status(status: Status) -> Response {
-        Response { ok: true, status: Some(status), ..Response::default() }
+        Response {
+            ok: true,
+            status: Some(status),
+            ..Response::default()
+        }
     }
     pub fn changes(changes: Changes) -> Response {
-        Response { ok: true, changes: Some(changes), ..Response::default() }
+        Response {
+            ok: true,
+            changes: Some(changes),
+            ..Response::default()
+        }
     }
 }
 
 /// Sends one request to the appliance at `control` and returns its response.
 pub fn send(control: &Path, request: &Request) -> Result<Response, String> {
-    let stream = UnixStream::connect(control)
-        .map_err(|e| format!("connect to {}: {e} (is `fastpath lb --config ...` running?)", control.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let stream = UnixStream::connect(control).map_err(|e| {
+        format!(
+            "connect to {}: {e} (is `fastpath lb --config ...` running?)",
+            control.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     let mut writer = &stream;
-    writeln!(writer, "{}", serde_json::to_string(request).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("send request: {e}"))?;
+    writeln!(
+        writer,
+        "{}",
+        serde_json::to_string(request).map_err(|e| e.to_string())?
+    )
+    .map_err(|e| format!("send request: {e}"))?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("read response: {e}"))?;
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read response: {e}"))?;
     serde_json::from_str(&line).map_err(|e| format!("bad response {line:?}: {e}"))
 }

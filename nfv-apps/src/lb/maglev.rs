@@ -24,7 +24,10 @@ pub struct MaglevEntry<'a> {
 pub const EMPTY: u32 = u32::MAX;
 
 pub fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn seed(identity: &[u8], salt: u64) -> u64 {

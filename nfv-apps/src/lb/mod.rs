@@ -4,8 +4,8 @@
 pub mod appliance;
 pub mod balancer;
 pub mod config;
-pub mod control;
 pub mod conntrack;
+pub mod control;
 pub mod maglev;
 pub mod nat;
 pub mod packet;

@@ -124,15 +124,19 @@ impl Registry {
                 let ip = *backend.address.get_ref();
                 let port = backend.port.unwrap_or(vip.port);
                 let kept = previous.as_mut().and_then(|p| {
-                    let at = p.backends.iter().position(|b| b.ip == ip && b.port == port)?;
+                    let at = p
+                        .backends
+                        .iter()
+                        .position(|b| b.ip == ip && b.port == port)?;
                     Some(p.backends.remove(at))
                 });
                 let entry = match kept {
                     Some(mut entry) => {
                         if entry.weight != backend.weight {
-                            changes
-                                .weights_changed
-                                .push(format!("{key} {ip}: {} -> {}", entry.weight, backend.weight));
+                            changes.weights_changed.push(format!(
+                                "{key} {ip}: {} -> {}",
+                                entry.weight, backend.weight
+                            ));
                             entry.weight = backend.weight;
                         }
                         entry
@@ -169,13 +173,24 @@ impl Registry {
             .ok_or(RegistryError::NoVip(*key))
     }
 
-    pub fn add_backend(&mut self, key: &VipKey, ip: IpAddr, weight: u32) -> Result<(), RegistryError> {
+    pub fn add_backend(
+        &mut self,
+        key: &VipKey,
+        ip: IpAddr,
+        weight: u32,
+    ) -> Result<(), RegistryError> {
         let vip = self.vip_mut(key)?;
         if vip.backends.iter().any(|b| b.ip == ip) {
-            return Err(RegistryError::BackendExists { vip: *key, backend: ip });
+            return Err(RegistryError::BackendExists {
+                vip: *key,
+                backend: ip,
+            });
         }
         if ip.is_ipv4() != key.address.is_ipv4() {
-            return Err(RegistryError::Family { vip: *key, backend: ip });
+            return Err(RegistryError::Family {
+                vip: *key,
+                backend: ip,
+            });
         }
         let port = key.port;
         let entry = self.new_backend(ip, port, weight);
@@ -189,9 +204,20 @@ impl Registry {
             .backends
             .iter()
             .position(|b| b.ip == ip)
-            .ok_or(RegistryError::NoBackend { vip: *key, backend: ip })?;
-        if !vip.backends.iter().enumerate().any(|(i, b)| i != at && b.weight > 0) {
-            return Err(RegistryError::LastBackend { vip: *key, backend: ip });
+            .ok_or(RegistryError::NoBackend {
+                vip: *key,
+                backend: ip,
+            })?;
+        if !vip
+            .backends
+            .iter()
+            .enumerate()
+            .any(|(i, b)| i != at && b.weight > 0)
+        {
+            return Err(RegistryError::LastBackend {
+                vip: *key,
+                backend: ip,
+            });
         }
         vip.backends.remove(at);
         Ok(())
@@ -205,11 +231,14 @@ impl Registry {
         weight: Option<u32>,
     ) -> Result<(), RegistryError> {
         let vip = self.vip_mut(key)?;
-        let backend = vip
-            .backends
-            .iter_mut()
-            .find(|b| b.ip == ip)
-            .ok_or(RegistryError::NoBackend { vip: *key, backend: ip })?;
+        let backend =
+            vip.backends
+                .iter_mut()
+                .find(|b| b.ip == ip)
+                .ok_or(RegistryError::NoBackend {
+                    vip: *key,
+                    backend: ip,
+                })?;
         backend.operator = state;
         if let Some(weight) = weight {
             backend.weight = weight;
@@ -218,7 +247,13 @@ impl Registry {
     }
 
     /// Feeds one health-check result; returns true when the backend's health flipped.
-    pub fn health_result(&mut self, key: &VipKey, ip: IpAddr, up: bool, check: &HealthCheck) -> bool {
+    pub fn health_result(
+        &mut self,
+        key: &VipKey,
+        ip: IpAddr,
+        up: bool,
+        check: &HealthCheck,
+    ) -> bool {
         let Ok(vip) = self.vip_mut(key) else {
             return false;
         };
@@ -356,7 +391,11 @@ impl Registry {
             .filter(|e| e.config.forwarding == Forwarding::Nat)
             .filter_map(|e| {
                 let snat = e.config.snat_address.as_ref()?;
-                Some((*snat.get_ref(), e.config.protocol, e.config.snat_port_range()))
+                Some((
+                    *snat.get_ref(),
+                    e.config.protocol,
+                    e.config.snat_port_range(),
+                ))
             })
             .collect()
     }

@@ -1,0 +1,187 @@
+//! Shared by the load-balancer tests: a lab with servers, the appliance as a real process,
+//! and real clients.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use lab::{segment::LbLab, services::Servers};
+
+pub struct Setup {
+    pub lab: LbLab,
+    _servers: Vec<Servers>,
+}
+
+/// The segment lab with an HTTP and UDP echo server on port 80 in every backend ("b1".."b3"),
+/// the VIPs on the backends' loopbacks (for DSR).
+pub fn setup(tag: &str, lb_queues: u32) -> Setup {
+    let lab = LbLab::for_test(tag, lb_queues);
+    lab.hold_vips_on_backends().expect("VIPs on backends");
+    let servers = lab
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Servers::start(&b.namespace, &format!("b{}", i + 1), 80).expect("servers"))
+        .collect();
+    Setup {
+        lab,
+        _servers: servers,
+    }
+}
+
+pub fn config(
+    setup: &Setup,
+    v4: bool,
+    protocol: &str,
+    forwarding: &str,
+    extra_top: &str,
+    weights: [u32; 3],
+) -> String {
+    let lab = &setup.lab;
+    let vip = lab.vip(v4);
+    let snat = if forwarding == "nat" {
+        format!(
+            "snat_address = \"{}\"\n",
+            if v4 { lab.lb.ipv4 } else { lab.lb.ipv6 }
+        )
+    } else {
+        String::new()
+    };
+    let mut text = format!(
+        "interface = \"{}\"\ncontrol = \"/run/fastpath/{}.sock\"\n{extra_top}\n[[vip]]\naddress = \"{vip}\"\nport = 80\nprotocol = \"{protocol}\"\nforwarding = \"{forwarding}\"\n{snat}",
+        lab.lb.iface, lab.prefix
+    );
+    for (backend, weight) in lab.backends.iter().zip(weights) {
+        let address = if v4 { backend.ipv4 } else { backend.ipv6 };
+        text += &format!("[[vip.backend]]\naddress = \"{address}\"\nweight = {weight}\n");
+    }
+    text
+}
+
+/// The appliance, run as `fastpath --netns <lb> lb --config FILE`; stopped with SIGTERM on drop.
+pub struct Appliance {
+    child: Child,
+    pub config: PathBuf,
+    pub control: PathBuf,
+    pub namespace: String,
+}
+
+impl Appliance {
+    pub fn start(setup: &Setup, config_text: &str) -> Appliance {
+        let config = std::env::temp_dir().join(format!("{}.toml", setup.lab.prefix));
+        std::fs::write(&config, config_text).unwrap();
+        let control = PathBuf::from(format!("/run/fastpath/{}.sock", setup.lab.prefix));
+        let _ = std::fs::remove_file(&control);
+        let namespace = setup.lab.namespace("lb");
+        let child = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+            .args(["--netns", &namespace, "lb", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fastpath lb");
+        let mut appliance = Appliance {
+            child,
+            config,
+            control,
+            namespace,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !appliance.control.exists() {
+            if let Ok(Some(status)) = appliance.child.try_wait() {
+                panic!("fastpath lb exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "the appliance did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        appliance
+    }
+
+    /// Runs `fastpath lb ARGS --control SOCK [--json]`; returns (success, stdout, stderr).
+    pub fn control(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_fastpath"))
+            .args(["--netns", &self.namespace, "--json", "lb"])
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .expect("run fastpath lb control");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (ok, out, err) = self.control(&["status"]);
+        assert!(ok, "status failed: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"].clone()
+    }
+
+    /// Stops with SIGTERM and returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// `count` HTTP GETs to the VIP from the client namespace, each on its own connection.
+pub fn http_gets(setup: &Setup, v4: bool, count: usize) -> Vec<Result<String, String>> {
+    let target = SocketAddr::new(setup.lab.vip(v4), 80);
+    lab::Lab::run_in(&setup.lab.client.namespace, move || {
+        (0..count)
+            .map(|_| lab::services::http_get(target, Duration::from_secs(3)))
+            .collect()
+    })
+    .unwrap()
+}
+
+/// Counts bodies per backend name; panics listing the failures if any request failed.
+pub fn tally(results: &[Result<String, String>]) -> [usize; 3] {
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let mut counts = [0; 3];
+    for body in results.iter().flatten() {
+        match body.trim() {
+            "b1" => counts[0] += 1,
+            "b2" => counts[1] += 1,
+            "b3" => counts[2] += 1,
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+    counts
+}

@@ -1,0 +1,207 @@
+//! The load-balancer lab: one L2 segment (a bridge) joining a client, a one-armed load
+//! balancer and three backends, each in its own namespace.
+//!
+//! ```text
+//!  <p>-client  <p>-c0  10.79.0.1   fd79::1  --+
+//!  <p>-lb      <p>-lb0 10.79.0.2   fd79::2  --+-- [bridge <p>-br in <p>-seg]
+//!  <p>-b1..b3  <p>-bNe 10.79.0.1N  fd79::1N --+
+//! ```
+//!
+//! The client routes the VIP ranges (10.79.100.0/24, fd79:100::/64) via the load balancer;
+//! nothing routes anywhere else. Senders compute their own checksums (TX checksum offload
+//! off): a packet that crosses AF_XDP leaves as a fresh buffer, and a checksum left partial
+//! for the "hardware" would arrive invalid.
+
+use std::{
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use serde::Serialize;
+
+use crate::{Endpoint, LIVE_LABS, LabError, configure, endpoint, netlink, netns, veth_pair};
+
+pub const VIP4: &str = "10.79.100.1";
+pub const VIP6: &str = "fd79:100::1";
+
+#[derive(Debug, Serialize)]
+pub struct LbLab {
+    pub prefix: String,
+    pub client: Endpoint,
+    /// The load balancer's one interface.
+    pub lb: Endpoint,
+    pub backends: Vec<Endpoint>,
+    namespaces: Vec<String>,
+}
+
+impl LbLab {
+    /// Builds the segment; the load balancer's interface gets `lb_queues` queues.
+    pub fn up(prefix: &str, lb_queues: u32) -> Result<LbLab, LabError> {
+        if !prefix.starts_with(crate::LAB_PREFIX) || prefix.len() > 8 {
+            return Err(LabError::Invalid(format!(
+                "lab prefix {prefix:?} must start with \"fp\" and be at most 8 bytes"
+            )));
+        }
+        let roles = ["client", "lb", "seg", "b1", "b2", "b3"];
+        let namespaces: Vec<String> = roles.iter().map(|r| format!("{prefix}-{r}")).collect();
+        for namespace in &namespaces {
+            if netns::exists(namespace) {
+                return Err(LabError::Exists(namespace.clone()));
+            }
+        }
+        LIVE_LABS.lock().unwrap().push(prefix.to_string());
+        let lab = LbLab {
+            prefix: prefix.to_string(),
+            client: endpoint(
+                &namespaces[0],
+                format!("{prefix}-c0"),
+                "10.79.0.1",
+                "fd79::1",
+            ),
+            lb: endpoint(
+                &namespaces[1],
+                format!("{prefix}-lb0"),
+                "10.79.0.2",
+                "fd79::2",
+            ),
+            backends: (1..=3)
+                .map(|n| {
+                    endpoint(
+                        &namespaces[2 + n],
+                        format!("{prefix}-b{n}e"),
+                        &format!("10.79.0.1{n}"),
+                        &format!("fd79::1{n}"),
+                    )
+                })
+                .collect(),
+            namespaces,
+        };
+        for namespace in &lab.namespaces {
+            netns::create(namespace)?;
+        }
+        lab.build(lb_queues)?;
+        Ok(lab)
+    }
+
+    fn build(&self, lb_queues: u32) -> Result<(), LabError> {
+        let segment = self.namespaces[2].clone();
+        let bridge = format!("{}-br", self.prefix);
+        netns::run_in(&segment, {
+            let bridge = bridge.clone();
+            move || netlink::add_bridge(&bridge)
+        })??;
+        let ends: Vec<&Endpoint> = [&self.client, &self.lb]
+            .into_iter()
+            .chain(&self.backends)
+            .collect();
+        for (i, end) in ends.iter().enumerate() {
+            let port = format!("{}-s{i}", self.prefix);
+            let bridge_side = Endpoint {
+                namespace: segment.clone(),
+                iface: port.clone(),
+                ipv4: end.ipv4,
+                ipv6: end.ipv6,
+                mac: String::new(),
+            };
+            let queues = if end.iface == self.lb.iface {
+                lb_queues
+            } else {
+                1
+            };
+            veth_pair(end, &bridge_side, queues)?;
+            let bridge = bridge.clone();
+            netns::run_in(&segment, move || {
+                netlink::enslave(&port, &bridge)?;
+                netlink::set_up(&port)
+            })??;
+            configure(end)?;
+            if end.iface != self.lb.iface {
+                let iface = end.iface.clone();
+                netns::run_in(&end.namespace, move || set_tx_checksum(&iface, false))?
+                    .map_err(|e| LabError::io("turn TX checksum offload off", e))?;
+            }
+        }
+        let via = (self.lb.ipv4, self.lb.ipv6);
+        netns::run_in(&self.client.namespace, move || {
+            netlink::add_route("10.79.100.0".parse().unwrap(), 24, via.0)?;
+            netlink::add_route("fd79:100::".parse().unwrap(), 64, via.1)
+        })??;
+        Ok(())
+    }
+
+    /// A segment lab for one test, named like `Lab::for_test` (a leftover of the same name
+    /// is removed first; Ctrl-C tears it down).
+    pub fn for_test(tag: &str, lb_queues: u32) -> LbLab {
+        assert_eq!(tag.len(), 2, "test tags are two letters");
+        crate::Lab::teardown_on_signals();
+        let prefix = format!("fp{tag}{:04}", std::process::id() % 10000);
+        let _ = crate::Lab::down(&prefix);
+        LbLab::up(&prefix, lb_queues).expect("lb lab up")
+    }
+
+    pub fn vip(&self, v4: bool) -> IpAddr {
+        if v4 {
+            VIP4.parse().unwrap()
+        } else {
+            VIP6.parse().unwrap()
+        }
+    }
+
+    /// For direct server return: every backend holds the VIPs on its loopback, so it
+    /// accepts packets addressed to them and answers from them.
+    pub fn hold_vips_on_backends(&self) -> Result<(), LabError> {
+        for backend in &self.backends {
+            netns::run_in(&backend.namespace, || {
+                netlink::add_address("lo", VIP4.parse().unwrap(), 32)?;
+                netlink::add_address("lo", VIP6.parse().unwrap(), 128)
+            })??;
+        }
+        Ok(())
+    }
+
+    pub fn namespace(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+}
+
+impl Drop for LbLab {
+    fn drop(&mut self) {
+        for namespace in &self.namespaces {
+            let _ = netns::delete(namespace);
+        }
+        LIVE_LABS.lock().unwrap().retain(|p| p != &self.prefix);
+    }
+}
+
+/// ETHTOOL_STXCSUM (include/uapi/linux/ethtool.h): turns TX checksum offload on or off.
+pub fn set_tx_checksum(iface: &str, on: bool) -> std::io::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    // SAFETY: an all-zero ifreq is valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(iface.bytes().take(15)) {
+        *slot = byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: plain socket call.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `socket` is a fresh descriptor this function owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    // SAFETY: `request` points at `value`; both outlive the call.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

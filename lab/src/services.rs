@@ -1,0 +1,122 @@
+//! Real servers and clients for tests and demos: a small HTTP/1.0 server and a UDP echo
+//! server run on threads inside a namespace; clients open real kernel TCP/UDP sockets there.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{LabError, netns};
+
+/// Servers running until dropped.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Servers {
+    /// Starts, in `namespace`, an HTTP server on [::]:`port` (IPv4 too) answering every
+    /// request with the body `name\n`, and a UDP echo server on the same port answering
+    /// `name:` and the datagram.
+    pub fn start(namespace: &str, name: &str, port: u16) -> Result<Servers, LabError> {
+        let bind: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        let (tcp, udp) = netns::run_in(namespace, move || {
+            Ok::<_, std::io::Error>((TcpListener::bind(bind)?, UdpSocket::bind(bind)?))
+        })?
+        .map_err(|e| LabError::io("bind lab servers", e))?;
+        tcp.set_nonblocking(true)
+            .map_err(|e| LabError::io("nonblocking listener", e))?;
+        udp.set_read_timeout(Some(Duration::from_millis(20)))
+            .map_err(|e| LabError::io("UDP timeout", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let body = format!("{name}\n");
+        let http = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp.accept() {
+                        Ok((stream, _)) => {
+                            let body = body.clone();
+                            std::thread::spawn(move || serve_http(stream, &body));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        let echo = {
+            let stop = stop.clone();
+            let prefix = format!("{name}:");
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((len, peer)) = udp.recv_from(&mut buffer) {
+                        let mut reply = prefix.clone().into_bytes();
+                        reply.extend_from_slice(&buffer[..len]);
+                        let _ = udp.send_to(&reply, peer);
+                    }
+                }
+            })
+        };
+        Ok(Servers {
+            stop,
+            threads: vec![http, echo],
+        })
+    }
+}
+
+fn serve_http(mut stream: TcpStream, body: &str) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let _ = write!(
+        stream,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// One HTTP/1.0 GET over a fresh TCP connection from the calling thread's namespace;
+/// returns the body of a 200 response.
+pub fn http_get(target: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("connect {target}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET / HTTP/1.0\r\nHost: {target}\r\n\r\n")
+        .map_err(|e| format!("send to {target}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {target}: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("truncated response from {target}: {response:?}"))?;
+    if !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("bad status from {target}: {head:?}"));
+    }
+    Ok(body.to_string())
+}
