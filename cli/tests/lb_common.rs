@@ -24,7 +24,10 @@ pub fn setup(tag: &str, lb_queues: u32) -> Setup {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, b)| Servers::start(&b.namespace, &format!("b{}", i + 1), 80).expect("servers"))
+        .map(|(i, b)| {
+            let addresses = [b.ipv4, b.ipv6, lab.vip(true), lab.vip(false)];
+            Servers::start(&b.namespace, &format!("b{}", i + 1), 80, &addresses).expect("servers")
+        })
         .collect();
     Setup {
         lab,

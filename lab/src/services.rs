@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -31,18 +31,30 @@ impl Drop for Servers {
 
 impl Servers {
     /// Starts, in `namespace`, an HTTP server on [::]:`port` (IPv4 too) answering every
-    /// request with the body `name\n`, and a UDP echo server on the same port answering
-    /// `name:` and the datagram.
-    pub fn start(namespace: &str, name: &str, port: u16) -> Result<Servers, LabError> {
+    /// request with the body `name` and a newline, and UDP echo servers on the same port
+    /// answering `name:` and the datagram, one on each of `udp_addresses`. (A UDP reply
+    /// leaves from the address its socket is bound to, and a server answering for a VIP it
+    /// holds, as in direct server return, must answer from the VIP: so one socket per
+    /// address rather than one wildcard.)
+    pub fn start(
+        namespace: &str,
+        name: &str,
+        port: u16,
+        udp_addresses: &[IpAddr],
+    ) -> Result<Servers, LabError> {
         let bind: SocketAddr = format!("[::]:{port}").parse().unwrap();
-        let (tcp, udp) = netns::run_in(namespace, move || {
-            Ok::<_, std::io::Error>((TcpListener::bind(bind)?, UdpSocket::bind(bind)?))
+        let udp_binds: Vec<SocketAddr> = udp_addresses
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        let (tcp, udp_sockets) = netns::run_in(namespace, move || {
+            let udp: std::io::Result<Vec<UdpSocket>> =
+                udp_binds.into_iter().map(UdpSocket::bind).collect();
+            Ok::<_, std::io::Error>((TcpListener::bind(bind)?, udp?))
         })?
         .map_err(|e| LabError::io("bind lab servers", e))?;
         tcp.set_nonblocking(true)
             .map_err(|e| LabError::io("nonblocking listener", e))?;
-        udp.set_read_timeout(Some(Duration::from_millis(20)))
-            .map_err(|e| LabError::io("UDP timeout", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let body = format!("{name}\n");
         let http = {
@@ -59,10 +71,13 @@ impl Servers {
                 }
             })
         };
-        let echo = {
+        let mut threads = vec![http];
+        for udp in udp_sockets {
+            udp.set_read_timeout(Some(Duration::from_millis(20)))
+                .map_err(|e| LabError::io("UDP timeout", e))?;
             let stop = stop.clone();
             let prefix = format!("{name}:");
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 let mut buffer = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((len, peer)) = udp.recv_from(&mut buffer) {
@@ -71,12 +86,9 @@ impl Servers {
                         let _ = udp.send_to(&reply, peer);
                     }
                 }
-            })
-        };
-        Ok(Servers {
-            stop,
-            threads: vec![http, echo],
-        })
+            }));
+        }
+        Ok(Servers { stop, threads })
     }
 }
 
