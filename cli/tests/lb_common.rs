@@ -124,6 +124,12 @@ impl Appliance {
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"].clone()
     }
 
+    /// kill -9: no cleanup at all.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops with SIGTERM and returns whether it exited cleanly.
     pub fn stop(mut self) -> bool {
         self.terminate()
