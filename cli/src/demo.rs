@@ -1,149 +1,249 @@
-//! `fastpath demo`: the main job for now. Builds a lab, attaches the steering program to the
-//! dut, installs rules, sends real UDP traffic from the client namespace, and prints what the
-//! program counted next to what the dut's sockets received.
+//! `fastpath demo`: the main job. Builds the load-balancer lab (a client, the appliance and
+//! three backends running HTTP servers), starts the L4 load balancer on AF_XDP, sends real
+//! HTTP requests to the VIP, drains a backend while connections are open, prints what
+//! happened, and tears everything down.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
-use lab::Lab;
-use offload::{
-    AttachOptions, Steering,
-    mode::ModePolicy,
-    rules::{Action, RuleSpec},
+use lab::{
+    Lab,
+    segment::LbLab,
+    services::{PendingRequests, Servers, http_get},
 };
+use nfv_apps::lb::{
+    appliance::{Appliance, Status},
+    control::{self, Request},
+};
+use serde::Serialize;
 
-use crate::{output, xdp_cmd};
+use crate::{lb_cmd, output};
 
-const PASS_PORT: u16 = 9000;
-const DROP_PORT: u16 = 9999;
-const TX_PORT: u16 = 7;
+const PREFIX: &str = "fpdemo";
+const TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn run(packets: u64, as_json: bool) -> anyhow::Result<()> {
-    if packets == 0 || packets > 1_000_000 {
-        bail!("--packets must be between 1 and 1000000");
+#[derive(Serialize)]
+struct Report {
+    requests: usize,
+    failed: usize,
+    distribution: [usize; 3],
+    held_open: usize,
+    held_on_drained: usize,
+    held_completed: usize,
+    after_drain: [usize; 3],
+    seconds: f64,
+    status: Status,
+}
+
+pub fn run(requests: usize, as_json: bool) -> anyhow::Result<()> {
+    if !(30..=100_000).contains(&requests) {
+        bail!("--requests must be between 30 and 100000");
     }
     Lab::teardown_on_signals();
-    let say = |text: &str| {
+    let say = |text: String| {
         if !as_json {
             println!("{text}");
         }
     };
-    say("building the lab (namespaces fpdemo-*)...");
-    let lab = Lab::up("fpdemo").context("build the demo lab")?;
-    let dut_ns = lab.dut.namespace.clone();
-    let iface = lab.dut.iface.clone();
-
-    let attachment = Lab::run_in(&dut_ns, {
-        let iface = iface.clone();
-        move || {
-            offload::attach(&AttachOptions {
-                iface,
-                policy: ModePolicy::Auto,
-                default_action: Action::Pass,
-            })
-        }
-    })??;
-    for fallback in &attachment.fallbacks {
-        say(&format!(
-            "  {} mode unavailable: {}",
-            fallback.mode, fallback.reason
-        ));
+    let _ = Lab::down(PREFIX);
+    let lab = LbLab::up(PREFIX, 1).context("build the demo lab")?;
+    lab.hold_vips_on_backends()?;
+    let mut servers = Vec::new();
+    for (i, backend) in lab.backends.iter().enumerate() {
+        let addresses = [backend.ipv4, backend.ipv6];
+        servers.push(Servers::start(
+            &backend.namespace,
+            &format!("b{}", i + 1),
+            80,
+            &addresses,
+        )?);
     }
-    say(&format!(
-        "attached steer to {} in {} mode (program id {})",
-        iface, attachment.mode, attachment.program_id
+    let vip = lab.vip(true);
+    say(format!(
+        "lab: client {} -> VIP {vip}:80 on the load balancer {} ({}) -> backends {}, {}, {} (HTTP servers b1, b2, b3)",
+        lab.client.ipv4,
+        lab.lb.ipv4,
+        lab.lb.iface,
+        lab.backends[0].ipv4,
+        lab.backends[1].ipv4,
+        lab.backends[2].ipv4
     ));
 
-    let dut_ip = lab.dut.ipv4;
-    Lab::run_in(&dut_ns, {
-        let iface = iface.clone();
-        move || -> anyhow::Result<()> {
-            let mut steering = Steering::open(&iface)?;
-            let rule = |action: Action, port: u16| -> anyhow::Result<RuleSpec> {
-                let mut spec = RuleSpec::new(action);
-                spec.proto = Some("udp".parse()?);
-                spec.dst = Some(dut_ip.into());
-                spec.dport = Some(port.to_string().parse()?);
-                Ok(spec)
-            };
-            steering.add_rules(&[rule(Action::Drop, DROP_PORT)?, rule(Action::Tx, TX_PORT)?])?;
-            Ok(())
-        }
-    })??;
-    say(&format!(
-        "rules: udp {dut_ip}:{DROP_PORT} drop, udp {dut_ip}:{TX_PORT} tx; everything else passes"
-    ));
-
-    // A server in the dut counts what the kernel stack received on the pass port.
-    let server = Lab::udp_socket(&dut_ns, SocketAddr::new(dut_ip, PASS_PORT))?;
-    let receiver = std::thread::spawn(move || count_datagrams(server, packets));
-    let client = Lab::udp_socket(&lab.client.namespace, "0.0.0.0:0".parse()?)?;
-    say(&format!(
-        "sending {packets} UDP datagrams to each of ports {PASS_PORT}, {DROP_PORT}, {TX_PORT} from {}...",
-        lab.client.namespace
-    ));
+    let config = demo_config(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (control_path, appliance) = start_appliance(&lab.namespace("lb"), config, stop.clone())?;
     let started = Instant::now();
-    for _ in 0..packets {
-        for port in [PASS_PORT, DROP_PORT, TX_PORT] {
-            send(&client, SocketAddr::new(dut_ip, port))?;
-        }
-    }
-    let received = receiver.join().expect("receiver thread")?;
-    let elapsed = started.elapsed();
+    let target = SocketAddr::new(vip, 80);
 
-    let status = Lab::run_in(&dut_ns, {
-        let iface = iface.clone();
-        move || offload::status(&iface)
-    })??;
+    say(format!(
+        "\n1. {requests} HTTP requests, one connection each, dsr-l2, weights 1:1:1"
+    ));
+    let results = Lab::run_in(&lab.client.namespace, move || {
+        (0..requests)
+            .map(|_| http_get(target, TIMEOUT))
+            .collect::<Vec<_>>()
+    })?;
+    let (distribution, failed) = tally(&results);
+    say(format!(
+        "   served by b1 {} / b2 {} / b3 {}; failed {failed}",
+        distribution[0], distribution[1], distribution[2]
+    ));
+
+    let held = 60;
+    say(format!(
+        "\n2. {held} connections held open mid-request; then `fastpath lb backend drain` b2"
+    ));
+    let pending = Lab::run_in(&lab.client.namespace, move || {
+        PendingRequests::open(target, held, TIMEOUT)
+    })?
+    .map_err(anyhow::Error::msg)?;
+    let before = status(&control_path)?;
+    let on_b2 = before.vips[0].backends[1].connections - distribution[1] as u64;
+    let drained = Request::Backend {
+        action: "drain".into(),
+        vip: format!("{vip}:80/tcp"),
+        backend: lab.backends[1].ipv4,
+        weight: None,
+    };
+    let reply = control::send(&control_path, &drained).map_err(anyhow::Error::msg)?;
+    if let Some(error) = reply.error {
+        bail!("drain: {error}");
+    }
+    let finished = pending.finish(TIMEOUT);
+    let held_completed = finished.iter().filter(|r| r.is_ok()).count();
+    say(format!(
+        "   {on_b2} of them were on b2; {held_completed} of {held} completed after the drain (none broke: {})",
+        held_completed == held
+    ));
+    let after_requests = requests / 5;
+    let results = Lab::run_in(&lab.client.namespace, move || {
+        (0..after_requests)
+            .map(|_| http_get(target, TIMEOUT))
+            .collect::<Vec<_>>()
+    })?;
+    let (after_drain, failed_after) = tally(&results);
+    say(format!(
+        "   {after_requests} new requests: b1 {} / b2 {} / b3 {}; failed {failed_after} (a draining backend takes no new flows)",
+        after_drain[0], after_drain[1], after_drain[2]
+    ));
+
+    let status = status(&control_path)?;
+    stop.store(true, Ordering::Relaxed);
+    appliance
+        .join()
+        .map_err(|_| anyhow::anyhow!("the appliance thread panicked"))??;
+    drop(servers);
+    let seconds = started.elapsed().as_secs_f64();
     if as_json {
-        output::json(&serde_json::json!({
-            "attachment": attachment,
-            "sent_per_port": packets,
-            "received_on_pass_port": received,
-            "status": status,
-        }));
+        output::json(&Report {
+            requests,
+            failed: failed + failed_after,
+            distribution,
+            held_open: held,
+            held_on_drained: on_b2 as usize,
+            held_completed,
+            after_drain,
+            seconds,
+            status,
+        });
     } else {
-        println!();
-        xdp_cmd::print_status(&status, false);
+        println!("\n3. load balancer stats (`fastpath lb status`)");
+        lb_cmd::print_status(&status);
         println!(
-            "\nthe dut's UDP server received {received} of {packets} datagrams on port {PASS_PORT}; {} seconds",
-            elapsed.as_secs_f64()
+            "\nstopped the appliance (XDP detached, UMEM freed) and removed the lab ({seconds:.1} s)"
         );
     }
-    Lab::run_in(&dut_ns, move || offload::detach(&iface))??;
-    say("detached; tearing the lab down");
     drop(lab);
+    if failed + failed_after > 0 || held_completed != held {
+        bail!(
+            "{} requests failed",
+            failed + failed_after + held - held_completed
+        );
+    }
     Ok(())
 }
 
-/// Sends one datagram, retrying briefly when the socket buffer is full.
-fn send(socket: &UdpSocket, to: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        match socket.send_to(b"fastpath demo payload", to) {
-            Ok(_) => return Ok(()),
-            Err(error) if error.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
-                std::thread::sleep(Duration::from_micros(100))
-            }
-            Err(error) => return Err(error.into()),
-        }
+fn demo_config(lab: &LbLab) -> String {
+    let mut text = format!(
+        "interface = \"{}\"\ncontrol = \"/run/fastpath/{PREFIX}.sock\"\n\n[[vip]]\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr-l2\"\n",
+        lab.lb.iface,
+        lab.vip(true)
+    );
+    for backend in &lab.backends {
+        text += &format!("\n  [[vip.backend]]\n  address = \"{}\"\n", backend.ipv4);
     }
-    bail!("socket buffer stayed full sending to {to}")
+    text
 }
 
-fn count_datagrams(socket: UdpSocket, expected: u64) -> anyhow::Result<u64> {
-    // The sender outruns one receiver thread; a large buffer keeps the stack from dropping.
-    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20))?;
-    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut buffer = [0u8; 2048];
-    let mut received = 0;
-    while received < expected {
-        match socket.recv_from(&mut buffer) {
-            Ok(_) => received += 1,
-            Err(_) => break, // quiet for 500 ms: the sender is done
+/// Runs the appliance on a thread inside the load balancer's namespace (its workers inherit
+/// it) until `stop`; returns once it serves.
+fn start_appliance(
+    namespace: &str,
+    config: String,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(PathBuf, std::thread::JoinHandle<anyhow::Result<()>>)> {
+    let path = std::env::temp_dir().join(format!("{PREFIX}-lb.toml"));
+    std::fs::write(&path, config)?;
+    let (ready, started) = mpsc::channel();
+    let namespace = namespace.to_string();
+    let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+        lab::netns::enter(&namespace)?;
+        let mut appliance = match Appliance::start(&path) {
+            Ok(appliance) => appliance,
+            Err(error) => {
+                let _ = ready.send(Err(error.to_string()));
+                return Ok(());
+            }
+        };
+        let _ = ready.send(Ok((
+            appliance.control_path().to_path_buf(),
+            appliance.log.clone(),
+        )));
+        appliance.serve(&stop)?;
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    });
+    let (control, log) = started
+        .recv_timeout(Duration::from_secs(30))
+        .context("the appliance did not start")?
+        .map_err(anyhow::Error::msg)?;
+    for line in log.iter().filter(|l| !l.starts_with("xdp: hw")) {
+        println!("lb: {line}");
+    }
+    // The control socket appears once `serve` runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !control.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((control, thread))
+}
+
+fn status(control_path: &std::path::Path) -> anyhow::Result<Status> {
+    control::send(control_path, &Request::Status)
+        .map_err(anyhow::Error::msg)?
+        .status
+        .context("no status in the reply")
+}
+
+fn tally(results: &[Result<String, String>]) -> ([usize; 3], usize) {
+    let mut counts = [0; 3];
+    let mut failed = 0;
+    for result in results {
+        match result.as_deref().map(str::trim) {
+            Ok("b1") => counts[0] += 1,
+            Ok("b2") => counts[1] += 1,
+            Ok("b3") => counts[2] += 1,
+            _ => failed += 1,
         }
     }
-    Ok(received)
+    (counts, failed)
 }

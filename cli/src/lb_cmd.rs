@@ -162,9 +162,9 @@ pub fn print_status(status: &Status) {
         for backend in &vip.backends {
             rows.push(vec![
                 vip.vip.clone(),
-                format!("{:?}", vip.forwarding).to_lowercase(),
+                name(&vip.forwarding),
                 format!("{}:{}", backend.address, backend.port),
-                format!("{:?}", backend.state).to_lowercase(),
+                name(&backend.state),
                 backend.weight.to_string(),
                 backend.packets.to_string(),
                 backend.bytes.to_string(),
@@ -206,4 +206,12 @@ pub fn print_status(status: &Status) {
         &["worker", "core", "rx", "tx", "batch", "cycles/pkt", "drops"],
         &rows,
     );
+}
+
+/// A value's serde name ("dsr-l2", "draining").
+fn name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -43,11 +43,12 @@ enum Command {
     Lb(lb_cmd::LbArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
-    /// Build a lab, steer real traffic through the XDP program, print the counters.
+    /// Build a lab, run the L4 load balancer on AF_XDP, send real HTTP requests, drain a
+    /// backend mid-run, print the distribution and stats, tear everything down.
     Demo {
-        /// Packets of each kind to send.
-        #[arg(long, default_value_t = 1000)]
-        packets: u64,
+        /// HTTP requests in the first round.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
     },
 }
 
@@ -73,6 +74,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Lb(args) => lb_cmd::run(args, cli.json),
-        Command::Demo { packets } => demo::run(*packets, cli.json),
+        Command::Demo { requests } => demo::run(*requests, cli.json),
     }
 }

@@ -127,53 +127,17 @@ fn udp_ping(target: std::net::SocketAddr, message: &str) -> Result<String, Strin
     }
 }
 
-/// Opens `count` TCP connections to the VIP and sends half a request on each, so they are
-/// established and waiting; `finish` completes them and returns each response body.
-struct OpenConnections {
-    streams: Vec<std::net::TcpStream>,
+fn open_requests(setup: &Setup, count: usize) -> lab::services::PendingRequests {
+    let target = std::net::SocketAddr::new(setup.lab.vip(true), 80);
+    lab::Lab::run_in(&setup.lab.client.namespace, move || {
+        lab::services::PendingRequests::open(target, count, std::time::Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("open connections")
 }
 
-impl OpenConnections {
-    fn open(setup: &Setup, count: usize) -> OpenConnections {
-        let target = std::net::SocketAddr::new(setup.lab.vip(true), 80);
-        let streams = lab::Lab::run_in(&setup.lab.client.namespace, move || {
-            (0..count)
-                .map(|_| {
-                    use std::io::Write;
-                    let mut stream = std::net::TcpStream::connect_timeout(
-                        &target,
-                        std::time::Duration::from_secs(3),
-                    )
-                    .expect("connect");
-                    stream.write_all(b"GET / HTTP/1.0\r\n").unwrap();
-                    stream
-                })
-                .collect()
-        })
-        .unwrap();
-        OpenConnections { streams }
-    }
-
-    fn finish(self) -> Vec<Result<String, String>> {
-        use std::io::{Read, Write};
-        self.streams
-            .into_iter()
-            .map(|mut stream| {
-                stream
-                    .set_read_timeout(Some(std::time::Duration::from_secs(3)))
-                    .unwrap();
-                stream.write_all(b"\r\n").map_err(|e| e.to_string())?;
-                let mut response = String::new();
-                stream
-                    .read_to_string(&mut response)
-                    .map_err(|e| e.to_string())?;
-                let (_, body) = response
-                    .split_once("\r\n\r\n")
-                    .ok_or(format!("truncated: {response:?}"))?;
-                Ok(body.trim().to_string())
-            })
-            .collect()
-    }
+fn finish(open: lab::services::PendingRequests) -> Vec<Result<String, String>> {
+    open.finish(std::time::Duration::from_secs(3))
 }
 
 fn backend_connections(status: &serde_json::Value, backend: usize) -> u64 {
@@ -193,14 +157,14 @@ fn draining_keeps_established_connections() {
         &setup,
         &config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]),
     );
-    let open = OpenConnections::open(&setup, 60);
+    let open = open_requests(&setup, 60);
     let on_b3 = backend_connections(&appliance.status(), 2);
     assert!(on_b3 > 0, "some connections should have gone to b3");
     let vip = format!("{}:80/tcp", setup.lab.vip(true));
     let b3 = setup.lab.backends[2].ipv4.to_string();
     let (ok, _, err) = appliance.control(&["backend", "drain", "--vip", &vip, "--backend", &b3]);
     assert!(ok, "drain failed: {err}");
-    let finished = open.finish();
+    let finished = finish(open);
     let served = tally(&finished);
     assert_eq!(
         served[2] as u64, on_b3,
@@ -229,13 +193,13 @@ fn removing_a_backend_leaves_the_others_connections_intact() {
         &setup,
         &config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]),
     );
-    let open = OpenConnections::open(&setup, 60);
+    let open = open_requests(&setup, 60);
     let on_b3 = backend_connections(&appliance.status(), 2);
     let vip = format!("{}:80/tcp", setup.lab.vip(true));
     let b3 = setup.lab.backends[2].ipv4.to_string();
     let (ok, _, err) = appliance.control(&["backend", "remove", "--vip", &vip, "--backend", &b3]);
     assert!(ok, "remove failed: {err}");
-    let finished = open.finish();
+    let finished = finish(open);
     let completed: Vec<&String> = finished.iter().flatten().collect();
     assert!(
         completed.iter().all(|body| *body != "b3"),

@@ -132,3 +132,53 @@ pub fn http_get(target: SocketAddr, timeout: Duration) -> Result<String, String>
     }
     Ok(body.to_string())
 }
+
+/// HTTP requests left half-sent on established connections (the request line is out, the
+/// blank line that ends the headers is not), so a test can change the load balancer while
+/// connections are open, then `finish` them.
+pub struct PendingRequests {
+    streams: Vec<TcpStream>,
+}
+
+impl PendingRequests {
+    /// Opens `count` connections to `target` from the calling thread's namespace.
+    pub fn open(
+        target: SocketAddr,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<PendingRequests, String> {
+        let mut streams = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut stream = TcpStream::connect_timeout(&target, timeout)
+                .map_err(|e| format!("connect {target}: {e}"))?;
+            stream
+                .write_all(b"GET / HTTP/1.0\r\n")
+                .map_err(|e| format!("send to {target}: {e}"))?;
+            streams.push(stream);
+        }
+        Ok(PendingRequests { streams })
+    }
+
+    /// Completes every request; returns each response body, or why it failed.
+    pub fn finish(self, timeout: Duration) -> Vec<Result<String, String>> {
+        self.streams
+            .into_iter()
+            .map(|mut stream| {
+                stream
+                    .set_read_timeout(Some(timeout))
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .write_all(b"\r\n")
+                    .map_err(|e| format!("finish request: {e}"))?;
+                let mut response = String::new();
+                stream
+                    .read_to_string(&mut response)
+                    .map_err(|e| format!("read response: {e}"))?;
+                let (_, body) = response
+                    .split_once("\r\n\r\n")
+                    .ok_or(format!("truncated response: {response:?}"))?;
+                Ok(body.to_string())
+            })
+            .collect()
+    }
+}

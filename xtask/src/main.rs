@@ -11,7 +11,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
   setup   install what building fastpath needs: rust-src, Debian packages, bpf-linker
   test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root)
-  demo    the main job: build a lab, steer real traffic through XDP, print the counters
+  demo    the main job: the L4 load balancer on AF_XDP serving real HTTP clients in the lab
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
   bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)";
 

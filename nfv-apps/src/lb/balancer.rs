@@ -37,11 +37,18 @@ impl LoadBalancer {
     }
 
     /// The backend index for a flow: its connection entry if the backend still takes it,
-    /// else a fresh Maglev pick (recorded).
+    /// else a fresh Maglev pick (recorded). A TCP SYN always picks afresh, as Katran does: a
+    /// client reusing the 5-tuple of a finished connection starts a new one, which must not
+    /// follow the old one to a draining backend.
     fn schedule(&mut self, vip: usize, parsed: &Parsed) -> Option<usize> {
         let tables = &self.tables;
         let backends = &tables.vips[vip].backends;
-        if let Some(conn) = self.conns.get(&parsed.flow) {
+        let known = if parsed.tcp_syn {
+            None
+        } else {
+            self.conns.get(&parsed.flow)
+        };
+        if let Some(conn) = known {
             if conn.generation == tables.generation {
                 return Some(conn.backend_index as usize);
             }
@@ -73,7 +80,7 @@ impl LoadBalancer {
         let Some(index) = self.schedule(vip, parsed) else {
             return Verdict::Drop("no backend available");
         };
-        let tables = self.tables.clone();
+        let tables = &*self.tables;
         let vip = &tables.vips[vip];
         let backend: &Backend = &vip.backends[index];
         let Some(mac) = backend.next_hop.get() else {

@@ -15,6 +15,8 @@ pub const PROTO_UDP: u8 = 17;
 pub const PROTO_IPV6: u8 = 41;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// An address as 16 bytes: IPv4 as its IPv4-mapped IPv6 form, so one key type fits both.
 pub type Address = [u8; 16];
@@ -78,6 +80,7 @@ pub struct Parsed {
     pub l4: usize,
     /// TCP FIN or RST: the flow is closing.
     pub closing: bool,
+    /// A TCP SYN without ACK: a new connection, even if its 5-tuple was seen before.
     pub tcp_syn: bool,
 }
 
@@ -148,7 +151,10 @@ pub fn parse(packet: &[u8]) -> Result<Parsed, &'static str> {
                 return Err("malformed: tcp header");
             }
             let flags = segment[13];
-            (flags & (TCP_FIN | TCP_RST) != 0, flags & 0x02 != 0)
+            (
+                flags & (TCP_FIN | TCP_RST) != 0,
+                flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+            )
         }
         PROTO_UDP => {
             let length = segment

@@ -1,0 +1,126 @@
+//! criterion: the load balancer's per-packet cost (connection hit, new flow) and Maglev
+//! rebuilds. `cargo bench -p nfv-apps`.
+
+use std::{hint::black_box, sync::Arc};
+
+use afxdp::{Umem, UmemConfig};
+use criterion::{Criterion, criterion_group, criterion_main};
+use nfv_apps::lb::{
+    balancer::LoadBalancer,
+    config::{Forwarding, Protocol, VipKey},
+    maglev::{DEFAULT_SIZE, MaglevEntry, MaglevTable},
+    nat::{NatTable, NatTimeouts},
+    packet::address,
+    tables::{Backend, BackendState, Tables, Vip},
+};
+use pipeline::{NetworkFunction, Packet};
+
+fn tables(backends: usize) -> Arc<Tables> {
+    let key = VipKey {
+        address: "10.0.0.100".parse().unwrap(),
+        port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let backends = (0..backends)
+        .map(|i| {
+            let ip = format!("10.0.1.{}", i + 1).parse().unwrap();
+            let backend = Backend {
+                id: i as u32 + 1,
+                ip,
+                address: address(ip),
+                port: 80,
+                weight: 1,
+                state: BackendState::Active,
+                next_hop: Arc::default(),
+                counters: Arc::default(),
+            };
+            backend.next_hop.set([2, 0, 0, 0, 1, i as u8]);
+            backend
+        })
+        .collect();
+    let vip = Vip::new(
+        key,
+        Forwarding::DsrL2,
+        None,
+        "10.0.0.2".parse().unwrap(),
+        backends,
+        DEFAULT_SIZE,
+    );
+    Arc::new(Tables::new(
+        1,
+        vec![vip],
+        [2, 0, 0, 0, 0, 2],
+        1500,
+        Arc::default(),
+    ))
+}
+
+/// A 64-byte TCP ACK from 10.0.0.1:`port` to the VIP.
+fn tcp_ack(port: u16) -> Vec<u8> {
+    let mut frame = vec![0u8; 60];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut frame[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 100]);
+    let tcp = &mut frame[34..54];
+    tcp[0..2].copy_from_slice(&port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    frame
+}
+
+fn per_packet(c: &mut Criterion) {
+    let (umem, mut pool) = Umem::new(UmemConfig::default()).unwrap();
+    let mut frame = pool.take().unwrap();
+    let nat = Arc::new(NatTable::new(NatTimeouts::default()));
+    let mut lb = LoadBalancer::new(tables(100), 1 << 20, nat.clone());
+    let bytes = tcp_ack(40000);
+    c.bench_function("lb/packet/connection-hit", |b| {
+        b.iter(|| {
+            umem.write(&mut frame, &bytes).unwrap();
+            let mut packet = Packet::new(&umem, &mut frame, 0);
+            black_box(lb.process(&mut packet))
+        })
+    });
+    let mut lb = LoadBalancer::new(tables(100), 1 << 16, nat);
+    let mut flow = 0u32;
+    let mut bytes = tcp_ack(0);
+    c.bench_function("lb/packet/new-flow", |b| {
+        b.iter(|| {
+            // A new source address and port every packet: always a miss, a Maglev pick and an
+            // insert (evicting the oldest once the table is full).
+            flow = flow.wrapping_add(1);
+            bytes[26..28].copy_from_slice(&((flow >> 16) as u16).to_be_bytes());
+            bytes[34..36].copy_from_slice(&(flow as u16).to_be_bytes());
+            umem.write(&mut frame, &bytes).unwrap();
+            let mut packet = Packet::new(&umem, &mut frame, 0);
+            black_box(lb.process(&mut packet))
+        })
+    });
+}
+
+fn maglev_rebuild(c: &mut Criterion) {
+    for backends in [10usize, 100, 1000] {
+        let names: Vec<Vec<u8>> = (0..backends)
+            .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250).into_bytes())
+            .collect();
+        let entries: Vec<MaglevEntry<'_>> = names
+            .iter()
+            .map(|identity| MaglevEntry {
+                identity,
+                weight: 1,
+            })
+            .collect();
+        c.bench_function(&format!("maglev/rebuild-65537/{backends}-backends"), |b| {
+            b.iter(|| black_box(MaglevTable::build(&entries, DEFAULT_SIZE)))
+        });
+    }
+}
+
+criterion_group!(benches, per_packet, maglev_rebuild);
+criterion_main!(benches);
