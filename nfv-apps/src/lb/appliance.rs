@@ -44,10 +44,6 @@ pub enum LbError {
     Setup(String),
 }
 
-fn setup(what: &str) -> impl FnOnce(String) -> LbError + '_ {
-    move |reason| LbError::Setup(format!("{what}: {reason}"))
-}
-
 /// Everything `fastpath lb status` shows.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Status {
@@ -596,10 +592,11 @@ fn claim_interface(pid_file: &Path, iface: &str, log: &mut Vec<String>) -> Resul
         ));
     }
     if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| setup("create /run/fastpath")(e.to_string()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
     }
     std::fs::write(pid_file, std::process::id().to_string())
-        .map_err(|e| setup("write pid file")(e.to_string()))
+        .map_err(|e| LbError::Setup(format!("write {}: {e}", pid_file.display())))
 }
 
 fn trigger_resolution(next_hop: IpAddr) {

@@ -183,13 +183,10 @@ impl NetworkFunction for LoadBalancer {
     }
 
     /// A new version takes over the connection table (flows keep their backends) and the
-    /// NAT table (mappings keep their ports), when its NAT table is the same one.
+    /// NAT table (mappings keep their ports).
     fn adopt(&mut self, previous: &mut dyn NetworkFunction) {
         if let Some(old) = previous.as_any_mut().downcast_mut::<LoadBalancer>() {
             std::mem::swap(&mut self.conns, &mut old.conns);
-            if self.conns.capacity() != old.conns.capacity() {
-                // Capacity changed by config: keep the old table; it is bounded either way.
-            }
             self.nat = old.nat.clone();
         }
     }
