@@ -65,3 +65,101 @@ impl Chain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+
+    use afxdp::{Umem, UmemConfig};
+
+    use super::*;
+
+    /// Drops packets shorter than `min`, counts what it saw (state for hot swap to carry).
+    struct MinLength {
+        min: usize,
+        seen: u64,
+    }
+
+    impl NetworkFunction for MinLength {
+        fn name(&self) -> &'static str {
+            "min-length"
+        }
+        fn process(&mut self, packet: &mut Packet<'_>) -> Verdict {
+            self.seen += 1;
+            if packet.len() < self.min {
+                Verdict::Drop("too short")
+            } else {
+                Verdict::Next
+            }
+        }
+        fn adopt(&mut self, previous: &mut dyn NetworkFunction) {
+            if let Some(old) = previous.as_any_mut().downcast_mut::<MinLength>() {
+                self.seen = old.seen;
+            }
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
+        }
+    }
+
+    fn run(chain: &mut Chain, lengths: &[usize]) -> Vec<Verdict> {
+        let (umem, mut pool) = Umem::new(UmemConfig::default()).unwrap();
+        let mut frames: Vec<_> = lengths
+            .iter()
+            .map(|&len| {
+                let mut frame = pool.take().unwrap();
+                umem.write(&mut frame, &vec![0; len]).unwrap();
+                frame
+            })
+            .collect();
+        let mut packets: Vec<Packet<'_>> = frames
+            .iter_mut()
+            .map(|f| Packet::new(&umem, f, 0))
+            .collect();
+        let mut verdicts = vec![Verdict::Next; lengths.len()];
+        chain.run(&mut packets, &mut verdicts);
+        verdicts
+    }
+
+    #[test]
+    fn functions_see_only_undecided_packets_and_count_drops_by_reason() {
+        let mut chain = Chain::new(vec![
+            Box::new(MinLength { min: 60, seen: 0 }),
+            Box::new(MinLength { min: 100, seen: 0 }),
+        ]);
+        let verdicts = run(&mut chain, &[40, 80, 120]);
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Drop("too short"),
+                Verdict::Drop("too short"),
+                Verdict::Next
+            ]
+        );
+        let stats = chain.stats();
+        assert_eq!((stats[0].packets, stats[1].packets), (3, 2));
+        assert_eq!(stats[0].drops["too short"], 1);
+        assert_eq!(stats[1].drops["too short"], 1);
+        assert_eq!(stats[1].bytes, 200);
+    }
+
+    #[test]
+    fn a_swapped_in_chain_adopts_state_and_stats() {
+        let mut old = Chain::new(vec![Box::new(MinLength { min: 60, seen: 0 })]);
+        run(&mut old, &[40, 80]);
+        let mut new = Chain::new(vec![Box::new(MinLength { min: 100, seen: 0 })]);
+        new.adopt(&mut old);
+        let verdicts = run(&mut new, &[80]);
+        assert_eq!(
+            verdicts,
+            [Verdict::Drop("too short")],
+            "the new config applies"
+        );
+        assert_eq!(new.stats()[0].packets, 3, "counters carry over");
+        let function = new.functions[0]
+            .as_any_mut()
+            .downcast_mut::<MinLength>()
+            .unwrap();
+        assert_eq!(function.seen, 3, "state carries over");
+    }
+}
