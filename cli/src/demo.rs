@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use lab::{
     Lab,
     segment::LbLab,
-    services::{PendingRequests, Servers, http_get},
+    services::{PendingRequests, Servers, count_bodies, http_gets},
 };
 use nfv_apps::lb::{
     appliance::{Appliance, Status},
@@ -35,11 +35,11 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 struct Report {
     requests: usize,
     failed: usize,
-    distribution: [usize; 3],
+    distribution: Vec<usize>,
     held_open: usize,
     held_on_drained: usize,
     held_completed: usize,
-    after_drain: [usize; 3],
+    after_drain: Vec<usize>,
     seconds: f64,
     status: Status,
 }
@@ -87,11 +87,7 @@ pub fn run(requests: usize, as_json: bool) -> anyhow::Result<()> {
     say(format!(
         "\n1. {requests} HTTP requests, one connection each, dsr-l2, weights 1:1:1"
     ));
-    let results = Lab::run_in(&lab.client.namespace, move || {
-        (0..requests)
-            .map(|_| http_get(target, TIMEOUT))
-            .collect::<Vec<_>>()
-    })?;
+    let results = http_gets(&lab.client.namespace, target, requests, TIMEOUT)?;
     let (distribution, failed) = tally(&results);
     say(format!(
         "   served by b1 {} / b2 {} / b3 {}; failed {failed}",
@@ -125,11 +121,7 @@ pub fn run(requests: usize, as_json: bool) -> anyhow::Result<()> {
         held_completed == held
     ));
     let after_requests = requests / 5;
-    let results = Lab::run_in(&lab.client.namespace, move || {
-        (0..after_requests)
-            .map(|_| http_get(target, TIMEOUT))
-            .collect::<Vec<_>>()
-    })?;
+    let results = http_gets(&lab.client.namespace, target, after_requests, TIMEOUT)?;
     let (after_drain, failed_after) = tally(&results);
     say(format!(
         "   {after_requests} new requests: b1 {} / b2 {} / b3 {}; failed {failed_after} (a draining backend takes no new flows)",
@@ -234,16 +226,8 @@ fn status(control_path: &std::path::Path) -> anyhow::Result<Status> {
         .context("no status in the reply")
 }
 
-fn tally(results: &[Result<String, String>]) -> ([usize; 3], usize) {
-    let mut counts = [0; 3];
-    let mut failed = 0;
-    for result in results {
-        match result.as_deref().map(str::trim) {
-            Ok("b1") => counts[0] += 1,
-            Ok("b2") => counts[1] += 1,
-            Ok("b3") => counts[2] += 1,
-            _ => failed += 1,
-        }
-    }
-    (counts, failed)
+/// Responses per backend (b1, b2, b3), and how many failed.
+fn tally(results: &[Result<String, String>]) -> (Vec<usize>, usize) {
+    let (counts, failed) = count_bodies(results, &["b1", "b2", "b3"]);
+    (counts, failed.len())
 }

@@ -165,17 +165,18 @@ impl Drop for Appliance {
 /// `count` HTTP GETs to the VIP from the client namespace, each on its own connection.
 pub fn http_gets(setup: &Setup, v4: bool, count: usize) -> Vec<Result<String, String>> {
     let target = SocketAddr::new(setup.lab.vip(v4), 80);
-    lab::Lab::run_in(&setup.lab.client.namespace, move || {
-        (0..count)
-            .map(|_| lab::services::http_get(target, Duration::from_secs(3)))
-            .collect()
-    })
+    lab::services::http_gets(
+        &setup.lab.client.namespace,
+        target,
+        count,
+        Duration::from_secs(3),
+    )
     .unwrap()
 }
 
 /// Counts bodies per backend name; panics listing the failures if any request failed.
 pub fn tally(results: &[Result<String, String>]) -> [usize; 3] {
-    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let (counts, failures) = lab::services::count_bodies(results, &["b1", "b2", "b3"]);
     assert!(
         failures.is_empty(),
         "{} of {} requests failed, e.g. {:?}",
@@ -183,14 +184,5 @@ pub fn tally(results: &[Result<String, String>]) -> [usize; 3] {
         results.len(),
         &failures[..failures.len().min(3)]
     );
-    let mut counts = [0; 3];
-    for body in results.iter().flatten() {
-        match body.trim() {
-            "b1" => counts[0] += 1,
-            "b2" => counts[1] += 1,
-            "b3" => counts[2] += 1,
-            other => panic!("unexpected body {other:?}"),
-        }
-    }
-    counts
+    [counts[0], counts[1], counts[2]]
 }

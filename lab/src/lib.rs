@@ -95,12 +95,74 @@ pub struct Lab {
     pub dut: Endpoint,
     pub dut_lan: Endpoint,
     pub backends: Vec<Endpoint>,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
+}
+
+static LIVE_LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The namespaces of one lab: `<prefix>-<role>` each, made together, registered for the
+/// signal teardown, and removed on drop unless kept.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Namespaces {
+    names: Vec<String>,
+    #[serde(skip)]
+    prefix: String,
     #[serde(skip)]
     keep: bool,
 }
 
-static LIVE_LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+impl Namespaces {
+    /// Checks the prefix and that no namespace exists yet, then creates them all; on a
+    /// failure, drop removes whatever was made.
+    fn create(prefix: &str, roles: &[&str]) -> Result<Namespaces, LabError> {
+        if !prefix.starts_with(LAB_PREFIX) || prefix.len() > 8 {
+            return Err(LabError::Invalid(format!(
+                "lab prefix {prefix:?} must start with {LAB_PREFIX:?} and be at most 8 bytes"
+            )));
+        }
+        let names: Vec<String> = roles
+            .iter()
+            .map(|role| format!("{prefix}-{role}"))
+            .collect();
+        if let Some(taken) = names.iter().find(|name| netns::exists(name)) {
+            return Err(LabError::Exists(taken.clone()));
+        }
+        LIVE_LABS.lock().unwrap().push(prefix.to_string());
+        let namespaces = Namespaces {
+            names,
+            prefix: prefix.to_string(),
+            keep: false,
+        };
+        for name in &namespaces.names {
+            netns::create(name)?;
+        }
+        Ok(namespaces)
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+        LIVE_LABS
+            .lock()
+            .unwrap()
+            .retain(|prefix| prefix != &self.prefix);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for name in &self.names {
+            let _ = netns::delete(name);
+        }
+        LIVE_LABS
+            .lock()
+            .unwrap()
+            .retain(|prefix| prefix != &self.prefix);
+    }
+}
 
 impl Lab {
     pub fn namespace(&self, role: &str) -> String {
@@ -110,63 +172,20 @@ impl Lab {
     /// Builds the default topology with namespaces `<prefix>-client`, `-dut`, `-lan`, `-b1`,
     /// `-b2`. Prefixes must start with "fp" and keep interface names within 15 bytes.
     pub fn up(prefix: &str) -> Result<Lab, LabError> {
-        if !prefix.starts_with(LAB_PREFIX) || prefix.len() > 8 {
-            return Err(LabError::Invalid(format!(
-                "lab prefix {prefix:?} must start with {LAB_PREFIX:?} and be at most 8 bytes"
-            )));
-        }
-        let roles = ["client", "dut", "lan", "b1", "b2"];
-        let namespaces: Vec<String> = roles
-            .iter()
-            .map(|role| format!("{prefix}-{role}"))
-            .collect();
-        for namespace in &namespaces {
-            if netns::exists(namespace) {
-                return Err(LabError::Exists(namespace.clone()));
-            }
-        }
-        LIVE_LABS.lock().unwrap().push(prefix.to_string());
+        let namespaces = Namespaces::create(prefix, &["client", "dut", "lan", "b1", "b2"])?;
+        let names = &namespaces.names;
         // From here on, a failure tears down whatever was made.
         let mut lab = Lab {
             prefix: prefix.to_string(),
-            client: endpoint(
-                &namespaces[0],
-                format!("{prefix}-c0"),
-                "10.77.0.1",
-                "fd77::1",
-            ),
-            dut: endpoint(
-                &namespaces[1],
-                format!("{prefix}-d0"),
-                "10.77.0.2",
-                "fd77::2",
-            ),
-            dut_lan: endpoint(
-                &namespaces[1],
-                format!("{prefix}-d1"),
-                "10.78.0.1",
-                "fd78::1",
-            ),
+            client: endpoint(&names[0], format!("{prefix}-c0"), "10.77.0.1", "fd77::1"),
+            dut: endpoint(&names[1], format!("{prefix}-d0"), "10.77.0.2", "fd77::2"),
+            dut_lan: endpoint(&names[1], format!("{prefix}-d1"), "10.78.0.1", "fd78::1"),
             backends: vec![
-                endpoint(
-                    &namespaces[3],
-                    format!("{prefix}-b1e"),
-                    "10.78.0.11",
-                    "fd78::11",
-                ),
-                endpoint(
-                    &namespaces[4],
-                    format!("{prefix}-b2e"),
-                    "10.78.0.12",
-                    "fd78::12",
-                ),
+                endpoint(&names[3], format!("{prefix}-b1e"), "10.78.0.11", "fd78::11"),
+                endpoint(&names[4], format!("{prefix}-b2e"), "10.78.0.12", "fd78::12"),
             ],
             namespaces,
-            keep: false,
         };
-        for namespace in &lab.namespaces {
-            netns::create(namespace)?;
-        }
         lab.build()?;
         Ok(lab)
     }
@@ -240,11 +259,7 @@ impl Lab {
 
     /// Leaves the lab in place when dropped (for `fastpath lab up`).
     pub fn keep(mut self) {
-        self.keep = true;
-        LIVE_LABS
-            .lock()
-            .unwrap()
-            .retain(|prefix| prefix != &self.prefix);
+        self.namespaces.keep();
     }
 
     /// Removes the lab with this prefix, whether or not this process made it.
@@ -298,21 +313,6 @@ impl Lab {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, LabError> {
         netns::run_in(namespace, work)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        for namespace in &self.namespaces {
-            let _ = netns::delete(namespace);
-        }
-        LIVE_LABS
-            .lock()
-            .unwrap()
-            .retain(|prefix| prefix != &self.prefix);
     }
 }
 

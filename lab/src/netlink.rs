@@ -40,24 +40,26 @@ pub fn index(iface: &str) -> Result<u32, LabError> {
     .ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }
 
-pub fn mac(iface: &str) -> Result<[u8; 6], LabError> {
+/// The attributes of one link, looked up by name.
+fn link_attributes(iface: &str, what: &'static str) -> Result<Vec<LinkAttribute>, LabError> {
     let name = iface.to_string();
-    let found = with_handle("read MAC address", async move |handle| {
+    let found = with_handle(what, async move |handle| {
         let mut links = handle.link().get().match_name(name).execute();
-        let Some(link) = links.try_next().await? else {
-            return Ok(None);
-        };
-        Ok(link
-            .attributes
-            .into_iter()
-            .find_map(|attribute| match attribute {
-                LinkAttribute::Address(bytes) if bytes.len() == 6 => {
-                    Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
-                }
-                _ => None,
-            }))
+        Ok(links.try_next().await?.map(|link| link.attributes))
     })?;
     found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
+}
+
+pub fn mac(iface: &str) -> Result<[u8; 6], LabError> {
+    link_attributes(iface, "read MAC address")?
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
+            }
+            _ => None,
+        })
+        .ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }
 
 pub fn set_up(iface: &str) -> Result<(), LabError> {
@@ -197,65 +199,90 @@ pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), L
     })
 }
 
-/// The gateway the kernel's main table uses for `destination` (longest prefix), or None
-/// when it is on-link (or unrouted).
-pub fn gateway_for(destination: IpAddr) -> Result<Option<IpAddr>, LabError> {
+/// A route: destination prefix (None: the default route), its length, and its gateway
+/// (None: on-link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: Option<IpAddr>,
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+}
+
+impl Route {
+    fn covers(&self, destination: IpAddr) -> bool {
+        let len = u32::from(self.prefix_len);
+        match (self.prefix, destination) {
+            (None, _) => len == 0,
+            (Some(IpAddr::V4(p)), IpAddr::V4(d)) => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                u32::from(p) & mask == u32::from(d) & mask
+            }
+            (Some(IpAddr::V6(p)), IpAddr::V6(d)) => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                u128::from(p) & mask == u128::from(d) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The IPv4 and IPv6 routes of this namespace (one dump per family).
+pub fn routes() -> Result<Vec<Route>, LabError> {
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-    let routes = with_handle("dump routes", async move |handle| {
-        let filter = match destination {
-            IpAddr::V4(_) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-            IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-        };
-        handle
-            .route()
-            .get(filter)
-            .execute()
-            .try_collect::<Vec<_>>()
-            .await
+    let messages = with_handle("dump routes", async move |handle| {
+        let mut all = Vec::new();
+        for filter in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            all.extend(
+                handle
+                    .route()
+                    .get(filter)
+                    .execute()
+                    .try_collect::<Vec<_>>()
+                    .await?,
+            );
+        }
+        Ok(all)
     })?;
     let to_ip = |address: &RouteAddress| match address {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         _ => None,
     };
-    let mut best: Option<(u8, Option<IpAddr>)> = None;
-    for route in routes {
-        let prefix_len = route.header.destination_prefix_length;
-        let mut prefix = None;
-        let mut gateway = None;
-        for attribute in &route.attributes {
-            match attribute {
-                RouteAttribute::Destination(address) => prefix = to_ip(address),
-                RouteAttribute::Gateway(address) => gateway = to_ip(address),
-                _ => {}
+    Ok(messages
+        .iter()
+        .map(|message| {
+            let mut route = Route {
+                prefix: None,
+                prefix_len: message.header.destination_prefix_length,
+                gateway: None,
+            };
+            for attribute in &message.attributes {
+                match attribute {
+                    RouteAttribute::Destination(address) => route.prefix = to_ip(address),
+                    RouteAttribute::Gateway(address) => route.gateway = to_ip(address),
+                    _ => {}
+                }
             }
-        }
-        let covers = match (prefix, destination) {
-            (None, _) => prefix_len == 0,
-            (Some(IpAddr::V4(p)), IpAddr::V4(d)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(prefix_len))
-                    .unwrap_or(0);
-                u32::from(p) & mask == u32::from(d) & mask
-            }
-            (Some(IpAddr::V6(p)), IpAddr::V6(d)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(prefix_len))
-                    .unwrap_or(0);
-                u128::from(p) & mask == u128::from(d) & mask
-            }
-            _ => false,
-        };
-        if covers && best.is_none_or(|(len, _)| prefix_len > len) {
-            best = Some((prefix_len, gateway));
-        }
-    }
-    Ok(best.and_then(|(_, gateway)| gateway))
+            route
+        })
+        .collect())
 }
 
-/// The MAC the neighbour table holds for `address` on any interface, if it is usable (not
-/// incomplete or failed).
-pub fn neighbour_mac(address: IpAddr) -> Result<Option<[u8; 6]>, LabError> {
+/// The gateway the longest matching route of `routes` gives `destination`, or None when it
+/// is on-link (or unrouted).
+pub fn gateway_for(routes: &[Route], destination: IpAddr) -> Option<IpAddr> {
+    routes
+        .iter()
+        .filter(|route| route.covers(destination))
+        .max_by_key(|route| route.prefix_len)
+        .and_then(|route| route.gateway)
+}
+
+/// The usable entries (not incomplete or failed) of the neighbour table: address → MAC.
+pub fn neighbours() -> Result<std::collections::HashMap<IpAddr, [u8; 6]>, LabError> {
     use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
     let entries = with_handle("dump neighbours", async move |handle| {
         handle
@@ -265,6 +292,7 @@ pub fn neighbour_mac(address: IpAddr) -> Result<Option<[u8; 6]>, LabError> {
             .try_collect::<Vec<_>>()
             .await
     })?;
+    let mut table = std::collections::HashMap::new();
     for entry in entries {
         if matches!(
             entry.header.state,
@@ -287,11 +315,11 @@ pub fn neighbour_mac(address: IpAddr) -> Result<Option<[u8; 6]>, LabError> {
                 _ => {}
             }
         }
-        if found.0 == Some(address) && found.1.is_some() {
-            return Ok(found.1);
+        if let (Some(address), Some(mac)) = found {
+            table.insert(address, mac);
         }
     }
-    Ok(None)
+    Ok(table)
 }
 
 /// The addresses on an interface.
@@ -319,19 +347,11 @@ pub fn addresses(iface: &str) -> Result<Vec<IpAddr>, LabError> {
 
 /// Interface MTU.
 pub fn mtu(iface: &str) -> Result<u32, LabError> {
-    let name = iface.to_string();
-    let found = with_handle("read MTU", async move |handle| {
-        let mut links = handle.link().get().match_name(name).execute();
-        let Some(link) = links.try_next().await? else {
-            return Ok(None);
-        };
-        Ok(link
-            .attributes
-            .into_iter()
-            .find_map(|attribute| match attribute {
-                LinkAttribute::Mtu(mtu) => Some(mtu),
-                _ => None,
-            }))
-    })?;
-    found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
+    link_attributes(iface, "read MTU")?
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::Mtu(mtu) => Some(mtu),
+            _ => None,
+        })
+        .ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }

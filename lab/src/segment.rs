@@ -19,7 +19,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{Endpoint, LIVE_LABS, LabError, configure, endpoint, netlink, netns, veth_pair};
+use crate::{Endpoint, LabError, Namespaces, configure, endpoint, netlink, netns, veth_pair};
 
 pub const VIP4: &str = "10.79.100.1";
 pub const VIP6: &str = "fd79:100::1";
@@ -31,43 +31,22 @@ pub struct LbLab {
     /// The load balancer's one interface.
     pub lb: Endpoint,
     pub backends: Vec<Endpoint>,
-    namespaces: Vec<String>,
+    namespaces: Namespaces,
 }
 
 impl LbLab {
     /// Builds the segment; the load balancer's interface gets `lb_queues` queues.
     pub fn up(prefix: &str, lb_queues: u32) -> Result<LbLab, LabError> {
-        if !prefix.starts_with(crate::LAB_PREFIX) || prefix.len() > 8 {
-            return Err(LabError::Invalid(format!(
-                "lab prefix {prefix:?} must start with \"fp\" and be at most 8 bytes"
-            )));
-        }
-        let roles = ["client", "lb", "seg", "b1", "b2", "b3"];
-        let namespaces: Vec<String> = roles.iter().map(|r| format!("{prefix}-{r}")).collect();
-        for namespace in &namespaces {
-            if netns::exists(namespace) {
-                return Err(LabError::Exists(namespace.clone()));
-            }
-        }
-        LIVE_LABS.lock().unwrap().push(prefix.to_string());
+        let namespaces = Namespaces::create(prefix, &["client", "lb", "seg", "b1", "b2", "b3"])?;
+        let names = &namespaces.names;
         let lab = LbLab {
             prefix: prefix.to_string(),
-            client: endpoint(
-                &namespaces[0],
-                format!("{prefix}-c0"),
-                "10.79.0.1",
-                "fd79::1",
-            ),
-            lb: endpoint(
-                &namespaces[1],
-                format!("{prefix}-lb0"),
-                "10.79.0.2",
-                "fd79::2",
-            ),
+            client: endpoint(&names[0], format!("{prefix}-c0"), "10.79.0.1", "fd79::1"),
+            lb: endpoint(&names[1], format!("{prefix}-lb0"), "10.79.0.2", "fd79::2"),
             backends: (1..=3)
                 .map(|n| {
                     endpoint(
-                        &namespaces[2 + n],
+                        &names[2 + n],
                         format!("{prefix}-b{n}e"),
                         &format!("10.79.0.1{n}"),
                         &format!("fd79::1{n}"),
@@ -76,15 +55,12 @@ impl LbLab {
                 .collect(),
             namespaces,
         };
-        for namespace in &lab.namespaces {
-            netns::create(namespace)?;
-        }
         lab.build(lb_queues)?;
         Ok(lab)
     }
 
     fn build(&self, lb_queues: u32) -> Result<(), LabError> {
-        let segment = self.namespaces[2].clone();
+        let segment = self.namespace("seg");
         let bridge = format!("{}-br", self.prefix);
         netns::run_in(&segment, {
             let bridge = bridge.clone();
@@ -161,15 +137,6 @@ impl LbLab {
 
     pub fn namespace(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
-    }
-}
-
-impl Drop for LbLab {
-    fn drop(&mut self) {
-        for namespace in &self.namespaces {
-            let _ = netns::delete(namespace);
-        }
-        LIVE_LABS.lock().unwrap().retain(|p| p != &self.prefix);
     }
 }
 

@@ -120,15 +120,20 @@ pub fn http_get(target: SocketAddr, timeout: Duration) -> Result<String, String>
         .map_err(|e| e.to_string())?;
     write!(stream, "GET / HTTP/1.0\r\nHost: {target}\r\n\r\n")
         .map_err(|e| format!("send to {target}: {e}"))?;
+    read_response(stream).map_err(|e| format!("{target}: {e}"))
+}
+
+/// Reads a response to its end; returns the body of a 200.
+fn read_response(mut stream: TcpStream) -> Result<String, String> {
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
-        .map_err(|e| format!("read from {target}: {e}"))?;
+        .map_err(|e| format!("read response: {e}"))?;
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("truncated response from {target}: {response:?}"))?;
+        .ok_or_else(|| format!("truncated response: {response:?}"))?;
     if !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("bad status from {target}: {head:?}"));
+        return Err(format!("bad status: {head:?}"));
     }
     Ok(body.to_string())
 }
@@ -170,15 +175,40 @@ impl PendingRequests {
                 stream
                     .write_all(b"\r\n")
                     .map_err(|e| format!("finish request: {e}"))?;
-                let mut response = String::new();
-                stream
-                    .read_to_string(&mut response)
-                    .map_err(|e| format!("read response: {e}"))?;
-                let (_, body) = response
-                    .split_once("\r\n\r\n")
-                    .ok_or(format!("truncated response: {response:?}"))?;
-                Ok(body.to_string())
+                read_response(stream)
             })
             .collect()
     }
+}
+
+/// `count` HTTP GETs to `target` from `namespace`, each on its own connection.
+pub fn http_gets(
+    namespace: &str,
+    target: SocketAddr,
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<Result<String, String>>, LabError> {
+    netns::run_in(namespace, move || {
+        (0..count).map(|_| http_get(target, timeout)).collect()
+    })
+}
+
+/// How many responses carried each of `names` as their body, and every other outcome
+/// (failures and unexpected bodies).
+pub fn count_bodies(
+    results: &[Result<String, String>],
+    names: &[&str],
+) -> (Vec<usize>, Vec<String>) {
+    let mut counts = vec![0; names.len()];
+    let mut others = Vec::new();
+    for result in results {
+        match result.as_deref().map(str::trim) {
+            Ok(body) => match names.iter().position(|name| *name == body) {
+                Some(i) => counts[i] += 1,
+                None => others.push(format!("unexpected body {body:?}")),
+            },
+            Err(error) => others.push(error.to_string()),
+        }
+    }
+    (counts, others)
 }

@@ -25,10 +25,6 @@ impl Chain {
         }
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.functions.iter().map(|f| f.name()).collect()
-    }
-
     pub fn stats(&self) -> &[NfStats] {
         &self.stats
     }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{Frame, FramePool, Socket, XskError};
+use afxdp::{Frame, FramePool, Socket, Umem, XskError};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
@@ -106,6 +106,7 @@ impl Worker {
             ..WorkerStats::default()
         }));
         let run = Run {
+            umem: socket.umem().clone(),
             socket,
             pool,
             chain,
@@ -183,6 +184,7 @@ impl Drop for Worker {
 /// The worker thread's state.
 struct Run {
     socket: Socket,
+    umem: Umem,
     pool: FramePool,
     chain: Chain,
     config: WorkerConfig,
@@ -289,7 +291,6 @@ impl Run {
 
     /// Runs the chain over the batch in `frames`, leaving a verdict per frame.
     fn decide(&mut self) {
-        let umem = self.socket.umem().clone();
         let queue = self.socket.queue();
         self.verdicts.clear();
         let mut in_chain = false;
@@ -309,14 +310,14 @@ impl Run {
         let mut packets: Vec<Packet<'_>> = self
             .frames
             .iter_mut()
-            .map(|frame| Packet::new(&umem, frame, queue))
+            .map(|frame| Packet::new(&self.umem, frame, queue))
             .collect();
         self.chain.run(&mut packets, &mut self.verdicts);
     }
 
     /// Sends what the chain let through; drops the rest into the pool.
     fn send(&mut self) -> Result<(), WorkerError> {
-        let umem = self.socket.umem().clone();
+        let umem = &self.umem;
         let mut dropped = 0;
         let mut tx = self
             .socket
@@ -332,17 +333,17 @@ impl Run {
                             continue;
                         }
                         Err(frame) => {
-                            tx.pool().put(frame, &umem);
+                            tx.pool().put(frame, umem);
                             "tx ring full"
                         }
                     }
                 }
                 Verdict::Transmit { .. } => {
-                    tx.pool().put(frame, &umem);
+                    tx.pool().put(frame, umem);
                     "no such port"
                 }
                 Verdict::Drop(reason) => {
-                    tx.pool().put(frame, &umem);
+                    tx.pool().put(frame, umem);
                     reason
                 }
             };

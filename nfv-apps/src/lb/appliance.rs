@@ -322,15 +322,18 @@ impl Appliance {
     pub fn resolve_next_hops(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
+            // One dump of each table per round, whatever the number of backends.
+            let routes = lab::netlink::routes().unwrap_or_default();
+            let neighbours = lab::netlink::neighbours().unwrap_or_default();
             let mut missing = 0;
             for (ip, hops) in self.registry.next_hops() {
-                let next_hop = lab::netlink::gateway_for(ip).ok().flatten().unwrap_or(ip);
-                match lab::netlink::neighbour_mac(next_hop) {
-                    Ok(Some(mac)) => hops.iter().for_each(|h| {
-                        h.set(mac);
+                let next_hop = lab::netlink::gateway_for(&routes, ip).unwrap_or(ip);
+                match neighbours.get(&next_hop) {
+                    Some(mac) => hops.iter().for_each(|h| {
+                        h.set(*mac);
                         h.wanted.store(false, Ordering::Relaxed);
                     }),
-                    _ => {
+                    None => {
                         missing += 1;
                         let wanted = hops
                             .iter()

@@ -32,10 +32,6 @@ impl LoadBalancer {
         }
     }
 
-    pub fn connections(&self) -> &ConnTable {
-        &self.conns
-    }
-
     /// The backend index for a flow: its connection entry if the backend still takes it,
     /// else a fresh Maglev pick (recorded). A TCP SYN always picks afresh, as Katran does: a
     /// client reusing the 5-tuple of a finished connection starts a new one, which must not

@@ -9,7 +9,8 @@ use std::{
 
 use crate::lb::packet::{FlowKey, mix};
 
-/// Feeds `FlowKey::hash` (already well mixed) straight to the HashMap.
+/// A fast hasher for the hot path's maps: `FlowKey::hash` (already well mixed) goes
+/// straight through; other keys are mixed 8 bytes at a time.
 #[derive(Default)]
 pub struct FlowHasher(u64);
 
@@ -140,15 +141,6 @@ impl ConnTable {
             self.push_oldest(slot);
             self.index.remove(&FlowKeyHash(*key));
             self.slots[slot as usize].value.backend_id = u32::MAX;
-        }
-    }
-
-    /// Flows per backend id (for status).
-    pub fn count_by_backend(&self, counts: &mut HashMap<u32, u64>) {
-        for &slot in self.index.values() {
-            *counts
-                .entry(self.slots[slot as usize].value.backend_id)
-                .or_default() += 1;
         }
     }
 

@@ -93,10 +93,6 @@ impl MaglevTable {
         (slot != EMPTY).then_some(slot as usize)
     }
 
-    pub fn size(&self) -> usize {
-        self.slots.len()
-    }
-
     pub fn slots(&self) -> &[u32] {
         &self.slots
     }

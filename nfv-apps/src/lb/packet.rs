@@ -28,14 +28,6 @@ pub fn address(ip: IpAddr) -> Address {
     }
 }
 
-pub fn ip_of(address: &Address, v4: bool) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(*address);
-    match (v4, v6.to_ipv4_mapped()) {
-        (true, Some(v4)) => IpAddr::V4(v4),
-        _ => IpAddr::V6(v6),
-    }
-}
-
 /// The transport flow of a packet: what the load balancer keys on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    hash::BuildHasherDefault,
     net::IpAddr,
     sync::{
         Arc,
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::lb::{
     config::{Forwarding, VipKey},
+    conntrack::FlowHasher,
     maglev::{MaglevEntry, MaglevTable},
     packet::{Address, address},
 };
@@ -136,7 +138,8 @@ pub struct Tables {
     /// backend by id.
     pub generation: u64,
     pub vips: Vec<Vip>,
-    index: HashMap<(Address, u16, u8), usize>,
+    /// (VIP address, port, protocol) → VIP; looked up per packet, so a fast hasher.
+    index: HashMap<(Address, u16, u8), usize, BuildHasherDefault<FlowHasher>>,
     snat_addresses: Vec<Address>,
     pub own_mac: [u8; 6],
     /// The largest frame the interface sends (MTU + Ethernet header).
