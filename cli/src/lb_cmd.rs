@@ -201,6 +201,20 @@ pub fn print_status(status: &Status) {
                 .unwrap_or_default(),
             get("drops"),
         ]);
+        // Pipelined mode: each stage's share of the chain's work.
+        let stages = worker.get("stages").and_then(|v| v.as_array());
+        for stage in stages.into_iter().flatten() {
+            let number = |key: &str| stage.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            rows.push(vec![
+                "  stage".into(),
+                number("core").to_string(),
+                number("packets").to_string(),
+                String::new(),
+                format!("{:.1}", number("packets") / number("batches").max(1.0)),
+                format!("{:.0}", number("cycles_per_packet")),
+                String::new(),
+            ]);
+        }
     }
     output::table(
         &["worker", "core", "rx", "tx", "batch", "cycles/pkt", "drops"],

@@ -508,3 +508,93 @@ fn a_killed_appliance_does_not_block_the_next_start() {
     let _second = Appliance::start(&setup, &text);
     tally(&http_gets(&setup, true, 100));
 }
+
+/// Pipelined mode: the worker hands batches to two stage threads by flow; every connection
+/// completes, both stages do work, and a hot swap (a drain) reaches every stage.
+#[test]
+fn pipelined_mode_serves_every_connection_and_swaps_on_every_stage() {
+    if !lab::require_root("pipelined_mode_serves_every_connection_and_swaps_on_every_stage") {
+        return;
+    }
+    let setup = setup("lm", 1);
+    let extra = "[pipelined]\ncores = [0, 1]\nqueue_depth = 8\n";
+    let appliance = Appliance::start(
+        &setup,
+        &config(&setup, true, "tcp", "dsr-l2", extra, [1, 1, 1]),
+    );
+    let counts = tally(&http_gets(&setup, true, 1000));
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+    let status = appliance.status();
+    let stages = status["workers"][0]["stages"]
+        .as_array()
+        .expect("stage stats");
+    assert_eq!(stages.len(), 2, "{status}");
+    for stage in stages {
+        assert!(
+            stage["packets"].as_u64().unwrap() > 0,
+            "idle stage: {stage}"
+        );
+    }
+    let lb_packets = status["workers"][0]["functions"][0]["packets"]
+        .as_u64()
+        .unwrap();
+    let stage_packets: u64 = stages.iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+    assert_eq!(lb_packets, stage_packets, "function stats sum the stages");
+
+    let vip = format!("{}:80/tcp", setup.lab.vip(true));
+    let b1 = setup.lab.backends[0].ipv4.to_string();
+    let (ok, _, err) = appliance.control(&["backend", "drain", "--vip", &vip, "--backend", &b1]);
+    assert!(ok, "drain failed: {err}");
+    let after = tally(&http_gets(&setup, true, 300));
+    assert_eq!(after[0], 0, "both stages run the new tables: {after:?}");
+    assert!(appliance.stop(), "the appliance should stop cleanly");
+}
+
+/// Active health checks: a backend whose port refuses is taken out after `fall` failures and
+/// brought back after `rise` successes once a server listens, with no failed request.
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
+    if !lab::require_root("health_checks_take_a_dead_backend_out_and_bring_it_back") {
+        return;
+    }
+    let setup = setup("ln", 1);
+    // nat, so that b3 can listen on a port of its own (81), where nothing runs yet.
+    let mut text = config(&setup, true, "tcp", "nat", "", [1, 1, 1]);
+    text = text.replacen(
+        "[[vip.backend]]",
+        "[vip.health_check]\ninterval_ms = 100\ntimeout_ms = 200\nrise = 2\nfall = 2\n[[vip.backend]]",
+        1,
+    );
+    let b3 = setup.lab.backends[2].ipv4;
+    text = text.replace(
+        &format!("address = \"{b3}\"\n"),
+        &format!("address = \"{b3}\"\nport = 81\n"),
+    );
+    let appliance = Appliance::start(&setup, &text);
+    let health = |appliance: &Appliance| appliance.status()["vips"][0]["backends"][2].clone();
+    let wait_for = |healthy: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while health(&appliance)["healthy"] != healthy {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "b3 never became healthy={healthy}: {}",
+                health(&appliance)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(false);
+    let results = http_gets(&setup, true, 300);
+    assert!(
+        results.iter().all(Result::is_ok),
+        "a dead backend got traffic"
+    );
+    assert_eq!(tally(&results)[2], 0);
+
+    let _late = lab::services::Servers::start(&setup.lab.backends[2].namespace, "b3", 81, &[b3])
+        .expect("a server on b3:81");
+    wait_for(true);
+    let results = http_gets(&setup, true, 300);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(tally(&results)[2] > 0, "b3 is back in rotation");
+}

@@ -1,7 +1,8 @@
 //! Pinned-core pipelines: a worker per (interface, queue) runs AF_XDP receive, a chain of
 //! network functions, then transmit or drop, and recycles frames through the completion
 //! and fill rings (run-to-completion). Chains are swapped at batch boundaries without
-//! stopping the worker; stats are published while it runs.
+//! stopping the worker; stats are published while it runs. For heavy functions, the
+//! pipelined mode runs the chain on stage cores fed by bounded queues (see `stage`).
 //!
 //! ```text
 //! RX ring -> [Packet; batch] -> NF 1 -> NF 2 -> ... -> verdicts -> TX ring | pool (drop)
@@ -10,11 +11,15 @@
 //! ```
 
 mod chain;
+mod flow;
 mod nf;
+mod stage;
 mod stats;
 mod worker;
 
 pub use chain::Chain;
+pub use flow::flow_hash;
 pub use nf::{NetworkFunction, Packet, Verdict};
+pub use stage::{StageConfig, StageStats};
 pub use stats::{NfStats, WorkerStats};
-pub use worker::{PollMode, Worker, WorkerConfig, WorkerError};
+pub use worker::{PollMode, STAGE_QUEUE_FULL, Worker, WorkerConfig, WorkerError};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::nf::Verdict;
+use crate::{nf::Verdict, stage::StageStats};
 
 /// Per network function: what it saw and what it dropped, by reason.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -22,6 +22,24 @@ impl NfStats {
             name,
             ..NfStats::default()
         }
+    }
+
+    /// Adds up the same chain's stats from several stages, function by function.
+    pub(crate) fn sum<'a>(chains: impl Iterator<Item = &'a [NfStats]>) -> Vec<NfStats> {
+        let mut total: Vec<NfStats> = Vec::new();
+        for chain in chains {
+            if total.is_empty() {
+                total = chain.iter().map(|f| NfStats::new(f.name)).collect();
+            }
+            for (sum, function) in total.iter_mut().zip(chain) {
+                sum.packets += function.packets;
+                sum.bytes += function.bytes;
+                for (reason, count) in &function.drops {
+                    *sum.drops.entry(reason).or_default() += count;
+                }
+            }
+        }
+        total
     }
 
     pub(crate) fn count(&mut self, len: usize, verdict: Verdict) {
@@ -55,7 +73,11 @@ pub struct WorkerStats {
     pub busy_cycles: u64,
     /// Chains installed since start (hot swaps).
     pub swaps: u64,
+    /// Per function, summed over the stages in pipelined mode.
     pub functions: Vec<NfStats>,
+    /// Pipelined mode: per stage. In that mode the cycles above are the RX core's own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageStats>,
 }
 
 impl WorkerStats {

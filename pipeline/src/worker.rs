@@ -1,5 +1,5 @@
-//! One worker: a thread pinned to a core, owning one AF_XDP socket, running
-//! run-to-completion until told to stop.
+//! One worker: a thread pinned to a core, owning one AF_XDP socket. It runs the chain
+//! itself (run-to-completion) or hands batches to stage threads (pipelined, see `stage`).
 
 use std::{
     sync::{
@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::{
     chain::Chain,
     nf::{Packet, Verdict},
-    stats::{WorkerStats, cycles},
+    stage::{StageConfig, Stages},
+    stats::{NfStats, WorkerStats, cycles},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct WorkerConfig {
     pub core: Option<usize>,
     pub batch: u32,
     pub poll: PollMode,
+    /// Pipelined mode: the chain runs on these stage cores, not on the worker's own.
+    pub stages: Option<StageConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             core: None,
             batch: 64,
             poll: PollMode::Adaptive,
+            stages: None,
         }
     }
 }
@@ -71,31 +75,45 @@ const POLL_TIMEOUT_MS: i32 = 10;
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// On stop, how long in-flight packets get to finish.
 const DRAIN_TIME: Duration = Duration::from_millis(100);
+/// The drop reason when a stage's queue is full.
+pub const STAGE_QUEUE_FULL: &str = "stage queue full";
 
 pub struct Worker {
     queue: u32,
+    /// Chains the worker runs: one, or one per stage.
+    chains: usize,
     stop: Arc<AtomicBool>,
-    swaps: Sender<Chain>,
+    swaps: Sender<Vec<Chain>>,
     swapped: Receiver<()>,
     stats: Arc<Mutex<WorkerStats>>,
     thread: Option<JoinHandle<Result<(), WorkerError>>>,
 }
 
 impl Worker {
-    /// Starts a worker on a bound socket. `pool` holds the UMEM's free frames.
+    /// Starts a worker on a bound socket. `pool` holds the UMEM's free frames;
+    /// `make_chain` builds the chain, once per stage in pipelined mode.
     pub fn start(
         socket: Socket,
         pool: FramePool,
-        chain: Chain,
+        make_chain: impl FnMut() -> Chain,
         config: WorkerConfig,
     ) -> Result<Worker, WorkerError> {
         let queue = socket.queue();
+        let umem = socket.umem().clone();
+        let engine = match &config.stages {
+            None => Engine::Inline(chains(make_chain, 1).remove(0)),
+            Some(stages) => {
+                let built = chains(make_chain, stages.cores.len());
+                Engine::Staged(Stages::start(&umem, queue, built, stages)?)
+            }
+        };
         if let Some(core) = config.core {
             let known = core_affinity::get_core_ids().unwrap_or_default();
             if !known.iter().any(|id| id.id == core) {
                 return Err(WorkerError::Pin { queue, core });
             }
         }
+        let config_chains = config.stages.as_ref().map_or(1, |s| s.cores.len());
         let stop = Arc::new(AtomicBool::new(false));
         let (swaps, swap_inbox) = crossbeam_channel::bounded(1);
         let (swap_done, swapped) = crossbeam_channel::bounded(1);
@@ -106,10 +124,10 @@ impl Worker {
             ..WorkerStats::default()
         }));
         let run = Run {
-            umem: socket.umem().clone(),
+            umem,
             socket,
             pool,
-            chain,
+            engine,
             config,
             stop: stop.clone(),
             swap_inbox,
@@ -118,7 +136,9 @@ impl Worker {
             local: stats.lock().unwrap().clone(),
             frames: Vec::new(),
             verdicts: Vec::new(),
+            overflow: Vec::new(),
             tx_in_flight: 0,
+            swap_unconfirmed: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("fp-worker-q{queue}"))
@@ -126,6 +146,7 @@ impl Worker {
             .expect("spawn a worker thread");
         Ok(Worker {
             queue,
+            chains: config_chains,
             stop,
             swaps,
             swapped,
@@ -138,10 +159,15 @@ impl Worker {
         self.queue
     }
 
-    /// Installs `chain` at the worker's next batch boundary and waits until it runs.
-    pub fn swap(&self, chain: Chain, timeout: Duration) -> Result<(), WorkerError> {
+    /// Installs chains built by `make_chain` (one per stage) at the next batch boundary,
+    /// and waits until they run.
+    pub fn swap(
+        &self,
+        make_chain: impl FnMut() -> Chain,
+        timeout: Duration,
+    ) -> Result<(), WorkerError> {
         self.swaps
-            .send_timeout(chain, timeout)
+            .send_timeout(chains(make_chain, self.chains), timeout)
             .map_err(|_| WorkerError::Stopped(self.queue))?;
         match self.swapped.recv_timeout(timeout) {
             Ok(()) => Ok(()),
@@ -181,21 +207,37 @@ impl Drop for Worker {
     }
 }
 
+fn chains(mut make_chain: impl FnMut() -> Chain, count: usize) -> Vec<Chain> {
+    (0..count).map(|_| make_chain()).collect()
+}
+
+/// Where the chain runs.
+enum Engine {
+    /// On the worker's thread.
+    Inline(Chain),
+    /// On stage threads.
+    Staged(Stages),
+}
+
 /// The worker thread's state.
 struct Run {
     socket: Socket,
     umem: Umem,
     pool: FramePool,
-    chain: Chain,
+    engine: Engine,
     config: WorkerConfig,
     stop: Arc<AtomicBool>,
-    swap_inbox: Receiver<Chain>,
+    swap_inbox: Receiver<Vec<Chain>>,
     swap_done: Sender<()>,
     shared: Arc<Mutex<WorkerStats>>,
     local: WorkerStats,
     frames: Vec<Frame>,
     verdicts: Vec<Verdict>,
+    /// Frames a full stage queue turned away.
+    overflow: Vec<Frame>,
     tx_in_flight: u64,
+    /// A swap sent to the stages that not all of them have confirmed yet.
+    swap_unconfirmed: bool,
 }
 
 impl Run {
@@ -213,6 +255,9 @@ impl Run {
         self.socket.fill(&mut self.pool, half);
         let result = self.serve();
         self.drain();
+        if let Engine::Staged(stages) = &mut self.engine {
+            stages.stop();
+        }
         self.publish();
         let mut pool = self.pool;
         self.socket.shutdown(&mut pool);
@@ -224,19 +269,14 @@ impl Run {
         let mut last_publish = Instant::now();
         let mut iterations = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
-            if let Ok(mut chain) = self.swap_inbox.try_recv() {
-                chain.adopt(&mut self.chain);
-                self.chain = chain;
-                self.local.swaps += 1;
-                let _ = self.swap_done.send(());
-            }
+            self.take_swap();
             let handled = self.step()?;
             iterations += 1;
             if iterations.is_multiple_of(64) && last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
                 last_publish = Instant::now();
             }
-            if handled > 0 {
+            if handled > 0 || self.stages_busy() {
                 empty_spins = 0;
                 continue;
             }
@@ -271,6 +311,7 @@ impl Run {
         if self.socket.is_busy_polling() || self.socket.fill_needs_wakeup() {
             self.socket.wake_rx()?;
         }
+        self.send_finished()?;
         // Take no more than the TX ring can hold, so every forwarded frame can leave.
         let room = self.socket.tx_room(batch);
         self.frames.extend(self.socket.receive(room));
@@ -282,16 +323,27 @@ impl Run {
             return Ok(0);
         }
         let start = cycles();
-        self.decide();
-        self.send()?;
-        self.local.busy_cycles += cycles().wrapping_sub(start);
+        self.mark_multi_buffer();
         self.local.batches += 1;
+        if let Engine::Inline(chain) = &mut self.engine {
+            let queue = self.socket.queue();
+            let mut packets: Vec<Packet<'_>> = self
+                .frames
+                .iter_mut()
+                .map(|frame| Packet::new(&self.umem, frame, queue))
+                .collect();
+            chain.run(&mut packets, &mut self.verdicts);
+            self.send()?;
+        } else {
+            self.dispatch();
+        }
+        self.local.busy_cycles += cycles().wrapping_sub(start);
         Ok(received)
     }
 
-    /// Runs the chain over the batch in `frames`, leaving a verdict per frame.
-    fn decide(&mut self) {
-        let queue = self.socket.queue();
+    /// Counts the batch in `frames` and gives each frame its first verdict: `Next`, or a
+    /// drop for multi-buffer packets.
+    fn mark_multi_buffer(&mut self) {
         self.verdicts.clear();
         let mut in_chain = false;
         for frame in &self.frames {
@@ -307,12 +359,76 @@ impl Run {
                 Verdict::Next
             });
         }
-        let mut packets: Vec<Packet<'_>> = self
-            .frames
-            .iter_mut()
-            .map(|frame| Packet::new(&self.umem, frame, queue))
-            .collect();
-        self.chain.run(&mut packets, &mut self.verdicts);
+    }
+
+    /// Pipelined mode: hands the batch to the stages, drops what a full queue turned away.
+    fn dispatch(&mut self) {
+        let Engine::Staged(stages) = &mut self.engine else {
+            return;
+        };
+        // Multi-buffer frames are dropped here; the rest go out by flow.
+        let mut verdicts = self.verdicts.iter();
+        let local = &mut self.local;
+        let refused = self.frames.extract_if(.., |_| match verdicts.next() {
+            Some(Verdict::Drop(reason)) => {
+                local.drop(reason);
+                true
+            }
+            _ => false,
+        });
+        self.overflow.extend(refused);
+        let before = self.overflow.len();
+        stages.dispatch(&self.umem, &mut self.frames, &mut self.overflow);
+        for _ in before..self.overflow.len() {
+            self.local.drop(STAGE_QUEUE_FULL);
+        }
+        let dropped = self.overflow.len() as u32;
+        for frame in self.overflow.drain(..) {
+            self.pool.put(frame, &self.umem);
+        }
+        if dropped > 0 {
+            self.socket.fill(&mut self.pool, dropped);
+        }
+    }
+
+    /// Pipelined mode: transmits every batch the stages have finished.
+    fn send_finished(&mut self) -> Result<(), WorkerError> {
+        loop {
+            let Engine::Staged(stages) = &mut self.engine else {
+                return Ok(());
+            };
+            if !stages.collect(&mut self.frames, &mut self.verdicts) {
+                return Ok(());
+            }
+            self.send()?;
+        }
+    }
+
+    /// Installs a chain that `swap` sent; in pipelined mode, confirms once every stage has.
+    fn take_swap(&mut self) {
+        if let Ok(mut chains) = self.swap_inbox.try_recv() {
+            match &mut self.engine {
+                Engine::Inline(chain) => {
+                    let mut new = chains.remove(0);
+                    new.adopt(chain);
+                    *chain = new;
+                    self.swap_unconfirmed = true;
+                }
+                Engine::Staged(stages) => {
+                    stages.swap(chains);
+                    self.swap_unconfirmed = true;
+                }
+            }
+        }
+        let confirmed = match &self.engine {
+            Engine::Inline(_) => true,
+            Engine::Staged(stages) => stages.swaps_pending() == 0,
+        };
+        if self.swap_unconfirmed && confirmed {
+            self.swap_unconfirmed = false;
+            self.local.swaps += 1;
+            let _ = self.swap_done.send(());
+        }
     }
 
     /// Sends what the chain let through; drops the rest into the pool.
@@ -365,15 +481,26 @@ impl Run {
         let deadline = Instant::now() + DRAIN_TIME;
         while Instant::now() < deadline {
             match self.step() {
-                Ok(0) if self.tx_in_flight == 0 => break,
+                Ok(0) if self.tx_in_flight == 0 && !self.stages_busy() => break,
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
     }
 
+    fn stages_busy(&self) -> bool {
+        matches!(&self.engine, Engine::Staged(stages) if stages.in_flight() > 0)
+    }
+
     fn publish(&mut self) {
-        self.local.functions = self.chain.stats().to_vec();
+        match &self.engine {
+            Engine::Inline(chain) => self.local.functions = chain.stats().to_vec(),
+            Engine::Staged(stages) => {
+                self.local.stages = stages.stats();
+                let per_stage = self.local.stages.iter().map(|s| s.functions.as_slice());
+                self.local.functions = NfStats::sum(per_stage);
+            }
+        }
         self.local.finish();
         *self.shared.lock().unwrap() = self.local.clone();
     }

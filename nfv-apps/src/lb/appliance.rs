@@ -23,7 +23,7 @@ use offload::{
     mode::ModePolicy,
     rules::{Action, IpNet, PortRange, Protocol as RuleProtocol, RuleSpec},
 };
-use pipeline::{Chain, Worker, WorkerConfig, WorkerStats};
+use pipeline::{Chain, StageConfig, Worker, WorkerConfig, WorkerStats};
 use serde::Serialize;
 
 use crate::lb::{
@@ -203,20 +203,28 @@ impl Appliance {
             self.steering
                 .register_socket(queue, socket.as_raw_fd())
                 .map_err(|e| LbError::Setup(e.to_string()))?;
-            let chain = self.chain(&tables);
+            let stages = config.pipelined.as_ref().map(|p| StageConfig {
+                cores: p.cores.get_ref().clone(),
+                depth: *p.queue_depth.get_ref(),
+            });
             let worker_config = WorkerConfig {
                 core,
                 batch: config.batch,
                 poll: config.poll,
+                stages: stages.clone(),
             };
-            let worker = Worker::start(socket, pool, chain, worker_config)
+            let worker = Worker::start(socket, pool, || self.chain(&tables), worker_config)
                 .map_err(|e| LbError::Setup(e.to_string()))?;
             self.log.push(format!(
-                "worker: {}:{queue} on core {} ({source}), {:?} polling, batch {}",
+                "worker: {}:{queue} on core {} ({source}), {:?} polling, batch {}{}",
                 self.iface,
                 core.map_or("any".into(), |c| c.to_string()),
                 config.poll,
-                config.batch
+                config.batch,
+                stages.map_or(String::new(), |s| format!(
+                    ", pipelined to stage cores {:?} (queue depth {})",
+                    s.cores, s.depth
+                )),
             ));
             self.workers.push(worker);
         }
@@ -245,7 +253,7 @@ impl Appliance {
         let tables = Arc::new(self.tables());
         for worker in &self.workers {
             worker
-                .swap(self.chain(&tables), Duration::from_secs(2))
+                .swap(|| self.chain(&tables), Duration::from_secs(2))
                 .map_err(|e| LbError::Setup(e.to_string()))?;
         }
         Ok(())
@@ -512,6 +520,7 @@ impl Appliance {
             ("zero_copy", new.zero_copy != self.config.zero_copy),
             ("poll", new.poll != self.config.poll),
             ("batch", new.batch != self.config.batch),
+            ("pipelined", new.pipelined != self.config.pipelined),
             ("connections", new.connections != self.config.connections),
             ("control", new.control != self.config.control),
         ];

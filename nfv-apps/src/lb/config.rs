@@ -166,8 +166,25 @@ pub struct Config {
     /// Flows per worker in the connection table.
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// Pipelined mode; absent, each worker runs the chain itself (run-to-completion).
+    pub pipelined: Option<Pipelined>,
     #[serde(default)]
     pub vip: Vec<VipConfig>,
+}
+
+/// `[pipelined]`: each queue's worker receives and transmits, and hands its batches to one
+/// stage per listed core, by flow, through queues of `queue_depth` batches. When a queue is
+/// full the batch is dropped and counted ("stage queue full"); the worker never waits.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipelined {
+    pub cores: Spanned<Vec<usize>>,
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: Spanned<usize>,
+}
+
+fn default_queue_depth() -> Spanned<usize> {
+    Spanned::new(0..0, 8)
 }
 
 fn all_queues() -> Spanned<Queues> {
@@ -298,6 +315,21 @@ impl Config {
         }
         if self.batch == 0 || self.batch > 1024 {
             return Err((None, format!("batch = {}: expected 1 to 1024", self.batch)));
+        }
+        if let Some(pipelined) = &self.pipelined {
+            if pipelined.cores.get_ref().is_empty() {
+                return Err((
+                    Some(pipelined.cores.span()),
+                    "pipelined.cores: the list is empty".into(),
+                ));
+            }
+            let depth = *pipelined.queue_depth.get_ref();
+            if !(1..=4096).contains(&depth) {
+                return Err((
+                    Some(pipelined.queue_depth.span()),
+                    format!("pipelined.queue_depth = {depth}: expected 1 to 4096 batches"),
+                ));
+            }
         }
         if self.vip.is_empty() {
             return Err((

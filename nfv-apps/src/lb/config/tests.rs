@@ -146,3 +146,22 @@ fn bad_values_are_refused_with_their_line() {
     let error = error_of(&GOOD.replace("snat_address = \"fd00::2\"\n", ""));
     assert!(error.message.contains("needs snat_address"), "{error}");
 }
+
+#[test]
+fn pipelined_settings_are_checked_with_their_line() {
+    let with = |table: &str| {
+        GOOD.replace(
+            "control = \"/tmp/lb.sock\"\n",
+            &format!("control = \"/tmp/lb.sock\"\n{table}"),
+        )
+    };
+    let config = Config::parse(&with("[pipelined]\ncores = [1]\n"), "lb.toml").unwrap();
+    let pipelined = config.pipelined.expect("the table is read");
+    assert_eq!(*pipelined.queue_depth.get_ref(), 8, "default depth");
+    let error = error_of(&with("[pipelined]\ncores = []\n"));
+    assert_eq!(error.line, Some(8), "{error}");
+    assert!(error.message.contains("pipelined.cores"), "{error}");
+    let error = error_of(&with("[pipelined]\ncores = [1]\nqueue_depth = 0\n"));
+    assert_eq!(error.line, Some(9), "{error}");
+    assert!(error.message.contains("queue_depth = 0"), "{error}");
+}
