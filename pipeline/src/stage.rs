@@ -5,12 +5,13 @@
 //! ```text
 //!                   +-> [queue, depth D] -> stage 0 (core a, chain) -+
 //! RX core: receive -+-> [queue, depth D] -> stage 1 (core b, chain) -+-> returns -> TX
-//!          by flow hash             full: the batch is dropped and counted, never waited for
+//!          by flow hash    full: frames gather, then are dropped and counted, never waited for
 //! ```
 //!
 //! A flow always meets the same stage, so per-stage state sees the whole flow. Every batch
 //! sent out comes back (the return channel is unbounded, but at most `stages * (D + 1)`
-//! batches are ever out), so no frame leaves the UMEM's accounting.
+//! batches are ever out), so no frame leaves the UMEM's accounting. While a queue is full,
+//! packets for it gather into one more batch; only beyond that are they dropped.
 
 use std::{
     sync::{Arc, Mutex},
@@ -74,6 +75,8 @@ pub(crate) struct Stages {
     stats: Vec<Arc<Mutex<StageStats>>>,
     /// Batches handed out and not yet back.
     in_flight: usize,
+    /// The most frames a batch for a stage may gather.
+    batch_limit: usize,
     /// Stages that have not yet confirmed the last swap.
     swaps_pending: usize,
     /// Per stage, the batch being filled by `dispatch`.
@@ -89,6 +92,7 @@ impl Stages {
         queue: u32,
         chains: Vec<Chain>,
         config: &StageConfig,
+        batch_limit: usize,
     ) -> Result<Stages, WorkerError> {
         let known = core_affinity::get_core_ids().unwrap_or_default();
         if let Some(&core) = config
@@ -106,6 +110,7 @@ impl Stages {
             threads: Vec::new(),
             stats: Vec::new(),
             in_flight: 0,
+            batch_limit,
             swaps_pending: 0,
             filling: Vec::new(),
             spare: Vec::new(),
@@ -137,38 +142,52 @@ impl Stages {
         Ok(stages)
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     pub fn swaps_pending(&self) -> usize {
         self.swaps_pending
     }
 
-    /// Hands `frames` to the stages by flow. Frames whose stage queue is full go to
-    /// `overflow`, for the caller to drop and count: the RX core never waits.
+    /// Hands `frames` to the stages by flow. While a stage's queue is full, its frames
+    /// gather in the batch waiting for it; once that batch is full too, further frames go
+    /// to `overflow`, for the caller to drop and count. The RX core never waits.
     pub fn dispatch(&mut self, umem: &Umem, frames: &mut Vec<Frame>, overflow: &mut Vec<Frame>) {
         let stages = self.inboxes.len() as u32;
         for frame in frames.drain(..) {
-            let stage = flow_hash(umem.data(&frame)) % stages;
-            self.filling[stage as usize].frames.push(frame);
+            let waiting = &mut self.filling[(flow_hash(umem.data(&frame)) % stages) as usize];
+            if waiting.frames.len() < self.batch_limit {
+                waiting.frames.push(frame);
+            } else {
+                overflow.push(frame);
+            }
         }
-        for (stage, inbox) in self.inboxes.iter().enumerate() {
-            if self.filling[stage].frames.is_empty() {
+        self.flush(overflow);
+    }
+
+    /// Sends each stage its waiting batch, where its queue has room. Frames for a stage
+    /// that is gone (its function panicked) go to `overflow`.
+    pub fn flush(&mut self, overflow: &mut Vec<Frame>) {
+        for (waiting, inbox) in self.filling.iter_mut().zip(&self.inboxes) {
+            if waiting.frames.is_empty() {
                 continue;
             }
             let fresh = self.spare.pop().unwrap_or_default();
-            let batch = std::mem::replace(&mut self.filling[stage], fresh);
+            let batch = std::mem::replace(waiting, fresh);
             match inbox.try_send(ToStage::Batch(batch)) {
                 Ok(()) => self.in_flight += 1,
-                Err(TrySendError::Full(ToStage::Batch(mut batch)))
-                | Err(TrySendError::Disconnected(ToStage::Batch(mut batch))) => {
+                Err(TrySendError::Full(ToStage::Batch(batch))) => {
+                    self.spare.push(std::mem::replace(waiting, batch));
+                }
+                Err(TrySendError::Disconnected(ToStage::Batch(mut batch))) => {
                     overflow.append(&mut batch.frames);
                     self.spare.push(batch);
                 }
                 Err(_) => unreachable!("only batches are sent here"),
             }
         }
+    }
+
+    /// Whether frames are still out: queued, in a stage, or waiting for a queue's room.
+    pub fn busy(&self) -> bool {
+        self.in_flight > 0 || self.filling.iter().any(|b| !b.frames.is_empty())
     }
 
     /// Takes back one finished batch, if one is ready: its frames and verdicts are appended
@@ -235,6 +254,8 @@ struct Stage {
 }
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+/// Empty polls of the queue before a stage sleeps on it.
+const SPINS_BEFORE_SLEEP: u32 = 4096;
 
 impl Stage {
     fn run(mut self, core: usize) {
@@ -243,7 +264,7 @@ impl Stage {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
         let mut last_publish = Instant::now();
         loop {
-            match self.work.recv_timeout(PUBLISH_EVERY) {
+            match self.next_message() {
                 Ok(ToStage::Batch(batch)) => {
                     let batch = self.process(batch);
                     if self.done.send(FromStage::Batch(batch)).is_err() {
@@ -264,6 +285,21 @@ impl Stage {
             }
         }
         self.publish();
+    }
+
+    /// Spins a while before sleeping on the queue: waking a sleeping thread costs
+    /// microseconds, which at line rate is many batches.
+    fn next_message(&self) -> Result<ToStage, RecvTimeoutError> {
+        for _ in 0..SPINS_BEFORE_SLEEP {
+            match self.work.try_recv() {
+                Ok(message) => return Ok(message),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(RecvTimeoutError::Disconnected);
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        self.work.recv_timeout(PUBLISH_EVERY)
     }
 
     fn process(&mut self, mut batch: Batch) -> Batch {
@@ -329,11 +365,11 @@ mod tests {
             depth: 1,
         };
         let chain = Chain::new(vec![Box::new(Gate(gate))]);
-        let mut stages = Stages::start(&umem, 0, vec![chain], &config).unwrap();
+        let mut stages = Stages::start(&umem, 0, vec![chain], &config, 4).unwrap();
         let mut overflow = Vec::new();
         let mut sent = 0;
-        // The stage holds one batch at the gate and one waits in the queue; within a few
-        // more batches the queue must be full, and the dispatcher must not block on it.
+        // The stage holds one batch at the gate, one waits in the queue, and one more
+        // (4 frames at most) gathers; then frames must overflow, without blocking.
         for _ in 0..20 {
             let mut frames = vec![pool.take().unwrap(), pool.take().unwrap()];
             for frame in &mut frames {
@@ -341,22 +377,23 @@ mod tests {
             }
             sent += frames.len();
             stages.dispatch(&umem, &mut frames, &mut overflow);
-            std::thread::sleep(Duration::from_millis(2));
+            // Let the stage take the first batch to the gate before going on.
+            while sent == 2 && !stages.inboxes[0].is_empty() {
+                std::thread::yield_now();
+            }
         }
-        assert!(!overflow.is_empty(), "a full queue overflows to the caller");
-        assert!(
-            stages.in_flight() <= 2,
-            "at most one at the gate, one queued"
-        );
-        for _ in 0..stages.in_flight() {
+        assert_eq!(stages.in_flight, 2, "one at the gate, one queued");
+        assert_eq!(overflow.len(), sent - 2 - 2 - 4, "the rest overflows");
+        for _ in 0..3 {
             open.send(()).unwrap();
         }
         let (mut frames, mut verdicts) = (Vec::new(), Vec::new());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while stages.in_flight() > 0 && Instant::now() < deadline {
+        while stages.busy() && Instant::now() < deadline {
+            stages.flush(&mut overflow);
             stages.collect(&mut frames, &mut verdicts);
         }
-        assert_eq!(stages.in_flight(), 0, "every batch came back");
+        assert_eq!(stages.in_flight, 0, "every batch came back");
         assert_eq!(
             frames.len() + overflow.len(),
             sent,
@@ -385,7 +422,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let mut stages = Stages::start(&umem, 0, chains(), &config).unwrap();
+        let mut stages = Stages::start(&umem, 0, chains(), &config, 64).unwrap();
         stages.swap(chains());
         assert_eq!(stages.swaps_pending(), 2);
         let deadline = Instant::now() + Duration::from_secs(5);

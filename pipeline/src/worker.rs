@@ -104,7 +104,8 @@ impl Worker {
             None => Engine::Inline(chains(make_chain, 1).remove(0)),
             Some(stages) => {
                 let built = chains(make_chain, stages.cores.len());
-                Engine::Staged(Stages::start(&umem, queue, built, stages)?)
+                let limit = config.batch as usize;
+                Engine::Staged(Stages::start(&umem, queue, built, stages, limit)?)
             }
         };
         if let Some(core) = config.core {
@@ -379,7 +380,13 @@ impl Run {
         self.overflow.extend(refused);
         let before = self.overflow.len();
         stages.dispatch(&self.umem, &mut self.frames, &mut self.overflow);
-        for _ in before..self.overflow.len() {
+        self.drop_overflow(before);
+    }
+
+    /// Drops the frames the stages turned away (those from `counted` on are counted as
+    /// `stage queue full`; the others were counted already) and refills the fill ring.
+    fn drop_overflow(&mut self, counted: usize) {
+        for _ in counted..self.overflow.len() {
             self.local.drop(STAGE_QUEUE_FULL);
         }
         let dropped = self.overflow.len() as u32;
@@ -391,8 +398,13 @@ impl Run {
         }
     }
 
-    /// Pipelined mode: transmits every batch the stages have finished.
+    /// Pipelined mode: sends batches that waited for room in a stage queue, and transmits
+    /// every batch the stages have finished.
     fn send_finished(&mut self) -> Result<(), WorkerError> {
+        if let Engine::Staged(stages) = &mut self.engine {
+            stages.flush(&mut self.overflow);
+            self.drop_overflow(0);
+        }
         loop {
             let Engine::Staged(stages) = &mut self.engine else {
                 return Ok(());
@@ -489,7 +501,7 @@ impl Run {
     }
 
     fn stages_busy(&self) -> bool {
-        matches!(&self.engine, Engine::Staged(stages) if stages.in_flight() > 0)
+        matches!(&self.engine, Engine::Staged(stages) if stages.busy())
     }
 
     fn publish(&mut self) {

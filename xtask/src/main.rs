@@ -13,7 +13,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root)
   demo    the main job: the L4 load balancer on AF_XDP serving real HTTP clients in the lab
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
-  bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)";
+  bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)
+  bench-lb   the load balancer's Mpps vs `fastpath xsk l2fwd` on the lab (root)";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -24,6 +25,7 @@ fn main() {
         "demo" => setup::run().and_then(|()| demo()),
         "bench" => setup::run().and_then(|()| bench()),
         "bench-xsk" => setup::run().and_then(|()| bench_xsk()),
+        "bench-lb" => setup::run().and_then(|()| bench_lb()),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -157,5 +159,26 @@ fn bench_xsk() -> Result<()> {
             "target/xsk-peer/release/xsk-peer",
             &seconds,
         ],
+    )
+}
+
+/// Builds `fastpath` and runs the load balancer next to `xsk l2fwd` on the segment lab.
+fn bench_lb() -> Result<()> {
+    require_root("bench-lb")?;
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "fastpath",
+            "--package",
+            "benches",
+        ],
+    )?;
+    let seconds = std::env::var("LB_BENCH_SECONDS").unwrap_or_else(|_| "5".into());
+    run(
+        "target/release/lb-bench",
+        &["target/release/fastpath", &seconds],
     )
 }
