@@ -1,1 +1,250 @@
-//! Placeholder: this crate is built out by a later issue (see ARCHITECTURE.md).
+//! NIC profiles as data. Each profile is a TOML file (`profiles/*.toml`, embedded at build
+//! time) holding what a driver's XDP and AF_XDP support looks like, its speeds, queue
+//! limits, default tuning, known quirks and, for offload-capable NICs, the offload limits.
+//! Users add or override profiles with a directory of their own files.
+//!
+//! Line rates are computed, not stored: see [`line_rate_mpps`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+mod line_rate;
+
+pub use line_rate::{WIRE_OVERHEAD, line_rate_mpps};
+
+/// The profiles shipped with fastpath, from the drivers' and vendors' published facts.
+const BUILTIN: [(&str, &str); 10] = [
+    ("veth.toml", include_str!("../profiles/veth.toml")),
+    (
+        "virtio_net.toml",
+        include_str!("../profiles/virtio_net.toml"),
+    ),
+    ("i40e.toml", include_str!("../profiles/i40e.toml")),
+    ("ice.toml", include_str!("../profiles/ice.toml")),
+    ("ixgbe.toml", include_str!("../profiles/ixgbe.toml")),
+    ("mlx5_core.toml", include_str!("../profiles/mlx5_core.toml")),
+    ("nfp.toml", include_str!("../profiles/nfp.toml")),
+    ("ena.toml", include_str!("../profiles/ena.toml")),
+    ("bnxt_en.toml", include_str!("../profiles/bnxt_en.toml")),
+    ("igc.toml", include_str!("../profiles/igc.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("profile {file}: {message}")]
+pub struct ProfileError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The name users pass to `--profile`, usually the driver's.
+    pub name: String,
+    /// Driver names (as ethtool reports them) this profile describes.
+    pub drivers: Vec<String>,
+    pub description: String,
+    /// Where the facts come from.
+    pub source: String,
+    pub xdp: Xdp,
+    pub queues: Queues,
+    /// Link speeds in Gbit/s.
+    pub speeds_gbps: Vec<f64>,
+    pub tuning: Tuning,
+    #[serde(default)]
+    pub quirks: Vec<String>,
+    /// Present when the NIC runs XDP programs itself (hw mode).
+    pub offload: Option<OffloadLimits>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xdp {
+    /// Attach modes that work: "skb", "drv", "hw".
+    pub modes: Vec<String>,
+    pub zero_copy: bool,
+    /// Multi-buffer (frags) packets in drv mode.
+    pub multi_buffer: bool,
+    /// XDP RX metadata kfuncs: "timestamp", "hash", "vlan-tag".
+    pub rx_metadata: Vec<String>,
+    /// The `xdp-features` flags the kernel reports for this driver.
+    pub features: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queues {
+    /// The most combined channels the driver offers.
+    pub max_combined: u32,
+    /// RSS indirection table entries (0: no RSS).
+    pub rss_indirection: u32,
+    /// ethtool ntuple (flow director) rules, and how many (0: none).
+    pub ntuple: bool,
+    pub ntuple_rules: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// Descriptors per AF_XDP ring.
+    pub ring_size: u32,
+    pub batch: u32,
+    /// UMEM frame size: 2048 or 4096.
+    pub frame_size: u32,
+    /// SO_BUSY_POLL_BUDGET; 0: no busy polling.
+    pub busy_poll_budget: u32,
+    /// /sys/class/net/IF/napi_defer_hard_irqs.
+    pub napi_defer_hard_irqs: u32,
+    /// /sys/class/net/IF/gro_flush_timeout, in nanoseconds.
+    pub gro_flush_timeout: u64,
+}
+
+/// What a NIC's own processor accepts in an offloaded program.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadLimits {
+    /// Map kinds it can hold: "array", "hash".
+    pub map_kinds: Vec<String>,
+    /// The largest key plus value, in bytes.
+    pub max_key_value_bytes: u32,
+    /// About how many BPF instructions fit.
+    pub max_instructions: u32,
+    /// Helpers it implements, by name as in `bpf_func_id` without the prefix.
+    pub helpers: Vec<String>,
+    pub redirect: bool,
+    pub af_xdp: bool,
+    pub btf: bool,
+}
+
+impl Profile {
+    /// Parses one profile; an error names the file and the key at fault.
+    pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
+        let error = |message: String| ProfileError {
+            file: file.to_string(),
+            message,
+        };
+        let describe = |e: &toml::de::Error| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            format!("{at}{}", e.message().trim())
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| error(describe(&e)))?;
+        // The path names the key at fault ("tuning.batch"), which the TOML message alone
+        // does not for a value of the wrong type.
+        let profile: Profile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let message = describe(e.inner());
+            error(if key == "." {
+                message
+            } else {
+                format!("{key}: {message}")
+            })
+        })?;
+        profile.check().map_err(error)?;
+        Ok(profile)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        const MODES: [&str; 3] = ["skb", "drv", "hw"];
+        if let Some(mode) = self.xdp.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
+            return Err(format!("xdp.modes: unknown mode {mode:?} (skb, drv or hw)"));
+        }
+        if self.drivers.is_empty() {
+            return Err("drivers: at least one driver name".into());
+        }
+        if self.speeds_gbps.iter().any(|s| !(*s > 0.0)) {
+            return Err("speeds_gbps: every speed must be above 0".into());
+        }
+        if ![2048, 4096].contains(&self.tuning.frame_size) {
+            return Err(format!(
+                "tuning.frame_size = {}: 2048 or 4096",
+                self.tuning.frame_size
+            ));
+        }
+        if !self.tuning.ring_size.is_power_of_two() {
+            return Err(format!(
+                "tuning.ring_size = {}: a power of two",
+                self.tuning.ring_size
+            ));
+        }
+        if self.xdp.modes.iter().any(|m| m == "hw") != self.offload.is_some() {
+            return Err("offload: present exactly when xdp.modes has \"hw\"".into());
+        }
+        Ok(())
+    }
+
+    pub fn supports(&self, mode: &str) -> bool {
+        self.xdp.modes.iter().any(|m| m == mode)
+    }
+
+    /// (speed in Gbit/s, Mpps at 64 B, Mpps at 1518 B) for each speed.
+    pub fn line_rates(&self) -> Vec<(f64, f64, f64)> {
+        self.speeds_gbps
+            .iter()
+            .map(|&gbps| (gbps, line_rate_mpps(gbps, 64), line_rate_mpps(gbps, 1518)))
+            .collect()
+    }
+}
+
+/// A set of profiles: the built-in ones, plus a user's.
+#[derive(Clone, Debug)]
+pub struct Profiles {
+    pub profiles: Vec<Profile>,
+}
+
+impl Profiles {
+    pub fn builtin() -> Profiles {
+        let profiles = BUILTIN
+            .iter()
+            .map(|(file, text)| Profile::parse(text, file).expect("built-in profiles are valid"))
+            .collect();
+        Profiles { profiles }
+    }
+
+    /// The built-in profiles plus every `*.toml` in `dir`; a user profile replaces a
+    /// built-in one of the same name.
+    pub fn with_dir(dir: &Path) -> Result<Profiles, ProfileError> {
+        let error = |message: String| ProfileError {
+            file: dir.display().to_string(),
+            message,
+        };
+        let mut profiles = Profiles::builtin();
+        let entries = std::fs::read_dir(dir).map_err(|e| error(format!("cannot read: {e}")))?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| ProfileError {
+                file: file.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
+            let profile = Profile::parse(&text, &file)?;
+            profiles.profiles.retain(|p| p.name != profile.name);
+            profiles.profiles.push(profile);
+        }
+        Ok(profiles)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The profile for a driver, as ethtool names it.
+    pub fn for_driver(&self, driver: &str) -> Option<&Profile> {
+        self.profiles
+            .iter()
+            .rev() // user profiles, pushed last, win
+            .find(|p| p.drivers.iter().any(|d| d == driver))
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.profiles.iter().map(|p| p.name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
