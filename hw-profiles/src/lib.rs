@@ -153,7 +153,7 @@ impl Profile {
         if self.drivers.is_empty() {
             return Err("drivers: at least one driver name".into());
         }
-        if self.speeds_gbps.iter().any(|s| !(*s > 0.0)) {
+        if self.speeds_gbps.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err("speeds_gbps: every speed must be above 0".into());
         }
         if ![2048, 4096].contains(&self.tuning.frame_size) {
