@@ -4,6 +4,7 @@ mod demo;
 mod lab_cmd;
 mod lb_cmd;
 mod output;
+mod probe_cmd;
 mod xdp_cmd;
 mod xsk;
 
@@ -41,6 +42,9 @@ enum Command {
     },
     /// The L4 load balancer appliance on AF_XDP: run it, or control a running one.
     Lb(lb_cmd::LbArgs),
+    /// What each interface can do: identity, queues, XDP features, attach and AF_XDP
+    /// trials, the matching NIC profile and recommendations.
+    Probe(probe_cmd::ProbeArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
     /// Build a lab, run the L4 load balancer on AF_XDP, send real HTTP requests, drain a
@@ -74,6 +78,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Lb(args) => lb_cmd::run(args, cli.json),
+        Command::Probe(args) => probe_cmd::run(args, cli.json),
         Command::Demo { requests } => demo::run(*requests, cli.json),
     }
 }

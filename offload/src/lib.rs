@@ -4,6 +4,7 @@
 //!   mode policy of [`mode`] and the pins of [`pins`].
 //! - [`Steering`]: rules and counters, changed at run time through the pinned maps.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and timing.
+//! - [`probe`]: what an interface can do (`fastpath probe`), and ntuple flow steering.
 
 mod attach;
 mod error;
@@ -11,6 +12,7 @@ mod hw;
 pub mod mode;
 pub mod netdev;
 mod pins;
+pub mod probe;
 pub mod rules;
 mod steering;
 mod sys;

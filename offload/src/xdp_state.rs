@@ -45,3 +45,31 @@ pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
         Ok(mode.map(|mode| XdpState { mode, program_id }))
     })
 }
+
+/// The interface's MTU and the largest MTU its driver allows.
+pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|error| OffloadError::syscall("start netlink runtime", error))?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
+        tokio::spawn(connection);
+        let mut links = handle.link().get().match_index(ifindex).execute();
+        let message = links
+            .try_next()
+            .await
+            .map_err(|error| OffloadError::bpf("RTM_GETLINK", error))?
+            .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))?;
+        let (mut mtu, mut max_mtu) = (None, None);
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::Mtu(value) => mtu = Some(value),
+                LinkAttribute::MaxMtu(value) => max_mtu = Some(value),
+                _ => {}
+            }
+        }
+        Ok((mtu, max_mtu))
+    })
+}

@@ -1,0 +1,200 @@
+//! The ethtool ioctl (SIOCETHTOOL): driver info, channels, RSS table size, link speed and
+//! the ntuple (flow director) state. Requests and replies are the kernel's structs as bytes
+//! (include/uapi/linux/ethtool.h), so tests feed replies recorded in the shapes real
+//! drivers return through [`Ethtool`] fakes.
+
+use std::io;
+
+use serde::Serialize;
+
+pub const GSET: u32 = 0x01;
+pub const GDRVINFO: u32 = 0x03;
+pub const GFLAGS: u32 = 0x25;
+pub const GRXCLSRLCNT: u32 = 0x2e;
+pub const GRXCLSRULE: u32 = 0x2f;
+pub const GRXCLSRLALL: u32 = 0x30;
+pub const SRXCLSRLDEL: u32 = 0x31;
+pub const SRXCLSRLINS: u32 = 0x32;
+pub const GRXFHINDIR: u32 = 0x38;
+pub const GCHANNELS: u32 = 0x3c;
+/// `ETH_FLAG_NTUPLE` in the GFLAGS word.
+const FLAG_NTUPLE: u32 = 1 << 27;
+
+/// One ethtool request: `buffer` holds the command's struct, filled in by the driver.
+pub trait Ethtool {
+    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()>;
+}
+
+/// The real ioctl, on a throwaway socket in the current network namespace.
+pub struct Ioctl;
+
+impl Ethtool for Ioctl {
+    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()> {
+        #[repr(C)]
+        struct IfReq {
+            name: [u8; libc::IFNAMSIZ],
+            data: *mut libc::c_void,
+            _pad: [u8; 16],
+        }
+        if iface.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        let mut request = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: buffer.as_mut_ptr().cast(),
+            _pad: [0; 16],
+        };
+        request.name[..iface.len()].copy_from_slice(iface.as_bytes());
+        // SAFETY: a plain datagram socket, closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `request` points at `buffer`, which is as large as the command's struct
+        // (the callers size it from the uapi header) and outlives the call.
+        let result = unsafe { libc::ioctl(fd, 0x8946, &mut request) };
+        let error = io::Error::last_os_error();
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+        if result < 0 { Err(error) } else { Ok(()) }
+    }
+}
+
+pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn text_at(bytes: &[u8], at: usize, len: usize) -> String {
+    let field = &bytes[at..at + len];
+    let end = field.iter().position(|&b| b == 0).unwrap_or(len);
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// A request buffer of `len` bytes starting with `cmd`.
+pub fn command(cmd: u32, len: usize) -> Vec<u8> {
+    let mut buffer = vec![0u8; len];
+    buffer[..4].copy_from_slice(&cmd.to_ne_bytes());
+    buffer
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DriverInfo {
+    pub driver: String,
+    pub version: String,
+    pub firmware: String,
+    pub bus_info: String,
+}
+
+/// `struct ethtool_drvinfo`: cmd, then 32-byte driver, version, fw_version and bus_info.
+pub const DRVINFO_LEN: usize = 196;
+
+pub fn parse_drvinfo(reply: &[u8]) -> DriverInfo {
+    DriverInfo {
+        driver: text_at(reply, 4, 32),
+        version: text_at(reply, 36, 32),
+        firmware: text_at(reply, 68, 32),
+        bus_info: text_at(reply, 100, 32),
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Channels {
+    pub max_rx: u32,
+    pub max_tx: u32,
+    pub max_combined: u32,
+    pub rx: u32,
+    pub tx: u32,
+    pub combined: u32,
+}
+
+/// `struct ethtool_channels`: nine u32s.
+pub const CHANNELS_LEN: usize = 36;
+
+pub fn parse_channels(reply: &[u8]) -> Channels {
+    Channels {
+        max_rx: u32_at(reply, 4),
+        max_tx: u32_at(reply, 8),
+        max_combined: u32_at(reply, 16),
+        rx: u32_at(reply, 20),
+        tx: u32_at(reply, 24),
+        combined: u32_at(reply, 32),
+    }
+}
+
+/// `struct ethtool_cmd` (legacy GSET): the speed is split in `speed` (u16 at 12) and
+/// `speed_hi` (u16 at 28); all ones means unknown.
+pub const GSET_LEN: usize = 44;
+
+pub fn parse_speed_mbps(reply: &[u8]) -> Option<u32> {
+    let low = u16::from_ne_bytes([reply[12], reply[13]]) as u32;
+    let high = u16::from_ne_bytes([reply[28], reply[29]]) as u32;
+    let speed = high << 16 | low;
+    (speed != 0 && speed != u32::MAX && speed != 0xffff).then_some(speed)
+}
+
+/// What the device offers for ntuple filters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Ntuple {
+    /// The feature flag is on (`ethtool -K IF ntuple on`).
+    pub enabled: bool,
+    /// Rule slots, when the driver says (GRXCLSRLCNT).
+    pub capacity: Option<u32>,
+    /// Rules installed now.
+    pub rules: Option<u32>,
+    /// Why it is unavailable, when it is.
+    pub error: Option<String>,
+}
+
+/// `struct ethtool_rxnfc`: cmd, flow_type, data (u64 at 8), the 168-byte flow spec at 16,
+/// rule_cnt at 184, then the rule locations.
+pub const RXNFC_LEN: usize = 192;
+
+/// Every fact ethtool gives for one interface; a failed request leaves its part empty and
+/// says why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EthtoolFacts {
+    pub info: DriverInfo,
+    pub channels: Option<Channels>,
+    pub rss_indirection: Option<u32>,
+    pub speed_mbps: Option<u32>,
+    pub ntuple: Ntuple,
+}
+
+pub fn read(io: &mut dyn Ethtool, iface: &str) -> io::Result<EthtoolFacts> {
+    let mut ask = |cmd: u32, len: usize| {
+        let mut buffer = command(cmd, len);
+        io.request(iface, &mut buffer).map(|()| buffer)
+    };
+    let info = parse_drvinfo(&ask(GDRVINFO, DRVINFO_LEN)?);
+    let channels = ask(GCHANNELS, CHANNELS_LEN)
+        .ok()
+        .map(|r| parse_channels(&r));
+    let rss_indirection = ask(GRXFHINDIR, 8)
+        .ok()
+        .map(|r| u32_at(&r, 4))
+        .filter(|&n| n > 0);
+    let speed_mbps = ask(GSET, GSET_LEN).ok().and_then(|r| parse_speed_mbps(&r));
+    let enabled = ask(GFLAGS, 8).is_ok_and(|r| u32_at(&r, 4) & FLAG_NTUPLE != 0);
+    let ntuple = match ask(GRXCLSRLCNT, RXNFC_LEN) {
+        Ok(reply) => Ntuple {
+            enabled,
+            capacity: Some(u64::from_ne_bytes(reply[8..16].try_into().unwrap()) as u32)
+                .filter(|&n| n > 0),
+            rules: Some(u32_at(&reply, 184)),
+            error: None,
+        },
+        Err(error) => Ntuple {
+            enabled,
+            capacity: None,
+            rules: None,
+            error: Some(crate::probe::explain_errno(&error)),
+        },
+    };
+    Ok(EthtoolFacts {
+        info,
+        channels,
+        rss_indirection,
+        speed_mbps,
+        ntuple,
+    })
+}
