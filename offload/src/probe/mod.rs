@@ -207,3 +207,6 @@ pub fn interfaces() -> Vec<String> {
     }
     names
 }
+
+#[cfg(test)]
+mod tests;
