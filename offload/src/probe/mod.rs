@@ -8,6 +8,7 @@ pub mod advice;
 pub mod ethtool;
 pub mod netdev;
 pub mod ntuple;
+pub mod offload_check;
 pub mod trials;
 
 use std::io;
