@@ -87,10 +87,11 @@ pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec
         if insn.code == BPF_CALL && insn.src_reg() == 0 {
             helpers.insert(insn.imm);
         }
-        if insn.code == BPF_LD_IMM64 && insn.src_reg() == PSEUDO_MAP_FD {
-            if let Some(index) = maps.iter().position(|(_, fd, _)| *fd == insn.imm) {
-                used_maps.insert(index);
-            }
+        if insn.code == BPF_LD_IMM64
+            && insn.src_reg() == PSEUDO_MAP_FD
+            && let Some(index) = maps.iter().position(|(_, fd, _)| *fd == insn.imm)
+        {
+            used_maps.insert(index);
         }
     }
     for (name, _, map) in used_maps.iter().map(|&i| &maps[i]) {
