@@ -177,15 +177,19 @@ fn explain(error: &io::Error, driver: &str) -> String {
     }
 }
 
-fn map_kind(map_type: u32) -> &'static str {
+/// A map type's short name, as in bpftool.
+pub(crate) fn map_kind(map_type: u32) -> &'static str {
     use bpf_map_type::*;
     match map_type {
+        t if t == BPF_MAP_TYPE_ARRAY as u32 => "array",
+        t if t == BPF_MAP_TYPE_HASH as u32 => "hash",
+        t if t == BPF_MAP_TYPE_LRU_HASH as u32 => "lru_hash",
         t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => "lpm_trie",
         t if t == BPF_MAP_TYPE_PERCPU_ARRAY as u32 => "percpu_array",
         t if t == BPF_MAP_TYPE_PERCPU_HASH as u32 => "percpu_hash",
         t if t == BPF_MAP_TYPE_XSKMAP as u32 => "xskmap",
         t if t == BPF_MAP_TYPE_DEVMAP as u32 => "devmap",
         t if t == BPF_MAP_TYPE_CPUMAP as u32 => "cpumap",
-        _ => "another kind",
+        _ => "other",
     }
 }

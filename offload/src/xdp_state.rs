@@ -13,41 +13,39 @@ pub struct XdpState {
 
 /// The XDP program on `ifindex`, if any.
 pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|error| OffloadError::syscall("start netlink runtime", error))?;
-    runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
-        tokio::spawn(connection);
-        let mut links = handle.link().get().match_index(ifindex).execute();
-        let message = links
-            .try_next()
-            .await
-            .map_err(|error| OffloadError::bpf("RTM_GETLINK", error))?
-            .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))?;
-        let mut mode = None;
-        let mut program_id = 0;
-        for attribute in message.attributes {
-            if let LinkAttribute::Xdp(xdp) = attribute {
-                for item in xdp {
-                    match item {
-                        LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpMode::Drv),
-                        LinkXdp::Attached(XdpAttached::SocketBuffer) => mode = Some(XdpMode::Skb),
-                        LinkXdp::Attached(XdpAttached::Hardware) => mode = Some(XdpMode::Hw),
-                        LinkXdp::ProgId(id) => program_id = id,
-                        _ => {}
-                    }
+    let mut mode = None;
+    let mut program_id = 0;
+    for attribute in link_attributes(ifindex)? {
+        if let LinkAttribute::Xdp(xdp) = attribute {
+            for item in xdp {
+                match item {
+                    LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpMode::Drv),
+                    LinkXdp::Attached(XdpAttached::SocketBuffer) => mode = Some(XdpMode::Skb),
+                    LinkXdp::Attached(XdpAttached::Hardware) => mode = Some(XdpMode::Hw),
+                    LinkXdp::ProgId(id) => program_id = id,
+                    _ => {}
                 }
             }
         }
-        Ok(mode.map(|mode| XdpState { mode, program_id }))
-    })
+    }
+    Ok(mode.map(|mode| XdpState { mode, program_id }))
 }
 
 /// The interface's MTU and the largest MTU its driver allows.
 pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
+    let (mut mtu, mut max_mtu) = (None, None);
+    for attribute in link_attributes(ifindex)? {
+        match attribute {
+            LinkAttribute::Mtu(value) => mtu = Some(value),
+            LinkAttribute::MaxMtu(value) => max_mtu = Some(value),
+            _ => {}
+        }
+    }
+    Ok((mtu, max_mtu))
+}
+
+/// The link's attributes, from one RTM_GETLINK.
+fn link_attributes(ifindex: u32) -> Result<Vec<LinkAttribute>, OffloadError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -62,14 +60,6 @@ pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
             .await
             .map_err(|error| OffloadError::bpf("RTM_GETLINK", error))?
             .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))?;
-        let (mut mtu, mut max_mtu) = (None, None);
-        for attribute in message.attributes {
-            match attribute {
-                LinkAttribute::Mtu(value) => mtu = Some(value),
-                LinkAttribute::MaxMtu(value) => max_mtu = Some(value),
-                _ => {}
-            }
-        }
-        Ok((mtu, max_mtu))
+        Ok(message.attributes)
     })
 }

@@ -129,17 +129,7 @@ fn bench() -> Result<()> {
 fn bench_xsk() -> Result<()> {
     require_root("bench-xsk")?;
     setup::install_debian_packages(&["clang", "m4", "libelf-dev", "libpcap-dev"])?;
-    run(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--package",
-            "fastpath",
-            "--package",
-            "benches",
-        ],
-    )?;
+    build_fastpath_and_benches()?;
     run(
         "cargo",
         &[
@@ -165,6 +155,15 @@ fn bench_xsk() -> Result<()> {
 /// Builds `fastpath` and runs the load balancer next to `xsk l2fwd` on the segment lab.
 fn bench_lb() -> Result<()> {
     require_root("bench-lb")?;
+    build_fastpath_and_benches()?;
+    let seconds = std::env::var("LB_BENCH_SECONDS").unwrap_or_else(|_| "5".into());
+    run(
+        "target/release/lb-bench",
+        &["target/release/fastpath", &seconds],
+    )
+}
+
+fn build_fastpath_and_benches() -> Result<()> {
     run(
         "cargo",
         &[
@@ -175,10 +174,5 @@ fn bench_lb() -> Result<()> {
             "--package",
             "benches",
         ],
-    )?;
-    let seconds = std::env::var("LB_BENCH_SECONDS").unwrap_or_else(|_| "5".into());
-    run(
-        "target/release/lb-bench",
-        &["target/release/fastpath", &seconds],
     )
 }

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use aya_obj::generated::bpf_map_type::*;
 use hw_profiles::OffloadLimits;
+
+use crate::hw::map_kind;
 
 const BPF_CALL: u8 = 0x85;
 const BPF_LD_IMM64: u8 = 0x18;
@@ -32,21 +33,6 @@ fn helper_name(id: i32) -> String {
         _ => return format!("helper #{id}"),
     };
     name.to_string()
-}
-
-fn map_kind(map_type: u32) -> &'static str {
-    match map_type {
-        t if t == BPF_MAP_TYPE_ARRAY as u32 => "array",
-        t if t == BPF_MAP_TYPE_HASH as u32 => "hash",
-        t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => "lpm_trie",
-        t if t == BPF_MAP_TYPE_PERCPU_ARRAY as u32 => "percpu_array",
-        t if t == BPF_MAP_TYPE_PERCPU_HASH as u32 => "percpu_hash",
-        t if t == BPF_MAP_TYPE_XSKMAP as u32 => "xskmap",
-        t if t == BPF_MAP_TYPE_DEVMAP as u32 => "devmap",
-        t if t == BPF_MAP_TYPE_CPUMAP as u32 => "cpumap",
-        t if t == BPF_MAP_TYPE_LRU_HASH as u32 => "lru_hash",
-        _ => "other",
-    }
 }
 
 /// Why `program` in `object` cannot be offloaded under `limits`; empty when it can.
