@@ -41,6 +41,7 @@ impl XskLab {
                 iface,
                 policy: ModePolicy::Auto,
                 default_action,
+                prefilter: Vec::new(),
             })
         })
         .unwrap()

@@ -84,6 +84,7 @@ impl Setup {
                 iface,
                 policy: ModePolicy::Auto,
                 default_action,
+                prefilter: Vec::new(),
             })
         })??;
         Ok(())

@@ -22,6 +22,20 @@ pub enum XdpCommand {
         /// Action for IP packets that match no rule.
         #[arg(long = "default", default_value = "pass", value_parser = parse_default)]
         default_action: Action,
+        /// A source address the prefilter drops (repeat for more). The planner puts the
+        /// prefilter in the NIC where it offloads, else inside the steering program.
+        #[arg(long = "prefilter-drop")]
+        prefilter: Vec<std::net::IpAddr>,
+        /// Print the placement plan and change nothing.
+        #[arg(long)]
+        plan_only: bool,
+    },
+    /// Replace the prefilter's source addresses (no reload); none empties it.
+    Prefilter {
+        #[arg(long)]
+        iface: String,
+        /// Source addresses to drop.
+        sources: Vec<std::net::IpAddr>,
     },
     /// Mode, program id, counters and rules.
     Status {
@@ -105,12 +119,29 @@ pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
             iface,
             mode,
             default_action,
+            prefilter,
+            plan_only,
         } => {
-            let attachment = offload::attach(&AttachOptions {
+            let options = AttachOptions {
                 iface: iface.clone(),
                 policy: *mode,
                 default_action: *default_action,
-            })?;
+                prefilter: prefilter.clone(),
+            };
+            let plan = offload::plan_for(&options)?;
+            if *plan_only {
+                if as_json {
+                    output::json(&plan);
+                } else {
+                    print!("{plan}");
+                }
+                return Ok(());
+            }
+            // Printed before it is applied; with --json it is part of the one JSON object.
+            if !as_json {
+                print!("{plan}");
+            }
+            let attachment = offload::attach_planned(&options, plan)?;
             if as_json {
                 output::json(&attachment);
             } else {
@@ -128,6 +159,19 @@ pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
             }
         }
         XdpCommand::Status { iface } => print_status(&offload::status(iface)?, as_json),
+        XdpCommand::Prefilter { iface, sources } => {
+            let maps = if offload::Pins::for_iface(iface).hw_prefilter().exists() {
+                offload::HW_PREFILTER
+            } else {
+                ""
+            };
+            Steering::open(iface)?.set_prefilter(maps, sources)?;
+            if as_json {
+                output::json(&json!({ "iface": iface, "prefilter": sources }));
+            } else {
+                println!("prefilter on {iface}: {} source(s)", sources.len());
+            }
+        }
         XdpCommand::Rule { command } => run_rule(command, as_json)?,
         XdpCommand::Replace { iface, object } => {
             let bytes = match object {
@@ -244,6 +288,32 @@ pub fn print_status(status: &Status, as_json: bool) {
         "{}: {} mode, program id {}, default {}",
         status.iface, mode, id, status.default_action
     );
+    // What runs where: one row per XDP slot in use.
+    let placements: Vec<Vec<String>> = status
+        .placements
+        .iter()
+        .map(|p| {
+            vec![
+                p.mode.to_string(),
+                p.program.clone(),
+                p.program_id.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["slot", "program", "id"], &placements);
+    let merged = status.placements.iter().all(|p| p.program != "prefilter");
+    if !status.prefilter.is_empty() {
+        println!(
+            "prefilter ({}):",
+            if merged { "inside steer" } else { "in the NIC" }
+        );
+        let rows: Vec<Vec<String>> = status
+            .prefilter
+            .iter()
+            .map(|e| vec![e.source.to_string(), e.drops.to_string()])
+            .collect();
+        output::table(&["source", "drops"], &rows);
+    }
     let c = &status.counters;
     output::table(
         &[
@@ -254,6 +324,7 @@ pub fn print_status(status: &Status, as_json: bool) {
             "malformed",
             "xsk_fallback",
             "non_ip",
+            "prefilter",
         ],
         &[[
             c.pass,
@@ -263,6 +334,7 @@ pub fn print_status(status: &Status, as_json: bool) {
             c.malformed,
             c.xsk_fallback,
             c.non_ip,
+            c.prefilter,
         ]
         .iter()
         .map(u64::to_string)

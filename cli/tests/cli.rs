@@ -200,3 +200,81 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
         "nothing attached",
     );
 }
+
+/// The placement planner on veth (no offload): the prefilter merges into the steering
+/// program in the driver slot; listed sources are dropped and counted, others pass, and the
+/// list changes at run time without a reload.
+#[test]
+fn the_prefilter_is_merged_on_veth_and_drops_listed_sources() {
+    if !root("prefilter placement") {
+        return;
+    }
+    let lab = Lab::for_test("pf");
+    let ns = lab.dut.namespace.as_str();
+    let iface = lab.dut.iface.as_str();
+    let client = lab.client.ipv4.to_string();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = fastpath(&[&["--json", "--netns", ns], args].concat());
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+    let attach = [
+        "xdp",
+        "attach",
+        "--iface",
+        iface,
+        "--prefilter-drop",
+        &client,
+        "--prefilter-drop",
+        "fd77::99",
+    ];
+    let plan = json(&[&attach[..], &["--plan-only"]].concat());
+    assert_eq!(plan["layout"], "merged");
+    assert_eq!(plan["prefilter_mode"], serde_json::Value::Null);
+    assert!(
+        plan["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("driver veth does not offload XDP programs"),
+        "{plan}"
+    );
+    let attached = json(&attach);
+    assert_eq!(attached["mode"], "drv");
+    assert_eq!(attached["plan"]["layout"], "merged");
+
+    // Datagrams from the listed client never reach a socket on the dut.
+    let receiver = Lab::udp_socket(ns, format!("{}:7000", lab.dut.ipv4).parse().unwrap()).unwrap();
+    receiver
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let send = |count: usize| {
+        let sender = Lab::udp_socket(&lab.client.namespace, "0.0.0.0:0".parse().unwrap()).unwrap();
+        for _ in 0..count {
+            sender.send_to(b"prefilter", (lab.dut.ipv4, 7000)).unwrap();
+        }
+    };
+    send(20);
+    let mut buffer = [0u8; 64];
+    assert!(
+        receiver.recv(&mut buffer).is_err(),
+        "a listed source got through"
+    );
+    let status = json(&["xdp", "status", "--iface", iface]);
+    assert_eq!(status["placements"][0]["mode"], "drv");
+    assert_eq!(status["placements"][0]["program"], "steer");
+    assert_eq!(status["placements"].as_array().unwrap().len(), 1);
+    assert_eq!(status["counters"]["prefilter"], 20);
+    let entries = status["prefilter"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let client_entry = entries.iter().find(|e| e["source"] == client).unwrap();
+    assert_eq!(client_entry["drops"], 20);
+
+    // Emptied at run time: the same datagrams now arrive.
+    json(&["xdp", "prefilter", "--iface", iface]);
+    send(3);
+    assert_eq!(receiver.recv(&mut buffer).unwrap(), 9);
+    let status = json(&["xdp", "status", "--iface", iface]);
+    assert_eq!(status["counters"]["prefilter"], 20);
+    assert!(status["prefilter"].as_array().unwrap().is_empty());
+    json(&["xdp", "detach", "--iface", iface]);
+}

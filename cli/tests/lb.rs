@@ -11,10 +11,9 @@ fn dsr_l2_ipv4_serves_every_connection() {
         return;
     }
     let setup = setup("la", 1);
-    let appliance = Appliance::start(
-        &setup,
-        &config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]),
-    );
+    // A prefilter entry that matches no client: placed (merged on veth), never in the way.
+    let text = config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]);
+    let appliance = Appliance::start(&setup, &format!("prefilter = [\"192.0.2.200\"]\n{text}"));
     let counts = tally(&http_gets(&setup, true, 1000));
     assert!(
         counts.iter().all(|&c| c > 0),
@@ -25,6 +24,23 @@ fn dsr_l2_ipv4_serves_every_connection() {
         status["vips"][0]["connections"].as_u64().unwrap() >= 1000,
         "{status}"
     );
+    // Tuning came from the veth profile, the prefilter merged into steer, no ntuple on veth.
+    let log: Vec<&str> = status["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let has = |needle: &str| log.iter().any(|line| line.contains(needle));
+    assert!(has("profile: veth (driver veth)"), "{log:?}");
+    assert!(has("batch 64 (profile veth)"), "{log:?}");
+    assert!(has("prefilter  -> inside steer"), "{log:?}");
+    assert!(
+        has("ntuple: not used") || has("no ntuple filters"),
+        "{log:?}"
+    );
+    assert_eq!(status["prefilter"][0][0], "192.0.2.200");
+    assert_eq!(status["prefilter"][0][1], 0);
     assert!(appliance.stop(), "the appliance should stop cleanly");
 }
 

@@ -248,3 +248,40 @@ impl Profiles {
 
 #[cfg(test)]
 mod tests;
+
+/// A tuning value and where it came from, for the log ("batch 64 (profile veth)").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: String,
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Sourced<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.value, self.source)
+    }
+}
+
+/// Picks a setting: the config's value when given, else the matched profile's, else the
+/// built-in default. The source says which.
+pub fn pick<T: Copy>(
+    config: Option<T>,
+    profile: Option<&Profile>,
+    from_profile: impl Fn(&Tuning) -> T,
+    builtin: T,
+) -> Sourced<T> {
+    match (config, profile) {
+        (Some(value), _) => Sourced {
+            value,
+            source: "config".into(),
+        },
+        (None, Some(profile)) => Sourced {
+            value: from_profile(&profile.tuning),
+            source: format!("profile {}", profile.name),
+        },
+        (None, None) => Sourced {
+            value: builtin,
+            source: "built-in default, no profile matched".into(),
+        },
+    }
+}

@@ -89,3 +89,20 @@ fn a_user_directory_adds_and_overrides_profiles() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_config_value_overrides_the_profile_which_overrides_the_builtin_default() {
+    let profiles = Profiles::builtin();
+    let i40e = profiles.by_name("i40e");
+    let batch = |config| crate::pick(config, i40e, |t| t.batch, 7);
+    assert_eq!(batch(Some(32)).source, "config");
+    assert_eq!(batch(Some(32)).value, 32);
+    let from_profile = batch(None);
+    assert_eq!(from_profile.value, i40e.unwrap().tuning.batch);
+    assert_eq!(from_profile.source, "profile i40e");
+    let builtin = crate::pick(None, None, |t| t.batch, 7);
+    assert_eq!(
+        builtin.to_string(),
+        "7 (built-in default, no profile matched)"
+    );
+}

@@ -8,7 +8,9 @@ use aya::{
         xdp::{XdpLink, XdpMode as AyaMode},
     },
 };
-use std::os::fd::AsFd;
+use std::{net::IpAddr, os::fd::AsFd};
+
+use hw_profiles::Profiles;
 
 use serde::Serialize;
 
@@ -16,8 +18,10 @@ use crate::{
     OffloadError, Pins, STEER_OBJECT, hw,
     mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
     netdev,
+    placement::{self, Layout, Plan, PlanInput},
+    probe,
     rules::Action,
-    steering::{self, ActionCounters, RuleStats, Steering},
+    steering::{self, ActionCounters, HW_PREFILTER, RuleStats, Steering},
     sys,
     xdp_state::{self, XdpState},
 };
@@ -30,6 +34,8 @@ pub struct AttachOptions {
     pub policy: ModePolicy,
     /// For IP packets no rule matches.
     pub default_action: Action,
+    /// Source addresses the prefilter drops before any rule is looked at.
+    pub prefilter: Vec<IpAddr>,
 }
 
 /// What `attach` did.
@@ -42,9 +48,35 @@ pub struct Attachment {
     /// Higher modes tried first, and why each failed.
     pub fallbacks: Vec<ModeFailure>,
     pub default_action: Action,
+    /// The placement as applied: a split plan whose hardware step failed is merged.
+    pub plan: Plan,
 }
 
+/// The placement plan for `options` on its interface, from the kernel's xdp-features, the
+/// matched built-in profile and the offload check. Nothing is changed.
+pub fn plan_for(options: &AttachOptions) -> Result<Plan, OffloadError> {
+    let ifindex = netdev::ifindex(&options.iface)?;
+    let driver = netdev::driver(&options.iface).unwrap_or_else(|_| "unknown".to_string());
+    let features = probe::netdev::read(ifindex).unwrap_or_default();
+    let profiles = Profiles::builtin();
+    let input = PlanInput::from_facts(
+        &driver,
+        &features.xdp_features,
+        profiles.for_driver(&driver),
+        STEER_OBJECT,
+        options.prefilter.len(),
+    );
+    Ok(placement::plan(options.policy, &input))
+}
+
+/// Plans, then attaches: see [`plan_for`] and [`attach_planned`].
 pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
+    attach_planned(options, plan_for(options)?)
+}
+
+/// Applies `plan`: the prefilter to the hardware first in a split plan (merged instead when
+/// the card refuses, and reported), then the steering program in the plan's modes.
+pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachment, OffloadError> {
     let iface = options.iface.as_str();
     let ifindex = netdev::ifindex(iface)?;
     crate::pins::prune_stale();
@@ -71,6 +103,17 @@ pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
     }
     pins.create()?;
     let driver = netdev::driver(iface).unwrap_or_else(|_| "unknown".to_string());
+    let mut fallbacks = plan.skipped.clone();
+    if plan.layout == Layout::Split
+        && let Err(reason) = attach_hw_prefilter(&pins, ifindex, &driver)
+    {
+        fallbacks.push(ModeFailure {
+            mode: XdpMode::Hw,
+            reason: format!("prefilter: {reason}; merged into the steering program instead"),
+        });
+        plan.layout = Layout::Merged;
+        plan.prefilter_mode = None;
+    }
     let mut kernel = KernelAttempt {
         iface,
         ifindex,
@@ -79,17 +122,32 @@ pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
         default_action: options.default_action,
         loaded: None,
     };
-    match choose_mode(options.policy, &mut kernel) {
-        Ok(choice) => Ok(Attachment {
-            iface: iface.to_string(),
-            driver,
-            mode: choice.mode,
-            program_id: choice.program_id,
-            fallbacks: choice.failed,
-            default_action: options.default_action,
-        }),
+    match choose_mode(&plan.steering_modes, &mut kernel) {
+        Ok(choice) => {
+            drop(kernel);
+            let maps = match plan.layout {
+                Layout::Split => HW_PREFILTER,
+                _ => "",
+            };
+            if !options.prefilter.is_empty() {
+                Steering::open(iface)?.set_prefilter(maps, &options.prefilter)?;
+            }
+            fallbacks.extend(choice.failed);
+            Ok(Attachment {
+                iface: iface.to_string(),
+                driver,
+                mode: choice.mode,
+                program_id: choice.program_id,
+                fallbacks,
+                default_action: options.default_action,
+                plan,
+            })
+        }
         Err(failures) => {
             drop(kernel);
+            if pins.hw_prefilter().exists() {
+                let _ = hw::detach_offloaded(ifindex);
+            }
             pins.remove()?;
             let reasons = failures
                 .iter()
@@ -102,6 +160,24 @@ pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
             })
         }
     }
+}
+
+/// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
+fn attach_hw_prefilter(pins: &Pins, ifindex: u32, driver: &str) -> Result<(), String> {
+    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)?;
+    let pin = |fd: &std::os::fd::OwnedFd, path: &std::path::Path| {
+        sys::obj_pin(fd.as_fd(), path).map_err(|error| format!("pin {}: {error}", path.display()))
+    };
+    let pinned = pin(&offloaded.program, &pins.hw_prefilter()).and_then(|()| {
+        offloaded
+            .maps
+            .iter()
+            .try_for_each(|(name, fd)| pin(fd, &pins.map(&format!("{HW_PREFILTER}{name}"))))
+    });
+    if pinned.is_err() {
+        let _ = hw::detach_offloaded(ifindex);
+    }
+    pinned
 }
 
 /// The kernel side of [`choose_mode`]: loads the program once, then tries each mode.
@@ -130,11 +206,10 @@ impl ModeAttempt for KernelAttempt<'_> {
 
 impl KernelAttempt<'_> {
     fn try_hw(&mut self) -> Result<u32, String> {
-        let (fd, program_id) =
-            hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
-        sys::obj_pin(fd.as_fd(), &self.pins.program())
+        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
+        sys::obj_pin(offloaded.program.as_fd(), &self.pins.program())
             .map_err(|error| format!("pin {}: {error}", self.pins.program().display()))?;
-        Ok(program_id)
+        Ok(offloaded.id)
     }
 
     fn try_link(&mut self, mode: AyaMode) -> Result<u32, String> {
@@ -255,6 +330,10 @@ pub fn detach(iface: &str) -> Result<(), OffloadError> {
     if !pins.exists() {
         return Err(not_attached(iface, &pins));
     }
+    if pins.hw_prefilter().exists() {
+        hw::detach_offloaded(ifindex)
+            .map_err(|error| OffloadError::syscall("XDP detach of the prefilter (hw)", error))?;
+    }
     if pins.link().exists() {
         let link = sys::obj_get(&pins.link())
             .map_err(|error| OffloadError::syscall("BPF_OBJ_GET of the pinned link", error))?;
@@ -274,26 +353,73 @@ pub fn detach(iface: &str) -> Result<(), OffloadError> {
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub iface: String,
-    /// The mode the kernel reports, None when nothing is attached.
+    /// The steering program's mode as the kernel reports it, None when nothing is attached.
     pub mode: Option<XdpMode>,
     pub program_id: Option<u32>,
+    /// What runs where: every XDP slot the kernel reports in use, with the program's name.
+    pub placements: Vec<Placed>,
     pub default_action: Action,
     pub counters: ActionCounters,
+    /// The prefilter's source addresses and the packets dropped from each.
+    pub prefilter: Vec<PrefilterEntry>,
     pub rules: Vec<RuleStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Placed {
+    pub mode: XdpMode,
+    pub program_id: u32,
+    pub program: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrefilterEntry {
+    pub source: IpAddr,
+    pub drops: u64,
 }
 
 pub fn status(iface: &str) -> Result<Status, OffloadError> {
     let ifindex = netdev::ifindex(iface)?;
     let steering = Steering::open(iface)?;
-    let state = xdp_state::query(ifindex)?;
+    let placements: Vec<Placed> = xdp_state::slots(ifindex)?
+        .into_iter()
+        .map(|slot| Placed {
+            mode: slot.mode,
+            program_id: slot.program_id,
+            program: program_name(slot.program_id),
+        })
+        .collect();
+    let steer = placements
+        .iter()
+        .find(|p| p.mode != XdpMode::Hw || p.program == PROGRAM);
+    let prefilter_maps = if Pins::for_iface(iface).hw_prefilter().exists() {
+        HW_PREFILTER
+    } else {
+        ""
+    };
     Ok(Status {
         iface: iface.to_string(),
-        mode: state.map(|state| state.mode),
-        program_id: state.map(|state| state.program_id),
+        mode: steer.map(|p| p.mode),
+        program_id: steer.map(|p| p.program_id),
         default_action: steering.default_action()?,
         counters: steering.counters()?,
+        prefilter: steering
+            .prefilter(prefilter_maps)?
+            .into_iter()
+            .map(|(source, drops)| PrefilterEntry { source, drops })
+            .collect(),
         rules: steering.rule_stats()?,
+        placements,
     })
+}
+
+/// The name the program was loaded with, "?" when the kernel no longer lists it.
+fn program_name(id: u32) -> String {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| info.id() == id)
+        .and_then(|info| info.name_as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
 
 fn not_attached(iface: &str, pins: &Pins) -> OffloadError {

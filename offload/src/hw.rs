@@ -26,24 +26,30 @@ const OFFLOADABLE_MAPS: [u32; 2] = [
     bpf_map_type::BPF_MAP_TYPE_HASH as u32,
 ];
 
-/// Loads `program` from `object` bound to `ifindex` and attaches it in HW mode.
-/// Returns the program fd, for the caller to pin, and the program id.
+/// A program loaded onto the NIC and attached in HW mode, with the maps bound with it.
+pub struct Offloaded {
+    pub program: OwnedFd,
+    pub id: u32,
+    pub maps: Vec<(String, OwnedFd)>,
+}
+
+/// Loads `program` from `object` bound to `ifindex` and attaches it in HW mode. Only the
+/// maps the program uses are created on the device.
 pub fn attach_offloaded(
     object: &[u8],
     program: &str,
     ifindex: u32,
     driver: &str,
-) -> Result<(OwnedFd, u32), HwFailure> {
-    let mut obj =
-        aya_obj::Object::parse(object).map_err(|error| format!("parse object: {error}"))?;
-    let mut names: Vec<String> = obj.maps.keys().cloned().collect();
+) -> Result<Offloaded, HwFailure> {
+    let image = crate::probe::offload_check::image(object, program)?;
+    let mut used = image.maps;
     // Offloadable kinds first, so that the first failure on a NIC without offload support is
     // about the device, not about a map kind.
-    names.sort_by_key(|name| !OFFLOADABLE_MAPS.contains(&(obj.maps[name].map_type())));
-    let unsupported: Vec<String> = names
+    used.sort_by_key(|(_, map)| !OFFLOADABLE_MAPS.contains(&map.map_type()));
+    let unsupported: Vec<String> = used
         .iter()
-        .filter(|name| !OFFLOADABLE_MAPS.contains(&obj.maps[*name].map_type()))
-        .map(|name| format!("{name} ({})", map_kind(obj.maps[name].map_type())))
+        .filter(|(_, map)| !OFFLOADABLE_MAPS.contains(&map.map_type()))
+        .map(|(name, map)| format!("{name} ({})", map_kind(map.map_type())))
         .collect();
     let note = if unsupported.is_empty() {
         String::new()
@@ -54,9 +60,8 @@ pub fn attach_offloaded(
         )
     };
 
-    let mut fds = Vec::new();
-    for name in &names {
-        let map = &obj.maps[name];
+    let mut maps = Vec::new();
+    for (name, map) in &used {
         let fd = create_bound_map(name, map, ifindex).map_err(|error| {
             format!(
                 "BPF_MAP_CREATE of {name} bound to the device failed: {} ({}){note}",
@@ -64,15 +69,25 @@ pub fn attach_offloaded(
                 error
             )
         })?;
-        fds.push((name.clone(), fd));
+        maps.push((name.clone(), fd));
     }
+    let mut obj =
+        aya_obj::Object::parse(object).map_err(|error| format!("parse object: {error}"))?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(index, _)| *index).collect();
-    let maps: Vec<(String, i32, aya_obj::Map)> = fds
+    // Maps of the object's other programs get a stand-in descriptor: their code is not loaded.
+    let all: Vec<(String, i32, aya_obj::Map)> = obj
+        .maps
         .iter()
-        .map(|(name, fd)| (name.clone(), fd.as_raw_fd(), obj.maps[name].clone()))
+        .map(|(name, map)| {
+            let fd = maps
+                .iter()
+                .find(|(used, _)| used == name)
+                .map_or(-1, |(_, fd)| fd.as_raw_fd());
+            (name.clone(), fd, map.clone())
+        })
         .collect();
     obj.relocate_maps(
-        maps.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
+        all.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
         &text_sections,
     )
     .map_err(|error| format!("map relocation: {error}"))?;
@@ -103,7 +118,11 @@ pub fn attach_offloaded(
     };
     sys::check(result).map_err(|error| format!("netlink XDP attach in HW mode failed: {error}"))?;
     let id = sys::program_id(prog_fd.as_fd()).map_err(|error| format!("program info: {error}"))?;
-    Ok((prog_fd, id))
+    Ok(Offloaded {
+        program: prog_fd,
+        id,
+        maps,
+    })
 }
 
 /// Removes a HW-mode program from `ifindex`.

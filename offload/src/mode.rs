@@ -79,13 +79,13 @@ pub struct ModeChoice {
     pub failed: Vec<ModeFailure>,
 }
 
-/// Tries the policy's modes in order and stops at the first that works.
+/// Tries `modes` in order and stops at the first that works.
 pub fn choose_mode(
-    policy: ModePolicy,
+    modes: &[XdpMode],
     attempt: &mut dyn ModeAttempt,
 ) -> Result<ModeChoice, Vec<ModeFailure>> {
     let mut failed = Vec::new();
-    for mode in policy.candidates() {
+    for &mode in modes {
         match attempt.try_mode(mode) {
             Ok(program_id) => {
                 return Ok(ModeChoice {
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn auto_tries_hw_then_drv_and_reports_why_hw_failed() {
         let mut kernel = fake(&[XdpMode::Hw]);
-        let choice = choose_mode(ModePolicy::Auto, &mut kernel).unwrap();
+        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
         assert_eq!(choice.mode, XdpMode::Drv);
         assert_eq!(choice.program_id, 42);
         assert_eq!(kernel.tried, vec![XdpMode::Hw, XdpMode::Drv]);
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn auto_lands_on_skb_when_hw_and_drv_fail() {
         let mut kernel = fake(&[XdpMode::Hw, XdpMode::Drv]);
-        let choice = choose_mode(ModePolicy::Auto, &mut kernel).unwrap();
+        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
         assert_eq!(choice.mode, XdpMode::Skb);
         assert_eq!(choice.failed.len(), 2);
     }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn auto_prefers_hw_when_it_works() {
         let mut kernel = fake(&[]);
-        let choice = choose_mode(ModePolicy::Auto, &mut kernel).unwrap();
+        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
         assert_eq!(choice.mode, XdpMode::Hw);
         assert!(choice.failed.is_empty());
     }
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn forced_mode_does_not_fall_back() {
         let mut kernel = fake(&[XdpMode::Drv]);
-        let failures = choose_mode(ModePolicy::Only(XdpMode::Drv), &mut kernel).unwrap_err();
+        let failures = choose_mode(&[XdpMode::Drv], &mut kernel).unwrap_err();
         assert_eq!(kernel.tried, vec![XdpMode::Drv]);
         assert_eq!(failures[0].reason, "drv refused");
     }
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn all_modes_failing_returns_every_reason() {
         let mut kernel = fake(&[XdpMode::Hw, XdpMode::Drv, XdpMode::Skb]);
-        let failures = choose_mode(ModePolicy::Auto, &mut kernel).unwrap_err();
+        let failures = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap_err();
         assert_eq!(failures.len(), 3);
     }
 

@@ -33,6 +33,11 @@ impl Pins {
         self.dir.join("prog")
     }
 
+    /// The prefilter program in the hardware slot, in a split plan.
+    pub fn hw_prefilter(&self) -> PathBuf {
+        self.dir.join("hw_prefilter")
+    }
+
     pub fn maps_dir(&self) -> PathBuf {
         self.dir.join("maps")
     }

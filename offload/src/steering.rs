@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     hash::Hash,
+    net::IpAddr,
     path::Path,
 };
 
@@ -20,6 +21,10 @@ use crate::{
     rules::{self, Action, CompiledRules, Rule, RuleError, RuleSpec},
 };
 
+/// The name prefix of the prefilter maps bound to the NIC in a split plan, pinned beside the
+/// attachment's own maps.
+pub const HW_PREFILTER: &str = "HW_";
+
 /// Packets per action, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ActionCounters {
@@ -32,6 +37,8 @@ pub struct ActionCounters {
     pub xsk_fallback: u64,
     /// Non-IP frames passed to the kernel (also in `pass`).
     pub non_ip: u64,
+    /// Dropped by the prefilter merged into this program (also in `drop`).
+    pub prefilter: u64,
 }
 
 impl ActionCounters {
@@ -220,7 +227,71 @@ impl Steering {
             malformed: slot(counter::MALFORMED)?,
             xsk_fallback: slot(counter::XSK_FALLBACK)?,
             non_ip: slot(counter::NON_IP)?,
+            prefilter: slot(counter::PREFILTER)?,
         })
+    }
+
+    /// Replaces the prefilter's source addresses in the maps under `prefix` ("" for the
+    /// ones `steer` reads, [`HW_PREFILTER`] for the hardware stage's), then tells `steer`
+    /// whether to look them up.
+    pub fn set_prefilter(&mut self, prefix: &str, sources: &[IpAddr]) -> Result<(), OffloadError> {
+        let mut v4: BpfHashMap<_, [u8; 4], u64> =
+            typed(self.map(&format!("{prefix}PREFILTER_V4"))?, "PREFILTER_V4")?;
+        let mut v6: BpfHashMap<_, [u8; 16], u64> =
+            typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
+        let error = |error| OffloadError::bpf("update the prefilter", error);
+        let stale_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
+        let stale_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
+        for source in sources {
+            match source {
+                IpAddr::V4(addr) => v4.insert(addr.octets(), 0, 0).map_err(error)?,
+                IpAddr::V6(addr) => v6.insert(addr.octets(), 0, 0).map_err(error)?,
+            }
+        }
+        for key in stale_v4
+            .iter()
+            .filter(|key| !sources.contains(&IpAddr::from(**key)))
+        {
+            v4.remove(key).map_err(error)?;
+        }
+        for key in stale_v6
+            .iter()
+            .filter(|key| !sources.contains(&IpAddr::from(**key)))
+        {
+            v6.remove(key).map_err(error)?;
+        }
+        if prefix.is_empty() {
+            let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
+            let mut value = settings
+                .get(&0, 0)
+                .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+            value.prefilter = u8::from(!sources.is_empty());
+            settings
+                .set(0, value, 0)
+                .map_err(|error| OffloadError::bpf("write SETTINGS", error))?;
+        }
+        Ok(())
+    }
+
+    /// The prefilter's source addresses under `prefix` (see [`Steering::set_prefilter`]) and
+    /// the packets dropped from each, sorted by address.
+    pub fn prefilter(&self, prefix: &str) -> Result<Vec<(IpAddr, u64)>, OffloadError> {
+        let v4: BpfHashMap<_, [u8; 4], u64> =
+            typed(self.map(&format!("{prefix}PREFILTER_V4"))?, "PREFILTER_V4")?;
+        let v6: BpfHashMap<_, [u8; 16], u64> =
+            typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
+        let error = |error| OffloadError::bpf("read the prefilter", error);
+        let mut entries = Vec::new();
+        for entry in v4.iter() {
+            let (key, drops) = entry.map_err(error)?;
+            entries.push((IpAddr::from(key), drops));
+        }
+        for entry in v6.iter() {
+            let (key, drops) = entry.map_err(error)?;
+            entries.push((IpAddr::from(key), drops));
+        }
+        entries.sort();
+        Ok(entries)
     }
 
     pub fn default_action(&self) -> Result<Action, OffloadError> {

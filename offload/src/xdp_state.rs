@@ -31,6 +31,30 @@ pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
     Ok(mode.map(|mode| XdpState { mode, program_id }))
 }
 
+/// Every XDP slot in use on `ifindex`: a NIC can hold a hardware program and a driver (or
+/// generic) program at once (IFLA_XDP_ATTACHED = XDP_ATTACHED_MULTI, with one id per slot).
+pub fn slots(ifindex: u32) -> Result<Vec<XdpState>, OffloadError> {
+    let mut slots = Vec::new();
+    for attribute in link_attributes(ifindex)? {
+        if let LinkAttribute::Xdp(xdp) = attribute {
+            for item in xdp {
+                let (mode, program_id) = match item {
+                    LinkXdp::DrvProgId(id) => (XdpMode::Drv, id),
+                    LinkXdp::SkbProgId(id) => (XdpMode::Skb, id),
+                    LinkXdp::HwProgId(id) => (XdpMode::Hw, id),
+                    _ => continue,
+                };
+                slots.push(XdpState { mode, program_id });
+            }
+        }
+    }
+    // Kernels report the per-slot ids only in multi mode; one program comes as ProgId.
+    if slots.is_empty() {
+        slots.extend(query(ifindex)?);
+    }
+    Ok(slots)
+}
+
 /// The interface's MTU and the largest MTU its driver allows.
 pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
     let (mut mtu, mut max_mtu) = (None, None);

@@ -260,6 +260,7 @@ impl SteeringGuard {
                     iface: iface.to_string(),
                     policy: ModePolicy::Auto,
                     default_action: Action::Xsk,
+                    prefilter: Vec::new(),
                 })?;
                 eprintln!(
                     "note: attached the steering program to {iface} in {} mode, default action \

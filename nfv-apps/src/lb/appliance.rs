@@ -18,6 +18,7 @@ use std::{
 use std::os::fd::AsRawFd;
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
+use hw_profiles::{Profiles, Sourced, pick};
 use offload::{
     AttachOptions, OffloadError, Steering,
     mode::ModePolicy,
@@ -30,6 +31,7 @@ use crate::lb::{
     balancer::LoadBalancer,
     config::{Config, Protocol, Toggle, XdpModeSetting},
     control::{Request, Response},
+    hw_steering::HwSteering,
     nat::{NatTable, NatTimeouts},
     packet::address,
     registry::{Changes, Registry, VipStatus},
@@ -55,6 +57,10 @@ pub struct Status {
     pub steering: serde_json::Value,
     pub cross_queue_replies: u64,
     pub nat_entries: usize,
+    /// Source addresses the prefilter drops, with the drops from each.
+    pub prefilter: Vec<(IpAddr, u64)>,
+    /// What was chosen at start and on reloads, and where each value came from.
+    pub log: Vec<String>,
 }
 
 pub struct Appliance {
@@ -70,6 +76,10 @@ pub struct Appliance {
     workers: Vec<Worker>,
     steering: Steering,
     rules: HashMap<RuleSpec, u32>,
+    hw_steering: HwSteering,
+    tuning: Tuning,
+    /// Where the prefilter's addresses live: "" (merged into steer) or the hardware maps.
+    prefilter_maps: &'static str,
     xdp_mode: String,
     socket_mode: String,
     control: PathBuf,
@@ -92,6 +102,7 @@ impl Appliance {
         let own_addresses =
             lab::netlink::addresses(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
 
+        let tuning = Tuning::resolve(&config, &iface, &mut log);
         let policy = match config.xdp_mode {
             XdpModeSetting::Auto => ModePolicy::Auto,
             XdpModeSetting::Hw => "hw".parse().unwrap(),
@@ -102,15 +113,20 @@ impl Appliance {
             iface: iface.clone(),
             policy,
             default_action: Action::Pass,
+            prefilter: config.prefilter.clone(),
         };
-        let attachment = match offload::attach(&options) {
+        // The plan is logged before it is applied.
+        let plan = offload::plan_for(&options).map_err(|e| LbError::Setup(e.to_string()))?;
+        log.extend(plan.to_string().lines().map(|line| format!("xdp: {line}")));
+        let attach = || offload::attach_planned(&options, plan.clone());
+        let attachment = match attach() {
             Err(OffloadError::AlreadyAttached { .. }) => {
                 // The pid file said no appliance is alive: these pins are a dead run's.
                 log.push(format!(
                     "removed the steering program a previous run left on {iface}"
                 ));
                 offload::detach(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
-                offload::attach(&options)
+                attach()
             }
             other => other,
         }
@@ -122,8 +138,8 @@ impl Appliance {
             ));
         }
         log.push(format!(
-            "xdp: steering attached to {iface} in {} mode",
-            attachment.mode
+            "xdp: steering attached to {iface} in {} mode ({:?} placement)",
+            attachment.mode, attachment.plan.layout
         ));
         let steering = Steering::open(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
 
@@ -141,6 +157,12 @@ impl Appliance {
             workers: Vec::new(),
             steering,
             rules: HashMap::new(),
+            hw_steering: HwSteering::default(),
+            tuning,
+            prefilter_maps: match attachment.plan.layout {
+                offload::placement::Layout::Split => offload::HW_PREFILTER,
+                _ => "",
+            },
             xdp_mode: attachment.mode.to_string(),
             socket_mode: String::new(),
             control,
@@ -153,6 +175,7 @@ impl Appliance {
         appliance.sync_rules()?;
         appliance.sync_nat_ranges();
         appliance.start_workers()?;
+        appliance.sync_hw_steering()?;
         appliance.resolve_next_hops(Duration::from_secs(2));
         Ok(appliance)
     }
@@ -183,10 +206,18 @@ impl Appliance {
         };
         for (i, &queue) in queues.iter().enumerate() {
             let core = cores.get(i % cores.len().max(1)).copied();
-            let (umem, pool) =
-                Umem::new(UmemConfig::default()).map_err(|e| LbError::Setup(e.to_string()))?;
+            let (umem, pool) = Umem::new(UmemConfig {
+                frame_size: self.tuning.frame_size.value,
+                ..UmemConfig::default()
+            })
+            .map_err(|e| LbError::Setup(e.to_string()))?;
+            let ring = self.tuning.ring_size.value;
             let socket_config = SocketConfig {
                 mode,
+                rx_size: ring,
+                tx_size: ring,
+                fill_size: ring,
+                completion_size: ring,
                 ..SocketConfig::default()
             };
             let socket = Socket::bind(&umem, &self.iface, queue, &socket_config)
@@ -209,7 +240,7 @@ impl Appliance {
             });
             let worker_config = WorkerConfig {
                 core,
-                batch: config.batch,
+                batch: self.tuning.batch.value,
                 poll: config.poll,
                 stages: stages.clone(),
             };
@@ -220,7 +251,7 @@ impl Appliance {
                 self.iface,
                 core.map_or("any".into(), |c| c.to_string()),
                 config.poll,
-                config.batch,
+                self.tuning.batch,
                 stages.map_or(String::new(), |s| format!(
                     ", pipelined to stage cores {:?} (queue depth {})",
                     s.cores, s.depth
@@ -315,6 +346,25 @@ impl Appliance {
             .add_rules(&new)
             .map_err(|e| LbError::Setup(format!("steering rules: {e}")))?;
         self.rules.extend(new.into_iter().zip(ids));
+        Ok(())
+    }
+
+    /// Rebuilds the ntuple rules from the VIPs and the workers' queues.
+    fn sync_hw_steering(&mut self) -> Result<(), LbError> {
+        let vips: Vec<_> = self.registry.vips.iter().map(|v| v.config.key()).collect();
+        let queues: Vec<u32> = self.workers.iter().map(|w| w.queue()).collect();
+        let device_queues = afxdp::netdev::queue_count(&self.iface).unwrap_or(1);
+        let line = self
+            .hw_steering
+            .sync(
+                self.config.ntuple,
+                &self.iface,
+                &vips,
+                &queues,
+                device_queues,
+            )
+            .map_err(LbError::Setup)?;
+        self.log.push(line);
         Ok(())
     }
 
@@ -520,6 +570,8 @@ impl Appliance {
             ("zero_copy", new.zero_copy != self.config.zero_copy),
             ("poll", new.poll != self.config.poll),
             ("batch", new.batch != self.config.batch),
+            ("ring_size", new.ring_size != self.config.ring_size),
+            ("frame_size", new.frame_size != self.config.frame_size),
             ("pipelined", new.pipelined != self.config.pipelined),
             ("connections", new.connections != self.config.connections),
             ("control", new.control != self.config.control),
@@ -533,6 +585,10 @@ impl Appliance {
         self.config = new;
         self.sync_nat_ranges();
         self.sync_rules()?;
+        self.sync_hw_steering()?;
+        self.steering
+            .set_prefilter(self.prefilter_maps, &self.config.prefilter)
+            .map_err(|e| LbError::Setup(e.to_string()))?;
         self.publish()?;
         self.resolve_next_hops(Duration::from_millis(500));
         Ok(changes)
@@ -563,6 +619,11 @@ impl Appliance {
                 .unwrap_or_default(),
             cross_queue_replies: self.counters.cross_queue_replies.load(Ordering::Relaxed),
             nat_entries: self.nat.len(),
+            prefilter: self
+                .steering
+                .prefilter(self.prefilter_maps)
+                .unwrap_or_default(),
+            log: self.log.clone(),
         }
     }
 
@@ -575,6 +636,8 @@ impl Drop for Appliance {
     /// Graceful stop: workers drain and free their UMEMs, the program and its pins go, and
     /// so do the control socket and pid file.
     fn drop(&mut self) {
+        // ntuple rules first: they point at the queues whose sockets go next.
+        self.hw_steering = HwSteering::default();
         for worker in self.workers.drain(..) {
             let queue = worker.queue();
             let _ = worker.stop();
@@ -583,6 +646,36 @@ impl Drop for Appliance {
         let _ = offload::detach(&self.iface);
         let _ = std::fs::remove_file(&self.control);
         let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// The AF_XDP tuning in use, each value with where it came from.
+struct Tuning {
+    batch: Sourced<u32>,
+    ring_size: Sourced<u32>,
+    frame_size: Sourced<u32>,
+}
+
+impl Tuning {
+    /// Config values win; the rest come from the profile matching the interface's driver.
+    fn resolve(config: &Config, iface: &str, log: &mut Vec<String>) -> Tuning {
+        let profiles = Profiles::builtin();
+        let driver = offload::netdev::driver(iface).unwrap_or_else(|_| "unknown".into());
+        let profile = profiles.for_driver(&driver);
+        log.push(match profile {
+            Some(p) => format!("profile: {} (driver {driver})", p.name),
+            None => format!("profile: none matches driver {driver}; built-in defaults"),
+        });
+        let tuning = Tuning {
+            batch: pick(config.batch, profile, |t| t.batch, 64),
+            ring_size: pick(config.ring_size, profile, |t| t.ring_size, 2048),
+            frame_size: pick(config.frame_size, profile, |t| t.frame_size, 4096),
+        };
+        log.push(format!(
+            "tuning: batch {}, ring_size {}, frame_size {}",
+            tuning.batch, tuning.ring_size, tuning.frame_size
+        ));
+        tuning
     }
 }
 

@@ -161,8 +161,20 @@ pub struct Config {
     pub control: Option<PathBuf>,
     #[serde(default)]
     pub poll: PollMode,
-    #[serde(default = "default_batch")]
-    pub batch: u32,
+    /// Packets per batch; default from the matched NIC profile.
+    pub batch: Option<u32>,
+    /// Descriptors per AF_XDP ring; default from the matched NIC profile.
+    pub ring_size: Option<u32>,
+    /// UMEM frame size, 2048 or 4096; default from the matched NIC profile.
+    pub frame_size: Option<u32>,
+    /// Source addresses dropped before anything else, by the prefilter stage: in the NIC
+    /// where it offloads, merged into the steering program otherwise (offload::placement).
+    #[serde(default)]
+    pub prefilter: Vec<IpAddr>,
+    /// ntuple rules steering each VIP to a socket queue: auto uses them when the sockets
+    /// are on some of the queues and the NIC has them; on requires them.
+    #[serde(default)]
+    pub ntuple: Toggle,
     /// Flows per worker in the connection table.
     #[serde(default = "default_connections")]
     pub connections: usize,
@@ -189,9 +201,6 @@ fn default_queue_depth() -> Spanned<usize> {
 
 fn all_queues() -> Spanned<Queues> {
     Spanned::new(0..0, Queues::All("all".into()))
-}
-fn default_batch() -> u32 {
-    64
 }
 fn default_connections() -> usize {
     1 << 20
@@ -278,8 +287,21 @@ impl Config {
             line: span.filter(|s| s.end > 0).map(|s| line_of(text, s.start)),
             message,
         };
-        let config: Config =
-            toml::from_str(text).map_err(|e| error(e.span(), e.message().to_string()))?;
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| error(e.span(), e.message().to_string()))?;
+        // The key path names the field at fault ("vip[0].backend[1].address"), which the
+        // TOML message alone ("invalid IP address syntax") does not.
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.inner();
+            let message = inner.message().trim().to_string();
+            let message = if key == "." {
+                message
+            } else {
+                format!("{key}: {message}")
+            };
+            error(inner.span(), message)
+        })?;
         config
             .check(text)
             .map_err(|(span, message)| error(span, message))?;
@@ -313,8 +335,24 @@ impl Config {
         {
             return Err((Some(self.queues.span()), "queues: the list is empty".into()));
         }
-        if self.batch == 0 || self.batch > 1024 {
-            return Err((None, format!("batch = {}: expected 1 to 1024", self.batch)));
+        if let Some(batch) = self.batch
+            && !(1..=1024).contains(&batch)
+        {
+            return Err((None, format!("batch = {batch}: expected 1 to 1024")));
+        }
+        if let Some(size) = self.ring_size
+            && !(size.is_power_of_two() && (64..=16384).contains(&size))
+        {
+            return Err((
+                None,
+                format!("ring_size = {size}: expected a power of two from 64 to 16384"),
+            ));
+        }
+        if let Some(size) = self.frame_size
+            && size != 2048
+            && size != 4096
+        {
+            return Err((None, format!("frame_size = {size}: expected 2048 or 4096")));
         }
         if let Some(pipelined) = &self.pipelined {
             if pipelined.cores.get_ref().is_empty() {

@@ -31,6 +31,8 @@ pub mod counter {
     pub const XSK_FALLBACK: u32 = 5;
     /// Frames that are not IPv4 or IPv6 (ARP, LLDP, a third VLAN tag...), always passed.
     pub const NON_IP: u32 = 6;
+    /// Packets dropped because their source is in the prefilter (also counted under `DROP`).
+    pub const PREFILTER: u32 = 7;
     pub const SLOTS: u32 = 8;
 }
 
@@ -44,6 +46,8 @@ pub const MAX_PREFIXES: u32 = 16384;
 pub const MAX_EXACT: u32 = 65536;
 /// XSKMAP size: the highest RX queue index a socket can be registered at, plus one.
 pub const MAX_QUEUES: u32 = 256;
+/// Entries in each prefilter hash (source addresses to drop).
+pub const MAX_PREFILTER: u32 = 4096;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -138,7 +142,9 @@ pub type PrefixV6 = [u8; 16];
 pub struct Settings {
     /// Action for IP packets that match no rule.
     pub default_action: u8,
-    pub _pad: [u8; 3],
+    /// 1 when the prefilter hashes hold entries; the program skips their lookup otherwise.
+    pub prefilter: u8,
+    pub _pad: [u8; 2],
     /// Entries in EXACT_RULES, PREFIX_V4 and PREFIX_V6: the program skips the lookup of an
     /// empty map (a hash or trie lookup costs more than the rest of the program).
     pub exact_rules: u32,

@@ -7,6 +7,7 @@
 
 mod classify;
 mod parse;
+mod prefilter;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -59,6 +60,12 @@ pub fn steer(ctx: XdpContext) -> u32 {
         }
     };
     let settings = settings();
+    // The merged plan: the prefilter's drops run first, inside this program.
+    if settings.prefilter != 0 && prefilter::listed(packet.family, &packet.src) {
+        count(counter::PREFILTER, len);
+        count(counter::DROP, len);
+        return xdp_action::XDP_DROP;
+    }
     let verdict = match classify::classify(&packet, &settings) {
         Some(rule) => {
             count_rule(rule.rule_id, len);
@@ -67,6 +74,17 @@ pub fn steer(ctx: XdpContext) -> u32 {
         None => settings.default_action,
     };
     act(&ctx, verdict, len)
+}
+
+/// The prefilter alone: the hardware stage of a split plan (see `prefilter.rs`). No
+/// counters beyond the per-address drops: offloaded programs get array and hash maps only.
+#[xdp]
+pub fn prefilter(ctx: XdpContext) -> u32 {
+    if prefilter::verdict(&ctx) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
 }
 
 /// A bare XDP_PASS program: the baseline the steering program is timed against.

@@ -25,6 +25,12 @@ pub trait Ethtool {
     fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()>;
 }
 
+impl<T: Ethtool + ?Sized> Ethtool for &mut T {
+    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()> {
+        (**self).request(iface, buffer)
+    }
+}
+
 /// The real ioctl, on a throwaway socket in the current network namespace.
 pub struct Ioctl;
 

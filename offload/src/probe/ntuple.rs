@@ -79,7 +79,7 @@ pub fn encode(rule: &FlowRule, location: u32) -> Vec<u8> {
     buffer
 }
 
-fn describe(rule: &FlowRule) -> String {
+pub fn describe(rule: &FlowRule) -> String {
     let protocol = if rule.protocol == L4::Tcp {
         "tcp"
     } else {
@@ -93,18 +93,18 @@ fn describe(rule: &FlowRule) -> String {
 }
 
 /// Rules this process installed; removed on drop.
-pub struct InstalledRules<'a> {
-    io: &'a mut dyn Ethtool,
+pub struct InstalledRules<E: Ethtool> {
+    io: E,
     iface: String,
     pub locations: Vec<u32>,
 }
 
 /// Installs `rules` in free slots. On any failure, the rules installed so far are removed.
-pub fn install<'a>(
-    io: &'a mut dyn Ethtool,
+pub fn install<E: Ethtool>(
+    mut io: E,
     iface: &str,
     rules: &[FlowRule],
-) -> Result<InstalledRules<'a>, NtupleError> {
+) -> Result<InstalledRules<E>, NtupleError> {
     let unavailable = |error: io::Error| NtupleError::Unavailable {
         iface: iface.to_string(),
         reason: super::explain_errno(&error),
@@ -148,7 +148,7 @@ pub fn install<'a>(
     Ok(installed)
 }
 
-impl InstalledRules<'_> {
+impl<E: Ethtool> InstalledRules<E> {
     /// Removes the rules; returns the locations whose removal failed.
     pub fn remove(mut self) -> Vec<u32> {
         self.remove_all()
@@ -167,7 +167,7 @@ impl InstalledRules<'_> {
     }
 }
 
-impl Drop for InstalledRules<'_> {
+impl<E: Ethtool> Drop for InstalledRules<E> {
     fn drop(&mut self) {
         self.remove_all();
     }

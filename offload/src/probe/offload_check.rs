@@ -35,11 +35,16 @@ fn helper_name(id: i32) -> String {
     name.to_string()
 }
 
-/// Why `program` in `object` cannot be offloaded under `limits`; empty when it can.
-pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec<String>, String> {
+/// A program's instructions and the maps it uses, read from the object without loading it.
+pub(crate) struct ProgramImage {
+    pub instructions: Vec<aya_obj::generated::bpf_insn>,
+    /// Only the maps this program touches, not every map of the object.
+    pub maps: Vec<(String, aya_obj::Map)>,
+}
+
+pub(crate) fn image(object: &[u8], program: &str) -> Result<ProgramImage, String> {
     let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parse object: {e}"))?;
-    // Stand-in descriptors let the relocations mark each map use in the code, so the
-    // check sees exactly the maps this program touches (not every map of the object).
+    // Stand-in descriptors let the relocations mark each map use in the code.
     let names: Vec<String> = obj.maps.keys().cloned().collect();
     let maps: Vec<(String, i32, aya_obj::Map)> = names
         .iter()
@@ -57,8 +62,24 @@ pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec
         .get(program)
         .ok_or_else(|| format!("program {program} not in the object"))?
         .function_key();
-    let instructions = &obj.functions[&key].instructions;
+    let instructions = obj.functions[&key].instructions.clone();
+    let used: BTreeSet<usize> = instructions
+        .iter()
+        .filter(|insn| insn.code == BPF_LD_IMM64 && insn.src_reg() == PSEUDO_MAP_FD)
+        .filter_map(|insn| maps.iter().position(|(_, fd, _)| *fd == insn.imm))
+        .collect();
+    Ok(ProgramImage {
+        instructions,
+        maps: used
+            .into_iter()
+            .map(|i| (maps[i].0.clone(), maps[i].2.clone()))
+            .collect(),
+    })
+}
 
+/// Why `program` in `object` cannot be offloaded under `limits`; empty when it can.
+pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec<String>, String> {
+    let ProgramImage { instructions, maps } = image(object, program)?;
     let mut reasons = Vec::new();
     if instructions.len() > limits.max_instructions as usize {
         reasons.push(format!(
@@ -67,20 +88,12 @@ pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec
             limits.max_instructions
         ));
     }
-    let mut used_maps = BTreeSet::new();
-    let mut helpers = BTreeSet::new();
-    for insn in instructions {
-        if insn.code == BPF_CALL && insn.src_reg() == 0 {
-            helpers.insert(insn.imm);
-        }
-        if insn.code == BPF_LD_IMM64
-            && insn.src_reg() == PSEUDO_MAP_FD
-            && let Some(index) = maps.iter().position(|(_, fd, _)| *fd == insn.imm)
-        {
-            used_maps.insert(index);
-        }
-    }
-    for (name, _, map) in used_maps.iter().map(|&i| &maps[i]) {
+    let helpers: BTreeSet<i32> = instructions
+        .iter()
+        .filter(|insn| insn.code == BPF_CALL && insn.src_reg() == 0)
+        .map(|insn| insn.imm)
+        .collect();
+    for (name, map) in &maps {
         let kind = map_kind(map.map_type());
         if !limits.map_kinds.iter().any(|k| k == kind) {
             reasons.push(format!(

@@ -11,6 +11,10 @@ use super::{
     netdev, ntuple,
     ntuple::{FlowRule, L4, NtupleError},
 };
+use crate::{
+    mode::{ModePolicy, XdpMode},
+    placement::{self, Layout, Plan, PlanInput},
+};
 
 /// A NIC as its ethtool ioctl sees it: fixed facts, and an ntuple table.
 struct FakeNic {
@@ -373,4 +377,97 @@ fn ntuple_errors_say_what_is_missing() {
         "eth0: 2 ntuple rules do not fit: 1 of 1 slots are free"
     );
     assert!(small.rules.is_empty(), "nothing half-installed");
+}
+
+fn placement(report: &ProbeReport, entries: usize, policy: &str) -> Plan {
+    let profiles = Profiles::builtin();
+    let profile = profiles.for_driver(&report.driver);
+    let input = PlanInput::from_facts(
+        &report.driver,
+        &report.xdp_features,
+        profile,
+        crate::STEER_OBJECT,
+        entries,
+    );
+    placement::plan(policy.parse().unwrap(), &input)
+}
+
+#[test]
+fn the_planner_splits_on_nfp_merges_on_i40e_and_mlx5() {
+    // nfp offloads: prefilter in hardware, steering in the driver (the steering program,
+    // with its LPM tries and redirect, never goes to the card).
+    let nfp = report(&mut nfp(), dev_reply(0b1_1111, 1, 0, 0), true, true);
+    let plan = placement(&nfp, 3, "auto");
+    assert_eq!(plan.layout, Layout::Split);
+    assert_eq!(plan.prefilter_mode, Some(XdpMode::Hw));
+    assert_eq!(plan.steering_modes, [XdpMode::Drv, XdpMode::Skb]);
+    let hw_skip = &plan.skipped[0];
+    assert_eq!(hw_skip.mode, XdpMode::Hw);
+    assert!(hw_skip.reason.contains("lpm_trie"), "{}", hw_skip.reason);
+
+    // i40e and mlx5 have native XDP but no offload: one merged driver program.
+    for nic in [
+        report(&mut i40e(), dev_reply(0b10_1111, 1, 0, 0), false, true),
+        report(&mut mlx5(), dev_reply(0b100_1111, 1, 0b111, 0), false, true),
+    ] {
+        let plan = placement(&nic, 3, "auto");
+        assert_eq!(plan.layout, Layout::Merged, "{}", nic.driver);
+        assert_eq!(plan.prefilter_mode, None);
+        assert_eq!(plan.steering_modes, [XdpMode::Drv, XdpMode::Skb]);
+        assert!(
+            plan.reasons[0].contains("does not offload XDP programs"),
+            "{:?}",
+            plan.reasons
+        );
+        assert!(plan.to_string().contains("prefilter  -> inside steer"));
+    }
+}
+
+#[test]
+fn the_planner_falls_back_to_skb_and_honours_a_named_mode() {
+    // A driver whose kernel reports only generic support (no `basic` flag): skb only.
+    let mut nic = report(&mut i40e(), dev_reply(0, 0, 0, 0), false, false);
+    nic.xdp_features = vec!["ndo-xmit"];
+    let plan = placement(&nic, 1, "auto");
+    assert_eq!(plan.layout, Layout::Merged);
+    assert_eq!(plan.steering_modes, [XdpMode::Skb]);
+    assert!(
+        plan.skipped
+            .iter()
+            .any(|s| s.mode == XdpMode::Drv && s.reason.contains("has no native XDP"))
+    );
+    assert!(plan.reasons.iter().any(|r| r.contains("last resort")));
+
+    // On nfp, `--mode drv` keeps both stages in one program, and a named mode is tried even
+    // where the facts say it will fail (the kernel's answer is the authority).
+    let nfp = report(&mut nfp(), dev_reply(0b1_1111, 1, 0, 0), true, true);
+    let plan = placement(&nfp, 1, "drv");
+    assert_eq!(plan.layout, Layout::Merged);
+    assert!(plan.reasons[0].contains("--mode drv"), "{:?}", plan.reasons);
+    let plan = placement(&nic, 1, "drv");
+    assert_eq!(plan.steering_modes, [XdpMode::Drv]);
+    // No entries: no prefilter stage at all.
+    assert_eq!(placement(&nfp, 0, "auto").layout, Layout::SteeringOnly);
+}
+
+#[test]
+fn the_planner_merges_when_the_prefilter_does_not_fit_the_card() {
+    let nfp = report(&mut nfp(), dev_reply(0b1_1111, 1, 0, 0), true, true);
+    let profiles = Profiles::builtin();
+    let mut input = PlanInput::from_facts(
+        "nfp",
+        &nfp.xdp_features,
+        profiles.by_name("nfp"),
+        crate::STEER_OBJECT,
+        2,
+    );
+    assert!(
+        input.prefilter_unfit.is_empty(),
+        "{:?}",
+        input.prefilter_unfit
+    );
+    input.prefilter_unfit = vec!["map X: key plus value is 80 bytes, the NIC allows 64".into()];
+    let plan = placement::plan(ModePolicy::Auto, &input);
+    assert_eq!(plan.layout, Layout::Merged);
+    assert!(plan.reasons[0].contains("80 bytes"), "{:?}", plan.reasons);
 }

@@ -40,6 +40,7 @@ impl LabFixture {
                 iface,
                 policy,
                 default_action: Action::Pass,
+                prefilter: Vec::new(),
             })
         })
     }

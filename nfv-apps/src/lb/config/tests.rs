@@ -165,3 +165,46 @@ fn pipelined_settings_are_checked_with_their_line() {
     assert_eq!(error.line, Some(9), "{error}");
     assert!(error.message.contains("queue_depth = 0"), "{error}");
 }
+
+#[test]
+fn tuning_prefilter_and_ntuple_settings_are_read_and_checked() {
+    let with = |lines: &str| {
+        GOOD.replace(
+            "xdp_mode = \"drv\"\n",
+            &format!("xdp_mode = \"drv\"\n{lines}"),
+        )
+    };
+    let config = Config::parse(GOOD, "lb.toml").unwrap();
+    assert_eq!(
+        (config.batch, config.ring_size, config.frame_size),
+        (None, None, None)
+    );
+    assert_eq!(config.ntuple, Toggle::Auto);
+    let config = Config::parse(
+        &with("batch = 32\nring_size = 4096\nframe_size = 2048\nprefilter = [\"192.0.2.9\"]\nntuple = \"on\"\n"),
+        "lb.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (config.batch, config.ring_size, config.frame_size),
+        (Some(32), Some(4096), Some(2048))
+    );
+    assert_eq!(config.prefilter, ["192.0.2.9".parse::<IpAddr>().unwrap()]);
+    assert_eq!(config.ntuple, Toggle::On);
+    for (line, field) in [
+        (
+            "ring_size = 1000",
+            "ring_size = 1000: expected a power of two",
+        ),
+        (
+            "frame_size = 1500",
+            "frame_size = 1500: expected 2048 or 4096",
+        ),
+        ("batch = 0", "batch = 0: expected 1 to 1024"),
+    ] {
+        let error = error_of(&with(&format!("{line}\n")));
+        assert!(error.message.contains(field), "{error}");
+    }
+    let error = error_of(&with("prefilter = [\"10.0.0.300\"]\n"));
+    assert!(error.message.contains("prefilter"), "{error}");
+}
