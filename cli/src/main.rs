@@ -1,6 +1,7 @@
 //! `fastpath`: one command line for the framework.
 
 mod demo;
+mod gen_cmd;
 mod lab_cmd;
 mod lb_cmd;
 mod output;
@@ -45,6 +46,8 @@ enum Command {
     /// What each interface can do: identity, queues, XDP features, attach and AF_XDP
     /// trials, the matching NIC profile and recommendations.
     Probe(probe_cmd::ProbeArgs),
+    /// Send traffic with BPF_PROG_RUN live frames (the xdp-trafficgen technique).
+    Gen(gen_cmd::GenArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
     /// Build a lab, run the L4 load balancer on AF_XDP, send real HTTP requests, drain a
@@ -77,6 +80,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Xdp { command } => xdp_cmd::run(command, cli.json),
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
+        Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Lb(args) => lb_cmd::run(args, cli.json),
         Command::Probe(args) => probe_cmd::run(args, cli.json),
         Command::Demo { requests } => demo::run(*requests, cli.json),

@@ -9,6 +9,7 @@
 
 mod attach;
 mod error;
+pub mod generator;
 mod hw;
 pub mod mode;
 pub mod netdev;

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod classify;
+mod generator;
 mod parse;
 mod prefilter;
 

@@ -204,3 +204,44 @@ pub fn read(io: &mut dyn Ethtool, iface: &str) -> io::Result<EthtoolFacts> {
         ntuple,
     })
 }
+
+const GSSET_INFO: u32 = 0x37;
+const GSTRINGS: u32 = 0x1b;
+const GSTATS: u32 = 0x1d;
+const ETH_SS_STATS: u32 = 1;
+const GSTRING_LEN: usize = 32;
+
+/// The driver's own counters (`ethtool -S`), by name, in the driver's order.
+pub fn statistics(io: &mut dyn Ethtool, iface: &str) -> io::Result<Vec<(String, u64)>> {
+    // struct ethtool_sset_info: cmd, reserved, u64 sset_mask, then one u32 per set asked.
+    let mut info = command(GSSET_INFO, 20);
+    info[8..16].copy_from_slice(&(1u64 << ETH_SS_STATS).to_ne_bytes());
+    io.request(iface, &mut info)?;
+    let count = u32_at(&info, 16) as usize;
+    // struct ethtool_gstrings: cmd, string_set, len, then 32-byte names.
+    let mut names = command(GSTRINGS, 12 + count * GSTRING_LEN);
+    names[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+    names[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    io.request(iface, &mut names)?;
+    // struct ethtool_stats: cmd, n_stats, then u64 values.
+    let mut values = command(GSTATS, 8 + count * 8);
+    values[4..8].copy_from_slice(&(count as u32).to_ne_bytes());
+    io.request(iface, &mut values)?;
+    Ok((0..count)
+        .map(|i| {
+            let at = 8 + i * 8;
+            let value = u64::from_ne_bytes(values[at..at + 8].try_into().unwrap());
+            (text_at(&names, 12 + i * GSTRING_LEN, GSTRING_LEN), value)
+        })
+        .collect())
+}
+
+/// The sum of every counter whose name ends with `suffix` (one per queue, e.g.
+/// "tx_queue_0_xdp_xmit", "tx_queue_1_xdp_xmit").
+pub fn sum_of(stats: &[(String, u64)], suffix: &str) -> u64 {
+    stats
+        .iter()
+        .filter(|(name, _)| name.ends_with(suffix))
+        .map(|(_, value)| value)
+        .sum()
+}

@@ -1,0 +1,138 @@
+//! `fastpath gen` on the lab: live frames leave the client's veth and reach the dut's XDP
+//! program; the counters at both ends agree. Rates are reported, never asserted.
+
+use std::process::{Command, Output};
+
+use lab::{Lab, require_root};
+
+fn fastpath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(args)
+        .output()
+        .expect("run fastpath")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let output = fastpath(&[&["--json"], args].concat());
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+#[test]
+fn live_frames_reach_the_peer_and_the_counters_agree() {
+    if !require_root("live frames generator") {
+        return;
+    }
+    let lab = Lab::for_test("gn");
+    let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
+    let (client_ns, client_if) = (lab.client.namespace.as_str(), lab.client.iface.as_str());
+    let dst = lab.dut.ipv4.to_string();
+    // The dut's program drops the generated flow by rule, so its rule counter is exact.
+    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
+    json(&[
+        "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
+        "udp", "--dst", &dst, "--dport", "9",
+    ]);
+    let report = json(&[
+        "--netns",
+        client_ns,
+        "gen",
+        "--iface",
+        client_if,
+        "--dst",
+        &dst,
+        "--flows",
+        "8",
+        "--count",
+        "100000",
+        "--duration",
+        "10",
+        "--rate",
+        "200000",
+    ]);
+    let sent = report["sent"].as_u64().unwrap();
+    assert_eq!(sent, 100_000, "{report}");
+    assert!(report["mpps"].as_f64().unwrap() > 0.0);
+    let transmitted = report["transmitted"]
+        .as_u64()
+        .expect("veth has xdp_xmit counters");
+    let refused = report["transmit_errors"].as_u64().unwrap();
+    assert!(transmitted > 0, "{report}");
+    assert!(transmitted + refused <= sent, "{report}");
+
+    let status = json(&["--netns", dut_ns, "xdp", "status", "--iface", dut_if]);
+    let received = status["rules"][0]["packets"].as_u64().unwrap();
+    assert_eq!(
+        received, transmitted,
+        "dut rule counter vs client xdp_xmit: {status}"
+    );
+    json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
+}
+
+#[test]
+fn bad_generator_input_is_named() {
+    let fails = |args: &[&str], needle: &str| {
+        let output = fastpath(args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.contains(needle),
+            "{args:?}: {needle:?} not in {text:?}"
+        );
+    };
+    fails(
+        &["gen", "--iface", "lo", "--dst", "10.0.0.1", "--flows", "0"],
+        "--flows 0",
+    );
+    fails(
+        &["gen", "--iface", "lo", "--dst", "10.0.0.1", "--rate", "0"],
+        "--rate 0",
+    );
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "10.0.0.1",
+            "--duration",
+            "0",
+        ],
+        "--duration 0",
+    );
+    fails(&["gen", "--iface", "lo", "--dst", "not-an-ip"], "--dst");
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "10.0.0.1",
+            "--dst-mac",
+            "zz",
+        ],
+        "invalid MAC",
+    );
+    if require_root("generator errors on interfaces") {
+        fails(
+            &["gen", "--iface", "nosuchif0", "--dst", "10.0.0.1"],
+            "nosuchif0",
+        );
+        fails(
+            &[
+                "gen",
+                "--iface",
+                "lo",
+                "--dst",
+                "127.0.0.1",
+                "--size",
+                "9000",
+            ],
+            "--size: frame size 9000 out of range",
+        );
+    }
+}
