@@ -140,7 +140,7 @@ mod tests {
             let offered = rate as u64;
             let mut received = offered.min(self.capacity as u64);
             if let Some(every) = self.noise_every
-                && self.calls.wrapping_mul(2_654_435_761) % every == 0
+                && self.calls.wrapping_mul(2_654_435_761).is_multiple_of(every)
             {
                 received = received.saturating_sub(3);
             }
