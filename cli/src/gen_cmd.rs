@@ -8,7 +8,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use offload::generator::{GenOptions, Generator, L4Kind, Template};
+use lab::frame::{L4Kind, Template};
+use offload::generator::{GenFrame, GenOptions, Generator};
 
 use crate::output;
 
@@ -112,13 +113,19 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
         src_port: 1024,
         frame_size: args.size,
     };
-    template
+    let (bytes, sport_offset, stamp_offset) = template
         .build()
         .map_err(|reason| anyhow::anyhow!("--size: {reason}"))?;
     Ok(GenOptions {
         iface: args.iface.clone(),
         ifindex,
-        template,
+        frame: GenFrame {
+            bytes,
+            sport_offset,
+            stamp_offset,
+            first_port: template.src_port,
+            wire_size: template.frame_size,
+        },
         flows: args.flows,
         rate_pps: args.rate,
         duration: Duration::from_secs_f64(args.duration),

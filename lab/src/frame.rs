@@ -1,8 +1,9 @@
 //! Test and load frames: Ethernet, IPv4 (with a valid checksum) and UDP, padded to the
 //! requested size with a counting pattern. `fastpath xsk txpush` sends these, and the lab
-//! tests send and compare them.
+//! tests send and compare them. [`Template`] is the traffic generator's frame (IPv4 or
+//! IPv6, UDP or TCP, with room for its stamp).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub const FCS_LEN: usize = 4;
 const HEADERS_LEN: usize = 14 + 20 + 8;
@@ -63,6 +64,104 @@ pub fn frame_tag(frame: &[u8], port: u16) -> Option<u32> {
     is_ours.then(|| u32::from_be_bytes(frame[HEADERS_LEN..HEADERS_LEN + 4].try_into().unwrap()))
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Kind {
+    Udp,
+    /// TCP with SYN set.
+    TcpSyn,
+    /// TCP with ACK set (an established flow's segment).
+    TcpAck,
+}
+
+/// The traffic generator's frame (`fastpath gen`): IPv4 or IPv6, UDP or TCP, with room
+/// for the generator's 16-byte stamp after the L4 header.
+///
+/// Checksums: IPv4 UDP uses zero (allowed); TCP and IPv6 keep the template's checksum, which
+/// is wrong once the generator rewrites the source port. XDP and AF_XDP sinks do not check
+/// it; a kernel socket would drop such packets.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4Kind,
+    pub dst_port: u16,
+    /// First source port; flows use consecutive ports from here.
+    pub src_port: u16,
+    /// Frame size without the FCS_LEN, 64 to 1518 as on the wire (the 4 FCS_LEN bytes included in
+    /// that count, as RFC 2544 counts them).
+    pub frame_size: usize,
+}
+
+impl Template {
+    /// The frame bytes, and the offsets the program writes at (source port, stamp).
+    pub fn build(&self) -> Result<(Vec<u8>, u16, u16), String> {
+        let (l3_len, ethertype) = match (self.src, self.dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => (20, [0x08, 0x00]),
+            (IpAddr::V6(_), IpAddr::V6(_)) => (40, [0x86, 0xdd]),
+            _ => return Err("source and destination are of different IP families".into()),
+        };
+        let l4_len = if self.l4 == L4Kind::Udp { 8 } else { 20 };
+        let headers = 14 + l3_len + l4_len;
+        let min = (headers + 16 + FCS_LEN).max(64);
+        if !(min..=1518).contains(&self.frame_size) {
+            return Err(format!(
+                "frame size {} out of range: {min} to 1518 bytes for this header stack",
+                self.frame_size
+            ));
+        }
+        let len = self.frame_size - FCS_LEN;
+        let mut frame = vec![0u8; len];
+        frame[0..6].copy_from_slice(&self.dst_mac);
+        frame[6..12].copy_from_slice(&self.src_mac);
+        frame[12..14].copy_from_slice(&ethertype);
+        let l3 = 14;
+        let l4 = l3 + l3_len;
+        let proto = if self.l4 == L4Kind::Udp { 17 } else { 6 };
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let ip = &mut frame[l3..l4];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
+                ip[8] = 64;
+                ip[9] = proto;
+                ip[12..16].copy_from_slice(&src.octets());
+                ip[16..20].copy_from_slice(&dst.octets());
+                let checksum = ipv4_checksum(ip);
+                ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let ip = &mut frame[l3..l4];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&((len - l4) as u16).to_be_bytes());
+                ip[6] = proto;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&src.octets());
+                ip[24..40].copy_from_slice(&dst.octets());
+            }
+            _ => unreachable!("families checked above"),
+        }
+        frame[l4..l4 + 2].copy_from_slice(&self.src_port.to_be_bytes());
+        frame[l4 + 2..l4 + 4].copy_from_slice(&self.dst_port.to_be_bytes());
+        match self.l4 {
+            L4Kind::Udp => {
+                frame[l4 + 4..l4 + 6].copy_from_slice(&((len - l4) as u16).to_be_bytes());
+            }
+            L4Kind::TcpSyn | L4Kind::TcpAck => {
+                frame[l4 + 12] = 5 << 4;
+                frame[l4 + 13] = if self.l4 == L4Kind::TcpSyn {
+                    0x02
+                } else {
+                    0x10
+                };
+                frame[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
+            }
+        }
+        Ok((frame, l4 as u16, headers as u16))
+    }
+}
+
 /// The smallest and largest `--size` txpush accepts.
 pub const MIN_WIRE_SIZE: usize = 64;
 pub const MAX_WIRE_SIZE: usize = 9018;
@@ -121,5 +220,55 @@ mod tests {
         swap_macs(&mut frame);
         assert_eq!(&frame[0..6], &[2, 0, 0, 0, 0, 1]);
         assert_eq!(&frame[6..12], &[2, 0, 0, 0, 0, 2]);
+    }
+
+    fn template(src: &str, dst: &str, l4: L4Kind, size: usize) -> Template {
+        Template {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            l4,
+            dst_port: 9,
+            src_port: 1024,
+            frame_size: size,
+        }
+    }
+
+    #[test]
+    fn templates_have_the_asked_size_valid_headers_and_room_for_the_stamp() {
+        let (frame, sport, stamp) = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 64)
+            .build()
+            .unwrap();
+        assert_eq!(frame.len(), 60, "64 bytes on the wire, FCS excluded");
+        assert_eq!((sport, stamp), (34, 42));
+        assert_eq!(ipv4_checksum(&frame[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 46);
+        assert_eq!(u16::from_be_bytes([frame[38], frame[39]]), 26, "UDP length");
+
+        let (frame, sport, stamp) = template("fd00::1", "fd00::2", L4Kind::TcpSyn, 1518)
+            .build()
+            .unwrap();
+        assert_eq!(frame.len(), 1514);
+        assert_eq!((sport, stamp), (54, 74));
+        assert_eq!(frame[20], 6, "next header TCP");
+        assert_eq!(frame[54 + 13], 0x02, "SYN");
+        assert_eq!(u16::from_be_bytes([frame[18], frame[19]]), 1514 - 54);
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_reason() {
+        let error = template("10.0.0.1", "fd00::2", L4Kind::Udp, 64)
+            .build()
+            .unwrap_err();
+        assert!(error.contains("different IP families"), "{error}");
+        let error = template("fd00::1", "fd00::2", L4Kind::TcpAck, 64)
+            .build()
+            .unwrap_err();
+        assert!(error.contains("out of range: 94 to 1518"), "{error}");
+        let error = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 9000)
+            .build()
+            .unwrap_err();
+        assert!(error.contains("frame size 9000"), "{error}");
     }
 }

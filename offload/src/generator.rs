@@ -7,12 +7,9 @@
 //! writes a sequence number and timestamp into the payload. One thread per core calls the
 //! kernel; a rate limit paces the calls.
 //!
-//! Checksums: IPv4 UDP sends a zero checksum (allowed); the IPv6 and TCP checksums are those
-//! of the template, so after the port rewrite they are wrong for every flow but the first.
-//! XDP and AF_XDP sinks do not check them; a kernel socket would drop such packets.
+//! The frame comes from `lab::frame::Template`, whose notes on checksums apply.
 
 use std::{
-    net::IpAddr,
     os::fd::{AsFd, AsRawFd},
     sync::{
         Arc,
@@ -36,114 +33,18 @@ const FRAMES_PER_CALL: u32 = 1 << 14;
 /// Frames the kernel runs before a transmit flush (its default is 64).
 const KERNEL_BATCH: u32 = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L4Kind {
-    Udp,
-    /// TCP with SYN set.
-    TcpSyn,
-    /// TCP with ACK set (an established flow's segment).
-    TcpAck,
-}
-
-/// What one generated frame looks like.
+/// A frame to send, built by `lab::frame::Template`, and where the program writes in it.
 #[derive(Clone, Debug)]
-pub struct Template {
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub l4: L4Kind,
-    pub dst_port: u16,
-    /// First source port; flows use consecutive ports from here.
-    pub src_port: u16,
-    /// Frame size without the FCS, 64 to 1518 as on the wire (the 4 FCS bytes included in
-    /// that count, as RFC 2544 counts them).
-    pub frame_size: usize,
-}
-
-/// Bytes of Ethernet FCS the NIC adds: a 64-byte frame is 60 bytes in memory.
-pub const FCS: usize = 4;
-/// The Simple IMIX (7:4:1 of 64, 594 and 1518 bytes, on the wire).
-pub const IMIX: [(usize, u32); 3] = [(64, 7), (594, 4), (1518, 1)];
-
-impl Template {
-    /// The frame bytes, and the offsets the program writes at (source port, stamp).
-    pub fn build(&self) -> Result<(Vec<u8>, u16, u16), String> {
-        let (l3_len, ethertype) = match (self.src, self.dst) {
-            (IpAddr::V4(_), IpAddr::V4(_)) => (20, [0x08, 0x00]),
-            (IpAddr::V6(_), IpAddr::V6(_)) => (40, [0x86, 0xdd]),
-            _ => return Err("source and destination are of different IP families".into()),
-        };
-        let l4_len = if self.l4 == L4Kind::Udp { 8 } else { 20 };
-        let headers = 14 + l3_len + l4_len;
-        let min = (headers + 16 + FCS).max(64);
-        if !(min..=1518).contains(&self.frame_size) {
-            return Err(format!(
-                "frame size {} out of range: {min} to 1518 bytes for this header stack",
-                self.frame_size
-            ));
-        }
-        let len = self.frame_size - FCS;
-        let mut frame = vec![0u8; len];
-        frame[0..6].copy_from_slice(&self.dst_mac);
-        frame[6..12].copy_from_slice(&self.src_mac);
-        frame[12..14].copy_from_slice(&ethertype);
-        let l3 = 14;
-        let l4 = l3 + l3_len;
-        let proto = if self.l4 == L4Kind::Udp { 17 } else { 6 };
-        match (self.src, self.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let ip = &mut frame[l3..l4];
-                ip[0] = 0x45;
-                ip[2..4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
-                ip[8] = 64;
-                ip[9] = proto;
-                ip[12..16].copy_from_slice(&src.octets());
-                ip[16..20].copy_from_slice(&dst.octets());
-                let checksum = internet_checksum(ip);
-                ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let ip = &mut frame[l3..l4];
-                ip[0] = 0x60;
-                ip[4..6].copy_from_slice(&((len - l4) as u16).to_be_bytes());
-                ip[6] = proto;
-                ip[7] = 64;
-                ip[8..24].copy_from_slice(&src.octets());
-                ip[24..40].copy_from_slice(&dst.octets());
-            }
-            _ => unreachable!("families checked above"),
-        }
-        frame[l4..l4 + 2].copy_from_slice(&self.src_port.to_be_bytes());
-        frame[l4 + 2..l4 + 4].copy_from_slice(&self.dst_port.to_be_bytes());
-        match self.l4 {
-            L4Kind::Udp => {
-                frame[l4 + 4..l4 + 6].copy_from_slice(&((len - l4) as u16).to_be_bytes());
-            }
-            L4Kind::TcpSyn | L4Kind::TcpAck => {
-                frame[l4 + 12] = 5 << 4;
-                frame[l4 + 13] = if self.l4 == L4Kind::TcpSyn {
-                    0x02
-                } else {
-                    0x10
-                };
-                frame[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
-            }
-        }
-        Ok((frame, l4 as u16, headers as u16))
-    }
-}
-
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+pub struct GenFrame {
+    pub bytes: Vec<u8>,
+    /// Offset of the L4 source port.
+    pub sport_offset: u16,
+    /// Offset of the 16-byte stamp (sequence number, timestamp).
+    pub stamp_offset: u16,
+    /// Source port of flow 0; flow `n` uses `first_port + n`.
+    pub first_port: u16,
+    /// Size on the wire, FCS included.
+    pub wire_size: usize,
 }
 
 /// How much to send.
@@ -151,7 +52,7 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
 pub struct GenOptions {
     pub iface: String,
     pub ifindex: u32,
-    pub template: Template,
+    pub frame: GenFrame,
     pub flows: u32,
     /// Frames per second over all cores; None sends as fast as the cores can.
     pub rate_pps: Option<u64>,
@@ -230,11 +131,18 @@ impl Generator {
         options: &GenOptions,
         stop: &AtomicBool,
     ) -> Result<GenReport, OffloadError> {
-        let (frame, sport_offset, stamp_offset) = options
-            .template
-            .build()
-            .map_err(|reason| OffloadError::bpf("generator template", reason))?;
-        debug_assert!(stamp_offset < GEN_OFFSET_MASK);
+        let GenFrame {
+            bytes: frame,
+            sport_offset,
+            stamp_offset,
+            ..
+        } = options.frame.clone();
+        if stamp_offset.max(sport_offset) >= GEN_OFFSET_MASK {
+            return Err(OffloadError::bpf(
+                "generator frame",
+                format!("write offset {stamp_offset} beyond {GEN_OFFSET_MASK}"),
+            ));
+        }
         let mut config: Array<_, GenConfig> = Array::try_from(
             self.ebpf
                 .map_mut("GEN_CONFIG")
@@ -246,7 +154,7 @@ impl Generator {
                 0,
                 GenConfig {
                     flows: options.flows.max(1),
-                    port_base: options.template.src_port,
+                    port_base: options.frame.first_port,
                     sport_offset,
                     stamp_offset,
                     _pad: [0; 6],
@@ -310,7 +218,7 @@ impl Generator {
             sent,
             seconds,
             mpps: sent as f64 / seconds / 1e6,
-            frame_size: options.template.frame_size,
+            frame_size: options.frame.wire_size,
             flows: options.flows.max(1),
         })
     }
@@ -375,59 +283,4 @@ fn send_loop(
         sent.fetch_add(u64::from(chunk), Ordering::Relaxed);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn template(src: &str, dst: &str, l4: L4Kind, size: usize) -> Template {
-        Template {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            l4,
-            dst_port: 9,
-            src_port: 1024,
-            frame_size: size,
-        }
-    }
-
-    #[test]
-    fn templates_have_the_asked_size_valid_headers_and_room_for_the_stamp() {
-        let (frame, sport, stamp) = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 64)
-            .build()
-            .unwrap();
-        assert_eq!(frame.len(), 60, "64 bytes on the wire, FCS excluded");
-        assert_eq!((sport, stamp), (34, 42));
-        assert_eq!(internet_checksum(&frame[14..34]), 0, "IPv4 header checksum");
-        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 46);
-        assert_eq!(u16::from_be_bytes([frame[38], frame[39]]), 26, "UDP length");
-
-        let (frame, sport, stamp) = template("fd00::1", "fd00::2", L4Kind::TcpSyn, 1518)
-            .build()
-            .unwrap();
-        assert_eq!(frame.len(), 1514);
-        assert_eq!((sport, stamp), (54, 74));
-        assert_eq!(frame[20], 6, "next header TCP");
-        assert_eq!(frame[54 + 13], 0x02, "SYN");
-        assert_eq!(u16::from_be_bytes([frame[18], frame[19]]), 1514 - 54);
-    }
-
-    #[test]
-    fn bad_templates_are_refused_with_the_reason() {
-        let error = template("10.0.0.1", "fd00::2", L4Kind::Udp, 64)
-            .build()
-            .unwrap_err();
-        assert!(error.contains("different IP families"), "{error}");
-        let error = template("fd00::1", "fd00::2", L4Kind::TcpAck, 64)
-            .build()
-            .unwrap_err();
-        assert!(error.contains("out of range: 94 to 1518"), "{error}");
-        let error = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 9000)
-            .build()
-            .unwrap_err();
-        assert!(error.contains("frame size 9000"), "{error}");
-    }
 }
