@@ -364,7 +364,7 @@ impl Appliance {
                 device_queues,
             )
             .map_err(LbError::Setup)?;
-        self.log.push(line);
+        self.log.extend(line);
         Ok(())
     }
 

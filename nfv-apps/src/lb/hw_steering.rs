@@ -35,11 +35,14 @@ pub fn rules_for(vips: &[VipKey], socket_queues: &[u32]) -> Vec<FlowRule> {
 #[derive(Default)]
 pub struct HwSteering {
     installed: Option<InstalledRules<Ioctl>>,
+    /// The rules `installed` holds, so a reload that keeps the VIPs changes nothing.
+    rules: Vec<FlowRule>,
 }
 
 impl HwSteering {
-    /// Replaces the installed rules with those for `vips`. Returns the line to log, or the
-    /// error when `ntuple = "on"` and the NIC cannot do it.
+    /// Replaces the installed rules with those for `vips`. Returns the line to log (None
+    /// when the installed rules already match), or the error when `ntuple = "on"` and the
+    /// NIC cannot do it.
     pub fn sync(
         &mut self,
         setting: Toggle,
@@ -47,31 +50,37 @@ impl HwSteering {
         vips: &[VipKey],
         socket_queues: &[u32],
         device_queues: u32,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
+        let rules = rules_for(vips, socket_queues);
+        if self.installed.is_some() && rules == self.rules {
+            return Ok(None);
+        }
         // Remove first: the new set may need the same slots.
         self.installed = None;
+        self.rules.clear();
         if setting == Toggle::Off {
-            return Ok("ntuple: off (config); steering in XDP only".into());
+            return Ok(Some("ntuple: off (config); steering in XDP only".into()));
         }
         if setting == Toggle::Auto && socket_queues.len() as u32 >= device_queues {
-            return Ok(format!(
+            return Ok(Some(format!(
                 "ntuple: not used: every one of {iface}'s {device_queues} queues has a socket, \
                  so RSS already lands every flow on one (ntuple = \"on\" forces it)"
-            ));
+            )));
         }
-        let rules = rules_for(vips, socket_queues);
         match ntuple::install(Ioctl, iface, &rules) {
             Ok(installed) => {
                 self.installed = Some(installed);
                 let text: Vec<String> = rules.iter().map(ntuple::describe).collect();
-                Ok(format!(
+                let line = format!(
                     "ntuple: {} rules on {iface}: {}",
                     rules.len(),
                     text.join(", ")
-                ))
+                );
+                self.rules = rules;
+                Ok(Some(line))
             }
             Err(error @ NtupleError::Unavailable { .. }) if setting == Toggle::Auto => {
-                Ok(format!("ntuple: {error}"))
+                Ok(Some(format!("ntuple: {error}")))
             }
             Err(error) => Err(error.to_string()),
         }
