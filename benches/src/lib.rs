@@ -2,5 +2,6 @@
 //! the loss and latency maths. The binaries (`steer-bench`, `xsk-bench`, `lb-bench`) drive
 //! real runs on the lab.
 
+pub mod report;
 pub mod search;
 pub mod stats;
