@@ -13,7 +13,7 @@
 //! - `rows`: one per (frame size, generator cores), each with
 //!   - `saturation`: the trial at the highest offered rate, with the accounting of every
 //!     frame (`offered`, `refused_by_driver`, `reached_dut`, `other_verdicts`,
-//!     `dropped_at_socket`, `received`, `unaccounted`);
+//!     `dropped_at_socket`, `dropped_on_return`, `received`, `unaccounted`);
 //!   - `throughput`: the search's answer (`criterion`, `rate_pps`, `trials`), absent with
 //!     `--search none`;
 //!   - `points`: at 10%, 50% and 90% of that answer: latency percentiles (ns), CPU busy
@@ -88,7 +88,9 @@ pub struct Accounting {
     pub other_verdicts: u64,
     /// Redirected to the socket but dropped there (RX ring full, fill ring empty).
     pub dropped_at_socket: u64,
-    /// Handled by the app: its count of packets.
+    /// Forwarding apps: handled by the app but never back at the sender.
+    pub dropped_on_return: u64,
+    /// Handled by the app (forwarding apps: and back at the sender).
     pub received: u64,
     /// Offered minus everything above; not zero means a counter is missing a path.
     pub unaccounted: i64,

@@ -1,5 +1,6 @@
 //! `fastpath`: one command line for the framework.
 
+mod bench;
 mod demo;
 mod gen_cmd;
 mod lab_cmd;
@@ -48,6 +49,9 @@ enum Command {
     Probe(probe_cmd::ProbeArgs),
     /// Send traffic with BPF_PROG_RUN live frames (the xdp-trafficgen technique).
     Gen(gen_cmd::GenArgs),
+    /// Line-rate benchmark of one app on a NIC profile: RFC 2544 search, latency, CPU,
+    /// references; writes results.json, report.md and SVG plots. `bench compare A B`.
+    Bench(bench::BenchArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
     /// Build a lab, run the L4 load balancer on AF_XDP, send real HTTP requests, drain a
@@ -81,6 +85,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
+        Command::Bench(args) => bench::run(args, cli.json),
         Command::Lb(args) => lb_cmd::run(args, cli.json),
         Command::Probe(args) => probe_cmd::run(args, cli.json),
         Command::Demo { requests } => demo::run(*requests, cli.json),

@@ -2,6 +2,8 @@
 
 mod run;
 
+pub(crate) use run::refill;
+
 use std::{
     net::Ipv4Addr,
     sync::{Arc, atomic::AtomicBool},
@@ -246,13 +248,13 @@ pub fn measure(args: &XskArgs, stop: &AtomicBool) -> anyhow::Result<Summary> {
 /// Makes the steering program send the queue's traffic to the socket. If no fastpath
 /// program is attached, attaches one whose default action is `xsk` for the run and
 /// detaches it afterwards; an existing attachment (and its rules) is used as it is.
-struct SteeringGuard {
+pub(crate) struct SteeringGuard {
     iface: String,
     attached_here: bool,
 }
 
 impl SteeringGuard {
-    fn register(iface: &str, socket: &Socket) -> anyhow::Result<SteeringGuard> {
+    pub(crate) fn register(iface: &str, socket: &Socket) -> anyhow::Result<SteeringGuard> {
         let (steering, attached_here) = match Steering::open(iface) {
             Ok(steering) => (steering, false),
             Err(OffloadError::NotAttached(..)) => {

@@ -108,7 +108,11 @@ fn count_frame(frame: &Frame, packets: &mut u64, bytes: &mut u64) {
 
 /// Gives `count` frames back to the fill ring. Refilling only what was used keeps the loop
 /// off the kernel's consumer index (a shared cache line) while nothing arrives.
-fn refill(socket: &mut Socket, pool: &mut FramePool, count: u32) -> Result<(), XskError> {
+pub(crate) fn refill(
+    socket: &mut Socket,
+    pool: &mut FramePool,
+    count: u32,
+) -> Result<(), XskError> {
     if count > 0 {
         socket.fill(pool, count);
     }

@@ -1,0 +1,226 @@
+//! One trial: the generator sends at an offered rate after a warm-up, and the counters at
+//! both ends say where every frame went.
+//!
+//! The counters are read before and after the measured part, with no traffic in flight at
+//! either moment (a pause follows the warm-up and the measured send), so the deltas cover
+//! exactly the frames of the measured send:
+//!
+//! - the sender: frames offered, and those its driver refused (veth: the peer's ring was
+//!   full), from the generator;
+//! - the device under test: the steering program's verdict counters;
+//! - the app: packets received, and packets the kernel dropped at its socket;
+//! - for the forwarding apps (xdp-tx, l2fwd): frames that came back, counted by a drop
+//!   program on the sender's interface.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use benches::{
+    report::Accounting,
+    search::{Device, Trial},
+};
+use offload::{
+    ActionCounters, Steering,
+    generator::{GenFrame, GenOptions, GenReport, Generator},
+};
+
+use super::{
+    App,
+    sink::Sink,
+    system::{CpuTimes, cpu_hz},
+};
+
+/// Time for the last frames of a send to drain through the device before counting.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Where the traffic goes: the generator's side and the device under test's side.
+#[derive(Clone, Debug)]
+pub struct Ends {
+    pub tx_namespace: Option<String>,
+    pub tx_iface: String,
+    pub rx_namespace: Option<String>,
+    pub rx_iface: String,
+}
+
+/// Runs `work` inside `namespace`, or here when there is none.
+pub fn in_namespace<T: Send + 'static>(
+    namespace: &Option<String>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    match namespace {
+        Some(namespace) => Ok(lab::netns::run_in(namespace, work)?),
+        None => Ok(work()),
+    }
+}
+
+fn steering_counters(namespace: &Option<String>, iface: &str) -> anyhow::Result<ActionCounters> {
+    let iface = iface.to_string();
+    in_namespace(namespace, move || -> anyhow::Result<ActionCounters> {
+        Ok(Steering::open(&iface)
+            .with_context(|| format!("the steering program on {iface}"))?
+            .counters()?)
+    })?
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    dut: ActionCounters,
+    /// Frames back at the sender (forwarding apps).
+    returned: u64,
+    sink_received: u64,
+    sink_drops: u64,
+}
+
+/// What one measured send gave.
+pub struct Measured {
+    pub accounting: Accounting,
+    pub latency_ns: Vec<u64>,
+    pub cpu_busy: Vec<f64>,
+    pub cycles_per_packet: Option<f64>,
+}
+
+/// The device for one row (app, frame, generator cores): what the search tries.
+pub struct LabDevice<'a> {
+    pub app: App,
+    pub ends: &'a Ends,
+    pub generator: &'a mut Generator,
+    pub sink: Option<&'a Sink>,
+    pub frame: GenFrame,
+    pub ifindex: u32,
+    pub flows: u32,
+    pub gen_cores: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Called after each trial: the progress bar.
+    pub on_trial: &'a dyn Fn(&Accounting),
+    /// The first error; the search cannot take one, so later trials fail fast.
+    pub error: Option<anyhow::Error>,
+}
+
+impl LabDevice<'_> {
+    fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> anyhow::Result<GenReport> {
+        let options = GenOptions {
+            iface: self.ends.tx_iface.clone(),
+            ifindex: self.ifindex,
+            frame: self.frame.clone(),
+            flows: self.flows,
+            rate_pps: rate_pps.map(|r| r.max(1.0) as u64),
+            duration,
+            count: None,
+            cores: self.gen_cores.clone(),
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        Ok(self.generator.run(&options, &stop)?)
+    }
+
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let dut = steering_counters(&self.ends.rx_namespace, &self.ends.rx_iface)?;
+        let returned = if self.app.forwards() {
+            steering_counters(&self.ends.tx_namespace, &self.ends.tx_iface)?.drop
+        } else {
+            0
+        };
+        let (sink_received, sink_drops) = self.sink.map_or((0, 0), Sink::counters);
+        Ok(Snapshot {
+            dut,
+            returned,
+            sink_received,
+            sink_drops,
+        })
+    }
+
+    /// A warm-up, then the measured send at `rate_pps` (as fast as possible when `None`).
+    pub fn measure(&mut self, rate_pps: Option<f64>, latency: bool) -> anyhow::Result<Measured> {
+        if !self.warmup.is_zero() {
+            self.send(rate_pps, self.warmup)?;
+            std::thread::sleep(SETTLE);
+        }
+        let before = self.snapshot()?;
+        let cpu_before = CpuTimes::now();
+        if latency && let Some(sink) = self.sink {
+            sink.record_latency(usize::from(self.frame.stamp_offset));
+        }
+        let report = self.send(rate_pps, self.duration)?;
+        std::thread::sleep(SETTLE);
+        let latency_ns = self.sink.map(Sink::take_latency).unwrap_or_default();
+        let cpu_busy = CpuTimes::now().busy_since(&cpu_before);
+        let after = self.snapshot()?;
+        let accounting = self.account(rate_pps, &report, &before, &after);
+        // Busy seconds over the measured send and the settle time, all CPUs.
+        let busy_seconds: f64 =
+            cpu_busy.iter().sum::<f64>() * (report.seconds + SETTLE.as_secs_f64());
+        let cycles_per_packet = cpu_hz()
+            .filter(|_| accounting.received > 0)
+            .map(|hz| busy_seconds * hz / accounting.received as f64);
+        (self.on_trial)(&accounting);
+        Ok(Measured {
+            accounting,
+            latency_ns,
+            cpu_busy,
+            cycles_per_packet,
+        })
+    }
+
+    fn account(
+        &self,
+        rate_pps: Option<f64>,
+        report: &GenReport,
+        before: &Snapshot,
+        after: &Snapshot,
+    ) -> Accounting {
+        let dut = |pick: fn(&ActionCounters) -> u64| pick(&after.dut) - pick(&before.dut);
+        let reached_dut = dut(ActionCounters::total);
+        // The verdict the app wants; every other verdict loses the frame for it.
+        let wanted = match self.app {
+            App::XdpDrop => dut(|c| c.drop),
+            App::XdpTx => dut(|c| c.tx),
+            App::Rxdrop | App::L2fwd | App::Lb => dut(|c| c.xsk),
+        };
+        let dropped_at_socket = after.sink_drops - before.sink_drops;
+        let handled = match self.app {
+            App::XdpDrop | App::XdpTx => wanted,
+            App::Rxdrop | App::L2fwd | App::Lb => after.sink_received - before.sink_received,
+        };
+        let (received, dropped_on_return) = if self.app.forwards() {
+            let returned = after.returned - before.returned;
+            (returned, handled.saturating_sub(returned))
+        } else {
+            (handled, 0)
+        };
+        let refused = report.transmit_errors.unwrap_or(0);
+        let other_verdicts = reached_dut - wanted;
+        let accounted = refused + other_verdicts + dropped_at_socket + dropped_on_return + received;
+        Accounting {
+            rate_pps: rate_pps.unwrap_or(report.sent as f64 / report.seconds),
+            seconds: report.seconds,
+            offered: report.sent,
+            refused_by_driver: report.transmit_errors,
+            reached_dut,
+            other_verdicts,
+            dropped_at_socket,
+            dropped_on_return,
+            received,
+            unaccounted: report.sent as i64 - accounted as i64,
+        }
+    }
+}
+
+impl Device for LabDevice<'_> {
+    fn trial(&mut self, rate_pps: f64) -> Trial {
+        let failed = Trial {
+            rate_pps,
+            offered: 1,
+            received: 0,
+        };
+        if self.error.is_some() {
+            return failed;
+        }
+        match self.measure(Some(rate_pps), false) {
+            Ok(measured) => measured.accounting.trial(),
+            Err(error) => {
+                self.error = Some(error);
+                failed
+            }
+        }
+    }
+}

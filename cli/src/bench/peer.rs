@@ -1,0 +1,99 @@
+//! The xsk-rs peer (benches/xsk-peer, built by `cargo xtask bench-xsk`): the same rxdrop
+//! and l2fwd loops on xsk-rs (libxdp), bound with the same ring, batch and frame sizes,
+//! registered in the same steering program. Measured at the same offered load as the
+//! app's saturation trial.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use offload::generator::{GenFrame, Generator};
+
+use super::{
+    App, Stage,
+    device::{Ends, LabDevice},
+    sink::Tuning,
+    system,
+};
+
+/// Where `cargo xtask bench-xsk` puts the peer, next to this binary's target directory.
+pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(given) = given {
+        return Some(given.to_path_buf());
+    }
+    let exe = std::env::current_exe().ok()?;
+    // target/release/fastpath -> target/xsk-peer/release/xsk-peer
+    let candidate = exe.parent()?.parent()?.join("xsk-peer/release/xsk-peer");
+    candidate.exists().then_some(candidate)
+}
+
+/// The peer's received Mpps while the generator sends as fast as it can.
+#[allow(clippy::too_many_arguments)]
+pub fn measure(
+    binary: &Path,
+    app: App,
+    ends: &Ends,
+    generator: &mut Generator,
+    ifindex: u32,
+    frame: &GenFrame,
+    cores: usize,
+    tuning: &Tuning,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let Some(namespace) = &ends.rx_namespace else {
+        bail!("the xsk-rs peer runs only on the veth lab (it takes a namespace)");
+    };
+    let stage = Stage::start(app, ends, tuning, false)?;
+    let lifetime = duration + Duration::from_millis(2500);
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg((system::cpu_count() - 1).to_string())
+        .arg(binary)
+        .arg(app.name())
+        .arg(&ends.rx_iface)
+        .arg(namespace)
+        .arg(lifetime.as_secs_f64().to_string())
+        .arg(tuning.frame_size.to_string())
+        .arg(tuning.batch.to_string())
+        .arg(tuning.ring_size.to_string())
+        .arg(frame.wire_size.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run the xsk-rs peer {}", binary.display()))?;
+    // Let it bind and register its socket before any frame is sent.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut device = LabDevice {
+        app,
+        ends,
+        generator,
+        sink: None,
+        frame: frame.clone(),
+        ifindex,
+        flows: 1,
+        gen_cores: (0..cores).collect(),
+        warmup: Duration::ZERO,
+        duration,
+        on_trial: &|_| {},
+        error: None,
+    };
+    let sent = device.measure(None, false)?.accounting;
+    let output = child.wait_with_output()?;
+    stage.stop()?;
+    if !output.status.success() {
+        bail!(
+            "the xsk-rs peer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("peer output {:?}", String::from_utf8_lossy(&output.stdout)))?;
+    let packets = summary["packets"]
+        .as_u64()
+        .context("no packets in the peer's output")?;
+    // Every packet it received was sent during the measured send.
+    Ok(packets as f64 / sent.seconds / 1e6)
+}

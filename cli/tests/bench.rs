@@ -1,0 +1,159 @@
+//! `fastpath bench`: a short real run on its own veth lab (counters consistent, a non-zero
+//! rate, the report files written), and the errors a user can make. Rates are never
+//! asserted.
+
+use std::process::{Command, Output};
+
+use benches::report::{PLOTS, Results};
+use lab::require_root;
+
+fn fastpath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(args)
+        .output()
+        .expect("run fastpath")
+}
+
+fn error_of(args: &[&str]) -> String {
+    let output = fastpath(args);
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_short_rxdrop_run_accounts_for_every_frame() {
+    if !require_root("bench runner") {
+        return;
+    }
+    let prefix = format!("fpbn{:04}", std::process::id() % 10000);
+    let out = std::env::temp_dir().join(format!("{prefix}-out"));
+    let output = fastpath(&[
+        "--json",
+        "bench",
+        "--profile",
+        "veth",
+        "--app",
+        "rxdrop",
+        "--sizes",
+        "64",
+        "--cores",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--search",
+        "none",
+        "--lab-prefix",
+        &prefix,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Results = serde_json::from_slice(&output.stdout).expect("results on stdout");
+    let written: Results =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    assert_eq!(written.profile, "veth");
+    let row = &written.rows[0];
+    let mut trials = vec![row.saturation];
+    trials.extend(row.points.iter().map(|p| p.accounting));
+    for trial in &trials {
+        assert!(trial.offered > 0 && trial.received > 0, "{trial:?}");
+        assert_eq!(trial.unaccounted, 0, "a frame went missing: {trial:?}");
+        assert_eq!(
+            trial.offered,
+            trial.refused_by_driver.unwrap() + trial.reached_dut,
+            "{trial:?}"
+        );
+    }
+    assert!(row.saturation.received_mpps() > 0.0);
+    // Below saturation the sink read the send stamps.
+    let latency = row.points[0].latency.expect("latency at 10% load");
+    assert!(latency.samples > 0 && latency.p50_ns > 0 && latency.p50_ns <= latency.max_ns);
+    // The in-kernel bound ran in the same run.
+    assert!(
+        row.references
+            .iter()
+            .any(|r| r.name == "xdp-drop" && r.mpps > 0.0),
+        "{:?}",
+        row.references
+    );
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("| 64 | 1 |")
+    );
+    for plot in PLOTS {
+        assert!(out.join(plot).exists(), "no {plot}");
+    }
+    // The lab is gone.
+    assert!(!std::path::Path::new(&format!("/run/netns/{prefix}-dut")).exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_bench_input_is_refused_before_any_traffic() {
+    let unknown = error_of(&["bench", "--profile", "nosuchnic", "--app", "rxdrop"]);
+    assert!(
+        unknown.contains("--profile nosuchnic: unknown profile") && unknown.contains("veth"),
+        "{unknown}"
+    );
+    let zero_copy = error_of(&[
+        "bench",
+        "--profile",
+        "veth",
+        "--app",
+        "rxdrop",
+        "--zero-copy",
+    ]);
+    assert!(
+        zero_copy.contains("profile veth cannot run rxdrop in zero-copy mode"),
+        "{zero_copy}"
+    );
+    let missing = error_of(&[
+        "bench",
+        "--profile",
+        "i40e",
+        "--app",
+        "rxdrop",
+        "--tx-iface",
+        "fpnosuch0",
+        "--rx-iface",
+        "fpnosuch1",
+    ]);
+    assert!(
+        missing.contains("--tx-iface fpnosuch0: no such interface"),
+        "{missing}"
+    );
+    let no_ifaces = error_of(&["bench", "--profile", "i40e", "--app", "xdp-drop"]);
+    assert!(
+        no_ifaces.contains("--tx-iface is required with profile i40e"),
+        "{no_ifaces}"
+    );
+    let size = error_of(&[
+        "bench",
+        "--profile",
+        "veth",
+        "--app",
+        "xdp-drop",
+        "--sizes",
+        "40",
+    ]);
+    assert!(size.contains("--sizes 40"), "{size}");
+}
+
+#[test]
+fn compare_prints_ratios_of_two_result_files() {
+    let dir = std::env::temp_dir().join(format!("fpbench-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{ not json").unwrap();
+    let error = error_of(&["bench", "compare", broken.to_str().unwrap(), "b.json"]);
+    assert!(error.contains("broken.json"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
