@@ -372,11 +372,16 @@ impl<'a> Plan<'a> {
                 row.line_rate_mpps = self
                     .line_rate_gbps()
                     .map(|gbps| line_rate_mpps(gbps, size as u32));
-                progress.println(format!(
-                    "{} B, {cores} generator core(s): {:.3} Mpps",
-                    size,
+                let line = format!(
+                    "{size} B, {cores} generator core(s): {:.3} Mpps",
                     row.headline_mpps()
-                ));
+                );
+                // A hidden bar (stderr not a terminal) prints nothing.
+                if progress.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    progress.println(line);
+                }
                 rows.push(row);
             }
         }
