@@ -69,7 +69,13 @@ fn nat_ipv4_and_ipv6_serve_every_connection() {
         let counts = tally(&http_gets(&setup, v4, 1000));
         assert!(counts.iter().all(|&c| c > 0), "v4={v4}: {counts:?}");
         let status = appliance.status();
-        assert!(status["nat_entries"].as_u64().unwrap() >= 1000, "{status}");
+        // Every connection went through the NAT. Entries of closed connections may already
+        // be gone, so the table size is only checked to be non-zero.
+        assert!(
+            status["vips"][0]["connections"].as_u64().unwrap() >= 1000,
+            "{status}"
+        );
+        assert!(status["nat_entries"].as_u64().unwrap() > 0, "{status}");
     }
 }
 
