@@ -79,44 +79,70 @@ pub struct Measured {
     pub cycles_per_packet: Option<f64>,
 }
 
-/// The device for one row (app, frame, generator cores): what the search tries.
-pub struct LabDevice<'a> {
-    pub app: App,
+/// The traffic of one row, the same for the app and its references: where it goes, the
+/// frame, the sending cores and the trial lengths.
+#[derive(Clone)]
+pub struct Load<'a> {
     pub ends: &'a Ends,
-    pub generator: &'a mut Generator,
-    pub sink: Option<&'a Sink>,
-    pub frame: GenFrame,
     pub ifindex: u32,
+    pub frame: GenFrame,
     pub flows: u32,
     pub gen_cores: Vec<usize>,
     pub warmup: Duration,
     pub duration: Duration,
+}
+
+/// The device for one row and one app: what the search tries.
+pub struct LabDevice<'a> {
+    app: App,
+    load: &'a Load<'a>,
+    generator: &'a mut Generator,
+    sink: Option<&'a Sink>,
     /// Called after each trial: the progress bar.
-    pub on_trial: &'a dyn Fn(&Accounting),
+    on_trial: &'a dyn Fn(&Accounting),
     /// The first error; the search cannot take one, so later trials fail fast.
     pub error: Option<anyhow::Error>,
 }
 
-impl LabDevice<'_> {
+impl<'a> LabDevice<'a> {
+    pub fn new(
+        app: App,
+        load: &'a Load<'a>,
+        generator: &'a mut Generator,
+        sink: Option<&'a Sink>,
+        on_trial: &'a dyn Fn(&Accounting),
+    ) -> LabDevice<'a> {
+        LabDevice {
+            app,
+            load,
+            generator,
+            sink,
+            on_trial,
+            error: None,
+        }
+    }
+
     fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> anyhow::Result<GenReport> {
+        let load = self.load;
         let options = GenOptions {
-            iface: self.ends.tx_iface.clone(),
-            ifindex: self.ifindex,
-            frame: self.frame.clone(),
-            flows: self.flows,
+            iface: load.ends.tx_iface.clone(),
+            ifindex: load.ifindex,
+            frame: load.frame.clone(),
+            flows: load.flows,
             rate_pps: rate_pps.map(|r| r.max(1.0) as u64),
             duration,
             count: None,
-            cores: self.gen_cores.clone(),
+            cores: load.gen_cores.clone(),
         };
         let stop = std::sync::atomic::AtomicBool::new(false);
         Ok(self.generator.run(&options, &stop)?)
     }
 
     fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        let dut = steering_counters(&self.ends.rx_namespace, &self.ends.rx_iface)?;
+        let ends = self.load.ends;
+        let dut = steering_counters(&ends.rx_namespace, &ends.rx_iface)?;
         let returned = if self.app.forwards() {
-            steering_counters(&self.ends.tx_namespace, &self.ends.tx_iface)?.drop
+            steering_counters(&ends.tx_namespace, &ends.tx_iface)?.drop
         } else {
             0
         };
@@ -131,16 +157,16 @@ impl LabDevice<'_> {
 
     /// A warm-up, then the measured send at `rate_pps` (as fast as possible when `None`).
     pub fn measure(&mut self, rate_pps: Option<f64>, latency: bool) -> anyhow::Result<Measured> {
-        if !self.warmup.is_zero() {
-            self.send(rate_pps, self.warmup)?;
+        if !self.load.warmup.is_zero() {
+            self.send(rate_pps, self.load.warmup)?;
             std::thread::sleep(SETTLE);
         }
         let before = self.snapshot()?;
         let cpu_before = CpuTimes::now();
         if latency && let Some(sink) = self.sink {
-            sink.record_latency(usize::from(self.frame.stamp_offset));
+            sink.record_latency(usize::from(self.load.frame.stamp_offset));
         }
-        let report = self.send(rate_pps, self.duration)?;
+        let report = self.send(rate_pps, self.load.duration)?;
         std::thread::sleep(SETTLE);
         let latency_ns = self.sink.map(Sink::take_latency).unwrap_or_default();
         let cpu_busy = CpuTimes::now().busy_since(&cpu_before);

@@ -34,7 +34,7 @@ use offload::{
     rules::Action,
 };
 
-use device::{Ends, LabDevice, in_namespace};
+use device::{Ends, LabDevice, Load, in_namespace};
 use sink::{Sink, SinkApp, Tuning};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -367,8 +367,16 @@ impl<'a> Plan<'a> {
         let mut rows = Vec::new();
         for &cores in &args.cores {
             for &size in &args.sizes {
-                let frame = self.frame(ends, size)?;
-                let mut row = self.row(ends, &mut generator, ifindex, &frame, cores, &progress)?;
+                let load = Load {
+                    ends,
+                    ifindex,
+                    frame: self.frame(ends, size)?,
+                    flows: args.flows,
+                    gen_cores: (0..cores).collect(),
+                    warmup: Duration::from_secs_f64(args.warmup),
+                    duration: Duration::from_secs_f64(args.duration),
+                };
+                let mut row = self.row(&load, &mut generator, &progress)?;
                 row.line_rate_mpps = self
                     .line_rate_gbps()
                     .map(|gbps| line_rate_mpps(gbps, size as u32));
@@ -443,14 +451,12 @@ impl<'a> Plan<'a> {
     /// Everything measured for one frame size and generator core count.
     fn row(
         &self,
-        ends: &Ends,
+        load: &Load,
         generator: &mut Generator,
-        ifindex: u32,
-        frame: &GenFrame,
-        cores: usize,
         progress: &ProgressBar,
     ) -> anyhow::Result<Row> {
         let args = self.args;
+        let (frame, cores) = (&load.frame, load.gen_cores.len());
         let label = format!("{} B, {cores} core(s)", frame.wire_size);
         let on_trial = |a: &benches::report::Accounting| {
             progress.set_message(format!(
@@ -461,21 +467,8 @@ impl<'a> Plan<'a> {
                 stats::loss_ratio(a.offered, a.received) * 100.0
             ));
         };
-        let stage = Stage::start(self.app, ends, &self.tuning, true)?;
-        let mut device = LabDevice {
-            app: self.app,
-            ends,
-            generator,
-            sink: stage.sink.as_ref(),
-            frame: frame.clone(),
-            ifindex,
-            flows: args.flows,
-            gen_cores: (0..cores).collect(),
-            warmup: Duration::from_secs_f64(args.warmup),
-            duration: Duration::from_secs_f64(args.duration),
-            on_trial: &on_trial,
-            error: None,
-        };
+        let stage = Stage::start(self.app, load.ends, &self.tuning, true)?;
+        let mut device = LabDevice::new(self.app, load, generator, stage.sink.as_ref(), &on_trial);
         let saturation = device.measure(None, false)?.accounting;
         let top_rate = saturation.offered as f64 / saturation.seconds;
         let criterion = match args.search {
@@ -537,40 +530,23 @@ impl<'a> Plan<'a> {
             references: Vec::new(),
             notes: Vec::new(),
         };
-        self.references(ends, generator, ifindex, frame, cores, &on_trial, &mut row)?;
+        self.references(load, generator, &on_trial, &mut row)?;
         Ok(row)
     }
 
     /// The in-kernel bound and the xsk-rs peer at saturation, right after the app.
-    #[allow(clippy::too_many_arguments)]
     fn references(
         &self,
-        ends: &Ends,
+        load: &Load,
         generator: &mut Generator,
-        ifindex: u32,
-        frame: &GenFrame,
-        cores: usize,
         on_trial: &dyn Fn(&benches::report::Accounting),
         row: &mut Row,
     ) -> anyhow::Result<()> {
         let Some(bound) = self.app.kernel_bound() else {
             return Ok(());
         };
-        let stage = Stage::start(bound, ends, &self.tuning, false)?;
-        let mut device = LabDevice {
-            app: bound,
-            ends,
-            generator,
-            sink: None,
-            frame: frame.clone(),
-            ifindex,
-            flows: self.args.flows,
-            gen_cores: (0..cores).collect(),
-            warmup: Duration::from_secs_f64(self.args.warmup),
-            duration: Duration::from_secs_f64(self.args.duration),
-            on_trial,
-            error: None,
-        };
+        let stage = Stage::start(bound, load.ends, &self.tuning, false)?;
+        let mut device = LabDevice::new(bound, load, generator, None, on_trial);
         let kernel = device.measure(None, false)?.accounting;
         drop(device);
         stage.stop()?;
@@ -580,26 +556,17 @@ impl<'a> Plan<'a> {
         });
         match peer::binary(self.args.peer.as_deref()) {
             Some(binary) => {
-                let mpps = peer::measure(
-                    &binary,
-                    self.app,
-                    ends,
-                    generator,
-                    ifindex,
-                    frame,
-                    cores,
-                    &self.tuning,
-                    Duration::from_secs_f64(self.args.duration),
-                )?;
+                let mpps = peer::measure(&binary, self.app, load, generator, &self.tuning)?;
                 row.references.push(Reference {
                     name: "xsk-rs".into(),
                     mpps,
                 });
             }
             None => row.notes.push(format!(
-                "{} B, {cores} core(s): no xsk-rs peer (build it with `cargo xtask bench-xsk` or \
+                "{} B, {} core(s): no xsk-rs peer (build it with `cargo xtask bench-xsk` or \
                  give --peer)",
-                frame.wire_size
+                load.frame.wire_size,
+                load.gen_cores.len()
             )),
         }
         Ok(())
@@ -651,8 +618,11 @@ impl<'a> Stage<'a> {
     ) -> anyhow::Result<Stage<'a>> {
         let mut stage = Stage { ends, sink: None };
         attach(&ends.rx_namespace, &ends.rx_iface, app.dut_action())?;
-        // On veth, frames reach the sender again only if it runs an XDP program.
-        attach(&ends.tx_namespace, &ends.tx_iface, Action::Drop)?;
+        if app.forwards() {
+            // Counts the frames that come back; on veth they reach the sender at all only
+            // if it runs an XDP program.
+            attach(&ends.tx_namespace, &ends.tx_iface, Action::Drop)?;
+        }
         if let Some(kind) = app.sink().filter(|_| with_sink) {
             let cpu = system::cpu_count() - 1;
             stage.sink = Some(Sink::start(

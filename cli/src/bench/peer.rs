@@ -10,11 +10,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use offload::generator::{GenFrame, Generator};
+use offload::generator::Generator;
 
 use super::{
     App, Stage,
-    device::{Ends, LabDevice},
+    device::{LabDevice, Load},
     sink::Tuning,
     system,
 };
@@ -31,23 +31,19 @@ pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The peer's received Mpps while the generator sends as fast as it can.
-#[allow(clippy::too_many_arguments)]
 pub fn measure(
     binary: &Path,
     app: App,
-    ends: &Ends,
+    load: &Load,
     generator: &mut Generator,
-    ifindex: u32,
-    frame: &GenFrame,
-    cores: usize,
     tuning: &Tuning,
-    duration: Duration,
 ) -> anyhow::Result<f64> {
+    let ends = load.ends;
     let Some(namespace) = &ends.rx_namespace else {
         bail!("the xsk-rs peer runs only on the veth lab (it takes a namespace)");
     };
     let stage = Stage::start(app, ends, tuning, false)?;
-    let lifetime = duration + Duration::from_millis(2500);
+    let lifetime = load.duration + Duration::from_millis(2500);
     let child = Command::new("taskset")
         .arg("-c")
         .arg((system::cpu_count() - 1).to_string())
@@ -59,27 +55,19 @@ pub fn measure(
         .arg(tuning.frame_size.to_string())
         .arg(tuning.batch.to_string())
         .arg(tuning.ring_size.to_string())
-        .arg(frame.wire_size.to_string())
+        .arg(load.frame.wire_size.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("run the xsk-rs peer {}", binary.display()))?;
     // Let it bind and register its socket before any frame is sent.
     std::thread::sleep(Duration::from_millis(700));
-    let mut device = LabDevice {
-        app,
-        ends,
-        generator,
-        sink: None,
-        frame: frame.clone(),
-        ifindex,
-        flows: 1,
-        gen_cores: (0..cores).collect(),
+    // No warm-up: the peer reports one total, so every frame sent must count.
+    let load = Load {
         warmup: Duration::ZERO,
-        duration,
-        on_trial: &|_| {},
-        error: None,
+        ..load.clone()
     };
+    let mut device = LabDevice::new(app, &load, generator, None, &|_| {});
     let sent = device.measure(None, false)?.accounting;
     let output = child.wait_with_output()?;
     stage.stop()?;

@@ -241,7 +241,6 @@ fn run(app: SinkApp, iface: &str, tuning: &Tuning, shared: &Shared) -> anyhow::R
             let mut all = shared.samples.lock().unwrap();
             let room = MAX_SAMPLES.saturating_sub(all.len());
             all.extend(samples.drain(..).take(room));
-            samples.clear();
         }
         iterations = iterations.wrapping_add(1);
         if iterations.is_multiple_of(1024) {
