@@ -37,7 +37,8 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
         "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
         "udp", "--dst", &dst, "--dport", "9",
     ]);
-    let report = json(&[
+    let output = fastpath(&[
+        "--json",
         "--netns",
         client_ns,
         "gen",
@@ -54,6 +55,11 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
         "--rate",
         "200000",
     ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // No warning: the dispatcher hold was made, so calls do not wait for RCU grace periods.
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
     let sent = report["sent"].as_u64().unwrap();
     assert_eq!(sent, 100_000, "{report}");
     assert!(report["mpps"].as_f64().unwrap() > 0.0);
@@ -63,6 +69,15 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     let refused = report["transmit_errors"].as_u64().unwrap();
     assert!(transmitted > 0, "{report}");
     assert!(transmitted + refused <= sent, "{report}");
+
+    // The generator's dispatcher hold (a veth pair named fpgh<pid>) is gone with the run.
+    let links = Command::new("ip")
+        .args(["-n", client_ns, "-o", "link", "show"])
+        .output()
+        .expect("run ip link");
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(links.contains(client_if), "{links}");
+    assert!(!links.contains("fpgh"), "the hold veth was left: {links}");
 
     let status = json(&["--netns", dut_ns, "xdp", "status", "--iface", dut_if]);
     let received = status["rules"][0]["packets"].as_u64().unwrap();

@@ -8,6 +8,9 @@
 //! kernel; a rate limit paces the calls.
 //!
 //! The frame comes from `lab::frame::Template`, whose notes on checksums apply.
+//! [`dispatcher_hold`] explains why the program is also attached to a spare interface.
+
+mod dispatcher_hold;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -18,15 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::Array,
-    programs::{ProgramFd, Xdp},
-};
+use aya::{Ebpf, EbpfLoader, maps::Array, programs::Xdp};
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use serde::Serialize;
 
 use crate::{OffloadError, STEER_OBJECT, attach::describe, probe::ethtool, sys};
+use dispatcher_hold::DispatcherHold;
 
 /// Frames per `BPF_PROG_RUN` call: bounds the time between rate and stop checks.
 const FRAMES_PER_CALL: u32 = 1 << 14;
@@ -102,27 +102,10 @@ impl Generator {
         let mut ebpf = EbpfLoader::new()
             .load(STEER_OBJECT)
             .map_err(|error| OffloadError::bpf("load the generator object", describe(&error)))?;
-        let program: &mut Xdp = ebpf
-            .program_mut("gen_tx")
-            .ok_or_else(|| OffloadError::bpf("load", "no gen_tx program"))?
-            .try_into()
-            .map_err(|error| OffloadError::bpf("load", describe(&error)))?;
-        program
+        gen_tx(&mut ebpf)?
             .load()
             .map_err(|error| OffloadError::bpf("verifier rejected gen_tx", describe(&error)))?;
         Ok(Generator { ebpf })
-    }
-
-    fn program_fd(&self) -> Result<&ProgramFd, OffloadError> {
-        let program: &Xdp = self
-            .ebpf
-            .program("gen_tx")
-            .ok_or_else(|| OffloadError::bpf("generator", "no gen_tx program"))?
-            .try_into()
-            .map_err(|error| OffloadError::bpf("generator", describe(&error)))?;
-        program
-            .fd()
-            .map_err(|error| OffloadError::bpf("generator", describe(&error)))
     }
 
     /// Sends until the duration or count is reached, or `stop` is set.
@@ -162,8 +145,18 @@ impl Generator {
                 0,
             )
             .map_err(|error| OffloadError::bpf("write GEN_CONFIG", error))?;
-        let fd = self
-            .program_fd()?
+        let program = gen_tx(&mut self.ebpf)?;
+        let _hold = DispatcherHold::new(program)
+            .inspect_err(|error| {
+                eprintln!(
+                    "warning: {error}; every BPF_PROG_RUN call will wait for two RCU grace \
+                     periods, so the generator sends more slowly"
+                )
+            })
+            .ok();
+        let fd = program
+            .fd()
+            .map_err(|error| OffloadError::bpf("generator", describe(&error)))?
             .as_fd()
             .try_clone_to_owned()
             .map_err(|error| OffloadError::syscall("dup the generator program fd", error))?;
@@ -222,6 +215,13 @@ impl Generator {
             flows: options.flows.max(1),
         })
     }
+}
+
+fn gen_tx(ebpf: &mut Ebpf) -> Result<&mut Xdp, OffloadError> {
+    ebpf.program_mut("gen_tx")
+        .ok_or_else(|| OffloadError::bpf("generator", "no gen_tx program"))?
+        .try_into()
+        .map_err(|error| OffloadError::bpf("generator", describe(&error)))
 }
 
 /// One thread's calls into the kernel, paced to `rate` frames per second when given.

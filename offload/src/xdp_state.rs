@@ -1,7 +1,10 @@
 //! What the kernel says is attached to an interface, read through rtnetlink (IFLA_XDP).
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+use rtnetlink::{
+    Handle,
+    packet_route::link::{LinkAttribute, LinkXdp, XdpAttached},
+};
 
 use crate::{OffloadError, mode::XdpMode};
 
@@ -70,6 +73,19 @@ pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
 
 /// The link's attributes, from one RTM_GETLINK.
 fn link_attributes(ifindex: u32) -> Result<Vec<LinkAttribute>, OffloadError> {
+    netlink("RTM_GETLINK", async move |handle| {
+        let mut links = handle.link().get().match_index(ifindex).execute();
+        Ok(links.try_next().await?.map(|message| message.attributes))
+    })?
+    .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))
+}
+
+/// One rtnetlink exchange on its own socket and small runtime: not a hot path, and this
+/// keeps the API synchronous. `what` names the request in the error.
+pub(crate) fn netlink<T>(
+    what: &'static str,
+    work: impl AsyncFnOnce(Handle) -> Result<T, rtnetlink::Error>,
+) -> Result<T, OffloadError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -78,12 +94,8 @@ fn link_attributes(ifindex: u32) -> Result<Vec<LinkAttribute>, OffloadError> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
         tokio::spawn(connection);
-        let mut links = handle.link().get().match_index(ifindex).execute();
-        let message = links
-            .try_next()
+        work(handle)
             .await
-            .map_err(|error| OffloadError::bpf("RTM_GETLINK", error))?
-            .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))?;
-        Ok(message.attributes)
+            .map_err(|error| OffloadError::bpf(what, error))
     })
 }
