@@ -1,4 +1,4 @@
-//! `fastpath gen`: the live-frames traffic generator (offload::generator).
+//! `fastpath gen`: the traffic generator (offload::generator), live frames or AF_XDP TX.
 
 use std::{
     net::IpAddr,
@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use lab::frame::{L4Kind, Template};
-use offload::generator::{GenFrame, GenOptions, Generator};
+use offload::generator::{GenFrame, GenMode, GenOptions, Generator, IMIX};
 
 use crate::output;
 
@@ -20,12 +20,23 @@ pub enum Proto {
     TcpAck,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// BPF_PROG_RUN live frames through the driver's XDP transmit path.
+    Live,
+    /// An AF_XDP socket per core, each on its own queue (zero-copy where the driver has
+    /// it, else copy, and said so).
+    Xsk,
+}
+
 #[derive(Args)]
 pub struct GenArgs {
-    /// Interface to send from; its driver must transmit XDP frames (on veth, the peer
-    /// needs an XDP program).
+    /// Interface to send from. Live frames: its driver must transmit XDP frames (on veth,
+    /// the peer needs an XDP program).
     #[arg(long)]
     pub iface: String,
+    #[arg(long, value_enum, default_value = "live")]
+    pub mode: Mode,
     /// Destination address; the family picks IPv4 or IPv6.
     #[arg(long)]
     pub dst: IpAddr,
@@ -42,9 +53,10 @@ pub struct GenArgs {
     /// Flows: consecutive source ports from 1024.
     #[arg(long, default_value_t = 1)]
     pub flows: u32,
-    /// Frame size on the wire, 64 to 1518 bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
+    /// Frame size on the wire, 64 to 1518 bytes, or `imix`: 64, 594 and 1518 bytes in
+    /// the shares 7:4:1.
+    #[arg(long, default_value = "64")]
+    pub size: String,
     /// Frames per second over all cores; default, as fast as possible.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -99,33 +111,54 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
                 )
             })?,
     };
-    let template = Template {
-        src_mac: lab::netlink::mac(&args.iface)?,
-        dst_mac: args.dst_mac.unwrap_or([0xff; 6]),
-        src,
-        dst: args.dst,
-        l4: match args.proto {
-            Proto::Udp => L4Kind::Udp,
-            Proto::TcpSyn => L4Kind::TcpSyn,
-            Proto::TcpAck => L4Kind::TcpAck,
-        },
-        dst_port: args.dport,
-        src_port: 1024,
-        frame_size: args.size,
+    let sizes: Vec<(usize, u32)> = if args.size == "imix" {
+        IMIX.to_vec()
+    } else {
+        let size = args.size.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--size {}: expected a frame size in bytes or `imix`",
+                args.size
+            )
+        })?;
+        vec![(size, 1)]
     };
-    let (bytes, sport_offset, stamp_offset) = template
-        .build()
-        .map_err(|reason| anyhow::anyhow!("--size: {reason}"))?;
-    Ok(GenOptions {
-        iface: args.iface.clone(),
-        ifindex,
-        frame: GenFrame {
+    let src_mac = lab::netlink::mac(&args.iface)?;
+    let mut frames = Vec::new();
+    for (size, share) in sizes {
+        let template = Template {
+            src_mac,
+            dst_mac: args.dst_mac.unwrap_or([0xff; 6]),
+            src,
+            dst: args.dst,
+            l4: match args.proto {
+                Proto::Udp => L4Kind::Udp,
+                Proto::TcpSyn => L4Kind::TcpSyn,
+                Proto::TcpAck => L4Kind::TcpAck,
+            },
+            dst_port: args.dport,
+            src_port: 1024,
+            frame_size: size,
+        };
+        let (bytes, sport_offset, stamp_offset) = template
+            .build()
+            .map_err(|reason| anyhow::anyhow!("--size {size}: {reason}"))?;
+        let frame = GenFrame {
             bytes,
             sport_offset,
             stamp_offset,
             first_port: template.src_port,
-            wire_size: template.frame_size,
+            wire_size: size,
+        };
+        frames.push((frame, share));
+    }
+    Ok(GenOptions {
+        iface: args.iface.clone(),
+        ifindex,
+        mode: match args.mode {
+            Mode::Live => GenMode::LiveFrames,
+            Mode::Xsk => GenMode::XskTx,
         },
+        frames,
         flows: args.flows,
         rate_pps: args.rate,
         duration: Duration::from_secs_f64(args.duration),
@@ -144,15 +177,26 @@ pub fn run(args: &GenArgs, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         output::json(&report);
     } else {
+        let size = match args.size.as_str() {
+            "imix" => format!("IMIX (mean {:.1} bytes)", report.mean_frame_size),
+            size => format!("{size} bytes"),
+        };
         println!(
-            "sent {} frames of {} bytes over {} flow(s) in {:.2} s: {:.3} Mpps",
-            report.sent, report.frame_size, report.flows, report.seconds, report.mpps
+            "sent {} frames of {size} over {} flow(s) in {:.2} s: {:.3} Mpps ({})",
+            report.sent,
+            report.flows,
+            report.seconds,
+            report.mpps,
+            output::serde_name(&report.mode)
         );
         if let (Some(taken), Some(refused)) = (report.transmitted, report.transmit_errors) {
             println!(
                 "driver of {}: {taken} transmitted, {refused} refused",
                 args.iface
             );
+        }
+        for note in &report.notes {
+            println!("note: {note}");
         }
     }
     Ok(())

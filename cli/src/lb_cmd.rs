@@ -162,9 +162,9 @@ pub fn print_status(status: &Status) {
         for backend in &vip.backends {
             rows.push(vec![
                 vip.vip.clone(),
-                name(&vip.forwarding),
+                output::serde_name(&vip.forwarding),
                 format!("{}:{}", backend.address, backend.port),
-                name(&backend.state),
+                output::serde_name(&backend.state),
                 backend.weight.to_string(),
                 backend.packets.to_string(),
                 backend.bytes.to_string(),
@@ -188,6 +188,7 @@ pub fn print_status(status: &Status) {
             format!("{}:{}", get("iface").trim_matches('"'), get("queue")),
             get("core"),
             get("rx_packets"),
+            get("socket_drops"),
             get("tx_packets"),
             worker
                 .get("batch_fill")
@@ -210,6 +211,7 @@ pub fn print_status(status: &Status) {
                 number("core").to_string(),
                 number("packets").to_string(),
                 String::new(),
+                String::new(),
                 format!("{:.1}", number("packets") / number("batches").max(1.0)),
                 format!("{:.0}", number("cycles_per_packet")),
                 String::new(),
@@ -217,15 +219,16 @@ pub fn print_status(status: &Status) {
         }
     }
     output::table(
-        &["worker", "core", "rx", "tx", "batch", "cycles/pkt", "drops"],
+        &[
+            "worker",
+            "core",
+            "rx",
+            "dropped at socket",
+            "tx",
+            "batch",
+            "cycles/pkt",
+            "drops",
+        ],
         &rows,
     );
-}
-
-/// A value's serde name ("dsr-l2", "draining").
-fn name(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

@@ -30,3 +30,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         line(row.clone());
     }
 }
+
+/// A value's serde name ("dsr-l2", "draining", "live-frames").
+pub fn serde_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use benches::report::{PLOTS, Results};
+use benches::report::{PLOTS, Results, Row};
 use lab::require_root;
 
 fn fastpath(args: &[&str]) -> Output {
@@ -20,12 +20,11 @@ fn error_of(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn a_short_rxdrop_run_accounts_for_every_frame() {
-    if !require_root("bench runner") {
-        return;
-    }
-    let prefix = format!("fpbn{:04}", std::process::id() % 10000);
+/// A short run of `app` on its own veth lab (prefix `tag` + pid): the results printed and
+/// written agree, every trial accounts for every frame, the report and plots are written
+/// and the lab is gone afterwards.
+fn short_run(app: &str, tag: &str) -> Results {
+    let prefix = format!("{tag}{:04}", std::process::id() % 10000);
     let out = std::env::temp_dir().join(format!("{prefix}-out"));
     let output = fastpath(&[
         "--json",
@@ -33,7 +32,7 @@ fn a_short_rxdrop_run_accounts_for_every_frame() {
         "--profile",
         "veth",
         "--app",
-        "rxdrop",
+        app,
         "--sizes",
         "64",
         "--cores",
@@ -59,9 +58,11 @@ fn a_short_rxdrop_run_accounts_for_every_frame() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(printed, written);
     assert_eq!(written.profile, "veth");
+    assert_eq!(written.settings.app, app);
     let row = &written.rows[0];
     let mut trials = vec![row.saturation];
     trials.extend(row.points.iter().map(|p| p.accounting));
+    assert_eq!(trials.len(), 4, "saturation and three load points");
     for trial in &trials {
         assert!(trial.offered > 0 && trial.received > 0, "{trial:?}");
         assert_eq!(trial.unaccounted, 0, "a frame went missing: {trial:?}");
@@ -72,17 +73,6 @@ fn a_short_rxdrop_run_accounts_for_every_frame() {
         );
     }
     assert!(row.saturation.received_mpps() > 0.0);
-    // Below saturation the sink read the send stamps.
-    let latency = row.points[0].latency.expect("latency at 10% load");
-    assert!(latency.samples > 0 && latency.p50_ns > 0 && latency.p50_ns <= latency.max_ns);
-    // The in-kernel bound ran in the same run.
-    assert!(
-        row.references
-            .iter()
-            .any(|r| r.name == "xdp-drop" && r.mpps > 0.0),
-        "{:?}",
-        row.references
-    );
     assert!(
         std::fs::read_to_string(out.join("report.md"))
             .unwrap()
@@ -91,9 +81,53 @@ fn a_short_rxdrop_run_accounts_for_every_frame() {
     for plot in PLOTS {
         assert!(out.join(plot).exists(), "no {plot}");
     }
-    // The lab is gone.
     assert!(!std::path::Path::new(&format!("/run/netns/{prefix}-dut")).exists());
     std::fs::remove_dir_all(&out).unwrap();
+    written
+}
+
+fn reference(row: &Row, name: &str) -> f64 {
+    row.references
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no {name} reference in {:?}", row.references))
+        .mpps
+}
+
+#[test]
+fn a_short_rxdrop_run_accounts_for_every_frame() {
+    if !require_root("bench runner") {
+        return;
+    }
+    let results = short_run("rxdrop", "fpbn");
+    let row = &results.rows[0];
+    // Below saturation the sink read the send stamps.
+    let latency = row.points[0].latency.expect("latency at 10% load");
+    assert!(latency.samples > 0 && latency.p50_ns > 0 && latency.p50_ns <= latency.max_ns);
+    // The in-kernel bound ran in the same run.
+    assert!(reference(row, "xdp-drop") > 0.0);
+}
+
+#[test]
+fn a_short_lb_run_counts_what_the_balancer_sends_back() {
+    if !require_root("bench runner, load balancer") {
+        return;
+    }
+    let results = short_run("lb", "fpbb");
+    let row = &results.rows[0];
+    // The appliance's worker took the frames from its socket and they came back to the
+    // sender: received counts frames back at the sender.
+    let saturation = row.saturation;
+    assert!(
+        saturation.received <= saturation.reached_dut,
+        "{saturation:?}"
+    );
+    assert_eq!(
+        saturation.other_verdicts, 0,
+        "the VIP rule sent every frame to the socket"
+    );
+    assert!(reference(row, "xdp-tx") > 0.0);
+    assert!(row.references.iter().all(|r| r.name != "xsk-rs"));
 }
 
 #[test]

@@ -88,6 +88,65 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
 }
 
+/// The IMIX frames on the wire less their FCS, as the dut's rule counts them, in the order
+/// the AF_XDP mode sends one cycle of the mix.
+const IMIX_CYCLE: [u64; 12] = [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514];
+
+#[test]
+fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
+    if !require_root("AF_XDP TX generator") {
+        return;
+    }
+    let lab = Lab::for_test("gx");
+    let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
+    let dst = lab.dut.ipv4.to_string();
+    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
+    json(&[
+        "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
+        "udp", "--dst", &dst, "--dport", "9",
+    ]);
+    let count = 20_000u64;
+    let report = json(&[
+        "--netns",
+        &lab.client.namespace,
+        "gen",
+        "--iface",
+        &lab.client.iface,
+        "--dst",
+        &dst,
+        "--mode",
+        "xsk",
+        "--size",
+        "imix",
+        "--flows",
+        "4",
+        "--count",
+        &count.to_string(),
+        "--rate",
+        "100000",
+        "--duration",
+        "10",
+    ]);
+    assert_eq!(report["mode"], "xsk-tx", "{report}");
+    assert_eq!(report["sent"].as_u64(), Some(count), "{report}");
+    // veth has no zero-copy: the fallback is reported.
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("copy mode"), "{report}");
+    let mean = report["mean_frame_size"].as_f64().unwrap();
+    assert!((mean - 4342.0 / 12.0).abs() < 1e-9, "{report}");
+
+    let status = json(&["--netns", dut_ns, "xdp", "status", "--iface", dut_if]);
+    let rule = &status["rules"][0];
+    assert_eq!(rule["packets"].as_u64(), Some(count), "{status}");
+    let cycle: u64 = IMIX_CYCLE.iter().sum();
+    let tail: u64 = IMIX_CYCLE[..(count % 12) as usize].iter().sum();
+    assert_eq!(
+        rule["bytes"].as_u64(),
+        Some(count / 12 * cycle + tail),
+        "every frame of the mix arrived at its size: {status}"
+    );
+}
+
 #[test]
 fn bad_generator_input_is_named() {
     let fails = |args: &[&str], needle: &str| {
@@ -147,7 +206,34 @@ fn bad_generator_input_is_named() {
                 "--size",
                 "9000",
             ],
-            "--size: frame size 9000 out of range",
+            "--size 9000: frame size 9000 out of range",
+        );
+        fails(
+            &[
+                "gen",
+                "--iface",
+                "lo",
+                "--dst",
+                "127.0.0.1",
+                "--size",
+                "jumbo",
+            ],
+            "--size jumbo: expected a frame size in bytes or `imix`",
+        );
+        // One AF_XDP socket per queue: lo has one queue.
+        fails(
+            &[
+                "gen",
+                "--iface",
+                "lo",
+                "--dst",
+                "127.0.0.1",
+                "--mode",
+                "xsk",
+                "--cores",
+                "0,1",
+            ],
+            "2 cores but lo has 1 queue(s)",
         );
     }
 }

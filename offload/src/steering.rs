@@ -58,13 +58,15 @@ pub struct RuleStats {
 }
 
 pub struct Steering {
+    iface: String,
     pins: Pins,
-    _lock: Flock<File>,
 }
 
 impl Steering {
-    /// Opens the maps of the attachment on `iface`, holding a lock so that two processes
-    /// changing rules at once do not interleave.
+    /// Opens the maps of the attachment on `iface`. Each change to the rules or the
+    /// prefilter takes a lock for its duration, so that two processes changing them at once
+    /// do not interleave; reading takes none, so a long-lived owner (the load balancer)
+    /// does not block `fastpath xdp status` or a benchmark reading the counters.
     pub fn open(iface: &str) -> Result<Steering, OffloadError> {
         let pins = Pins::for_iface(iface);
         if !pins.map("RULE_DEFS").exists() {
@@ -74,7 +76,7 @@ impl Steering {
             ));
         }
         Ok(Steering {
-            _lock: lock(iface)?,
+            iface: iface.to_string(),
             pins,
         })
     }
@@ -107,6 +109,7 @@ impl Steering {
 
     /// Adds rules in one step; returns their ids. Nothing changes if any of them is invalid.
     pub fn add_rules(&mut self, specs: &[RuleSpec]) -> Result<Vec<u32>, OffloadError> {
+        let _lock = lock(&self.iface)?;
         let old = self.rules()?;
         let mut new = old.clone();
         let ids = rules::allocate_ids(&old, specs.len())?;
@@ -141,6 +144,7 @@ impl Steering {
     }
 
     pub fn delete_rule(&mut self, id: u32) -> Result<(), OffloadError> {
+        let _lock = lock(&self.iface)?;
         let old = self.rules()?;
         if !old.iter().any(|rule| rule.id == id) {
             return Err(RuleError::UnknownId(id).into());
@@ -235,6 +239,7 @@ impl Steering {
     /// ones `steer` reads, [`HW_PREFILTER`] for the hardware stage's), then tells `steer`
     /// whether to look them up.
     pub fn set_prefilter(&mut self, prefix: &str, sources: &[IpAddr]) -> Result<(), OffloadError> {
+        let _lock = lock(&self.iface)?;
         let mut v4: BpfHashMap<_, [u8; 4], u64> =
             typed(self.map(&format!("{prefix}PREFILTER_V4"))?, "PREFILTER_V4")?;
         let mut v6: BpfHashMap<_, [u8; 16], u64> =

@@ -61,6 +61,9 @@ pub struct WorkerStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Frames the kernel dropped before the worker saw them: its socket's RX ring was full
+    /// or its fill ring empty (XDP_STATISTICS rx_dropped + rx_ring_full).
+    pub socket_drops: u64,
     /// Drops by reason: the functions' reasons plus the worker's own ("tx ring full",
     /// "multi-buffer packet", "no such port").
     pub drops: BTreeMap<&'static str, u64>,
@@ -98,6 +101,7 @@ impl WorkerStats {
             total.rx_bytes += worker.rx_bytes;
             total.tx_packets += worker.tx_packets;
             total.tx_bytes += worker.tx_bytes;
+            total.socket_drops += worker.socket_drops;
             total.batches += worker.batches;
             total.busy_cycles += worker.busy_cycles;
             for (reason, count) in &worker.drops {

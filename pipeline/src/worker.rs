@@ -513,6 +513,10 @@ impl Run {
                 self.local.functions = NfStats::sum(per_stage);
             }
         }
+        // A failed read keeps the last figure: the counter only grows.
+        if let Ok(statistics) = self.socket.statistics() {
+            self.local.socket_drops = statistics.rx_dropped + statistics.rx_ring_full;
+        }
         self.local.finish();
         *self.shared.lock().unwrap() = self.local.clone();
     }

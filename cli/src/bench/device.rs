@@ -8,11 +8,11 @@
 //! - the sender: frames offered, and those its driver refused (veth: the peer's ring was
 //!   full), from the generator;
 //! - the device under test: the steering program's verdict counters;
-//! - the app: packets received, and packets the kernel dropped at its socket;
-//! - for the forwarding apps (xdp-tx, l2fwd): frames that came back, counted by a drop
+//! - the app: packets received, and packets the kernel dropped at its sockets;
+//! - for the forwarding apps (xdp-tx, l2fwd, lb): frames that came back, counted by a drop
 //!   program on the sender's interface.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::Context;
 use benches::{
@@ -21,12 +21,11 @@ use benches::{
 };
 use offload::{
     ActionCounters, Steering,
-    generator::{GenFrame, GenOptions, GenReport, Generator},
+    generator::{GenFrame, GenMode, GenOptions, GenReport, Generator},
 };
 
 use super::{
-    App,
-    sink::Sink,
+    App, Subject,
     system::{CpuTimes, cpu_hz},
 };
 
@@ -38,8 +37,11 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub struct Ends {
     pub tx_namespace: Option<String>,
     pub tx_iface: String,
+    /// The interfaces' IPv4 addresses, if they have one.
+    pub tx_address: Option<IpAddr>,
     pub rx_namespace: Option<String>,
     pub rx_iface: String,
+    pub rx_address: Option<IpAddr>,
 }
 
 /// Runs `work` inside `namespace`, or here when there is none.
@@ -67,8 +69,8 @@ struct Snapshot {
     dut: ActionCounters,
     /// Frames back at the sender (forwarding apps).
     returned: u64,
-    sink_received: u64,
-    sink_drops: u64,
+    app_received: u64,
+    app_socket_drops: u64,
 }
 
 /// What one measured send gave.
@@ -97,7 +99,7 @@ pub struct LabDevice<'a> {
     app: App,
     load: &'a Load<'a>,
     generator: &'a mut Generator,
-    sink: Option<&'a Sink>,
+    subject: Option<&'a Subject>,
     /// Called after each trial: the progress bar.
     on_trial: &'a dyn Fn(&Accounting),
     /// The first error; the search cannot take one, so later trials fail fast.
@@ -109,14 +111,14 @@ impl<'a> LabDevice<'a> {
         app: App,
         load: &'a Load<'a>,
         generator: &'a mut Generator,
-        sink: Option<&'a Sink>,
+        subject: Option<&'a Subject>,
         on_trial: &'a dyn Fn(&Accounting),
     ) -> LabDevice<'a> {
         LabDevice {
             app,
             load,
             generator,
-            sink,
+            subject,
             on_trial,
             error: None,
         }
@@ -127,7 +129,8 @@ impl<'a> LabDevice<'a> {
         let options = GenOptions {
             iface: load.ends.tx_iface.clone(),
             ifindex: load.ifindex,
-            frame: load.frame.clone(),
+            mode: GenMode::LiveFrames,
+            frames: vec![(load.frame.clone(), 1)],
             flows: load.flows,
             rate_pps: rate_pps.map(|r| r.max(1.0) as u64),
             duration,
@@ -135,7 +138,11 @@ impl<'a> LabDevice<'a> {
             cores: load.gen_cores.clone(),
         };
         let stop = std::sync::atomic::AtomicBool::new(false);
-        Ok(self.generator.run(&options, &stop)?)
+        let report = self.generator.run(&options, &stop)?;
+        for note in &report.notes {
+            eprintln!("generator: {note}");
+        }
+        Ok(report)
     }
 
     fn snapshot(&self) -> anyhow::Result<Snapshot> {
@@ -146,12 +153,12 @@ impl<'a> LabDevice<'a> {
         } else {
             0
         };
-        let (sink_received, sink_drops) = self.sink.map_or((0, 0), Sink::counters);
+        let (app_received, app_socket_drops) = self.subject.map_or((0, 0), Subject::counters);
         Ok(Snapshot {
             dut,
             returned,
-            sink_received,
-            sink_drops,
+            app_received,
+            app_socket_drops,
         })
     }
 
@@ -163,12 +170,12 @@ impl<'a> LabDevice<'a> {
         }
         let before = self.snapshot()?;
         let cpu_before = CpuTimes::now();
-        if latency && let Some(sink) = self.sink {
-            sink.record_latency(usize::from(self.load.frame.stamp_offset));
+        if latency && let Some(subject) = self.subject {
+            subject.record_latency(usize::from(self.load.frame.stamp_offset));
         }
         let report = self.send(rate_pps, self.load.duration)?;
         std::thread::sleep(SETTLE);
-        let latency_ns = self.sink.map(Sink::take_latency).unwrap_or_default();
+        let latency_ns = self.subject.map(Subject::take_latency).unwrap_or_default();
         let cpu_busy = CpuTimes::now().busy_since(&cpu_before);
         let after = self.snapshot()?;
         let accounting = self.account(rate_pps, &report, &before, &after);
@@ -202,10 +209,10 @@ impl<'a> LabDevice<'a> {
             App::XdpTx => dut(|c| c.tx),
             App::Rxdrop | App::L2fwd | App::Lb => dut(|c| c.xsk),
         };
-        let dropped_at_socket = after.sink_drops - before.sink_drops;
+        let dropped_at_socket = after.app_socket_drops - before.app_socket_drops;
         let handled = match self.app {
             App::XdpDrop | App::XdpTx => wanted,
-            App::Rxdrop | App::L2fwd | App::Lb => after.sink_received - before.sink_received,
+            App::Rxdrop | App::L2fwd | App::Lb => after.app_received - before.app_received,
         };
         let (received, dropped_on_return) = if self.app.forwards() {
             let returned = after.returned - before.returned;

@@ -5,11 +5,13 @@
 //! results.json, report.md and SVG plots (benches::report).
 
 mod device;
+mod lb_subject;
 mod peer;
 mod sink;
 mod system;
 
 use std::{
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -35,6 +37,7 @@ use offload::{
 };
 
 use device::{Ends, LabDevice, Load, in_namespace};
+use lb_subject::LbSubject;
 use sink::{Sink, SinkApp, Tuning};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,7 +67,7 @@ impl App {
 
     /// Apps whose frames come back to the sender, where they are counted.
     fn forwards(self) -> bool {
-        matches!(self, App::L2fwd | App::XdpTx)
+        matches!(self, App::L2fwd | App::XdpTx | App::Lb)
     }
 
     /// The steering program's default action on the device under test.
@@ -88,9 +91,14 @@ impl App {
     fn kernel_bound(self) -> Option<App> {
         match self {
             App::Rxdrop => Some(App::XdpDrop),
-            App::L2fwd => Some(App::XdpTx),
-            _ => None,
+            App::L2fwd | App::Lb => Some(App::XdpTx),
+            App::XdpDrop | App::XdpTx => None,
         }
+    }
+
+    /// Apps the xsk-rs peer also implements.
+    fn has_peer(self) -> bool {
+        matches!(self, App::Rxdrop | App::L2fwd)
     }
 }
 
@@ -235,9 +243,6 @@ impl<'a> Plan<'a> {
         if args.zero_copy {
             bail!("--zero-copy: the runner binds copy-mode sockets only so far");
         }
-        if app == App::Lb {
-            bail!("--app lb: the load balancer is measured by `cargo xtask bench-lb` for now");
-        }
         if args.sizes.is_empty() || args.cores.is_empty() {
             bail!("--sizes and --cores need at least one value");
         }
@@ -315,17 +320,28 @@ impl<'a> Plan<'a> {
             let ends = Ends {
                 tx_namespace: Some(lab.client.namespace.clone()),
                 tx_iface: lab.client.iface.clone(),
+                tx_address: Some(lab.client.ipv4),
                 rx_namespace: Some(lab.dut.namespace.clone()),
                 rx_iface: lab.dut.iface.clone(),
+                rx_address: Some(lab.dut.ipv4),
             };
             (Some(lab), ends)
         } else {
             let iface = |i: &Option<String>| i.clone().expect("checked");
+            let ipv4 = |iface: &str| {
+                lab::netlink::addresses(iface)
+                    .ok()?
+                    .into_iter()
+                    .find(IpAddr::is_ipv4)
+            };
+            let (tx_iface, rx_iface) = (iface(&args.tx_iface), iface(&args.rx_iface));
             let ends = Ends {
                 tx_namespace: None,
-                tx_iface: iface(&args.tx_iface),
+                tx_address: ipv4(&tx_iface),
+                tx_iface,
                 rx_namespace: None,
-                rx_iface: iface(&args.rx_iface),
+                rx_address: ipv4(&rx_iface),
+                rx_iface,
             };
             (None, ends)
         };
@@ -426,13 +442,23 @@ impl<'a> Plan<'a> {
         let (tx, rx) = (ends.tx_iface.clone(), ends.rx_iface.clone());
         let src_mac = in_namespace(&ends.tx_namespace, move || lab::netlink::mac(&tx))??;
         let dst_mac = in_namespace(&ends.rx_namespace, move || lab::netlink::mac(&rx))??;
+        // Documentation addresses stand in where an interface has none.
+        let src = ends
+            .tx_address
+            .unwrap_or(Ipv4Addr::new(192, 0, 2, 1).into());
+        let dst = match self.app {
+            App::Lb => lb_subject::VIP.parse()?,
+            _ => ends
+                .rx_address
+                .unwrap_or(Ipv4Addr::new(192, 0, 2, 2).into()),
+        };
         let template = Template {
             src_mac,
             dst_mac,
-            src: "10.77.0.1".parse()?,
-            dst: "10.77.0.2".parse()?,
+            src,
+            dst,
             l4: L4Kind::Udp,
-            dst_port: 9,
+            dst_port: lb_subject::VIP_PORT,
             src_port: 1024,
             frame_size: size,
         };
@@ -468,7 +494,8 @@ impl<'a> Plan<'a> {
             ));
         };
         let stage = Stage::start(self.app, load.ends, &self.tuning, true)?;
-        let mut device = LabDevice::new(self.app, load, generator, stage.sink.as_ref(), &on_trial);
+        let mut device =
+            LabDevice::new(self.app, load, generator, stage.subject.as_ref(), &on_trial);
         let saturation = device.measure(None, false)?.accounting;
         let top_rate = saturation.offered as f64 / saturation.seconds;
         let criterion = match args.search {
@@ -554,6 +581,9 @@ impl<'a> Plan<'a> {
             name: bound.name().into(),
             mpps: kernel.received_mpps(),
         });
+        if !self.app.has_peer() {
+            return Ok(());
+        }
         match peer::binary(self.args.peer.as_deref()) {
             Some(binary) => {
                 let mpps = peer::measure(&binary, self.app, load, generator, &self.tuning)?;
@@ -601,12 +631,53 @@ fn detach(namespace: &Option<String>, iface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What runs on the device under test, as the runner reads it between trials.
+pub enum Subject {
+    Sink(Sink),
+    Lb(Box<LbSubject>),
+}
+
+impl Subject {
+    /// (packets the app received, packets the kernel dropped at its sockets) so far.
+    pub fn counters(&self) -> (u64, u64) {
+        match self {
+            Subject::Sink(sink) => sink.counters(),
+            Subject::Lb(lb) => lb.counters(),
+        }
+    }
+
+    /// The sink reads the generator's stamps; the appliance is not instrumented for it.
+    pub fn record_latency(&self, stamp_offset: usize) {
+        if let Subject::Sink(sink) = self {
+            sink.record_latency(stamp_offset);
+        }
+    }
+
+    pub fn take_latency(&self) -> Vec<u64> {
+        match self {
+            Subject::Sink(sink) => sink.take_latency(),
+            Subject::Lb(_) => Vec::new(),
+        }
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Subject::Sink(sink) => sink.stop(),
+            Subject::Lb(lb) => {
+                drop(lb);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The programs (and socket) one app needs, attached for a row and removed after it: the
-/// steering program on the device under test with the app's default action, a drop
-/// program on the sender to count what comes back, and the AF_XDP sink.
+/// steering program on the device under test with the app's default action (the load
+/// balancer attaches its own), a drop program on the sender to count what comes back, and
+/// the app itself.
 struct Stage<'a> {
     ends: &'a Ends,
-    sink: Option<Sink>,
+    subject: Option<Subject>,
 }
 
 impl<'a> Stage<'a> {
@@ -614,39 +685,56 @@ impl<'a> Stage<'a> {
         app: App,
         ends: &'a Ends,
         tuning: &Tuning,
-        with_sink: bool,
+        with_subject: bool,
     ) -> anyhow::Result<Stage<'a>> {
-        let mut stage = Stage { ends, sink: None };
-        attach(&ends.rx_namespace, &ends.rx_iface, app.dut_action())?;
+        let mut stage = Stage {
+            ends,
+            subject: None,
+        };
+        if app != App::Lb {
+            attach(&ends.rx_namespace, &ends.rx_iface, app.dut_action())?;
+        }
         if app.forwards() {
             // Counts the frames that come back; on veth they reach the sender at all only
             // if it runs an XDP program.
             attach(&ends.tx_namespace, &ends.tx_iface, Action::Drop)?;
         }
-        if let Some(kind) = app.sink().filter(|_| with_sink) {
-            let cpu = system::cpu_count() - 1;
-            stage.sink = Some(Sink::start(
-                kind,
-                ends.rx_namespace.clone(),
-                ends.rx_iface.clone(),
-                cpu,
-                *tuning,
-            )?);
+        if !with_subject {
+            return Ok(stage);
         }
+        let cpu = system::cpu_count() - 1;
+        let (namespace, iface) = (ends.rx_namespace.clone(), ends.rx_iface.clone());
+        stage.subject = if let Some(kind) = app.sink() {
+            Some(Subject::Sink(Sink::start(
+                kind, namespace, iface, cpu, *tuning,
+            )?))
+        } else if app == App::Lb {
+            let backend = ends.tx_address.with_context(|| {
+                format!(
+                    "--app lb: {} has no IPv4 address to stand as the backend",
+                    ends.tx_iface
+                )
+            })?;
+            Some(Subject::Lb(Box::new(LbSubject::start(
+                namespace, &iface, backend, cpu, tuning,
+            )?)))
+        } else {
+            None
+        };
         Ok(stage)
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(sink) = self.sink.take() {
-            sink.stop()?;
+        match self.subject.take() {
+            Some(subject) => subject.stop(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl Drop for Stage<'_> {
     fn drop(&mut self) {
-        self.sink.take();
+        self.subject.take();
         let _ = detach(&self.ends.rx_namespace, &self.ends.rx_iface);
         let _ = detach(&self.ends.tx_namespace, &self.ends.tx_iface);
     }

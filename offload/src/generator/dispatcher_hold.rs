@@ -10,7 +10,10 @@
 //! namespace; a process killed outright leaves it behind, down and without the program (the
 //! link closes with the process).
 
-use std::process;
+use std::{
+    process,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use aya::programs::{
     Xdp,
@@ -22,19 +25,23 @@ use rtnetlink::LinkVeth;
 use crate::{OffloadError, attach::describe, xdp_state::netlink};
 
 pub(super) struct DispatcherHold {
+    name: String,
     ifindex: u32,
     /// Dropped first, so the program leaves the interface before the interface goes.
     link: Option<XdpLink>,
 }
 
-/// The pair's name (the peer adds `p`): one per process, within an interface name's 15 bytes.
-fn hold_name() -> String {
-    format!("fpgh{}", process::id())
+/// The pair's name (the peer adds `p`), unique to this run within an interface name's 15
+/// bytes: the process and a count of holds it made.
+fn hold_name(serial: u32) -> String {
+    format!("fpgh{}x{}", process::id() % 1_000_000, serial % 1000)
 }
+
+static HOLDS: AtomicU32 = AtomicU32::new(0);
 
 impl DispatcherHold {
     pub(super) fn new(program: &mut Xdp) -> Result<DispatcherHold, OffloadError> {
-        let name = hold_name();
+        let name = hold_name(HOLDS.fetch_add(1, Ordering::Relaxed));
         let ifindex = netlink("create the dispatcher-hold veth", {
             let name = name.clone();
             async move |handle| {
@@ -49,6 +56,7 @@ impl DispatcherHold {
         })?
         .ok_or_else(|| OffloadError::UnknownInterface(name.clone()))?;
         let mut hold = DispatcherHold {
+            name,
             ifindex,
             link: None,
         };
@@ -74,7 +82,7 @@ impl Drop for DispatcherHold {
             handle.link().del(ifindex).execute().await
         });
         if let Err(error) = deleted {
-            eprintln!("warning: {error}; remove interface {} by hand", hold_name());
+            eprintln!("warning: {error}; remove interface {} by hand", self.name);
         }
     }
 }
