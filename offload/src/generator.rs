@@ -429,7 +429,10 @@ mod tests {
         assert!(error(&[(frame(64, 34), 0)]).contains("64-byte frame has a share of 0"));
         let mixed = [(frame(64, 34), 1), (frame(128, 54), 1)];
         assert!(error(&mixed).contains("must share their headers"));
-        let imix: Vec<_> = IMIX.iter().map(|&(size, share)| (frame(size, 34), share)).collect();
+        let imix: Vec<_> = IMIX
+            .iter()
+            .map(|&(size, share)| (frame(size, 34), share))
+            .collect();
         assert_eq!(check_frames(&imix).unwrap().wire_size, 64);
         assert!((mean_wire_size(&imix) - 4342.0 / 12.0).abs() < 1e-9);
     }
