@@ -92,7 +92,7 @@ pub struct GenReport {
     pub sent: u64,
     pub seconds: f64,
     pub mpps: f64,
-    /// Mean size on the wire over the frames sent (the size itself when fixed).
+    /// The mix's mean size on the wire (the size itself when fixed).
     pub mean_frame_size: f64,
     pub flows: u32,
     /// Frames the driver took for transmission, and frames it refused (e.g. the veth peer's
@@ -147,7 +147,8 @@ impl Generator {
             options.cores.iter().map(|&c| Some(c)).collect()
         };
         let threads = cores.len() as u64;
-        let pacer = Pacer {
+        // Started when the threads are about to send, after any set-up.
+        let pacer = || Pacer {
             started: Instant::now(),
             rate: options.rate_pps.map(|r| (r / threads).max(1)),
             count: options.count.map(|c| c.div_ceil(threads)),
@@ -177,6 +178,7 @@ impl Generator {
                         OffloadError::syscall("dup the generator program fd", error)
                     })?;
                 let before = xmit_counters(&options.iface);
+                let pacer = pacer();
                 let work = |_: usize| live_loop(fd.as_raw_fd(), options, &pacer, &sent);
                 let seconds = on_cores(&cores, work)?;
                 let delta = before.zip(xmit_counters(&options.iface)).map(
@@ -201,6 +203,7 @@ impl Generator {
                     ));
                 }
                 let fallbacks = std::sync::Mutex::new(Vec::new());
+                let pacer = pacer();
                 let work = |thread: usize| {
                     xsk_tx::send_loop(options, thread as u32, &pacer, &sent, &fallbacks)
                 };
