@@ -22,6 +22,19 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
 
+/// Attaches the steering program on the dut with a rule dropping UDP to its port 9, so the
+/// rule's counters are exact; returns the dut's address.
+fn drop_rule_on_dut(lab: &Lab) -> String {
+    let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
+    let dst = lab.dut.ipv4.to_string();
+    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
+    json(&[
+        "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
+        "udp", "--dst", &dst, "--dport", "9",
+    ]);
+    dst
+}
+
 #[test]
 fn live_frames_reach_the_peer_and_the_counters_agree() {
     if !require_root("live frames generator") {
@@ -30,13 +43,7 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     let lab = Lab::for_test("gn");
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
     let (client_ns, client_if) = (lab.client.namespace.as_str(), lab.client.iface.as_str());
-    let dst = lab.dut.ipv4.to_string();
-    // The dut's program drops the generated flow by rule, so its rule counter is exact.
-    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
-    json(&[
-        "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
-        "udp", "--dst", &dst, "--dport", "9",
-    ]);
+    let dst = drop_rule_on_dut(&lab);
     let output = fastpath(&[
         "--json",
         "--netns",
@@ -99,12 +106,7 @@ fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
     }
     let lab = Lab::for_test("gx");
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
-    let dst = lab.dut.ipv4.to_string();
-    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
-    json(&[
-        "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "drop", "--proto",
-        "udp", "--dst", &dst, "--dport", "9",
-    ]);
+    let dst = drop_rule_on_dut(&lab);
     let count = 20_000u64;
     let report = json(&[
         "--netns",

@@ -104,6 +104,18 @@ pub struct GenReport {
     pub notes: Vec<String>,
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the stamps (`bpf_ktime_get_ns` in live
+/// frames), for sinks computing latency.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// The driver's XDP transmit counters: (frames taken, frames refused).
 fn xmit_counters(iface: &str) -> Option<(u64, u64)> {
     let stats = ethtool::statistics(&mut ethtool::Ioctl, iface).ok()?;

@@ -14,6 +14,7 @@ use std::{
 use afxdp::{BindMode, Frame, Socket, SocketConfig, Umem, UmemConfig};
 use anyhow::{Context, bail};
 use lab::frame::swap_macs;
+use offload::generator::monotonic_ns;
 
 use crate::xsk::{SteeringGuard, refill};
 
@@ -133,16 +134,6 @@ impl Drop for Sink {
             let _ = thread.join();
         }
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// The send time the generator wrote at `offset` (GenStamp: sequence, then ns).

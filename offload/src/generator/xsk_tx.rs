@@ -14,7 +14,7 @@ use std::{
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig, XskError};
 
-use super::{GenFrame, GenOptions, Pacer};
+use super::{GenFrame, GenOptions, Pacer, monotonic_ns};
 use crate::OffloadError;
 
 const BATCH: u32 = 64;
@@ -22,16 +22,6 @@ const RING: u32 = 2048;
 
 fn xsk_error(what: &'static str, error: XskError) -> OffloadError {
     OffloadError::bpf(format!("AF_XDP TX: {what}"), error)
-}
-
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// The frame for each position of a cycle, each frame as often as its share.
