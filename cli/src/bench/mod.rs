@@ -70,12 +70,14 @@ impl App {
         matches!(self, App::L2fwd | App::XdpTx | App::Lb)
     }
 
-    /// The steering program's default action on the device under test.
-    fn dut_action(self) -> Action {
+    /// The default action of the steering program the runner attaches on the device
+    /// under test; None for the load balancer, which attaches its own.
+    fn dut_action(self) -> Option<Action> {
         match self {
-            App::XdpDrop => Action::Drop,
-            App::XdpTx => Action::Tx,
-            App::Rxdrop | App::L2fwd | App::Lb => Action::Xsk,
+            App::XdpDrop => Some(Action::Drop),
+            App::XdpTx => Some(Action::Tx),
+            App::Rxdrop | App::L2fwd => Some(Action::Xsk),
+            App::Lb => None,
         }
     }
 
@@ -672,9 +674,8 @@ impl Subject {
 }
 
 /// The programs (and socket) one app needs, attached for a row and removed after it: the
-/// steering program on the device under test with the app's default action (the load
-/// balancer attaches its own), a drop program on the sender to count what comes back, and
-/// the app itself.
+/// steering program on the device under test with the app's default action, a drop
+/// program on the sender to count what comes back, and the app itself.
 struct Stage<'a> {
     ends: &'a Ends,
     subject: Option<Subject>,
@@ -691,8 +692,8 @@ impl<'a> Stage<'a> {
             ends,
             subject: None,
         };
-        if app != App::Lb {
-            attach(&ends.rx_namespace, &ends.rx_iface, app.dut_action())?;
+        if let Some(action) = app.dut_action() {
+            attach(&ends.rx_namespace, &ends.rx_iface, action)?;
         }
         if app.forwards() {
             // Counts the frames that come back; on veth they reach the sender at all only
