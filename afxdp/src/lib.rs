@@ -23,6 +23,8 @@ mod batch;
 mod error;
 pub mod netdev;
 mod ring;
+#[cfg(any(test, feature = "bench-rings"))]
+pub mod ring_loop;
 mod socket;
 mod sys;
 mod umem;

@@ -19,18 +19,63 @@ use std::{
 
 use crate::{XskError, sys};
 
-/// Where the ring lives: an mmap of the socket, or (in unit tests) heap memory.
+/// Where the ring lives: an mmap of the socket, or heap memory laid out the same way (unit
+/// tests and the ring benchmark, where both ends of a ring share one block).
 enum Memory {
     Mapped {
         base: NonNull<u8>,
         len: usize,
     },
-    #[cfg(test)]
-    Heap(#[allow(dead_code)] Box<[u64]>),
+    #[cfg(any(test, feature = "bench-rings"))]
+    Heap(#[allow(dead_code)] std::sync::Arc<HeapBlock>),
+}
+
+/// The layout the kernel gives its rings on x86-64: each index on its own cache line, so
+/// the two ends do not share one.
+#[cfg(any(test, feature = "bench-rings"))]
+pub(crate) const HEAP_LAYOUT: Layout = Layout {
+    producer: 0,
+    consumer: 64,
+    flags: 128,
+    descs: 192,
+};
+
+/// Zeroed, 8-byte aligned heap memory standing in for a ring's mapping.
+#[cfg(any(test, feature = "bench-rings"))]
+pub(crate) struct HeapBlock(NonNull<[u64]>);
+
+// SAFETY: like a socket's mapping, the block is plain memory whose shared parts (the
+// indexes) are only touched through atomics; each ring end owns its own slots.
+#[cfg(any(test, feature = "bench-rings"))]
+unsafe impl Send for HeapBlock {}
+#[cfg(any(test, feature = "bench-rings"))]
+unsafe impl Sync for HeapBlock {}
+
+#[cfg(any(test, feature = "bench-rings"))]
+impl HeapBlock {
+    /// A block big enough for `layout` with `size` descriptors of `T`.
+    pub fn for_ring<T>(layout: Layout, size: u32) -> std::sync::Arc<HeapBlock> {
+        let bytes = layout.descs as usize + size as usize * size_of::<T>();
+        let words = vec![0u64; bytes.div_ceil(8)].into_boxed_slice();
+        // A raw pointer rather than the box itself: both ends of a ring write through it.
+        std::sync::Arc::new(HeapBlock(NonNull::from(Box::leak(words))))
+    }
+
+    pub fn base(&self) -> NonNull<u8> {
+        self.0.cast()
+    }
+}
+
+#[cfg(any(test, feature = "bench-rings"))]
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::leak` in `for_ring`, and no ring over it is left.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 impl Drop for Memory {
-    // Irrefutable outside tests, where `Heap` does not exist.
+    // Irrefutable without `Heap` (outside tests and the ring benchmark).
     #[allow(irrefutable_let_patterns)]
     fn drop(&mut self) {
         if let Memory::Mapped { base, len } = *self {
@@ -93,6 +138,14 @@ impl<T: Copy> Ring<T> {
             sys::mmap_ring(fd, len, page_offset).map_err(|error| XskError::syscall(call, error))?;
         // SAFETY: the mapping covers `len` bytes laid out as the kernel described.
         Ok(unsafe { Ring::from_parts(base, layout, size, Memory::Mapped { base, len }) })
+    }
+
+    /// A ring over heap memory; every ring made from the same block shares its indexes.
+    #[cfg(any(test, feature = "bench-rings"))]
+    pub fn on_heap(block: &std::sync::Arc<HeapBlock>, layout: Layout, size: u32) -> Ring<T> {
+        // SAFETY: `HeapBlock::for_ring` sized the block for this layout, and the ring keeps
+        // the block alive.
+        unsafe { Ring::from_parts(block.base(), layout, size, Memory::Heap(block.clone())) }
     }
 
     /// # Safety

@@ -1,5 +1,5 @@
-//! criterion: the load balancer's per-packet cost (connection hit, new flow) and Maglev
-//! rebuilds. `cargo bench -p nfv-apps`.
+//! criterion: the load balancer's per-packet cost (connection hit, new flow), the NF chain
+//! per packet around it, and Maglev rebuilds. `cargo bench -p nfv-apps --bench lb`.
 
 use std::{hint::black_box, sync::Arc};
 
@@ -13,7 +13,7 @@ use nfv_apps::lb::{
     packet::address,
     tables::{Backend, BackendState, Tables, Vip},
 };
-use pipeline::{NetworkFunction, Packet};
+use pipeline::{Chain, NetworkFunction, Packet, Verdict};
 
 fn tables(backends: usize) -> Arc<Tables> {
     let key = VipKey {
@@ -104,6 +104,66 @@ fn per_packet(c: &mut Criterion) {
     });
 }
 
+/// A function that passes every packet on: what a chain costs per function, apart from the
+/// function's own work.
+struct PassThrough;
+
+impl NetworkFunction for PassThrough {
+    fn name(&self) -> &'static str {
+        "pass"
+    }
+
+    fn process(&mut self, packet: &mut Packet<'_>) -> Verdict {
+        black_box(packet.len());
+        Verdict::Next
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// The chain as a worker runs it: a batch of 64 packets (connection hits) through
+/// `Chain::run`, with its per-function stats; criterion reports the time per packet.
+fn chain(c: &mut Criterion) {
+    const BATCH: usize = 64;
+    let (umem, mut pool) = Umem::new(UmemConfig::default()).unwrap();
+    let mut frames: Vec<_> = (0..BATCH).map(|_| pool.take().unwrap()).collect();
+    let bytes: Vec<Vec<u8>> = (0..BATCH).map(|i| tcp_ack(40_000 + i as u16)).collect();
+    let nat = Arc::new(NatTable::new(NatTimeouts::default()));
+    let lb = || Box::new(LoadBalancer::new(tables(100), 1 << 20, nat.clone()));
+    let chains: [(&str, Vec<Box<dyn NetworkFunction>>); 2] = [
+        ("lb", vec![lb()]),
+        ("pass,lb", vec![Box::new(PassThrough), lb()]),
+    ];
+    let mut group = c.benchmark_group("chain");
+    group.throughput(criterion::Throughput::Elements(BATCH as u64));
+    for (name, functions) in chains {
+        let mut chain = Chain::new(functions);
+        let mut verdicts = vec![Verdict::Next; BATCH];
+        group.bench_function(format!("{name}/batch-64"), |b| {
+            b.iter(|| {
+                for (frame, bytes) in frames.iter_mut().zip(&bytes) {
+                    umem.write(frame, bytes).unwrap();
+                }
+                let mut packets: Vec<Packet<'_>> = frames
+                    .iter_mut()
+                    .map(|frame| Packet::new(&umem, frame, 0))
+                    .collect();
+                verdicts.fill(Verdict::Next);
+                chain.run(&mut packets, &mut verdicts);
+                assert!(
+                    verdicts
+                        .iter()
+                        .all(|v| matches!(v, Verdict::Transmit { .. })),
+                    "every packet is for the VIP, so the LB sends each one"
+                );
+            })
+        });
+    }
+    group.finish();
+}
+
 fn maglev_rebuild(c: &mut Criterion) {
     for backends in [10usize, 100, 1000] {
         let names: Vec<Vec<u8>> = (0..backends)
@@ -122,5 +182,5 @@ fn maglev_rebuild(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, per_packet, maglev_rebuild);
+criterion_group!(benches, per_packet, chain, maglev_rebuild);
 criterion_main!(benches);

@@ -5,12 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 
-const LAYOUT: Layout = Layout {
-    producer: 0,
-    consumer: 64,
-    flags: 128,
-    descs: 192,
-};
+const LAYOUT: Layout = HEAP_LAYOUT;
 
 /// The kernel's view of a fake ring.
 struct FakeKernel {
@@ -73,11 +68,9 @@ impl FakeKernel {
 
 /// A ring of `size` u64 entries whose producer and consumer indexes both start at `start`.
 fn fake_ring(size: u32, start: u32) -> (Ring<u64>, FakeKernel) {
-    let words = (LAYOUT.descs / 8) as usize + size as usize;
-    let mut memory = vec![0u64; words].into_boxed_slice();
-    let base = memory.as_mut_ptr().cast::<u8>();
+    let block = HeapBlock::for_ring::<u64>(LAYOUT, size);
     let kernel = FakeKernel {
-        base,
+        base: block.base().as_ptr(),
         mask: size - 1,
     };
     kernel
@@ -86,16 +79,7 @@ fn fake_ring(size: u32, start: u32) -> (Ring<u64>, FakeKernel) {
     kernel
         .index(LAYOUT.consumer)
         .store(start, Ordering::Relaxed);
-    // SAFETY: the heap block has the test layout and lives in the ring.
-    let ring = unsafe {
-        Ring::from_parts(
-            NonNull::new(base).unwrap(),
-            LAYOUT,
-            size,
-            Memory::Heap(memory),
-        )
-    };
-    (ring, kernel)
+    (Ring::on_heap(&block, LAYOUT, size), kernel)
 }
 
 #[test]
