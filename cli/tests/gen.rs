@@ -95,6 +95,117 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
 }
 
+/// A UDP socket on `port` in namespace `ns`, reading with a short timeout.
+fn udp_socket_in(ns: &str, port: u16) -> std::net::UdpSocket {
+    lab::netns::run_in(ns, move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind UDP");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        socket
+    })
+    .expect("enter the dut's namespace")
+}
+
+/// Reads datagrams until the socket has been quiet for its timeout; the sources seen.
+fn drain(socket: std::net::UdpSocket) -> std::thread::JoinHandle<Vec<std::net::SocketAddr>> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 2048];
+        let mut sources = Vec::new();
+        let quiet_for = |sources: &Vec<_>| if sources.is_empty() { 20 } else { 1 };
+        let mut timeouts = 0;
+        while timeouts < quiet_for(&sources) {
+            match socket.recv_from(&mut buffer) {
+                Ok((_, from)) => {
+                    sources.push(from);
+                    timeouts = 0;
+                }
+                Err(_) => timeouts += 1,
+            }
+        }
+        sources
+    })
+}
+
+#[test]
+fn flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
+    if !require_root("generator 5-tuple ranges") {
+        return;
+    }
+    let lab = Lab::for_test("gr");
+    let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
+    // Count per destination port at the dut's XDP hook, then let the frames on to its
+    // stack, where UDP sockets receive them: the kernel drops a frame whose IPv4 header
+    // checksum is wrong, so every datagram received shows the generator refreshed it.
+    json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
+    for port in ["9", "10"] {
+        json(&[
+            "--netns", dut_ns, "xdp", "rule", "add", "--iface", dut_if, "--action", "pass",
+            "--proto", "udp", "--dport", port,
+        ]);
+    }
+    let readers = [
+        drain(udp_socket_in(dut_ns, 9)),
+        drain(udp_socket_in(dut_ns, 10)),
+    ];
+    let std::net::IpAddr::V4(client) = lab.client.ipv4 else {
+        panic!("the lab's client has an IPv4 address");
+    };
+    let [a, b, c, _] = client.octets();
+    let sources = format!("{a}.{b}.{c}.100-{a}.{b}.{c}.103");
+    let count = 4000u64;
+    let report = json(&[
+        "--netns",
+        &lab.client.namespace,
+        "gen",
+        "--iface",
+        &lab.client.iface,
+        "--dst",
+        &lab.dut.ipv4.to_string(),
+        "--dst-mac",
+        &lab.dut.mac,
+        "--src",
+        &sources,
+        "--dport",
+        "9-10",
+        // One core: the program's per-CPU packet count decides the flow, so the split
+        // between the ports is exact.
+        "--cores",
+        "0",
+        "--count",
+        &count.to_string(),
+        "--rate",
+        "20000",
+        "--duration",
+        "10",
+    ]);
+    assert_eq!(
+        report["flows"].as_u64(),
+        Some(8),
+        "4 sources x 2 ports: {report}"
+    );
+    assert_eq!(report["sent"].as_u64(), Some(count), "{report}");
+    let status = json(&["--netns", dut_ns, "xdp", "status", "--iface", dut_if]);
+    for rule in status["rules"].as_array().unwrap() {
+        assert_eq!(rule["packets"].as_u64(), Some(count / 2), "{status}");
+    }
+    let [port_9, port_10] = readers.map(|reader| reader.join().unwrap());
+    assert_eq!(
+        (port_9.len() as u64, port_10.len() as u64),
+        (count / 2, count / 2),
+        "every frame reached a socket"
+    );
+    for received in [&port_9, &port_10] {
+        let mut seen: Vec<String> = received.iter().map(|from| from.ip().to_string()).collect();
+        seen.sort();
+        seen.dedup();
+        let expected: Vec<String> = (100..104).map(|d| format!("{a}.{b}.{c}.{d}")).collect();
+        assert_eq!(seen, expected, "each port heard every source");
+        assert!(received.iter().all(|from| from.port() == 1024));
+    }
+    json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
+}
+
 /// The IMIX frames on the wire less their FCS, as the dut's rule counts them, in the order
 /// the AF_XDP mode sends one cycle of the mix.
 const IMIX_CYCLE: [u64; 12] = [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514];
@@ -182,6 +293,20 @@ fn bad_generator_input_is_named() {
     );
     fails(&["gen", "--iface", "lo", "--dst", "not-an-ip"], "--dst");
     fails(
+        &["gen", "--iface", "lo", "--dst", "10.0.0.9-10.0.0.1"],
+        "--dst 10.0.0.9-10.0.0.1: expected A-B with A <= B",
+    );
+    fails(
+        &["gen", "--iface", "lo", "--dst", "fd00::1-fd01::1"],
+        "may differ only in its last 32 bits",
+    );
+    fails(
+        &[
+            "gen", "--iface", "lo", "--dst", "10.0.0.1", "--dport", "9-x",
+        ],
+        "--dport 9-x: expected a port or a range A-B",
+    );
+    fails(
         &[
             "gen",
             "--iface",
@@ -197,6 +322,22 @@ fn bad_generator_input_is_named() {
         fails(
             &["gen", "--iface", "nosuchif0", "--dst", "10.0.0.1"],
             "nosuchif0",
+        );
+        fails(
+            &[
+                "gen",
+                "--iface",
+                "lo",
+                "--dst",
+                "127.0.0.1",
+                "--src",
+                "127.0.0.1",
+                "--sport",
+                "1-2",
+                "--flows",
+                "3",
+            ],
+            "--flows 3: the address and port ranges hold only 2 distinct 5-tuples",
         );
         fails(
             &[

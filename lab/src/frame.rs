@@ -76,8 +76,9 @@ pub enum L4Kind {
 /// The traffic generator's frame (`fastpath gen`): IPv4 or IPv6, UDP or TCP, with room
 /// for the generator's 16-byte stamp after the L4 header.
 ///
-/// Checksums: IPv4 UDP uses zero (allowed); TCP and IPv6 keep the template's checksum, which
-/// is wrong once the generator rewrites the source port. XDP and AF_XDP sinks do not check
+/// Checksums: the generator refreshes the IPv4 header checksum; IPv4 UDP uses zero
+/// (allowed); TCP and IPv6 keep the template's L4 checksum, which is wrong once the generator
+/// rewrites ports or addresses. XDP and AF_XDP sinks do not check
 /// it; a kernel socket would drop such packets.
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -87,16 +88,30 @@ pub struct Template {
     pub dst: IpAddr,
     pub l4: L4Kind,
     pub dst_port: u16,
-    /// First source port; flows use consecutive ports from here.
+    /// Source port (the generator's first flow).
     pub src_port: u16,
     /// Frame size without the FCS_LEN, 64 to 1518 as on the wire (the 4 FCS_LEN bytes included in
     /// that count, as RFC 2544 counts them).
     pub frame_size: usize,
 }
 
+/// A built template: the bytes, and where the generator writes a flow's fields and the stamp.
+#[derive(Clone, Debug)]
+pub struct TemplateFrame {
+    pub bytes: Vec<u8>,
+    /// The L4 header (source port, then destination port).
+    pub l4_offset: u16,
+    /// The 16 bytes after the L4 header.
+    pub stamp_offset: u16,
+    /// The last 4 bytes of the source and destination addresses.
+    pub src_offset: u16,
+    pub dst_offset: u16,
+    /// The IPv4 header, whose checksum covers the addresses; None for IPv6.
+    pub ipv4_offset: Option<u16>,
+}
+
 impl Template {
-    /// The frame bytes, and the offsets the program writes at (source port, stamp).
-    pub fn build(&self) -> Result<(Vec<u8>, u16, u16), String> {
+    pub fn build(&self) -> Result<TemplateFrame, String> {
         let (l3_len, ethertype) = match (self.src, self.dst) {
             (IpAddr::V4(_), IpAddr::V4(_)) => (20, [0x08, 0x00]),
             (IpAddr::V6(_), IpAddr::V6(_)) => (40, [0x86, 0xdd]),
@@ -158,7 +173,20 @@ impl Template {
                 frame[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
             }
         }
-        Ok((frame, l4 as u16, headers as u16))
+        let (ipv4_offset, address_len) = match self.src {
+            IpAddr::V4(_) => (Some(l3 as u16), 4),
+            IpAddr::V6(_) => (None, 16),
+        };
+        // Both families end the header with the source address, then the destination.
+        let dst_end = l4 as u16;
+        Ok(TemplateFrame {
+            bytes: frame,
+            l4_offset: l4 as u16,
+            stamp_offset: headers as u16,
+            src_offset: dst_end - address_len - 4,
+            dst_offset: dst_end - 4,
+            ipv4_offset,
+        })
     }
 }
 
@@ -237,20 +265,29 @@ mod tests {
 
     #[test]
     fn templates_have_the_asked_size_valid_headers_and_room_for_the_stamp() {
-        let (frame, sport, stamp) = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 64)
+        let built = template("10.0.0.1", "10.0.0.2", L4Kind::Udp, 64)
             .build()
             .unwrap();
+        let frame = &built.bytes;
         assert_eq!(frame.len(), 60, "64 bytes on the wire, FCS excluded");
-        assert_eq!((sport, stamp), (34, 42));
+        assert_eq!((built.l4_offset, built.stamp_offset), (34, 42));
+        assert_eq!((built.src_offset, built.dst_offset), (26, 30));
+        assert_eq!(built.ipv4_offset, Some(14));
+        assert_eq!(frame[26..34], [10, 0, 0, 1, 10, 0, 0, 2]);
         assert_eq!(ipv4_checksum(&frame[14..34]), 0, "IPv4 header checksum");
         assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 46);
         assert_eq!(u16::from_be_bytes([frame[38], frame[39]]), 26, "UDP length");
 
-        let (frame, sport, stamp) = template("fd00::1", "fd00::2", L4Kind::TcpSyn, 1518)
+        let built = template("fd00::1", "fd00::2", L4Kind::TcpSyn, 1518)
             .build()
             .unwrap();
+        let frame = &built.bytes;
         assert_eq!(frame.len(), 1514);
-        assert_eq!((sport, stamp), (54, 74));
+        assert_eq!((built.l4_offset, built.stamp_offset), (54, 74));
+        assert_eq!((built.src_offset, built.dst_offset), (34, 50));
+        assert_eq!(built.ipv4_offset, None);
+        assert_eq!(frame[34..38], [0, 0, 0, 1], "the source's last word");
+        assert_eq!(frame[50..54], [0, 0, 0, 2], "the destination's last word");
         assert_eq!(frame[20], 6, "next header TCP");
         assert_eq!(frame[54 + 13], 0x02, "SYN");
         assert_eq!(u16::from_be_bytes([frame[18], frame[19]]), 1514 - 54);

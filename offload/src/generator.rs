@@ -5,11 +5,12 @@
 //! ([`GenFrame`]); the kernel runs the program on it `repeat` times per call in batches, and
 //! each XDP_TX leaves through the interface named in the context, via the driver's
 //! `ndo_xdp_xmit` (on veth: into the peer's XDP path, which therefore needs an XDP program).
-//! Per packet the program sets the flow's source port and writes a sequence number and
-//! timestamp into the payload. [`dispatcher_hold`] explains why the program is also
+//! Per packet the program writes the flow's ports and addresses (flow `n` is the `n`-th
+//! point of the 5-tuple ranges, [`FlowSpace`]; the IPv4 header checksum is refreshed) and a
+//! sequence number and timestamp into the payload. [`dispatcher_hold`] explains why the program is also
 //! attached to a spare interface while it runs.
 //!
-//! **AF_XDP TX** ([`xsk_tx`]): one socket per core writes the same frames, ports and stamps
+//! **AF_XDP TX** ([`xsk_tx`]): one socket per core writes the same frames, flows and stamps
 //! from user space and hands them to the driver.
 //!
 //! One thread per core; a rate limit paces each thread. A mix of frame sizes (IMIX) is
@@ -26,6 +27,7 @@ use std::{
 };
 
 use aya::{Ebpf, EbpfLoader, maps::Array, programs::Xdp};
+pub use offload_common::FlowSpace;
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use serde::Serialize;
 
@@ -37,18 +39,67 @@ const FRAMES_PER_CALL: u32 = 1 << 14;
 /// Frames the kernel runs before a transmit flush (its default is 64).
 const KERNEL_BATCH: u32 = 64;
 
-/// A frame to send, built by `lab::frame::Template`, and where the program writes in it.
+/// A frame to send, built by `lab::frame::Template`, and where the generator writes in it.
 #[derive(Clone, Debug)]
 pub struct GenFrame {
     pub bytes: Vec<u8>,
-    /// Offset of the L4 source port.
-    pub sport_offset: u16,
-    /// Offset of the 16-byte stamp (sequence number, timestamp).
-    pub stamp_offset: u16,
-    /// Source port of flow 0; flow `n` uses `first_port + n`.
-    pub first_port: u16,
+    pub fields: FrameFields,
     /// Size on the wire, FCS included.
     pub wire_size: usize,
+}
+
+impl GenFrame {
+    /// One flow: this frame's own addresses and ports, each range one value long. Widen the
+    /// counts for more flows.
+    pub fn flow_space(&self) -> FlowSpace {
+        let read = |offset: u16, len: usize| {
+            let at = usize::from(offset);
+            self.bytes[at..at + len]
+                .iter()
+                .fold(0u32, |word, &byte| word << 8 | u32::from(byte))
+        };
+        FlowSpace {
+            src_base: read(self.fields.src, 4),
+            src_count: 1,
+            dst_base: read(self.fields.dst, 4),
+            dst_count: 1,
+            sport_base: read(self.fields.l4, 2) as u16,
+            sport_count: 1,
+            dport_base: read(self.fields.l4 + 2, 2) as u16,
+            dport_count: 1,
+        }
+    }
+}
+
+/// Offsets in a frame of what changes per packet: the flow's ports and addresses, the IPv4
+/// header whose checksum covers them, and the stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameFields {
+    /// The L4 header: source port, then destination port.
+    pub l4: u16,
+    /// The last 4 bytes of the source and destination addresses.
+    pub src: u16,
+    pub dst: u16,
+    /// The IPv4 header; None for IPv6.
+    pub ipv4_header: Option<u16>,
+    /// The 16-byte stamp (sequence number, timestamp).
+    pub stamp: u16,
+}
+
+impl FrameFields {
+    /// The program's settings for these offsets and flows.
+    pub fn config(&self, flows: u32, space: FlowSpace) -> GenConfig {
+        GenConfig {
+            flows: flows.max(1),
+            space,
+            l4_offset: self.l4,
+            stamp_offset: self.stamp,
+            src_offset: self.src,
+            dst_offset: self.dst,
+            ipv4_offset: self.ipv4_header.unwrap_or(0),
+            _pad: [0; 6],
+        }
+    }
 }
 
 /// The simple IMIX: (wire size, share) — 7 frames of 64 bytes, 4 of 594, 1 of 1518.
@@ -74,7 +125,10 @@ pub struct GenOptions {
     /// The frames with their shares: one entry for a fixed size, several for a mix. Their
     /// port and stamp offsets must agree (same headers, different lengths).
     pub frames: Vec<(GenFrame, u32)>,
+    /// Flows to cycle through, the first `flows` points of `space`.
     pub flows: u32,
+    /// The 5-tuple ranges; their bases are the template's own fields.
+    pub space: FlowSpace,
     /// Frames per second over all cores; None sends as fast as the cores can.
     pub rate_pps: Option<u64>,
     pub duration: Duration,
@@ -152,7 +206,7 @@ impl Generator {
         options: &GenOptions,
         stop: &AtomicBool,
     ) -> Result<GenReport, OffloadError> {
-        let first = check_frames(&options.frames)?;
+        let config = check(options)?;
         let cores: Vec<Option<usize>> = if options.cores.is_empty() {
             vec![None]
         } else {
@@ -171,7 +225,7 @@ impl Generator {
         let mut notes = Vec::new();
         let (seconds, transmitted) = match options.mode {
             GenMode::LiveFrames => {
-                self.configure(first, options.flows)?;
+                self.configure(config)?;
                 let program = gen_tx(&mut self.ebpf)?;
                 let _hold = DispatcherHold::new(program)
                     .inspect_err(|error| {
@@ -217,7 +271,7 @@ impl Generator {
                 let fallbacks = std::sync::Mutex::new(Vec::new());
                 let pacer = pacer();
                 let work = |thread: usize| {
-                    xsk_tx::send_loop(options, thread as u32, &pacer, &sent, &fallbacks)
+                    xsk_tx::send_loop(options, &config, thread as u32, &pacer, &sent, &fallbacks)
                 };
                 let seconds = on_cores(&cores, work)?;
                 notes.extend(fallbacks.into_inner().unwrap_or_default());
@@ -238,53 +292,58 @@ impl Generator {
         })
     }
 
-    /// The program's per-run settings: flow count and where it writes.
-    fn configure(&mut self, frame: &GenFrame, flows: u32) -> Result<(), OffloadError> {
+    /// The program's per-run settings: the flows and where it writes.
+    fn configure(&mut self, value: GenConfig) -> Result<(), OffloadError> {
         let mut config: Array<_, GenConfig> = Array::try_from(
             self.ebpf
                 .map_mut("GEN_CONFIG")
                 .ok_or_else(|| OffloadError::bpf("generator", "no GEN_CONFIG map"))?,
         )
         .map_err(|error| OffloadError::bpf("GEN_CONFIG", error))?;
-        let value = GenConfig {
-            flows: flows.max(1),
-            port_base: frame.first_port,
-            sport_offset: frame.sport_offset,
-            stamp_offset: frame.stamp_offset,
-            _pad: [0; 6],
-        };
         config
             .set(0, value, 0)
             .map_err(|error| OffloadError::bpf("write GEN_CONFIG", error))
     }
 }
 
-/// The first frame, once the mix is known to be usable: not empty, shares above zero, and
-/// the same write offsets in every frame (the program has one setting for all).
-fn check_frames(frames: &[(GenFrame, u32)]) -> Result<&GenFrame, OffloadError> {
+/// The settings for a run, once the options are known to be usable: a mix that is not
+/// empty, with shares above zero and the same write offsets in every frame (the program has
+/// one setting for all), and no more flows than the ranges hold.
+fn check(options: &GenOptions) -> Result<GenConfig, OffloadError> {
     let bad = |why: String| OffloadError::bpf("generator frames", why);
-    let (first, _) = frames
+    let (first, _) = options
+        .frames
         .first()
         .ok_or_else(|| bad("no frame to send".into()))?;
-    for (frame, share) in frames {
+    for (frame, share) in &options.frames {
         if *share == 0 {
             return Err(bad(format!(
                 "the {}-byte frame has a share of 0",
                 frame.wire_size
             )));
         }
-        let offsets = (frame.sport_offset, frame.stamp_offset, frame.first_port);
-        if offsets != (first.sport_offset, first.stamp_offset, first.first_port) {
+        if frame.fields != first.fields {
             return Err(bad("the frames of a mix must share their headers".into()));
         }
     }
-    if first.stamp_offset.max(first.sport_offset) >= GEN_OFFSET_MASK {
+    let fields = first.fields;
+    let offsets = [fields.l4, fields.src, fields.dst, fields.stamp];
+    if let Some(&offset) = offsets.iter().find(|&&o| o >= GEN_OFFSET_MASK) {
         return Err(bad(format!(
-            "write offset {} beyond {GEN_OFFSET_MASK}",
-            first.stamp_offset
+            "write offset {offset} beyond {GEN_OFFSET_MASK}"
         )));
     }
-    Ok(first)
+    let distinct = options.space.size();
+    if u64::from(options.flows) > distinct {
+        return Err(OffloadError::bpf(
+            "generator flows",
+            format!(
+                "{} flows, but the address and port ranges hold only {distinct} distinct 5-tuples",
+                options.flows
+            ),
+        ));
+    }
+    Ok(fields.config(options.flows, options.space))
 }
 
 fn mean_wire_size(frames: &[(GenFrame, u32)]) -> f64 {
@@ -423,32 +482,92 @@ fn live_loop(
     Ok(())
 }
 
+/// A frame of `size` bytes with IPv4 UDP offsets (the L4 header at `l4`), for unit tests.
+#[cfg(test)]
+fn test_frame(size: usize, l4: u16) -> GenFrame {
+    GenFrame {
+        bytes: vec![0; size - 4],
+        fields: FrameFields {
+            l4,
+            src: 26,
+            dst: 30,
+            ipv4_header: Some(14),
+            stamp: 42,
+        },
+        wire_size: size,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(size: usize, sport_offset: u16) -> GenFrame {
-        GenFrame {
-            bytes: vec![0; size - 4],
-            sport_offset,
-            stamp_offset: 42,
-            first_port: 1024,
-            wire_size: size,
+    fn frame(size: usize, l4: u16) -> GenFrame {
+        test_frame(size, l4)
+    }
+
+    fn options(frames: Vec<(GenFrame, u32)>, flows: u32) -> GenOptions {
+        GenOptions {
+            iface: "test0".into(),
+            ifindex: 1,
+            mode: GenMode::LiveFrames,
+            frames,
+            flows,
+            space: FlowSpace {
+                sport_base: 1024,
+                sport_count: 100,
+                dport_count: 2,
+                ..FlowSpace::default()
+            },
+            rate_pps: None,
+            duration: Duration::from_secs(1),
+            count: None,
+            cores: Vec::new(),
         }
     }
 
     #[test]
     fn a_mix_must_share_headers_and_have_shares() {
-        let error = |frames: &[(GenFrame, u32)]| check_frames(frames).unwrap_err().to_string();
-        assert!(error(&[]).contains("no frame to send"));
-        assert!(error(&[(frame(64, 34), 0)]).contains("64-byte frame has a share of 0"));
-        let mixed = [(frame(64, 34), 1), (frame(128, 54), 1)];
-        assert!(error(&mixed).contains("must share their headers"));
+        let error =
+            |frames: Vec<(GenFrame, u32)>| check(&options(frames, 1)).unwrap_err().to_string();
+        assert!(error(vec![]).contains("no frame to send"));
+        assert!(error(vec![(frame(64, 34), 0)]).contains("64-byte frame has a share of 0"));
+        let mixed = vec![(frame(64, 34), 1), (frame(128, 54), 1)];
+        assert!(error(mixed).contains("must share their headers"));
+        assert!(error(vec![(frame(64, 0x7ff), 1)]).contains("write offset 2047"));
         let imix: Vec<_> = IMIX
             .iter()
             .map(|&(size, share)| (frame(size, 34), share))
             .collect();
-        assert_eq!(check_frames(&imix).unwrap().wire_size, 64);
         assert!((mean_wire_size(&imix) - 4342.0 / 12.0).abs() < 1e-9);
+        let config = check(&options(imix, 200)).unwrap();
+        assert_eq!(
+            (config.flows, config.l4_offset, config.ipv4_offset),
+            (200, 34, 14)
+        );
+    }
+
+    #[test]
+    fn more_flows_than_the_ranges_hold_is_refused() {
+        let error = check(&options(vec![(frame(64, 34), 1)], 201)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("201 flows, but the address and port ranges hold only 200"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_frames_own_fields_are_its_one_flow() {
+        let mut frame = frame(64, 34);
+        frame.bytes[26..38].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 4, 0, 0, 9]);
+        let space = frame.flow_space();
+        assert_eq!(space.size(), 1);
+        let flow = space.flow(0);
+        assert_eq!(
+            (flow.src, flow.dst, flow.sport, flow.dport),
+            (0x0a00_0001, 0x0a00_0002, 1024, 9)
+        );
     }
 }

@@ -21,7 +21,7 @@ use benches::{
 };
 use offload::{
     ActionCounters, Steering,
-    generator::{GenFrame, GenMode, GenOptions, GenReport, Generator},
+    generator::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator},
 };
 
 use super::{
@@ -132,6 +132,10 @@ impl<'a> LabDevice<'a> {
             mode: GenMode::LiveFrames,
             frames: vec![(load.frame.clone(), 1)],
             flows: load.flows,
+            space: FlowSpace {
+                sport_count: load.flows as u16,
+                ..load.frame.flow_space()
+            },
             rate_pps: rate_pps.map(|r| r.max(1.0) as u64),
             duration,
             count: None,
@@ -171,7 +175,7 @@ impl<'a> LabDevice<'a> {
         let before = self.snapshot()?;
         let cpu_before = CpuTimes::now();
         if latency && let Some(subject) = self.subject {
-            subject.record_latency(usize::from(self.load.frame.stamp_offset));
+            subject.record_latency(usize::from(self.load.frame.fields.stamp));
         }
         let report = self.send(rate_pps, self.load.duration)?;
         std::thread::sleep(SETTLE);

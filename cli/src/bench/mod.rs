@@ -464,16 +464,7 @@ impl<'a> Plan<'a> {
             src_port: 1024,
             frame_size: size,
         };
-        let (bytes, sport_offset, stamp_offset) = template
-            .build()
-            .map_err(|reason| anyhow::anyhow!("--sizes {size}: {reason}"))?;
-        Ok(GenFrame {
-            bytes,
-            sport_offset,
-            stamp_offset,
-            first_port: template.src_port,
-            wire_size: size,
-        })
+        crate::gen_cmd::gen_frame(&template, "--sizes")
     }
 
     /// Everything measured for one frame size and generator core count.

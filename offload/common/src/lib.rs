@@ -7,6 +7,9 @@
 use core::mem::size_of;
 
 /// What the steering program does with a packet.
+mod generator;
+pub use generator::{FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, ipv4_checksum};
+
 pub mod action {
     pub const PASS: u8 = 0;
     pub const DROP: u8 = 1;
@@ -197,39 +200,3 @@ mod pod {
     unsafe impl aya::Pod for super::RuleDef {}
     unsafe impl aya::Pod for super::GenConfig {}
 }
-
-/// Settings of the traffic generator program (`gen_tx`), slot 0 of `GEN_CONFIG`.
-///
-/// The template frame is built in user space; per packet the program rewrites the UDP/TCP
-/// source port (one per flow) and writes a sequence number and a CLOCK_MONOTONIC timestamp
-/// at `stamp_offset`, so the sink can count loss and latency.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenConfig {
-    /// Flows to cycle through; at least 1.
-    pub flows: u32,
-    /// First source port; flow `n` uses `port_base + n`.
-    pub port_base: u16,
-    /// Offset of the L4 source port in the frame.
-    pub sport_offset: u16,
-    /// Offset of the 16-byte stamp (sequence number, then timestamp) in the frame.
-    pub stamp_offset: u16,
-    pub _pad: [u8; 6],
-}
-
-/// The stamp a generated frame carries in its payload, both little-endian.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenStamp {
-    /// CPU in the top 8 bits, then that CPU's packet count.
-    pub sequence: u64,
-    /// `bpf_ktime_get_ns` when the frame was sent (CLOCK_MONOTONIC).
-    pub sent_ns: u64,
-}
-
-/// The generator's write offsets are masked with this (a bound the verifier can follow), so
-/// they must be below it.
-pub const GEN_OFFSET_MASK: u16 = 0x7ff;
-
-const _: () = assert!(size_of::<GenConfig>() == 16);
-const _: () = assert!(size_of::<GenStamp>() == 16);

@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use offload_common::{GEN_OFFSET_MASK, GenConfig, GenStamp};
+use offload_common::{GEN_OFFSET_MASK, GenConfig, GenStamp, ipv4_checksum};
 
 #[map]
 static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -33,27 +33,51 @@ pub fn gen_tx(ctx: XdpContext) -> u32 {
         count
     };
     let flows = if config.flows == 0 { 1 } else { config.flows };
-    let port = config.port_base.wrapping_add((count % flows as u64) as u16);
+    let flow = config.space.flow((count % flows as u64) as u32);
     // SAFETY: helpers with no arguments.
     let (cpu, now) = unsafe { (bpf_get_smp_processor_id() as u64, bpf_ktime_get_ns()) };
     let stamp = GenStamp {
         sequence: (cpu << 56) | count,
         sent_ns: now,
     };
-    let start = ctx.data();
-    let end = ctx.data_end();
-    // The offsets come from a map: a mask bounds them for the verifier, which then
-    // accepts the variable-offset packet checks below.
-    let sport = (config.sport_offset & GEN_OFFSET_MASK) as usize;
-    let stamp_at = (config.stamp_offset & GEN_OFFSET_MASK) as usize;
-    if start + sport + 2 > end || start + stamp_at + 16 > end {
+    // The pages of a live-frames run are recycled with what the last run wrote, so every
+    // field is written whole, never adjusted from what is there.
+    let mut ports = [0u8; 4];
+    ports[..2].copy_from_slice(&flow.sport.to_be_bytes());
+    ports[2..].copy_from_slice(&flow.dport.to_be_bytes());
+    let mut stamp_bytes = [0u8; 16];
+    stamp_bytes[..8].copy_from_slice(&stamp.sequence.to_le_bytes());
+    stamp_bytes[8..].copy_from_slice(&stamp.sent_ns.to_le_bytes());
+    if write(&ctx, config.l4_offset, ports).is_none()
+        || write(&ctx, config.src_offset, flow.src.to_be_bytes()).is_none()
+        || write(&ctx, config.dst_offset, flow.dst.to_be_bytes()).is_none()
+        || write(&ctx, config.stamp_offset, stamp_bytes).is_none()
+    {
         return xdp_action::XDP_ABORTED;
     }
-    // SAFETY: both ranges were checked against data_end above; packet data is unaligned.
-    unsafe {
-        ((start + sport) as *mut [u8; 2]).write_unaligned(port.to_be_bytes());
-        ((start + stamp_at) as *mut [u8; 8]).write_unaligned(stamp.sequence.to_le_bytes());
-        ((start + stamp_at + 8) as *mut [u8; 8]).write_unaligned(stamp.sent_ns.to_le_bytes());
+    if config.ipv4_offset != 0 && refresh_ipv4_checksum(&ctx, config.ipv4_offset).is_none() {
+        return xdp_action::XDP_ABORTED;
     }
     xdp_action::XDP_TX
+}
+
+/// The frame's `N` bytes at `offset`, if they lie inside it. The offset comes from a map: a
+/// mask bounds it for the verifier, which then accepts the variable-offset check.
+fn at<const N: usize>(ctx: &XdpContext, offset: u16) -> Option<*mut [u8; N]> {
+    let start = ctx.data() + (offset & GEN_OFFSET_MASK) as usize;
+    (start + N <= ctx.data_end()).then_some(start as *mut [u8; N])
+}
+
+fn write<const N: usize>(ctx: &XdpContext, offset: u16, bytes: [u8; N]) -> Option<()> {
+    // SAFETY: `at` checked the range against data_end; packet data is unaligned.
+    unsafe { at::<N>(ctx, offset)?.write_unaligned(bytes) };
+    Some(())
+}
+
+fn refresh_ipv4_checksum(ctx: &XdpContext, offset: u16) -> Option<()> {
+    let header = at::<20>(ctx, offset)?;
+    // SAFETY: as in `write`.
+    let header = unsafe { header.read_unaligned() };
+    let checksum = ipv4_checksum(&header);
+    write(ctx, offset + 10, checksum.to_be_bytes())
 }

@@ -1,6 +1,6 @@
 //! The AF_XDP TX mode: each thread binds a socket on its own queue, writes the frames into
 //! its UMEM and hands them to the driver in batches, as xdpsock's txpush does. Each frame
-//! gets its flow's source port and a stamp (sequence, CLOCK_MONOTONIC ns) where the
+//! gets its flow's ports and addresses and a stamp (sequence, CLOCK_MONOTONIC ns) where the
 //! live-frames program writes them, so sinks read both modes alike. A mix is sent frame by
 //! frame in its exact proportions. `sent` counts the frames the driver completed.
 
@@ -13,6 +13,8 @@ use std::{
 };
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig, XskError};
+
+use offload_common::{GenConfig, ipv4_checksum};
 
 use super::{GenFrame, GenOptions, Pacer, monotonic_ns};
 use crate::OffloadError;
@@ -32,30 +34,34 @@ fn schedule(frames: &[(GenFrame, u32)]) -> Vec<&GenFrame> {
         .collect()
 }
 
-/// Writes the flow's source port and the stamp, as `gen_tx` does: the thread's `count`-th
-/// frame goes to flow `count % flows`, and its sequence number has the thread in the top
-/// byte.
-fn personalise(
-    data: &mut [u8],
-    frame: &GenFrame,
-    flows: u32,
-    thread: u32,
-    count: u64,
-    now_ns: u64,
-) {
-    let port = frame
-        .first_port
-        .wrapping_add((count % u64::from(flows.max(1))) as u16);
+/// Writes the flow's fields and the stamp, as `gen_tx` does: the thread's `count`-th frame
+/// goes to flow `count % flows`, and its sequence number has the thread in the top byte.
+fn personalise(data: &mut [u8], config: &GenConfig, thread: u32, count: u64, now_ns: u64) {
+    let flow = config
+        .space
+        .flow((count % u64::from(config.flows.max(1))) as u32);
     let sequence = (u64::from(thread) << 56) | count;
-    let sport = usize::from(frame.sport_offset);
-    data[sport..sport + 2].copy_from_slice(&port.to_be_bytes());
-    let stamp = usize::from(frame.stamp_offset);
-    data[stamp..stamp + 8].copy_from_slice(&sequence.to_le_bytes());
-    data[stamp + 8..stamp + 16].copy_from_slice(&now_ns.to_le_bytes());
+    let mut put = |offset: u16, bytes: &[u8]| {
+        let at = usize::from(offset);
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    put(config.l4_offset, &flow.sport.to_be_bytes());
+    put(config.l4_offset + 2, &flow.dport.to_be_bytes());
+    put(config.src_offset, &flow.src.to_be_bytes());
+    put(config.dst_offset, &flow.dst.to_be_bytes());
+    put(config.stamp_offset, &sequence.to_le_bytes());
+    put(config.stamp_offset + 8, &now_ns.to_le_bytes());
+    if config.ipv4_offset != 0 {
+        let at = usize::from(config.ipv4_offset);
+        let header: &[u8; 20] = data[at..at + 20].try_into().expect("20 bytes");
+        let checksum = ipv4_checksum(header);
+        data[at + 10..at + 12].copy_from_slice(&checksum.to_be_bytes());
+    }
 }
 
 pub(super) fn send_loop(
     options: &GenOptions,
+    config: &GenConfig,
     thread: u32,
     pacer: &Pacer,
     sent: &AtomicU64,
@@ -105,14 +111,7 @@ pub(super) fn send_loop(
             let frame = cycle[(queued % cycle.len() as u64) as usize];
             umem.write(&mut slot, &frame.bytes)
                 .map_err(|e| xsk_error("write a frame", e))?;
-            personalise(
-                umem.data_mut(&mut slot),
-                frame,
-                options.flows,
-                thread,
-                queued,
-                now,
-            );
+            personalise(umem.data_mut(&mut slot), config, thread, queued, now);
             tx.push(slot).expect("room was checked");
             queued += 1;
         }
@@ -136,13 +135,7 @@ mod tests {
     use super::*;
 
     fn frame(size: usize) -> GenFrame {
-        GenFrame {
-            bytes: vec![0; size - 4],
-            sport_offset: 34,
-            stamp_offset: 42,
-            first_port: 1024,
-            wire_size: size,
-        }
+        super::super::test_frame(size, 34)
     }
 
     #[test]
@@ -156,15 +149,34 @@ mod tests {
     }
 
     #[test]
-    fn each_frame_gets_its_flow_port_and_stamp() {
-        let f = frame(64);
+    fn each_frame_gets_its_flow_fields_and_stamp() {
+        let mut f = frame(64);
+        f.bytes[14] = 0x45;
+        let space = offload_common::FlowSpace {
+            src_base: 0x0a00_0001,
+            src_count: 2,
+            dst_base: 0x0a00_0002,
+            dst_count: 1,
+            sport_base: 1024,
+            sport_count: 2,
+            dport_base: 9,
+            dport_count: 2,
+        };
+        let config = f.fields.config(8, space);
         let mut data = f.bytes.clone();
-        personalise(&mut data, &f, 4, 1, 6, 123_456);
-        // Thread 1's frame 6 over 4 flows: flow 2.
-        assert_eq!(u16::from_be_bytes([data[34], data[35]]), 1026);
+        personalise(&mut data, &config, 1, 14, 123_456);
+        // Thread 1's frame 14 over 8 flows: flow 6 = sport 1024, dport 10, source .2.
+        assert_eq!(data[34..38], [4, 0, 0, 10]);
+        assert_eq!(data[26..34], [10, 0, 0, 2, 10, 0, 0, 2]);
+        let header: &[u8; 20] = data[14..34].try_into().unwrap();
+        assert_eq!(
+            u16::from_be_bytes([data[24], data[25]]),
+            ipv4_checksum(header),
+            "the IPv4 checksum covers the new source"
+        );
         assert_eq!(
             u64::from_le_bytes(data[42..50].try_into().unwrap()),
-            (1 << 56) | 6
+            (1 << 56) | 14
         );
         assert_eq!(
             u64::from_le_bytes(data[50..58].try_into().unwrap()),

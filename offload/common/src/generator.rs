@@ -1,0 +1,175 @@
+//! The traffic generator's shared parts: its settings, the stamp it writes, and the map from
+//! a flow number to the flow's 5-tuple fields. The program (`gen_tx`) and the AF_XDP sender
+//! in user space both use them, so both modes send the same flows.
+
+/// The ranges flows are spread over. Flow `n` is the `n`-th point of their product in
+/// mixed radix: the source port turns fastest, then the destination port, the source
+/// address and the destination address. Addresses vary in their last 32 bits (all of an
+/// IPv4 address, the last word of an IPv6 one). A count of 0 counts as 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSpace {
+    pub src_base: u32,
+    pub src_count: u32,
+    pub dst_base: u32,
+    pub dst_count: u32,
+    pub sport_base: u16,
+    pub sport_count: u16,
+    pub dport_base: u16,
+    pub dport_count: u16,
+}
+
+/// One flow's fields, in host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowFields {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl FlowSpace {
+    /// How many distinct 5-tuples the ranges hold.
+    pub fn size(&self) -> u64 {
+        [
+            self.src_count,
+            self.dst_count,
+            self.sport_count.into(),
+            self.dport_count.into(),
+        ]
+        .iter()
+        .map(|&count| u64::from(count.max(1)))
+        .product()
+    }
+
+    /// The fields of flow `n` (wrapping round when `n` is past `size`).
+    pub fn flow(&self, n: u32) -> FlowFields {
+        let mut rest = n;
+        let mut digit = |count: u32| {
+            let count = count.max(1);
+            let value = rest % count;
+            rest /= count;
+            value
+        };
+        let sport = digit(self.sport_count.into()) as u16;
+        let dport = digit(self.dport_count.into()) as u16;
+        let src = digit(self.src_count);
+        let dst = digit(self.dst_count);
+        FlowFields {
+            src: self.src_base.wrapping_add(src),
+            dst: self.dst_base.wrapping_add(dst),
+            sport: self.sport_base.wrapping_add(sport),
+            dport: self.dport_base.wrapping_add(dport),
+        }
+    }
+}
+
+/// Settings of the traffic generator program (`gen_tx`), slot 0 of `GEN_CONFIG`.
+///
+/// The template frame is built in user space. Per packet the program writes the flow's
+/// ports and addresses (refreshing the IPv4 header checksum), then a sequence number and a
+/// CLOCK_MONOTONIC timestamp at `stamp_offset`, so the sink can count loss and latency.
+/// Offsets are from the start of the frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// Flows to cycle through; at least 1.
+    pub flows: u32,
+    pub space: FlowSpace,
+    /// The L4 header: source port, then destination port.
+    pub l4_offset: u16,
+    /// The 16-byte stamp (sequence number, then timestamp).
+    pub stamp_offset: u16,
+    /// The last 4 bytes of the source and destination addresses.
+    pub src_offset: u16,
+    pub dst_offset: u16,
+    /// The IPv4 header whose checksum to refresh; 0 for IPv6.
+    pub ipv4_offset: u16,
+    pub _pad: [u8; 6],
+}
+
+/// The stamp a generated frame carries in its payload, both little-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenStamp {
+    /// CPU in the top 8 bits, then that CPU's packet count.
+    pub sequence: u64,
+    /// `bpf_ktime_get_ns` when the frame was sent (CLOCK_MONOTONIC).
+    pub sent_ns: u64,
+}
+
+/// The generator's write offsets are masked with this (a bound the verifier can follow), so
+/// they must be below it.
+pub const GEN_OFFSET_MASK: u16 = 0x7ff;
+
+/// The checksum of a 20-byte IPv4 header, computed with its checksum field taken as zero.
+pub fn ipv4_checksum(header: &[u8; 20]) -> u16 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        if i != 10 {
+            sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+        }
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+const _: () = assert!(size_of::<FlowSpace>() == 24);
+const _: () = assert!(size_of::<GenConfig>() == 44);
+const _: () = assert!(size_of::<GenStamp>() == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_walk_the_ranges_source_port_first() {
+        let space = FlowSpace {
+            src_base: 0x0a00_0001,
+            src_count: 2,
+            dst_base: 0x0a00_0101,
+            dst_count: 1,
+            sport_base: 1024,
+            sport_count: 3,
+            dport_base: 9,
+            dport_count: 2,
+        };
+        assert_eq!(space.size(), 12);
+        let tuple = |n| {
+            let f = space.flow(n);
+            (f.src - 0x0a00_0000, f.dst - 0x0a00_0000, f.sport, f.dport)
+        };
+        assert_eq!(tuple(0), (1, 0x101, 1024, 9));
+        assert_eq!(tuple(2), (1, 0x101, 1026, 9));
+        assert_eq!(tuple(3), (1, 0x101, 1024, 10));
+        assert_eq!(tuple(6), (2, 0x101, 1024, 9));
+        assert_eq!(tuple(11), (2, 0x101, 1026, 10));
+        assert_eq!(tuple(12), tuple(0), "past the end it wraps round");
+    }
+
+    #[test]
+    fn zero_counts_are_one_value() {
+        let space = FlowSpace {
+            sport_base: 7,
+            ..FlowSpace::default()
+        };
+        assert_eq!(space.size(), 1);
+        assert_eq!(space.flow(5).sport, 7);
+    }
+
+    #[test]
+    fn ipv4_checksum_ignores_the_old_checksum_field() {
+        // The example header of RFC 1071's usual illustration (checksum 0xb861).
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_checksum(&header), 0xb861);
+        header[10] = 0xde;
+        header[11] = 0xad;
+        assert_eq!(ipv4_checksum(&header), 0xb861);
+    }
+}
