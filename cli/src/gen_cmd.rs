@@ -9,7 +9,9 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use lab::frame::{L4Kind, Template};
-use offload::generator::{FlowSpace, FrameFields, GenFrame, GenMode, GenOptions, Generator, IMIX};
+use offload::generator::{
+    FlowSpace, FrameFields, GenFrame, GenMode, GenOptions, Generator, IMIX, L4Checksum,
+};
 
 use crate::output;
 
@@ -285,6 +287,11 @@ pub fn gen_frame(template: &Template, flag: &str) -> anyhow::Result<GenFrame> {
             dst: built.dst_offset,
             ipv4_header: built.ipv4_offset,
             stamp: built.stamp_offset,
+            l4_checksum: built.l4_checksum.map(|part| L4Checksum {
+                offset: part.offset,
+                base: part.constant_sum,
+                length_weight: part.length_weight,
+            }),
         },
         wire_size: template.frame_size,
     })

@@ -95,10 +95,10 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
 }
 
-/// A UDP socket on `port` in namespace `ns`, reading with a short timeout.
+/// A UDP socket on `port` (IPv4 and IPv6) in namespace `ns`, reading with a short timeout.
 fn udp_socket_in(ns: &str, port: u16) -> std::net::UdpSocket {
     lab::netns::run_in(ns, move || {
-        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind UDP");
+        let socket = std::net::UdpSocket::bind(("::", port)).expect("bind UDP");
         socket
             .set_read_timeout(Some(std::time::Duration::from_millis(500)))
             .unwrap();
@@ -127,16 +127,28 @@ fn drain(socket: std::net::UdpSocket) -> std::thread::JoinHandle<Vec<std::net::S
     })
 }
 
-#[test]
-fn flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
-    if !require_root("generator 5-tuple ranges") {
-        return;
+/// The client's address with its last part replaced, as `ip` prints it.
+fn client_neighbour(client: std::net::IpAddr, last: u16) -> std::net::IpAddr {
+    match client {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            std::net::Ipv4Addr::new(a, b, c, last as u8).into()
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[7] = last;
+            std::net::Ipv6Addr::from(segments).into()
+        }
     }
-    let lab = Lab::for_test("gr");
+}
+
+/// Sends 4 sources x 2 destination ports from the client to the dut's UDP sockets, through
+/// an XDP program on the dut that counts per port and passes the frames on. The kernel
+/// drops a frame whose IPv4 header checksum or UDP checksum (mandatory over IPv6) is
+/// wrong, so every datagram received shows the generator refreshed them per flow.
+fn flows_reach_the_dut_stack(tag: &str, ipv6: bool) {
+    let lab = Lab::for_test(tag);
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
-    // Count per destination port at the dut's XDP hook, then let the frames on to its
-    // stack, where UDP sockets receive them: the kernel drops a frame whose IPv4 header
-    // checksum is wrong, so every datagram received shows the generator refreshed it.
     json(&["--netns", dut_ns, "xdp", "attach", "--iface", dut_if]);
     for port in ["9", "10"] {
         json(&[
@@ -148,11 +160,14 @@ fn flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
         drain(udp_socket_in(dut_ns, 9)),
         drain(udp_socket_in(dut_ns, 10)),
     ];
-    let std::net::IpAddr::V4(client) = lab.client.ipv4 else {
-        panic!("the lab's client has an IPv4 address");
+    let (client, dut) = match ipv6 {
+        false => (lab.client.ipv4, lab.dut.ipv4),
+        true => (lab.client.ipv6, lab.dut.ipv6),
     };
-    let [a, b, c, _] = client.octets();
-    let sources = format!("{a}.{b}.{c}.100-{a}.{b}.{c}.103");
+    let expected: Vec<std::net::IpAddr> = (100..104)
+        .map(|last| client_neighbour(client, last))
+        .collect();
+    let sources = format!("{}-{}", expected[0], expected[3]);
     let count = 4000u64;
     let report = json(&[
         "--netns",
@@ -161,13 +176,15 @@ fn flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
         "--iface",
         &lab.client.iface,
         "--dst",
-        &lab.dut.ipv4.to_string(),
+        &dut.to_string(),
         "--dst-mac",
         &lab.dut.mac,
         "--src",
         &sources,
         "--dport",
         "9-10",
+        "--size",
+        "128",
         // One core: the program's per-CPU packet count decides the flow, so the split
         // between the ports is exact.
         "--cores",
@@ -196,14 +213,30 @@ fn flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
         "every frame reached a socket"
     );
     for received in [&port_9, &port_10] {
-        let mut seen: Vec<String> = received.iter().map(|from| from.ip().to_string()).collect();
+        let mut seen: Vec<std::net::IpAddr> = received
+            .iter()
+            .map(|from| from.ip().to_canonical())
+            .collect();
         seen.sort();
         seen.dedup();
-        let expected: Vec<String> = (100..104).map(|d| format!("{a}.{b}.{c}.{d}")).collect();
         assert_eq!(seen, expected, "each port heard every source");
         assert!(received.iter().all(|from| from.port() == 1024));
     }
     json(&["--netns", dut_ns, "xdp", "detach", "--iface", dut_if]);
+}
+
+#[test]
+fn ipv4_flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
+    if require_root("generator 5-tuple ranges, IPv4") {
+        flows_reach_the_dut_stack("gr", false);
+    }
+}
+
+#[test]
+fn ipv6_flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
+    if require_root("generator 5-tuple ranges, IPv6") {
+        flows_reach_the_dut_stack("g6", true);
+    }
 }
 
 /// The IMIX frames on the wire less their FCS, as the dut's rule counts them, in the order

@@ -108,6 +108,21 @@ pub struct TemplateFrame {
     pub dst_offset: u16,
     /// The IPv4 header, whose checksum covers the addresses; None for IPv6.
     pub ipv4_offset: Option<u16>,
+    /// The L4 checksum, which the generator writes per packet; None for IPv4 UDP, which
+    /// sends zero ("no checksum", RFC 768).
+    pub l4_checksum: Option<L4ChecksumPart>,
+}
+
+/// The L4 checksum field and the one's complement sum of the words no packet changes: the
+/// pseudo-header without the addresses' last 32 bits and the length, and the L4 header
+/// without the ports, the checksum and (UDP) the length. The payload is zeros but for the
+/// stamp. The generator adds the rest per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4ChecksumPart {
+    pub offset: u16,
+    pub constant_sum: u32,
+    /// How often the L4 length counts: 2 for UDP (pseudo-header and header), 1 for TCP.
+    pub length_weight: u16,
 }
 
 impl Template {
@@ -179,6 +194,30 @@ impl Template {
         };
         // Both families end the header with the source address, then the destination.
         let dst_end = l4 as u16;
+        let udp = self.l4 == L4Kind::Udp;
+        let l4_checksum = (ipv4_offset.is_none() || !udp).then(|| {
+            let (offset, length_weight) = if udp { (l4 + 6, 2) } else { (l4 + 16, 1) };
+            let varies = |at: usize| [l4, l4 + 2, offset].contains(&at) || (udp && at == l4 + 4);
+            let header = (l4..headers).step_by(2).filter(|&at| !varies(at));
+            // IPv6 addresses keep their first 96 bits in every packet.
+            let address_prefixes = match self.src {
+                IpAddr::V6(_) => (l3 + 8..l3 + 20)
+                    .chain(l3 + 24..l3 + 36)
+                    .step_by(2)
+                    .collect(),
+                IpAddr::V4(_) => Vec::new(),
+            };
+            let constant_sum = header
+                .chain(address_prefixes)
+                .map(|at| u32::from(u16::from_be_bytes([frame[at], frame[at + 1]])))
+                .sum::<u32>()
+                + u32::from(proto);
+            L4ChecksumPart {
+                offset: offset as u16,
+                constant_sum,
+                length_weight,
+            }
+        });
         Ok(TemplateFrame {
             bytes: frame,
             l4_offset: l4 as u16,
@@ -186,6 +225,7 @@ impl Template {
             src_offset: dst_end - address_len - 4,
             dst_offset: dst_end - 4,
             ipv4_offset,
+            l4_checksum,
         })
     }
 }

@@ -84,6 +84,18 @@ pub struct FrameFields {
     pub ipv4_header: Option<u16>,
     /// The 16-byte stamp (sequence number, timestamp).
     pub stamp: u16,
+    /// The L4 checksum to write per packet; None when the frame carries none (IPv4 UDP).
+    pub l4_checksum: Option<L4Checksum>,
+}
+
+/// Where a frame's L4 checksum goes and the part of it that never changes (see
+/// `GenConfig::l4_checksum`); `lab::frame::TemplateFrame` works it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4Checksum {
+    pub offset: u16,
+    pub base: u32,
+    /// 2 for UDP, 1 for TCP.
+    pub length_weight: u16,
 }
 
 impl FrameFields {
@@ -97,7 +109,10 @@ impl FrameFields {
             src_offset: self.src,
             dst_offset: self.dst,
             ipv4_offset: self.ipv4_header.unwrap_or(0),
-            _pad: [0; 6],
+            checksum_offset: self.l4_checksum.map_or(0, |c| c.offset),
+            checksum_base: self.l4_checksum.map_or(0, |c| c.base),
+            length_weight: self.l4_checksum.map_or(0, |c| c.length_weight),
+            _pad: [0; 2],
         }
     }
 }
@@ -327,7 +342,8 @@ fn check(options: &GenOptions) -> Result<GenConfig, OffloadError> {
         }
     }
     let fields = first.fields;
-    let offsets = [fields.l4, fields.src, fields.dst, fields.stamp];
+    let checksum = fields.l4_checksum.map_or(0, |c| c.offset);
+    let offsets = [fields.l4, fields.src, fields.dst, fields.stamp, checksum];
     if let Some(&offset) = offsets.iter().find(|&&o| o >= GEN_OFFSET_MASK) {
         return Err(bad(format!(
             "write offset {offset} beyond {GEN_OFFSET_MASK}"
@@ -493,6 +509,7 @@ fn test_frame(size: usize, l4: u16) -> GenFrame {
             dst: 30,
             ipv4_header: Some(14),
             stamp: 42,
+            l4_checksum: None,
         },
         wire_size: size,
     }

@@ -76,6 +76,8 @@ pub struct GenConfig {
     /// Flows to cycle through; at least 1.
     pub flows: u32,
     pub space: FlowSpace,
+    /// The L4 checksum's constant part; see [`GenConfig::l4_checksum`].
+    pub checksum_base: u32,
     /// The L4 header: source port, then destination port.
     pub l4_offset: u16,
     /// The 16-byte stamp (sequence number, then timestamp).
@@ -85,7 +87,52 @@ pub struct GenConfig {
     pub dst_offset: u16,
     /// The IPv4 header whose checksum to refresh; 0 for IPv6.
     pub ipv4_offset: u16,
-    pub _pad: [u8; 6],
+    /// The L4 checksum field; 0 when there is none to write (IPv4 UDP sends zero, "no
+    /// checksum").
+    pub checksum_offset: u16,
+    /// How often the L4 length counts in the checksum: 2 for UDP (pseudo-header and UDP
+    /// header), 1 for TCP (pseudo-header only).
+    pub length_weight: u16,
+    pub _pad: [u8; 2],
+}
+
+impl GenConfig {
+    /// The L4 checksum of a generated frame whose L4 segment is `l4_len` bytes long.
+    ///
+    /// The checksum is a one's complement sum, and sums add: `checksum_base` holds the sum
+    /// of every word that is the same in all frames of a run (the pseudo-header without the
+    /// low address words and the length, the L4 header without ports, checksum and length;
+    /// the payload is zeros). Added here: the length, the flow's fields and the stamp.
+    pub fn l4_checksum(&self, flow: &FlowFields, stamp: &[u8; 16], l4_len: u32) -> u16 {
+        let mut sum = u64::from(self.checksum_base)
+            + u64::from(self.length_weight) * u64::from(l4_len)
+            + u64::from(flow.sport)
+            + u64::from(flow.dport);
+        for word in [flow.src, flow.dst] {
+            sum += u64::from(word >> 16) + u64::from(word & 0xffff);
+        }
+        let mut i = 0;
+        while i < 16 {
+            sum += u64::from(u16::from_be_bytes([stamp[i], stamp[i + 1]]));
+            i += 2;
+        }
+        match !fold(sum) {
+            // UDP sends a computed zero as all ones (0 means "none"); TCP reads both alike.
+            0 => 0xffff,
+            checksum => checksum,
+        }
+    }
+}
+
+/// A one's complement sum folded to 16 bits.
+pub fn fold(mut sum: u64) -> u16 {
+    // Four rounds bring any u64 down to 16 bits; a fixed count keeps the verifier happy.
+    let mut round = 0;
+    while round < 4 {
+        sum = (sum & 0xffff) + (sum >> 16);
+        round += 1;
+    }
+    sum as u16
 }
 
 /// The stamp a generated frame carries in its payload, both little-endian.
@@ -112,13 +159,11 @@ pub fn ipv4_checksum(header: &[u8; 20]) -> u16 {
         }
         i += 2;
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+    !fold(sum.into())
 }
 
 const _: () = assert!(size_of::<FlowSpace>() == 24);
-const _: () = assert!(size_of::<GenConfig>() == 44);
+const _: () = assert!(size_of::<GenConfig>() == 48);
 const _: () = assert!(size_of::<GenStamp>() == 16);
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use core::mem::size_of;
 
 /// What the steering program does with a packet.
 mod generator;
-pub use generator::{FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, ipv4_checksum};
+pub use generator::{
+    FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, fold, ipv4_checksum,
+};
 
 pub mod action {
     pub const PASS: u8 = 0;

@@ -58,6 +58,13 @@ pub fn gen_tx(ctx: XdpContext) -> u32 {
     if config.ipv4_offset != 0 && refresh_ipv4_checksum(&ctx, config.ipv4_offset).is_none() {
         return xdp_action::XDP_ABORTED;
     }
+    if config.checksum_offset != 0 {
+        let l4_len = (ctx.data_end() - ctx.data()) as u32 - u32::from(config.l4_offset);
+        let checksum = config.l4_checksum(&flow, &stamp_bytes, l4_len);
+        if write(&ctx, config.checksum_offset, checksum.to_be_bytes()).is_none() {
+            return xdp_action::XDP_ABORTED;
+        }
+    }
     xdp_action::XDP_TX
 }
 

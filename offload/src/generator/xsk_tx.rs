@@ -41,6 +41,7 @@ fn personalise(data: &mut [u8], config: &GenConfig, thread: u32, count: u64, now
         .space
         .flow((count % u64::from(config.flows.max(1))) as u32);
     let sequence = (u64::from(thread) << 56) | count;
+    let frame_len = data.len();
     let mut put = |offset: u16, bytes: &[u8]| {
         let at = usize::from(offset);
         data[at..at + bytes.len()].copy_from_slice(bytes);
@@ -49,8 +50,15 @@ fn personalise(data: &mut [u8], config: &GenConfig, thread: u32, count: u64, now
     put(config.l4_offset + 2, &flow.dport.to_be_bytes());
     put(config.src_offset, &flow.src.to_be_bytes());
     put(config.dst_offset, &flow.dst.to_be_bytes());
-    put(config.stamp_offset, &sequence.to_le_bytes());
-    put(config.stamp_offset + 8, &now_ns.to_le_bytes());
+    let mut stamp = [0u8; 16];
+    stamp[..8].copy_from_slice(&sequence.to_le_bytes());
+    stamp[8..].copy_from_slice(&now_ns.to_le_bytes());
+    put(config.stamp_offset, &stamp);
+    if config.checksum_offset != 0 {
+        let l4_len = (frame_len - usize::from(config.l4_offset)) as u32;
+        let checksum = config.l4_checksum(&flow, &stamp, l4_len);
+        put(config.checksum_offset, &checksum.to_be_bytes());
+    }
     if config.ipv4_offset != 0 {
         let at = usize::from(config.ipv4_offset);
         let header: &[u8; 20] = data[at..at + 20].try_into().expect("20 bytes");
@@ -182,5 +190,82 @@ mod tests {
             u64::from_le_bytes(data[50..58].try_into().unwrap()),
             123_456
         );
+    }
+
+    /// Whether a frame's L4 checksum verifies, worked out the long way: pseudo-header plus
+    /// the whole segment, checksum included, must sum to all ones.
+    fn l4_checksum_verifies(frame: &[u8]) -> bool {
+        let words = |bytes: &[u8]| -> u64 {
+            bytes
+                .chunks(2)
+                .map(|pair| u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+                .sum()
+        };
+        let (addresses, proto, l4) = match frame[12..14] {
+            [0x08, 0x00] => (&frame[26..34], frame[23], 34),
+            _ => (&frame[22..54], frame[20], 54),
+        };
+        let segment = &frame[l4..];
+        let sum = words(addresses) + u64::from(proto) + segment.len() as u64 + words(segment);
+        offload_common::fold(sum) == 0xffff
+    }
+
+    #[test]
+    fn tcp_and_ipv6_frames_carry_a_valid_l4_checksum_for_every_flow() {
+        use lab::frame::{L4Kind, Template};
+        let cases = [
+            ("10.0.0.1", "10.0.0.2", L4Kind::TcpSyn, 74),
+            ("10.0.0.1", "10.0.0.2", L4Kind::TcpAck, 1518),
+            ("fd00::1", "fd00::2", L4Kind::Udp, 128),
+            ("fd00::1", "fd00::2", L4Kind::TcpSyn, 999),
+        ];
+        for (src, dst, l4, size) in cases {
+            let template = Template {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                l4,
+                dst_port: 80,
+                src_port: 1024,
+                frame_size: size,
+            };
+            let built = template.build().unwrap();
+            let part = built
+                .l4_checksum
+                .expect("TCP and IPv6 frames carry an L4 checksum");
+            let frame = GenFrame {
+                fields: super::super::FrameFields {
+                    l4: built.l4_offset,
+                    src: built.src_offset,
+                    dst: built.dst_offset,
+                    ipv4_header: built.ipv4_offset,
+                    stamp: built.stamp_offset,
+                    l4_checksum: Some(super::super::L4Checksum {
+                        offset: part.offset,
+                        base: part.constant_sum,
+                        length_weight: part.length_weight,
+                    }),
+                },
+                bytes: built.bytes,
+                wire_size: size,
+            };
+            let space = offload_common::FlowSpace {
+                src_count: 300,
+                dst_count: 70_000,
+                sport_count: 50_000,
+                dport_count: 3,
+                ..frame.flow_space()
+            };
+            let config = frame.fields.config(u32::MAX, space);
+            for (count, now) in [(0, 0), (7, u64::MAX), (123_456_789, 0x0123_4567_89ab_cdef)] {
+                let mut data = frame.bytes.clone();
+                personalise(&mut data, &config, 3, count, now);
+                assert!(
+                    l4_checksum_verifies(&data),
+                    "{src} {l4:?} {size} B, frame {count}"
+                );
+            }
+        }
     }
 }
