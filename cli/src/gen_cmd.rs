@@ -303,7 +303,7 @@ pub fn run(args: &GenArgs, as_json: bool) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let report = Generator::load()?.run(&options, &stop)?;
+    let report = Generator::for_mode(options.mode)?.run(&options, &stop)?;
     if as_json {
         output::json(&report);
     } else {

@@ -199,20 +199,35 @@ fn xmit_counters(iface: &str) -> Option<(u64, u64)> {
         })
 }
 
-/// The loaded generator program.
+/// The generator, with its program loaded once for all live-frames runs.
+#[derive(Default)]
 pub struct Generator {
-    ebpf: Ebpf,
+    ebpf: Option<Ebpf>,
 }
 
 impl Generator {
-    pub fn load() -> Result<Generator, OffloadError> {
-        let mut ebpf = EbpfLoader::new()
-            .load(STEER_OBJECT)
-            .map_err(|error| OffloadError::bpf("load the generator object", describe(&error)))?;
-        gen_tx(&mut ebpf)?
-            .load()
-            .map_err(|error| OffloadError::bpf("verifier rejected gen_tx", describe(&error)))?;
-        Ok(Generator { ebpf })
+    /// A generator for `mode`: live frames load the program now, so a kernel that refuses
+    /// it is reported before any run; AF_XDP TX needs none.
+    pub fn for_mode(mode: GenMode) -> Result<Generator, OffloadError> {
+        let mut generator = Generator::default();
+        if mode == GenMode::LiveFrames {
+            generator.program()?;
+        }
+        Ok(generator)
+    }
+
+    /// The loaded `gen_tx`, loading it the first time.
+    fn program(&mut self) -> Result<&mut Ebpf, OffloadError> {
+        if self.ebpf.is_none() {
+            let mut ebpf = EbpfLoader::new().load(STEER_OBJECT).map_err(|error| {
+                OffloadError::bpf("load the generator object", describe(&error))
+            })?;
+            gen_tx(&mut ebpf)?
+                .load()
+                .map_err(|error| OffloadError::bpf("verifier rejected gen_tx", describe(&error)))?;
+            self.ebpf = Some(ebpf);
+        }
+        Ok(self.ebpf.as_mut().expect("loaded above"))
     }
 
     /// Sends until the duration or count is reached, or `stop` is set.
@@ -241,7 +256,7 @@ impl Generator {
         let (seconds, transmitted) = match options.mode {
             GenMode::LiveFrames => {
                 self.configure(config)?;
-                let program = gen_tx(&mut self.ebpf)?;
+                let program = gen_tx(self.program()?)?;
                 let _hold = DispatcherHold::new(program)
                     .inspect_err(|error| {
                         notes.push(format!(
@@ -310,7 +325,7 @@ impl Generator {
     /// The program's per-run settings: the flows and where it writes.
     fn configure(&mut self, value: GenConfig) -> Result<(), OffloadError> {
         let mut config: Array<_, GenConfig> = Array::try_from(
-            self.ebpf
+            self.program()?
                 .map_mut("GEN_CONFIG")
                 .ok_or_else(|| OffloadError::bpf("generator", "no GEN_CONFIG map"))?,
         )

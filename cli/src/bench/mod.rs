@@ -375,7 +375,7 @@ impl<'a> Plan<'a> {
         if let Some(namespace) = &ends.tx_namespace {
             lab::netns::enter(namespace)?;
         }
-        let mut generator = Generator::load()?;
+        let mut generator = Generator::for_mode(offload::generator::GenMode::LiveFrames)?;
         let ifindex = offload::netdev::ifindex(&ends.tx_iface)?;
         let progress = ProgressBar::new_spinner();
         progress.set_style(ProgressStyle::with_template(
