@@ -99,6 +99,25 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
 fn udp_socket_in(ns: &str, port: u16) -> std::net::UdpSocket {
     lab::netns::run_in(ns, move || {
         let socket = std::net::UdpSocket::bind(("::", port)).expect("bind UDP");
+        // Room for every datagram of the run, so a reader starved of CPU by the tests
+        // running alongside loses none (FORCE: past rmem_max, as root).
+        let bytes: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt reads an int from a live local.
+        let result = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&bytes as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            result,
+            0,
+            "SO_RCVBUFFORCE: {}",
+            std::io::Error::last_os_error()
+        );
         socket
             .set_read_timeout(Some(std::time::Duration::from_millis(500)))
             .unwrap();
