@@ -29,6 +29,25 @@ impl Drop for Servers {
     }
 }
 
+/// Binds a UDP socket to `at`, waiting up to 2 s for the address to become usable. An IPv6
+/// address stays tentative after its link comes up until the kernel's DAD work has run, even
+/// with DAD off, and binding it meanwhile fails with EADDRNOTAVAIL; a busy machine widens
+/// that window.
+fn bind_when_ready(at: SocketAddr) -> std::io::Result<UdpSocket> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind(at) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            result => return result,
+        }
+    }
+}
+
 impl Servers {
     /// Starts, in `namespace`, an HTTP server on [::]:`port` (IPv4 too) answering every
     /// request with the body `name` and a newline, and UDP echo servers on the same port
@@ -49,7 +68,7 @@ impl Servers {
             .collect();
         let (tcp, udp_sockets) = netns::run_in(namespace, move || {
             let udp: std::io::Result<Vec<UdpSocket>> =
-                udp_binds.into_iter().map(UdpSocket::bind).collect();
+                udp_binds.iter().map(|&at| bind_when_ready(at)).collect();
             Ok::<_, std::io::Error>((TcpListener::bind(bind)?, udp?))
         })?
         .map_err(|e| LabError::io("bind lab servers", e))?;
