@@ -113,34 +113,52 @@ pub fn probe(iface: &str, force: bool, profiles: &Profiles) -> io::Result<ProbeR
             id: state.program_id,
         });
     let mut report = ProbeReport {
-        iface: iface.to_string(),
-        driver: facts.info.driver.clone(),
-        driver_version: facts.info.version,
-        firmware: facts.info.firmware,
-        bus_info: facts.info.bus_info,
         mtu,
         max_mtu,
-        speed_mbps: facts.speed_mbps,
-        queues: Queues {
-            channels: facts.channels,
-            rss_indirection: facts.rss_indirection,
-        },
-        ntuple: facts.ntuple,
-        xdp_features: features.xdp_features,
-        zc_max_segs: features.zc_max_segs,
-        rx_metadata: features.rx_metadata,
-        xsk_features: features.xsk_features,
-        existing_program: existing.clone(),
-        ..ProbeReport::default()
+        existing_program: existing,
+        ..ProbeReport::from_facts(iface, facts, features)
     };
     run_trials(&mut report, ifindex, force);
-    let profile = profiles.for_driver(&report.driver);
-    report.profile = profile.map(|p| ProfileMatch {
-        name: p.name.clone(),
-        differences: compare(&report, p),
-    });
-    report.recommendations = recommend(&report, profile, available_cores());
+    report.advise(profiles, available_cores());
     Ok(report)
+}
+
+impl ProbeReport {
+    /// The report's device facts, before any trial.
+    fn from_facts(
+        iface: &str,
+        facts: ethtool::EthtoolFacts,
+        features: netdev::NetdevFeatures,
+    ) -> ProbeReport {
+        ProbeReport {
+            iface: iface.to_string(),
+            driver: facts.info.driver,
+            driver_version: facts.info.version,
+            firmware: facts.info.firmware,
+            bus_info: facts.info.bus_info,
+            speed_mbps: facts.speed_mbps,
+            queues: Queues {
+                channels: facts.channels,
+                rss_indirection: facts.rss_indirection,
+            },
+            ntuple: facts.ntuple,
+            xdp_features: features.xdp_features,
+            zc_max_segs: features.zc_max_segs,
+            rx_metadata: features.rx_metadata,
+            xsk_features: features.xsk_features,
+            ..ProbeReport::default()
+        }
+    }
+
+    /// Matches the driver's profile and recommends settings, once the trials have run.
+    fn advise(&mut self, profiles: &Profiles, cores: usize) {
+        let profile = profiles.for_driver(&self.driver);
+        self.profile = profile.map(|p| ProfileMatch {
+            name: p.name.clone(),
+            differences: compare(self, p),
+        });
+        self.recommendations = recommend(self, profile, cores);
+    }
 }
 
 fn run_trials(report: &mut ProbeReport, ifindex: u32, force: bool) {

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io, net::IpAddr};
 use hw_profiles::Profiles;
 
 use super::{
-    AfXdp, Modes, ProbeReport, Trial, advice, ethtool,
+    AfXdp, Modes, ProbeReport, Trial, ethtool,
     ethtool::{Ethtool, RXNFC_LEN},
     netdev, ntuple,
     ntuple::{FlowRule, L4, NtupleError},
@@ -162,17 +162,7 @@ fn report(nic: &mut FakeNic, features: Vec<u8>, hw: bool, zero_copy: bool) -> Pr
         }
     };
     let mut report = ProbeReport {
-        iface: "eth0".into(),
-        driver: facts.info.driver,
         mtu: Some(1500),
-        queues: super::Queues {
-            channels: facts.channels,
-            rss_indirection: facts.rss_indirection,
-        },
-        ntuple: facts.ntuple,
-        xdp_features: features.xdp_features,
-        zc_max_segs: features.zc_max_segs,
-        rx_metadata: features.rx_metadata,
         modes: Modes {
             skb: ok(true),
             drv: ok(true),
@@ -182,15 +172,9 @@ fn report(nic: &mut FakeNic, features: Vec<u8>, hw: bool, zero_copy: bool) -> Pr
             copy: ok(true),
             zero_copy: ok(zero_copy),
         },
-        ..ProbeReport::default()
+        ..ProbeReport::from_facts("eth0", facts, features)
     };
-    let profiles = Profiles::builtin();
-    let profile = profiles.for_driver(&report.driver);
-    report.profile = profile.map(|p| super::ProfileMatch {
-        name: p.name.clone(),
-        differences: advice::compare(&report, p),
-    });
-    report.recommendations = advice::recommend(&report, profile, 16);
+    report.advise(&Profiles::builtin(), 16);
     report
 }
 
