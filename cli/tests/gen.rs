@@ -22,6 +22,17 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
 
+/// `--netns <client> gen --iface <client's> --dst <dst>`, then `more`: a generator run from
+/// the lab's client.
+fn gen_from_client<'a>(lab: &'a Lab, dst: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let (ns, iface) = (lab.client.namespace.as_str(), lab.client.iface.as_str());
+    [
+        &["--netns", ns, "gen", "--iface", iface, "--dst", dst],
+        more,
+    ]
+    .concat()
+}
+
 /// Attaches the steering program on the dut with a rule dropping UDP to its port 9, so the
 /// rule's counters are exact; returns the dut's address.
 fn drop_rule_on_dut(lab: &Lab) -> String {
@@ -44,24 +55,21 @@ fn live_frames_reach_the_peer_and_the_counters_agree() {
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
     let (client_ns, client_if) = (lab.client.namespace.as_str(), lab.client.iface.as_str());
     let dst = drop_rule_on_dut(&lab);
-    let output = fastpath(&[
-        "--json",
-        "--netns",
-        client_ns,
-        "gen",
-        "--iface",
-        client_if,
-        "--dst",
+    let run = gen_from_client(
+        &lab,
         &dst,
-        "--flows",
-        "8",
-        "--count",
-        "100000",
-        "--duration",
-        "10",
-        "--rate",
-        "200000",
-    ]);
+        &[
+            "--flows",
+            "8",
+            "--count",
+            "100000",
+            "--duration",
+            "10",
+            "--rate",
+            "200000",
+        ],
+    );
+    let output = fastpath(&[&["--json"], &run[..]].concat());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     // No warning: the dispatcher hold was made, so calls do not wait for RCU grace periods.
@@ -188,33 +196,31 @@ fn flows_reach_the_dut_stack(tag: &str, ipv6: bool) {
         .collect();
     let sources = format!("{}-{}", expected[0], expected[3]);
     let count = 4000u64;
-    let report = json(&[
-        "--netns",
-        &lab.client.namespace,
-        "gen",
-        "--iface",
-        &lab.client.iface,
-        "--dst",
-        &dut.to_string(),
-        "--dst-mac",
-        &lab.dut.mac,
-        "--src",
-        &sources,
-        "--dport",
-        "9-10",
-        "--size",
-        "128",
-        // One core: the program's per-CPU packet count decides the flow, so the split
-        // between the ports is exact.
-        "--cores",
-        "0",
-        "--count",
-        &count.to_string(),
-        "--rate",
-        "20000",
-        "--duration",
-        "10",
-    ]);
+    let (dut, count_arg) = (dut.to_string(), count.to_string());
+    let report = json(&gen_from_client(
+        &lab,
+        &dut,
+        &[
+            "--dst-mac",
+            &lab.dut.mac,
+            "--src",
+            &sources,
+            "--dport",
+            "9-10",
+            "--size",
+            "128",
+            // One core: the program's per-CPU packet count decides the flow, so the split
+            // between the ports is exact.
+            "--cores",
+            "0",
+            "--count",
+            &count_arg,
+            "--rate",
+            "20000",
+            "--duration",
+            "10",
+        ],
+    ));
     assert_eq!(
         report["flows"].as_u64(),
         Some(8),
@@ -271,27 +277,25 @@ fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
     let dst = drop_rule_on_dut(&lab);
     let count = 20_000u64;
-    let report = json(&[
-        "--netns",
-        &lab.client.namespace,
-        "gen",
-        "--iface",
-        &lab.client.iface,
-        "--dst",
+    let count_arg = count.to_string();
+    let report = json(&gen_from_client(
+        &lab,
         &dst,
-        "--mode",
-        "xsk",
-        "--size",
-        "imix",
-        "--flows",
-        "4",
-        "--count",
-        &count.to_string(),
-        "--rate",
-        "100000",
-        "--duration",
-        "10",
-    ]);
+        &[
+            "--mode",
+            "xsk",
+            "--size",
+            "imix",
+            "--flows",
+            "4",
+            "--count",
+            &count_arg,
+            "--rate",
+            "100000",
+            "--duration",
+            "10",
+        ],
+    ));
     assert_eq!(report["mode"], "xsk-tx", "{report}");
     assert_eq!(report["sent"].as_u64(), Some(count), "{report}");
     // veth has no zero-copy: the fallback is reported.
