@@ -23,10 +23,11 @@ struct XskLab {
 impl XskLab {
     /// A lab for one test; `tag` is two letters unique to the test. None without root
     /// (outside CI, where `require_root` fails the test instead).
-    fn up(test: &str, tag: &str) -> Option<XskLab> {
-        lab::require_root(test).then(|| XskLab {
+    fn up(test: &str, tag: &str) -> XskLab {
+        lab::require_root(test);
+        XskLab {
             lab: Lab::for_test(tag),
-        })
+        }
     }
 
     fn dut_ns(&self) -> String {
@@ -173,10 +174,9 @@ fn receive_packets(
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn rx_returns_the_exact_bytes_sent_for_sizes_60_to_1514() {
-    let Some(lab) = XskLab::up("rx_returns_the_exact_bytes_sent", "xr") else {
-        return;
-    };
+    let lab = XskLab::up("rx_returns_the_exact_bytes_sent", "xr");
     let dut = lab.lab.dut.iface.clone();
     lab.attach(&dut, Action::Xsk);
     let sender = RawSocket::open(&lab.lab.client.namespace, &lab.lab.client.iface).unwrap();
@@ -226,10 +226,9 @@ fn rx_returns_the_exact_bytes_sent_for_sizes_60_to_1514() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn jumbo_frames_arrive_as_chains_with_multi_buffer() {
-    let Some(lab) = XskLab::up("jumbo_frames_arrive_as_chains", "xj") else {
-        return;
-    };
+    let lab = XskLab::up("jumbo_frames_arrive_as_chains", "xj");
     let (client, dut) = (lab.lab.client.clone(), lab.lab.dut.clone());
     for endpoint in [&client, &dut] {
         let iface = endpoint.iface.clone();
@@ -306,10 +305,9 @@ fn jumbo_frames_arrive_as_chains_with_multi_buffer() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn tx_frames_arrive_intact_at_a_raw_socket_in_the_peer() {
-    let Some(lab) = XskLab::up("tx_frames_arrive_intact", "xt") else {
-        return;
-    };
+    let lab = XskLab::up("tx_frames_arrive_intact", "xt");
     let (client, dut) = (lab.lab.client.clone(), lab.lab.dut.clone());
     let receiver = RawSocket::open(&dut.namespace, &dut.iface).unwrap();
     let (umem, mut pool) = umem(2048, 1024);
@@ -352,10 +350,9 @@ fn tx_frames_arrive_intact_at_a_raw_socket_in_the_peer() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn every_frame_is_back_in_the_pool_after_a_million_packets() {
-    let Some(lab) = XskLab::up("every_frame_is_back_in_the_pool", "xa") else {
-        return;
-    };
+    let lab = XskLab::up("every_frame_is_back_in_the_pool", "xa");
     let (client, dut) = (lab.lab.client.clone(), lab.lab.dut.clone());
     lab.attach(&dut.iface, Action::Xsk);
     let (rx_umem, mut rx_pool) = umem(2048, 4096);
@@ -414,10 +411,9 @@ fn every_frame_is_back_in_the_pool_after_a_million_packets() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn two_sockets_on_two_interfaces_share_one_umem() {
-    let Some(lab) = XskLab::up("two_sockets_share_one_umem", "xs") else {
-        return;
-    };
+    let lab = XskLab::up("two_sockets_share_one_umem", "xs");
     let (dut, dut_lan) = (lab.lab.dut.clone(), lab.lab.dut_lan.clone());
     let backend = lab.lab.backends[0].clone();
     lab.attach(&dut.iface, Action::Xsk);
@@ -457,10 +453,9 @@ fn two_sockets_on_two_interfaces_share_one_umem() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn zero_copy_on_veth_fails_clearly_and_auto_reports_the_fallback() {
-    let Some(lab) = XskLab::up("zero_copy_on_veth", "xz") else {
-        return;
-    };
+    let lab = XskLab::up("zero_copy_on_veth", "xz");
     let dut = lab.lab.dut.iface.clone();
     let (umem, _pool) = umem(4096, 1024);
     let forced = SocketConfig {
@@ -497,10 +492,9 @@ fn zero_copy_on_veth_fails_clearly_and_auto_reports_the_fallback() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn bad_interface_queue_and_umem_give_clear_errors() {
-    let Some(lab) = XskLab::up("bad_interface_queue_and_umem", "xe") else {
-        return;
-    };
+    let lab = XskLab::up("bad_interface_queue_and_umem", "xe");
     let dut = lab.lab.dut.iface.clone();
     let (umem, _pool) = umem(4096, 1024);
 
@@ -540,10 +534,9 @@ fn bad_interface_queue_and_umem_give_clear_errors() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn dropping_the_socket_hands_its_traffic_back_to_the_kernel() {
-    let Some(lab) = XskLab::up("dropping_the_socket", "xd") else {
-        return;
-    };
+    let lab = XskLab::up("dropping_the_socket", "xd");
     let dut = lab.lab.dut.clone();
     lab.attach(&dut.iface, Action::Pass);
     let rule_port = 7100;

@@ -95,10 +95,9 @@ fn reference(row: &Row, name: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn a_short_rxdrop_run_accounts_for_every_frame() {
-    if !require_root("bench runner") {
-        return;
-    }
+    require_root("bench runner");
     let results = short_run("rxdrop", "fpbn");
     let row = &results.rows[0];
     // Below saturation the sink read the send stamps.
@@ -109,10 +108,9 @@ fn a_short_rxdrop_run_accounts_for_every_frame() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn a_short_lb_run_counts_what_the_balancer_sends_back() {
-    if !require_root("bench runner, load balancer") {
-        return;
-    }
+    require_root("bench runner, load balancer");
     let results = short_run("lb", "fpbb");
     let row = &results.rows[0];
     // The appliance's worker took the frames from its socket and they came back to the

@@ -59,10 +59,9 @@ fn bad_rule_fields_are_named() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn unknown_interface_and_nothing_attached_are_clear_errors() {
-    if !root("cli errors") {
-        return;
-    }
+    root("cli errors");
     fails_with(
         &["xdp", "attach", "--iface", "nosuchif0"],
         "interface \"nosuchif0\" not found",
@@ -90,10 +89,9 @@ fn unknown_interface_and_nothing_attached_are_clear_errors() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
-    if !root("cli round trip") {
-        return;
-    }
+    root("cli round trip");
     let lab = Lab::for_test("cl");
     let ns = lab.dut.namespace.as_str();
     let iface = lab.dut.iface.as_str();
@@ -205,10 +203,9 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
 /// program in the driver slot; listed sources are dropped and counted, others pass, and the
 /// list changes at run time without a reload.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn the_prefilter_is_merged_on_veth_and_drops_listed_sources() {
-    if !root("prefilter placement") {
-        return;
-    }
+    root("prefilter placement");
     let lab = Lab::for_test("pf");
     let ns = lab.dut.namespace.as_str();
     let iface = lab.dut.iface.as_str();

@@ -47,10 +47,9 @@ fn drop_rule_on_dut(lab: &Lab) -> String {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn live_frames_reach_the_peer_and_the_counters_agree() {
-    if !require_root("live frames generator") {
-        return;
-    }
+    require_root("live frames generator");
     let lab = Lab::for_test("gn");
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
     let (client_ns, client_if) = (lab.client.namespace.as_str(), lab.client.iface.as_str());
@@ -251,17 +250,17 @@ fn flows_reach_the_dut_stack(tag: &str, ipv6: bool) {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn ipv4_flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
-    if require_root("generator 5-tuple ranges, IPv4") {
-        flows_reach_the_dut_stack("gr", false);
-    }
+    require_root("generator 5-tuple ranges, IPv4");
+    flows_reach_the_dut_stack("gr", false);
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn ipv6_flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
-    if require_root("generator 5-tuple ranges, IPv6") {
-        flows_reach_the_dut_stack("g6", true);
-    }
+    require_root("generator 5-tuple ranges, IPv6");
+    flows_reach_the_dut_stack("g6", true);
 }
 
 /// The IMIX frames on the wire less their FCS, as the dut's rule counts them, in the order
@@ -269,10 +268,9 @@ fn ipv6_flows_spread_over_5_tuple_ranges_reach_the_dut_stack_intact() {
 const IMIX_CYCLE: [u64; 12] = [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514];
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
-    if !require_root("AF_XDP TX generator") {
-        return;
-    }
+    require_root("AF_XDP TX generator");
     let lab = Lab::for_test("gx");
     let (dut_ns, dut_if) = (lab.dut.namespace.as_str(), lab.dut.iface.as_str());
     let dst = drop_rule_on_dut(&lab);
@@ -317,6 +315,7 @@ fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn bad_generator_input_is_named() {
     let fails = |args: &[&str], needle: &str| {
         let output = fastpath(args);
@@ -374,65 +373,64 @@ fn bad_generator_input_is_named() {
         ],
         "invalid MAC",
     );
-    if require_root("generator errors on interfaces") {
-        fails(
-            &["gen", "--iface", "nosuchif0", "--dst", "10.0.0.1"],
-            "nosuchif0",
-        );
-        fails(
-            &[
-                "gen",
-                "--iface",
-                "lo",
-                "--dst",
-                "127.0.0.1",
-                "--src",
-                "127.0.0.1",
-                "--sport",
-                "1-2",
-                "--flows",
-                "3",
-            ],
-            "--flows 3: the address and port ranges hold only 2 distinct 5-tuples",
-        );
-        fails(
-            &[
-                "gen",
-                "--iface",
-                "lo",
-                "--dst",
-                "127.0.0.1",
-                "--size",
-                "9000",
-            ],
-            "--size 9000: frame size 9000 out of range",
-        );
-        fails(
-            &[
-                "gen",
-                "--iface",
-                "lo",
-                "--dst",
-                "127.0.0.1",
-                "--size",
-                "jumbo",
-            ],
-            "--size jumbo: expected a frame size in bytes or `imix`",
-        );
-        // One AF_XDP socket per queue: lo has one queue.
-        fails(
-            &[
-                "gen",
-                "--iface",
-                "lo",
-                "--dst",
-                "127.0.0.1",
-                "--mode",
-                "xsk",
-                "--cores",
-                "0,1",
-            ],
-            "2 cores but lo has 1 queue(s)",
-        );
-    }
+    require_root("generator errors on interfaces");
+    fails(
+        &["gen", "--iface", "nosuchif0", "--dst", "10.0.0.1"],
+        "nosuchif0",
+    );
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "127.0.0.1",
+            "--src",
+            "127.0.0.1",
+            "--sport",
+            "1-2",
+            "--flows",
+            "3",
+        ],
+        "--flows 3: the address and port ranges hold only 2 distinct 5-tuples",
+    );
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "127.0.0.1",
+            "--size",
+            "9000",
+        ],
+        "--size 9000: frame size 9000 out of range",
+    );
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "127.0.0.1",
+            "--size",
+            "jumbo",
+        ],
+        "--size jumbo: expected a frame size in bytes or `imix`",
+    );
+    // One AF_XDP socket per queue: lo has one queue.
+    fails(
+        &[
+            "gen",
+            "--iface",
+            "lo",
+            "--dst",
+            "127.0.0.1",
+            "--mode",
+            "xsk",
+            "--cores",
+            "0,1",
+        ],
+        "2 cores but lo has 1 queue(s)",
+    );
 }

@@ -6,10 +6,9 @@ mod lb_common;
 use lb_common::*;
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn dsr_l2_ipv4_serves_every_connection() {
-    if !lab::require_root("dsr_l2_ipv4_serves_every_connection") {
-        return;
-    }
+    lab::require_root("dsr_l2_ipv4_serves_every_connection");
     let setup = setup("la", 1);
     // A prefilter entry that matches no client: placed (merged on veth), never in the way.
     let text = config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]);
@@ -45,10 +44,9 @@ fn dsr_l2_ipv4_serves_every_connection() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn dsr_l2_ipv6_serves_every_connection() {
-    if !lab::require_root("dsr_l2_ipv6_serves_every_connection") {
-        return;
-    }
+    lab::require_root("dsr_l2_ipv6_serves_every_connection");
     let setup = setup("lb", 1);
     let _appliance = Appliance::start(
         &setup,
@@ -59,10 +57,9 @@ fn dsr_l2_ipv6_serves_every_connection() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn nat_ipv4_and_ipv6_serve_every_connection() {
-    if !lab::require_root("nat_ipv4_and_ipv6_serve_every_connection") {
-        return;
-    }
+    lab::require_root("nat_ipv4_and_ipv6_serve_every_connection");
     for v4 in [true, false] {
         let setup = setup("lc", 1);
         let appliance = Appliance::start(&setup, &config(&setup, v4, "tcp", "nat", "", [1, 1, 1]));
@@ -80,10 +77,9 @@ fn nat_ipv4_and_ipv6_serve_every_connection() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn udp_vips_answer_over_dsr_and_nat() {
-    if !lab::require_root("udp_vips_answer_over_dsr_and_nat") {
-        return;
-    }
+    lab::require_root("udp_vips_answer_over_dsr_and_nat");
     for forwarding in ["dsr-l2", "nat"] {
         let setup = setup("ld", 1);
         let _appliance = Appliance::start(
@@ -113,10 +109,9 @@ fn udp_vips_answer_over_dsr_and_nat() {
 
 /// 3,000 flows over weights 1:2:1 land within 10% of the weights.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn distribution_follows_the_weights() {
-    if !lab::require_root("distribution_follows_the_weights") {
-        return;
-    }
+    lab::require_root("distribution_follows_the_weights");
     let setup = setup("le", 1);
     let _appliance = Appliance::start(
         &setup,
@@ -170,10 +165,9 @@ fn backend_connections(status: &serde_json::Value, backend: usize) -> u64 {
 
 /// `drain` keeps established flows on the drained backend and sends new flows elsewhere.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn draining_keeps_established_connections() {
-    if !lab::require_root("draining_keeps_established_connections") {
-        return;
-    }
+    lab::require_root("draining_keeps_established_connections");
     let setup = setup("lf", 1);
     let appliance = Appliance::start(
         &setup,
@@ -206,10 +200,9 @@ fn draining_keeps_established_connections() {
 
 /// `remove` moves the removed backend's flows; flows on the other backends are untouched.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn removing_a_backend_leaves_the_others_connections_intact() {
-    if !lab::require_root("removing_a_backend_leaves_the_others_connections_intact") {
-        return;
-    }
+    lab::require_root("removing_a_backend_leaves_the_others_connections_intact");
     let setup = setup("lg", 1);
     let appliance = Appliance::start(
         &setup,
@@ -237,10 +230,9 @@ fn removing_a_backend_leaves_the_others_connections_intact() {
 /// Reloads (weights change, a backend comes and goes) and hot swaps while a client keeps
 /// connecting: not one connection fails.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn reload_under_load_fails_no_connection() {
-    if !lab::require_root("reload_under_load_fails_no_connection") {
-        return;
-    }
+    lab::require_root("reload_under_load_fails_no_connection");
     let setup = setup("lh", 1);
     let first = config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 0]);
     let appliance = Appliance::start(&setup, &first);
@@ -297,10 +289,9 @@ fn reload_under_load_fails_no_connection() {
 /// the kernel, which drops it); a fragment passes its checks and is dropped by the load
 /// balancer, counted by reason.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn malformed_packets_are_counted_and_dropped() {
-    if !lab::require_root("malformed_packets_are_counted_and_dropped") {
-        return;
-    }
+    lab::require_root("malformed_packets_are_counted_and_dropped");
     use nfv_apps::lb::packet::checksum;
     let setup = setup("li", 1);
     let appliance = Appliance::start(
@@ -353,10 +344,9 @@ fn malformed_packets_are_counted_and_dropped() {
 /// With nat on two queues, a reply that arrives on the other queue than its flow's first
 /// packet still finds its state.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn nat_replies_find_their_state_on_any_queue() {
-    if !lab::require_root("nat_replies_find_their_state_on_any_queue") {
-        return;
-    }
+    lab::require_root("nat_replies_find_their_state_on_any_queue");
     let setup = setup("lj", 2);
     let text = config(
         &setup,
@@ -387,10 +377,9 @@ fn nat_replies_find_their_state_on_any_queue() {
 /// load balancer to the backend (checked byte for byte; this kernel has no ipip device to
 /// decapsulate).
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn dsr_ipip_encapsulates_correctly() {
-    if !lab::require_root("dsr_ipip_encapsulates_correctly") {
-        return;
-    }
+    lab::require_root("dsr_ipip_encapsulates_correctly");
     for v4 in [true, false] {
         let setup = setup("lk", 1);
         let _appliance = Appliance::start(
@@ -496,10 +485,9 @@ fn dsr_ipip_encapsulates_correctly() {
 
 /// A config error stops the start with the message naming the line; nothing is attached.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn config_errors_name_the_line() {
-    if !lab::require_root("config_errors_name_the_line") {
-        return;
-    }
+    lab::require_root("config_errors_name_the_line");
     let path = std::env::temp_dir().join(format!("fp-bad-{}.toml", std::process::id()));
     std::fs::write(&path, "interface = \"lo\"\n[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr-l2\"\nsnat_address = \"fd00::1\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n").unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fastpath"))
@@ -519,10 +507,9 @@ fn config_errors_name_the_line() {
 /// After kill -9, the next start cleans what the dead run left (program, pins, socket file)
 /// and serves.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn a_killed_appliance_does_not_block_the_next_start() {
-    if !lab::require_root("a_killed_appliance_does_not_block_the_next_start") {
-        return;
-    }
+    lab::require_root("a_killed_appliance_does_not_block_the_next_start");
     let setup = setup("ll", 1);
     let text = config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]);
     let mut first = Appliance::start(&setup, &text);
@@ -534,10 +521,9 @@ fn a_killed_appliance_does_not_block_the_next_start() {
 /// Pipelined mode: the worker hands batches to two stage threads by flow; every connection
 /// completes, both stages do work, and a hot swap (a drain) reaches every stage.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn pipelined_mode_serves_every_connection_and_swaps_on_every_stage() {
-    if !lab::require_root("pipelined_mode_serves_every_connection_and_swaps_on_every_stage") {
-        return;
-    }
+    lab::require_root("pipelined_mode_serves_every_connection_and_swaps_on_every_stage");
     let setup = setup("lm", 1);
     let extra = "[pipelined]\ncores = [0, 1]\nqueue_depth = 8\n";
     let appliance = Appliance::start(
@@ -575,10 +561,9 @@ fn pipelined_mode_serves_every_connection_and_swaps_on_every_stage() {
 /// Active health checks: a backend whose port refuses is taken out after `fall` failures and
 /// brought back after `rise` successes once a server listens, with no failed request.
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
-    if !lab::require_root("health_checks_take_a_dead_backend_out_and_bring_it_back") {
-        return;
-    }
+    lab::require_root("health_checks_take_a_dead_backend_out_and_bring_it_back");
     let setup = setup("ln", 1);
     // nat, so that b3 can listen on a port of its own (81), where nothing runs yet.
     let mut text = config(&setup, true, "tcp", "nat", "", [1, 1, 1]);

@@ -46,10 +46,9 @@ fn program_id(report: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn probe_on_veth_reports_the_trials_and_the_veth_profile() {
-    if !lab::require_root("probe_on_veth_reports_the_trials_and_the_veth_profile") {
-        return;
-    }
+    lab::require_root("probe_on_veth_reports_the_trials_and_the_veth_profile");
     let lab = Lab::for_test("pr");
     let report = probe(&lab, &[]);
     assert_eq!(report["iface"], lab.dut.iface.as_str());
@@ -94,10 +93,9 @@ fn probe_on_veth_reports_the_trials_and_the_veth_profile() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn an_existing_program_is_left_alone_and_force_never_replaces_it() {
-    if !lab::require_root("an_existing_program_is_left_alone_and_force_never_replaces_it") {
-        return;
-    }
+    lab::require_root("an_existing_program_is_left_alone_and_force_never_replaces_it");
     let lab = Lab::for_test("ps");
     fastpath(&lab, &["xdp", "attach", "--iface", &lab.dut.iface]);
     let report = probe(&lab, &[]);

@@ -14,15 +14,15 @@ use lab::{
 
 const PORT: u16 = 4792;
 
-fn lab_for(test: &str, tag: &str) -> Option<Lab> {
-    lab::require_root(test).then(|| Lab::for_test(tag))
+fn lab_for(test: &str, tag: &str) -> Lab {
+    lab::require_root(test);
+    Lab::for_test(tag)
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn l2fwd_returns_every_packet_with_the_macs_swapped() {
-    let Some(lab) = lab_for("l2fwd_returns_every_packet", "cf") else {
-        return;
-    };
+    let lab = lab_for("l2fwd_returns_every_packet", "cf");
     let forwarder = Command::new(env!("CARGO_BIN_EXE_fastpath"))
         .args([
             "--netns",
@@ -90,10 +90,9 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn forced_zero_copy_on_veth_fails_with_the_driver_named() {
-    let Some(lab) = lab_for("forced_zero_copy_on_veth", "cz") else {
-        return;
-    };
+    let lab = lab_for("forced_zero_copy_on_veth", "cz");
     let output = Command::new(env!("CARGO_BIN_EXE_fastpath"))
         .args([
             "--netns",

@@ -5,10 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use lab::{Lab, netns, require_root};
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn the_default_topology_carries_udp_from_client_to_backend_and_is_removed_on_drop() {
-    if !require_root("lab topology") {
-        return;
-    }
+    require_root("lab topology");
     let prefix = format!("fpl{}", std::process::id() % 10000);
     let namespaces;
     {
@@ -55,10 +54,9 @@ fn the_default_topology_carries_udp_from_client_to_backend_and_is_removed_on_dro
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn a_second_lab_with_the_same_prefix_is_refused_with_a_clear_error() {
-    if !require_root("lab twice") {
-        return;
-    }
+    require_root("lab twice");
     let prefix = format!("fpd{}", std::process::id() % 10000);
     let _lab = Lab::up(&prefix).expect("lab up");
     let error = Lab::up(&prefix).unwrap_err().to_string();

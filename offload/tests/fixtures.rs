@@ -48,17 +48,15 @@ impl RuleExt for RuleSpec {
 }
 
 /// Loads the program under a label unique to the test, with `rules` installed.
-fn bench(label: &str, default: Action, rules: &[RuleSpec]) -> Option<(TestBench, Vec<u32>)> {
-    if !require_root(label) {
-        return None;
-    }
+fn bench(label: &str, default: Action, rules: &[RuleSpec]) -> (TestBench, Vec<u32>) {
+    require_root(label);
     let bench = TestBench::load(&format!("fixture-{label}"), default).expect("load program");
     let ids = bench
         .steering()
         .unwrap()
         .add_rules(rules)
         .expect("add rules");
-    Some((bench, ids))
+    (bench, ids)
 }
 
 fn verdict(bench: &TestBench, packet: &[u8]) -> u32 {
@@ -66,8 +64,9 @@ fn verdict(bench: &TestBench, packet: &[u8]) -> u32 {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn every_action_on_a_matching_rule() {
-    let Some((bench, _)) = bench(
+    let (bench, _) = bench(
         "actions",
         Action::Pass,
         &[
@@ -76,9 +75,7 @@ fn every_action_on_a_matching_rule() {
             rule("pass").proto("tcp").dst("10.0.0.3").ports("22"),
             rule("xsk").proto("udp").dst("10.0.0.4").ports("4791"),
         ],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(
         verdict(&bench, &packet::udp("10.1.0.1", "10.0.0.1", 53)),
         XDP_DROP
@@ -119,10 +116,9 @@ fn every_action_on_a_matching_rule() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn default_action_applies_when_no_rule_matches() {
-    let Some((bench, _)) = bench("default", Action::Drop, &[rule("pass").dst("10.0.0.0/8")]) else {
-        return;
-    };
+    let (bench, _) = bench("default", Action::Drop, &[rule("pass").dst("10.0.0.0/8")]);
     assert_eq!(
         verdict(&bench, &packet::tcp("1.1.1.1", "10.9.9.9", 80)),
         XDP_PASS
@@ -139,8 +135,9 @@ fn default_action_applies_when_no_rule_matches() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn each_rule_kind_matches_only_its_packets() {
-    let Some((bench, _)) = bench(
+    let (bench, _) = bench(
         "kinds",
         Action::Pass,
         &[
@@ -158,9 +155,7 @@ fn each_rule_kind_matches_only_its_packets() {
             // IPv6 prefix
             rule("drop").proto("tcp").dst("2001:db8:1::/48"),
         ],
-    ) else {
-        return;
-    };
+    );
     let cases: &[(Vec<u8>, u32)] = &[
         (packet::tcp("1.1.1.1", "10.0.0.1", 80), XDP_DROP),
         (packet::tcp("1.1.1.1", "10.0.0.1", 81), XDP_PASS),
@@ -186,8 +181,9 @@ fn each_rule_kind_matches_only_its_packets() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn overlapping_rules_follow_the_documented_priority() {
-    let Some((bench, ids)) = bench(
+    let (bench, ids) = bench(
         "overlap",
         Action::Pass,
         &[
@@ -199,9 +195,7 @@ fn overlapping_rules_follow_the_documented_priority() {
             rule("drop").proto("tcp").dst("10.1.2.3").ports("443"), // 6: exact host
             rule("pass").dst("10.1.2.3").src("172.16.0.0/12"), // 7: src on host
         ],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(ids, vec![1, 2, 3, 4, 5, 6, 7]);
     let cases: &[(Vec<u8>, u32)] = &[
         (packet::udp("1.1.1.1", "10.9.0.1", 5), XDP_DROP), // only rule 1
@@ -219,17 +213,16 @@ fn overlapping_rules_follow_the_documented_priority() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn ipv4_options_and_ipv6_extension_chains_are_skipped() {
-    let Some((bench, _)) = bench(
+    let (bench, _) = bench(
         "headers",
         Action::Pass,
         &[
             rule("drop").proto("udp").dst("10.0.0.1").ports("53"),
             rule("drop").proto("udp").dst("2001:db8::1").ports("53"),
         ],
-    ) else {
-        return;
-    };
+    );
     let udp4 = frame(
         "1.1.1.1",
         "10.0.0.1",
@@ -273,14 +266,13 @@ fn ipv4_options_and_ipv6_extension_chains_are_skipped() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn vlan_and_qinq_frames_are_classified() {
-    let Some((bench, _)) = bench(
+    let (bench, _) = bench(
         "vlan",
         Action::Pass,
         &[rule("drop").proto("tcp").dst("10.0.0.1").ports("80")],
-    ) else {
-        return;
-    };
+    );
     let base = frame(
         "1.1.1.1",
         "10.0.0.1",
@@ -315,10 +307,9 @@ fn vlan_and_qinq_frames_are_classified() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn packets_truncated_at_every_header_boundary_are_counted_malformed_and_passed() {
-    let Some((bench, _)) = bench("truncated", Action::Drop, &[]) else {
-        return;
-    };
+    let (bench, _) = bench("truncated", Action::Drop, &[]);
     let frames = [
         frame(
             "1.1.1.1",
@@ -395,10 +386,9 @@ fn fix_lengths(bytes: &mut [u8], frame: &packet::Frame) {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn bad_ihl_and_bad_lengths_are_malformed() {
-    let Some((bench, _)) = bench("lengths", Action::Drop, &[]) else {
-        return;
-    };
+    let (bench, _) = bench("lengths", Action::Drop, &[]);
     let good = packet::udp("1.1.1.1", "10.0.0.1", 53);
     let mut cases = Vec::new();
     for ihl in [0u8, 4] {
@@ -441,10 +431,9 @@ fn bad_ihl_and_bad_lengths_are_malformed() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn rule_changes_take_effect_without_reload() {
-    let Some((bench, _)) = bench("runtime", Action::Pass, &[]) else {
-        return;
-    };
+    let (bench, _) = bench("runtime", Action::Pass, &[]);
     let input = packet::udp("1.1.1.1", "10.0.0.1", 53);
     assert_eq!(verdict(&bench, &input), XDP_PASS);
     let id = bench

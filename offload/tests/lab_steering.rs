@@ -63,24 +63,23 @@ fn counts_match_what_was_sent(tag: &str, mode: XdpMode) {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn drv_mode_counters_match_what_was_sent() {
-    if require_root("drv counters") {
-        counts_match_what_was_sent("dv", XdpMode::Drv);
-    }
+    require_root("drv counters");
+    counts_match_what_was_sent("dv", XdpMode::Drv);
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn skb_mode_counters_match_what_was_sent() {
-    if require_root("skb counters") {
-        counts_match_what_was_sent("sk", XdpMode::Skb);
-    }
+    require_root("skb counters");
+    counts_match_what_was_sent("sk", XdpMode::Skb);
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn hw_mode_on_veth_fails_with_its_reason_and_auto_lands_on_drv() {
-    if !require_root("hw fallback") {
-        return;
-    }
+    require_root("hw fallback");
     let fixture = LabFixture::up("hw");
     let error = fixture.attach(ModePolicy::Only(XdpMode::Hw)).unwrap_err();
     let message = error.to_string();
@@ -127,10 +126,9 @@ fn send_until_stopped(
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn rule_changes_take_effect_without_reload_while_traffic_flows() {
-    if !require_root("runtime rules") {
-        return;
-    }
+    require_root("runtime rules");
     let fixture = LabFixture::up("rc");
     let attachment = fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
     let server = fixture.dut_server(7100);
@@ -173,10 +171,9 @@ fn rule_changes_take_effect_without_reload_while_traffic_flows() {
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters() {
-    if !require_root("atomic replace") {
-        return;
-    }
+    require_root("atomic replace");
     let fixture = LabFixture::up("ar");
     let attachment = fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
     // Drop everything on the port: a packet that met no program would reach the stack
@@ -223,10 +220,9 @@ fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters()
 }
 
 #[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn pins_of_an_interface_that_vanished_are_pruned() {
-    if !require_root("stale pins") {
-        return;
-    }
+    require_root("stale pins");
     let fixture = LabFixture::up("pp");
     fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
     let pins = offload::Pins::for_iface(&fixture.iface());
