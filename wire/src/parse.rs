@@ -1,0 +1,301 @@
+//! The parsing policy of the whole data path, for user space.
+//!
+//! - Ethernet, then up to two VLAN tags (802.1Q `0x8100`, 802.1ad `0x88a8`, any order). A
+//!   third tag makes the frame non-IP: it is not classified.
+//! - IPv4 with options: version 4, IHL at least 5, total length within the frame and not
+//!   below the header. Ethernet padding after the IP packet is ignored.
+//! - IPv6: version 6, payload length within the frame; up to six extension headers are
+//!   skipped (hop-by-hop, routing, destination options, fragment). A seventh leaves the
+//!   packet without an L4 header.
+//! - Fragments (IPv4 offset/MF, IPv6 fragment header): only the first fragment (offset 0)
+//!   carries the L4 header, so only it has ports. Every fragment reports its identification.
+//! - Every header read must lie within the IP packet. TCP needs its 20 bytes and a data
+//!   offset of at least 5; UDP its 8 bytes and, unfragmented, a length field between 8 and
+//!   the segment; ICMP 8 bytes; ICMPv6 4.
+//!
+//! The steering program (`offload/ebpf/src/parse.rs`) implements the same policy.
+
+use core::fmt;
+
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+pub const MAX_VLAN_TAGS: usize = 2;
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const MAX_IPV6_EXTENSIONS: usize = 6;
+
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+    pub const VLAN: u16 = 0x8100;
+    pub const QINQ: u16 = 0x88a8;
+}
+
+pub mod proto {
+    pub const HOPOPTS: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const IPIP: u8 = 4;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const IPV6: u8 = 41;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ICMPV6: u8 = 58;
+    pub const DSTOPTS: u8 = 60;
+}
+
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Why a frame is malformed: the header or field at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed: {}", self.0)
+    }
+}
+
+/// One fragment of an IP datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// The identification: 16 bits for IPv4, 32 for IPv6.
+    pub id: u32,
+    /// The fragment offset in 8-byte units.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+/// Where the headers of an IP frame are, once checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    /// The tag control information of each VLAN tag, outermost first.
+    pub vlans: [u16; MAX_VLAN_TAGS],
+    pub vlan_count: u8,
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// 4 or 6.
+    pub version: u8,
+    /// The L4 protocol: for IPv6, the next header after the extension headers skipped.
+    pub protocol: u8,
+    /// Offset of the L4 header (for a non-first fragment, of its payload).
+    pub l4: usize,
+    /// End of the IP packet; bytes after it are Ethernet padding.
+    pub l3_end: usize,
+    pub fragment: Option<Fragment>,
+    /// Source and destination port: TCP and UDP, unfragmented or first fragment.
+    pub ports: Option<(u16, u16)>,
+    /// TCP flags, zero for other protocols.
+    pub tcp_flags: u8,
+    /// ICMP or ICMPv6 type and code.
+    pub icmp: Option<(u8, u8)>,
+}
+
+impl Headers {
+    pub fn ipv4(&self) -> bool {
+        self.version == 4
+    }
+
+    /// The source and destination addresses, 4 or 16 bytes each, as they are in `frame`.
+    pub fn addresses<'a>(&self, frame: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        if self.ipv4() {
+            (
+                &frame[self.l3 + 12..self.l3 + 16],
+                &frame[self.l3 + 16..self.l3 + 20],
+            )
+        } else {
+            (
+                &frame[self.l3 + 8..self.l3 + 24],
+                &frame[self.l3 + 24..self.l3 + 40],
+            )
+        }
+    }
+
+    /// An address as 16 bytes; IPv4 in its IPv4-mapped IPv6 form.
+    pub fn mapped(address: &[u8]) -> [u8; 16] {
+        let mut mapped = [0u8; 16];
+        if address.len() == 4 {
+            mapped[10] = 0xff;
+            mapped[11] = 0xff;
+            mapped[12..].copy_from_slice(address);
+        } else {
+            mapped.copy_from_slice(address);
+        }
+        mapped
+    }
+
+    /// A first fragment or an unfragmented packet: the one holding the L4 header.
+    pub fn has_l4_header(&self) -> bool {
+        self.fragment.is_none_or(|fragment| fragment.offset == 0)
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// The `len` bytes at `at`, if they lie before `end`.
+fn header<'a>(
+    frame: &'a [u8],
+    at: usize,
+    len: usize,
+    end: usize,
+    what: &'static str,
+) -> Result<&'a [u8], Malformed> {
+    if at + len > end {
+        return Err(Malformed(what));
+    }
+    Ok(&frame[at..at + len])
+}
+
+/// Parses a frame. `Ok(None)`: not IP (ARP, LLDP, a third VLAN tag), not classified.
+pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
+    let ethernet = header(frame, 0, ETH_HLEN, frame.len(), "short ethernet header")?;
+    let mut ethertype = be16(ethernet, 12);
+    let mut l3 = ETH_HLEN;
+    let mut vlans = [0u16; MAX_VLAN_TAGS];
+    let mut vlan_count = 0;
+    while vlan_count < MAX_VLAN_TAGS && matches!(ethertype, ethertype::VLAN | ethertype::QINQ) {
+        let tag = header(frame, l3, VLAN_HLEN, frame.len(), "short vlan tag")?;
+        vlans[vlan_count] = be16(tag, 0);
+        ethertype = be16(tag, 2);
+        vlan_count += 1;
+        l3 += VLAN_HLEN;
+    }
+    let mut headers = Headers {
+        vlans,
+        vlan_count: vlan_count as u8,
+        l3,
+        version: 0,
+        protocol: 0,
+        l4: 0,
+        l3_end: 0,
+        fragment: None,
+        ports: None,
+        tcp_flags: 0,
+        icmp: None,
+    };
+    match ethertype {
+        ethertype::IPV4 => parse_ipv4(frame, &mut headers)?,
+        ethertype::IPV6 => parse_ipv6(frame, &mut headers)?,
+        _ => return Ok(None),
+    }
+    if headers.has_l4_header() {
+        parse_l4(frame, &mut headers)?;
+    }
+    Ok(Some(headers))
+}
+
+fn parse_ipv4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
+    let l3 = headers.l3;
+    let ip = header(frame, l3, IPV4_HLEN, frame.len(), "short ipv4 header")?;
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || header_len < IPV4_HLEN {
+        return Err(Malformed("ipv4 version or header length"));
+    }
+    let total = usize::from(be16(ip, 2));
+    if total < header_len || l3 + total > frame.len() {
+        return Err(Malformed("ipv4 total length"));
+    }
+    let fragment = be16(ip, 6);
+    headers.version = 4;
+    headers.protocol = ip[9];
+    headers.l4 = l3 + header_len;
+    headers.l3_end = l3 + total;
+    if fragment & 0x3fff != 0 {
+        headers.fragment = Some(Fragment {
+            id: u32::from(be16(ip, 4)),
+            offset: fragment & 0x1fff,
+            more: fragment & 0x2000 != 0,
+        });
+    }
+    Ok(())
+}
+
+fn parse_ipv6(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
+    let l3 = headers.l3;
+    let ip = header(frame, l3, IPV6_HLEN, frame.len(), "short ipv6 header")?;
+    if ip[0] >> 4 != 6 {
+        return Err(Malformed("ipv6 version"));
+    }
+    let end = l3 + IPV6_HLEN + usize::from(be16(ip, 4));
+    if end > frame.len() {
+        return Err(Malformed("ipv6 payload length"));
+    }
+    headers.version = 6;
+    headers.l3_end = end;
+    let mut next = ip[6];
+    let mut offset = l3 + IPV6_HLEN;
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        match next {
+            proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => {
+                // RFC 8200 4.3-4.6: length in 8-octet units, not counting the first 8.
+                let extension = header(frame, offset, 2, end, "ipv6 extension header")?;
+                next = extension[0];
+                offset += (usize::from(extension[1]) + 1) * 8;
+            }
+            proto::FRAGMENT => {
+                // RFC 8200 4.5: 8 bytes; offset in the top 13 bits, M in the lowest.
+                let extension = header(frame, offset, 8, end, "ipv6 fragment header")?;
+                next = extension[0];
+                offset += 8;
+                let field = be16(extension, 2);
+                headers.fragment = Some(Fragment {
+                    id: u32::from_be_bytes([extension[4], extension[5], extension[6], extension[7]]),
+                    offset: field >> 3,
+                    more: field & 1 != 0,
+                });
+            }
+            _ => break,
+        }
+        if headers.fragment.is_some_and(|fragment| fragment.offset != 0) {
+            break;
+        }
+    }
+    headers.protocol = next;
+    headers.l4 = offset;
+    Ok(())
+}
+
+fn parse_l4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
+    let (l4, end) = (headers.l4, headers.l3_end);
+    match headers.protocol {
+        proto::TCP => {
+            let tcp = header(frame, l4, 20, end, "short tcp header")?;
+            // Data offset (header length in 32-bit words) in the top nibble of byte 12.
+            if tcp[12] >> 4 < 5 {
+                return Err(Malformed("tcp data offset"));
+            }
+            headers.ports = Some((be16(tcp, 0), be16(tcp, 2)));
+            headers.tcp_flags = tcp[13];
+        }
+        proto::UDP => {
+            let udp = header(frame, l4, 8, end, "short udp header")?;
+            let length = usize::from(be16(udp, 4));
+            // A first fragment's length covers the whole datagram, not this fragment.
+            if headers.fragment.is_none() && !(8..=end - l4).contains(&length) {
+                return Err(Malformed("udp length"));
+            }
+            headers.ports = Some((be16(udp, 0), be16(udp, 2)));
+        }
+        proto::ICMP => {
+            let icmp = header(frame, l4, 8, end, "short icmp header")?;
+            headers.icmp = Some((icmp[0], icmp[1]));
+        }
+        proto::ICMPV6 => {
+            let icmp = header(frame, l4, 4, end, "short icmpv6 header")?;
+            headers.icmp = Some((icmp[0], icmp[1]));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
