@@ -150,12 +150,15 @@ fn command_run(command: &LbCommand, as_json: bool) -> anyhow::Result<()> {
 
 pub fn print_status(status: &Status) {
     println!(
-        "interface {}  xdp {}  af_xdp {}  nat entries {}  cross-queue replies {}",
+        "interface {}  xdp {}  af_xdp {}  nat entries {}  cross-queue replies {}  \
+         partial checksums completed {}  fragments {}",
         status.interface,
         status.xdp_mode,
         status.socket_mode,
         status.nat_entries,
-        status.cross_queue_replies
+        status.cross_queue_replies,
+        status.partial_checksums,
+        status.fragments
     );
     let mut rows = Vec::new();
     for vip in &status.vips {

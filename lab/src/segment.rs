@@ -8,9 +8,10 @@
 //! ```
 //!
 //! The client routes the VIP ranges (10.79.100.0/24, fd79:100::/64) via the load balancer;
-//! nothing routes anywhere else. Senders compute their own checksums (TX checksum offload
-//! off): a packet that crosses AF_XDP leaves as a fresh buffer, and a checksum left partial
-//! for the "hardware" would arrive invalid.
+//! nothing routes anywhere else. Kernel defaults stay on, TX checksum offload included: the
+//! client and the backends send TCP and UDP with checksums left partial, as on any container
+//! or VM host, and the load balancer must complete them.
+//! [`LbLab::set_tx_checksum_offload`] turns it off for the tests of that case.
 
 use std::{
     net::IpAddr,
@@ -91,11 +92,6 @@ impl LbLab {
                 netlink::set_up(&port)
             })??;
             configure(end)?;
-            if end.iface != self.lb.iface {
-                let iface = end.iface.clone();
-                netns::run_in(&end.namespace, move || set_tx_checksum(&iface, false))?
-                    .map_err(|e| LabError::io("turn TX checksum offload off", e))?;
-            }
         }
         let via = (self.lb.ipv4, self.lb.ipv6);
         netns::run_in(&self.client.namespace, move || {
@@ -131,6 +127,17 @@ impl LbLab {
                 netlink::add_address("lo", VIP4.parse().unwrap(), 32)?;
                 netlink::add_address("lo", VIP6.parse().unwrap(), 128)
             })??;
+        }
+        Ok(())
+    }
+
+    /// Turns TX checksum offload on or off on the client and the backends (it is on by
+    /// default): off, they send complete checksums.
+    pub fn set_tx_checksum_offload(&self, on: bool) -> Result<(), LabError> {
+        for end in std::iter::once(&self.client).chain(&self.backends) {
+            let iface = end.iface.clone();
+            netns::run_in(&end.namespace, move || set_tx_checksum(&iface, on))?
+                .map_err(|e| LabError::io("set TX checksum offload", e))?;
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 
+use offload_common::ParseReport;
+
 use crate::{OffloadError, Pins, STEER_OBJECT, Steering, attach::describe, rules::Action};
 
 /// The program's verdict and the packet as it left the program.
@@ -27,7 +29,7 @@ pub struct TestBench {
 }
 
 impl TestBench {
-    /// Loads both programs (`steer`, `bare_pass`) with maps pinned under
+    /// Loads the programs (`steer`, `bare_pass`, `parse_probe`) with maps pinned under
     /// `/sys/fs/bpf/fastpath/<label>/`; any earlier pins of that label are removed first.
     pub fn load(label: &str, default_action: Action) -> Result<TestBench, OffloadError> {
         let pins = Pins::for_iface(label);
@@ -37,7 +39,7 @@ impl TestBench {
             .default_map_pin_directory(pins.maps_dir())
             .load(STEER_OBJECT)
             .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
-        for name in ["steer", "bare_pass"] {
+        for name in ["steer", "bare_pass", "parse_probe"] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| OffloadError::bpf("load", format!("no program {name}")))?
@@ -78,9 +80,38 @@ impl TestBench {
 
     /// Runs `steer` once on `packet`.
     pub fn run(&self, packet: &[u8]) -> Result<RunResult, OffloadError> {
+        self.run_program("steer", packet)
+    }
+
+    /// What the kernel's parser makes of `packet` (the `parse_probe` program), for the
+    /// differential test against `wire::parse`.
+    pub fn parse_report(&self, packet: &[u8]) -> Result<ParseReport, OffloadError> {
+        let result = self.run_program("parse_probe", packet)?;
+        let size = std::mem::size_of::<ParseReport>();
+        if result.verdict != 2 || result.packet.len() < size {
+            return Err(OffloadError::bpf(
+                "parse_probe",
+                format!(
+                    "verdict {} with {} bytes out",
+                    result.verdict,
+                    result.packet.len()
+                ),
+            ));
+        }
+        // SAFETY: ParseReport is plain old data and `size` bytes are there.
+        Ok(unsafe {
+            result
+                .packet
+                .as_ptr()
+                .cast::<ParseReport>()
+                .read_unaligned()
+        })
+    }
+
+    fn run_program(&self, name: &str, packet: &[u8]) -> Result<RunResult, OffloadError> {
         let mut out = vec![0u8; packet.len() + 256];
         let result = self
-            .program("steer")?
+            .program(name)?
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),

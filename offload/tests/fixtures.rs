@@ -453,3 +453,80 @@ fn rule_changes_take_effect_without_reload() {
     bench.steering().unwrap().delete_rule(id).unwrap();
     assert_eq!(verdict(&bench, &input), XDP_PASS);
 }
+
+/// A fragmented datagram meets one rule: the later fragments (no ports) take the rule their
+/// first fragment matched, over IPv4 and IPv6; without their first, they are classified on
+/// what they carry.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn later_fragments_follow_their_first_fragments_rule() {
+    let (bench, ids) = bench(
+        "fragments",
+        Action::Pass,
+        &[
+            rule("drop").proto("udp").dst("10.0.0.1").ports("53"),
+            rule("drop").proto("udp").dst("2001:db8::1").ports("53"),
+        ],
+    );
+    for (index, (src, dst)) in [("10.1.0.1", "10.0.0.1"), ("2001:db8::2", "2001:db8::1")]
+        .into_iter()
+        .enumerate()
+    {
+        let datagram = wire::FrameBuilder::udp(src.parse().unwrap(), dst.parse().unwrap())
+            .ports(4000, 53)
+            .payload(vec![7; 3000]);
+        let fragments = datagram.fragments(1500, 0x4242 + index as u32);
+        assert_eq!(fragments.len(), 3);
+        // Later fragments first: their datagram is unknown, no port rule matches them.
+        assert_eq!(verdict(&bench, &fragments[2]), XDP_PASS);
+        for (at, fragment) in fragments.iter().enumerate() {
+            assert_eq!(
+                verdict(&bench, fragment),
+                XDP_DROP,
+                "fragment {at} of {src}"
+            );
+        }
+        let stats = bench.steering().unwrap().rule_stats().unwrap();
+        let counted = stats.iter().find(|s| s.rule.id == ids[index]).unwrap();
+        assert_eq!(counted.packets, 3, "{src}");
+    }
+}
+
+/// A TCP or UDP checksum left partial by a sender with TX checksum offload (the kernel's
+/// default on veth and virtio) changes nothing: same parse, same rule, the frame unchanged.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn partial_checksums_are_classified_like_complete_ones() {
+    let (bench, _) = bench(
+        "partial",
+        Action::Drop,
+        &[
+            rule("tx").proto("tcp").dst("10.0.0.1").ports("80"),
+            rule("pass").proto("udp").dst("2001:db8::1"),
+        ],
+    );
+    let builders = [
+        wire::FrameBuilder::tcp(
+            "10.1.0.1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            wire::parse::tcp_flags::SYN,
+        ),
+        wire::FrameBuilder::udp(
+            "2001:db8::2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ),
+    ];
+    for (builder, expected) in builders.into_iter().zip([XDP_TX, XDP_PASS]) {
+        for fill in [
+            wire::build::ChecksumFill::Complete,
+            wire::build::ChecksumFill::Partial,
+        ] {
+            let input = builder.clone().payload(vec![1; 100]).checksum(fill).build();
+            let result = bench.run(&input).unwrap();
+            assert_eq!(result.verdict, expected, "{fill:?}");
+            if expected == XDP_PASS {
+                assert!(result.packet == input, "a passed frame is not changed");
+            }
+        }
+    }
+}

@@ -12,10 +12,20 @@ use crate::{
 /// The L4 header of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { src_port: u16, dst_port: u16, flags: u8 },
-    Udp { src_port: u16, dst_port: u16 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
     /// ICMP for IPv4, ICMPv6 for IPv6: type and code, then four zero bytes.
-    Icmp { kind: u8, code: u8 },
+    Icmp {
+        kind: u8,
+        code: u8,
+    },
     /// Any other protocol number, no header: the payload follows the IP header.
     Other(u8),
 }
@@ -140,7 +150,11 @@ impl FrameBuilder {
                 (proto::UDP, udp, Some(6))
             }
             L4::Icmp { kind, code } => {
-                let protocol = if self.v4() { proto::ICMP } else { proto::ICMPV6 };
+                let protocol = if self.v4() {
+                    proto::ICMP
+                } else {
+                    proto::ICMPV6
+                };
                 (protocol, vec![kind, code, 0, 0, 0, 0, 0, 0], Some(2))
             }
             L4::Other(protocol) => (protocol, Vec::new(), None),
@@ -156,7 +170,11 @@ impl FrameBuilder {
             let value = match self.checksum {
                 ChecksumFill::Complete => {
                     let sum = pseudo.add_bytes(&segment).finish();
-                    if sum == 0 && protocol == proto::UDP { 0xffff } else { sum }
+                    if sum == 0 && protocol == proto::UDP {
+                        0xffff
+                    } else {
+                        sum
+                    }
                 }
                 ChecksumFill::Partial => pseudo.fold(),
                 ChecksumFill::Zero => 0,

@@ -156,13 +156,25 @@ fn header<'a>(
 
 /// Parses a frame. `Ok(None)`: not IP (ARP, LLDP, a third VLAN tag), not classified.
 pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
-    let ethernet = header(frame, 0, ETH_HLEN, frame.len(), "short ethernet header")?;
+    let ethernet = header(
+        frame,
+        0,
+        ETH_HLEN,
+        frame.len(),
+        "malformed: short ethernet header",
+    )?;
     let mut ethertype = be16(ethernet, 12);
     let mut l3 = ETH_HLEN;
     let mut vlans = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0;
     while vlan_count < MAX_VLAN_TAGS && matches!(ethertype, ethertype::VLAN | ethertype::QINQ) {
-        let tag = header(frame, l3, VLAN_HLEN, frame.len(), "short vlan tag")?;
+        let tag = header(
+            frame,
+            l3,
+            VLAN_HLEN,
+            frame.len(),
+            "malformed: short vlan tag",
+        )?;
         vlans[vlan_count] = be16(tag, 0);
         ethertype = be16(tag, 2);
         vlan_count += 1;
@@ -194,14 +206,20 @@ pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
 
 fn parse_ipv4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
     let l3 = headers.l3;
-    let ip = header(frame, l3, IPV4_HLEN, frame.len(), "short ipv4 header")?;
+    let ip = header(
+        frame,
+        l3,
+        IPV4_HLEN,
+        frame.len(),
+        "malformed: short ipv4 header",
+    )?;
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     if ip[0] >> 4 != 4 || header_len < IPV4_HLEN {
-        return Err(Malformed("ipv4 version or header length"));
+        return Err(Malformed("malformed: ipv4 version or header length"));
     }
     let total = usize::from(be16(ip, 2));
     if total < header_len || l3 + total > frame.len() {
-        return Err(Malformed("ipv4 total length"));
+        return Err(Malformed("malformed: ipv4 total length"));
     }
     let fragment = be16(ip, 6);
     headers.version = 4;
@@ -220,13 +238,19 @@ fn parse_ipv4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
 
 fn parse_ipv6(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
     let l3 = headers.l3;
-    let ip = header(frame, l3, IPV6_HLEN, frame.len(), "short ipv6 header")?;
+    let ip = header(
+        frame,
+        l3,
+        IPV6_HLEN,
+        frame.len(),
+        "malformed: short ipv6 header",
+    )?;
     if ip[0] >> 4 != 6 {
-        return Err(Malformed("ipv6 version"));
+        return Err(Malformed("malformed: ipv6 version"));
     }
     let end = l3 + IPV6_HLEN + usize::from(be16(ip, 4));
     if end > frame.len() {
-        return Err(Malformed("ipv6 payload length"));
+        return Err(Malformed("malformed: ipv6 payload length"));
     }
     headers.version = 6;
     headers.l3_end = end;
@@ -236,25 +260,33 @@ fn parse_ipv6(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
         match next {
             proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => {
                 // RFC 8200 4.3-4.6: length in 8-octet units, not counting the first 8.
-                let extension = header(frame, offset, 2, end, "ipv6 extension header")?;
+                let extension = header(frame, offset, 2, end, "malformed: ipv6 extension header")?;
                 next = extension[0];
                 offset += (usize::from(extension[1]) + 1) * 8;
             }
             proto::FRAGMENT => {
                 // RFC 8200 4.5: 8 bytes; offset in the top 13 bits, M in the lowest.
-                let extension = header(frame, offset, 8, end, "ipv6 fragment header")?;
+                let extension = header(frame, offset, 8, end, "malformed: ipv6 fragment header")?;
                 next = extension[0];
                 offset += 8;
                 let field = be16(extension, 2);
                 headers.fragment = Some(Fragment {
-                    id: u32::from_be_bytes([extension[4], extension[5], extension[6], extension[7]]),
+                    id: u32::from_be_bytes([
+                        extension[4],
+                        extension[5],
+                        extension[6],
+                        extension[7],
+                    ]),
                     offset: field >> 3,
                     more: field & 1 != 0,
                 });
             }
             _ => break,
         }
-        if headers.fragment.is_some_and(|fragment| fragment.offset != 0) {
+        if headers
+            .fragment
+            .is_some_and(|fragment| fragment.offset != 0)
+        {
             break;
         }
     }
@@ -267,29 +299,30 @@ fn parse_l4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
     let (l4, end) = (headers.l4, headers.l3_end);
     match headers.protocol {
         proto::TCP => {
-            let tcp = header(frame, l4, 20, end, "short tcp header")?;
+            let tcp = header(frame, l4, 20, end, "malformed: short tcp header")?;
             // Data offset (header length in 32-bit words) in the top nibble of byte 12.
             if tcp[12] >> 4 < 5 {
-                return Err(Malformed("tcp data offset"));
+                return Err(Malformed("malformed: tcp data offset"));
             }
             headers.ports = Some((be16(tcp, 0), be16(tcp, 2)));
             headers.tcp_flags = tcp[13];
         }
         proto::UDP => {
-            let udp = header(frame, l4, 8, end, "short udp header")?;
+            let udp = header(frame, l4, 8, end, "malformed: short udp header")?;
             let length = usize::from(be16(udp, 4));
             // A first fragment's length covers the whole datagram, not this fragment.
-            if headers.fragment.is_none() && !(8..=end - l4).contains(&length) {
-                return Err(Malformed("udp length"));
+            let whole = headers.fragment.is_none_or(|fragment| !fragment.more);
+            if whole && !(8..=end - l4).contains(&length) {
+                return Err(Malformed("malformed: udp length"));
             }
             headers.ports = Some((be16(udp, 0), be16(udp, 2)));
         }
         proto::ICMP => {
-            let icmp = header(frame, l4, 8, end, "short icmp header")?;
+            let icmp = header(frame, l4, 8, end, "malformed: short icmp header")?;
             headers.icmp = Some((icmp[0], icmp[1]));
         }
         proto::ICMPV6 => {
-            let icmp = header(frame, l4, 4, end, "short icmpv6 header")?;
+            let icmp = header(frame, l4, 4, end, "malformed: short icmpv6 header")?;
             headers.icmp = Some((icmp[0], icmp[1]));
         }
         _ => {}

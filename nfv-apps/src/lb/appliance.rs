@@ -56,6 +56,10 @@ pub struct Status {
     pub workers: Vec<serde_json::Value>,
     pub steering: serde_json::Value,
     pub cross_queue_replies: u64,
+    /// Checksums completed for senders with TX checksum offload on.
+    pub partial_checksums: u64,
+    /// IP fragments forwarded along their datagram's first fragment.
+    pub fragments: u64,
     pub nat_entries: usize,
     /// Source addresses the prefilter drops, with the drops from each.
     pub prefilter: Vec<(IpAddr, u64)>,
@@ -618,6 +622,8 @@ impl Appliance {
                 .and_then(|c| serde_json::to_value(c).ok())
                 .unwrap_or_default(),
             cross_queue_replies: self.counters.cross_queue_replies.load(Ordering::Relaxed),
+            partial_checksums: self.counters.partial_checksums.load(Ordering::Relaxed),
+            fragments: self.counters.fragments.load(Ordering::Relaxed),
             nat_entries: self.nat.len(),
             prefilter: self
                 .steering

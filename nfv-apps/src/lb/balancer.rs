@@ -10,16 +10,21 @@ use pipeline::{NetworkFunction, Packet, Verdict};
 use crate::lb::{
     config::Forwarding,
     conntrack::{ConnTable, Connection},
+    fragments::FragmentTable,
     nat::{NatError, NatTable},
-    packet::{self, ETH_LEN, IPV4_LEN, IPV6_LEN, Parsed},
+    packet::{self, IPV4_LEN, IPV6_LEN, Parsed},
     tables::{Backend, BackendState, Tables},
 };
 
 pub const NAME: &str = "lb";
 
+/// Datagrams in flight per worker whose later fragments are still to come.
+const FRAGMENTED_DATAGRAMS: usize = 4096;
+
 pub struct LoadBalancer {
     tables: Arc<Tables>,
     conns: ConnTable,
+    fragments: FragmentTable,
     nat: Arc<NatTable>,
 }
 
@@ -28,6 +33,7 @@ impl LoadBalancer {
         LoadBalancer {
             tables,
             conns: ConnTable::new(connections),
+            fragments: FragmentTable::new(FRAGMENTED_DATAGRAMS),
             nat,
         }
     }
@@ -95,12 +101,14 @@ impl LoadBalancer {
                 if packet.len() + outer > tables.max_frame {
                     return Verdict::Drop("too big to encapsulate");
                 }
-                if !packet.insert(ETH_LEN, outer as u16) {
+                // The outer header goes after the link header, VLAN tags included.
+                let l3 = parsed.l3;
+                if !packet.insert(l3, outer as u16) {
                     return Verdict::Drop("no headroom to encapsulate");
                 }
-                let inner_len = packet.len() - ETH_LEN - outer;
+                let inner_len = parsed.l3_end - l3;
                 packet::write_outer_header(
-                    &mut packet.data_mut()[ETH_LEN..],
+                    &mut packet.data_mut()[l3..],
                     parsed.v4,
                     &vip.encap_source,
                     &backend.address,
@@ -164,10 +172,24 @@ impl NetworkFunction for LoadBalancer {
     }
 
     fn process(&mut self, packet: &mut Packet<'_>) -> Verdict {
-        let parsed = match packet::parse(packet.data()) {
+        let mut parsed = match packet::parse(packet.data()) {
             Ok(parsed) => parsed,
             Err(reason) => return Verdict::Drop(reason),
         };
+        if parsed.fragment.is_some() {
+            if let Err(reason) = self.fragments.resolve(&mut parsed) {
+                return Verdict::Drop(reason);
+            }
+            self.tables
+                .counters
+                .fragments
+                .fetch_add(1, Ordering::Relaxed);
+        } else if packet::complete_partial_checksum(packet.data_mut(), &parsed) {
+            self.tables
+                .counters
+                .partial_checksums
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let flow = &parsed.flow;
         if let Some(vip) = self.tables.vip(&flow.dst, flow.dst_port, flow.proto) {
             return self.forward(packet, vip, &parsed);
@@ -183,6 +205,7 @@ impl NetworkFunction for LoadBalancer {
     fn adopt(&mut self, previous: &mut dyn NetworkFunction) {
         if let Some(old) = previous.as_any_mut().downcast_mut::<LoadBalancer>() {
             std::mem::swap(&mut self.conns, &mut old.conns);
+            std::mem::swap(&mut self.fragments, &mut old.fragments);
             self.nat = old.nat.clone();
         }
     }

@@ -6,6 +6,7 @@ pub mod balancer;
 pub mod config;
 pub mod conntrack;
 pub mod control;
+pub mod fragments;
 pub mod hw_steering;
 pub mod maglev;
 pub mod nat;

@@ -1,22 +1,21 @@
-//! Bounds-checked parsing of the headers the load balancer reads, and the rewrites it
-//! makes. Every read is checked against the packet length first (malformed packets are
-//! a reason, never a panic); checksums are updated incrementally (RFC 1624).
+//! The headers the load balancer reads, parsed by the data path's one policy
+//! ([`wire::parse`]: VLAN tags, IPv6 extension headers, fragments), and the rewrites it
+//! makes. Checksums are updated incrementally (RFC 1624); a checksum a sender left partial
+//! for offload is completed first ([`wire::checksum::complete_partial`]).
 
 use std::net::IpAddr;
 
-pub const ETH_LEN: usize = 14;
-pub const IPV4_LEN: usize = 20;
-pub const IPV6_LEN: usize = 40;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const PROTO_IPIP: u8 = 4;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_IPV6: u8 = 41;
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
+pub use wire::parse::{
+    ETH_HLEN as ETH_LEN, Fragment, IPV4_HLEN as IPV4_LEN, IPV6_HLEN as IPV6_LEN,
+    proto::{IPIP as PROTO_IPIP, IPV6 as PROTO_IPV6, TCP as PROTO_TCP, UDP as PROTO_UDP},
+};
+use wire::{
+    Headers,
+    checksum::{self, Completion, l4_checksum_offset},
+    parse::tcp_flags,
+};
+
+pub use wire::checksum::checksum;
 
 /// An address as 16 bytes: IPv4 as its IPv4-mapped IPv6 form, so one key type fits both.
 pub type Address = [u8; 16];
@@ -67,112 +66,81 @@ pub fn mix(mut x: u64) -> u64 {
 /// Where the headers are, once checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
+    /// The flow; a non-first fragment carries no ports, so its ports are zero.
     pub flow: FlowKey,
     pub v4: bool,
+    /// Offsets of the IP header (after any VLAN tags), of the L4 header (for a non-first
+    /// fragment, of its payload) and of the end of the IP packet.
+    pub l3: usize,
     pub l4: usize,
+    pub l3_end: usize,
+    pub fragment: Option<Fragment>,
     /// TCP FIN or RST: the flow is closing.
     pub closing: bool,
     /// A TCP SYN without ACK: a new connection, even if its 5-tuple was seen before.
     pub tcp_syn: bool,
 }
 
-/// Reads Ethernet, IPv4/IPv6 and the TCP/UDP ports. Errors are drop reasons.
-pub fn parse(packet: &[u8]) -> Result<Parsed, &'static str> {
-    if packet.len() < ETH_LEN {
-        return Err("malformed: short ethernet header");
+impl Parsed {
+    /// A fragment after the first: no L4 header, its flow known only through the first.
+    pub fn later_fragment(&self) -> bool {
+        self.fragment.is_some_and(|fragment| fragment.offset != 0)
     }
-    let ethertype = u16::from_be_bytes([packet[12], packet[13]]);
-    let (v4, proto, src, dst, l4, l3_end) = match ethertype {
-        ETHERTYPE_IPV4 => {
-            let ip = packet
-                .get(ETH_LEN..ETH_LEN + IPV4_LEN)
-                .ok_or("malformed: short ipv4 header")?;
-            let header_len = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || header_len < IPV4_LEN {
-                return Err("malformed: bad ipv4 version or header length");
-            }
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            if total < header_len || ETH_LEN + total > packet.len() {
-                return Err("malformed: ipv4 total length");
-            }
-            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-            if fragment != 0 {
-                return Err("ipv4 fragment");
-            }
-            let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-            let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            (
-                true,
-                ip[9],
-                src.to_ipv6_mapped().octets(),
-                dst.to_ipv6_mapped().octets(),
-                ETH_LEN + header_len,
-                ETH_LEN + total,
-            )
+
+    fn headers(&self) -> Headers {
+        Headers {
+            vlans: [0; 2],
+            vlan_count: 0,
+            l3: self.l3,
+            version: if self.v4 { 4 } else { 6 },
+            protocol: self.flow.proto,
+            l4: self.l4,
+            l3_end: self.l3_end,
+            fragment: self.fragment,
+            ports: None,
+            tcp_flags: 0,
+            icmp: None,
         }
-        ETHERTYPE_IPV6 => {
-            let ip = packet
-                .get(ETH_LEN..ETH_LEN + IPV6_LEN)
-                .ok_or("malformed: short ipv6 header")?;
-            if ip[0] >> 4 != 6 {
-                return Err("malformed: bad ipv6 version");
-            }
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            if ETH_LEN + IPV6_LEN + payload > packet.len() {
-                return Err("malformed: ipv6 payload length");
-            }
-            let mut src = [0; 16];
-            let mut dst = [0; 16];
-            src.copy_from_slice(&ip[8..24]);
-            dst.copy_from_slice(&ip[24..40]);
-            (
-                false,
-                ip[6],
-                src,
-                dst,
-                ETH_LEN + IPV6_LEN,
-                ETH_LEN + IPV6_LEN + payload,
-            )
-        }
-        _ => return Err("not ip"),
+    }
+}
+
+/// Parses a frame for the load balancer: TCP or UDP over IPv4 or IPv6. Errors are drop
+/// reasons.
+pub fn parse(packet: &[u8]) -> Result<Parsed, &'static str> {
+    let headers = match wire::parse(packet) {
+        Ok(Some(headers)) => headers,
+        Ok(None) => return Err("not ip"),
+        Err(malformed) => return Err(malformed.0),
     };
-    let segment = &packet[l4..l3_end];
-    let (closing, tcp_syn) = match proto {
-        PROTO_TCP => {
-            if segment.len() < 20 || usize::from(segment[12] >> 4) * 4 < 20 {
-                return Err("malformed: tcp header");
-            }
-            let flags = segment[13];
-            (
-                flags & (TCP_FIN | TCP_RST) != 0,
-                flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
-            )
-        }
-        PROTO_UDP => {
-            let length = segment
-                .get(4..6)
-                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-            if !matches!(length, Some(n) if n >= 8 && n <= segment.len()) {
-                return Err("malformed: udp length");
-            }
-            (false, false)
-        }
-        // IPv6 extension headers and other protocols have no VIP here.
-        _ => return Err("not tcp or udp"),
-    };
+    if !matches!(headers.protocol, PROTO_TCP | PROTO_UDP) {
+        return Err("not tcp or udp");
+    }
+    let (src, dst) = headers.addresses(packet);
+    let (src_port, dst_port) = headers.ports.unwrap_or((0, 0));
+    let flags = headers.tcp_flags;
     Ok(Parsed {
         flow: FlowKey {
-            src,
-            dst,
-            src_port: u16::from_be_bytes([segment[0], segment[1]]),
-            dst_port: u16::from_be_bytes([segment[2], segment[3]]),
-            proto,
+            src: Headers::mapped(src),
+            dst: Headers::mapped(dst),
+            src_port,
+            dst_port,
+            proto: headers.protocol,
         },
-        v4,
-        l4,
-        closing,
-        tcp_syn,
+        v4: headers.ipv4(),
+        l3: headers.l3,
+        l4: headers.l4,
+        l3_end: headers.l3_end,
+        fragment: headers.fragment,
+        closing: flags & (tcp_flags::FIN | tcp_flags::RST) != 0,
+        tcp_syn: flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN,
     })
+}
+
+/// Completes a TCP/UDP checksum the sender left partial (TX checksum offload on a veth or
+/// virtio host): the frame leaves through AF_XDP as a fresh buffer, which nothing after us
+/// would finish. Returns whether it was partial.
+pub fn complete_partial_checksum(packet: &mut [u8], parsed: &Parsed) -> bool {
+    checksum::complete_partial(packet, &parsed.headers()) == Completion::Completed
 }
 
 pub fn set_macs(packet: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
@@ -180,79 +148,54 @@ pub fn set_macs(packet: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
     packet[6..12].copy_from_slice(&src);
 }
 
-/// One's-complement checksum arithmetic (RFC 1071), kept folded to 16 bits.
-fn add(sum: u32, word: u16) -> u32 {
-    let sum = sum + u32::from(word);
-    (sum & 0xffff) + (sum >> 16)
-}
-
-/// Updates a checksum for `old` bytes replaced by `new` (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')).
-fn update_checksum(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut sum = u32::from(!checksum);
-    for (old, new) in old.chunks(2).zip(new.chunks(2)) {
-        let word = |b: &[u8]| u16::from_be_bytes([b[0], *b.get(1).unwrap_or(&0)]);
-        sum = add(sum, !word(old));
-        sum = add(sum, word(new));
-    }
-    !(sum as u16)
-}
-
-fn checksum_at(packet: &[u8], at: usize) -> u16 {
+fn field(packet: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([packet[at], packet[at + 1]])
 }
 
 /// Rewrites the source or destination address and port of a parsed packet, fixing the
 /// IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header holds the addresses).
+/// A non-first fragment has no L4 header: only its address changes; the first fragment's
+/// checksum covers the whole datagram, so updating it there keeps the datagram valid.
 pub fn rewrite_endpoint(packet: &mut [u8], parsed: &Parsed, source: bool, ip: &Address, port: u16) {
+    let l3 = parsed.l3;
     let (ip_at, len) = match (parsed.v4, source) {
-        (true, true) => (ETH_LEN + 12, 4),
-        (true, false) => (ETH_LEN + 16, 4),
-        (false, true) => (ETH_LEN + 8, 16),
-        (false, false) => (ETH_LEN + 24, 16),
+        (true, true) => (l3 + 12, 4),
+        (true, false) => (l3 + 16, 4),
+        (false, true) => (l3 + 8, 16),
+        (false, false) => (l3 + 24, 16),
     };
     let new_ip = if parsed.v4 { &ip[12..] } else { &ip[..] };
-    let old_ip: [u8; 16] = {
-        let mut old = [0; 16];
-        old[..len].copy_from_slice(&packet[ip_at..ip_at + len]);
-        old
-    };
+    let mut old_ip = [0u8; 16];
+    old_ip[..len].copy_from_slice(&packet[ip_at..ip_at + len]);
+    let old_ip = &old_ip[..len];
+    if parsed.v4 {
+        let at = l3 + 10;
+        let fixed = checksum::update(field(packet, at), old_ip, new_ip);
+        packet[at..at + 2].copy_from_slice(&fixed.to_be_bytes());
+    }
+    packet[ip_at..ip_at + len].copy_from_slice(new_ip);
+    if parsed.later_fragment() {
+        return;
+    }
     let port_at = parsed.l4 + if source { 0 } else { 2 };
     let old_port = [packet[port_at], packet[port_at + 1]];
     let new_port = port.to_be_bytes();
-    if parsed.v4 {
-        let csum_at = ETH_LEN + 10;
-        let fixed = update_checksum(checksum_at(packet, csum_at), &old_ip[..4], new_ip);
-        packet[csum_at..csum_at + 2].copy_from_slice(&fixed.to_be_bytes());
-    }
-    let l4_csum_at = parsed.l4
-        + if parsed.flow.proto == PROTO_TCP {
-            16
-        } else {
-            6
-        };
-    let l4_checksum = checksum_at(packet, l4_csum_at);
-    // A zero UDP checksum over IPv4 means "none" (RFC 768): leave it so.
-    if !(parsed.flow.proto == PROTO_UDP && parsed.v4 && l4_checksum == 0) {
-        let mut fixed = update_checksum(l4_checksum, &old_ip[..len], new_ip);
-        fixed = update_checksum(fixed, &old_port, &new_port);
-        if parsed.flow.proto == PROTO_UDP && fixed == 0 {
-            fixed = 0xffff;
-        }
-        packet[l4_csum_at..l4_csum_at + 2].copy_from_slice(&fixed.to_be_bytes());
-    }
-    packet[ip_at..ip_at + len].copy_from_slice(new_ip);
     packet[port_at..port_at + 2].copy_from_slice(&new_port);
-}
-
-/// The RFC 1071 checksum of a header.
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let sum = bytes.chunks(2).fold(0u32, |sum, pair| {
-        add(
-            sum,
-            u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]),
-        )
-    });
-    !(sum as u16)
+    let Some(offset) = l4_checksum_offset(parsed.flow.proto) else {
+        return;
+    };
+    let at = parsed.l4 + offset;
+    let l4_checksum = field(packet, at);
+    // A zero UDP checksum over IPv4 means "none" (RFC 768): leave it so.
+    if parsed.flow.proto == PROTO_UDP && parsed.v4 && l4_checksum == 0 {
+        return;
+    }
+    let mut fixed = checksum::update(l4_checksum, old_ip, new_ip);
+    fixed = checksum::update(fixed, &old_port, &new_port);
+    if parsed.flow.proto == PROTO_UDP && fixed == 0 {
+        fixed = 0xffff;
+    }
+    packet[at..at + 2].copy_from_slice(&fixed.to_be_bytes());
 }
 
 /// Writes the outer header of an IP-in-IP packet at `at` (after Ethernet): IPv4 in IPv4

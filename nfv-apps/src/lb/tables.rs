@@ -131,6 +131,10 @@ pub struct LbCounters {
     /// NAT replies that arrived on another queue than their flow's first packet (and still
     /// found their state).
     pub cross_queue_replies: AtomicU64,
+    /// TCP/UDP checksums left partial by a sender with TX checksum offload, completed here.
+    pub partial_checksums: AtomicU64,
+    /// IP fragments forwarded (each follows its datagram's first fragment).
+    pub fragments: AtomicU64,
 }
 
 pub struct Tables {

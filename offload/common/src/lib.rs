@@ -54,6 +54,9 @@ pub const MAX_QUEUES: u32 = 256;
 /// Entries in each prefilter hash (source addresses to drop).
 pub const MAX_PREFILTER: u32 = 4096;
 
+/// Entries in the LRU of fragmented datagrams whose later fragments follow the first's rule.
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 8192;
+
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
@@ -181,6 +184,61 @@ pub struct RuleDef {
 pub const ABSENT_PREFIX: u8 = 0xff;
 
 // The map ABI: sizes checked at compile time on both sides.
+/// One fragmented datagram: only its first fragment has ports, so the rule the first
+/// fragment matched is kept under this key for the later ones (RFC 791 3.2: source,
+/// destination, protocol and identification name a datagram; RFC 8200 4.5 likewise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// Source address as four 32-bit words in network byte order (IPv4: word 0 only).
+    pub src: [u32; 4],
+    /// Destination address in network byte order (IPv4: the first 4 bytes only).
+    pub dst: [u8; 16],
+    /// The identification: 16 bits for IPv4, 32 for IPv6.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Where a packet stands in its datagram.
+pub mod fragment {
+    pub const NONE: u8 = 0;
+    /// Offset 0 with more to follow: carries the L4 header.
+    pub const FIRST: u8 = 1;
+    /// Offset above 0: no L4 header.
+    pub const LATER: u8 = 2;
+}
+
+/// What the kernel's parser made of a packet, written by the `parse_probe` test program in
+/// front of the packet, so user space can compare it with `wire::parse` (the differential
+/// test of the one parsing policy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseReport {
+    /// `parse_result::*`.
+    pub result: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub has_ports: u8,
+    /// `fragment::*`.
+    pub fragment: u8,
+    pub _pad: [u8; 3],
+    pub sport: u16,
+    pub dport: u16,
+    pub fragment_id: u32,
+    pub src: [u32; 4],
+    pub dst: [u8; 16],
+}
+
+pub mod parse_result {
+    pub const NOT_IP: u8 = 0;
+    pub const MALFORMED: u8 = 1;
+    pub const IP: u8 = 2;
+}
+
+const _: () = assert!(size_of::<FragmentKey>() == 40);
+const _: () = assert!(size_of::<ParseReport>() == 48);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<ExactKey>() == 20);
 const _: () = assert!(size_of::<RuleRef>() == 8);
@@ -194,6 +252,7 @@ mod pod {
     // SAFETY: every type below is #[repr(C)], Copy, has no padding the compiler adds (explicit
     // `_pad` fields fill the gaps) and is valid for any bit pattern.
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::ExactKey {}
     unsafe impl aya::Pod for super::RuleRef {}
     unsafe impl aya::Pod for super::ChainEntry {}

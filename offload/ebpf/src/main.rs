@@ -13,12 +13,13 @@ mod prefilter;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use offload_common::{
-    Counter, ExactKey, MAX_EXACT, MAX_PREFIXES, MAX_QUEUES, MAX_RULES, PrefixV4, PrefixV6,
-    RuleChain, RuleDef, RuleRef, Settings, action, counter,
+    Counter, ExactKey, FragmentKey, MAX_EXACT, MAX_FRAGMENTED_DATAGRAMS, MAX_PREFIXES, MAX_QUEUES,
+    MAX_RULES, ParseReport, PrefixV4, PrefixV6, RuleChain, RuleDef, RuleRef, Settings, action,
+    counter, fragment, parse_result,
 };
 
 // Every map is pinned by name under the attachment's directory, so a replacement build and
@@ -38,6 +39,12 @@ static ACTION_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(counter::SLOTS, 
 static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 #[map]
 static XSKS: XskMap = XskMap::pinned(MAX_QUEUES, 0);
+/// The rule each fragmented datagram's first fragment matched, for its later fragments,
+/// which carry no ports (as Cilium's fragment map does). LRU: a datagram whose last fragment
+/// was lost ages out by itself.
+#[map]
+static FRAGMENTS: LruHashMap<FragmentKey, RuleRef> =
+    LruHashMap::pinned(MAX_FRAGMENTED_DATAGRAMS, 0);
 /// User-space record of the rules; see `RuleDef`. Referenced below so the linker keeps it.
 #[map]
 static RULE_DEFS: HashMap<u32, RuleDef> = HashMap::pinned(MAX_RULES, 0);
@@ -67,7 +74,7 @@ pub fn steer(ctx: XdpContext) -> u32 {
         count(counter::DROP, len);
         return xdp_action::XDP_DROP;
     }
-    let verdict = match classify::classify(&packet, &settings) {
+    let verdict = match rule_for(&packet, &settings) {
         Some(rule) => {
             count_rule(rule.rule_id, len);
             rule.action
@@ -75,6 +82,72 @@ pub fn steer(ctx: XdpContext) -> u32 {
         None => settings.default_action,
     };
     act(&ctx, verdict, len)
+}
+
+/// The rule a packet takes. A later fragment has no ports: it takes the rule its first
+/// fragment matched, so a whole datagram meets one action (one socket, one backend); when
+/// its first fragment was not seen, it is classified on what it has (addresses, protocol).
+#[inline(always)]
+fn rule_for(packet: &parse::Packet, settings: &offload_common::Settings) -> Option<RuleRef> {
+    if packet.fragment == fragment::NONE {
+        return classify::classify(packet, settings);
+    }
+    let key = FragmentKey {
+        src: packet.src,
+        dst: packet.dst,
+        id: packet.fragment_id,
+        proto: packet.proto,
+        family: packet.family,
+        _pad: [0; 2],
+    };
+    if packet.fragment == fragment::LATER {
+        // SAFETY: the value is copied out at once.
+        if let Some(rule) = unsafe { FRAGMENTS.get(&key) } {
+            return Some(*rule);
+        }
+        return classify::classify(packet, settings);
+    }
+    let rule = classify::classify(packet, settings)?;
+    // A full LRU evicts its oldest entry; an error leaves the later fragments to be
+    // classified on their own, which is the best that can be done.
+    let _ = FRAGMENTS.insert(&key, &rule, 0);
+    Some(rule)
+}
+
+/// Test only: parses the packet and writes what the parser found (a `ParseReport`) in
+/// front of it, for the differential test against user space's `wire::parse`. Never
+/// attached; run through BPF_PROG_TEST_RUN.
+#[xdp]
+pub fn parse_probe(ctx: XdpContext) -> u32 {
+    let mut report = ParseReport::default();
+    match parse::parse(&ctx) {
+        Ok(Some(packet)) => {
+            report.result = parse_result::IP;
+            report.family = packet.family;
+            report.proto = packet.proto;
+            report.has_ports = packet.has_ports as u8;
+            report.fragment = packet.fragment;
+            report.sport = packet.sport;
+            report.dport = packet.dport;
+            report.fragment_id = packet.fragment_id;
+            report.src = packet.src;
+            report.dst = packet.dst;
+        }
+        Ok(None) => report.result = parse_result::NOT_IP,
+        Err(parse::Malformed) => report.result = parse_result::MALFORMED,
+    }
+    const SIZE: usize = core::mem::size_of::<ParseReport>();
+    // SAFETY: the helper only moves the start of this packet's data.
+    if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, -(SIZE as i32)) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    let start = ctx.data();
+    if start + SIZE > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: the SIZE bytes at `start` were bounds-checked above.
+    unsafe { (start as *mut ParseReport).write_unaligned(report) };
+    xdp_action::XDP_PASS
 }
 
 /// The prefilter alone: the hardware stage of a split plan (see `prefilter.rs`). No

@@ -1,9 +1,13 @@
 //! Bounds-checked header parsing: Ethernet, two VLAN tags, IPv4 (with options), IPv6 (with
 //! extension headers), then TCP, UDP, ICMP and ICMPv6.
+//!
+//! This is the kernel side of the data path's one parsing policy; `wire/src/parse.rs` states
+//! it and implements it for user space, and `offload/tests/parse_differential.rs` runs both
+//! over one corpus. Change them together.
 
 use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use core::mem::size_of;
-use offload_common::{FAMILY_V4, FAMILY_V6, proto};
+use offload_common::{FAMILY_V4, FAMILY_V6, fragment, proto};
 
 /// The packet is shorter than a header it announces, or a header field is impossible.
 pub struct Malformed;
@@ -14,8 +18,12 @@ pub struct Packet {
     pub proto: u8,
     /// False for protocols without ports and for non-first fragments.
     pub has_ports: bool,
-    /// Destination port, host byte order.
+    /// Source and destination port, host byte order.
+    pub sport: u16,
     pub dport: u16,
+    /// `fragment::NONE`, `FIRST` or `LATER`, and the datagram's identification.
+    pub fragment: u8,
+    pub fragment_id: u32,
     /// Source address as 32-bit words in network byte order (IPv4: word 0 only).
     pub src: [u32; 4],
     /// Destination address in network byte order (IPv4: first 4 bytes only).
@@ -107,12 +115,15 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
     if total_len < header_len || total_len > available {
         return Err(Malformed);
     }
-    let fragment = be16(&header, 6);
+    let fragment_field = be16(&header, 6);
     let mut packet = Packet {
         family: FAMILY_V4,
         proto: header[9],
         has_ports: false,
+        sport: 0,
         dport: 0,
+        fragment: fragment_kind(fragment_field & 0x1fff, fragment_field & 0x2000 != 0),
+        fragment_id: be16(&header, 4) as u32,
         src: [
             u32::from_ne_bytes([header[12], header[13], header[14], header[15]]),
             0,
@@ -123,9 +134,10 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
     };
     packet.dst[..4].copy_from_slice(&header[16..20]);
     // Only the first fragment (offset 0) carries the transport header.
-    if fragment & 0x1fff == 0 {
+    if packet.fragment != fragment::LATER {
         // header_len <= total_len <= available: the options are inside the packet.
-        parse_l4(ctx, l3 + (header_len & 0x3c), &mut packet)?;
+        let l4 = l3 + (header_len & 0x3c);
+        parse_l4(ctx, l4, l3 + (total_len & 0xffff), &mut packet)?;
     }
     Ok(packet)
 }
@@ -141,6 +153,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
     if IPV6_HLEN + payload_len > available {
         return Err(Malformed);
     }
+    let end = l3 + IPV6_HLEN + payload_len;
     let mut next = header[6];
     let mut src = [0u32; 4];
     for (word, chunk) in src.iter_mut().zip(header[8..24].chunks_exact(4)) {
@@ -152,7 +165,10 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         family: FAMILY_V6,
         proto: next,
         has_ports: false,
+        sport: 0,
         dport: 0,
+        fragment: fragment::NONE,
+        fragment_id: 0,
         src,
         dst,
     };
@@ -162,16 +178,23 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // RFC 8200 4.3-4.6: length in 8-octet units, not counting the first 8.
+                within(offset, 2, end)?;
                 let extension = read::<[u8; 2]>(ctx, offset)?;
                 next = extension[0];
                 offset += (extension[1] as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
-                // RFC 8200 4.5: fixed 8 bytes; only the first fragment carries ports.
+                // RFC 8200 4.5: fixed 8 bytes; offset in the top 13 bits, M in the lowest.
+                // Only the first fragment carries ports.
+                within(offset, 8, end)?;
                 let extension = read::<[u8; 8]>(ctx, offset)?;
                 next = extension[0];
                 offset += 8;
-                if be16(&extension, 2) >> 3 != 0 {
+                let field = be16(&extension, 2);
+                packet.fragment = fragment_kind(field >> 3, field & 1 != 0);
+                packet.fragment_id =
+                    u32::from_be_bytes([extension[4], extension[5], extension[6], extension[7]]);
+                if packet.fragment == fragment::LATER {
                     packet.proto = next;
                     return Ok(packet);
                 }
@@ -182,31 +205,65 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         offset &= 0x3fff;
     }
     packet.proto = next;
-    parse_l4(ctx, offset, &mut packet)?;
+    parse_l4(ctx, offset, end, &mut packet)?;
     Ok(packet)
 }
 
+/// A fragment's place in its datagram, from its offset and M flag. An IPv6 atomic fragment
+/// (offset 0, no M) is the whole datagram.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, l4: usize, packet: &mut Packet) -> Result<(), Malformed> {
+fn fragment_kind(offset: u16, more: bool) -> u8 {
+    if offset != 0 {
+        fragment::LATER
+    } else if more {
+        fragment::FIRST
+    } else {
+        fragment::NONE
+    }
+}
+
+/// Headers must lie within the IP packet, not only within the frame.
+#[inline(always)]
+fn within(offset: usize, len: usize, end: usize) -> Result<(), Malformed> {
+    if offset + len > end {
+        return Err(Malformed);
+    }
+    Ok(())
+}
+
+/// The L4 header at `l4`, inside the IP packet that ends at `end`.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, packet: &mut Packet) -> Result<(), Malformed> {
     match packet.proto {
         proto::TCP => {
+            within(l4, 20, end)?;
             let header = read::<[u8; 20]>(ctx, l4)?;
             // Data offset (header length in 32-bit words) in the top nibble of byte 12.
             if header[12] >> 4 < 5 {
                 return Err(Malformed);
             }
+            packet.sport = be16(&header, 0);
             packet.dport = be16(&header, 2);
             packet.has_ports = true;
         }
         proto::UDP => {
+            within(l4, 8, end)?;
             let header = read::<[u8; 8]>(ctx, l4)?;
+            // A first fragment's length covers the whole datagram, not this fragment.
+            let length = be16(&header, 4) as usize;
+            if packet.fragment == fragment::NONE && (length < 8 || l4 + length > end) {
+                return Err(Malformed);
+            }
+            packet.sport = be16(&header, 0);
             packet.dport = be16(&header, 2);
             packet.has_ports = true;
         }
         proto::ICMP => {
+            within(l4, 8, end)?;
             at::<[u8; 8]>(ctx, l4)?;
         }
         proto::ICMPV6 => {
+            within(l4, 4, end)?;
             at::<[u8; 4]>(ctx, l4)?;
         }
         _ => {}

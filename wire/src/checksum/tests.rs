@@ -35,7 +35,10 @@ fn partial_checksums_are_completed_and_complete_ones_kept() {
             assert_ne!(partial, complete);
             let headers = parse(&partial).unwrap().unwrap();
             assert!(!l4_checksum_ok(&partial, &headers));
-            assert_eq!(complete_partial(&mut partial, &headers), Completion::Completed);
+            assert_eq!(
+                complete_partial(&mut partial, &headers),
+                Completion::Completed
+            );
             assert_eq!(partial, complete);
             assert!(l4_checksum_ok(&partial, &headers));
             let mut again = complete.clone();
@@ -48,14 +51,22 @@ fn partial_checksums_are_completed_and_complete_ones_kept() {
 #[test]
 fn udp_without_checksum_and_fragments_are_left_alone() {
     let [(src, dst), (src6, dst6)] = families();
-    let mut zero = FrameBuilder::udp(src, dst).checksum(ChecksumFill::Zero).build();
+    let mut zero = FrameBuilder::udp(src, dst)
+        .checksum(ChecksumFill::Zero)
+        .build();
     let headers = parse(&zero).unwrap().unwrap();
-    assert_eq!(complete_partial(&mut zero, &headers), Completion::NotApplicable);
+    assert_eq!(
+        complete_partial(&mut zero, &headers),
+        Completion::NotApplicable
+    );
     for (src, dst) in [(src, dst), (src6, dst6)] {
         let datagram = FrameBuilder::udp(src, dst).payload(vec![1; 3000]);
         let mut first = datagram.fragments(1500, 9).remove(0);
         let headers = parse(&first).unwrap().unwrap();
-        assert_eq!(complete_partial(&mut first, &headers), Completion::NotApplicable);
+        assert_eq!(
+            complete_partial(&mut first, &headers),
+            Completion::NotApplicable
+        );
     }
 }
 

@@ -18,7 +18,12 @@ fn parsed(frame: &[u8]) -> Headers {
 #[test]
 fn udp_and_tcp_over_both_families_give_ports_and_offsets() {
     for (src, dst) in [v4(), v6()] {
-        let udp = parsed(&FrameBuilder::udp(src, dst).ports(5000, 53).payload([1; 10]).build());
+        let udp = parsed(
+            &FrameBuilder::udp(src, dst)
+                .ports(5000, 53)
+                .payload([1; 10])
+                .build(),
+        );
         assert_eq!(udp.ports, Some((5000, 53)));
         assert_eq!(udp.protocol, proto::UDP);
         assert_eq!(udp.l3, ETH_HLEN);
@@ -26,14 +31,21 @@ fn udp_and_tcp_over_both_families_give_ports_and_offsets() {
         assert_eq!(udp.l4, ETH_HLEN + l3_len);
         assert_eq!(udp.l3_end, udp.l4 + 18);
         let tcp = parsed(&FrameBuilder::tcp(src, dst, tcp_flags::SYN).build());
-        assert_eq!((tcp.ports, tcp.tcp_flags), (Some((1024, 80)), tcp_flags::SYN));
+        assert_eq!(
+            (tcp.ports, tcp.tcp_flags),
+            (Some((1024, 80)), tcp_flags::SYN)
+        );
     }
 }
 
 #[test]
 fn two_vlan_tags_are_skipped_and_a_third_is_not_ip() {
     let (src, dst) = v4();
-    let one = parsed(&FrameBuilder::udp(src, dst).vlan(ethertype::VLAN, 100).build());
+    let one = parsed(
+        &FrameBuilder::udp(src, dst)
+            .vlan(ethertype::VLAN, 100)
+            .build(),
+    );
     assert_eq!((one.l3, one.vlan_count, one.vlans[0]), (18, 1, 100));
     let two = FrameBuilder::udp(src, dst)
         .vlan(ethertype::QINQ, 7)
@@ -54,12 +66,20 @@ fn two_vlan_tags_are_skipped_and_a_third_is_not_ip() {
 fn ipv6_extension_headers_are_skipped_up_to_six() {
     let (src, dst) = v6();
     let mut builder = FrameBuilder::udp(src, dst).ports(7, 9);
-    builder.ipv6_extensions = vec![proto::HOPOPTS, proto::ROUTING, proto::FRAGMENT, proto::DSTOPTS];
+    builder.ipv6_extensions = vec![
+        proto::HOPOPTS,
+        proto::ROUTING,
+        proto::FRAGMENT,
+        proto::DSTOPTS,
+    ];
     let headers = parsed(&builder.build());
     assert_eq!(headers.ports, Some((7, 9)));
     assert_eq!(headers.l4, ETH_HLEN + IPV6_HLEN + 32);
     // An atomic fragment (offset 0, M 0) is a fragment with its L4 header.
-    assert_eq!(headers.fragment.map(|f| (f.offset, f.more)), Some((0, false)));
+    assert_eq!(
+        headers.fragment.map(|f| (f.offset, f.more)),
+        Some((0, false))
+    );
     builder.ipv6_extensions = vec![proto::DSTOPTS; 7];
     let headers = parsed(&builder.build());
     assert_eq!((headers.protocol, headers.ports), (proto::DSTOPTS, None));
@@ -68,7 +88,9 @@ fn ipv6_extension_headers_are_skipped_up_to_six() {
 #[test]
 fn only_the_first_fragment_has_ports_and_all_carry_the_id() {
     for (src, dst) in [v4(), v6()] {
-        let datagram = FrameBuilder::udp(src, dst).ports(4000, 53).payload(vec![7; 3000]);
+        let datagram = FrameBuilder::udp(src, dst)
+            .ports(4000, 53)
+            .payload(vec![7; 3000]);
         let fragments = datagram.fragments(1500, 0x1234);
         assert_eq!(fragments.len(), 3);
         let parsed: Vec<Headers> = fragments.iter().map(|f| parsed(f)).collect();
@@ -87,24 +109,30 @@ fn only_the_first_fragment_has_ports_and_all_carry_the_id() {
 #[test]
 fn malformed_frames_name_the_field_and_never_panic() {
     let (src, dst) = v4();
-    let good = FrameBuilder::tcp(src, dst, tcp_flags::ACK).payload([0; 4]).build();
+    let good = FrameBuilder::tcp(src, dst, tcp_flags::ACK)
+        .payload([0; 4])
+        .build();
     let cases: [(usize, u8, &str); 4] = [
-        (14, 0x44, "ipv4 version or header length"),
-        (16, 0xff, "ipv4 total length"),
-        (46, 0x40, "tcp data offset"),
-        (14, 0x65, "ipv4 version or header length"),
+        (14, 0x44, "malformed: ipv4 version or header length"),
+        (16, 0xff, "malformed: ipv4 total length"),
+        (46, 0x40, "malformed: tcp data offset"),
+        (14, 0x65, "malformed: ipv4 version or header length"),
     ];
     for (at, value, reason) in cases {
         let mut frame = good.clone();
         frame[at] = value;
-        assert_eq!(parse(&frame), Err(Malformed(reason)), "byte {at} = {value:#x}");
+        assert_eq!(
+            parse(&frame),
+            Err(Malformed(reason)),
+            "byte {at} = {value:#x}"
+        );
     }
     for len in 0..good.len() {
         assert!(parse(&good[..len]).is_err(), "truncated to {len}");
     }
     let mut udp = FrameBuilder::udp(src, dst).payload([0; 4]).build();
     udp[38..40].copy_from_slice(&100u16.to_be_bytes());
-    assert_eq!(parse(&udp), Err(Malformed("udp length")));
+    assert_eq!(parse(&udp), Err(Malformed("malformed: udp length")));
 }
 
 #[test]
@@ -115,7 +143,10 @@ fn headers_beyond_the_ip_packet_are_malformed_and_padding_is_ignored() {
     assert_eq!(parsed(&padded).l3_end, 14 + 28);
     // Total length 24 leaves no room for the UDP header inside the packet.
     padded[16..18].copy_from_slice(&24u16.to_be_bytes());
-    assert_eq!(parse(&padded), Err(Malformed("short udp header")));
+    assert_eq!(
+        parse(&padded),
+        Err(Malformed("malformed: short udp header"))
+    );
 }
 
 #[test]

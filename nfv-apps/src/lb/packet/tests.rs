@@ -94,14 +94,16 @@ fn malformed_packets_give_reasons_not_panics() {
         );
     }
     let mut fragment = good.clone();
-    fragment[ETH_LEN + 6] = 0x20; // more fragments
-    assert_eq!(parse(&fragment), Err("ipv4 fragment"));
+    fragment[ETH_LEN + 6] = 0x20; // a first fragment: more follow, ports present
+    let parsed = parse(&fragment).unwrap();
+    assert_eq!(parsed.fragment.map(|f| (f.offset, f.more)), Some((0, true)));
+    assert_eq!(parsed.flow.dst_port, 2);
     let mut bad_udp = good.clone();
     bad_udp[ETH_LEN + 20 + 5] = 3;
     assert_eq!(parse(&bad_udp), Err("malformed: udp length"));
     let mut bad_tcp = frame(true, PROTO_TCP, "10.0.0.1", "10.0.0.100", 1, 2, b"");
     bad_tcp[ETH_LEN + 20 + 12] = 2 << 4;
-    assert_eq!(parse(&bad_tcp), Err("malformed: tcp header"));
+    assert_eq!(parse(&bad_tcp), Err("malformed: tcp data offset"));
 }
 
 #[test]
@@ -159,4 +161,85 @@ fn flow_hash_is_stable() {
     assert_eq!(key.hash(), key.hash());
     let other = FlowKey { src_port: 5, ..key };
     assert_ne!(key.hash(), other.hash());
+}
+
+mod real_world {
+    use super::*;
+    use wire::{
+        FrameBuilder, Headers,
+        build::ChecksumFill,
+        checksum::l4_checksum_ok,
+        parse::{ethertype, tcp_flags},
+    };
+
+    fn families() -> [(IpAddr, IpAddr, IpAddr); 2] {
+        [
+            ("10.0.0.1", "10.0.0.100", "10.0.1.7"),
+            ("fd00::1", "fd00::100", "fd00:1::7"),
+        ]
+        .map(|(a, b, c)| (a.parse().unwrap(), b.parse().unwrap(), c.parse().unwrap()))
+    }
+
+    fn valid(frame: &[u8]) -> bool {
+        let headers: Headers = wire::parse(frame).unwrap().unwrap();
+        let ip_ok = !headers.ipv4() || checksum(&frame[headers.l3..headers.l4]) == 0;
+        ip_ok && (headers.fragment.is_some() || l4_checksum_ok(frame, &headers))
+    }
+
+    /// A sender with TX checksum offload leaves the checksum partial; completing it before
+    /// the NAT rewrite gives a valid segment, VLAN tags or not.
+    #[test]
+    fn partial_checksums_are_completed_before_nat_rewrites() {
+        for (src, dst, new) in families() {
+            for tagged in [false, true] {
+                let mut builder = FrameBuilder::tcp(src, dst, tcp_flags::SYN)
+                    .payload(vec![7; 500])
+                    .checksum(ChecksumFill::Partial);
+                if tagged {
+                    builder = builder.vlan(ethertype::VLAN, 42);
+                }
+                let mut frame = builder.build();
+                assert!(!valid(&frame));
+                let parsed = parse(&frame).unwrap();
+                assert_eq!(parsed.l3, if tagged { 18 } else { 14 });
+                assert!(complete_partial_checksum(&mut frame, &parsed));
+                assert!(valid(&frame));
+                let new = address(new);
+                rewrite_endpoint(&mut frame, &parsed, false, &new, 8080);
+                rewrite_endpoint(&mut frame, &parsed, true, &new, 12345);
+                assert!(valid(&frame), "src={src} tagged={tagged}");
+                let reparsed = parse(&frame).unwrap();
+                assert!(!complete_partial_checksum(&mut frame, &reparsed));
+            }
+        }
+    }
+
+    /// Rewriting every fragment of a datagram keeps each IP header valid, and the
+    /// reassembled datagram's checksum valid (it lives in the first fragment).
+    #[test]
+    fn fragment_rewrites_keep_the_datagram_valid() {
+        for (src, dst, new) in families() {
+            let datagram = FrameBuilder::udp(src, dst)
+                .ports(4000, 53)
+                .payload(vec![3; 3000]);
+            let new_address = address(new);
+            let mut payload = Vec::new();
+            for mut frame in datagram.fragments(1500, 77) {
+                let mut parsed = parse(&frame).unwrap();
+                if parsed.later_fragment() {
+                    parsed.flow.src_port = 4000; // as the fragment table fills it in
+                }
+                rewrite_endpoint(&mut frame, &parsed, false, &new_address, 8053);
+                assert!(valid(&frame));
+                payload.extend_from_slice(&frame[parsed.l4..parsed.l3_end]);
+            }
+            // Reassemble: the L4 segment with the new destination in the pseudo-header.
+            let rebuilt = FrameBuilder::udp(src, new)
+                .ports(4000, 8053)
+                .payload(vec![3; 3000]);
+            let expected = rebuilt.build();
+            let l4 = parse(&expected).unwrap().l4;
+            assert!(payload == expected[l4..], "src={src}: the datagrams differ");
+        }
+    }
 }
