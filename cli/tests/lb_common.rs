@@ -15,6 +15,17 @@ pub struct Setup {
     _servers: Vec<Servers>,
 }
 
+impl Setup {
+    /// A lab whose servers the test runs itself.
+    #[allow(dead_code)] // not every test file that shares this module uses it
+    pub fn from_lab(lab: LbLab) -> Setup {
+        Setup {
+            lab,
+            _servers: Vec::new(),
+        }
+    }
+}
+
 /// The segment lab with an HTTP and UDP echo server on port 80 in every backend ("b1".."b3"),
 /// the VIPs on the backends' loopbacks (for DSR).
 pub fn setup(tag: &str, lb_queues: u32) -> Setup {

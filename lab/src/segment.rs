@@ -142,6 +142,20 @@ impl LbLab {
         Ok(())
     }
 
+    /// Sets the MTU of the load balancer's and the backends' links, bridge ports included,
+    /// leaving the client's: IP-in-IP needs that path 20 or 40 bytes wider than the client's.
+    pub fn set_backend_path_mtu(&self, mtu: u32) -> Result<(), LabError> {
+        let segment = self.namespace("seg");
+        // Bridge ports are numbered like `build` made them: client 0, lb 1, backends 2...
+        for (index, end) in std::iter::once(&self.lb).chain(&self.backends).enumerate() {
+            let iface = end.iface.clone();
+            netns::run_in(&end.namespace, move || netlink::set_mtu(&iface, mtu))??;
+            let port = format!("{}-s{}", self.prefix, index + 1);
+            netns::run_in(&segment, move || netlink::set_mtu(&port, mtu))??;
+        }
+        Ok(())
+    }
+
     pub fn namespace(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }

@@ -97,7 +97,8 @@ impl Servers {
             let stop = stop.clone();
             let prefix = format!("{name}:");
             threads.push(std::thread::spawn(move || {
-                let mut buffer = [0u8; 2048];
+                // Room for a whole datagram: fragmented ones are 3000 bytes and more.
+                let mut buffer = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((len, peer)) = udp.recv_from(&mut buffer) {
                         let mut reply = prefix.clone().into_bytes();
