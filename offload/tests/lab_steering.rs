@@ -16,7 +16,7 @@ use offload::{
     rules::Action,
 };
 use support::{
-    lab_fixture::{LabFixture, drain, drain_while, send},
+    lab_fixture::{LabFixture, drain, drain_expecting, drain_while, send},
     require_root,
 };
 
@@ -40,7 +40,7 @@ fn counts_match_what_was_sent(tag: &str, mode: XdpMode) {
     let client = fixture.client_socket();
     send(&client, fixture.dut_addr(7000), PACKETS);
     send(&client, fixture.dut_addr(7001), PACKETS);
-    let received = drain(&server);
+    let received = drain_expecting(&server, PACKETS);
 
     let iface = fixture.iface();
     let status = fixture.in_dut(move || offload::status(&iface)).unwrap();

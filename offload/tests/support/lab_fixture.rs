@@ -137,6 +137,20 @@ pub fn drain_while(
     })
 }
 
+/// Reads until `expected` datagrams have arrived (for up to 10 s), then until the socket
+/// stays quiet for its read timeout, so any extra is counted too.
+pub fn drain_expecting(socket: &UdpSocket, expected: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 2048];
+    let mut count = 0;
+    while count < expected && std::time::Instant::now() < deadline {
+        if socket.recv_from(&mut buffer).is_ok() {
+            count += 1;
+        }
+    }
+    count + drain(socket)
+}
+
 /// Reads until the socket stays quiet for its read timeout.
 pub fn drain(socket: &UdpSocket) -> u64 {
     let mut buffer = [0u8; 2048];
