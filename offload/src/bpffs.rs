@@ -41,6 +41,8 @@ pub struct Bpffs {
     /// The same place as a user would name it.
     shown: PathBuf,
     view: View,
+    /// Why the host's bpffs could not be used, for [`View::Unreachable`].
+    reason: Option<String>,
     /// Kept open for `root`.
     _host: Option<OwnedFd>,
 }
@@ -90,7 +92,7 @@ impl Bpffs {
                 "{BPFFS} of the host, through /proc/{pid}/root{BPFFS}: this process runs in a \
                  private mount namespace (as under `ip netns exec`) whose {BPFFS} is not the host's"
             ),
-            View::Unreachable => format!("{BPFFS} private to this process: {}", unreachable()),
+            View::Unreachable => format!("{BPFFS} private to this process: {}", self.reason()),
         }
     }
 
@@ -101,10 +103,14 @@ impl Bpffs {
         match self.view {
             View::Host { .. } => Ok(()),
             View::Unreachable if lasting => {
-                Err(OffloadError::bpf("pin under bpffs", unreachable()))
+                Err(OffloadError::bpf("pin under bpffs", self.reason()))
             }
             View::Own | View::Unreachable => mount_if_missing(),
         }
+    }
+
+    fn reason(&self) -> String {
+        self.reason.clone().unwrap_or_else(unreachable)
     }
 
     fn decide() -> Bpffs {
@@ -112,6 +118,7 @@ impl Bpffs {
             root: PathBuf::from(BPFFS),
             shown: PathBuf::from(BPFFS),
             view: View::Own,
+            reason: None,
             _host: None,
         };
         let facts = Facts::read();
@@ -126,10 +133,18 @@ impl Bpffs {
                     root: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
                     shown: PathBuf::from(format!("/proc/{pid}/root{BPFFS}")),
                     view: View::Host { pid },
+                    reason: None,
                     _host: Some(fd),
                 },
-                Err(_) => Bpffs {
+                Err(error) => Bpffs {
                     view: View::Unreachable,
+                    reason: Some(format!(
+                        "this process runs in a private mount namespace (`ip netns exec` \
+                         remounts /sys), and the host's {BPFFS} could not be used ({error}), so \
+                         pins made here would vanish with this process; mount it on the host \
+                         (`mount -t bpf bpf {BPFFS}`) or run `fastpath --netns NS ...` instead \
+                         of `ip netns exec NS fastpath ...`"
+                    )),
                     ..own
                 },
             },
