@@ -114,6 +114,10 @@ fn parse_proto(text: &str) -> Result<Protocol, String> {
 }
 
 pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
+    let bpffs = offload::bpffs::Bpffs::get();
+    if *bpffs.view() != offload::bpffs::View::Own {
+        eprintln!("bpffs: {}", bpffs.describe());
+    }
     match command {
         XdpCommand::Attach {
             iface,
@@ -288,6 +292,7 @@ pub fn print_status(status: &Status, as_json: bool) {
         "{}: {} mode, program id {}, default {}",
         status.iface, mode, id, status.default_action
     );
+    println!("pins in {}", status.bpffs);
     // What runs where: one row per XDP slot in use.
     let placements: Vec<Vec<String>> = status
         .placements

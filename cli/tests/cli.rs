@@ -275,3 +275,122 @@ fn the_prefilter_is_merged_on_veth_and_drops_listed_sources() {
     assert!(status["prefilter"].as_array().unwrap().is_empty());
     json(&["xdp", "detach", "--iface", iface]);
 }
+
+/// `ip netns exec NS fastpath ...` runs fastpath in a mount namespace with a fresh /sys,
+/// where a bpffs would be private to the command: fastpath pins in the host's bpffs instead
+/// and says so, so `ip netns exec` and `--netns` see, change and detach one attachment.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn ip_netns_exec_and_the_netns_flag_share_one_attachment() {
+    root("ip netns exec");
+    let lab = Lab::for_test("ie");
+    let ns = lab.dut.namespace.as_str();
+    let iface = lab.dut.iface.as_str();
+    let top = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/sys/fs/bpf")
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    // Made on first use; other tests running alongside pin inside it.
+                    .filter(|name| name != "fastpath")
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = top();
+    let ip_netns_exec = |args: &[&str]| -> Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_fastpath"),
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .expect("run ip netns exec")
+    };
+    let netns_flag = |args: &[&str]| fastpath(&[&["--json", "--netns", ns], args].concat());
+    let parse = |args: &[&str], output: Output| -> serde_json::Value {
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+    let via_exec = |args: &[&str]| parse(args, ip_netns_exec(args));
+    let via_flag = |args: &[&str]| parse(args, netns_flag(args));
+    let pins = std::path::Path::new("/sys/fs/bpf/fastpath").join(iface);
+    let xdp_on_iface = || {
+        let output = Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", iface])
+            .output()
+            .expect("run ip link");
+        String::from_utf8_lossy(&output.stdout).contains("prog/xdp")
+    };
+
+    type Run<'a> = &'a dyn Fn(&[&str]) -> serde_json::Value;
+    let ways: [(Run, Run); 2] = [(&via_exec, &via_flag), (&via_flag, &via_exec)];
+    for (attach, detach) in ways {
+        let attach_args = ["xdp", "attach", "--iface", iface];
+        let attached = attach(&attach_args);
+        let program_id = attached["program_id"].as_u64().expect("program id");
+        assert!(pins.join("link").exists(), "pinned in the host's bpffs");
+        let rule = [
+            "xdp", "rule", "add", "--iface", iface, "--action", "drop", "--proto", "udp",
+            "--dport", "9",
+        ];
+        attach(&rule);
+        for (how, status) in [
+            (
+                "ip netns exec",
+                via_exec(&["xdp", "status", "--iface", iface]),
+            ),
+            ("--netns", via_flag(&["xdp", "status", "--iface", iface])),
+        ] {
+            assert_eq!(
+                status["program_id"].as_u64(),
+                Some(program_id),
+                "{how}: {status}"
+            );
+            assert_eq!(
+                status["rules"].as_array().unwrap().len(),
+                1,
+                "{how}: {status}"
+            );
+        }
+        // Each says which bpffs it used: the host's, reached through /proc, under
+        // `ip netns exec`.
+        let status = via_exec(&["xdp", "status", "--iface", iface]);
+        let bpffs = status["bpffs"].as_str().unwrap();
+        assert!(
+            bpffs.starts_with("/sys/fs/bpf of the host, through /proc/"),
+            "{bpffs}"
+        );
+        let output = ip_netns_exec(&["xdp", "status", "--iface", iface]);
+        assert!(
+            stderr(&output).contains("bpffs: /sys/fs/bpf of the host"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            via_flag(&["xdp", "status", "--iface", iface])["bpffs"],
+            "/sys/fs/bpf"
+        );
+        assert!(xdp_on_iface());
+
+        detach(&["xdp", "detach", "--iface", iface]);
+        assert!(!pins.exists(), "detach removed the pins");
+        assert!(!xdp_on_iface(), "detach took the program off");
+        for output in [
+            ip_netns_exec(&["xdp", "status", "--iface", iface]),
+            netns_flag(&["xdp", "status", "--iface", iface]),
+        ] {
+            assert!(!output.status.success());
+            assert!(
+                stderr(&output).contains("nothing attached"),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+    assert_eq!(top(), before, "nothing new at the top of bpffs");
+}

@@ -1,5 +1,7 @@
 //! Shared by the load-balancer tests: a lab with servers, the appliance as a real process,
 //! and real clients.
+// Each test file that includes this module uses a different part of it.
+#![allow(dead_code)]
 
 use std::{
     net::SocketAddr,
@@ -17,7 +19,6 @@ pub struct Setup {
 
 impl Setup {
     /// A lab whose servers the test runs itself.
-    #[allow(dead_code)] // not every test file that shares this module uses it
     pub fn from_lab(lab: LbLab) -> Setup {
         Setup {
             lab,

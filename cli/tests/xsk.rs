@@ -32,7 +32,8 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
             "--iface",
             &lab.dut.iface,
         ])
-        .args(["--copy", "--duration", "8", "--quiet", "--json"])
+        // Stopped by SIGINT once every packet is back; the duration only bounds a failed test.
+        .args(["--copy", "--duration", "60", "--quiet", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start l2fwd");
@@ -62,7 +63,11 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
         let sent = tagged_udp_frame(&spec, 64 + (tag as usize % 1400), tag);
         client.send(&sent).unwrap();
     }
-    while let Some(frame) = client.receive(Duration::from_millis(1000)).unwrap() {
+    // Until every packet is back, or nothing arrives for 5 s.
+    while !seen.iter().all(|&back| back) {
+        let Some(frame) = client.receive(Duration::from_secs(5)).unwrap() else {
+            break;
+        };
         let Some(tag) = frame_tag(&frame, PORT) else {
             continue;
         };
@@ -79,6 +84,8 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
     }
     let missing: Vec<usize> = (0..seen.len()).filter(|&i| !seen[i]).collect();
     assert!(missing.is_empty(), "packets not returned: {missing:?}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(forwarder.id() as i32, libc::SIGINT) };
     let output = forwarder.wait_with_output().unwrap();
     assert!(output.status.success());
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

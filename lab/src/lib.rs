@@ -375,6 +375,20 @@ pub fn require_root(test: &str) {
     );
 }
 
+/// Polls `condition` every 10 ms until it holds; panics naming `what` if `timeout` passes
+/// first. Tests wait on the state an assertion needs this way, never with a fixed sleep: a
+/// loaded machine only makes them slower, not wrong.
+pub fn wait_until(timeout: std::time::Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|byte| format!("{byte:02x}"))
@@ -393,6 +407,22 @@ mod tests {
             Lab::up("fp-much-too-long"),
             Err(LabError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn wait_until_returns_once_the_condition_holds_and_panics_at_the_deadline() {
+        let mut polls = 0;
+        wait_until(std::time::Duration::from_secs(5), "three polls", || {
+            polls += 1;
+            polls == 3
+        });
+        assert_eq!(polls, 3);
+        let timed_out = std::panic::catch_unwind(|| {
+            wait_until(std::time::Duration::from_millis(30), "never", || false)
+        })
+        .unwrap_err();
+        let message = timed_out.downcast_ref::<String>().unwrap();
+        assert!(message.contains("waiting for never"), "{message}");
     }
 
     #[test]

@@ -363,6 +363,8 @@ pub struct Status {
     /// The prefilter's source addresses and the packets dropped from each.
     pub prefilter: Vec<PrefilterEntry>,
     pub rules: Vec<RuleStats>,
+    /// Which bpffs the pins were found in, and why: see [`crate::bpffs`].
+    pub bpffs: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -398,6 +400,7 @@ pub fn status(iface: &str) -> Result<Status, OffloadError> {
         ""
     };
     Ok(Status {
+        bpffs: crate::bpffs::Bpffs::get().describe(),
         iface: iface.to_string(),
         mode: steer.map(|p| p.mode),
         program_id: steer.map(|p| p.program_id),
@@ -423,7 +426,7 @@ fn program_name(id: u32) -> String {
 }
 
 fn not_attached(iface: &str, pins: &Pins) -> OffloadError {
-    OffloadError::NotAttached(iface.to_string(), pins.dir.display().to_string())
+    OffloadError::NotAttached(iface.to_string(), pins.shown())
 }
 
 fn pinned_program_id(pins: &Pins) -> Option<u32> {

@@ -31,7 +31,7 @@ pub use offload_common::FlowSpace;
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use serde::Serialize;
 
-use crate::{OffloadError, STEER_OBJECT, attach::describe, probe::ethtool, sys};
+use crate::{OffloadError, STEER_OBJECT, Transient, attach::describe, probe::ethtool, sys};
 use dispatcher_hold::DispatcherHold;
 
 /// Frames per `BPF_PROG_RUN` call: bounds the time between rate and stop checks.
@@ -219,9 +219,16 @@ impl Generator {
     /// The loaded `gen_tx`, loading it the first time.
     fn program(&mut self) -> Result<&mut Ebpf, OffloadError> {
         if self.ebpf.is_none() {
-            let mut ebpf = EbpfLoader::new().load(STEER_OBJECT).map_err(|error| {
-                OffloadError::bpf("load the generator object", describe(&error))
-            })?;
+            // The object's maps are declared pinned; the generator shares none of them, so
+            // they go to a directory of this load's own, removed once loaded.
+            let pins = Transient::create()?;
+            let mut ebpf = EbpfLoader::new()
+                .default_map_pin_directory(pins.pins().maps_dir())
+                .load(STEER_OBJECT)
+                .map_err(|error| {
+                    OffloadError::bpf("load the generator object", describe(&error))
+                })?;
+            drop(pins);
             gen_tx(&mut ebpf)?
                 .load()
                 .map_err(|error| OffloadError::bpf("verifier rejected gen_tx", describe(&error)))?;

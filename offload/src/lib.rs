@@ -8,6 +8,7 @@
 //! - [`probe`]: what an interface can do (`fastpath probe`), and ntuple flow steering.
 
 mod attach;
+pub mod bpffs;
 mod error;
 pub mod generator;
 mod hw;
@@ -27,7 +28,7 @@ pub use attach::{
     detach, plan_for, replace, status,
 };
 pub use error::OffloadError;
-pub use pins::{Pins, prune_stale as prune_stale_pins};
+pub use pins::{Pins, TRANSIENT, Transient, prune_stale as prune_stale_pins};
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
 
 /// The steering program object of this build (built by build.rs from `offload/ebpf`).

@@ -1,17 +1,24 @@
 //! Where an attachment lives in bpffs: `/sys/fs/bpf/fastpath/<iface>/`, holding `link` (the
 //! bpf_link, drv and skb modes), `prog` (the program, always) and `maps/<NAME>`.
 //! A later process finds everything there; `detach` removes the directory.
+//!
+//! Nothing is pinned outside `/sys/fs/bpf/fastpath/`. The steering object declares its maps
+//! pinned by name, and aya pins such maps at the bpffs root unless told a directory, so a
+//! load that shares nothing (the generator, probe trials, test benches) gets a directory of
+//! its own under [`TRANSIENT`] from [`Transient`], removed when done. Which bpffs is used is
+//! decided in one place, [`crate::bpffs`].
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
-use nix::{mount::MsFlags, sys::statfs};
+use crate::{OffloadError, bpffs::Bpffs};
 
-use crate::OffloadError;
-
-pub const BPFFS: &str = "/sys/fs/bpf";
+/// The folder under `/sys/fs/bpf/fastpath/` holding the per-load directories of loads that
+/// share nothing; 17 characters, so no interface (15 at most) can have its name.
+pub const TRANSIENT: &str = "transient-objects";
 
 #[derive(Clone, Debug)]
 pub struct Pins {
@@ -21,8 +28,13 @@ pub struct Pins {
 impl Pins {
     pub fn for_iface(iface: &str) -> Pins {
         Pins {
-            dir: Path::new(BPFFS).join("fastpath").join(iface),
+            dir: Bpffs::get().fastpath_dir().join(iface),
         }
+    }
+
+    /// The directory as a user would name it (the host's bpffs may be reached through /proc).
+    pub fn shown(&self) -> String {
+        Bpffs::get().show(&self.dir)
     }
 
     pub fn link(&self) -> PathBuf {
@@ -52,7 +64,11 @@ impl Pins {
 
     /// Creates the directories, mounting bpffs first if it is not mounted.
     pub fn create(&self) -> Result<(), OffloadError> {
-        ensure_bpffs()?;
+        Bpffs::get().ready_for_pins(true)?;
+        self.create_dirs()
+    }
+
+    fn create_dirs(&self) -> Result<(), OffloadError> {
         fs::create_dir_all(self.maps_dir())
             .map_err(|error| OffloadError::syscall("mkdir under bpffs", error))
     }
@@ -67,11 +83,55 @@ impl Pins {
     }
 }
 
+/// A directory of its own under `fastpath/transient-objects/` for one load that shares
+/// nothing, named after the process (pid namespace and pid) and a counter, so concurrent
+/// loads never meet; removed on drop, or by [`prune_stale`] once its process is gone.
+#[derive(Debug)]
+pub struct Transient {
+    pins: Pins,
+}
+
+impl Transient {
+    pub fn create() -> Result<Transient, OffloadError> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}-{}-{}",
+            pid_namespace(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let pins = Pins {
+            dir: Bpffs::get().fastpath_dir().join(TRANSIENT).join(name),
+        };
+        Bpffs::get().ready_for_pins(false)?;
+        pins.create_dirs()?;
+        Ok(Transient { pins })
+    }
+
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+}
+
+impl Drop for Transient {
+    fn drop(&mut self) {
+        let _ = self.pins.remove();
+    }
+}
+
+fn pid_namespace() -> u64 {
+    use std::os::linux::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.st_ino())
+}
+
 /// Removes the pins of attachments whose interface is gone: the kernel detaches an XDP link
 /// when its device is unregistered (a lab namespace deleted, a NIC unplugged) and then reports
 /// ifindex 0 for it, but the pins would keep the maps alive. Returns the interfaces pruned.
+/// Also removes transient directories left by processes of this pid namespace that died.
 pub fn prune_stale() -> Vec<String> {
-    let Ok(entries) = fs::read_dir(Path::new(BPFFS).join("fastpath")) else {
+    let root = Bpffs::get().fastpath_dir();
+    prune_dead_transients(&root.join(TRANSIENT));
+    let Ok(entries) = fs::read_dir(root) else {
         return vec![];
     };
     let mut pruned = Vec::new();
@@ -84,33 +144,26 @@ pub fn prune_stale() -> Vec<String> {
     pruned
 }
 
-fn link_lost_its_device(link: &Path) -> bool {
+fn prune_dead_transients(dir: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let namespace = pid_namespace().to_string();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.split('-');
+        let (Some(ns), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if ns == namespace && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = (Pins { dir: entry.path() }).remove();
+        }
+    }
+}
+
+fn link_lost_its_device(link: &std::path::Path) -> bool {
     use std::os::fd::AsFd;
     crate::sys::obj_get(link)
         .and_then(|fd| crate::sys::xdp_link_ifindex(fd.as_fd()))
         .is_ok_and(|ifindex| ifindex == Some(0))
-}
-
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
-fn ensure_bpffs() -> Result<(), OffloadError> {
-    let mounted = statfs::statfs(BPFFS)
-        .map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
-        .unwrap_or(false);
-    if mounted {
-        return Ok(());
-    }
-    nix::mount::mount(
-        Some("bpf"),
-        BPFFS,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|errno| {
-        OffloadError::syscall(
-            "mount bpffs on /sys/fs/bpf",
-            std::io::Error::from_raw_os_error(errno as i32),
-        )
-    })
 }

@@ -68,15 +68,16 @@ impl Steering {
     /// do not interleave; reading takes none, so a long-lived owner (the load balancer)
     /// does not block `fastpath xdp status` or a benchmark reading the counters.
     pub fn open(iface: &str) -> Result<Steering, OffloadError> {
-        let pins = Pins::for_iface(iface);
+        Steering::at(Pins::for_iface(iface), iface)
+    }
+
+    /// Opens the maps pinned under `pins`, named `name` in messages.
+    pub fn at(pins: Pins, name: &str) -> Result<Steering, OffloadError> {
         if !pins.map("RULE_DEFS").exists() {
-            return Err(OffloadError::NotAttached(
-                iface.to_string(),
-                pins.dir.display().to_string(),
-            ));
+            return Err(OffloadError::NotAttached(name.to_string(), pins.shown()));
         }
         Ok(Steering {
-            iface: iface.to_string(),
+            iface: name.to_string(),
             pins,
         })
     }

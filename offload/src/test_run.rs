@@ -1,6 +1,6 @@
 //! `BPF_PROG_TEST_RUN` on the steering program, without attaching it anywhere: the BPF
-//! fixtures and the benchmark use it. Maps are pinned under a label of the caller's, so the
-//! ordinary [`Steering`] API installs the rules.
+//! fixtures and the benchmark use it. Maps are pinned in a transient directory of the load's
+//! own, so the ordinary [`Steering`] API installs the rules.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use aya::{
 
 use offload_common::ParseReport;
 
-use crate::{OffloadError, Pins, STEER_OBJECT, Steering, attach::describe, rules::Action};
+use crate::{OffloadError, STEER_OBJECT, Steering, Transient, attach::describe, rules::Action};
 
 /// The program's verdict and the packet as it left the program.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,19 +24,20 @@ pub struct RunResult {
 /// A loaded, unattached copy of the steering object.
 pub struct TestBench {
     label: String,
-    pins: Pins,
+    // Declared before `pins`: the program and maps go before their directory.
     ebpf: Ebpf,
+    pins: Transient,
 }
 
 impl TestBench {
-    /// Loads the programs (`steer`, `bare_pass`, `parse_probe`) with maps pinned under
-    /// `/sys/fs/bpf/fastpath/<label>/`; any earlier pins of that label are removed first.
+    /// Loads the programs (`steer`, `bare_pass`, `parse_probe`) with maps pinned in a
+    /// directory of this load's own under `/sys/fs/bpf/fastpath/transient-objects/`, removed
+    /// on drop, so concurrent benches never share maps, whatever their `label` (used in
+    /// messages).
     pub fn load(label: &str, default_action: Action) -> Result<TestBench, OffloadError> {
-        let pins = Pins::for_iface(label);
-        pins.remove()?;
-        pins.create()?;
+        let pins = Transient::create()?;
         let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pins.maps_dir())
+            .default_map_pin_directory(pins.pins().maps_dir())
             .load(STEER_OBJECT)
             .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
         for name in ["steer", "bare_pass", "parse_probe"] {
@@ -48,10 +49,10 @@ impl TestBench {
             program.load().map_err(|error| {
                 OffloadError::bpf(format!("verifier rejected {name}"), describe(&error))
             })?;
-            // The pinned program marks the label as a live attachment for Steering::open.
+            // The pinned program marks the directory as a live attachment for Steering.
             if name == "steer" {
                 program
-                    .pin(pins.program())
+                    .pin(pins.pins().program())
                     .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
             }
         }
@@ -67,7 +68,7 @@ impl TestBench {
     }
 
     pub fn steering(&self) -> Result<Steering, OffloadError> {
-        Steering::open(&self.label)
+        Steering::at(self.pins.pins().clone(), &self.label)
     }
 
     fn program(&self, name: &str) -> Result<&Xdp, OffloadError> {
@@ -142,11 +143,5 @@ impl TestBench {
             })
             .map_err(|error| OffloadError::bpf("BPF_PROG_TEST_RUN", describe(&error)))?;
         Ok(result.duration)
-    }
-}
-
-impl Drop for TestBench {
-    fn drop(&mut self) {
-        let _ = self.pins.remove();
     }
 }

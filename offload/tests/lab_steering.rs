@@ -5,7 +5,7 @@ mod support;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -16,11 +16,14 @@ use offload::{
     rules::Action,
 };
 use support::{
-    lab_fixture::{LabFixture, drain, drain_while, send},
+    lab_fixture::{LabFixture, drain, drain_expecting, drain_while, send},
     require_root,
 };
 
 const PACKETS: u64 = 2000;
+
+/// How long a test waits for traffic to show an effect before it fails.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn counts_match_what_was_sent(tag: &str, mode: XdpMode) {
     let fixture = LabFixture::up(tag);
@@ -37,7 +40,7 @@ fn counts_match_what_was_sent(tag: &str, mode: XdpMode) {
     let client = fixture.client_socket();
     send(&client, fixture.dut_addr(7000), PACKETS);
     send(&client, fixture.dut_addr(7001), PACKETS);
-    let received = drain(&server);
+    let received = drain_expecting(&server, PACKETS);
 
     let iface = fixture.iface();
     let status = fixture.in_dut(move || offload::status(&iface)).unwrap();
@@ -115,7 +118,8 @@ fn send_until_stopped(
     let to = fixture.dut_addr(port);
     std::thread::spawn(move || {
         let mut sent = 0;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A bound for a test that fails before stopping it; the waits above end sooner.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             send(&client, to, 10);
             sent += 10;
@@ -135,16 +139,32 @@ fn rule_changes_take_effect_without_reload_while_traffic_flows() {
     let stop = Arc::new(AtomicBool::new(false));
     let sender = send_until_stopped(&fixture, 7100, stop.clone());
     let receiver_stop = Arc::new(AtomicBool::new(false));
-    let receiver = drain_while(server, receiver_stop.clone());
+    let delivered = Arc::new(AtomicU64::new(0));
+    let receiver = drain_while(server, receiver_stop.clone(), delivered.clone());
+    let delivered_now = || delivered.load(Ordering::Relaxed);
+    let dropped_now = || {
+        let iface = fixture.iface();
+        fixture
+            .in_dut(move || offload::status(&iface))
+            .unwrap()
+            .counters
+            .drop
+    };
 
-    std::thread::sleep(Duration::from_millis(300));
+    // Each phase lasts until it has shown its effect on the traffic.
+    lab::wait_until(WAIT, "traffic to pass before the rule", || {
+        delivered_now() > 0
+    });
     let id = fixture.steering({
         let rule = fixture.udp_rule(Action::Drop, 7100);
         move |steering| steering.add_rule(&rule).unwrap()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    lab::wait_until(WAIT, "the new rule to drop packets", || dropped_now() > 0);
     fixture.steering(move |steering| steering.delete_rule(id).unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    let delivered_at_delete = delivered_now();
+    lab::wait_until(WAIT, "traffic to pass again after the rule", || {
+        delivered_now() > delivered_at_delete
+    });
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     receiver_stop.store(true, Ordering::Relaxed);
@@ -186,9 +206,20 @@ fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters()
     let stop = Arc::new(AtomicBool::new(false));
     let sender = send_until_stopped(&fixture, 7200, stop.clone());
 
+    let counted = || {
+        let iface = fixture.iface();
+        fixture
+            .in_dut(move || offload::status(&iface))
+            .unwrap()
+            .rules[0]
+            .packets
+    };
+    // Each program revision counts traffic before the next replaces it.
+    let mut seen = 0;
     let mut program_ids = vec![attachment.program_id];
     for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(150));
+        lab::wait_until(WAIT, "the program to count traffic", || counted() > seen);
+        seen = counted();
         let iface = fixture.iface();
         let replacement = fixture
             .in_dut(move || offload::replace(&iface, None))
@@ -196,7 +227,9 @@ fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters()
         assert_eq!(replacement.old_program_id, *program_ids.last().unwrap());
         program_ids.push(replacement.new_program_id);
     }
-    std::thread::sleep(Duration::from_millis(150));
+    lab::wait_until(WAIT, "the last program to count traffic", || {
+        counted() > seen
+    });
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
 
@@ -232,10 +265,12 @@ fn pins_of_an_interface_that_vanished_are_pruned() {
     lab::Lab::down(&prefix).unwrap();
     // The kernel unregisters the devices from a workqueue after the namespace goes; another
     // test's attach may prune first. What matters is that the pins go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pins.exists() && Instant::now() < deadline {
-        offload::prune_stale_pins();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!pins.exists(), "pins of a vanished interface survived");
+    lab::wait_until(
+        WAIT,
+        "the pins of the vanished interface to be pruned",
+        || {
+            offload::prune_stale_pins();
+            !pins.exists()
+        },
+    );
 }

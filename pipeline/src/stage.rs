@@ -378,7 +378,9 @@ mod tests {
             sent += frames.len();
             stages.dispatch(&umem, &mut frames, &mut overflow);
             // Let the stage take the first batch to the gate before going on.
+            let deadline = Instant::now() + Duration::from_secs(5);
             while sent == 2 && !stages.inboxes[0].is_empty() {
+                assert!(Instant::now() < deadline, "the stage never took a batch");
                 std::thread::yield_now();
             }
         }

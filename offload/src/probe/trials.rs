@@ -50,9 +50,13 @@ pub fn attach(ifindex: u32, driver: &str, mode: XdpMode) -> Trial {
         _ => AyaMode::Skb,
     };
     let result = (|| -> Result<(), String> {
+        // Maps in a directory of this trial's own, removed once loaded: nothing shared.
+        let pins = crate::Transient::create().map_err(|e| e.to_string())?;
         let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pins.pins().maps_dir())
             .load(STEER_OBJECT)
             .map_err(|e| format!("load: {e}"))?;
+        drop(pins);
         let program: &mut Xdp = ebpf
             .program_mut("bare_pass")
             .ok_or("no bare_pass program")?

@@ -94,13 +94,18 @@ impl Drop for LabFixture {
     }
 }
 
-/// Sends `count` datagrams, pausing briefly when the socket buffer is full.
+/// Sends `count` datagrams, pausing briefly when the socket buffer is full (for at most a
+/// few seconds per datagram).
 pub fn send(socket: &UdpSocket, to: SocketAddr, count: u64) {
     for _ in 0..count {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match socket.send_to(b"fastpath test payload", to) {
                 Ok(_) => break,
-                Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                Err(error)
+                    if error.raw_os_error() == Some(libc::ENOBUFS)
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_micros(50))
                 }
                 Err(error) => panic!("send: {error}"),
@@ -110,22 +115,40 @@ pub fn send(socket: &UdpSocket, to: SocketAddr, count: u64) {
 }
 
 /// Reads on a thread until `stop` is set and the socket then stays quiet for its read
-/// timeout; returns the count. Reading while the sender runs keeps the buffer from filling.
+/// timeout, counting into `count` as it goes (so a test can wait on it); returns the count.
+/// Reading while the sender runs keeps the buffer from filling.
 pub fn drain_while(
     socket: UdpSocket,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<u64> {
+    use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
         let mut buffer = [0u8; 2048];
-        let mut count = 0;
         loop {
             match socket.recv_from(&mut buffer) {
-                Ok(_) => count += 1,
-                Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => return count,
+                Ok(_) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => return count.load(Ordering::Relaxed),
                 Err(_) => {}
             }
         }
     })
+}
+
+/// Reads until `expected` datagrams have arrived (for up to 10 s), then until the socket
+/// stays quiet for its read timeout, so any extra is counted too.
+pub fn drain_expecting(socket: &UdpSocket, expected: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 2048];
+    let mut count = 0;
+    while count < expected && std::time::Instant::now() < deadline {
+        if socket.recv_from(&mut buffer).is_ok() {
+            count += 1;
+        }
+    }
+    count + drain(socket)
 }
 
 /// Reads until the socket stays quiet for its read timeout.
