@@ -14,6 +14,7 @@ use nfv_apps::lb::{
     tables::{Backend, BackendState, Tables, Vip},
 };
 use pipeline::{Chain, NetworkFunction, Packet, Verdict};
+use wire::{FrameBuilder, build::ChecksumFill, parse::tcp_flags};
 
 fn tables(backends: usize) -> Arc<Tables> {
     let key = VipKey {
@@ -55,23 +56,22 @@ fn tables(backends: usize) -> Arc<Tables> {
     ))
 }
 
-/// A 64-byte TCP ACK from 10.0.0.1:`port` to the VIP.
+/// A TCP ACK from 10.0.0.1:`port` to the VIP carrying `payload` bytes (6: a 60-byte
+/// frame), its checksum complete or left partial as by a sender with TX checksum offload.
+fn tcp_ack_with(port: u16, payload: usize, checksum: ChecksumFill) -> Vec<u8> {
+    FrameBuilder::tcp(
+        "10.0.0.1".parse().unwrap(),
+        "10.0.0.100".parse().unwrap(),
+        tcp_flags::ACK,
+    )
+    .ports(port, 80)
+    .payload(vec![0x61; payload])
+    .checksum(checksum)
+    .build()
+}
+
 fn tcp_ack(port: u16) -> Vec<u8> {
-    let mut frame = vec![0u8; 60];
-    frame[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut frame[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 0, 0, 100]);
-    let tcp = &mut frame[34..54];
-    tcp[0..2].copy_from_slice(&port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10;
-    frame
+    tcp_ack_with(port, 6, ChecksumFill::Complete)
 }
 
 fn per_packet(c: &mut Criterion) {
@@ -87,6 +87,24 @@ fn per_packet(c: &mut Criterion) {
             black_box(lb.process(&mut packet))
         })
     });
+    // What completing a partial checksum costs on the hit path: the same connection,
+    // complete and partial, at the smallest and the largest frame.
+    for (size, payload) in [(60, 6), (1514, 1460)] {
+        for (name, fill) in [
+            ("complete", ChecksumFill::Complete),
+            ("partial", ChecksumFill::Partial),
+        ] {
+            let bytes = tcp_ack_with(40000, payload, fill);
+            assert_eq!(bytes.len(), size);
+            c.bench_function(&format!("lb/packet/connection-hit/{size}B-{name}"), |b| {
+                b.iter(|| {
+                    umem.write(&mut frame, &bytes).unwrap();
+                    let mut packet = Packet::new(&umem, &mut frame, 0);
+                    black_box(lb.process(&mut packet))
+                })
+            });
+        }
+    }
     let mut lb = LoadBalancer::new(tables(100), 1 << 16, nat);
     let mut flow = 0u32;
     let mut bytes = tcp_ack(0);
