@@ -151,14 +151,15 @@ fn command_run(command: &LbCommand, as_json: bool) -> anyhow::Result<()> {
 pub fn print_status(status: &Status) {
     println!(
         "interface {}  xdp {}  af_xdp {}  nat entries {}  cross-queue replies {}  \
-         partial checksums completed {}  fragments {}",
+         partial checksums completed {}  fragments {}  too-big replies {}",
         status.interface,
         status.xdp_mode,
         status.socket_mode,
         status.nat_entries,
         status.cross_queue_replies,
         status.partial_checksums,
-        status.fragments
+        status.fragments,
+        status.too_big_replies
     );
     let mut rows = Vec::new();
     for vip in &status.vips {

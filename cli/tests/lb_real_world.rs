@@ -328,3 +328,67 @@ fn fragmented_datagrams_are_encapsulated_to_one_backend() {
         }
     }
 }
+
+/// dsr-ipip on a path without MTU headroom: a datagram sent with DF (or over IPv6) that
+/// would not fit once encapsulated is answered with ICMP "fragmentation needed" / "packet
+/// too big", and the client's kernel lowers its path MTU to the VIP by the outer header.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn too_big_to_encapsulate_teaches_the_client_its_path_mtu() {
+    use std::os::fd::AsRawFd;
+    lab::require_root("too_big_to_encapsulate_teaches_the_client_its_path_mtu");
+    for v4 in [true, false] {
+        let setup = setup("re", 1);
+        let appliance = Appliance::start(
+            &setup,
+            &config(&setup, v4, "udp", "dsr-ipip", "", [1, 1, 1]),
+        );
+        let vip = SocketAddr::new(setup.lab.vip(v4), 80);
+        let learned = lab::Lab::run_in(&setup.lab.client.namespace, move || {
+            let socket =
+                std::net::UdpSocket::bind(if v4 { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
+            socket.connect(vip).unwrap();
+            let fd = socket.as_raw_fd();
+            // Path MTU discovery on, never fragment locally: the socket learns from ICMP.
+            let (level, discover, mtu_option) = if v4 {
+                (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_MTU)
+            } else {
+                (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_MTU)
+            };
+            let on: libc::c_int = libc::IP_PMTUDISC_DO;
+            // SAFETY: plain setsockopt on a socket this closure owns.
+            let set = unsafe {
+                libc::setsockopt(fd, level, discover, (&on as *const libc::c_int).cast(), 4)
+            };
+            assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+            let mtu = || {
+                let mut value: libc::c_int = 0;
+                let mut len: libc::socklen_t = 4;
+                // SAFETY: `value` and `len` outlive the call.
+                unsafe {
+                    libc::getsockopt(
+                        fd,
+                        level,
+                        mtu_option,
+                        (&mut value as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                value
+            };
+            // A full 1500-byte IP packet.
+            let payload = vec![7u8; if v4 { 1472 } else { 1452 }];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while mtu() == 1500 && Instant::now() < deadline {
+                let _ = socket.send(&payload); // EMSGSIZE once the MTU is learned
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            mtu()
+        })
+        .unwrap();
+        let expected = if v4 { 1480 } else { 1460 };
+        assert_eq!(learned, expected, "v4={v4}: the path MTU to the VIP");
+        let status = appliance.status();
+        assert!(status["too_big_replies"].as_u64().unwrap() >= 1, "{status}");
+    }
+}

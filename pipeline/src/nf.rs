@@ -57,6 +57,14 @@ impl<'a> Packet<'a> {
             .copy_within(bytes as usize..bytes as usize + at, 0);
         true
     }
+
+    /// Shortens the packet to `len` bytes (no-op if it is not longer).
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len() {
+            // Shorter than the current length, so it fits the frame.
+            let _ = self.umem.set_len(self.frame, len as u32);
+        }
+    }
 }
 
 /// A network function. One instance runs on one worker, so it needs no locks of its own;

@@ -60,6 +60,8 @@ pub struct Status {
     pub partial_checksums: u64,
     /// IP fragments forwarded along their datagram's first fragment.
     pub fragments: u64,
+    /// ICMP errors telling senders the MTU that fits an encapsulated packet.
+    pub too_big_replies: u64,
     pub nat_entries: usize,
     /// Source addresses the prefilter drops, with the drops from each.
     pub prefilter: Vec<(IpAddr, u64)>,
@@ -624,6 +626,7 @@ impl Appliance {
             cross_queue_replies: self.counters.cross_queue_replies.load(Ordering::Relaxed),
             partial_checksums: self.counters.partial_checksums.load(Ordering::Relaxed),
             fragments: self.counters.fragments.load(Ordering::Relaxed),
+            too_big_replies: self.counters.too_big_replies.load(Ordering::Relaxed),
             nat_entries: self.nat.len(),
             prefilter: self
                 .steering

@@ -11,6 +11,7 @@ use crate::lb::{
     config::Forwarding,
     conntrack::{ConnTable, Connection},
     fragments::FragmentTable,
+    icmp,
     nat::{NatError, NatTable},
     packet::{self, IPV4_LEN, IPV6_LEN, Parsed},
     tables::{Backend, BackendState, Tables},
@@ -99,7 +100,7 @@ impl LoadBalancer {
             Forwarding::DsrIpip => {
                 let outer = if parsed.v4 { IPV4_LEN } else { IPV6_LEN };
                 if packet.len() + outer > tables.max_frame {
-                    return Verdict::Drop("too big to encapsulate");
+                    return too_big(packet, parsed, tables, outer);
                 }
                 // The outer header goes after the link header, VLAN tags included.
                 let l3 = parsed.l3;
@@ -164,6 +165,24 @@ impl LoadBalancer {
         packet::set_macs(data, mapping.client_mac, self.tables.own_mac);
         Verdict::Transmit { port: 0 }
     }
+}
+
+/// A packet that does not fit the link once encapsulated: tell a sender that set DF (or
+/// any IPv6 sender) the MTU that fits, so its path MTU discovery shrinks what it sends;
+/// drop a packet routers may fragment, as that would take a second frame.
+fn too_big(packet: &mut Packet<'_>, parsed: &Parsed, tables: &Tables, outer: usize) -> Verdict {
+    if !icmp::dont_fragment(packet.data(), parsed) {
+        return Verdict::Drop("too big to encapsulate");
+    }
+    let mtu = (tables.max_frame - parsed.l3 - outer) as u16;
+    if !icmp::too_big_reply(packet, parsed, mtu, tables.own_mac) {
+        return Verdict::Drop("no headroom for an icmp error");
+    }
+    tables
+        .counters
+        .too_big_replies
+        .fetch_add(1, Ordering::Relaxed);
+    Verdict::Transmit { port: 0 }
 }
 
 impl NetworkFunction for LoadBalancer {

@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod control;
 pub mod fragments;
 pub mod hw_steering;
+pub mod icmp;
 pub mod maglev;
 pub mod nat;
 pub mod packet;

@@ -135,6 +135,9 @@ pub struct LbCounters {
     pub partial_checksums: AtomicU64,
     /// IP fragments forwarded (each follows its datagram's first fragment).
     pub fragments: AtomicU64,
+    /// ICMP "fragmentation needed" / "packet too big" sent for packets too big to
+    /// encapsulate.
+    pub too_big_replies: AtomicU64,
 }
 
 pub struct Tables {
