@@ -11,6 +11,7 @@ mod attach;
 mod error;
 pub mod generator;
 mod hw;
+pub mod kill_point;
 pub mod mode;
 pub mod netdev;
 mod pins;
@@ -29,6 +30,7 @@ pub use attach::{
 pub use error::OffloadError;
 pub use pins::{Pins, prune_stale as prune_stale_pins};
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
+pub use xdp_state::{XdpState, attached as xdp_attached};
 
 /// The steering program object of this build (built by build.rs from `offload/ebpf`).
 pub static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer"));
