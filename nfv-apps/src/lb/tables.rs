@@ -131,6 +131,9 @@ pub struct LbCounters {
     /// NAT replies that arrived on another queue than their flow's first packet (and still
     /// found their state).
     pub cross_queue_replies: AtomicU64,
+    /// Flows evicted from a full connection table (the least recently used goes, and the
+    /// new flow is served).
+    pub conntrack_evictions: AtomicU64,
 }
 
 pub struct Tables {
