@@ -80,6 +80,11 @@ fn leftovers(setup: &Setup) -> Vec<String> {
     if pid_file.exists() {
         left.push(format!("pid file {}", pid_file.display()));
     }
+    // veth has no ntuple filters; on a NIC that has them, this records the installed ones.
+    let ntuple = PathBuf::from(format!("/run/fastpath/lb-{}.ntuple", lb.iface));
+    if ntuple.exists() {
+        left.push(format!("ntuple record {}", ntuple.display()));
+    }
     let control = PathBuf::from(format!("/run/fastpath/{}.sock", setup.lab.prefix));
     if control.exists() {
         left.push(format!("control socket {}", control.display()));

@@ -127,6 +127,9 @@ impl Appliance {
         )?;
         let ifindex = offload::netdev::ifindex(&iface)
             .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
+        // The NIC keeps ntuple rules past a kill -9; a dead run's are removed first.
+        let ntuple_record = crate::lb::hw_steering::record_path(&iface);
+        log.extend(HwSteering::remove_leftovers(&ntuple_record, &iface));
         let own_mac = lab::netlink::mac(&iface)
             .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
         let mtu = lab::netlink::mtu(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
@@ -193,7 +196,7 @@ impl Appliance {
             workers: Vec::new(),
             steering,
             rules: HashMap::new(),
-            hw_steering: HwSteering::default(),
+            hw_steering: HwSteering::recorded_at(ntuple_record),
             tuning,
             prefilter_maps: match attachment.plan.layout {
                 offload::placement::Layout::Split => offload::HW_PREFILTER,
