@@ -547,6 +547,11 @@ fn a_deleted_interface_stops_the_appliance_with_a_clear_message() {
     );
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(leftovers(&setup), Vec::<String>::new());
+    let lock = PathBuf::from(format!("/run/fastpath/{}.lock", setup.lab.lb.iface));
+    assert!(
+        !lock.exists(),
+        "the rule lock of a vanished interface goes too"
+    );
 }
 
 /// A backend's namespace vanishes: health checks take it out, the control socket answers

@@ -377,6 +377,16 @@ pub fn detach(iface: &str) -> Result<(), OffloadError> {
     Ok(())
 }
 
+/// For an interface that is gone (deleted, or moved out of this namespace; the kernel has
+/// detached its link): removes the pins it left, and its rule lock, which `detach` cannot
+/// reach without the interface.
+pub fn forget_vanished(iface: &str) {
+    crate::pins::prune_stale();
+    if !Pins::for_iface(iface).dir.exists() {
+        let _ = std::fs::remove_file(steering::lock_path(iface));
+    }
+}
+
 /// What `fastpath xdp status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {

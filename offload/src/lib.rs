@@ -25,7 +25,7 @@ mod xdp_state;
 
 pub use attach::{
     AttachOptions, Attachment, Placed, PrefilterEntry, Replacement, Status, attach, attach_planned,
-    detach, plan_for, replace, status,
+    detach, forget_vanished, plan_for, replace, status,
 };
 pub use error::OffloadError;
 pub use pins::{Pins, prune_stale as prune_stale_pins};

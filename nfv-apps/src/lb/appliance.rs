@@ -729,9 +729,9 @@ impl Drop for Appliance {
             let _ = self.steering.unregister_socket(queue);
         }
         if let Err(OffloadError::UnknownInterface(_)) = offload::detach(&self.iface) {
-            // The interface is gone, and the kernel detached the program with it; the pins
-            // stay until pruned.
-            offload::prune_stale_pins();
+            // The interface is gone, and the kernel detached the program with it; what
+            // fastpath kept for it goes too.
+            offload::forget_vanished(&self.iface);
         }
         let _ = std::fs::remove_file(&self.control);
     }
