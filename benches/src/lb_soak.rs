@@ -211,7 +211,13 @@ impl Soak {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(appliance.id() as i32, libc::SIGTERM) };
         let stopped_cleanly = appliance.wait()?.success();
+        // The client's counting program goes too (its pins would outlive the lab).
+        let detached = self.fastpath_ok(
+            &lab.client.namespace,
+            &["xdp", "detach", "--iface", &lab.client.iface],
+        );
         let mut report = outcome?;
+        detached?;
         report.stopped_cleanly = stopped_cleanly;
         report.leftovers = self.leftovers();
         Ok(report)
@@ -425,14 +431,22 @@ impl Soak {
         self.fastpath_json(namespace, args).map(drop)
     }
 
-    /// What a stopped appliance must not leave: its pins, its program, its pid file and its
-    /// control socket.
+    /// What a stopped appliance (and the client's detached counter) must not leave: pins,
+    /// rule locks, a program, the pid file and the control socket.
     fn leftovers(&self) -> Vec<String> {
         let iface = &self.lab.dut.iface;
+        let client = &self.lab.client.iface;
         let mut left = Vec::new();
-        let pins = Path::new("/sys/fs/bpf/fastpath").join(iface);
-        let pid_file = PathBuf::from(format!("/run/fastpath/lb-{iface}.pid"));
-        for path in [&pins, &pid_file, &self.control] {
+        let bpffs = Path::new("/sys/fs/bpf/fastpath");
+        let run = Path::new("/run/fastpath");
+        for path in [
+            bpffs.join(iface),
+            bpffs.join(client),
+            run.join(format!("{iface}.lock")),
+            run.join(format!("{client}.lock")),
+            run.join(format!("lb-{iface}.pid")),
+            self.control.clone(),
+        ] {
             if path.exists() {
                 left.push(path.display().to_string());
             }
