@@ -200,7 +200,7 @@ fn start_appliance(
             appliance.control_path().to_path_buf(),
             appliance.log.clone(),
         )));
-        appliance.serve(&stop)?;
+        appliance.serve(&stop, &mut |event| println!("lb: {event}"))?;
         let _ = std::fs::remove_file(&path);
         Ok(())
     });

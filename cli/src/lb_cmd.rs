@@ -81,7 +81,7 @@ fn serve(config: &Path, as_json: bool) -> anyhow::Result<()> {
         "lb: serving; control socket {} (Ctrl-C stops)",
         appliance.control_path().display()
     );
-    appliance.serve(&stop)?;
+    appliance.serve(&stop, &mut |event| eprintln!("lb: {event}"))?;
     let status = appliance.status();
     drop(appliance);
     eprintln!("lb: stopped; XDP detached, sockets closed");

@@ -1,12 +1,11 @@
 //! Shared by the load-balancer tests: a lab with servers, the appliance as a real process,
 //! and real clients.
-// Each test file that includes this module uses a different part of it.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses its own part
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,15 +13,22 @@ use lab::{segment::LbLab, services::Servers};
 
 pub struct Setup {
     pub lab: LbLab,
-    _servers: Vec<Servers>,
+    servers: Vec<Option<Servers>>,
 }
 
 impl Setup {
+    /// Backend `index` vanishes as a container would: its servers stop and its namespace is
+    /// deleted, which takes its veth pair (the bridge port with it) once nothing holds it.
+    pub fn vanish_backend(&mut self, index: usize) {
+        self.servers[index] = None;
+        lab::netns::delete(&self.lab.backends[index].namespace).expect("delete the namespace");
+    }
+
     /// A lab whose servers the test runs itself.
     pub fn from_lab(lab: LbLab) -> Setup {
         Setup {
             lab,
-            _servers: Vec::new(),
+            servers: Vec::new(),
         }
     }
 }
@@ -38,13 +44,11 @@ pub fn setup(tag: &str, lb_queues: u32) -> Setup {
         .enumerate()
         .map(|(i, b)| {
             let addresses = [b.ipv4, b.ipv6, lab.vip(true), lab.vip(false)];
-            Servers::start(&b.namespace, &format!("b{}", i + 1), 80, &addresses).expect("servers")
+            let servers = Servers::start(&b.namespace, &format!("b{}", i + 1), 80, &addresses);
+            Some(servers.expect("servers"))
         })
         .collect();
-    Setup {
-        lab,
-        _servers: servers,
-    }
+    Setup { lab, servers }
 }
 
 pub fn config(
@@ -82,36 +86,98 @@ pub struct Appliance {
     pub config: PathBuf,
     pub control: PathBuf,
     pub namespace: String,
+    /// Where its stderr goes, when captured.
+    log: Option<PathBuf>,
 }
 
 impl Appliance {
     pub fn start(setup: &Setup, config_text: &str) -> Appliance {
+        let mut appliance = Appliance::spawn(setup, config_text, &[], false);
+        if let Err(error) = appliance.wait_ready() {
+            panic!("{error}");
+        }
+        appliance
+    }
+
+    /// Starts the appliance with extra environment variables, its stderr kept for [`log`]
+    /// when `capture`; does not wait for it to serve.
+    pub fn spawn(
+        setup: &Setup,
+        config_text: &str,
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> Appliance {
         let config = std::env::temp_dir().join(format!("{}.toml", setup.lab.prefix));
         std::fs::write(&config, config_text).unwrap();
         let control = PathBuf::from(format!("/run/fastpath/{}.sock", setup.lab.prefix));
-        let _ = std::fs::remove_file(&control);
         let namespace = setup.lab.namespace("lb");
+        let log = capture
+            .then(|| std::env::temp_dir().join(format!("{}-{}.log", setup.lab.prefix, unique())));
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_fastpath"))
             .args(["--netns", &namespace, "lb", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start fastpath lb");
-        let mut appliance = Appliance {
+        Appliance {
             child,
             config,
             control,
             namespace,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !appliance.control.exists() {
-            if let Ok(Some(status)) = appliance.child.try_wait() {
-                panic!("fastpath lb exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "the appliance did not come up");
-            std::thread::sleep(Duration::from_millis(50));
+            log,
         }
-        appliance
+    }
+
+    /// Waits until the appliance answers on its control socket.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "fastpath lb exited early: {status}\n{}",
+                    self.log()
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(&self.control).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the appliance did not come up\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the appliance wrote to stderr so far (empty when not captured).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// Runs `fastpath lb ARGS --control SOCK [--json]`; returns (success, stdout, stderr).
@@ -171,7 +237,16 @@ impl Drop for Appliance {
             self.terminate();
         }
         let _ = std::fs::remove_file(&self.config);
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
+}
+
+/// A number no other call in this process returns.
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `count` HTTP GETs to the VIP from the client namespace, each on its own connection.

@@ -73,6 +73,14 @@ pub fn set_up(iface: &str) -> Result<(), LabError> {
     })
 }
 
+/// Deletes a link (for a veth, both ends go).
+pub fn delete_link(iface: &str) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("delete link", async move |handle| {
+        handle.link().del(index).execute().await
+    })
+}
+
 pub fn set_mtu(iface: &str, mtu: u32) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("set link MTU", async move |handle| {

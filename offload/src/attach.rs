@@ -82,18 +82,18 @@ pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachm
     crate::pins::prune_stale();
     let pins = Pins::for_iface(iface);
     let state = xdp_state::query(ifindex)?;
-    if pins.exists() {
-        match (&state, pinned_program_id(&pins)) {
-            (Some(state), Some(pinned)) if state.program_id == pinned => {
-                return Err(OffloadError::AlreadyAttached {
-                    iface: iface.to_string(),
-                    mode: state.mode.to_string(),
-                    program_id: state.program_id,
-                });
-            }
-            // Pins left by a process that died, or by an interface that was re-created.
-            _ => pins.remove()?,
+    if pins.exists() || pins.link().exists() {
+        if let Some(state) = state
+            && runs_from_pins(&pins, ifindex, state.program_id)
+        {
+            return Err(OffloadError::AlreadyAttached {
+                iface: iface.to_string(),
+                mode: state.mode.to_string(),
+                program_id: state.program_id,
+            });
         }
+        // Pins left by a process that died, or by an interface that was re-created.
+        pins.remove()?;
     }
     if let Some(state) = state {
         return Err(OffloadError::ForeignProgram {
@@ -160,6 +160,20 @@ pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachm
             })
         }
     }
+}
+
+/// Whether the program the kernel runs on `ifindex` is the one these pins hold: through the
+/// pinned link when there is one (a process killed between pinning the link and pinning the
+/// program, or during a replace, leaves the program pin missing or naming an older program,
+/// yet the link is live and the attachment fastpath's), else the pinned program (hw mode
+/// has no link).
+fn runs_from_pins(pins: &Pins, ifindex: u32, running: u32) -> bool {
+    if pins.link().exists() {
+        return sys::obj_get(&pins.link())
+            .and_then(|link| sys::xdp_link_ifindex(link.as_fd()))
+            .is_ok_and(|linked| linked == Some(ifindex));
+    }
+    pinned_program_id(pins) == Some(running)
 }
 
 /// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
@@ -235,6 +249,7 @@ impl KernelAttempt<'_> {
         })?;
         link.pin(self.pins.link())
             .map_err(|error| format!("pin link: {error}"))?;
+        crate::kill_point::reached("attach:link-pinned");
         program
             .pin(self.pins.program())
             .map_err(|error| format!("pin program: {error}"))?;
@@ -287,8 +302,8 @@ pub struct Replacement {
 
 pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, OffloadError> {
     let pins = Pins::for_iface(iface);
-    netdev::ifindex(iface)?;
-    if !pins.exists() {
+    let ifindex = netdev::ifindex(iface)?;
+    if !pins.exists() && !pins.link().exists() {
         return Err(not_attached(iface, &pins));
     }
     if !pins.link().exists() {
@@ -297,7 +312,11 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
             "the program runs in hw mode, which has no bpf_link to update; detach and attach instead",
         ));
     }
-    let old_program_id = pinned_program_id(&pins).unwrap_or(0);
+    // The kernel's word: the program pin may be missing or stale after a kill mid-replace.
+    let old_program_id = xdp_state::query(ifindex)?
+        .map(|state| state.program_id)
+        .or_else(|| pinned_program_id(&pins))
+        .unwrap_or(0);
     let mut ebpf = load_object(&pins, object.unwrap_or(STEER_OBJECT), None)?;
     let program = steer_program(&mut ebpf)?;
     let link = PinnedLink::from_pin(pins.link())
@@ -307,15 +326,20 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
     program
         .attach_to_link(link)
         .map_err(|error| OffloadError::bpf("bpf_link update", describe(&error)))?;
+    crate::kill_point::reached("replace:link-updated");
     let new_program_id = program
         .info()
         .map_err(|error| OffloadError::bpf("program info", describe(&error)))?
         .id();
-    std::fs::remove_file(pins.program())
-        .map_err(|error| OffloadError::syscall("unlink old program pin", error))?;
+    // Pinned beside the old pin, then renamed over it: the pin names one program or the
+    // other at every moment, never none.
+    let staged = pins.dir.join("prog_new");
+    let _ = std::fs::remove_file(&staged);
     program
-        .pin(pins.program())
+        .pin(&staged)
         .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
+    std::fs::rename(&staged, pins.program())
+        .map_err(|error| OffloadError::syscall("rename the new program pin into place", error))?;
     Ok(Replacement {
         iface: iface.to_string(),
         old_program_id,
@@ -327,7 +351,8 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
 pub fn detach(iface: &str) -> Result<(), OffloadError> {
     let ifindex = netdev::ifindex(iface)?;
     let pins = Pins::for_iface(iface);
-    if !pins.exists() {
+    // A link pin without a program pin is an attach killed half way: still detachable.
+    if !pins.exists() && !pins.link().exists() {
         return Err(not_attached(iface, &pins));
     }
     if pins.hw_prefilter().exists() {
@@ -346,7 +371,20 @@ pub fn detach(iface: &str) -> Result<(), OffloadError> {
         hw::detach_offloaded(ifindex)
             .map_err(|error| OffloadError::syscall("XDP detach (hw)", error))?;
     }
-    pins.remove()
+    pins.remove()?;
+    // The rule lock (and journal) of an attachment that is no more.
+    let _ = std::fs::remove_file(steering::lock_path(iface));
+    Ok(())
+}
+
+/// For an interface that is gone (deleted, or moved out of this namespace; the kernel has
+/// detached its link): removes the pins it left, and its rule lock, which `detach` cannot
+/// reach without the interface.
+pub fn forget_vanished(iface: &str) {
+    crate::pins::prune_stale();
+    if !Pins::for_iface(iface).dir.exists() {
+        let _ = std::fs::remove_file(steering::lock_path(iface));
+    }
 }
 
 /// What `fastpath xdp status` shows.

@@ -12,6 +12,7 @@ pub mod bpffs;
 mod error;
 pub mod generator;
 mod hw;
+pub mod kill_point;
 pub mod mode;
 pub mod netdev;
 mod pins;
@@ -25,11 +26,12 @@ mod xdp_state;
 
 pub use attach::{
     AttachOptions, Attachment, Placed, PrefilterEntry, Replacement, Status, attach, attach_planned,
-    detach, plan_for, replace, status,
+    detach, forget_vanished, plan_for, replace, status,
 };
 pub use error::OffloadError;
 pub use pins::{Pins, TRANSIENT, Transient, prune_stale as prune_stale_pins};
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
+pub use xdp_state::{XdpState, attached as xdp_attached};
 
 /// The steering program object of this build (built by build.rs from `offload/ebpf`).
 pub static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer"));

@@ -110,7 +110,7 @@ impl Steering {
 
     /// Adds rules in one step; returns their ids. Nothing changes if any of them is invalid.
     pub fn add_rules(&mut self, specs: &[RuleSpec]) -> Result<Vec<u32>, OffloadError> {
-        let _lock = lock(&self.iface)?;
+        let mut lock = self.lock_rules()?;
         let old = self.rules()?;
         let mut new = old.clone();
         let ids = rules::allocate_ids(&old, specs.len())?;
@@ -122,6 +122,7 @@ impl Steering {
             });
         }
         let compiled = rules::compile(&new)?;
+        lock.writing()?;
         // Fresh counters and the record first, then the match entries that point at them.
         let mut stats: PerCpuArray<_, Counter> = typed(self.map("RULE_STATS")?, "RULE_STATS")?;
         let mut defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
@@ -136,7 +137,9 @@ impl Steering {
             defs.insert(rule.id, rules::to_def(rule), 0)
                 .map_err(|error| OffloadError::bpf("write RULE_DEFS", error))?;
         }
+        crate::kill_point::reached("rules:defs-written");
         self.apply(&rules::compile(&old)?, &compiled)?;
+        lock.done()?;
         Ok(ids)
     }
 
@@ -145,16 +148,60 @@ impl Steering {
     }
 
     pub fn delete_rule(&mut self, id: u32) -> Result<(), OffloadError> {
-        let _lock = lock(&self.iface)?;
+        let mut lock = self.lock_rules()?;
         let old = self.rules()?;
         if !old.iter().any(|rule| rule.id == id) {
             return Err(RuleError::UnknownId(id).into());
         }
         let new: Vec<Rule> = old.iter().filter(|rule| rule.id != id).cloned().collect();
+        lock.writing()?;
         self.apply(&rules::compile(&old)?, &rules::compile(&new)?)?;
         let mut defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
         defs.remove(&id)
-            .map_err(|error| OffloadError::bpf("delete from RULE_DEFS", error))
+            .map_err(|error| OffloadError::bpf("delete from RULE_DEFS", error))?;
+        lock.done()
+    }
+
+    /// Takes the rule lock. If the last change was interrupted (its process killed part
+    /// way), first makes the match maps hold exactly what the rule records say, so the data
+    /// path follows the rules listed again.
+    fn lock_rules(&self) -> Result<RuleLock, OffloadError> {
+        let mut lock = lock(&self.iface)?;
+        if lock.interrupted() {
+            let actual = self.read_match_maps()?;
+            self.apply(&actual, &rules::compile(&self.rules()?)?)?;
+            lock.done()?;
+        }
+        Ok(lock)
+    }
+
+    /// What the match maps hold now, whatever the records say.
+    fn read_match_maps(&self) -> Result<CompiledRules, OffloadError> {
+        let error = |error| OffloadError::bpf("read the rule maps", error);
+        let mut actual = CompiledRules::default();
+        let exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
+            typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
+        for entry in exact.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual.exact.insert(key, value);
+        }
+        let v4: LpmTrie<_, [u8; 4], offload_common::RuleChain> =
+            typed(self.map("PREFIX_V4")?, "PREFIX_V4")?;
+        for entry in v4.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual
+                .prefixes_v4
+                .insert((key.prefix_len(), key.data()), value);
+        }
+        let v6: LpmTrie<_, [u8; 16], offload_common::RuleChain> =
+            typed(self.map("PREFIX_V6")?, "PREFIX_V6")?;
+        for entry in v6.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual
+                .prefixes_v6
+                .insert((key.prefix_len(), key.data()), value);
+        }
+        Ok(actual)
     }
 
     /// Writes what changed between two compiled rule sets: new and changed entries first,
@@ -376,15 +423,51 @@ fn sync<K: Eq + Hash, V: PartialEq>(
     Ok(())
 }
 
-fn lock(iface: &str) -> Result<Flock<File>, OffloadError> {
+/// The lock that keeps two processes' rule and prefilter changes from interleaving, and the
+/// journal of rule changes: its file holds a line while a change is being written and is
+/// empty otherwise, so a change cut short by a kill is seen by the next one.
+struct RuleLock(Flock<File>);
+
+impl RuleLock {
+    fn interrupted(&self) -> bool {
+        self.0.metadata().is_ok_and(|meta| meta.len() > 0)
+    }
+
+    fn writing(&mut self) -> Result<(), OffloadError> {
+        use std::os::unix::fs::FileExt;
+        self.0
+            .write_all_at(b"a rule change is being written\n", 0)
+            .map_err(|error| OffloadError::syscall("write the rule journal", error))
+    }
+
+    fn done(&mut self) -> Result<(), OffloadError> {
+        self.0
+            .set_len(0)
+            .map_err(|error| OffloadError::syscall("clear the rule journal", error))
+    }
+}
+
+fn lock(iface: &str) -> Result<RuleLock, OffloadError> {
     let dir = Path::new("/run/fastpath");
     fs::create_dir_all(dir).map_err(|error| OffloadError::syscall("mkdir /run/fastpath", error))?;
-    let file = File::create(dir.join(format!("{iface}.lock")))
+    // Not truncated on open: it may hold an interrupted change's journal line.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(iface))
         .map_err(|error| OffloadError::syscall("open rule lock", error))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-        OffloadError::syscall(
-            "flock rule lock",
-            std::io::Error::from_raw_os_error(errno as i32),
-        )
-    })
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map(RuleLock)
+        .map_err(|(_, errno)| {
+            OffloadError::syscall(
+                "flock rule lock",
+                std::io::Error::from_raw_os_error(errno as i32),
+            )
+        })
+}
+
+pub(crate) fn lock_path(iface: &str) -> std::path::PathBuf {
+    Path::new("/run/fastpath").join(format!("{iface}.lock"))
 }

@@ -14,6 +14,12 @@ pub struct XdpState {
     pub program_id: u32,
 }
 
+/// What the kernel has attached to `iface` in this network namespace, if anything: pins
+/// aside, the ground truth of whether a program still runs there.
+pub fn attached(iface: &str) -> Result<Option<XdpState>, OffloadError> {
+    query(crate::netdev::ifindex(iface)?)
+}
+
 /// The XDP program on `ifindex`, if any.
 pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
     let mut mode = None;

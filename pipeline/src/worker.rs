@@ -179,6 +179,14 @@ impl Worker {
         }
     }
 
+    /// True once the worker's thread has ended: stopped, failed (its socket broke) or
+    /// panicked. [`Worker::stop`] then says which.
+    pub fn has_stopped(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_none_or(|thread| thread.is_finished())
+    }
+
     /// The stats as last published (at most a few milliseconds old).
     pub fn stats(&self) -> WorkerStats {
         self.stats.lock().unwrap().clone()

@@ -14,7 +14,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   demo    the main job: the L4 load balancer on AF_XDP serving real HTTP clients in the lab
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
   bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)
-  bench-lb   the load balancer's Mpps vs `fastpath xsk l2fwd` on the lab (root)";
+  bench-lb   the load balancer's Mpps vs `fastpath xsk l2fwd` on the lab (root)
+  soak    [--packets N] [--rate PPS]: N frames (default 10^8) through `fastpath lb` on the
+          lab, every frame accounted for, the appliance's memory before and after (root)";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -26,6 +28,7 @@ fn main() {
         "bench" => setup::run().and_then(|()| bench()),
         "bench-xsk" => setup::run().and_then(|()| bench_xsk()),
         "bench-lb" => setup::run().and_then(|()| bench_lb()),
+        "soak" => setup::run().and_then(|()| soak(&std::env::args().skip(2).collect::<Vec<_>>())),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -99,7 +102,41 @@ fn test() -> Result<()> {
     )?;
     // Tests that need root are `#[ignore]`d so a plain `cargo test` never counts them as
     // passed; this run is as root and includes them.
-    run("cargo", &["test", "--workspace", "--", "--include-ignored"])
+    run("cargo", &["test", "--workspace", "--", "--include-ignored"])?;
+    // The soak, short: 10^6 frames through a debug build, paced for it (a few seconds).
+    soak_with(
+        Profile::Debug,
+        &["--packets", "1000000", "--rate", "200000"],
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Profile {
+    Debug,
+    Release,
+}
+
+/// `cargo xtask soak [--packets N] [--rate PPS]`: the release build, 10^8 frames by default.
+fn soak(args: &[String]) -> Result<()> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    soak_with(Profile::Release, &args)
+}
+
+fn soak_with(profile: Profile, args: &[&str]) -> Result<()> {
+    require_root("soak")?;
+    let (flag, dir): (&[&str], &str) = match profile {
+        Profile::Debug => (&[], "target/debug"),
+        Profile::Release => (&["--release"], "target/release"),
+    };
+    let mut build = vec!["build"];
+    build.extend_from_slice(flag);
+    build.extend(["--package", "fastpath", "--bin", "fastpath"]);
+    build.extend(["--package", "benches", "--bin", "lb-soak"]);
+    run("cargo", &build)?;
+    let fastpath = format!("{dir}/fastpath");
+    let mut soak_args = vec![fastpath.as_str()];
+    soak_args.extend_from_slice(args);
+    run(&format!("{dir}/lb-soak"), &soak_args)
 }
 
 fn demo() -> Result<()> {

@@ -2,10 +2,8 @@
 //! control loop serving the control socket, resolving next hops, health checks and NAT expiry.
 
 use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader, Write},
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
-    os::unix::{fs::PermissionsExt, net::UnixListener},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -29,8 +27,8 @@ use serde::Serialize;
 
 use crate::lb::{
     balancer::LoadBalancer,
-    config::{Config, Protocol, Toggle, XdpModeSetting},
-    control::{Request, Response},
+    config::{Config, Forwarding, Protocol, Toggle, VipConfig, XdpModeSetting},
+    control::{ControlServer, Limits, Request, Response},
     hw_steering::HwSteering,
     nat::{NatTable, NatTimeouts},
     packet::address,
@@ -44,7 +42,22 @@ pub enum LbError {
     Config(#[from] crate::lb::config::ConfigError),
     #[error("{0}")]
     Setup(String),
+    #[error(
+        "interface {iface} (ifindex {ifindex}) is gone: deleted, or moved out of this network namespace; the appliance stops (start it again once the interface is back)"
+    )]
+    InterfaceGone { iface: String, ifindex: u32 },
+    #[error(
+        "the worker for {iface} queue {queue} stopped: {reason}; the appliance stops rather than serve part of the traffic"
+    )]
+    WorkerStopped {
+        iface: String,
+        queue: u32,
+        reason: String,
+    },
 }
+
+/// Runtime events kept for `lb status` (the newest ones).
+const EVENTS_KEPT: usize = 100;
 
 /// Everything `fastpath lb status` shows.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -67,12 +80,23 @@ pub struct Status {
     pub prefilter: Vec<(IpAddr, u64)>,
     /// What was chosen at start and on reloads, and where each value came from.
     pub log: Vec<String>,
+    /// What happened since: health flips, refused or failed control clients (the newest).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Connections evicted from full connection tables (LRU), over all workers.
+    #[serde(default)]
+    pub conntrack_evictions: u64,
+    /// Entries of each worker's connection table (`connections`).
+    #[serde(default)]
+    pub conntrack_capacity: usize,
 }
 
 pub struct Appliance {
     config_path: PathBuf,
     config: Config,
     iface: String,
+    /// The interface's index at start: a different one (or none) means it was deleted.
+    ifindex: u32,
     own_mac: [u8; 6],
     mtu: u32,
     own_addresses: Vec<IpAddr>,
@@ -89,10 +113,12 @@ pub struct Appliance {
     xdp_mode: String,
     socket_mode: String,
     control: PathBuf,
-    pid_file: PathBuf,
     started: Instant,
     /// Printed by the CLI: what was chosen and where each value came from.
     pub log: Vec<String>,
+    events: VecDeque<String>,
+    /// Removed last, after the attachment is gone.
+    _pid_file: PidFile,
 }
 
 impl Appliance {
@@ -100,8 +126,16 @@ impl Appliance {
         let config = Config::load(config_path)?;
         let iface = config.interface.clone();
         let mut log = Vec::new();
-        let pid_file = PathBuf::from(format!("/run/fastpath/lb-{iface}.pid"));
-        claim_interface(&pid_file, &iface, &mut log)?;
+        let pid_file = PidFile::claim(
+            PathBuf::from(format!("/run/fastpath/lb-{iface}.pid")),
+            &iface,
+            &mut log,
+        )?;
+        let ifindex = offload::netdev::ifindex(&iface)
+            .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
+        // The NIC keeps ntuple rules past a kill -9; a dead run's are removed first.
+        let ntuple_record = crate::lb::hw_steering::record_path(&iface);
+        log.extend(HwSteering::remove_leftovers(&ntuple_record, &iface));
         let own_mac = lab::netlink::mac(&iface)
             .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
         let mtu = lab::netlink::mtu(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
@@ -147,13 +181,18 @@ impl Appliance {
             "xdp: steering attached to {iface} in {} mode ({:?} placement)",
             attachment.mode, attachment.plan.layout
         ));
-        let steering = Steering::open(&iface).map_err(|e| LbError::Setup(e.to_string()))?;
+        offload::kill_point::reached("lb:attached");
+        let steering = Steering::open(&iface).map_err(|e| {
+            let _ = offload::detach(&iface);
+            LbError::Setup(e.to_string())
+        })?;
 
         let registry = Registry::new(&config);
         let control = config.control_path();
         let mut appliance = Appliance {
             config_path: config_path.to_path_buf(),
             iface: iface.clone(),
+            ifindex,
             own_mac,
             mtu,
             own_addresses,
@@ -163,7 +202,7 @@ impl Appliance {
             workers: Vec::new(),
             steering,
             rules: HashMap::new(),
-            hw_steering: HwSteering::default(),
+            hw_steering: HwSteering::recorded_at(ntuple_record),
             tuning,
             prefilter_maps: match attachment.plan.layout {
                 offload::placement::Layout::Split => offload::HW_PREFILTER,
@@ -172,15 +211,17 @@ impl Appliance {
             xdp_mode: attachment.mode.to_string(),
             socket_mode: String::new(),
             control,
-            pid_file,
             started: Instant::now(),
             log,
+            events: VecDeque::new(),
+            _pid_file: pid_file,
             config,
         };
         // From here, a failure must undo the attachment: `Drop` does.
         appliance.sync_rules()?;
         appliance.sync_nat_ranges();
         appliance.start_workers()?;
+        offload::kill_point::reached("lb:workers-started");
         appliance.sync_hw_steering()?;
         appliance.resolve_next_hops(Duration::from_secs(2));
         Ok(appliance)
@@ -226,7 +267,7 @@ impl Appliance {
                 completion_size: ring,
                 ..SocketConfig::default()
             };
-            let socket = Socket::bind(&umem, &self.iface, queue, &socket_config)
+            let socket = bind_when_free(&umem, &self.iface, queue, &socket_config)
                 .map_err(|e| LbError::Setup(e.to_string()))?;
             if let Some(fallback) = socket.fallback() {
                 self.log.push(format!("af_xdp: {fallback}"));
@@ -292,56 +333,67 @@ impl Appliance {
             worker
                 .swap(|| self.chain(&tables), Duration::from_secs(2))
                 .map_err(|e| LbError::Setup(e.to_string()))?;
+            offload::kill_point::reached("lb:swap");
         }
         Ok(())
     }
 
-    /// The steering rules: each VIP, and each NAT address's port range, go to the sockets;
-    /// everything else (ARP, ND, the host's own traffic) passes to the kernel.
-    fn wanted_rules(&self) -> Vec<RuleSpec> {
-        let proto = |p: Protocol| match p {
-            Protocol::Tcp => RuleProtocol::Tcp,
-            Protocol::Udp => RuleProtocol::Udp,
+    /// Checks that the steering program can take the rules `vips` need beside the rules
+    /// already there (others' included), changing nothing: a full rule table, or a prefix
+    /// covered by too many rules, is found before a reload applies anything.
+    fn check_rules(&self, vips: &[VipConfig]) -> Result<(), LbError> {
+        use offload::rules::{self, Rule};
+        let wanted = wanted_rules(vips);
+        let ours: HashMap<u32, &RuleSpec> = self.rules.iter().map(|(r, id)| (*id, r)).collect();
+        let error = |e: &dyn std::fmt::Display| {
+            LbError::Setup(format!(
+                "the steering program cannot take the rules of the new config: {e}; nothing was applied"
+            ))
         };
-        let mut rules = Vec::new();
-        for entry in &self.registry.vips {
-            let key = entry.config.key();
-            rules.push(RuleSpec {
-                proto: Some(proto(key.protocol)),
-                dst: Some(IpNet::from(key.address)),
-                dport: Some(PortRange {
-                    lo: key.port,
-                    hi: key.port,
-                }),
-                ..RuleSpec::new(Action::Xsk)
+        let current = self.steering.rules().map_err(|e| error(&e))?;
+        let mut kept: Vec<Rule> = current
+            .into_iter()
+            .filter(|rule| ours.get(&rule.id).is_none_or(|spec| wanted.contains(spec)))
+            .collect();
+        let new: Vec<&RuleSpec> = wanted
+            .iter()
+            .filter(|r| !self.rules.contains_key(r))
+            .collect();
+        let ids = rules::allocate_ids(&kept, new.len()).map_err(|e| error(&e))?;
+        for (spec, id) in new.into_iter().zip(ids) {
+            rules::check_new(&kept, spec).map_err(|e| error(&e))?;
+            kept.push(Rule {
+                id,
+                spec: spec.clone(),
             });
         }
-        for (snat, protocol, (lo, hi)) in self.registry.nat_ranges() {
-            rules.push(RuleSpec {
-                proto: Some(proto(protocol)),
-                dst: Some(IpNet::from(snat)),
-                dport: Some(PortRange { lo, hi }),
-                ..RuleSpec::new(Action::Xsk)
-            });
-        }
-        rules.sort_by_key(|r| format!("{r:?}"));
-        rules.dedup();
-        rules
+        rules::compile(&kept).map_err(|e| error(&e))?;
+        Ok(())
     }
 
     fn sync_rules(&mut self) -> Result<(), LbError> {
-        let wanted = self.wanted_rules();
+        let vips: Vec<VipConfig> = self
+            .registry
+            .vips
+            .iter()
+            .map(|v| v.config.clone())
+            .collect();
+        let wanted = wanted_rules(&vips);
         let stale: Vec<RuleSpec> = self
             .rules
             .keys()
             .filter(|r| !wanted.contains(r))
             .cloned()
             .collect();
+        let pruned = !stale.is_empty();
         for rule in stale {
             let id = self.rules.remove(&rule).expect("listed above");
             self.steering
                 .delete_rule(id)
                 .map_err(|e| LbError::Setup(e.to_string()))?;
+        }
+        if pruned {
+            offload::kill_point::reached("lb:rules-pruned");
         }
         let new: Vec<RuleSpec> = wanted
             .into_iter()
@@ -416,31 +468,15 @@ impl Appliance {
     }
 
     /// Runs until `stop` is set: serves the control socket, refreshes next hops, expires
-    /// NAT entries and applies health checks.
-    pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), LbError> {
-        if let Some(dir) = self.control.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
-        }
-        if self.control.exists() {
-            if std::os::unix::net::UnixStream::connect(&self.control).is_ok() {
-                return Err(LbError::Setup(format!(
-                    "control socket {} is in use by another appliance",
-                    self.control.display()
-                )));
-            }
-            let _ = std::fs::remove_file(&self.control);
-        }
-        let listener = UnixListener::bind(&self.control).map_err(|e| {
-            LbError::Setup(format!(
-                "bind control socket {}: {e}",
-                self.control.display()
-            ))
-        })?;
-        std::fs::set_permissions(&self.control, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| LbError::Setup(format!("chmod 0600 {}: {e}", self.control.display())))?;
-        listener
-            .set_nonblocking(true)
+    /// NAT entries and applies health checks. `report` gets each event as it happens
+    /// (health flips, refused control clients). Returns an error, after which the caller
+    /// should drop the appliance, when the interface is gone or a worker stopped.
+    pub fn serve(
+        &mut self,
+        stop: &AtomicBool,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<(), LbError> {
+        let mut server = ControlServer::bind(&self.control, Limits::default())
             .map_err(|e| LbError::Setup(e.to_string()))?;
         let (health_tx, health_rx) = mpsc::channel();
         let health_stop = Arc::new(AtomicBool::new(false));
@@ -451,23 +487,49 @@ impl Appliance {
             health_stop.clone(),
         );
         let mut last_housekeeping = Instant::now();
+        let mut result = Ok(());
         while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => self.handle_client(stream),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(error) => return Err(LbError::Setup(format!("control socket: {error}"))),
+            let mut events = Vec::new();
+            let polled = server.poll(
+                Duration::from_millis(10),
+                &mut |request| self.handle(request),
+                &mut |line| events.push(line),
+            );
+            for event in events {
+                self.event(event, report);
+            }
+            if let Err(error) = polled {
+                result = Err(LbError::Setup(error.to_string()));
+                break;
             }
             let mut flipped = false;
             while let Ok((vip, ip, up, check)) = health_rx.try_recv() {
-                flipped |= self.registry.health_result(&vip, ip, up, &check);
+                if self.registry.health_result(&vip, ip, up, &check) {
+                    flipped = true;
+                    let event = if up {
+                        format!(
+                            "health: backend {ip} of {vip} is up again ({} good checks in a row)",
+                            check.rise
+                        )
+                    } else {
+                        format!(
+                            "health: backend {ip} of {vip} is down ({} failed checks in a row); its flows move",
+                            check.fall
+                        )
+                    };
+                    self.event(event, report);
+                }
             }
-            if flipped {
-                self.publish()?;
+            if flipped && let Err(error) = self.publish() {
+                result = Err(error);
+                break;
             }
             if last_housekeeping.elapsed() >= Duration::from_millis(200) {
                 last_housekeeping = Instant::now();
+                if let Err(error) = self.check_alive() {
+                    result = Err(error);
+                    break;
+                }
                 self.resolve_next_hops(Duration::ZERO);
                 self.nat.sweep(self.started.elapsed().as_secs() as u32);
                 let targets = self.registry.health_targets();
@@ -486,27 +548,45 @@ impl Appliance {
         }
         health_stop.store(true, Ordering::Relaxed);
         let _ = health.join();
-        Ok(())
+        if let Err(error) = &result {
+            self.event(format!("stopping: {error}"), report);
+        }
+        result
     }
 
-    fn handle_client(&mut self, stream: std::os::unix::net::UnixStream) {
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&stream);
-        let response = match reader.read_line(&mut line) {
-            Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) => self.handle(request),
-                Err(error) => Response::error(format!("bad request: {error}")),
-            },
-            Err(error) => Response::error(format!("read request: {error}")),
-        };
-        let mut stream = &stream;
-        let _ = writeln!(
-            stream,
-            "{}",
-            serde_json::to_string(&response).unwrap_or_default()
-        );
+    /// Records a runtime event for `lb status` and hands it to `report`.
+    fn event(&mut self, line: String, report: &mut dyn FnMut(&str)) {
+        report(&line);
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(line);
+    }
+
+    /// The interface must still be the one the appliance started on (a deleted interface's
+    /// sockets and program are gone with it, and a re-created one has a new index), and
+    /// every worker must still run.
+    fn check_alive(&mut self) -> Result<(), LbError> {
+        if offload::netdev::ifindex(&self.iface).ok() != Some(self.ifindex) {
+            return Err(LbError::InterfaceGone {
+                iface: self.iface.clone(),
+                ifindex: self.ifindex,
+            });
+        }
+        if let Some(at) = self.workers.iter().position(Worker::has_stopped) {
+            let worker = self.workers.remove(at);
+            let queue = worker.queue();
+            let reason = match worker.stop() {
+                Ok(_) => "it ended without an error".to_string(),
+                Err(error) => error.to_string(),
+            };
+            return Err(LbError::WorkerStopped {
+                iface: self.iface.clone(),
+                queue,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     pub fn handle(&mut self, request: Request) -> Response {
@@ -587,10 +667,12 @@ impl Appliance {
                 "reload: {field} changed; that needs a restart (nothing was applied)"
             )));
         }
+        self.check_rules(&new.vip)?;
         let changes = self.registry.apply_config(&new);
         self.config = new;
         self.sync_nat_ranges();
         self.sync_rules()?;
+        offload::kill_point::reached("lb:reload-rules-synced");
         self.sync_hw_steering()?;
         self.steering
             .set_prefilter(self.prefilter_maps, &self.config.prefilter)
@@ -633,6 +715,9 @@ impl Appliance {
                 .prefilter(self.prefilter_maps)
                 .unwrap_or_default(),
             log: self.log.clone(),
+            events: self.events.iter().cloned().collect(),
+            conntrack_evictions: self.counters.conntrack_evictions.load(Ordering::Relaxed),
+            conntrack_capacity: self.config.connections,
         }
     }
 
@@ -652,9 +737,12 @@ impl Drop for Appliance {
             let _ = worker.stop();
             let _ = self.steering.unregister_socket(queue);
         }
-        let _ = offload::detach(&self.iface);
+        if let Err(OffloadError::UnknownInterface(_)) = offload::detach(&self.iface) {
+            // The interface is gone, and the kernel detached the program with it; what
+            // fastpath kept for it goes too.
+            offload::forget_vanished(&self.iface);
+        }
         let _ = std::fs::remove_file(&self.control);
-        let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
@@ -688,29 +776,101 @@ impl Tuning {
     }
 }
 
-/// Takes the interface for this process. A pid file whose process is gone is a dead run's
-/// (kill -9): its leftovers are cleaned by the caller.
-fn claim_interface(pid_file: &Path, iface: &str, log: &mut Vec<String>) -> Result<(), LbError> {
-    if let Ok(text) = std::fs::read_to_string(pid_file)
-        && let Ok(pid) = text.trim().parse::<i32>()
-    {
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let alive = pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
-        if alive {
-            return Err(LbError::Setup(format!(
-                "an appliance (pid {pid}) already runs on {iface}; stop it first"
-            )));
+/// The pid file that claims an interface for this process, removed on drop (so also when a
+/// start fails half way).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    /// Takes the interface for this process. A pid file whose process is gone is a dead
+    /// run's (kill -9): its leftovers are cleaned by the caller.
+    fn claim(path: PathBuf, iface: &str, log: &mut Vec<String>) -> Result<PidFile, LbError> {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let alive = pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
+            if alive {
+                return Err(LbError::Setup(format!(
+                    "an appliance (pid {pid}) already runs on {iface}; stop it first"
+                )));
+            }
+            log.push(format!(
+                "previous run (pid {pid}) on {iface} did not stop cleanly; cleaning up after it"
+            ));
         }
-        log.push(format!(
-            "previous run (pid {pid}) on {iface} did not stop cleanly; cleaning up after it"
-        ));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&path, std::process::id().to_string())
+            .map_err(|e| LbError::Setup(format!("write {}: {e}", path.display())))?;
+        Ok(PidFile(path))
     }
-    if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LbError::Setup(format!("create {}: {e}", dir.display())))?;
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    std::fs::write(pid_file, std::process::id().to_string())
-        .map_err(|e| LbError::Setup(format!("write {}: {e}", pid_file.display())))
+}
+
+/// The steering rules for `vips`: each VIP, and each NAT address's port range, go to the
+/// sockets; everything else (ARP, ND, the host's own traffic) passes to the kernel.
+fn wanted_rules(vips: &[VipConfig]) -> Vec<RuleSpec> {
+    let proto = |p: Protocol| match p {
+        Protocol::Tcp => RuleProtocol::Tcp,
+        Protocol::Udp => RuleProtocol::Udp,
+    };
+    let mut rules = Vec::new();
+    for vip in vips {
+        let key = vip.key();
+        rules.push(RuleSpec {
+            proto: Some(proto(key.protocol)),
+            dst: Some(IpNet::from(key.address)),
+            dport: Some(PortRange {
+                lo: key.port,
+                hi: key.port,
+            }),
+            ..RuleSpec::new(Action::Xsk)
+        });
+        if vip.forwarding == Forwarding::Nat
+            && let Some(snat) = &vip.snat_address
+        {
+            let (lo, hi) = vip.snat_port_range();
+            rules.push(RuleSpec {
+                proto: Some(proto(key.protocol)),
+                dst: Some(IpNet::from(*snat.get_ref())),
+                dport: Some(PortRange { lo, hi }),
+                ..RuleSpec::new(Action::Xsk)
+            });
+        }
+    }
+    rules.sort_by_key(|r| format!("{r:?}"));
+    rules.dedup();
+    rules
+}
+
+/// Binds a socket, waiting up to 2 s while the queue reads as taken: the kernel releases
+/// the socket of a process that just died (kill -9) in deferred work (the pool's release,
+/// `xp_release_deferred` in net/xdp/xsk_buff_pool.c, clears the queue), so for a moment
+/// after the process is gone its queue still has a socket.
+fn bind_when_free(
+    umem: &Umem,
+    iface: &str,
+    queue: u32,
+    config: &SocketConfig,
+) -> Result<Socket, afxdp::XskError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match Socket::bind(umem, iface, queue, config) {
+            Err(afxdp::XskError::Syscall { source, .. })
+                if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
 }
 
 fn trigger_resolution(next_hop: IpAddr) {

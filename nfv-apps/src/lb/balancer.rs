@@ -68,6 +68,7 @@ impl LoadBalancer {
         let index = tables.vips[vip].maglev.pick(parsed.flow.hash())?;
         let backend = &backends[index];
         backend.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let evictions = self.conns.evictions;
         self.conns.insert(
             parsed.flow,
             Connection {
@@ -76,6 +77,12 @@ impl LoadBalancer {
                 generation: tables.generation,
             },
         );
+        if self.conns.evictions != evictions {
+            tables
+                .counters
+                .conntrack_evictions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         Some(index)
     }
 

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::lb::{appliance::Status, registry::Changes};
 
+mod server;
+
+pub use server::{ControlError, ControlServer, Limits, parse_request, peer_allowed};
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
@@ -62,25 +66,41 @@ impl Response {
 
 /// Sends one request to the appliance at `control` and returns its response.
 pub fn send(control: &Path, request: &Request) -> Result<Response, String> {
-    let stream = UnixStream::connect(control).map_err(|e| {
-        format!(
+    let stream = UnixStream::connect(control).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "connect to {}: {e} (the control socket is for root and the appliance's own user: run this as one of them)",
+            control.display()
+        ),
+        _ => format!(
             "connect to {}: {e} (is `fastpath lb --config ...` running?)",
             control.display()
-        )
+        ),
     })?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let mut writer = &stream;
-    writeln!(
+    let sent = writeln!(
         writer,
         "{}",
         serde_json::to_string(request).map_err(|e| e.to_string())?
-    )
-    .map_err(|e| format!("send request: {e}"))?;
+    );
+    offload::kill_point::reached("control:request-sent");
     let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| format!("read response: {e}"))?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    // An appliance that refuses at once (busy) answers and closes before reading, so a
+    // failed send may still have an answer waiting: that says more than the send error.
+    if let Err(error) = sent
+        && line.is_empty()
+    {
+        return Err(format!("send request: {error}"));
+    }
+    read.map_err(|e| format!("read response: {e}"))?;
+    if line.is_empty() {
+        return Err(format!(
+            "{} closed the connection without a response",
+            control.display()
+        ));
+    }
     serde_json::from_str(&line).map_err(|e| format!("bad response {line:?}: {e}"))
 }

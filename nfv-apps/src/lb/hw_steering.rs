@@ -4,6 +4,12 @@
 //! The rules are derived from the workers' own queues, the same queues whose sockets sit in
 //! the XSKMAP, so queue -> XSKMAP -> worker core stays consistent: rules are rebuilt whenever
 //! the VIPs change, and removed (on drop) before the sockets go.
+//!
+//! The NIC keeps its rules when the process dies, so the installed rules are also written
+//! to a record file (`/run/fastpath/lb-<iface>.ntuple`): after a kill -9, the next start
+//! removes the ones still in place ([`HwSteering::remove_leftovers`]).
+
+use std::{net::IpAddr, path::PathBuf};
 
 use offload::probe::{
     ethtool::Ioctl,
@@ -37,9 +43,59 @@ pub struct HwSteering {
     installed: Option<InstalledRules<Ioctl>>,
     /// The rules `installed` holds, so a reload that keeps the VIPs changes nothing.
     rules: Vec<FlowRule>,
+    /// Where the installed rules are recorded, if anywhere.
+    record: Option<PathBuf>,
+}
+
+/// The record file of the rules an appliance installs on `iface`.
+pub fn record_path(iface: &str) -> PathBuf {
+    PathBuf::from(format!("/run/fastpath/lb-{iface}.ntuple"))
 }
 
 impl HwSteering {
+    /// Rules installed from here on are recorded in `record`.
+    pub fn recorded_at(record: PathBuf) -> HwSteering {
+        HwSteering {
+            installed: None,
+            rules: Vec::new(),
+            record: Some(record),
+        }
+    }
+
+    /// Removes the rules a dead run recorded at `record` that are still in place, and the
+    /// record. Returns the line to log, if there was anything to do.
+    pub fn remove_leftovers(record: &std::path::Path, iface: &str) -> Option<String> {
+        let text = std::fs::read_to_string(record).ok()?;
+        let recorded = parse_record(&text);
+        let removed = ntuple::remove_recorded(Ioctl, iface, &recorded);
+        let _ = std::fs::remove_file(record);
+        Some(format!(
+            "ntuple: removed {} of the {} rules a previous run left on {iface}",
+            removed.len(),
+            recorded.len()
+        ))
+    }
+
+    fn write_record(&self) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        match &self.installed {
+            Some(installed) if !installed.locations.is_empty() => {
+                let pairs: Vec<(u32, FlowRule)> = installed
+                    .locations
+                    .iter()
+                    .copied()
+                    .zip(self.rules.iter().copied())
+                    .collect();
+                let _ = std::fs::write(record, format_record(&pairs));
+            }
+            _ => {
+                let _ = std::fs::remove_file(record);
+            }
+        }
+    }
+
     /// Replaces the installed rules with those for `vips`. Returns the line to log (None
     /// when the installed rules already match), or the error when `ntuple = "on"` and the
     /// NIC cannot do it.
@@ -58,6 +114,7 @@ impl HwSteering {
         // Remove first: the new set may need the same slots.
         self.installed = None;
         self.rules.clear();
+        self.write_record();
         if setting == Toggle::Off {
             return Ok(Some("ntuple: off (config); steering in XDP only".into()));
         }
@@ -77,6 +134,7 @@ impl HwSteering {
                     text.join(", ")
                 );
                 self.rules = rules;
+                self.write_record();
                 Ok(Some(line))
             }
             Err(error @ NtupleError::Unavailable { .. }) if setting == Toggle::Auto => {
@@ -87,9 +145,89 @@ impl HwSteering {
     }
 }
 
+impl Drop for HwSteering {
+    fn drop(&mut self) {
+        // The rules go first (InstalledRules' drop), then their record.
+        self.installed = None;
+        self.write_record();
+    }
+}
+
+/// One line per rule: location, protocol, destination, port (`-` for any), queue.
+fn format_record(rules: &[(u32, FlowRule)]) -> String {
+    rules
+        .iter()
+        .map(|(location, rule)| {
+            let protocol = if rule.protocol == L4::Tcp {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let port = rule.port.map_or("-".to_string(), |p| p.to_string());
+            format!(
+                "{location} {protocol} {} {port} {}\n",
+                rule.destination, rule.queue
+            )
+        })
+        .collect()
+}
+
+/// The lines of a record; lines that do not parse are skipped.
+fn parse_record(text: &str) -> Vec<(u32, FlowRule)> {
+    let line = |line: &str| -> Option<(u32, FlowRule)> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [location, protocol, destination, port, queue] = fields[..] else {
+            return None;
+        };
+        let rule = FlowRule {
+            protocol: match protocol {
+                "tcp" => L4::Tcp,
+                "udp" => L4::Udp,
+                _ => return None,
+            },
+            destination: destination.parse::<IpAddr>().ok()?,
+            port: match port {
+                "-" => None,
+                port => Some(port.parse().ok()?),
+            },
+            queue: queue.parse().ok()?,
+        };
+        Some((location.parse().ok()?, rule))
+    };
+    text.lines().filter_map(line).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_reads_back_what_was_written() {
+        let rules = [
+            (
+                3,
+                FlowRule {
+                    protocol: L4::Tcp,
+                    destination: "10.0.0.100".parse().unwrap(),
+                    port: Some(80),
+                    queue: 2,
+                },
+            ),
+            (
+                9,
+                FlowRule {
+                    protocol: L4::Udp,
+                    destination: "fd00::100".parse().unwrap(),
+                    port: None,
+                    queue: 0,
+                },
+            ),
+        ];
+        let text = format_record(&rules);
+        assert_eq!(text, "3 tcp 10.0.0.100 80 2\n9 udp fd00::100 - 0\n");
+        assert_eq!(parse_record(&text), rules);
+        assert_eq!(parse_record("garbage\n7 sctp 10.0.0.1 - 1\n"), []);
+    }
 
     #[test]
     fn every_vip_goes_to_a_socket_queue_in_turn() {

@@ -138,6 +138,9 @@ pub struct LbCounters {
     /// ICMP "fragmentation needed" / "packet too big" sent for packets too big to
     /// encapsulate.
     pub too_big_replies: AtomicU64,
+    /// Flows evicted from a full connection table (the least recently used goes, and the
+    /// new flow is served).
+    pub conntrack_evictions: AtomicU64,
 }
 
 pub struct Tables {

@@ -6,7 +6,8 @@
 use std::{io, net::IpAddr};
 
 use super::ethtool::{
-    Ethtool, GRXCLSRLALL, GRXCLSRLCNT, RXNFC_LEN, SRXCLSRLDEL, SRXCLSRLINS, command, u32_at,
+    Ethtool, GRXCLSRLALL, GRXCLSRLCNT, GRXCLSRULE, RXNFC_LEN, SRXCLSRLDEL, SRXCLSRLINS, command,
+    u32_at,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,44 @@ pub fn install<E: Ethtool>(
         installed.locations.push(location);
     }
     Ok(installed)
+}
+
+/// Removes rules a process that died had installed, from its record of (location, rule):
+/// each location is read back (ETHTOOL_GRXCLSRULE) and cleared only if it still holds that
+/// rule, so a slot someone has reused since is left alone. Returns the locations cleared.
+pub fn remove_recorded<E: Ethtool>(
+    mut io: E,
+    iface: &str,
+    recorded: &[(u32, FlowRule)],
+) -> Vec<u32> {
+    let mut removed = Vec::new();
+    for (location, rule) in recorded {
+        let mut current = command(GRXCLSRULE, RXNFC_LEN);
+        current[LOCATION..LOCATION + 4].copy_from_slice(&location.to_ne_bytes());
+        if io.request(iface, &mut current).is_err()
+            || !same_rule(&current, &encode(rule, *location))
+        {
+            continue;
+        }
+        let mut request = command(SRXCLSRLDEL, RXNFC_LEN);
+        request[LOCATION..LOCATION + 4].copy_from_slice(&location.to_ne_bytes());
+        if io.request(iface, &mut request).is_ok() {
+            removed.push(*location);
+        }
+    }
+    removed
+}
+
+/// Whether two `ethtool_rxnfc` buffers hold the same flow: type (without the FLOW_EXT,
+/// FLOW_MAC_EXT and FLOW_RSS flags), addresses, ports and masks, and queue.
+fn same_rule(a: &[u8], b: &[u8]) -> bool {
+    const FLAGS: u32 = 0x8000_0000 | 0x4000_0000 | 0x2000_0000;
+    // ethtool_tcpip6_spec: two addresses, two ports and a traffic class.
+    const SPEC: usize = 37;
+    u32_at(a, FLOW_TYPE) & !FLAGS == u32_at(b, FLOW_TYPE) & !FLAGS
+        && a[HEADER..HEADER + SPEC] == b[HEADER..HEADER + SPEC]
+        && a[MASK..MASK + SPEC] == b[MASK..MASK + SPEC]
+        && a[RING_COOKIE..RING_COOKIE + 8] == b[RING_COOKIE..RING_COOKIE + 8]
 }
 
 impl<E: Ethtool> InstalledRules<E> {

@@ -73,6 +73,16 @@ impl Ethtool for FakeNic {
                 }
                 self.rules.insert(location, buffer.to_vec());
             }
+            ethtool::GRXCLSRULE => {
+                let location = ethtool::u32_at(buffer, 176);
+                let stored = self
+                    .rules
+                    .get(&location)
+                    .ok_or(io::Error::from_raw_os_error(libc::ENOENT))?;
+                if stored.len() == buffer.len() {
+                    buffer[4..].copy_from_slice(&stored[4..]);
+                }
+            }
             ethtool::SRXCLSRLDEL => {
                 let location = ethtool::u32_at(buffer, 176);
                 self.rules
@@ -310,6 +320,23 @@ fn ntuple_rules_go_to_free_slots_and_are_removed_on_drop() {
     let location = installed.locations[0];
     drop(installed);
     assert!(!nic.rules.contains_key(&location));
+}
+
+#[test]
+fn a_dead_processs_recorded_ntuple_rules_are_removed_unless_reused() {
+    let mut nic = i40e();
+    let installed = ntuple::install(&mut nic, "eth0", &[rule(53, 3), rule(80, 5)]).unwrap();
+    let recorded = [(1, rule(53, 3)), (3, rule(80, 5))];
+    assert_eq!(installed.locations, [1, 3]);
+    // The process dies: its rules stay. Someone reuses slot 3 for another rule.
+    std::mem::forget(installed);
+    nic.rules
+        .insert(3, ntuple::encode(&rule(443, 1), 3).to_vec());
+    let removed = ntuple::remove_recorded(&mut nic, "eth0", &recorded);
+    assert_eq!(removed, [1], "only the slot that still holds its rule");
+    assert_eq!(nic.rules.keys().copied().collect::<Vec<_>>(), [0, 2, 3]);
+    // Recorded slots that are empty now are skipped.
+    assert!(ntuple::remove_recorded(&mut nic, "eth0", &[(7, rule(53, 3))]).is_empty());
 }
 
 #[test]
