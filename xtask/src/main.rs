@@ -78,6 +78,8 @@ fn require_root(what: &str) -> Result<()> {
 
 fn test() -> Result<()> {
     require_root("test")?;
+    // The tests run real tools: curl as a client, `ip netns exec` as users run fastpath.
+    setup::install_debian_packages(&["curl", "iproute2"])?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",
