@@ -409,12 +409,7 @@ fn dsr_ipip_encapsulates_correctly() {
             &setup,
             &config(&setup, v4, "udp", "dsr-ipip", "", [1, 1, 1]),
         );
-        let captures: Vec<lab::raw::RawSocket> = setup
-            .lab
-            .backends
-            .iter()
-            .map(|b| lab::raw::RawSocket::open(&b.namespace, &b.iface).unwrap())
-            .collect();
+        let captures = backend_captures(&setup);
         let vip = std::net::SocketAddr::new(setup.lab.vip(v4), 80);
         let source = lab::Lab::run_in(&setup.lab.client.namespace, move || {
             let socket =

@@ -273,3 +273,13 @@ pub fn tally(results: &[Result<String, String>]) -> [usize; 3] {
     );
     [counts[0], counts[1], counts[2]]
 }
+
+/// A raw capture on each backend's interface, in backend order.
+pub fn backend_captures(setup: &Setup) -> Vec<lab::raw::RawSocket> {
+    setup
+        .lab
+        .backends
+        .iter()
+        .map(|b| lab::raw::RawSocket::open(&b.namespace, &b.iface).unwrap())
+        .collect()
+}

@@ -267,12 +267,7 @@ fn fragmented_datagrams_are_encapsulated_to_one_backend() {
             &setup,
             &config(&setup, v4, "udp", "dsr-ipip", "", [1, 1, 1]),
         );
-        let captures: Vec<lab::raw::RawSocket> = setup
-            .lab
-            .backends
-            .iter()
-            .map(|b| lab::raw::RawSocket::open(&b.namespace, &b.iface).unwrap())
-            .collect();
+        let captures = backend_captures(&setup);
         let vip = SocketAddr::new(setup.lab.vip(v4), 80);
         const DATAGRAMS: usize = 10;
         lab::Lab::run_in(&setup.lab.client.namespace, move || {
