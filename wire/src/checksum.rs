@@ -3,55 +3,57 @@
 
 use crate::parse::{Headers, proto};
 
-/// A running one's-complement sum. Words are added into 64 bits and folded once at the
-/// end, which is what makes summing a whole segment cheap.
+/// A running one's-complement sum. Words are added into 64 bits in the machine's byte
+/// order and folded once at the end: one's-complement sums are byte-order independent
+/// (RFC 1071 2.B), so the swap to network order is done once, on the folded result, and
+/// summing is plain additions the compiler vectorises.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sum(u64);
 
 impl Sum {
-    /// Adds `bytes` as big-endian 16-bit words; an odd last byte is padded with zero.
-    /// `bytes` must start at an even offset of the checksummed data.
+    /// Adds `bytes` as 16-bit words; an odd last byte is padded with zero. `bytes` must
+    /// start at an even offset of the checksummed data.
+    #[inline]
     pub fn add_bytes(self, bytes: &[u8]) -> Sum {
-        // Native-order 32-bit words summed into 64 bits: one's-complement sums are
-        // byte-order independent (RFC 1071 2.B), so the byte swap is done once, on the
-        // folded result, and the loop is plain additions the compiler vectorises.
-        let mut native = 0u64;
+        let mut sum = self.0;
         let mut words = bytes.chunks_exact(4);
         for word in &mut words {
-            native += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
+            sum += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
         }
-        let mut sum = self.0 + u64::from(fold64(native).to_be());
         let rest = words.remainder();
         let mut tail = [0u8; 4];
         tail[..rest.len()].copy_from_slice(rest);
-        sum += u64::from(u32::from_be_bytes(tail));
-        Sum(sum)
+        Sum(sum + u64::from(u32::from_ne_bytes(tail)))
     }
 
+    /// Adds one 16-bit word given as a number (a length, a protocol number).
+    #[inline]
     pub fn add_u16(self, word: u16) -> Sum {
-        Sum(self.0 + u64::from(word))
+        // As the two bytes would lie in memory, in network order.
+        Sum(self.0 + u64::from(u16::from_ne_bytes(word.to_be_bytes())))
     }
 
-    /// The sum folded to 16 bits (not complemented).
+    /// The sum folded to 16 bits (not complemented), as a number.
+    #[inline]
     pub fn fold(self) -> u16 {
-        fold64(self.0)
+        let mut sum = self.0;
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        u16::from_be_bytes((sum as u16).to_ne_bytes())
     }
 
     /// The checksum field's value: the complement of the folded sum.
+    #[inline]
     pub fn finish(self) -> u16 {
         !self.fold()
     }
 }
 
-/// Folds a 64-bit sum of 16-bit words to 16 bits (with end-around carries).
-fn fold64(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
 /// The checksum of `bytes` (an IPv4 header, say).
+#[inline]
 pub fn checksum(bytes: &[u8]) -> u16 {
     Sum::default().add_bytes(bytes).finish()
 }
@@ -59,6 +61,7 @@ pub fn checksum(bytes: &[u8]) -> u16 {
 /// Updates checksum `field` for `old` bytes replaced by `new` (RFC 1624 eqn. 3:
 /// HC' = ~(~HC + ~m + m')). Both slices have the same even length and start at an even
 /// offset.
+#[inline]
 pub fn update(field: u16, old: &[u8], new: &[u8]) -> u16 {
     let mut sum = Sum::default().add_u16(!field);
     for (old, new) in old.chunks(2).zip(new.chunks(2)) {
@@ -70,6 +73,7 @@ pub fn update(field: u16, old: &[u8], new: &[u8]) -> u16 {
 
 /// The TCP/UDP pseudo-header sum (RFC 793, RFC 768, RFC 8200 8.1): addresses, protocol
 /// and L4 length. `src` and `dst` are 4 or 16 bytes.
+#[inline]
 pub fn pseudo_header(src: &[u8], dst: &[u8], protocol: u8, l4_len: usize) -> Sum {
     Sum::default()
         .add_bytes(src)
@@ -80,6 +84,7 @@ pub fn pseudo_header(src: &[u8], dst: &[u8], protocol: u8, l4_len: usize) -> Sum
 }
 
 /// Where the checksum field of a TCP or UDP header is, from the L4 header.
+#[inline]
 pub fn l4_checksum_offset(protocol: u8) -> Option<usize> {
     match protocol {
         proto::TCP => Some(16),
@@ -109,6 +114,7 @@ pub enum Completion {
 ///
 /// The test costs one pseudo-header sum. A fully checksummed segment whose checksum happens
 /// to equal its pseudo-header sum is summed again and keeps its (correct) value.
+#[inline]
 pub fn complete_partial(frame: &mut [u8], headers: &Headers) -> Completion {
     let Some(at) = l4_checksum_offset(headers.protocol) else {
         return Completion::NotApplicable;

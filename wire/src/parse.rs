@@ -98,11 +98,13 @@ pub struct Headers {
 }
 
 impl Headers {
+    #[inline]
     pub fn ipv4(&self) -> bool {
         self.version == 4
     }
 
     /// The source and destination addresses, 4 or 16 bytes each, as they are in `frame`.
+    #[inline]
     pub fn addresses<'a>(&self, frame: &'a [u8]) -> (&'a [u8], &'a [u8]) {
         if self.ipv4() {
             (
@@ -118,6 +120,7 @@ impl Headers {
     }
 
     /// An address as 16 bytes; IPv4 in its IPv4-mapped IPv6 form.
+    #[inline]
     pub fn mapped(address: &[u8]) -> [u8; 16] {
         let mut mapped = [0u8; 16];
         if address.len() == 4 {
@@ -131,6 +134,7 @@ impl Headers {
     }
 
     /// A first fragment or an unfragmented packet: the one holding the L4 header.
+    #[inline]
     pub fn has_l4_header(&self) -> bool {
         self.fragment.is_none_or(|fragment| fragment.offset == 0)
     }
@@ -155,6 +159,7 @@ fn header<'a>(
 }
 
 /// Parses a frame. `Ok(None)`: not IP (ARP, LLDP, a third VLAN tag), not classified.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
     let ethernet = header(
         frame,
