@@ -81,7 +81,11 @@ impl Fuzzer {
 
     fn build(&self) -> Result<bool> {
         let started = Instant::now();
-        let args = ["build", "--sanitizer", self.sanitizer];
+        let target_dir = target_dir();
+        let mut args = vec!["build", "--sanitizer", self.sanitizer];
+        if let Some(dir) = &target_dir {
+            args.extend(["--target-dir", dir]);
+        }
         eprintln!("+ {}", self.describe(&args));
         let status = self
             .cargo(&args)
@@ -116,11 +120,16 @@ pub fn run(options: &Options) -> Result<()> {
         let result = run_target(&fuzzer, target, options.seconds)?;
         eprintln!("fuzz {target}: {}", result.summary());
         if let Some(artifact) = &result.crash {
+            let artifact = artifact.to_string_lossy();
+            let mut args = vec!["run", "--sanitizer", fuzzer.sanitizer];
+            let target_dir = target_dir();
+            if let Some(dir) = &target_dir {
+                args.extend(["--target-dir", dir]);
+            }
+            args.extend([target.as_str(), &artifact]);
             problems.push(format!(
-                "{target} crashed on {} (reproduce: {} {target} {})",
-                artifact.display(),
-                fuzzer.describe(&["run", "--sanitizer", fuzzer.sanitizer]),
-                artifact.display()
+                "{target} crashed on {artifact} (reproduce: {})",
+                fuzzer.describe(&args)
             ));
         } else if result.failed {
             problems.push(format!("{target} did not run (its output is above)"));
@@ -143,6 +152,14 @@ pub fn run(options: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `FUZZ_TARGET_DIR`: where the instrumented build goes instead of `fuzz/target`. A
+/// directory outside the clone keeps that build (minutes from cold) across fresh clones.
+fn target_dir() -> Option<String> {
+    std::env::var("FUZZ_TARGET_DIR")
+        .ok()
+        .filter(|dir| !dir.is_empty())
 }
 
 fn output(program: &str, args: &[&str]) -> Result<String> {
@@ -301,7 +318,12 @@ fn run_target(fuzzer: &Fuzzer, target: &str, seconds: u64) -> Result<TargetResul
     let timeout = format!("-timeout={INPUT_TIMEOUT_SECONDS}");
     let dict = format!("-dict={}", dictionary.display());
     let seeds_text = seeds.to_string_lossy().into_owned();
-    let mut args = vec!["run", "--sanitizer", fuzzer.sanitizer, target, &scratch];
+    let target_dir = target_dir();
+    let mut args = vec!["run", "--sanitizer", fuzzer.sanitizer];
+    if let Some(dir) = &target_dir {
+        args.extend(["--target-dir", dir]);
+    }
+    args.extend([target, &scratch]);
     if seeds.is_dir() {
         args.push(&seeds_text);
     }
