@@ -1,6 +1,7 @@
-//! `cargo xtask <setup|test|demo|bench>`. Every command runs `setup` first, which installs
+//! `cargo xtask <setup|test|demo|bench|fuzz>`. Every command runs `setup` first, which installs
 //! only what is missing, so a fresh machine needs nothing but rustup and root.
 
+mod fuzz;
 mod setup;
 
 use std::{process::Command, time::Instant};
@@ -10,13 +11,16 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
   setup   install what building fastpath needs: rust-src, Debian packages, bpf-linker
-  test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root)
+  test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root),
+          then every fuzz target for FUZZ_SECONDS (default 10) each
   demo    the main job: the L4 load balancer on AF_XDP serving real HTTP clients in the lab
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
   bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)
   bench-lb   the load balancer's Mpps vs `fastpath xsk l2fwd` on the lab (root)
   soak    [--packets N] [--rate PPS]: N frames (default 10^8) through `fastpath lb` on the
-          lab, every frame accounted for, the appliance's memory before and after (root)";
+          lab, every frame accounted for, the appliance's memory before and after (root)
+  fuzz [--seconds N] [TARGET...]
+          run each fuzz target in fuzz/ for N seconds (default 60); installs cargo-fuzz";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -29,6 +33,13 @@ fn main() {
         "bench-xsk" => setup::run().and_then(|()| bench_xsk()),
         "bench-lb" => setup::run().and_then(|()| bench_lb()),
         "soak" => setup::run().and_then(|()| soak(&std::env::args().skip(2).collect::<Vec<_>>())),
+        "fuzz" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            fuzz::Options::parse(&args).and_then(|options| {
+                setup::run()?;
+                fuzz::run(&options)
+            })
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -93,6 +104,10 @@ fn test() -> Result<()> {
     )?;
     run(
         "cargo",
+        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+    )?;
+    run(
+        "cargo",
         &[
             "clippy",
             "--workspace",
@@ -109,7 +124,21 @@ fn test() -> Result<()> {
     soak_with(
         Profile::Debug,
         &["--packets", "1000000", "--rate", "200000"],
-    )
+    )?;
+    // A short run of every fuzz target: enough to catch a parser that now panics on its
+    // seeds or on what a few seconds of mutation find; `cargo xtask fuzz` runs longer.
+    let seconds = match std::env::var("FUZZ_SECONDS") {
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|&seconds: &u64| seconds > 0)
+            .with_context(|| format!("FUZZ_SECONDS={value:?}: expected whole seconds > 0"))?,
+        Err(_) => fuzz::CI_SECONDS,
+    };
+    fuzz::run(&fuzz::Options {
+        seconds,
+        targets: Vec::new(),
+    })
 }
 
 #[derive(Clone, Copy)]

@@ -28,12 +28,12 @@ use serde::Serialize;
 use crate::lb::{
     balancer::LoadBalancer,
     config::{Config, Forwarding, Protocol, Toggle, VipConfig, XdpModeSetting},
-    control::{ControlServer, Limits, Request, Response},
+    control::{ControlServer, Limits, Request, Response, apply_backend_command},
     hw_steering::HwSteering,
     nat::{NatTable, NatTimeouts},
     packet::address,
     registry::{Changes, Registry, VipStatus},
-    tables::{BackendState, LbCounters},
+    tables::LbCounters,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -598,45 +598,10 @@ impl Appliance {
                 vip,
                 backend,
                 weight,
-            } => {
-                let vip = match vip.parse() {
-                    Ok(vip) => vip,
-                    Err(error) => return Response::error(error),
-                };
-                let done = match action.as_str() {
-                    "add" => self
-                        .registry
-                        .add_backend(&vip, backend, weight.unwrap_or(1)),
-                    "remove" => self.registry.remove_backend(&vip, backend),
-                    "drain" => self.registry.set_operator_state(
-                        &vip,
-                        backend,
-                        BackendState::Draining,
-                        weight,
-                    ),
-                    "disable" => self.registry.set_operator_state(
-                        &vip,
-                        backend,
-                        BackendState::Disabled,
-                        weight,
-                    ),
-                    "enable" => self.registry.set_operator_state(
-                        &vip,
-                        backend,
-                        BackendState::Active,
-                        weight,
-                    ),
-                    other => {
-                        return Response::error(format!(
-                            "unknown backend action {other:?}: expected add, remove, drain, disable or enable"
-                        ));
-                    }
-                };
-                match done {
-                    Ok(()) => self.publish().map(|()| Changes::default()),
-                    Err(error) => return Response::error(error.to_string()),
-                }
-            }
+            } => match apply_backend_command(&mut self.registry, &action, &vip, backend, weight) {
+                Ok(()) => self.publish().map(|()| Changes::default()),
+                Err(error) => return Response::error(error),
+            },
         };
         match result {
             Ok(changes) => Response::changes(changes),

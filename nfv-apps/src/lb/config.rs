@@ -207,6 +207,12 @@ fn default_connections() -> usize {
 }
 
 pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 32_767);
+/// The most flows a worker's connection table holds. The table is allocated whole when the
+/// worker starts, so a larger value fails there (a capacity-overflow panic), not here.
+pub const MAX_CONNECTIONS: usize = 1 << 24;
+/// The largest Maglev table: 4 MiB of slots per VIP, rebuilt on every change. Above it a
+/// table costs seconds and gigabytes, and proving a size prime alone takes seconds.
+pub const MAX_MAGLEV_SIZE: usize = 1 << 20;
 
 /// What identifies a VIP: address, port and protocol (printed as ADDR:PORT/PROTO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -354,6 +360,15 @@ impl Config {
         {
             return Err((None, format!("frame_size = {size}: expected 2048 or 4096")));
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err((
+                None,
+                format!(
+                    "connections = {}: expected 1 to {MAX_CONNECTIONS} flows per worker",
+                    self.connections
+                ),
+            ));
+        }
         if let Some(pipelined) = &self.pipelined {
             if pipelined.cores.get_ref().is_empty() {
                 return Err((
@@ -391,12 +406,13 @@ impl Config {
             seen.push((key, vip.address.span().start));
             let v4 = key.address.is_ipv4();
             let family = |ip: &IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
-            if !is_prime(*vip.maglev_size.get_ref()) {
+            // The bound first: it keeps the primality test short.
+            let size = *vip.maglev_size.get_ref();
+            if size > MAX_MAGLEV_SIZE || !is_prime(size) {
                 return Err((
                     Some(vip.maglev_size.span()),
                     format!(
-                        "maglev_size = {}: must be a prime (e.g. 65537)",
-                        vip.maglev_size.get_ref()
+                        "maglev_size = {size}: must be a prime up to {MAX_MAGLEV_SIZE} (e.g. 65537)"
                     ),
                 ));
             }

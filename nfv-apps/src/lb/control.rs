@@ -11,7 +11,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::lb::{appliance::Status, registry::Changes};
+use crate::lb::{
+    appliance::Status,
+    config::VipKey,
+    registry::{Changes, Registry},
+    tables::BackendState,
+};
 
 mod server;
 
@@ -64,6 +69,32 @@ impl Response {
     }
 }
 
+/// Applies a `backend` request to the registry; the appliance republishes the tables after.
+/// Kept apart from the appliance so the whole decision can be tested (and fuzzed) without
+/// sockets or workers. The error is the response's message.
+pub fn apply_backend_command(
+    registry: &mut Registry,
+    action: &str,
+    vip: &str,
+    backend: IpAddr,
+    weight: Option<u32>,
+) -> Result<(), String> {
+    let vip: VipKey = vip.parse()?;
+    let done = match action {
+        "add" => registry.add_backend(&vip, backend, weight.unwrap_or(1)),
+        "remove" => registry.remove_backend(&vip, backend),
+        "drain" => registry.set_operator_state(&vip, backend, BackendState::Draining, weight),
+        "disable" => registry.set_operator_state(&vip, backend, BackendState::Disabled, weight),
+        "enable" => registry.set_operator_state(&vip, backend, BackendState::Active, weight),
+        other => {
+            return Err(format!(
+                "unknown backend action {other:?}: expected add, remove, drain, disable or enable"
+            ));
+        }
+    };
+    done.map_err(|error| error.to_string())
+}
+
 /// Sends one request to the appliance at `control` and returns its response.
 pub fn send(control: &Path, request: &Request) -> Result<Response, String> {
     let stream = UnixStream::connect(control).map_err(|e| match e.kind() {
@@ -103,4 +134,63 @@ pub fn send(control: &Path, request: &Request) -> Result<Response, String> {
         ));
     }
     serde_json::from_str(&line).map_err(|e| format!("bad response {line:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::config::Config;
+
+    fn registry() -> Registry {
+        let text = "interface = \"eth0\"\n[[vip]]\naddress = \"10.0.0.100\"\nport = 80\n\
+                    protocol = \"tcp\"\nforwarding = \"dsr-l2\"\n\
+                    [[vip.backend]]\naddress = \"10.0.1.11\"\n";
+        Registry::new(&Config::parse(text, "lb.toml").unwrap())
+    }
+
+    #[test]
+    fn backend_commands_change_the_registry_or_say_why_not() {
+        let mut registry = registry();
+        let vip = "10.0.0.100:80/tcp";
+        let new: IpAddr = "10.0.1.12".parse().unwrap();
+        apply_backend_command(&mut registry, "add", vip, new, Some(3)).unwrap();
+        assert_eq!(registry.vips[0].backends[1].weight, 3);
+        apply_backend_command(&mut registry, "drain", vip, new, None).unwrap();
+        assert_eq!(
+            registry.vips[0].backends[1].operator,
+            BackendState::Draining
+        );
+        let error = apply_backend_command(&mut registry, "restart", vip, new, None).unwrap_err();
+        assert!(
+            error.contains("unknown backend action \"restart\""),
+            "{error}"
+        );
+        let error =
+            apply_backend_command(&mut registry, "add", "10.0.0.100:80", new, None).unwrap_err();
+        assert!(error.contains("expected ADDR:PORT/PROTO"), "{error}");
+        let error =
+            apply_backend_command(&mut registry, "add", vip, "fd00::1".parse().unwrap(), None)
+                .unwrap_err();
+        assert!(
+            error.contains("is IPv6, VIP 10.0.0.100:80/tcp is not"),
+            "{error}"
+        );
+        apply_backend_command(&mut registry, "remove", vip, new, None).unwrap();
+        assert_eq!(registry.vips[0].backends.len(), 1);
+    }
+
+    #[test]
+    fn requests_decode_from_one_json_line() {
+        let line = r#"{"command":"backend","action":"add","vip":"[fd00::100]:80/tcp","backend":"fd00:1::11","weight":2}"#;
+        let request: Request = serde_json::from_str(line).unwrap();
+        assert!(matches!(
+            request,
+            Request::Backend {
+                weight: Some(2),
+                ..
+            }
+        ));
+        assert!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).is_ok());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+    }
 }

@@ -260,16 +260,17 @@ impl Registry {
         let Some(backend) = vip.backends.iter_mut().find(|b| b.ip == ip) else {
             return false;
         };
+        // Saturating: a backend up for 2^31 checks in a row must not wrap to "failing".
         backend.streak = match (up, backend.streak) {
-            (true, s) if s > 0 => s + 1,
+            (true, s) if s > 0 => s.saturating_add(1),
             (true, _) => 1,
-            (false, s) if s < 0 => s - 1,
+            (false, s) if s < 0 => s.saturating_sub(1),
             (false, _) => -1,
         };
         let flip = if backend.healthy {
-            backend.streak <= -(check.fall as i32)
+            i64::from(backend.streak) <= -i64::from(check.fall)
         } else {
-            backend.streak >= check.rise as i32
+            i64::from(backend.streak) >= i64::from(check.rise)
         };
         if flip {
             backend.healthy = !backend.healthy;
@@ -429,4 +430,49 @@ pub struct VipStatus {
     pub bytes: u64,
     pub connections: u64,
     pub backends: Vec<BackendStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(health_check: &str) -> (Registry, VipKey, IpAddr, HealthCheck) {
+        let text = format!(
+            "interface = \"eth0\"\n[[vip]]\naddress = \"10.0.0.100\"\nport = 80\n\
+             protocol = \"tcp\"\nforwarding = \"dsr-l2\"\nhealth_check = {health_check}\n\
+             [[vip.backend]]\naddress = \"10.0.1.11\"\n"
+        );
+        let config = Config::parse(&text, "lb.toml").unwrap();
+        let registry = Registry::new(&config);
+        let (key, ip, _, check) = registry.health_targets().remove(0);
+        (registry, key, ip, check)
+    }
+
+    #[test]
+    fn health_flips_after_fall_failures_and_rise_successes() {
+        let (mut registry, key, ip, check) = registry("{ rise = 2, fall = 3 }");
+        let flips: Vec<bool> = [false, false, false, true, true]
+            .into_iter()
+            .map(|up| registry.health_result(&key, ip, up, &check))
+            .collect();
+        assert_eq!(flips, [false, false, true, false, true]);
+    }
+
+    /// Found by the `lb_config` fuzz target: `fall = 2147483648` became i32::MIN, whose
+    /// negation overflowed (a panic with overflow checks) on the first failed check.
+    #[test]
+    fn a_fall_beyond_i32_does_not_overflow() {
+        let (mut registry, key, ip, check) = registry("{ fall = 2147483648, rise = 4294967295 }");
+        assert!(!registry.health_result(&key, ip, false, &check));
+        assert!(registry.vips[0].backends[0].healthy);
+    }
+
+    #[test]
+    fn a_long_healthy_run_saturates_instead_of_wrapping() {
+        let (mut registry, key, ip, check) = registry("{ rise = 2, fall = 3 }");
+        registry.vips[0].backends[0].streak = i32::MAX;
+        assert!(!registry.health_result(&key, ip, true, &check));
+        assert_eq!(registry.vips[0].backends[0].streak, i32::MAX);
+        assert!(registry.vips[0].backends[0].healthy);
+    }
 }

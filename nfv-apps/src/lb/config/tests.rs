@@ -208,3 +208,45 @@ fn tuning_prefilter_and_ntuple_settings_are_read_and_checked() {
     let error = error_of(&with("prefilter = [\"10.0.0.300\"]\n"));
     assert!(error.message.contains("prefilter"), "{error}");
 }
+
+/// Found by the `lb_config` fuzz target: values the TOML reader takes that the appliance
+/// cannot use. A huge prime Maglev size allocated gigabytes per VIP (1000000007: a 4 GB
+/// table), or spent seconds proving itself prime (9223372036854775783); a huge connection
+/// count panicked with a capacity overflow when the worker allocated its table.
+#[test]
+fn sizes_the_appliance_cannot_allocate_are_refused() {
+    for size in ["1000000007", "9223372036854775783", "1048583"] {
+        let text = GOOD.replace(
+            "forwarding = \"dsr-l2\"\n",
+            &format!("forwarding = \"dsr-l2\"\nmaglev_size = {size}\n"),
+        );
+        let started = std::time::Instant::now();
+        let error = error_of(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(error.line, Some(13), "{error}");
+        assert!(
+            error.message.contains(&format!(
+                "maglev_size = {size}: must be a prime up to 1048576"
+            )),
+            "{error}"
+        );
+    }
+    let text = GOOD.replace(
+        "forwarding = \"dsr-l2\"\n",
+        "forwarding = \"dsr-l2\"\nmaglev_size = 1048573\n",
+    );
+    Config::parse(&text, "lb.toml").expect("the largest prime below the bound");
+    for connections in ["0", "9223372036854775807", "16777217"] {
+        let text = GOOD.replace(
+            "xdp_mode = \"drv\"\n",
+            &format!("xdp_mode = \"drv\"\nconnections = {connections}\n"),
+        );
+        let error = error_of(&text);
+        assert!(
+            error.message.contains(&format!(
+                "connections = {connections}: expected 1 to 16777216 flows per worker"
+            )),
+            "{error}"
+        );
+    }
+}
