@@ -11,7 +11,7 @@ use nfv_apps::lb::{
     balancer::LoadBalancer,
     config::Config,
     nat::{NatTable, NatTimeouts},
-    packet::{Address, ETH_LEN, IPV4_LEN, IPV6_LEN, PROTO_TCP, PROTO_UDP, Parsed, address},
+    packet::{Address, IPV4_LEN, IPV6_LEN, PROTO_TCP, PROTO_UDP, Parsed, address},
     registry::Registry,
     tables::Tables,
 };
@@ -186,29 +186,26 @@ fn sums_to_all_ones(sum: u64) -> bool {
     sum == 0xffff
 }
 
-/// Whether the IPv4 header of an Ethernet frame (options included) has a valid checksum.
-pub fn ipv4_header_valid(frame: &[u8]) -> bool {
-    let header_len = usize::from(frame[ETH_LEN] & 0x0f) * 4;
-    sums_to_all_ones(ones_complement_sum(
-        &frame[ETH_LEN..ETH_LEN + header_len],
-        0,
-    ))
+/// Whether the IPv4 header at `l3` (options included) has a valid checksum.
+pub fn ipv4_header_valid(frame: &[u8], l3: usize) -> bool {
+    let header_len = usize::from(frame[l3] & 0x0f) * 4;
+    sums_to_all_ones(ones_complement_sum(&frame[l3..l3 + header_len], 0))
 }
 
 /// Whether the TCP or UDP checksum of a parsed frame is valid (RFC 793, RFC 768, RFC 8200
-/// section 8.1), or None for a UDP datagram over IPv4 that carries none (checksum 0).
+/// section 8.1), or None for a UDP datagram over IPv4 that carries none (checksum 0). A
+/// fragment's checksum covers the whole datagram and cannot be checked alone: Some(false).
 pub fn transport_checksum_valid(frame: &[u8], parsed: &Parsed) -> Option<bool> {
-    let (addresses, l3_end) = if parsed.v4 {
-        let total = usize::from(u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]));
-        (&frame[ETH_LEN + 12..ETH_LEN + 20], ETH_LEN + total)
+    if parsed.fragment.is_some() {
+        return Some(false);
+    }
+    let l3 = parsed.l3;
+    let addresses = if parsed.v4 {
+        &frame[l3 + 12..l3 + 20]
     } else {
-        let payload = usize::from(u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]));
-        (
-            &frame[ETH_LEN + 8..ETH_LEN + 40],
-            ETH_LEN + IPV6_LEN + payload,
-        )
+        &frame[l3 + 8..l3 + 40]
     };
-    let segment = &frame[parsed.l4..l3_end];
+    let segment = &frame[parsed.l4..parsed.l3_end];
     let covered = match parsed.flow.proto {
         PROTO_TCP => segment,
         PROTO_UDP => {
@@ -223,6 +220,38 @@ pub fn transport_checksum_valid(frame: &[u8], parsed: &Parsed) -> Option<bool> {
     sum += u64::from(parsed.flow.proto);
     sum += covered.len() as u64;
     Some(sums_to_all_ones(ones_complement_sum(covered, sum)))
+}
+
+/// Where the TCP or UDP checksum field of an unfragmented or first fragment is.
+pub fn transport_checksum_at(parsed: &Parsed) -> usize {
+    parsed.l4 + if parsed.flow.proto == PROTO_TCP { 16 } else { 6 }
+}
+
+/// `after` equals `before` from byte `from` on, except that the load balancer may have
+/// completed a checksum left partial by the sender: then the field differs and the
+/// checksum is now valid. `shift` is how far `after` moved the L3 part (an outer header).
+pub fn same_but_completed(before: &[u8], parsed: &Parsed, after: &[u8], from: usize, shift: usize) {
+    assert_eq!(after.len(), before.len() + shift, "length");
+    let field = (!parsed.later_fragment()).then(|| transport_checksum_at(parsed));
+    for at in from..before.len() {
+        let in_field = field.is_some_and(|field| at == field || at == field + 1);
+        if !in_field {
+            assert_eq!(after[at + shift], before[at], "byte {at} changed");
+        }
+    }
+    if let Some(field) = field
+        && after[field + shift..field + shift + 2] != before[field..field + 2]
+    {
+        assert_eq!(parsed.fragment, None, "a fragment's checksum changed");
+        // The inner packet alone, as it will reach the backend.
+        let mut inner = after[..parsed.l3].to_vec();
+        inner.extend_from_slice(&after[parsed.l3 + shift..]);
+        assert_eq!(
+            transport_checksum_valid(&inner, parsed),
+            Some(true),
+            "a changed checksum must be a completed one"
+        );
+    }
 }
 
 /// The length of the IP header an IP-in-IP encapsulation adds for this family.

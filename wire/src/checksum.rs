@@ -128,14 +128,24 @@ pub fn complete_partial(frame: &mut [u8], headers: &Headers) -> Completion {
     if headers.protocol == proto::UDP && headers.ipv4() && field == 0 {
         return Completion::NotApplicable; // RFC 768: no checksum
     }
-    let segment_len = headers.l3_end - headers.l4;
+    // UDP covers its own length (RFC 768), which the policy keeps within the IP packet;
+    // TCP covers the rest of the IP packet.
+    let segment_end = if headers.protocol == proto::UDP {
+        headers.l4
+            + usize::from(u16::from_be_bytes([
+                frame[headers.l4 + 4],
+                frame[headers.l4 + 5],
+            ]))
+    } else {
+        headers.l3_end
+    };
     let (src, dst) = headers.addresses(frame);
-    let pseudo = pseudo_header(src, dst, headers.protocol, segment_len).fold();
+    let pseudo = pseudo_header(src, dst, headers.protocol, segment_end - headers.l4).fold();
     if field != pseudo {
         return Completion::Complete;
     }
     let mut sum = Sum::default()
-        .add_bytes(&frame[headers.l4..headers.l3_end])
+        .add_bytes(&frame[headers.l4..segment_end])
         .finish();
     if sum == 0 && headers.protocol == proto::UDP {
         sum = 0xffff; // RFC 768: a computed zero is sent as all ones
