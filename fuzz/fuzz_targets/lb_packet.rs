@@ -15,10 +15,16 @@ fuzz_target!(|frame: &[u8]| {
         return;
     };
     assert!(parsed.l3 >= ETH_LEN && parsed.l4 >= parsed.l3 + 20);
-    assert!(parsed.l3_end <= frame.len(), "the IP packet inside the frame");
+    assert!(
+        parsed.l3_end <= frame.len(),
+        "the IP packet inside the frame"
+    );
     let later = parsed.later_fragment();
     if !later {
-        assert!(parsed.l4 + 8 <= parsed.l3_end, "ports and checksum inside the packet");
+        assert!(
+            parsed.l4 + 8 <= parsed.l3_end,
+            "ports and checksum inside the packet"
+        );
         let ports = &frame[parsed.l4..parsed.l4 + 4];
         assert_eq!(parsed.flow.src_port.to_be_bytes(), ports[..2]);
         assert_eq!(parsed.flow.dst_port.to_be_bytes(), ports[2..]);
@@ -46,12 +52,27 @@ fuzz_target!(|frame: &[u8]| {
         assert_eq!((again.flow.dst_port, again.flow.src_port), (8080, 20000));
     }
     assert_eq!(
-        (again.v4, again.l3, again.l4, again.flow.proto, again.fragment),
-        (parsed.v4, parsed.l3, parsed.l4, parsed.flow.proto, parsed.fragment)
+        (
+            again.v4,
+            again.l3,
+            again.l4,
+            again.flow.proto,
+            again.fragment
+        ),
+        (
+            parsed.v4,
+            parsed.l3,
+            parsed.l4,
+            parsed.flow.proto,
+            parsed.fragment
+        )
     );
     assert_eq!(rewritten.len(), frame.len());
     if ip_valid {
-        assert!(ipv4_header_valid(&rewritten, parsed.l3), "IPv4 header checksum broken");
+        assert!(
+            ipv4_header_valid(&rewritten, parsed.l3),
+            "IPv4 header checksum broken"
+        );
     }
     match transport_valid {
         Some(true) => assert_eq!(

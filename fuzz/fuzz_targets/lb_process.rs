@@ -18,8 +18,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use afxdp::{Frame, Umem, UmemConfig};
 use fastpath_fuzz::{
-    OWN_MAC, backend_mac, frames, ipv4_header_valid, load_balancer, outer_len,
-    same_but_completed, tables, transport_checksum_valid,
+    OWN_MAC, backend_mac, frames, ipv4_header_valid, load_balancer, outer_len, same_but_completed,
+    tables, transport_checksum_valid,
 };
 use libfuzzer_sys::fuzz_target;
 use nfv_apps::lb::{
@@ -92,7 +92,8 @@ impl Run<'_> {
         {
             let flow = parsed.flow;
             let key = (flow.src, flow.dst, fragment.id, flow.proto);
-            self.first_fragments.insert(key, (flow.src_port, flow.dst_port));
+            self.first_fragments
+                .insert(key, (flow.src_port, flow.dst_port));
         }
     }
 
@@ -139,7 +140,11 @@ impl Run<'_> {
             Forwarding::DsrIpip => {
                 let outer = outer_len(parsed.v4);
                 let l3 = parsed.l3;
-                assert_eq!(output[12..l3], input[12..l3], "VLAN tags and ethertype stay");
+                assert_eq!(
+                    output[12..l3],
+                    input[12..l3],
+                    "VLAN tags and ethertype stay"
+                );
                 same_but_completed(input, &parsed, output, l3, outer);
                 let header = &output[l3..l3 + outer];
                 let inner_len = parsed.l3_end - l3;
@@ -225,7 +230,10 @@ impl Run<'_> {
 
 fn check_checksums_kept(before: &[u8], parsed: &Parsed, after: &[u8], after_parsed: &Parsed) {
     if parsed.v4 && ipv4_header_valid(before, parsed.l3) {
-        assert!(ipv4_header_valid(after, after_parsed.l3), "IPv4 header checksum broken");
+        assert!(
+            ipv4_header_valid(after, after_parsed.l3),
+            "IPv4 header checksum broken"
+        );
     }
     match transport_checksum_valid(before, parsed) {
         Some(true) => assert_eq!(transport_checksum_valid(after, after_parsed), Some(true)),
@@ -262,8 +270,15 @@ fn check_too_big(input: &[u8], parsed: &Parsed, output: &[u8]) {
     assert_eq!(output[..6], input[6..12], "back to the sender's MAC");
     let (src, dst) = headers.addresses(output);
     let (sent_src, sent_dst) = wire::parse(input).unwrap().unwrap().addresses(input);
-    assert_eq!((src, dst), (sent_dst, sent_src), "from the VIP to the sender");
+    assert_eq!(
+        (src, dst),
+        (sent_dst, sent_src),
+        "from the VIP to the sender"
+    );
     let quote_at = headers.l4 + 8;
     let quoted = headers.l3_end - quote_at;
-    assert_eq!(output[quote_at..headers.l3_end], input[parsed.l3..parsed.l3 + quoted]);
+    assert_eq!(
+        output[quote_at..headers.l3_end],
+        input[parsed.l3..parsed.l3 + quoted]
+    );
 }

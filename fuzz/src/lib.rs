@@ -224,7 +224,12 @@ pub fn transport_checksum_valid(frame: &[u8], parsed: &Parsed) -> Option<bool> {
 
 /// Where the TCP or UDP checksum field of an unfragmented or first fragment is.
 pub fn transport_checksum_at(parsed: &Parsed) -> usize {
-    parsed.l4 + if parsed.flow.proto == PROTO_TCP { 16 } else { 6 }
+    parsed.l4
+        + if parsed.flow.proto == PROTO_TCP {
+            16
+        } else {
+            6
+        }
 }
 
 /// `after` equals `before` from byte `from` on, except that the load balancer may have
