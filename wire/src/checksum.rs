@@ -100,7 +100,8 @@ pub enum Completion {
     NotApplicable,
     /// The field did not hold the bare pseudo-header sum: the sender computed it.
     Complete,
-    /// The field held the pseudo-header sum only; the checksum is now complete.
+    /// The field held the pseudo-header sum only; the checksum is now complete (and
+    /// differs from what the field held).
     Completed,
 }
 
@@ -149,6 +150,10 @@ pub fn complete_partial(frame: &mut [u8], headers: &Headers) -> Completion {
         .finish();
     if sum == 0 && headers.protocol == proto::UDP {
         sum = 0xffff; // RFC 768: a computed zero is sent as all ones
+    }
+    if sum == field {
+        // A complete checksum that happens to equal its pseudo-header sum: left as it was.
+        return Completion::Complete;
     }
     frame[field_at..field_at + 2].copy_from_slice(&sum.to_be_bytes());
     Completion::Completed

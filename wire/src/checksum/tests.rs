@@ -85,3 +85,28 @@ fn incremental_update_matches_a_full_recompute() {
         assert!(l4_checksum_ok(&frame, &headers));
     }
 }
+
+/// A complete checksum can equal its pseudo-header sum by chance (1 in 65,536): it is summed
+/// again, kept, and not reported as completed.
+#[test]
+fn a_complete_checksum_equal_to_its_pseudo_header_sum_is_kept() {
+    let [(src, dst), _] = families();
+    let coincidence = (0..=u16::MAX)
+        .map(|word| {
+            FrameBuilder::udp(src, dst)
+                .payload(word.to_be_bytes())
+                .build()
+        })
+        .find(|frame| {
+            let headers = parse(frame).unwrap().unwrap();
+            let (s, d) = headers.addresses(frame);
+            let field = u16::from_be_bytes([frame[headers.l4 + 6], frame[headers.l4 + 7]]);
+            field == pseudo_header(s, d, proto::UDP, 10).fold()
+        })
+        .expect("some two-byte payload makes the checksum equal the pseudo-header sum");
+    let headers = parse(&coincidence).unwrap().unwrap();
+    assert!(l4_checksum_ok(&coincidence, &headers));
+    let mut frame = coincidence.clone();
+    assert_eq!(complete_partial(&mut frame, &headers), Completion::Complete);
+    assert_eq!(frame, coincidence);
+}
