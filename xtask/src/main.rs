@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
   setup   install what building fastpath needs: rust-src, Debian packages, bpf-linker
-  test    fmt check, clippy -D warnings, unit, BPF fixture and lab integration tests (root),
-          then every fuzz target for FUZZ_SECONDS (default 10) each
+  test    fmt check, clippy -D warnings (workspace and fuzz crate), unit, BPF fixture and lab
+          integration tests (root), then every fuzz target for FUZZ_SECONDS (default 10) each
   demo    the main job: the L4 load balancer on AF_XDP serving real HTTP clients in the lab
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
   bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)
@@ -112,6 +112,22 @@ fn test() -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The fuzz crate is a workspace of its own; checked into the main target dir, it reuses
+    // the dependencies checked above.
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--all-targets",
+            "--target-dir",
+            "target",
             "--",
             "-D",
             "warnings",
