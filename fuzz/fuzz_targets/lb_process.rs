@@ -10,6 +10,7 @@
 //!   error back to the sender;
 //! - nat: the frame parses to SNAT address → backend, the reply to VIP → client, and
 //!   checksums valid on the way in are valid on the way out.
+//!
 //! A later fragment is checked with the ports of its datagram's first fragment.
 
 #![no_main]
