@@ -34,7 +34,7 @@ pub fn udp_frame(spec: &FrameSpec, wire_size: usize) -> Vec<u8> {
     ip[9] = 17; // UDP
     ip[12..16].copy_from_slice(&spec.src_ip.octets());
     ip[16..20].copy_from_slice(&spec.dst_ip.octets());
-    let checksum = ipv4_checksum(ip);
+    let checksum = wire::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&checksum.to_be_bytes());
     let udp = &mut frame[34..42];
     udp[0..2].copy_from_slice(&spec.src_port.to_be_bytes());
@@ -158,7 +158,7 @@ impl Template {
                 ip[9] = proto;
                 ip[12..16].copy_from_slice(&src.octets());
                 ip[16..20].copy_from_slice(&dst.octets());
-                let checksum = ipv4_checksum(ip);
+                let checksum = wire::checksum::checksum(ip);
                 ip[10..12].copy_from_slice(&checksum.to_be_bytes());
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
@@ -234,17 +234,6 @@ impl Template {
 pub const MIN_WIRE_SIZE: usize = 64;
 pub const MAX_WIRE_SIZE: usize = 9018;
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 pub fn swap_macs(frame: &mut [u8]) {
     if frame.len() >= 12 {
         let (dst, rest) = frame.split_at_mut(6);
@@ -273,7 +262,7 @@ mod tests {
             let frame = udp_frame(&spec(), size);
             assert_eq!(frame.len(), size - FCS_LEN);
             assert_eq!(
-                ipv4_checksum(&frame[14..34]),
+                wire::checksum::checksum(&frame[14..34]),
                 0,
                 "checksum over a valid header is 0"
             );
@@ -314,7 +303,11 @@ mod tests {
         assert_eq!((built.src_offset, built.dst_offset), (26, 30));
         assert_eq!(built.ipv4_offset, Some(14));
         assert_eq!(frame[26..34], [10, 0, 0, 1, 10, 0, 0, 2]);
-        assert_eq!(ipv4_checksum(&frame[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(
+            wire::checksum::checksum(&frame[14..34]),
+            0,
+            "IPv4 header checksum"
+        );
         assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 46);
         assert_eq!(u16::from_be_bytes([frame[38], frame[39]]), 26, "UDP length");
 

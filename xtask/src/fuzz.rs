@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup::output;
+
 pub const DEFAULT_SECONDS: u64 = 60;
 /// What `cargo xtask test` gives each target.
 pub const CI_SECONDS: u64 = 10;
@@ -160,21 +162,6 @@ fn target_dir() -> Option<String> {
     std::env::var("FUZZ_TARGET_DIR")
         .ok()
         .filter(|dir| !dir.is_empty())
-}
-
-fn output(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("could not run {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn install_cargo_fuzz() -> Result<()> {

@@ -35,7 +35,8 @@ fn step(name: &str, work: fn() -> Result<bool>) -> Result<()> {
     Ok(())
 }
 
-fn output(program: &str, args: &[&str]) -> Result<String> {
+/// Runs a command and returns its standard output; a failure carries its standard error.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
     let output = Command::new(program)
         .args(args)
         .output()

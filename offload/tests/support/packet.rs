@@ -147,7 +147,7 @@ impl Frame {
                 for byte in &mut h[20..] {
                     *byte = 1; // NOP options
                 }
-                let checksum = ipv4_checksum(&h);
+                let checksum = wire::checksum::checksum(&h);
                 h[10..12].copy_from_slice(&checksum.to_be_bytes());
                 out.extend(h);
                 out.extend(l4);
@@ -188,17 +188,6 @@ impl Frame {
         }
         out
     }
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Offsets where each header of `frame` starts (and just before), to cut it there.

@@ -1,6 +1,6 @@
 use super::*;
 
-/// A frame built field by field: Ethernet, IPv4 or IPv6, TCP (SYN) or UDP, valid checksums.
+/// A frame: Ethernet, IPv4 or IPv6, TCP (SYN) or UDP, valid checksums.
 pub fn frame(
     v4: bool,
     proto: u8,
@@ -11,64 +11,19 @@ pub fn frame(
     payload: &[u8],
 ) -> Vec<u8> {
     let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let l4_len = if proto == PROTO_TCP { 20 } else { 8 } + payload.len();
-    let mut l4 = vec![0u8; l4_len];
-    l4[..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    if proto == PROTO_TCP {
-        l4[12] = 5 << 4;
-        l4[13] = 0x02;
-        l4[20..].copy_from_slice(payload);
+    assert_eq!(src.is_ipv4(), v4);
+    let builder = if proto == PROTO_TCP {
+        wire::FrameBuilder::tcp(src, dst, wire::parse::tcp_flags::SYN)
     } else {
-        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-        l4[8..].copy_from_slice(payload);
-    }
-    let mut out = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-    if v4 {
-        out.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
-        ip[8] = 64;
-        ip[9] = proto;
-        ip[12..16].copy_from_slice(&address(src)[12..]);
-        ip[16..20].copy_from_slice(&address(dst)[12..]);
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        out.extend_from_slice(&ip);
-    } else {
-        out.extend_from_slice(&[0x86, 0xdd]);
-        let mut ip = [0u8; 40];
-        ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-        ip[6] = proto;
-        ip[7] = 64;
-        ip[8..24].copy_from_slice(&address(src));
-        ip[24..40].copy_from_slice(&address(dst));
-        out.extend_from_slice(&ip);
-    }
-    let at = out.len();
-    out.extend_from_slice(&l4);
-    let sum = l4_checksum(&out, v4, at);
-    let csum_at = at + if proto == PROTO_TCP { 16 } else { 6 };
-    out[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
-    out
+        wire::FrameBuilder::udp(src, dst)
+    };
+    builder.ports(sport, dport).payload(payload).build()
 }
 
-/// The TCP/UDP checksum computed from scratch over the pseudo-header and segment, with the
-/// checksum field as it is: 0 when the packet is valid.
-pub fn l4_checksum(packet: &[u8], v4: bool, l4: usize) -> u16 {
-    let mut pseudo = Vec::new();
-    if v4 {
-        pseudo.extend_from_slice(&packet[ETH_LEN + 12..ETH_LEN + 20]);
-        pseudo.extend_from_slice(&[0, packet[ETH_LEN + 9]]);
-    } else {
-        pseudo.extend_from_slice(&packet[ETH_LEN + 8..ETH_LEN + 40]);
-        pseudo.extend_from_slice(&[0, packet[ETH_LEN + 6]]);
-    }
-    pseudo.extend_from_slice(&((packet.len() - l4) as u16).to_be_bytes());
-    pseudo.extend_from_slice(&packet[l4..]);
-    checksum(&pseudo)
+/// Whether the TCP/UDP checksum of a frame is valid, computed from scratch.
+fn l4_checksum_valid(packet: &[u8]) -> bool {
+    let headers = wire::parse(packet).unwrap().unwrap();
+    wire::checksum::l4_checksum_ok(packet, &headers)
 }
 
 #[test]
@@ -121,11 +76,7 @@ fn endpoint_rewrites_keep_checksums_valid() {
             let again = parse(&packet).unwrap();
             assert_eq!((again.flow.dst, again.flow.dst_port), (new, 8080));
             assert_eq!((again.flow.src, again.flow.src_port), (new, 12345));
-            assert_eq!(
-                l4_checksum(&packet, v4, parsed.l4),
-                0,
-                "v4={v4} proto={proto}"
-            );
+            assert!(l4_checksum_valid(&packet), "v4={v4} proto={proto}");
             if v4 {
                 assert_eq!(checksum(&packet[ETH_LEN..ETH_LEN + IPV4_LEN]), 0);
             }
