@@ -217,14 +217,23 @@ fn has_nightly(toolchain_list: &str) -> bool {
         .any(|line| line.starts_with("nightly-") || line.starts_with("nightly "))
 }
 
-/// Builds every target; on the stable fallback, retries without AddressSanitizer if the
-/// sanitizer build fails.
+/// Builds every target. A nightly that fails to build falls back to stable with
+/// `RUSTC_BOOTSTRAP=1`; on stable, a failed AddressSanitizer build retries without it.
+/// Each fallback is said.
 fn build(fuzzer: &Fuzzer) -> Result<Fuzzer> {
     if fuzzer.build()? {
         return Ok(*fuzzer);
     }
     if !fuzzer.bootstrap {
-        bail!("building the fuzz targets failed (see above)");
+        eprintln!(
+            "fuzz: the build with rustup's nightly failed (see above); falling back to the \
+             default toolchain with RUSTC_BOOTSTRAP=1"
+        );
+        return build(&Fuzzer {
+            toolchain: None,
+            bootstrap: true,
+            sanitizer: "address",
+        });
     }
     eprintln!(
         "fuzz: the AddressSanitizer build failed on the stable toolchain; retrying with \
