@@ -71,7 +71,7 @@ pub struct Status {
     pub cross_queue_replies: u64,
     /// Checksums completed for senders with TX checksum offload on.
     pub partial_checksums: u64,
-    /// IP fragments forwarded along their datagram's first fragment.
+    /// IP fragments received, each given its datagram's ports from the first fragment.
     pub fragments: u64,
     /// ICMP errors telling senders the MTU that fits an encapsulated packet.
     pub too_big_replies: u64,

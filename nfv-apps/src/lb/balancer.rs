@@ -86,6 +86,17 @@ impl LoadBalancer {
         Some(index)
     }
 
+    /// Finishes a checksum the sender left partial, before any rewrite (see
+    /// `packet::complete_partial_checksum`); only packets the balancer sends on pay for it.
+    fn complete_partial_checksum(&self, packet: &mut Packet<'_>, parsed: &Parsed) {
+        if packet::complete_partial_checksum(packet.data_mut(), parsed) {
+            self.tables
+                .counters
+                .partial_checksums
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn forward(&mut self, packet: &mut Packet<'_>, vip: usize, parsed: &Parsed) -> Verdict {
         let Some(index) = self.schedule(vip, parsed) else {
             return Verdict::Drop("no backend available");
@@ -210,17 +221,14 @@ impl NetworkFunction for LoadBalancer {
                 .counters
                 .fragments
                 .fetch_add(1, Ordering::Relaxed);
-        } else if packet::complete_partial_checksum(packet.data_mut(), &parsed) {
-            self.tables
-                .counters
-                .partial_checksums
-                .fetch_add(1, Ordering::Relaxed);
         }
         let flow = &parsed.flow;
         if let Some(vip) = self.tables.vip(&flow.dst, flow.dst_port, flow.proto) {
+            self.complete_partial_checksum(packet, &parsed);
             return self.forward(packet, vip, &parsed);
         }
         if self.tables.is_snat_address(&flow.dst) {
+            self.complete_partial_checksum(packet, &parsed);
             return self.reverse(packet, &parsed);
         }
         Verdict::Drop("not for a vip")

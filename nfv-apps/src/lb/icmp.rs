@@ -47,17 +47,15 @@ pub fn too_big_reply(packet: &mut Packet<'_>, parsed: &Parsed, mtu: u16, own_mac
     data[6..12].copy_from_slice(&own_mac);
     let quote_at = l3 + added;
     // The reply goes back from the address the packet was sent to.
-    let (src, dst) = if parsed.v4 {
-        (
-            data[quote_at + 16..quote_at + 20].to_vec(),
-            data[quote_at + 12..quote_at + 16].to_vec(),
-        )
+    let (src_at, dst_at, len) = if parsed.v4 {
+        (quote_at + 16, quote_at + 12, 4)
     } else {
-        (
-            data[quote_at + 24..quote_at + 40].to_vec(),
-            data[quote_at + 8..quote_at + 24].to_vec(),
-        )
+        (quote_at + 24, quote_at + 8, 16)
     };
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    src[..len].copy_from_slice(&data[src_at..src_at + len]);
+    dst[..len].copy_from_slice(&data[dst_at..dst_at + len]);
+    let (src, dst) = (&src[..len], &dst[..len]);
     let icmp_len = ICMP_HEADER + quoted;
     let ip = &mut data[l3..l3 + ip_len];
     ip.fill(0);
@@ -66,8 +64,8 @@ pub fn too_big_reply(packet: &mut Packet<'_>, parsed: &Parsed, mtu: u16, own_mac
         ip[2..4].copy_from_slice(&((IPV4_LEN + icmp_len) as u16).to_be_bytes());
         ip[8] = 64;
         ip[9] = PROTO_ICMP;
-        ip[12..16].copy_from_slice(&src);
-        ip[16..20].copy_from_slice(&dst);
+        ip[12..16].copy_from_slice(src);
+        ip[16..20].copy_from_slice(dst);
         let sum = wire::checksum::checksum(ip);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
     } else {
@@ -75,8 +73,8 @@ pub fn too_big_reply(packet: &mut Packet<'_>, parsed: &Parsed, mtu: u16, own_mac
         ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
         ip[6] = PROTO_ICMPV6;
         ip[7] = 64;
-        ip[8..24].copy_from_slice(&src);
-        ip[24..40].copy_from_slice(&dst);
+        ip[8..24].copy_from_slice(src);
+        ip[24..40].copy_from_slice(dst);
     }
     let icmp_at = l3 + ip_len;
     let icmp = &mut data[icmp_at..icmp_at + icmp_len];
@@ -89,7 +87,7 @@ pub fn too_big_reply(packet: &mut Packet<'_>, parsed: &Parsed, mtu: u16, own_mac
     } else {
         icmp[0] = ICMPV6_PACKET_TOO_BIG;
         icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
-        pseudo_header(&src, &dst, PROTO_ICMPV6, icmp_len)
+        pseudo_header(src, dst, PROTO_ICMPV6, icmp_len)
     };
     let sum = start.add_bytes(icmp).finish();
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());

@@ -133,7 +133,7 @@ pub struct LbCounters {
     pub cross_queue_replies: AtomicU64,
     /// TCP/UDP checksums left partial by a sender with TX checksum offload, completed here.
     pub partial_checksums: AtomicU64,
-    /// IP fragments forwarded (each follows its datagram's first fragment).
+    /// IP fragments received, each given its datagram's ports from the first fragment.
     pub fragments: AtomicU64,
     /// ICMP "fragmentation needed" / "packet too big" sent for packets too big to
     /// encapsulate.
