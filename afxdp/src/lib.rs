@@ -21,7 +21,6 @@
 
 mod batch;
 mod error;
-pub mod netdev;
 mod ring;
 #[cfg(any(test, feature = "bench-rings"))]
 pub mod ring_loop;

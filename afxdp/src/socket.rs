@@ -5,7 +5,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use crate::{
     FramePool, Umem, XskError,
     batch::{KernelFrames, RxBatch, TxBatch},
-    netdev,
     ring::{Layout, Ring},
     sys,
     umem::Owner,
@@ -163,8 +162,8 @@ impl Socket {
     ) -> Result<Socket, XskError> {
         config.validate(umem)?;
         let ifindex =
-            netdev::ifindex(iface).ok_or_else(|| XskError::NoSuchInterface(iface.to_string()))?;
-        if let Ok(available) = netdev::queue_count(iface)
+            nic::ifindex(iface).map_err(|_| XskError::NoSuchInterface(iface.to_string()))?;
+        if let Ok(available) = nic::ethtool::queue_count(iface)
             && queue >= available
         {
             return Err(XskError::NoSuchQueue {
@@ -266,7 +265,7 @@ impl Socket {
 
         let zero_copy = zero_copy_in_use(socket_fd)?;
         let fallback = (config.mode == BindMode::Auto && !zero_copy).then(|| {
-            let driver = netdev::driver(iface).unwrap_or_else(|_| "unknown".into());
+            let driver = nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".into());
             format!("zero-copy not supported by driver {driver} on {iface}; using copy mode")
         });
         let owns_umem = shared_with.is_none();
@@ -604,7 +603,7 @@ fn bind_error(
     if config.mode == BindMode::ZeroCopy && matches!(errno, Some(libc::EOPNOTSUPP)) {
         return XskError::ZeroCopyUnsupported {
             iface: iface.to_string(),
-            driver: netdev::driver(iface).unwrap_or_else(|_| "unknown".into()),
+            driver: nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".into()),
             source: error,
         };
     }

@@ -209,7 +209,7 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
         bail!("--rate 0: expected a positive number of frames per second");
     }
     let dst = address_range("--dst", &args.dst)?;
-    let ifindex = offload::netdev::ifindex(&args.iface)?;
+    let ifindex = nic::ifindex(&args.iface)?;
     let src = match &args.src {
         Some(text) => address_range("--src", text)?,
         None => (

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use hw_profiles::Profiles;
-use offload::probe::{ProbeReport, Trial, interfaces, probe};
+use probe::{ProbeReport, Trial, interfaces, probe};
 
 use crate::output;
 

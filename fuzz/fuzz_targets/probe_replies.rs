@@ -7,7 +7,7 @@
 use std::io;
 
 use libfuzzer_sys::fuzz_target;
-use offload::probe::{ethtool, netdev};
+use nic::{ethtool, xdp_features as netdev};
 
 /// Answers each ethtool request with the next bytes of the input (fewer bytes leave the
 /// rest of the struct as the request had it); a zero-length answer is an error, as from

@@ -44,6 +44,8 @@ pub enum LabError {
     Netlink { what: &'static str, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Nic(#[from] nic::NicError),
 }
 
 impl LabError {
@@ -72,7 +74,9 @@ impl Endpoint {
     /// The interface's MAC address, read through netlink inside its namespace.
     pub fn read_mac(&self) -> Result<[u8; 6], LabError> {
         let iface = self.iface.clone();
-        netns::run_in(&self.namespace, move || netlink::mac(&iface))?
+        Ok(netns::run_in(&self.namespace, move || {
+            netlink::mac(&iface)
+        })??)
     }
 }
 
@@ -389,12 +393,8 @@ pub fn wait_until(timeout: std::time::Duration, what: &str, mut condition: impl 
     }
 }
 
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+/// A MAC address as text (the `nic` crate's, re-exported for the lab's users).
+pub use nic::format_mac;
 
 #[cfg(test)]
 mod tests {
@@ -423,10 +423,5 @@ mod tests {
         .unwrap_err();
         let message = timed_out.downcast_ref::<String>().unwrap();
         assert!(message.contains("waiting for never"), "{message}");
-    }
-
-    #[test]
-    fn macs_format_as_colon_hex() {
-        assert_eq!(format_mac([2, 0, 0, 0xab, 0xcd, 1]), "02:00:00:ab:cd:01");
     }
 }

@@ -1,10 +1,13 @@
-//! rtnetlink requests, made from inside the namespace they concern (see `netns::run_in`).
-//! Each call opens its own socket on a small single-threaded runtime: lab set-up is not a hot
-//! path, and this keeps the API synchronous.
+//! rtnetlink requests that build the lab (links, bridges, addresses, routes, neighbours),
+//! made from inside the namespace they concern (see `netns::run_in`). Each call opens its
+//! own socket on a small single-threaded runtime: lab set-up is not a hot path, and this
+//! keeps the API synchronous. Questions about what exists (MAC, MTU, addresses, routes,
+//! neighbours) are the `nic` crate's, re-exported here.
 
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
+pub use nic::{Route, addresses, gateway_for, mac, mtu, neighbours, routes};
 use rtnetlink::{
     Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{link::LinkAttribute, neighbour::NeighbourState},
@@ -31,35 +34,9 @@ fn with_handle<T>(
     })
 }
 
+/// The interface's index.
 pub fn index(iface: &str) -> Result<u32, LabError> {
-    let name = iface.to_string();
-    with_handle("look up interface", async move |handle| {
-        let mut links = handle.link().get().match_name(name).execute();
-        Ok(links.try_next().await?.map(|link| link.header.index))
-    })?
-    .ok_or_else(|| LabError::NoInterface(iface.to_string()))
-}
-
-/// The attributes of one link, looked up by name.
-fn link_attributes(iface: &str, what: &'static str) -> Result<Vec<LinkAttribute>, LabError> {
-    let name = iface.to_string();
-    let found = with_handle(what, async move |handle| {
-        let mut links = handle.link().get().match_name(name).execute();
-        Ok(links.try_next().await?.map(|link| link.attributes))
-    })?;
-    found.ok_or_else(|| LabError::NoInterface(iface.to_string()))
-}
-
-pub fn mac(iface: &str) -> Result<[u8; 6], LabError> {
-    link_attributes(iface, "read MAC address")?
-        .into_iter()
-        .find_map(|attribute| match attribute {
-            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
-                Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
-            }
-            _ => None,
-        })
-        .ok_or_else(|| LabError::NoInterface(iface.to_string()))
+    Ok(nic::ifindex(iface)?)
 }
 
 pub fn set_up(iface: &str) -> Result<(), LabError> {
@@ -205,161 +182,4 @@ pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), L
             .execute()
             .await
     })
-}
-
-/// A route: destination prefix (None: the default route), its length, and its gateway
-/// (None: on-link).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub prefix: Option<IpAddr>,
-    pub prefix_len: u8,
-    pub gateway: Option<IpAddr>,
-}
-
-impl Route {
-    fn covers(&self, destination: IpAddr) -> bool {
-        let len = u32::from(self.prefix_len);
-        match (self.prefix, destination) {
-            (None, _) => len == 0,
-            (Some(IpAddr::V4(p)), IpAddr::V4(d)) => {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                u32::from(p) & mask == u32::from(d) & mask
-            }
-            (Some(IpAddr::V6(p)), IpAddr::V6(d)) => {
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                u128::from(p) & mask == u128::from(d) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The IPv4 and IPv6 routes of this namespace (one dump per family).
-pub fn routes() -> Result<Vec<Route>, LabError> {
-    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-    let messages = with_handle("dump routes", async move |handle| {
-        let mut all = Vec::new();
-        for filter in [
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-        ] {
-            all.extend(
-                handle
-                    .route()
-                    .get(filter)
-                    .execute()
-                    .try_collect::<Vec<_>>()
-                    .await?,
-            );
-        }
-        Ok(all)
-    })?;
-    let to_ip = |address: &RouteAddress| match address {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    };
-    Ok(messages
-        .iter()
-        .map(|message| {
-            let mut route = Route {
-                prefix: None,
-                prefix_len: message.header.destination_prefix_length,
-                gateway: None,
-            };
-            for attribute in &message.attributes {
-                match attribute {
-                    RouteAttribute::Destination(address) => route.prefix = to_ip(address),
-                    RouteAttribute::Gateway(address) => route.gateway = to_ip(address),
-                    _ => {}
-                }
-            }
-            route
-        })
-        .collect())
-}
-
-/// The gateway the longest matching route of `routes` gives `destination`, or None when it
-/// is on-link (or unrouted).
-pub fn gateway_for(routes: &[Route], destination: IpAddr) -> Option<IpAddr> {
-    routes
-        .iter()
-        .filter(|route| route.covers(destination))
-        .max_by_key(|route| route.prefix_len)
-        .and_then(|route| route.gateway)
-}
-
-/// The usable entries (not incomplete or failed) of the neighbour table: address → MAC.
-pub fn neighbours() -> Result<std::collections::HashMap<IpAddr, [u8; 6]>, LabError> {
-    use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
-    let entries = with_handle("dump neighbours", async move |handle| {
-        handle
-            .neighbours()
-            .get()
-            .execute()
-            .try_collect::<Vec<_>>()
-            .await
-    })?;
-    let mut table = std::collections::HashMap::new();
-    for entry in entries {
-        if matches!(
-            entry.header.state,
-            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-        ) {
-            continue;
-        }
-        let mut found = (None, None);
-        for attribute in &entry.attributes {
-            match attribute {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                    found.0 = Some(IpAddr::V4(*v4))
-                }
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                    found.0 = Some(IpAddr::V6(*v6))
-                }
-                NeighbourAttribute::LinkLayerAddress(mac) if mac.len() == 6 => {
-                    found.1 = Some([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
-                }
-                _ => {}
-            }
-        }
-        if let (Some(address), Some(mac)) = found {
-            table.insert(address, mac);
-        }
-    }
-    Ok(table)
-}
-
-/// The addresses on an interface.
-pub fn addresses(iface: &str) -> Result<Vec<IpAddr>, LabError> {
-    use rtnetlink::packet_route::address::AddressAttribute;
-    let index = index(iface)?;
-    let messages = with_handle("dump addresses", async move |handle| {
-        handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect::<Vec<_>>()
-            .await
-    })?;
-    Ok(messages
-        .iter()
-        .flat_map(|message| &message.attributes)
-        .filter_map(|attribute| match attribute {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Interface MTU.
-pub fn mtu(iface: &str) -> Result<u32, LabError> {
-    link_attributes(iface, "read MTU")?
-        .into_iter()
-        .find_map(|attribute| match attribute {
-            LinkAttribute::Mtu(mtu) => Some(mtu),
-            _ => None,
-        })
-        .ok_or_else(|| LabError::NoInterface(iface.to_string()))
 }

@@ -15,15 +15,15 @@ use hw_profiles::Profiles;
 use serde::Serialize;
 
 use crate::{
-    OffloadError, Pins, STEER_OBJECT, hw,
+    OffloadError, Pins, STEER_OBJECT,
+    error_chain::describe,
+    hw,
     mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
-    netdev,
     placement::{self, Layout, Plan, PlanInput},
-    probe,
     rules::Action,
     steering::{self, ActionCounters, HW_PREFILTER, RuleStats, Steering},
     sys,
-    xdp_state::{self, XdpState},
+    xdp_state::{self, XdpState, ifindex},
 };
 
 const PROGRAM: &str = "steer";
@@ -55,9 +55,9 @@ pub struct Attachment {
 /// The placement plan for `options` on its interface, from the kernel's xdp-features, the
 /// matched built-in profile and the offload check. Nothing is changed.
 pub fn plan_for(options: &AttachOptions) -> Result<Plan, OffloadError> {
-    let ifindex = netdev::ifindex(&options.iface)?;
-    let driver = netdev::driver(&options.iface).unwrap_or_else(|_| "unknown".to_string());
-    let features = probe::netdev::read(ifindex).unwrap_or_default();
+    let ifindex = ifindex(&options.iface)?;
+    let driver = nic::ethtool::driver(&options.iface).unwrap_or_else(|_| "unknown".to_string());
+    let features = nic::xdp_features::read(&mut nic::Kernel, ifindex).unwrap_or_default();
     let profiles = Profiles::builtin();
     let input = PlanInput::from_facts(
         &driver,
@@ -78,7 +78,7 @@ pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
 /// the card refuses, and reported), then the steering program in the plan's modes.
 pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachment, OffloadError> {
     let iface = options.iface.as_str();
-    let ifindex = netdev::ifindex(iface)?;
+    let ifindex = ifindex(iface)?;
     crate::pins::prune_stale();
     let pins = Pins::for_iface(iface);
     let state = xdp_state::query(ifindex)?;
@@ -102,7 +102,7 @@ pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachm
         });
     }
     pins.create()?;
-    let driver = netdev::driver(iface).unwrap_or_else(|_| "unknown".to_string());
+    let driver = nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".to_string());
     let mut fallbacks = plan.skipped.clone();
     if plan.layout == Layout::Split
         && let Err(reason) = attach_hw_prefilter(&pins, ifindex, &driver)
@@ -302,7 +302,7 @@ pub struct Replacement {
 
 pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, OffloadError> {
     let pins = Pins::for_iface(iface);
-    let ifindex = netdev::ifindex(iface)?;
+    let ifindex = ifindex(iface)?;
     if !pins.exists() && !pins.link().exists() {
         return Err(not_attached(iface, &pins));
     }
@@ -349,7 +349,7 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
 
 /// Detaches the program and removes every pin (rules and counters go with them).
 pub fn detach(iface: &str) -> Result<(), OffloadError> {
-    let ifindex = netdev::ifindex(iface)?;
+    let ifindex = ifindex(iface)?;
     let pins = Pins::for_iface(iface);
     // A link pin without a program pin is an attach killed half way: still detachable.
     if !pins.exists() && !pins.link().exists() {
@@ -419,7 +419,7 @@ pub struct PrefilterEntry {
 }
 
 pub fn status(iface: &str) -> Result<Status, OffloadError> {
-    let ifindex = netdev::ifindex(iface)?;
+    let ifindex = ifindex(iface)?;
     let steering = Steering::open(iface)?;
     let placements: Vec<Placed> = xdp_state::slots(ifindex)?
         .into_iter()
@@ -471,19 +471,4 @@ fn pinned_program_id(pins: &Pins) -> Option<u32> {
     ProgramInfo::from_pin(pins.program())
         .ok()
         .map(|info| info.id())
-}
-
-/// An error with its whole source chain ("bpf_link_create failed: Operation not supported").
-pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -31,7 +31,9 @@ pub use offload_common::FlowSpace;
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use serde::Serialize;
 
-use crate::{OffloadError, STEER_OBJECT, Transient, attach::describe, probe::ethtool, sys};
+use nic::ethtool;
+
+use crate::{OffloadError, STEER_OBJECT, Transient, error_chain::describe, sys};
 use dispatcher_hold::DispatcherHold;
 
 /// Frames per `BPF_PROG_RUN` call: bounds the time between rate and stop checks.
@@ -187,7 +189,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// The driver's XDP transmit counters: (frames taken, frames refused).
 fn xmit_counters(iface: &str) -> Option<(u64, u64)> {
-    let stats = ethtool::statistics(&mut ethtool::Ioctl, iface).ok()?;
+    let stats = ethtool::statistics(&mut nic::Kernel, iface).ok()?;
     stats
         .iter()
         .any(|(name, _)| name.ends_with("xdp_xmit"))
@@ -292,7 +294,7 @@ impl Generator {
                 (seconds, delta)
             }
             GenMode::XskTx => {
-                let queues = afxdp::netdev::queue_count(&options.iface)
+                let queues = nic::ethtool::queue_count(&options.iface)
                     .unwrap_or(1)
                     .max(1);
                 if cores.len() as u32 > queues {

@@ -16,7 +16,10 @@ use std::{
 
 use aya_obj::generated::bpf_map_type;
 
-use crate::sys;
+use crate::{
+    program_image::{self, map_kind},
+    sys,
+};
 
 /// Why a hardware attach failed, for the mode report.
 pub type HwFailure = String;
@@ -41,7 +44,7 @@ pub fn attach_offloaded(
     ifindex: u32,
     driver: &str,
 ) -> Result<Offloaded, HwFailure> {
-    let image = crate::probe::offload_check::image(object, program)?;
+    let image = program_image::image(object, program)?;
     let mut used = image.maps;
     // Offloadable kinds first, so that the first failure on a NIC without offload support is
     // about the device, not about a map kind.
@@ -193,22 +196,5 @@ fn explain(error: &io::Error, driver: &str) -> String {
         Some(libc::ENODEV) => "the interface disappeared".to_string(),
         Some(libc::EPERM) => "permission denied (needs root or CAP_BPF + CAP_NET_ADMIN)".into(),
         _ => "the kernel refused the offload".to_string(),
-    }
-}
-
-/// A map type's short name, as in bpftool.
-pub(crate) fn map_kind(map_type: u32) -> &'static str {
-    use bpf_map_type::*;
-    match map_type {
-        t if t == BPF_MAP_TYPE_ARRAY as u32 => "array",
-        t if t == BPF_MAP_TYPE_HASH as u32 => "hash",
-        t if t == BPF_MAP_TYPE_LRU_HASH as u32 => "lru_hash",
-        t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => "lpm_trie",
-        t if t == BPF_MAP_TYPE_PERCPU_ARRAY as u32 => "percpu_array",
-        t if t == BPF_MAP_TYPE_PERCPU_HASH as u32 => "percpu_hash",
-        t if t == BPF_MAP_TYPE_XSKMAP as u32 => "xskmap",
-        t if t == BPF_MAP_TYPE_DEVMAP as u32 => "devmap",
-        t if t == BPF_MAP_TYPE_CPUMAP as u32 => "cpumap",
-        _ => "other",
     }
 }

@@ -5,19 +5,24 @@
 //! - [`Steering`]: rules and counters, changed at run time through the pinned maps.
 //! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and timing.
 //! - [`placement`]: where the prefilter and the steering program run (hw, drv, skb).
-//! - [`probe`]: what an interface can do (`fastpath probe`), and ntuple flow steering.
+//! - [`offload_check`]: whether a program fits a NIC's offload limits, before loading it.
+//! - [`hw`]: loading a program onto the NIC and attaching it in HW mode.
+//!
+//! What the kernel says about an interface (ethtool, rtnetlink, the netdev family) comes
+//! from the `nic` crate.
 
 mod attach;
 pub mod bpffs;
 mod error;
+pub mod error_chain;
 pub mod generator;
-mod hw;
+pub mod hw;
 pub mod kill_point;
 pub mod mode;
-pub mod netdev;
+pub mod offload_check;
 mod pins;
 pub mod placement;
-pub mod probe;
+mod program_image;
 pub mod rules;
 mod steering;
 mod sys;

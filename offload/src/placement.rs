@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     mode::{ModeFailure, ModePolicy, XdpMode},
-    probe::offload_check,
+    offload_check,
 };
 
 /// What the planner knows about the NIC and the programs.

@@ -11,7 +11,9 @@ use aya::{
 
 use offload_common::ParseReport;
 
-use crate::{OffloadError, STEER_OBJECT, Steering, Transient, attach::describe, rules::Action};
+use crate::{
+    OffloadError, STEER_OBJECT, Steering, Transient, error_chain::describe, rules::Action,
+};
 
 /// The program's verdict and the packet as it left the program.
 #[derive(Debug, Clone, PartialEq, Eq)]

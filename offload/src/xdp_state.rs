@@ -1,10 +1,11 @@
-//! What the kernel says is attached to an interface, read through rtnetlink (IFLA_XDP).
+//! What the kernel says is attached to an interface (IFLA_XDP, read through `nic`), and the
+//! rtnetlink runtime the generator's veth set-up uses.
 
-use futures::TryStreamExt;
-use rtnetlink::{
-    Handle,
-    packet_route::link::{LinkAttribute, LinkXdp, XdpAttached},
+use nic::{
+    Kernel, NicError,
+    link::{self, Link, XdpProgram, XdpSlot},
 };
+use rtnetlink::Handle;
 
 use crate::{OffloadError, mode::XdpMode};
 
@@ -14,76 +15,56 @@ pub struct XdpState {
     pub program_id: u32,
 }
 
+impl From<XdpSlot> for XdpMode {
+    fn from(slot: XdpSlot) -> XdpMode {
+        match slot {
+            XdpSlot::Hardware => XdpMode::Hw,
+            XdpSlot::Driver => XdpMode::Drv,
+            XdpSlot::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl From<XdpProgram> for XdpState {
+    fn from(program: XdpProgram) -> XdpState {
+        XdpState {
+            mode: program.slot.into(),
+            program_id: program.program_id,
+        }
+    }
+}
+
+/// The interface's index, or [`OffloadError::UnknownInterface`].
+pub(crate) fn ifindex(iface: &str) -> Result<u32, OffloadError> {
+    nic::ifindex(iface).map_err(|_| OffloadError::UnknownInterface(iface.into()))
+}
+
 /// What the kernel has attached to `iface` in this network namespace, if anything: pins
 /// aside, the ground truth of whether a program still runs there.
 pub fn attached(iface: &str) -> Result<Option<XdpState>, OffloadError> {
-    query(crate::netdev::ifindex(iface)?)
+    query(ifindex(iface)?)
 }
 
 /// The XDP program on `ifindex`, if any.
 pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
-    let mut mode = None;
-    let mut program_id = 0;
-    for attribute in link_attributes(ifindex)? {
-        if let LinkAttribute::Xdp(xdp) = attribute {
-            for item in xdp {
-                match item {
-                    LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpMode::Drv),
-                    LinkXdp::Attached(XdpAttached::SocketBuffer) => mode = Some(XdpMode::Skb),
-                    LinkXdp::Attached(XdpAttached::Hardware) => mode = Some(XdpMode::Hw),
-                    LinkXdp::ProgId(id) => program_id = id,
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(mode.map(|mode| XdpState { mode, program_id }))
+    let program = link::xdp_program(&mut Kernel, Link::Index(ifindex)).map_err(from_nic)?;
+    Ok(program.map(XdpState::from))
 }
 
 /// Every XDP slot in use on `ifindex`: a NIC can hold a hardware program and a driver (or
-/// generic) program at once (IFLA_XDP_ATTACHED = XDP_ATTACHED_MULTI, with one id per slot).
+/// generic) program at once.
 pub fn slots(ifindex: u32) -> Result<Vec<XdpState>, OffloadError> {
-    let mut slots = Vec::new();
-    for attribute in link_attributes(ifindex)? {
-        if let LinkAttribute::Xdp(xdp) = attribute {
-            for item in xdp {
-                let (mode, program_id) = match item {
-                    LinkXdp::DrvProgId(id) => (XdpMode::Drv, id),
-                    LinkXdp::SkbProgId(id) => (XdpMode::Skb, id),
-                    LinkXdp::HwProgId(id) => (XdpMode::Hw, id),
-                    _ => continue,
-                };
-                slots.push(XdpState { mode, program_id });
-            }
-        }
-    }
-    // Kernels report the per-slot ids only in multi mode; one program comes as ProgId.
-    if slots.is_empty() {
-        slots.extend(query(ifindex)?);
-    }
-    Ok(slots)
+    let programs = link::xdp_programs(&mut Kernel, Link::Index(ifindex)).map_err(from_nic)?;
+    Ok(programs.into_iter().map(XdpState::from).collect())
 }
 
-/// The interface's MTU and the largest MTU its driver allows.
-pub fn mtus(ifindex: u32) -> Result<(Option<u32>, Option<u32>), OffloadError> {
-    let (mut mtu, mut max_mtu) = (None, None);
-    for attribute in link_attributes(ifindex)? {
-        match attribute {
-            LinkAttribute::Mtu(value) => mtu = Some(value),
-            LinkAttribute::MaxMtu(value) => max_mtu = Some(value),
-            _ => {}
-        }
+/// A failed link query as the offload API reports it: syscalls keep their call and errno.
+fn from_nic(error: NicError) -> OffloadError {
+    match error {
+        NicError::Syscall { call, source } => OffloadError::syscall(call, source),
+        NicError::NoInterface(name) => OffloadError::UnknownInterface(name),
+        other => OffloadError::bpf("RTM_GETLINK", other),
     }
-    Ok((mtu, max_mtu))
-}
-
-/// The link's attributes, from one RTM_GETLINK.
-fn link_attributes(ifindex: u32) -> Result<Vec<LinkAttribute>, OffloadError> {
-    netlink("RTM_GETLINK", async move |handle| {
-        let mut links = handle.link().get().match_index(ifindex).execute();
-        Ok(links.try_next().await?.map(|message| message.attributes))
-    })?
-    .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))
 }
 
 /// One rtnetlink exchange on its own socket and small runtime: not a hot path, and this

@@ -292,7 +292,7 @@ impl<'a> Plan<'a> {
                         profile.name
                     )
                 })?;
-                offload::netdev::ifindex(iface)
+                nic::ifindex(iface)
                     .with_context(|| format!("{flag} {iface}: no such interface"))?;
             }
         }
@@ -376,7 +376,7 @@ impl<'a> Plan<'a> {
             lab::netns::enter(namespace)?;
         }
         let mut generator = Generator::for_mode(offload::generator::GenMode::LiveFrames)?;
-        let ifindex = offload::netdev::ifindex(&ends.tx_iface)?;
+        let ifindex = nic::ifindex(&ends.tx_iface)?;
         let progress = ProgressBar::new_spinner();
         progress.set_style(ProgressStyle::with_template(
             "{spinner} {elapsed:>4} {msg}",

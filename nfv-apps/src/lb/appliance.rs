@@ -131,8 +131,8 @@ impl Appliance {
             &iface,
             &mut log,
         )?;
-        let ifindex = offload::netdev::ifindex(&iface)
-            .map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
+        let ifindex =
+            nic::ifindex(&iface).map_err(|e| LbError::Setup(format!("interface {iface}: {e}")))?;
         // The NIC keeps ntuple rules past a kill -9; a dead run's are removed first.
         let ntuple_record = crate::lb::hw_steering::record_path(&iface);
         log.extend(HwSteering::remove_leftovers(&ntuple_record, &iface));
@@ -233,7 +233,7 @@ impl Appliance {
         let queues: Vec<u32> = match config.queue_list() {
             Some(list) => list.to_vec(),
             None => {
-                let count = afxdp::netdev::queue_count(&self.iface).unwrap_or(1).max(1);
+                let count = nic::ethtool::queue_count(&self.iface).unwrap_or(1).max(1);
                 (0..count).collect()
             }
         };
@@ -411,7 +411,7 @@ impl Appliance {
     fn sync_hw_steering(&mut self) -> Result<(), LbError> {
         let vips: Vec<_> = self.registry.vips.iter().map(|v| v.config.key()).collect();
         let queues: Vec<u32> = self.workers.iter().map(|w| w.queue()).collect();
-        let device_queues = afxdp::netdev::queue_count(&self.iface).unwrap_or(1);
+        let device_queues = nic::ethtool::queue_count(&self.iface).unwrap_or(1);
         let line = self
             .hw_steering
             .sync(
@@ -567,7 +567,7 @@ impl Appliance {
     /// sockets and program are gone with it, and a re-created one has a new index), and
     /// every worker must still run.
     fn check_alive(&mut self) -> Result<(), LbError> {
-        if offload::netdev::ifindex(&self.iface).ok() != Some(self.ifindex) {
+        if nic::ifindex(&self.iface).ok() != Some(self.ifindex) {
             return Err(LbError::InterfaceGone {
                 iface: self.iface.clone(),
                 ifindex: self.ifindex,
@@ -722,7 +722,7 @@ impl Tuning {
     /// Config values win; the rest come from the profile matching the interface's driver.
     fn resolve(config: &Config, iface: &str, log: &mut Vec<String>) -> Tuning {
         let profiles = Profiles::builtin();
-        let driver = offload::netdev::driver(iface).unwrap_or_else(|_| "unknown".into());
+        let driver = nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".into());
         let profile = profiles.for_driver(&driver);
         log.push(match profile {
             Some(p) => format!("profile: {} (driver {driver})", p.name),

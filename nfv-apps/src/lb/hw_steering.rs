@@ -11,8 +11,8 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use offload::probe::{
-    ethtool::Ioctl,
+use nic::{
+    Kernel as Ioctl,
     ntuple::{self, FlowRule, InstalledRules, L4, NtupleError},
 };
 

@@ -7,11 +7,9 @@ use std::collections::BTreeSet;
 
 use hw_profiles::OffloadLimits;
 
-use crate::hw::map_kind;
+use crate::program_image::{ProgramImage, image, map_kind};
 
 const BPF_CALL: u8 = 0x85;
-const BPF_LD_IMM64: u8 = 0x18;
-const PSEUDO_MAP_FD: u8 = 1;
 const REDIRECT_HELPERS: [i32; 2] = [23, 51];
 
 fn helper_name(id: i32) -> String {
@@ -33,48 +31,6 @@ fn helper_name(id: i32) -> String {
         _ => return format!("helper #{id}"),
     };
     name.to_string()
-}
-
-/// A program's instructions and the maps it uses, read from the object without loading it.
-pub(crate) struct ProgramImage {
-    pub instructions: Vec<aya_obj::generated::bpf_insn>,
-    /// Only the maps this program touches, not every map of the object.
-    pub maps: Vec<(String, aya_obj::Map)>,
-}
-
-pub(crate) fn image(object: &[u8], program: &str) -> Result<ProgramImage, String> {
-    let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parse object: {e}"))?;
-    // Stand-in descriptors let the relocations mark each map use in the code.
-    let names: Vec<String> = obj.maps.keys().cloned().collect();
-    let maps: Vec<(String, i32, aya_obj::Map)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (name.clone(), 1000 + i as i32, obj.maps[name].clone()))
-        .collect();
-    let text: std::collections::HashSet<usize> =
-        obj.functions.keys().map(|(index, _)| *index).collect();
-    obj.relocate_maps(maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
-        .map_err(|e| format!("map relocation: {e}"))?;
-    obj.relocate_calls(&text)
-        .map_err(|e| format!("call relocation: {e}"))?;
-    let key = obj
-        .programs
-        .get(program)
-        .ok_or_else(|| format!("program {program} not in the object"))?
-        .function_key();
-    let instructions = obj.functions[&key].instructions.clone();
-    let used: BTreeSet<usize> = instructions
-        .iter()
-        .filter(|insn| insn.code == BPF_LD_IMM64 && insn.src_reg() == PSEUDO_MAP_FD)
-        .filter_map(|insn| maps.iter().position(|(_, fd, _)| *fd == insn.imm))
-        .collect();
-    Ok(ProgramImage {
-        instructions,
-        maps: used
-            .into_iter()
-            .map(|i| (maps[i].0.clone(), maps[i].2.clone()))
-            .collect(),
-    })
 }
 
 /// Why `program` in `object` cannot be offloaded under `limits`; empty when it can.

@@ -5,16 +5,17 @@ use std::{collections::BTreeMap, io, net::IpAddr};
 
 use hw_profiles::Profiles;
 
-use super::{
-    AfXdp, Modes, ProbeReport, Trial, ethtool,
-    ethtool::{Ethtool, RXNFC_LEN},
-    netdev, ntuple,
-    ntuple::{FlowRule, L4, NtupleError},
+use nic::{
+    ethtool::{self, Ethtool, RXNFC_LEN},
+    ntuple::{self, FlowRule, L4, NtupleError},
+    xdp_features as netdev,
 };
-use crate::{
+use offload::{
     mode::{ModePolicy, XdpMode},
     placement::{self, Layout, Plan, PlanInput},
 };
+
+use super::{AfXdp, Modes, ProbeReport, Trial};
 
 /// A NIC as its ethtool ioctl sees it: fixed facts, and an ntuple table.
 struct FakeNic {
@@ -397,7 +398,7 @@ fn placement(report: &ProbeReport, entries: usize, policy: &str) -> Plan {
         &report.driver,
         &report.xdp_features,
         profile,
-        crate::STEER_OBJECT,
+        offload::STEER_OBJECT,
         entries,
     );
     placement::plan(policy.parse().unwrap(), &input)
@@ -469,7 +470,7 @@ fn the_planner_merges_when_the_prefilter_does_not_fit_the_card() {
         "nfp",
         &nfp.xdp_features,
         profiles.by_name("nfp"),
-        crate::STEER_OBJECT,
+        offload::STEER_OBJECT,
         2,
     );
     assert!(

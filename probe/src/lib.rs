@@ -1,25 +1,39 @@
 //! `fastpath probe`: what an interface can do for this data path. Identity and queues from
-//! ethtool, XDP features from the `netdev` netlink family, trials of each attach mode and of
-//! AF_XDP binds, the matching profile with every difference, and recommendations.
+//! ethtool, XDP features from the `netdev` netlink family (both through `nic`), trials of
+//! each attach mode and of AF_XDP binds, the matching profile with every difference, and
+//! recommendations.
 //!
 //! The JSON keys of [`ProbeReport`] are stable (README, "fastpath probe").
 
 pub mod advice;
-pub mod ethtool;
-pub mod netdev;
-pub mod ntuple;
-pub mod offload_check;
 pub mod trials;
 
-use std::io;
-
 use hw_profiles::Profiles;
+use nic::{
+    Kernel, NicError, ethtool,
+    link::{self, Link},
+    xdp_features,
+};
+use offload::mode::XdpMode;
 use serde::Serialize;
 
-use crate::{mode::XdpMode, xdp_state};
 pub use advice::{Recommendation, compare, recommend};
-pub use ethtool::{Channels, Ntuple};
+pub use nic::{
+    ethtool::{Channels, Ntuple},
+    explain_errno, interfaces,
+};
 pub use trials::Trial;
+
+/// Why an interface could not be probed at all (a failed trial is part of the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No interface of that name in this network namespace.
+    #[error("no interface {0}")]
+    NoInterface(String),
+    /// The driver answered no ethtool request.
+    #[error(transparent)]
+    Ethtool(NicError),
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProbeReport {
@@ -77,40 +91,20 @@ pub struct ProfileMatch {
     pub differences: Vec<String>,
 }
 
-/// An errno's name and meaning, e.g. "EOPNOTSUPP: operation not supported by the driver".
-pub fn explain_errno(error: &io::Error) -> String {
-    let Some(code) = error.raw_os_error() else {
-        return error.to_string();
-    };
-    let meaning = match code {
-        libc::EOPNOTSUPP => "EOPNOTSUPP: the driver does not support it",
-        libc::EINVAL => "EINVAL: the driver or kernel refused the arguments",
-        libc::EBUSY => "EBUSY: already in use",
-        libc::EPERM => "EPERM: needs root (CAP_NET_ADMIN, CAP_BPF)",
-        libc::ENODEV => "ENODEV: no such device",
-        libc::ENOENT => "ENOENT: not found",
-        libc::ENOMEM => "ENOMEM: out of memory (or locked-memory limit)",
-        libc::EEXIST => "EEXIST: a program is already attached in this mode",
-        _ => return error.to_string(),
-    };
-    meaning.to_string()
-}
-
 /// Probes `iface` in the current network namespace. With a program already attached, the
 /// trials are skipped unless `force`; with `force` they run beside it (a mode it occupies
 /// reports busy) and never replace it.
-pub fn probe(iface: &str, force: bool, profiles: &Profiles) -> io::Result<ProbeReport> {
-    let ifindex = afxdp::netdev::ifindex(iface)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {iface}")))?;
-    let facts = ethtool::read(&mut ethtool::Ioctl, iface)?;
-    let features = netdev::read(ifindex).unwrap_or_default();
-    let (mtu, max_mtu) = xdp_state::mtus(ifindex).unwrap_or((None, None));
-    let existing = xdp_state::query(ifindex)
+pub fn probe(iface: &str, force: bool, profiles: &Profiles) -> Result<ProbeReport, ProbeError> {
+    let ifindex = nic::ifindex(iface).map_err(|_| ProbeError::NoInterface(iface.to_string()))?;
+    let facts = ethtool::read(&mut Kernel, iface).map_err(ProbeError::Ethtool)?;
+    let features = xdp_features::read(&mut Kernel, ifindex).unwrap_or_default();
+    let (mtu, max_mtu) = link::mtus(&mut Kernel, Link::Index(ifindex)).unwrap_or((None, None));
+    let existing = link::xdp_program(&mut Kernel, Link::Index(ifindex))
         .ok()
         .flatten()
-        .map(|state| ExistingProgram {
-            mode: state.mode,
-            id: state.program_id,
+        .map(|program| ExistingProgram {
+            mode: program.slot.into(),
+            id: program.program_id,
         });
     let mut report = ProbeReport {
         mtu,
@@ -128,7 +122,7 @@ impl ProbeReport {
     fn from_facts(
         iface: &str,
         facts: ethtool::EthtoolFacts,
-        features: netdev::NetdevFeatures,
+        features: xdp_features::NetdevFeatures,
     ) -> ProbeReport {
         ProbeReport {
             iface: iface.to_string(),
@@ -203,28 +197,6 @@ fn run_trials(report: &mut ProbeReport, ifindex: u32, force: bool) {
 
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Every interface in the current namespace except lo, by name.
-pub fn interfaces() -> Vec<String> {
-    let mut names = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return names;
-        }
-        let mut entry = list;
-        while (*entry).if_index != 0 {
-            let name = std::ffi::CStr::from_ptr((*entry).if_name).to_string_lossy();
-            if name != "lo" {
-                names.push(name.into_owned());
-            }
-            entry = entry.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    names
 }
 
 #[cfg(test)]

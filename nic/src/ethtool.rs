@@ -1,71 +1,37 @@
 //! The ethtool ioctl (SIOCETHTOOL): driver info, channels, RSS table size, link speed and
-//! the ntuple (flow director) state. Requests and replies are the kernel's structs as bytes
-//! (include/uapi/linux/ethtool.h), so tests feed replies recorded in the shapes real
-//! drivers return through [`Ethtool`] fakes.
-
-use std::io;
+//! the ntuple (flow director) state, and the driver's counters. Requests and replies are
+//! the kernel's structs as bytes (include/uapi/linux/ethtool.h), so tests feed replies
+//! recorded in the shapes real drivers return through [`Ethtool`] fakes.
 
 use serde::Serialize;
 
+pub use crate::sys::Ethtool;
+use crate::{NicError, sys::Kernel};
+
+/// `ETHTOOL_GSET`: legacy link settings (speed).
 pub const GSET: u32 = 0x01;
+/// `ETHTOOL_GDRVINFO`: driver name, version, firmware, bus.
 pub const GDRVINFO: u32 = 0x03;
+/// `ETHTOOL_GFLAGS`: the feature flag word.
 pub const GFLAGS: u32 = 0x25;
+/// `ETHTOOL_GRXCLSRLCNT`: ntuple rule count and capacity.
 pub const GRXCLSRLCNT: u32 = 0x2e;
+/// `ETHTOOL_GRXCLSRULE`: one ntuple rule.
 pub const GRXCLSRULE: u32 = 0x2f;
+/// `ETHTOOL_GRXCLSRLALL`: every ntuple rule's location.
 pub const GRXCLSRLALL: u32 = 0x30;
+/// `ETHTOOL_SRXCLSRLDEL`: delete an ntuple rule.
 pub const SRXCLSRLDEL: u32 = 0x31;
+/// `ETHTOOL_SRXCLSRLINS`: insert an ntuple rule.
 pub const SRXCLSRLINS: u32 = 0x32;
+/// `ETHTOOL_GRXFHINDIR`: the RSS indirection table.
 pub const GRXFHINDIR: u32 = 0x38;
+/// `ETHTOOL_GCHANNELS`: queue (channel) counts.
 pub const GCHANNELS: u32 = 0x3c;
 /// `ETH_FLAG_NTUPLE` in the GFLAGS word.
 const FLAG_NTUPLE: u32 = 1 << 27;
 
-/// One ethtool request: `buffer` holds the command's struct, filled in by the driver.
-pub trait Ethtool {
-    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()>;
-}
-
-impl<T: Ethtool + ?Sized> Ethtool for &mut T {
-    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()> {
-        (**self).request(iface, buffer)
-    }
-}
-
-/// The real ioctl, on a throwaway socket in the current network namespace.
-pub struct Ioctl;
-
-impl Ethtool for Ioctl {
-    fn request(&mut self, iface: &str, buffer: &mut [u8]) -> io::Result<()> {
-        #[repr(C)]
-        struct IfReq {
-            name: [u8; libc::IFNAMSIZ],
-            data: *mut libc::c_void,
-            _pad: [u8; 16],
-        }
-        if iface.len() >= libc::IFNAMSIZ {
-            return Err(io::Error::from_raw_os_error(libc::ENODEV));
-        }
-        let mut request = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            data: buffer.as_mut_ptr().cast(),
-            _pad: [0; 16],
-        };
-        request.name[..iface.len()].copy_from_slice(iface.as_bytes());
-        // SAFETY: a plain datagram socket, closed below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `request` points at `buffer`, which is as large as the command's struct
-        // (the callers size it from the uapi header) and outlives the call.
-        let result = unsafe { libc::ioctl(fd, 0x8946, &mut request) };
-        let error = io::Error::last_os_error();
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd) };
-        if result < 0 { Err(error) } else { Ok(()) }
-    }
-}
-
+/// A `u32` in native byte order at byte `at` of a reply.
 pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap())
 }
@@ -83,17 +49,23 @@ pub fn command(cmd: u32, len: usize) -> Vec<u8> {
     buffer
 }
 
+/// What ETHTOOL_GDRVINFO says about the driver.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DriverInfo {
+    /// The driver's name, e.g. "veth", "mlx5_core".
     pub driver: String,
+    /// The driver's version.
     pub version: String,
+    /// The firmware version.
     pub firmware: String,
+    /// Where the device sits, e.g. a PCI address.
     pub bus_info: String,
 }
 
 /// `struct ethtool_drvinfo`: cmd, then 32-byte driver, version, fw_version and bus_info.
 pub const DRVINFO_LEN: usize = 196;
 
+/// Parses an ETHTOOL_GDRVINFO reply of [`DRVINFO_LEN`] bytes.
 pub fn parse_drvinfo(reply: &[u8]) -> DriverInfo {
     DriverInfo {
         driver: text_at(reply, 4, 32),
@@ -103,19 +75,35 @@ pub fn parse_drvinfo(reply: &[u8]) -> DriverInfo {
     }
 }
 
+/// What ETHTOOL_GCHANNELS says about the device's queues: current counts and maximums.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Channels {
+    /// Most RX-only channels.
     pub max_rx: u32,
+    /// Most TX-only channels.
     pub max_tx: u32,
+    /// Most combined (RX and TX) channels.
     pub max_combined: u32,
+    /// RX-only channels now.
     pub rx: u32,
+    /// TX-only channels now.
     pub tx: u32,
+    /// Combined channels now.
     pub combined: u32,
+}
+
+impl Channels {
+    /// How many queues an AF_XDP socket can bind to: the larger of the RX and TX channel
+    /// counts, as the kernel checks it (net/xdp/xsk.c: xsk_reg_pool_at_qid).
+    pub fn queue_count(&self) -> u32 {
+        (self.rx + self.combined).max(self.tx + self.combined)
+    }
 }
 
 /// `struct ethtool_channels`: nine u32s.
 pub const CHANNELS_LEN: usize = 36;
 
+/// Parses an ETHTOOL_GCHANNELS reply of [`CHANNELS_LEN`] bytes.
 pub fn parse_channels(reply: &[u8]) -> Channels {
     Channels {
         max_rx: u32_at(reply, 4),
@@ -131,6 +119,7 @@ pub fn parse_channels(reply: &[u8]) -> Channels {
 /// `speed_hi` (u16 at 28); all ones means unknown.
 pub const GSET_LEN: usize = 44;
 
+/// The link speed in Mbit/s from an ETHTOOL_GSET reply, when the driver knows it.
 pub fn parse_speed_mbps(reply: &[u8]) -> Option<u32> {
     let low = u16::from_ne_bytes([reply[12], reply[13]]) as u32;
     let high = u16::from_ne_bytes([reply[28], reply[29]]) as u32;
@@ -159,19 +148,29 @@ pub const RXNFC_LEN: usize = 192;
 /// says why.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct EthtoolFacts {
+    /// The driver (GDRVINFO; the one request that must succeed).
     pub info: DriverInfo,
+    /// Queue counts (GCHANNELS).
     pub channels: Option<Channels>,
+    /// The RSS indirection table's size (GRXFHINDIR).
     pub rss_indirection: Option<u32>,
+    /// The link speed (GSET).
     pub speed_mbps: Option<u32>,
+    /// The ntuple filters (GFLAGS, GRXCLSRLCNT).
     pub ntuple: Ntuple,
 }
 
-pub fn read(io: &mut dyn Ethtool, iface: &str) -> io::Result<EthtoolFacts> {
+/// Everything ethtool says about `iface`; fails only when the driver answers nothing
+/// (GDRVINFO fails).
+pub fn read(io: &mut dyn Ethtool, iface: &str) -> Result<EthtoolFacts, NicError> {
     let mut ask = |cmd: u32, len: usize| {
         let mut buffer = command(cmd, len);
         io.request(iface, &mut buffer).map(|()| buffer)
     };
-    let info = parse_drvinfo(&ask(GDRVINFO, DRVINFO_LEN)?);
+    let info = parse_drvinfo(
+        &ask(GDRVINFO, DRVINFO_LEN)
+            .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GDRVINFO", error))?,
+    );
     let channels = ask(GCHANNELS, CHANNELS_LEN)
         .ok()
         .map(|r| parse_channels(&r));
@@ -193,7 +192,7 @@ pub fn read(io: &mut dyn Ethtool, iface: &str) -> io::Result<EthtoolFacts> {
             enabled,
             capacity: None,
             rules: None,
-            error: Some(crate::probe::explain_errno(&error)),
+            error: Some(crate::explain_errno(&error)),
         },
     };
     Ok(EthtoolFacts {
@@ -212,21 +211,24 @@ const ETH_SS_STATS: u32 = 1;
 const GSTRING_LEN: usize = 32;
 
 /// The driver's own counters (`ethtool -S`), by name, in the driver's order.
-pub fn statistics(io: &mut dyn Ethtool, iface: &str) -> io::Result<Vec<(String, u64)>> {
+pub fn statistics(io: &mut dyn Ethtool, iface: &str) -> Result<Vec<(String, u64)>, NicError> {
     // struct ethtool_sset_info: cmd, reserved, u64 sset_mask, then one u32 per set asked.
     let mut info = command(GSSET_INFO, 20);
     info[8..16].copy_from_slice(&(1u64 << ETH_SS_STATS).to_ne_bytes());
-    io.request(iface, &mut info)?;
+    io.request(iface, &mut info)
+        .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GSSET_INFO", error))?;
     let count = u32_at(&info, 16) as usize;
     // struct ethtool_gstrings: cmd, string_set, len, then 32-byte names.
     let mut names = command(GSTRINGS, 12 + count * GSTRING_LEN);
     names[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
     names[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
-    io.request(iface, &mut names)?;
+    io.request(iface, &mut names)
+        .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GSTRINGS", error))?;
     // struct ethtool_stats: cmd, n_stats, then u64 values.
     let mut values = command(GSTATS, 8 + count * 8);
     values[4..8].copy_from_slice(&(count as u32).to_ne_bytes());
-    io.request(iface, &mut values)?;
+    io.request(iface, &mut values)
+        .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GSTATS", error))?;
     Ok((0..count)
         .map(|i| {
             let at = 8 + i * 8;
@@ -244,4 +246,27 @@ pub fn sum_of(stats: &[(String, u64)], suffix: &str) -> u64 {
         .filter(|(name, _)| name.ends_with(suffix))
         .map(|(_, value)| value)
         .sum()
+}
+
+/// The driver's name through ETHTOOL_GDRVINFO, e.g. "veth", "mlx5_core".
+pub fn driver(iface: &str) -> Result<String, NicError> {
+    let mut reply = command(GDRVINFO, DRVINFO_LEN);
+    Kernel
+        .request(iface, &mut reply)
+        .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GDRVINFO", error))?;
+    Ok(parse_drvinfo(&reply).driver)
+}
+
+/// How many queues an AF_XDP socket can bind to on `iface` (see
+/// [`Channels::queue_count`]).
+pub fn queue_count(iface: &str) -> Result<u32, NicError> {
+    channels(&mut Kernel, iface).map(|channels| channels.queue_count())
+}
+
+/// The device's channels through ETHTOOL_GCHANNELS.
+pub fn channels(io: &mut dyn Ethtool, iface: &str) -> Result<Channels, NicError> {
+    let mut reply = command(GCHANNELS, CHANNELS_LEN);
+    io.request(iface, &mut reply)
+        .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GCHANNELS", error))?;
+    Ok(parse_channels(&reply))
 }

@@ -8,7 +8,8 @@ use aya::{
 };
 use serde::Serialize;
 
-use crate::{STEER_OBJECT, hw, mode::XdpMode, probe::explain_errno};
+use nic::explain_errno;
+use offload::{STEER_OBJECT, error_chain::describe, hw, mode::XdpMode};
 
 /// One trial's outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -51,7 +52,7 @@ pub fn attach(ifindex: u32, driver: &str, mode: XdpMode) -> Trial {
     };
     let result = (|| -> Result<(), String> {
         // Maps in a directory of this trial's own, removed once loaded: nothing shared.
-        let pins = crate::Transient::create().map_err(|e| e.to_string())?;
+        let pins = offload::Transient::create().map_err(|e| e.to_string())?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pins.pins().maps_dir())
             .load(STEER_OBJECT)
@@ -80,11 +81,11 @@ fn describe_attach_error(error: &aya::programs::ProgramError) -> String {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(current) = source {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return format!("{} ({})", explain_errno(io), crate::attach::describe(error));
+            return format!("{} ({})", explain_errno(io), describe(error));
         }
         source = current.source();
     }
-    crate::attach::describe(error)
+    describe(error)
 }
 
 /// Binds an AF_XDP socket on queue 0 in copy or zero-copy mode, then closes it.

@@ -5,41 +5,64 @@
 
 use std::{io, net::IpAddr};
 
-use super::ethtool::{
+use crate::ethtool::{
     Ethtool, GRXCLSRLALL, GRXCLSRLCNT, GRXCLSRULE, RXNFC_LEN, SRXCLSRLDEL, SRXCLSRLINS, command,
     u32_at,
 };
 
+/// The transport protocol a rule matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
 /// Send `protocol` traffic to `destination[:port]` to RX queue `queue`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowRule {
+    /// TCP or UDP.
     pub protocol: L4,
+    /// The destination address matched.
     pub destination: IpAddr,
+    /// The destination port matched; any port when None.
     pub port: Option<u16>,
+    /// The RX queue the flow goes to.
     pub queue: u32,
 }
 
+/// Why rules could not be installed. The reasons are errnos in words ([`crate::explain_errno`]).
 #[derive(Debug, thiserror::Error)]
 pub enum NtupleError {
+    /// The device has no ntuple filters, or they are off.
     #[error("{iface}: no ntuple filters ({reason}); steering stays in XDP")]
-    Unavailable { iface: String, reason: String },
+    Unavailable {
+        /// The interface.
+        iface: String,
+        /// The errno in words.
+        reason: String,
+    },
+    /// Fewer free slots than rules.
     #[error("{iface}: {wanted} ntuple rules do not fit: {free} of {capacity} slots are free")]
     Full {
+        /// The interface.
         iface: String,
+        /// Rules asked for.
         wanted: usize,
+        /// Free slots.
         free: usize,
+        /// All slots.
         capacity: u32,
     },
+    /// The driver refused a rule.
     #[error("{iface}: installing the ntuple rule for {rule} failed: {reason}")]
     Install {
+        /// The interface.
         iface: String,
+        /// The rule, as [`describe`] puts it.
         rule: String,
+        /// The errno in words.
         reason: String,
     },
 }
@@ -80,6 +103,7 @@ pub fn encode(rule: &FlowRule, location: u32) -> Vec<u8> {
     buffer
 }
 
+/// The rule in words, e.g. "udp to 10.0.0.1:53 -> queue 3".
 pub fn describe(rule: &FlowRule) -> String {
     let protocol = if rule.protocol == L4::Tcp {
         "tcp"
@@ -97,6 +121,7 @@ pub fn describe(rule: &FlowRule) -> String {
 pub struct InstalledRules<E: Ethtool> {
     io: E,
     iface: String,
+    /// The slots the rules occupy.
     pub locations: Vec<u32>,
 }
 
@@ -108,7 +133,7 @@ pub fn install<E: Ethtool>(
 ) -> Result<InstalledRules<E>, NtupleError> {
     let unavailable = |error: io::Error| NtupleError::Unavailable {
         iface: iface.to_string(),
-        reason: super::explain_errno(&error),
+        reason: crate::explain_errno(&error),
     };
     let mut count = command(GRXCLSRLCNT, RXNFC_LEN);
     io.request(iface, &mut count).map_err(unavailable)?;
@@ -142,7 +167,7 @@ pub fn install<E: Ethtool>(
             .map_err(|error| NtupleError::Install {
                 iface: iface.to_string(),
                 rule: describe(rule),
-                reason: super::explain_errno(&error),
+                reason: crate::explain_errno(&error),
             })?;
         installed.locations.push(location);
     }
