@@ -31,7 +31,9 @@ pub use offload_common::FlowSpace;
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use serde::Serialize;
 
-use crate::{OffloadError, STEER_OBJECT, Transient, attach::describe, probe::ethtool, sys};
+use crate::{
+    OffloadError, STEER_OBJECT, Transient, error::error_chain as describe, probe::ethtool, sys,
+};
 use dispatcher_hold::DispatcherHold;
 
 /// Frames per `BPF_PROG_RUN` call: bounds the time between rate and stop checks.

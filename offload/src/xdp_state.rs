@@ -83,7 +83,7 @@ fn link_attributes(ifindex: u32) -> Result<Vec<LinkAttribute>, OffloadError> {
         let mut links = handle.link().get().match_index(ifindex).execute();
         Ok(links.try_next().await?.map(|message| message.attributes))
     })?
-    .ok_or_else(|| OffloadError::bpf("RTM_GETLINK", format!("no interface {ifindex}")))
+    .ok_or(OffloadError::UnknownIfindex(ifindex))
 }
 
 /// One rtnetlink exchange on its own socket and small runtime: not a hot path, and this
@@ -100,8 +100,9 @@ pub(crate) fn netlink<T>(
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
         tokio::spawn(connection);
-        work(handle)
-            .await
-            .map_err(|error| OffloadError::bpf(what, error))
+        work(handle).await.map_err(|source| OffloadError::Netlink {
+            request: what,
+            source,
+        })
     })
 }

@@ -80,11 +80,15 @@ fn describe_attach_error(error: &aya::programs::ProgramError) -> String {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(current) = source {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            return format!("{} ({})", explain_errno(io), crate::attach::describe(error));
+            return format!(
+                "{} ({})",
+                explain_errno(io),
+                crate::error::error_chain(error)
+            );
         }
         source = current.source();
     }
-    crate::attach::describe(error)
+    crate::error::error_chain(error)
 }
 
 /// Binds an AF_XDP socket on queue 0 in copy or zero-copy mode, then closes it.
