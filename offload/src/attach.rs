@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::{
     OffloadError, Pins, STEER_OBJECT,
-    error_chain::describe,
+    error::{ProgramAction, error_chain},
     hw,
     mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
     placement::{self, Layout, Plan, PlanInput},
@@ -109,7 +109,10 @@ pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachm
     {
         fallbacks.push(ModeFailure {
             mode: XdpMode::Hw,
-            reason: format!("prefilter: {reason}; merged into the steering program instead"),
+            reason: format!(
+                "prefilter: {}; merged into the steering program instead",
+                error_chain(&reason)
+            ),
         });
         plan.layout = Layout::Merged;
         plan.prefilter_mode = None;
@@ -177,21 +180,23 @@ fn runs_from_pins(pins: &Pins, ifindex: u32, running: u32) -> bool {
 }
 
 /// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
-fn attach_hw_prefilter(pins: &Pins, ifindex: u32, driver: &str) -> Result<(), String> {
-    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)?;
-    let pin = |fd: &std::os::fd::OwnedFd, path: &std::path::Path| {
-        sys::obj_pin(fd.as_fd(), path).map_err(|error| format!("pin {}: {error}", path.display()))
-    };
-    let pinned = pin(&offloaded.program, &pins.hw_prefilter()).and_then(|()| {
+fn attach_hw_prefilter(pins: &Pins, ifindex: u32, driver: &str) -> Result<(), OffloadError> {
+    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)
+        .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+    let pinned = pin_fd(&offloaded.program, &pins.hw_prefilter()).and_then(|()| {
         offloaded
             .maps
             .iter()
-            .try_for_each(|(name, fd)| pin(fd, &pins.map(&format!("{HW_PREFILTER}{name}"))))
+            .try_for_each(|(name, fd)| pin_fd(fd, &pins.map(&format!("{HW_PREFILTER}{name}"))))
     });
     if pinned.is_err() {
         let _ = hw::detach_offloaded(ifindex);
     }
     pinned
+}
+
+fn pin_fd(fd: &std::os::fd::OwnedFd, path: &std::path::Path) -> Result<(), OffloadError> {
+    sys::obj_pin(fd.as_fd(), path).map_err(|source| OffloadError::syscall("BPF_OBJ_PIN", source))
 }
 
 /// The kernel side of [`choose_mode`]: loads the program once, then tries each mode.
@@ -205,59 +210,64 @@ struct KernelAttempt<'a> {
 }
 
 impl ModeAttempt for KernelAttempt<'_> {
-    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, String> {
-        match mode {
-            XdpMode::Hw => self.try_hw(),
-            XdpMode::Drv => self.try_link(AyaMode::Driver).map_err(|error| {
-                format!("native XDP unsupported by driver {}: {error}", self.driver)
-            }),
-            XdpMode::Skb => self
-                .try_link(AyaMode::Skb)
-                .map_err(|error| format!("generic XDP failed: {error}")),
-        }
+    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
+        let attempt = match mode {
+            XdpMode::Hw => return self.try_hw(),
+            XdpMode::Drv => self.try_link(AyaMode::Driver),
+            XdpMode::Skb => self.try_link(AyaMode::Skb),
+        };
+        attempt.map_err(|source| OffloadError::ModeRefused {
+            mode,
+            driver: self.driver.to_string(),
+            source: Box::new(source),
+        })
     }
 }
 
 impl KernelAttempt<'_> {
-    fn try_hw(&mut self) -> Result<u32, String> {
-        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
-        sys::obj_pin(offloaded.program.as_fd(), &self.pins.program())
-            .map_err(|error| format!("pin {}: {error}", self.pins.program().display()))?;
+    fn try_hw(&mut self) -> Result<u32, OffloadError> {
+        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)
+            .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+        pin_fd(&offloaded.program, &self.pins.program())?;
         Ok(offloaded.id)
     }
 
-    fn try_link(&mut self, mode: AyaMode) -> Result<u32, String> {
+    fn try_link(&mut self, mode: AyaMode) -> Result<u32, OffloadError> {
         if self.loaded.is_none() {
-            self.loaded = Some(
-                load_object(self.pins, STEER_OBJECT, Some(self.default_action))
-                    .map_err(|e| e.to_string())?,
-            );
+            self.loaded = Some(load_object(
+                self.pins,
+                STEER_OBJECT,
+                Some(self.default_action),
+            )?);
         }
         let ebpf = self.loaded.as_mut().expect("loaded above");
-        let program = steer_program(ebpf).map_err(|e| e.to_string())?;
+        let program = steer_program(ebpf)?;
         let link_id = program
             .attach_to_if_index(self.ifindex, mode)
-            .map_err(|error| describe(&error))?;
+            .map_err(OffloadError::program(ProgramAction::Attach, PROGRAM))?;
         let link = program
             .take_link(link_id)
-            .map_err(|error| describe(&error))?;
-        let link = FdLink::try_from(link).map_err(|error| {
-            format!(
-                "the kernel attached {} through netlink, not a bpf_link, so it cannot be pinned: {error}",
-                self.iface
-            )
+            .map_err(OffloadError::program(ProgramAction::Attach, PROGRAM))?;
+        let link = FdLink::try_from(link).map_err(|source| OffloadError::NotABpfLink {
+            iface: self.iface.to_string(),
+            source,
         })?;
-        link.pin(self.pins.link())
-            .map_err(|error| format!("pin link: {error}"))?;
+        let path = self.pins.link();
+        link.pin(&path)
+            .map_err(|source| OffloadError::Pin { path, source })?;
         crate::kill_point::reached("attach:link-pinned");
-        program
-            .pin(self.pins.program())
-            .map_err(|error| format!("pin program: {error}"))?;
+        pin_program(program, self.pins.program())?;
         program
             .info()
             .map(|info| info.id())
-            .map_err(|error| describe(&error))
+            .map_err(OffloadError::program(ProgramAction::Info, PROGRAM))
     }
+}
+
+fn pin_program(program: &mut Xdp, path: std::path::PathBuf) -> Result<(), OffloadError> {
+    program
+        .pin(&path)
+        .map_err(|source| OffloadError::Pin { path, source })
 }
 
 /// Loads a steering object with its maps pinned under `pins` (reused when they exist),
@@ -270,24 +280,35 @@ fn load_object(
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .load(object)
-        .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
+        .map_err(|source| OffloadError::LoadObject {
+            object: "steering",
+            source: Box::new(source),
+        })?;
     if let Some(action) = default_action {
         let settings = ebpf
             .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::bpf("load", "object has no SETTINGS map"))?;
+            .ok_or_else(|| OffloadError::MissingFromObject {
+                object: "steering",
+                part: "map",
+                name: "SETTINGS".into(),
+            })?;
         steering::write_default_action(settings, action)?;
     }
-    steer_program(&mut ebpf)?.load().map_err(|error| {
-        OffloadError::bpf("verifier rejected the steering program", describe(&error))
-    })?;
+    steer_program(&mut ebpf)?
+        .load()
+        .map_err(OffloadError::program(ProgramAction::Verify, PROGRAM))?;
     Ok(ebpf)
 }
 
 fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, OffloadError> {
     ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| OffloadError::bpf("load", "object has no `steer` program"))?
+        .ok_or_else(|| OffloadError::MissingFromObject {
+            object: "steering",
+            part: "program",
+            name: PROGRAM.into(),
+        })?
         .try_into()
-        .map_err(|error| OffloadError::bpf("load", describe(&error)))
+        .map_err(OffloadError::program(ProgramAction::Open, PROGRAM))
 }
 
 /// Replaces the running program with `object` (default: this build's) through a bpf_link
@@ -307,10 +328,9 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
         return Err(not_attached(iface, &pins));
     }
     if !pins.link().exists() {
-        return Err(OffloadError::bpf(
-            format!("replace on {iface}"),
-            "the program runs in hw mode, which has no bpf_link to update; detach and attach instead",
-        ));
+        return Err(OffloadError::NoLinkToUpdate {
+            iface: iface.to_string(),
+        });
     }
     // The kernel's word: the program pin may be missing or stale after a kill mid-replace.
     let old_program_id = xdp_state::query(ifindex)?
@@ -319,25 +339,28 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
         .unwrap_or(0);
     let mut ebpf = load_object(&pins, object.unwrap_or(STEER_OBJECT), None)?;
     let program = steer_program(&mut ebpf)?;
-    let link = PinnedLink::from_pin(pins.link())
-        .map_err(|error| OffloadError::bpf("open pinned link", describe(&error)))?;
-    let link = XdpLink::try_from(FdLink::from(link))
-        .map_err(|error| OffloadError::bpf("pinned link is not an XDP link", describe(&error)))?;
+    let link = PinnedLink::from_pin(pins.link()).map_err(|source| OffloadError::OpenLink {
+        path: pins.link(),
+        source,
+    })?;
+    let link =
+        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::NotABpfLink {
+            iface: iface.to_string(),
+            source,
+        })?;
     program
         .attach_to_link(link)
-        .map_err(|error| OffloadError::bpf("bpf_link update", describe(&error)))?;
+        .map_err(OffloadError::program(ProgramAction::UpdateLink, PROGRAM))?;
     crate::kill_point::reached("replace:link-updated");
     let new_program_id = program
         .info()
-        .map_err(|error| OffloadError::bpf("program info", describe(&error)))?
+        .map_err(OffloadError::program(ProgramAction::Info, PROGRAM))?
         .id();
     // Pinned beside the old pin, then renamed over it: the pin names one program or the
     // other at every moment, never none.
     let staged = pins.dir.join("prog_new");
     let _ = std::fs::remove_file(&staged);
-    program
-        .pin(&staged)
-        .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
+    pin_program(program, staged.clone())?;
     std::fs::rename(&staged, pins.program())
         .map_err(|error| OffloadError::syscall("rename the new program pin into place", error))?;
     Ok(Replacement {

@@ -102,9 +102,9 @@ impl Bpffs {
     pub fn ready_for_pins(&self, lasting: bool) -> Result<(), OffloadError> {
         match self.view {
             View::Host { .. } => Ok(()),
-            View::Unreachable if lasting => {
-                Err(OffloadError::bpf("pin under bpffs", self.reason()))
-            }
+            View::Unreachable if lasting => Err(OffloadError::BpffsUnreachable {
+                reason: self.reason(),
+            }),
             View::Own | View::Unreachable => mount_if_missing(),
         }
     }
@@ -285,10 +285,7 @@ fn open_host(pid: u32, mounted: bool) -> Result<OwnedFd, OffloadError> {
     .map_err(|errno| OffloadError::syscall("open the host's bpffs", errno.into()))?;
     let is_bpffs = statfs::fstatfs(&fd).is_ok_and(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC);
     if !is_bpffs {
-        return Err(OffloadError::bpf(
-            "open the host's bpffs",
-            format!("{path} is not a bpffs"),
-        ));
+        return Err(OffloadError::NotBpffs { path });
     }
     Ok(fd)
 }
@@ -307,12 +304,7 @@ fn mount_in_namespace_of(pid: u32) -> Result<(), OffloadError> {
         mount_if_missing()
     })
     .join()
-    .unwrap_or_else(|_| {
-        Err(OffloadError::bpf(
-            "mount the host's bpffs",
-            "thread panicked",
-        ))
-    })
+    .unwrap_or(Err(OffloadError::MountThreadPanicked))
 }
 
 fn mount_if_missing() -> Result<(), OffloadError> {

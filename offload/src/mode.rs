@@ -5,6 +5,8 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
+use crate::{OffloadError, error::error_chain};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
@@ -67,7 +69,7 @@ pub struct ModeFailure {
 /// Trying one mode: the seam between the policy and the kernel. Tests use a fake.
 pub trait ModeAttempt {
     /// Attaches in `mode`; returns the program id, or why the mode failed.
-    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, String>;
+    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError>;
 }
 
 /// The outcome of a successful policy run.
@@ -94,7 +96,10 @@ pub fn choose_mode(
                     failed,
                 });
             }
-            Err(reason) => failed.push(ModeFailure { mode, reason }),
+            Err(error) => failed.push(ModeFailure {
+                mode,
+                reason: error_chain(&error),
+            }),
         }
     }
     Err(failed)
@@ -111,10 +116,17 @@ mod tests {
     }
 
     impl ModeAttempt for FakeKernel {
-        fn try_mode(&mut self, mode: XdpMode) -> Result<u32, String> {
+        fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
             self.tried.push(mode);
             if self.failing.contains(&mode) {
-                Err(format!("{mode} refused"))
+                Err(OffloadError::ModeRefused {
+                    mode,
+                    driver: "fake".into(),
+                    source: Box::new(OffloadError::syscall(
+                        "bpf_link_create",
+                        std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+                    )),
+                })
             } else {
                 Ok(42)
             }
@@ -139,7 +151,9 @@ mod tests {
             choice.failed,
             vec![ModeFailure {
                 mode: XdpMode::Hw,
-                reason: "hw refused".into()
+                reason: "hardware offload refused by driver fake: bpf_link_create failed: \
+                         Operation not supported (os error 95)"
+                    .into()
             }]
         );
     }
@@ -165,7 +179,13 @@ mod tests {
         let mut kernel = fake(&[XdpMode::Drv]);
         let failures = choose_mode(&[XdpMode::Drv], &mut kernel).unwrap_err();
         assert_eq!(kernel.tried, vec![XdpMode::Drv]);
-        assert_eq!(failures[0].reason, "drv refused");
+        assert!(
+            failures[0]
+                .reason
+                .starts_with("native XDP unsupported by driver fake: bpf_link_create failed"),
+            "{}",
+            failures[0].reason
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::{
     OffloadError, Pins,
+    error::MapAction,
     rules::{self, Action, CompiledRules, Rule, RuleError, RuleSpec},
 };
 
@@ -84,23 +85,26 @@ impl Steering {
 
     fn map(&self, name: &str) -> Result<Map, OffloadError> {
         let path = self.pins.map(name);
-        let data = MapData::from_pin(&path)
-            .map_err(|error| OffloadError::bpf(format!("open {}", path.display()), error))?;
-        Map::from_map_data(data).map_err(|error| OffloadError::bpf(format!("map {name}"), error))
+        let data = MapData::from_pin(&path).map_err(|source| OffloadError::Map {
+            action: MapAction::Open,
+            map: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        Map::from_map_data(data).map_err(OffloadError::map(MapAction::Open, name))
     }
 
     pub fn rules(&self) -> Result<Vec<Rule>, OffloadError> {
         let defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
         let mut rules = Vec::new();
         for entry in defs.iter() {
-            let (_, def) = entry.map_err(|error| OffloadError::bpf("read RULE_DEFS", error))?;
+            let (_, def) = entry.map_err(OffloadError::map(MapAction::Read, "RULE_DEFS"))?;
             match rules::from_def(&def) {
                 Some(rule) => rules.push(rule),
                 None => {
-                    return Err(OffloadError::bpf(
-                        "read RULE_DEFS",
-                        format!("rule {} has a record this build cannot read", def.id),
-                    ));
+                    return Err(OffloadError::UnreadableRule {
+                        map: "RULE_DEFS",
+                        rule: def.id,
+                    });
                 }
             }
         }
@@ -130,12 +134,12 @@ impl Steering {
             .map_err(|(_, error)| OffloadError::syscall("read possible CPUs", error))?;
         for rule in &new[old.len()..] {
             let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])
-                .map_err(|error| OffloadError::bpf("per-CPU values", error))?;
+                .map_err(|error| OffloadError::syscall("size per-CPU values", error))?;
             stats
                 .set(rule.id, zero, 0)
-                .map_err(|error| OffloadError::bpf("reset RULE_STATS", error))?;
+                .map_err(OffloadError::map(MapAction::Write, "RULE_STATS"))?;
             defs.insert(rule.id, rules::to_def(rule), 0)
-                .map_err(|error| OffloadError::bpf("write RULE_DEFS", error))?;
+                .map_err(OffloadError::map(MapAction::Write, "RULE_DEFS"))?;
         }
         crate::kill_point::reached("rules:defs-written");
         self.apply(&rules::compile(&old)?, &compiled)?;
@@ -158,7 +162,7 @@ impl Steering {
         self.apply(&rules::compile(&old)?, &rules::compile(&new)?)?;
         let mut defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
         defs.remove(&id)
-            .map_err(|error| OffloadError::bpf("delete from RULE_DEFS", error))?;
+            .map_err(OffloadError::map(MapAction::Delete, "RULE_DEFS"))?;
         lock.done()
     }
 
@@ -177,7 +181,7 @@ impl Steering {
 
     /// What the match maps hold now, whatever the records say.
     fn read_match_maps(&self) -> Result<CompiledRules, OffloadError> {
-        let error = |error| OffloadError::bpf("read the rule maps", error);
+        let error = |source| OffloadError::map(MapAction::Read, "the rule maps")(source);
         let mut actual = CompiledRules::default();
         let exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
             typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
@@ -237,13 +241,13 @@ impl Steering {
         let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
         let mut value = settings
             .get(&0, 0)
-            .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+            .map_err(OffloadError::map(MapAction::Read, "SETTINGS"))?;
         value.exact_rules = new.exact.len() as u32;
         value.prefixes_v4 = new.prefixes_v4.len() as u32;
         value.prefixes_v6 = new.prefixes_v6.len() as u32;
         settings
             .set(0, value, 0)
-            .map_err(|error| OffloadError::bpf("write SETTINGS", error))
+            .map_err(OffloadError::map(MapAction::Write, "SETTINGS"))
     }
 
     pub fn rule_stats(&self) -> Result<Vec<RuleStats>, OffloadError> {
@@ -253,7 +257,7 @@ impl Steering {
             .map(|rule| {
                 let per_cpu = stats
                     .get(&rule.id, 0)
-                    .map_err(|error| OffloadError::bpf("read RULE_STATS", error))?;
+                    .map_err(OffloadError::map(MapAction::Read, "RULE_STATS"))?;
                 Ok(RuleStats {
                     packets: per_cpu.iter().map(|c| c.packets).sum(),
                     bytes: per_cpu.iter().map(|c| c.bytes).sum(),
@@ -268,7 +272,7 @@ impl Steering {
         let slot = |index: u32| -> Result<u64, OffloadError> {
             let per_cpu = stats
                 .get(&index, 0)
-                .map_err(|error| OffloadError::bpf("read ACTION_STATS", error))?;
+                .map_err(OffloadError::map(MapAction::Read, "ACTION_STATS"))?;
             Ok(per_cpu.iter().map(|c| c.packets).sum())
         };
         Ok(ActionCounters {
@@ -292,7 +296,7 @@ impl Steering {
             typed(self.map(&format!("{prefix}PREFILTER_V4"))?, "PREFILTER_V4")?;
         let mut v6: BpfHashMap<_, [u8; 16], u64> =
             typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
-        let error = |error| OffloadError::bpf("update the prefilter", error);
+        let error = |source| OffloadError::map(MapAction::Write, "PREFILTER")(source);
         let stale_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
         let stale_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
         for source in sources {
@@ -317,11 +321,11 @@ impl Steering {
             let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
             let mut value = settings
                 .get(&0, 0)
-                .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+                .map_err(OffloadError::map(MapAction::Read, "SETTINGS"))?;
             value.prefilter = u8::from(!sources.is_empty());
             settings
                 .set(0, value, 0)
-                .map_err(|error| OffloadError::bpf("write SETTINGS", error))?;
+                .map_err(OffloadError::map(MapAction::Write, "SETTINGS"))?;
         }
         Ok(())
     }
@@ -333,7 +337,7 @@ impl Steering {
             typed(self.map(&format!("{prefix}PREFILTER_V4"))?, "PREFILTER_V4")?;
         let v6: BpfHashMap<_, [u8; 16], u64> =
             typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
-        let error = |error| OffloadError::bpf("read the prefilter", error);
+        let error = |source| OffloadError::map(MapAction::Read, "PREFILTER")(source);
         let mut entries = Vec::new();
         for entry in v4.iter() {
             let (key, drops) = entry.map_err(error)?;
@@ -358,51 +362,48 @@ impl Steering {
         socket: impl std::os::fd::AsRawFd,
     ) -> Result<(), OffloadError> {
         let mut sockets: XskMap<_> = typed(self.map("XSKS")?, "XSKS")?;
-        sockets
-            .set(queue, socket, 0)
-            .map_err(|error| OffloadError::bpf(format!("register socket at queue {queue}"), error))
+        sockets.set(queue, socket, 0).map_err(OffloadError::map(
+            MapAction::Write,
+            format!("XSKS[{queue}]"),
+        ))
     }
 
     pub fn unregister_socket(&self, queue: u32) -> Result<(), OffloadError> {
         let mut sockets: XskMap<_> = typed(self.map("XSKS")?, "XSKS")?;
-        sockets.unset(queue).map_err(|error| {
-            OffloadError::bpf(format!("unregister socket at queue {queue}"), error)
-        })
+        sockets.unset(queue).map_err(OffloadError::map(
+            MapAction::Delete,
+            format!("XSKS[{queue}]"),
+        ))
     }
 }
 
 /// Writes the default action into a SETTINGS map (at load, before the program is attached).
 pub(crate) fn write_default_action(map: &mut Map, action: Action) -> Result<(), OffloadError> {
     let mut settings: Array<_, Settings> =
-        Array::try_from(map).map_err(|error| OffloadError::bpf("map SETTINGS", error))?;
+        Array::try_from(map).map_err(OffloadError::map(MapAction::Layout, "SETTINGS"))?;
     let mut value = settings
         .get(&0, 0)
-        .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
+        .map_err(OffloadError::map(MapAction::Read, "SETTINGS"))?;
     value.default_action = action.code();
     settings
         .set(0, value, 0)
-        .map_err(|error| OffloadError::bpf("write SETTINGS", error))
+        .map_err(OffloadError::map(MapAction::Write, "SETTINGS"))
 }
 
 fn read_default_action(map: Map) -> Result<Action, OffloadError> {
     let settings: Array<_, Settings> = typed(map, "SETTINGS")?;
     let value = settings
         .get(&0, 0)
-        .map_err(|error| OffloadError::bpf("read SETTINGS", error))?;
-    Action::from_code(value.default_action).ok_or_else(|| {
-        OffloadError::bpf(
-            "read SETTINGS",
-            format!("unknown action {}", value.default_action),
-        )
-    })
+        .map_err(OffloadError::map(MapAction::Read, "SETTINGS"))?;
+    Action::from_code(value.default_action)
+        .ok_or(OffloadError::UnknownDefaultAction(value.default_action))
 }
 
 fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     map: Map,
     name: &str,
 ) -> Result<T, OffloadError> {
-    T::try_from(map)
-        .map_err(|error| OffloadError::bpf(format!("map {name} has an unexpected layout"), error))
+    T::try_from(map).map_err(OffloadError::map(MapAction::Layout, name))
 }
 
 /// Calls `write(key, Some(new))` for entries added or changed, then `write(key, None)` for
@@ -414,11 +415,11 @@ fn sync<K: Eq + Hash, V: PartialEq>(
 ) -> Result<(), OffloadError> {
     for (key, value) in new {
         if old.get(key) != Some(value) {
-            write(key, Some(value)).map_err(|error| OffloadError::bpf("update rule map", error))?;
+            write(key, Some(value)).map_err(OffloadError::map(MapAction::Write, "a rule map"))?;
         }
     }
     for key in old.keys().filter(|key| !new.contains_key(key)) {
-        write(key, None).map_err(|error| OffloadError::bpf("delete from rule map", error))?;
+        write(key, None).map_err(OffloadError::map(MapAction::Delete, "a rule map"))?;
     }
     Ok(())
 }

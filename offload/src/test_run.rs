@@ -11,9 +11,7 @@ use aya::{
 
 use offload_common::ParseReport;
 
-use crate::{
-    OffloadError, STEER_OBJECT, Steering, Transient, error_chain::describe, rules::Action,
-};
+use crate::{OffloadError, STEER_OBJECT, Steering, Transient, error::ProgramAction, rules::Action};
 
 /// The program's verdict and the packet as it left the program.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +39,34 @@ impl TestBench {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pins.pins().maps_dir())
             .load(STEER_OBJECT)
-            .map_err(|error| OffloadError::bpf("load the steering object", describe(&error)))?;
+            .map_err(|source| OffloadError::LoadObject {
+                object: "steering",
+                source: Box::new(source),
+            })?;
         for name in ["steer", "bare_pass", "parse_probe"] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or_else(|| OffloadError::bpf("load", format!("no program {name}")))?
+                .ok_or_else(|| missing_program(name))?
                 .try_into()
-                .map_err(|error| OffloadError::bpf("load", describe(&error)))?;
-            program.load().map_err(|error| {
-                OffloadError::bpf(format!("verifier rejected {name}"), describe(&error))
-            })?;
+                .map_err(OffloadError::program(ProgramAction::Open, name))?;
+            program
+                .load()
+                .map_err(OffloadError::program(ProgramAction::Verify, name))?;
             // The pinned program marks the directory as a live attachment for Steering.
             if name == "steer" {
+                let path = pins.pins().program();
                 program
-                    .pin(pins.pins().program())
-                    .map_err(|error| OffloadError::bpf("pin program", describe(&error)))?;
+                    .pin(&path)
+                    .map_err(|source| OffloadError::Pin { path, source })?;
             }
         }
         let settings = ebpf
             .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::bpf("load", "no SETTINGS map"))?;
+            .ok_or_else(|| OffloadError::MissingFromObject {
+                object: "steering",
+                part: "map",
+                name: "SETTINGS".into(),
+            })?;
         crate::steering::write_default_action(settings, default_action)?;
         Ok(TestBench {
             label: label.to_string(),
@@ -76,9 +82,9 @@ impl TestBench {
     fn program(&self, name: &str) -> Result<&Xdp, OffloadError> {
         self.ebpf
             .program(name)
-            .ok_or_else(|| OffloadError::bpf("test run", format!("no program {name}")))?
+            .ok_or_else(|| missing_program(name))?
             .try_into()
-            .map_err(|error| OffloadError::bpf("test run", describe(&error)))
+            .map_err(OffloadError::program(ProgramAction::Open, name))
     }
 
     /// Runs `steer` once on `packet`.
@@ -92,14 +98,10 @@ impl TestBench {
         let result = self.run_program("parse_probe", packet)?;
         let size = std::mem::size_of::<ParseReport>();
         if result.verdict != 2 || result.packet.len() < size {
-            return Err(OffloadError::bpf(
-                "parse_probe",
-                format!(
-                    "verdict {} with {} bytes out",
-                    result.verdict,
-                    result.packet.len()
-                ),
-            ));
+            return Err(OffloadError::ParseProbe {
+                verdict: result.verdict,
+                bytes: result.packet.len(),
+            });
         }
         // SAFETY: ParseReport is plain old data and `size` bytes are there.
         Ok(unsafe {
@@ -120,7 +122,7 @@ impl TestBench {
                 data_out: Some(&mut out),
                 ..TestRunOptions::new()
             })
-            .map_err(|error| OffloadError::bpf("BPF_PROG_TEST_RUN", describe(&error)))?;
+            .map_err(OffloadError::program(ProgramAction::TestRun, name))?;
         out.truncate(result.data_size_out as usize);
         Ok(RunResult {
             verdict: result.return_value,
@@ -143,7 +145,15 @@ impl TestBench {
                 repeat,
                 ..TestRunOptions::new()
             })
-            .map_err(|error| OffloadError::bpf("BPF_PROG_TEST_RUN", describe(&error)))?;
+            .map_err(OffloadError::program(ProgramAction::TestRun, program))?;
         Ok(result.duration)
+    }
+}
+
+fn missing_program(name: &str) -> OffloadError {
+    OffloadError::MissingFromObject {
+        object: "steering",
+        part: "program",
+        name: name.to_string(),
     }
 }

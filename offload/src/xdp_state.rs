@@ -47,23 +47,29 @@ pub fn attached(iface: &str) -> Result<Option<XdpState>, OffloadError> {
 
 /// The XDP program on `ifindex`, if any.
 pub fn query(ifindex: u32) -> Result<Option<XdpState>, OffloadError> {
-    let program = link::xdp_program(&mut Kernel, Link::Index(ifindex)).map_err(from_nic)?;
+    let program = link::xdp_program(&mut Kernel, Link::Index(ifindex))
+        .map_err(|error| from_nic(ifindex, error))?;
     Ok(program.map(XdpState::from))
 }
 
 /// Every XDP slot in use on `ifindex`: a NIC can hold a hardware program and a driver (or
 /// generic) program at once.
 pub fn slots(ifindex: u32) -> Result<Vec<XdpState>, OffloadError> {
-    let programs = link::xdp_programs(&mut Kernel, Link::Index(ifindex)).map_err(from_nic)?;
+    let programs = link::xdp_programs(&mut Kernel, Link::Index(ifindex))
+        .map_err(|error| from_nic(ifindex, error))?;
     Ok(programs.into_iter().map(XdpState::from).collect())
 }
 
-/// A failed link query as the offload API reports it: syscalls keep their call and errno.
-fn from_nic(error: NicError) -> OffloadError {
+/// A failed link query as the offload API reports it: syscalls keep their call and errno; a
+/// reply that does not parse is kept whole as the source of an InvalidData error.
+fn from_nic(ifindex: u32, error: NicError) -> OffloadError {
     match error {
         NicError::Syscall { call, source } => OffloadError::syscall(call, source),
-        NicError::NoInterface(name) => OffloadError::UnknownInterface(name),
-        other => OffloadError::bpf("RTM_GETLINK", other),
+        NicError::NoInterface(_) => OffloadError::UnknownIfindex(ifindex),
+        other => OffloadError::syscall(
+            "RTM_GETLINK",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        ),
     }
 }
 
@@ -81,8 +87,9 @@ pub(crate) fn netlink<T>(
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
         tokio::spawn(connection);
-        work(handle)
-            .await
-            .map_err(|error| OffloadError::bpf(what, error))
+        work(handle).await.map_err(|source| OffloadError::Netlink {
+            request: what,
+            source,
+        })
     })
 }

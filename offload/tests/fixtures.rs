@@ -9,7 +9,7 @@ use offload::{
     test_run::TestBench,
 };
 use support::{
-    packet::{self, L4, frame},
+    packet::{self, ECHO, frame, tcp_to, udp_to},
     require_root,
 };
 
@@ -166,11 +166,8 @@ fn each_rule_kind_matches_only_its_packets() {
         (packet::tcp("1.1.1.1", "10.2.3.4", 1500), XDP_PASS),
         (packet::tcp("192.168.50.7", "8.8.8.8", 443), XDP_DROP),
         (packet::tcp("192.168.51.7", "8.8.8.8", 443), XDP_PASS),
-        (frame("1.1.1.1", "8.8.8.8", L4::Icmp).build(), XDP_DROP),
-        (
-            frame("2001:db8::1", "2001:db8::2", L4::Icmp).build(),
-            XDP_DROP,
-        ),
+        (frame("1.1.1.1", "8.8.8.8", ECHO).build(), XDP_DROP),
+        (frame("2001:db8::1", "2001:db8::2", ECHO).build(), XDP_DROP),
         (packet::tcp("2001:db8::9", "2001:db8:1::5", 22), XDP_DROP),
         (packet::tcp("2001:db8::9", "2001:db8:2::5", 22), XDP_PASS),
         (packet::udp("2001:db8::9", "2001:db8:1::5", 22), XDP_PASS),
@@ -223,43 +220,36 @@ fn ipv4_options_and_ipv6_extension_chains_are_skipped() {
             rule("drop").proto("udp").dst("2001:db8::1").ports("53"),
         ],
     );
-    let udp4 = frame(
-        "1.1.1.1",
-        "10.0.0.1",
-        L4::Udp {
-            sport: 1,
-            dport: 53,
-        },
-    );
+    let udp4 = frame("1.1.1.1", "10.0.0.1", udp_to(53));
     for options in [4, 8, 40] {
         assert_eq!(
-            verdict(&bench, &udp4.clone().options(options).build()),
+            verdict(&bench, &udp4.clone().ipv4_options(options).build()),
             XDP_DROP,
             "IHL with {options} option bytes"
         );
     }
-    let udp6 = frame(
-        "2001:db8::9",
-        "2001:db8::1",
-        L4::Udp {
-            sport: 1,
-            dport: 53,
-        },
-    );
+    let udp6 = frame("2001:db8::9", "2001:db8::1", udp_to(53));
     for chain in [&[0u8][..], &[0, 43, 60], &[0, 60, 43, 44], &[44]] {
         assert_eq!(
-            verdict(&bench, &udp6.clone().extensions(chain).build()),
+            verdict(&bench, &udp6.clone().ipv6_extensions(chain).build()),
             XDP_DROP,
             "extensions {chain:?}"
         );
     }
     // Non-first fragments carry no ports: a port rule cannot match them.
     assert_eq!(
-        verdict(&bench, &udp4.clone().fragment(10).build()),
+        verdict(&bench, &udp4.clone().fragment_offset(10).build()),
         XDP_PASS
     );
     assert_eq!(
-        verdict(&bench, &udp6.clone().extensions(&[44]).fragment(10).build()),
+        verdict(
+            &bench,
+            &udp6
+                .clone()
+                .ipv6_extensions(&[44])
+                .fragment_offset(10)
+                .build()
+        ),
         XDP_PASS
     );
     assert_eq!(bench.steering().unwrap().counters().unwrap().malformed, 0);
@@ -273,35 +263,28 @@ fn vlan_and_qinq_frames_are_classified() {
         Action::Pass,
         &[rule("drop").proto("tcp").dst("10.0.0.1").ports("80")],
     );
-    let base = frame(
-        "1.1.1.1",
-        "10.0.0.1",
-        L4::Tcp {
-            sport: 1,
-            dport: 80,
-        },
-    );
+    let base = frame("1.1.1.1", "10.0.0.1", tcp_to(80));
     assert_eq!(
-        verdict(&bench, &base.clone().vlan(0x8100).build()),
+        verdict(&bench, &base.clone().vlan(0x8100, 100).build()),
         XDP_DROP,
         "802.1Q"
     );
     assert_eq!(
-        verdict(&bench, &base.clone().vlan(0x88a8).vlan(0x8100).build()),
+        verdict(
+            &bench,
+            &base.clone().vlan(0x88a8, 100).vlan(0x8100, 100).build()
+        ),
         XDP_DROP,
         "QinQ"
     );
-    let v6 = frame(
-        "2001:db8::9",
-        "2001:db8::1",
-        L4::Tcp {
-            sport: 1,
-            dport: 80,
-        },
-    );
-    assert_eq!(verdict(&bench, &v6.vlan(0x8100).build()), XDP_PASS);
+    let v6 = frame("2001:db8::9", "2001:db8::1", tcp_to(80));
+    assert_eq!(verdict(&bench, &v6.vlan(0x8100, 100).build()), XDP_PASS);
     // A third tag is beyond what the program parses: passed as non-IP.
-    let triple = base.vlan(0x88a8).vlan(0x8100).vlan(0x8100).build();
+    let triple = base
+        .vlan(0x88a8, 100)
+        .vlan(0x8100, 100)
+        .vlan(0x8100, 100)
+        .build();
     assert_eq!(verdict(&bench, &triple), XDP_PASS);
     assert_eq!(bench.steering().unwrap().counters().unwrap().non_ip, 1);
 }
@@ -311,41 +294,18 @@ fn vlan_and_qinq_frames_are_classified() {
 fn packets_truncated_at_every_header_boundary_are_counted_malformed_and_passed() {
     let (bench, _) = bench("truncated", Action::Drop, &[]);
     let frames = [
-        frame(
-            "1.1.1.1",
-            "10.0.0.1",
-            L4::Tcp {
-                sport: 1,
-                dport: 80,
-            },
-        )
-        .options(8),
-        frame(
-            "1.1.1.1",
-            "10.0.0.1",
-            L4::Udp {
-                sport: 1,
-                dport: 80,
-            },
-        )
-        .vlan(0x88a8)
-        .vlan(0x8100),
-        frame("1.1.1.1", "10.0.0.1", L4::Icmp),
-        frame(
-            "2001:db8::9",
-            "2001:db8::1",
-            L4::Tcp {
-                sport: 1,
-                dport: 80,
-            },
-        )
-        .extensions(&[0, 43, 44]),
-        frame("2001:db8::9", "2001:db8::1", L4::Icmp),
+        frame("1.1.1.1", "10.0.0.1", tcp_to(80)).ipv4_options(8),
+        frame("1.1.1.1", "10.0.0.1", udp_to(80))
+            .vlan(0x88a8, 100)
+            .vlan(0x8100, 100),
+        frame("1.1.1.1", "10.0.0.1", ECHO),
+        frame("2001:db8::9", "2001:db8::1", tcp_to(80)).ipv6_extensions(&[0, 43, 44]),
+        frame("2001:db8::9", "2001:db8::1", ECHO),
     ];
     let mut expected_malformed = 0;
     for frame in &frames {
         let mut frame = frame.clone();
-        frame.payload = 0;
+        frame.payload.clear();
         let full = frame.build();
         for cut in packet::header_boundaries(&frame) {
             if cut >= full.len() {
@@ -373,7 +333,7 @@ fn packets_truncated_at_every_header_boundary_are_counted_malformed_and_passed()
 }
 
 /// Rewrites the IPv4 total length / IPv6 payload length to what the truncated frame holds.
-fn fix_lengths(bytes: &mut [u8], frame: &packet::Frame) {
+fn fix_lengths(bytes: &mut [u8], frame: &wire::build::FrameBuilder) {
     let l3 = 14 + 4 * frame.vlans.len();
     if frame.dst.is_ipv4() && bytes.len() >= l3 + 4 {
         let total = (bytes.len() - l3) as u16;

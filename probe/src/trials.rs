@@ -9,7 +9,7 @@ use aya::{
 use serde::Serialize;
 
 use nic::explain_errno;
-use offload::{STEER_OBJECT, error_chain::describe, hw, mode::XdpMode};
+use offload::{STEER_OBJECT, error_chain as describe, hw, mode::XdpMode};
 
 /// One trial's outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -51,11 +51,18 @@ pub struct FrameBuilder {
     pub l4: L4,
     pub payload: Vec<u8>,
     pub checksum: ChecksumFill,
-    /// IPv6 extension headers (next-header numbers) put before the L4 header, 8 bytes
-    /// each (a fragment header is written as an atomic fragment).
+    /// IPv6 extension headers (next-header numbers) put before the L4 header: options and
+    /// routing headers 16 bytes each (hdr_ext_len 1, so a parser must read the length), a
+    /// fragment header 8 bytes with [`FrameBuilder::fragment_offset`].
     pub ipv6_extensions: Vec<u8>,
+    /// Bytes of IPv4 options (NOPs), rounded up to a multiple of 4.
+    pub ipv4_options: usize,
     pub ipv4_id: u16,
     pub dont_fragment: bool,
+    /// The fragment offset in 8-byte units, written into the IPv4 header or the IPv6
+    /// fragment header (0: a first or atomic fragment). The L4 header is written anyway:
+    /// this makes odd frames for parsers; [`FrameBuilder::fragments`] makes real ones.
+    pub fragment_offset: u16,
 }
 
 impl FrameBuilder {
@@ -74,8 +81,10 @@ impl FrameBuilder {
             payload: Vec::new(),
             checksum: ChecksumFill::Complete,
             ipv6_extensions: Vec::new(),
+            ipv4_options: 0,
             ipv4_id: 1,
             dont_fragment: false,
+            fragment_offset: 0,
         }
     }
 
@@ -118,6 +127,21 @@ impl FrameBuilder {
 
     pub fn checksum(mut self, fill: ChecksumFill) -> FrameBuilder {
         self.checksum = fill;
+        self
+    }
+
+    pub fn ipv6_extensions(mut self, kinds: &[u8]) -> FrameBuilder {
+        self.ipv6_extensions = kinds.to_vec();
+        self
+    }
+
+    pub fn ipv4_options(mut self, bytes: usize) -> FrameBuilder {
+        self.ipv4_options = bytes;
+        self
+    }
+
+    pub fn fragment_offset(mut self, offset: u16) -> FrameBuilder {
+        self.fragment_offset = offset;
         self
     }
 
@@ -207,7 +231,8 @@ impl FrameBuilder {
         let mut frame = self.link_header();
         if self.v4() {
             let flags = if self.dont_fragment { 0x4000 } else { 0 };
-            frame.extend_from_slice(&self.ipv4_header(protocol, segment.len(), flags));
+            let field = flags | (self.fragment_offset & 0x1fff);
+            frame.extend_from_slice(&self.ipv4_header(protocol, segment.len(), field));
         } else {
             let (mut extensions, first) = self.ipv6_extension_bytes(protocol);
             frame.extend_from_slice(&self.ipv6_header(first, extensions.len() + segment.len()));
@@ -225,7 +250,11 @@ impl FrameBuilder {
             ..self.clone()
         }
         .segment();
-        let header = if self.v4() { IPV4_HLEN } else { IPV6_HLEN + 8 };
+        let header = if self.v4() {
+            self.ipv4_header_len()
+        } else {
+            IPV6_HLEN + 8
+        };
         let chunk = (mtu - header) / 8 * 8;
         let pieces: Vec<&[u8]> = segment.chunks(chunk).collect();
         pieces
@@ -242,10 +271,7 @@ impl FrameBuilder {
                         ..self.clone()
                     }
                     .ipv4_header(protocol, piece.len(), field);
-                    ip[10..12].fill(0);
-                    let sum = checksum::checksum(&ip);
-                    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-                    frame.extend_from_slice(&ip);
+                    frame.append(&mut ip);
                 } else {
                     frame.extend_from_slice(&self.ipv6_header(proto::FRAGMENT, 8 + piece.len()));
                     frame.extend_from_slice(&[protocol, 0]);
@@ -259,10 +285,17 @@ impl FrameBuilder {
             .collect()
     }
 
-    fn ipv4_header(&self, protocol: u8, l4_len: usize, flags_and_offset: u16) -> [u8; 20] {
-        let mut ip = [0u8; IPV4_HLEN];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((IPV4_HLEN + l4_len) as u16).to_be_bytes());
+    fn ipv4_header_len(&self) -> usize {
+        IPV4_HLEN + self.ipv4_options.div_ceil(4) * 4
+    }
+
+    fn ipv4_header(&self, protocol: u8, l4_len: usize, flags_and_offset: u16) -> Vec<u8> {
+        const NOP: u8 = 1;
+        let header_len = self.ipv4_header_len();
+        let mut ip = vec![NOP; header_len];
+        ip[..IPV4_HLEN].fill(0);
+        ip[0] = 0x40 | (header_len / 4) as u8;
+        ip[2..4].copy_from_slice(&((header_len + l4_len) as u16).to_be_bytes());
         ip[4..6].copy_from_slice(&self.ipv4_id.to_be_bytes());
         ip[6..8].copy_from_slice(&flags_and_offset.to_be_bytes());
         ip[8] = 64;
@@ -289,13 +322,17 @@ impl FrameBuilder {
     fn ipv6_extension_bytes(&self, protocol: u8) -> (Vec<u8>, u8) {
         let mut bytes = Vec::new();
         let kinds = &self.ipv6_extensions;
-        for (index, _) in kinds.iter().enumerate() {
+        for (index, kind) in kinds.iter().enumerate() {
             let next = kinds.get(index + 1).copied().unwrap_or(protocol);
-            // Options headers: Pad6 fills the 6 bytes; a fragment header: offset 0, M 0.
-            bytes.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
-            if kinds[index] == proto::FRAGMENT {
-                let at = bytes.len() - 6;
-                bytes[at..].fill(0);
+            if *kind == proto::FRAGMENT {
+                let field = self.fragment_offset << 3;
+                bytes.extend_from_slice(&[next, 0]);
+                bytes.extend_from_slice(&field.to_be_bytes());
+                bytes.extend_from_slice(&[0, 0, 0, 1]);
+            } else {
+                // 16 bytes (hdr_ext_len 1): a PadN option fills the 14 after the first two.
+                bytes.extend_from_slice(&[next, 1, 1, 12]);
+                bytes.extend_from_slice(&[0; 12]);
             }
         }
         (bytes, kinds.first().copied().unwrap_or(protocol))

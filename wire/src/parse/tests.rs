@@ -74,7 +74,7 @@ fn ipv6_extension_headers_are_skipped_up_to_six() {
     ];
     let headers = parsed(&builder.build());
     assert_eq!(headers.ports, Some((7, 9)));
-    assert_eq!(headers.l4, ETH_HLEN + IPV6_HLEN + 32);
+    assert_eq!(headers.l4, ETH_HLEN + IPV6_HLEN + 3 * 16 + 8);
     // An atomic fragment (offset 0, M 0) is a fragment with its L4 header.
     assert_eq!(
         headers.fragment.map(|f| (f.offset, f.more)),
