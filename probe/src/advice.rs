@@ -2,16 +2,11 @@
 //! recommendation carries its reason.
 
 use hw_profiles::Profile;
-use serde::Serialize;
 
-use super::{ProbeReport, Trial};
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Recommendation {
-    pub setting: String,
-    pub value: String,
-    pub reason: String,
-}
+use crate::{
+    report::{ProbeReport, Recommendation},
+    trials::Trial,
+};
 
 fn advise(setting: &str, value: impl ToString, reason: impl Into<String>) -> Recommendation {
     Recommendation {
