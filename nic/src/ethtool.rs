@@ -270,3 +270,6 @@ pub fn channels(io: &mut dyn Ethtool, iface: &str) -> Result<Channels, NicError>
         .map_err(|error| NicError::syscall("SIOCETHTOOL ETHTOOL_GCHANNELS", error))?;
     Ok(parse_channels(&reply))
 }
+
+#[cfg(test)]
+mod tests;

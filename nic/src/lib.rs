@@ -14,8 +14,8 @@
 mod errno;
 mod error;
 pub mod ethtool;
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod link;
 pub mod netlink;
 pub mod ntuple;

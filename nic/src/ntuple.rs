@@ -236,3 +236,6 @@ impl<E: Ethtool> Drop for InstalledRules<E> {
         self.remove_all();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,3 +97,26 @@ fn replies_missing_or_mangling_the_family_id_name_the_attribute() {
         }
     ));
 }
+
+#[test]
+fn netdev_replies_parse_into_flag_names() {
+    // mlx5: basic, redirect, ndo-xmit, xsk-zerocopy, rx-sg, ndo-xmit-sg; all metadata.
+    let features = parse_dev(&fake::dev_reply(0b110_1111, 1, 0b111, 0b11));
+    assert_eq!(
+        features.xdp_features,
+        [
+            "basic",
+            "redirect",
+            "ndo-xmit",
+            "xsk-zerocopy",
+            "rx-sg",
+            "ndo-xmit-sg"
+        ]
+    );
+    assert_eq!(features.zc_max_segs, Some(1));
+    assert_eq!(features.rx_metadata, ["timestamp", "hash", "vlan-tag"]);
+    assert_eq!(features.xsk_features, ["tx-timestamp", "tx-checksum"]);
+    // A truncated reply stops at the broken attribute instead of failing.
+    let reply = fake::dev_reply(0b1, 1, 0, 0);
+    assert_eq!(parse_dev(&reply[..reply.len() - 3]).xdp_features, ["basic"]);
+}
