@@ -60,13 +60,19 @@ pub fn error(errno: i32) -> Vec<u8> {
 /// A NIC as its ethtool ioctl sees it: fixed facts, and an ntuple table. The fields are
 /// the replies, in the structs' order (`channels` is `struct ethtool_channels` whole).
 pub struct FakeNic {
+    /// Driver, version, firmware, bus (ETHTOOL_GDRVINFO).
     pub drvinfo: [&'static str; 4],
+    /// `struct ethtool_channels`, cmd first (ETHTOOL_GCHANNELS).
     pub channels: [u32; 9],
+    /// The RSS indirection table's size (ETHTOOL_GRXFHINDIR).
     pub rss: u32,
+    /// Mbit/s (ETHTOOL_GSET).
     pub speed: u32,
+    /// The ntuple feature flag (ETHTOOL_GFLAGS).
     pub ntuple_on: bool,
     /// None: the driver has no ntuple filters (EOPNOTSUPP).
     pub capacity: Option<u32>,
+    /// Installed rules by location, as the request that installed them.
     pub rules: BTreeMap<u32, Vec<u8>>,
 }
 

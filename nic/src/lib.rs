@@ -11,6 +11,8 @@
 //! answer them with replies in the shapes real drivers and kernels give. Functions that
 //! take no seam argument use [`Kernel`].
 
+#![warn(missing_docs)]
+
 mod errno;
 mod error;
 pub mod ethtool;

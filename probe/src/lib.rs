@@ -5,6 +5,8 @@
 //!
 //! The JSON keys of [`ProbeReport`] are stable (README, "fastpath probe").
 
+#![warn(missing_docs)]
+
 pub mod advice;
 mod report;
 pub mod trials;

@@ -14,12 +14,14 @@ use offload::{STEER_OBJECT, error_chain as describe, hw, mode::XdpMode};
 /// One trial's outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Trial {
+    /// It worked.
     pub ok: bool,
     /// Why it failed (or why it was not tried): the errno's meaning and the kernel's words.
     pub error: Option<String>,
 }
 
 impl Trial {
+    /// A trial that worked.
     pub fn passed() -> Trial {
         Trial {
             ok: true,
@@ -27,6 +29,7 @@ impl Trial {
         }
     }
 
+    /// A trial that failed, or was not tried, and why.
     pub fn failed(error: impl Into<String>) -> Trial {
         Trial {
             ok: false,
