@@ -80,8 +80,7 @@ fn dependencies_point_down_only() {
     let layers: BTreeMap<_, _> = LAYERS.iter().copied().collect();
     let mut upward = Vec::new();
     for (from, to) in internal_edges(&workspace()) {
-        let (Some(&high), Some(&low)) = (layers.get(from.as_str()), layers.get(to.as_str()))
-        else {
+        let (Some(&high), Some(&low)) = (layers.get(from.as_str()), layers.get(to.as_str())) else {
             continue; // named by every_workspace_crate_has_a_layer
         };
         let lab_exception = to == "lab" && LAB_USERS.contains(&from.as_str());
@@ -89,7 +88,10 @@ fn dependencies_point_down_only() {
             upward.push(format!("{from} (layer {high}) -> {to} (layer {low})"));
         }
     }
-    assert!(upward.is_empty(), "dependencies that do not point down: {upward:#?}");
+    assert!(
+        upward.is_empty(),
+        "dependencies that do not point down: {upward:#?}"
+    );
 }
 
 #[test]
