@@ -18,9 +18,12 @@
 //! }
 //! # Ok::<(), afxdp::XskError>(())
 //! ```
+#![warn(missing_docs)]
 
 mod batch;
 mod error;
+// documented where the module is rewritten
+#[allow(missing_docs)]
 pub mod netdev;
 mod ring;
 #[cfg(any(test, feature = "bench-rings"))]
