@@ -146,8 +146,8 @@ pub struct Statistics {
 }
 
 /// An AF_XDP socket bound to one queue of one interface, with its fill, completion, RX and TX
-/// rings mapped. It holds a [`Umem`] handle, so the memory outlives it; closing it (drop or
-/// [`Socket::shutdown`]) removes it from every XSKMAP.
+/// rings mapped. It holds a [`Umem`] handle, so the UMEM's memory lives at least as long
+/// as the socket; closing it (drop or [`Socket::shutdown`]) removes it from every XSKMAP.
 pub struct Socket {
     fd: OwnedFd,
     umem: Umem,

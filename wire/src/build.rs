@@ -42,8 +42,8 @@ pub enum L4 {
 /// How the TCP/UDP checksum field is filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChecksumFill {
-    /// The full Internet checksum over pseudo-header, header and payload, as a receiver
-    /// expects it (a UDP sum of zero is sent as `0xffff`, RFC 768).
+    /// The full Internet checksum over pseudo-header (none for ICMPv4), header and payload,
+    /// as a receiver expects it (a UDP sum of zero is sent as `0xffff`, RFC 768).
     Complete,
     /// The folded pseudo-header sum only: what Linux leaves for the NIC (CHECKSUM_PARTIAL).
     Partial,
@@ -267,8 +267,8 @@ impl FrameBuilder {
         frame
     }
 
-    /// The whole frame: Ethernet header, VLAN tags, IP header (TTL 64), extension headers, L4
-    /// header and payload, with no Ethernet padding and no FCS.
+    /// The whole frame: Ethernet header, VLAN tags, IP header (TTL or hop limit 64), IPv6
+    /// extension headers, L4 header and payload, with no Ethernet padding and no FCS.
     pub fn build(&self) -> Vec<u8> {
         let (protocol, segment) = self.segment();
         let mut frame = self.link_header();
