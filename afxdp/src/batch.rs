@@ -74,6 +74,7 @@ impl<'a> RxBatch<'a> {
         self.descs.remaining() as usize
     }
 
+    /// Whether every frame of the batch has been taken.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,6 +1,17 @@
 //! AF_XDP sockets in pure Rust on `libc`: UMEM, the fill/completion/RX/TX rings, binding in
 //! copy or zero-copy mode, wakeups, busy polling, multi-buffer and statistics.
 //!
+//! Layer 2 of the workspace (see ARCHITECTURE.md): it makes its socket calls through `libc`
+//! itself, and `pipeline`, the network functions, the benchmarks and `fastpath xsk` drive
+//! sockets through it. Steering packets to a socket (an
+//! XDP program with an XSKMAP) is `offload`'s job, not this crate's.
+//!
+//! Entry points: [`Umem::new`] maps the frame area and returns a [`FramePool`] holding
+//! every [`Frame`]; [`Socket::bind`] binds a socket to one queue with a [`SocketConfig`];
+//! then [`Socket::fill`], [`Socket::receive`] ([`RxBatch`]), [`Socket::transmit`]
+//! ([`TxBatch`]), [`Socket::complete`] and the wakeup calls move frames through the rings.
+//! Errors are [`XskError`].
+//!
 //! Ownership model: every UMEM frame is represented by one `Frame` token. A token lives in
 //! a `FramePool`, in user code, or is moved into a ring (and then the kernel owns the
 //! bytes until the frame comes back on the RX or completion ring as a new token). Only a
@@ -18,6 +29,7 @@
 //! }
 //! # Ok::<(), afxdp::XskError>(())
 //! ```
+#![warn(missing_docs)]
 
 mod batch;
 mod error;

@@ -51,18 +51,26 @@ impl Default for BusyPoll {
     }
 }
 
+/// How [`Socket::bind`] sets up a socket. The default suits most uses: `Auto` mode, 2048
+/// entries per ring, need-wakeup on, no multi-buffer, no busy polling.
 #[derive(Clone, Debug)]
 pub struct SocketConfig {
+    /// Copy, zero-copy, or zero-copy when the driver offers it.
     pub mode: BindMode,
     /// Entries per ring; powers of two. A zero RX or TX size leaves that ring out.
     pub rx_size: u32,
+    /// TX ring entries (0: no TX ring).
     pub tx_size: u32,
+    /// Fill ring entries; not zero. The UMEM needs at least this many frames, so the ring can
+    /// be filled.
     pub fill_size: u32,
+    /// Completion ring entries; not zero.
     pub completion_size: u32,
     /// XDP_USE_NEED_WAKEUP: the kernel says when it needs a syscall to make progress.
     pub need_wakeup: bool,
     /// XDP_USE_SG: packets larger than a frame arrive and leave as chains of frames.
     pub multi_buffer: bool,
+    /// Busy-polling settings; `None` leaves the socket to interrupts.
     pub busy_poll: Option<BusyPoll>,
 }
 
@@ -118,12 +126,15 @@ impl SocketConfig {
     }
 }
 
-/// XDP_STATISTICS (include/uapi/linux/if_xdp.h), every field.
+/// The socket's counters: every field of `struct xdp_statistics` (include/uapi/linux/if_xdp.h),
+/// read with `getsockopt(XDP_STATISTICS)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Statistics {
     /// Dropped for reasons other than an invalid descriptor, e.g. no room in the RX ring.
     pub rx_dropped: u64,
+    /// RX-side descriptors the kernel found invalid.
     pub rx_invalid_descs: u64,
+    /// TX descriptors the kernel refused: address or length outside the UMEM, or bad options.
     pub tx_invalid_descs: u64,
     /// The RX ring was full.
     pub rx_ring_full: u64,
@@ -133,6 +144,9 @@ pub struct Statistics {
     pub tx_ring_empty_descs: u64,
 }
 
+/// An AF_XDP socket bound to one queue of one interface, with its fill, completion, RX and TX
+/// rings mapped. It holds a [`Umem`] handle, so the UMEM's memory lives at least as long
+/// as the socket; closing it (drop or [`Socket::shutdown`]) removes it from every XSKMAP.
 pub struct Socket {
     fd: OwnedFd,
     umem: Umem,
@@ -298,14 +312,17 @@ impl Socket {
         })
     }
 
+    /// The interface the socket is bound to.
     pub fn iface(&self) -> &str {
         &self.iface
     }
 
+    /// The queue index the socket is bound to.
     pub fn queue(&self) -> u32 {
         self.queue
     }
 
+    /// The UMEM the socket's descriptors point into.
     pub fn umem(&self) -> &Umem {
         &self.umem
     }
@@ -320,6 +337,7 @@ impl Socket {
         self.fallback.as_deref()
     }
 
+    /// Whether the socket was set up for busy polling ([`SocketConfig::busy_poll`]).
     pub fn is_busy_polling(&self) -> bool {
         self.busy_poll
     }
@@ -423,6 +441,8 @@ impl Socket {
         }
     }
 
+    /// The kernel's counters for this socket (`getsockopt(XDP_STATISTICS)`), since it was
+    /// created.
     pub fn statistics(&self) -> Result<Statistics, XskError> {
         let (raw, _) = sys::get_option::<libc::xdp_statistics>(
             self.fd.as_fd(),

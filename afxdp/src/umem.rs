@@ -16,10 +16,13 @@ use crate::{XskError, sys};
 pub const XDP_PACKET_HEADROOM: u32 = 256;
 const HUGE_PAGE: usize = 2 << 20;
 
+/// The shape of a UMEM: frame size and count, headroom, and how the memory is backed.
 #[derive(Clone, Debug)]
 pub struct UmemConfig {
     /// Bytes per frame: 2048 or 4096 (any size from 2048 to 4096 with `unaligned_chunks`).
     pub frame_size: u32,
+    /// Frames in the area; the area is `frame_size * frame_count` bytes, rounded up to whole
+    /// pages.
     pub frame_count: u32,
     /// Extra bytes the kernel leaves in front of each packet, after its own 256.
     pub headroom: u32,
@@ -172,14 +175,17 @@ impl Umem {
         Ok((umem, pool))
     }
 
+    /// The configuration the UMEM was made with.
     pub fn config(&self) -> &UmemConfig {
         &self.area.config
     }
 
+    /// Frames in the UMEM.
     pub fn frame_count(&self) -> u32 {
         self.area.config.frame_count
     }
 
+    /// Bytes per frame (the chunk size registered with the kernel).
     pub fn frame_size(&self) -> u32 {
         self.area.config.frame_size
     }
@@ -336,10 +342,12 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The packet's length in bytes (for a received frame, what the kernel wrote).
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// Whether the frame holds no packet bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -382,14 +390,17 @@ pub struct FramePool {
 }
 
 impl FramePool {
+    /// Frames in the pool.
     pub fn len(&self) -> usize {
         self.frames.len()
     }
 
+    /// Whether the pool holds no frames.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
+    /// Takes a frame out of the pool, if any is left.
     pub fn take(&mut self) -> Option<Frame> {
         self.frames.pop()
     }
@@ -409,6 +420,7 @@ impl FramePool {
         }
     }
 
+    /// Moves every frame of `other` into this pool (the inverse of `split_off`).
     pub fn merge(&mut self, other: FramePool) {
         self.frames.extend(other.frames);
     }

@@ -3,7 +3,15 @@
 //! limits, default tuning, known quirks and, for offload-capable NICs, the offload limits.
 //! Users add or override profiles with a directory of their own files.
 //!
+//! A data crate outside the layers (see ARCHITECTURE.md): it depends on no other fastpath
+//! crate, and capability probing in `offload`, the network functions, the benchmarks and the
+//! CLI read it.
+//!
+//! Entry points: [`Profiles::builtin`] or [`Profiles::with_dir`] to load, then
+//! [`Profiles::for_driver`] (by the driver name ethtool reports) or [`Profiles::by_name`];
+//! [`pick`] chooses each tuning value between a config, the profile and a default.
 //! Line rates are computed, not stored: see [`line_rate_mpps`].
+#![warn(missing_docs)]
 
 use std::path::Path;
 
@@ -30,13 +38,18 @@ const BUILTIN: [(&str, &str); 10] = [
     ("igc.toml", include_str!("../profiles/igc.toml")),
 ];
 
+/// A profile that cannot be read or parsed, or breaks a rule of [`Profile::parse`].
 #[derive(Debug, thiserror::Error)]
 #[error("profile {file}: {message}")]
 pub struct ProfileError {
+    /// The profile file (or, for a directory that cannot be listed, the directory).
     pub file: String,
+    /// What is wrong, naming the TOML key and line when known.
     pub message: String,
 }
 
+/// One NIC profile: the contents of one `profiles/*.toml` file. Unknown keys are refused, so
+/// a typo in a user's profile is an error rather than a silently ignored setting.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -44,25 +57,33 @@ pub struct Profile {
     pub name: String,
     /// Driver names (as ethtool reports them) this profile describes.
     pub drivers: Vec<String>,
+    /// One line saying which NICs these are, for `fastpath` listings.
     pub description: String,
     /// Where the facts come from.
     pub source: String,
+    /// What XDP and AF_XDP support the driver has.
     pub xdp: Xdp,
+    /// Channel, RSS and ntuple limits.
     pub queues: Queues,
     /// Link speeds in Gbit/s.
     pub speeds_gbps: Vec<f64>,
+    /// Starting values for AF_XDP runs on this NIC; [`pick`] lets a config override each.
     pub tuning: Tuning,
+    /// Known driver or hardware behaviours a user should know about, as sentences (may be
+    /// empty).
     #[serde(default)]
     pub quirks: Vec<String>,
     /// Present when the NIC runs XDP programs itself (hw mode).
     pub offload: Option<OffloadLimits>,
 }
 
+/// A driver's XDP and AF_XDP support.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Xdp {
     /// Attach modes that work: "skb", "drv", "hw".
     pub modes: Vec<String>,
+    /// AF_XDP zero-copy binding (`XDP_ZEROCOPY`) is supported.
     pub zero_copy: bool,
     /// Multi-buffer (frags) packets in drv mode.
     pub multi_buffer: bool,
@@ -72,6 +93,7 @@ pub struct Xdp {
     pub features: Vec<String>,
 }
 
+/// A NIC's queue limits.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Queues {
@@ -79,16 +101,19 @@ pub struct Queues {
     pub max_combined: u32,
     /// RSS indirection table entries (0: no RSS).
     pub rss_indirection: u32,
-    /// ethtool ntuple (flow director) rules, and how many (0: none).
+    /// The NIC takes ethtool ntuple (flow director) rules.
     pub ntuple: bool,
+    /// How many ntuple rules the NIC holds (0 when `ntuple` is false).
     pub ntuple_rules: u32,
 }
 
+/// Default AF_XDP tuning for a NIC.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tuning {
     /// Descriptors per AF_XDP ring.
     pub ring_size: u32,
+    /// Descriptors handled per receive or transmit call (the batch size of the RX/TX loops).
     pub batch: u32,
     /// UMEM frame size: 2048 or 4096.
     pub frame_size: u32,
@@ -112,8 +137,11 @@ pub struct OffloadLimits {
     pub max_instructions: u32,
     /// Helpers it implements, by name as in `bpf_func_id` without the prefix.
     pub helpers: Vec<String>,
+    /// The offloaded program can return `XDP_REDIRECT`.
     pub redirect: bool,
+    /// Packets can reach AF_XDP sockets from the offloaded program.
     pub af_xdp: bool,
+    /// The offload loader accepts programs and maps with BTF.
     pub btf: bool,
 }
 
@@ -174,6 +202,7 @@ impl Profile {
         Ok(())
     }
 
+    /// Whether the profile lists XDP attach `mode` ("skb", "drv" or "hw").
     pub fn supports(&self, mode: &str) -> bool {
         self.xdp.modes.iter().any(|m| m == mode)
     }
@@ -190,10 +219,13 @@ impl Profile {
 /// A set of profiles: the built-in ones, plus a user's.
 #[derive(Clone, Debug)]
 pub struct Profiles {
+    /// Every profile, built-in ones first; a user profile of the same name replaces the
+    /// built-in one.
     pub profiles: Vec<Profile>,
 }
 
 impl Profiles {
+    /// The profiles compiled into fastpath (`profiles/*.toml`).
     pub fn builtin() -> Profiles {
         let profiles = BUILTIN
             .iter()
@@ -229,6 +261,7 @@ impl Profiles {
         Ok(profiles)
     }
 
+    /// The profile of that name (what `--profile` takes).
     pub fn by_name(&self, name: &str) -> Option<&Profile> {
         self.profiles.iter().find(|p| p.name == name)
     }
@@ -241,6 +274,7 @@ impl Profiles {
             .find(|p| p.drivers.iter().any(|d| d == driver))
     }
 
+    /// The names of all profiles, in the order they are held.
     pub fn names(&self) -> Vec<&str> {
         self.profiles.iter().map(|p| p.name.as_str()).collect()
     }
@@ -252,7 +286,9 @@ mod tests;
 /// A tuning value and where it came from, for the log ("batch 64 (profile veth)").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sourced<T> {
+    /// The chosen value.
     pub value: T,
+    /// Where it came from: "config", "profile NAME" or the built-in default.
     pub source: String,
 }
 

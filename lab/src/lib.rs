@@ -1,10 +1,26 @@
 //! The network lab: network namespaces joined by veth pairs (and a bridge where a segment is
 //! shared), with addresses, routes and static neighbours, all made through netlink.
 //!
+//! Test and demo support, outside the layers (see ARCHITECTURE.md): production crates do
+//! not depend on it; tests take it as a dev-dependency, and the CLI (`fastpath lab`, the
+//! demos) and the line-rate benchmarks use it directly.
+//!
+//! Entry points:
+//! - [`Lab`]: the default client / dut / backends topology ([`Lab::up`], [`Lab::for_test`],
+//!   [`Lab::down`]);
+//! - [`segment::LbLab`]: one bridged segment for the load balancer;
+//! - [`Lab::run_in`] / [`netns::run_in`] to run code inside a lab namespace, and
+//!   [`raw::RawSocket`], [`Lab::udp_socket`] and [`services`] (HTTP and UDP echo servers,
+//!   clients) to send and receive there;
+//! - [`require_root`] and [`wait_until`] for tests.
+//!
 //! Safety rules (ARCHITECTURE.md): every endpoint lives in a namespace the lab created, the
 //! root namespace gets nothing, no namespace has a route out of the machine, and a [`Lab`] is
 //! torn down on drop and on SIGINT/SIGTERM (see [`Lab::teardown_on_signals`]).
+#![warn(missing_docs)]
 
+// documented where the module is rewritten
+#[allow(missing_docs)]
 pub mod frame;
 pub mod netlink;
 pub mod netns;
@@ -26,24 +42,41 @@ pub const LAB_PREFIX: &str = "fp";
 /// The prefix of the default lab (`fastpath lab up`).
 pub const DEFAULT_PREFIX: &str = "fp";
 
+/// What can go wrong making, using or removing a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// A namespace the lab would create already exists (the name is given): a stale lab, or
+    /// another process's.
     #[error("namespace {0} already exists (run `fastpath lab down` to remove a stale lab)")]
     Exists(String),
+    /// The named namespace does not exist.
     #[error("no namespace {0} (is the lab up? `fastpath lab up`)")]
     NoNamespace(String),
+    /// No interface of this name in the namespace the call ran in.
     #[error("no interface {0}")]
     NoInterface(String),
+    /// A system call or file operation failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done ("mkdir /run/netns", "bind UDP socket"...).
         what: &'static str,
+        /// The error it returned.
         #[source]
         source: std::io::Error,
     },
+    /// A netlink request was refused.
     #[error("netlink {what} failed: {message}")]
-    Netlink { what: &'static str, message: String },
+    Netlink {
+        /// The request that failed ("create veth pair", "add route"...).
+        what: &'static str,
+        /// The netlink error as text.
+        message: String,
+    },
+    /// A request the lab refuses before doing anything, e.g. a prefix that does not start with
+    /// [`LAB_PREFIX`] or is longer than 8 bytes.
     #[error("{0}")]
     Invalid(String),
+    /// A question about an interface (MAC, index) failed.
     #[error(transparent)]
     Nic(#[from] nic::NicError),
 }
@@ -63,10 +96,17 @@ impl LabError {
 /// One end of a link: its namespace, interface, addresses and MAC.
 #[derive(Clone, Debug, Serialize)]
 pub struct Endpoint {
+    /// The namespace the interface lives in (`<prefix>-<role>`).
     pub namespace: String,
+    /// The interface name (at most 15 bytes, the kernel's limit).
     pub iface: String,
+    /// The interface's IPv4 address (a /24 in the lab).
     pub ipv4: IpAddr,
+    /// The interface's IPv6 address (a /64 in the lab).
     pub ipv6: IpAddr,
+    /// The MAC address as colon-separated hex. Filled in only where the lab installs static
+    /// neighbours (the client and the dut); empty elsewhere, where [`Endpoint::read_mac`] asks
+    /// the kernel.
     pub mac: String,
 }
 
@@ -93,11 +133,15 @@ impl Endpoint {
 /// The device under test (dut) routes between the client and the backends.
 #[derive(Debug, Serialize)]
 pub struct Lab {
+    /// The lab's prefix: every namespace is `<prefix>-<role>`, every interface `<prefix>-<name>`.
     pub prefix: String,
+    /// The client's interface, in `<prefix>-client`.
     pub client: Endpoint,
     /// The dut's interface facing the client: where XDP programs go.
     pub dut: Endpoint,
+    /// The dut's interface on the backend LAN (the bridge in `<prefix>-lan`).
     pub dut_lan: Endpoint,
+    /// The two backends' interfaces, in `<prefix>-b1` and `<prefix>-b2`.
     pub backends: Vec<Endpoint>,
     namespaces: Namespaces,
 }
@@ -169,6 +213,7 @@ impl Drop for Namespaces {
 }
 
 impl Lab {
+    /// The name of this lab's namespace for `role` ("client", "dut", "lan", "b1", "b2").
     pub fn namespace(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -366,9 +411,6 @@ fn neighbours(a: &mut Endpoint, b: &mut Endpoint) -> Result<(), LabError> {
     Ok(())
 }
 
-/// For tests that need root (BPF, netlink, namespaces): true when they can run. Without root
-/// the test fails under CI=true, so a green CI means it really ran; elsewhere it says loudly
-/// that it skipped.
 /// Fails a test that needs root when it runs without it. Such tests are also marked
 /// `#[ignore = "needs root"]`, so a plain `cargo test` lists them as ignored rather than
 /// passed; `cargo xtask test` runs them with `--include-ignored`, as root.

@@ -39,6 +39,7 @@ pub fn index(iface: &str) -> Result<u32, LabError> {
     Ok(nic::ifindex(iface)?)
 }
 
+/// Sets the link up.
 pub fn set_up(iface: &str) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("set link up", async move |handle| {
@@ -58,6 +59,7 @@ pub fn delete_link(iface: &str) -> Result<(), LabError> {
     })
 }
 
+/// Sets the link's MTU.
 pub fn set_mtu(iface: &str, mtu: u32) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("set link MTU", async move |handle| {
@@ -114,6 +116,7 @@ pub fn add_veth(
     })
 }
 
+/// Creates a bridge, up.
 pub fn add_bridge(name: &str) -> Result<(), LabError> {
     let name = name.to_string();
     with_handle("create bridge", async move |handle| {
@@ -125,6 +128,7 @@ pub fn add_bridge(name: &str) -> Result<(), LabError> {
     })
 }
 
+/// Makes `iface` a port of `bridge`.
 pub fn enslave(iface: &str, bridge: &str) -> Result<(), LabError> {
     let (iface, bridge) = (index(iface)?, index(bridge)?);
     with_handle("attach port to bridge", async move |handle| {
@@ -136,6 +140,7 @@ pub fn enslave(iface: &str, bridge: &str) -> Result<(), LabError> {
     })
 }
 
+/// Adds `address/prefix_len` to `iface`.
 pub fn add_address(iface: &str, address: IpAddr, prefix_len: u8) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("add address", async move |handle| {
@@ -147,6 +152,7 @@ pub fn add_address(iface: &str, address: IpAddr, prefix_len: u8) -> Result<(), L
     })
 }
 
+/// Adds a route to `destination/prefix_len` via `gateway` (both of one family).
 pub fn add_route(destination: IpAddr, prefix_len: u8, gateway: IpAddr) -> Result<(), LabError> {
     with_handle("add route", async move |handle| {
         let route = match (destination, gateway) {
@@ -170,6 +176,7 @@ pub fn add_route(destination: IpAddr, prefix_len: u8, gateway: IpAddr) -> Result
     })
 }
 
+/// Adds (or replaces) a permanent neighbour entry: `address` is at `mac` on `iface`.
 pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), LabError> {
     let index = index(iface)?;
     with_handle("add static neighbour", async move |handle| {

@@ -16,12 +16,15 @@ use nix::{
 
 use crate::LabError;
 
+/// Where named namespaces are mounted, as `ip netns` expects them.
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// The mount point of namespace `name`: `/run/netns/<name>`.
 pub fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Whether namespace `name` exists (its mount point is there).
 pub fn exists(name: &str) -> bool {
     path(name).exists()
 }

@@ -10,6 +10,8 @@ use std::{
 
 use crate::{LabError, netns};
 
+/// An AF_PACKET raw socket bound to one interface, receiving every EtherType (`ETH_P_ALL`),
+/// with a 32 MiB receive buffer where the kernel allows it.
 pub struct RawSocket {
     fd: OwnedFd,
 }
@@ -22,6 +24,8 @@ impl RawSocket {
             .map_err(|e| LabError::io("open AF_PACKET socket", e))
     }
 
+    /// Sends `frame` as it is (Ethernet header included, no FCS), waiting while the socket is
+    /// out of buffer space (`ENOBUFS`).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: sends `frame.len()` bytes from a live slice.

@@ -22,15 +22,21 @@ use serde::Serialize;
 
 use crate::{Endpoint, LabError, Namespaces, configure, endpoint, netlink, netns, veth_pair};
 
+/// The IPv4 virtual address the load balancer serves, inside the routed 10.79.100.0/24.
 pub const VIP4: &str = "10.79.100.1";
+/// The IPv6 virtual address the load balancer serves, inside the routed fd79:100::/64.
 pub const VIP6: &str = "fd79:100::1";
 
+/// The load-balancer lab described in the module docs: torn down on drop, like [`crate::Lab`].
 #[derive(Debug, Serialize)]
 pub struct LbLab {
+    /// The lab's prefix: every namespace is `<prefix>-<role>`.
     pub prefix: String,
+    /// The client's interface, in `<prefix>-client`.
     pub client: Endpoint,
     /// The load balancer's one interface.
     pub lb: Endpoint,
+    /// The three backends' interfaces, in `<prefix>-b1` to `<prefix>-b3`.
     pub backends: Vec<Endpoint>,
     namespaces: Namespaces,
 }
@@ -111,6 +117,7 @@ impl LbLab {
         LbLab::up(&prefix, lb_queues).expect("lb lab up")
     }
 
+    /// The virtual address of one family: [`VIP4`] when `v4`, else [`VIP6`].
     pub fn vip(&self, v4: bool) -> IpAddr {
         if v4 {
             VIP4.parse().unwrap()
@@ -156,6 +163,7 @@ impl LbLab {
         Ok(())
     }
 
+    /// The name of this lab's namespace for `role` ("client", "lb", "seg", "b1".."b3").
     pub fn namespace(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -163,6 +171,7 @@ impl LbLab {
 
 /// ETHTOOL_STXCSUM (include/uapi/linux/ethtool.h): turns TX checksum offload on or off.
 pub fn set_tx_checksum(iface: &str, on: bool) -> std::io::Result<()> {
+    /// `struct ethtool_value` (include/uapi/linux/ethtool.h).
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,

@@ -49,7 +49,7 @@ fn bind_when_ready(at: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl Servers {
-    /// Starts, in `namespace`, an HTTP server on [::]:`port` (IPv4 too) answering every
+    /// Starts, in `namespace`, an HTTP server on `[::]:port` (IPv4 too) answering every
     /// request with the body `name` and a newline, and UDP echo servers on the same port
     /// answering `name:` and the datagram, one on each of `udp_addresses`. (A UDP reply
     /// leaves from the address its socket is bound to, and a server answering for a VIP it

@@ -12,18 +12,27 @@ use crate::{
 /// The L4 header of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
+    /// A TCP header of 20 bytes (no options): sequence number 1, window 64240.
     Tcp {
+        /// Source port, host byte order.
         src_port: u16,
+        /// Destination port, host byte order.
         dst_port: u16,
+        /// The flags byte, bits from [`crate::parse::tcp_flags`].
         flags: u8,
     },
+    /// A UDP header of 8 bytes, its length field covering the payload.
     Udp {
+        /// Source port, host byte order.
         src_port: u16,
+        /// Destination port, host byte order.
         dst_port: u16,
     },
     /// ICMP for IPv4, ICMPv6 for IPv6: type and code, then four zero bytes.
     Icmp {
+        /// The ICMP type.
         kind: u8,
+        /// The ICMP code.
         code: u8,
     },
     /// Any other protocol number, no header: the payload follows the IP header.
@@ -33,6 +42,8 @@ pub enum L4 {
 /// How the TCP/UDP checksum field is filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChecksumFill {
+    /// The full Internet checksum over pseudo-header (none for ICMPv4), header and payload,
+    /// as a receiver expects it (a UDP sum of zero is sent as `0xffff`, RFC 768).
     Complete,
     /// The folded pseudo-header sum only: what Linux leaves for the NIC (CHECKSUM_PARTIAL).
     Partial,
@@ -40,16 +51,28 @@ pub enum ChecksumFill {
     Zero,
 }
 
+/// A frame described field by field; [`FrameBuilder::build`] turns it into bytes and
+/// [`FrameBuilder::fragments`] into IP fragments. Start from [`FrameBuilder::udp`] or
+/// [`FrameBuilder::tcp`] and change what the test needs; the family of `src` decides IPv4 or
+/// IPv6, and `dst` must be of the same family.
 #[derive(Clone, Debug)]
 pub struct FrameBuilder {
+    /// Destination MAC address (locally administered `02:00:00:00:00:02` by default).
     pub dst_mac: [u8; 6],
+    /// Source MAC address (locally administered `02:00:00:00:00:01` by default).
     pub src_mac: [u8; 6],
     /// (TPID, TCI) per tag, outermost first.
     pub vlans: Vec<(u16, u16)>,
+    /// Source IP address; its family decides the IP version of the frame.
     pub src: IpAddr,
+    /// Destination IP address, of the same family as `src`.
     pub dst: IpAddr,
+    /// The L4 header to write after the IP header (and any IPv6 extension headers).
     pub l4: L4,
+    /// Bytes after the L4 header.
     pub payload: Vec<u8>,
+    /// How the TCP/UDP/ICMP checksum field is filled; the IPv4 header checksum is always
+    /// complete.
     pub checksum: ChecksumFill,
     /// IPv6 extension headers (next-header numbers) put before the L4 header: options and
     /// routing headers 16 bytes each (hdr_ext_len 1, so a parser must read the length), a
@@ -57,7 +80,11 @@ pub struct FrameBuilder {
     pub ipv6_extensions: Vec<u8>,
     /// Bytes of IPv4 options (NOPs), rounded up to a multiple of 4.
     pub ipv4_options: usize,
+    /// The IPv4 identification field (host byte order); [`FrameBuilder::fragments`] overrides it
+    /// with its `id`.
     pub ipv4_id: u16,
+    /// Sets the IPv4 DF bit in [`FrameBuilder::build`] (ignored for IPv6 and by
+    /// [`FrameBuilder::fragments`]).
     pub dont_fragment: bool,
     /// The fragment offset in 8-byte units, written into the IPv4 header or the IPv6
     /// fragment header (0: a first or atomic fragment). The L4 header is written anyway:
@@ -88,6 +115,8 @@ impl FrameBuilder {
         }
     }
 
+    /// A TCP frame like [`FrameBuilder::udp`], ports 1024 -> 80, with `flags` (bits from
+    /// [`crate::parse::tcp_flags`]).
     pub fn tcp(src: IpAddr, dst: IpAddr, flags: u8) -> FrameBuilder {
         FrameBuilder {
             l4: L4::Tcp {
@@ -99,6 +128,8 @@ impl FrameBuilder {
         }
     }
 
+    /// Sets the source and destination port (host byte order) of a TCP or UDP header; a no-op for
+    /// other L4 headers.
     pub fn ports(mut self, src_port: u16, dst_port: u16) -> FrameBuilder {
         match &mut self.l4 {
             L4::Tcp {
@@ -115,31 +146,41 @@ impl FrameBuilder {
         self
     }
 
+    /// Sets the bytes after the L4 header.
     pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> FrameBuilder {
         self.payload = payload.into();
         self
     }
 
+    /// Adds a VLAN tag inside those already present: `tpid` is the tag's EtherType
+    /// ([`crate::parse::ethertype::VLAN`] or [`crate::parse::ethertype::QINQ`]), `tci` its tag
+    /// control information (priority, DEI, VLAN id), both host byte order.
     pub fn vlan(mut self, tpid: u16, tci: u16) -> FrameBuilder {
         self.vlans.push((tpid, tci));
         self
     }
 
+    /// Sets how the L4 checksum field is filled.
     pub fn checksum(mut self, fill: ChecksumFill) -> FrameBuilder {
         self.checksum = fill;
         self
     }
 
+    /// Sets the IPv6 extension headers (next-header numbers from [`crate::parse::proto`]), in
+    /// order; the field of the same name says what each looks like.
     pub fn ipv6_extensions(mut self, kinds: &[u8]) -> FrameBuilder {
         self.ipv6_extensions = kinds.to_vec();
         self
     }
 
+    /// Sets the bytes of IPv4 options (NOPs), rounded up to a multiple of 4 when built.
     pub fn ipv4_options(mut self, bytes: usize) -> FrameBuilder {
         self.ipv4_options = bytes;
         self
     }
 
+    /// Sets the fragment offset, in 8-byte units, written without cutting the datagram (see
+    /// the field of the same name).
     pub fn fragment_offset(mut self, offset: u16) -> FrameBuilder {
         self.fragment_offset = offset;
         self
@@ -226,6 +267,8 @@ impl FrameBuilder {
         frame
     }
 
+    /// The whole frame: Ethernet header, VLAN tags, IP header (TTL or hop limit 64), IPv6
+    /// extension headers, L4 header and payload, with no Ethernet padding and no FCS.
     pub fn build(&self) -> Vec<u8> {
         let (protocol, segment) = self.segment();
         let mut frame = self.link_header();

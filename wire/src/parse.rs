@@ -17,37 +17,66 @@
 
 use core::fmt;
 
+/// Bytes in an Ethernet header: destination MAC, source MAC, EtherType.
 pub const ETH_HLEN: usize = 14;
+/// Bytes in one 802.1Q/802.1ad tag: tag control information, then the inner EtherType.
 pub const VLAN_HLEN: usize = 4;
+/// VLAN tags the parser looks through; behind a third tag a frame counts as non-IP.
 pub const MAX_VLAN_TAGS: usize = 2;
+/// Bytes in an IPv4 header without options (IHL 5).
 pub const IPV4_HLEN: usize = 20;
+/// Bytes in the fixed IPv6 header.
 pub const IPV6_HLEN: usize = 40;
+/// IPv6 extension headers skipped before giving up on finding the L4 header. The bound keeps
+/// the steering program's loop finite for the verifier; user space uses the same number so
+/// both sides agree.
 pub const MAX_IPV6_EXTENSIONS: usize = 6;
 
+/// EtherType values (host byte order; on the wire they are big-endian).
 pub mod ethertype {
+    /// IPv4.
     pub const IPV4: u16 = 0x0800;
+    /// IPv6.
     pub const IPV6: u16 = 0x86dd;
+    /// An 802.1Q VLAN tag (C-tag).
     pub const VLAN: u16 = 0x8100;
+    /// An 802.1ad service tag (S-tag, "QinQ").
     pub const QINQ: u16 = 0x88a8;
 }
 
+/// IP protocol numbers (IPv4 `protocol`, IPv6 `next header`), from the IANA registry.
 pub mod proto {
+    /// IPv6 hop-by-hop options extension header.
     pub const HOPOPTS: u8 = 0;
+    /// ICMP for IPv4.
     pub const ICMP: u8 = 1;
+    /// IPv4 encapsulated in IP (IP-in-IP).
     pub const IPIP: u8 = 4;
+    /// TCP.
     pub const TCP: u8 = 6;
+    /// UDP.
     pub const UDP: u8 = 17;
+    /// IPv6 encapsulated in IP.
     pub const IPV6: u8 = 41;
+    /// IPv6 routing extension header.
     pub const ROUTING: u8 = 43;
+    /// IPv6 fragment extension header.
     pub const FRAGMENT: u8 = 44;
+    /// ICMPv6.
     pub const ICMPV6: u8 = 58;
+    /// IPv6 destination options extension header.
     pub const DSTOPTS: u8 = 60;
 }
 
+/// Bits of the TCP flags byte (byte 13 of the TCP header), as in [`Headers::tcp_flags`].
 pub mod tcp_flags {
+    /// FIN: the sender has finished sending.
     pub const FIN: u8 = 0x01;
+    /// SYN: synchronise sequence numbers (connection open).
     pub const SYN: u8 = 0x02;
+    /// RST: reset the connection.
     pub const RST: u8 = 0x04;
+    /// ACK: the acknowledgment number is valid.
     pub const ACK: u8 = 0x10;
 }
 
@@ -77,6 +106,8 @@ pub struct Fragment {
 pub struct Headers {
     /// The tag control information of each VLAN tag, outermost first.
     pub vlans: [u16; MAX_VLAN_TAGS],
+    /// How many entries of `vlans` are tags of this frame (0 to [`MAX_VLAN_TAGS`]); the rest
+    /// are zero.
     pub vlan_count: u8,
     /// Offset of the IP header.
     pub l3: usize,
@@ -88,8 +119,10 @@ pub struct Headers {
     pub l4: usize,
     /// End of the IP packet; bytes after it are Ethernet padding.
     pub l3_end: usize,
+    /// Set when the packet is a fragment (IPv4 offset or MF set, or an IPv6 fragment header).
     pub fragment: Option<Fragment>,
-    /// Source and destination port: TCP and UDP, unfragmented or first fragment.
+    /// Source and destination port (host byte order): TCP and UDP, unfragmented or first
+    /// fragment.
     pub ports: Option<(u16, u16)>,
     /// TCP flags, zero for other protocols.
     pub tcp_flags: u8,
@@ -98,6 +131,7 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// Whether the IP header is IPv4 (`version == 4`); otherwise it is IPv6.
     #[inline]
     pub fn ipv4(&self) -> bool {
         self.version == 4

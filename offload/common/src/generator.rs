@@ -9,22 +9,35 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSpace {
+    /// First source address value (host order): all of an IPv4 address, or the last 32 bits of
+    /// an IPv6 one.
     pub src_base: u32,
+    /// Source addresses to spread over, counting up from `src_base`.
     pub src_count: u32,
+    /// First destination address value (host order), like `src_base`.
     pub dst_base: u32,
+    /// Destination addresses to spread over, counting up from `dst_base`.
     pub dst_count: u32,
+    /// First source port (host order).
     pub sport_base: u16,
+    /// Source ports to spread over, counting up from `sport_base`.
     pub sport_count: u16,
+    /// First destination port (host order).
     pub dport_base: u16,
+    /// Destination ports to spread over, counting up from `dport_base`.
     pub dport_count: u16,
 }
 
 /// One flow's fields, in host order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowFields {
+    /// Source address value: IPv4 address or last 32 bits of the IPv6 one.
     pub src: u32,
+    /// Destination address value, like `src`.
     pub dst: u32,
+    /// Source port.
     pub sport: u16,
+    /// Destination port.
     pub dport: u16,
 }
 
@@ -75,6 +88,7 @@ impl FlowSpace {
 pub struct GenConfig {
     /// Flows to cycle through; at least 1.
     pub flows: u32,
+    /// The ranges flow numbers map into.
     pub space: FlowSpace,
     /// The L4 checksum's constant part; see [`GenConfig::l4_checksum`].
     pub checksum_base: u32,
@@ -82,8 +96,9 @@ pub struct GenConfig {
     pub l4_offset: u16,
     /// The 16-byte stamp (sequence number, then timestamp).
     pub stamp_offset: u16,
-    /// The last 4 bytes of the source and destination addresses.
+    /// The last 4 bytes of the source address.
     pub src_offset: u16,
+    /// The last 4 bytes of the destination address.
     pub dst_offset: u16,
     /// The IPv4 header whose checksum to refresh; 0 for IPv6.
     pub ipv4_offset: u16,
@@ -93,6 +108,7 @@ pub struct GenConfig {
     /// How often the L4 length counts in the checksum: 2 for UDP (pseudo-header and UDP
     /// header), 1 for TCP (pseudo-header only).
     pub length_weight: u16,
+    /// Zero padding (no compiler padding, for `aya::Pod`).
     pub _pad: [u8; 2],
 }
 

@@ -1,19 +1,38 @@
 //! `#[repr(C)]` types shared by the steering program (`offload-ebpf`) and user space.
 //!
+//! Layer 1 of the workspace (see ARCHITECTURE.md): `no_std` and without dependencies, so
+//! the eBPF crate can use it; the `user` feature adds `aya::Pod` so user space (the loader
+//! in `offload`, layer 2) can put these types in maps.
+//!
+//! What is here:
+//! - map values and keys of the steering program: [`ExactKey`] -> [`RuleRef`] (exact-match
+//!   hash), [`PrefixV4`]/[`PrefixV6`] -> [`RuleChain`] of [`ChainEntry`] (destination
+//!   tries), [`FragmentKey`], [`Settings`], per-CPU [`Counter`]s indexed by [`counter`] or
+//!   by rule id, and [`RuleDef`], the user-space record of a rule;
+//! - the byte codes they hold: [`action`], [`proto`], [`fragment`], [`parse_result`],
+//!   [`FAMILY_V4`]/[`FAMILY_V6`], and the map sizes (`MAX_*`);
+//! - [`ParseReport`], what the kernel parser found, for the differential parse test;
+//! - the traffic generator's [`GenConfig`], [`FlowSpace`] and [`GenStamp`].
+//!
 //! Layouts are part of the map ABI: a pinned map created by one build is reused by the next
-//! (atomic replacement), so a change here must change the map names too.
+//! (atomic replacement), so a change here must change the map names too. Sizes are asserted
+//! at compile time; explicit `_pad` fields leave no padding for the compiler to add.
+#![warn(missing_docs)]
 #![no_std]
 
 use core::mem::size_of;
 
-/// What the steering program does with a packet.
 mod generator;
 pub use generator::{
     FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, fold, ipv4_checksum,
 };
 
+/// What the steering program does with a packet: the `action` byte of a rule, of
+/// [`Settings::default_action`] and of [`RuleRef`]. Any other value passes the packet.
 pub mod action {
+    /// Hand the packet to the kernel's network stack (`XDP_PASS`).
     pub const PASS: u8 = 0;
+    /// Drop the packet (`XDP_DROP`).
     pub const DROP: u8 = 1;
     /// Redirect to the AF_XDP socket bound to the RX queue; pass when none is bound.
     pub const XSK: u8 = 2;
@@ -27,10 +46,16 @@ pub mod action {
 /// is the number of packets seen. `XSK_FALLBACK` and `NON_IP` are details: they count packets
 /// that are also counted under `PASS`.
 pub mod counter {
+    /// Packets passed to the kernel, including `XSK_FALLBACK` and `NON_IP` ones.
     pub const PASS: u32 = 0;
+    /// Packets dropped, by a rule, the default action or the prefilter.
     pub const DROP: u32 = 1;
+    /// Packets redirected to an AF_XDP socket.
     pub const XSK: u32 = 2;
+    /// Packets sent back out of their interface (`XDP_TX`).
     pub const TX: u32 = 3;
+    /// Packets the parser rejected (see `wire::parse` for the policy), and `tx` packets too short
+    /// to swap MAC addresses; all are passed to the kernel.
     pub const MALFORMED: u32 = 4;
     /// An `xsk` verdict with no socket bound at the RX queue, passed to the kernel.
     pub const XSK_FALLBACK: u32 = 5;
@@ -38,6 +63,7 @@ pub mod counter {
     pub const NON_IP: u32 = 6;
     /// Packets dropped because their source is in the prefilter (also counted under `DROP`).
     pub const PREFILTER: u32 = 7;
+    /// Number of slots, the size of the `ACTION_STATS` array.
     pub const SLOTS: u32 = 8;
 }
 
@@ -57,15 +83,22 @@ pub const MAX_PREFILTER: u32 = 4096;
 /// Entries in the LRU of fragmented datagrams whose later fragments follow the first's rule.
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 8192;
 
+/// The `family` byte of an IPv4 packet, rule or key.
 pub const FAMILY_V4: u8 = 4;
+/// The `family` byte of an IPv6 packet, rule or key.
 pub const FAMILY_V6: u8 = 6;
 
 /// IP protocol numbers the rules name; 0 means any protocol.
 pub mod proto {
+    /// Any protocol (a rule that names none).
     pub const ANY: u8 = 0;
+    /// ICMP (IPv4).
     pub const ICMP: u8 = 1;
+    /// TCP.
     pub const TCP: u8 = 6;
+    /// UDP.
     pub const UDP: u8 = 17;
+    /// ICMPv6.
     pub const ICMPV6: u8 = 58;
 }
 
@@ -73,7 +106,10 @@ pub mod proto {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
+    /// Packets counted.
     pub packets: u64,
+    /// Bytes counted: each packet's first buffer (`data..data_end`), without the FCS; a
+    /// multi-buffer packet counts only its first buffer.
     pub bytes: u64,
 }
 
@@ -85,7 +121,9 @@ pub struct ExactKey {
     pub addr: [u8; 16],
     /// Destination port, host byte order.
     pub dport: u16,
+    /// IP protocol number ([`proto`]), ICMP given as `ICMPV6` for an IPv6 host.
     pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
     pub family: u8,
 }
 
@@ -93,8 +131,11 @@ pub struct ExactKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleRef {
+    /// The rule's id, its slot in the per-CPU `RULE_STATS` array (`1..MAX_RULES`).
     pub rule_id: u32,
+    /// An [`action`] value.
     pub action: u8,
+    /// Zero; explicit so the layout has no compiler padding (needed for `aya::Pod`).
     pub _pad: [u8; 3],
 }
 
@@ -102,21 +143,27 @@ pub struct RuleRef {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChainEntry {
+    /// The rule's id, its slot in `RULE_STATS`.
     pub rule_id: u32,
+    /// An [`action`] value.
     pub action: u8,
     /// `proto::ANY` or the protocol number; `ICMP` rules are stored as `ICMPV6` on IPv6.
     pub proto: u8,
     /// 1 when the rule constrains the destination port; such a rule only matches packets that
     /// carry ports (TCP, UDP, first fragments).
     pub has_ports: u8,
+    /// Zero padding.
     pub _pad: u8,
     /// Inclusive destination port range, host byte order.
     pub dport_lo: u16,
+    /// Upper end of the destination port range, host byte order, inclusive.
     pub dport_hi: u16,
+    /// Zero padding.
     pub _pad2: u32,
     /// Source prefix as 32-bit words in network byte order, already masked; a zero mask
     /// matches any source.
     pub src_addr: [u32; 4],
+    /// Source prefix mask as 32-bit words in network byte order; zero matches any source.
     pub src_mask: [u32; 4],
 }
 
@@ -125,8 +172,11 @@ pub struct ChainEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleChain {
+    /// Entries of `entries` in use, at most [`MAX_CHAIN`].
     pub len: u32,
+    /// Zero padding.
     pub _pad: u32,
+    /// The candidate rules, highest priority first; the first that matches wins.
     pub entries: [ChainEntry; MAX_CHAIN],
 }
 
@@ -140,8 +190,9 @@ impl Default for RuleChain {
     }
 }
 
-/// Trie key data for IPv4 and IPv6 destinations (network byte order).
+/// Trie key data for IPv4 destinations (network byte order).
 pub type PrefixV4 = [u8; 4];
+/// Trie key data for IPv6 destinations (network byte order).
 pub type PrefixV6 = [u8; 16];
 
 /// Attachment settings, slot 0 of the `SETTINGS` array.
@@ -152,11 +203,14 @@ pub struct Settings {
     pub default_action: u8,
     /// 1 when the prefilter hashes hold entries; the program skips their lookup otherwise.
     pub prefilter: u8,
+    /// Zero padding.
     pub _pad: [u8; 2],
     /// Entries in EXACT_RULES, PREFIX_V4 and PREFIX_V6: the program skips the lookup of an
     /// empty map (a hash or trie lookup costs more than the rest of the program).
     pub exact_rules: u32,
+    /// Entries in `PREFIX_V4`; see `exact_rules`.
     pub prefixes_v4: u32,
+    /// Entries in `PREFIX_V6`; see `exact_rules`.
     pub prefixes_v6: u32,
 }
 
@@ -165,22 +219,36 @@ pub struct Settings {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleDef {
+    /// The rule id (also the key of the `RULE_DEFS` entry and the rule's `RULE_STATS` slot).
     pub id: u32,
+    /// An [`action`] value.
     pub action: u8,
+    /// User-space protocol code, not an IP protocol number: 0 any, 1 TCP, 2 UDP, 3 ICMP (ICMPv6
+    /// on IPv6), as `offload::rules` writes and reads it.
     pub proto: u8,
     /// `FAMILY_V4`, `FAMILY_V6`, or 0 when neither prefix is given (the rule matches both).
     pub family: u8,
+    /// 1 when the rule has a destination port range (`dport_lo..=dport_hi`).
     pub has_ports: u8,
+    /// Lower end of the destination port range, host byte order, inclusive.
     pub dport_lo: u16,
+    /// Upper end of the destination port range, host byte order, inclusive.
     pub dport_hi: u16,
+    /// Destination prefix length in bits, or [`ABSENT_PREFIX`] when the rule has no destination.
     pub dst_len: u8,
     /// `ABSENT_PREFIX` when the rule has no source prefix (`dst_len` likewise).
     pub src_len: u8,
+    /// Zero padding.
     pub _pad: [u8; 2],
+    /// Destination prefix address in network byte order; IPv4 uses the first 4 bytes, the rest
+    /// zero.
     pub dst: [u8; 16],
+    /// Source prefix address, laid out like `dst`.
     pub src: [u8; 16],
 }
 
+/// [`RuleDef::dst_len`] / [`RuleDef::src_len`] value of a prefix the rule does not give. Not 0,
+/// because `/0` is a valid prefix that matches every address.
 pub const ABSENT_PREFIX: u8 = 0xff;
 
 // The map ABI: sizes checked at compile time on both sides.
@@ -196,13 +264,17 @@ pub struct FragmentKey {
     pub dst: [u8; 16],
     /// The identification: 16 bits for IPv4, 32 for IPv6.
     pub id: u32,
+    /// IP protocol number of the datagram.
     pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
     pub family: u8,
+    /// Zero padding.
     pub _pad: [u8; 2],
 }
 
 /// Where a packet stands in its datagram.
 pub mod fragment {
+    /// Not a fragment.
     pub const NONE: u8 = 0;
     /// Offset 0 with more to follow: carries the L4 header.
     pub const FIRST: u8 = 1;
@@ -218,22 +290,35 @@ pub mod fragment {
 pub struct ParseReport {
     /// `parse_result::*`.
     pub result: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (only meaningful for `parse_result::IP`).
     pub family: u8,
+    /// IP protocol number (for IPv6, after the extension headers).
     pub proto: u8,
+    /// 1 when `sport` and `dport` were read (TCP or UDP, not a later fragment).
     pub has_ports: u8,
     /// `fragment::*`.
     pub fragment: u8,
+    /// Zero padding.
     pub _pad: [u8; 3],
+    /// Source port, host byte order.
     pub sport: u16,
+    /// Destination port, host byte order.
     pub dport: u16,
+    /// The datagram's identification when `fragment` is not `NONE`: 16 bits for IPv4, 32 for IPv6.
     pub fragment_id: u32,
+    /// Source address as four 32-bit words in network byte order (IPv4: word 0 only).
     pub src: [u32; 4],
+    /// Destination address in network byte order (IPv4: the first 4 bytes only).
     pub dst: [u8; 16],
 }
 
+/// Outcome of the kernel's parse, the [`ParseReport::result`] byte.
 pub mod parse_result {
+    /// Not an IP frame (ARP, LLDP, a third VLAN tag...): `wire::parse` returns `Ok(None)`.
     pub const NOT_IP: u8 = 0;
+    /// The frame breaks the parsing policy: `wire::parse` returns `Err`.
     pub const MALFORMED: u8 = 1;
+    /// An IP packet; the other fields of the report are set.
     pub const IP: u8 = 2;
 }
 
