@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::{
     OffloadError, Pins, STEER_OBJECT,
-    error::{ProgramAction, error_chain},
+    error::ProgramAction,
+    error_chain::error_chain,
     hw,
     mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
     placement::{self, Layout, Plan, PlanInput},
@@ -210,6 +211,8 @@ struct KernelAttempt<'a> {
 }
 
 impl ModeAttempt for KernelAttempt<'_> {
+    type Error = OffloadError;
+
     fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
         let attempt = match mode {
             XdpMode::Hw => return self.try_hw(),

@@ -60,6 +60,9 @@ pub enum OffloadError {
     HardwareOffload { reason: String },
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// An interface query (rtnetlink, ethtool) failed.
+    #[error(transparent)]
+    Nic(#[from] nic::NicError),
     #[error("{call} failed")]
     Syscall {
         call: &'static str,
@@ -208,20 +211,4 @@ impl OffloadError {
             reason: format!("{}: {error}", what.into()),
         }
     }
-}
-
-/// An error and its causes on one line, "a: b: c", skipping a cause whose text its parent
-/// already shows (aya's messages sometimes embed their source).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

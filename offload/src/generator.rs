@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use nic::ethtool;
 
-use crate::{OffloadError, STEER_OBJECT, Transient, error::error_chain as describe, sys};
+use crate::{OffloadError, STEER_OBJECT, Transient, error_chain::error_chain as describe, sys};
 use dispatcher_hold::DispatcherHold;
 
 /// Frames per `BPF_PROG_RUN` call: bounds the time between rate and stop checks.

@@ -14,6 +14,7 @@
 mod attach;
 pub mod bpffs;
 mod error;
+mod error_chain;
 pub mod generator;
 pub mod hw;
 pub mod kill_point;
@@ -32,7 +33,8 @@ pub use attach::{
     AttachOptions, Attachment, Placed, PrefilterEntry, Replacement, Status, attach, attach_planned,
     detach, forget_vanished, plan_for, replace, status,
 };
-pub use error::{MapAction, OffloadError, ProgramAction, error_chain};
+pub use error::{MapAction, OffloadError, ProgramAction};
+pub use error_chain::error_chain;
 pub use pins::{Pins, TRANSIENT, Transient, prune_stale as prune_stale_pins};
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
 pub use xdp_state::{XdpState, attached as xdp_attached};

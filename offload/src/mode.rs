@@ -5,7 +5,10 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
-use crate::{OffloadError, error::error_chain};
+use crate::error_chain::error_chain;
+
+#[cfg(test)]
+use crate::OffloadError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,8 +71,10 @@ pub struct ModeFailure {
 
 /// Trying one mode: the seam between the policy and the kernel. Tests use a fake.
 pub trait ModeAttempt {
+    /// Why a mode failed.
+    type Error: std::error::Error;
     /// Attaches in `mode`; returns the program id, or why the mode failed.
-    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError>;
+    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, Self::Error>;
 }
 
 /// The outcome of a successful policy run.
@@ -84,7 +89,7 @@ pub struct ModeChoice {
 /// Tries `modes` in order and stops at the first that works.
 pub fn choose_mode(
     modes: &[XdpMode],
-    attempt: &mut dyn ModeAttempt,
+    attempt: &mut impl ModeAttempt,
 ) -> Result<ModeChoice, Vec<ModeFailure>> {
     let mut failed = Vec::new();
     for &mode in modes {
@@ -116,6 +121,8 @@ mod tests {
     }
 
     impl ModeAttempt for FakeKernel {
+        type Error = OffloadError;
+
         fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
             self.tried.push(mode);
             if self.failing.contains(&mode) {

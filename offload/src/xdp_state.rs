@@ -60,16 +60,11 @@ pub fn slots(ifindex: u32) -> Result<Vec<XdpState>, OffloadError> {
     Ok(programs.into_iter().map(XdpState::from).collect())
 }
 
-/// A failed link query as the offload API reports it: syscalls keep their call and errno; a
-/// reply that does not parse is kept whole as the source of an InvalidData error.
+/// A failed link query: an index that vanished is named as such, the rest keeps nic's error.
 fn from_nic(ifindex: u32, error: NicError) -> OffloadError {
     match error {
-        NicError::Syscall { call, source } => OffloadError::syscall(call, source),
         NicError::NoInterface(_) => OffloadError::UnknownIfindex(ifindex),
-        other => OffloadError::syscall(
-            "RTM_GETLINK",
-            std::io::Error::new(std::io::ErrorKind::InvalidData, other),
-        ),
+        other => OffloadError::Nic(other),
     }
 }
 

@@ -22,7 +22,7 @@ use aya::programs::{
 use futures::TryStreamExt;
 use rtnetlink::LinkVeth;
 
-use crate::{OffloadError, error::error_chain as describe, xdp_state::netlink};
+use crate::{OffloadError, error_chain::error_chain as describe, xdp_state::netlink};
 
 pub(super) struct DispatcherHold {
     name: String,
