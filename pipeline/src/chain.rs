@@ -69,6 +69,10 @@ mod tests {
     use afxdp::{Umem, UmemConfig};
 
     use super::*;
+    use crate::drop_reason::DropReason;
+
+    /// What `MinLength` drops for.
+    const TOO_SHORT: DropReason = DropReason::Malformed(wire::Malformed::ShortEthernetHeader);
 
     /// Drops packets shorter than `min`, counts what it saw (state for hot swap to carry).
     struct MinLength {
@@ -83,7 +87,7 @@ mod tests {
         fn process(&mut self, packet: &mut Packet<'_>) -> Verdict {
             self.seen += 1;
             if packet.len() < self.min {
-                Verdict::Drop("too short")
+                Verdict::Drop(TOO_SHORT)
             } else {
                 Verdict::Next
             }
@@ -127,15 +131,15 @@ mod tests {
         assert_eq!(
             verdicts,
             [
-                Verdict::Drop("too short"),
-                Verdict::Drop("too short"),
+                Verdict::Drop(TOO_SHORT),
+                Verdict::Drop(TOO_SHORT),
                 Verdict::Next
             ]
         );
         let stats = chain.stats();
         assert_eq!((stats[0].packets, stats[1].packets), (3, 2));
-        assert_eq!(stats[0].drops["too short"], 1);
-        assert_eq!(stats[1].drops["too short"], 1);
+        assert_eq!(stats[0].drops[TOO_SHORT], 1);
+        assert_eq!(stats[1].drops[TOO_SHORT], 1);
         assert_eq!(stats[1].bytes, 200);
     }
 
@@ -148,7 +152,7 @@ mod tests {
         let verdicts = run(&mut new, &[80]);
         assert_eq!(
             verdicts,
-            [Verdict::Drop("too short")],
+            [Verdict::Drop(TOO_SHORT)],
             "the new config applies"
         );
         assert_eq!(new.stats()[0].packets, 3, "counters carry over");

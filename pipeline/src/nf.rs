@@ -5,6 +5,8 @@ use std::any::Any;
 
 use afxdp::{Frame, Umem};
 
+use crate::drop_reason::DropReason;
+
 /// What happens to a packet after a network function has seen it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -14,7 +16,7 @@ pub enum Verdict {
     /// Send the packet now, on the worker's port `port` (0: the port it arrived on).
     Transmit { port: u16 },
     /// Drop the packet; the reason is counted per function.
-    Drop(&'static str),
+    Drop(DropReason),
 }
 
 /// One received packet, writable in place in the UMEM.

@@ -1,25 +1,26 @@
 //! Counters a worker keeps in plain integers and publishes every few milliseconds, so the
 //! hot path never touches shared cache lines and readers still see live numbers.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{nf::Verdict, stage::StageStats};
+use crate::{drop_reason::DropCounts, nf::Verdict};
 
 /// Per network function: what it saw and what it dropped, by reason.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NfStats {
-    pub name: &'static str,
+    /// The function's name (borrowed from the function; owned once read back from JSON).
+    pub name: Cow<'static, str>,
     pub packets: u64,
     pub bytes: u64,
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
 }
 
 impl NfStats {
     pub fn new(name: &'static str) -> NfStats {
         NfStats {
-            name,
+            name: Cow::Borrowed(name),
             ..NfStats::default()
         }
     }
@@ -29,14 +30,18 @@ impl NfStats {
         let mut total: Vec<NfStats> = Vec::new();
         for chain in chains {
             if total.is_empty() {
-                total = chain.iter().map(|f| NfStats::new(f.name)).collect();
+                total = chain
+                    .iter()
+                    .map(|f| NfStats {
+                        name: f.name.clone(),
+                        ..NfStats::default()
+                    })
+                    .collect();
             }
             for (sum, function) in total.iter_mut().zip(chain) {
                 sum.packets += function.packets;
                 sum.bytes += function.bytes;
-                for (reason, count) in &function.drops {
-                    *sum.drops.entry(reason).or_default() += count;
-                }
+                sum.drops.add_all(&function.drops);
             }
         }
         total
@@ -46,13 +51,24 @@ impl NfStats {
         self.packets += 1;
         self.bytes += len as u64;
         if let Verdict::Drop(reason) = verdict {
-            *self.drops.entry(reason).or_default() += 1;
+            self.drops.add(reason);
         }
     }
 }
 
+/// Per stage: what it ran and how long it took.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageStats {
+    pub core: usize,
+    pub batches: u64,
+    pub packets: u64,
+    pub busy_cycles: u64,
+    pub cycles_per_packet: f64,
+    pub functions: Vec<NfStats>,
+}
+
 /// Per worker.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub iface: String,
     pub queue: u32,
@@ -66,7 +82,7 @@ pub struct WorkerStats {
     pub socket_drops: u64,
     /// Drops by reason: the functions' reasons plus the worker's own ("tx ring full",
     /// "multi-buffer packet", "no such port").
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
     /// Non-empty RX batches, and the packets they held: their ratio is the batch fill.
     pub batches: u64,
     pub batch_fill: f64,
@@ -79,15 +95,11 @@ pub struct WorkerStats {
     /// Per function, summed over the stages in pipelined mode.
     pub functions: Vec<NfStats>,
     /// Pipelined mode: per stage. In that mode the cycles above are the RX core's own.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStats>,
 }
 
 impl WorkerStats {
-    pub(crate) fn drop(&mut self, reason: &'static str) {
-        *self.drops.entry(reason).or_default() += 1;
-    }
-
     pub(crate) fn finish(&mut self) {
         self.batch_fill = self.rx_packets as f64 / self.batches.max(1) as f64;
         self.cycles_per_packet = self.busy_cycles as f64 / self.rx_packets.max(1) as f64;
@@ -104,9 +116,7 @@ impl WorkerStats {
             total.socket_drops += worker.socket_drops;
             total.batches += worker.batches;
             total.busy_cycles += worker.busy_cycles;
-            for (reason, count) in &worker.drops {
-                *total.drops.entry(reason).or_default() += count;
-            }
+            total.drops.add_all(&worker.drops);
         }
         total.finish();
         total
