@@ -136,7 +136,9 @@ impl DropReason {
 
     /// The reason named `name`, if there is one.
     pub fn from_name(name: &str) -> Option<DropReason> {
-        DropReason::ALL.into_iter().find(|reason| reason.name() == name)
+        DropReason::ALL
+            .into_iter()
+            .find(|reason| reason.name() == name)
     }
 }
 

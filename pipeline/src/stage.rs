@@ -19,8 +19,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{Frame, Umem};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::{
     chain::Chain,
     error::WorkerError,
@@ -28,6 +26,8 @@ use crate::{
     nf::{Packet, Verdict},
     stats::{StageStats, cycles},
 };
+use afxdp::{Frame, Umem};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// Where the stages run and how many batches each may have waiting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,7 +388,11 @@ mod tests {
             sent,
             "no frame lost track of"
         );
-        assert!(verdicts.iter().all(|v| *v == Verdict::Drop(DropReason::NotForVip)));
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| *v == Verdict::Drop(DropReason::NotForVip))
+        );
         stages.stop();
         assert_eq!(stages.stats()[0].packets, frames.len() as u64);
     }

@@ -206,13 +206,13 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
 }
 
 /// The `len` bytes at `at`, if they lie before `end`.
-fn header<'a>(
-    frame: &'a [u8],
+fn header(
+    frame: &[u8],
     at: usize,
     len: usize,
     end: usize,
     what: Malformed,
-) -> Result<&'a [u8], Malformed> {
+) -> Result<&[u8], Malformed> {
     if at + len > end {
         return Err(what);
     }
@@ -234,13 +234,7 @@ pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
     let mut vlans = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0;
     while vlan_count < MAX_VLAN_TAGS && matches!(ethertype, ethertype::VLAN | ethertype::QINQ) {
-        let tag = header(
-            frame,
-            l3,
-            VLAN_HLEN,
-            frame.len(),
-            Malformed::ShortVlanTag,
-        )?;
+        let tag = header(frame, l3, VLAN_HLEN, frame.len(), Malformed::ShortVlanTag)?;
         vlans[vlan_count] = be16(tag, 0);
         ethertype = be16(tag, 2);
         vlan_count += 1;

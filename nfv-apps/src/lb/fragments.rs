@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pipeline::DropReason;
+
 use crate::lb::packet::{Address, Parsed};
 
 /// How long a first fragment's ports stay for the rest of its datagram. Linux waits 30 s to
@@ -45,7 +47,7 @@ impl FragmentTable {
     }
 
     /// Records a first fragment's ports, or fills a later fragment's from its first.
-    pub fn resolve(&mut self, parsed: &mut Parsed) -> Result<(), &'static str> {
+    pub fn resolve(&mut self, parsed: &mut Parsed) -> Result<(), DropReason> {
         let Some(fragment) = parsed.fragment else {
             return Ok(());
         };
@@ -68,7 +70,7 @@ impl FragmentTable {
                 (parsed.flow.src_port, parsed.flow.dst_port) = ports;
                 Ok(())
             }
-            _ => Err("fragment before its first fragment"),
+            _ => Err(DropReason::FragmentBeforeItsFirst),
         }
     }
 
@@ -124,7 +126,7 @@ mod tests {
         let mut later = parse(&fragments(1)[1]).unwrap();
         assert_eq!(
             table.resolve(&mut later),
-            Err("fragment before its first fragment")
+            Err(DropReason::FragmentBeforeItsFirst)
         );
         for id in 1..=3 {
             table

@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use pipeline::DropReason;
+
 pub use wire::parse::{
     ETH_HLEN as ETH_LEN, Fragment, IPV4_HLEN as IPV4_LEN, IPV6_HLEN as IPV6_LEN,
     proto::{IPIP as PROTO_IPIP, IPV6 as PROTO_IPV6, TCP as PROTO_TCP, UDP as PROTO_UDP},
@@ -106,14 +108,14 @@ impl Parsed {
 
 /// Parses a frame for the load balancer: TCP or UDP over IPv4 or IPv6. Errors are drop
 /// reasons.
-pub fn parse(packet: &[u8]) -> Result<Parsed, &'static str> {
+pub fn parse(packet: &[u8]) -> Result<Parsed, DropReason> {
     let headers = match wire::parse(packet) {
         Ok(Some(headers)) => headers,
-        Ok(None) => return Err("not ip"),
-        Err(malformed) => return Err(malformed.0),
+        Ok(None) => return Err(DropReason::NotIp),
+        Err(malformed) => return Err(DropReason::Malformed(malformed)),
     };
     if !matches!(headers.protocol, PROTO_TCP | PROTO_UDP) {
-        return Err("not tcp or udp");
+        return Err(DropReason::NotTcpOrUdp);
     }
     let (src, dst) = headers.addresses(packet);
     let (src_port, dst_port) = headers.ports.unwrap_or((0, 0));

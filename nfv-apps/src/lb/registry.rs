@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::lb::{
     config::{Config, Forwarding, HealthCheck, VipConfig, VipKey},
+    neighbours::mac_text,
     tables::{Backend, BackendCounters, BackendState, LbCounters, NextHop, Tables, Vip},
 };
 
@@ -344,7 +345,7 @@ impl Registry {
                         weight: b.weight,
                         state: b.state(),
                         healthy: b.healthy,
-                        next_hop: b.next_hop.get().map(lab::format_mac),
+                        next_hop: b.next_hop.get().map(mac_text),
                         packets: b.counters.packets.load(Ordering::Relaxed),
                         bytes: b.counters.bytes.load(Ordering::Relaxed),
                         connections: b.counters.connections.load(Ordering::Relaxed),
@@ -362,13 +363,18 @@ impl Registry {
             .collect()
     }
 
-    /// Every (VIP, backend, check) that has active health checks.
-    pub fn health_targets(&self) -> Vec<(VipKey, IpAddr, u16, HealthCheck)> {
+    /// Every backend that has active health checks, with its VIP and check.
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
         let mut targets = Vec::new();
         for entry in &self.vips {
             if let Some(check) = &entry.config.health_check {
                 for b in &entry.backends {
-                    targets.push((entry.config.key(), b.ip, b.port, check.clone()));
+                    targets.push(HealthTarget {
+                        vip: entry.config.key(),
+                        backend: b.ip,
+                        port: b.port,
+                        check: check.clone(),
+                    });
                 }
             }
         }
@@ -409,6 +415,15 @@ fn is_link_local(address: &IpAddr) -> bool {
     }
 }
 
+/// A backend to health-check: its VIP, address, port and check settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthTarget {
+    pub vip: VipKey,
+    pub backend: IpAddr,
+    pub port: u16,
+    pub check: HealthCheck,
+}
+
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct BackendStatus {
     pub address: IpAddr,
@@ -444,8 +459,8 @@ mod tests {
         );
         let config = Config::parse(&text, "lb.toml").unwrap();
         let registry = Registry::new(&config);
-        let (key, ip, _, check) = registry.health_targets().remove(0);
-        (registry, key, ip, check)
+        let target = registry.health_targets().remove(0);
+        (registry, target.vip, target.backend, target.check)
     }
 
     #[test]

@@ -121,11 +121,7 @@ fn malformed_frames_name_the_field_and_never_panic() {
     for (at, value, reason) in cases {
         let mut frame = good.clone();
         frame[at] = value;
-        assert_eq!(
-            parse(&frame),
-            Err(reason),
-            "byte {at} = {value:#x}"
-        );
+        assert_eq!(parse(&frame), Err(reason), "byte {at} = {value:#x}");
     }
     for len in 0..good.len() {
         assert!(parse(&good[..len]).is_err(), "truncated to {len}");
@@ -143,10 +139,7 @@ fn headers_beyond_the_ip_packet_are_malformed_and_padding_is_ignored() {
     assert_eq!(parsed(&padded).l3_end, 14 + 28);
     // Total length 24 leaves no room for the UDP header inside the packet.
     padded[16..18].copy_from_slice(&24u16.to_be_bytes());
-    assert_eq!(
-        parse(&padded),
-        Err(Malformed::ShortUdpHeader)
-    );
+    assert_eq!(parse(&padded), Err(Malformed::ShortUdpHeader));
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lb::control::{Request, Response};
+use crate::lb::control::protocol::{Request, Response};
 
 /// What one client may cost the appliance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,14 +56,14 @@ pub enum ControlError {
         "control socket {0} is in use by another appliance; stop that one first, or give this one another `control` path"
     )]
     InUse(PathBuf),
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("poll(2) on the control socket {path} failed: {source}")]
+    #[error("poll(2) on the control socket {} failed", path.display())]
     Poll {
         path: PathBuf,
         #[source]
