@@ -5,6 +5,7 @@ use crate::{
     stats::NfStats,
 };
 
+/// Network functions run in order over each batch, each with its stats.
 pub struct Chain {
     functions: Vec<Box<dyn NetworkFunction>>,
     stats: Vec<NfStats>,
@@ -13,6 +14,7 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// A chain of `functions`, in the order given.
     pub fn new(functions: Vec<Box<dyn NetworkFunction>>) -> Chain {
         let stats = functions
             .iter()
@@ -25,6 +27,7 @@ impl Chain {
         }
     }
 
+    /// Per function, in chain order.
     pub fn stats(&self) -> &[NfStats] {
         &self.stats
     }

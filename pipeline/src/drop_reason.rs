@@ -192,6 +192,7 @@ impl DropCounts {
         self.0.iter().sum()
     }
 
+    /// Whether nothing was dropped.
     pub fn is_empty(&self) -> bool {
         self.total() == 0
     }

@@ -12,12 +12,16 @@ use crate::{drop_reason::DropCounts, nf::Verdict};
 pub struct NfStats {
     /// The function's name (borrowed from the function; owned once read back from JSON).
     pub name: Cow<'static, str>,
+    /// Packets it decided (those still undecided when it ran).
     pub packets: u64,
+    /// Bytes of those packets.
     pub bytes: u64,
+    /// What it dropped, by reason.
     pub drops: DropCounts,
 }
 
 impl NfStats {
+    /// Zeroed stats for the function `name`.
     pub fn new(name: &'static str) -> NfStats {
         NfStats {
             name: Cow::Borrowed(name),
@@ -59,23 +63,36 @@ impl NfStats {
 /// Per stage: what it ran and how long it took.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StageStats {
+    /// The core the stage runs on.
     pub core: usize,
+    /// Batches it ran the chain on.
     pub batches: u64,
+    /// Packets in those batches.
     pub packets: u64,
+    /// Cycles it spent running the chain.
     pub busy_cycles: u64,
+    /// `busy_cycles` per packet.
     pub cycles_per_packet: f64,
+    /// Per function of its chain.
     pub functions: Vec<NfStats>,
 }
 
 /// Per worker.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WorkerStats {
+    /// The interface of the worker's socket.
     pub iface: String,
+    /// The queue of the worker's socket.
     pub queue: u32,
+    /// The core it is pinned to, if any.
     pub core: Option<usize>,
+    /// Packets received.
     pub rx_packets: u64,
+    /// Bytes received.
     pub rx_bytes: u64,
+    /// Packets transmitted.
     pub tx_packets: u64,
+    /// Bytes transmitted.
     pub tx_bytes: u64,
     /// Frames the kernel dropped before the worker saw them: its socket's RX ring was full
     /// or its fill ring empty (XDP_STATISTICS rx_dropped + rx_ring_full).
@@ -85,10 +102,12 @@ pub struct WorkerStats {
     pub drops: DropCounts,
     /// Non-empty RX batches, and the packets they held: their ratio is the batch fill.
     pub batches: u64,
+    /// Packets per non-empty batch.
     pub batch_fill: f64,
     /// TSC cycles (or nanoseconds where there is no TSC) spent from a batch's receive to
     /// its transmit, per packet.
     pub cycles_per_packet: f64,
+    /// Cycles spent from receive to transmit, over all batches.
     pub busy_cycles: u64,
     /// Chains installed since start (hot swaps).
     pub swaps: u64,

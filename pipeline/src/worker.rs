@@ -36,10 +36,14 @@ pub enum PollMode {
     Adaptive,
 }
 
+/// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
+    /// The core to pin its thread to (none: unpinned).
     pub core: Option<usize>,
+    /// Packets taken from the RX ring at most per batch.
     pub batch: u32,
+    /// How it waits while its RX ring is empty.
     pub poll: PollMode,
     /// Pipelined mode: the chain runs on these stage cores, not on the worker's own.
     pub stages: Option<StageConfig>,
@@ -64,6 +68,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// On stop, how long in-flight packets get to finish.
 const DRAIN_TIME: Duration = Duration::from_millis(100);
 
+/// A thread that owns one AF_XDP socket and runs a chain over what it receives; stopped
+/// (draining first) on [`Worker::stop`] or drop.
 pub struct Worker {
     queue: u32,
     /// Chains the worker runs: one, or one per stage.
@@ -142,6 +148,7 @@ impl Worker {
         })
     }
 
+    /// The queue of its socket.
     pub fn queue(&self) -> u32 {
         self.queue
     }

@@ -54,6 +54,7 @@ const EVENTS_KEPT: usize = 100;
 /// expires NAT entries and follows health-check targets.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
+/// A running load balancer on one interface; dropping it stops everything it started.
 pub struct Appliance {
     config_path: PathBuf,
     config: Config,
@@ -82,6 +83,9 @@ pub struct Appliance {
 }
 
 impl Appliance {
+    /// Starts the appliance of the config at `config_path`: claims the interface, attaches
+    /// the steering program, installs the VIPs' rules and starts the workers. It serves
+    /// traffic from here; [`Appliance::serve`] runs its control loop.
     pub fn start(config_path: &Path) -> Result<Appliance, LbError> {
         let config = Config::load(config_path)?;
         let iface = config.interface.clone();
@@ -317,6 +321,7 @@ impl Appliance {
         self.data_plane.check_running()
     }
 
+    /// Carries out one control request.
     pub fn handle(&mut self, request: Request) -> Response {
         let result = match request {
             Request::Status => return Response::status(self.status()),
@@ -359,10 +364,12 @@ impl Appliance {
         Ok(changes)
     }
 
+    /// Each worker's stats, as last published.
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
         self.data_plane.stats()
     }
 
+    /// Everything `fastpath lb status` shows.
     pub fn status(&self) -> Status {
         Status {
             interface: self.iface.clone(),
@@ -387,6 +394,7 @@ impl Appliance {
         }
     }
 
+    /// Where the control socket is.
     pub fn control_path(&self) -> &Path {
         &self.control
     }

@@ -22,12 +22,16 @@ pub type LinkError = LabError;
 /// The appliance's interface as the kernel sees it at start.
 #[derive(Clone, Debug)]
 pub struct InterfaceFacts {
+    /// Its MAC address: the source of every frame the appliance sends.
     pub mac: [u8; 6],
+    /// Its MTU: what an encapsulated packet must fit.
     pub mtu: u32,
+    /// Its addresses: the default source of IP-in-IP outer headers.
     pub addresses: Vec<IpAddr>,
 }
 
 impl InterfaceFacts {
+    /// Reads them from the kernel.
     pub fn read(iface: &str) -> Result<InterfaceFacts, LinkError> {
         Ok(InterfaceFacts {
             mac: mac(iface)?,

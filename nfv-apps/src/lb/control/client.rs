@@ -15,7 +15,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the message names each one
 pub enum ClientError {
+    /// The socket's mode keeps this user out.
     #[error(
         "connect to {} (the control socket is for root and the appliance's own user: run this as one of them)",
         path.display()
@@ -25,22 +27,29 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// Nothing answers at the socket's path.
     #[error("connect to {} (is `fastpath lb --config ...` running?)", path.display())]
     Connect {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// The connection would not take a read timeout.
     #[error("set a read timeout on the control connection")]
     Timeout(#[source] io::Error),
+    /// The request could not be encoded.
     #[error("encode the request")]
     Encode(#[source] serde_json::Error),
+    /// The request could not be sent.
     #[error("send request")]
     Send(#[source] io::Error),
+    /// The response could not be read.
     #[error("read response")]
     Read(#[source] io::Error),
+    /// The appliance hung up without answering.
     #[error("{} closed the connection without a response", path.display())]
     Closed { path: PathBuf },
+    /// The answer is not a response.
     #[error("bad response {line:?}")]
     BadResponse {
         line: String,

@@ -11,13 +11,19 @@ use crate::lb::{control::status::Status, registry::Changes};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
+    /// Everything `fastpath lb status` shows.
     Status,
+    /// Re-read the config file and apply the difference.
     Reload,
+    /// Change one backend of one VIP.
     Backend {
+        /// What to do to it.
         action: BackendAction,
         /// `ADDR:PORT/PROTO`, checked when the command is applied.
         vip: String,
+        /// The backend's address.
         backend: IpAddr,
+        /// Its new weight, if it changes (for `add`, 1 when not given).
         weight: Option<u32>,
     },
 }
@@ -39,6 +45,7 @@ pub enum BackendAction {
 }
 
 impl BackendAction {
+    /// The action as the protocol and the command line spell it.
     pub fn name(self) -> &'static str {
         match self {
             BackendAction::Add => "add",
@@ -86,22 +93,28 @@ impl TryFrom<String> for BackendAction {
 /// One response line: `ok`, and an error, a status or the changes made.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Response {
+    /// Whether the request was carried out.
     pub ok: bool,
+    /// Why not, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The answer to `status`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// What `reload` or `backend` changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
 }
 
 impl Response {
+    /// A refusal, saying why.
     pub fn error(message: impl Into<String>) -> Response {
         Response {
             error: Some(message.into()),
             ..Response::default()
         }
     }
+    /// The answer to `status`.
     pub fn status(status: Status) -> Response {
         Response {
             ok: true,
@@ -109,6 +122,7 @@ impl Response {
             ..Response::default()
         }
     }
+    /// Done, with what changed.
     pub fn changes(changes: Changes) -> Response {
         Response {
             ok: true,

@@ -50,12 +50,16 @@ impl Default for Limits {
     }
 }
 
+/// Why the control socket could not be served.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the message names each one
 pub enum ControlError {
+    /// A live appliance answers at the path.
     #[error(
         "control socket {0} is in use by another appliance; stop that one first, or give this one another `control` path"
     )]
     InUse(PathBuf),
+    /// Creating, binding or setting up the socket failed.
     #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
@@ -63,6 +67,7 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
+    /// Waiting on the sockets failed.
     #[error("poll(2) on the control socket {} failed", path.display())]
     Poll {
         path: PathBuf,
@@ -75,6 +80,7 @@ pub enum ControlError {
 /// control loop from its other work.
 const ACCEPTS_PER_POLL: usize = 64;
 
+/// The appliance's end of the control socket: the listener and the clients being served.
 pub struct ControlServer {
     path: PathBuf,
     listener: UnixListener,
@@ -132,6 +138,7 @@ impl ControlServer {
         Ok(server)
     }
 
+    /// Where the socket is.
     pub fn path(&self) -> &Path {
         &self.path
     }

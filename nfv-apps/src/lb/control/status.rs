@@ -11,14 +11,19 @@ use crate::lb::registry::VipStatus;
 /// Everything `fastpath lb status` shows.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
+    /// The interface the appliance serves.
     pub interface: String,
+    /// The XDP mode the steering program attached in (`drv`, `skb`, `hw`).
     pub xdp_mode: String,
+    /// How the AF_XDP sockets bound: `zero-copy` or `copy`.
     pub socket_mode: String,
+    /// Each VIP with its backends and their counters.
     pub vips: Vec<VipStatus>,
     /// One entry per worker, then one with their sum.
     pub workers: Vec<WorkerEntry>,
     /// The steering program's counters (null when they could not be read).
     pub steering: Option<ActionCounters>,
+    /// NAT replies that arrived on another queue than their flow's first packet.
     pub cross_queue_replies: u64,
     /// Checksums completed for senders with TX checksum offload on.
     pub partial_checksums: u64,
@@ -26,6 +31,7 @@ pub struct Status {
     pub fragments: u64,
     /// ICMP errors telling senders the MTU that fits an encapsulated packet.
     pub too_big_replies: u64,
+    /// NAT mappings in use.
     pub nat_entries: usize,
     /// Source addresses the prefilter drops, with the drops from each.
     pub prefilter: Vec<(IpAddr, u64)>,
@@ -46,8 +52,12 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WorkerEntry {
-    // First, so that a worker's object is never read as a total.
-    Total { total: WorkerStats },
+    /// The sum over the workers. First, so that a worker's object is never read as one.
+    Total {
+        /// The summed stats.
+        total: WorkerStats,
+    },
+    /// One worker's stats.
     Worker(WorkerStats),
 }
 
