@@ -17,11 +17,14 @@ use crate::lb::{
     tables::{Backend, BackendState, Tables},
 };
 
+/// The function's name in stats and hot swap.
 pub const NAME: &str = "lb";
 
 /// Datagrams in flight per worker whose later fragments are still to come.
 const FRAGMENTED_DATAGRAMS: usize = 4096;
 
+/// The load balancer of one worker: its connection and fragment tables, the shared tables
+/// and NAT table.
 pub struct LoadBalancer {
     tables: Arc<Tables>,
     conns: ConnTable,
@@ -30,6 +33,7 @@ pub struct LoadBalancer {
 }
 
 impl LoadBalancer {
+    /// A load balancer over `tables` with a connection table of `connections` entries.
     pub fn new(tables: Arc<Tables>, connections: usize, nat: Arc<NatTable>) -> LoadBalancer {
         LoadBalancer {
             tables,

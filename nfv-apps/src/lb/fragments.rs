@@ -30,6 +30,7 @@ struct DatagramKey {
     proto: u8,
 }
 
+/// The ports of fragmented datagrams whose later fragments are still to come, by datagram.
 pub struct FragmentTable {
     ports: HashMap<DatagramKey, ((u16, u16), Instant)>,
     /// Insertion order, for evicting the oldest when full.
@@ -38,6 +39,7 @@ pub struct FragmentTable {
 }
 
 impl FragmentTable {
+    /// An empty table that holds `capacity` datagrams (at least one), evicting the oldest.
     pub fn new(capacity: usize) -> FragmentTable {
         FragmentTable {
             ports: HashMap::with_capacity(capacity),
@@ -86,10 +88,12 @@ impl FragmentTable {
         self.order.push_back(key);
     }
 
+    /// Datagrams held.
     pub fn len(&self) -> usize {
         self.ports.len()
     }
 
+    /// Whether no datagram is held.
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
     }
