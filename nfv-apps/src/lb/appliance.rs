@@ -333,7 +333,7 @@ impl Appliance {
                 weight,
             } => match apply_backend_command(&mut self.registry, action, &vip, backend, weight) {
                 Ok(()) => self.publish().map(|()| Changes::default()),
-                Err(error) => return Response::error(error),
+                Err(error) => return Response::error(error.to_string()),
             },
         };
         match result {

@@ -289,13 +289,21 @@ impl std::fmt::Display for VipKey {
     }
 }
 
+/// Text that is not a VIP key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid VIP {text:?}: expected ADDR:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [fd00::100]:80/tcp"
+)]
+pub struct InvalidVipKey {
+    /// The text given.
+    pub text: String,
+}
+
 impl std::str::FromStr for VipKey {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let error = || {
-            format!(
-                "invalid VIP {text:?}: expected ADDR:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [fd00::100]:80/tcp"
-            )
+    type Err = InvalidVipKey;
+    fn from_str(text: &str) -> Result<Self, InvalidVipKey> {
+        let error = || InvalidVipKey {
+            text: text.to_string(),
         };
         let (socket, protocol) = text.rsplit_once('/').ok_or_else(error)?;
         let socket: std::net::SocketAddr = socket.parse().map_err(|_| error())?;

@@ -9,7 +9,7 @@ mod protocol;
 mod server;
 mod status;
 
-pub use backend_command::apply_backend_command;
+pub use backend_command::{BackendCommandError, apply_backend_command};
 pub use client::{ClientError, send};
 pub use protocol::{BackendAction, Request, Response};
 pub use server::{ControlError, ControlServer, Limits, parse_request, peer_allowed};

@@ -5,18 +5,32 @@
 use std::net::IpAddr;
 
 use crate::lb::{
-    config::VipKey, control::protocol::BackendAction, registry::Registry, tables::BackendState,
+    config::{InvalidVipKey, VipKey},
+    control::protocol::BackendAction,
+    registry::{Registry, RegistryError},
+    tables::BackendState,
 };
 
-/// Applies `action` to `backend` of `vip` (`ADDR:PORT/PROTO`). The error is the response's
-/// message.
+/// Why a `backend` request was refused (the response says this).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendCommandError {
+    /// The VIP is not `ADDR:PORT/PROTO`.
+    #[error(transparent)]
+    Vip(#[from] InvalidVipKey),
+    /// The registry refused the change.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Applies `action` to `backend` of `vip` (`ADDR:PORT/PROTO`); a refused command changes
+/// nothing.
 pub fn apply_backend_command(
     registry: &mut Registry,
     action: BackendAction,
     vip: &str,
     backend: IpAddr,
     weight: Option<u32>,
-) -> Result<(), String> {
+) -> Result<(), BackendCommandError> {
     let vip: VipKey = vip.parse()?;
     let done = match action {
         BackendAction::Add => registry.add_backend(&vip, backend, weight.unwrap_or(1)),
@@ -31,7 +45,7 @@ pub fn apply_backend_command(
             registry.set_operator_state(&vip, backend, BackendState::Active, weight)
         }
     };
-    done.map_err(|error| error.to_string())
+    Ok(done?)
 }
 
 #[cfg(test)]
@@ -65,11 +79,13 @@ mod tests {
             new,
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("expected ADDR:PORT/PROTO"), "{error}");
         let v6 = "fd00::1".parse().unwrap();
-        let error =
-            apply_backend_command(&mut registry, BackendAction::Add, vip, v6, None).unwrap_err();
+        let error = apply_backend_command(&mut registry, BackendAction::Add, vip, v6, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("is IPv6, VIP 10.0.0.100:80/tcp is not"),
             "{error}"
