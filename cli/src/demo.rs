@@ -21,8 +21,8 @@ use lab::{
     services::{PendingRequests, Servers, count_bodies, http_gets},
 };
 use nfv_apps::lb::{
-    appliance::{Appliance, Status},
-    control::{self, Request},
+    appliance::Appliance,
+    control::{self, BackendAction, Request, Status},
 };
 use serde::Serialize;
 
@@ -105,12 +105,12 @@ pub fn run(requests: usize, as_json: bool) -> anyhow::Result<()> {
     let before = status(&control_path)?;
     let on_b2 = before.vips[0].backends[1].connections - distribution[1] as u64;
     let drained = Request::Backend {
-        action: "drain".into(),
+        action: BackendAction::Drain,
         vip: format!("{vip}:80/tcp"),
         backend: lab.backends[1].ipv4,
         weight: None,
     };
-    let reply = control::send(&control_path, &drained).map_err(anyhow::Error::msg)?;
+    let reply = control::send(&control_path, &drained)?;
     if let Some(error) = reply.error {
         bail!("drain: {error}");
     }
@@ -220,8 +220,7 @@ fn start_appliance(
 }
 
 fn status(control_path: &std::path::Path) -> anyhow::Result<Status> {
-    control::send(control_path, &Request::Status)
-        .map_err(anyhow::Error::msg)?
+    control::send(control_path, &Request::Status)?
         .status
         .context("no status in the reply")
 }

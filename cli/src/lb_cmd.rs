@@ -9,9 +9,9 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nfv_apps::lb::{
-    appliance::{Appliance, Status},
+    appliance::Appliance,
     config::{Config, DEFAULT_CONTROL},
-    control::{self, Request, Response},
+    control::{self, BackendAction, Request, Response, Status},
 };
 
 use crate::output;
@@ -116,7 +116,9 @@ fn command_run(command: &LbCommand, as_json: bool) -> anyhow::Result<()> {
         } => (
             control,
             Request::Backend {
-                action: action.clone(),
+                action: action
+                    .parse::<BackendAction>()
+                    .map_err(anyhow::Error::msg)?,
                 vip: vip.clone(),
                 backend: *backend,
                 weight: *weight,
@@ -124,9 +126,7 @@ fn command_run(command: &LbCommand, as_json: bool) -> anyhow::Result<()> {
         ),
     };
     let path = control_path(args)?;
-    let response: Response = control::send(&path, &request)
-        .map_err(anyhow::Error::msg)
-        .context("control")?;
+    let response: Response = control::send(&path, &request).context("control")?;
     if as_json {
         output::json(&response);
     }
@@ -183,41 +183,27 @@ pub fn print_status(status: &Status) {
         &rows,
     );
     let mut rows = Vec::new();
-    for worker in &status.workers {
-        let get = |key: &str| worker.get(key).map(|v| v.to_string()).unwrap_or_default();
-        if worker.get("total").is_some() {
-            continue;
-        }
+    for worker in status.workers() {
         rows.push(vec![
-            format!("{}:{}", get("iface").trim_matches('"'), get("queue")),
-            get("core"),
-            get("rx_packets"),
-            get("socket_drops"),
-            get("tx_packets"),
-            worker
-                .get("batch_fill")
-                .and_then(|v| v.as_f64())
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_default(),
-            worker
-                .get("cycles_per_packet")
-                .and_then(|v| v.as_f64())
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or_default(),
-            get("drops"),
+            format!("{}:{}", worker.iface, worker.queue),
+            worker.core.map_or("null".into(), |core| core.to_string()),
+            worker.rx_packets.to_string(),
+            worker.socket_drops.to_string(),
+            worker.tx_packets.to_string(),
+            format!("{:.1}", worker.batch_fill),
+            format!("{:.0}", worker.cycles_per_packet),
+            serde_json::to_string(&worker.drops).unwrap_or_default(),
         ]);
         // Pipelined mode: each stage's share of the chain's work.
-        let stages = worker.get("stages").and_then(|v| v.as_array());
-        for stage in stages.into_iter().flatten() {
-            let number = |key: &str| stage.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        for stage in &worker.stages {
             rows.push(vec![
                 "  stage".into(),
-                number("core").to_string(),
-                number("packets").to_string(),
+                stage.core.to_string(),
+                stage.packets.to_string(),
                 String::new(),
                 String::new(),
-                format!("{:.1}", number("packets") / number("batches").max(1.0)),
-                format!("{:.0}", number("cycles_per_packet")),
+                format!("{:.1}", stage.packets as f64 / stage.batches.max(1) as f64),
+                format!("{:.0}", stage.cycles_per_packet),
                 String::new(),
             ]);
         }

@@ -37,13 +37,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut registry = registry();
     let before = snapshot(&registry);
-    match apply_backend_command(&mut registry, &action, &vip, backend, weight) {
+    match apply_backend_command(&mut registry, action, &vip, backend, weight) {
         Ok(()) => {
             let own = ["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
             let _ = registry.tables([2, 0, 0, 0, 0, 1], 1500, &own, Default::default());
         }
-        Err(message) => {
-            assert!(!message.is_empty());
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
             assert_eq!(
                 before,
                 snapshot(&registry),

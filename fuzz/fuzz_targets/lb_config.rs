@@ -1,7 +1,7 @@
 //! The load balancer's TOML config (`nfv_apps::lb::config::Config::parse`) on any text, then
 //! what the appliance builds from a config it accepts, short of sockets: the registry, the
-//! workers' tables (Maglev included), the NAT ranges, health-check bookkeeping and one
-//! worker's load balancer. Checked: errors name a line inside the text; sizes stay within
+//! workers' tables (Maglev included), the NAT ranges, health-check bookkeeping, the
+//! steering rules and one worker's load balancer. Checked: errors name a line inside the text; sizes stay within
 //! the bounds the appliance can allocate; a VIP's printed key parses back to itself; SNAT
 //! ranges are in order.
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use nfv_apps::lb::{
+    appliance::wanted_rules,
     balancer::LoadBalancer,
     config::{Config, MAX_CONNECTIONS, MAX_MAGLEV_SIZE, VipKey},
     nat::{NatTable, NatTimeouts},
@@ -50,13 +51,15 @@ fuzz_target!(|data: &[u8]| {
         nat.add_range(address(snat), protocol.number(), ports);
     }
     // Health: each backend fails until it flips down, then succeeds until it flips back.
-    for (vip, ip, _port, check) in registry.health_targets() {
+    for target in registry.health_targets() {
         for up in [false, true] {
             for _ in 0..4 {
-                registry.health_result(&vip, ip, up, &check);
+                registry.health_result(&target.vip, target.backend, up, &target.check);
             }
         }
     }
+    // The steering rules the VIPs need, as the appliance installs them.
+    let _ = wanted_rules(&config.vip);
     let own = ["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
     let tables = Arc::new(registry.tables([2, 0, 0, 0, 0, 1], 1500, &own, Arc::default()));
     let _ = registry.status();

@@ -11,18 +11,15 @@ use nfv_apps::lb::{
     maglev::{DEFAULT_SIZE, MaglevEntry, MaglevTable},
     packet::{FlowKey, address, parse},
 };
+use wire::FrameBuilder;
 
-/// A 64-byte UDP frame from 10.0.0.1:`port` to 10.0.0.100:80, as `lab::frame` builds it.
+/// A 64-byte UDP frame from 10.0.0.1:`port` to 10.0.0.100:80.
 fn udp_frame(port: u16) -> Vec<u8> {
-    let spec = lab::frame::FrameSpec {
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        src_ip: "10.0.0.1".parse().unwrap(),
-        dst_ip: "10.0.0.100".parse().unwrap(),
-        src_port: port,
-        dst_port: 80,
-    };
-    lab::frame::udp_frame(&spec, 64)
+    const HEADERS: usize = 14 + 20 + 8;
+    FrameBuilder::udp("10.0.0.1".parse().unwrap(), "10.0.0.100".parse().unwrap())
+        .ports(port, 80)
+        .payload(vec![0; 64 - HEADERS])
+        .build()
 }
 
 fn parsing(c: &mut Criterion) {

@@ -27,7 +27,7 @@ use crate::{
 pub const HW_PREFILTER: &str = "HW_";
 
 /// Packets per action, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ActionCounters {
     pub pass: u64,
     pub drop: u64,

@@ -5,6 +5,7 @@ use crate::{
     stats::NfStats,
 };
 
+/// Network functions run in order over each batch, each with its stats.
 pub struct Chain {
     functions: Vec<Box<dyn NetworkFunction>>,
     stats: Vec<NfStats>,
@@ -13,6 +14,7 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// A chain of `functions`, in the order given.
     pub fn new(functions: Vec<Box<dyn NetworkFunction>>) -> Chain {
         let stats = functions
             .iter()
@@ -25,6 +27,7 @@ impl Chain {
         }
     }
 
+    /// Per function, in chain order.
     pub fn stats(&self) -> &[NfStats] {
         &self.stats
     }
@@ -69,6 +72,10 @@ mod tests {
     use afxdp::{Umem, UmemConfig};
 
     use super::*;
+    use crate::drop_reason::DropReason;
+
+    /// What `MinLength` drops for.
+    const TOO_SHORT: DropReason = DropReason::Malformed(wire::Malformed::ShortEthernetHeader);
 
     /// Drops packets shorter than `min`, counts what it saw (state for hot swap to carry).
     struct MinLength {
@@ -83,7 +90,7 @@ mod tests {
         fn process(&mut self, packet: &mut Packet<'_>) -> Verdict {
             self.seen += 1;
             if packet.len() < self.min {
-                Verdict::Drop("too short")
+                Verdict::Drop(TOO_SHORT)
             } else {
                 Verdict::Next
             }
@@ -127,15 +134,15 @@ mod tests {
         assert_eq!(
             verdicts,
             [
-                Verdict::Drop("too short"),
-                Verdict::Drop("too short"),
+                Verdict::Drop(TOO_SHORT),
+                Verdict::Drop(TOO_SHORT),
                 Verdict::Next
             ]
         );
         let stats = chain.stats();
         assert_eq!((stats[0].packets, stats[1].packets), (3, 2));
-        assert_eq!(stats[0].drops["too short"], 1);
-        assert_eq!(stats[1].drops["too short"], 1);
+        assert_eq!(stats[0].drops[TOO_SHORT], 1);
+        assert_eq!(stats[1].drops[TOO_SHORT], 1);
         assert_eq!(stats[1].bytes, 200);
     }
 
@@ -148,7 +155,7 @@ mod tests {
         let verdicts = run(&mut new, &[80]);
         assert_eq!(
             verdicts,
-            [Verdict::Drop("too short")],
+            [Verdict::Drop(TOO_SHORT)],
             "the new config applies"
         );
         assert_eq!(new.stats()[0].packets, 3, "counters carry over");

@@ -10,7 +10,13 @@
 //!   +------------- fill ring <- pool <- completion ring <-------------+
 //! ```
 
+//!
+//! Modules depend one way: `drop_reason` and `error` at the bottom, then `nf`, `stats`,
+//! `chain`, `flow`, `stage` and last `worker`.
+
 mod chain;
+mod drop_reason;
+mod error;
 mod flow;
 mod nf;
 mod stage;
@@ -18,8 +24,10 @@ mod stats;
 mod worker;
 
 pub use chain::Chain;
+pub use drop_reason::{DropCounts, DropReason};
+pub use error::WorkerError;
 pub use flow::flow_hash;
 pub use nf::{NetworkFunction, Packet, Verdict};
-pub use stage::{StageConfig, StageStats};
-pub use stats::{NfStats, WorkerStats};
-pub use worker::{PollMode, STAGE_QUEUE_FULL, Worker, WorkerConfig, WorkerError};
+pub use stage::StageConfig;
+pub use stats::{NfStats, StageStats, WorkerStats};
+pub use worker::{PollMode, Worker, WorkerConfig};

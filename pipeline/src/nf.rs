@@ -5,6 +5,8 @@ use std::any::Any;
 
 use afxdp::{Frame, Umem};
 
+use crate::drop_reason::DropReason;
+
 /// What happens to a packet after a network function has seen it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -12,9 +14,12 @@ pub enum Verdict {
     /// leaves on the port it arrived on.
     Next,
     /// Send the packet now, on the worker's port `port` (0: the port it arrived on).
-    Transmit { port: u16 },
+    Transmit {
+        /// The worker's port to send on.
+        port: u16,
+    },
     /// Drop the packet; the reason is counted per function.
-    Drop(&'static str),
+    Drop(DropReason),
 }
 
 /// One received packet, writable in place in the UMEM.
@@ -26,22 +31,27 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
+    /// The packet in `frame` of `umem`, received on `queue`.
     pub fn new(umem: &'a Umem, frame: &'a mut Frame, queue: u32) -> Packet<'a> {
         Packet { umem, frame, queue }
     }
 
+    /// Its bytes, from the Ethernet header on.
     pub fn data(&self) -> &[u8] {
         self.umem.data(self.frame)
     }
 
+    /// Its bytes, to rewrite in place.
     pub fn data_mut(&mut self) -> &mut [u8] {
         self.umem.data_mut(self.frame)
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.frame.len() as usize
     }
 
+    /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
         self.frame.is_empty()
     }

@@ -19,17 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{Frame, Umem};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use serde::Serialize;
-
 use crate::{
     chain::Chain,
+    error::WorkerError,
     flow::flow_hash,
     nf::{Packet, Verdict},
-    stats::{NfStats, cycles},
-    worker::WorkerError,
+    stats::{StageStats, cycles},
 };
+use afxdp::{Frame, Umem};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// Where the stages run and how many batches each may have waiting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,17 +36,6 @@ pub struct StageConfig {
     pub cores: Vec<usize>,
     /// Batches waiting per stage before the RX core drops instead.
     pub depth: usize,
-}
-
-/// Per stage: what it ran and how long it took.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct StageStats {
-    pub core: usize,
-    pub batches: u64,
-    pub packets: u64,
-    pub busy_cycles: u64,
-    pub cycles_per_packet: f64,
-    pub functions: Vec<NfStats>,
 }
 
 /// A batch on its way to a stage and back.
@@ -333,7 +320,7 @@ mod tests {
     use afxdp::UmemConfig;
 
     use super::*;
-    use crate::NetworkFunction;
+    use crate::{drop_reason::DropReason, nf::NetworkFunction};
 
     /// Holds each batch until the test lets it go, to fill the stage queues on demand.
     struct Gate(Receiver<()>);
@@ -343,7 +330,7 @@ mod tests {
             "gate"
         }
         fn process(&mut self, _packet: &mut Packet<'_>) -> Verdict {
-            Verdict::Drop("gated")
+            Verdict::Drop(DropReason::NotForVip)
         }
         fn process_batch(&mut self, packets: &mut [Packet<'_>], verdicts: &mut [Verdict]) {
             let _ = self.0.recv();
@@ -401,7 +388,11 @@ mod tests {
             sent,
             "no frame lost track of"
         );
-        assert!(verdicts.iter().all(|v| *v == Verdict::Drop("gated")));
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| *v == Verdict::Drop(DropReason::NotForVip))
+        );
         stages.stop();
         assert_eq!(stages.stats()[0].packets, frames.len() as u64);
     }

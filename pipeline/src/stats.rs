@@ -1,25 +1,30 @@
 //! Counters a worker keeps in plain integers and publishes every few milliseconds, so the
 //! hot path never touches shared cache lines and readers still see live numbers.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{nf::Verdict, stage::StageStats};
+use crate::{drop_reason::DropCounts, nf::Verdict};
 
 /// Per network function: what it saw and what it dropped, by reason.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NfStats {
-    pub name: &'static str,
+    /// The function's name (borrowed from the function; owned once read back from JSON).
+    pub name: Cow<'static, str>,
+    /// Packets it decided (those still undecided when it ran).
     pub packets: u64,
+    /// Bytes of those packets.
     pub bytes: u64,
-    pub drops: BTreeMap<&'static str, u64>,
+    /// What it dropped, by reason.
+    pub drops: DropCounts,
 }
 
 impl NfStats {
+    /// Zeroed stats for the function `name`.
     pub fn new(name: &'static str) -> NfStats {
         NfStats {
-            name,
+            name: Cow::Borrowed(name),
             ..NfStats::default()
         }
     }
@@ -29,14 +34,18 @@ impl NfStats {
         let mut total: Vec<NfStats> = Vec::new();
         for chain in chains {
             if total.is_empty() {
-                total = chain.iter().map(|f| NfStats::new(f.name)).collect();
+                total = chain
+                    .iter()
+                    .map(|f| NfStats {
+                        name: f.name.clone(),
+                        ..NfStats::default()
+                    })
+                    .collect();
             }
             for (sum, function) in total.iter_mut().zip(chain) {
                 sum.packets += function.packets;
                 sum.bytes += function.bytes;
-                for (reason, count) in &function.drops {
-                    *sum.drops.entry(reason).or_default() += count;
-                }
+                sum.drops.add_all(&function.drops);
             }
         }
         total
@@ -46,48 +55,70 @@ impl NfStats {
         self.packets += 1;
         self.bytes += len as u64;
         if let Verdict::Drop(reason) = verdict {
-            *self.drops.entry(reason).or_default() += 1;
+            self.drops.add(reason);
         }
     }
 }
 
+/// Per stage: what it ran and how long it took.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageStats {
+    /// The core the stage runs on.
+    pub core: usize,
+    /// Batches it ran the chain on.
+    pub batches: u64,
+    /// Packets in those batches.
+    pub packets: u64,
+    /// Cycles it spent running the chain.
+    pub busy_cycles: u64,
+    /// `busy_cycles` per packet.
+    pub cycles_per_packet: f64,
+    /// Per function of its chain.
+    pub functions: Vec<NfStats>,
+}
+
 /// Per worker.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WorkerStats {
+    /// The interface of the worker's socket.
     pub iface: String,
+    /// The queue of the worker's socket.
     pub queue: u32,
+    /// The core it is pinned to, if any.
     pub core: Option<usize>,
+    /// Packets received.
     pub rx_packets: u64,
+    /// Bytes received.
     pub rx_bytes: u64,
+    /// Packets transmitted.
     pub tx_packets: u64,
+    /// Bytes transmitted.
     pub tx_bytes: u64,
     /// Frames the kernel dropped before the worker saw them: its socket's RX ring was full
     /// or its fill ring empty (XDP_STATISTICS rx_dropped + rx_ring_full).
     pub socket_drops: u64,
     /// Drops by reason: the functions' reasons plus the worker's own ("tx ring full",
     /// "multi-buffer packet", "no such port").
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
     /// Non-empty RX batches, and the packets they held: their ratio is the batch fill.
     pub batches: u64,
+    /// Packets per non-empty batch.
     pub batch_fill: f64,
     /// TSC cycles (or nanoseconds where there is no TSC) spent from a batch's receive to
     /// its transmit, per packet.
     pub cycles_per_packet: f64,
+    /// Cycles spent from receive to transmit, over all batches.
     pub busy_cycles: u64,
     /// Chains installed since start (hot swaps).
     pub swaps: u64,
     /// Per function, summed over the stages in pipelined mode.
     pub functions: Vec<NfStats>,
     /// Pipelined mode: per stage. In that mode the cycles above are the RX core's own.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStats>,
 }
 
 impl WorkerStats {
-    pub(crate) fn drop(&mut self, reason: &'static str) {
-        *self.drops.entry(reason).or_default() += 1;
-    }
-
     pub(crate) fn finish(&mut self) {
         self.batch_fill = self.rx_packets as f64 / self.batches.max(1) as f64;
         self.cycles_per_packet = self.busy_cycles as f64 / self.rx_packets.max(1) as f64;
@@ -104,9 +135,7 @@ impl WorkerStats {
             total.socket_drops += worker.socket_drops;
             total.batches += worker.batches;
             total.busy_cycles += worker.busy_cycles;
-            for (reason, count) in &worker.drops {
-                *total.drops.entry(reason).or_default() += count;
-            }
+            total.drops.add_all(&worker.drops);
         }
         total.finish();
         total

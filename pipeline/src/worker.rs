@@ -10,30 +10,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{Frame, FramePool, Socket, Umem, XskError};
+use afxdp::{Frame, FramePool, Socket, Umem};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use crate::{
     chain::Chain,
+    drop_reason::DropReason,
+    error::WorkerError,
     nf::{Packet, Verdict},
     stage::{StageConfig, Stages},
     stats::{NfStats, WorkerStats, cycles},
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error(transparent)]
-    Socket(#[from] XskError),
-    #[error("cannot pin the worker for queue {queue} to core {core}: no such core, or not allowed")]
-    Pin { queue: u32, core: usize },
-    #[error("the worker for queue {0} has stopped")]
-    Stopped(u32),
-    #[error("the worker for queue {0} did not take the new chain within {1:?}")]
-    SwapTimeout(u32, Duration),
-    #[error("the worker for queue {0} panicked")]
-    Panicked(u32),
-}
 
 /// How a worker waits when its RX ring is empty.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -48,10 +36,14 @@ pub enum PollMode {
     Adaptive,
 }
 
+/// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
+    /// The core to pin its thread to (none: unpinned).
     pub core: Option<usize>,
+    /// Packets taken from the RX ring at most per batch.
     pub batch: u32,
+    /// How it waits while its RX ring is empty.
     pub poll: PollMode,
     /// Pipelined mode: the chain runs on these stage cores, not on the worker's own.
     pub stages: Option<StageConfig>,
@@ -75,9 +67,9 @@ const POLL_TIMEOUT_MS: i32 = 10;
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// On stop, how long in-flight packets get to finish.
 const DRAIN_TIME: Duration = Duration::from_millis(100);
-/// The drop reason when a stage's queue is full.
-pub const STAGE_QUEUE_FULL: &str = "stage queue full";
 
+/// A thread that owns one AF_XDP socket and runs a chain over what it receives; stopped
+/// (draining first) on [`Worker::stop`] or drop.
 pub struct Worker {
     queue: u32,
     /// Chains the worker runs: one, or one per stage.
@@ -156,6 +148,7 @@ impl Worker {
         })
     }
 
+    /// The queue of its socket.
     pub fn queue(&self) -> u32 {
         self.queue
     }
@@ -363,7 +356,7 @@ impl Run {
             let multi = frame.continues() || in_chain;
             in_chain = frame.continues();
             self.verdicts.push(if multi {
-                Verdict::Drop("multi-buffer packet")
+                Verdict::Drop(DropReason::MultiBufferPacket)
             } else {
                 Verdict::Next
             });
@@ -379,8 +372,8 @@ impl Run {
         let mut verdicts = self.verdicts.iter();
         let local = &mut self.local;
         let refused = self.frames.extract_if(.., |_| match verdicts.next() {
-            Some(Verdict::Drop(reason)) => {
-                local.drop(reason);
+            Some(&Verdict::Drop(reason)) => {
+                local.drops.add(reason);
                 true
             }
             _ => false,
@@ -392,10 +385,10 @@ impl Run {
     }
 
     /// Drops the frames the stages turned away (those from `counted` on are counted as
-    /// `stage queue full`; the others were counted already) and refills the fill ring.
+    /// `DropReason::StageQueueFull`; the others were counted already) and refills the fill ring.
     fn drop_overflow(&mut self, counted: usize) {
         for _ in counted..self.overflow.len() {
-            self.local.drop(STAGE_QUEUE_FULL);
+            self.local.drops.add(DropReason::StageQueueFull);
         }
         let dropped = self.overflow.len() as u32;
         for frame in self.overflow.drain(..) {
@@ -470,13 +463,13 @@ impl Run {
                         }
                         Err(frame) => {
                             tx.pool().put(frame, umem);
-                            "tx ring full"
+                            DropReason::TxRingFull
                         }
                     }
                 }
                 Verdict::Transmit { .. } => {
                     tx.pool().put(frame, umem);
-                    "no such port"
+                    DropReason::NoSuchPort
                 }
                 Verdict::Drop(reason) => {
                     tx.pool().put(frame, umem);
@@ -484,7 +477,7 @@ impl Run {
                 }
             };
             dropped += 1;
-            self.local.drop(reason);
+            self.local.drops.add(reason);
         }
         self.tx_in_flight += u64::from(tx.commit());
         if dropped > 0 {

@@ -81,12 +81,89 @@ pub mod tcp_flags {
 }
 
 /// Why a frame is malformed: the header or field at fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Malformed(pub &'static str);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// The frame ends inside the 14-byte Ethernet header.
+    ShortEthernetHeader,
+    /// The frame ends inside a 4-byte VLAN tag.
+    ShortVlanTag,
+    /// The frame ends inside the IPv4 header (20 bytes, or IHL x 4 with options).
+    ShortIpv4Header,
+    /// The IPv4 version is not 4, or IHL is below 5.
+    Ipv4VersionOrHeaderLength,
+    /// The IPv4 total length is below the header length or beyond the frame.
+    Ipv4TotalLength,
+    /// The frame ends inside the 40-byte IPv6 header.
+    ShortIpv6Header,
+    /// The IPv6 version is not 6.
+    Ipv6Version,
+    /// The IPv6 payload length reaches beyond the frame.
+    Ipv6PayloadLength,
+    /// The packet ends inside the first 2 bytes (next header, length) of an IPv6 options or routing header.
+    Ipv6ExtensionHeader,
+    /// The IPv6 fragment header (8 bytes) ends beyond the packet.
+    Ipv6FragmentHeader,
+    /// The packet ends inside the first 20 bytes of the TCP header.
+    ShortTcpHeader,
+    /// The TCP data offset is below 5 (20 bytes).
+    TcpDataOffset,
+    /// The packet ends inside the 8-byte UDP header.
+    ShortUdpHeader,
+    /// The UDP length is below 8 or beyond the segment (checked unless more fragments follow).
+    UdpLength,
+    /// The packet ends inside the 8-byte ICMP header.
+    ShortIcmpHeader,
+    /// The packet ends inside the 4-byte ICMPv6 header.
+    ShortIcmpv6Header,
+}
+
+impl Malformed {
+    /// Every reason, in declaration order (so `reason as usize` indexes it).
+    pub const ALL: [Malformed; 16] = [
+        Malformed::ShortEthernetHeader,
+        Malformed::ShortVlanTag,
+        Malformed::ShortIpv4Header,
+        Malformed::Ipv4VersionOrHeaderLength,
+        Malformed::Ipv4TotalLength,
+        Malformed::ShortIpv6Header,
+        Malformed::Ipv6Version,
+        Malformed::Ipv6PayloadLength,
+        Malformed::Ipv6ExtensionHeader,
+        Malformed::Ipv6FragmentHeader,
+        Malformed::ShortTcpHeader,
+        Malformed::TcpDataOffset,
+        Malformed::ShortUdpHeader,
+        Malformed::UdpLength,
+        Malformed::ShortIcmpHeader,
+        Malformed::ShortIcmpv6Header,
+    ];
+
+    /// The reason as counters and logs name it, e.g. `malformed: short tcp header`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Malformed::ShortEthernetHeader => "malformed: short ethernet header",
+            Malformed::ShortVlanTag => "malformed: short vlan tag",
+            Malformed::ShortIpv4Header => "malformed: short ipv4 header",
+            Malformed::Ipv4VersionOrHeaderLength => "malformed: ipv4 version or header length",
+            Malformed::Ipv4TotalLength => "malformed: ipv4 total length",
+            Malformed::ShortIpv6Header => "malformed: short ipv6 header",
+            Malformed::Ipv6Version => "malformed: ipv6 version",
+            Malformed::Ipv6PayloadLength => "malformed: ipv6 payload length",
+            Malformed::Ipv6ExtensionHeader => "malformed: ipv6 extension header",
+            Malformed::Ipv6FragmentHeader => "malformed: ipv6 fragment header",
+            Malformed::ShortTcpHeader => "malformed: short tcp header",
+            Malformed::TcpDataOffset => "malformed: tcp data offset",
+            Malformed::ShortUdpHeader => "malformed: short udp header",
+            Malformed::UdpLength => "malformed: udp length",
+            Malformed::ShortIcmpHeader => "malformed: short icmp header",
+            Malformed::ShortIcmpv6Header => "malformed: short icmpv6 header",
+        }
+    }
+}
 
 impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed: {}", self.0)
+        f.write_str(self.name())
     }
 }
 
@@ -179,15 +256,15 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
 }
 
 /// The `len` bytes at `at`, if they lie before `end`.
-fn header<'a>(
-    frame: &'a [u8],
+fn header(
+    frame: &[u8],
     at: usize,
     len: usize,
     end: usize,
-    what: &'static str,
-) -> Result<&'a [u8], Malformed> {
+    what: Malformed,
+) -> Result<&[u8], Malformed> {
     if at + len > end {
-        return Err(Malformed(what));
+        return Err(what);
     }
     Ok(&frame[at..at + len])
 }
@@ -200,20 +277,14 @@ pub fn parse(frame: &[u8]) -> Result<Option<Headers>, Malformed> {
         0,
         ETH_HLEN,
         frame.len(),
-        "malformed: short ethernet header",
+        Malformed::ShortEthernetHeader,
     )?;
     let mut ethertype = be16(ethernet, 12);
     let mut l3 = ETH_HLEN;
     let mut vlans = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0;
     while vlan_count < MAX_VLAN_TAGS && matches!(ethertype, ethertype::VLAN | ethertype::QINQ) {
-        let tag = header(
-            frame,
-            l3,
-            VLAN_HLEN,
-            frame.len(),
-            "malformed: short vlan tag",
-        )?;
+        let tag = header(frame, l3, VLAN_HLEN, frame.len(), Malformed::ShortVlanTag)?;
         vlans[vlan_count] = be16(tag, 0);
         ethertype = be16(tag, 2);
         vlan_count += 1;
@@ -250,15 +321,15 @@ fn parse_ipv4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
         l3,
         IPV4_HLEN,
         frame.len(),
-        "malformed: short ipv4 header",
+        Malformed::ShortIpv4Header,
     )?;
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     if ip[0] >> 4 != 4 || header_len < IPV4_HLEN {
-        return Err(Malformed("malformed: ipv4 version or header length"));
+        return Err(Malformed::Ipv4VersionOrHeaderLength);
     }
     let total = usize::from(be16(ip, 2));
     if total < header_len || l3 + total > frame.len() {
-        return Err(Malformed("malformed: ipv4 total length"));
+        return Err(Malformed::Ipv4TotalLength);
     }
     let fragment = be16(ip, 6);
     headers.version = 4;
@@ -282,14 +353,14 @@ fn parse_ipv6(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
         l3,
         IPV6_HLEN,
         frame.len(),
-        "malformed: short ipv6 header",
+        Malformed::ShortIpv6Header,
     )?;
     if ip[0] >> 4 != 6 {
-        return Err(Malformed("malformed: ipv6 version"));
+        return Err(Malformed::Ipv6Version);
     }
     let end = l3 + IPV6_HLEN + usize::from(be16(ip, 4));
     if end > frame.len() {
-        return Err(Malformed("malformed: ipv6 payload length"));
+        return Err(Malformed::Ipv6PayloadLength);
     }
     headers.version = 6;
     headers.l3_end = end;
@@ -299,13 +370,13 @@ fn parse_ipv6(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
         match next {
             proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => {
                 // RFC 8200 4.3-4.6: length in 8-octet units, not counting the first 8.
-                let extension = header(frame, offset, 2, end, "malformed: ipv6 extension header")?;
+                let extension = header(frame, offset, 2, end, Malformed::Ipv6ExtensionHeader)?;
                 next = extension[0];
                 offset += (usize::from(extension[1]) + 1) * 8;
             }
             proto::FRAGMENT => {
                 // RFC 8200 4.5: 8 bytes; offset in the top 13 bits, M in the lowest.
-                let extension = header(frame, offset, 8, end, "malformed: ipv6 fragment header")?;
+                let extension = header(frame, offset, 8, end, Malformed::Ipv6FragmentHeader)?;
                 next = extension[0];
                 offset += 8;
                 let field = be16(extension, 2);
@@ -338,30 +409,30 @@ fn parse_l4(frame: &[u8], headers: &mut Headers) -> Result<(), Malformed> {
     let (l4, end) = (headers.l4, headers.l3_end);
     match headers.protocol {
         proto::TCP => {
-            let tcp = header(frame, l4, 20, end, "malformed: short tcp header")?;
+            let tcp = header(frame, l4, 20, end, Malformed::ShortTcpHeader)?;
             // Data offset (header length in 32-bit words) in the top nibble of byte 12.
             if tcp[12] >> 4 < 5 {
-                return Err(Malformed("malformed: tcp data offset"));
+                return Err(Malformed::TcpDataOffset);
             }
             headers.ports = Some((be16(tcp, 0), be16(tcp, 2)));
             headers.tcp_flags = tcp[13];
         }
         proto::UDP => {
-            let udp = header(frame, l4, 8, end, "malformed: short udp header")?;
+            let udp = header(frame, l4, 8, end, Malformed::ShortUdpHeader)?;
             let length = usize::from(be16(udp, 4));
             // A first fragment's length covers the whole datagram, not this fragment.
             let whole = headers.fragment.is_none_or(|fragment| !fragment.more);
             if whole && !(8..=end - l4).contains(&length) {
-                return Err(Malformed("malformed: udp length"));
+                return Err(Malformed::UdpLength);
             }
             headers.ports = Some((be16(udp, 0), be16(udp, 2)));
         }
         proto::ICMP => {
-            let icmp = header(frame, l4, 8, end, "malformed: short icmp header")?;
+            let icmp = header(frame, l4, 8, end, Malformed::ShortIcmpHeader)?;
             headers.icmp = Some((icmp[0], icmp[1]));
         }
         proto::ICMPV6 => {
-            let icmp = header(frame, l4, 4, end, "malformed: short icmpv6 header")?;
+            let icmp = header(frame, l4, 4, end, Malformed::ShortIcmpv6Header)?;
             headers.icmp = Some((icmp[0], icmp[1]));
         }
         _ => {}

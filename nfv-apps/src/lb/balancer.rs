@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use pipeline::{NetworkFunction, Packet, Verdict};
+use pipeline::{DropReason, NetworkFunction, Packet, Verdict};
 
 use crate::lb::{
     config::Forwarding,
@@ -17,11 +17,14 @@ use crate::lb::{
     tables::{Backend, BackendState, Tables},
 };
 
+/// The function's name in stats and hot swap.
 pub const NAME: &str = "lb";
 
 /// Datagrams in flight per worker whose later fragments are still to come.
 const FRAGMENTED_DATAGRAMS: usize = 4096;
 
+/// The load balancer of one worker: its connection and fragment tables, the shared tables
+/// and NAT table.
 pub struct LoadBalancer {
     tables: Arc<Tables>,
     conns: ConnTable,
@@ -30,6 +33,7 @@ pub struct LoadBalancer {
 }
 
 impl LoadBalancer {
+    /// A load balancer over `tables` with a connection table of `connections` entries.
     pub fn new(tables: Arc<Tables>, connections: usize, nat: Arc<NatTable>) -> LoadBalancer {
         LoadBalancer {
             tables,
@@ -99,14 +103,14 @@ impl LoadBalancer {
 
     fn forward(&mut self, packet: &mut Packet<'_>, vip: usize, parsed: &Parsed) -> Verdict {
         let Some(index) = self.schedule(vip, parsed) else {
-            return Verdict::Drop("no backend available");
+            return Verdict::Drop(DropReason::NoBackendAvailable);
         };
         let tables = &*self.tables;
         let vip = &tables.vips[vip];
         let backend: &Backend = &vip.backends[index];
         let Some(mac) = backend.next_hop.get() else {
             backend.next_hop.wanted.store(true, Ordering::Relaxed);
-            return Verdict::Drop("neighbour unresolved");
+            return Verdict::Drop(DropReason::NeighbourUnresolved);
         };
         backend.counters.packets.fetch_add(1, Ordering::Relaxed);
         backend
@@ -123,7 +127,7 @@ impl LoadBalancer {
                 // The outer header goes after the link header, VLAN tags included.
                 let l3 = parsed.l3;
                 if !packet.insert(l3, outer as u16) {
-                    return Verdict::Drop("no headroom to encapsulate");
+                    return Verdict::Drop(DropReason::NoHeadroomToEncapsulate);
                 }
                 let inner_len = parsed.l3_end - l3;
                 packet::write_outer_header(
@@ -148,7 +152,9 @@ impl LoadBalancer {
                     parsed.closing,
                 ) {
                     Ok(mapping) => mapping,
-                    Err(NatError::PortsExhausted) => return Verdict::Drop("nat ports exhausted"),
+                    Err(NatError::PortsExhausted) => {
+                        return Verdict::Drop(DropReason::NatPortsExhausted);
+                    }
                 };
                 let data = packet.data_mut();
                 packet::rewrite_endpoint(data, parsed, false, &backend.address, backend.port);
@@ -166,10 +172,10 @@ impl LoadBalancer {
             self.nat
                 .reverse(&flow.dst, flow.dst_port, flow.proto, parsed.closing)
         else {
-            return Verdict::Drop("no nat state");
+            return Verdict::Drop(DropReason::NoNatState);
         };
         if flow.src != mapping.backend || flow.src_port != mapping.backend_port {
-            return Verdict::Drop("nat reply from the wrong backend");
+            return Verdict::Drop(DropReason::NatReplyFromWrongBackend);
         }
         if mapping.queue != packet.queue {
             self.tables
@@ -190,11 +196,11 @@ impl LoadBalancer {
 /// drop a packet routers may fragment, as that would take a second frame.
 fn too_big(packet: &mut Packet<'_>, parsed: &Parsed, tables: &Tables, outer: usize) -> Verdict {
     if !icmp::dont_fragment(packet.data(), parsed) {
-        return Verdict::Drop("too big to encapsulate");
+        return Verdict::Drop(DropReason::TooBigToEncapsulate);
     }
     let mtu = (tables.max_frame - parsed.l3 - outer) as u16;
     if !icmp::too_big_reply(packet, parsed, mtu, tables.own_mac) {
-        return Verdict::Drop("no headroom for an icmp error");
+        return Verdict::Drop(DropReason::NoHeadroomForIcmpError);
     }
     tables
         .counters
@@ -231,7 +237,7 @@ impl NetworkFunction for LoadBalancer {
             self.complete_partial_checksum(packet, &parsed);
             return self.reverse(packet, &parsed);
         }
-        Verdict::Drop("not for a vip")
+        Verdict::Drop(DropReason::NotForVip)
     }
 
     /// A new version takes over the connection table (flows keep their backends) and the

@@ -13,24 +13,36 @@ use toml::Spanned;
 
 use crate::lb::maglev::{DEFAULT_SIZE, is_prime};
 
+/// The control socket when the config names none.
 pub const DEFAULT_CONTROL: &str = "/run/fastpath/lb.sock";
 
+/// What is wrong with a config, and where.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
 pub struct ConfigError {
+    /// The config file.
     pub path: String,
+    /// The line at fault, when one is.
     pub line: Option<usize>,
+    /// What is wrong.
     pub message: String,
+    /// Why the file could not be read, when it could not.
+    #[source]
+    pub source: Option<std::io::Error>,
 }
 
+/// A VIP's transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
 impl Protocol {
+    /// Its IP protocol number.
     pub fn number(self) -> u8 {
         match self {
             Protocol::Tcp => crate::lb::packet::PROTO_TCP,
@@ -48,50 +60,70 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// How a VIP's packets reach its backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Forwarding {
+    /// Direct server return: only the MAC addresses change; backends hold the VIP.
     DsrL2,
+    /// Direct server return over IP-in-IP; backends decapsulate and hold the VIP.
     DsrIpip,
+    /// Destination and source NAT: replies come back through the appliance.
     Nat,
 }
 
+/// A feature setting: `auto`, `on` or `off`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Toggle {
+    /// Used where available.
     #[default]
     Auto,
+    /// Required: the appliance fails to start without it.
     On,
+    /// Not used.
     Off,
 }
 
+/// The XDP mode the config asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeSetting {
+    /// The best mode the driver takes.
     #[default]
     Auto,
+    /// Offloaded to the NIC.
     Hw,
+    /// In the driver (native).
     Drv,
+    /// Generic, on the socket buffer.
     Skb,
 }
 
+/// The queues to serve.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Queues {
+    /// `"all"`: every queue of the interface.
     All(String),
+    /// These queues.
     List(Vec<u32>),
 }
 
+/// `health_check = { ... }`: active TCP checks of a VIP's backends.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
+    /// Time between the starts of two checks of one backend.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
+    /// How long a connect may take to count as a success.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
     /// Successes in a row that bring a backend up, failures that take it down.
     #[serde(default = "default_rise")]
     pub rise: u32,
+    /// Failures in a row that take a backend down.
     #[serde(default = "default_fall")]
     pub fall: u32,
 }
@@ -112,21 +144,30 @@ fn default_weight() -> u32 {
     1
 }
 
+/// `[[vip.backend]]`: one backend.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
+    /// Its address.
     pub address: Spanned<IpAddr>,
+    /// Its share of new flows (0: none).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The port its flows go to; default, the VIP's.
     pub port: Option<u16>,
 }
 
+/// `[[vip]]`: one VIP.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
+    /// The virtual address clients connect to.
     pub address: Spanned<IpAddr>,
+    /// Its port.
     pub port: u16,
+    /// Its protocol.
     pub protocol: Protocol,
+    /// How packets reach the backends.
     pub forwarding: Forwarding,
     /// nat: the address replies come back to (one the appliance's interface holds).
     pub snat_address: Option<Spanned<IpAddr>>,
@@ -135,9 +176,12 @@ pub struct VipConfig {
     pub snat_ports: Option<Spanned<String>>,
     /// dsr-ipip: the outer source address; default, the interface's address.
     pub encap_source: Option<Spanned<IpAddr>>,
+    /// Slots of the VIP's Maglev table (a prime).
     #[serde(default = "default_maglev_size")]
     pub maglev_size: Spanned<usize>,
+    /// Active TCP health checks of the backends; none without it.
     pub health_check: Option<HealthCheck>,
+    /// `[[vip.backend]]`: the backends.
     #[serde(default)]
     pub backend: Vec<BackendConfig>,
 }
@@ -146,19 +190,26 @@ fn default_maglev_size() -> Spanned<usize> {
     Spanned::new(0..0, DEFAULT_SIZE)
 }
 
+/// The appliance's config file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The interface to serve.
     pub interface: String,
+    /// The queues to put workers on; default, all of them.
     #[serde(default = "all_queues")]
     pub queues: Spanned<Queues>,
     /// Worker cores; default one per queue, spread over the cores.
     pub cores: Option<Vec<usize>>,
+    /// How the steering program attaches.
     #[serde(default)]
     pub xdp_mode: XdpModeSetting,
+    /// Whether the sockets bind in zero-copy mode.
     #[serde(default)]
     pub zero_copy: Toggle,
+    /// The control socket; default [`DEFAULT_CONTROL`].
     pub control: Option<PathBuf>,
+    /// How workers wait for packets.
     #[serde(default)]
     pub poll: PollMode,
     /// Packets per batch; default from the matched NIC profile.
@@ -180,6 +231,7 @@ pub struct Config {
     pub connections: usize,
     /// Pipelined mode; absent, each worker runs the chain itself (run-to-completion).
     pub pipelined: Option<Pipelined>,
+    /// `[[vip]]`: the VIPs.
     #[serde(default)]
     pub vip: Vec<VipConfig>,
 }
@@ -190,7 +242,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipelined {
+    /// One stage per core listed.
     pub cores: Spanned<Vec<usize>>,
+    /// Batches waiting per stage before the worker drops instead.
     #[serde(default = "default_queue_depth")]
     pub queue_depth: Spanned<usize>,
 }
@@ -206,6 +260,7 @@ fn default_connections() -> usize {
     1 << 20
 }
 
+/// The SNAT port range when the config gives none.
 pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 32_767);
 /// The most flows a worker's connection table holds. The table is allocated whole when the
 /// worker starts, so a larger value fails there (a capacity-overflow panic), not here.
@@ -217,8 +272,11 @@ pub const MAX_MAGLEV_SIZE: usize = 1 << 20;
 /// What identifies a VIP: address, port and protocol (printed as ADDR:PORT/PROTO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct VipKey {
+    /// The VIP's address.
     pub address: IpAddr,
+    /// Its port.
     pub port: u16,
+    /// Its protocol.
     pub protocol: Protocol,
 }
 
@@ -231,13 +289,21 @@ impl std::fmt::Display for VipKey {
     }
 }
 
+/// Text that is not a VIP key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid VIP {text:?}: expected ADDR:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [fd00::100]:80/tcp"
+)]
+pub struct InvalidVipKey {
+    /// The text given.
+    pub text: String,
+}
+
 impl std::str::FromStr for VipKey {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let error = || {
-            format!(
-                "invalid VIP {text:?}: expected ADDR:PORT/PROTO, e.g. 10.0.0.100:80/tcp or [fd00::100]:80/tcp"
-            )
+    type Err = InvalidVipKey;
+    fn from_str(text: &str) -> Result<Self, InvalidVipKey> {
+        let error = || InvalidVipKey {
+            text: text.to_string(),
         };
         let (socket, protocol) = text.rsplit_once('/').ok_or_else(error)?;
         let socket: std::net::SocketAddr = socket.parse().map_err(|_| error())?;
@@ -255,6 +321,7 @@ impl std::str::FromStr for VipKey {
 }
 
 impl VipConfig {
+    /// What identifies the VIP.
     pub fn key(&self) -> VipKey {
         VipKey {
             address: *self.address.get_ref(),
@@ -263,6 +330,7 @@ impl VipConfig {
         }
     }
 
+    /// The inclusive SNAT port range: the config's, or [`DEFAULT_SNAT_PORTS`].
     pub fn snat_port_range(&self) -> (u16, u16) {
         self.snat_ports
             .as_ref()
@@ -278,20 +346,24 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 impl Config {
+    /// Reads and checks the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
             path: path.display().to_string(),
             line: None,
-            message: format!("cannot read: {error}"),
+            message: "cannot read".to_string(),
+            source: Some(error),
         })?;
         Config::parse(&text, &path.display().to_string())
     }
 
+    /// Parses and checks config `text`; errors name `path` and the line at fault.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
             path: path.to_string(),
             line: span.filter(|s| s.end > 0).map(|s| line_of(text, s.start)),
             message,
+            source: None,
         };
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| error(e.span(), e.message().to_string()))?;
@@ -314,12 +386,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The control socket's path.
     pub fn control_path(&self) -> PathBuf {
         self.control
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL))
     }
 
+    /// The configured queues, or `None` for all of them.
     pub fn queue_list(&self) -> Option<&[u32]> {
         match self.queues.get_ref() {
             Queues::List(list) => Some(list),

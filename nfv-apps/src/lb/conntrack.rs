@@ -44,8 +44,11 @@ struct FlowKeyHash(FlowKey);
 /// table `generation` (so a hit costs no id lookup while nothing changed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
+    /// The backend's id, stable across table rebuilds.
     pub backend_id: u32,
+    /// Its index in the VIP's backends as of `generation`.
     pub backend_index: u32,
+    /// The tables' generation the index is valid for.
     pub generation: u64,
 }
 
@@ -58,16 +61,20 @@ struct Slot {
     older: u32,
 }
 
+/// A worker's connection table: flows to backends, evicting the least recently used when
+/// full.
 pub struct ConnTable {
     index: HashMap<FlowKeyHash, u32, BuildHasherDefault<FlowHasher>>,
     slots: Vec<Slot>,
     newest: u32,
     oldest: u32,
     capacity: usize,
+    /// Flows evicted to make room since creation.
     pub evictions: u64,
 }
 
 impl ConnTable {
+    /// An empty table that holds `capacity` flows (at least one).
     pub fn new(capacity: usize) -> ConnTable {
         let capacity = capacity.max(1);
         ConnTable {
@@ -80,14 +87,17 @@ impl ConnTable {
         }
     }
 
+    /// Flows held.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
+    /// Whether no flow is held.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
+    /// The most flows it holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -144,6 +154,7 @@ impl ConnTable {
         }
     }
 
+    /// Flows in the index (equal to `len` when consistent).
     pub fn active(&self) -> usize {
         self.index.len()
     }

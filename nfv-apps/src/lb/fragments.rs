@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pipeline::DropReason;
+
 use crate::lb::packet::{Address, Parsed};
 
 /// How long a first fragment's ports stay for the rest of its datagram. Linux waits 30 s to
@@ -28,6 +30,7 @@ struct DatagramKey {
     proto: u8,
 }
 
+/// The ports of fragmented datagrams whose later fragments are still to come, by datagram.
 pub struct FragmentTable {
     ports: HashMap<DatagramKey, ((u16, u16), Instant)>,
     /// Insertion order, for evicting the oldest when full.
@@ -36,6 +39,7 @@ pub struct FragmentTable {
 }
 
 impl FragmentTable {
+    /// An empty table that holds `capacity` datagrams (at least one), evicting the oldest.
     pub fn new(capacity: usize) -> FragmentTable {
         FragmentTable {
             ports: HashMap::with_capacity(capacity),
@@ -45,7 +49,7 @@ impl FragmentTable {
     }
 
     /// Records a first fragment's ports, or fills a later fragment's from its first.
-    pub fn resolve(&mut self, parsed: &mut Parsed) -> Result<(), &'static str> {
+    pub fn resolve(&mut self, parsed: &mut Parsed) -> Result<(), DropReason> {
         let Some(fragment) = parsed.fragment else {
             return Ok(());
         };
@@ -68,7 +72,7 @@ impl FragmentTable {
                 (parsed.flow.src_port, parsed.flow.dst_port) = ports;
                 Ok(())
             }
-            _ => Err("fragment before its first fragment"),
+            _ => Err(DropReason::FragmentBeforeItsFirst),
         }
     }
 
@@ -84,10 +88,12 @@ impl FragmentTable {
         self.order.push_back(key);
     }
 
+    /// Datagrams held.
     pub fn len(&self) -> usize {
         self.ports.len()
     }
 
+    /// Whether no datagram is held.
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
     }
@@ -124,7 +130,7 @@ mod tests {
         let mut later = parse(&fragments(1)[1]).unwrap();
         assert_eq!(
             table.resolve(&mut later),
-            Err("fragment before its first fragment")
+            Err(DropReason::FragmentBeforeItsFirst)
         );
         for id in 1..=3 {
             table

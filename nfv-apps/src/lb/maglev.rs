@@ -17,12 +17,16 @@ pub struct MaglevTable {
 /// A backend as Maglev sees it: a stable identity (its address and port as bytes, which
 /// seeds its permutation) and a weight. Weight 0 gets no slots.
 pub struct MaglevEntry<'a> {
+    /// The bytes that seed its permutation.
     pub identity: &'a [u8],
+    /// Its share of the slots, relative to the others'.
     pub weight: u32,
 }
 
+/// A slot no backend holds (every weight was 0).
 pub const EMPTY: u32 = u32::MAX;
 
+/// Whether `n` is prime (a table size must be, for the permutations to cover it).
 pub fn is_prime(n: usize) -> bool {
     n >= 2
         && (2..)
@@ -93,6 +97,7 @@ impl MaglevTable {
         (slot != EMPTY).then_some(slot as usize)
     }
 
+    /// Each slot's backend index, or [`EMPTY`].
     pub fn slots(&self) -> &[u32] {
         &self.slots
     }

@@ -13,10 +13,14 @@ use std::{
 
 use crate::lb::packet::{Address, FlowKey};
 
+/// How long an idle mapping lives, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatTimeouts {
+    /// An open TCP flow.
     pub tcp_secs: u32,
+    /// A TCP flow after its FIN or RST.
     pub tcp_closing_secs: u32,
+    /// A UDP flow.
     pub udp_secs: u32,
 }
 
@@ -33,9 +37,13 @@ impl Default for NatTimeouts {
 /// The translation of one client flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatMapping {
+    /// The source address the backend sees.
     pub snat_address: Address,
+    /// The source port the backend sees.
     pub snat_port: u16,
+    /// The backend's address.
     pub backend: Address,
+    /// The backend's port.
     pub backend_port: u16,
     /// The client's next hop, learned from the first packet's source MAC.
     pub client_mac: [u8; 6],
@@ -59,6 +67,8 @@ struct Inner {
     free: HashMap<(Address, u8), VecDeque<u16>>,
 }
 
+/// The NAT mappings of every worker (shared: a reply may arrive on any queue), and the free
+/// ports of each SNAT address.
 pub struct NatTable {
     inner: Mutex<Inner>,
     timeouts: NatTimeouts,
@@ -66,12 +76,15 @@ pub struct NatTable {
     now: AtomicU32,
 }
 
+/// Why a flow got no mapping.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NatError {
+    /// Every port of the SNAT address is in use.
     PortsExhausted,
 }
 
 impl NatTable {
+    /// An empty table; mappings expire after `timeouts`.
     pub fn new(timeouts: NatTimeouts) -> NatTable {
         NatTable {
             inner: Mutex::new(Inner::default()),
@@ -185,10 +198,12 @@ impl NatTable {
         expired.len()
     }
 
+    /// Mappings in use.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap().forward.len()
     }
 
+    /// Whether no mapping is in use.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

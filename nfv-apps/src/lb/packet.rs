@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use pipeline::DropReason;
+
 pub use wire::parse::{
     ETH_HLEN as ETH_LEN, Fragment, IPV4_HLEN as IPV4_LEN, IPV6_HLEN as IPV6_LEN,
     proto::{IPIP as PROTO_IPIP, IPV6 as PROTO_IPV6, TCP as PROTO_TCP, UDP as PROTO_UDP},
@@ -20,6 +22,7 @@ pub use wire::checksum::checksum;
 /// An address as 16 bytes: IPv4 as its IPv4-mapped IPv6 form, so one key type fits both.
 pub type Address = [u8; 16];
 
+/// `ip` as an [`Address`].
 pub fn address(ip: IpAddr) -> Address {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -30,10 +33,15 @@ pub fn address(ip: IpAddr) -> Address {
 /// The transport flow of a packet: what the load balancer keys on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// Source address.
     pub src: Address,
+    /// Destination address.
     pub dst: Address,
+    /// Source port (0 for a later fragment until its first fragment's is known).
     pub src_port: u16,
+    /// Destination port (likewise).
     pub dst_port: u16,
+    /// IP protocol number.
     pub proto: u8,
 }
 
@@ -68,12 +76,15 @@ pub fn mix(mut x: u64) -> u64 {
 pub struct Parsed {
     /// The flow; a non-first fragment carries no ports, so its ports are zero.
     pub flow: FlowKey,
+    /// IPv4 (else IPv6).
     pub v4: bool,
-    /// Offsets of the IP header (after any VLAN tags), of the L4 header (for a non-first
-    /// fragment, of its payload) and of the end of the IP packet.
+    /// Offset of the IP header (after any VLAN tags).
     pub l3: usize,
+    /// Offset of the L4 header (for a non-first fragment, of its payload).
     pub l4: usize,
+    /// Offset of the end of the IP packet.
     pub l3_end: usize,
+    /// The fragment header's fields, if the packet is a fragment.
     pub fragment: Option<Fragment>,
     /// TCP FIN or RST: the flow is closing.
     pub closing: bool,
@@ -106,14 +117,14 @@ impl Parsed {
 
 /// Parses a frame for the load balancer: TCP or UDP over IPv4 or IPv6. Errors are drop
 /// reasons.
-pub fn parse(packet: &[u8]) -> Result<Parsed, &'static str> {
+pub fn parse(packet: &[u8]) -> Result<Parsed, DropReason> {
     let headers = match wire::parse(packet) {
         Ok(Some(headers)) => headers,
-        Ok(None) => return Err("not ip"),
-        Err(malformed) => return Err(malformed.0),
+        Ok(None) => return Err(DropReason::NotIp),
+        Err(malformed) => return Err(DropReason::Malformed(malformed)),
     };
     if !matches!(headers.protocol, PROTO_TCP | PROTO_UDP) {
-        return Err("not tcp or udp");
+        return Err(DropReason::NotTcpOrUdp);
     }
     let (src, dst) = headers.addresses(packet);
     let (src_port, dst_port) = headers.ports.unwrap_or((0, 0));
@@ -143,6 +154,7 @@ pub fn complete_partial_checksum(packet: &mut [u8], parsed: &Parsed) -> bool {
     checksum::complete_partial(packet, &parsed.headers()) == Completion::Completed
 }
 
+/// Sets the frame's destination and source MAC addresses.
 pub fn set_macs(packet: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
     packet[..6].copy_from_slice(&dst);
     packet[6..12].copy_from_slice(&src);

@@ -11,25 +11,35 @@ use serde::Serialize;
 
 use crate::lb::{
     config::{Config, Forwarding, HealthCheck, VipConfig, VipKey},
+    neighbours::mac_text,
     tables::{Backend, BackendCounters, BackendState, LbCounters, NextHop, Tables, Vip},
 };
 
+/// A backend as the control plane keeps it.
 #[derive(Debug)]
 pub struct BackendEntry {
+    /// Stable while the backend stays: the connection tables refer to it by this.
     pub id: u32,
+    /// Its address.
     pub ip: IpAddr,
+    /// The port its flows go to.
     pub port: u16,
+    /// Its share of new flows.
     pub weight: u32,
     /// What the operator asked for (active, draining or disabled).
     pub operator: BackendState,
     /// False after `fall` failed health checks in a row, true again after `rise` successes.
     pub healthy: bool,
+    /// Health checks in a row that agreed: successes (> 0) or failures (< 0).
     pub streak: i32,
+    /// The MAC of its next hop, shared with the workers' tables.
     pub next_hop: Arc<NextHop>,
+    /// Its counters, shared with the workers' tables.
     pub counters: Arc<BackendCounters>,
 }
 
 impl BackendEntry {
+    /// Whether it takes flows: the operator's state, unless health checks took it down.
     pub fn state(&self) -> BackendState {
         match (self.operator, self.healthy) {
             (_, false) => BackendState::Disabled,
@@ -38,48 +48,67 @@ impl BackendEntry {
     }
 }
 
+/// A VIP as the control plane keeps it.
 pub struct VipEntry {
+    /// Its config section.
     pub config: VipConfig,
+    /// Its backends, in config order (those added by command last).
     pub backends: Vec<BackendEntry>,
 }
 
 /// A change a control command or reload makes, for the reply.
 #[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Changes {
+    /// VIPs new in the config.
     pub vips_added: Vec<String>,
+    /// VIPs gone from it.
     pub vips_removed: Vec<String>,
+    /// Backends new to a VIP that stayed.
     pub backends_added: Vec<String>,
+    /// Backends gone from a VIP that stayed.
     pub backends_removed: Vec<String>,
+    /// Backends whose weight changed, `old -> new`.
     pub weights_changed: Vec<String>,
 }
 
 impl Changes {
+    /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
 }
 
+/// Every VIP and backend with its operator state, health, counters and next hop.
 pub struct Registry {
+    /// The VIPs, in config order.
     pub vips: Vec<VipEntry>,
     next_id: u32,
     generation: u64,
 }
 
+/// Why a backend command was refused.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the message names each one
 pub enum RegistryError {
+    /// The VIP does not exist.
     #[error("no VIP {0}")]
     NoVip(VipKey),
+    /// The VIP has no such backend.
     #[error("VIP {vip} has no backend {backend}")]
     NoBackend { vip: VipKey, backend: IpAddr },
+    /// The VIP has that backend already.
     #[error("VIP {vip} already has backend {backend}")]
     BackendExists { vip: VipKey, backend: IpAddr },
+    /// The backend's address family is not the VIP's.
     #[error("backend {backend} is {}, VIP {vip} is not", if backend.is_ipv4() { "IPv4" } else { "IPv6" })]
     Family { vip: VipKey, backend: IpAddr },
+    /// Removing it would leave the VIP nothing to send new flows to.
     #[error("removing {backend} would leave VIP {vip} with no backend of positive weight")]
     LastBackend { vip: VipKey, backend: IpAddr },
 }
 
 impl Registry {
+    /// The VIPs and backends of `config`, all active and healthy.
     pub fn new(config: &Config) -> Registry {
         let mut registry = Registry {
             vips: Vec::new(),
@@ -166,6 +195,7 @@ impl Registry {
         changes
     }
 
+    /// The VIP `key`.
     pub fn vip_mut(&mut self, key: &VipKey) -> Result<&mut VipEntry, RegistryError> {
         self.vips
             .iter_mut()
@@ -173,6 +203,7 @@ impl Registry {
             .ok_or(RegistryError::NoVip(*key))
     }
 
+    /// Adds backend `ip` with `weight` to VIP `key`, on the VIP's port.
     pub fn add_backend(
         &mut self,
         key: &VipKey,
@@ -198,6 +229,7 @@ impl Registry {
         Ok(())
     }
 
+    /// Removes backend `ip` from VIP `key`; its flows move.
     pub fn remove_backend(&mut self, key: &VipKey, ip: IpAddr) -> Result<(), RegistryError> {
         let vip = self.vip_mut(key)?;
         let at = vip
@@ -223,6 +255,7 @@ impl Registry {
         Ok(())
     }
 
+    /// Sets backend `ip` of VIP `key` active, draining or disabled, and its weight if given.
     pub fn set_operator_state(
         &mut self,
         key: &VipKey,
@@ -331,6 +364,7 @@ impl Registry {
         Tables::new(self.generation, vips, own_mac, mtu, counters)
     }
 
+    /// Each VIP with its backends' state and counters, for `lb status`.
     pub fn status(&self) -> Vec<VipStatus> {
         self.vips
             .iter()
@@ -344,7 +378,7 @@ impl Registry {
                         weight: b.weight,
                         state: b.state(),
                         healthy: b.healthy,
-                        next_hop: b.next_hop.get().map(lab::format_mac),
+                        next_hop: b.next_hop.get().map(mac_text),
                         packets: b.counters.packets.load(Ordering::Relaxed),
                         bytes: b.counters.bytes.load(Ordering::Relaxed),
                         connections: b.counters.connections.load(Ordering::Relaxed),
@@ -362,13 +396,18 @@ impl Registry {
             .collect()
     }
 
-    /// Every (VIP, backend, check) that has active health checks.
-    pub fn health_targets(&self) -> Vec<(VipKey, IpAddr, u16, HealthCheck)> {
+    /// Every backend that has active health checks, with its VIP and check.
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
         let mut targets = Vec::new();
         for entry in &self.vips {
             if let Some(check) = &entry.config.health_check {
                 for b in &entry.backends {
-                    targets.push((entry.config.key(), b.ip, b.port, check.clone()));
+                    targets.push(HealthTarget {
+                        vip: entry.config.key(),
+                        backend: b.ip,
+                        port: b.port,
+                        check: check.clone(),
+                    });
                 }
             }
         }
@@ -386,6 +425,7 @@ impl Registry {
         all
     }
 
+    /// Each NAT VIP's SNAT address, protocol and port range.
     pub fn nat_ranges(&self) -> Vec<(IpAddr, crate::lb::config::Protocol, (u16, u16))> {
         self.vips
             .iter()
@@ -409,26 +449,56 @@ fn is_link_local(address: &IpAddr) -> bool {
     }
 }
 
+/// A backend to health-check: its VIP, address, port and check settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthTarget {
+    /// The VIP the backend serves.
+    pub vip: VipKey,
+    /// The backend's address.
+    pub backend: IpAddr,
+    /// The port to connect to.
+    pub port: u16,
+    /// How often, how patiently, and how many results in a row flip it.
+    pub check: HealthCheck,
+}
+
+/// A backend in `lb status`.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct BackendStatus {
+    /// Its address.
     pub address: IpAddr,
+    /// The port its flows go to.
     pub port: u16,
+    /// Its share of new flows.
     pub weight: u32,
+    /// Whether it takes flows.
     pub state: BackendState,
+    /// What its health checks say (true without checks).
     pub healthy: bool,
+    /// The MAC of its next hop, once resolved.
     pub next_hop: Option<String>,
+    /// Packets sent to it.
     pub packets: u64,
+    /// Bytes sent to it.
     pub bytes: u64,
+    /// New flows scheduled to it.
     pub connections: u64,
 }
 
+/// A VIP in `lb status`, with its backends' sums.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct VipStatus {
+    /// `ADDR:PORT/PROTO`.
     pub vip: String,
+    /// How its packets reach the backends.
     pub forwarding: Forwarding,
+    /// Packets sent to its backends.
     pub packets: u64,
+    /// Bytes sent to its backends.
     pub bytes: u64,
+    /// New flows scheduled to its backends.
     pub connections: u64,
+    /// Its backends.
     pub backends: Vec<BackendStatus>,
 }
 
@@ -444,8 +514,8 @@ mod tests {
         );
         let config = Config::parse(&text, "lb.toml").unwrap();
         let registry = Registry::new(&config);
-        let (key, ip, _, check) = registry.health_targets().remove(0);
-        (registry, key, ip, check)
+        let target = registry.health_targets().remove(0);
+        (registry, target.vip, target.backend, target.check)
     }
 
     #[test]

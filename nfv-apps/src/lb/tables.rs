@@ -21,6 +21,7 @@ use crate::lb::{
     packet::{Address, address},
 };
 
+/// Whether a backend takes flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
@@ -32,9 +33,12 @@ pub enum BackendState {
     Disabled,
 }
 
+/// A backend's counters, shared by every worker and kept across table rebuilds.
 #[derive(Debug, Default)]
 pub struct BackendCounters {
+    /// Packets sent to it.
     pub packets: AtomicU64,
+    /// Bytes sent to it.
     pub bytes: AtomicU64,
     /// New flows scheduled to the backend.
     pub connections: AtomicU64,
@@ -45,10 +49,12 @@ pub struct BackendCounters {
 #[derive(Debug, Default)]
 pub struct NextHop {
     mac: AtomicU64,
+    /// A worker needed the MAC: the resolver should ask the kernel again.
     pub wanted: AtomicBool,
 }
 
 impl NextHop {
+    /// The MAC, once resolved.
     pub fn get(&self) -> Option<[u8; 6]> {
         let value = self.mac.load(Ordering::Relaxed);
         (value != 0).then(|| {
@@ -57,6 +63,7 @@ impl NextHop {
         })
     }
 
+    /// Records the resolved MAC.
     pub fn set(&self, mac: [u8; 6]) {
         let mut bytes = [0u8; 8];
         bytes[2..].copy_from_slice(&mac);
@@ -64,26 +71,41 @@ impl NextHop {
     }
 }
 
+/// A backend as the workers see it.
 #[derive(Clone, Debug)]
 pub struct Backend {
     /// Stable across rebuilds: the connection table refers to backends by it.
     pub id: u32,
+    /// Its address.
     pub ip: IpAddr,
+    /// Its address as the data path compares it.
     pub address: Address,
+    /// The port its flows go to.
     pub port: u16,
+    /// Its share of new flows.
     pub weight: u32,
+    /// Whether it takes flows (operator state and health combined).
     pub state: BackendState,
+    /// The MAC of the next hop towards it.
     pub next_hop: Arc<NextHop>,
+    /// Its counters.
     pub counters: Arc<BackendCounters>,
 }
 
+/// A VIP as the workers see it.
 #[derive(Clone, Debug)]
 pub struct Vip {
+    /// Address, port and protocol.
     pub key: VipKey,
+    /// How its packets reach the backends.
     pub forwarding: Forwarding,
+    /// NAT: the source address backends see.
     pub snat_address: Option<Address>,
+    /// dsr-ipip: the outer header's source address.
     pub encap_source: Address,
+    /// Its backends, in config order.
     pub backends: Vec<Backend>,
+    /// New flows to backends (indexes into `backends`).
     pub maglev: MaglevTable,
 }
 
@@ -143,21 +165,26 @@ pub struct LbCounters {
     pub conntrack_evictions: AtomicU64,
 }
 
+/// Everything a worker reads per packet, built whole by the control plane.
 pub struct Tables {
     /// Bumped on every rebuild: a connection entry from an older generation re-checks its
     /// backend by id.
     pub generation: u64,
+    /// The VIPs, in config order.
     pub vips: Vec<Vip>,
     /// (VIP address, port, protocol) → VIP; looked up per packet, so a fast hasher.
     index: HashMap<(Address, u16, u8), usize, BuildHasherDefault<FlowHasher>>,
     snat_addresses: Vec<Address>,
+    /// The interface's MAC: the source of what the appliance sends.
     pub own_mac: [u8; 6],
     /// The largest frame the interface sends (MTU + Ethernet header).
     pub max_frame: usize,
+    /// The appliance-wide counters.
     pub counters: Arc<LbCounters>,
 }
 
 impl Tables {
+    /// Tables of `vips` for an interface with MAC `own_mac` and MTU `mtu`.
     pub fn new(
         generation: u64,
         vips: Vec<Vip>,
@@ -192,11 +219,13 @@ impl Tables {
         }
     }
 
+    /// The index of the VIP at (`dst`, `port`, `proto`), if there is one.
     #[inline]
     pub fn vip(&self, dst: &Address, port: u16, proto: u8) -> Option<usize> {
         self.index.get(&(*dst, port, proto)).copied()
     }
 
+    /// Whether `dst` is a NAT VIP's SNAT address (a backend's reply).
     #[inline]
     pub fn is_snat_address(&self, dst: &Address) -> bool {
         self.snat_addresses.contains(dst)

@@ -112,27 +112,23 @@ fn malformed_frames_name_the_field_and_never_panic() {
     let good = FrameBuilder::tcp(src, dst, tcp_flags::ACK)
         .payload([0; 4])
         .build();
-    let cases: [(usize, u8, &str); 4] = [
-        (14, 0x44, "malformed: ipv4 version or header length"),
-        (16, 0xff, "malformed: ipv4 total length"),
-        (46, 0x40, "malformed: tcp data offset"),
-        (14, 0x65, "malformed: ipv4 version or header length"),
+    let cases: [(usize, u8, Malformed); 4] = [
+        (14, 0x44, Malformed::Ipv4VersionOrHeaderLength),
+        (16, 0xff, Malformed::Ipv4TotalLength),
+        (46, 0x40, Malformed::TcpDataOffset),
+        (14, 0x65, Malformed::Ipv4VersionOrHeaderLength),
     ];
     for (at, value, reason) in cases {
         let mut frame = good.clone();
         frame[at] = value;
-        assert_eq!(
-            parse(&frame),
-            Err(Malformed(reason)),
-            "byte {at} = {value:#x}"
-        );
+        assert_eq!(parse(&frame), Err(reason), "byte {at} = {value:#x}");
     }
     for len in 0..good.len() {
         assert!(parse(&good[..len]).is_err(), "truncated to {len}");
     }
     let mut udp = FrameBuilder::udp(src, dst).payload([0; 4]).build();
     udp[38..40].copy_from_slice(&100u16.to_be_bytes());
-    assert_eq!(parse(&udp), Err(Malformed("malformed: udp length")));
+    assert_eq!(parse(&udp), Err(Malformed::UdpLength));
 }
 
 #[test]
@@ -143,10 +139,7 @@ fn headers_beyond_the_ip_packet_are_malformed_and_padding_is_ignored() {
     assert_eq!(parsed(&padded).l3_end, 14 + 28);
     // Total length 24 leaves no room for the UDP header inside the packet.
     padded[16..18].copy_from_slice(&24u16.to_be_bytes());
-    assert_eq!(
-        parse(&padded),
-        Err(Malformed("malformed: short udp header"))
-    );
+    assert_eq!(parse(&padded), Err(Malformed::ShortUdpHeader));
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lb::control::{Request, Response};
+use crate::lb::control::protocol::{Request, Response};
 
 /// What one client may cost the appliance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,20 +50,25 @@ impl Default for Limits {
     }
 }
 
+/// Why the control socket could not be served.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the message names each one
 pub enum ControlError {
+    /// A live appliance answers at the path.
     #[error(
         "control socket {0} is in use by another appliance; stop that one first, or give this one another `control` path"
     )]
     InUse(PathBuf),
-    #[error("{what} {path}: {source}")]
+    /// Creating, binding or setting up the socket failed.
+    #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("poll(2) on the control socket {path} failed: {source}")]
+    /// Waiting on the sockets failed.
+    #[error("poll(2) on the control socket {} failed", path.display())]
     Poll {
         path: PathBuf,
         #[source]
@@ -75,6 +80,7 @@ pub enum ControlError {
 /// control loop from its other work.
 const ACCEPTS_PER_POLL: usize = 64;
 
+/// The appliance's end of the control socket: the listener and the clients being served.
 pub struct ControlServer {
     path: PathBuf,
     listener: UnixListener,
@@ -132,6 +138,7 @@ impl ControlServer {
         Ok(server)
     }
 
+    /// Where the socket is.
     pub fn path(&self) -> &Path {
         &self.path
     }

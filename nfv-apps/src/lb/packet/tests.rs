@@ -1,4 +1,5 @@
 use super::*;
+use wire::Malformed;
 
 /// A frame: Ethernet, IPv4 or IPv6, TCP (SYN) or UDP, valid checksums.
 pub fn frame(
@@ -55,10 +56,16 @@ fn malformed_packets_give_reasons_not_panics() {
     assert_eq!(parsed.flow.dst_port, 2);
     let mut bad_udp = good.clone();
     bad_udp[ETH_LEN + 20 + 5] = 3;
-    assert_eq!(parse(&bad_udp), Err("malformed: udp length"));
+    assert_eq!(
+        parse(&bad_udp),
+        Err(DropReason::Malformed(Malformed::UdpLength))
+    );
     let mut bad_tcp = frame(true, PROTO_TCP, "10.0.0.1", "10.0.0.100", 1, 2, b"");
     bad_tcp[ETH_LEN + 20 + 12] = 2 << 4;
-    assert_eq!(parse(&bad_tcp), Err("malformed: tcp data offset"));
+    assert_eq!(
+        parse(&bad_tcp),
+        Err(DropReason::Malformed(Malformed::TcpDataOffset))
+    );
 }
 
 #[test]

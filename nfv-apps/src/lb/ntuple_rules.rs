@@ -7,7 +7,7 @@
 //!
 //! The NIC keeps its rules when the process dies, so the installed rules are also written
 //! to a record file (`/run/fastpath/lb-<iface>.ntuple`): after a kill -9, the next start
-//! removes the ones still in place ([`HwSteering::remove_leftovers`]).
+//! removes the ones still in place ([`NtupleRules::remove_leftovers`]).
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -37,9 +37,9 @@ pub fn rules_for(vips: &[VipKey], socket_queues: &[u32]) -> Vec<FlowRule> {
         .collect()
 }
 
-/// The appliance's installed rules, if any.
+/// The ntuple rules the appliance installed, if any, and the record of them.
 #[derive(Default)]
-pub struct HwSteering {
+pub struct NtupleRules {
     installed: Option<InstalledRules<Ioctl>>,
     /// The rules `installed` holds, so a reload that keeps the VIPs changes nothing.
     rules: Vec<FlowRule>,
@@ -52,10 +52,10 @@ pub fn record_path(iface: &str) -> PathBuf {
     PathBuf::from(format!("/run/fastpath/lb-{iface}.ntuple"))
 }
 
-impl HwSteering {
+impl NtupleRules {
     /// Rules installed from here on are recorded in `record`.
-    pub fn recorded_at(record: PathBuf) -> HwSteering {
-        HwSteering {
+    pub fn recorded_at(record: PathBuf) -> NtupleRules {
+        NtupleRules {
             installed: None,
             rules: Vec::new(),
             record: Some(record),
@@ -106,7 +106,7 @@ impl HwSteering {
         vips: &[VipKey],
         socket_queues: &[u32],
         device_queues: u32,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, NtupleError> {
         let rules = rules_for(vips, socket_queues);
         if self.installed.is_some() && rules == self.rules {
             return Ok(None);
@@ -140,12 +140,12 @@ impl HwSteering {
             Err(error @ NtupleError::Unavailable { .. }) if setting == Toggle::Auto => {
                 Ok(Some(format!("ntuple: {error}")))
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error),
         }
     }
 }
 
-impl Drop for HwSteering {
+impl Drop for NtupleRules {
     fn drop(&mut self) {
         // The rules go first (InstalledRules' drop), then their record.
         self.installed = None;
