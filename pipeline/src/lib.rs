@@ -9,6 +9,7 @@
 //!   ^                                                                 |
 //!   +------------- fill ring <- pool <- completion ring <-------------+
 //! ```
+#![warn(missing_docs)]
 
 //!
 //! Modules depend one way: `drop_reason` and `error` at the bottom, then `nf`, `stats`,
