@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use benches::steer_fixture;
+use bench::steer_fixture;
 use offload::test_run::TestBench;
 use serde::Serialize;
 

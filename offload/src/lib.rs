@@ -10,7 +10,6 @@
 mod attach;
 pub mod bpffs;
 mod error;
-pub mod generator;
 mod hw;
 pub mod kill_point;
 pub mod mode;

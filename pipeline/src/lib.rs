@@ -16,6 +16,7 @@ mod nf;
 mod stage;
 mod stats;
 mod worker;
+pub mod xsk_apps;
 
 pub use chain::Chain;
 pub use flow::flow_hash;

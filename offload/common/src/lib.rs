@@ -9,7 +9,7 @@ use core::mem::size_of;
 /// What the steering program does with a packet.
 mod generator;
 pub use generator::{
-    FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, fold, ipv4_checksum,
+    FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
 };
 
 pub mod action {

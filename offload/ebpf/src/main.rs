@@ -6,7 +6,6 @@
 #![no_main]
 
 mod classify;
-mod generator;
 mod parse;
 mod prefilter;
 

@@ -15,18 +15,16 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Context;
-use benches::{
-    report::Accounting,
-    search::{Device, Trial},
-};
-use offload::{
-    ActionCounters, Steering,
-    generator::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator},
-};
+use offload::{ActionCounters, Steering};
+use trafficgen::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator};
 
 use super::{
-    App, Subject,
+    App, Progress, Subject,
     system::{CpuTimes, cpu_hz},
+};
+use crate::{
+    report::Accounting,
+    search::{Device, Trial},
 };
 
 /// Time for the last frames of a send to drain through the device before counting.
@@ -34,7 +32,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 /// Where the traffic goes: the generator's side and the device under test's side.
 #[derive(Clone, Debug)]
-pub struct Ends {
+pub(crate) struct Ends {
     pub tx_namespace: Option<String>,
     pub tx_iface: String,
     /// The interfaces' IPv4 addresses, if they have one.
@@ -45,7 +43,7 @@ pub struct Ends {
 }
 
 /// Runs `work` inside `namespace`, or here when there is none.
-pub fn in_namespace<T: Send + 'static>(
+pub(crate) fn in_namespace<T: Send + 'static>(
     namespace: &Option<String>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -74,7 +72,7 @@ struct Snapshot {
 }
 
 /// What one measured send gave.
-pub struct Measured {
+pub(crate) struct Measured {
     pub accounting: Accounting,
     pub latency_ns: Vec<u64>,
     pub cpu_busy: Vec<f64>,
@@ -84,7 +82,7 @@ pub struct Measured {
 /// The traffic of one row, the same for the app and its references: where it goes, the
 /// frame, the sending cores and the trial lengths.
 #[derive(Clone)]
-pub struct Load<'a> {
+pub(crate) struct Load<'a> {
     pub ends: &'a Ends,
     pub ifindex: u32,
     pub frame: GenFrame,
@@ -95,24 +93,27 @@ pub struct Load<'a> {
 }
 
 /// The device for one row and one app: what the search tries.
-pub struct LabDevice<'a> {
+pub(crate) struct LabDevice<'a> {
     app: App,
     load: &'a Load<'a>,
     generator: &'a mut Generator,
     subject: Option<&'a Subject>,
     /// Called after each trial: the progress bar.
     on_trial: &'a dyn Fn(&Accounting),
+    /// Where the generator's notes go.
+    progress: &'a dyn Progress,
     /// The first error; the search cannot take one, so later trials fail fast.
     pub error: Option<anyhow::Error>,
 }
 
 impl<'a> LabDevice<'a> {
-    pub fn new(
+    pub(crate) fn new(
         app: App,
         load: &'a Load<'a>,
         generator: &'a mut Generator,
         subject: Option<&'a Subject>,
         on_trial: &'a dyn Fn(&Accounting),
+        progress: &'a dyn Progress,
     ) -> LabDevice<'a> {
         LabDevice {
             app,
@@ -120,6 +121,7 @@ impl<'a> LabDevice<'a> {
             generator,
             subject,
             on_trial,
+            progress,
             error: None,
         }
     }
@@ -144,7 +146,7 @@ impl<'a> LabDevice<'a> {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let report = self.generator.run(&options, &stop)?;
         for note in &report.notes {
-            eprintln!("generator: {note}");
+            self.progress.note(&format!("generator: {note}"));
         }
         Ok(report)
     }

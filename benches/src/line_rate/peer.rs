@@ -10,17 +10,17 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use offload::generator::Generator;
+use trafficgen::Generator;
 
 use super::{
-    App, Stage,
+    App, Progress, Stage,
     device::{LabDevice, Load},
-    sink::Tuning,
+    sink::SocketTuning,
     system,
 };
 
 /// Where `cargo xtask bench-xsk` puts the peer, next to this binary's target directory.
-pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn binary(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(given) = given {
         return Some(given.to_path_buf());
     }
@@ -31,12 +31,13 @@ pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The peer's received Mpps while the generator sends as fast as it can.
-pub fn measure(
+pub(crate) fn measure(
     binary: &Path,
     app: App,
     load: &Load,
     generator: &mut Generator,
-    tuning: &Tuning,
+    tuning: &SocketTuning,
+    progress: &dyn Progress,
 ) -> anyhow::Result<f64> {
     let ends = load.ends;
     let Some(namespace) = &ends.rx_namespace else {
@@ -67,7 +68,7 @@ pub fn measure(
         warmup: Duration::ZERO,
         ..load.clone()
     };
-    let mut device = LabDevice::new(app, &load, generator, None, &|_| {});
+    let mut device = LabDevice::new(app, &load, generator, None, &|_| {}, progress);
     let sent = device.measure(None, false)?.accounting;
     let output = child.wait_with_output()?;
     stage.stop()?;

@@ -1,6 +1,7 @@
 //! The AF_XDP apps under test (rxdrop, l2fwd), run in a pinned thread of this process so
 //! the runner can read their counters between trials, and so the sink can read each
-//! frame's send timestamp for latency.
+//! frame's send timestamp for latency. The loops are `pipeline::xsk_apps`', the ones
+//! `fastpath xsk` runs; the sink only watches them.
 
 use std::{
     sync::{
@@ -11,12 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{BindMode, Frame, Socket, SocketConfig, Umem, UmemConfig};
+use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
 use anyhow::{Context, bail};
-use lab::frame::swap_macs;
-use offload::generator::monotonic_ns;
+use pipeline::xsk_apps::{self, Monitor, Tally};
+use trafficgen::monotonic_ns;
+use wire::stamp::Stamp;
 
-use crate::xsk::{SteeringGuard, refill};
+use crate::xsk::SocketSteering;
 
 /// One latency sample per this many frames: reading the payload costs a cache miss.
 const SAMPLE_EVERY: u64 = 8;
@@ -24,13 +26,15 @@ const SAMPLE_EVERY: u64 = 8;
 const MAX_SAMPLES: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SinkApp {
+pub(crate) enum SinkApp {
     Rxdrop,
     L2fwd,
 }
 
+/// The sizes the app's socket is bound with: descriptors per ring operation, entries per
+/// ring, UMEM frame size.
 #[derive(Clone, Copy, Debug)]
-pub struct Tuning {
+pub(crate) struct SocketTuning {
     pub batch: u32,
     pub ring_size: u32,
     pub frame_size: u32,
@@ -48,7 +52,7 @@ struct Shared {
     samples: Mutex<Vec<u64>>,
 }
 
-pub struct Sink {
+pub(crate) struct Sink {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -61,7 +65,7 @@ impl Sink {
         namespace: Option<String>,
         iface: String,
         cpu: usize,
-        tuning: Tuning,
+        tuning: SocketTuning,
     ) -> anyhow::Result<Sink> {
         let shared = Arc::new(Shared::default());
         let inner = shared.clone();
@@ -136,15 +140,9 @@ impl Drop for Sink {
     }
 }
 
-/// The send time the generator wrote at `offset` (GenStamp: sequence, then ns).
-fn stamp(data: &[u8], offset: usize) -> Option<u64> {
-    let bytes = data.get(offset + 8..offset + 16)?;
-    Some(u64::from_ne_bytes(bytes.try_into().ok()?))
-}
-
-fn run(app: SinkApp, iface: &str, tuning: &Tuning, shared: &Shared) -> anyhow::Result<()> {
+fn run(app: SinkApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> anyhow::Result<()> {
     let ring = tuning.ring_size;
-    let (umem, mut pool) = Umem::new(UmemConfig {
+    let (umem, pool) = Umem::new(UmemConfig {
         frame_size: tuning.frame_size,
         frame_count: ring * 4,
         ..UmemConfig::default()
@@ -165,81 +163,77 @@ fn run(app: SinkApp, iface: &str, tuning: &Tuning, shared: &Shared) -> anyhow::R
         },
     )
     .with_context(|| format!("bind an AF_XDP socket on {iface} queue 0"))?;
-    let _steering = SteeringGuard::register(iface, &socket)?;
-    let batch = tuning.batch;
-    // l2fwd keeps half the frames for the TX side.
-    let filled = if app == SinkApp::L2fwd {
-        (pool.len() / 2) as u32
-    } else {
-        u32::MAX
-    };
-    socket.fill(&mut pool, filled);
+    let _steering = SocketSteering::register(iface, &socket)?;
     shared.ready.store(true, Ordering::Release);
-    let mut received = 0u64;
-    let mut used = 0;
-    let mut iterations = 0u32;
-    let mut outgoing: Vec<Frame> = Vec::with_capacity(batch as usize);
-    let mut samples = Vec::new();
-    while !shared.stop.load(Ordering::Relaxed) {
-        let returned = if app == SinkApp::L2fwd {
-            socket.complete(&mut pool, batch * 2)
-        } else {
-            used
-        };
-        refill(&mut socket, &mut pool, returned)?;
-        used = 0;
-        let recording = shared.recording.load(Ordering::Relaxed);
-        let offset = shared.stamp_offset.load(Ordering::Relaxed);
-        let room = if app == SinkApp::L2fwd {
-            socket.tx_room(batch)
-        } else {
-            batch
-        };
-        let mut now = None;
-        for mut frame in socket.receive(room) {
-            received += 1;
-            if recording && received.is_multiple_of(SAMPLE_EVERY) {
-                let now = *now.get_or_insert_with(monotonic_ns);
-                if let Some(sent) = stamp(umem.data(&frame), offset) {
-                    samples.push(now.saturating_sub(sent));
-                }
-            }
-            match app {
-                SinkApp::Rxdrop => {
-                    pool.put(frame, &umem);
-                    used += 1;
-                }
-                SinkApp::L2fwd => {
-                    swap_macs(umem.data_mut(&mut frame));
-                    outgoing.push(frame);
-                }
-            }
-        }
-        if !outgoing.is_empty() {
-            let mut tx = socket.transmit(&mut pool, outgoing.len() as u32);
-            for frame in outgoing.drain(..) {
-                if let Err(frame) = tx.push(frame) {
-                    tx.pool().put(frame, &umem);
-                }
-            }
-            tx.commit();
-        }
-        if app == SinkApp::L2fwd && socket.tx_needs_wakeup() {
-            socket.wake_tx()?;
-        }
-        shared.received.store(received, Ordering::Relaxed);
-        if !samples.is_empty() {
+    let mut monitor = SinkMonitor {
+        shared,
+        iterations: 0,
+        received: 0,
+        now: None,
+        samples: Vec::new(),
+        failed: None,
+    };
+    match app {
+        SinkApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, tuning.batch, &mut monitor)?,
+        SinkApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, tuning.batch, &mut monitor)?,
+    };
+    match monitor.failed {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+/// Publishes the loop's counters for the runner, and samples latency from the stamps
+/// while the runner records.
+struct SinkMonitor<'a> {
+    shared: &'a Shared,
+    iterations: u32,
+    /// Packets seen, counted here for the sampling.
+    received: u64,
+    /// The receive time of this batch, read once for all its samples.
+    now: Option<u64>,
+    samples: Vec<u64>,
+    /// XDP_STATISTICS failed: the loop stops and the sink reports it.
+    failed: Option<afxdp::XskError>,
+}
+
+impl Monitor for SinkMonitor<'_> {
+    const READS_FRAMES: bool = true;
+
+    fn keep_going(&mut self, socket: &Socket, tally: &Tally) -> bool {
+        let shared = self.shared;
+        self.now = None;
+        shared.received.store(tally.packets, Ordering::Relaxed);
+        if !self.samples.is_empty() {
             let mut all = shared.samples.lock().unwrap();
             let room = MAX_SAMPLES.saturating_sub(all.len());
-            all.extend(samples.drain(..).take(room));
+            all.extend(self.samples.drain(..).take(room));
         }
-        iterations = iterations.wrapping_add(1);
-        if iterations.is_multiple_of(1024) {
-            let stats = socket.statistics()?;
-            shared
-                .socket_drops
-                .store(stats.rx_dropped + stats.rx_ring_full, Ordering::Relaxed);
+        self.iterations = self.iterations.wrapping_add(1);
+        if self.iterations.is_multiple_of(1024) {
+            match socket.statistics() {
+                Ok(stats) => shared
+                    .socket_drops
+                    .store(stats.rx_dropped + stats.rx_ring_full, Ordering::Relaxed),
+                Err(error) => {
+                    self.failed = Some(error);
+                    return false;
+                }
+            }
+        }
+        !shared.stop.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn received(&mut self, frame: &[u8]) {
+        self.received += 1;
+        let shared = self.shared;
+        if shared.recording.load(Ordering::Relaxed) && self.received.is_multiple_of(SAMPLE_EVERY) {
+            let now = *self.now.get_or_insert_with(monotonic_ns);
+            let offset = shared.stamp_offset.load(Ordering::Relaxed);
+            if let Some(stamp) = Stamp::read(frame, offset) {
+                self.samples.push(now.saturating_sub(stamp.sent_ns));
+            }
         }
     }
-    Ok(())
 }

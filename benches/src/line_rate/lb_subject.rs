@@ -10,12 +10,12 @@ use anyhow::Context;
 use nfv_apps::lb::appliance::Appliance;
 use pipeline::WorkerStats;
 
-use super::{device::in_namespace, sink::Tuning};
+use super::{device::in_namespace, sink::SocketTuning};
 
 pub const VIP: &str = "198.18.0.100";
 pub const VIP_PORT: u16 = 9;
 
-pub struct LbSubject {
+pub(crate) struct LbSubject {
     namespace: Option<String>,
     /// Always Some until dropped: the drop happens inside the namespace.
     appliance: Option<Appliance>,
@@ -29,7 +29,7 @@ impl LbSubject {
         iface: &str,
         backend: IpAddr,
         cpu: usize,
-        tuning: &Tuning,
+        tuning: &SocketTuning,
     ) -> anyhow::Result<LbSubject> {
         let config = std::env::temp_dir().join(format!("fastpath-bench-lb-{iface}.toml"));
         let text = format!(

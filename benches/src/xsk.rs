@@ -1,0 +1,218 @@
+//! The AF_XDP measurement behind `fastpath xsk`, as xdpsock does it: bind a socket on one
+//! queue, steer the queue to it, run one of `pipeline::xsk_apps`' loops (rxdrop, txpush,
+//! l2fwd) and sum up. The line-rate runner's sinks bind and steer the same way.
+
+use std::{net::Ipv4Addr, os::fd::AsRawFd, sync::atomic::AtomicBool, time::Duration};
+
+use afxdp::{BindMode, BusyPoll, Socket, SocketConfig, Umem, UmemConfig};
+use lab::frame::{FrameSpec, udp_frame};
+use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
+use pipeline::xsk_apps::{self, Interval, Limits, Meter};
+
+/// The loop to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XskApp {
+    /// Receive and drop.
+    Rxdrop,
+    /// Send UDP frames as fast as possible.
+    Txpush,
+    /// Receive, swap the MACs, send back out.
+    L2fwd,
+}
+
+/// txpush's packet: a UDP frame from this interface's MAC.
+#[derive(Clone, Debug)]
+pub struct TxpushPacket {
+    pub dst_mac: [u8; 6],
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    /// The UDP source and destination port.
+    pub port: u16,
+    /// Size on the wire, FCS included.
+    pub size: usize,
+}
+
+/// One measurement, checked by the caller.
+#[derive(Clone, Debug)]
+pub struct XskRun {
+    pub app: XskApp,
+    pub iface: String,
+    pub queue: u32,
+    /// Copy, zero-copy, or zero-copy falling back to copy.
+    pub mode: BindMode,
+    /// Busy-poll with SO_PREFER_BUSY_POLL, SO_BUSY_POLL=20 and SO_BUSY_POLL_BUDGET=batch.
+    pub busy_poll: bool,
+    /// Descriptors per ring operation.
+    pub batch: u32,
+    /// UMEM frame size.
+    pub frame_size: u32,
+    /// Entries per ring (RX, TX, fill, completion).
+    pub ring_size: u32,
+    /// XDP_USE_SG: packets larger than a frame as chains.
+    pub multi_buffer: bool,
+    pub duration: Duration,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    /// What txpush sends.
+    pub packet: TxpushPacket,
+}
+
+/// What a measurement found.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub app: XskApp,
+    pub iface: String,
+    pub queue: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mpps: f64,
+    pub gbps: f64,
+    /// "copy" or "zero-copy", as XDP_OPTIONS reports it.
+    pub mode: &'static str,
+    /// Why auto mode ended in copy mode.
+    pub fallback: Option<String>,
+    /// l2fwd: packets that found no room on the TX ring.
+    pub tx_dropped: u64,
+    pub stats: afxdp::Statistics,
+}
+
+/// Binds the socket, steers the queue to it if needed, runs the app until the time, the
+/// count or `stop`, and cleans up. `note` hears what fell back or was set up for the run;
+/// `each_second` gets the rate once a second.
+pub fn measure(
+    run: &XskRun,
+    stop: &AtomicBool,
+    note: &mut dyn FnMut(&str),
+    each_second: impl FnMut(&Interval),
+) -> anyhow::Result<Summary> {
+    let ring = run.ring_size;
+    let (umem, pool) = Umem::new(UmemConfig {
+        frame_size: run.frame_size,
+        frame_count: ring * 4,
+        ..UmemConfig::default()
+    })?;
+    let config = SocketConfig {
+        mode: run.mode,
+        rx_size: if run.app == XskApp::Txpush { 0 } else { ring },
+        tx_size: if run.app == XskApp::Rxdrop { 0 } else { ring },
+        fill_size: ring,
+        completion_size: ring,
+        need_wakeup: true,
+        multi_buffer: run.multi_buffer,
+        busy_poll: run.busy_poll.then_some(BusyPoll {
+            budget: run.batch,
+            ..BusyPoll::default()
+        }),
+    };
+    let mut socket = Socket::bind(&umem, &run.iface, run.queue, &config)?;
+    if let Some(fallback) = socket.fallback() {
+        note(&format!("note: {fallback}"));
+    }
+    let _steering = match run.app {
+        XskApp::Txpush => None,
+        XskApp::Rxdrop | XskApp::L2fwd => {
+            let steering = SocketSteering::register(&run.iface, &socket)?;
+            if let Some(mode) = steering.attached_mode() {
+                note(&format!(
+                    "note: attached the steering program to {} in {mode} mode, default action \
+                     xsk, for this run",
+                    run.iface
+                ));
+            }
+            Some(steering)
+        }
+    };
+    let limits = Limits {
+        duration: run.duration,
+        count: run.count.unwrap_or(u64::MAX),
+        stop,
+    };
+    let mut meter = Meter::new(&limits, each_second);
+    let tally = match run.app {
+        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, run.batch, &mut meter)?,
+        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, run.batch, &mut meter)?,
+        XskApp::Txpush => {
+            let packet = &run.packet;
+            let spec = FrameSpec {
+                src_mac: lab::netlink::mac(&run.iface).unwrap_or([2, 0, 0, 0, 0, 1]),
+                dst_mac: packet.dst_mac,
+                src_ip: packet.src_ip,
+                dst_ip: packet.dst_ip,
+                src_port: packet.port,
+                dst_port: packet.port,
+            };
+            let frame = udp_frame(&spec, packet.size);
+            xsk_apps::txpush(&mut socket, pool, &frame, run.batch, &mut meter)?
+        }
+    };
+    let seconds = meter.elapsed().as_secs_f64();
+    Ok(Summary {
+        app: run.app,
+        iface: run.iface.clone(),
+        queue: run.queue,
+        packets: tally.packets,
+        bytes: tally.bytes,
+        seconds,
+        mpps: tally.packets as f64 / seconds / 1e6,
+        gbps: tally.bytes as f64 * 8.0 / seconds / 1e9,
+        mode: if socket.is_zero_copy() {
+            "zero-copy"
+        } else {
+            "copy"
+        },
+        fallback: socket.fallback().map(str::to_string),
+        tx_dropped: tally.tx_dropped,
+        stats: socket.statistics()?,
+    })
+}
+
+/// The steering program sending a queue's traffic to an AF_XDP socket. If no fastpath
+/// program is attached, one whose default action is `xsk` is attached for the run and
+/// detached on drop; an existing attachment (and its rules) is used as it is.
+pub struct SocketSteering {
+    iface: String,
+    /// The mode of the attachment made for this run; None when one was there already.
+    attached_mode: Option<String>,
+}
+
+impl SocketSteering {
+    /// Registers `socket` in the XSKMAP of the program on `iface`, attaching one if needed.
+    pub fn register(iface: &str, socket: &Socket) -> Result<SocketSteering, OffloadError> {
+        let (steering, attached_mode) = match Steering::open(iface) {
+            Ok(steering) => (steering, None),
+            Err(OffloadError::NotAttached(..)) => {
+                let attachment = offload::attach(&AttachOptions {
+                    iface: iface.to_string(),
+                    policy: ModePolicy::Auto,
+                    default_action: Action::Xsk,
+                    prefilter: Vec::new(),
+                })?;
+                (Steering::open(iface)?, Some(attachment.mode.to_string()))
+            }
+            Err(error) => return Err(error),
+        };
+        let guard = SocketSteering {
+            iface: iface.to_string(),
+            attached_mode,
+        };
+        steering.register_socket(socket.queue(), socket.as_raw_fd())?;
+        Ok(guard)
+    }
+
+    /// The XDP mode of the program attached for this run, if one was.
+    pub fn attached_mode(&self) -> Option<&str> {
+        self.attached_mode.as_deref()
+    }
+}
+
+impl Drop for SocketSteering {
+    fn drop(&mut self) {
+        if self.attached_mode.is_some()
+            && let Err(error) = offload::detach(&self.iface)
+        {
+            eprintln!("warning: could not detach from {}: {error}", self.iface);
+        }
+    }
+}
