@@ -10,9 +10,12 @@
 //!
 //! The binaries `steer-bench`, `xsk-bench`, `lb-bench` and `lb-soak` drive real runs.
 
+mod error;
 pub mod line_rate;
 pub mod report;
 pub mod search;
 pub mod stats;
 pub mod steer_fixture;
 pub mod xsk;
+
+pub use error::BenchError;

@@ -4,12 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
 use offload::{
     rules::{Action, IpNet, PortRange, Protocol, RuleSpec},
     test_run::TestBench,
 };
 use wire::build::{ChecksumFill, FrameBuilder};
+
+use crate::error::BenchError;
 
 /// The lookup paths: "exact" (hash), "prefix" (LPM trie + chain), "miss" (default action).
 pub const PATHS: [&str; 3] = ["exact", "prefix", "miss"];
@@ -17,13 +18,10 @@ pub const PATHS: [&str; 3] = ["exact", "prefix", "miss"];
 /// Loads the program with `count` rules of the kind `path` exercises, and returns it with
 /// a probe packet that matches the last rule added (or none, for "miss"), its verdict
 /// checked once.
-pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>)> {
+pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>), BenchError> {
     let bench = TestBench::load(&format!("bench-{path}-{count}"), Action::Pass)?;
     let specs: Vec<RuleSpec> = (0..count).map(|index| rule(index, path)).collect();
-    bench
-        .steering()?
-        .add_rules(&specs)
-        .context("install rules")?;
+    bench.steering()?.add_rules(&specs)?;
     let target = match path {
         "miss" => Ipv4Addr::new(192, 0, 2, 1),
         _ => address(count - 1),
@@ -34,10 +32,13 @@ pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>)> {
         _ => 1,      // XDP_DROP by the rule
     };
     let verdict = bench.run(&packet)?.verdict;
-    anyhow::ensure!(
-        verdict == expected,
-        "{path} probe got verdict {verdict}, expected {expected}"
-    );
+    if verdict != expected {
+        return Err(BenchError::ProbeVerdict {
+            path: path.to_string(),
+            verdict,
+            expected,
+        });
+    }
     Ok((bench, packet))
 }
 

@@ -9,6 +9,8 @@ use lab::frame::{FrameSpec, udp_frame};
 use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
 use pipeline::xsk_apps::{self, Interval, Limits, Meter};
 
+use crate::error::BenchError;
+
 /// The loop to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,7 +88,7 @@ pub fn measure(
     stop: &AtomicBool,
     note: &mut dyn FnMut(&str),
     each_second: impl FnMut(&Interval),
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, BenchError> {
     let ring = run.ring_size;
     let (umem, pool) = Umem::new(UmemConfig {
         frame_size: run.frame_size,

@@ -14,7 +14,6 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use anyhow::Context;
 use offload::{ActionCounters, Steering};
 use trafficgen::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator};
 
@@ -23,6 +22,7 @@ use super::{
     system::{CpuTimes, cpu_hz},
 };
 use crate::{
+    error::BenchError,
     report::Accounting,
     search::{Device, Trial},
 };
@@ -46,19 +46,22 @@ pub(crate) struct Ends {
 pub(crate) fn in_namespace<T: Send + 'static>(
     namespace: &Option<String>,
     work: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
+) -> Result<T, BenchError> {
     match namespace {
         Some(namespace) => Ok(lab::netns::run_in(namespace, work)?),
         None => Ok(work()),
     }
 }
 
-fn steering_counters(namespace: &Option<String>, iface: &str) -> anyhow::Result<ActionCounters> {
+fn steering_counters(
+    namespace: &Option<String>,
+    iface: &str,
+) -> Result<ActionCounters, BenchError> {
     let iface = iface.to_string();
-    in_namespace(namespace, move || -> anyhow::Result<ActionCounters> {
-        Ok(Steering::open(&iface)
-            .with_context(|| format!("the steering program on {iface}"))?
-            .counters()?)
+    in_namespace(namespace, move || {
+        Steering::open(&iface)
+            .and_then(|steering| steering.counters())
+            .map_err(|source| BenchError::SteeringCounters { iface, source })
     })?
 }
 
@@ -103,7 +106,7 @@ pub(crate) struct LabDevice<'a> {
     /// Where the generator's notes go.
     progress: &'a dyn Progress,
     /// The first error; the search cannot take one, so later trials fail fast.
-    pub error: Option<anyhow::Error>,
+    pub error: Option<BenchError>,
 }
 
 impl<'a> LabDevice<'a> {
@@ -126,7 +129,7 @@ impl<'a> LabDevice<'a> {
         }
     }
 
-    fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> anyhow::Result<GenReport> {
+    fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> Result<GenReport, BenchError> {
         let load = self.load;
         let options = GenOptions {
             iface: load.ends.tx_iface.clone(),
@@ -151,7 +154,7 @@ impl<'a> LabDevice<'a> {
         Ok(report)
     }
 
-    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+    fn snapshot(&self) -> Result<Snapshot, BenchError> {
         let ends = self.load.ends;
         let dut = steering_counters(&ends.rx_namespace, &ends.rx_iface)?;
         let returned = if self.app.forwards() {
@@ -169,7 +172,11 @@ impl<'a> LabDevice<'a> {
     }
 
     /// A warm-up, then the measured send at `rate_pps` (as fast as possible when `None`).
-    pub fn measure(&mut self, rate_pps: Option<f64>, latency: bool) -> anyhow::Result<Measured> {
+    pub fn measure(
+        &mut self,
+        rate_pps: Option<f64>,
+        latency: bool,
+    ) -> Result<Measured, BenchError> {
         if !self.load.warmup.is_zero() {
             self.send(rate_pps, self.load.warmup)?;
             std::thread::sleep(SETTLE);

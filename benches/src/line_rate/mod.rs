@@ -19,13 +19,13 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail};
 use hw_profiles::{Profile, Profiles, line_rate_mpps, pick};
 use lab::Lab;
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 use trafficgen::{GenFrame, GenMode, Generator, L4Kind, Template};
 
 use crate::{
+    error::BenchError,
     report::{self, Accounting, LoadPoint, Reference, Results, Row, Settings, Throughput},
     search::{Criterion, SearchConfig, search},
     stats,
@@ -153,29 +153,36 @@ pub trait Progress {
 }
 
 /// Writes results.json, report.md and the SVG plots into `out`.
-pub fn write_report(results: &Results, out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("create --out {}", out.display()))?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(results)?,
-    )?;
-    std::fs::write(out.join("report.md"), report::markdown(results))?;
-    report::write_plots(results, out).map_err(|e| anyhow::anyhow!("plot {e}"))?;
-    Ok(())
+pub fn write_report(results: &Results, out: &Path) -> Result<(), BenchError> {
+    let file =
+        |what: &'static str, path: PathBuf| move |source| BenchError::File { what, path, source };
+    std::fs::create_dir_all(out).map_err(file("create --out", out.to_path_buf()))?;
+    let json = serde_json::to_string_pretty(results).expect("results serialise to JSON");
+    let path = out.join("results.json");
+    std::fs::write(&path, json).map_err(file("write", path.clone()))?;
+    let path = out.join("report.md");
+    std::fs::write(&path, report::markdown(results)).map_err(file("write", path.clone()))?;
+    report::write_plots(results, out).map_err(BenchError::Plot)
 }
 
 /// A results.json written by an earlier run, if its schema is this build's.
-pub fn read_results(path: &Path) -> anyhow::Result<Results> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+pub fn read_results(path: &Path) -> Result<Results, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::File {
+        what: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
     let results: Results =
-        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        serde_json::from_str(&text).map_err(|source| BenchError::ResultsJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if results.schema != report::SCHEMA_VERSION {
-        bail!(
-            "{}: schema {} (this fastpath reads {})",
-            path.display(),
-            results.schema,
-            report::SCHEMA_VERSION
-        );
+        return Err(BenchError::Schema {
+            path: path.to_path_buf(),
+            found: results.schema,
+            expected: report::SCHEMA_VERSION,
+        });
     }
     Ok(results)
 }
@@ -190,85 +197,67 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     /// Checks the request against the profile and the machine.
-    pub fn check(args: &'a RunRequest) -> anyhow::Result<Plan<'a>> {
-        let name = args
-            .profile
-            .as_deref()
-            .context("--profile is required (e.g. --profile veth)")?;
+    pub fn check(args: &'a RunRequest) -> Result<Plan<'a>, BenchError> {
+        let name = args.profile.as_deref().ok_or(BenchError::NoProfile)?;
         let profiles = Profiles::builtin();
         let profile = profiles
             .by_name(name)
-            .with_context(|| {
-                format!(
-                    "--profile {name}: unknown profile (known: {})",
-                    profiles.names().join(", ")
-                )
+            .ok_or_else(|| BenchError::UnknownProfile {
+                name: name.to_string(),
+                known: profiles.names().join(", "),
             })?
             .clone();
-        let app = args
-            .app
-            .context("--app is required: rxdrop, l2fwd, lb, xdp-drop or xdp-tx")?;
+        let app = args.app.ok_or(BenchError::NoApp)?;
         if args.zero_copy && !profile.xdp.zero_copy {
-            bail!(
-                "--zero-copy: profile {} cannot run {} in zero-copy mode ({} has no zero-copy \
-                 AF_XDP); drop --zero-copy to measure copy mode",
-                profile.name,
-                app.name(),
-                profile.drivers.join("/")
-            );
+            return Err(BenchError::NoZeroCopy {
+                profile: profile.name.clone(),
+                app: app.name(),
+                drivers: profile.drivers.join("/"),
+            });
         }
         if args.zero_copy {
-            bail!("--zero-copy: the runner binds copy-mode sockets only so far");
+            return Err(BenchError::CopyModeOnly);
         }
         if args.sizes.is_empty() || args.cores.is_empty() {
-            bail!("--sizes and --cores need at least one value");
+            return Err(BenchError::EmptyLists);
         }
-        for &size in &args.sizes {
-            if !(64..=1518).contains(&size) {
-                bail!("--sizes {size}: frame sizes go from 64 to 1518 bytes");
-            }
+        if let Some(&size) = args.sizes.iter().find(|s| !(64..=1518).contains(*s)) {
+            return Err(BenchError::FrameSizeRange(size));
         }
         let cpus = system::cpu_count();
-        for &cores in &args.cores {
-            if cores == 0 || cores > cpus {
-                bail!("--cores {cores}: this machine has {cpus} CPUs");
-            }
+        if let Some(&cores) = args.cores.iter().find(|&&c| c == 0 || c > cpus) {
+            return Err(BenchError::TooManyCores { cores, cpus });
         }
         if !(args.duration > 0.0 && args.duration <= 600.0) {
-            bail!(
-                "--duration {}: expected more than 0 and at most 600 s",
-                args.duration
-            );
+            return Err(BenchError::DurationRange(args.duration));
         }
         if !(0.0..=60.0).contains(&args.warmup) {
-            bail!("--warmup {}: expected 0 to 60 s", args.warmup);
+            return Err(BenchError::WarmupRange(args.warmup));
         }
         if !(args.resolution > 0.0 && args.resolution < 1.0) {
-            bail!(
-                "--resolution {}: expected a fraction between 0 and 1",
-                args.resolution
-            );
+            return Err(BenchError::ResolutionRange(args.resolution));
         }
         if args.flows == 0 || args.flows > 64_000 {
-            bail!("--flows {}: expected 1 to 64000", args.flows);
+            return Err(BenchError::FlowsRange(args.flows));
         }
         if profile.name == "veth" {
             if args.tx_iface.is_some() || args.rx_iface.is_some() {
-                bail!("--tx-iface/--rx-iface: the veth profile builds its own lab; leave them out");
+                return Err(BenchError::VethTakesNoInterfaces);
             }
         } else {
             for (flag, iface) in [
                 ("--tx-iface", &args.tx_iface),
                 ("--rx-iface", &args.rx_iface),
             ] {
-                let iface = iface.as_deref().with_context(|| {
-                    format!(
-                        "{flag} is required with profile {} (a real NIC pair)",
-                        profile.name
-                    )
+                let iface = iface.as_deref().ok_or_else(|| BenchError::NoInterface {
+                    flag,
+                    profile: profile.name.clone(),
                 })?;
-                offload::netdev::ifindex(iface)
-                    .with_context(|| format!("{flag} {iface}: no such interface"))?;
+                offload::netdev::ifindex(iface).map_err(|source| BenchError::NoSuchInterface {
+                    flag,
+                    iface: iface.to_string(),
+                    source,
+                })?;
             }
         }
         let tuning = SocketTuning {
@@ -285,7 +274,7 @@ impl<'a> Plan<'a> {
     }
 
     /// Runs every row, and leaves the interfaces (and the veth lab) as found.
-    pub fn execute(&self, progress: &dyn Progress) -> anyhow::Result<Results> {
+    pub fn execute(&self, progress: &dyn Progress) -> Result<Results, BenchError> {
         let args = self.args;
         // The veth lab lives as long as the run; dropping it tears it down.
         let (lab, ends) = if self.profile.name == "veth" {
@@ -342,7 +331,7 @@ impl<'a> Plan<'a> {
         results
     }
 
-    fn run_rows(&self, ends: &Ends, progress: &dyn Progress) -> anyhow::Result<Results> {
+    fn run_rows(&self, ends: &Ends, progress: &dyn Progress) -> Result<Results, BenchError> {
         let args = self.args;
         let started_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -404,7 +393,7 @@ impl<'a> Plan<'a> {
     }
 
     /// A UDP frame of `size` bytes from the sender to the device under test.
-    fn frame(&self, ends: &Ends, size: usize) -> anyhow::Result<GenFrame> {
+    fn frame(&self, ends: &Ends, size: usize) -> Result<GenFrame, BenchError> {
         let (tx, rx) = (ends.tx_iface.clone(), ends.rx_iface.clone());
         let src_mac = in_namespace(&ends.tx_namespace, move || lab::netlink::mac(&tx))??;
         let dst_mac = in_namespace(&ends.rx_namespace, move || lab::netlink::mac(&rx))??;
@@ -413,7 +402,7 @@ impl<'a> Plan<'a> {
             .tx_address
             .unwrap_or(Ipv4Addr::new(192, 0, 2, 1).into());
         let dst = match self.app {
-            App::Lb => lb_subject::VIP.parse()?,
+            App::Lb => lb_subject::VIP.into(),
             _ => ends
                 .rx_address
                 .unwrap_or(Ipv4Addr::new(192, 0, 2, 2).into()),
@@ -430,7 +419,7 @@ impl<'a> Plan<'a> {
         };
         template
             .build()
-            .with_context(|| format!("--sizes {}", template.frame_size))
+            .map_err(|source| BenchError::Frame { size, source })
     }
 
     /// Everything measured for one frame size and generator core count.
@@ -439,7 +428,7 @@ impl<'a> Plan<'a> {
         load: &Load,
         generator: &mut Generator,
         progress: &dyn Progress,
-    ) -> anyhow::Result<Row> {
+    ) -> Result<Row, BenchError> {
         let args = self.args;
         let (frame, cores) = (&load.frame, load.gen_cores.len());
         let label = format!("{} B, {cores} core(s)", frame.wire_size);
@@ -477,7 +466,10 @@ impl<'a> Plan<'a> {
                 };
                 let found = search(&mut device, criterion, &config);
                 if let Some(error) = device.error.take() {
-                    return Err(error.context(format!("{label}: search trial")));
+                    return Err(BenchError::SearchTrial {
+                        label,
+                        source: Box::new(error),
+                    });
                 }
                 Some(Throughput {
                     criterion,
@@ -534,7 +526,7 @@ impl<'a> Plan<'a> {
         on_trial: &dyn Fn(&Accounting),
         progress: &dyn Progress,
         row: &mut Row,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BenchError> {
         let Some(bound) = self.app.kernel_bound() else {
             return Ok(());
         };
@@ -572,13 +564,18 @@ impl<'a> Plan<'a> {
 
 /// Turns IPv6 off on a lab interface: its neighbour and router solicitations would
 /// otherwise be counted as test frames by the drop programs.
-fn quiet_ipv6(namespace: &str, iface: &str) -> anyhow::Result<()> {
+fn quiet_ipv6(namespace: &str, iface: &str) -> Result<(), BenchError> {
     let path = format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6");
-    Lab::run_in(namespace, move || std::fs::write(&path, "1"))?
-        .with_context(|| format!("disable IPv6 on {iface} in {namespace}"))
+    Lab::run_in(namespace, move || std::fs::write(&path, "1"))?.map_err(|source| {
+        BenchError::QuietIpv6 {
+            iface: iface.to_string(),
+            namespace: namespace.to_string(),
+            source,
+        }
+    })
 }
 
-fn attach(namespace: &Option<String>, iface: &str, action: Action) -> anyhow::Result<()> {
+fn attach(namespace: &Option<String>, iface: &str, action: Action) -> Result<(), BenchError> {
     let iface = iface.to_string();
     in_namespace(namespace, move || {
         offload::attach(&AttachOptions {
@@ -592,7 +589,7 @@ fn attach(namespace: &Option<String>, iface: &str, action: Action) -> anyhow::Re
     Ok(())
 }
 
-fn detach(namespace: &Option<String>, iface: &str) -> anyhow::Result<()> {
+fn detach(namespace: &Option<String>, iface: &str) -> Result<(), BenchError> {
     let iface = iface.to_string();
     in_namespace(namespace, move || offload::detach(&iface))??;
     Ok(())
@@ -627,7 +624,7 @@ impl Subject {
         }
     }
 
-    fn stop(self) -> anyhow::Result<()> {
+    fn stop(self) -> Result<(), BenchError> {
         match self {
             Subject::Sink(sink) => sink.stop(),
             Subject::Lb(lb) => {
@@ -652,7 +649,7 @@ impl<'a> Stage<'a> {
         ends: &'a Ends,
         tuning: &SocketTuning,
         with_subject: bool,
-    ) -> anyhow::Result<Stage<'a>> {
+    ) -> Result<Stage<'a>, BenchError> {
         let mut stage = Stage {
             ends,
             subject: None,
@@ -675,12 +672,11 @@ impl<'a> Stage<'a> {
                 kind, namespace, iface, cpu, *tuning,
             )?))
         } else if app == App::Lb {
-            let backend = ends.tx_address.with_context(|| {
-                format!(
-                    "--app lb: {} has no IPv4 address to stand as the backend",
-                    ends.tx_iface
-                )
-            })?;
+            let backend = ends
+                .tx_address
+                .ok_or_else(|| BenchError::NoBackendAddress {
+                    iface: ends.tx_iface.clone(),
+                })?;
             Some(Subject::Lb(Box::new(LbSubject::start(
                 namespace, &iface, backend, cpu, tuning,
             )?)))
@@ -690,7 +686,7 @@ impl<'a> Stage<'a> {
         Ok(stage)
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    fn stop(mut self) -> Result<(), BenchError> {
         match self.subject.take() {
             Some(subject) => subject.stop(),
             None => Ok(()),

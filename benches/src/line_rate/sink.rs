@@ -13,12 +13,11 @@ use std::{
 };
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
-use anyhow::{Context, bail};
 use pipeline::xsk_apps::{self, Monitor, Tally};
 use trafficgen::monotonic_ns;
 use wire::stamp::Stamp;
 
-use crate::xsk::SocketSteering;
+use crate::{error::BenchError, xsk::SocketSteering};
 
 /// One latency sample per this many frames: reading the payload costs a cache miss.
 const SAMPLE_EVERY: u64 = 8;
@@ -29,6 +28,16 @@ const MAX_SAMPLES: usize = 1 << 20;
 pub(crate) enum SinkApp {
     Rxdrop,
     L2fwd,
+}
+
+impl SinkApp {
+    /// How errors name it (as they always have: the variant's name).
+    fn name(self) -> &'static str {
+        match self {
+            SinkApp::Rxdrop => "Rxdrop",
+            SinkApp::L2fwd => "L2fwd",
+        }
+    }
 }
 
 /// The sizes the app's socket is bound with: descriptors per ring operation, entries per
@@ -54,7 +63,7 @@ struct Shared {
 
 pub(crate) struct Sink {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    thread: Option<JoinHandle<Result<(), BenchError>>>,
 }
 
 impl Sink {
@@ -66,7 +75,7 @@ impl Sink {
         iface: String,
         cpu: usize,
         tuning: SocketTuning,
-    ) -> anyhow::Result<Sink> {
+    ) -> Result<Sink, BenchError> {
         let shared = Arc::new(Shared::default());
         let inner = shared.clone();
         let thread = std::thread::spawn(move || {
@@ -86,14 +95,15 @@ impl Sink {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sink.shared.ready.load(Ordering::Acquire) {
             if Instant::now() > deadline {
-                bail!("the {app:?} sink did not come up within 10 s");
+                return Err(BenchError::SinkTimeout { app: app.name() });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         if sink.thread.as_ref().is_some_and(|t| t.is_finished()) {
-            return sink
-                .stop()
-                .and_then(|()| bail!("the {app:?} sink stopped at once"));
+            return Err(BenchError::SinkStopped {
+                app: app.name(),
+                source: sink.stop().err().map(Box::new),
+            });
         }
         Ok(sink)
     }
@@ -121,11 +131,11 @@ impl Sink {
         std::mem::take(&mut *self.shared.samples.lock().unwrap())
     }
 
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    pub fn stop(mut self) -> Result<(), BenchError> {
         self.shared.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => bail!("the sink thread panicked"),
+            Some(Err(_)) => Err(BenchError::SinkPanicked),
             None => Ok(()),
         }
     }
@@ -140,7 +150,12 @@ impl Drop for Sink {
     }
 }
 
-fn run(app: SinkApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> anyhow::Result<()> {
+fn run(
+    app: SinkApp,
+    iface: &str,
+    tuning: &SocketTuning,
+    shared: &Shared,
+) -> Result<(), BenchError> {
     let ring = tuning.ring_size;
     let (umem, pool) = Umem::new(UmemConfig {
         frame_size: tuning.frame_size,
@@ -162,7 +177,11 @@ fn run(app: SinkApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> any
             busy_poll: None,
         },
     )
-    .with_context(|| format!("bind an AF_XDP socket on {iface} queue 0"))?;
+    .map_err(|source| BenchError::Bind {
+        iface: iface.to_string(),
+        queue: 0,
+        source,
+    })?;
     let _steering = SocketSteering::register(iface, &socket)?;
     shared.ready.store(true, Ordering::Release);
     let mut monitor = SinkMonitor {
