@@ -12,13 +12,16 @@
 //! - for the forwarding apps (xdp-tx, l2fwd, lb): frames that came back, counted by a drop
 //!   program on the sender's interface.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use offload::{ActionCounters, Steering};
 use trafficgen::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator};
 
 use super::{
-    App, Progress, Subject,
+    app::App,
+    ends::{Ends, in_namespace},
+    progress::Progress,
+    stage::Subject,
     system::{CpuTimes, cpu_hz},
 };
 use crate::{
@@ -29,29 +32,6 @@ use crate::{
 
 /// Time for the last frames of a send to drain through the device before counting.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// Where the traffic goes: the generator's side and the device under test's side.
-#[derive(Clone, Debug)]
-pub(crate) struct Ends {
-    pub tx_namespace: Option<String>,
-    pub tx_iface: String,
-    /// The interfaces' IPv4 addresses, if they have one.
-    pub tx_address: Option<IpAddr>,
-    pub rx_namespace: Option<String>,
-    pub rx_iface: String,
-    pub rx_address: Option<IpAddr>,
-}
-
-/// Runs `work` inside `namespace`, or here when there is none.
-pub(crate) fn in_namespace<T: Send + 'static>(
-    namespace: &Option<String>,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, BenchError> {
-    match namespace {
-        Some(namespace) => Ok(lab::netns::run_in(namespace, work)?),
-        None => Ok(work()),
-    }
-}
 
 fn steering_counters(
     namespace: &Option<String>,

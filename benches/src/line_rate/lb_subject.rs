@@ -12,7 +12,7 @@ use std::{
 use nfv_apps::lb::appliance::Appliance;
 use pipeline::WorkerStats;
 
-use super::{device::in_namespace, sink::SocketTuning};
+use super::{ends::in_namespace, sink::SocketTuning};
 use crate::error::BenchError;
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);

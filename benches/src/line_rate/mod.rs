@@ -7,11 +7,18 @@
 //! The generator is `trafficgen`'s; the AF_XDP apps under test run `pipeline::xsk_apps`,
 //! the loops of `fastpath xsk`.
 
+mod app;
 mod device;
+mod ends;
 mod lb_subject;
 mod peer;
+mod progress;
 mod sink;
+mod stage;
 mod system;
+
+pub use app::{App, SearchKind};
+pub use progress::Progress;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -21,7 +28,6 @@ use std::{
 
 use hw_profiles::{Profile, Profiles, line_rate_mpps, pick};
 use lab::Lab;
-use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 use trafficgen::{GenFrame, GenMode, Generator, L4Kind, Template};
 
 use crate::{
@@ -30,86 +36,10 @@ use crate::{
     search::{Criterion, SearchConfig, search},
     stats,
 };
-use device::{Ends, LabDevice, Load, in_namespace};
-use lb_subject::LbSubject;
-use sink::{Sink, SinkApp, SocketTuning};
-
-/// The app under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum App {
-    /// AF_XDP: receive and drop.
-    Rxdrop,
-    /// AF_XDP: receive, swap MACs, send back.
-    L2fwd,
-    /// The L4 load balancer appliance.
-    Lb,
-    /// In-kernel bound: the steering program drops everything.
-    XdpDrop,
-    /// In-kernel bound: the steering program bounces everything (XDP_TX).
-    XdpTx,
-}
-
-impl App {
-    /// The app's name in the report and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            App::Rxdrop => "rxdrop",
-            App::L2fwd => "l2fwd",
-            App::Lb => "lb",
-            App::XdpDrop => "xdp-drop",
-            App::XdpTx => "xdp-tx",
-        }
-    }
-
-    /// Apps whose frames come back to the sender, where they are counted.
-    fn forwards(self) -> bool {
-        matches!(self, App::L2fwd | App::XdpTx | App::Lb)
-    }
-
-    /// The default action of the steering program the runner attaches on the device
-    /// under test; None for the load balancer, which attaches its own.
-    fn dut_action(self) -> Option<Action> {
-        match self {
-            App::XdpDrop => Some(Action::Drop),
-            App::XdpTx => Some(Action::Tx),
-            App::Rxdrop | App::L2fwd => Some(Action::Xsk),
-            App::Lb => None,
-        }
-    }
-
-    fn sink(self) -> Option<SinkApp> {
-        match self {
-            App::Rxdrop => Some(SinkApp::Rxdrop),
-            App::L2fwd => Some(SinkApp::L2fwd),
-            _ => None,
-        }
-    }
-
-    /// The in-kernel app that bounds this one.
-    fn kernel_bound(self) -> Option<App> {
-        match self {
-            App::Rxdrop => Some(App::XdpDrop),
-            App::L2fwd | App::Lb => Some(App::XdpTx),
-            App::XdpDrop | App::XdpTx => None,
-        }
-    }
-
-    /// Apps the xsk-rs peer also implements.
-    fn has_peer(self) -> bool {
-        matches!(self, App::Rxdrop | App::L2fwd)
-    }
-}
-
-/// How the RFC 2544 search judges a trial.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SearchKind {
-    /// No drop rate: no frame lost.
-    Ndr,
-    /// Partial drop rate: a small loss allowed.
-    Pdr,
-    /// No search: saturation and the load points only.
-    None,
-}
+use device::{LabDevice, Load};
+use ends::{Ends, in_namespace};
+use sink::SocketTuning;
+use stage::{Stage, detach};
 
 /// What to run, as the user asked for it; [`Plan::check`] finds every mistake in it.
 #[derive(Clone, Debug)]
@@ -140,16 +70,6 @@ pub struct RunRequest {
     pub peer: Option<PathBuf>,
     /// Name prefix of the veth lab.
     pub lab_prefix: String,
-}
-
-/// Where a run tells its user how it goes: the caller prints it (a progress bar...).
-pub trait Progress {
-    /// A line about the run as a whole (its settings, a generator's note).
-    fn note(&self, line: &str);
-    /// The last trial's figures, replaced by the next.
-    fn trial(&self, status: &str);
-    /// A finished row's headline.
-    fn row_done(&self, line: &str);
 }
 
 /// Writes results.json, report.md and the SVG plots into `out`.
@@ -573,131 +493,4 @@ fn quiet_ipv6(namespace: &str, iface: &str) -> Result<(), BenchError> {
             source,
         }
     })
-}
-
-fn attach(namespace: &Option<String>, iface: &str, action: Action) -> Result<(), BenchError> {
-    let iface = iface.to_string();
-    in_namespace(namespace, move || {
-        offload::attach(&AttachOptions {
-            iface,
-            policy: ModePolicy::Auto,
-            default_action: action,
-            prefilter: Vec::new(),
-        })
-        .map(|_| ())
-    })??;
-    Ok(())
-}
-
-fn detach(namespace: &Option<String>, iface: &str) -> Result<(), BenchError> {
-    let iface = iface.to_string();
-    in_namespace(namespace, move || offload::detach(&iface))??;
-    Ok(())
-}
-
-/// What runs on the device under test, as the runner reads it between trials.
-enum Subject {
-    Sink(Sink),
-    Lb(Box<LbSubject>),
-}
-
-impl Subject {
-    /// (packets the app received, packets the kernel dropped at its sockets) so far.
-    pub fn counters(&self) -> (u64, u64) {
-        match self {
-            Subject::Sink(sink) => sink.counters(),
-            Subject::Lb(lb) => lb.counters(),
-        }
-    }
-
-    /// The sink reads the generator's stamps; the appliance is not instrumented for it.
-    pub fn record_latency(&self, stamp_offset: usize) {
-        if let Subject::Sink(sink) = self {
-            sink.record_latency(stamp_offset);
-        }
-    }
-
-    pub fn take_latency(&self) -> Vec<u64> {
-        match self {
-            Subject::Sink(sink) => sink.take_latency(),
-            Subject::Lb(_) => Vec::new(),
-        }
-    }
-
-    fn stop(self) -> Result<(), BenchError> {
-        match self {
-            Subject::Sink(sink) => sink.stop(),
-            Subject::Lb(lb) => {
-                drop(lb);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The programs (and socket) one app needs, attached for a row and removed after it: the
-/// steering program on the device under test with the app's default action, a drop
-/// program on the sender to count what comes back, and the app itself.
-struct Stage<'a> {
-    ends: &'a Ends,
-    subject: Option<Subject>,
-}
-
-impl<'a> Stage<'a> {
-    fn start(
-        app: App,
-        ends: &'a Ends,
-        tuning: &SocketTuning,
-        with_subject: bool,
-    ) -> Result<Stage<'a>, BenchError> {
-        let mut stage = Stage {
-            ends,
-            subject: None,
-        };
-        if let Some(action) = app.dut_action() {
-            attach(&ends.rx_namespace, &ends.rx_iface, action)?;
-        }
-        if app.forwards() {
-            // Counts the frames that come back; on veth they reach the sender at all only
-            // if it runs an XDP program.
-            attach(&ends.tx_namespace, &ends.tx_iface, Action::Drop)?;
-        }
-        if !with_subject {
-            return Ok(stage);
-        }
-        let cpu = system::cpu_count() - 1;
-        let (namespace, iface) = (ends.rx_namespace.clone(), ends.rx_iface.clone());
-        stage.subject = if let Some(kind) = app.sink() {
-            Some(Subject::Sink(Sink::start(
-                kind, namespace, iface, cpu, *tuning,
-            )?))
-        } else if app == App::Lb {
-            let backend = ends
-                .tx_address
-                .ok_or_else(|| BenchError::NoBackendAddress {
-                    iface: ends.tx_iface.clone(),
-                })?;
-            Some(Subject::Lb(Box::new(LbSubject::start(
-                namespace, &iface, backend, cpu, tuning,
-            )?)))
-        } else {
-            None
-        };
-        Ok(stage)
-    }
-
-    fn stop(mut self) -> Result<(), BenchError> {
-        match self.subject.take() {
-            Some(subject) => subject.stop(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Stage<'_> {
-    fn drop(&mut self) {
-        self.subject.take();
-        let _ = detach(&self.ends.rx_namespace, &self.ends.rx_iface);
-        let _ = detach(&self.ends.tx_namespace, &self.ends.tx_iface);
-    }
 }

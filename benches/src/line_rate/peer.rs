@@ -12,9 +12,11 @@ use std::{
 use trafficgen::Generator;
 
 use super::{
-    App, Progress, Stage,
+    app::App,
     device::{LabDevice, Load},
+    progress::Progress,
     sink::SocketTuning,
+    stage::Stage,
     system,
 };
 use crate::error::BenchError;

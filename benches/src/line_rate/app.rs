@@ -1,0 +1,82 @@
+//! The apps a line-rate run measures, and how its search judges a trial.
+
+use offload::rules::Action;
+
+use super::sink::SinkApp;
+
+/// The app under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum App {
+    /// AF_XDP: receive and drop.
+    Rxdrop,
+    /// AF_XDP: receive, swap MACs, send back.
+    L2fwd,
+    /// The L4 load balancer appliance.
+    Lb,
+    /// In-kernel bound: the steering program drops everything.
+    XdpDrop,
+    /// In-kernel bound: the steering program bounces everything (XDP_TX).
+    XdpTx,
+}
+
+impl App {
+    /// The app's name in the report and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Rxdrop => "rxdrop",
+            App::L2fwd => "l2fwd",
+            App::Lb => "lb",
+            App::XdpDrop => "xdp-drop",
+            App::XdpTx => "xdp-tx",
+        }
+    }
+
+    /// Apps whose frames come back to the sender, where they are counted.
+    pub(super) fn forwards(self) -> bool {
+        matches!(self, App::L2fwd | App::XdpTx | App::Lb)
+    }
+
+    /// The default action of the steering program the runner attaches on the device
+    /// under test; None for the load balancer, which attaches its own.
+    pub(super) fn dut_action(self) -> Option<Action> {
+        match self {
+            App::XdpDrop => Some(Action::Drop),
+            App::XdpTx => Some(Action::Tx),
+            App::Rxdrop | App::L2fwd => Some(Action::Xsk),
+            App::Lb => None,
+        }
+    }
+
+    pub(super) fn sink(self) -> Option<SinkApp> {
+        match self {
+            App::Rxdrop => Some(SinkApp::Rxdrop),
+            App::L2fwd => Some(SinkApp::L2fwd),
+            _ => None,
+        }
+    }
+
+    /// The in-kernel app that bounds this one.
+    pub(super) fn kernel_bound(self) -> Option<App> {
+        match self {
+            App::Rxdrop => Some(App::XdpDrop),
+            App::L2fwd | App::Lb => Some(App::XdpTx),
+            App::XdpDrop | App::XdpTx => None,
+        }
+    }
+
+    /// Apps the xsk-rs peer also implements.
+    pub(super) fn has_peer(self) -> bool {
+        matches!(self, App::Rxdrop | App::L2fwd)
+    }
+}
+
+/// How the RFC 2544 search judges a trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SearchKind {
+    /// No drop rate: no frame lost.
+    Ndr,
+    /// Partial drop rate: a small loss allowed.
+    Pdr,
+    /// No search: saturation and the load points only.
+    None,
+}
