@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Benchmarks of fastpath, as a library.
 //!
 //! - [`line_rate`]: the line-rate runner behind `fastpath bench` (generator, app under

@@ -11,12 +11,16 @@ use serde::{Deserialize, Serialize};
 /// What one trial at an offered rate gave.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
+    /// The offered rate, in packets per second.
     pub rate_pps: f64,
+    /// Frames offered.
     pub offered: u64,
+    /// Frames received.
     pub received: u64,
 }
 
 impl Trial {
+    /// The lost fraction of the offered frames.
     pub fn loss_ratio(&self) -> f64 {
         crate::stats::loss_ratio(self.offered, self.received)
     }
@@ -24,9 +28,11 @@ impl Trial {
 
 /// Runs one trial at an offered rate: the real generator and sink, or a fake in tests.
 pub trait Device {
+    /// Offers `rate_pps` for one trial and says what arrived.
     fn trial(&mut self, rate_pps: f64) -> Trial;
 }
 
+/// What a trial must meet to pass.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Criterion {
     /// No drop rate: zero loss.
@@ -39,6 +45,7 @@ impl Criterion {
     /// PDR as the issue defines it: at most 0.1% loss.
     pub const PDR: Criterion = Criterion::Pdr(0.001);
 
+    /// Whether `trial` meets the criterion.
     pub fn passes(self, trial: &Trial) -> bool {
         match self {
             Criterion::Ndr => trial.received >= trial.offered,
@@ -47,6 +54,7 @@ impl Criterion {
     }
 }
 
+/// How the search runs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
     /// The highest rate to offer (the line rate, or what the generator can reach).
@@ -68,8 +76,10 @@ impl Default for SearchConfig {
     }
 }
 
+/// What the search found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchResult {
+    /// The criterion it used.
     pub criterion: Criterion,
     /// The throughput found; 0 when not even the lowest rate tried passed.
     pub rate_pps: f64,
@@ -77,6 +87,7 @@ pub struct SearchResult {
     pub trials: Vec<Trial>,
 }
 
+/// The throughput of `device` under `criterion`: a binary search between 0 and the top rate, its answer confirmed.
 pub fn search(
     device: &mut dyn Device,
     criterion: Criterion,

@@ -26,8 +26,11 @@ pub enum XskApp {
 /// txpush's packet: a UDP frame from this interface's MAC.
 #[derive(Clone, Debug)]
 pub struct TxpushPacket {
+    /// Destination MAC address.
     pub dst_mac: [u8; 6],
+    /// Source address.
     pub src_ip: Ipv4Addr,
+    /// Destination address.
     pub dst_ip: Ipv4Addr,
     /// The UDP source and destination port.
     pub port: u16,
@@ -38,8 +41,11 @@ pub struct TxpushPacket {
 /// One measurement, checked by the caller.
 #[derive(Clone, Debug)]
 pub struct XskRun {
+    /// The loop to run.
     pub app: XskApp,
+    /// The interface to bind on.
     pub iface: String,
+    /// Its queue to bind.
     pub queue: u32,
     /// Copy, zero-copy, or zero-copy falling back to copy.
     pub mode: BindMode,
@@ -53,6 +59,7 @@ pub struct XskRun {
     pub ring_size: u32,
     /// XDP_USE_SG: packets larger than a frame as chains.
     pub multi_buffer: bool,
+    /// How long to run.
     pub duration: Duration,
     /// Stop after this many packets.
     pub count: Option<u64>,
@@ -63,13 +70,21 @@ pub struct XskRun {
 /// What a measurement found.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
+    /// The loop that ran.
     pub app: XskApp,
+    /// Where it ran: the interface and queue.
     pub iface: String,
+    /// The queue.
     pub queue: u32,
+    /// Packets received (rxdrop, l2fwd) or sent (txpush).
     pub packets: u64,
+    /// Their bytes.
     pub bytes: u64,
+    /// How long the loop ran.
     pub seconds: f64,
+    /// Million packets per second.
     pub mpps: f64,
+    /// Gigabits per second (frames without FCS).
     pub gbps: f64,
     /// "copy" or "zero-copy", as XDP_OPTIONS reports it.
     pub mode: &'static str,
@@ -77,6 +92,7 @@ pub struct Summary {
     pub fallback: Option<String>,
     /// l2fwd: packets that found no room on the TX ring.
     pub tx_dropped: u64,
+    /// The socket's XDP_STATISTICS at the end.
     pub stats: afxdp::Statistics,
 }
 

@@ -43,8 +43,11 @@ pub trait Monitor {
 
 /// When a [`Meter`] stops: after `duration`, after `count` packets, or when `stop` is set.
 pub struct Limits<'a> {
+    /// How long the loop may run.
     pub duration: Duration,
+    /// Packets after which it stops (`u64::MAX` for no limit).
     pub count: u64,
+    /// Set (by a signal handler) to stop it.
     pub stop: &'a AtomicBool,
 }
 

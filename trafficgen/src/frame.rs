@@ -26,6 +26,7 @@ pub const IMIX: [(usize, u32); 3] = [(64, 7), (594, 4), (1518, 1)];
 /// The L4 header of a generated frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4Kind {
+    /// UDP.
     Udp,
     /// TCP with SYN set.
     TcpSyn,
@@ -36,11 +37,17 @@ pub enum L4Kind {
 /// What a generated frame looks like before the generator writes its flow and stamp.
 #[derive(Clone, Debug)]
 pub struct Template {
+    /// The sender's MAC address.
     pub src_mac: [u8; 6],
+    /// The destination MAC address.
     pub dst_mac: [u8; 6],
+    /// Source address (the generator's first flow).
     pub src: IpAddr,
+    /// Destination address (the generator's first flow), of the source's family.
     pub dst: IpAddr,
+    /// The L4 header.
     pub l4: L4Kind,
+    /// Destination port (the generator's first flow).
     pub dst_port: u16,
     /// Source port (the generator's first flow).
     pub src_port: u16,
@@ -53,6 +60,7 @@ pub struct Template {
 pub struct GenFrame {
     /// The frame without the FCS.
     pub bytes: Vec<u8>,
+    /// Where the generator writes per packet.
     pub fields: FrameFields,
     /// Size on the wire, FCS included.
     pub wire_size: usize,
@@ -82,7 +90,9 @@ pub struct FrameFields {
 /// for the stamp. The generator adds the rest per packet (see `GenConfig::l4_checksum`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L4Checksum {
+    /// The checksum field.
     pub offset: u16,
+    /// The one's complement sum of the words no packet changes.
     pub base: u32,
     /// How often the L4 length counts: 2 for UDP (pseudo-header and header), 1 for TCP.
     pub length_weight: u16,

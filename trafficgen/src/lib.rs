@@ -18,6 +18,8 @@
 //! One thread per core; a rate limit paces each thread. A mix of frame sizes ([`IMIX`]) is
 //! sent in its proportions: per call in live-frames mode, per frame in AF_XDP mode.
 
+#![warn(missing_docs)]
+
 mod dispatcher_hold;
 mod error;
 mod frame;

@@ -25,6 +25,7 @@ pub struct GenOptions {
     pub iface: String,
     /// Its index, named in each live-frames run's context.
     pub ifindex: u32,
+    /// How the frames leave.
     pub mode: GenMode,
     /// The frames with their shares: one entry for a fixed size, several for a mix. Their
     /// port and stamp offsets must agree (same headers, different lengths).
@@ -46,6 +47,7 @@ pub struct GenOptions {
 /// What was offered.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GenReport {
+    /// How the frames left.
     pub mode: GenMode,
     /// Frames handed to the transmit path (AF_XDP: completed by the driver).
     pub sent: u64,

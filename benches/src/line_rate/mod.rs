@@ -46,6 +46,7 @@ use stage::{Stage, detach};
 pub struct RunRequest {
     /// NIC profile (see `fastpath probe`); `veth` builds its own lab.
     pub profile: Option<String>,
+    /// The app to measure.
     pub app: Option<App>,
     /// Frame sizes on the wire, 64 to 1518.
     pub sizes: Vec<usize>,
@@ -56,9 +57,11 @@ pub struct RunRequest {
     pub duration: f64,
     /// Seconds of traffic before each trial, not counted.
     pub warmup: f64,
+    /// The RFC 2544 search, if any.
     pub search: SearchKind,
     /// Stop the search when the bracket is narrower than this fraction of the top rate.
     pub resolution: f64,
+    /// Flows the generator cycles through (source ports counting up).
     pub flows: u32,
     /// Bind the app's sockets in zero-copy mode (the profile must support it).
     pub zero_copy: bool,
