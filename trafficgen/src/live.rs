@@ -156,3 +156,39 @@ pub(crate) fn send_loop(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use aya_obj::Object;
+
+    fn names(object: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
+        let object = Object::parse(object).expect("a valid eBPF object");
+        let programs = object.programs.keys().cloned().collect();
+        // Sections such as .rodata are maps to aya too; the declared maps are upper case.
+        let maps = object
+            .maps
+            .keys()
+            .filter(|name| !name.starts_with('.'))
+            .cloned()
+            .collect();
+        (programs, maps)
+    }
+
+    /// The generator's object holds its program and maps only, and the steering object none
+    /// of them: loading one creates nothing of the other.
+    #[test]
+    fn the_generator_and_steering_objects_share_nothing() {
+        let (programs, maps) = names(super::GENERATOR_OBJECT);
+        assert_eq!(programs, BTreeSet::from(["gen_tx".to_string()]));
+        assert_eq!(
+            maps,
+            BTreeSet::from(["GEN_CONFIG".to_string(), "GEN_SENT".to_string()])
+        );
+        let (steer_programs, steer_maps) = names(offload::STEER_OBJECT);
+        assert!(steer_programs.contains("steer"), "{steer_programs:?}");
+        assert!(programs.is_disjoint(&steer_programs), "{steer_programs:?}");
+        assert!(maps.is_disjoint(&steer_maps), "{steer_maps:?}");
+    }
+}
