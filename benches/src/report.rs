@@ -31,7 +31,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    search::{Criterion, Trial},
+    search::{Criterion, TrialOutcome},
     stats::Latency,
 };
 
@@ -54,7 +54,7 @@ pub struct Results {
     /// When the run started, in seconds since the Unix epoch.
     pub started_unix: u64,
     /// What was asked for.
-    pub settings: Settings,
+    pub settings: RunSettings,
     /// A row per generator core count and frame size.
     pub rows: Vec<Row>,
 }
@@ -76,7 +76,7 @@ pub struct Machine {
 
 /// The settings of a run, as asked for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub struct RunSettings {
     /// The app measured.
     pub app: String,
     /// Frame sizes on the wire.
@@ -126,8 +126,8 @@ pub struct Accounting {
 
 impl Accounting {
     /// The search's view of this trial.
-    pub fn trial(&self) -> Trial {
-        Trial {
+    pub fn trial(&self) -> TrialOutcome {
+        TrialOutcome {
             rate_pps: self.rate_pps,
             offered: self.offered,
             received: self.received,
@@ -148,7 +148,7 @@ pub struct Throughput {
     /// The highest rate that passed, in packets per second.
     pub rate_pps: f64,
     /// Every trial, in order.
-    pub trials: Vec<Trial>,
+    pub trials: Vec<TrialOutcome>,
 }
 
 /// A trial at a fraction of the throughput, with latency, CPU and cycles.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// What one trial at an offered rate gave.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Trial {
+pub struct TrialOutcome {
     /// The offered rate, in packets per second.
     pub rate_pps: f64,
     /// Frames offered.
@@ -19,7 +19,7 @@ pub struct Trial {
     pub received: u64,
 }
 
-impl Trial {
+impl TrialOutcome {
     /// The lost fraction of the offered frames.
     pub fn loss_ratio(&self) -> f64 {
         crate::stats::loss_ratio(self.offered, self.received)
@@ -29,7 +29,7 @@ impl Trial {
 /// Runs one trial at an offered rate: the real generator and sink, or a fake in tests.
 pub trait Device {
     /// Offers `rate_pps` for one trial and says what arrived.
-    fn trial(&mut self, rate_pps: f64) -> Trial;
+    fn trial(&mut self, rate_pps: f64) -> TrialOutcome;
 }
 
 /// What a trial must meet to pass.
@@ -46,7 +46,7 @@ impl Criterion {
     pub const PDR: Criterion = Criterion::Pdr(0.001);
 
     /// Whether `trial` meets the criterion.
-    pub fn passes(self, trial: &Trial) -> bool {
+    pub fn passes(self, trial: &TrialOutcome) -> bool {
         match self {
             Criterion::Ndr => trial.received >= trial.offered,
             Criterion::Pdr(limit) => trial.loss_ratio() <= limit,
@@ -84,7 +84,7 @@ pub struct SearchResult {
     /// The throughput found; 0 when not even the lowest rate tried passed.
     pub rate_pps: f64,
     /// Every trial, in order.
-    pub trials: Vec<Trial>,
+    pub trials: Vec<TrialOutcome>,
 }
 
 /// The throughput of `device` under `criterion`: a binary search between 0 and the top rate, its answer confirmed.
@@ -94,7 +94,7 @@ pub fn search(
     config: &SearchConfig,
 ) -> SearchResult {
     let mut trials = Vec::new();
-    let mut run = |rate: f64, trials: &mut Vec<Trial>| {
+    let mut run = |rate: f64, trials: &mut Vec<TrialOutcome>| {
         let trial = device.trial(rate);
         trials.push(trial);
         criterion.passes(&trial)
@@ -146,7 +146,7 @@ mod tests {
     }
 
     impl Device for FakeDevice {
-        fn trial(&mut self, rate: f64) -> Trial {
+        fn trial(&mut self, rate: f64) -> TrialOutcome {
             self.calls += 1;
             let offered = rate as u64;
             let mut received = offered.min(self.capacity as u64);
@@ -155,7 +155,7 @@ mod tests {
             {
                 received = received.saturating_sub(3);
             }
-            Trial {
+            TrialOutcome {
                 rate_pps: rate,
                 offered,
                 received,
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn pdr_accepts_a_tenth_of_a_percent_and_no_more() {
-        let trial = |received| Trial {
+        let trial = |received| TrialOutcome {
             rate_pps: 1e6,
             offered: 100_000,
             received,

@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, os::fd::AsRawFd, sync::atomic::AtomicBool, time::Durati
 use afxdp::{BindMode, BusyPoll, Socket, SocketConfig, Umem, UmemConfig};
 use lab::frame::{FrameSpec, udp_frame};
 use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
-use pipeline::xsk_apps::{self, Interval, Limits, Meter};
+use pipeline::xsk_apps::{self, Interval, Meter, RunLimits};
 
 use crate::error::BenchError;
 
@@ -142,7 +142,7 @@ pub fn measure(
             Some(steering)
         }
     };
-    let limits = Limits {
+    let limits = RunLimits {
         duration: run.duration,
         count: run.count.unwrap_or(u64::MAX),
         stop,

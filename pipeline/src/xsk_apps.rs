@@ -42,7 +42,7 @@ pub trait Monitor {
 }
 
 /// When a [`Meter`] stops: after `duration`, after `count` packets, or when `stop` is set.
-pub struct Limits<'a> {
+pub struct RunLimits<'a> {
     /// How long the loop may run.
     pub duration: Duration,
     /// Packets after which it stops (`u64::MAX` for no limit).
@@ -64,11 +64,11 @@ pub struct Interval {
     pub average_size: f64,
 }
 
-/// A [`Monitor`] that stops on [`Limits`] and calls `each_second` with the rate once a
+/// A [`Monitor`] that stops on [`RunLimits`] and calls `each_second` with the rate once a
 /// second. It reads the clock every 64 batches: a batch is far shorter than the resolution
 /// needed.
 pub struct Meter<'a, F: FnMut(&Interval)> {
-    limits: &'a Limits<'a>,
+    limits: &'a RunLimits<'a>,
     each_second: F,
     start: Instant,
     last: Instant,
@@ -79,7 +79,7 @@ pub struct Meter<'a, F: FnMut(&Interval)> {
 
 impl<'a, F: FnMut(&Interval)> Meter<'a, F> {
     /// A meter started now.
-    pub fn new(limits: &'a Limits<'a>, each_second: F) -> Meter<'a, F> {
+    pub fn new(limits: &'a RunLimits<'a>, each_second: F) -> Meter<'a, F> {
         let now = Instant::now();
         Meter {
             limits,

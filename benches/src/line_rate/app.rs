@@ -6,7 +6,7 @@ use super::sink::SinkApp;
 
 /// The app under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum App {
+pub enum BenchApp {
     /// AF_XDP: receive and drop.
     Rxdrop,
     /// AF_XDP: receive, swap MACs, send back.
@@ -19,54 +19,54 @@ pub enum App {
     XdpTx,
 }
 
-impl App {
+impl BenchApp {
     /// The app's name in the report and on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            App::Rxdrop => "rxdrop",
-            App::L2fwd => "l2fwd",
-            App::Lb => "lb",
-            App::XdpDrop => "xdp-drop",
-            App::XdpTx => "xdp-tx",
+            BenchApp::Rxdrop => "rxdrop",
+            BenchApp::L2fwd => "l2fwd",
+            BenchApp::Lb => "lb",
+            BenchApp::XdpDrop => "xdp-drop",
+            BenchApp::XdpTx => "xdp-tx",
         }
     }
 
     /// Apps whose frames come back to the sender, where they are counted.
     pub(super) fn forwards(self) -> bool {
-        matches!(self, App::L2fwd | App::XdpTx | App::Lb)
+        matches!(self, BenchApp::L2fwd | BenchApp::XdpTx | BenchApp::Lb)
     }
 
     /// The default action of the steering program the runner attaches on the device
     /// under test; None for the load balancer, which attaches its own.
     pub(super) fn dut_action(self) -> Option<Action> {
         match self {
-            App::XdpDrop => Some(Action::Drop),
-            App::XdpTx => Some(Action::Tx),
-            App::Rxdrop | App::L2fwd => Some(Action::Xsk),
-            App::Lb => None,
+            BenchApp::XdpDrop => Some(Action::Drop),
+            BenchApp::XdpTx => Some(Action::Tx),
+            BenchApp::Rxdrop | BenchApp::L2fwd => Some(Action::Xsk),
+            BenchApp::Lb => None,
         }
     }
 
     pub(super) fn sink(self) -> Option<SinkApp> {
         match self {
-            App::Rxdrop => Some(SinkApp::Rxdrop),
-            App::L2fwd => Some(SinkApp::L2fwd),
+            BenchApp::Rxdrop => Some(SinkApp::Rxdrop),
+            BenchApp::L2fwd => Some(SinkApp::L2fwd),
             _ => None,
         }
     }
 
     /// The in-kernel app that bounds this one.
-    pub(super) fn kernel_bound(self) -> Option<App> {
+    pub(super) fn kernel_bound(self) -> Option<BenchApp> {
         match self {
-            App::Rxdrop => Some(App::XdpDrop),
-            App::L2fwd | App::Lb => Some(App::XdpTx),
-            App::XdpDrop | App::XdpTx => None,
+            BenchApp::Rxdrop => Some(BenchApp::XdpDrop),
+            BenchApp::L2fwd | BenchApp::Lb => Some(BenchApp::XdpTx),
+            BenchApp::XdpDrop | BenchApp::XdpTx => None,
         }
     }
 
     /// Apps the xsk-rs peer also implements.
     pub(super) fn has_peer(self) -> bool {
-        matches!(self, App::Rxdrop | App::L2fwd)
+        matches!(self, BenchApp::Rxdrop | BenchApp::L2fwd)
     }
 }
 

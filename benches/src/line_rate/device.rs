@@ -18,7 +18,7 @@ use offload::{ActionCounters, Steering};
 use trafficgen::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator};
 
 use super::{
-    app::App,
+    app::BenchApp,
     ends::{Ends, in_namespace},
     progress::Progress,
     stage::Subject,
@@ -27,7 +27,7 @@ use super::{
 use crate::{
     error::BenchError,
     report::Accounting,
-    search::{Device, Trial},
+    search::{Device, TrialOutcome},
 };
 
 /// Time for the last frames of a send to drain through the device before counting.
@@ -77,7 +77,7 @@ pub(crate) struct Load<'a> {
 
 /// The device for one row and one app: what the search tries.
 pub(crate) struct LabDevice<'a> {
-    app: App,
+    app: BenchApp,
     load: &'a Load<'a>,
     generator: &'a mut Generator,
     subject: Option<&'a Subject>,
@@ -91,7 +91,7 @@ pub(crate) struct LabDevice<'a> {
 
 impl<'a> LabDevice<'a> {
     pub(crate) fn new(
-        app: App,
+        app: BenchApp,
         load: &'a Load<'a>,
         generator: &'a mut Generator,
         subject: Option<&'a Subject>,
@@ -198,14 +198,16 @@ impl<'a> LabDevice<'a> {
         let reached_dut = dut(ActionCounters::total);
         // The verdict the app wants; every other verdict loses the frame for it.
         let wanted = match self.app {
-            App::XdpDrop => dut(|c| c.drop),
-            App::XdpTx => dut(|c| c.tx),
-            App::Rxdrop | App::L2fwd | App::Lb => dut(|c| c.xsk),
+            BenchApp::XdpDrop => dut(|c| c.drop),
+            BenchApp::XdpTx => dut(|c| c.tx),
+            BenchApp::Rxdrop | BenchApp::L2fwd | BenchApp::Lb => dut(|c| c.xsk),
         };
         let dropped_at_socket = after.app_socket_drops - before.app_socket_drops;
         let handled = match self.app {
-            App::XdpDrop | App::XdpTx => wanted,
-            App::Rxdrop | App::L2fwd | App::Lb => after.app_received - before.app_received,
+            BenchApp::XdpDrop | BenchApp::XdpTx => wanted,
+            BenchApp::Rxdrop | BenchApp::L2fwd | BenchApp::Lb => {
+                after.app_received - before.app_received
+            }
         };
         let (received, dropped_on_return) = if self.app.forwards() {
             let returned = after.returned - before.returned;
@@ -232,8 +234,8 @@ impl<'a> LabDevice<'a> {
 }
 
 impl Device for LabDevice<'_> {
-    fn trial(&mut self, rate_pps: f64) -> Trial {
-        let failed = Trial {
+    fn trial(&mut self, rate_pps: f64) -> TrialOutcome {
+        let failed = TrialOutcome {
             rate_pps,
             offered: 1,
             received: 0,

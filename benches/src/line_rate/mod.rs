@@ -17,7 +17,7 @@ mod sink;
 mod stage;
 mod system;
 
-pub use app::{App, SearchKind};
+pub use app::{BenchApp, SearchKind};
 pub use progress::Progress;
 
 use std::{
@@ -32,7 +32,7 @@ use trafficgen::{GenFrame, GenMode, Generator, L4Kind, Template};
 
 use crate::{
     error::BenchError,
-    report::{self, Accounting, LoadPoint, Reference, Results, Row, Settings, Throughput},
+    report::{self, Accounting, LoadPoint, Reference, Results, Row, RunSettings, Throughput},
     search::{Criterion, SearchConfig, search},
     stats,
 };
@@ -41,13 +41,13 @@ use ends::{Ends, in_namespace};
 use sink::SocketTuning;
 use stage::{Stage, detach};
 
-/// What to run, as the user asked for it; [`Plan::check`] finds every mistake in it.
+/// What to run, as the user asked for it; [`RunPlan::check`] finds every mistake in it.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
     /// NIC profile (see `fastpath probe`); `veth` builds its own lab.
     pub profile: Option<String>,
     /// The app to measure.
-    pub app: Option<App>,
+    pub app: Option<BenchApp>,
     /// Frame sizes on the wire, 64 to 1518.
     pub sizes: Vec<usize>,
     /// Generator core counts to run with (CPUs 0..N send; the app's worker is on the last
@@ -111,16 +111,16 @@ pub fn read_results(path: &Path) -> Result<Results, BenchError> {
 }
 
 /// The checked request: every error a user can make is found here, before any traffic.
-pub struct Plan<'a> {
+pub struct RunPlan<'a> {
     args: &'a RunRequest,
-    app: App,
+    app: BenchApp,
     profile: Profile,
     tuning: SocketTuning,
 }
 
-impl<'a> Plan<'a> {
+impl<'a> RunPlan<'a> {
     /// Checks the request against the profile and the machine.
-    pub fn check(args: &'a RunRequest) -> Result<Plan<'a>, BenchError> {
+    pub fn check(args: &'a RunRequest) -> Result<RunPlan<'a>, BenchError> {
         let name = args.profile.as_deref().ok_or(BenchError::NoProfile)?;
         let profiles = Profiles::builtin();
         let profile = profiles
@@ -188,7 +188,7 @@ impl<'a> Plan<'a> {
             ring_size: pick(None, Some(&profile), |t| t.ring_size, 2048).value,
             frame_size: pick(None, Some(&profile), |t| t.frame_size, 4096).value,
         };
-        Ok(Plan {
+        Ok(RunPlan {
             args,
             app,
             profile,
@@ -295,7 +295,7 @@ impl<'a> Plan<'a> {
             line_rate_gbps: self.line_rate_gbps(),
             git_revision: system::git_revision(),
             started_unix,
-            settings: Settings {
+            settings: RunSettings {
                 app: self.app.name().into(),
                 sizes: args.sizes.clone(),
                 cores: args.cores.clone(),
@@ -325,7 +325,7 @@ impl<'a> Plan<'a> {
             .tx_address
             .unwrap_or(Ipv4Addr::new(192, 0, 2, 1).into());
         let dst = match self.app {
-            App::Lb => lb_subject::VIP.into(),
+            BenchApp::Lb => lb_subject::VIP.into(),
             _ => ends
                 .rx_address
                 .unwrap_or(Ipv4Addr::new(192, 0, 2, 2).into()),

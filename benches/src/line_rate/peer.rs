@@ -12,7 +12,7 @@ use std::{
 use trafficgen::Generator;
 
 use super::{
-    app::App,
+    app::BenchApp,
     device::{LabDevice, Load},
     progress::Progress,
     sink::SocketTuning,
@@ -35,7 +35,7 @@ pub(crate) fn binary(given: Option<&Path>) -> Option<PathBuf> {
 /// The peer's received Mpps while the generator sends as fast as it can.
 pub(crate) fn measure(
     binary: &Path,
-    app: App,
+    app: BenchApp,
     load: &Load,
     generator: &mut Generator,
     tuning: &SocketTuning,

@@ -4,7 +4,7 @@
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 
 use super::{
-    app::App,
+    app::BenchApp,
     ends::{Ends, in_namespace},
     lb_subject::LbSubject,
     sink::{Sink, SocketTuning},
@@ -83,7 +83,7 @@ pub(super) struct Stage<'a> {
 
 impl<'a> Stage<'a> {
     pub(super) fn start(
-        app: App,
+        app: BenchApp,
         ends: &'a Ends,
         tuning: &SocketTuning,
         with_subject: bool,
@@ -109,7 +109,7 @@ impl<'a> Stage<'a> {
             Some(Subject::Sink(Sink::start(
                 kind, namespace, iface, cpu, *tuning,
             )?))
-        } else if app == App::Lb {
+        } else if app == BenchApp::Lb {
             let backend = ends
                 .tx_address
                 .ok_or_else(|| BenchError::NoBackendAddress {

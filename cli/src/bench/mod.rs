@@ -7,14 +7,14 @@
 use std::{path::PathBuf, time::Duration};
 
 use bench::{
-    line_rate::{self, Plan, Progress, RunRequest},
+    line_rate::{self, Progress, RunPlan, RunRequest},
     report,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum App {
+pub enum BenchAppArg {
     /// AF_XDP: receive and drop.
     Rxdrop,
     /// AF_XDP: receive, swap MACs, send back.
@@ -27,31 +27,31 @@ pub enum App {
     XdpTx,
 }
 
-impl From<App> for line_rate::App {
-    fn from(app: App) -> line_rate::App {
+impl From<BenchAppArg> for line_rate::BenchApp {
+    fn from(app: BenchAppArg) -> line_rate::BenchApp {
         match app {
-            App::Rxdrop => line_rate::App::Rxdrop,
-            App::L2fwd => line_rate::App::L2fwd,
-            App::Lb => line_rate::App::Lb,
-            App::XdpDrop => line_rate::App::XdpDrop,
-            App::XdpTx => line_rate::App::XdpTx,
+            BenchAppArg::Rxdrop => line_rate::BenchApp::Rxdrop,
+            BenchAppArg::L2fwd => line_rate::BenchApp::L2fwd,
+            BenchAppArg::Lb => line_rate::BenchApp::Lb,
+            BenchAppArg::XdpDrop => line_rate::BenchApp::XdpDrop,
+            BenchAppArg::XdpTx => line_rate::BenchApp::XdpTx,
         }
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SearchKind {
+pub enum SearchArg {
     Ndr,
     Pdr,
     None,
 }
 
-impl From<SearchKind> for line_rate::SearchKind {
-    fn from(kind: SearchKind) -> line_rate::SearchKind {
+impl From<SearchArg> for line_rate::SearchKind {
+    fn from(kind: SearchArg) -> line_rate::SearchKind {
         match kind {
-            SearchKind::Ndr => line_rate::SearchKind::Ndr,
-            SearchKind::Pdr => line_rate::SearchKind::Pdr,
-            SearchKind::None => line_rate::SearchKind::None,
+            SearchArg::Ndr => line_rate::SearchKind::Ndr,
+            SearchArg::Pdr => line_rate::SearchKind::Pdr,
+            SearchArg::None => line_rate::SearchKind::None,
         }
     }
 }
@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub profile: Option<String>,
     #[arg(long, value_enum)]
-    pub app: Option<App>,
+    pub app: Option<BenchAppArg>,
     /// Frame sizes on the wire, 64 to 1518.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 512, 1518])]
     pub sizes: Vec<usize>,
@@ -80,7 +80,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
     #[arg(long, value_enum, default_value = "ndr")]
-    pub search: SearchKind,
+    pub search: SearchArg,
     /// Stop the search when the bracket is narrower than this fraction of the top rate.
     #[arg(long, default_value_t = 0.02)]
     pub resolution: f64,
@@ -133,7 +133,7 @@ pub fn run(args: &BenchArgs, as_json: bool) -> anyhow::Result<()> {
         peer: args.peer.clone(),
         lab_prefix: args.lab_prefix.clone(),
     };
-    let plan = Plan::check(&request)?;
+    let plan = RunPlan::check(&request)?;
     let spinner = Spinner::new()?;
     let results = plan.execute(&spinner);
     spinner.bar.finish_and_clear();

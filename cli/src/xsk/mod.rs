@@ -15,7 +15,7 @@ use lab::frame;
 use pipeline::xsk_apps::Interval;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum App {
+pub enum XskAppArg {
     /// Receive and drop.
     Rxdrop,
     /// Send UDP frames of `--size` bytes as fast as possible.
@@ -27,7 +27,7 @@ pub enum App {
 #[derive(Args, Debug)]
 pub struct XskArgs {
     #[arg(value_enum)]
-    pub app: App,
+    pub app: XskAppArg,
     #[arg(long)]
     pub iface: String,
     #[arg(long, default_value_t = 0)]
@@ -86,9 +86,9 @@ pub fn run(args: &XskArgs, as_json: bool) -> anyhow::Result<()> {
     }
     let run = XskRun {
         app: match args.app {
-            App::Rxdrop => XskApp::Rxdrop,
-            App::Txpush => XskApp::Txpush,
-            App::L2fwd => XskApp::L2fwd,
+            XskAppArg::Rxdrop => XskApp::Rxdrop,
+            XskAppArg::Txpush => XskApp::Txpush,
+            XskAppArg::L2fwd => XskApp::L2fwd,
         },
         iface: args.iface.clone(),
         queue: args.queue,
