@@ -8,6 +8,8 @@ use nfv_apps::lb::appliance::LbError;
 use offload::OffloadError;
 use trafficgen::GenError;
 
+use crate::xsk::XskApp;
+
 /// Everything the runner and the measurements can fail with: a request that cannot run
 /// (found before any traffic), then what fails while running. Causes are kept as sources.
 #[derive(Debug, thiserror::Error)]
@@ -168,16 +170,16 @@ pub enum BenchError {
         source: Box<BenchError>,
     },
     /// The AF_XDP sink did not come up.
-    #[error("the {app} sink did not come up within 10 s")]
+    #[error("the {app:?} sink did not come up within 10 s")]
     SinkTimeout {
         /// The app.
-        app: &'static str,
+        app: XskApp,
     },
     /// The AF_XDP sink stopped as soon as it started.
-    #[error("the {app} sink stopped at once")]
+    #[error("the {app:?} sink stopped at once")]
     SinkStopped {
         /// The app.
-        app: &'static str,
+        app: XskApp,
         /// Why.
         #[source]
         source: Option<Box<BenchError>>,

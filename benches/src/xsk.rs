@@ -4,7 +4,7 @@
 
 use std::{net::Ipv4Addr, os::fd::AsRawFd, sync::atomic::AtomicBool, time::Duration};
 
-use afxdp::{BindMode, BusyPoll, Socket, SocketConfig, Umem, UmemConfig};
+use afxdp::{BindMode, BusyPoll, FramePool, Socket, SocketConfig, Umem, UmemConfig, XskError};
 use lab::frame::{FrameSpec, udp_frame};
 use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
 use pipeline::xsk_apps::{self, Interval, Meter, RunLimits};
@@ -38,11 +38,9 @@ pub struct TxpushPacket {
     pub size: usize,
 }
 
-/// One measurement, checked by the caller.
+/// How an app's AF_XDP socket is bound: `fastpath xsk` and the line-rate sinks alike.
 #[derive(Clone, Debug)]
-pub struct XskRun {
-    /// The loop to run.
-    pub app: XskApp,
+pub struct SocketSettings {
     /// The interface to bind on.
     pub iface: String,
     /// Its queue to bind.
@@ -59,6 +57,42 @@ pub struct XskRun {
     pub ring_size: u32,
     /// XDP_USE_SG: packets larger than a frame as chains.
     pub multi_buffer: bool,
+}
+
+impl SocketSettings {
+    /// A UMEM of four frames per ring entry, and a socket on it with the rings `app` uses.
+    pub fn bind(&self, app: XskApp) -> Result<(Socket, FramePool), XskError> {
+        let ring = self.ring_size;
+        let (umem, pool) = Umem::new(UmemConfig {
+            frame_size: self.frame_size,
+            frame_count: ring * 4,
+            ..UmemConfig::default()
+        })?;
+        let config = SocketConfig {
+            mode: self.mode,
+            rx_size: if app == XskApp::Txpush { 0 } else { ring },
+            tx_size: if app == XskApp::Rxdrop { 0 } else { ring },
+            fill_size: ring,
+            completion_size: ring,
+            need_wakeup: true,
+            multi_buffer: self.multi_buffer,
+            busy_poll: self.busy_poll.then_some(BusyPoll {
+                budget: self.batch,
+                ..BusyPoll::default()
+            }),
+        };
+        let socket = Socket::bind(&umem, &self.iface, self.queue, &config)?;
+        Ok((socket, pool))
+    }
+}
+
+/// One measurement, checked by the caller.
+#[derive(Clone, Debug)]
+pub struct XskRun {
+    /// The loop to run.
+    pub app: XskApp,
+    /// Its socket.
+    pub socket: SocketSettings,
     /// How long to run.
     pub duration: Duration,
     /// Stop after this many packets.
@@ -105,38 +139,20 @@ pub fn measure(
     note: &mut dyn FnMut(&str),
     each_second: impl FnMut(&Interval),
 ) -> Result<Summary, BenchError> {
-    let ring = run.ring_size;
-    let (umem, pool) = Umem::new(UmemConfig {
-        frame_size: run.frame_size,
-        frame_count: ring * 4,
-        ..UmemConfig::default()
-    })?;
-    let config = SocketConfig {
-        mode: run.mode,
-        rx_size: if run.app == XskApp::Txpush { 0 } else { ring },
-        tx_size: if run.app == XskApp::Rxdrop { 0 } else { ring },
-        fill_size: ring,
-        completion_size: ring,
-        need_wakeup: true,
-        multi_buffer: run.multi_buffer,
-        busy_poll: run.busy_poll.then_some(BusyPoll {
-            budget: run.batch,
-            ..BusyPoll::default()
-        }),
-    };
-    let mut socket = Socket::bind(&umem, &run.iface, run.queue, &config)?;
+    let settings = &run.socket;
+    let (mut socket, pool) = settings.bind(run.app)?;
     if let Some(fallback) = socket.fallback() {
         note(&format!("note: {fallback}"));
     }
     let _steering = match run.app {
         XskApp::Txpush => None,
         XskApp::Rxdrop | XskApp::L2fwd => {
-            let steering = SocketSteering::register(&run.iface, &socket)?;
+            let steering = SocketSteering::register(&settings.iface, &socket)?;
             if let Some(mode) = steering.attached_mode() {
                 note(&format!(
                     "note: attached the steering program to {} in {mode} mode, default action \
                      xsk, for this run",
-                    run.iface
+                    settings.iface
                 ));
             }
             Some(steering)
@@ -149,12 +165,12 @@ pub fn measure(
     };
     let mut meter = Meter::new(&limits, each_second);
     let tally = match run.app {
-        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, run.batch, &mut meter)?,
-        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, run.batch, &mut meter)?,
+        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, settings.batch, &mut meter)?,
+        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, settings.batch, &mut meter)?,
         XskApp::Txpush => {
             let packet = &run.packet;
             let spec = FrameSpec {
-                src_mac: lab::netlink::mac(&run.iface).unwrap_or([2, 0, 0, 0, 0, 1]),
+                src_mac: lab::netlink::mac(&settings.iface).unwrap_or([2, 0, 0, 0, 0, 1]),
                 dst_mac: packet.dst_mac,
                 src_ip: packet.src_ip,
                 dst_ip: packet.dst_ip,
@@ -162,14 +178,14 @@ pub fn measure(
                 dst_port: packet.port,
             };
             let frame = udp_frame(&spec, packet.size);
-            xsk_apps::txpush(&mut socket, pool, &frame, run.batch, &mut meter)?
+            xsk_apps::txpush(&mut socket, pool, &frame, settings.batch, &mut meter)?
         }
     };
     let seconds = meter.elapsed().as_secs_f64();
     Ok(Summary {
         app: run.app,
-        iface: run.iface.clone(),
-        queue: run.queue,
+        iface: settings.iface.clone(),
+        queue: settings.queue,
         packets: tally.packets,
         bytes: tally.bytes,
         seconds,

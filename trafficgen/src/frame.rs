@@ -247,22 +247,26 @@ pub(crate) fn test_frame(size: usize, l4: u16) -> GenFrame {
     }
 }
 
+/// A template from `src` to `dst` (port 1024 to 9), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_template(src: &str, dst: &str, l4: L4Kind, size: usize) -> Template {
+    Template {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        l4,
+        dst_port: 9,
+        src_port: 1024,
+        frame_size: size,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn template(src: &str, dst: &str, l4: L4Kind, size: usize) -> Template {
-        Template {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            l4,
-            dst_port: 9,
-            src_port: 1024,
-            frame_size: size,
-        }
-    }
+    use crate::frame::test_template as template;
 
     #[test]
     fn templates_have_the_asked_size_valid_headers_and_room_for_the_stamp() {

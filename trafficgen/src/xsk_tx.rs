@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn tcp_and_ipv6_frames_carry_a_valid_l4_checksum_for_every_flow() {
-        use crate::frame::{L4Kind, Template};
+        use crate::frame::{L4Kind, test_template};
         let cases = [
             ("10.0.0.1", "10.0.0.2", L4Kind::TcpSyn, 74),
             ("10.0.0.1", "10.0.0.2", L4Kind::TcpAck, 1518),
@@ -214,17 +214,7 @@ mod tests {
             ("fd00::1", "fd00::2", L4Kind::TcpSyn, 999),
         ];
         for (src, dst, l4, size) in cases {
-            let template = Template {
-                src_mac: [2, 0, 0, 0, 0, 1],
-                dst_mac: [2, 0, 0, 0, 0, 2],
-                src: src.parse().unwrap(),
-                dst: dst.parse().unwrap(),
-                l4,
-                dst_port: 80,
-                src_port: 1024,
-                frame_size: size,
-            };
-            let frame = template.build().unwrap();
+            let frame = test_template(src, dst, l4, size).build().unwrap();
             assert!(
                 frame.fields.l4_checksum.is_some(),
                 "TCP and IPv6 frames carry an L4 checksum"

@@ -2,7 +2,7 @@
 
 use offload::rules::Action;
 
-use super::sink::SinkApp;
+use crate::xsk::XskApp;
 
 /// The app under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +47,10 @@ impl BenchApp {
         }
     }
 
-    pub(super) fn sink(self) -> Option<SinkApp> {
+    pub(super) fn sink(self) -> Option<XskApp> {
         match self {
-            BenchApp::Rxdrop => Some(SinkApp::Rxdrop),
-            BenchApp::L2fwd => Some(SinkApp::L2fwd),
+            BenchApp::Rxdrop => Some(XskApp::Rxdrop),
+            BenchApp::L2fwd => Some(XskApp::L2fwd),
             _ => None,
         }
     }

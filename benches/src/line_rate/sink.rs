@@ -12,33 +12,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
+use afxdp::{BindMode, Socket};
 use pipeline::xsk_apps::{self, Monitor, Tally};
 use trafficgen::monotonic_ns;
 use wire::stamp::Stamp;
 
-use crate::{error::BenchError, xsk::SocketSteering};
+use crate::{
+    error::BenchError,
+    xsk::{SocketSettings, SocketSteering, XskApp},
+};
 
 /// One latency sample per this many frames: reading the payload costs a cache miss.
 const SAMPLE_EVERY: u64 = 8;
 /// At most this many samples per load point.
 const MAX_SAMPLES: usize = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SinkApp {
-    Rxdrop,
-    L2fwd,
-}
-
-impl SinkApp {
-    /// How errors name it (as they always have: the variant's name).
-    fn name(self) -> &'static str {
-        match self {
-            SinkApp::Rxdrop => "Rxdrop",
-            SinkApp::L2fwd => "L2fwd",
-        }
-    }
-}
 
 /// The sizes the app's socket is bound with: descriptors per ring operation, entries per
 /// ring, UMEM frame size.
@@ -70,7 +57,7 @@ impl Sink {
     /// Binds a copy-mode socket on queue 0 of `iface` (inside `namespace`), registers it
     /// in the attached steering program's XSKMAP and spins on `cpu` until stopped.
     pub fn start(
-        app: SinkApp,
+        app: XskApp,
         namespace: Option<String>,
         iface: String,
         cpu: usize,
@@ -95,13 +82,13 @@ impl Sink {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sink.shared.ready.load(Ordering::Acquire) {
             if Instant::now() > deadline {
-                return Err(BenchError::SinkTimeout { app: app.name() });
+                return Err(BenchError::SinkTimeout { app });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         if sink.thread.as_ref().is_some_and(|t| t.is_finished()) {
             return Err(BenchError::SinkStopped {
-                app: app.name(),
+                app,
                 source: sink.stop().err().map(Box::new),
             });
         }
@@ -150,34 +137,18 @@ impl Drop for Sink {
     }
 }
 
-fn run(
-    app: SinkApp,
-    iface: &str,
-    tuning: &SocketTuning,
-    shared: &Shared,
-) -> Result<(), BenchError> {
-    let ring = tuning.ring_size;
-    let (umem, pool) = Umem::new(UmemConfig {
+fn run(app: XskApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> Result<(), BenchError> {
+    let settings = SocketSettings {
+        iface: iface.to_string(),
+        queue: 0,
+        mode: BindMode::Copy,
+        busy_poll: false,
+        batch: tuning.batch,
         frame_size: tuning.frame_size,
-        frame_count: ring * 4,
-        ..UmemConfig::default()
-    })?;
-    let mut socket = Socket::bind(
-        &umem,
-        iface,
-        0,
-        &SocketConfig {
-            mode: BindMode::Copy,
-            rx_size: ring,
-            tx_size: if app == SinkApp::L2fwd { ring } else { 0 },
-            fill_size: ring,
-            completion_size: ring,
-            need_wakeup: true,
-            multi_buffer: false,
-            busy_poll: None,
-        },
-    )
-    .map_err(|source| BenchError::Bind {
+        ring_size: tuning.ring_size,
+        multi_buffer: false,
+    };
+    let (mut socket, pool) = settings.bind(app).map_err(|source| BenchError::Bind {
         iface: iface.to_string(),
         queue: 0,
         source,
@@ -193,8 +164,9 @@ fn run(
         failed: None,
     };
     match app {
-        SinkApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, tuning.batch, &mut monitor)?,
-        SinkApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, tuning.batch, &mut monitor)?,
+        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, tuning.batch, &mut monitor)?,
+        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, tuning.batch, &mut monitor)?,
+        XskApp::Txpush => unreachable!("the line-rate runner sinks traffic, it sends none"),
     };
     match monitor.failed {
         Some(error) => Err(error.into()),

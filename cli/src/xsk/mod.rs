@@ -9,7 +9,7 @@ use std::{
 
 use afxdp::BindMode;
 use anyhow::{Context, bail};
-use bench::xsk::{TxpushPacket, XskApp, XskRun};
+use bench::xsk::{SocketSettings, TxpushPacket, XskApp, XskRun};
 use clap::{Args, ValueEnum};
 use lab::frame;
 use pipeline::xsk_apps::Interval;
@@ -90,20 +90,22 @@ pub fn run(args: &XskArgs, as_json: bool) -> anyhow::Result<()> {
             XskAppArg::Txpush => XskApp::Txpush,
             XskAppArg::L2fwd => XskApp::L2fwd,
         },
-        iface: args.iface.clone(),
-        queue: args.queue,
-        mode: if args.copy {
-            BindMode::Copy
-        } else if args.zero_copy {
-            BindMode::ZeroCopy
-        } else {
-            BindMode::Auto
+        socket: SocketSettings {
+            iface: args.iface.clone(),
+            queue: args.queue,
+            mode: if args.copy {
+                BindMode::Copy
+            } else if args.zero_copy {
+                BindMode::ZeroCopy
+            } else {
+                BindMode::Auto
+            },
+            busy_poll: args.busy_poll,
+            batch: args.batch,
+            frame_size: args.frame_size,
+            ring_size: args.ring_size,
+            multi_buffer: args.multi_buffer,
         },
-        busy_poll: args.busy_poll,
-        batch: args.batch,
-        frame_size: args.frame_size,
-        ring_size: args.ring_size,
-        multi_buffer: args.multi_buffer,
         duration: Duration::from_secs_f64(args.duration),
         count: args.count,
         packet: TxpushPacket {

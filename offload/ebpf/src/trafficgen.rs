@@ -9,6 +9,8 @@
 #![no_std]
 #![no_main]
 
+mod object;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -88,13 +90,3 @@ fn refresh_ipv4_checksum(ctx: &XdpContext, offset: u16) -> Option<()> {
     let checksum = ipv4_checksum(&header);
     write(ctx, offset + 10, checksum.to_be_bytes())
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
