@@ -1,5 +1,5 @@
 //! The packet layer every user-space part of fastpath shares: one parsing policy
-//! ([`parse`]) and one implementation of the Internet checksum ([`checksum`]).
+//! ([`parse`](mod@parse)) and one implementation of the Internet checksum ([`checksum`]).
 //!
 //! The steering program in `offload/ebpf/src/parse.rs` implements the same policy for the
 //! kernel; a differential test (`offload/tests/parse_differential.rs`) runs both over one
