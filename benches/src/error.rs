@@ -8,7 +8,7 @@ use nfv_apps::lb::appliance::LbError;
 use offload::OffloadError;
 use trafficgen::GenError;
 
-use crate::xsk::XskApp;
+use crate::socket::XskApp;
 
 /// Everything the runner and the measurements can fail with: a request that cannot run
 /// (found before any traffic), then what fails while running. Causes are kept as sources.

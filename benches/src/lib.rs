@@ -15,6 +15,7 @@ mod error;
 pub mod line_rate;
 pub mod report;
 pub mod search;
+mod socket;
 pub mod stats;
 pub mod steer_fixture;
 pub mod xsk;

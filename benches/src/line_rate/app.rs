@@ -2,7 +2,7 @@
 
 use offload::rules::Action;
 
-use crate::xsk::XskApp;
+use crate::socket::XskApp;
 
 /// The app under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

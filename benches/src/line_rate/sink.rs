@@ -19,7 +19,7 @@ use wire::stamp::Stamp;
 
 use crate::{
     error::BenchError,
-    xsk::{SocketSettings, SocketSteering, XskApp},
+    socket::{SocketSettings, SocketSteering, XskApp},
 };
 
 /// One latency sample per this many frames: reading the payload costs a cache miss.
