@@ -117,12 +117,6 @@ pub enum OffloadError {
     BpffsUnreachable { reason: String },
     #[error("the thread that mounts the host's bpffs panicked")]
     MountThreadPanicked,
-    #[error("rtnetlink {request}")]
-    Netlink {
-        request: &'static str,
-        #[source]
-        source: rtnetlink::Error,
-    },
     #[error("the parse_probe program answered verdict {verdict} with {bytes} bytes out")]
     ParseProbe { verdict: u32, bytes: usize },
 }
@@ -202,13 +196,6 @@ impl OffloadError {
             action,
             map: map.into(),
             source: Box::new(source),
-        }
-    }
-
-    /// The generator still reports through strings until it moves to its own crate.
-    pub(crate) fn bpf(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        OffloadError::HardwareOffload {
-            reason: format!("{}: {error}", what.into()),
         }
     }
 }

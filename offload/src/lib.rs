@@ -15,7 +15,6 @@ mod attach;
 pub mod bpffs;
 mod error;
 mod error_chain;
-pub mod generator;
 pub mod hw;
 pub mod kill_point;
 pub mod mode;

@@ -23,6 +23,7 @@ mod nf;
 mod stage;
 mod stats;
 mod worker;
+pub mod xsk_apps;
 
 pub use chain::Chain;
 pub use drop_reason::{DropCounts, DropReason};
