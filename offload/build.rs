@@ -1,9 +1,10 @@
 //! Builds the kernel-side programs in `ebpf/` for the BPF target with aya-build, so that a
 //! plain `cargo build` builds everything.
 //!
-//! Two objects come out, one per bin target of `offload-ebpf`: `steer` (the steering and
-//! prefilter programs, loaded by this crate) and `trafficgen` (the generator's program,
-//! loaded only by the `trafficgen` crate). The folder holding them is handed to dependents'
+//! Three objects come out, one per bin target of `offload-ebpf`: `steer` (the steering and
+//! prefilter programs, loaded by this crate), `chain` (the IO module chain's entry, loaded
+//! by `offload::modules`) and `trafficgen` (the generator's program, loaded only by the
+//! `trafficgen` crate). The folder holding them is handed to dependents'
 //! build scripts as `DEP_FASTPATH_EBPF_OBJECTS` (see `links` in Cargo.toml).
 //!
 //! The programs are compiled by the same toolchain as the rest of the workspace (stable), with

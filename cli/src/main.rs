@@ -5,6 +5,7 @@ mod demo;
 mod gen_cmd;
 mod lab_cmd;
 mod lb_cmd;
+mod module_cmd;
 mod output;
 mod probe_cmd;
 mod xdp_cmd;
@@ -36,6 +37,11 @@ enum Command {
     Xdp {
         #[command(subcommand)]
         command: xdp_cmd::XdpCommand,
+    },
+    /// IO modules: write, load, chain, swap and unload XDP modules at run time.
+    Module {
+        #[command(subcommand)]
+        command: module_cmd::ModuleCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -83,6 +89,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Xdp { command } => xdp_cmd::run(command, cli.json),
         Command::Lab { command } => lab_cmd::run(command, cli.json),
+        Command::Module { command } => module_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),

@@ -7,6 +7,8 @@
 //! - [`placement`]: where the prefilter and the steering program run (hw, drv, skb).
 //! - [`offload_check`]: whether a program fits a NIC's offload limits, before loading it.
 //! - [`hw`]: loading a program onto the NIC and attaching it in HW mode.
+//! - [`modules`]: IO modules: a chain of XDP programs loaded, swapped and unloaded at run
+//!   time, with the SDK's ABI from `offload_common::module`.
 //!
 //! What the kernel says about an interface (ethtool, rtnetlink, the netdev family) comes
 //! from the `nic` crate.
@@ -18,6 +20,7 @@ mod error_chain;
 pub mod hw;
 pub mod kill_point;
 pub mod mode;
+pub mod modules;
 pub mod offload_check;
 mod pins;
 pub mod placement;

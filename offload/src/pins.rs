@@ -137,7 +137,11 @@ pub fn prune_stale() -> Vec<String> {
     let mut pruned = Vec::new();
     for entry in entries.flatten() {
         let pins = Pins { dir: entry.path() };
-        if link_lost_its_device(&pins.link()) && pins.remove().is_ok() {
+        // An IO module chain's link lives in `chain/` of the interface's directory.
+        let chain_link = pins.dir.join("chain").join("link");
+        if (link_lost_its_device(&pins.link()) || link_lost_its_device(&chain_link))
+            && pins.remove().is_ok()
+        {
             pruned.push(entry.file_name().to_string_lossy().into_owned());
         }
     }

@@ -12,7 +12,9 @@
 //! - the byte codes they hold: [`action`], [`proto`], [`fragment`], [`parse_result`],
 //!   [`FAMILY_V4`]/[`FAMILY_V6`], and the map sizes (`MAX_*`);
 //! - [`ParseReport`], what the kernel parser found, for the differential parse test;
-//! - the traffic generator's [`GenConfig`], [`FlowSpace`] and [`GenStamp`].
+//! - the traffic generator's [`GenConfig`], [`FlowSpace`] and [`GenStamp`];
+//! - the IO module ABI in [`module`]: the per-packet context, verdicts, module metadata and
+//!   the names of the maps a chain shares with its modules.
 //!
 //! Layouts are part of the map ABI: a pinned map created by one build is reused by the next
 //! (atomic replacement), so a change here must change the map names too. Sizes are asserted
@@ -23,6 +25,7 @@
 use core::mem::size_of;
 
 mod generator;
+pub mod module;
 pub use generator::{
     FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
 };
@@ -345,4 +348,8 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::RuleDef {}
     unsafe impl aya::Pod for super::GenConfig {}
+    unsafe impl aya::Pod for super::module::ModuleContext {}
+    unsafe impl aya::Pod for super::module::ChainState {}
+    unsafe impl aya::Pod for super::module::ModuleRecord {}
+    unsafe impl aya::Pod for super::module::ModuleMeta {}
 }

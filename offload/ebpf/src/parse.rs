@@ -28,6 +28,13 @@ pub struct Packet {
     pub src: [u32; 4],
     /// Destination address in network byte order (IPv4: first 4 bytes only).
     pub dst: [u8; 16],
+    /// Offsets of the IP header and of the L4 header (0 when not reached: a later
+    /// fragment, or too many IPv6 extension headers), for the module chain's context.
+    pub l3_offset: u16,
+    pub l4_offset: u16,
+    /// VLAN tags in front of the IP header and their TCIs, outer first.
+    pub vlan_count: u8,
+    pub vlan_tci: [u16; MAX_VLAN_TAGS],
 }
 
 const ETH_HLEN: usize = 14;
@@ -87,20 +94,28 @@ pub fn parse(ctx: &XdpContext) -> Result<Option<Packet>, Malformed> {
     let ethernet = read::<[u8; ETH_HLEN]>(ctx, 0)?;
     let mut ethertype = be16(&ethernet, 12);
     let mut offset = ETH_HLEN;
-    for _ in 0..MAX_VLAN_TAGS {
+    let mut vlan_tci = [0u16; MAX_VLAN_TAGS];
+    let mut vlan_count = 0u8;
+    for tci in vlan_tci.iter_mut() {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         // A tag is the TCI, then the encapsulated ethertype.
         let tag = read::<[u8; VLAN_HLEN]>(ctx, offset)?;
+        *tci = be16(&tag, 0);
+        vlan_count += 1;
         ethertype = be16(&tag, 2);
         offset += VLAN_HLEN;
     }
-    match ethertype {
-        ETH_P_IPV4 => parse_ipv4(ctx, offset).map(Some),
-        ETH_P_IPV6 => parse_ipv6(ctx, offset).map(Some),
-        _ => Ok(None),
-    }
+    let mut packet = match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, offset)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, offset)?,
+        _ => return Ok(None),
+    };
+    packet.l3_offset = offset as u16;
+    packet.vlan_count = vlan_count;
+    packet.vlan_tci = vlan_tci;
+    Ok(Some(packet))
 }
 
 #[inline(always)]
@@ -131,6 +146,10 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
             0,
         ],
         dst: [0; 16],
+        l3_offset: 0,
+        l4_offset: 0,
+        vlan_count: 0,
+        vlan_tci: [0; MAX_VLAN_TAGS],
     };
     packet.dst[..4].copy_from_slice(&header[16..20]);
     // Only the first fragment (offset 0) carries the transport header.
@@ -171,6 +190,10 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
         fragment_id: 0,
         src,
         dst,
+        l3_offset: 0,
+        l4_offset: 0,
+        vlan_count: 0,
+        vlan_tci: [0; MAX_VLAN_TAGS],
     };
 
     let mut offset = l3 + IPV6_HLEN;
@@ -234,6 +257,7 @@ fn within(offset: usize, len: usize, end: usize) -> Result<(), Malformed> {
 /// The L4 header at `l4`, inside the IP packet that ends at `end`.
 #[inline(always)]
 fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, packet: &mut Packet) -> Result<(), Malformed> {
+    packet.l4_offset = l4 as u16;
     match packet.proto {
         proto::TCP => {
             within(l4, 20, end)?;

@@ -1,0 +1,222 @@
+//! `fastpath module ...`: IO modules on an interface's chain.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use offload::modules::{
+    self, Position,
+    scaffold::{self, Language},
+};
+use serde_json::json;
+
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum ModuleCommand {
+    /// Scaffold a module project with a working example (counts packets per IP protocol).
+    New {
+        /// The module's name (also its directory, and a C or Rust identifier).
+        name: String,
+        #[arg(long, default_value = "c", value_parser = parse_language)]
+        lang: Language,
+        /// The directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print where the SDK is (the C header and the Rust crate).
+    Sdk,
+    /// Load a module into the interface's chain (attaching the chain with the first one).
+    Load {
+        #[arg(long)]
+        iface: String,
+        /// The module's object file.
+        file: PathBuf,
+        /// Its name in the chain (default: the name in its metadata).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        position: PositionArgs,
+    },
+    /// The chain's modules in order, with packets per verdict.
+    List {
+        #[arg(long)]
+        iface: String,
+    },
+    /// Replace a module with another version in one step; maps of matching shape are kept.
+    Swap {
+        #[arg(long)]
+        iface: String,
+        /// The module to replace.
+        name: String,
+        /// The new version's object file.
+        file: PathBuf,
+    },
+    /// Remove a module from the chain (the chain goes with the last one).
+    Unload {
+        #[arg(long)]
+        iface: String,
+        name: String,
+    },
+}
+
+#[derive(Args)]
+#[group(multiple = false)]
+pub struct PositionArgs {
+    /// Before every module.
+    #[arg(long)]
+    first: bool,
+    /// After every module (the default).
+    #[arg(long)]
+    last: bool,
+    /// Right before the named module.
+    #[arg(long, value_name = "MODULE")]
+    before: Option<String>,
+    /// Right after the named module.
+    #[arg(long, value_name = "MODULE")]
+    after: Option<String>,
+}
+
+impl PositionArgs {
+    fn position(&self) -> Position {
+        match (&self.before, &self.after) {
+            (Some(module), _) => Position::Before(module.clone()),
+            (_, Some(module)) => Position::After(module.clone()),
+            _ if self.first => Position::First,
+            _ => Position::Last,
+        }
+    }
+}
+
+fn parse_language(text: &str) -> Result<Language, String> {
+    match text {
+        "c" => Ok(Language::C),
+        "rust" => Ok(Language::Rust),
+        _ => Err(format!("invalid --lang {text:?}: expected c or rust")),
+    }
+}
+
+pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::New { name, lang, dir } => {
+            let made = scaffold::scaffold(name, *lang, dir)?;
+            if as_json {
+                output::json(&made);
+            } else {
+                println!("created {} ({})", made.dir.display(), made.files.join(", "));
+                println!("build:  cd {} && {}", made.dir.display(), made.build);
+                println!("object: {}", made.object);
+            }
+        }
+        ModuleCommand::Sdk => {
+            let sdk = scaffold::sdk_dir();
+            let (header, crate_dir) = (sdk.join("c/module.h"), sdk.join("rust"));
+            if as_json {
+                output::json(&json!({
+                    "sdk": sdk,
+                    "c_header": header,
+                    "rust_crate": crate_dir,
+                    "abi_version": offload_common_abi(),
+                }));
+            } else {
+                println!("SDK (ABI {}): {}", offload_common_abi(), sdk.display());
+                println!("C header:   {}", header.display());
+                println!("Rust crate: {}", crate_dir.display());
+            }
+        }
+        ModuleCommand::Load {
+            iface,
+            file,
+            name,
+            position,
+        } => {
+            let loaded = modules::load(iface, file, name.as_deref(), &position.position())?;
+            if as_json {
+                output::json(&loaded);
+            } else {
+                if let Some(mode) = loaded.attached {
+                    println!("attached the module chain to {} ({mode})", loaded.iface);
+                }
+                println!(
+                    "loaded {} {} at position {} (program {}), revision {}",
+                    loaded.module, loaded.version, loaded.order, loaded.program_id, loaded.revision
+                );
+            }
+        }
+        ModuleCommand::List { iface } => {
+            let listing = modules::list(iface)?;
+            if as_json {
+                output::json(&listing);
+            } else {
+                println!(
+                    "{}: revision {}, frags {}, empty-chain passes {}, chain-end passes {}",
+                    listing.iface,
+                    listing.revision,
+                    listing.frags,
+                    listing.empty_chain_passes,
+                    listing.chain_end_passes
+                );
+                let rows: Vec<Vec<String>> = listing
+                    .modules
+                    .iter()
+                    .map(|module| {
+                        let packets = module
+                            .packets
+                            .iter()
+                            .filter(|(_, count)| **count > 0)
+                            .map(|(verdict, count)| format!("{verdict}={count}"))
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        vec![
+                            module.order.to_string(),
+                            module.name.clone(),
+                            module.version.clone(),
+                            module.program_id.to_string(),
+                            packets,
+                        ]
+                    })
+                    .collect();
+                output::table(&["order", "name", "version", "prog", "packets"], &rows);
+            }
+        }
+        ModuleCommand::Swap { iface, name, file } => {
+            let swapped = modules::swap(iface, name, file)?;
+            if as_json {
+                output::json(&swapped);
+            } else {
+                println!(
+                    "swapped {} {} -> {} (program {} -> {}), revision {}",
+                    swapped.module,
+                    swapped.old_version,
+                    swapped.new_version,
+                    swapped.old_program_id,
+                    swapped.new_program_id,
+                    swapped.revision
+                );
+                println!("maps kept:    {}", swapped.maps.kept.join(", "));
+                println!("maps reset:   {}", swapped.maps.reset.join(", "));
+                if !swapped.maps.dropped.is_empty() {
+                    println!("maps dropped: {}", swapped.maps.dropped.join(", "));
+                }
+            }
+        }
+        ModuleCommand::Unload { iface, name } => {
+            let unloaded = modules::unload(iface, name)?;
+            if as_json {
+                output::json(&unloaded);
+            } else {
+                println!(
+                    "unloaded {}, revision {}",
+                    unloaded.module, unloaded.revision
+                );
+                if unloaded.chain_detached {
+                    println!("the chain was empty: detached it from {}", unloaded.iface);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn offload_common_abi() -> u32 {
+    modules::ABI_VERSION
+}

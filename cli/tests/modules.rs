@@ -1,0 +1,364 @@
+//! IO modules on the lab: C modules scaffolded by `fastpath module new` and built with clang
+//! inside the test are loaded, swapped and unloaded on the dut while the client sends UDP
+//! traffic; every datagram is counted by exactly one terminal verdict, and a module's
+//! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use lab::{Lab, require_root};
+
+fn fastpath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(args)
+        .output()
+        .expect("run fastpath")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let output = fastpath(&[&["--json"], args].concat());
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+/// The error a failing command prints.
+fn failure(args: &[&str]) -> String {
+    let output = fastpath(args);
+    assert!(!output.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn clang(source: &Path, object: &Path) {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
+    let output = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-I"])
+        .arg(&sdk)
+        .arg("-c")
+        .arg(source)
+        .arg("-o")
+        .arg(object)
+        .output()
+        .expect("run clang (`cargo xtask setup` installs it)");
+    assert!(
+        output.status.success(),
+        "clang {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Drops UDP to port 9 (the test's traffic), lets everything else continue.
+const DROPPER: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("dropper", "1.0.0", 1);
+SEC("xdp.frags")
+int dropper(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	if (!fp)
+		return XDP_PASS;
+	if (fp->parse == FP_PARSE_IP && fp->protocol == 17 && fp->has_ports && fp->dst_port == 9)
+		return fp_drop(fp);
+	return fp_continue(ctx, fp);
+}
+"#;
+
+/// Reads the packet without a bounds check: the verifier must refuse it.
+const UNCHECKED: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("unchecked", "1.0.0", 1);
+SEC("xdp.frags")
+int unchecked(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	if (!fp)
+		return XDP_PASS;
+	unsigned char first = *(unsigned char *)(long)ctx->data;
+	return first ? fp_drop(fp) : fp_continue(ctx, fp);
+}
+"#;
+
+struct Built {
+    _dir: TempDir,
+    counter: PathBuf,
+    counter_v2: PathBuf,
+    dropper: PathBuf,
+    unchecked: PathBuf,
+    abi2: PathBuf,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Scaffolds `counter` with `fastpath module new --lang c`, builds it with its Makefile, and
+/// builds the other modules of the test.
+fn build_modules() -> Built {
+    let dir = std::env::temp_dir().join(format!("fastpath-modules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_text = dir.to_str().unwrap();
+    let made = json(&["module", "new", "counter", "--lang", "c", "--dir", dir_text]);
+    let project = PathBuf::from(made["dir"].as_str().unwrap());
+    let make = Command::new("make")
+        .arg("-C")
+        .arg(&project)
+        .output()
+        .expect("run make");
+    assert!(
+        make.status.success(),
+        "make: {}",
+        String::from_utf8_lossy(&make.stderr)
+    );
+    let counter = project.join("counter.o");
+    // Version 0.2.0: the same maps, so PROTOCOLS is handed over by the swap.
+    let source = std::fs::read_to_string(project.join("counter.c")).unwrap();
+    let v2 = dir.join("counter_v2.c");
+    std::fs::write(&v2, source.replace("\"0.1.0\"", "\"0.2.0\"")).unwrap();
+    let counter_v2 = dir.join("counter_v2.o");
+    clang(&v2, &counter_v2);
+    let mut others = Vec::new();
+    for (name, text) in [("dropper", DROPPER), ("unchecked", UNCHECKED)] {
+        let source = dir.join(format!("{name}.c"));
+        std::fs::write(&source, text).unwrap();
+        let object = dir.join(format!("{name}.o"));
+        clang(&source, &object);
+        others.push(object);
+    }
+    // The counter, with ABI version 2 in its metadata.
+    let mut bytes = std::fs::read(&counter).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|window| window == b"FPMODULE")
+        .expect("metadata magic");
+    bytes[at + 8..at + 12].copy_from_slice(&2u32.to_le_bytes());
+    let abi2 = dir.join("abi2.o");
+    std::fs::write(&abi2, bytes).unwrap();
+    Built {
+        counter,
+        counter_v2,
+        unchecked: others.pop().unwrap(),
+        dropper: others.pop().unwrap(),
+        abi2,
+        _dir: TempDir(dir),
+    }
+}
+
+/// Sends UDP datagrams to `dst`:9 from namespace `ns`, 20 a millisecond, until `stop`
+/// (at least 20); returns how many were sent.
+fn udp_traffic(
+    ns: String,
+    dst: std::net::IpAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        lab::netns::run_in(&ns, move || {
+            let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind UDP");
+            let mut sent = 0u64;
+            loop {
+                for _ in 0..20 {
+                    if socket.send_to(b"fastpath module test", (dst, 9)).is_ok() {
+                        sent += 1;
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break sent;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .expect("client namespace")
+    })
+}
+
+fn verdict(listing: &serde_json::Value, module: &str, verdict: &str) -> u64 {
+    listing["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == module)
+        .unwrap_or_else(|| panic!("{module} in {listing}"))["packets"][verdict]
+        .as_u64()
+        .unwrap()
+}
+
+fn names(listing: &serde_json::Value) -> Vec<String> {
+    listing["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn c_modules_load_swap_and_unload_under_traffic() {
+    require_root("module chain under traffic");
+    let built = build_modules();
+    let lab = Lab::for_test("md");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let on_dut = |args: &[&str]| -> serde_json::Value {
+        json(&[&["--netns", ns.as_str(), "module"], args].concat())
+    };
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+
+    let loaded = on_dut(&["load", "--iface", &iface, &path(&built.dropper)]);
+    assert!(loaded["attached"].is_string(), "{loaded}");
+    on_dut(&["load", "--iface", &iface, &path(&built.counter), "--first"]);
+    assert_eq!(
+        names(&on_dut(&["list", "--iface", &iface])),
+        ["counter", "dropper"]
+    );
+    // One datagram first, so ARP (which crosses the chain to the kernel and back) is
+    // resolved before the paced traffic and none waits in a neighbour queue.
+    let warm_up = Arc::new(AtomicBool::new(true));
+    let first = udp_traffic(lab.client.namespace.clone(), lab.dut.ipv4, warm_up)
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = udp_traffic(lab.client.namespace.clone(), lab.dut.ipv4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let swapped = on_dut(&[
+        "swap",
+        "--iface",
+        &iface,
+        "counter",
+        &path(&built.counter_v2),
+    ]);
+    assert_eq!(
+        swapped["maps"]["kept"],
+        serde_json::json!(["PROTOCOLS"]),
+        "{swapped}"
+    );
+    assert_eq!(swapped["new_version"], "0.2.0", "{swapped}");
+    std::thread::sleep(Duration::from_millis(200));
+    // A second instance after the dropper: it sees no test datagram.
+    on_dut(&[
+        "load",
+        "--iface",
+        &iface,
+        &path(&built.counter),
+        "--name",
+        "late",
+        "--after",
+        "dropper",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    on_dut(&["unload", "--iface", &iface, "late"]);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let sent = first + traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let listing = on_dut(&["list", "--iface", &iface]);
+    assert_eq!(names(&listing), ["counter", "dropper"], "{listing}");
+    assert!(sent > 1000, "sent {sent}");
+    // Every datagram met exactly one terminal verdict: the dropper's drop.
+    assert_eq!(verdict(&listing, "dropper", "drop"), sent, "{listing}");
+    assert_eq!(verdict(&listing, "counter", "drop"), 0, "{listing}");
+    // The counter's PROTOCOLS[UDP] saw every datagram, across the swap.
+    let dut_iface = iface.clone();
+    let udp = lab::netns::run_in(&ns, move || {
+        offload::modules::read_counter(&dut_iface, "counter", "PROTOCOLS", 17)
+    })
+    .expect("dut namespace")
+    .expect("read PROTOCOLS");
+    assert_eq!(udp, sent, "PROTOCOLS[17] after the swap");
+    assert_eq!(listing["modules"][0]["version"], "0.2.0", "{listing}");
+
+    // Bad input: each a clear error, the chain untouched.
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "load",
+        "--iface",
+        &iface,
+        &path(&built.abi2),
+        "--name",
+        "x",
+    ]);
+    assert!(
+        error.contains("built for ABI 2; this fastpath speaks 1"),
+        "{error}"
+    );
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "load",
+        "--iface",
+        &iface,
+        &path(&built.unchecked),
+    ]);
+    assert!(error.contains("verifier rejected"), "{error}");
+    assert!(
+        error.contains("invalid access to packet") || error.contains("R"),
+        "{error}"
+    );
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "load",
+        "--iface",
+        &iface,
+        &path(&built.counter),
+    ]);
+    assert!(
+        error.contains("already has a module named counter"),
+        "{error}"
+    );
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "load",
+        "--iface",
+        &iface,
+        &path(&built.counter),
+        "--name",
+        "y",
+        "--before",
+        "nobody",
+    ]);
+    assert!(error.contains("no module named nobody"), "{error}");
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "load",
+        "--iface",
+        &iface,
+        env!("CARGO_BIN_EXE_fastpath"),
+    ]);
+    assert!(error.contains("no fastpath module metadata"), "{error}");
+    assert_eq!(
+        names(&on_dut(&["list", "--iface", &iface])),
+        ["counter", "dropper"]
+    );
+
+    on_dut(&["unload", "--iface", &iface, "counter"]);
+    let last = on_dut(&["unload", "--iface", &iface, "dropper"]);
+    assert_eq!(last["chain_detached"], true, "{last}");
+    let error = failure(&["--netns", &ns, "module", "list", "--iface", &iface]);
+    assert!(error.contains("no module chain"), "{error}");
+}

@@ -1,0 +1,134 @@
+//! The IO module chain's entry program: parses each packet once (the one parse policy of
+//! `parse.rs`), fills the per-packet context, and tail-calls the first module of the
+//! running revision (see `offload_common::module` for the ABI, `offload::modules` for the
+//! loader).
+//!
+//! Two copies of the entry are built, `chain_entry` and `chain_entry_frags`: every program
+//! of one program array must agree on `xdp.frags` (the kernel enforces it when a program is
+//! put in the array), so a chain of multi-buffer modules runs behind the second.
+//!
+//! An object of its own: attaching a chain loads none of the steering program's maps.
+#![no_std]
+#![no_main]
+
+mod object;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMap, PerCpuArray, ProgramArray, XskMap},
+    programs::XdpContext,
+};
+use offload_common::module::{
+    ABI_VERSION, CHAIN_ARRAY_SLOTS, ChainState, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES,
+    ModuleContext, ModuleRecord, chain_counter, parse as parse_outcome, verdict,
+};
+
+// The shared maps, pinned by name in the chain's directory (offload::modules binds them to
+// every module at load). Names and shapes are the ABI: see offload_common::module::maps.
+
+#[map]
+static FP_CHAIN: ProgramArray = ProgramArray::pinned(CHAIN_ARRAY_SLOTS, 0);
+#[map]
+static FP_CONTEXT: PerCpuArray<ModuleContext> = PerCpuArray::pinned(1, 0);
+#[map]
+static FP_STATE: Array<ChainState> = Array::pinned(1, 0);
+#[map]
+static FP_SLOT_INSTANCE: Array<u32> = Array::pinned(CHAIN_ARRAY_SLOTS, 0);
+#[map]
+static FP_VERDICTS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_MODULES * verdict::COUNT, 0);
+#[map]
+static FP_CHAIN_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(chain_counter::COUNT, 0);
+#[map]
+static FP_XSKS: XskMap = XskMap::pinned(MAX_XSK_QUEUES, 0);
+#[map]
+static FP_PORTS: DevMap = DevMap::pinned(MAX_PORTS, 0);
+#[map]
+static FP_MODULES: Array<ModuleRecord> = Array::pinned(MAX_MODULES, 0);
+
+#[xdp]
+pub fn chain_entry(ctx: XdpContext) -> u32 {
+    enter(&ctx)
+}
+
+#[xdp(frags)]
+pub fn chain_entry_frags(ctx: XdpContext) -> u32 {
+    enter(&ctx)
+}
+
+#[inline(always)]
+fn enter(ctx: &XdpContext) -> u32 {
+    let Some(context) = FP_CONTEXT.get_ptr_mut(0) else {
+        count(chain_counter::NO_CONTEXT);
+        return xdp_action::XDP_PASS;
+    };
+    let state = match FP_STATE.get(0) {
+        Some(state) => *state,
+        None => {
+            // Unreachable (slot 0 exists); keeps the maps only user space and the modules
+            // use referenced, so the linker keeps them in the object.
+            let _ = FP_MODULES.get_ptr(0);
+            let _ = FP_SLOT_INSTANCE.get_ptr(0);
+            let _ = FP_VERDICTS.get_ptr(0);
+            let _ = FP_XSKS.redirect(0, 0);
+            let _ = FP_PORTS.redirect(0, 0);
+            ChainState::default()
+        }
+    };
+    if state.modules == 0 {
+        count(chain_counter::EMPTY);
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: a per-CPU slot: XDP runs with migration disabled and the packet's whole chain
+    // runs in this invocation, so nothing else touches it meanwhile.
+    unsafe { fill(ctx, &mut *context, &state) };
+    // SAFETY: on success control never comes back; the chain's modules are XDP programs
+    // that agree with this one on frags (the kernel refuses others in the array).
+    unsafe { FP_CHAIN.tail_call(ctx, state.first_slot) };
+    count(chain_counter::END);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn fill(ctx: &XdpContext, context: &mut ModuleContext, state: &ChainState) {
+    // SAFETY: the kernel's xdp_md, valid for the program's run.
+    let (ifindex, queue) = unsafe { ((*ctx.ctx).ingress_ifindex, (*ctx.ctx).rx_queue_index) };
+    *context = ModuleContext {
+        abi_version: ABI_VERSION as u16,
+        slot: state.first_slot as u16,
+        revision: state.revision,
+        ingress_ifindex: ifindex,
+        rx_queue: queue,
+        ..ModuleContext::default()
+    };
+    match parse::parse(ctx) {
+        Ok(Some(packet)) => {
+            context.parse = parse_outcome::IP;
+            context.l3_offset = packet.l3_offset;
+            context.l4_offset = packet.l4_offset;
+            context.vlan_count = packet.vlan_count;
+            context.vlan_tci = packet.vlan_tci;
+            context.ip_version = packet.family;
+            context.protocol = packet.proto;
+            context.has_ports = packet.has_ports as u8;
+            context.fragment = packet.fragment;
+            context.src_port = packet.sport;
+            context.dst_port = packet.dport;
+            for (byte, word) in context.src_addr.chunks_exact_mut(4).zip(packet.src) {
+                byte.copy_from_slice(&word.to_ne_bytes());
+            }
+            context.dst_addr = packet.dst;
+        }
+        Ok(None) => context.parse = parse_outcome::NOT_IP,
+        Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,
+    }
+}
+
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(counter) = FP_CHAIN_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, see `enter`.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,281 @@
+//! What can go wrong with a module or a chain; every variant names the file, module, map or
+//! interface concerned, and keeps the cause as its source.
+
+use std::{io, path::PathBuf};
+
+use aya::{EbpfError, maps::MapError, pin::PinError, programs::ProgramError};
+
+use crate::OffloadError;
+
+/// An IO module command failed; the running chain is as it was before the command.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The module file could not be read.
+    #[error("read {}", file.display())]
+    ReadFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not an ELF object.
+    #[error("{} is not an ELF object (build the module with clang -target bpf or cargo)", file.display())]
+    NotElf {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The ELF object is damaged.
+    #[error("{} is not a readable ELF object", file.display())]
+    BadElf {
+        /// The file.
+        file: PathBuf,
+        /// What the ELF reader said.
+        #[source]
+        source: object::Error,
+    },
+    /// The object has no `.fastpath.module` section.
+    #[error(
+        "{} has no fastpath module metadata (section .fastpath.module); declare it with FASTPATH_MODULE (C) or fastpath_module! (Rust)",
+        file.display()
+    )]
+    NoMetadata {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The metadata section is there but unusable.
+    #[error("{}: bad module metadata: {reason}", file.display())]
+    BadMetadata {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The module was built for another ABI version.
+    #[error(
+        "{}: built for ABI {built_for}; this fastpath speaks {}; rebuild it against this fastpath's SDK (`fastpath module sdk`)",
+        file.display(),
+        offload_common::module::ABI_VERSION
+    )]
+    AbiMismatch {
+        /// The file.
+        file: PathBuf,
+        /// The ABI version in its metadata.
+        built_for: u32,
+    },
+    /// aya could not parse the object.
+    #[error("{}: cannot parse the BPF object", file.display())]
+    ParseObject {
+        /// The file.
+        file: PathBuf,
+        /// aya's parse error.
+        #[source]
+        source: Box<aya_obj::ParseError>,
+    },
+    /// The object holds no program.
+    #[error("{}: the object holds no program", file.display())]
+    NoProgram {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A module is one program.
+    #[error("{}: a module holds one XDP program, this object holds {programs}", file.display())]
+    SeveralPrograms {
+        /// The file.
+        file: PathBuf,
+        /// The programs' names.
+        programs: String,
+    },
+    /// The program is not an XDP program.
+    #[error("{}: program `{program}` is {section}, not an XDP program", file.display())]
+    NotXdp {
+        /// The file.
+        file: PathBuf,
+        /// The program.
+        program: String,
+        /// Its section kind.
+        section: String,
+    },
+    /// The metadata's frags flag and the program's section disagree.
+    #[error(
+        "{}: the metadata says frags={metadata} but program `{program}` is in section {}",
+        file.display(),
+        if *section { "xdp.frags" } else { "xdp" }
+    )]
+    FragsDisagree {
+        /// The file.
+        file: PathBuf,
+        /// The program.
+        program: String,
+        /// The metadata's flag.
+        metadata: bool,
+        /// Whether the section is `xdp.frags`.
+        section: bool,
+    },
+    /// Every program of a chain must agree on `xdp.frags` (the kernel enforces it).
+    #[error(
+        "module {module}: frags={module_frags}, but the chain on {iface} runs frags={chain_frags}; every program of a chain must agree on xdp.frags"
+    )]
+    FragsMismatch {
+        /// The module.
+        module: String,
+        /// The interface.
+        iface: String,
+        /// The module's frags.
+        module_frags: bool,
+        /// The chain's frags.
+        chain_frags: bool,
+    },
+    /// The kernel refused the module's program.
+    #[error("module {module} ({}): the verifier rejected program `{program}`: {errno}\nverifier log:\n{log}", file.display())]
+    Verifier {
+        /// The module.
+        module: String,
+        /// Its file.
+        file: PathBuf,
+        /// Its program.
+        program: String,
+        /// The syscall's error.
+        errno: io::Error,
+        /// The verifier's log (with source lines where the object has BTF line info).
+        log: String,
+    },
+    /// Loading the object (creating or binding its maps) failed.
+    #[error("module {module} ({}): load the object", file.display())]
+    LoadObject {
+        /// The module.
+        module: String,
+        /// Its file.
+        file: PathBuf,
+        /// aya's error.
+        #[source]
+        source: Box<EbpfError>,
+    },
+    /// Another step on a module's program failed.
+    #[error("module {module}: {step} program `{program}`")]
+    Program {
+        /// The module.
+        module: String,
+        /// What was being done.
+        step: &'static str,
+        /// The program.
+        program: String,
+        /// aya's error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map of the chain or of a module could not be used.
+    #[error("{step} map {map}")]
+    Map {
+        /// What was being done.
+        step: &'static str,
+        /// The map (its pin path or name).
+        map: String,
+        /// aya's error.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// A pin could not be made.
+    #[error("pin {}", path.display())]
+    Pin {
+        /// The pin's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: PinError,
+    },
+    /// The chain already has a module of that name.
+    #[error(
+        "the chain on {iface} already has a module named {module}; pick another with --name or swap it"
+    )]
+    DuplicateName {
+        /// The interface.
+        iface: String,
+        /// The name.
+        module: String,
+    },
+    /// No module of that name in the chain.
+    #[error("the chain on {iface} has no module named {module} (modules: {known})")]
+    UnknownModule {
+        /// The interface.
+        iface: String,
+        /// The name asked for.
+        module: String,
+        /// The names there are.
+        known: String,
+    },
+    /// A name that does not fit the records or the pin directory.
+    #[error("module name {module:?}: {reason}")]
+    BadName {
+        /// The name.
+        module: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The chain is full.
+    #[error("the chain on {iface} holds at most {max} modules")]
+    ChainFull {
+        /// The interface.
+        iface: String,
+        /// Its capacity.
+        max: u32,
+    },
+    /// No chain on the interface.
+    #[error("no module chain on {iface} (nothing pinned in {dir}); load a module first")]
+    NoChain {
+        /// The interface.
+        iface: String,
+        /// Where its pins would be.
+        dir: String,
+    },
+    /// Another XDP program holds the interface.
+    #[error(
+        "{iface} already runs XDP program id {program_id}, not a fastpath module chain; detach it first (`fastpath xdp detach`)"
+    )]
+    InterfaceBusy {
+        /// The interface.
+        iface: String,
+        /// The program there.
+        program_id: u32,
+    },
+    /// The chain's entry could not be attached in any mode.
+    #[error("attach the chain entry to {iface}: {reasons}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// Each mode tried and why it failed.
+        reasons: String,
+    },
+    /// The chain's own object could not be loaded.
+    #[error("load the chain entry object")]
+    LoadChain(#[source] Box<EbpfError>),
+    /// A system call failed.
+    #[error("{call} failed")]
+    Syscall {
+        /// The call.
+        call: &'static str,
+        /// Its error.
+        #[source]
+        source: io::Error,
+    },
+    /// The steering layer (interfaces, bpffs) failed.
+    #[error(transparent)]
+    Offload(#[from] OffloadError),
+}
+
+impl ModuleError {
+    pub(crate) fn syscall(call: &'static str) -> impl FnOnce(io::Error) -> ModuleError {
+        move |source| ModuleError::Syscall { call, source }
+    }
+
+    pub(crate) fn map(
+        step: &'static str,
+        map: impl Into<String>,
+    ) -> impl FnOnce(MapError) -> ModuleError {
+        move |source| ModuleError::Map {
+            step,
+            map: map.into(),
+            source: Box::new(source),
+        }
+    }
+}

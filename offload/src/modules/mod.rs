@@ -1,0 +1,31 @@
+//! IO modules: load, chain, swap and unload XDP modules on an interface at run time.
+//!
+//! A module is one XDP program in an ELF object carrying fastpath module metadata, built
+//! against the SDK (`sdk/rust`, `sdk/c/module.h`; the ABI is `offload_common::module`).
+//! The chain's entry program ([`CHAIN_OBJECT`]) is attached to the interface with the
+//! first module and detached with the last; it parses each packet once, fills the context
+//! and tail-calls the modules of the running revision in order (freplace, the mechanism of
+//! libxdp's dispatcher, is refused on these kernels; see docs/modules.md).
+//!
+//! Every change builds a whole new revision beside the running one and switches to it
+//! with one map update, so no packet sees a half-built chain, and a command that dies
+//! leaves the running chain intact; the next command removes what it left
+//! (see [`chain`](self) internals). [`swap`] hands the old version's maps to the new one
+//! where their shapes match.
+
+mod chain;
+mod error;
+mod object;
+mod ops;
+pub mod scaffold;
+
+pub use error::ModuleError;
+pub use object::{MapShape, ModuleObject};
+pub use offload_common::module::ABI_VERSION;
+pub use ops::{
+    ChainListing, Loaded, MapHandover, ModuleEntry, Position, Swapped, Unloaded, list, load,
+    read_counter, swap, unload,
+};
+
+/// The chain's entry object of this build (built by build.rs from `offload/ebpf`).
+pub static CHAIN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chain"));

@@ -1,0 +1,180 @@
+//! A module's ELF object, read and checked without loading it: its metadata (the
+//! `.fastpath.module` section), its one XDP program and the shapes of its maps.
+
+use std::path::{Path, PathBuf};
+
+use aya_obj::{EbpfSectionKind, ProgramSection};
+use object::{Object as _, ObjectSection as _};
+use offload_common::module::{ABI_VERSION, META_FRAGS, META_MAGIC, META_SECTION, ModuleMeta, maps};
+
+use super::ModuleError;
+
+/// A module object that passed the checks that need no kernel.
+#[derive(Clone, Debug)]
+pub struct ModuleObject {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The object's bytes, as handed to the loader.
+    pub bytes: Vec<u8>,
+    /// The name in its metadata.
+    pub name: String,
+    /// The version in its metadata.
+    pub version: String,
+    /// Whether it handles multi-buffer frames (metadata and program section agree).
+    pub frags: bool,
+    /// The name of its XDP program (its function name).
+    pub program: String,
+    /// Its own maps (not the chain's shared ones, nor global data sections).
+    pub maps: Vec<MapShape>,
+}
+
+/// What decides whether a map of a new version can take over the old one's contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    /// The map's name in the object (and its pin's file name).
+    pub name: String,
+    /// The kernel's `bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// `max_entries` (0 where the kernel decides, e.g. per-CPU sized maps).
+    pub max_entries: u32,
+}
+
+impl ModuleObject {
+    /// Reads and checks `path`: an ELF object with fastpath module metadata for this ABI,
+    /// holding exactly one XDP program whose `xdp.frags` matches the metadata.
+    pub fn read(path: &Path) -> Result<ModuleObject, ModuleError> {
+        let bytes = std::fs::read(path).map_err(|source| ModuleError::ReadFile {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, bytes)
+    }
+
+    /// As [`ModuleObject::read`], for bytes already read (`path` names them in errors).
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<ModuleObject, ModuleError> {
+        let file = path.to_path_buf();
+        if !bytes.starts_with(b"\x7fELF") {
+            return Err(ModuleError::NotElf { file });
+        }
+        let meta = read_meta(&file, &bytes)?;
+        if meta.abi_version != ABI_VERSION {
+            return Err(ModuleError::AbiMismatch {
+                file,
+                built_for: meta.abi_version,
+            });
+        }
+        let name = c_string(&meta.name);
+        let version = c_string(&meta.version);
+        if name.is_empty() {
+            return Err(ModuleError::BadMetadata {
+                file,
+                reason: "the module name is empty".into(),
+            });
+        }
+        let object = aya_obj::Object::parse(&bytes).map_err(|source| ModuleError::ParseObject {
+            file: file.clone(),
+            source: Box::new(source),
+        })?;
+        let mut programs = object.programs.iter();
+        let (program, section) = match (programs.next(), programs.next()) {
+            (Some((program, details)), None) => (program.clone(), details.section.clone()),
+            (None, _) => return Err(ModuleError::NoProgram { file }),
+            (Some(_), Some(_)) => {
+                return Err(ModuleError::SeveralPrograms {
+                    file,
+                    programs: object
+                        .programs
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        };
+        let ProgramSection::Xdp { frags, .. } = section else {
+            return Err(ModuleError::NotXdp {
+                file,
+                program,
+                section: format!("{section:?}"),
+            });
+        };
+        let declared = meta.flags & META_FRAGS != 0;
+        if frags != declared {
+            return Err(ModuleError::FragsDisagree {
+                file,
+                program,
+                metadata: declared,
+                section: frags,
+            });
+        }
+        let mut own_maps: Vec<MapShape> = object
+            .maps
+            .iter()
+            .filter(|(name, map)| {
+                !maps::ALL.contains(&name.as_str())
+                    && matches!(
+                        map.section_kind(),
+                        EbpfSectionKind::Maps | EbpfSectionKind::BtfMaps
+                    )
+            })
+            .map(|(name, map)| MapShape {
+                name: name.clone(),
+                map_type: map.map_type(),
+                key_size: map.key_size(),
+                value_size: map.value_size(),
+                max_entries: map.max_entries(),
+            })
+            .collect();
+        own_maps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ModuleObject {
+            path: file,
+            bytes,
+            name,
+            version,
+            frags,
+            program,
+            maps: own_maps,
+        })
+    }
+}
+
+fn read_meta(file: &Path, bytes: &[u8]) -> Result<ModuleMeta, ModuleError> {
+    let elf = object::File::parse(bytes).map_err(|source| ModuleError::BadElf {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let no_meta = || ModuleError::NoMetadata {
+        file: file.to_path_buf(),
+    };
+    let section = elf.section_by_name(META_SECTION).ok_or_else(no_meta)?;
+    let data = section.data().map_err(|source| ModuleError::BadElf {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    if data.len() < size_of::<ModuleMeta>() {
+        return Err(ModuleError::BadMetadata {
+            file: file.to_path_buf(),
+            reason: format!(
+                "section {META_SECTION} holds {} bytes, a ModuleMeta takes {}",
+                data.len(),
+                size_of::<ModuleMeta>()
+            ),
+        });
+    }
+    // SAFETY: ModuleMeta is plain old data and `data` holds enough bytes; unaligned read.
+    let meta = unsafe { data.as_ptr().cast::<ModuleMeta>().read_unaligned() };
+    if meta.magic != META_MAGIC {
+        return Err(no_meta());
+    }
+    Ok(meta)
+}
+
+/// The text before the first NUL.
+pub(crate) fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
