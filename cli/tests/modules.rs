@@ -89,8 +89,9 @@ int unchecked(struct xdp_md *ctx)
 }
 "#;
 
+/// The objects of one run: the counter (scaffolded) in two versions, and the C helpers.
 struct Built {
-    _dir: TempDir,
+    dir: TempDir,
     counter: PathBuf,
     counter_v2: PathBuf,
     dropper: PathBuf,
@@ -106,57 +107,93 @@ impl Drop for TempDir {
     }
 }
 
-/// Scaffolds `counter` with `fastpath module new --lang c`, builds it with its Makefile, and
-/// builds the other modules of the test.
-fn build_modules() -> Built {
-    let dir = std::env::temp_dir().join(format!("fastpath-modules-{}", std::process::id()));
+/// Scaffolds `counter` with `fastpath module new --lang <lang>` and builds it (make, or
+/// cargo), then version 0.2.0 of it (same maps, so PROTOCOLS is handed over by a swap),
+/// and the other modules of the test.
+fn build_modules(lang: &str) -> Built {
+    let dir = std::env::temp_dir().join(format!("fastpath-modules-{lang}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let dir_text = dir.to_str().unwrap();
-    let made = json(&["module", "new", "counter", "--lang", "c", "--dir", dir_text]);
+    let dir = TempDir(dir);
+    let made = json(&[
+        "module",
+        "new",
+        "counter",
+        "--lang",
+        lang,
+        "--dir",
+        dir.0.to_str().unwrap(),
+    ]);
     let project = PathBuf::from(made["dir"].as_str().unwrap());
-    let make = Command::new("make")
-        .arg("-C")
-        .arg(&project)
-        .output()
-        .expect("run make");
-    assert!(
-        make.status.success(),
-        "make: {}",
-        String::from_utf8_lossy(&make.stderr)
-    );
-    let counter = project.join("counter.o");
-    // Version 0.2.0: the same maps, so PROTOCOLS is handed over by the swap.
-    let source = std::fs::read_to_string(project.join("counter.c")).unwrap();
-    let v2 = dir.join("counter_v2.c");
-    std::fs::write(&v2, source.replace("\"0.1.0\"", "\"0.2.0\"")).unwrap();
-    let counter_v2 = dir.join("counter_v2.o");
-    clang(&v2, &counter_v2);
+    let source = project.join(if lang == "c" {
+        "counter.c"
+    } else {
+        "src/main.rs"
+    });
+    let first = build_project(lang, &project, &dir.0.join("counter.o"));
+    let text = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, text.replace("\"0.1.0\"", "\"0.2.0\"")).unwrap();
+    let second = build_project(lang, &project, &dir.0.join("counter_v2.o"));
     let mut others = Vec::new();
     for (name, text) in [("dropper", DROPPER), ("unchecked", UNCHECKED)] {
-        let source = dir.join(format!("{name}.c"));
+        let source = dir.0.join(format!("{name}.c"));
         std::fs::write(&source, text).unwrap();
-        let object = dir.join(format!("{name}.o"));
+        let object = dir.0.join(format!("{name}.o"));
         clang(&source, &object);
         others.push(object);
     }
     // The counter, with ABI version 2 in its metadata.
-    let mut bytes = std::fs::read(&counter).unwrap();
+    let mut bytes = std::fs::read(&first).unwrap();
     let at = bytes
         .windows(8)
         .position(|window| window == b"FPMODULE")
         .expect("metadata magic");
     bytes[at + 8..at + 12].copy_from_slice(&2u32.to_le_bytes());
-    let abi2 = dir.join("abi2.o");
+    let abi2 = dir.0.join("abi2.o");
     std::fs::write(&abi2, bytes).unwrap();
     Built {
-        counter,
-        counter_v2,
+        counter: first,
+        counter_v2: second,
         unchecked: others.pop().unwrap(),
         dropper: others.pop().unwrap(),
         abi2,
-        _dir: TempDir(dir),
+        dir,
     }
+}
+
+/// Builds the scaffolded project in `project` the way its README says, and copies the
+/// object to `object`.
+fn build_project(lang: &str, project: &Path, object: &Path) -> PathBuf {
+    let (output, built) = if lang == "c" {
+        let output = Command::new("make")
+            .arg("-C")
+            .arg(project)
+            .output()
+            .expect("run make");
+        (output, project.join("counter.o"))
+    } else {
+        // A target folder shared by the runs, so `core` is built for BPF once.
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/module-tests");
+        let output = Command::new("cargo")
+            .args(["build", "--release", "--offline"])
+            .current_dir(project)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .output()
+            .expect("run cargo");
+        (output, target.join("bpfel-unknown-none/release/counter"))
+    };
+    assert!(
+        output.status.success(),
+        "building {}: {}",
+        project.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::copy(&built, object).expect("copy the module object");
+    object.to_path_buf()
 }
 
 /// Sends UDP datagrams to `dst`:9 from namespace `ns`, 20 a millisecond, until `stop`
@@ -209,9 +246,23 @@ fn names(listing: &serde_json::Value) -> Vec<String> {
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn c_modules_load_swap_and_unload_under_traffic() {
-    require_root("module chain under traffic");
-    let built = build_modules();
-    let lab = Lab::for_test("md");
+    require_root("C module chain under traffic");
+    under_traffic(&build_modules("c"), "md");
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_rust_module_loads_swaps_and_unloads_under_traffic() {
+    require_root("Rust module chain under traffic");
+    under_traffic(&build_modules("rust"), "mr");
+}
+
+/// The scenario, with the counter in front of the dropper: loads, traffic, a swap of the
+/// counter and a load and unload of a third module during it, then the counts, the errors
+/// and the unloads.
+fn under_traffic(built: &Built, tag: &str) {
+    assert!(built.dir.0.exists());
+    let lab = Lab::for_test(tag);
     let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
     let on_dut = |args: &[&str]| -> serde_json::Value {
         json(&[&["--netns", ns.as_str(), "module"], args].concat())
