@@ -413,3 +413,111 @@ fn under_traffic(built: &Built, tag: &str) {
     let error = failure(&["--netns", &ns, "module", "list", "--iface", &iface]);
     assert!(error.contains("no module chain"), "{error}");
 }
+
+fn killed(output: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    output.status.signal() == Some(libc::SIGKILL)
+}
+
+/// Sends `count` datagrams to the dut's port 9 from the client, paced; returns how many
+/// were sent.
+fn udp_burst(lab: &Lab) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = udp_traffic(lab.client.namespace.clone(), lab.dut.ipv4, stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let sent = traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sent
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_kill_during_a_change_leaves_the_chain_working_and_the_next_command_cleans_up() {
+    require_root("module chain kill -9");
+    let built = build_modules("c");
+    let lab = Lab::for_test("mk");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let module = |args: &[&str], kill_at: Option<&str>| -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fastpath"));
+        command.args([&["--json", "--netns", ns.as_str(), "module"], args].concat());
+        if let Some(point) = kill_at {
+            command.env("FASTPATH_KILL_AT", point);
+        }
+        command.output().expect("run fastpath")
+    };
+    let listing = || json(&["--netns", &ns, "module", "list", "--iface", &iface]);
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let modules_dir = PathBuf::from(format!("/sys/fs/bpf/fastpath/{iface}/chain/modules"));
+    let pinned_modules = || {
+        let mut names: Vec<String> = std::fs::read_dir(&modules_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    assert!(
+        module(&["load", "--iface", &iface, &path(&built.dropper)], None)
+            .status
+            .success()
+    );
+    let before = listing();
+    // Killed with the new revision built but not switched to: the old one keeps running.
+    let load = module(
+        &["load", "--iface", &iface, &path(&built.counter), "--first"],
+        Some("module:revision-built"),
+    );
+    assert!(killed(&load), "{load:?}");
+    let after = listing();
+    assert_eq!(names(&after), ["dropper"], "{after}");
+    assert_eq!(after["revision"], before["revision"], "{after}");
+    udp_burst(&lab); // resolves ARP
+    let drops = verdict(&listing(), "dropper", "drop");
+    let sent = udp_burst(&lab);
+    assert_eq!(verdict(&listing(), "dropper", "drop"), drops + sent);
+
+    // The next command removes what the killed one left, and succeeds.
+    assert!(
+        module(
+            &["load", "--iface", &iface, &path(&built.counter), "--first"],
+            None
+        )
+        .status
+        .success()
+    );
+    assert_eq!(names(&listing()), ["counter", "dropper"]);
+    assert_eq!(pinned_modules(), ["counter", "dropper"]);
+
+    // Killed right after the switch: the new version runs; the next command records it.
+    let swap = module(
+        &[
+            "swap",
+            "--iface",
+            &iface,
+            "counter",
+            &path(&built.counter_v2),
+        ],
+        Some("module:switched"),
+    );
+    assert!(killed(&swap), "{swap:?}");
+    let second = udp_burst(&lab);
+    let now = listing();
+    assert_eq!(now["modules"][0]["version"], "0.2.0", "{now}");
+    // Every datagram since the first count met the dropper's drop, across both kills.
+    assert_eq!(
+        verdict(&now, "dropper", "drop"),
+        drops + sent + second,
+        "{now}"
+    );
+    assert!(
+        module(&["unload", "--iface", &iface, "counter"], None)
+            .status
+            .success()
+    );
+    assert_eq!(pinned_modules(), ["dropper"]);
+    let last = module(&["unload", "--iface", &iface, "dropper"], None);
+    assert!(last.status.success(), "{last:?}");
+    assert!(!modules_dir.exists());
+}

@@ -20,6 +20,8 @@
 //! | `lb:reload-rules-synced` | a reload: rules match the new config, the workers run the old tables |
 //! | `lb:swap` | a hot swap: the first worker runs the new chain, the others the old one |
 //! | `control:request-sent` | `fastpath lb <command>`: the request is sent, the response not yet read |
+//! | `module:revision-built` | a module change: the new revision is in its bank, not switched to |
+//! | `module:switched` | a module change: the new revision runs, its records are not yet updated |
 
 /// Kills this process with SIGKILL if it was built with the `kill-points` feature and
 /// `FASTPATH_KILL_AT` names `point`; otherwise does nothing.

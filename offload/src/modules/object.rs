@@ -178,3 +178,56 @@ pub(crate) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<ModuleObject, ModuleError> {
+        ModuleObject::parse(Path::new("m.o"), bytes.to_vec())
+    }
+
+    #[test]
+    fn a_file_that_is_not_elf_is_named() {
+        let error = parse(b"#!/bin/sh\necho hi\n").unwrap_err();
+        assert!(matches!(error, ModuleError::NotElf { .. }), "{error:?}");
+        assert!(
+            error.to_string().starts_with("m.o is not an ELF object"),
+            "{error}"
+        );
+        let error = parse(b"").unwrap_err();
+        assert!(matches!(error, ModuleError::NotElf { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn an_elf_without_module_metadata_is_refused() {
+        // The chain's own entry object: a valid BPF object, but no module.
+        let error = parse(super::super::CHAIN_OBJECT).unwrap_err();
+        assert!(matches!(error, ModuleError::NoMetadata { .. }), "{error:?}");
+        assert!(error.to_string().contains(".fastpath.module"), "{error}");
+        // A truncated ELF header is a damaged object, not a panic.
+        let error = parse(b"\x7fELF\x02\x01\x01").unwrap_err();
+        assert!(matches!(error, ModuleError::BadElf { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn the_abi_mismatch_message_says_both_versions() {
+        let error = ModuleError::AbiMismatch {
+            file: "m.o".into(),
+            built_for: 2,
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("m.o: built for ABI 2; this fastpath speaks 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn names_end_at_the_first_nul() {
+        assert_eq!(c_string(b"counter\0\0\0"), "counter");
+        assert_eq!(c_string(b"full"), "full");
+        assert_eq!(c_string(b"\0x"), "");
+    }
+}

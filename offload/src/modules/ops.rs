@@ -710,3 +710,26 @@ pub fn read_counter(iface: &str, name: &str, map: &str, index: u32) -> Result<u6
         .map_err(ModuleError::map("read", map))?;
     Ok(values.iter().sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_fit_the_records_and_the_pin_directory() {
+        for good in ["counter", "ddos-filter", "v1.2", "a_b"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "a/b", "with space", &"x".repeat(32)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(31)).is_ok());
+    }
+
+    #[test]
+    fn names_are_nul_padded_and_cut_to_fit() {
+        let field = fixed("counter");
+        assert_eq!(&field[..8], b"counter\0");
+        assert_eq!(c_string(&fixed(&"y".repeat(40))).len(), NAME_LEN - 1);
+    }
+}
