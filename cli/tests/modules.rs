@@ -90,12 +90,38 @@ int unchecked(struct xdp_md *ctx)
 "#;
 
 /// The objects of one run: the counter (scaffolded) in two versions, and the C helpers.
+/// Declares no frags: refused by a chain of frags-aware modules.
+const NO_FRAGS: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("no_frags", "1.0.0", 0);
+SEC("xdp")
+int no_frags(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	return fp ? fp_continue(ctx, fp) : XDP_PASS;
+}
+"#;
+
+/// Its metadata claims frags, its section does not.
+const FRAGS_DISAGREE: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("disagree", "1.0.0", 1);
+SEC("xdp")
+int disagree(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	return fp ? fp_continue(ctx, fp) : XDP_PASS;
+}
+"#;
+
 struct Built {
     dir: TempDir,
     counter: PathBuf,
     counter_v2: PathBuf,
     dropper: PathBuf,
     unchecked: PathBuf,
+    no_frags: PathBuf,
+    frags_disagree: PathBuf,
     abi2: PathBuf,
 }
 
@@ -135,7 +161,12 @@ fn build_modules(lang: &str) -> Built {
     std::fs::write(&source, text.replace("\"0.1.0\"", "\"0.2.0\"")).unwrap();
     let second = build_project(lang, &project, &dir.0.join("counter_v2.o"));
     let mut others = Vec::new();
-    for (name, text) in [("dropper", DROPPER), ("unchecked", UNCHECKED)] {
+    for (name, text) in [
+        ("dropper", DROPPER),
+        ("unchecked", UNCHECKED),
+        ("no_frags", NO_FRAGS),
+        ("disagree", FRAGS_DISAGREE),
+    ] {
         let source = dir.0.join(format!("{name}.c"));
         std::fs::write(&source, text).unwrap();
         let object = dir.0.join(format!("{name}.o"));
@@ -154,6 +185,8 @@ fn build_modules(lang: &str) -> Built {
     Built {
         counter: first,
         counter_v2: second,
+        frags_disagree: others.pop().unwrap(),
+        no_frags: others.pop().unwrap(),
         unchecked: others.pop().unwrap(),
         dropper: others.pop().unwrap(),
         abi2,
@@ -361,10 +394,27 @@ fn under_traffic(built: &Built, tag: &str) {
         &path(&built.unchecked),
     ]);
     assert!(error.contains("verifier rejected"), "{error}");
-    assert!(
-        error.contains("invalid access to packet") || error.contains("R"),
-        "{error}"
-    );
+    assert!(error.contains("invalid access to packet"), "{error}");
+    // The log carries the source lines (the object has BTF line info).
+    assert!(error.contains("@ unchecked.c:"), "{error}");
+    for (object, expected) in [
+        (&built.no_frags, "frags=false, but the chain on"),
+        (
+            &built.frags_disagree,
+            "the metadata says frags=true but program `disagree` is in section xdp",
+        ),
+    ] {
+        let error = failure(&[
+            "--netns",
+            &ns,
+            "module",
+            "load",
+            "--iface",
+            &iface,
+            &path(object),
+        ]);
+        assert!(error.contains(expected), "{error}");
+    }
     let error = failure(&[
         "--netns",
         &ns,

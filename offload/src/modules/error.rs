@@ -19,6 +19,21 @@ pub enum ModuleError {
         #[source]
         source: io::Error,
     },
+    /// A file of a scaffolded project could not be written.
+    #[error("write {}", file.display())]
+    WriteFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `module new` does not write over an existing directory.
+    #[error("{} already exists; pick another name or --dir", dir.display())]
+    ProjectExists {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The file is not an ELF object.
     #[error("{} is not an ELF object (build the module with clang -target bpf or cargo)", file.display())]
     NotElf {

@@ -9,9 +9,9 @@
 //!
 //! Every change builds a whole new revision beside the running one and switches to it
 //! with one map update, so no packet sees a half-built chain, and a command that dies
-//! leaves the running chain intact; the next command removes what it left
-//! (see [`chain`](self) internals). [`swap`] hands the old version's maps to the new one
-//! where their shapes match.
+//! leaves the running chain intact; the next command removes what it left. [`swap`]
+//! hands the old version's maps to the new one where their shapes match. [`scaffold`]
+//! writes new module projects. docs/modules.md tells the whole design.
 
 mod chain;
 mod error;

@@ -57,13 +57,7 @@ pub fn scaffold(name: &str, language: Language, parent: &Path) -> Result<Scaffol
     }
     let dir = parent.join(name);
     if dir.exists() {
-        return Err(ModuleError::Syscall {
-            call: "create the module directory",
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} already exists", dir.display()),
-            ),
-        });
+        return Err(ModuleError::ProjectExists { dir });
     }
     let sdk = sdk_dir();
     let (files, build, object) = match language {
@@ -88,10 +82,12 @@ pub fn scaffold(name: &str, language: Language, parent: &Path) -> Result<Scaffol
     for (file, text) in &files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(ModuleError::syscall("create the module directory"))?;
+            std::fs::create_dir_all(parent).map_err(|source| ModuleError::WriteFile {
+                file: parent.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::write(&path, text).map_err(|source| ModuleError::ReadFile {
+        std::fs::write(&path, text).map_err(|source| ModuleError::WriteFile {
             file: path.clone(),
             source,
         })?;
