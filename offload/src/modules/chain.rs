@@ -283,21 +283,14 @@ impl Chain {
     /// After a switch: waits out the grace delay, then empties the old revision's bank.
     pub fn retire_old_bank(&mut self) -> Result<(), ModuleError> {
         std::thread::sleep(GRACE);
-        let state = self.state()?;
-        let running = state.first_slot / CHAIN_SLOTS;
-        for bank in 0..REVISION_BANKS {
-            if bank != running {
-                self.clear_bank(bank)?;
-            }
-        }
-        Ok(())
+        self.clear_idle_banks()
     }
 
     /// Removes what a command that died left: slots outside the running revision, staged
     /// versions never switched to (or promotes them when they were), records and pin
     /// directories of instances the running revision does not hold.
     pub fn reconcile(&mut self) -> Result<(), ModuleError> {
-        self.retire_old_bank_now()?;
+        self.clear_idle_banks()?;
         let running = self.running()?;
         for instance in 0..MAX_MODULES {
             let mut record = self.record(instance)?;
@@ -308,6 +301,8 @@ impl Chain {
             match running.iter().find(|(_, member, _)| *member == instance) {
                 Some((_, _, program_id)) => {
                     if record.next_program_id == 0 {
+                        // A swap killed before staging leaves a generation no record names.
+                        self.prune_generations(&name, record.generation);
                         continue;
                     }
                     if record.next_program_id == *program_id {
@@ -343,7 +338,8 @@ impl Chain {
         Ok(())
     }
 
-    fn retire_old_bank_now(&mut self) -> Result<(), ModuleError> {
+    /// Empties every bank but the running revision's.
+    fn clear_idle_banks(&mut self) -> Result<(), ModuleError> {
         let state = self.state()?;
         let running = state.first_slot / CHAIN_SLOTS;
         for bank in 0..REVISION_BANKS {

@@ -87,6 +87,12 @@ pub enum ModuleError {
         #[source]
         source: Box<aya_obj::ParseError>,
     },
+    /// aya's parser gave up on the object by panicking (malformed BTF).
+    #[error("{}: malformed BPF object (its BTF could not be parsed)", file.display())]
+    ParserPanicked {
+        /// The file.
+        file: PathBuf,
+    },
     /// The object holds no program.
     #[error("{}: the object holds no program", file.display())]
     NoProgram {
@@ -281,6 +287,20 @@ pub enum ModuleError {
 impl ModuleError {
     pub(crate) fn syscall(call: &'static str) -> impl FnOnce(io::Error) -> ModuleError {
         move |source| ModuleError::Syscall { call, source }
+    }
+
+    pub(crate) fn program(
+        module: &str,
+        program: &str,
+        step: &'static str,
+    ) -> impl FnOnce(ProgramError) -> ModuleError {
+        let (module, program) = (module.to_string(), program.to_string());
+        move |source| ModuleError::Program {
+            module,
+            step,
+            program,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn map(

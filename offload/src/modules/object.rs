@@ -1,7 +1,11 @@
 //! A module's ELF object, read and checked without loading it: its metadata (the
 //! `.fastpath.module` section), its one XDP program and the shapes of its maps.
 
-use std::path::{Path, PathBuf};
+use std::{
+    cell::Cell,
+    path::{Path, PathBuf},
+    sync::Once,
+};
 
 use aya_obj::{EbpfSectionKind, ProgramSection};
 use object::{Object as _, ObjectSection as _};
@@ -75,7 +79,9 @@ impl ModuleObject {
                 reason: "the module name is empty".into(),
             });
         }
-        let object = aya_obj::Object::parse(&bytes).map_err(|source| ModuleError::ParseObject {
+        let parsed = parse_quietly(&bytes)
+            .ok_or_else(|| ModuleError::ParserPanicked { file: file.clone() })?;
+        let object = parsed.map_err(|source| ModuleError::ParseObject {
             file: file.clone(),
             source: Box::new(source),
         })?;
@@ -140,6 +146,28 @@ impl ModuleObject {
             maps: own_maps,
         })
     }
+}
+
+/// aya-obj 0.3 panics on some malformed BTF.ext sections (an unwrap on a string offset in
+/// `BtfExt::parse`); a bad file must be an error, never a crash. `None` when it panicked;
+/// that panic is not printed (every other panic still reaches the previous hook).
+fn parse_quietly(bytes: &[u8]) -> Option<Result<aya_obj::Object, aya_obj::ParseError>> {
+    thread_local! {
+        static PARSING: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PARSING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    PARSING.with(|parsing| parsing.set(true));
+    let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes)).ok();
+    PARSING.with(|parsing| parsing.set(false));
+    parsed
 }
 
 fn read_meta(file: &Path, bytes: &[u8]) -> Result<ModuleMeta, ModuleError> {
@@ -208,6 +236,17 @@ mod tests {
         // A truncated ELF header is a damaged object, not a panic.
         let error = parse(b"\x7fELF\x02\x01\x01").unwrap_err();
         assert!(matches!(error, ModuleError::BadElf { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_btf_that_makes_the_parser_panic_is_an_error() {
+        // Found by the module_object fuzz target: aya-obj unwraps a bad string offset.
+        let bytes = include_bytes!("../../../fuzz/corpus/module_object/bad_btf_ext_name_offset.o");
+        let error = parse(bytes).unwrap_err();
+        assert!(
+            matches!(error, ModuleError::ParserPanicked { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]

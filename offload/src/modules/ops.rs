@@ -374,14 +374,7 @@ fn load_version(
             file: object.path.clone(),
             source: Box::new(source),
         })?;
-    let program_error = |step: &'static str| {
-        move |source: ProgramError| ModuleError::Program {
-            module: name.to_string(),
-            step,
-            program: object.program.clone(),
-            source: Box::new(source),
-        }
-    };
+    let program_error = |step| ModuleError::program(name, &object.program, step);
     let program: &mut Xdp = ebpf
         .program_mut(&object.program)
         .ok_or_else(|| ModuleError::NoProgram {
@@ -627,14 +620,7 @@ fn attach_entry(
             .set(0, initial, 0)
             .map_err(ModuleError::map("write", maps::STATE))?;
     }
-    let program_error = |step: &'static str| {
-        move |source: ProgramError| ModuleError::Program {
-            module: "(chain entry)".to_string(),
-            step,
-            program: entry_name.to_string(),
-            source: Box::new(source),
-        }
-    };
+    let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
     let program: &mut Xdp = ebpf
         .program_mut(entry_name)
         .ok_or_else(|| ModuleError::NoChain {
