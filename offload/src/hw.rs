@@ -31,8 +31,13 @@ const OFFLOADABLE_MAPS: [u32; 2] = [
 
 /// A program loaded onto the NIC and attached in HW mode, with the maps bound with it.
 pub struct Offloaded {
+    /// The program. Closing it does not detach it: the interface holds it until
+    /// [`detach_offloaded`]; pin it to find it again.
     pub program: OwnedFd,
+    /// The kernel's id of the program.
     pub id: u32,
+    /// The maps created on the device, by their name in the object: only those the program
+    /// uses.
     pub maps: Vec<(String, OwnedFd)>,
 }
 

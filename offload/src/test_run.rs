@@ -18,6 +18,8 @@ use crate::{OffloadError, STEER_OBJECT, Steering, Transient, error::ProgramActio
 pub struct RunResult {
     /// XDP_ABORTED = 0, XDP_DROP = 1, XDP_PASS = 2, XDP_TX = 3, XDP_REDIRECT = 4.
     pub verdict: u32,
+    /// The packet's bytes after the program ran (it may rewrite them, or move their start
+    /// and end).
     pub packet: Vec<u8>,
 }
 
@@ -75,6 +77,8 @@ impl TestBench {
         })
     }
 
+    /// The rules, prefilter and counters of this bench's maps, through the same API as an
+    /// attachment's.
     pub fn steering(&self) -> Result<Steering, OffloadError> {
         Steering::at(self.pins.pins().clone(), &self.label)
     }
