@@ -1,6 +1,11 @@
 //! Builds the kernel-side programs in `ebpf/` for the BPF target with aya-build, so that a
 //! plain `cargo build` builds everything.
 //!
+//! Two objects come out, one per bin target of `offload-ebpf`: `steer` (the steering and
+//! prefilter programs, loaded by this crate) and `trafficgen` (the generator's program,
+//! loaded only by the `trafficgen` crate). The folder holding them is handed to dependents'
+//! build scripts as `DEP_FASTPATH_EBPF_OBJECTS` (see `links` in Cargo.toml).
+//!
 //! The programs are compiled by the same toolchain as the rest of the workspace (stable), with
 //! `RUSTC_BOOTSTRAP=1` for `-Z build-std=core`: one compiler for both halves, no nightly drift.
 
@@ -12,6 +17,11 @@ fn main() {
     println!(
         "cargo:rerun-if-changed={}",
         manifest_dir.join("common/src").display()
+    );
+    // The generator stamp's layout comes from wire, through offload-common.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../wire/src").display()
     );
     println!("cargo:rerun-if-env-changed=PATH");
 
@@ -38,6 +48,8 @@ fn main() {
     if let Err(error) = aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain)) {
         panic!("\n\nfastpath: building the eBPF programs failed: {error:#}\n\n");
     }
+    let out_dir = env::var("OUT_DIR").expect("set by cargo");
+    println!("cargo:objects={out_dir}");
 }
 
 /// bpf-linker on PATH and the rust-src component, the two things `cargo xtask setup` adds.

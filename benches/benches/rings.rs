@@ -1,4 +1,4 @@
-//! criterion: afxdp's ring operations, `cargo bench -p benches --bench rings` (no root).
+//! criterion: afxdp's ring operations, `cargo bench -p bench --bench rings` (no root).
 //!
 //! Both ends of one heap ring run in this process (`afxdp::ring_loop`): the producer half is
 //! the code of the fill and TX rings, the consumer half that of the RX and completion

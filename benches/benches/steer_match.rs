@@ -2,11 +2,11 @@
 //! 10,000 rules on each lookup path, next to a bare XDP_PASS program on the same packet.
 //! `BPF_PROG_TEST_RUN` runs the program `iters` times and reports the mean time per run,
 //! which is what criterion is given (`iter_custom`), so the syscall is not in the figure.
-//! Needs root: `sudo cargo bench -p benches --bench steer_match`.
+//! Needs root: `sudo cargo bench -p bench --bench steer_match`.
 
 use std::time::Duration;
 
-use benches::steer_fixture::{PATHS, prepare};
+use bench::steer_fixture::{PATHS, prepare};
 use criterion::{Criterion, criterion_group, criterion_main};
 use offload::test_run::TestBench;
 

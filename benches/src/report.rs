@@ -31,52 +31,80 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    search::{Criterion, Trial},
+    search::{Criterion, TrialOutcome},
     stats::Latency,
 };
 
+/// The version of results.json's layout; `compare` reads only its own.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// One run: where, how, and a row per frame size and core count (results.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Results {
+    /// [`SCHEMA_VERSION`] of the build that wrote it.
     pub schema: u32,
+    /// The machine it ran on.
     pub machine: Machine,
+    /// The NIC profile.
     pub profile: String,
+    /// The profile's line rate, when it has one.
     pub line_rate_gbps: Option<f64>,
+    /// The commit the binary was built from, when git knew it.
     pub git_revision: Option<String>,
+    /// When the run started, in seconds since the Unix epoch.
     pub started_unix: u64,
-    pub settings: Settings,
+    /// What was asked for.
+    pub settings: RunSettings,
+    /// A row per generator core count and frame size.
     pub rows: Vec<Row>,
 }
 
+/// The machine a run ran on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
+    /// Its host name.
     pub hostname: String,
+    /// CPUs online.
     pub cpus: usize,
+    /// The CPU model, from /proc/cpuinfo.
     pub cpu_model: String,
+    /// Memory in GiB.
     pub memory_gib: f64,
+    /// The kernel release.
     pub kernel: String,
 }
 
+/// The settings of a run, as asked for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub struct RunSettings {
+    /// The app measured.
     pub app: String,
+    /// Frame sizes on the wire.
     pub sizes: Vec<usize>,
+    /// Generator core counts.
     pub cores: Vec<usize>,
+    /// Seconds of each measured trial.
     pub duration_s: f64,
+    /// Seconds of traffic before each trial.
     pub warmup_s: f64,
     /// "ndr", "pdr" or "none".
     pub search: String,
+    /// The search's resolution, a fraction of the top rate.
     pub resolution: f64,
+    /// Flows the generator cycled through.
     pub flows: u32,
+    /// The interface the generator sent from.
     pub tx_iface: String,
+    /// The interface the app ran on.
     pub rx_iface: String,
 }
 
 /// Where every offered frame went in one trial. On a consistent run `unaccounted` is 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accounting {
+    /// The offered rate asked for (the rate reached at saturation).
     pub rate_pps: f64,
+    /// How long the measured send took.
     pub seconds: f64,
     /// Frames the generator handed to the driver.
     pub offered: u64,
@@ -97,31 +125,40 @@ pub struct Accounting {
 }
 
 impl Accounting {
-    pub fn trial(&self) -> Trial {
-        Trial {
+    /// The search's view of this trial.
+    pub fn trial(&self) -> TrialOutcome {
+        TrialOutcome {
             rate_pps: self.rate_pps,
             offered: self.offered,
             received: self.received,
         }
     }
 
+    /// Received million packets per second.
     pub fn received_mpps(&self) -> f64 {
         self.received as f64 / self.seconds.max(f64::MIN_POSITIVE) / 1e6
     }
 }
 
+/// The RFC 2544 throughput found, and the trials that found it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
+    /// NDR or PDR.
     pub criterion: Criterion,
+    /// The highest rate that passed, in packets per second.
     pub rate_pps: f64,
-    pub trials: Vec<Trial>,
+    /// Every trial, in order.
+    pub trials: Vec<TrialOutcome>,
 }
 
+/// A trial at a fraction of the throughput, with latency, CPU and cycles.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoadPoint {
     /// Fraction of the throughput found (0.1, 0.5, 0.9).
     pub fraction: f64,
+    /// The offered rate, in packets per second.
     pub rate_pps: f64,
+    /// Where the frames went.
     pub accounting: Accounting,
     /// Absent for apps whose sink does not read the timestamps (the XDP-only apps).
     pub latency: Option<Latency>,
@@ -133,22 +170,33 @@ pub struct LoadPoint {
     pub cycles_per_packet: Option<f64>,
 }
 
+/// A reference measured beside the app at the same offered load.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     /// "xdp-drop", "xdp-tx" (the in-kernel bound) or "xsk-rs" (the peer).
     pub name: String,
+    /// What it received, in million packets per second.
     pub mpps: f64,
 }
 
+/// Everything measured for one frame size and generator core count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
+    /// The app measured.
     pub app: String,
+    /// The frame size on the wire.
     pub frame_size: usize,
+    /// Generator cores.
     pub cores: usize,
+    /// The line rate at this frame size, when the profile has one.
     pub line_rate_mpps: Option<f64>,
+    /// The trial with every core sending as fast as it can.
     pub saturation: Accounting,
+    /// The search's result, unless no search was asked for.
     pub throughput: Option<Throughput>,
+    /// The trials at 10, 50 and 90% of the throughput.
     pub points: Vec<LoadPoint>,
+    /// The in-kernel bound and the xsk-rs peer.
     pub references: Vec<Reference>,
     /// Why a reference is missing, e.g. the peer was not built.
     pub notes: Vec<String>,

@@ -10,13 +10,17 @@ use serde::{Deserialize, Serialize};
 
 /// What one trial at an offered rate gave.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Trial {
+pub struct TrialOutcome {
+    /// The offered rate, in packets per second.
     pub rate_pps: f64,
+    /// Frames offered.
     pub offered: u64,
+    /// Frames received.
     pub received: u64,
 }
 
-impl Trial {
+impl TrialOutcome {
+    /// The lost fraction of the offered frames.
     pub fn loss_ratio(&self) -> f64 {
         crate::stats::loss_ratio(self.offered, self.received)
     }
@@ -24,9 +28,11 @@ impl Trial {
 
 /// Runs one trial at an offered rate: the real generator and sink, or a fake in tests.
 pub trait Device {
-    fn trial(&mut self, rate_pps: f64) -> Trial;
+    /// Offers `rate_pps` for one trial and says what arrived.
+    fn trial(&mut self, rate_pps: f64) -> TrialOutcome;
 }
 
+/// What a trial must meet to pass.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Criterion {
     /// No drop rate: zero loss.
@@ -39,7 +45,8 @@ impl Criterion {
     /// PDR as the issue defines it: at most 0.1% loss.
     pub const PDR: Criterion = Criterion::Pdr(0.001);
 
-    pub fn passes(self, trial: &Trial) -> bool {
+    /// Whether `trial` meets the criterion.
+    pub fn passes(self, trial: &TrialOutcome) -> bool {
         match self {
             Criterion::Ndr => trial.received >= trial.offered,
             Criterion::Pdr(limit) => trial.loss_ratio() <= limit,
@@ -47,6 +54,7 @@ impl Criterion {
     }
 }
 
+/// How the search runs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
     /// The highest rate to offer (the line rate, or what the generator can reach).
@@ -68,22 +76,25 @@ impl Default for SearchConfig {
     }
 }
 
+/// What the search found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchResult {
+    /// The criterion it used.
     pub criterion: Criterion,
     /// The throughput found; 0 when not even the lowest rate tried passed.
     pub rate_pps: f64,
     /// Every trial, in order.
-    pub trials: Vec<Trial>,
+    pub trials: Vec<TrialOutcome>,
 }
 
+/// The throughput of `device` under `criterion`: a binary search between 0 and the top rate, its answer confirmed.
 pub fn search(
     device: &mut dyn Device,
     criterion: Criterion,
     config: &SearchConfig,
 ) -> SearchResult {
     let mut trials = Vec::new();
-    let mut run = |rate: f64, trials: &mut Vec<Trial>| {
+    let mut run = |rate: f64, trials: &mut Vec<TrialOutcome>| {
         let trial = device.trial(rate);
         trials.push(trial);
         criterion.passes(&trial)
@@ -135,7 +146,7 @@ mod tests {
     }
 
     impl Device for FakeDevice {
-        fn trial(&mut self, rate: f64) -> Trial {
+        fn trial(&mut self, rate: f64) -> TrialOutcome {
             self.calls += 1;
             let offered = rate as u64;
             let mut received = offered.min(self.capacity as u64);
@@ -144,7 +155,7 @@ mod tests {
             {
                 received = received.saturating_sub(3);
             }
-            Trial {
+            TrialOutcome {
                 rate_pps: rate,
                 offered,
                 received,
@@ -226,7 +237,7 @@ mod tests {
 
     #[test]
     fn pdr_accepts_a_tenth_of_a_percent_and_no_more() {
-        let trial = |received| Trial {
+        let trial = |received| TrialOutcome {
             rate_pps: 1e6,
             offered: 100_000,
             received,

@@ -14,10 +14,15 @@ pub fn loss_ratio(offered: u64, received: u64) -> f64 {
 /// Latency percentiles in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
+    /// How many samples.
     pub samples: usize,
+    /// Median.
     pub p50_ns: u64,
+    /// 99th percentile.
     pub p99_ns: u64,
+    /// 99.9th percentile.
     pub p999_ns: u64,
+    /// The largest sample.
     pub max_ns: u64,
 }
 
@@ -30,6 +35,7 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The percentiles of `samples` (in any order).
 pub fn latency(mut samples: Vec<u64>) -> Latency {
     samples.sort_unstable();
     Latency {

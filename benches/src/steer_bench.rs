@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use benches::steer_fixture;
+use bench::steer_fixture;
 use offload::test_run::TestBench;
 use serde::Serialize;
 
@@ -15,7 +15,7 @@ const REPEAT: u32 = 2_000_000;
 const ROUNDS: usize = 7;
 
 #[derive(Serialize)]
-struct Row {
+struct TimingRow {
     rules: usize,
     /// Which lookup matched: "exact" (hash), "prefix" (LPM trie + chain), "miss" (default).
     path: &'static str,
@@ -54,11 +54,11 @@ fn main() -> Result<()> {
 
 /// The steering program with `count` rules of the kind `path` exercises, timed against
 /// the bare program on the same packet.
-fn measure(count: usize, path: &'static str) -> Result<Row> {
+fn measure(count: usize, path: &'static str) -> Result<TimingRow> {
     let (bench, packet) = steer_fixture::prepare(count, path)?;
     let steer = median(&bench, "steer", &packet)?;
     let bare = median(&bench, "bare_pass", &packet)?;
-    Ok(Row {
+    Ok(TimingRow {
         rules: count,
         path,
         steer_ns: steer,

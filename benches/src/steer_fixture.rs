@@ -4,11 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
 use offload::{
     rules::{Action, IpNet, PortRange, Protocol, RuleSpec},
     test_run::TestBench,
 };
+use wire::build::{ChecksumFill, FrameBuilder};
+
+use crate::error::BenchError;
 
 /// The lookup paths: "exact" (hash), "prefix" (LPM trie + chain), "miss" (default action).
 pub const PATHS: [&str; 3] = ["exact", "prefix", "miss"];
@@ -16,13 +18,10 @@ pub const PATHS: [&str; 3] = ["exact", "prefix", "miss"];
 /// Loads the program with `count` rules of the kind `path` exercises, and returns it with
 /// a probe packet that matches the last rule added (or none, for "miss"), its verdict
 /// checked once.
-pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>)> {
+pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>), BenchError> {
     let bench = TestBench::load(&format!("bench-{path}-{count}"), Action::Pass)?;
     let specs: Vec<RuleSpec> = (0..count).map(|index| rule(index, path)).collect();
-    bench
-        .steering()?
-        .add_rules(&specs)
-        .context("install rules")?;
+    bench.steering()?.add_rules(&specs)?;
     let target = match path {
         "miss" => Ipv4Addr::new(192, 0, 2, 1),
         _ => address(count - 1),
@@ -33,10 +32,13 @@ pub fn prepare(count: usize, path: &str) -> Result<(TestBench, Vec<u8>)> {
         _ => 1,      // XDP_DROP by the rule
     };
     let verdict = bench.run(&packet)?.verdict;
-    anyhow::ensure!(
-        verdict == expected,
-        "{path} probe got verdict {verdict}, expected {expected}"
-    );
+    if verdict != expected {
+        return Err(BenchError::ProbeVerdict {
+            path: path.to_string(),
+            verdict,
+            expected,
+        });
+    }
     Ok((bench, packet))
 }
 
@@ -61,22 +63,14 @@ fn rule(index: usize, path: &str) -> RuleSpec {
     spec
 }
 
-/// Ethernet + IPv4 + UDP, 64 bytes on the wire.
+/// Ethernet + IPv4 + UDP from 198.51.100.7:40000, 64 bytes on the wire.
 fn udp_packet(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut frame = vec![0u8; 60];
-    frame[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut frame[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 51, 100, 7]);
-    ip[16..20].copy_from_slice(&dst.octets());
-    let udp = &mut frame[34..42];
-    udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&dport.to_be_bytes());
-    udp[4..6].copy_from_slice(&26u16.to_be_bytes());
-    frame
+    FrameBuilder {
+        ipv4_id: 0,
+        ..FrameBuilder::udp(Ipv4Addr::new(198, 51, 100, 7).into(), dst.into())
+    }
+    .ports(40000, dport)
+    .payload([0u8; 18])
+    .checksum(ChecksumFill::Zero)
+    .build()
 }

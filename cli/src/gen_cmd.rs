@@ -1,4 +1,4 @@
-//! `fastpath gen`: the traffic generator (offload::generator), live frames or AF_XDP TX.
+//! `fastpath gen`: the traffic generator (the `trafficgen` crate), live frames or AF_XDP TX.
 
 use std::{
     net::IpAddr,
@@ -8,10 +8,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use lab::frame::{L4Kind, Template};
-use offload::generator::{
-    FlowSpace, FrameFields, GenFrame, GenMode, GenOptions, Generator, IMIX, L4Checksum,
-};
+use trafficgen::{FlowSpace, GenMode, GenOptions, Generator, IMIX, L4Kind, Template};
 
 use crate::output;
 
@@ -213,7 +210,7 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
     let src = match &args.src {
         Some(text) => address_range("--src", text)?,
         None => (
-            lab::netlink::addresses(&args.iface)
+            nic::addresses(&args.iface)
                 .with_context(|| format!("addresses of {}", args.iface))?
                 .into_iter()
                 .find(|a| a.is_ipv4() == dst.0.is_ipv4())
@@ -238,7 +235,7 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
         })?;
         vec![(size, 1)]
     };
-    let src_mac = lab::netlink::mac(&args.iface)?;
+    let src_mac = nic::mac(&args.iface)?;
     let mut frames = Vec::new();
     for (size, share) in sizes {
         let template = Template {
@@ -255,7 +252,8 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
             src_port: space.sport_base,
             frame_size: size,
         };
-        frames.push((gen_frame(&template, "--size")?, share));
+        let frame = template.build().with_context(|| format!("--size {size}"))?;
+        frames.push((frame, share));
     }
     Ok(GenOptions {
         iface: args.iface.clone(),
@@ -271,29 +269,6 @@ pub fn options(args: &GenArgs) -> anyhow::Result<GenOptions> {
         duration: Duration::from_secs_f64(args.duration),
         count: args.count,
         cores: args.cores.clone(),
-    })
-}
-
-/// The generator's frame from a template; `flag` names the option whose size it is.
-pub fn gen_frame(template: &Template, flag: &str) -> anyhow::Result<GenFrame> {
-    let built = template
-        .build()
-        .map_err(|reason| anyhow::anyhow!("{flag} {}: {reason}", template.frame_size))?;
-    Ok(GenFrame {
-        bytes: built.bytes,
-        fields: FrameFields {
-            l4: built.l4_offset,
-            src: built.src_offset,
-            dst: built.dst_offset,
-            ipv4_header: built.ipv4_offset,
-            stamp: built.stamp_offset,
-            l4_checksum: built.l4_checksum.map(|part| L4Checksum {
-                offset: part.offset,
-                base: part.constant_sum,
-                length_weight: part.length_weight,
-            }),
-        },
-        wire_size: template.frame_size,
     })
 }
 

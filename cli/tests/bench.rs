@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use benches::report::{PLOTS, Results, Row};
+use bench::report::{PLOTS, Results, Row};
 use lab::require_root;
 
 fn fastpath(args: &[&str]) -> Output {

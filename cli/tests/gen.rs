@@ -324,8 +324,10 @@ fn af_xdp_mode_sends_an_imix_in_its_exact_shares() {
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn bad_generator_input_is_named() {
-    let fails = |args: &[&str], needle: &str| {
-        let output = fastpath(args);
+    // `fastpath gen --iface <iface> --dst <dst> <more>` fails, naming `needle`.
+    let fails = |iface: &str, dst: &str, more: &[&str], needle: &str| {
+        let args = [&["gen", "--iface", iface, "--dst", dst], more].concat();
+        let output = fastpath(&args);
         assert!(!output.status.success(), "{args:?} should fail");
         let text = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -333,112 +335,33 @@ fn bad_generator_input_is_named() {
             "{args:?}: {needle:?} not in {text:?}"
         );
     };
-    fails(
-        &["gen", "--iface", "lo", "--dst", "10.0.0.1", "--flows", "0"],
-        "--flows 0",
-    );
-    fails(
-        &["gen", "--iface", "lo", "--dst", "10.0.0.1", "--rate", "0"],
-        "--rate 0",
-    );
-    fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "10.0.0.1",
-            "--duration",
-            "0",
-        ],
-        "--duration 0",
-    );
-    fails(&["gen", "--iface", "lo", "--dst", "not-an-ip"], "--dst");
-    fails(
-        &["gen", "--iface", "lo", "--dst", "10.0.0.9-10.0.0.1"],
-        "--dst 10.0.0.9-10.0.0.1: expected A-B with A <= B",
-    );
-    fails(
-        &["gen", "--iface", "lo", "--dst", "fd00::1-fd01::1"],
-        "may differ only in its last 32 bits",
-    );
-    fails(
-        &[
-            "gen", "--iface", "lo", "--dst", "10.0.0.1", "--dport", "9-x",
-        ],
-        "--dport 9-x: expected a port or a range A-B",
-    );
-    fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "10.0.0.1",
-            "--dst-mac",
-            "zz",
-        ],
-        "invalid MAC",
-    );
+    fails("lo", "10.0.0.1", &["--flows", "0"], "--flows 0");
+    fails("lo", "10.0.0.1", &["--rate", "0"], "--rate 0");
+    fails("lo", "10.0.0.1", &["--duration", "0"], "--duration 0");
+    fails("lo", "not-an-ip", &[], "--dst");
+    let reversed = "--dst 10.0.0.9-10.0.0.1: expected A-B with A <= B";
+    fails("lo", "10.0.0.9-10.0.0.1", &[], reversed);
+    let wide = "may differ only in its last 32 bits";
+    fails("lo", "fd00::1-fd01::1", &[], wide);
+    let port = "--dport 9-x: expected a port or a range A-B";
+    fails("lo", "10.0.0.1", &["--dport", "9-x"], port);
+    fails("lo", "10.0.0.1", &["--dst-mac", "zz"], "invalid MAC");
     require_root("generator errors on interfaces");
-    fails(
-        &["gen", "--iface", "nosuchif0", "--dst", "10.0.0.1"],
-        "nosuchif0",
-    );
-    fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "127.0.0.1",
-            "--src",
-            "127.0.0.1",
-            "--sport",
-            "1-2",
-            "--flows",
-            "3",
-        ],
-        "--flows 3: the address and port ranges hold only 2 distinct 5-tuples",
-    );
-    fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "127.0.0.1",
-            "--size",
-            "9000",
-        ],
-        "--size 9000: frame size 9000 out of range",
-    );
-    fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "127.0.0.1",
-            "--size",
-            "jumbo",
-        ],
-        "--size jumbo: expected a frame size in bytes or `imix`",
-    );
+    fails("nosuchif0", "10.0.0.1", &[], "nosuchif0");
+    let flows = &["--src", "127.0.0.1", "--sport", "1-2", "--flows", "3"];
+    let few = "--flows 3: the address and port ranges hold only 2 distinct 5-tuples";
+    fails("lo", "127.0.0.1", flows, few);
+    let size = "--size 9000: frame size 9000 out of range";
+    fails("lo", "127.0.0.1", &["--size", "9000"], size);
+    let jumbo = "--size jumbo: expected a frame size in bytes or `imix`";
+    fails("lo", "127.0.0.1", &["--size", "jumbo"], jumbo);
     // One AF_XDP socket per queue: lo has one queue.
+    let queues = "2 cores but lo has 1 queue(s)";
     fails(
-        &[
-            "gen",
-            "--iface",
-            "lo",
-            "--dst",
-            "127.0.0.1",
-            "--mode",
-            "xsk",
-            "--cores",
-            "0,1",
-        ],
-        "2 cores but lo has 1 queue(s)",
+        "lo",
+        "127.0.0.1",
+        &["--mode", "xsk", "--cores", "0,1"],
+        queues,
     );
 }
 

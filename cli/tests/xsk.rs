@@ -75,7 +75,7 @@ fn l2fwd_returns_every_packet_with_the_macs_swapped() {
             continue;
         }
         let mut expected = tagged_udp_frame(&spec, 64 + (tag as usize % 1400), tag);
-        lab::frame::swap_macs(&mut expected);
+        pipeline::xsk_apps::swap_macs(&mut expected);
         assert_eq!(
             frame, expected,
             "packet {tag} must come back with only the MACs swapped"

@@ -115,8 +115,7 @@ pub enum OffloadError {
     /// Loading a program bound to the NIC, or attaching it in hw mode, failed (see
     /// [`crate::hw`]). The attach policy reports it as a hw [`OffloadError::ModeRefused`]
     /// and goes on with drv; a split plan merges the prefilter instead. Only drivers with a
-    /// BPF offload device (nfp) accept it; elsewhere use drv or skb. Until the generator
-    /// moves to its own crate, its failures come through this variant too.
+    /// BPF offload device (nfp) accept it; elsewhere use drv or skb.
     #[error("{reason}")]
     HardwareOffload {
         /// The step that failed (BPF_MAP_CREATE, BPF_PROG_LOAD, the netlink attach), the
@@ -254,17 +253,6 @@ pub enum OffloadError {
     /// [`OffloadError::BpffsUnreachable`].
     #[error("the thread that mounts the host's bpffs panicked")]
     MountThreadPanicked,
-    /// An rtnetlink request on this crate's own socket failed; only the generator's veth
-    /// set-up makes such requests (interface queries go through `nic`, see
-    /// [`OffloadError::Nic`]).
-    #[error("rtnetlink {request}")]
-    Netlink {
-        /// What was asked, e.g. "create the dispatcher-hold veth".
-        request: &'static str,
-        /// rtnetlink's error, with the kernel's errno when it answered with one.
-        #[source]
-        source: rtnetlink::Error,
-    },
     /// [`TestBench::parse_report`](crate::test_run::TestBench::parse_report): the
     /// `parse_probe` program did not answer XDP_PASS with a whole
     /// [`ParseReport`](offload_common::ParseReport). The object and `offload-common` disagree
@@ -364,13 +352,6 @@ impl OffloadError {
             action,
             map: map.into(),
             source: Box::new(source),
-        }
-    }
-
-    /// The generator still reports through strings until it moves to its own crate.
-    pub(crate) fn bpf(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        OffloadError::HardwareOffload {
-            reason: format!("{}: {error}", what.into()),
         }
     }
 }

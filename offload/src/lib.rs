@@ -26,7 +26,9 @@
 //! Where it sits: above `nic` (what the kernel says about an interface: ethtool, rtnetlink,
 //! the netdev family), `wire` (packet views, used by the tests here) and `offload-common`
 //! (the `#[repr(C)]` types shared with the eBPF programs); below `pipeline`, `probe` and
-//! `trafficgen`, and the applications and CLI above them. Only its tests use `lab`.
+//! `trafficgen`, and the applications and CLI above them. Only its tests use `lab`. Its build
+//! script compiles every eBPF program of `offload/ebpf`, and hands `trafficgen` the folder
+//! holding the generator's object (`DEP_FASTPATH_EBPF_OBJECTS`).
 
 #![warn(missing_docs)]
 
@@ -34,8 +36,6 @@ mod attach;
 pub mod bpffs;
 mod error;
 mod error_chain;
-#[allow(missing_docs)] // moving to the trafficgen crate
-pub mod generator;
 pub mod hw;
 pub mod kill_point;
 pub mod mode;

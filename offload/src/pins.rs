@@ -4,7 +4,7 @@
 //!
 //! Nothing is pinned outside `/sys/fs/bpf/fastpath/`. The steering object declares its maps
 //! pinned by name, and aya pins such maps at the bpffs root unless told a directory, so a
-//! load that shares nothing (the generator, probe trials, test benches) gets a directory of
+//! load that shares nothing (probe trials, test benches) gets a directory of
 //! its own under [`TRANSIENT`] from [`Transient`], removed when done. Which bpffs is used is
 //! decided in one place, [`crate::bpffs`].
 

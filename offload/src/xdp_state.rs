@@ -1,11 +1,9 @@
-//! What the kernel says is attached to an interface (IFLA_XDP, read through `nic`), and the
-//! rtnetlink runtime the generator's veth set-up uses.
+//! What the kernel says is attached to an interface (IFLA_XDP, read through `nic`).
 
 use nic::{
     Kernel, NicError,
     link::{self, Link, XdpProgram, XdpSlot},
 };
-use rtnetlink::Handle;
 
 use crate::{OffloadError, mode::XdpMode};
 
@@ -69,25 +67,4 @@ fn from_nic(ifindex: u32, error: NicError) -> OffloadError {
         NicError::NoInterface(_) => OffloadError::UnknownIfindex(ifindex),
         other => OffloadError::Nic(other),
     }
-}
-
-/// One rtnetlink exchange on its own socket and small runtime: not a hot path, and this
-/// keeps the API synchronous. `what` names the request in the error.
-pub(crate) fn netlink<T>(
-    what: &'static str,
-    work: impl AsyncFnOnce(Handle) -> Result<T, rtnetlink::Error>,
-) -> Result<T, OffloadError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|error| OffloadError::syscall("start netlink runtime", error))?;
-    runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|error| OffloadError::syscall("open rtnetlink socket", error))?;
-        tokio::spawn(connection);
-        work(handle).await.map_err(|source| OffloadError::Netlink {
-            request: what,
-            source,
-        })
-    })
 }

@@ -9,6 +9,7 @@
 //!   ^                                                                 |
 //!   +------------- fill ring <- pool <- completion ring <-------------+
 //! ```
+#![warn(missing_docs)]
 
 //!
 //! Modules depend one way: `drop_reason` and `error` at the bottom, then `nf`, `stats`,
@@ -22,6 +23,7 @@ mod nf;
 mod stage;
 mod stats;
 mod worker;
+pub mod xsk_apps;
 
 pub use chain::Chain;
 pub use drop_reason::{DropCounts, DropReason};

@@ -90,6 +90,10 @@ pub struct FrameBuilder {
     /// fragment header (0: a first or atomic fragment). The L4 header is written anyway:
     /// this makes odd frames for parsers; [`FrameBuilder::fragments`] makes real ones.
     pub fragment_offset: u16,
+    /// The TCP sequence number (1 unless set).
+    pub tcp_sequence: u32,
+    /// The TCP receive window (64240, Linux's usual first window, unless set).
+    pub tcp_window: u16,
 }
 
 impl FrameBuilder {
@@ -112,6 +116,8 @@ impl FrameBuilder {
             ipv4_id: 1,
             dont_fragment: false,
             fragment_offset: 0,
+            tcp_sequence: 1,
+            tcp_window: 64240,
         }
     }
 
@@ -201,10 +207,10 @@ impl FrameBuilder {
                 let mut tcp = vec![0u8; 20];
                 tcp[..2].copy_from_slice(&src_port.to_be_bytes());
                 tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
-                tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+                tcp[4..8].copy_from_slice(&self.tcp_sequence.to_be_bytes());
                 tcp[12] = 5 << 4;
                 tcp[13] = flags;
-                tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+                tcp[14..16].copy_from_slice(&self.tcp_window.to_be_bytes());
                 (proto::TCP, tcp, Some(16))
             }
             L4::Udp { src_port, dst_port } => {

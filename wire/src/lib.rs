@@ -1,8 +1,10 @@
-//! The packet layer every user-space part of fastpath shares: one parsing policy
-//! ([`mod@parse`]) and one implementation of the Internet checksum ([`checksum`]).
+//! The packet layer every part of fastpath shares: one parsing policy ([`mod@parse`]), one
+//! implementation of the Internet checksum ([`checksum`]), and the generator's stamp
+//! ([`stamp`]).
 //!
-//! Layer 1 of the workspace (see ARCHITECTURE.md): it depends on nothing but `std`, and
-//! `offload`, `pipeline`, the network functions, `lab` and the CLI read frames through it.
+//! Layer 1 of the workspace (see docs/architecture.md): it depends on nothing, and
+//! `offload`, `pipeline`, `trafficgen`, the network functions, `lab` and the CLI read frames
+//! through it.
 //!
 //! Entry points:
 //! - [`parse()`] checks a frame and returns its [`Headers`] (where L3 and L4 start, ports,
@@ -10,15 +12,25 @@
 //!   header at fault;
 //! - [`checksum::checksum`] and [`checksum::Sum`] compute and incrementally update Internet
 //!   checksums (RFC 1071, RFC 1624);
-//! - [`FrameBuilder`] ([`build`]) makes valid frames for tests, fixtures and benchmarks.
+//! - `FrameBuilder` (`build`, with the default `std` feature) makes valid frames for tests,
+//!   fixtures, the lab and the generator;
+//! - [`stamp::Stamp`] is the sequence number and timestamp the generator writes into its
+//!   frames and sinks read back.
 //!
 //! The steering program in `offload/ebpf/src/parse.rs` implements the same policy for the
 //! kernel; a differential test (`offload/tests/parse_differential.rs`) runs both over one
-//! corpus and requires them to agree.
+//! corpus and requires them to agree. Without the default `std` feature the crate is
+//! `no_std` and leaves out `build` (which allocates): the kernel-side programs share
+//! [`stamp`] through `offload-common` that way.
+#![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
+
+#[cfg(feature = "std")]
 pub mod build;
 pub mod checksum;
 pub mod parse;
+pub mod stamp;
 
+#[cfg(feature = "std")]
 pub use build::FrameBuilder;
 pub use parse::{Fragment, Headers, Malformed, parse};

@@ -178,7 +178,7 @@ fn soak_with(profile: Profile, args: &[&str]) -> Result<()> {
     let mut build = vec!["build"];
     build.extend_from_slice(flag);
     build.extend(["--package", "fastpath", "--bin", "fastpath"]);
-    build.extend(["--package", "benches", "--bin", "lb-soak"]);
+    build.extend(["--package", "bench", "--bin", "lb-soak"]);
     run("cargo", &build)?;
     let fastpath = format!("{dir}/fastpath");
     let mut soak_args = vec![fastpath.as_str()];
@@ -203,7 +203,7 @@ fn bench() -> Result<()> {
             "--quiet",
             "--release",
             "--package",
-            "benches",
+            "bench",
             "--bin",
             "steer-bench",
         ],
@@ -258,7 +258,7 @@ fn build_fastpath_and_benches() -> Result<()> {
             "--package",
             "fastpath",
             "--package",
-            "benches",
+            "bench",
         ],
     )
 }

@@ -60,7 +60,7 @@ fn sample() -> Results {
         line_rate_gbps: Some(10.0),
         git_revision: Some("abc123".into()),
         started_unix: 1,
-        settings: Settings {
+        settings: RunSettings {
             app: "rxdrop".into(),
             sizes: vec![64, 1518],
             cores: vec![1, 2],

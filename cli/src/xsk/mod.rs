@@ -1,8 +1,5 @@
 //! `fastpath xsk`: measure AF_XDP on an interface, as xdpsock does: rxdrop, txpush, l2fwd.
-
-mod run;
-
-pub(crate) use run::refill;
+//! The measurement is `bench::xsk`'s; the loops are `pipeline::xsk_apps`'.
 
 use std::{
     net::Ipv4Addr,
@@ -10,18 +7,15 @@ use std::{
     time::Duration,
 };
 
-use std::os::fd::AsRawFd;
-
-use afxdp::{BindMode, BusyPoll, Socket, SocketConfig, Umem, UmemConfig};
+use afxdp::BindMode;
 use anyhow::{Context, bail};
+use bench::xsk::{SocketSettings, TxpushPacket, XskApp, XskRun};
 use clap::{Args, ValueEnum};
-use offload::{AttachOptions, OffloadError, Steering, mode::ModePolicy, rules::Action};
+use lab::frame;
+use pipeline::xsk_apps::Interval;
 
-use lab::frame::{self, FrameSpec, udp_frame};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum App {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XskAppArg {
     /// Receive and drop.
     Rxdrop,
     /// Send UDP frames of `--size` bytes as fast as possible.
@@ -33,7 +27,7 @@ pub enum App {
 #[derive(Args, Debug)]
 pub struct XskArgs {
     #[arg(value_enum)]
-    pub app: App,
+    pub app: XskAppArg,
     #[arg(long)]
     pub iface: String,
     #[arg(long, default_value_t = 0)]
@@ -84,32 +78,61 @@ pub struct XskArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, serde::Serialize)]
-pub struct Summary {
-    pub app: App,
-    pub iface: String,
-    pub queue: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-    pub mpps: f64,
-    pub gbps: f64,
-    /// "copy" or "zero-copy", as XDP_OPTIONS reports it.
-    pub mode: &'static str,
-    /// Why auto mode ended in copy mode.
-    pub fallback: Option<String>,
-    /// l2fwd: packets that found no room on the TX ring.
-    pub tx_dropped: u64,
-    pub stats: afxdp::Statistics,
-}
-
 pub fn run(args: &XskArgs, as_json: bool) -> anyhow::Result<()> {
     check_args(args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let summary = measure(args, &stop)?;
+    let run = XskRun {
+        app: match args.app {
+            XskAppArg::Rxdrop => XskApp::Rxdrop,
+            XskAppArg::Txpush => XskApp::Txpush,
+            XskAppArg::L2fwd => XskApp::L2fwd,
+        },
+        socket: SocketSettings {
+            iface: args.iface.clone(),
+            queue: args.queue,
+            mode: if args.copy {
+                BindMode::Copy
+            } else if args.zero_copy {
+                BindMode::ZeroCopy
+            } else {
+                BindMode::Auto
+            },
+            busy_poll: args.busy_poll,
+            batch: args.batch,
+            frame_size: args.frame_size,
+            ring_size: args.ring_size,
+            multi_buffer: args.multi_buffer,
+        },
+        duration: Duration::from_secs_f64(args.duration),
+        count: args.count,
+        packet: TxpushPacket {
+            dst_mac: parse_mac(&args.dst_mac)?,
+            src_ip: args.src_ip,
+            dst_ip: args.dst_ip,
+            port: args.port,
+            size: args.size,
+        },
+    };
+    let live = !args.quiet;
+    let summary = bench::xsk::measure(
+        &run,
+        &stop,
+        &mut |note| eprintln!("{note}"),
+        |second: &Interval| {
+            if live {
+                eprintln!(
+                    "{:6.1}s  {:>12} pkts  {:8.3} Mpps  {:7.3} Gbit/s",
+                    second.elapsed.as_secs_f64(),
+                    second.packets,
+                    second.rate_pps / 1e6,
+                    second.rate_pps * second.average_size * 8.0 / 1e9
+                );
+            }
+        },
+    )?;
     if as_json {
         crate::output::json(&summary);
     } else {
@@ -165,129 +188,4 @@ fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
     parts
         .try_into()
         .map_err(|_| anyhow::anyhow!("--dst-mac {text:?} must have six bytes"))
-}
-
-/// Binds the socket, steers the queue to it if needed, runs the app, and cleans up.
-pub fn measure(args: &XskArgs, stop: &AtomicBool) -> anyhow::Result<Summary> {
-    let ring = args.ring_size;
-    let (umem, pool) = Umem::new(UmemConfig {
-        frame_size: args.frame_size,
-        frame_count: ring * 4,
-        ..UmemConfig::default()
-    })?;
-    let config = SocketConfig {
-        mode: if args.copy {
-            BindMode::Copy
-        } else if args.zero_copy {
-            BindMode::ZeroCopy
-        } else {
-            BindMode::Auto
-        },
-        rx_size: if args.app == App::Txpush { 0 } else { ring },
-        tx_size: if args.app == App::Rxdrop { 0 } else { ring },
-        fill_size: ring,
-        completion_size: ring,
-        need_wakeup: true,
-        multi_buffer: args.multi_buffer,
-        busy_poll: args.busy_poll.then_some(BusyPoll {
-            budget: args.batch,
-            ..BusyPoll::default()
-        }),
-    };
-    let mut socket = Socket::bind(&umem, &args.iface, args.queue, &config)?;
-    if let Some(fallback) = socket.fallback() {
-        eprintln!("note: {fallback}");
-    }
-    let _steering = match args.app {
-        App::Txpush => None,
-        App::Rxdrop | App::L2fwd => Some(SteeringGuard::register(&args.iface, &socket)?),
-    };
-    let limits = run::Limits {
-        duration: Duration::from_secs_f64(args.duration),
-        count: args.count.unwrap_or(u64::MAX),
-        stop,
-        live: !args.quiet,
-    };
-    let outcome = match args.app {
-        App::Rxdrop => run::rxdrop(&mut socket, pool, args.batch, &limits)?,
-        App::L2fwd => run::l2fwd(&mut socket, pool, args.batch, &limits)?,
-        App::Txpush => {
-            let spec = FrameSpec {
-                src_mac: lab::netlink::mac(&args.iface).unwrap_or([2, 0, 0, 0, 0, 1]),
-                dst_mac: parse_mac(&args.dst_mac)?,
-                src_ip: args.src_ip,
-                dst_ip: args.dst_ip,
-                src_port: args.port,
-                dst_port: args.port,
-            };
-            let frame = udp_frame(&spec, args.size);
-            run::txpush(&mut socket, pool, &frame, args.batch, &limits)?
-        }
-    };
-    let seconds = outcome.elapsed.as_secs_f64();
-    Ok(Summary {
-        app: args.app,
-        iface: args.iface.clone(),
-        queue: args.queue,
-        packets: outcome.packets,
-        bytes: outcome.bytes,
-        seconds,
-        mpps: outcome.packets as f64 / seconds / 1e6,
-        gbps: outcome.bytes as f64 * 8.0 / seconds / 1e9,
-        mode: if socket.is_zero_copy() {
-            "zero-copy"
-        } else {
-            "copy"
-        },
-        fallback: socket.fallback().map(str::to_string),
-        tx_dropped: outcome.tx_dropped,
-        stats: socket.statistics()?,
-    })
-}
-
-/// Makes the steering program send the queue's traffic to the socket. If no fastpath
-/// program is attached, attaches one whose default action is `xsk` for the run and
-/// detaches it afterwards; an existing attachment (and its rules) is used as it is.
-pub(crate) struct SteeringGuard {
-    iface: String,
-    attached_here: bool,
-}
-
-impl SteeringGuard {
-    pub(crate) fn register(iface: &str, socket: &Socket) -> anyhow::Result<SteeringGuard> {
-        let (steering, attached_here) = match Steering::open(iface) {
-            Ok(steering) => (steering, false),
-            Err(OffloadError::NotAttached(..)) => {
-                let attachment = offload::attach(&AttachOptions {
-                    iface: iface.to_string(),
-                    policy: ModePolicy::Auto,
-                    default_action: Action::Xsk,
-                    prefilter: Vec::new(),
-                })?;
-                eprintln!(
-                    "note: attached the steering program to {iface} in {} mode, default action \
-                     xsk, for this run",
-                    attachment.mode
-                );
-                (Steering::open(iface)?, true)
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let guard = SteeringGuard {
-            iface: iface.to_string(),
-            attached_here,
-        };
-        steering.register_socket(socket.queue(), socket.as_raw_fd())?;
-        Ok(guard)
-    }
-}
-
-impl Drop for SteeringGuard {
-    fn drop(&mut self) {
-        if self.attached_here
-            && let Err(error) = offload::detach(&self.iface)
-        {
-            eprintln!("warning: could not detach from {}: {error}", self.iface);
-        }
-    }
 }

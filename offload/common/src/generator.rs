@@ -1,6 +1,9 @@
 //! The traffic generator's shared parts: its settings, the stamp it writes, and the map from
 //! a flow number to the flow's 5-tuple fields. The program (`gen_tx`) and the AF_XDP sender
-//! in user space both use them, so both modes send the same flows.
+//! in user space both use them, so both modes send the same flows. The stamp's layout is
+//! [`wire::stamp`]'s, re-exported here for the kernel side.
+
+pub use wire::stamp::{STAMP_LEN, Stamp};
 
 /// The ranges flows are spread over. Flow `n` is the `n`-th point of their product in
 /// mixed radix: the source port turns fastest, then the destination port, the source
@@ -94,7 +97,7 @@ pub struct GenConfig {
     pub checksum_base: u32,
     /// The L4 header: source port, then destination port.
     pub l4_offset: u16,
-    /// The 16-byte stamp (sequence number, then timestamp).
+    /// The stamp ([`wire::stamp`]: sequence number, then timestamp).
     pub stamp_offset: u16,
     /// The last 4 bytes of the source address.
     pub src_offset: u16,
@@ -119,7 +122,7 @@ impl GenConfig {
     /// of every word that is the same in all frames of a run (the pseudo-header without the
     /// low address words and the length, the L4 header without ports, checksum and length;
     /// the payload is zeros). Added here: the length, the flow's fields and the stamp.
-    pub fn l4_checksum(&self, flow: &FlowFields, stamp: &[u8; 16], l4_len: u32) -> u16 {
+    pub fn l4_checksum(&self, flow: &FlowFields, stamp: &[u8; STAMP_LEN], l4_len: u32) -> u16 {
         let mut sum = u64::from(self.checksum_base)
             + u64::from(self.length_weight) * u64::from(l4_len)
             + u64::from(flow.sport)
@@ -128,7 +131,7 @@ impl GenConfig {
             sum += u64::from(word >> 16) + u64::from(word & 0xffff);
         }
         let mut i = 0;
-        while i < 16 {
+        while i < STAMP_LEN {
             sum += u64::from(u16::from_be_bytes([stamp[i], stamp[i + 1]]));
             i += 2;
         }
@@ -151,16 +154,6 @@ pub fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
-/// The stamp a generated frame carries in its payload, both little-endian.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GenStamp {
-    /// CPU in the top 8 bits, then that CPU's packet count.
-    pub sequence: u64,
-    /// `bpf_ktime_get_ns` when the frame was sent (CLOCK_MONOTONIC).
-    pub sent_ns: u64,
-}
-
 /// The generator's write offsets are masked with this (a bound the verifier can follow), so
 /// they must be below it.
 pub const GEN_OFFSET_MASK: u16 = 0x7ff;
@@ -180,7 +173,6 @@ pub fn ipv4_checksum(header: &[u8; 20]) -> u16 {
 
 const _: () = assert!(size_of::<FlowSpace>() == 24);
 const _: () = assert!(size_of::<GenConfig>() == 48);
-const _: () = assert!(size_of::<GenStamp>() == 16);
 
 #[cfg(test)]
 mod tests {

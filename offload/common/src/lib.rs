@@ -24,7 +24,7 @@ use core::mem::size_of;
 
 mod generator;
 pub use generator::{
-    FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, GenStamp, fold, ipv4_checksum,
+    FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
 };
 
 /// What the steering program does with a packet: the `action` byte of a rule, of

@@ -6,7 +6,7 @@
 #![no_main]
 
 mod classify;
-mod generator;
+mod object;
 mod parse;
 mod prefilter;
 
@@ -256,13 +256,3 @@ fn add(counter: Option<*mut Counter>, bytes: u64) {
         }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -20,11 +20,11 @@ use aya::programs::{
     xdp::{XdpLink, XdpMode},
 };
 use futures::TryStreamExt;
-use rtnetlink::LinkVeth;
+use rtnetlink::{Handle, LinkVeth};
 
-use crate::{OffloadError, error_chain::error_chain as describe, xdp_state::netlink};
+use crate::error::GenError;
 
-pub(super) struct DispatcherHold {
+pub(crate) struct DispatcherHold {
     name: String,
     ifindex: u32,
     /// Dropped first, so the program leaves the interface before the interface goes.
@@ -40,7 +40,7 @@ fn hold_name(serial: u32) -> String {
 static HOLDS: AtomicU32 = AtomicU32::new(0);
 
 impl DispatcherHold {
-    pub(super) fn new(program: &mut Xdp) -> Result<DispatcherHold, OffloadError> {
+    pub(crate) fn new(program: &mut Xdp) -> Result<DispatcherHold, GenError> {
         let name = hold_name(HOLDS.fetch_add(1, Ordering::Relaxed));
         let ifindex = netlink("create the dispatcher-hold veth", {
             let name = name.clone();
@@ -54,17 +54,15 @@ impl DispatcherHold {
                 Ok(links.try_next().await?.map(|link| link.header.index))
             }
         })?
-        .ok_or_else(|| OffloadError::UnknownInterface(name.clone()))?;
+        .ok_or_else(|| GenError::UnknownInterface(name.clone()))?;
         let mut hold = DispatcherHold {
             name,
             ifindex,
             link: None,
         };
-        let attach_error = |error| {
-            OffloadError::bpf(
-                "attach gen_tx to the dispatcher-hold veth",
-                describe(&error),
-            )
+        let attach_error = |source| GenError::Program {
+            what: "attach gen_tx to the dispatcher-hold veth",
+            source,
         };
         let link_id = program
             .attach_to_if_index(ifindex, XdpMode::Skb)
@@ -85,4 +83,24 @@ impl Drop for DispatcherHold {
             eprintln!("warning: {error}; remove interface {} by hand", self.name);
         }
     }
+}
+
+/// One rtnetlink exchange on its own socket and small runtime: twice per run, not a hot
+/// path, and it keeps the generator's API synchronous. `what` names the request in the error.
+fn netlink<T>(
+    what: &'static str,
+    work: impl AsyncFnOnce(Handle) -> Result<T, rtnetlink::Error>,
+) -> Result<T, GenError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|error| GenError::syscall("start netlink runtime", error))?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|error| GenError::syscall("open rtnetlink socket", error))?;
+        tokio::spawn(connection);
+        work(handle)
+            .await
+            .map_err(|source| GenError::Netlink { what, source })
+    })
 }

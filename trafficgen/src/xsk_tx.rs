@@ -13,17 +13,21 @@ use std::{
 };
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig, XskError};
-
 use offload_common::{GenConfig, ipv4_checksum};
+use wire::stamp::Stamp;
 
-use super::{GenFrame, GenOptions, Pacer, monotonic_ns};
-use crate::OffloadError;
+use crate::{
+    error::GenError,
+    frame::GenFrame,
+    options::GenOptions,
+    pacer::{Pacer, monotonic_ns},
+};
 
 const BATCH: u32 = 64;
 const RING: u32 = 2048;
 
-fn xsk_error(what: &'static str, error: XskError) -> OffloadError {
-    OffloadError::bpf(format!("AF_XDP TX: {what}"), error)
+fn xsk_error(what: &'static str, source: XskError) -> GenError {
+    GenError::Xsk { what, source }
 }
 
 /// The frame for each position of a cycle, each frame as often as its share.
@@ -40,7 +44,6 @@ fn personalise(data: &mut [u8], config: &GenConfig, thread: u32, count: u64, now
     let flow = config
         .space
         .flow((count % u64::from(config.flows.max(1))) as u32);
-    let sequence = (u64::from(thread) << 56) | count;
     let frame_len = data.len();
     let mut put = |offset: u16, bytes: &[u8]| {
         let at = usize::from(offset);
@@ -50,9 +53,7 @@ fn personalise(data: &mut [u8], config: &GenConfig, thread: u32, count: u64, now
     put(config.l4_offset + 2, &flow.dport.to_be_bytes());
     put(config.src_offset, &flow.src.to_be_bytes());
     put(config.dst_offset, &flow.dst.to_be_bytes());
-    let mut stamp = [0u8; 16];
-    stamp[..8].copy_from_slice(&sequence.to_le_bytes());
-    stamp[8..].copy_from_slice(&now_ns.to_le_bytes());
+    let stamp = Stamp::new(u64::from(thread), count, now_ns).to_bytes();
     put(config.stamp_offset, &stamp);
     if config.checksum_offset != 0 {
         let l4_len = (frame_len - usize::from(config.l4_offset)) as u32;
@@ -74,7 +75,7 @@ pub(super) fn send_loop(
     pacer: &Pacer,
     sent: &AtomicU64,
     notes: &Mutex<Vec<String>>,
-) -> Result<(), OffloadError> {
+) -> Result<(), GenError> {
     let (umem, mut pool) = Umem::new(UmemConfig {
         frame_size: 2048,
         frame_count: RING * 2,
@@ -143,7 +144,7 @@ mod tests {
     use super::*;
 
     fn frame(size: usize) -> GenFrame {
-        super::super::test_frame(size, 34)
+        crate::frame::test_frame(size, 34)
     }
 
     #[test]
@@ -182,14 +183,7 @@ mod tests {
             ipv4_checksum(header),
             "the IPv4 checksum covers the new source"
         );
-        assert_eq!(
-            u64::from_le_bytes(data[42..50].try_into().unwrap()),
-            (1 << 56) | 14
-        );
-        assert_eq!(
-            u64::from_le_bytes(data[50..58].try_into().unwrap()),
-            123_456
-        );
+        assert_eq!(Stamp::read(&data, 42), Some(Stamp::new(1, 14, 123_456)));
     }
 
     /// Whether a frame's L4 checksum verifies, worked out the long way: pseudo-header plus
@@ -212,7 +206,7 @@ mod tests {
 
     #[test]
     fn tcp_and_ipv6_frames_carry_a_valid_l4_checksum_for_every_flow() {
-        use lab::frame::{L4Kind, Template};
+        use crate::frame::{L4Kind, test_template};
         let cases = [
             ("10.0.0.1", "10.0.0.2", L4Kind::TcpSyn, 74),
             ("10.0.0.1", "10.0.0.2", L4Kind::TcpAck, 1518),
@@ -220,36 +214,11 @@ mod tests {
             ("fd00::1", "fd00::2", L4Kind::TcpSyn, 999),
         ];
         for (src, dst, l4, size) in cases {
-            let template = Template {
-                src_mac: [2, 0, 0, 0, 0, 1],
-                dst_mac: [2, 0, 0, 0, 0, 2],
-                src: src.parse().unwrap(),
-                dst: dst.parse().unwrap(),
-                l4,
-                dst_port: 80,
-                src_port: 1024,
-                frame_size: size,
-            };
-            let built = template.build().unwrap();
-            let part = built
-                .l4_checksum
-                .expect("TCP and IPv6 frames carry an L4 checksum");
-            let frame = GenFrame {
-                fields: super::super::FrameFields {
-                    l4: built.l4_offset,
-                    src: built.src_offset,
-                    dst: built.dst_offset,
-                    ipv4_header: built.ipv4_offset,
-                    stamp: built.stamp_offset,
-                    l4_checksum: Some(super::super::L4Checksum {
-                        offset: part.offset,
-                        base: part.constant_sum,
-                        length_weight: part.length_weight,
-                    }),
-                },
-                bytes: built.bytes,
-                wire_size: size,
-            };
+            let frame = test_template(src, dst, l4, size).build().unwrap();
+            assert!(
+                frame.fields.l4_checksum.is_some(),
+                "TCP and IPv6 frames carry an L4 checksum"
+            );
             let space = offload_common::FlowSpace {
                 src_count: 300,
                 dst_count: 70_000,

@@ -1,7 +1,7 @@
 //! What the report says about the machine, and the CPU time counters behind "CPU busy"
 //! and "cycles per packet".
 
-use benches::report::Machine;
+use crate::report::Machine;
 
 pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

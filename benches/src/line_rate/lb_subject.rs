@@ -4,18 +4,21 @@
 //! sender, whose drop program counts it. The VIP is in 198.18.0.0/15, the range RFC 2544
 //! sets aside for benchmarks, so it clashes with no address on either side.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
-use anyhow::Context;
 use nfv_apps::lb::appliance::Appliance;
 use pipeline::WorkerStats;
 
-use super::{device::in_namespace, sink::Tuning};
+use super::{ends::in_namespace, sink::SocketTuning};
+use crate::error::BenchError;
 
-pub const VIP: &str = "198.18.0.100";
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const VIP_PORT: u16 = 9;
 
-pub struct LbSubject {
+pub(crate) struct LbSubject {
     namespace: Option<String>,
     /// Always Some until dropped: the drop happens inside the namespace.
     appliance: Option<Appliance>,
@@ -29,8 +32,8 @@ impl LbSubject {
         iface: &str,
         backend: IpAddr,
         cpu: usize,
-        tuning: &Tuning,
-    ) -> anyhow::Result<LbSubject> {
+        tuning: &SocketTuning,
+    ) -> Result<LbSubject, BenchError> {
         let config = std::env::temp_dir().join(format!("fastpath-bench-lb-{iface}.toml"));
         let text = format!(
             "interface = \"{iface}\"\n\
@@ -51,11 +54,15 @@ impl LbSubject {
              address = \"{backend}\"\n",
             tuning.batch, tuning.ring_size, tuning.frame_size
         );
-        std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+        std::fs::write(&config, text).map_err(|source| BenchError::File {
+            what: "write",
+            path: config.clone(),
+            source,
+        })?;
         let path = config.clone();
         // The workers inherit the namespace of the thread that starts them.
         let appliance = in_namespace(&namespace, move || Appliance::start(&path))?
-            .context("start the load balancer")?;
+            .map_err(BenchError::LoadBalancer)?;
         Ok(LbSubject {
             namespace,
             appliance: Some(appliance),

@@ -12,55 +12,36 @@
 //! - for the forwarding apps (xdp-tx, l2fwd, lb): frames that came back, counted by a drop
 //!   program on the sender's interface.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use anyhow::Context;
-use benches::{
-    report::Accounting,
-    search::{Device, Trial},
-};
-use offload::{
-    ActionCounters, Steering,
-    generator::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator},
-};
+use offload::{ActionCounters, Steering};
+use trafficgen::{FlowSpace, GenFrame, GenMode, GenOptions, GenReport, Generator};
 
 use super::{
-    App, Subject,
+    app::BenchApp,
+    ends::{Ends, in_namespace},
+    progress::Progress,
+    stage::Subject,
     system::{CpuTimes, cpu_hz},
+};
+use crate::{
+    error::BenchError,
+    report::Accounting,
+    search::{Device, TrialOutcome},
 };
 
 /// Time for the last frames of a send to drain through the device before counting.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Where the traffic goes: the generator's side and the device under test's side.
-#[derive(Clone, Debug)]
-pub struct Ends {
-    pub tx_namespace: Option<String>,
-    pub tx_iface: String,
-    /// The interfaces' IPv4 addresses, if they have one.
-    pub tx_address: Option<IpAddr>,
-    pub rx_namespace: Option<String>,
-    pub rx_iface: String,
-    pub rx_address: Option<IpAddr>,
-}
-
-/// Runs `work` inside `namespace`, or here when there is none.
-pub fn in_namespace<T: Send + 'static>(
+fn steering_counters(
     namespace: &Option<String>,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    match namespace {
-        Some(namespace) => Ok(lab::netns::run_in(namespace, work)?),
-        None => Ok(work()),
-    }
-}
-
-fn steering_counters(namespace: &Option<String>, iface: &str) -> anyhow::Result<ActionCounters> {
+    iface: &str,
+) -> Result<ActionCounters, BenchError> {
     let iface = iface.to_string();
-    in_namespace(namespace, move || -> anyhow::Result<ActionCounters> {
-        Ok(Steering::open(&iface)
-            .with_context(|| format!("the steering program on {iface}"))?
-            .counters()?)
+    in_namespace(namespace, move || {
+        Steering::open(&iface)
+            .and_then(|steering| steering.counters())
+            .map_err(|source| BenchError::SteeringCounters { iface, source })
     })?
 }
 
@@ -74,7 +55,7 @@ struct Snapshot {
 }
 
 /// What one measured send gave.
-pub struct Measured {
+pub(crate) struct Measured {
     pub accounting: Accounting,
     pub latency_ns: Vec<u64>,
     pub cpu_busy: Vec<f64>,
@@ -84,7 +65,7 @@ pub struct Measured {
 /// The traffic of one row, the same for the app and its references: where it goes, the
 /// frame, the sending cores and the trial lengths.
 #[derive(Clone)]
-pub struct Load<'a> {
+pub(crate) struct Load<'a> {
     pub ends: &'a Ends,
     pub ifindex: u32,
     pub frame: GenFrame,
@@ -95,24 +76,27 @@ pub struct Load<'a> {
 }
 
 /// The device for one row and one app: what the search tries.
-pub struct LabDevice<'a> {
-    app: App,
+pub(crate) struct LabDevice<'a> {
+    app: BenchApp,
     load: &'a Load<'a>,
     generator: &'a mut Generator,
     subject: Option<&'a Subject>,
     /// Called after each trial: the progress bar.
     on_trial: &'a dyn Fn(&Accounting),
+    /// Where the generator's notes go.
+    progress: &'a dyn Progress,
     /// The first error; the search cannot take one, so later trials fail fast.
-    pub error: Option<anyhow::Error>,
+    pub error: Option<BenchError>,
 }
 
 impl<'a> LabDevice<'a> {
-    pub fn new(
-        app: App,
+    pub(crate) fn new(
+        app: BenchApp,
         load: &'a Load<'a>,
         generator: &'a mut Generator,
         subject: Option<&'a Subject>,
         on_trial: &'a dyn Fn(&Accounting),
+        progress: &'a dyn Progress,
     ) -> LabDevice<'a> {
         LabDevice {
             app,
@@ -120,11 +104,12 @@ impl<'a> LabDevice<'a> {
             generator,
             subject,
             on_trial,
+            progress,
             error: None,
         }
     }
 
-    fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> anyhow::Result<GenReport> {
+    fn send(&mut self, rate_pps: Option<f64>, duration: Duration) -> Result<GenReport, BenchError> {
         let load = self.load;
         let options = GenOptions {
             iface: load.ends.tx_iface.clone(),
@@ -144,12 +129,12 @@ impl<'a> LabDevice<'a> {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let report = self.generator.run(&options, &stop)?;
         for note in &report.notes {
-            eprintln!("generator: {note}");
+            self.progress.note(&format!("generator: {note}"));
         }
         Ok(report)
     }
 
-    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+    fn snapshot(&self) -> Result<Snapshot, BenchError> {
         let ends = self.load.ends;
         let dut = steering_counters(&ends.rx_namespace, &ends.rx_iface)?;
         let returned = if self.app.forwards() {
@@ -167,7 +152,11 @@ impl<'a> LabDevice<'a> {
     }
 
     /// A warm-up, then the measured send at `rate_pps` (as fast as possible when `None`).
-    pub fn measure(&mut self, rate_pps: Option<f64>, latency: bool) -> anyhow::Result<Measured> {
+    pub fn measure(
+        &mut self,
+        rate_pps: Option<f64>,
+        latency: bool,
+    ) -> Result<Measured, BenchError> {
         if !self.load.warmup.is_zero() {
             self.send(rate_pps, self.load.warmup)?;
             std::thread::sleep(SETTLE);
@@ -209,14 +198,16 @@ impl<'a> LabDevice<'a> {
         let reached_dut = dut(ActionCounters::total);
         // The verdict the app wants; every other verdict loses the frame for it.
         let wanted = match self.app {
-            App::XdpDrop => dut(|c| c.drop),
-            App::XdpTx => dut(|c| c.tx),
-            App::Rxdrop | App::L2fwd | App::Lb => dut(|c| c.xsk),
+            BenchApp::XdpDrop => dut(|c| c.drop),
+            BenchApp::XdpTx => dut(|c| c.tx),
+            BenchApp::Rxdrop | BenchApp::L2fwd | BenchApp::Lb => dut(|c| c.xsk),
         };
         let dropped_at_socket = after.app_socket_drops - before.app_socket_drops;
         let handled = match self.app {
-            App::XdpDrop | App::XdpTx => wanted,
-            App::Rxdrop | App::L2fwd | App::Lb => after.app_received - before.app_received,
+            BenchApp::XdpDrop | BenchApp::XdpTx => wanted,
+            BenchApp::Rxdrop | BenchApp::L2fwd | BenchApp::Lb => {
+                after.app_received - before.app_received
+            }
         };
         let (received, dropped_on_return) = if self.app.forwards() {
             let returned = after.returned - before.returned;
@@ -243,8 +234,8 @@ impl<'a> LabDevice<'a> {
 }
 
 impl Device for LabDevice<'_> {
-    fn trial(&mut self, rate_pps: f64) -> Trial {
-        let failed = Trial {
+    fn trial(&mut self, rate_pps: f64) -> TrialOutcome {
+        let failed = TrialOutcome {
             rate_pps,
             offered: 1,
             received: 0,

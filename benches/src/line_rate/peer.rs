@@ -9,18 +9,20 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail};
-use offload::generator::Generator;
+use trafficgen::Generator;
 
 use super::{
-    App, Stage,
+    app::BenchApp,
     device::{LabDevice, Load},
-    sink::Tuning,
+    progress::Progress,
+    sink::SocketTuning,
+    stage::Stage,
     system,
 };
+use crate::error::BenchError;
 
 /// Where `cargo xtask bench-xsk` puts the peer, next to this binary's target directory.
-pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn binary(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(given) = given {
         return Some(given.to_path_buf());
     }
@@ -31,16 +33,17 @@ pub fn binary(given: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The peer's received Mpps while the generator sends as fast as it can.
-pub fn measure(
+pub(crate) fn measure(
     binary: &Path,
-    app: App,
+    app: BenchApp,
     load: &Load,
     generator: &mut Generator,
-    tuning: &Tuning,
-) -> anyhow::Result<f64> {
+    tuning: &SocketTuning,
+    progress: &dyn Progress,
+) -> Result<f64, BenchError> {
     let ends = load.ends;
     let Some(namespace) = &ends.rx_namespace else {
-        bail!("the xsk-rs peer runs only on the veth lab (it takes a namespace)");
+        return Err(BenchError::PeerNeedsLab);
     };
     let stage = Stage::start(app, ends, tuning, false)?;
     let lifetime = load.duration + Duration::from_millis(2500);
@@ -59,7 +62,10 @@ pub fn measure(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("run the xsk-rs peer {}", binary.display()))?;
+        .map_err(|source| BenchError::PeerSpawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
     // Let it bind and register its socket before any frame is sent.
     std::thread::sleep(Duration::from_millis(700));
     // No warm-up: the peer reports one total, so every frame sent must count.
@@ -67,21 +73,29 @@ pub fn measure(
         warmup: Duration::ZERO,
         ..load.clone()
     };
-    let mut device = LabDevice::new(app, &load, generator, None, &|_| {});
+    let mut device = LabDevice::new(app, &load, generator, None, &|_| {}, progress);
     let sent = device.measure(None, false)?.accounting;
-    let output = child.wait_with_output()?;
+    let output = child
+        .wait_with_output()
+        .map_err(|source| BenchError::PeerSpawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
     stage.stop()?;
     if !output.status.success() {
-        bail!(
-            "the xsk-rs peer failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        return Err(BenchError::PeerFailed {
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
     }
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("peer output {:?}", String::from_utf8_lossy(&output.stdout)))?;
+    let bad_output = |source| BenchError::PeerOutput {
+        output: String::from_utf8_lossy(&output.stdout).into_owned(),
+        source,
+    };
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|error| bad_output(Some(error)))?;
     let packets = summary["packets"]
         .as_u64()
-        .context("no packets in the peer's output")?;
+        .ok_or_else(|| bad_output(None))?;
     // Every packet it received was sent during the measured send.
     Ok(packets as f64 / sent.seconds / 1e6)
 }

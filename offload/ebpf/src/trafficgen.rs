@@ -2,6 +2,14 @@
 //! the kernel hands it the template frame again and again, and every XDP_TX goes out of the
 //! interface named in the run's context, through the driver's transmit path
 //! (net/bpf/test_run.c, xdp_test_run_batch). The technique is xdp-trafficgen's.
+//!
+//! An object of its own (loaded only by the `trafficgen` crate), so that loading the
+//! generator creates none of the steering program's maps, and attaching the steering program
+//! loads no generator.
+#![no_std]
+#![no_main]
+
+mod object;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -10,7 +18,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use offload_common::{GEN_OFFSET_MASK, GenConfig, GenStamp, ipv4_checksum};
+use offload_common::{GEN_OFFSET_MASK, GenConfig, Stamp, ipv4_checksum};
 
 #[map]
 static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -36,18 +44,12 @@ pub fn gen_tx(ctx: XdpContext) -> u32 {
     let flow = config.space.flow((count % flows as u64) as u32);
     // SAFETY: helpers with no arguments.
     let (cpu, now) = unsafe { (bpf_get_smp_processor_id() as u64, bpf_ktime_get_ns()) };
-    let stamp = GenStamp {
-        sequence: (cpu << 56) | count,
-        sent_ns: now,
-    };
+    let stamp_bytes = Stamp::new(cpu, count, now).to_bytes();
     // The pages of a live-frames run are recycled with what the last run wrote, so every
     // field is written whole, never adjusted from what is there.
     let mut ports = [0u8; 4];
     ports[..2].copy_from_slice(&flow.sport.to_be_bytes());
     ports[2..].copy_from_slice(&flow.dport.to_be_bytes());
-    let mut stamp_bytes = [0u8; 16];
-    stamp_bytes[..8].copy_from_slice(&stamp.sequence.to_le_bytes());
-    stamp_bytes[8..].copy_from_slice(&stamp.sent_ns.to_le_bytes());
     if write(&ctx, config.l4_offset, ports).is_none()
         || write(&ctx, config.src_offset, flow.src.to_be_bytes()).is_none()
         || write(&ctx, config.dst_offset, flow.dst.to_be_bytes()).is_none()

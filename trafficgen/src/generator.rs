@@ -1,0 +1,228 @@
+//! The generator: checks a run's options, then sends from one thread per core in the mode
+//! asked for, and reports what was offered.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use offload_common::{GEN_OFFSET_MASK, GenConfig};
+
+use crate::{
+    dispatcher_hold::DispatcherHold,
+    error::GenError,
+    frame::GenFrame,
+    live::{self, LiveProgram},
+    options::{GenMode, GenOptions, GenReport},
+    pacer::{Pacer, on_cores},
+    xsk_tx,
+};
+
+/// The generator, with its program loaded once for all live-frames runs.
+#[derive(Default)]
+pub struct Generator {
+    live: Option<LiveProgram>,
+}
+
+impl Generator {
+    /// A generator for `mode`: live frames load the program now, so a kernel that refuses
+    /// it is reported before any run; AF_XDP TX needs none.
+    pub fn for_mode(mode: GenMode) -> Result<Generator, GenError> {
+        let mut generator = Generator::default();
+        if mode == GenMode::LiveFrames {
+            generator.live()?;
+        }
+        Ok(generator)
+    }
+
+    /// The loaded `gen_tx`, loading it the first time.
+    fn live(&mut self) -> Result<&mut LiveProgram, GenError> {
+        if self.live.is_none() {
+            self.live = Some(LiveProgram::load()?);
+        }
+        Ok(self.live.as_mut().expect("loaded above"))
+    }
+
+    /// Sends until the duration or count is reached, or `stop` is set.
+    pub fn run(&mut self, options: &GenOptions, stop: &AtomicBool) -> Result<GenReport, GenError> {
+        let config = check(options)?;
+        let cores: Vec<Option<usize>> = if options.cores.is_empty() {
+            vec![None]
+        } else {
+            options.cores.iter().map(|&c| Some(c)).collect()
+        };
+        let threads = cores.len() as u64;
+        // Started when the threads are about to send, after any set-up.
+        let pacer = || Pacer {
+            started: Instant::now(),
+            rate: options.rate_pps.map(|r| (r / threads).max(1)),
+            count: options.count.map(|c| c.div_ceil(threads)),
+            duration: options.duration,
+            stop,
+        };
+        let sent = AtomicU64::new(0);
+        let mut notes = Vec::new();
+        let (seconds, transmitted) = match options.mode {
+            GenMode::LiveFrames => {
+                let live = self.live()?;
+                live.configure(config)?;
+                let _hold = DispatcherHold::new(live.program()?)
+                    .inspect_err(|error| {
+                        notes.push(format!(
+                            "{error}: every BPF_PROG_RUN call waits for two RCU grace periods, \
+                             so the generator sends more slowly"
+                        ))
+                    })
+                    .ok();
+                let fd = live.fd()?;
+                let before = live::xmit_counters(&options.iface);
+                let pacer = pacer();
+                let work = |_: usize| live::send_loop(&fd, options, &pacer, &sent);
+                let seconds = on_cores(&cores, work)?;
+                let delta = before.zip(live::xmit_counters(&options.iface)).map(
+                    |((taken0, refused0), (taken1, refused1))| {
+                        (taken1 - taken0, refused1 - refused0)
+                    },
+                );
+                (seconds, delta)
+            }
+            GenMode::XskTx => {
+                let queues = nic::ethtool::queue_count(&options.iface)
+                    .unwrap_or(1)
+                    .max(1);
+                if cores.len() as u32 > queues {
+                    return Err(GenError::MoreCoresThanQueues {
+                        cores: cores.len(),
+                        iface: options.iface.clone(),
+                        queues,
+                    });
+                }
+                let fallbacks = Mutex::new(Vec::new());
+                let pacer = pacer();
+                let work = |thread: usize| {
+                    xsk_tx::send_loop(options, &config, thread as u32, &pacer, &sent, &fallbacks)
+                };
+                let seconds = on_cores(&cores, work)?;
+                notes.extend(fallbacks.into_inner().unwrap_or_default());
+                (seconds, None)
+            }
+        };
+        let sent = sent.load(Ordering::Relaxed);
+        Ok(GenReport {
+            mode: options.mode,
+            sent,
+            seconds,
+            mpps: sent as f64 / seconds / 1e6,
+            mean_frame_size: mean_wire_size(&options.frames),
+            flows: options.flows.max(1),
+            transmitted: transmitted.map(|d| d.0),
+            transmit_errors: transmitted.map(|d| d.1),
+            notes,
+        })
+    }
+}
+
+/// The settings for a run, once the options are known to be usable: a mix that is not
+/// empty, with shares above zero and the same write offsets in every frame (the program has
+/// one setting for all), and no more flows than the ranges hold.
+fn check(options: &GenOptions) -> Result<GenConfig, GenError> {
+    let (first, _) = options.frames.first().ok_or(GenError::NoFrames)?;
+    for (frame, share) in &options.frames {
+        if *share == 0 {
+            return Err(GenError::ZeroShare {
+                wire_size: frame.wire_size,
+            });
+        }
+        if frame.fields != first.fields {
+            return Err(GenError::MixedHeaders);
+        }
+    }
+    let fields = first.fields;
+    let checksum = fields.l4_checksum.map_or(0, |c| c.offset);
+    let offsets = [fields.l4, fields.src, fields.dst, fields.stamp, checksum];
+    if let Some(&offset) = offsets.iter().find(|&&o| o >= GEN_OFFSET_MASK) {
+        return Err(GenError::OffsetTooFar(offset));
+    }
+    let distinct = options.space.size();
+    if u64::from(options.flows) > distinct {
+        return Err(GenError::TooManyFlows {
+            flows: options.flows,
+            distinct,
+        });
+    }
+    Ok(fields.config(options.flows, options.space))
+}
+
+fn mean_wire_size(frames: &[(GenFrame, u32)]) -> f64 {
+    let shares: u32 = frames.iter().map(|(_, share)| share).sum();
+    let weighted: f64 = frames
+        .iter()
+        .map(|(frame, share)| frame.wire_size as f64 * f64::from(*share))
+        .sum();
+    weighted / f64::from(shares.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use offload_common::FlowSpace;
+
+    use super::*;
+    use crate::frame::{IMIX, test_frame as frame};
+
+    fn options(frames: Vec<(GenFrame, u32)>, flows: u32) -> GenOptions {
+        GenOptions {
+            iface: "test0".into(),
+            ifindex: 1,
+            mode: GenMode::LiveFrames,
+            frames,
+            flows,
+            space: FlowSpace {
+                sport_base: 1024,
+                sport_count: 100,
+                dport_count: 2,
+                ..FlowSpace::default()
+            },
+            rate_pps: None,
+            duration: Duration::from_secs(1),
+            count: None,
+            cores: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_mix_must_share_headers_and_have_shares() {
+        let error =
+            |frames: Vec<(GenFrame, u32)>| check(&options(frames, 1)).unwrap_err().to_string();
+        assert!(error(vec![]).contains("no frame to send"));
+        assert!(error(vec![(frame(64, 34), 0)]).contains("64-byte frame has a share of 0"));
+        let mixed = vec![(frame(64, 34), 1), (frame(128, 54), 1)];
+        assert!(error(mixed).contains("must share their headers"));
+        assert!(error(vec![(frame(64, 0x7ff), 1)]).contains("write offset 2047"));
+        let imix: Vec<_> = IMIX
+            .iter()
+            .map(|&(size, share)| (frame(size, 34), share))
+            .collect();
+        assert!((mean_wire_size(&imix) - 4342.0 / 12.0).abs() < 1e-9);
+        let config = check(&options(imix, 200)).unwrap();
+        assert_eq!(
+            (config.flows, config.l4_offset, config.ipv4_offset),
+            (200, 34, 14)
+        );
+    }
+
+    #[test]
+    fn more_flows_than_the_ranges_hold_is_refused() {
+        let error = check(&options(vec![(frame(64, 34), 1)], 201)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("201 flows, but the address and port ranges hold only 200"),
+            "{error}"
+        );
+    }
+}
