@@ -190,8 +190,7 @@ fn runs_from_pins(pins: &Pins, ifindex: u32, running: u32) -> bool {
 
 /// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
 fn attach_hw_prefilter(pins: &Pins, ifindex: u32, driver: &str) -> Result<(), OffloadError> {
-    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)
-        .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)?;
     let pinned = pin_fd(&offloaded.program, &pins.hw_prefilter()).and_then(|()| {
         offloaded
             .maps
@@ -237,8 +236,7 @@ impl ModeAttempt for KernelAttempt<'_> {
 
 impl KernelAttempt<'_> {
     fn try_hw(&mut self) -> Result<u32, OffloadError> {
-        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)
-            .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
         pin_fd(&offloaded.program, &self.pins.program())?;
         Ok(offloaded.id)
     }
@@ -296,14 +294,7 @@ fn load_object(
             source: Box::new(source),
         })?;
     if let Some(action) = default_action {
-        let settings = ebpf
-            .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::MissingFromObject {
-                object: "steering",
-                part: "map",
-                name: "SETTINGS".into(),
-            })?;
-        steering::write_default_action(settings, action)?;
+        steering::write_default_action(&mut ebpf, action)?;
     }
     steer_program(&mut ebpf)?
         .load()
@@ -361,7 +352,7 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
         source,
     })?;
     let link =
-        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::NotABpfLink {
+        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::PinnedLinkNotXdp {
             iface: iface.to_string(),
             source,
         })?;

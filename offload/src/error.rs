@@ -97,11 +97,19 @@ pub enum OffloadError {
         /// The interface.
         iface: String,
     },
-    /// The attachment is not a bpf_link fastpath can pin or update. On attach: aya fell back
-    /// to the netlink attach because the kernel refused `BPF_LINK_CREATE` with EINVAL (XDP
-    /// links need Linux 5.9 or later), and such an attachment cannot outlive this process.
-    /// On replace: the pinned `link` is not an XDP link. Use a newer kernel, or detach and
-    /// attach again.
+    /// On replace: the pinned `link` is not an XDP link (something else was pinned there).
+    /// Detach and attach again.
+    #[error("the pinned link of {iface} is not an XDP link; detach and attach again")]
+    PinnedLinkNotXdp {
+        /// The interface.
+        iface: String,
+        /// aya's refusal to convert the link.
+        #[source]
+        source: LinkError,
+    },
+    /// On attach: aya fell back to the netlink attach because the kernel refused
+    /// `BPF_LINK_CREATE` with EINVAL (XDP links need Linux 5.9 or later), and such an
+    /// attachment cannot outlive this process. Use a newer kernel.
     #[error(
         "the kernel attached the program to {iface} through netlink, not a bpf_link, so it cannot be pinned"
     )]
@@ -116,12 +124,8 @@ pub enum OffloadError {
     /// [`crate::hw`]). The attach policy reports it as a hw [`OffloadError::ModeRefused`]
     /// and goes on with drv; a split plan merges the prefilter instead. Only drivers with a
     /// BPF offload device (nfp) accept it; elsewhere use drv or skb.
-    #[error("{reason}")]
-    HardwareOffload {
-        /// The step that failed (BPF_MAP_CREATE, BPF_PROG_LOAD, the netlink attach), the
-        /// driver and the errno, as one line.
-        reason: String,
-    },
+    #[error(transparent)]
+    HardwareOffload(#[from] crate::hw::HwError),
     /// A rule or rule set was refused by [`Steering`](crate::Steering): invalid on its own,
     /// a duplicate, an unknown id, or beyond the maps' limits. Nothing was changed; the
     /// message names the field at fault.

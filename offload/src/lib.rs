@@ -56,6 +56,7 @@ pub use attach::{
 pub use error::{MapAction, OffloadError, ProgramAction};
 pub use error_chain::error_chain;
 pub use pins::{Pins, TRANSIENT, Transient, prune_stale as prune_stale_pins};
+pub use program_image::ImageError;
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
 pub use xdp_state::{XdpState, attached as xdp_attached};
 

@@ -79,8 +79,12 @@ impl PlanInput {
     ) -> PlanInput {
         let limits = profile.and_then(|p| p.offload.as_ref());
         let unfit = |program: &str| match limits {
-            Some(limits) => offload_check::check(object, program, limits)
-                .unwrap_or_else(|error| vec![format!("offload check failed: {error}")]),
+            Some(limits) => offload_check::check(object, program, limits).unwrap_or_else(|error| {
+                vec![format!(
+                    "offload check failed: {}",
+                    crate::error_chain(&error)
+                )]
+            }),
             None => Vec::new(),
         };
         PlanInput {

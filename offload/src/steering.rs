@@ -315,24 +315,25 @@ impl Steering {
         let mut v6: BpfHashMap<_, [u8; 16], u64> =
             typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
         let error = |source| OffloadError::map(MapAction::Write, "PREFILTER")(source);
-        let stale_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
-        let stale_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
+        // Addresses that stay keep their drop counts: only new ones are inserted (at 0).
+        let present_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
+        let present_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
         for source in sources {
             match source {
-                IpAddr::V4(addr) => v4.insert(addr.octets(), 0, 0).map_err(error)?,
-                IpAddr::V6(addr) => v6.insert(addr.octets(), 0, 0).map_err(error)?,
+                IpAddr::V4(addr) if !present_v4.contains(&addr.octets()) => {
+                    v4.insert(addr.octets(), 0, 0).map_err(error)?
+                }
+                IpAddr::V6(addr) if !present_v6.contains(&addr.octets()) => {
+                    v6.insert(addr.octets(), 0, 0).map_err(error)?
+                }
+                _ => {}
             }
         }
-        for key in stale_v4
-            .iter()
-            .filter(|key| !sources.contains(&IpAddr::from(**key)))
-        {
+        let gone = |key: IpAddr| !sources.contains(&key);
+        for key in present_v4.iter().filter(|key| gone(IpAddr::from(**key))) {
             v4.remove(key).map_err(error)?;
         }
-        for key in stale_v6
-            .iter()
-            .filter(|key| !sources.contains(&IpAddr::from(**key)))
-        {
+        for key in present_v6.iter().filter(|key| gone(IpAddr::from(**key))) {
             v6.remove(key).map_err(error)?;
         }
         if prefix.is_empty() {
@@ -398,8 +399,19 @@ impl Steering {
     }
 }
 
-/// Writes the default action into a SETTINGS map (at load, before the program is attached).
-pub(crate) fn write_default_action(map: &mut Map, action: Action) -> Result<(), OffloadError> {
+/// Writes the default action into a freshly loaded steering object's SETTINGS map, before
+/// the program is attached.
+pub(crate) fn write_default_action(
+    ebpf: &mut aya::Ebpf,
+    action: Action,
+) -> Result<(), OffloadError> {
+    let map = ebpf
+        .map_mut("SETTINGS")
+        .ok_or_else(|| OffloadError::MissingFromObject {
+            object: "steering",
+            part: "map",
+            name: "SETTINGS".into(),
+        })?;
     let mut settings: Array<_, Settings> =
         Array::try_from(map).map_err(OffloadError::map(MapAction::Layout, "SETTINGS"))?;
     let mut value = settings

@@ -62,14 +62,7 @@ impl TestBench {
                     .map_err(|source| OffloadError::Pin { path, source })?;
             }
         }
-        let settings = ebpf
-            .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::MissingFromObject {
-                object: "steering",
-                part: "map",
-                name: "SETTINGS".into(),
-            })?;
-        crate::steering::write_default_action(settings, default_action)?;
+        crate::steering::write_default_action(&mut ebpf, default_action)?;
         Ok(TestBench {
             label: label.to_string(),
             pins,

@@ -65,6 +65,15 @@ pub enum RuleError {
     /// A port range on an icmp rule: ICMP has no ports, so the rule could never match.
     #[error("--dport needs --proto tcp or udp (or no --proto); icmp has no ports")]
     PortsWithoutPorts,
+    /// A prefix with bits set past its length (`10.0.0.7/24`): its rule would never match,
+    /// since the tries hold network addresses.
+    #[error("--{field} {value}: host bits are set past /{len}; did you mean {network}?", len = value.prefix_len(), network = value.trunc())]
+    HostBits {
+        /// The option it was given for, without dashes ("dst", "src").
+        field: &'static str,
+        /// The prefix given.
+        value: IpNet,
+    },
     /// A source and a destination of different IP families: no packet has both.
     #[error("--src {src} and --dst {dst} are of different IP families")]
     FamilyMismatch {
@@ -259,10 +268,9 @@ pub fn parse_cidr(field: &'static str, text: &str) -> Result<IpNet, RuleError> {
 
 /// The match and action of a rule, as the user gives them.
 ///
-/// Prefixes must have their host bits clear, as [`parse_cidr`] leaves them; [`validate`]
-/// does not check it. The compiler gathers the rules covering a prefix by the network
-/// addresses of its ancestors, so a rule whose `dst` has host bits set is left out of its
-/// own chain and never matches.
+/// Prefixes have their host bits clear, as [`parse_cidr`] leaves them; [`validate`] refuses
+/// others ([`RuleError::HostBits`]): the compiler gathers the rules covering a prefix by the
+/// network addresses of its ancestors, so such a rule would never match.
 ///
 /// [`validate`]: RuleSpec::validate
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -298,6 +306,13 @@ impl RuleSpec {
     pub fn validate(&self) -> Result<(), RuleError> {
         if self.dport.is_some() && self.proto == Some(Protocol::Icmp) {
             return Err(RuleError::PortsWithoutPorts);
+        }
+        for (field, net) in [("src", self.src), ("dst", self.dst)] {
+            if let Some(value) = net
+                && value != value.trunc()
+            {
+                return Err(RuleError::HostBits { field, value });
+            }
         }
         if let (Some(src), Some(dst)) = (self.src, self.dst)
             && src.addr().is_ipv4() != dst.addr().is_ipv4()
