@@ -1,4 +1,4 @@
-//! The xsk-rs peer (benches/xsk-peer, built by `cargo xtask bench-xsk`): the same rxdrop
+//! The xsk-rs peer (bench/xsk-peer, built by `cargo xtask bench-xsk`): the same rxdrop
 //! and l2fwd loops on xsk-rs (libxdp), bound with the same ring, batch and frame sizes,
 //! registered in the same steering program. Measured at the same offered load as the
 //! app's saturation trial.
