@@ -19,6 +19,9 @@ use core::fmt;
 
 /// Bytes in an Ethernet header: destination MAC, source MAC, EtherType.
 pub const ETH_HLEN: usize = 14;
+/// Bytes of the Ethernet frame check sequence: counted in a frame's size on the wire,
+/// appended by the NIC, absent from the bytes software hands it.
+pub const ETH_FCS_LEN: usize = 4;
 /// Bytes in one 802.1Q/802.1ad tag: tag control information, then the inner EtherType.
 pub const VLAN_HLEN: usize = 4;
 /// VLAN tags the parser looks through; behind a third tag a frame counts as non-IP.
