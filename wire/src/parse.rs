@@ -230,6 +230,7 @@ pub struct Headers {
 
 impl Headers {
     /// The packet's flow, read from `frame` (the frame these headers were parsed from).
+    #[inline]
     pub fn flow_key(&self, frame: &[u8]) -> FlowKey {
         let (src, dst) = self.addresses(frame);
         let (src_port, dst_port) = self.ports.unwrap_or((0, 0));
