@@ -56,12 +56,13 @@ pub fn tagged_udp_frame(spec: &FrameSpec, wire_size: usize, tag: u32) -> Vec<u8>
 
 /// The tag of a frame made by `tagged_udp_frame` with UDP destination `port`, if it is one.
 pub fn frame_tag(frame: &[u8], port: u16) -> Option<u32> {
-    let headers = wire::parse(frame).ok()??;
-    let ours = headers.ipv4()
-        && headers.protocol == wire::parse::proto::UDP
-        && headers.ports.is_some_and(|(_, dst)| dst == port);
-    let tag = frame.get(headers.l4 + 8..headers.l4 + 12)?;
-    ours.then(|| u32::from_be_bytes(tag.try_into().expect("4 bytes")))
+    // Read at the fixed offsets of `udp_frame`'s layout, not through `wire::parse`: the frame
+    // may be the first buffer of a multi-buffer chain, whose IP length points past it.
+    let is_ours = frame.len() >= HEADERS_LEN + 4
+        && frame[12..14] == wire::parse::ethertype::IPV4.to_be_bytes()
+        && frame[23] == wire::parse::proto::UDP
+        && frame[36..38] == port.to_be_bytes();
+    is_ours.then(|| u32::from_be_bytes(frame[HEADERS_LEN..HEADERS_LEN + 4].try_into().unwrap()))
 }
 
 /// The smallest `--size` txpush accepts: Ethernet's minimum frame.
