@@ -180,7 +180,7 @@ fn bad_bench_input_is_refused_before_any_traffic() {
 }
 
 /// Two real runs of `fastpath bench --profile veth --app rxdrop --sizes 64,512,1518 --cores
-/// 1,2` on the same VM: the one committed in benches/results (revision 7aba8a5) and the one
+/// 1,2` on the same VM: the one committed in bench/results (revision 7aba8a5) and the one
 /// it replaced (revision 66fc2c3, before the generator held its program in the XDP
 /// dispatcher; committed in 580afc7, kept as a test file).
 const OLDER_RXDROP: &str = concat!(
@@ -189,7 +189,7 @@ const OLDER_RXDROP: &str = concat!(
 );
 const NEWER_RXDROP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../benches/results/veth/rxdrop/results.json"
+    "/../bench/results/veth/rxdrop/results.json"
 );
 
 #[test]

@@ -321,3 +321,32 @@ pub fn pick<T: Copy>(
         },
     }
 }
+
+/// The AF_XDP sizes a socket is bound with, each with where it came from: the appliance and
+/// the line-rate runner choose them alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketTuning {
+    /// Descriptors per ring operation.
+    pub batch: Sourced<u32>,
+    /// Entries per ring.
+    pub ring_size: Sourced<u32>,
+    /// UMEM frame size in bytes.
+    pub frame_size: Sourced<u32>,
+}
+
+impl SocketTuning {
+    /// Values given (a config's) win; the rest come from `profile`, else the built-in
+    /// defaults: batch 64, 2048 ring entries, 4096-byte frames.
+    pub fn pick(
+        batch: Option<u32>,
+        ring_size: Option<u32>,
+        frame_size: Option<u32>,
+        profile: Option<&Profile>,
+    ) -> SocketTuning {
+        SocketTuning {
+            batch: pick(batch, profile, |t| t.batch, 64),
+            ring_size: pick(ring_size, profile, |t| t.ring_size, 2048),
+            frame_size: pick(frame_size, profile, |t| t.frame_size, 4096),
+        }
+    }
+}

@@ -7,15 +7,22 @@ use std::net::Ipv4Addr;
 
 use wire::build::{ChecksumFill, FrameBuilder};
 
-pub const FCS_LEN: usize = 4;
+pub use wire::parse::ETH_FCS_LEN as FCS_LEN;
 const HEADERS_LEN: usize = 14 + 20 + 8;
 
+/// The addresses and ports of a lab UDP frame (IPv4).
 pub struct FrameSpec {
+    /// Source MAC address.
     pub src_mac: [u8; 6],
+    /// Destination MAC address.
     pub dst_mac: [u8; 6],
+    /// Source IPv4 address.
     pub src_ip: Ipv4Addr,
+    /// Destination IPv4 address.
     pub dst_ip: Ipv4Addr,
+    /// UDP source port.
     pub src_port: u16,
+    /// UDP destination port.
     pub dst_port: u16,
 }
 
@@ -49,15 +56,19 @@ pub fn tagged_udp_frame(spec: &FrameSpec, wire_size: usize, tag: u32) -> Vec<u8>
 
 /// The tag of a frame made by `tagged_udp_frame` with UDP destination `port`, if it is one.
 pub fn frame_tag(frame: &[u8], port: u16) -> Option<u32> {
+    // Read at the fixed offsets of `udp_frame`'s layout, not through `wire::parse`: the frame
+    // may be the first buffer of a multi-buffer chain, whose IP length points past it.
     let is_ours = frame.len() >= HEADERS_LEN + 4
-        && frame[12..14] == [0x08, 0x00]
-        && frame[23] == 17
+        && frame[12..14] == wire::parse::ethertype::IPV4.to_be_bytes()
+        && frame[23] == wire::parse::proto::UDP
         && frame[36..38] == port.to_be_bytes();
     is_ours.then(|| u32::from_be_bytes(frame[HEADERS_LEN..HEADERS_LEN + 4].try_into().unwrap()))
 }
 
-/// The smallest and largest `--size` txpush accepts.
+/// The smallest `--size` txpush accepts: Ethernet's minimum frame.
 pub const MIN_WIRE_SIZE: usize = 64;
+/// The largest `--size` txpush accepts: a 9000-byte jumbo frame with its Ethernet header,
+/// and FCS.
 pub const MAX_WIRE_SIZE: usize = 9018;
 
 #[cfg(test)]

@@ -19,8 +19,6 @@
 //! torn down on drop and on SIGINT/SIGTERM (see [`Lab::teardown_on_signals`]).
 #![warn(missing_docs)]
 
-// documented where the module is rewritten
-#[allow(missing_docs)]
 pub mod frame;
 pub mod netlink;
 pub mod netns;

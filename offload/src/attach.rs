@@ -29,9 +29,12 @@ use crate::{
 
 const PROGRAM: &str = "steer";
 
+/// What to attach where: the input of [`attach`] and [`plan_for`].
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
+    /// The interface, by name, in this process's network namespace.
     pub iface: String,
+    /// Which XDP modes may be tried: `auto` (hw, then drv, then skb) or one forced mode.
     pub policy: ModePolicy,
     /// For IP packets no rule matches.
     pub default_action: Action,
@@ -42,12 +45,17 @@ pub struct AttachOptions {
 /// What `attach` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Attachment {
+    /// The interface.
     pub iface: String,
+    /// Its driver as ethtool names it; "unknown" when ethtool would not say.
     pub driver: String,
+    /// The mode the steering program runs in.
     pub mode: XdpMode,
+    /// The kernel's id of the steering program (`bpftool prog show id N`).
     pub program_id: u32,
     /// Higher modes tried first, and why each failed.
     pub fallbacks: Vec<ModeFailure>,
+    /// The action for IP packets no rule matches, as written to the SETTINGS map.
     pub default_action: Action,
     /// The placement as applied: a split plan whose hardware step failed is merged.
     pub plan: Plan,
@@ -182,8 +190,7 @@ fn runs_from_pins(pins: &Pins, ifindex: u32, running: u32) -> bool {
 
 /// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
 fn attach_hw_prefilter(pins: &Pins, ifindex: u32, driver: &str) -> Result<(), OffloadError> {
-    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)
-        .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+    let offloaded = hw::attach_offloaded(STEER_OBJECT, "prefilter", ifindex, driver)?;
     let pinned = pin_fd(&offloaded.program, &pins.hw_prefilter()).and_then(|()| {
         offloaded
             .maps
@@ -229,8 +236,7 @@ impl ModeAttempt for KernelAttempt<'_> {
 
 impl KernelAttempt<'_> {
     fn try_hw(&mut self) -> Result<u32, OffloadError> {
-        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)
-            .map_err(|reason| OffloadError::HardwareOffload { reason })?;
+        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
         pin_fd(&offloaded.program, &self.pins.program())?;
         Ok(offloaded.id)
     }
@@ -288,14 +294,7 @@ fn load_object(
             source: Box::new(source),
         })?;
     if let Some(action) = default_action {
-        let settings = ebpf
-            .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::MissingFromObject {
-                object: "steering",
-                part: "map",
-                name: "SETTINGS".into(),
-            })?;
-        steering::write_default_action(settings, action)?;
+        steering::write_default_action(&mut ebpf, action)?;
     }
     steer_program(&mut ebpf)?
         .load()
@@ -314,16 +313,22 @@ fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, OffloadError> {
         .map_err(OffloadError::program(ProgramAction::Open, PROGRAM))
 }
 
-/// Replaces the running program with `object` (default: this build's) through a bpf_link
-/// update: the kernel swaps the program pointer, so every packet sees either the old or the
-/// new program. Maps, and with them rules and counters, are the pinned ones.
+/// What [`replace`] did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Replacement {
+    /// The interface.
     pub iface: String,
+    /// The kernel's id of the program that ran before; 0 when neither the kernel nor the
+    /// program pin named one.
     pub old_program_id: u32,
+    /// The kernel's id of the program that runs now.
     pub new_program_id: u32,
 }
 
+/// Replaces the running program with `object` (default: this build's) through a bpf_link
+/// update: the kernel swaps the program pointer, so every packet sees either the old or the
+/// new program. Maps, and with them rules and counters, are the pinned ones. Needs a link:
+/// a program in hw mode is refused with [`OffloadError::NoLinkToUpdate`].
 pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, OffloadError> {
     let pins = Pins::for_iface(iface);
     let ifindex = ifindex(iface)?;
@@ -347,7 +352,7 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
         source,
     })?;
     let link =
-        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::NotABpfLink {
+        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::PinnedLinkNotXdp {
             iface: iface.to_string(),
             source,
         })?;
@@ -416,34 +421,51 @@ pub fn forget_vanished(iface: &str) {
 /// What `fastpath xdp status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// The interface.
     pub iface: String,
     /// The steering program's mode as the kernel reports it, None when nothing is attached.
     pub mode: Option<XdpMode>,
+    /// The kernel's id of the steering program, None when nothing is attached.
     pub program_id: Option<u32>,
     /// What runs where: every XDP slot the kernel reports in use, with the program's name.
     pub placements: Vec<Placed>,
+    /// The action for IP packets no rule matches.
     pub default_action: Action,
+    /// Packets per action since the attach, summed over CPUs.
     pub counters: ActionCounters,
     /// The prefilter's source addresses and the packets dropped from each.
     pub prefilter: Vec<PrefilterEntry>,
+    /// The rules, by id, with the packets and bytes each matched.
     pub rules: Vec<RuleStats>,
     /// Which bpffs the pins were found in, and why: see [`crate::bpffs`].
     pub bpffs: String,
 }
 
+/// One XDP slot of an interface in use, as the kernel reports it: whichever program is
+/// there, fastpath's or not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Placed {
+    /// The slot: hw, drv or skb.
     pub mode: XdpMode,
+    /// The kernel's id of the program in it.
     pub program_id: u32,
+    /// The name it was loaded with ("steer", "prefilter", ...; the kernel keeps at most 15
+    /// characters), "?" when the kernel no longer lists it.
     pub program: String,
 }
 
+/// A source address the prefilter drops.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PrefilterEntry {
+    /// The source address.
     pub source: IpAddr,
+    /// Packets dropped from it since the prefilter was last set (which zeroes every
+    /// count); a lower bound, as CPUs dropping at the same instant can lose a count.
     pub drops: u64,
 }
 
+/// What runs on `iface` and what it has done: modes, programs, default action, counters,
+/// prefilter and rules, read from the kernel and the pinned maps. Changes nothing.
 pub fn status(iface: &str) -> Result<Status, OffloadError> {
     let ifindex = ifindex(iface)?;
     let steering = Steering::open(iface)?;

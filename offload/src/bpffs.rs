@@ -54,7 +54,10 @@ pub enum View {
     Own,
     /// The host's, through `/proc/<pid>/root`: this process runs in a private mount
     /// namespace whose /sys/fs/bpf is not the host's.
-    Host { pid: u32 },
+    Host {
+        /// The process whose `/proc/<pid>/root` leads to the host's bpffs.
+        pid: u32,
+    },
     /// A private mount namespace (`ip netns exec`, seen from /sys mounted with the netns's
     /// name) and no process in the host's mount namespace to reach its bpffs through.
     Unreachable,
@@ -72,6 +75,7 @@ impl Bpffs {
         self.root.join("fastpath")
     }
 
+    /// How the bpffs in use was chosen.
     pub fn view(&self) -> &View {
         &self.view
     }

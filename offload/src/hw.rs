@@ -8,7 +8,6 @@
 //! error names the map or program and the driver.
 
 use std::{
-    collections::HashSet,
     ffi::CString,
     io,
     os::fd::{AsFd, AsRawFd, OwnedFd},
@@ -17,12 +16,67 @@ use std::{
 use aya_obj::generated::bpf_map_type;
 
 use crate::{
-    program_image::{self, map_kind},
+    program_image::{self, ImageError, map_kind},
     sys,
 };
 
-/// Why a hardware attach failed, for the mode report.
-pub type HwFailure = String;
+/// Why a hardware attach failed. The messages name the map or program, the driver, and any
+/// map kinds no NIC offloads.
+#[derive(Debug, thiserror::Error)]
+pub enum HwError {
+    /// The program could not be read out of the object.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// `BPF_MAP_CREATE` with `map_ifindex` failed for one of the program's maps.
+    #[error(
+        "BPF_MAP_CREATE of {map} bound to the device failed: {}{}",
+        explain(source, driver),
+        unsupported_note(unsupported)
+    )]
+    MapCreate {
+        /// The map.
+        map: String,
+        /// The interface's driver.
+        driver: String,
+        /// Maps of kinds no NIC offloads (name and kind), if any.
+        unsupported: Vec<String>,
+        /// The kernel's errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `BPF_PROG_LOAD` with `prog_ifindex` failed.
+    #[error(
+        "BPF_PROG_LOAD bound to the device failed: {}{}",
+        explain(source, driver),
+        unsupported_note(unsupported)
+    )]
+    ProgramLoad {
+        /// The interface's driver.
+        driver: String,
+        /// Maps of kinds no NIC offloads (name and kind), if any.
+        unsupported: Vec<String>,
+        /// The kernel's errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The netlink attach with `XDP_FLAGS_HW_MODE` failed.
+    #[error("netlink XDP attach in HW mode failed")]
+    Attach(#[source] io::Error),
+    /// The loaded program's id could not be read.
+    #[error("read the offloaded program's info")]
+    ProgramInfo(#[source] io::Error),
+}
+
+fn unsupported_note(unsupported: &[String]) -> String {
+    if unsupported.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; besides, NICs offload only array and hash maps and this program uses {}",
+            unsupported.join(", ")
+        )
+    }
+}
 
 const OFFLOADABLE_MAPS: [u32; 2] = [
     bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
@@ -31,8 +85,13 @@ const OFFLOADABLE_MAPS: [u32; 2] = [
 
 /// A program loaded onto the NIC and attached in HW mode, with the maps bound with it.
 pub struct Offloaded {
+    /// The program. Closing it does not detach it: the interface holds it until
+    /// [`detach_offloaded`]; pin it to find it again.
     pub program: OwnedFd,
+    /// The kernel's id of the program.
     pub id: u32,
+    /// The maps created on the device, by their name in the object: only those the program
+    /// uses.
     pub maps: Vec<(String, OwnedFd)>,
 }
 
@@ -43,7 +102,7 @@ pub fn attach_offloaded(
     program: &str,
     ifindex: u32,
     driver: &str,
-) -> Result<Offloaded, HwFailure> {
+) -> Result<Offloaded, HwError> {
     let image = program_image::image(object, program)?;
     let mut used = image.maps;
     // Offloadable kinds first, so that the first failure on a NIC without offload support is
@@ -54,62 +113,34 @@ pub fn attach_offloaded(
         .filter(|(_, map)| !OFFLOADABLE_MAPS.contains(&map.map_type()))
         .map(|(name, map)| format!("{name} ({})", map_kind(map.map_type())))
         .collect();
-    let note = if unsupported.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; besides, NICs offload only array and hash maps and this program uses {}",
-            unsupported.join(", ")
-        )
-    };
-
     let mut maps = Vec::new();
     for (name, map) in &used {
-        let fd = create_bound_map(name, map, ifindex).map_err(|error| {
-            format!(
-                "BPF_MAP_CREATE of {name} bound to the device failed: {} ({}){note}",
-                explain(&error, driver),
-                error
-            )
+        let fd = create_bound_map(name, map, ifindex).map_err(|source| HwError::MapCreate {
+            map: name.clone(),
+            driver: driver.to_string(),
+            unsupported: unsupported.clone(),
+            source,
         })?;
         maps.push((name.clone(), fd));
     }
-    let mut obj =
-        aya_obj::Object::parse(object).map_err(|error| format!("parse object: {error}"))?;
-    let text_sections: HashSet<usize> = obj.functions.keys().map(|(index, _)| *index).collect();
     // Maps of the object's other programs get a stand-in descriptor: their code is not loaded.
-    let all: Vec<(String, i32, aya_obj::Map)> = obj
-        .maps
-        .iter()
-        .map(|(name, map)| {
-            let fd = maps
-                .iter()
-                .find(|(used, _)| used == name)
-                .map_or(-1, |(_, fd)| fd.as_raw_fd());
-            (name.clone(), fd, map.clone())
-        })
-        .collect();
-    obj.relocate_maps(
-        all.iter().map(|(name, fd, map)| (name.as_str(), *fd, map)),
-        &text_sections,
+    let fd_of = |name: &str| {
+        maps.iter()
+            .find(|(used, _)| used == name)
+            .map_or(-1, |(_, fd)| fd.as_raw_fd())
+    };
+    let relocated = program_image::relocate(object, program, fd_of)?;
+    let prog_fd = load_bound_program(
+        program,
+        &relocated.license,
+        &relocated.instructions,
+        ifindex,
     )
-    .map_err(|error| format!("map relocation: {error}"))?;
-    obj.relocate_calls(&text_sections)
-        .map_err(|error| format!("call relocation: {error}"))?;
-    let key = obj
-        .programs
-        .get(program)
-        .ok_or_else(|| format!("program {program} not in the object"))?
-        .function_key();
-    let instructions = &obj.functions[&key].instructions;
-
-    let prog_fd =
-        load_bound_program(program, &obj.license, instructions, ifindex).map_err(|error| {
-            format!(
-                "BPF_PROG_LOAD bound to the device failed: {} ({error}){note}",
-                explain(&error, driver)
-            )
-        })?;
+    .map_err(|source| HwError::ProgramLoad {
+        driver: driver.to_string(),
+        unsupported,
+        source,
+    })?;
     // SAFETY: plain FFI call; the fd is valid and owned by `prog_fd`.
     let result = unsafe {
         libbpf_sys::bpf_xdp_attach(
@@ -119,8 +150,8 @@ pub fn attach_offloaded(
             std::ptr::null(),
         )
     };
-    sys::check(result).map_err(|error| format!("netlink XDP attach in HW mode failed: {error}"))?;
-    let id = sys::program_id(prog_fd.as_fd()).map_err(|error| format!("program info: {error}"))?;
+    sys::check(result).map_err(HwError::Attach)?;
+    let id = sys::program_id(prog_fd.as_fd()).map_err(HwError::ProgramInfo)?;
     Ok(Offloaded {
         program: prog_fd,
         id,

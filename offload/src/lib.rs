@@ -1,17 +1,38 @@
-//! Loading, attaching and steering with fastpath's XDP programs.
+//! Loading, attaching and steering with fastpath's XDP programs: layer 2 of fastpath.
 //!
-//! - [`attach`], [`replace`], [`detach`], [`status`]: the program on an interface, with the
-//!   mode policy of [`mode`] and the pins of [`pins`].
-//! - [`Steering`]: rules and counters, changed at run time through the pinned maps.
-//! - [`test_run`]: `BPF_PROG_TEST_RUN` for fixtures and timing.
-//! - [`placement`]: where the prefilter and the steering program run (hw, drv, skb).
-//! - [`offload_check`]: whether a program fits a NIC's offload limits, before loading it.
+//! This crate puts the steering program (`offload/ebpf`, built into [`STEER_OBJECT`]) on an
+//! interface and manages it for its whole life: load, attach, replace and detach; the bpffs
+//! pins that let any later process find it; its rules and counters; where its stages run;
+//! `BPF_PROG_TEST_RUN` on it; and hardware offload.
+//!
+//! Entry points:
+//! - [`attach`] (or [`plan_for`] then [`attach_planned`]), [`replace`], [`detach`] and
+//!   [`status`]: the program on an interface, under the mode policy of [`mode`] (hw, then
+//!   drv, then skb, with the reason each mode failed); [`xdp_attached`] is what the kernel
+//!   reports, pins aside.
+//! - [`Pins`], [`Transient`], [`prune_stale_pins`]: where an attachment lives in bpffs
+//!   (`/sys/fs/bpf/fastpath/<iface>/`), and the one place that chooses which bpffs:
+//!   [`bpffs`].
+//! - [`Steering`]: the rules ([`rules`]), the prefilter, the AF_XDP socket map and the
+//!   counters of an attachment, changed at run time through its pinned maps, no reload.
+//! - [`placement`]: where the prefilter and the steering program run (hw, drv, skb), decided
+//!   from facts alone before anything is loaded.
+//! - [`offload_check`]: whether a program fits a NIC's offload limits, read from the object.
 //! - [`hw`]: loading a program onto the NIC and attaching it in HW mode.
 //! - [`modules`]: IO modules: a chain of XDP programs loaded, swapped and unloaded at run
 //!   time, with the SDK's ABI from `offload_common::module`.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` on an unattached copy, for fixtures and timing.
+//! - [`OffloadError`]: everything the above can fail with; [`error_chain`] puts an error and
+//!   its causes on one line.
 //!
-//! What the kernel says about an interface (ethtool, rtnetlink, the netdev family) comes
-//! from the `nic` crate.
+//! Where it sits: above `nic` (what the kernel says about an interface: ethtool, rtnetlink,
+//! the netdev family), `wire` (packet views, used by the tests here) and `offload-common`
+//! (the `#[repr(C)]` types shared with the eBPF programs); below `pipeline`, `probe` and
+//! `trafficgen`, and the applications and CLI above them. Only its tests use `lab`. Its build
+//! script compiles every eBPF program of `offload/ebpf`, and hands `trafficgen` the folder
+//! holding the generator's object (`DEP_FASTPATH_EBPF_OBJECTS`).
+
+#![warn(missing_docs)]
 
 mod attach;
 pub mod bpffs;
@@ -38,6 +59,7 @@ pub use attach::{
 pub use error::{MapAction, OffloadError, ProgramAction};
 pub use error_chain::error_chain;
 pub use pins::{Pins, TRANSIENT, Transient, prune_stale as prune_stale_pins};
+pub use program_image::ImageError;
 pub use steering::{ActionCounters, HW_PREFILTER, RuleStats, Steering};
 pub use xdp_state::{XdpState, attached as xdp_attached};
 

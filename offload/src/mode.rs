@@ -10,6 +10,8 @@ use crate::error_chain::error_chain;
 #[cfg(test)]
 use crate::OffloadError;
 
+/// Where an XDP program runs; each is its own slot on an interface (`dev_xdp_attach`,
+/// net/core/dev.c), shown and parsed as "hw", "drv" and "skb".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
@@ -31,14 +33,18 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// Which modes an attach may try, parsed from `--mode` (auto, hw, drv or skb).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModePolicy {
     /// hw, then drv, then skb.
     Auto,
+    /// This mode alone, with no fallback; the planner tries it even where the facts say it
+    /// will fail, so the kernel's refusal is the one reported.
     Only(XdpMode),
 }
 
 impl ModePolicy {
+    /// The modes the policy allows, in the order they are tried.
     pub fn candidates(self) -> Vec<XdpMode> {
         match self {
             ModePolicy::Auto => vec![XdpMode::Hw, XdpMode::Drv, XdpMode::Skb],
@@ -65,7 +71,10 @@ impl FromStr for ModePolicy {
 /// A mode that was tried and failed, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModeFailure {
+    /// The mode.
     pub mode: XdpMode,
+    /// Why it failed (the error and its causes on one line, see [`crate::error_chain`]),
+    /// or why the plan skipped it.
     pub reason: String,
 }
 
@@ -80,7 +89,9 @@ pub trait ModeAttempt {
 /// The outcome of a successful policy run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModeChoice {
+    /// The first mode that worked.
     pub mode: XdpMode,
+    /// The kernel's id of the program attached in it.
     pub program_id: u32,
     /// The higher modes that were tried first, and why they failed.
     pub failed: Vec<ModeFailure>,

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use hw_profiles::OffloadLimits;
 
-use crate::program_image::{ProgramImage, image, map_kind};
+use crate::program_image::{ImageError, ProgramImage, image, map_kind};
 
 const BPF_CALL: u8 = 0x85;
 const REDIRECT_HELPERS: [i32; 2] = [23, 51];
@@ -34,7 +34,11 @@ fn helper_name(id: i32) -> String {
 }
 
 /// Why `program` in `object` cannot be offloaded under `limits`; empty when it can.
-pub fn check(object: &[u8], program: &str, limits: &OffloadLimits) -> Result<Vec<String>, String> {
+pub fn check(
+    object: &[u8],
+    program: &str,
+    limits: &OffloadLimits,
+) -> Result<Vec<String>, ImageError> {
     let ProgramImage { instructions, maps } = image(object, program)?;
     let mut reasons = Vec::new();
     if instructions.len() > limits.max_instructions as usize {

@@ -20,12 +20,17 @@ use crate::{OffloadError, bpffs::Bpffs};
 /// share nothing; 17 characters, so no interface (15 at most) can have its name.
 pub const TRANSIENT: &str = "transient-objects";
 
+/// The pin directory of one attachment (or of one transient load) and the paths in it.
+/// Building one makes no directory or pin; [`Pins::create`] and [`Pins::remove`] do.
 #[derive(Clone, Debug)]
 pub struct Pins {
+    /// The directory, as this process reaches it (under [`Bpffs::fastpath_dir`], which may
+    /// be a `/proc/self/fd/N` path; see [`Pins::shown`] for messages).
     pub dir: PathBuf,
 }
 
 impl Pins {
+    /// The pins of the attachment on `iface`: `<bpffs>/fastpath/<iface>/`.
     pub fn for_iface(iface: &str) -> Pins {
         Pins {
             dir: Bpffs::get().fastpath_dir().join(iface),
@@ -37,10 +42,12 @@ impl Pins {
         Bpffs::get().show(&self.dir)
     }
 
+    /// The pinned bpf_link (drv and skb modes; hw mode has none).
     pub fn link(&self) -> PathBuf {
         self.dir.join("link")
     }
 
+    /// The pinned steering program, in every mode.
     pub fn program(&self) -> PathBuf {
         self.dir.join("prog")
     }
@@ -50,14 +57,18 @@ impl Pins {
         self.dir.join("hw_prefilter")
     }
 
+    /// The directory the object's maps are pinned in, by map name.
     pub fn maps_dir(&self) -> PathBuf {
         self.dir.join("maps")
     }
 
+    /// The pin of the map `name` (its name in the object, e.g. "RULE_DEFS").
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
     }
 
+    /// Whether the program pin is there. A link pin without it is an attach killed between
+    /// the two pins: callers that must see that check [`Pins::link`] too.
     pub fn exists(&self) -> bool {
         self.program().exists()
     }
@@ -92,6 +103,8 @@ pub struct Transient {
 }
 
 impl Transient {
+    /// Makes the directory (mounting bpffs first if it is not mounted). Works in a private
+    /// mount namespace too: these pins are not meant to outlive the process.
     pub fn create() -> Result<Transient, OffloadError> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -108,6 +121,7 @@ impl Transient {
         Ok(Transient { pins })
     }
 
+    /// The directory's paths, laid out like an attachment's.
     pub fn pins(&self) -> &Pins {
         &self.pins
     }

@@ -24,6 +24,7 @@ use crate::{
 /// What the planner knows about the NIC and the programs.
 #[derive(Clone, Debug, Default)]
 pub struct PlanInput {
+    /// The interface's driver as ethtool names it, for the reasons given.
     pub driver: String,
     /// `xdp-features` flags from the kernel's netdev family; empty when it reports none.
     pub xdp_features: Vec<String>,
@@ -39,6 +40,7 @@ pub struct PlanInput {
     pub prefilter_entries: usize,
 }
 
+/// How the stages share the interface's XDP slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
@@ -53,6 +55,7 @@ pub enum Layout {
 /// The plan, printed before it is applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// How the stages share the slots.
     pub layout: Layout,
     /// Where the prefilter runs as its own program (split plans only).
     pub prefilter_mode: Option<XdpMode>,
@@ -76,8 +79,12 @@ impl PlanInput {
     ) -> PlanInput {
         let limits = profile.and_then(|p| p.offload.as_ref());
         let unfit = |program: &str| match limits {
-            Some(limits) => offload_check::check(object, program, limits)
-                .unwrap_or_else(|error| vec![format!("offload check failed: {error}")]),
+            Some(limits) => offload_check::check(object, program, limits).unwrap_or_else(|error| {
+                vec![format!(
+                    "offload check failed: {}",
+                    crate::error_chain(&error)
+                )]
+            }),
             None => Vec::new(),
         };
         PlanInput {

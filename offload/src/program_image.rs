@@ -9,6 +9,26 @@ use aya_obj::generated::bpf_map_type;
 const BPF_LD_IMM64: u8 = 0x18;
 const PSEUDO_MAP_FD: u8 = 1;
 
+/// Why a program could not be read out of an object.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The bytes are not an eBPF ELF object aya-obj can read.
+    #[error("parse the object")]
+    Parse(#[source] aya_obj::ParseError),
+    /// A map or call relocation of the program failed.
+    #[error("relocate the program's {what}")]
+    Relocation {
+        /// "maps" or "calls".
+        what: &'static str,
+        /// aya-obj's reason.
+        #[source]
+        source: aya_obj::relocation::EbpfRelocationError,
+    },
+    /// The object has no program of that name.
+    #[error("no program `{0}` in the object")]
+    NoProgram(String),
+}
+
 /// A program's instructions and the maps it uses, read from the object without loading it.
 pub(crate) struct ProgramImage {
     pub instructions: Vec<aya_obj::generated::bpf_insn>,
@@ -16,37 +36,77 @@ pub(crate) struct ProgramImage {
     pub maps: Vec<(String, aya_obj::Map)>,
 }
 
-pub(crate) fn image(object: &[u8], program: &str) -> Result<ProgramImage, String> {
-    let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parse object: {e}"))?;
-    // Stand-in descriptors let the relocations mark each map use in the code.
-    let names: Vec<String> = obj.maps.keys().cloned().collect();
-    let maps: Vec<(String, i32, aya_obj::Map)> = names
+/// A program relocated against chosen map descriptors.
+pub(crate) struct Relocated {
+    /// The program's instructions, map references resolved.
+    pub instructions: Vec<aya_obj::generated::bpf_insn>,
+    /// The object's license (the kernel checks it for GPL-only helpers).
+    pub license: std::ffi::CString,
+    /// Every map of the object, sorted by name.
+    pub maps: Vec<(String, aya_obj::Map)>,
+}
+
+/// A program's instructions relocated against the map descriptor `fd_of` gives each map of
+/// the object, by name.
+pub(crate) fn relocate(
+    object: &[u8],
+    program: &str,
+    fd_of: impl Fn(&str) -> i32,
+) -> Result<Relocated, ImageError> {
+    let mut obj = aya_obj::Object::parse(object).map_err(ImageError::Parse)?;
+    let mut maps: Vec<(String, aya_obj::Map)> = obj
+        .maps
         .iter()
-        .enumerate()
-        .map(|(i, name)| (name.clone(), 1000 + i as i32, obj.maps[name].clone()))
+        .map(|(name, map)| (name.clone(), map.clone()))
         .collect();
+    maps.sort_by(|a, b| a.0.cmp(&b.0));
     let text: HashSet<usize> = obj.functions.keys().map(|(index, _)| *index).collect();
-    obj.relocate_maps(maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
-        .map_err(|e| format!("map relocation: {e}"))?;
-    obj.relocate_calls(&text)
-        .map_err(|e| format!("call relocation: {e}"))?;
+    let relocation = |what| move |source| ImageError::Relocation { what, source };
+    obj.relocate_maps(
+        maps.iter()
+            .map(|(name, map)| (name.as_str(), fd_of(name), map)),
+        &text,
+    )
+    .map_err(relocation("maps"))?;
+    obj.relocate_calls(&text).map_err(relocation("calls"))?;
     let key = obj
         .programs
         .get(program)
-        .ok_or_else(|| format!("program {program} not in the object"))?
+        .ok_or_else(|| ImageError::NoProgram(program.to_string()))?
         .function_key();
-    let instructions = obj.functions[&key].instructions.clone();
-    let used: BTreeSet<usize> = instructions
+    Ok(Relocated {
+        instructions: obj.functions[&key].instructions.clone(),
+        license: obj.license,
+        maps,
+    })
+}
+
+/// The program's instructions and the maps they use: each map gets a stand-in descriptor,
+/// so the relocated `LD_IMM64` instructions say which maps the code touches.
+pub(crate) fn image(object: &[u8], program: &str) -> Result<ProgramImage, ImageError> {
+    const STAND_IN_BASE: i32 = 1000;
+    let names: Vec<String> = {
+        let obj = aya_obj::Object::parse(object).map_err(ImageError::Parse)?;
+        let mut names: Vec<String> = obj.maps.keys().cloned().collect();
+        names.sort();
+        names
+    };
+    let stand_in =
+        |name: &str| STAND_IN_BASE + names.iter().position(|n| n == name).unwrap_or(0) as i32;
+    let relocated = relocate(object, program, stand_in)?;
+    let used: BTreeSet<usize> = relocated
+        .instructions
         .iter()
         .filter(|insn| insn.code == BPF_LD_IMM64 && insn.src_reg() == PSEUDO_MAP_FD)
-        .filter_map(|insn| maps.iter().position(|(_, fd, _)| *fd == insn.imm))
+        .filter_map(|insn| usize::try_from(insn.imm - STAND_IN_BASE).ok())
+        .filter(|index| *index < relocated.maps.len())
         .collect();
     Ok(ProgramImage {
-        instructions,
         maps: used
             .into_iter()
-            .map(|i| (maps[i].0.clone(), maps[i].2.clone()))
+            .map(|index| relocated.maps[index].clone())
             .collect(),
+        instructions: relocated.instructions,
     })
 }
 

@@ -29,10 +29,16 @@ pub const HW_PREFILTER: &str = "HW_";
 /// Packets per action, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ActionCounters {
+    /// Passed to the kernel (XDP_PASS), `xsk_fallback` and `non_ip` included.
     pub pass: u64,
+    /// Dropped (XDP_DROP): by a rule, the default action or the merged prefilter.
     pub drop: u64,
+    /// Redirected to an AF_XDP socket.
     pub xsk: u64,
+    /// Sent back out of their interface (XDP_TX).
     pub tx: u64,
+    /// Refused by the parser (the policy of `wire::parse`), or `tx` frames too short to
+    /// swap MAC addresses; all passed to the kernel, but counted here and not in `pass`.
     pub malformed: u64,
     /// `xsk` verdicts passed to the kernel because no socket was bound (also in `pass`).
     pub xsk_fallback: u64,
@@ -52,12 +58,18 @@ impl ActionCounters {
 /// A rule with its counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleStats {
+    /// The rule.
     #[serde(flatten)]
     pub rule: Rule,
+    /// Packets it matched, summed over CPUs.
     pub packets: u64,
+    /// Their bytes, summed over CPUs: each packet's first buffer, without the FCS.
     pub bytes: u64,
 }
 
+/// The rules, prefilter, AF_XDP socket map and counters of one attachment, reached through
+/// its pinned maps. Holds no map open: each call opens the maps it needs from their pins, so
+/// it follows a [`replace`](crate::replace) and fails once the attachment is detached.
 pub struct Steering {
     iface: String,
     pins: Pins,
@@ -93,6 +105,7 @@ impl Steering {
         Map::from_map_data(data).map_err(OffloadError::map(MapAction::Open, name))
     }
 
+    /// The rules, from their records in `RULE_DEFS`, sorted by id.
     pub fn rules(&self) -> Result<Vec<Rule>, OffloadError> {
         let defs: BpfHashMap<_, u32, RuleDef> = typed(self.map("RULE_DEFS")?, "RULE_DEFS")?;
         let mut rules = Vec::new();
@@ -147,10 +160,13 @@ impl Steering {
         Ok(ids)
     }
 
+    /// Adds one rule; returns its id (the lowest free one). See [`Steering::add_rules`].
     pub fn add_rule(&mut self, spec: &RuleSpec) -> Result<u32, OffloadError> {
         Ok(self.add_rules(std::slice::from_ref(spec))?[0])
     }
 
+    /// Deletes the rule `id`: its match entries first, then its record, so the data path
+    /// never points at a rule that is gone. [`RuleError::UnknownId`] when there is none.
     pub fn delete_rule(&mut self, id: u32) -> Result<(), OffloadError> {
         let mut lock = self.lock_rules()?;
         let old = self.rules()?;
@@ -250,6 +266,7 @@ impl Steering {
             .map_err(OffloadError::map(MapAction::Write, "SETTINGS"))
     }
 
+    /// Every rule with the packets and bytes it matched, sorted by id.
     pub fn rule_stats(&self) -> Result<Vec<RuleStats>, OffloadError> {
         let stats: PerCpuArray<_, Counter> = typed(self.map("RULE_STATS")?, "RULE_STATS")?;
         self.rules()?
@@ -267,6 +284,7 @@ impl Steering {
             .collect()
     }
 
+    /// Packets per action since the attach, summed over CPUs.
     pub fn counters(&self) -> Result<ActionCounters, OffloadError> {
         let stats: PerCpuArray<_, Counter> = typed(self.map("ACTION_STATS")?, "ACTION_STATS")?;
         let slot = |index: u32| -> Result<u64, OffloadError> {
@@ -297,24 +315,25 @@ impl Steering {
         let mut v6: BpfHashMap<_, [u8; 16], u64> =
             typed(self.map(&format!("{prefix}PREFILTER_V6"))?, "PREFILTER_V6")?;
         let error = |source| OffloadError::map(MapAction::Write, "PREFILTER")(source);
-        let stale_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
-        let stale_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
+        // Addresses that stay keep their drop counts: only new ones are inserted (at 0).
+        let present_v4: Vec<[u8; 4]> = v4.keys().filter_map(Result::ok).collect();
+        let present_v6: Vec<[u8; 16]> = v6.keys().filter_map(Result::ok).collect();
         for source in sources {
             match source {
-                IpAddr::V4(addr) => v4.insert(addr.octets(), 0, 0).map_err(error)?,
-                IpAddr::V6(addr) => v6.insert(addr.octets(), 0, 0).map_err(error)?,
+                IpAddr::V4(addr) if !present_v4.contains(&addr.octets()) => {
+                    v4.insert(addr.octets(), 0, 0).map_err(error)?
+                }
+                IpAddr::V6(addr) if !present_v6.contains(&addr.octets()) => {
+                    v6.insert(addr.octets(), 0, 0).map_err(error)?
+                }
+                _ => {}
             }
         }
-        for key in stale_v4
-            .iter()
-            .filter(|key| !sources.contains(&IpAddr::from(**key)))
-        {
+        let gone = |key: IpAddr| !sources.contains(&key);
+        for key in present_v4.iter().filter(|key| gone(IpAddr::from(**key))) {
             v4.remove(key).map_err(error)?;
         }
-        for key in stale_v6
-            .iter()
-            .filter(|key| !sources.contains(&IpAddr::from(**key)))
-        {
+        for key in present_v6.iter().filter(|key| gone(IpAddr::from(**key))) {
             v6.remove(key).map_err(error)?;
         }
         if prefix.is_empty() {
@@ -351,6 +370,7 @@ impl Steering {
         Ok(entries)
     }
 
+    /// The action for IP packets no rule matches, as written when the program was loaded.
     pub fn default_action(&self) -> Result<Action, OffloadError> {
         read_default_action(self.map("SETTINGS")?)
     }
@@ -368,6 +388,8 @@ impl Steering {
         ))
     }
 
+    /// Removes the socket at `queue` from the XSKMAP: `xsk` verdicts on that queue are then
+    /// passed to the kernel (counted as `xsk_fallback`).
     pub fn unregister_socket(&self, queue: u32) -> Result<(), OffloadError> {
         let mut sockets: XskMap<_> = typed(self.map("XSKS")?, "XSKS")?;
         sockets.unset(queue).map_err(OffloadError::map(
@@ -377,8 +399,19 @@ impl Steering {
     }
 }
 
-/// Writes the default action into a SETTINGS map (at load, before the program is attached).
-pub(crate) fn write_default_action(map: &mut Map, action: Action) -> Result<(), OffloadError> {
+/// Writes the default action into a freshly loaded steering object's SETTINGS map, before
+/// the program is attached.
+pub(crate) fn write_default_action(
+    ebpf: &mut aya::Ebpf,
+    action: Action,
+) -> Result<(), OffloadError> {
+    let map = ebpf
+        .map_mut("SETTINGS")
+        .ok_or_else(|| OffloadError::MissingFromObject {
+            object: "steering",
+            part: "map",
+            name: "SETTINGS".into(),
+        })?;
     let mut settings: Array<_, Settings> =
         Array::try_from(map).map_err(OffloadError::map(MapAction::Layout, "SETTINGS"))?;
     let mut value = settings

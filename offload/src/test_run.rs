@@ -18,6 +18,8 @@ use crate::{OffloadError, STEER_OBJECT, Steering, Transient, error::ProgramActio
 pub struct RunResult {
     /// XDP_ABORTED = 0, XDP_DROP = 1, XDP_PASS = 2, XDP_TX = 3, XDP_REDIRECT = 4.
     pub verdict: u32,
+    /// The packet's bytes after the program ran (it may rewrite them, or move their start
+    /// and end).
     pub packet: Vec<u8>,
 }
 
@@ -60,14 +62,7 @@ impl TestBench {
                     .map_err(|source| OffloadError::Pin { path, source })?;
             }
         }
-        let settings = ebpf
-            .map_mut("SETTINGS")
-            .ok_or_else(|| OffloadError::MissingFromObject {
-                object: "steering",
-                part: "map",
-                name: "SETTINGS".into(),
-            })?;
-        crate::steering::write_default_action(settings, default_action)?;
+        crate::steering::write_default_action(&mut ebpf, default_action)?;
         Ok(TestBench {
             label: label.to_string(),
             pins,
@@ -75,6 +70,8 @@ impl TestBench {
         })
     }
 
+    /// The rules, prefilter and counters of this bench's maps, through the same API as an
+    /// attachment's.
     pub fn steering(&self) -> Result<Steering, OffloadError> {
         Steering::at(self.pins.pins().clone(), &self.label)
     }

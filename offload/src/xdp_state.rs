@@ -7,9 +7,12 @@ use nic::{
 
 use crate::{OffloadError, mode::XdpMode};
 
+/// An XDP program the kernel reports on an interface (IFLA_XDP), fastpath's or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpState {
+    /// The slot it is in.
     pub mode: XdpMode,
+    /// The kernel's id of the program.
     pub program_id: u32,
 }
 

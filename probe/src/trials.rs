@@ -46,7 +46,7 @@ pub fn attach(ifindex: u32, driver: &str, mode: XdpMode) -> Trial {
                 let _ = hw::detach_offloaded(ifindex);
                 Trial::passed()
             }
-            Err(reason) => Trial::failed(reason),
+            Err(error) => Trial::failed(offload::error_chain(&error)),
         };
     }
     let aya_mode = match mode {

@@ -17,8 +17,7 @@ use wire::{
 
 use crate::error::{GenError, MAX_FRAME_SIZE};
 
-/// The FCS the NIC appends: counted in a frame's size on the wire, absent from its bytes.
-pub const FCS_LEN: usize = 4;
+pub use wire::parse::ETH_FCS_LEN as FCS_LEN;
 
 /// The simple IMIX: (wire size, share) — 7 frames of 64 bytes, 4 of 594, 1 of 1518.
 pub const IMIX: [(usize, u32); 3] = [(64, 7), (594, 4), (1518, 1)];

@@ -33,4 +33,4 @@ pub mod stamp;
 
 #[cfg(feature = "std")]
 pub use build::FrameBuilder;
-pub use parse::{Fragment, Headers, Malformed, parse};
+pub use parse::{FlowKey, Fragment, Headers, Malformed, parse};

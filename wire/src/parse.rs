@@ -19,6 +19,9 @@ use core::fmt;
 
 /// Bytes in an Ethernet header: destination MAC, source MAC, EtherType.
 pub const ETH_HLEN: usize = 14;
+/// Bytes of the Ethernet frame check sequence: counted in a frame's size on the wire,
+/// appended by the NIC, absent from the bytes software hands it.
+pub const ETH_FCS_LEN: usize = 4;
 /// Bytes in one 802.1Q/802.1ad tag: tag control information, then the inner EtherType.
 pub const VLAN_HLEN: usize = 4;
 /// VLAN tags the parser looks through; behind a third tag a frame counts as non-IP.
@@ -178,6 +181,24 @@ pub struct Fragment {
     pub more: bool,
 }
 
+/// The transport flow of a packet: what load balancing, connection tracking and the
+/// pipeline's stage choice key on. Addresses are 16 bytes, IPv4 mapped into IPv6
+/// (`::ffff:a.b.c.d`), so both families share one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address, network byte order.
+    pub src: [u8; 16],
+    /// Destination address, network byte order.
+    pub dst: [u8; 16],
+    /// Source port, host byte order; 0 where the packet carries none (not TCP or UDP, or a
+    /// fragment after the first).
+    pub src_port: u16,
+    /// Destination port, likewise.
+    pub dst_port: u16,
+    /// IP protocol number (after any IPv6 extension headers).
+    pub proto: u8,
+}
+
 /// Where the headers of an IP frame are, once checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Headers {
@@ -208,6 +229,20 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// The packet's flow, read from `frame` (the frame these headers were parsed from).
+    #[inline]
+    pub fn flow_key(&self, frame: &[u8]) -> FlowKey {
+        let (src, dst) = self.addresses(frame);
+        let (src_port, dst_port) = self.ports.unwrap_or((0, 0));
+        FlowKey {
+            src: Headers::mapped(src),
+            dst: Headers::mapped(dst),
+            src_port,
+            dst_port,
+            proto: self.protocol,
+        }
+    }
+
     /// Whether the IP header is IPv4 (`version == 4`); otherwise it is IPv6.
     #[inline]
     pub fn ipv4(&self) -> bool {

@@ -215,14 +215,14 @@ fn bench() -> Result<()> {
 fn bench_xsk() -> Result<()> {
     require_root("bench-xsk")?;
     setup::install_debian_packages(&["clang", "m4", "libelf-dev", "libpcap-dev"])?;
-    build_fastpath_and_benches()?;
+    build_fastpath_and_bench()?;
     run(
         "cargo",
         &[
             "build",
             "--release",
             "--manifest-path",
-            "benches/xsk-peer/Cargo.toml",
+            "bench/xsk-peer/Cargo.toml",
             "--target-dir",
             "target/xsk-peer",
         ],
@@ -241,7 +241,7 @@ fn bench_xsk() -> Result<()> {
 /// Builds `fastpath` and runs the load balancer next to `xsk l2fwd` on the segment lab.
 fn bench_lb() -> Result<()> {
     require_root("bench-lb")?;
-    build_fastpath_and_benches()?;
+    build_fastpath_and_bench()?;
     let seconds = std::env::var("LB_BENCH_SECONDS").unwrap_or_else(|_| "5".into());
     run(
         "target/release/lb-bench",
@@ -249,7 +249,7 @@ fn bench_lb() -> Result<()> {
     )
 }
 
-fn build_fastpath_and_benches() -> Result<()> {
+fn build_fastpath_and_bench() -> Result<()> {
     run(
         "cargo",
         &[

@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hw_profiles::SocketTuning;
 use offload::{
     AttachOptions, OffloadError, Steering, mode::ModePolicy, placement::Layout, rules::Action,
 };
@@ -29,7 +30,7 @@ use pipeline::{Chain, WorkerStats};
 
 pub use self::rule_sync::{RuleChanges, check_fits, rule_changes, wanted_rules};
 use self::{
-    data_plane::{DataPlane, SocketTuning},
+    data_plane::{DataPlane, resolve_tuning},
     health::HealthChecks,
     pid_file::PidFile,
     reload::restart_needed,
@@ -103,7 +104,7 @@ impl Appliance {
             source,
         })?;
 
-        let tuning = SocketTuning::resolve(&config, &iface, &mut log);
+        let tuning = resolve_tuning(&config, &iface, &mut log);
         let (attachment, steering) = attach(&config, &iface, &mut log)?;
 
         let registry = Registry::new(&config);

@@ -13,7 +13,7 @@ use crate::lb::{
     fragments::FragmentTable,
     icmp,
     nat::{NatError, NatTable},
-    packet::{self, IPV4_LEN, IPV6_LEN, Parsed},
+    packet::{self, IPV4_LEN, IPV6_LEN, Parsed, stable_hash},
     tables::{Backend, BackendState, Tables},
 };
 
@@ -69,7 +69,7 @@ impl LoadBalancer {
                 return Some(index);
             }
         }
-        let index = tables.vips[vip].maglev.pick(parsed.flow.hash())?;
+        let index = tables.vips[vip].maglev.pick(stable_hash(&parsed.flow))?;
         let backend = &backends[index];
         backend.counters.connections.fetch_add(1, Ordering::Relaxed);
         let evictions = self.conns.evictions;
@@ -136,7 +136,7 @@ impl LoadBalancer {
                     &vip.encap_source,
                     &backend.address,
                     inner_len,
-                    parsed.flow.hash() as u32,
+                    stable_hash(&parsed.flow) as u32,
                 );
             }
             Forwarding::Nat => {

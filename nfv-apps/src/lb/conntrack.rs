@@ -32,7 +32,7 @@ impl Hasher for FlowHasher {
 
 impl std::hash::Hash for FlowKeyHash {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.hash());
+        state.write_u64(crate::lb::packet::stable_hash(&self.0));
     }
 }
 

@@ -7,14 +7,14 @@
 use pipeline::Packet;
 use wire::checksum::{Sum, pseudo_header};
 
+use wire::parse::proto::{ICMP as PROTO_ICMP, ICMPV6 as PROTO_ICMPV6};
+
 use crate::lb::packet::{IPV4_LEN, IPV6_LEN, Parsed};
 
 const ICMP_HEADER: usize = 8;
 const ICMP_DEST_UNREACHABLE: u8 = 3;
 const ICMP_FRAGMENTATION_NEEDED: u8 = 4;
 const ICMPV6_PACKET_TOO_BIG: u8 = 2;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 /// An ICMPv6 error must fit the IPv6 minimum MTU (RFC 4443 2.4 (c)).
 const IPV6_MIN_MTU: usize = 1280;
 

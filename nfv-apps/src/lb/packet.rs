@@ -30,36 +30,22 @@ pub fn address(ip: IpAddr) -> Address {
     }
 }
 
-/// The transport flow of a packet: what the load balancer keys on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    /// Source address.
-    pub src: Address,
-    /// Destination address.
-    pub dst: Address,
-    /// Source port (0 for a later fragment until its first fragment's is known).
-    pub src_port: u16,
-    /// Destination port (likewise).
-    pub dst_port: u16,
-    /// IP protocol number.
-    pub proto: u8,
-}
+/// The transport flow of a packet: what the load balancer keys on (wire's one extraction).
+pub use wire::FlowKey;
 
-impl FlowKey {
-    /// A hash that is the same on every worker and every run: a flow that lands on another
-    /// queue must still pick the same backend.
-    pub fn hash(&self) -> u64 {
-        let words = [
-            u64::from_le_bytes(self.src[..8].try_into().unwrap()),
-            u64::from_le_bytes(self.src[8..].try_into().unwrap()),
-            u64::from_le_bytes(self.dst[..8].try_into().unwrap()),
-            u64::from_le_bytes(self.dst[8..].try_into().unwrap()),
-            u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto),
-        ];
-        words
-            .iter()
-            .fold(0x9e37_79b9_7f4a_7c15, |hash, word| mix(hash ^ word))
-    }
+/// A hash of `flow` that is the same on every worker and every run: a flow that lands on
+/// another queue must still pick the same backend.
+pub fn stable_hash(flow: &FlowKey) -> u64 {
+    let words = [
+        u64::from_le_bytes(flow.src[..8].try_into().unwrap()),
+        u64::from_le_bytes(flow.src[8..].try_into().unwrap()),
+        u64::from_le_bytes(flow.dst[..8].try_into().unwrap()),
+        u64::from_le_bytes(flow.dst[8..].try_into().unwrap()),
+        u64::from(flow.src_port) << 24 | u64::from(flow.dst_port) << 8 | u64::from(flow.proto),
+    ];
+    words
+        .iter()
+        .fold(0x9e37_79b9_7f4a_7c15, |hash, word| mix(hash ^ word))
 }
 
 /// The murmur3 64-bit finaliser: a cheap, well-spread mix.
@@ -126,17 +112,9 @@ pub fn parse(packet: &[u8]) -> Result<Parsed, DropReason> {
     if !matches!(headers.protocol, PROTO_TCP | PROTO_UDP) {
         return Err(DropReason::NotTcpOrUdp);
     }
-    let (src, dst) = headers.addresses(packet);
-    let (src_port, dst_port) = headers.ports.unwrap_or((0, 0));
     let flags = headers.tcp_flags;
     Ok(Parsed {
-        flow: FlowKey {
-            src: Headers::mapped(src),
-            dst: Headers::mapped(dst),
-            src_port,
-            dst_port,
-            proto: headers.protocol,
-        },
+        flow: headers.flow_key(packet),
         v4: headers.ipv4(),
         l3: headers.l3,
         l4: headers.l4,

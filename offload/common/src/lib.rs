@@ -95,14 +95,7 @@ pub const FAMILY_V6: u8 = 6;
 pub mod proto {
     /// Any protocol (a rule that names none).
     pub const ANY: u8 = 0;
-    /// ICMP (IPv4).
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
+    pub use wire::parse::proto::{ICMP, ICMPV6, TCP, UDP};
 }
 
 /// Packets and bytes, per CPU.

@@ -37,21 +37,17 @@ pub struct Packet {
     pub vlan_tci: [u16; MAX_VLAN_TAGS],
 }
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
-const MAX_VLAN_TAGS: usize = 2;
-
-const IPV6_HLEN: usize = 40;
-/// IPv6 extension headers skipped before giving up and classifying without ports.
-const MAX_IPV6_EXTENSIONS: usize = 6;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_DSTOPTS: u8 = 60;
+// The policy's limits and numbers are wire's own (shared, not restated).
+use wire::parse::{
+    ETH_HLEN, IPV6_HLEN, MAX_IPV6_EXTENSIONS, MAX_VLAN_TAGS, VLAN_HLEN,
+    ethertype::{
+        IPV4 as ETH_P_IPV4, IPV6 as ETH_P_IPV6, QINQ as ETH_P_8021AD, VLAN as ETH_P_8021Q,
+    },
+    proto::{
+        DSTOPTS as IPPROTO_DSTOPTS, FRAGMENT as IPPROTO_FRAGMENT, HOPOPTS as IPPROTO_HOPOPTS,
+        ROUTING as IPPROTO_ROUTING,
+    },
+};
 
 /// Pointer to a `T` at `offset` bytes into the packet, if all of it is inside the packet.
 #[inline(always)]

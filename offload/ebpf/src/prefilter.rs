@@ -7,14 +7,13 @@
 
 use aya_ebpf::{macros::map, maps::HashMap, programs::XdpContext};
 use offload_common::{FAMILY_V4, MAX_PREFILTER};
+use wire::parse::ETH_HLEN;
 
 /// Source address (network byte order) -> packets dropped.
 #[map]
 pub static PREFILTER_V4: HashMap<[u8; 4], u64> = HashMap::pinned(MAX_PREFILTER, 0);
 #[map]
 pub static PREFILTER_V6: HashMap<[u8; 16], u64> = HashMap::pinned(MAX_PREFILTER, 0);
-
-const ETH_HLEN: usize = 14;
 
 /// True when the source is listed; its counter is then incremented.
 #[inline(always)]

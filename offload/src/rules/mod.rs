@@ -35,32 +35,76 @@ use serde::Serialize;
 /// Errors in a rule or a rule set, each naming the field at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
+    /// An action other than xsk, pass, drop or tx; holds the text given.
     #[error("invalid action {0:?}: expected xsk, pass, drop or tx")]
     Action(String),
+    /// A protocol other than tcp, udp or icmp; holds the text given.
     #[error("invalid --proto {0:?}: expected tcp, udp or icmp")]
     Protocol(String),
+    /// Neither an address nor a CIDR prefix.
     #[error(
         "invalid --{field} {value:?}: expected an address or CIDR such as 10.0.0.0/24 or 2001:db8::/32"
     )]
-    Cidr { field: &'static str, value: String },
+    Cidr {
+        /// The option it was given for, without dashes ("dst", "src").
+        field: &'static str,
+        /// The text given.
+        value: String,
+    },
+    /// A port or range that does not parse, or a port above 65535; holds the text given.
     #[error("invalid --dport {0:?}: expected a port N or a range N-M with 0 <= N <= M <= 65535")]
     PortSyntax(String),
+    /// A port range written backwards.
     #[error("invalid --dport {lo}-{hi}: the range start is greater than its end")]
-    PortOrder { lo: u16, hi: u16 },
+    PortOrder {
+        /// The start given.
+        lo: u16,
+        /// The end given, below the start.
+        hi: u16,
+    },
+    /// A port range on an icmp rule: ICMP has no ports, so the rule could never match.
     #[error("--dport needs --proto tcp or udp (or no --proto); icmp has no ports")]
     PortsWithoutPorts,
+    /// A prefix with bits set past its length (`10.0.0.7/24`): its rule would never match,
+    /// since the tries hold network addresses.
+    #[error("--{field} {value}: host bits are set past /{len}; did you mean {network}?", len = value.prefix_len(), network = value.trunc())]
+    HostBits {
+        /// The option it was given for, without dashes ("dst", "src").
+        field: &'static str,
+        /// The prefix given.
+        value: IpNet,
+    },
+    /// A source and a destination of different IP families: no packet has both.
     #[error("--src {src} and --dst {dst} are of different IP families")]
-    FamilyMismatch { src: IpNet, dst: IpNet },
+    FamilyMismatch {
+        /// The source prefix.
+        src: IpNet,
+        /// The destination prefix.
+        dst: IpNet,
+    },
+    /// A new rule matches exactly what an existing rule matches (the action aside): change
+    /// the action by deleting that rule first. Holds the existing rule's id.
     #[error("the rule duplicates rule {0}: same protocol, destination, ports and source")]
     Duplicate(u32),
+    /// No rule with that id (already deleted, or never added); holds the id.
     #[error("no rule with id {0}")]
     UnknownId(u32),
+    /// No free rule id: the per-rule counter array has [`MAX_RULES`] slots and id 0 is not
+    /// used, so at most `MAX_RULES - 1` rules (16383) exist at once.
     #[error("too many rules: at most {} are supported", MAX_RULES - 1)]
     TooMany,
+    /// More rules cover one destination prefix than its chain in the trie holds
+    /// ([`MAX_CHAIN`], 32): use fewer overlapping rules (the rules of a wide prefix cover
+    /// every narrower prefix under it).
     #[error(
         "destination {prefix} is covered by {count} rules (its own and those of shorter prefixes); at most {MAX_CHAIN} are supported"
     )]
-    ChainTooLong { prefix: IpNet, count: usize },
+    ChainTooLong {
+        /// The destination prefix whose chain overflows.
+        prefix: IpNet,
+        /// The rules that cover it.
+        count: usize,
+    },
 }
 
 /// What to do with a matching packet.
@@ -69,13 +113,16 @@ pub enum RuleError {
 pub enum Action {
     /// Redirect to the AF_XDP socket at the RX queue (pass when none is bound).
     Xsk,
+    /// Pass to the kernel's stack (XDP_PASS).
     Pass,
+    /// Drop (XDP_DROP).
     Drop,
     /// Bounce out of the same interface with the MAC addresses swapped.
     Tx,
 }
 
 impl Action {
+    /// The action's code in the maps (`offload_common::action`).
     pub fn code(self) -> u8 {
         match self {
             Action::Pass => action::PASS,
@@ -85,6 +132,7 @@ impl Action {
         }
     }
 
+    /// The action of a map code; `None` for a code this build does not know.
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             action::PASS => Some(Action::Pass),
@@ -120,10 +168,13 @@ impl fmt::Display for Action {
     }
 }
 
+/// The IP protocol a rule matches, parsed from `--proto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// TCP (IP protocol 6).
     Tcp,
+    /// UDP (IP protocol 17).
     Udp,
     /// ICMP on IPv4 rules, ICMPv6 on IPv6 rules.
     Icmp,
@@ -154,11 +205,14 @@ impl fmt::Display for Protocol {
 /// An inclusive destination-port range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortRange {
+    /// The first port, host byte order.
     pub lo: u16,
+    /// The last port, host byte order; not below `lo` (parsing refuses it).
     pub hi: u16,
 }
 
 impl PortRange {
+    /// How many ports it spans, 1 to 65536 (hence `u32`); a narrower range ranks higher.
     pub fn width(self) -> u32 {
         u32::from(self.hi) - u32::from(self.lo) + 1
     }
@@ -213,16 +267,30 @@ pub fn parse_cidr(field: &'static str, text: &str) -> Result<IpNet, RuleError> {
 }
 
 /// The match and action of a rule, as the user gives them.
+///
+/// Prefixes have their host bits clear, as [`parse_cidr`] leaves them; [`validate`] refuses
+/// others ([`RuleError::HostBits`]): the compiler gathers the rules covering a prefix by the
+/// network addresses of its ancestors, so such a rule would never match.
+///
+/// [`validate`]: RuleSpec::validate
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct RuleSpec {
+    /// What to do with a matching packet.
     pub action: Action,
+    /// The protocol; `None` matches any.
     pub proto: Option<Protocol>,
+    /// The destination prefix; `None` matches any destination (of both families, unless
+    /// `src` names one).
     pub dst: Option<IpNet>,
+    /// The destination ports (TCP or UDP only); `None` matches any port, and packets
+    /// without ports.
     pub dport: Option<PortRange>,
+    /// The source prefix; `None` matches any source.
     pub src: Option<IpNet>,
 }
 
 impl RuleSpec {
+    /// A rule that matches every IP packet, with `action`; set the fields to narrow it.
     pub fn new(action: Action) -> Self {
         RuleSpec {
             action,
@@ -233,9 +301,18 @@ impl RuleSpec {
         }
     }
 
+    /// Checks the rule on its own: no ports on an icmp rule, source and destination of one
+    /// family.
     pub fn validate(&self) -> Result<(), RuleError> {
         if self.dport.is_some() && self.proto == Some(Protocol::Icmp) {
             return Err(RuleError::PortsWithoutPorts);
+        }
+        for (field, net) in [("src", self.src), ("dst", self.dst)] {
+            if let Some(value) = net
+                && value != value.trunc()
+            {
+                return Err(RuleError::HostBits { field, value });
+            }
         }
         if let (Some(src), Some(dst)) = (self.src, self.dst)
             && src.addr().is_ipv4() != dst.addr().is_ipv4()
@@ -321,7 +398,10 @@ impl fmt::Display for RuleSpec {
 /// A rule with the id it was given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
+    /// Its id, `1..MAX_RULES`: the key of its record in `RULE_DEFS` and its slot in the
+    /// `RULE_STATS` counter array.
     pub id: u32,
+    /// What it matches and does.
     #[serde(flatten)]
     pub spec: RuleSpec,
 }
@@ -329,8 +409,12 @@ pub struct Rule {
 /// The contents of the steering maps for a rule set.
 #[derive(Debug, Default, PartialEq)]
 pub struct CompiledRules {
+    /// The `EXACT_RULES` hash: one host, port and protocol to its rule.
     pub exact: HashMap<ExactKey, RuleRef>,
+    /// The `PREFIX_V4` trie: (prefix length in bits, network address in network byte order)
+    /// to the chain of rules covering that prefix.
     pub prefixes_v4: HashMap<(u32, [u8; 4]), RuleChain>,
+    /// The `PREFIX_V6` trie, keyed like `prefixes_v4`.
     pub prefixes_v6: HashMap<(u32, [u8; 16]), RuleChain>,
 }
 

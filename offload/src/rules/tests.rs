@@ -75,6 +75,14 @@ fn validation_rejects_inconsistent_rules() {
         Err(RuleError::FamilyMismatch { .. })
     ));
     assert_eq!(spec("drop dport 80").validate(), Ok(()));
+    let mut host_bits = spec("drop dport 80");
+    host_bits.dst = Some("10.0.0.7/24".parse().unwrap());
+    let error = host_bits.validate().unwrap_err();
+    assert!(matches!(error, RuleError::HostBits { field: "dst", .. }));
+    assert_eq!(
+        error.to_string(),
+        "--dst 10.0.0.7/24: host bits are set past /24; did you mean 10.0.0.0/24?"
+    );
 }
 
 #[test]

@@ -153,3 +153,22 @@ fn non_ip_frames_are_not_classified() {
     };
     assert_eq!(parsed(&icmp.build()).icmp, Some((8, 0)));
 }
+
+#[test]
+fn the_flow_key_maps_ipv4_and_leaves_later_fragments_without_ports() {
+    let (src, dst) = v4();
+    let frame = FrameBuilder::udp(src, dst).ports(4000, 53).build();
+    let flow = parsed(&frame).flow_key(&frame);
+    assert_eq!(&flow.src[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    assert_eq!(
+        (flow.src_port, flow.dst_port, flow.proto),
+        (4000, 53, proto::UDP)
+    );
+    let fragments = FrameBuilder::udp(src, dst)
+        .ports(4000, 53)
+        .payload(vec![0; 3000])
+        .fragments(1500, 7);
+    let later = parsed(&fragments[1]).flow_key(&fragments[1]);
+    assert_eq!((later.src, later.dst), (flow.src, flow.dst));
+    assert_eq!((later.src_port, later.dst_port), (0, 0));
+}

@@ -7,7 +7,7 @@ use std::{
 };
 
 use afxdp::{BindMode, Socket, SocketConfig, Umem, UmemConfig};
-use hw_profiles::{Profiles, Sourced, pick};
+use hw_profiles::{Profiles, SocketTuning};
 use offload::Steering;
 use pipeline::{Chain, StageConfig, Worker, WorkerConfig, WorkerStats};
 
@@ -19,34 +19,22 @@ use crate::lb::{
 /// How long a worker gets to take a new chain.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The AF_XDP sizes in use, each value with where it came from.
-pub struct SocketTuning {
-    pub batch: Sourced<u32>,
-    pub ring_size: Sourced<u32>,
-    pub frame_size: Sourced<u32>,
-}
-
-impl SocketTuning {
-    /// Config values win; the rest come from the profile matching the interface's driver.
-    pub fn resolve(config: &Config, iface: &str, log: &mut Vec<String>) -> SocketTuning {
-        let profiles = Profiles::builtin();
-        let driver = nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".into());
-        let profile = profiles.for_driver(&driver);
-        log.push(match profile {
-            Some(p) => format!("profile: {} (driver {driver})", p.name),
-            None => format!("profile: none matches driver {driver}; built-in defaults"),
-        });
-        let tuning = SocketTuning {
-            batch: pick(config.batch, profile, |t| t.batch, 64),
-            ring_size: pick(config.ring_size, profile, |t| t.ring_size, 2048),
-            frame_size: pick(config.frame_size, profile, |t| t.frame_size, 4096),
-        };
-        log.push(format!(
-            "tuning: batch {}, ring_size {}, frame_size {}",
-            tuning.batch, tuning.ring_size, tuning.frame_size
-        ));
-        tuning
-    }
+/// The AF_XDP sizes for `iface`: config values win; the rest come from the profile matching
+/// the interface's driver. Says which in `log`.
+pub fn resolve_tuning(config: &Config, iface: &str, log: &mut Vec<String>) -> SocketTuning {
+    let profiles = Profiles::builtin();
+    let driver = nic::ethtool::driver(iface).unwrap_or_else(|_| "unknown".into());
+    let profile = profiles.for_driver(&driver);
+    log.push(match profile {
+        Some(p) => format!("profile: {} (driver {driver})", p.name),
+        None => format!("profile: none matches driver {driver}; built-in defaults"),
+    });
+    let tuning = SocketTuning::pick(config.batch, config.ring_size, config.frame_size, profile);
+    log.push(format!(
+        "tuning: batch {}, ring_size {}, frame_size {}",
+        tuning.batch, tuning.ring_size, tuning.frame_size
+    ));
+    tuning
 }
 
 /// The workers of one interface.

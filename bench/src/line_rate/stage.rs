@@ -1,13 +1,14 @@
 //! What one app needs on the lab while it is measured: the programs on both ends and the
 //! app itself, set up for a row and removed after it.
 
+use hw_profiles::SocketTuning;
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 
 use super::{
     app::BenchApp,
     ends::{Ends, in_namespace},
     lb_subject::LbSubject,
-    sink::{Sink, SocketTuning},
+    sink::Sink,
     system,
 };
 use crate::error::BenchError;
@@ -107,7 +108,11 @@ impl<'a> Stage<'a> {
         let (namespace, iface) = (ends.rx_namespace.clone(), ends.rx_iface.clone());
         stage.subject = if let Some(kind) = app.sink() {
             Some(Subject::Sink(Sink::start(
-                kind, namespace, iface, cpu, *tuning,
+                kind,
+                namespace,
+                iface,
+                cpu,
+                tuning.clone(),
             )?))
         } else if app == BenchApp::Lb {
             let backend = ends

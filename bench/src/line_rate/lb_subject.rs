@@ -12,7 +12,9 @@ use std::{
 use nfv_apps::lb::appliance::Appliance;
 use pipeline::WorkerStats;
 
-use super::{ends::in_namespace, sink::SocketTuning};
+use hw_profiles::SocketTuning;
+
+use super::ends::in_namespace;
 use crate::error::BenchError;
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -52,7 +54,7 @@ impl LbSubject {
              forwarding = \"dsr-l2\"\n\
              [[vip.backend]]\n\
              address = \"{backend}\"\n",
-            tuning.batch, tuning.ring_size, tuning.frame_size
+            tuning.batch.value, tuning.ring_size.value, tuning.frame_size.value
         );
         std::fs::write(&config, text).map_err(|source| BenchError::File {
             what: "write",

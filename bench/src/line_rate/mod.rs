@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use hw_profiles::{Profile, Profiles, line_rate_mpps, pick};
+use hw_profiles::{Profile, Profiles, SocketTuning, line_rate_mpps};
 use lab::Lab;
 use trafficgen::{GenFrame, GenMode, Generator, L4Kind, Template};
 
@@ -38,7 +38,6 @@ use crate::{
 };
 use device::{LabDevice, Load};
 use ends::{Ends, in_namespace};
-use sink::SocketTuning;
 use stage::{Stage, detach};
 
 /// What to run, as the user asked for it; [`RunPlan::check`] finds every mistake in it.
@@ -183,11 +182,7 @@ impl<'a> RunPlan<'a> {
                 })?;
             }
         }
-        let tuning = SocketTuning {
-            batch: pick(None, Some(&profile), |t| t.batch, 64).value,
-            ring_size: pick(None, Some(&profile), |t| t.ring_size, 2048).value,
-            frame_size: pick(None, Some(&profile), |t| t.frame_size, 4096).value,
-        };
+        let tuning = SocketTuning::pick(None, None, None, Some(&profile));
         Ok(RunPlan {
             args,
             app,
@@ -241,9 +236,9 @@ impl<'a> RunPlan<'a> {
             self.profile.name,
             ends.tx_iface,
             ends.rx_iface,
-            self.tuning.batch,
-            self.tuning.ring_size,
-            self.tuning.frame_size,
+            self.tuning.batch.value,
+            self.tuning.ring_size.value,
+            self.tuning.frame_size.value,
             self.profile.name
         ));
         let results = self.run_rows(&ends, progress);

@@ -13,6 +13,7 @@ use std::{
 };
 
 use afxdp::{BindMode, Socket};
+use hw_profiles::SocketTuning;
 use pipeline::xsk_apps::{self, Monitor, Tally};
 use trafficgen::monotonic_ns;
 use wire::stamp::Stamp;
@@ -26,15 +27,6 @@ use crate::{
 const SAMPLE_EVERY: u64 = 8;
 /// At most this many samples per load point.
 const MAX_SAMPLES: usize = 1 << 20;
-
-/// The sizes the app's socket is bound with: descriptors per ring operation, entries per
-/// ring, UMEM frame size.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SocketTuning {
-    pub batch: u32,
-    pub ring_size: u32,
-    pub frame_size: u32,
-}
 
 #[derive(Default)]
 struct Shared {
@@ -143,9 +135,9 @@ fn run(app: XskApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> Resu
         queue: 0,
         mode: BindMode::Copy,
         busy_poll: false,
-        batch: tuning.batch,
-        frame_size: tuning.frame_size,
-        ring_size: tuning.ring_size,
+        batch: tuning.batch.value,
+        frame_size: tuning.frame_size.value,
+        ring_size: tuning.ring_size.value,
         multi_buffer: false,
     };
     let (mut socket, pool) = settings.bind(app).map_err(|source| BenchError::Bind {
@@ -164,8 +156,8 @@ fn run(app: XskApp, iface: &str, tuning: &SocketTuning, shared: &Shared) -> Resu
         failed: None,
     };
     match app {
-        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, tuning.batch, &mut monitor)?,
-        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, tuning.batch, &mut monitor)?,
+        XskApp::Rxdrop => xsk_apps::rxdrop(&mut socket, pool, tuning.batch.value, &mut monitor)?,
+        XskApp::L2fwd => xsk_apps::l2fwd(&mut socket, pool, tuning.batch.value, &mut monitor)?,
         XskApp::Txpush => unreachable!("the line-rate runner sinks traffic, it sends none"),
     };
     match monitor.failed {

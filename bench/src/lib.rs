@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! Benchmarks of fastpath, as a library.
 //!
 //! - [`line_rate`]: the line-rate runner behind `fastpath bench` (generator, app under
@@ -10,6 +9,7 @@
 //!   `steer-bench` binary and the criterion suite `steer_match`.
 //!
 //! The binaries `steer-bench`, `xsk-bench`, `lb-bench` and `lb-soak` drive real runs.
+#![warn(missing_docs)]
 
 mod error;
 pub mod line_rate;

@@ -1,8 +1,9 @@
-//! The xsk-rs peer (benches/xsk-peer, built by `cargo xtask bench-xsk`): the same rxdrop
+//! The xsk-rs peer (bench/xsk-peer, built by `cargo xtask bench-xsk`): the same rxdrop
 //! and l2fwd loops on xsk-rs (libxdp), bound with the same ring, batch and frame sizes,
 //! registered in the same steering program. Measured at the same offered load as the
 //! app's saturation trial.
 
+use hw_profiles::SocketTuning;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -15,7 +16,6 @@ use super::{
     app::BenchApp,
     device::{LabDevice, Load},
     progress::Progress,
-    sink::SocketTuning,
     stage::Stage,
     system,
 };
@@ -55,9 +55,9 @@ pub(crate) fn measure(
         .arg(&ends.rx_iface)
         .arg(namespace)
         .arg(lifetime.as_secs_f64().to_string())
-        .arg(tuning.frame_size.to_string())
-        .arg(tuning.batch.to_string())
-        .arg(tuning.ring_size.to_string())
+        .arg(tuning.frame_size.value.to_string())
+        .arg(tuning.batch.value.to_string())
+        .arg(tuning.ring_size.value.to_string())
         .arg(load.frame.wire_size.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
