@@ -158,8 +158,8 @@ pub struct ModuleContext {
     pub l2_offset: u16,
     /// Offset of the IP header.
     pub l3_offset: u16,
-    /// Offset of the L4 header; 0 for a later fragment or when IPv6 extension headers
-    /// could not all be skipped.
+    /// Offset of the header `protocol` names: the L4 header, 0 for a later fragment, or
+    /// the IPv6 extension header left when more were chained than the parse policy skips.
     pub l4_offset: u16,
     /// [`parse`] outcome.
     pub parse: u8,

@@ -28,8 +28,9 @@ pub struct Packet {
     pub src: [u32; 4],
     /// Destination address in network byte order (IPv4: first 4 bytes only).
     pub dst: [u8; 16],
-    /// Offsets of the IP header and of the L4 header (0 when not reached: a later
-    /// fragment, or too many IPv6 extension headers), for the module chain's context.
+    /// Offsets of the IP header and of the header `proto` names (0 for a later fragment;
+    /// an IPv6 extension header when more than the policy skips), for the module chain's
+    /// context.
     pub l3_offset: u16,
     pub l4_offset: u16,
     /// VLAN tags in front of the IP header and their TCIs, outer first.

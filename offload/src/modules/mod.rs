@@ -14,18 +14,19 @@
 //! writes new module projects. docs/modules.md tells the whole design.
 
 mod chain;
+mod entry;
 mod error;
 mod object;
 mod ops;
+mod report;
 pub mod scaffold;
+mod version;
 
 pub use error::ModuleError;
 pub use object::{MapShape, ModuleObject};
 pub use offload_common::module::ABI_VERSION;
-pub use ops::{
-    ChainListing, Loaded, MapHandover, ModuleEntry, Position, Swapped, Unloaded, list, load,
-    read_counter, swap, unload,
-};
+pub use ops::{Position, list, load, read_counter, swap, unload};
+pub use report::{ChainListing, Loaded, MapHandover, ModuleEntry, Swapped, Unloaded};
 
 /// The chain's entry object of this build (built by build.rs from `offload/ebpf`).
 pub static CHAIN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chain"));

@@ -1,0 +1,109 @@
+//! What the module commands report: serialisable, printed by the CLI as tables or JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::mode::XdpMode;
+
+/// What [`load`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Loaded {
+    /// The interface.
+    pub iface: String,
+    /// The module's name in the chain.
+    pub module: String,
+    /// Its version.
+    pub version: String,
+    /// Its place in the new revision, from 0.
+    pub order: usize,
+    /// The kernel's id of its program.
+    pub program_id: u32,
+    /// The revision switched to.
+    pub revision: u32,
+    /// The mode the chain's entry was attached in, when this load attached it.
+    pub attached: Option<XdpMode>,
+}
+
+/// Which maps of the old version the new one took over in a [`swap`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MapHandover {
+    /// Same name, type, key size, value size and max entries: the contents survive.
+    pub kept: Vec<String>,
+    /// New, or changed in shape: they start empty.
+    pub reset: Vec<String>,
+    /// Maps of the old version the new one no longer has.
+    pub dropped: Vec<String>,
+}
+
+/// What [`swap`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Swapped {
+    /// The interface.
+    pub iface: String,
+    /// The module's name.
+    pub module: String,
+    /// The version that ran before.
+    pub old_version: String,
+    /// The version that runs now.
+    pub new_version: String,
+    /// The old program's id.
+    pub old_program_id: u32,
+    /// The new program's id.
+    pub new_program_id: u32,
+    /// The revision switched to.
+    pub revision: u32,
+    /// The maps handed over.
+    pub maps: MapHandover,
+}
+
+/// What [`unload`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unloaded {
+    /// The interface.
+    pub iface: String,
+    /// The module removed.
+    pub module: String,
+    /// The revision switched to.
+    pub revision: u32,
+    /// The chain held no other module, so its entry was detached too.
+    pub chain_detached: bool,
+}
+
+/// One module of a [`ChainListing`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ModuleEntry {
+    /// Its place in the chain, from 0.
+    pub order: usize,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The kernel's id of its program.
+    pub program_id: u32,
+    /// Whether it handles multi-buffer frames.
+    pub frags: bool,
+    /// Packets per verdict (`continue`, `drop`, `pass`, ...), summed over the CPUs.
+    pub packets: BTreeMap<String, u64>,
+    /// When this version was loaded, UNIX seconds.
+    pub loaded_at: u64,
+}
+
+/// What [`list`] shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainListing {
+    /// The interface.
+    pub iface: String,
+    /// The running revision.
+    pub revision: u32,
+    /// When it was switched to, UNIX seconds.
+    pub applied_at: u64,
+    /// Whether the chain's programs handle multi-buffer frames.
+    pub frags: bool,
+    /// The modules in order.
+    pub modules: Vec<ModuleEntry>,
+    /// Packets passed because the chain was empty.
+    pub empty_chain_passes: u64,
+    /// Packets passed because the last module continued (or a tail call failed).
+    pub chain_end_passes: u64,
+}

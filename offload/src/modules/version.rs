@@ -1,0 +1,151 @@
+//! Loading one version of a module: its own maps pinned in a generation directory of
+//! their own (or taken over from the running version), the chain's shared maps bound to
+//! the pinned ones, and the verifier's verdict.
+
+use std::{
+    fs,
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    programs::{ProgramError, Xdp},
+};
+use offload_common::module::maps;
+
+use super::{
+    ModuleError, ModuleObject,
+    chain::{self, Chain},
+    report::MapHandover,
+};
+use crate::sys;
+
+/// Loads one version of a module with its own maps pinned in generation `generation`
+/// (those in `kept` reused from where they are pinned) and the chain's shared maps bound
+/// to the pinned ones. Returns its program (for the revision) and the program's id.
+pub(super) fn load_version(
+    chain: &Chain,
+    object: &ModuleObject,
+    name: &str,
+    generation: u32,
+    kept: &[(String, PathBuf)],
+) -> Result<(OwnedFd, u32), ModuleError> {
+    let dir = chain.pins.generation_dir(name, generation);
+    chain::remove_dir(&dir);
+    fs::create_dir_all(&dir).map_err(ModuleError::syscall("mkdir under bpffs"))?;
+    let shared: Vec<(&str, PathBuf)> = maps::ALL
+        .iter()
+        .map(|map| (*map, chain.pins.map(map)))
+        .collect();
+    let own: Vec<(&str, PathBuf)> = object
+        .maps
+        .iter()
+        .map(|map| {
+            let path = kept
+                .iter()
+                .find(|(kept, _)| *kept == map.name)
+                .map_or_else(|| dir.join(&map.name), |(_, path)| path.clone());
+            (map.name.as_str(), path)
+        })
+        .collect();
+    let mut loader = EbpfLoader::new();
+    for (map, path) in shared.iter().chain(own.iter()) {
+        loader.map_pin_path(map, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(&object.bytes)
+        .map_err(|source| ModuleError::LoadObject {
+            module: name.to_string(),
+            file: object.path.clone(),
+            source: Box::new(source),
+        })?;
+    let program_error = |step| ModuleError::program(name, &object.program, step);
+    let program: &mut Xdp = ebpf
+        .program_mut(&object.program)
+        .ok_or_else(|| ModuleError::NoProgram {
+            file: object.path.clone(),
+        })?
+        .try_into()
+        .map_err(program_error("open"))?;
+    program.load().map_err(|error| match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => ModuleError::Verifier {
+            module: name.to_string(),
+            file: object.path.clone(),
+            program: object.program.clone(),
+            errno: io_error,
+            log: verifier_log.to_string(),
+        },
+        other => program_error("load")(other),
+    })?;
+    let program_id = program
+        .info()
+        .map_err(program_error("read the info of"))?
+        .id();
+    let fd = program
+        .fd()
+        .map_err(program_error("read the fd of"))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(ModuleError::syscall("dup a program fd"))?;
+    // Kept maps are pinned in the new generation too, so it holds the version's whole set.
+    for (map, _) in kept {
+        if let Some(loaded) = ebpf.map(map) {
+            let path = dir.join(map);
+            loaded
+                .pin(&path)
+                .map_err(|source| ModuleError::Pin { path, source })?;
+        }
+    }
+    Ok((fd, program_id))
+}
+
+/// Which of the old version's maps (pinned in `old_dir`) the new object can take over.
+pub(super) fn plan_handover(
+    object: &ModuleObject,
+    old_dir: &Path,
+) -> Result<MapHandover, ModuleError> {
+    let mut handover = MapHandover::default();
+    for map in &object.maps {
+        let old = old_dir.join(&map.name);
+        match pinned_shape(&old) {
+            Some(shape)
+                if shape == (map.map_type, map.key_size, map.value_size, map.max_entries) =>
+            {
+                handover.kept.push(map.name.clone())
+            }
+            _ => handover.reset.push(map.name.clone()),
+        }
+    }
+    if let Ok(entries) = fs::read_dir(old_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !object.maps.iter().any(|map| map.name == name) {
+                handover.dropped.push(name);
+            }
+        }
+    }
+    handover.dropped.sort();
+    Ok(handover)
+}
+
+/// (type, key size, value size, max entries) of a pinned map.
+fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32)> {
+    let fd = sys::obj_get(path).ok()?;
+    // SAFETY: all-zero is a valid bpf_map_info; the kernel fills up to `length` bytes.
+    let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut length = size_of::<libbpf_sys::bpf_map_info>() as u32;
+    // SAFETY: info and length are live and sized as announced.
+    let result = unsafe {
+        libbpf_sys::bpf_map_get_info_by_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
+            &mut length,
+        )
+    };
+    sys::check(result).ok()?;
+    Some((info.type_, info.key_size, info.value_size, info.max_entries))
+}
