@@ -12,7 +12,7 @@
 //! - the byte codes they hold: [`action`], [`proto`], [`fragment`], [`parse_result`],
 //!   [`FAMILY_V4`]/[`FAMILY_V6`], and the map sizes (`MAX_*`);
 //! - [`ParseReport`], what the kernel parser found, for the differential parse test;
-//! - the traffic generator's [`GenConfig`], [`FlowSpace`] and [`GenStamp`];
+//! - the traffic generator's [`GenConfig`], [`FlowSpace`] and [`Stamp`];
 //! - the IO module ABI in [`module`]: the per-packet context, verdicts, module metadata and
 //!   the names of the maps a chain shares with its modules.
 //!

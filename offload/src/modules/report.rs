@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::mode::XdpMode;
 
-/// What [`load`] did.
+/// What [`load`](super::load) did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Loaded {
     /// The interface.
@@ -25,7 +25,7 @@ pub struct Loaded {
     pub attached: Option<XdpMode>,
 }
 
-/// Which maps of the old version the new one took over in a [`swap`].
+/// Which maps of the old version the new one took over in a [`swap`](super::swap).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MapHandover {
     /// Same name, type, key size, value size and max entries: the contents survive.
@@ -36,7 +36,7 @@ pub struct MapHandover {
     pub dropped: Vec<String>,
 }
 
-/// What [`swap`] did.
+/// What [`swap`](super::swap) did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Swapped {
     /// The interface.
@@ -57,7 +57,7 @@ pub struct Swapped {
     pub maps: MapHandover,
 }
 
-/// What [`unload`] did.
+/// What [`unload`](super::unload) did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Unloaded {
     /// The interface.
@@ -89,7 +89,7 @@ pub struct ModuleEntry {
     pub loaded_at: u64,
 }
 
-/// What [`list`] shows.
+/// What [`list`](super::list) shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainListing {
     /// The interface.
