@@ -92,20 +92,17 @@ fn test() -> Result<()> {
     // The tests run real tools: curl as a client, `ip netns exec` as users run fastpath.
     setup::install_debian_packages(&["curl", "iproute2"])?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
-    run(
-        "cargo",
-        &[
-            "fmt",
-            "--manifest-path",
-            "offload/ebpf/Cargo.toml",
-            "--",
-            "--check",
-        ],
-    )?;
-    run(
-        "cargo",
-        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
-    )?;
+    // The crates that are workspaces of their own: the kernel programs, the module SDK, fuzz.
+    for manifest in [
+        "offload/ebpf/Cargo.toml",
+        "sdk/rust/Cargo.toml",
+        "fuzz/Cargo.toml",
+    ] {
+        run(
+            "cargo",
+            &["fmt", "--manifest-path", manifest, "--", "--check"],
+        )?;
+    }
     run(
         "cargo",
         &[
