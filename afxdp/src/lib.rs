@@ -1,7 +1,7 @@
 //! AF_XDP sockets in pure Rust on `libc`: UMEM, the fill/completion/RX/TX rings, binding in
 //! copy or zero-copy mode, wakeups, busy polling, multi-buffer and statistics.
 //!
-//! Layer 2 of the workspace (see ARCHITECTURE.md): it makes its socket calls through `libc`
+//! Layer 2 of the workspace (see docs/architecture.md): it makes its socket calls through `libc`
 //! itself, and `pipeline`, the network functions, the benchmarks and `fastpath xsk` drive
 //! sockets through it. Steering packets to a socket (an
 //! XDP program with an XSKMAP) is `offload`'s job, not this crate's.

@@ -3,8 +3,8 @@
 //! limits, default tuning, known quirks and, for offload-capable NICs, the offload limits.
 //! Users add or override profiles with a directory of their own files.
 //!
-//! A data crate outside the layers (see ARCHITECTURE.md): it depends on no other fastpath
-//! crate, and capability probing in `offload`, the network functions, the benchmarks and the
+//! A data crate in layer 1 (see docs/architecture.md): it depends on no other fastpath
+//! crate, and capability probing (`probe`), the appliance, the benchmarks and the
 //! CLI read it.
 //!
 //! Entry points: [`Profiles::builtin`] or [`Profiles::with_dir`] to load, then

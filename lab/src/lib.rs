@@ -1,7 +1,7 @@
 //! The network lab: network namespaces joined by veth pairs (and a bridge where a segment is
 //! shared), with addresses, routes and static neighbours, all made through netlink.
 //!
-//! Test and demo support, outside the layers (see ARCHITECTURE.md): production crates do
+//! Test and demo support, outside the layers (see docs/architecture.md): production crates do
 //! not depend on it; tests take it as a dev-dependency, and the CLI (`fastpath lab`, the
 //! demos) and the line-rate benchmarks use it directly.
 //!
@@ -14,7 +14,7 @@
 //!   clients) to send and receive there;
 //! - [`require_root`] and [`wait_until`] for tests.
 //!
-//! Safety rules (ARCHITECTURE.md): every endpoint lives in a namespace the lab created, the
+//! Safety rules (docs/architecture.md and the lab section of the README): every endpoint lives in a namespace the lab created, the
 //! root namespace gets nothing, no namespace has a route out of the machine, and a [`Lab`] is
 //! torn down on drop and on SIGINT/SIGTERM (see [`Lab::teardown_on_signals`]).
 #![warn(missing_docs)]

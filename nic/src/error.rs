@@ -9,7 +9,7 @@ pub enum NicError {
     #[error("interface {0:?} not found in this network namespace")]
     NoInterface(String),
     /// A syscall failed, or the kernel answered a request with an errno.
-    #[error("{call} failed: {source}")]
+    #[error("{call} failed")]
     Syscall {
         /// The syscall or request, e.g. "SIOCETHTOOL ETHTOOL_GDRVINFO", "RTM_GETLINK".
         call: &'static str,

@@ -12,6 +12,8 @@ pub const NETLINK_GENERIC: i32 = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_MULTI: u16 = 2;
+/// The dump was interrupted by a change of the table (include/uapi/linux/netlink.h).
+const NLM_F_DUMP_INTR: u16 = 0x10;
 /// `sizeof(struct nlmsghdr)`.
 pub const HEADER_LEN: usize = 16;
 
@@ -79,29 +81,56 @@ pub fn answers<'a>(request: &'static str, reply: &'a [u8]) -> Result<Vec<Message
     };
     let mut answers = Vec::new();
     for message in split(reply).ok_or(malformed)? {
+        if message.flags & NLM_F_DUMP_INTR != 0 {
+            // The table changed during the dump: what came is not a consistent answer.
+            return Err(NicError::syscall(
+                request,
+                std::io::Error::from_raw_os_error(libc::EINTR),
+            ));
+        }
         match message.kind {
-            NLMSG_DONE => break,
-            NLMSG_ERROR => {
-                let payload = message.payload();
-                let Some(code) = payload.get(..4) else {
-                    return Err(NicError::Malformed {
-                        reply: request,
-                        attribute: "nlmsgerr",
-                    });
-                };
-                let code = i32::from_ne_bytes(code.try_into().unwrap());
-                if code != 0 {
-                    return Err(NicError::syscall(
-                        request,
-                        std::io::Error::from_raw_os_error(-code),
-                    ));
-                }
-                // An acknowledgement, not an answer.
+            // A dump that failed part-way says so in its NLMSG_DONE (an errno, since 4.x).
+            NLMSG_DONE => {
+                error_code(request, &message, true)?;
+                break;
             }
+            // An acknowledgement (errno 0) is not an answer.
+            NLMSG_ERROR => error_code(request, &message, false)?,
             _ => answers.push(message),
         }
     }
     Ok(answers)
+}
+
+/// The errno of an NLMSG_ERROR (`struct nlmsgerr`) or NLMSG_DONE message, as an error when
+/// it is one. A DONE message may carry no code at all (`optional`).
+fn error_code(
+    request: &'static str,
+    message: &Message<'_>,
+    optional: bool,
+) -> Result<(), NicError> {
+    let Some(code) = message.payload().get(..4) else {
+        return if optional {
+            Ok(())
+        } else {
+            Err(NicError::Malformed {
+                reply: request,
+                attribute: "nlmsgerr",
+            })
+        };
+    };
+    let code = i32::from_ne_bytes(code.try_into().expect("4 bytes"));
+    match code.checked_neg() {
+        Some(0) => Ok(()),
+        Some(errno) if errno > 0 => Err(NicError::syscall(
+            request,
+            std::io::Error::from_raw_os_error(errno),
+        )),
+        _ => Err(NicError::Malformed {
+            reply: request,
+            attribute: "nlmsgerr",
+        }),
+    }
 }
 
 /// A request header for `len` bytes of message in all (header included).
@@ -178,6 +207,26 @@ mod tests {
         );
         let ack = message(NLMSG_ERROR, 0, &0i32.to_ne_bytes());
         assert!(answers("RTM_GETLINK", &ack).unwrap().is_empty());
+        let impossible = message(NLMSG_ERROR, 0, &i32::MIN.to_ne_bytes());
+        assert!(matches!(
+            answers("RTM_GETLINK", &impossible),
+            Err(NicError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_dump_that_failed_or_was_interrupted_is_an_error_not_a_short_answer() {
+        let mut failed = message(16, NLM_F_MULTI, &[1; 8]);
+        failed.extend(message(
+            NLMSG_DONE,
+            NLM_F_MULTI,
+            &(-libc::ENOBUFS).to_ne_bytes(),
+        ));
+        let error = answers("RTM_GETROUTE", &failed).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOBUFS));
+        let interrupted = message(16, NLM_F_MULTI | NLM_F_DUMP_INTR, &[1; 8]);
+        let error = answers("RTM_GETNEIGH", &interrupted).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EINTR));
     }
 
     #[test]

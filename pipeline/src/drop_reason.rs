@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, ops::Index};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wire::Malformed;
 
 /// Why a packet was dropped. Stats and logs print [`DropReason::name`].
@@ -229,10 +229,12 @@ impl<'de> Deserialize<'de> for DropCounts {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let named = BTreeMap::<String, u64>::deserialize(deserializer)?;
         let mut counts = DropCounts::default();
+        // A reason this build does not know (an appliance of another version) is left out,
+        // so its status still reads.
         for (name, count) in named {
-            let reason = DropReason::from_name(&name)
-                .ok_or_else(|| de::Error::custom(format!("unknown drop reason {name:?}")))?;
-            counts.0[reason.index()] += count;
+            if let Some(reason) = DropReason::from_name(&name) {
+                counts.0[reason.index()] += count;
+            }
         }
         Ok(counts)
     }
@@ -267,6 +269,10 @@ mod tests {
         let back: DropCounts = serde_json::from_str(&json).unwrap();
         assert!(back == counts);
         assert_eq!(back[DropReason::NotForVip], 2);
-        assert!(serde_json::from_str::<DropCounts>(r#"{"gremlins":1}"#).is_err());
+        // A reason from another version of the appliance is left out, not an error.
+        let other_version: DropCounts =
+            serde_json::from_str(r#"{"gremlins":1,"not for a vip":3}"#).unwrap();
+        assert_eq!(other_version[DropReason::NotForVip], 3);
+        assert_eq!(other_version.total(), 3);
     }
 }

@@ -9,18 +9,18 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     let mut hash = FlowHash::default();
     match wire::parse(frame) {
         Ok(Some(headers)) => {
-            let flow = headers.flow_key(frame);
-            hash.add(&flow.src);
-            hash.add(&flow.dst);
-            hash.add(&[flow.proto]);
+            let (src, dst) = headers.addresses(frame);
+            hash.add(src);
+            hash.add(dst);
+            hash.add(&[headers.protocol]);
             // Only the first fragment carries ports; hash every fragment by its addresses
             // alone so the whole datagram meets one stage. (An atomic fragment is whole.)
             let whole = headers
                 .fragment
                 .is_none_or(|fragment| fragment.offset == 0 && !fragment.more);
-            if whole && headers.ports.is_some() {
-                hash.add(&flow.src_port.to_be_bytes());
-                hash.add(&flow.dst_port.to_be_bytes());
+            if let (true, Some((src_port, dst_port))) = (whole, headers.ports) {
+                hash.add(&src_port.to_be_bytes());
+                hash.add(&dst_port.to_be_bytes());
             }
         }
         _ => hash.add(frame.get(..12).unwrap_or(frame)),

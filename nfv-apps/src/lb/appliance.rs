@@ -40,7 +40,7 @@ use crate::lb::{
     balancer::LoadBalancer,
     config::{Config, XdpModeSetting},
     control::{ControlServer, Limits, Request, Response, Status, apply_backend_command},
-    error::{LbError, chain},
+    error::LbError,
     nat::{NatTable, NatTimeouts},
     neighbours::{InterfaceFacts, resolve_next_hops},
     ntuple_rules::{self, NtupleRules},
@@ -224,7 +224,8 @@ impl Appliance {
         report: &mut dyn FnMut(&str),
     ) -> Result<(), LbError> {
         let mut server = ControlServer::bind(&self.control, Limits::default())?;
-        let mut health = HealthChecks::start(self.registry.health_targets());
+        let mut health =
+            HealthChecks::start(self.registry.health_targets()).map_err(LbError::HealthChecks)?;
         let mut last_housekeeping = Instant::now();
         let mut result = Ok(());
         while !stop.load(Ordering::Relaxed) {
@@ -257,14 +258,19 @@ impl Appliance {
                 self.nat.sweep(self.started.elapsed().as_secs() as u32);
                 let targets = self.registry.health_targets();
                 if targets != health.targets() {
-                    drop(health);
-                    health = HealthChecks::start(targets);
+                    match HealthChecks::start(targets) {
+                        Ok(replacement) => health = replacement,
+                        Err(error) => {
+                            result = Err(LbError::HealthChecks(error));
+                            break;
+                        }
+                    }
                 }
             }
         }
         drop(health);
         if let Err(error) = &result {
-            self.event(format!("stopping: {}", chain(error)), report);
+            self.event(format!("stopping: {}", offload::error_chain(error)), report);
         }
         result
     }
@@ -338,7 +344,7 @@ impl Appliance {
         };
         match result {
             Ok(changes) => Response::changes(changes),
-            Err(error) => Response::error(chain(&error)),
+            Err(error) => Response::error(offload::error_chain(&error)),
         }
     }
 

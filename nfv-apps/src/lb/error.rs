@@ -2,7 +2,7 @@
 //! its `source`, so `{:#}` (anyhow) prints the whole chain; [`chain`] writes it for the
 //! control socket's responses and the event log, which have no anyhow.
 
-use std::{error::Error, io, path::PathBuf};
+use std::{io, path::PathBuf};
 
 use afxdp::XskError;
 use nic::ntuple::NtupleError;
@@ -125,6 +125,9 @@ pub enum LbError {
     /// `ntuple = "on"` and the NIC could not take the rules.
     #[error("ntuple steering")]
     Ntuple(#[source] NtupleError),
+    /// The health checks' thread or its runtime could not start.
+    #[error("start the health checks")]
+    HealthChecks(#[source] io::Error),
     /// A reload changed a setting that only a restart applies.
     #[error("reload: {setting} changed; that needs a restart (nothing was applied)")]
     RestartNeeded { setting: &'static str },
@@ -153,21 +156,10 @@ pub enum LbError {
     },
 }
 
-/// `error` and its sources on one line, `: `-separated, as anyhow's `{:#}` prints them.
-pub fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use offload::error_chain as chain;
 
     #[test]
     fn the_chain_names_what_failed_then_why() {

@@ -1,6 +1,6 @@
 //! `#[repr(C)]` types shared by the steering program (`offload-ebpf`) and user space.
 //!
-//! Layer 1 of the workspace (see ARCHITECTURE.md): `no_std` and without dependencies, so
+//! Layer 1 of the workspace (see docs/architecture.md): `no_std` with one dependency, `wire` without its `std` feature, so
 //! the eBPF crate can use it; the `user` feature adds `aya::Pod` so user space (the loader
 //! in `offload`, layer 2) can put these types in maps.
 //!

@@ -4,6 +4,7 @@
 //! other; the control loop takes the results without waiting.
 
 use std::{
+    io,
     net::{IpAddr, SocketAddr},
     sync::{
         Arc,
@@ -46,22 +47,30 @@ pub struct HealthChecks {
 
 impl HealthChecks {
     /// Starts checking every target, each at once and then every interval.
-    pub fn start(targets: Vec<HealthTarget>) -> HealthChecks {
+    pub fn start(targets: Vec<HealthTarget>) -> io::Result<HealthChecks> {
         let (sender, results) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = (!targets.is_empty()).then(|| {
+        let thread = if targets.is_empty() {
+            None
+        } else {
+            // Built here, so that a failure (out of file descriptors, say) is the caller's
+            // error, not a thread that dies and leaves every backend unchecked.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let (targets, stop) = (targets.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("fp-lb-health".into())
-                .spawn(move || run(targets, sender, &stop))
-                .expect("spawn the health-check thread")
-        });
-        HealthChecks {
+            Some(
+                std::thread::Builder::new()
+                    .name("fp-lb-health".into())
+                    .spawn(move || run(runtime, targets, sender, &stop))?,
+            )
+        };
+        Ok(HealthChecks {
             targets,
             results,
             stop,
             thread,
-        }
+        })
     }
 
     /// What is being checked.
@@ -85,11 +94,12 @@ impl Drop for HealthChecks {
     }
 }
 
-fn run(targets: Vec<HealthTarget>, results: mpsc::Sender<HealthResult>, stop: &AtomicBool) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the health checks");
+fn run(
+    runtime: tokio::runtime::Runtime,
+    targets: Vec<HealthTarget>,
+    results: mpsc::Sender<HealthResult>,
+    stop: &AtomicBool,
+) {
     runtime.block_on(async {
         for target in targets {
             tokio::spawn(check_forever(target, results.clone()));
@@ -186,7 +196,8 @@ mod tests {
             target(hanging, 10_000),
             target(open, 1000),
             target(closed, 1000),
-        ]);
+        ])
+        .unwrap();
         let started = StdInstant::now();
         let mut seen = Vec::new();
         while seen.len() < 4 && started.elapsed() < Duration::from_secs(5) {
@@ -209,7 +220,7 @@ mod tests {
 
     #[test]
     fn no_targets_start_no_thread() {
-        let checks = HealthChecks::start(Vec::new());
+        let checks = HealthChecks::start(Vec::new()).unwrap();
         assert!(checks.thread.is_none());
         assert_eq!(checks.results().count(), 0);
     }
