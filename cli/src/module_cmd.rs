@@ -59,7 +59,7 @@ pub enum ModuleCommand {
         name: String,
     },
     /// Read or write a map of a running module. Keys and values are space-separated hex
-    /// bytes in memory order, one argument each: `set PROTOCOLS "11 00 00 00" "05 00 00
+    /// bytes in memory order, one argument each: `NAME PROTOCOLS set "11 00 00 00" "05 00 00
     /// 00 00 00 00 00"`. A per-CPU map shows each CPU's value; a set writes every CPU.
     Map {
         #[arg(long)]

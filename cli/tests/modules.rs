@@ -696,6 +696,8 @@ fn module_map_reads_and_writes_a_running_modules_map() {
     );
     let error = map_failure(&["nobody", "PROTOCOLS", "dump"]);
     assert!(error.contains("no module named nobody"), "{error}");
+    let error = map_failure(&["counter", "PROTOCOLS", "delete", "11 00 00 00"]);
+    assert!(error.contains("map PROTOCOLS is an array"), "{error}");
     let error = map_failure(&["counter", "PROTOCOLS", "get", "zz"]);
     assert!(error.contains("\"zz\" is not hex"), "{error}");
 

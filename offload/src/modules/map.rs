@@ -65,6 +65,12 @@ pub enum ModuleMapError {
         /// The key, as hex bytes.
         key: String,
     },
+    /// Arrays keep every entry: the kernel refuses to delete one.
+    #[error("map {map} is an array: its entries cannot be deleted (set them to zeros instead)")]
+    DeleteFromArray {
+        /// The map.
+        map: String,
+    },
     /// A system call on the map failed.
     #[error("{call} on map {map} failed")]
     Syscall {
@@ -441,6 +447,16 @@ impl PinnedMap {
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), ModuleMapError> {
+        if [
+            libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+        ]
+        .contains(&self.map_type)
+        {
+            return Err(ModuleMapError::DeleteFromArray {
+                map: self.name.clone(),
+            });
+        }
         // SAFETY: key holds the map's key size.
         let result = unsafe {
             libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast::<c_void>())
