@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use offload::modules::{
     self, Position,
+    map::{self, MapOperation, MapValue},
     scaffold::{self, Language},
 };
 use serde_json::json;
@@ -57,6 +58,45 @@ pub enum ModuleCommand {
         iface: String,
         name: String,
     },
+    /// Read or write a map of a running module. Keys and values are space-separated hex
+    /// bytes in memory order, one argument each: `NAME PROTOCOLS set "11 00 00 00" "05 00 00
+    /// 00 00 00 00 00"`. A per-CPU map shows each CPU's value; a set writes every CPU.
+    Map {
+        #[arg(long)]
+        iface: String,
+        /// The module.
+        name: String,
+        /// The map (as declared in the module).
+        map: String,
+        #[command(subcommand)]
+        operation: MapCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MapCommand {
+    /// Every entry.
+    Dump,
+    /// The entry of KEY.
+    Get { key: String },
+    /// Write VALUE at KEY.
+    Set { key: String, value: String },
+    /// Remove KEY (arrays cannot remove entries).
+    Delete { key: String },
+}
+
+impl MapCommand {
+    fn operation(&self) -> Result<MapOperation, map::ModuleMapError> {
+        Ok(match self {
+            MapCommand::Dump => MapOperation::Dump,
+            MapCommand::Get { key } => MapOperation::Get(map::parse_bytes("key", key)?),
+            MapCommand::Set { key, value } => MapOperation::Set(
+                map::parse_bytes("key", key)?,
+                map::parse_bytes("value", value)?,
+            ),
+            MapCommand::Delete { key } => MapOperation::Delete(map::parse_bytes("key", key)?),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -213,8 +253,39 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
                 }
             }
         }
+        ModuleCommand::Map {
+            iface,
+            name,
+            map: map_name,
+            operation,
+        } => {
+            let operation = operation.operation()?;
+            let report = map::module_map(iface, name, map_name, &operation)?;
+            if as_json {
+                output::json(&report);
+            } else {
+                if let MapOperation::Delete(key) = &operation {
+                    println!("deleted key {} from {}", map::format_bytes(key), report.map);
+                }
+                print_entries(&report.entries);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_entries(entries: &[map::MapEntry]) {
+    for entry in entries {
+        match &entry.value {
+            MapValue::One(value) => println!("key: {}  value: {value}", entry.key),
+            MapValue::PerCpu(values) => {
+                println!("key: {}", entry.key);
+                for (cpu, value) in values.iter().enumerate() {
+                    println!("  cpu{cpu}: {value}");
+                }
+            }
+        }
+    }
 }
 
 fn offload_common_abi() -> u32 {

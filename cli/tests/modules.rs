@@ -580,3 +580,151 @@ fn a_kill_during_a_change_leaves_the_chain_working_and_the_next_command_cleans_u
     assert!(last.status.success(), "{last:?}");
     assert!(!modules_dir.exists());
 }
+
+/// The sum over the CPUs of a per-CPU `u64` value printed by `module map --json`.
+fn per_cpu_sum(entry: &serde_json::Value) -> u64 {
+    entry["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("per-CPU values in {entry}"))
+        .iter()
+        .map(|value| {
+            let bytes: Vec<u8> = value
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+                .collect();
+            u64::from_le_bytes(bytes.try_into().unwrap())
+        })
+        .sum()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn module_map_reads_and_writes_a_running_modules_map() {
+    require_root("module map");
+    let built = build_modules("c");
+    let lab = Lab::for_test("mm");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let on_dut = |args: &[&str]| -> serde_json::Value {
+        json(&[&["--netns", ns.as_str(), "module"], args].concat())
+    };
+    let counter = built.counter.to_str().unwrap();
+    on_dut(&["load", "--iface", &iface, counter]);
+    udp_burst(&lab); // resolves ARP
+    let before = on_dut(&[
+        "map",
+        "--iface",
+        &iface,
+        "counter",
+        "PROTOCOLS",
+        "get",
+        "11 00 00 00",
+    ]);
+    let sent = udp_burst(&lab);
+    assert!(sent > 0);
+    let read = on_dut(&[
+        "map",
+        "--iface",
+        &iface,
+        "counter",
+        "PROTOCOLS",
+        "get",
+        "11 00 00 00",
+    ]);
+    assert_eq!(read["per_cpu"], true, "{read}");
+    assert_eq!(read["key_size"], 4, "{read}");
+    assert_eq!(read["value_size"], 8, "{read}");
+    assert_eq!(read["entries"][0]["key"], "11 00 00 00", "{read}");
+    assert_eq!(
+        per_cpu_sum(&read["entries"][0]),
+        per_cpu_sum(&before["entries"][0]) + sent,
+        "{read}"
+    );
+
+    // A set writes every CPU's value; a get reads it back.
+    let five = "05 00 00 00 00 00 00 00";
+    on_dut(&[
+        "map",
+        "--iface",
+        &iface,
+        "counter",
+        "PROTOCOLS",
+        "set",
+        "0x11 0 0 0",
+        five,
+    ]);
+    let read = on_dut(&[
+        "map",
+        "--iface",
+        &iface,
+        "counter",
+        "PROTOCOLS",
+        "get",
+        "11 00 00 00",
+    ]);
+    let values = read["entries"][0]["value"].as_array().unwrap();
+    assert!(!values.is_empty());
+    assert!(values.iter().all(|value| value == five), "{read}");
+    let dump = on_dut(&["map", "--iface", &iface, "counter", "PROTOCOLS", "dump"]);
+    assert_eq!(dump["entries"].as_array().unwrap().len(), 256, "map of 256");
+
+    // Wrong sizes, unknown names, and bad bytes: errors naming them.
+    let map_failure = |args: &[&str]| {
+        failure(
+            &[
+                &["--netns", ns.as_str(), "module", "map", "--iface", &iface],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    let error = map_failure(&["counter", "PROTOCOLS", "set", "11 00 00 00", "05 00 00 00"]);
+    assert!(
+        error.contains("value of PROTOCOLS is 8 bytes, got 4"),
+        "{error}"
+    );
+    let error = map_failure(&["counter", "PROTOCOLS", "get", "11 00"]);
+    assert!(
+        error.contains("key of PROTOCOLS is 4 bytes, got 2"),
+        "{error}"
+    );
+    let error = map_failure(&["counter", "NOPE", "dump"]);
+    assert!(
+        error.contains("module counter has no map named NOPE (maps: PROTOCOLS)"),
+        "{error}"
+    );
+    let error = map_failure(&["nobody", "PROTOCOLS", "dump"]);
+    assert!(error.contains("no module named nobody"), "{error}");
+    let error = map_failure(&["counter", "PROTOCOLS", "delete", "11 00 00 00"]);
+    assert!(error.contains("map PROTOCOLS is an array"), "{error}");
+    let error = map_failure(&["counter", "PROTOCOLS", "get", "zz"]);
+    assert!(error.contains("\"zz\" is not hex"), "{error}");
+
+    // The map's contents follow the module across a swap.
+    on_dut(&[
+        "swap",
+        "--iface",
+        &iface,
+        "counter",
+        built.counter_v2.to_str().unwrap(),
+    ]);
+    let read = on_dut(&[
+        "map",
+        "--iface",
+        &iface,
+        "counter",
+        "PROTOCOLS",
+        "get",
+        "11 00 00 00",
+    ]);
+    assert!(
+        read["entries"][0]["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|value| value == five),
+        "{read}"
+    );
+    on_dut(&["unload", "--iface", &iface, "counter"]);
+}

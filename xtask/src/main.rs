@@ -17,6 +17,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench   time the steering program with BPF_PROG_TEST_RUN against a bare XDP_PASS
   bench-xsk  AF_XDP rxdrop/txpush/l2fwd: afxdp vs xsk-rs vs the in-kernel bound (root)
   bench-lb   the load balancer's Mpps vs `fastpath xsk l2fwd` on the lab (root)
+  bench-chain  ns per hop of the IO module chain (entry + 1/2/4/8 pass-through modules)
+          against the same parse in one program, with BPF_PROG_TEST_RUN (root)
   soak    [--packets N] [--rate PPS]: N frames (default 10^8) through `fastpath lb` on the
           lab, every frame accounted for, the appliance's memory before and after (root)
   fuzz [--seconds N] [TARGET...]
@@ -32,6 +34,7 @@ fn main() {
         "bench" => setup::run().and_then(|()| bench()),
         "bench-xsk" => setup::run().and_then(|()| bench_xsk()),
         "bench-lb" => setup::run().and_then(|()| bench_lb()),
+        "bench-chain" => setup::run().and_then(|()| bench_chain()),
         "soak" => setup::run().and_then(|()| soak(&std::env::args().skip(2).collect::<Vec<_>>())),
         "fuzz" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
@@ -244,6 +247,23 @@ fn bench_lb() -> Result<()> {
         "target/release/lb-bench",
         &["target/release/fastpath", &seconds],
     )
+}
+
+/// Builds and runs the module chain's hop benchmark (it makes and removes its own lab).
+fn bench_chain() -> Result<()> {
+    require_root("bench-chain")?;
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "bench",
+            "--bin",
+            "chain-bench",
+        ],
+    )?;
+    run("target/release/chain-bench", &[])
 }
 
 fn build_fastpath_and_bench() -> Result<()> {

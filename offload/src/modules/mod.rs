@@ -11,11 +11,13 @@
 //! with one map update, so no packet sees a half-built chain, and a command that dies
 //! leaves the running chain intact; the next command removes what it left. [`swap`]
 //! hands the old version's maps to the new one where their shapes match. [`scaffold`]
-//! writes new module projects. docs/modules.md tells the whole design.
+//! writes new module projects; [`map`] reads and writes a running module's maps.
+//! docs/modules.md tells the whole design.
 
 mod chain;
 mod entry;
 mod error;
+pub mod map;
 mod object;
 mod ops;
 mod report;
