@@ -89,7 +89,6 @@ int unchecked(struct xdp_md *ctx)
 }
 "#;
 
-/// The objects of one run: the counter (scaffolded) in two versions, and the C helpers.
 /// Declares no frags: refused by a chain of frags-aware modules.
 const NO_FRAGS: &str = r#"
 #include "module.h"
@@ -114,6 +113,7 @@ int disagree(struct xdp_md *ctx)
 }
 "#;
 
+/// The objects of one run: the counter (scaffolded) in two versions, and the C helpers.
 struct Built {
     dir: TempDir,
     counter: PathBuf,
