@@ -137,7 +137,14 @@ impl Drop for TempDir {
 /// cargo), then version 0.2.0 of it (same maps, so PROTOCOLS is handed over by a swap),
 /// and the other modules of the test.
 fn build_modules(lang: &str) -> Built {
-    let dir = std::env::temp_dir().join(format!("fastpath-modules-{lang}-{}", std::process::id()));
+    // One folder per call: the tests run in parallel in one process, and each removes its
+    // own folder when done.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "fastpath-modules-{lang}-{}-{call}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let dir = TempDir(dir);
