@@ -340,6 +340,10 @@ impl Chain {
 
     /// Empties every bank but the running revision's.
     fn clear_idle_banks(&mut self) -> Result<(), ModuleError> {
+        // A command killed (or failed) right after its switch leaves the old bank filled and
+        // perhaps still run by packets in flight: wait out the grace before clearing it,
+        // as the switch itself does.
+        std::thread::sleep(GRACE);
         let state = self.state()?;
         let running = state.first_slot / CHAIN_SLOTS;
         for bank in 0..REVISION_BANKS {
@@ -435,4 +439,14 @@ pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The generation of the version `program_id` (a running program of `record`'s module) is:
+/// the staged one when a change was killed after its switch and before its promotion.
+pub(crate) fn running_generation_of(record: &ModuleRecord, program_id: u32) -> u32 {
+    if program_id != 0 && record.next_program_id == program_id {
+        record.next_generation
+    } else {
+        record.generation
+    }
 }

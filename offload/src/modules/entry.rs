@@ -22,6 +22,8 @@ use crate::{bpffs::Bpffs, mode::XdpMode, sys, xdp_state};
 
 /// One command at a time per chain.
 pub(super) fn lock(iface: &str) -> Result<Flock<File>, ModuleError> {
+    // The name becomes a file name: only an interface that exists here gets a lock file.
+    xdp_state::ifindex(iface)?;
     let dir = Path::new("/run/fastpath");
     fs::create_dir_all(dir).map_err(ModuleError::syscall("mkdir /run/fastpath"))?;
     let file = File::create(dir.join(format!("{iface}.chain.lock")))

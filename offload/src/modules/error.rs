@@ -34,6 +34,22 @@ pub enum ModuleError {
         /// The directory.
         dir: PathBuf,
     },
+    /// The path is not a regular file, or one too large to be a module.
+    #[error("{}: {reason}", file.display())]
+    NotAModuleFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A map name that cannot be a pin's file name (empty, `.`, `..`, a `/`, too long).
+    #[error("{}: map name {map:?} cannot be pinned (it must be a plain file name)", file.display())]
+    BadMapName {
+        /// The file.
+        file: PathBuf,
+        /// The name.
+        map: String,
+    },
     /// The file is not an ELF object.
     #[error("{} is not an ELF object (build the module with clang -target bpf or cargo)", file.display())]
     NotElf {

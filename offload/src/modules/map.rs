@@ -23,6 +23,9 @@ pub enum ModuleMapError {
     /// The chain or the module could not be found or opened.
     #[error(transparent)]
     Module(#[from] ModuleError),
+    /// A map name that is not a plain file name.
+    #[error("{0:?} is not a map name: map names have no `/` and are not `.` or `..`")]
+    BadMapName(String),
     /// The module has no map of that name.
     #[error("module {module} has no map named {map} (maps: {known})")]
     UnknownMap {
@@ -186,6 +189,10 @@ pub fn module_map(
     let chain = open_existing(iface)?;
     let generation = running_generation(&chain, module)?;
     let dir = chain.pins.generation_dir(module, generation);
+    if !super::object::is_pin_name(map) {
+        // `..` or a `/` would reach pins outside the module's own (the chain's state, say).
+        return Err(ModuleMapError::BadMapName(map.to_string()));
+    }
     let pin = dir.join(map);
     let fd = sys::obj_get(&pin).map_err(|error| {
         if error.raw_os_error() == Some(libc::ENOENT) {
@@ -249,11 +256,11 @@ pub fn module_map(
 /// The generation directory number of the running version of `module`.
 fn running_generation(chain: &Chain, module: &str) -> Result<u32, ModuleError> {
     let mut known = Vec::new();
-    for (_, instance, _) in chain.running()? {
+    for (_, instance, program_id) in chain.running()? {
         let record = chain.record(instance)?;
         let name = c_string(&record.name);
         if name == module {
-            return Ok(record.generation);
+            return Ok(super::chain::running_generation_of(&record, program_id));
         }
         known.push(name);
     }

@@ -51,10 +51,27 @@ impl ModuleObject {
     /// Reads and checks `path`: an ELF object with fastpath module metadata for this ABI,
     /// holding exactly one XDP program whose `xdp.frags` matches the metadata.
     pub fn read(path: &Path) -> Result<ModuleObject, ModuleError> {
-        let bytes = std::fs::read(path).map_err(|source| ModuleError::ReadFile {
+        let read_error = |source| ModuleError::ReadFile {
             file: path.to_path_buf(),
             source,
-        })?;
+        };
+        // A FIFO would block and /dev/zero would never end: only regular files, and no
+        // larger than any module could be.
+        let metadata = std::fs::metadata(path).map_err(read_error)?;
+        let not_a_module = |reason: String| ModuleError::NotAModuleFile {
+            file: path.to_path_buf(),
+            reason,
+        };
+        if !metadata.is_file() {
+            return Err(not_a_module("not a regular file".into()));
+        }
+        if metadata.len() > MAX_OBJECT_BYTES {
+            return Err(not_a_module(format!(
+                "{} bytes; a module object is at most {MAX_OBJECT_BYTES}",
+                metadata.len()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(read_error)?;
         Self::parse(path, bytes)
     }
 
@@ -136,6 +153,12 @@ impl ModuleObject {
             })
             .collect();
         own_maps.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(bad) = own_maps.iter().find(|map| !is_pin_name(&map.name)) {
+            return Err(ModuleError::BadMapName {
+                file: file.clone(),
+                map: bad.name.clone(),
+            });
+        }
         Ok(ModuleObject {
             path: file,
             bytes,
@@ -205,6 +228,17 @@ fn read_meta(file: &Path, bytes: &[u8]) -> Result<ModuleMeta, ModuleError> {
 pub(crate) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The largest file read as a module object: far beyond any program the verifier accepts
+/// (1 million instructions) with its maps and BTF and debug info, so that what is refused
+/// is clearly not a module rather than merely large.
+const MAX_OBJECT_BYTES: u64 = 512 << 20;
+
+/// Whether `name` can be a pin's file name under a module's directory: not empty, `.` or
+/// `..`, no `/`, and within bpffs's name length.
+pub(crate) fn is_pin_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && name.len() <= 255
 }
 
 #[cfg(test)]

@@ -299,7 +299,13 @@ pub fn read_counter(iface: &str, name: &str, map: &str, index: u32) -> Result<u6
     let running = running_names(&chain)?;
     let instance = running[index_of(&chain, &running, name)?].0;
     let record = chain.record(instance)?;
-    let path = chain.pins.generation_dir(name, record.generation).join(map);
+    let program_id = chain
+        .running()?
+        .into_iter()
+        .find(|(_, member, _)| *member == instance)
+        .map_or(0, |(_, _, program_id)| program_id);
+    let generation = super::chain::running_generation_of(&record, program_id);
+    let path = chain.pins.generation_dir(name, generation).join(map);
     let data = aya::maps::MapData::from_pin(&path)
         .map_err(ModuleError::map("open", path.display().to_string()))?;
     let array: aya::maps::PerCpuArray<_, u64> = aya::maps::Map::from_map_data(data)
