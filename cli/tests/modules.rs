@@ -586,6 +586,23 @@ fn a_kill_during_a_change_leaves_the_chain_working_and_the_next_command_cleans_u
     let last = module(&["unload", "--iface", &iface, "dropper"], None);
     assert!(last.status.success(), "{last:?}");
     assert!(!modules_dir.exists());
+
+    // A first load killed before its switch leaves an entry that runs no module. The next
+    // load attaches anew, so the frags of the dead load do not bind it.
+    let first = module(
+        &["load", "--iface", &iface, &path(&built.dropper)],
+        Some("module:revision-built"),
+    );
+    assert!(killed(&first), "{first:?}");
+    let no_frags = module(&["load", "--iface", &iface, &path(&built.no_frags)], None);
+    assert!(no_frags.status.success(), "{no_frags:?}");
+    assert_eq!(names(&listing()), ["no_frags"]);
+    assert!(
+        module(&["unload", "--iface", &iface, "no_frags"], None)
+            .status
+            .success()
+    );
+    assert!(!modules_dir.exists());
 }
 
 /// The sum over the CPUs of a per-CPU `u64` value printed by `module map --json`.

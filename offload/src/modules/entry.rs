@@ -63,8 +63,16 @@ pub(super) fn open_or_attach(
     let ifindex = xdp_state::ifindex(iface)?;
     let pins = ChainPins::for_iface(iface);
     if link_runs_on(&pins, ifindex) {
-        return Ok((Chain::open(iface, pins)?, None));
+        let mut chain = Chain::open(iface, pins)?;
+        chain.reconcile()?;
+        if !chain.running()?.is_empty() {
+            return Ok((chain, None));
+        }
+        // A chain that runs no module: left by a change killed around its last unload or
+        // its first load. Attached anew, it takes this module's frags.
+        detach(&chain)?;
     }
+    let pins = ChainPins::for_iface(iface);
     // Pins of a chain whose link is gone (the interface was re-created, or an attach died).
     chain::remove_dir(&pins.dir);
     if let Some(state) = xdp_state::query(ifindex)? {
@@ -75,10 +83,18 @@ pub(super) fn open_or_attach(
     }
     Bpffs::get().ready_for_pins(true)?;
     fs::create_dir_all(pins.maps_dir()).map_err(ModuleError::syscall("mkdir under bpffs"))?;
-    match attach_entry(iface, ifindex, &pins, frags) {
-        Ok(mode) => Ok((Chain::open(iface, pins)?, Some(mode))),
+    let mode = match attach_entry(iface, ifindex, &pins, frags) {
+        Ok(mode) => mode,
         Err(error) => {
             chain::remove_dir(&pins.dir);
+            return Err(error);
+        }
+    };
+    match Chain::open(iface, ChainPins::for_iface(iface)) {
+        Ok(chain) => Ok((chain, Some(mode))),
+        Err(error) => {
+            // Attached but unusable: leave the interface as it was.
+            detach_pins(&pins)?;
             Err(error)
         }
     }
@@ -163,13 +179,18 @@ fn attach_entry(
 
 /// Detaches the chain's entry and removes the chain's pins.
 pub(super) fn detach(chain: &Chain) -> Result<(), ModuleError> {
-    if let Ok(link) = sys::obj_get(&chain.pins.link()) {
+    detach_pins(&chain.pins)
+}
+
+/// Detaches the entry pinned under `pins` and removes the chain's pins.
+fn detach_pins(pins: &ChainPins) -> Result<(), ModuleError> {
+    if let Ok(link) = sys::obj_get(&pins.link()) {
         sys::link_detach(link.as_fd())
             .map_err(ModuleError::syscall("BPF_LINK_DETACH of the chain entry"))?;
     }
-    chain::remove_dir(&chain.pins.dir);
+    chain::remove_dir(&pins.dir);
     // The interface's directory, when the chain was all it held.
-    if let Some(parent) = chain.pins.dir.parent() {
+    if let Some(parent) = pins.dir.parent() {
         let _ = fs::remove_dir(parent);
     }
     Ok(())
