@@ -135,34 +135,27 @@ fn measure(
 
 /// The entry loaded on its own with an empty program array: the parse, no hop.
 fn peer_time(packet: &[u8], repeat: u32, runs: usize) -> Result<Duration> {
-    let pins = PathBuf::from(format!(
-        "/sys/fs/bpf/fastpath/chain-bench-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&pins).with_context(|| format!("mkdir {}", pins.display()))?;
-    let time = (|| -> Result<Duration> {
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&pins)
-            .load(CHAIN_OBJECT)?;
-        let mut state: Array<_, ChainState> = ebpf
-            .map_mut(maps::STATE)
-            .context("FP_STATE in the chain object")?
-            .try_into()?;
-        let running = ChainState {
-            modules: 1,
-            frags: 1,
-            ..ChainState::default()
-        };
-        state.set(0, running, 0)?;
-        let program: &mut Xdp = ebpf
-            .program_mut("chain_entry_frags")
-            .context("chain_entry_frags in the chain object")?
-            .try_into()?;
-        program.load()?;
-        median_time(program, packet, repeat, runs)
-    })();
-    let _ = std::fs::remove_dir_all(&pins);
-    time
+    // A transient pin folder: removed on drop, and pruned if this process is killed.
+    let pins = offload::Transient::create()?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.pins().maps_dir())
+        .load(CHAIN_OBJECT)?;
+    let mut state: Array<_, ChainState> = ebpf
+        .map_mut(maps::STATE)
+        .context("FP_STATE in the chain object")?
+        .try_into()?;
+    let running = ChainState {
+        modules: 1,
+        frags: 1,
+        ..ChainState::default()
+    };
+    state.set(0, running, 0)?;
+    let program: &mut Xdp = ebpf
+        .program_mut("chain_entry_frags")
+        .context("chain_entry_frags in the chain object")?
+        .try_into()?;
+    program.load()?;
+    median_time(program, packet, repeat, runs)
 }
 
 /// The median over `runs` of the mean time per packet of `repeat` runs in the kernel.

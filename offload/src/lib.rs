@@ -47,6 +47,7 @@ mod pins;
 pub mod placement;
 mod program_image;
 pub mod rules;
+mod run_lock;
 mod steering;
 mod sys;
 pub mod test_run;

@@ -1,18 +1,12 @@
 //! The rule and counter maps of an attachment, opened from their pins. Any process can open
 //! them; changes take effect at once, with no reload.
 
-use std::{
-    collections::HashMap,
-    fs::{self, File},
-    hash::Hash,
-    net::IpAddr,
-    path::Path,
-};
+use std::{collections::HashMap, fs::File, hash::Hash, net::IpAddr};
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray, XskMap, lpm_trie::Key,
 };
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use offload_common::{Counter, RuleDef, Settings, counter};
 use serde::Serialize;
 
@@ -482,26 +476,11 @@ impl RuleLock {
 }
 
 fn lock(iface: &str) -> Result<RuleLock, OffloadError> {
-    let dir = Path::new("/run/fastpath");
-    fs::create_dir_all(dir).map_err(|error| OffloadError::syscall("mkdir /run/fastpath", error))?;
-    // Not truncated on open: it may hold an interrupted change's journal line.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock_path(iface))
-        .map_err(|error| OffloadError::syscall("open rule lock", error))?;
-    Flock::lock(file, FlockArg::LockExclusive)
+    crate::run_lock::exclusive(&format!("{iface}.lock"))
         .map(RuleLock)
-        .map_err(|(_, errno)| {
-            OffloadError::syscall(
-                "flock rule lock",
-                std::io::Error::from_raw_os_error(errno as i32),
-            )
-        })
+        .map_err(|(call, source)| OffloadError::syscall(call, source))
 }
 
 pub(crate) fn lock_path(iface: &str) -> std::path::PathBuf {
-    Path::new("/run/fastpath").join(format!("{iface}.lock"))
+    crate::run_lock::path(&format!("{iface}.lock"))
 }

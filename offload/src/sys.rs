@@ -77,3 +77,19 @@ pub fn program_id(program: BorrowedFd<'_>) -> io::Result<u32> {
     })?;
     Ok(info.id)
 }
+
+/// What the kernel says of a map: its type, key and value sizes, and size limit.
+pub fn map_info(map: BorrowedFd<'_>) -> io::Result<libbpf_sys::bpf_map_info> {
+    // SAFETY: all-zero is a valid bpf_map_info; the kernel fills up to `length` bytes.
+    let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libbpf_sys::bpf_map_info>() as u32;
+    // SAFETY: `info` and `length` outlive the call and `length` is `info`'s size.
+    check(unsafe {
+        libbpf_sys::bpf_map_get_info_by_fd(
+            map.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
+            &mut length,
+        )
+    })?;
+    Ok(info)
+}

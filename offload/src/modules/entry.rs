@@ -4,14 +4,13 @@
 use std::{
     fs::{self, File},
     os::fd::AsFd,
-    path::Path,
 };
 
 use aya::{
     EbpfLoader,
     programs::{Xdp, links::FdLink, xdp::XdpMode as AyaMode},
 };
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use offload_common::module::{ChainState, maps};
 
 use super::{
@@ -24,14 +23,8 @@ use crate::{bpffs::Bpffs, mode::XdpMode, sys, xdp_state};
 pub(super) fn lock(iface: &str) -> Result<Flock<File>, ModuleError> {
     // The name becomes a file name: only an interface that exists here gets a lock file.
     xdp_state::ifindex(iface)?;
-    let dir = Path::new("/run/fastpath");
-    fs::create_dir_all(dir).map_err(ModuleError::syscall("mkdir /run/fastpath"))?;
-    let file = File::create(dir.join(format!("{iface}.chain.lock")))
-        .map_err(ModuleError::syscall("open the chain lock"))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| ModuleError::Syscall {
-        call: "flock the chain lock",
-        source: errno.into(),
-    })
+    crate::run_lock::exclusive(&format!("{iface}.chain.lock"))
+        .map_err(|(call, source)| ModuleError::Syscall { call, source })
 }
 
 /// The chain on `iface` when its entry still runs there.

@@ -298,18 +298,8 @@ impl PinnedMap {
             let map = name.to_string();
             move |source| ModuleMapError::Syscall { call, map, source }
         };
-        // SAFETY: all-zero is a valid bpf_map_info; the kernel fills up to `length` bytes.
-        let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
-        let mut length = size_of::<libbpf_sys::bpf_map_info>() as u32;
-        // SAFETY: info and length are live and sized as announced.
-        sys::check(unsafe {
-            libbpf_sys::bpf_map_get_info_by_fd(
-                fd.as_raw_fd(),
-                (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
-                &mut length,
-            )
-        })
-        .map_err(syscall("BPF_OBJ_GET_INFO_BY_FD"))?;
+        let info = sys::map_info(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(syscall("BPF_OBJ_GET_INFO_BY_FD"))?;
         let cpus = if is_per_cpu(info.type_) {
             Some(
                 aya::util::nr_cpus()

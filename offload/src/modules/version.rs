@@ -135,17 +135,6 @@ pub(super) fn plan_handover(
 /// (type, key size, value size, max entries) of a pinned map.
 fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32)> {
     let fd = sys::obj_get(path).ok()?;
-    // SAFETY: all-zero is a valid bpf_map_info; the kernel fills up to `length` bytes.
-    let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
-    let mut length = size_of::<libbpf_sys::bpf_map_info>() as u32;
-    // SAFETY: info and length are live and sized as announced.
-    let result = unsafe {
-        libbpf_sys::bpf_map_get_info_by_fd(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
-            &mut length,
-        )
-    };
-    sys::check(result).ok()?;
+    let info = sys::map_info(std::os::fd::AsFd::as_fd(&fd)).ok()?;
     Some((info.type_, info.key_size, info.value_size, info.max_entries))
 }
