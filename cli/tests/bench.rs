@@ -2,17 +2,11 @@
 //! rate, the report files written), and the errors a user can make. Rates are never
 //! asserted.
 
-use std::process::{Command, Output};
+mod support;
 
 use bench::report::{PLOTS, Results, Row};
 use lab::require_root;
-
-fn fastpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(args)
-        .output()
-        .expect("run fastpath")
-}
+use support::fastpath;
 
 fn error_of(args: &[&str]) -> String {
     let output = fastpath(args);

@@ -1,16 +1,12 @@
 //! The `fastpath` binary as a user runs it: error paths with clear messages and non-zero
 //! exits, and a full round trip across separate invocations with --netns and --json.
 
+mod support;
+use support::fastpath;
+
 use std::process::{Command, Output};
 
 use lab::{Lab, require_root as root};
-
-fn fastpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(args)
-        .output()
-        .expect("run fastpath")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

@@ -1,26 +1,12 @@
 //! `fastpath gen` on the lab: live frames leave the client's veth and reach the dut's XDP
 //! program; the counters at both ends agree. Rates are reported, never asserted.
 
-use std::process::{Command, Output};
+mod support;
+use support::{fastpath, json};
+
+use std::process::Command;
 
 use lab::{Lab, require_root};
-
-fn fastpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(args)
-        .output()
-        .expect("run fastpath")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let output = fastpath(&[&["--json"], args].concat());
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON output")
-}
 
 /// `--netns <client> gen --iface <client's> --dst <dst>`, then `more`: a generator run from
 /// the lab's client.

@@ -3,6 +3,9 @@
 //! traffic; every datagram is counted by exactly one terminal verdict, and a module's
 //! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
 
+mod support;
+use support::{failure, json};
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -14,30 +17,6 @@ use std::{
 };
 
 use lab::{Lab, require_root};
-
-fn fastpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastpath"))
-        .args(args)
-        .output()
-        .expect("run fastpath")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let output = fastpath(&[&["--json"], args].concat());
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON output")
-}
-
-/// The error a failing command prints.
-fn failure(args: &[&str]) -> String {
-    let output = fastpath(args);
-    assert!(!output.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn clang(source: &Path, object: &Path) {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
