@@ -1,6 +1,7 @@
 //! `fastpath`: one command line for the framework.
 
 mod bench;
+mod chain_cmd;
 mod demo;
 mod gen_cmd;
 mod lab_cmd;
@@ -42,6 +43,12 @@ enum Command {
     Module {
         #[command(subcommand)]
         command: module_cmd::ModuleCommand,
+    },
+    /// A whole IO module chain at once: apply a chain file, show, diff and roll back
+    /// revisions.
+    Chain {
+        #[command(subcommand)]
+        command: chain_cmd::ChainCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -90,6 +97,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Xdp { command } => xdp_cmd::run(command, cli.json),
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Module { command } => module_cmd::run(command, cli.json),
+        Command::Chain { command } => chain_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),

@@ -187,35 +187,7 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
             if as_json {
                 output::json(&listing);
             } else {
-                println!(
-                    "{}: revision {}, frags {}, empty-chain passes {}, chain-end passes {}",
-                    listing.iface,
-                    listing.revision,
-                    listing.frags,
-                    listing.empty_chain_passes,
-                    listing.chain_end_passes
-                );
-                let rows: Vec<Vec<String>> = listing
-                    .modules
-                    .iter()
-                    .map(|module| {
-                        let packets = module
-                            .packets
-                            .iter()
-                            .filter(|(_, count)| **count > 0)
-                            .map(|(verdict, count)| format!("{verdict}={count}"))
-                            .collect::<Vec<_>>()
-                            .join(" ");
-                        vec![
-                            module.order.to_string(),
-                            module.name.clone(),
-                            module.version.clone(),
-                            module.program_id.to_string(),
-                            packets,
-                        ]
-                    })
-                    .collect();
-                output::table(&["order", "name", "version", "prog", "packets"], &rows);
+                print_listing(&listing);
             }
         }
         ModuleCommand::Swap { iface, name, file } => {
@@ -272,6 +244,39 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The running chain: its revision, then one row per module.
+pub fn print_listing(listing: &modules::ChainListing) {
+    println!(
+        "{}: revision {}, frags {}, empty-chain passes {}, chain-end passes {}",
+        listing.iface,
+        listing.revision,
+        listing.frags,
+        listing.empty_chain_passes,
+        listing.chain_end_passes
+    );
+    let rows: Vec<Vec<String>> = listing
+        .modules
+        .iter()
+        .map(|module| {
+            let packets = module
+                .packets
+                .iter()
+                .filter(|(_, count)| **count > 0)
+                .map(|(verdict, count)| format!("{verdict}={count}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                module.order.to_string(),
+                module.name.clone(),
+                module.version.clone(),
+                module.program_id.to_string(),
+                packets,
+            ]
+        })
+        .collect();
+    output::table(&["order", "name", "version", "prog", "packets"], &rows);
 }
 
 fn print_entries(entries: &[map::MapEntry]) {

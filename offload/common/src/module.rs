@@ -258,7 +258,15 @@ pub struct ModuleRecord {
     pub version: [u8; NAME_LEN],
     /// The staged version's version string.
     pub next_version: [u8; NAME_LEN],
+    /// The first 16 bytes of the SHA-256 of the running version's object file: how
+    /// `chain apply` tells an unchanged module from a new build of it.
+    pub digest: [u8; DIGEST_LEN],
+    /// The staged version's digest.
+    pub next_digest: [u8; DIGEST_LEN],
 }
+
+/// Bytes of an object digest in [`ModuleRecord`].
+pub const DIGEST_LEN: usize = 16;
 
 impl Default for ModuleRecord {
     fn default() -> Self {
@@ -273,6 +281,8 @@ impl Default for ModuleRecord {
             name: [0; NAME_LEN],
             version: [0; NAME_LEN],
             next_version: [0; NAME_LEN],
+            digest: [0; DIGEST_LEN],
+            next_digest: [0; DIGEST_LEN],
         }
     }
 }
@@ -285,5 +295,5 @@ pub const RECORD_FRAGS: u32 = 2;
 const _: () = assert!(size_of::<ModuleContext>() == 108);
 const _: () = assert!(size_of::<ChainState>() == 24);
 const _: () = assert!(size_of::<ModuleMeta>() == 80);
-const _: () = assert!(size_of::<ModuleRecord>() == 128);
+const _: () = assert!(size_of::<ModuleRecord>() == 160);
 const _: () = assert!(CHAIN_SLOTS < 33, "the kernel allows 33 tail calls");

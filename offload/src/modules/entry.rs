@@ -16,6 +16,7 @@ use offload_common::module::{ChainState, maps};
 use super::{
     CHAIN_OBJECT, ModuleError,
     chain::{self, Chain, ChainPins},
+    history::History,
 };
 use crate::{bpffs::Bpffs, mode::XdpMode, sys, xdp_state};
 
@@ -68,6 +69,7 @@ pub(super) fn open_or_attach(
     let pins = ChainPins::for_iface(iface);
     // Pins of a chain whose link is gone (the interface was re-created, or an attach died).
     chain::remove_dir(&pins.dir);
+    History::for_iface(iface).clear();
     if let Some(state) = xdp_state::query(ifindex)? {
         return Err(ModuleError::InterfaceBusy {
             iface: iface.to_string(),
@@ -172,6 +174,7 @@ fn attach_entry(
 
 /// Detaches the chain's entry and removes the chain's pins.
 pub(super) fn detach(chain: &Chain) -> Result<(), ModuleError> {
+    History::for_iface(&chain.iface).clear();
     detach_pins(&chain.pins)
 }
 

@@ -286,6 +286,60 @@ pub enum ModuleError {
     /// The chain's own object could not be loaded.
     #[error("load the chain entry object")]
     LoadChain(#[source] Box<EbpfError>),
+    /// A chain file is not valid.
+    #[error("{}{}: {reason}", file.display(), line.map(|line| format!(" line {line}")).unwrap_or_default())]
+    ChainFile {
+        /// The file.
+        file: PathBuf,
+        /// The line at fault, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A module named by a chain file could not be used.
+    #[error("{} line {line}", file.display())]
+    InChainFile {
+        /// The chain file.
+        file: PathBuf,
+        /// The line naming the module.
+        line: usize,
+        /// Why.
+        #[source]
+        source: Box<ModuleError>,
+    },
+    /// The chain's history does not hold the revision asked for.
+    #[error("the chain on {iface} has no revision {revision} in its history (kept: {kept})")]
+    NoRevision {
+        /// The interface.
+        iface: String,
+        /// The revision asked for.
+        revision: u32,
+        /// The revisions the history holds.
+        kept: String,
+    },
+    /// A revision of the history lacks the object of one of its modules.
+    #[error("revision {revision} of the chain on {iface}: the object of module {module} was not kept ({})", file.display())]
+    HistoryObjectMissing {
+        /// The interface.
+        iface: String,
+        /// The revision.
+        revision: u32,
+        /// The module.
+        module: String,
+        /// Where the object should be.
+        file: PathBuf,
+    },
+    /// The chain's history could not be written or read.
+    #[error("{action} {}", path.display())]
+    History {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A system call failed.
     #[error("{call} failed")]
     Syscall {

@@ -11,24 +11,34 @@
 //! with one map update, so no packet sees a half-built chain, and a command that dies
 //! leaves the running chain intact; the next command removes what it left. [`swap`]
 //! hands the old version's maps to the new one where their shapes match. [`scaffold`]
-//! writes new module projects; [`map`] reads and writes a running module's maps.
+//! writes new module projects; [`map`] reads and writes a running module's maps. [`apply`]
+//! makes a whole chain from a chain file ([`spec`]) in one revision; [`history`] keeps the
+//! revisions [`rollback`] and [`diff`] work on.
 //! docs/modules.md tells the whole design.
 
+mod apply;
 mod chain;
 mod entry;
 mod error;
+pub mod history;
 pub mod map;
 mod object;
 mod ops;
 mod report;
+mod revision;
 pub mod scaffold;
+pub mod spec;
 mod version;
 
+pub use apply::{apply, diff, rollback, show};
 pub use error::ModuleError;
 pub use object::{MapShape, ModuleObject};
 pub use offload_common::module::ABI_VERSION;
 pub use ops::{Position, list, load, read_counter, swap, unload};
-pub use report::{ChainListing, Loaded, MapHandover, ModuleEntry, Swapped, Unloaded};
+pub use report::{
+    Applied, ChainDiff, ChainListing, ChainShow, Change, Loaded, MapHandover, ModuleChange,
+    ModuleEntry, Swapped, Unloaded,
+};
 
 /// The chain's entry object of this build (built by build.rs from `offload/ebpf`).
 pub static CHAIN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chain"));

@@ -9,7 +9,10 @@ use std::{
 
 use aya_obj::{EbpfSectionKind, ProgramSection};
 use object::{Object as _, ObjectSection as _};
-use offload_common::module::{ABI_VERSION, META_FRAGS, META_MAGIC, META_SECTION, ModuleMeta, maps};
+use offload_common::module::{
+    ABI_VERSION, DIGEST_LEN, META_FRAGS, META_MAGIC, META_SECTION, ModuleMeta, maps,
+};
+use sha2::{Digest as _, Sha256};
 
 use super::ModuleError;
 
@@ -30,6 +33,8 @@ pub struct ModuleObject {
     pub program: String,
     /// Its own maps (not the chain's shared ones, nor global data sections).
     pub maps: Vec<MapShape>,
+    /// The first bytes of the SHA-256 of `bytes`: the same build gives the same digest.
+    pub digest: [u8; DIGEST_LEN],
 }
 
 /// What decides whether a map of a new version can take over the old one's contents.
@@ -159,9 +164,11 @@ impl ModuleObject {
                 map: bad.name.clone(),
             });
         }
+        let digest = digest_of(&bytes);
         Ok(ModuleObject {
             path: file,
             bytes,
+            digest,
             name,
             version,
             frags,
@@ -169,6 +176,18 @@ impl ModuleObject {
             maps: own_maps,
         })
     }
+}
+
+fn digest_of(bytes: &[u8]) -> [u8; DIGEST_LEN] {
+    let full = Sha256::digest(bytes);
+    let mut digest = [0u8; DIGEST_LEN];
+    digest.copy_from_slice(&full[..DIGEST_LEN]);
+    digest
+}
+
+/// A digest as lowercase hex, as `chain show` prints it.
+pub fn digest_hex(digest: &[u8; DIGEST_LEN]) -> String {
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// aya-obj 0.3 panics on some malformed BTF.ext sections (an unwrap on a string offset in

@@ -1,20 +1,17 @@
 //! The module commands: load, swap, unload and list, each under the chain's lock, each
 //! change one revision switch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use offload_common::module::{
-    CHAIN_SLOTS, MAX_MODULES, ModuleRecord, NAME_LEN, RECORD_FRAGS, RECORD_IN_USE, chain_counter,
-    verdict,
-};
+use offload_common::module::{NAME_LEN, RECORD_FRAGS, chain_counter, verdict};
 
 use super::{
     ModuleError, ModuleObject,
-    chain::{self, Chain, Member},
+    chain::Chain,
     entry::{detach, lock, open_existing, open_or_attach},
     object::c_string,
     report::{ChainListing, Loaded, ModuleEntry, Swapped, Unloaded},
-    version::{load_version, plan_handover},
+    revision::{Next, commit},
 };
 
 /// Where a module joins the running chain.
@@ -69,18 +66,11 @@ fn load_into(
     position: &Position,
 ) -> Result<(usize, u32, u32), ModuleError> {
     chain.reconcile()?;
-    check_frags(chain, object, name)?;
     let running = running_names(chain)?;
     if running.iter().any(|(_, known)| known == name) {
         return Err(ModuleError::DuplicateName {
             iface: chain.iface.clone(),
             module: name.to_string(),
-        });
-    }
-    if running.len() as u32 >= CHAIN_SLOTS {
-        return Err(ModuleError::ChainFull {
-            iface: chain.iface.clone(),
-            max: CHAIN_SLOTS,
         });
     }
     let order = match position {
@@ -89,28 +79,10 @@ fn load_into(
         Position::Before(neighbour) => index_of(chain, &running, neighbour)?,
         Position::After(neighbour) => index_of(chain, &running, neighbour)? + 1,
     };
-    let instance = chain.free_instance()?.ok_or(ModuleError::ChainFull {
-        iface: chain.iface.clone(),
-        max: MAX_MODULES,
-    })?;
-    let generation = 1;
-    let (program, program_id) = load_version(chain, object, name, generation, &[])?;
-    let mut record = ModuleRecord {
-        flags: RECORD_IN_USE | if object.frags { RECORD_FRAGS } else { 0 },
-        next_program_id: program_id,
-        next_generation: generation,
-        name: fixed(name),
-        next_version: fixed(&object.version),
-        ..ModuleRecord::default()
-    };
-    chain.set_record(instance, &record)?;
-    let mut members = chain.running_members()?;
-    members.insert(order, Member { instance, program });
-    let revision = chain.switch(&members)?;
-    chain::promote(&mut record);
-    chain.set_record(instance, &record)?;
-    chain.retire_old_bank()?;
-    Ok((order, program_id, revision))
+    let mut next = keep_all(&running);
+    next.insert(order, Next::Add { name, object });
+    let committed = commit(chain, &next)?;
+    Ok((order, committed.program_ids[order], committed.revision))
 }
 
 /// Replaces the module `name` on `iface` with the version in `file`, in one revision
@@ -121,42 +93,29 @@ pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError
     let _lock = lock(iface)?;
     let mut chain = open_existing(iface)?;
     chain.reconcile()?;
-    check_frags(&chain, &object, name)?;
     let running = running_names(&chain)?;
     let index = index_of(&chain, &running, name)?;
     let instance = running[index].0;
-    let mut record = chain.record(instance)?;
-    let old_generation_dir = chain.pins.generation_dir(name, record.generation);
-    let handover = plan_handover(&object, &old_generation_dir)?;
-    let generation = record.generation + 1;
-    let kept: Vec<(String, PathBuf)> = handover
-        .kept
-        .iter()
-        .map(|map| (map.clone(), old_generation_dir.join(map)))
-        .collect();
-    let (program, new_program_id) = load_version(&chain, &object, name, generation, &kept)?;
-    let old_program_id = record.program_id;
-    let old_version = c_string(&record.version);
-    record.next_program_id = new_program_id;
-    record.next_generation = generation;
-    record.next_version = fixed(&object.version);
-    chain.set_record(instance, &record)?;
-    let mut members = chain.running_members()?;
-    members[index] = Member { instance, program };
-    let revision = chain.switch(&members)?;
-    chain::promote(&mut record);
-    chain.set_record(instance, &record)?;
-    chain.prune_generations(name, generation);
-    chain.retire_old_bank()?;
+    let record = chain.record(instance)?;
+    let mut next = keep_all(&running);
+    next[index] = Next::Replace {
+        instance,
+        object: &object,
+    };
+    let mut committed = commit(&mut chain, &next)?;
     Ok(Swapped {
         iface: iface.to_string(),
         module: name.to_string(),
-        old_version,
+        old_version: c_string(&record.version),
         new_version: object.version,
-        old_program_id,
-        new_program_id,
-        revision,
-        maps: handover,
+        old_program_id: record.program_id,
+        new_program_id: committed.program_ids[index],
+        revision: committed.revision,
+        maps: committed
+            .handovers
+            .pop()
+            .map(|(_, handover)| handover)
+            .unwrap_or_default(),
     })
 }
 
@@ -168,23 +127,25 @@ pub fn unload(iface: &str, name: &str) -> Result<Unloaded, ModuleError> {
     chain.reconcile()?;
     let running = running_names(&chain)?;
     let index = index_of(&chain, &running, name)?;
-    let instance = running[index].0;
-    let mut members = chain.running_members()?;
-    members.remove(index);
-    let empty = members.is_empty();
-    let revision = chain.switch(&members)?;
-    chain.set_record(instance, &ModuleRecord::default())?;
-    chain::remove_dir(&chain.pins.module_dir(name));
-    chain.retire_old_bank()?;
-    if empty {
-        detach(&chain)?;
-    }
+    let mut next = keep_all(&running);
+    next.remove(index);
+    let committed = commit(&mut chain, &next)?;
     Ok(Unloaded {
         iface: iface.to_string(),
         module: name.to_string(),
-        revision,
-        chain_detached: empty,
+        revision: committed.revision,
+        chain_detached: committed.chain_detached,
     })
+}
+
+/// The running modules, each kept as it runs.
+fn keep_all(running: &[(u32, String)]) -> Vec<Next<'static>> {
+    running
+        .iter()
+        .map(|(instance, _)| Next::Keep {
+            instance: *instance,
+        })
+        .collect()
 }
 
 /// The chain on `iface`: its revision and its modules in order, with their counters.
@@ -248,19 +209,6 @@ pub(super) fn check_name(name: &str) -> Result<(), ModuleError> {
     Ok(())
 }
 
-fn check_frags(chain: &Chain, object: &ModuleObject, name: &str) -> Result<(), ModuleError> {
-    let chain_frags = chain.state()?.frags != 0;
-    if chain_frags != object.frags {
-        return Err(ModuleError::FragsMismatch {
-            module: name.to_string(),
-            iface: chain.iface.clone(),
-            module_frags: object.frags,
-            chain_frags,
-        });
-    }
-    Ok(())
-}
-
 /// (instance, name) of the running revision's modules, in order.
 fn running_names(chain: &Chain) -> Result<Vec<(u32, String)>, ModuleError> {
     chain
@@ -283,13 +231,6 @@ fn index_of(chain: &Chain, running: &[(u32, String)], name: &str) -> Result<usiz
                 .collect::<Vec<_>>()
                 .join(", "),
         })
-}
-
-fn fixed(text: &str) -> [u8; NAME_LEN] {
-    let mut bytes = [0u8; NAME_LEN];
-    let len = text.len().min(NAME_LEN - 1);
-    bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-    bytes
 }
 
 /// Entry `index` of the module `name`'s per-CPU `u64` array map `map`, summed over the
@@ -330,12 +271,5 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_name(&"x".repeat(31)).is_ok());
-    }
-
-    #[test]
-    fn names_are_nul_padded_and_cut_to_fit() {
-        let field = fixed("counter");
-        assert_eq!(&field[..8], b"counter\0");
-        assert_eq!(c_string(&fixed(&"y".repeat(40))).len(), NAME_LEN - 1);
     }
 }

@@ -107,3 +107,89 @@ pub struct ChainListing {
     /// Packets passed because the last module continued (or a tail call failed).
     pub chain_end_passes: u64,
 }
+
+/// How a module fares in a change of revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// It joins the chain.
+    Added,
+    /// It leaves the chain.
+    Removed,
+    /// Another build of it replaces the running one (maps of matching shape kept).
+    Swapped,
+    /// It runs as it was, at another place.
+    Moved,
+    /// It runs as it was, where it was.
+    Unchanged,
+}
+
+impl Change {
+    /// The word the CLI prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Removed => "removed",
+            Change::Swapped => "swapped",
+            Change::Moved => "moved",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One module of a change of revision.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModuleChange {
+    /// Its name.
+    pub name: String,
+    /// What happens to it.
+    pub change: Change,
+    /// Its place in the new revision, from 0 (none when removed).
+    pub order: Option<usize>,
+    /// Its place in the old revision (none when added).
+    pub old_order: Option<usize>,
+    /// Its version in the new revision.
+    pub version: Option<String>,
+    /// Its version in the old revision.
+    pub old_version: Option<String>,
+    /// For a swap: the maps handed over (known once the change is made, or planned).
+    pub maps: Option<MapHandover>,
+}
+
+/// What [`apply`](super::apply) and [`rollback`](super::rollback) did, or with `--check`
+/// would do.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// The interface.
+    pub iface: String,
+    /// The revision switched to; none when only checked, or nothing changed.
+    pub revision: Option<u32>,
+    /// Each module's change, new order first, removed ones last.
+    pub changes: Vec<ModuleChange>,
+    /// The mode the chain's entry was attached in, when this command attached it.
+    pub attached: Option<XdpMode>,
+    /// The new chain holds no module, so its entry was detached.
+    pub chain_detached: bool,
+}
+
+/// What [`diff`](super::diff) shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainDiff {
+    /// The interface.
+    pub iface: String,
+    /// What is compared from ("revision 3").
+    pub from: String,
+    /// What is compared to ("revision 4", or the chain file).
+    pub to: String,
+    /// Each module's change.
+    pub changes: Vec<ModuleChange>,
+}
+
+/// What [`show`](super::show) shows: the running chain and its history.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainShow {
+    /// The running chain.
+    pub chain: ChainListing,
+    /// The revisions kept, oldest first.
+    pub history: Vec<super::history::RevisionRecord>,
+}

@@ -1,0 +1,139 @@
+//! `fastpath chain ...`: a whole module chain at once, its revisions and its history.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use offload::modules::{self, ModuleChange};
+
+use crate::{module_cmd::print_listing, output};
+
+#[derive(Subcommand)]
+pub enum ChainCommand {
+    /// Make the chain the one a chain file describes, in one revision: modules added,
+    /// removed, reordered and swapped (maps of matching shape kept).
+    Apply {
+        #[arg(long)]
+        iface: String,
+        /// The chain file (`[[module]]` entries with `file` and an optional `name`).
+        file: PathBuf,
+        /// Read and plan everything, change nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The running chain and the revisions its history keeps.
+    Show {
+        #[arg(long)]
+        iface: String,
+    },
+    /// What a chain file would change; without a file, what the running revision changed.
+    Diff {
+        #[arg(long)]
+        iface: String,
+        /// The chain file to compare the running chain with.
+        file: Option<PathBuf>,
+    },
+    /// Apply again an earlier revision from the history (by default the one before the
+    /// running revision), as a new revision.
+    Rollback {
+        #[arg(long)]
+        iface: String,
+        /// The revision to go back to.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+}
+
+pub fn run(command: &ChainCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        ChainCommand::Apply { iface, file, check } => {
+            let applied = modules::apply(iface, file, *check)?;
+            print_applied(&applied, *check, as_json);
+        }
+        ChainCommand::Rollback { iface, to } => {
+            let applied = modules::rollback(iface, *to)?;
+            print_applied(&applied, false, as_json);
+        }
+        ChainCommand::Show { iface } => {
+            let shown = modules::show(iface)?;
+            if as_json {
+                output::json(&shown);
+            } else {
+                print_listing(&shown.chain);
+                println!("history:");
+                let rows: Vec<Vec<String>> = shown
+                    .history
+                    .iter()
+                    .rev()
+                    .map(|record| {
+                        let names: Vec<&str> =
+                            record.modules.iter().map(|m| m.name.as_str()).collect();
+                        vec![
+                            record.revision.to_string(),
+                            record.applied_at.to_string(),
+                            names.join(" > "),
+                            record.command.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["revision", "applied_at", "modules", "command"], &rows);
+            }
+        }
+        ChainCommand::Diff { iface, file } => {
+            let diff = modules::diff(iface, file.as_deref())?;
+            if as_json {
+                output::json(&diff);
+            } else {
+                println!("{}: {} -> {}", diff.iface, diff.from, diff.to);
+                print_changes(&diff.changes);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_applied(applied: &modules::Applied, check: bool, as_json: bool) {
+    if as_json {
+        output::json(applied);
+        return;
+    }
+    if let Some(mode) = applied.attached {
+        println!("attached the module chain to {} ({mode})", applied.iface);
+    }
+    match (check, applied.revision) {
+        (true, _) => println!("checked: nothing changed; the change would be:"),
+        (false, None) => println!("the chain already is as asked: nothing changed"),
+        (false, Some(revision)) => println!("{}: revision {revision}", applied.iface),
+    }
+    print_changes(&applied.changes);
+    if applied.chain_detached {
+        println!("the chain is empty: detached it from {}", applied.iface);
+    }
+}
+
+fn print_changes(changes: &[ModuleChange]) {
+    let place = |order: Option<usize>| order.map_or("-".to_string(), |order| order.to_string());
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|change| {
+            let maps = change.maps.as_ref().map_or(String::new(), |maps| {
+                format!(
+                    "kept [{}] reset [{}]",
+                    maps.kept.join(" "),
+                    maps.reset.join(" ")
+                )
+            });
+            vec![
+                change.name.clone(),
+                change.change.as_str().to_string(),
+                format!("{} -> {}", place(change.old_order), place(change.order)),
+                format!(
+                    "{} -> {}",
+                    change.old_version.as_deref().unwrap_or("-"),
+                    change.version.as_deref().unwrap_or("-")
+                ),
+                maps,
+            ]
+        })
+        .collect();
+    output::table(&["module", "change", "order", "version", "maps"], &rows);
+}

@@ -1,0 +1,294 @@
+//! The chain commands: `chain apply` (a whole chain from a file, one revision),
+//! `chain diff`, `chain rollback` and `chain show`.
+
+use std::path::Path;
+
+use super::{
+    ModuleError, ModuleObject,
+    chain::Chain,
+    entry::{detach, lock, open_existing, open_or_attach},
+    history::{History, RevisionModule, RevisionRecord},
+    list,
+    object::digest_hex,
+    report::{Applied, ChainDiff, ChainShow, Change, ModuleChange},
+    revision::{Next, changes, commit, running_modules},
+    spec::ChainSpec,
+    version::plan_handover,
+};
+
+/// Makes the chain on `iface` the one the chain file at `file` describes, in one revision
+/// switch: modules added, removed, reordered and swapped (a module whose object differs
+/// from the running one's is swapped, its maps of matching shape kept). With `check`,
+/// reads and plans everything and changes nothing.
+pub fn apply(iface: &str, file: &Path, check: bool) -> Result<Applied, ModuleError> {
+    let spec = ChainSpec::read(file)?;
+    let wanted: Vec<(&str, &ModuleObject)> = spec
+        .modules
+        .iter()
+        .map(|module| (module.name.as_str(), &module.object))
+        .collect();
+    check_frags_agree(iface, &wanted)?;
+    let _lock = lock(iface)?;
+    if check {
+        return planned(iface, &wanted);
+    }
+    apply_locked(iface, &wanted)
+}
+
+/// Applies anew revision `to` of the chain on `iface` (by default the one before the
+/// running revision) from the chain's history: a new revision with the same modules, in
+/// the same order, from the same objects. Maps of matching shape are kept, as in a swap.
+pub fn rollback(iface: &str, to: Option<u32>) -> Result<Applied, ModuleError> {
+    let _lock = lock(iface)?;
+    let chain = open_existing(iface)?;
+    let running = chain.state()?.revision;
+    let history = History::for_iface(iface);
+    let target = match to {
+        Some(revision) => history.revision(iface, revision)?,
+        None => previous(&history, iface, running)?,
+    };
+    let objects = history.objects_of(iface, &target)?;
+    drop(chain);
+    let wanted: Vec<(&str, &ModuleObject)> = objects
+        .iter()
+        .map(|(name, object)| (name.as_str(), object))
+        .collect();
+    check_frags_agree(iface, &wanted)?;
+    apply_locked(iface, &wanted)
+}
+
+/// What would change, module by module: from the running chain to the chain file `file`,
+/// or without a file, from the revision before the running one to the running one.
+pub fn diff(iface: &str, file: Option<&Path>) -> Result<ChainDiff, ModuleError> {
+    match file {
+        Some(file) => {
+            let spec = ChainSpec::read(file)?;
+            let wanted: Vec<(&str, &ModuleObject)> = spec
+                .modules
+                .iter()
+                .map(|module| (module.name.as_str(), &module.object))
+                .collect();
+            let _lock = lock(iface)?;
+            let plan = planned(iface, &wanted)?;
+            Ok(ChainDiff {
+                iface: iface.to_string(),
+                from: match plan.revision {
+                    Some(revision) => format!("revision {revision}"),
+                    None => "no chain".to_string(),
+                },
+                to: file.display().to_string(),
+                changes: plan.changes,
+            })
+        }
+        None => {
+            let chain = open_existing(iface)?;
+            let running = chain.state()?.revision;
+            let history = History::for_iface(iface);
+            let before = previous(&history, iface, running)?;
+            let now: Vec<RevisionModule> = running_modules(&chain)?
+                .into_iter()
+                .map(|(_, module)| module)
+                .collect();
+            Ok(ChainDiff {
+                iface: iface.to_string(),
+                from: format!("revision {}", before.revision),
+                to: format!("revision {running}"),
+                changes: changes(&before.modules, &now),
+            })
+        }
+    }
+}
+
+/// The running chain on `iface` and the revisions its history keeps.
+pub fn show(iface: &str) -> Result<ChainShow, ModuleError> {
+    Ok(ChainShow {
+        chain: list(iface)?,
+        history: History::for_iface(iface).revisions(),
+    })
+}
+
+/// The latest revision of the history before `running`.
+fn previous(history: &History, iface: &str, running: u32) -> Result<RevisionRecord, ModuleError> {
+    let records = history.revisions();
+    let before = records
+        .iter()
+        .rev()
+        .find(|record| record.revision < running);
+    match before {
+        Some(record) => Ok(record.clone()),
+        None => history.revision(iface, running.saturating_sub(1)),
+    }
+}
+
+/// The modules of one chain must agree on `xdp.frags`: they share one program array.
+fn check_frags_agree(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<(), ModuleError> {
+    let Some((_, first)) = wanted.first() else {
+        return Ok(());
+    };
+    match wanted
+        .iter()
+        .find(|(_, object)| object.frags != first.frags)
+    {
+        Some((name, object)) => Err(ModuleError::FragsMismatch {
+            module: name.to_string(),
+            iface: iface.to_string(),
+            module_frags: object.frags,
+            chain_frags: first.frags,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The plan of a change to `wanted`, made of nothing but reads: the changes, and for each
+/// swap, the maps that would be kept. `revision` is the running one (none without a chain).
+fn planned(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
+    let chain = match open_existing(iface) {
+        Ok(chain) => Some(chain),
+        Err(ModuleError::NoChain { .. }) => None,
+        Err(error) => return Err(error),
+    };
+    let running = match &chain {
+        Some(chain) => running_modules(chain)?,
+        None => Vec::new(),
+    };
+    let old: Vec<RevisionModule> = running.iter().map(|(_, module)| module.clone()).collect();
+    let mut plan = changes(&old, &as_revision_modules(wanted));
+    if let Some(chain) = &chain {
+        fill_handovers(chain, &running, wanted, &mut plan)?;
+    }
+    Ok(Applied {
+        iface: iface.to_string(),
+        revision: match &chain {
+            Some(chain) => Some(chain.state()?.revision),
+            None => None,
+        },
+        changes: plan,
+        attached: None,
+        chain_detached: false,
+    })
+}
+
+/// Applies `wanted` under the chain's lock, taken by the caller.
+fn apply_locked(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
+    let Some((_, first)) = wanted.first() else {
+        return remove_every_module(iface);
+    };
+    let (mut chain, attached) = open_or_attach(iface, first.frags)?;
+    let result = apply_to(&mut chain, wanted);
+    if result.is_err() && attached.is_some() {
+        // The interface had no chain before this command: leave it without one.
+        let _ = detach(&chain);
+    }
+    let (revision, changes) = result?;
+    Ok(Applied {
+        iface: iface.to_string(),
+        revision,
+        changes,
+        attached,
+        chain_detached: false,
+    })
+}
+
+fn apply_to(
+    chain: &mut Chain,
+    wanted: &[(&str, &ModuleObject)],
+) -> Result<(Option<u32>, Vec<ModuleChange>), ModuleError> {
+    let running = running_modules(chain)?;
+    let old: Vec<RevisionModule> = running.iter().map(|(_, module)| module.clone()).collect();
+    let mut plan = changes(&old, &as_revision_modules(wanted));
+    if plan.iter().all(|change| change.change == Change::Unchanged) {
+        return Ok((None, plan));
+    }
+    let next: Vec<Next<'_>> = wanted
+        .iter()
+        .map(
+            |(name, object)| match running.iter().find(|(_, module)| module.name == *name) {
+                Some((instance, module)) if module.digest == digest_hex(&object.digest) => {
+                    Next::Keep {
+                        instance: *instance,
+                    }
+                }
+                Some((instance, _)) => Next::Replace {
+                    instance: *instance,
+                    object,
+                },
+                None => Next::Add { name, object },
+            },
+        )
+        .collect();
+    let committed = commit(chain, &next)?;
+    for (name, handover) in committed.handovers {
+        if let Some(change) = plan.iter_mut().find(|change| change.name == name) {
+            change.maps = Some(handover);
+        }
+    }
+    Ok((Some(committed.revision), plan))
+}
+
+/// An empty chain file: every module goes, and the chain's entry with the last.
+fn remove_every_module(iface: &str) -> Result<Applied, ModuleError> {
+    let mut chain = match open_existing(iface) {
+        Ok(chain) => chain,
+        Err(ModuleError::NoChain { .. }) => {
+            return Ok(Applied {
+                iface: iface.to_string(),
+                revision: None,
+                changes: Vec::new(),
+                attached: None,
+                chain_detached: false,
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    chain.reconcile()?;
+    let old: Vec<RevisionModule> = running_modules(&chain)?
+        .into_iter()
+        .map(|(_, module)| module)
+        .collect();
+    let committed = commit(&mut chain, &[])?;
+    Ok(Applied {
+        iface: iface.to_string(),
+        revision: Some(committed.revision),
+        changes: changes(&old, &[]),
+        attached: None,
+        chain_detached: committed.chain_detached,
+    })
+}
+
+fn as_revision_modules(wanted: &[(&str, &ModuleObject)]) -> Vec<RevisionModule> {
+    wanted
+        .iter()
+        .map(|(name, object)| RevisionModule {
+            name: name.to_string(),
+            version: object.version.clone(),
+            digest: digest_hex(&object.digest),
+        })
+        .collect()
+}
+
+/// The maps each planned swap would keep, from the running versions' pins.
+fn fill_handovers(
+    chain: &Chain,
+    running: &[(u32, RevisionModule)],
+    wanted: &[(&str, &ModuleObject)],
+    plan: &mut [ModuleChange],
+) -> Result<(), ModuleError> {
+    for change in plan
+        .iter_mut()
+        .filter(|change| change.change == Change::Swapped)
+    {
+        let Some((_, object)) = wanted.iter().find(|(name, _)| *name == change.name) else {
+            continue;
+        };
+        let Some((instance, _)) = running
+            .iter()
+            .find(|(_, module)| module.name == change.name)
+        else {
+            continue;
+        };
+        let generation = chain.record(*instance)?.generation;
+        let old_dir = chain.pins.generation_dir(&change.name, generation);
+        change.maps = Some(plan_handover(object, &old_dir)?);
+    }
+    Ok(())
+}
