@@ -731,3 +731,297 @@ fn module_map_reads_and_writes_a_running_modules_map() {
     );
     on_dut(&["unload", "--iface", &iface, "counter"]);
 }
+
+/// Writes chain file `file` in `dir`: one `[[module]]` per (name, object file name in
+/// `dir`), in order, the objects named relative to the chain file.
+fn chain_file(dir: &Path, file: &str, modules: &[(&str, &str)]) -> String {
+    let text: String = modules
+        .iter()
+        .map(|(name, object)| format!("[[module]]\nname = \"{name}\"\nfile = \"{object}\"\n\n"))
+        .collect();
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn changes(applied: &serde_json::Value) -> Vec<(String, String)> {
+    applied["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("changes in {applied}"))
+        .iter()
+        .map(|change| {
+            (
+                change["name"].as_str().unwrap().to_string(),
+                change["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// PROTOCOLS[UDP] of the counter instance `module` on the dut.
+fn udp_seen(lab: &Lab, module: &str) -> u64 {
+    let (iface, module) = (lab.dut.iface.clone(), module.to_string());
+    lab::netns::run_in(&lab.dut.namespace, move || {
+        offload::modules::read_counter(&iface, &module, "PROTOCOLS", 17)
+    })
+    .expect("dut namespace")
+    .expect("read PROTOCOLS")
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn chain_apply_reorders_swaps_and_rolls_back_under_traffic() {
+    require_root("chain apply");
+    let built = build_modules("c");
+    let dir = built.dir.0.clone();
+    let lab = Lab::for_test("ca");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let chain = |args: &[&str]| -> serde_json::Value {
+        json(&[&["--netns", ns.as_str(), "chain"], args].concat())
+    };
+    let listing = || json(&["--netns", &ns, "module", "list", "--iface", &iface]);
+    // Three instances of the counter (each counts and continues), the dropper last.
+    let order = |file: &str, names: [&str; 3], a_object: &str| {
+        let object = |name: &str| if name == "a" { a_object } else { "counter.o" };
+        chain_file(
+            &dir,
+            file,
+            &[
+                (names[0], object(names[0])),
+                (names[1], object(names[1])),
+                (names[2], object(names[2])),
+                ("dropper", "dropper.o"),
+            ],
+        )
+    };
+    let abc = order("abc.toml", ["a", "b", "c"], "counter.o");
+    let cab = order("cab.toml", ["c", "a", "b"], "counter.o");
+    let bca = order("bca.toml", ["b", "c", "a"], "counter.o");
+    let abc_v2 = order("abc-v2.toml", ["a", "b", "c"], "counter_v2.o");
+
+    let first = chain(&["apply", "--iface", &iface, &abc]);
+    assert!(first["attached"].is_string(), "{first}");
+    assert_eq!(first["revision"], 1, "{first}");
+    assert_eq!(names(&listing()), ["a", "b", "c", "dropper"]);
+    let again = chain(&["apply", "--iface", &iface, &abc]);
+    assert!(again["revision"].is_null(), "nothing to change: {again}");
+
+    let warm_up = udp_burst(&lab); // also resolves ARP
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = udp_traffic(lab.client.namespace.clone(), lab.dut.ipv4, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    let reordered = chain(&["apply", "--iface", &iface, &cab]);
+    assert_eq!(
+        changes(&reordered),
+        owned(&[
+            ("c", "moved"),
+            ("a", "moved"),
+            ("b", "moved"),
+            ("dropper", "unchanged")
+        ])
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    chain(&["apply", "--iface", &iface, &bca]);
+    std::thread::sleep(Duration::from_millis(100));
+    // Back in order with a new build of `a`: a swap keeping its counter.
+    let swapped = chain(&["apply", "--iface", &iface, &abc_v2]);
+    let a = &swapped["changes"][0];
+    assert_eq!(
+        (a["name"].as_str(), a["change"].as_str()),
+        (Some("a"), Some("swapped"))
+    );
+    assert_eq!(
+        a["maps"]["kept"],
+        serde_json::json!(["PROTOCOLS"]),
+        "{swapped}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // A check changes nothing.
+    let revision = listing()["revision"].clone();
+    let checked = chain(&["apply", "--iface", &iface, &cab, "--check"]);
+    assert_eq!(checked["revision"], revision, "{checked}");
+    assert_eq!(names(&listing()), ["a", "b", "c", "dropper"]);
+    assert_eq!(listing()["revision"], revision);
+    // The diff against a file, and the last revision's own diff.
+    let diff = chain(&["diff", "--iface", &iface, &cab]);
+    assert_eq!(diff["changes"][0]["change"], "moved", "{diff}");
+    assert_eq!(changes(&diff)[1], ("a".to_string(), "swapped".to_string()));
+    let last = chain(&["diff", "--iface", &iface]);
+    assert_eq!(changes(&last)[0], ("a".to_string(), "swapped".to_string()));
+    // Rollback: the revision before (b c a, a of the first build) comes back.
+    let rolled = chain(&["rollback", "--iface", &iface]);
+    assert_eq!(names(&listing()), ["b", "c", "a", "dropper"], "{rolled}");
+    assert_eq!(listing()["modules"][2]["version"], "0.1.0");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let sent = warm_up + traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Every datagram met the dropper, and every counter, across five revisions.
+    let now = listing();
+    assert!(sent > 1000, "sent {sent}");
+    assert_eq!(verdict(&now, "dropper", "drop"), sent, "{now}");
+    for module in ["a", "b", "c"] {
+        assert_eq!(udp_seen(&lab, module), sent, "PROTOCOLS[17] of {module}");
+        assert_eq!(verdict(&now, module, "drop"), 0, "{now}");
+    }
+
+    // The history: each revision with its command.
+    let shown = chain(&["show", "--iface", &iface]);
+    let history = shown["history"].as_array().unwrap();
+    let revisions: Vec<u64> = history
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revisions, [1, 2, 3, 4, 5], "{shown}");
+    assert!(
+        history[4]["command"]
+            .as_str()
+            .unwrap()
+            .contains("chain rollback"),
+        "{shown}"
+    );
+    assert!(
+        history[1]["command"].as_str().unwrap().contains("cab.toml"),
+        "{shown}"
+    );
+
+    // Bad chain files and revisions: errors naming the line or what exists.
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let apply_failure =
+        |file: &str| failure(&["--netns", &ns, "chain", "apply", "--iface", &iface, file]);
+    let error = apply_failure(&write("syntax.toml", "[[module]]\nfile = \"counter.o\n"));
+    assert!(error.contains("syntax.toml line 2"), "{error}");
+    let error = apply_failure(&write(
+        "unknown.toml",
+        "[[module]]\nfile = \"counter.o\"\n\n[[module]]\nfile = \"dropper.o\"\nweight = 3\n",
+    ));
+    assert!(error.contains("unknown.toml line"), "{error}");
+    assert!(error.contains("weight"), "{error}");
+    let error = apply_failure(&write(
+        "missing.toml",
+        "[[module]]\nfile = \"counter.o\"\n\n[[module]]\nfile = \"nowhere.o\"\n",
+    ));
+    assert!(error.contains("missing.toml line 5"), "{error}");
+    assert!(error.contains("nowhere.o"), "{error}");
+    let error = apply_failure(&write(
+        "twice.toml",
+        "[[module]]\nfile = \"counter.o\"\n\n[[module]]\nfile = \"counter_v2.o\"\n",
+    ));
+    assert!(error.contains("twice.toml line 5"), "{error}");
+    assert!(
+        error.contains("already used by the module on line 1"),
+        "{error}"
+    );
+    let error = apply_failure(&write(
+        "abi.toml",
+        "[[module]]\nname = \"x\"\nfile = \"abi2.o\"\n",
+    ));
+    assert!(error.contains("abi.toml line 3"), "{error}");
+    assert!(error.contains("built for ABI 2"), "{error}");
+    let error = failure(&[
+        "--netns", &ns, "chain", "rollback", "--iface", &iface, "--to", "99",
+    ]);
+    assert!(error.contains("no revision 99"), "{error}");
+    assert!(error.contains("kept: 1, 2, 3, 4, 5"), "{error}");
+    assert_eq!(names(&listing()), ["b", "c", "a", "dropper"]);
+
+    // An empty chain file removes every module and the chain.
+    let empty = chain(&["apply", "--iface", &iface, &write("empty.toml", "")]);
+    assert_eq!(empty["chain_detached"], true, "{empty}");
+    let error = failure(&["--netns", &ns, "module", "list", "--iface", &iface]);
+    assert!(error.contains("no module chain"), "{error}");
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_kill_during_chain_apply_leaves_the_old_chain_working() {
+    require_root("chain apply kill -9");
+    let built = build_modules("c");
+    let dir = built.dir.0.clone();
+    let lab = Lab::for_test("ck");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let apply = |file: &str, kill_at: Option<&str>| -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fastpath"));
+        command.args([
+            "--json", "--netns", &ns, "chain", "apply", "--iface", &iface, file,
+        ]);
+        if let Some(point) = kill_at {
+            command.env("FASTPATH_KILL_AT", point);
+        }
+        command.output().expect("run fastpath")
+    };
+    let listing = || json(&["--netns", &ns, "module", "list", "--iface", &iface]);
+    let modules_dir = PathBuf::from(format!("/sys/fs/bpf/fastpath/{iface}/chain/modules"));
+    let pinned_modules = || {
+        let mut names: Vec<String> = std::fs::read_dir(&modules_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let old = chain_file(
+        &dir,
+        "old.toml",
+        &[("a", "counter.o"), ("dropper", "dropper.o")],
+    );
+    let new = chain_file(
+        &dir,
+        "new.toml",
+        &[
+            ("b", "counter.o"),
+            ("a", "counter_v2.o"),
+            ("dropper", "dropper.o"),
+        ],
+    );
+    assert!(apply(&old, None).status.success());
+    udp_burst(&lab); // resolves ARP
+
+    // Killed with the new revision built, not switched to: the old chain runs on.
+    let drops = verdict(&listing(), "dropper", "drop");
+    let killed_apply = apply(&new, Some("module:revision-built"));
+    assert!(killed(&killed_apply), "{killed_apply:?}");
+    assert_eq!(names(&listing()), ["a", "dropper"]);
+    assert_eq!(listing()["modules"][0]["version"], "0.1.0");
+    let sent = udp_burst(&lab);
+    assert_eq!(verdict(&listing(), "dropper", "drop"), drops + sent);
+    // The next command removes what the dead one staged, and applies.
+    assert!(apply(&old, None).status.success());
+    assert_eq!(pinned_modules(), ["a", "dropper"]);
+    assert_eq!(
+        json(&["--netns", &ns, "chain", "show", "--iface", &iface])["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the dead revision's record is gone"
+    );
+
+    // Killed right after the switch: the new chain runs; the next command completes it.
+    let killed_apply = apply(&new, Some("module:switched"));
+    assert!(killed(&killed_apply), "{killed_apply:?}");
+    let second = udp_burst(&lab);
+    assert_eq!(names(&listing()), ["b", "a", "dropper"]);
+    assert_eq!(
+        verdict(&listing(), "dropper", "drop"),
+        drops + sent + second
+    );
+    assert!(apply(&new, None).status.success());
+    assert_eq!(listing()["modules"][1]["version"], "0.2.0");
+    assert_eq!(pinned_modules(), ["a", "b", "dropper"]);
+    let empty = chain_file(&dir, "empty.toml", &[]);
+    assert!(apply(&empty, None).status.success());
+    assert!(!modules_dir.exists());
+}

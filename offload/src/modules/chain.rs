@@ -288,7 +288,8 @@ impl Chain {
 
     /// Removes what a command that died left: slots outside the running revision, staged
     /// versions never switched to (or promotes them when they were), records and pin
-    /// directories of instances the running revision does not hold.
+    /// directories of instances the running revision does not hold, and history records
+    /// of revisions never switched to.
     pub fn reconcile(&mut self) -> Result<(), ModuleError> {
         self.clear_idle_banks()?;
         let running = self.running()?;
@@ -335,6 +336,8 @@ impl Chain {
                 }
             }
         }
+        // Records of revisions never switched to.
+        super::history::History::for_iface(&self.iface).prune(self.state()?.revision);
         Ok(())
     }
 
@@ -421,6 +424,7 @@ pub(crate) fn promote(record: &mut ModuleRecord) {
     record.program_id = record.next_program_id;
     record.generation = record.next_generation;
     record.version = record.next_version;
+    record.digest = record.next_digest;
     record.loaded_at = now();
     clear_staged(record);
 }
@@ -429,6 +433,7 @@ fn clear_staged(record: &mut ModuleRecord) {
     record.next_program_id = 0;
     record.next_generation = 0;
     record.next_version = [0; offload_common::module::NAME_LEN];
+    record.next_digest = [0; offload_common::module::DIGEST_LEN];
 }
 
 pub(crate) fn remove_dir(path: &Path) {

@@ -73,7 +73,6 @@ pub(super) fn commit(chain: &mut Chain, next: &[Next<'_>]) -> Result<Committed, 
         Ok(revision) => revision,
         Err(error) => {
             let _ = chain.reconcile();
-            history.prune(chain.state().map_or(0, |state| state.revision));
             return Err(error);
         }
     };
