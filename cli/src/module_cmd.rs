@@ -43,6 +43,15 @@ pub enum ModuleCommand {
         #[arg(long)]
         iface: String,
     },
+    /// Count each module's run time (a clock read per verdict while on); `list` shows it
+    /// as ns/packet.
+    Profile {
+        #[arg(long)]
+        iface: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Replace a module with another version in one step; maps of matching shape are kept.
     Swap {
         #[arg(long)]
@@ -190,6 +199,14 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
                 print_listing(&listing);
             }
         }
+        ModuleCommand::Profile { iface, state } => {
+            let listing = modules::profile(iface, state == "on")?;
+            if as_json {
+                output::json(&listing);
+            } else {
+                print_listing(&listing);
+            }
+        }
         ModuleCommand::Swap { iface, name, file } => {
             let swapped = modules::swap(iface, name, file)?;
             if as_json {
@@ -249,10 +266,11 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
 /// The running chain: its revision, then one row per module.
 pub fn print_listing(listing: &modules::ChainListing) {
     println!(
-        "{}: revision {}, frags {}, empty-chain passes {}, chain-end passes {}",
+        "{}: revision {}, frags {}, profiling {}, empty-chain passes {}, chain-end passes {}",
         listing.iface,
         listing.revision,
         listing.frags,
+        if listing.profiling { "on" } else { "off" },
         listing.empty_chain_passes,
         listing.chain_end_passes
     );
@@ -272,11 +290,17 @@ pub fn print_listing(listing: &modules::ChainListing) {
                 module.name.clone(),
                 module.version.clone(),
                 module.program_id.to_string(),
+                module
+                    .ns_per_packet
+                    .map_or("-".to_string(), |ns| format!("{ns:.1}")),
                 packets,
             ]
         })
         .collect();
-    output::table(&["order", "name", "version", "prog", "packets"], &rows);
+    output::table(
+        &["order", "name", "version", "prog", "ns/pkt", "packets"],
+        &rows,
+    );
 }
 
 fn print_entries(entries: &[map::MapEntry]) {

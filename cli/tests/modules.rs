@@ -1025,3 +1025,51 @@ fn a_kill_during_chain_apply_leaves_the_old_chain_working() {
     assert!(apply(&empty, None).status.success());
     assert!(!modules_dir.exists());
 }
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn module_profile_times_each_module_only_while_on() {
+    require_root("module profile");
+    let built = build_modules("c");
+    let lab = Lab::for_test("mp");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let on_dut = |args: &[&str]| -> serde_json::Value {
+        json(&[&["--netns", ns.as_str(), "module"], args].concat())
+    };
+    on_dut(&["load", "--iface", &iface, built.counter.to_str().unwrap()]);
+    on_dut(&["load", "--iface", &iface, built.dropper.to_str().unwrap()]);
+    let run_ns = |listing: &serde_json::Value, order: usize| {
+        listing["modules"][order]["run_ns"].as_u64().unwrap()
+    };
+    udp_burst(&lab);
+    let off = on_dut(&["list", "--iface", &iface]);
+    assert_eq!(off["profiling"], false, "{off}");
+    assert_eq!((run_ns(&off, 0), run_ns(&off, 1)), (0, 0), "{off}");
+    assert!(off["modules"][0]["ns_per_packet"].is_null(), "{off}");
+
+    let on = on_dut(&["profile", "--iface", &iface, "on"]);
+    assert_eq!(on["profiling"], true, "{on}");
+    udp_burst(&lab);
+    let timed = on_dut(&["list", "--iface", &iface]);
+    for order in 0..2 {
+        assert!(run_ns(&timed, order) > 0, "{timed}");
+        assert!(
+            timed["modules"][order]["ns_per_packet"].as_f64().unwrap() > 0.0,
+            "{timed}"
+        );
+    }
+    // A change of revision keeps profiling on.
+    on_dut(&["unload", "--iface", &iface, "counter"]);
+    assert_eq!(on_dut(&["list", "--iface", &iface])["profiling"], true);
+
+    let off = on_dut(&["profile", "--iface", &iface, "off"]);
+    let before = run_ns(&off, 0);
+    udp_burst(&lab);
+    let after = on_dut(&["list", "--iface", &iface]);
+    assert_eq!(
+        run_ns(&after, 0),
+        before,
+        "no time counted while off: {after}"
+    );
+    on_dut(&["unload", "--iface", &iface, "dropper"]);
+}

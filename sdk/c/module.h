@@ -100,10 +100,17 @@ struct fp_context {
 	__u32 ingress_ifindex;
 	__u32 rx_queue;
 	__u32 ingress_port;
-	__u32 _pad;
+	__u32 stamp;          /* profiling: see fp_count */
 	__u8 scratch[FASTPATH_SCRATCH_LEN];
 };
 _Static_assert(sizeof(struct fp_context) == 108, "fp_context is ABI 1");
+
+/* A module's time while the chain is profiled (per CPU, in FP_RUNTIME). */
+struct fp_runtime {
+	__u64 ns;
+	__u64 packets;
+};
+_Static_assert(sizeof(struct fp_runtime) == 16, "fp_runtime is ABI 1");
 
 struct fp_module_meta {
 	char magic[8];
@@ -135,6 +142,7 @@ _Static_assert(sizeof(struct fp_module_meta) == 80, "fp_module_meta is ABI 1");
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
 				   __u64 flags) = (void *)2;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_tail_call)(void *ctx, void *prog_array_map, __u32 index) = (void *)12;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
@@ -189,6 +197,13 @@ struct {
 	__type(value, __u32);
 } FP_PORTS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FASTPATH_MAX_MODULES);
+	__type(key, __u32);
+	__type(value, struct fp_runtime);
+} FP_RUNTIME SEC(".maps");
+
 /* The packet's context; NULL only if the chain is broken (then pass the packet). */
 FP_INLINE struct fp_context *fp_context(void)
 {
@@ -202,10 +217,21 @@ FP_INLINE void fp_count(struct fp_context *fp, __u32 verdict)
 	__u32 *instance = bpf_map_lookup_elem(&FP_SLOT_INSTANCE, &slot);
 	if (!instance || *instance == 0)
 		return;
-	__u32 index = (*instance - 1) * FP_VERDICT_COUNT + verdict;
+	__u32 module = *instance - 1;
+	__u32 index = module * FP_VERDICT_COUNT + verdict;
 	__u64 *counter = bpf_map_lookup_elem(&FP_VERDICTS, &index);
 	if (counter)
 		*counter += 1;
+	/* Profiling (stamp set by the entry): the time since the packet was handed over. */
+	if (fp->stamp) {
+		__u32 now = (__u32)bpf_ktime_get_ns() | 1;
+		struct fp_runtime *spent = bpf_map_lookup_elem(&FP_RUNTIME, &module);
+		if (spent) {
+			spent->ns += (__u32)(now - fp->stamp);
+			spent->packets += 1;
+		}
+		fp->stamp = now;
+	}
 }
 
 FP_INLINE int fp_chain_end(void)

@@ -344,5 +344,6 @@ mod pod {
     unsafe impl aya::Pod for super::module::ModuleContext {}
     unsafe impl aya::Pod for super::module::ChainState {}
     unsafe impl aya::Pod for super::module::ModuleRecord {}
+    unsafe impl aya::Pod for super::module::ModuleRuntime {}
     unsafe impl aya::Pod for super::module::ModuleMeta {}
 }

@@ -76,8 +76,12 @@ pub mod maps {
     pub const PORTS: &str = "FP_PORTS";
     /// Array of [`super::MAX_MODULES`] [`super::ModuleRecord`]s, read only by user space.
     pub const MODULES: &str = "FP_MODULES";
+    /// Per-CPU array of [`super::MAX_MODULES`] [`super::ModuleRuntime`]: the time each
+    /// module instance ran, counted only while the chain is profiled
+    /// ([`super::ChainState::profile`]).
+    pub const RUNTIME: &str = "FP_RUNTIME";
     /// Every shared map, in the order the loader binds them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         CHAIN,
         CONTEXT,
         STATE,
@@ -87,6 +91,7 @@ pub mod maps {
         XSKS,
         PORTS,
         MODULES,
+        RUNTIME,
     ];
 }
 
@@ -189,8 +194,10 @@ pub struct ModuleContext {
     pub rx_queue: u32,
     /// The port it came in on (topologies); 0 when the chain is on an interface.
     pub ingress_port: u32,
-    /// Zero padding.
-    pub _pad: u32,
+    /// While the chain is profiled: the low 32 bits of `bpf_ktime_get_ns()` (with bit 0
+    /// set) when the packet was handed to the running module; 0 otherwise. Each verdict
+    /// adds the time since to the module's [`maps::RUNTIME`] and restamps it.
+    pub stamp: u32,
     /// Free for modules: zeroed by the entry, passed down the chain.
     pub scratch: [u8; SCRATCH_LEN],
 }
@@ -210,6 +217,22 @@ pub struct ChainState {
     pub frags: u32,
     /// When the revision was switched to, in `CLOCK_REALTIME` seconds.
     pub applied_at: u64,
+    /// 1 while the chain is profiled: the time of each module is counted in
+    /// [`maps::RUNTIME`] (a clock read per verdict, so off unless asked for).
+    pub profile: u32,
+    /// Zero padding.
+    pub _pad: u32,
+}
+
+/// A module instance's time while the chain is profiled, one per CPU in
+/// [`maps::RUNTIME`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModuleRuntime {
+    /// Nanoseconds from being handed a packet to its verdict, summed.
+    pub ns: u64,
+    /// Packets timed.
+    pub packets: u64,
 }
 
 /// The metadata a module carries in its [`META_SECTION`] section. Written by the SDK's
@@ -293,7 +316,8 @@ pub const RECORD_IN_USE: u32 = 1;
 pub const RECORD_FRAGS: u32 = 2;
 
 const _: () = assert!(size_of::<ModuleContext>() == 108);
-const _: () = assert!(size_of::<ChainState>() == 24);
+const _: () = assert!(size_of::<ChainState>() == 32);
+const _: () = assert!(size_of::<ModuleRuntime>() == 16);
 const _: () = assert!(size_of::<ModuleMeta>() == 80);
 const _: () = assert!(size_of::<ModuleRecord>() == 160);
 const _: () = assert!(CHAIN_SLOTS < 33, "the kernel allows 33 tail calls");

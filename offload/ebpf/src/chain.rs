@@ -16,13 +16,14 @@ mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, DevMap, PerCpuArray, ProgramArray, XskMap},
     programs::XdpContext,
 };
 use offload_common::module::{
     ABI_VERSION, CHAIN_ARRAY_SLOTS, ChainState, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES,
-    ModuleContext, ModuleRecord, chain_counter, parse as parse_outcome, verdict,
+    ModuleContext, ModuleRecord, ModuleRuntime, chain_counter, parse as parse_outcome, verdict,
 };
 
 // The shared maps, pinned by name in the chain's directory (offload::modules binds them to
@@ -46,6 +47,8 @@ static FP_XSKS: XskMap = XskMap::pinned(MAX_XSK_QUEUES, 0);
 static FP_PORTS: DevMap = DevMap::pinned(MAX_PORTS, 0);
 #[map]
 static FP_MODULES: Array<ModuleRecord> = Array::pinned(MAX_MODULES, 0);
+#[map]
+static FP_RUNTIME: PerCpuArray<ModuleRuntime> = PerCpuArray::pinned(MAX_MODULES, 0);
 
 #[xdp]
 pub fn chain_entry(ctx: XdpContext) -> u32 {
@@ -71,6 +74,7 @@ fn enter(ctx: &XdpContext) -> u32 {
             let _ = FP_MODULES.get_ptr(0);
             let _ = FP_SLOT_INSTANCE.get_ptr(0);
             let _ = FP_VERDICTS.get_ptr(0);
+            let _ = FP_RUNTIME.get_ptr(0);
             let _ = FP_XSKS.redirect(0, 0);
             let _ = FP_PORTS.redirect(0, 0);
             ChainState::default()
@@ -100,6 +104,12 @@ fn fill(ctx: &XdpContext, context: &mut ModuleContext, state: &ChainState) {
         revision: state.revision,
         ingress_ifindex: ifindex,
         rx_queue: queue,
+        stamp: if state.profile != 0 {
+            // SAFETY: a helper without preconditions.
+            unsafe { bpf_ktime_get_ns() as u32 | 1 }
+        } else {
+            0
+        },
         ..ModuleContext::default()
     };
     match parse::parse(ctx) {

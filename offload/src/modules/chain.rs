@@ -21,8 +21,8 @@ use std::{
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuValues};
 use offload_common::module::{
-    CHAIN_SLOTS, ChainState, MAX_MODULES, ModuleRecord, RECORD_IN_USE, REVISION_BANKS, maps,
-    verdict,
+    CHAIN_SLOTS, ChainState, MAX_MODULES, ModuleRecord, ModuleRuntime, RECORD_IN_USE,
+    REVISION_BANKS, maps, verdict,
 };
 
 use super::ModuleError;
@@ -88,6 +88,7 @@ pub(crate) struct Chain {
     records: Array<MapData, ModuleRecord>,
     verdicts: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
+    runtime: PerCpuArray<MapData, ModuleRuntime>,
 }
 
 fn open_map(pins: &ChainPins, name: &str) -> Result<Map, ModuleError> {
@@ -115,6 +116,8 @@ impl Chain {
         let verdicts = PerCpuArray::try_from(map).map_err(ModuleError::map("open", name))?;
         let (name, map) = typed(maps::CHAIN_COUNTERS)?;
         let counters = PerCpuArray::try_from(map).map_err(ModuleError::map("open", name))?;
+        let (name, map) = typed(maps::RUNTIME)?;
+        let runtime = PerCpuArray::try_from(map).map_err(ModuleError::map("open", name))?;
         Ok(Chain {
             iface: iface.to_string(),
             pins,
@@ -124,6 +127,7 @@ impl Chain {
             records,
             verdicts,
             counters,
+            runtime,
         })
     }
 
@@ -270,8 +274,8 @@ impl Chain {
             revision,
             first_slot,
             modules: members.len() as u32,
-            frags: old.frags,
             applied_at: now(),
+            ..old
         };
         self.state
             .set(0, new, 0)
@@ -377,16 +381,13 @@ impl Chain {
                     source: error,
                 })?;
                 for verdict in 0..verdict::COUNT {
-                    let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|error| {
-                        ModuleError::Syscall {
-                            call: "size per-CPU values",
-                            source: error,
-                        }
-                    })?;
                     self.verdicts
-                        .set(instance * verdict::COUNT + verdict, zeros, 0)
+                        .set(instance * verdict::COUNT + verdict, zeros(cpus)?, 0)
                         .map_err(ModuleError::map("write", maps::VERDICTS))?;
                 }
+                self.runtime
+                    .set(instance, zeros(cpus)?, 0)
+                    .map_err(ModuleError::map("write", maps::RUNTIME))?;
                 return Ok(Some(instance));
             }
         }
@@ -406,6 +407,31 @@ impl Chain {
         Ok(packets)
     }
 
+    /// The time `instance` ran while the chain was profiled, summed over the CPUs.
+    pub fn runtime(&self, instance: u32) -> Result<ModuleRuntime, ModuleError> {
+        let values = self
+            .runtime
+            .get(&instance, 0)
+            .map_err(ModuleError::map("read", maps::RUNTIME))?;
+        Ok(values
+            .iter()
+            .fold(ModuleRuntime::default(), |sum, cpu| ModuleRuntime {
+                ns: sum.ns + cpu.ns,
+                packets: sum.packets + cpu.packets,
+            }))
+    }
+
+    /// Turns profiling on or off: one update of `FP_STATE`, the revision unchanged.
+    pub fn set_profile(&mut self, on: bool) -> Result<(), ModuleError> {
+        let state = ChainState {
+            profile: on as u32,
+            ..self.state()?
+        };
+        self.state
+            .set(0, state, 0)
+            .map_err(ModuleError::map("write", maps::STATE))
+    }
+
     /// Packets the chain ended itself, summed over the CPUs, by `chain_counter` slot.
     pub fn chain_counters(&self) -> Result<Vec<u64>, ModuleError> {
         (0..offload_common::module::chain_counter::COUNT)
@@ -417,6 +443,14 @@ impl Chain {
             })
             .collect()
     }
+}
+
+/// Zeroed per-CPU values for `cpus` CPUs.
+fn zeros<T: Default + Clone + aya::Pod>(cpus: usize) -> Result<PerCpuValues<T>, ModuleError> {
+    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(|error| ModuleError::Syscall {
+        call: "size per-CPU values",
+        source: error,
+    })
 }
 
 /// The staged version becomes the running one.

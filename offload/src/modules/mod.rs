@@ -34,7 +34,7 @@ pub use apply::{apply, diff, rollback, show};
 pub use error::ModuleError;
 pub use object::{MapShape, ModuleObject};
 pub use offload_common::module::ABI_VERSION;
-pub use ops::{Position, list, load, read_counter, swap, unload};
+pub use ops::{Position, list, load, profile, read_counter, swap, unload};
 pub use report::{
     Applied, ChainDiff, ChainListing, ChainShow, Change, Loaded, MapHandover, ModuleChange,
     ModuleEntry, Swapped, Unloaded,

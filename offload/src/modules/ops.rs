@@ -156,6 +156,7 @@ pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
     for (order, (_, instance, program_id)) in chain.running()?.into_iter().enumerate() {
         let record = chain.record(instance)?;
         let counts = chain.verdicts(instance)?;
+        let runtime = chain.runtime(instance)?;
         modules.push(ModuleEntry {
             order,
             name: c_string(&record.name),
@@ -172,6 +173,9 @@ pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
                 .map(|(name, count)| (name.to_string(), count))
                 .collect(),
             loaded_at: record.loaded_at,
+            run_ns: runtime.ns,
+            ns_per_packet: (runtime.packets > 0)
+                .then(|| runtime.ns as f64 / runtime.packets as f64),
         });
     }
     let counters = chain.chain_counters()?;
@@ -180,10 +184,21 @@ pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
         revision: state.revision,
         applied_at: state.applied_at,
         frags: state.frags != 0,
+        profiling: state.profile != 0,
         modules,
         empty_chain_passes: counters[chain_counter::EMPTY as usize],
         chain_end_passes: counters[chain_counter::END as usize],
     })
+}
+
+/// Turns the timing of each module on `iface` on or off (a clock read per verdict while
+/// on); `list` then shows each module's nanoseconds per packet.
+pub fn profile(iface: &str, on: bool) -> Result<ChainListing, ModuleError> {
+    {
+        let _lock = lock(iface)?;
+        open_existing(iface)?.set_profile(on)?;
+    }
+    list(iface)
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), ModuleError> {

@@ -87,6 +87,12 @@ pub struct ModuleEntry {
     pub packets: BTreeMap<String, u64>,
     /// When this version was loaded, UNIX seconds.
     pub loaded_at: u64,
+    /// Nanoseconds it ran while the chain was profiled (from being handed a packet to its
+    /// verdict, the hop into it included), summed over the CPUs.
+    pub run_ns: u64,
+    /// `run_ns` per packet it decided on; none before any profiled packet. Packets counted
+    /// while profiling was off dilute it: compare two listings to measure a window.
+    pub ns_per_packet: Option<f64>,
 }
 
 /// What [`list`](super::list) shows.
@@ -100,6 +106,8 @@ pub struct ChainListing {
     pub applied_at: u64,
     /// Whether the chain's programs handle multi-buffer frames.
     pub frags: bool,
+    /// Whether each module's run time is being counted (`module profile`).
+    pub profiling: bool,
     /// The modules in order.
     pub modules: Vec<ModuleEntry>,
     /// Packets passed because the chain was empty.

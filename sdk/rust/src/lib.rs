@@ -25,7 +25,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_redirect,
+    helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::map,
     maps::{Array, DevMap, PerCpuArray, ProgramArray, XskMap},
     programs::XdpContext,
@@ -35,7 +35,8 @@ pub use offload_common::module::{
     verdict,
 };
 use offload_common::module::{
-    CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES, chain_counter,
+    CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES, ModuleRuntime,
+    chain_counter,
 };
 
 /// `XDP_PASS`, for a program that cannot build its [`Module`].
@@ -59,6 +60,8 @@ static FP_CHAIN_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(chain
 static FP_XSKS: XskMap = XskMap::with_max_entries(MAX_XSK_QUEUES, 0);
 #[map]
 static FP_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+#[map]
+static FP_RUNTIME: PerCpuArray<ModuleRuntime> = PerCpuArray::with_max_entries(MAX_MODULES, 0);
 
 /// The packet a module is running on: the kernel's XDP context and the chain's context.
 pub struct Module {
@@ -106,9 +109,25 @@ impl Module {
         if instance == 0 {
             return;
         }
-        if let Some(counter) = FP_VERDICTS.get_ptr_mut((instance - 1) * verdict::COUNT + verdict) {
+        let module = instance - 1;
+        if let Some(counter) = FP_VERDICTS.get_ptr_mut(module * verdict::COUNT + verdict) {
             // SAFETY: a per-CPU slot, see `context`.
             unsafe { *counter += 1 };
+        }
+        // Profiling (stamp set by the entry): the time since the packet was handed over.
+        let stamp = self.context().stamp;
+        if stamp != 0 {
+            // SAFETY: a helper without preconditions.
+            let now = unsafe { bpf_ktime_get_ns() } as u32 | 1;
+            if let Some(spent) = FP_RUNTIME.get_ptr_mut(module) {
+                // SAFETY: a per-CPU slot, see `context`.
+                unsafe {
+                    (*spent).ns += u64::from(now.wrapping_sub(stamp));
+                    (*spent).packets += 1;
+                }
+            }
+            // SAFETY: as in `context`.
+            unsafe { (*self.context).stamp = now };
         }
     }
 
