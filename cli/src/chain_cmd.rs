@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use offload::modules::{self, ModuleChange};
 
-use crate::{module_cmd::print_listing, output};
+use crate::{
+    module_cmd::{print_listing, warn_unfinished},
+    output,
+};
 
 #[derive(Subcommand)]
 pub enum ChainCommand {
@@ -92,6 +95,7 @@ pub fn run(command: &ChainCommand, as_json: bool) -> anyhow::Result<()> {
 }
 
 fn print_applied(applied: &modules::Applied, check: bool, as_json: bool) {
+    warn_unfinished(&applied.unfinished);
     if as_json {
         output::json(applied);
         return;

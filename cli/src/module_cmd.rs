@@ -190,6 +190,7 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
                     loaded.module, loaded.version, loaded.order, loaded.program_id, loaded.revision
                 );
             }
+            warn_unfinished(&loaded.unfinished);
         }
         ModuleCommand::List { iface } => {
             let listing = modules::list(iface)?;
@@ -227,6 +228,7 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
                     println!("maps dropped: {}", swapped.maps.dropped.join(", "));
                 }
             }
+            warn_unfinished(&swapped.unfinished);
         }
         ModuleCommand::Unload { iface, name } => {
             let unloaded = modules::unload(iface, name)?;
@@ -241,6 +243,7 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
                     println!("the chain was empty: detached it from {}", unloaded.iface);
                 }
             }
+            warn_unfinished(&unloaded.unfinished);
         }
         ModuleCommand::Map {
             iface,
@@ -301,6 +304,15 @@ pub fn print_listing(listing: &modules::ChainListing) {
         &["order", "name", "version", "prog", "ns/pkt", "packets"],
         &rows,
     );
+}
+
+/// A change that took effect with its bookkeeping left to the next command.
+pub fn warn_unfinished(unfinished: &Option<String>) {
+    if let Some(error) = unfinished {
+        eprintln!(
+            "warning: the change took effect, but finishing it failed ({error}); the next command on the chain completes it"
+        );
+    }
 }
 
 fn print_entries(entries: &[map::MapEntry]) {

@@ -1073,3 +1073,46 @@ fn module_profile_times_each_module_only_while_on() {
     );
     on_dut(&["unload", "--iface", &iface, "dropper"]);
 }
+
+/// A module of an older SDK: its FP_PORTS holds bare ifindexes (4 bytes), the chain's holds
+/// the kernel's `bpf_devmap_val` (8 bytes).
+const OLD_SDK: &str = r#"
+typedef unsigned int __u32;
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+struct meta { char magic[8]; __u32 abi; __u32 flags; char name[32]; char version[32]; };
+const struct meta fastpath_module_meta SEC(".fastpath.module") = {
+	"FPMODULE", 1, 0, "old_sdk", "0.1.0" };
+struct {
+	__uint(type, 14);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} FP_PORTS SEC(".maps");
+static long (*bpf_redirect_map)(void *map, unsigned long long key, unsigned long long flags) = (void *)51;
+SEC("xdp")
+int old_sdk(void *ctx)
+{
+	return bpf_redirect_map(&FP_PORTS, 0, 2);
+}
+char _license[] SEC("license") = "GPL";
+"#;
+
+#[test]
+fn a_module_declaring_a_shared_map_of_another_shape_is_refused_before_loading() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("fastpath-old-sdk-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (source, object) = (dir.0.join("old_sdk.c"), dir.0.join("old_sdk.o"));
+    std::fs::write(&source, OLD_SDK).unwrap();
+    clang(&source, &object);
+    // Refused while reading the object: before the interface, the chain or the kernel.
+    let error = failure(&["module", "load", "--iface", "lo", object.to_str().unwrap()]);
+    assert!(
+        error.contains("shared map FP_PORTS is declared as type 14, key 4 bytes, value 4 bytes"),
+        "{error}"
+    );
+    assert!(error.contains("value 8 bytes"), "{error}");
+    assert!(error.contains("rebuild the module against"), "{error}");
+}

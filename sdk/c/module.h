@@ -105,6 +105,13 @@ struct fp_context {
 };
 _Static_assert(sizeof(struct fp_context) == 108, "fp_context is ABI 1");
 
+/* A port of FP_PORTS: the kernel's struct bpf_devmap_val (an ifindex, and a program to
+ * run on the way out, 0 for none). */
+struct fp_port {
+	__u32 ifindex;
+	__u32 prog;
+};
+
 /* A module's time while the chain is profiled (per CPU, in FP_RUNTIME). */
 struct fp_runtime {
 	__u64 ns;
@@ -128,6 +135,10 @@ _Static_assert(sizeof(struct fp_module_meta) == 80, "fp_module_meta is ABI 1");
 
 /* The module's metadata, read by fastpath without loading the object. */
 #define FASTPATH_MODULE(module_name, module_version, frags)                                  \
+	_Static_assert(sizeof(module_name) <= FASTPATH_NAME_LEN,                             \
+		       "a module name is at most 31 bytes");                                 \
+	_Static_assert(sizeof(module_version) <= FASTPATH_NAME_LEN,                          \
+		       "a module version is at most 31 bytes");                              \
 	const struct fp_module_meta fastpath_module_meta                                     \
 		__attribute__((section(".fastpath.module"), used)) = {                       \
 			.magic = "FPMODULE",                                                 \
@@ -194,7 +205,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
 	__uint(max_entries, FASTPATH_MAX_PORTS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct fp_port);
 } FP_PORTS SEC(".maps");
 
 struct {

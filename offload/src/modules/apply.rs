@@ -165,6 +165,7 @@ fn planned(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, Mod
         changes: plan,
         attached: None,
         chain_detached: false,
+        unfinished: None,
     })
 }
 
@@ -179,25 +180,27 @@ fn apply_locked(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied
         // The interface had no chain before this command: leave it without one.
         let _ = detach(&chain);
     }
-    let (revision, changes) = result?;
     Ok(Applied {
-        iface: iface.to_string(),
-        revision,
-        changes,
         attached,
-        chain_detached: false,
+        ..result?
     })
 }
 
-fn apply_to(
-    chain: &mut Chain,
-    wanted: &[(&str, &ModuleObject)],
-) -> Result<(Option<u32>, Vec<ModuleChange>), ModuleError> {
+fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
     let running = running_modules(chain)?;
     let old: Vec<RevisionModule> = running.iter().map(|(_, module)| module.clone()).collect();
     let mut plan = changes(&old, &as_revision_modules(wanted));
+    let mut applied = Applied {
+        iface: chain.iface.clone(),
+        revision: None,
+        changes: Vec::new(),
+        attached: None,
+        chain_detached: false,
+        unfinished: None,
+    };
     if plan.iter().all(|change| change.change == Change::Unchanged) {
-        return Ok((None, plan));
+        applied.changes = plan;
+        return Ok(applied);
     }
     let next: Vec<Next<'_>> = wanted
         .iter()
@@ -222,7 +225,10 @@ fn apply_to(
             change.maps = Some(handover);
         }
     }
-    Ok((Some(committed.revision), plan))
+    applied.revision = Some(committed.revision);
+    applied.changes = plan;
+    applied.unfinished = committed.unfinished;
+    Ok(applied)
 }
 
 /// An empty chain file: every module goes, and the chain's entry with the last.
@@ -236,6 +242,7 @@ fn remove_every_module(iface: &str) -> Result<Applied, ModuleError> {
                 changes: Vec::new(),
                 attached: None,
                 chain_detached: false,
+                unfinished: None,
             });
         }
         Err(error) => return Err(error),
@@ -252,6 +259,7 @@ fn remove_every_module(iface: &str) -> Result<Applied, ModuleError> {
         changes: changes(&old, &[]),
         attached: None,
         chain_detached: committed.chain_detached,
+        unfinished: committed.unfinished,
     })
 }
 

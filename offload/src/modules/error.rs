@@ -286,6 +286,22 @@ pub enum ModuleError {
     /// The chain's own object could not be loaded.
     #[error("load the chain entry object")]
     LoadChain(#[source] Box<EbpfError>),
+    /// A module declares one of the chain's shared maps with another shape than the chain
+    /// gives it: it was built against another SDK.
+    #[error(
+        "{}: shared map {map} is declared as {found}; the chain's is {expected}; rebuild the module against this fastpath's SDK (`fastpath module sdk`)",
+        file.display()
+    )]
+    SharedMapShape {
+        /// The file.
+        file: PathBuf,
+        /// The map.
+        map: String,
+        /// The chain's shape.
+        expected: String,
+        /// The module's.
+        found: String,
+    },
     /// A chain file is not valid.
     #[error("{}{}: {reason}", file.display(), line.map(|line| format!(" line {line}")).unwrap_or_default())]
     ChainFile {

@@ -50,6 +50,8 @@ pub struct MapShape {
     pub value_size: u32,
     /// `max_entries` (0 where the kernel decides, e.g. per-CPU sized maps).
     pub max_entries: u32,
+    /// `map_flags` (`BPF_F_NO_PREALLOC`, `BPF_F_RDONLY_PROG`, ...).
+    pub flags: u32,
 }
 
 impl ModuleObject {
@@ -139,6 +141,25 @@ impl ModuleObject {
                 section: frags,
             });
         }
+        for (name, map) in &object.maps {
+            let Some(expected) = shared_map_shape(name) else {
+                continue;
+            };
+            let found = (
+                map.map_type(),
+                map.key_size(),
+                map.value_size(),
+                map.max_entries(),
+            );
+            if found != expected {
+                return Err(ModuleError::SharedMapShape {
+                    file,
+                    map: name.clone(),
+                    expected: shape_text(expected),
+                    found: shape_text(found),
+                });
+            }
+        }
         let mut own_maps: Vec<MapShape> = object
             .maps
             .iter()
@@ -155,6 +176,7 @@ impl ModuleObject {
                 key_size: map.key_size(),
                 value_size: map.value_size(),
                 max_entries: map.max_entries(),
+                flags: map.map_flags(),
             })
             .collect();
         own_maps.sort_by(|a, b| a.name.cmp(&b.name));
@@ -176,6 +198,44 @@ impl ModuleObject {
             maps: own_maps,
         })
     }
+}
+
+/// (type, key size, value size, max entries) of the chain's shared map `name`, as the
+/// chain's entry creates it; a module declaring it otherwise was built against another SDK.
+fn shared_map_shape(name: &str) -> Option<(u32, u32, u32, u32)> {
+    use libbpf_sys::{
+        BPF_MAP_TYPE_ARRAY as ARRAY, BPF_MAP_TYPE_DEVMAP as DEVMAP,
+        BPF_MAP_TYPE_PERCPU_ARRAY as PERCPU_ARRAY, BPF_MAP_TYPE_PROG_ARRAY as PROG_ARRAY,
+        BPF_MAP_TYPE_XSKMAP as XSKMAP,
+    };
+    use offload_common::module::{
+        CHAIN_ARRAY_SLOTS, ChainState, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES, ModuleContext,
+        ModuleRecord, ModuleRuntime, chain_counter, verdict,
+    };
+    let size = |bytes: usize| bytes as u32;
+    Some(match name {
+        maps::CHAIN => (PROG_ARRAY, 4, 4, CHAIN_ARRAY_SLOTS),
+        maps::CONTEXT => (PERCPU_ARRAY, 4, size(size_of::<ModuleContext>()), 1),
+        maps::STATE => (ARRAY, 4, size(size_of::<ChainState>()), 1),
+        maps::SLOT_INSTANCE => (ARRAY, 4, 4, CHAIN_ARRAY_SLOTS),
+        maps::VERDICTS => (PERCPU_ARRAY, 4, 8, MAX_MODULES * verdict::COUNT),
+        maps::CHAIN_COUNTERS => (PERCPU_ARRAY, 4, 8, chain_counter::COUNT),
+        // The kernel's struct bpf_devmap_val: an ifindex and a program.
+        maps::PORTS => (DEVMAP, 4, 8, MAX_PORTS),
+        maps::XSKS => (XSKMAP, 4, 4, MAX_XSK_QUEUES),
+        maps::MODULES => (ARRAY, 4, size(size_of::<ModuleRecord>()), MAX_MODULES),
+        maps::RUNTIME => (
+            PERCPU_ARRAY,
+            4,
+            size(size_of::<ModuleRuntime>()),
+            MAX_MODULES,
+        ),
+        _ => return None,
+    })
+}
+
+fn shape_text((map_type, key, value, max): (u32, u32, u32, u32)) -> String {
+    format!("type {map_type}, key {key} bytes, value {value} bytes, {max} entries")
 }
 
 fn digest_of(bytes: &[u8]) -> [u8; DIGEST_LEN] {

@@ -11,7 +11,7 @@ use super::{
     entry::{detach, lock, open_existing, open_or_attach},
     object::c_string,
     report::{ChainListing, Loaded, ModuleEntry, Swapped, Unloaded},
-    revision::{Next, commit},
+    revision::{Committed, Next, commit},
 };
 
 /// Where a module joins the running chain.
@@ -47,15 +47,16 @@ pub fn load(
         // The interface had no chain before this command: leave it without one.
         let _ = detach(&chain);
     }
-    let (order, program_id, revision) = result?;
+    let (order, committed) = result?;
     Ok(Loaded {
         iface: iface.to_string(),
         module: name,
         version: object.version,
         order,
-        program_id,
-        revision,
+        program_id: committed.program_ids[order],
+        revision: committed.revision,
         attached,
+        unfinished: committed.unfinished,
     })
 }
 
@@ -64,7 +65,7 @@ fn load_into(
     object: &ModuleObject,
     name: &str,
     position: &Position,
-) -> Result<(usize, u32, u32), ModuleError> {
+) -> Result<(usize, Committed), ModuleError> {
     chain.reconcile()?;
     let running = running_names(chain)?;
     if running.iter().any(|(_, known)| known == name) {
@@ -81,12 +82,11 @@ fn load_into(
     };
     let mut next = keep_all(&running);
     next.insert(order, Next::Add { name, object });
-    let committed = commit(chain, &next)?;
-    Ok((order, committed.program_ids[order], committed.revision))
+    Ok((order, commit(chain, &next)?))
 }
 
 /// Replaces the module `name` on `iface` with the version in `file`, in one revision
-/// switch. Maps whose name, type, key size, value size and max entries match are handed
+/// switch. Maps whose name, type, key size, value size, max entries and flags match are handed
 /// over with their contents; the others start empty.
 pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError> {
     let object = ModuleObject::read(file)?;
@@ -116,6 +116,7 @@ pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError
             .pop()
             .map(|(_, handover)| handover)
             .unwrap_or_default(),
+        unfinished: committed.unfinished,
     })
 }
 
@@ -135,6 +136,7 @@ pub fn unload(iface: &str, name: &str) -> Result<Unloaded, ModuleError> {
         module: name.to_string(),
         revision: committed.revision,
         chain_detached: committed.chain_detached,
+        unfinished: committed.unfinished,
     })
 }
 

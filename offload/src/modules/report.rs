@@ -23,14 +23,17 @@ pub struct Loaded {
     pub revision: u32,
     /// The mode the chain's entry was attached in, when this load attached it.
     pub attached: Option<XdpMode>,
+    /// What failed after the switch (the change took effect; the next command on the
+    /// chain completes the rest).
+    pub unfinished: Option<String>,
 }
 
 /// Which maps of the old version the new one took over in a [`swap`](super::swap).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MapHandover {
-    /// Same name, type, key size, value size and max entries: the contents survive.
+    /// Same name, type, key size, value size, max entries and flags: the contents survive.
     pub kept: Vec<String>,
-    /// New, or changed in shape: they start empty.
+    /// New, changed in shape, or holding programs or maps: they start empty.
     pub reset: Vec<String>,
     /// Maps of the old version the new one no longer has.
     pub dropped: Vec<String>,
@@ -55,6 +58,9 @@ pub struct Swapped {
     pub revision: u32,
     /// The maps handed over.
     pub maps: MapHandover,
+    /// What failed after the switch (the change took effect; the next command on the
+    /// chain completes the rest).
+    pub unfinished: Option<String>,
 }
 
 /// What [`unload`](super::unload) did.
@@ -68,6 +74,9 @@ pub struct Unloaded {
     pub revision: u32,
     /// The chain held no other module, so its entry was detached too.
     pub chain_detached: bool,
+    /// What failed after the switch (the change took effect; the next command on the
+    /// chain completes the rest).
+    pub unfinished: Option<String>,
 }
 
 /// One module of a [`ChainListing`].
@@ -178,6 +187,9 @@ pub struct Applied {
     pub attached: Option<XdpMode>,
     /// The new chain holds no module, so its entry was detached.
     pub chain_detached: bool,
+    /// What failed after the switch (the change took effect; the next command on the
+    /// chain completes the rest).
+    pub unfinished: Option<String>,
 }
 
 /// What [`diff`](super::diff) shows.

@@ -43,8 +43,10 @@ pub(super) struct Committed {
     pub program_ids: Vec<u32>,
     /// Per replaced module: the maps handed over.
     pub handovers: Vec<(String, MapHandover)>,
-    /// The revision held no module, so the chain's entry was detached.
+    /// The revision holds no module, so the chain's entry goes too.
     pub chain_detached: bool,
+    /// What failed after the switch, which the next command completes.
+    pub unfinished: Option<String>,
 }
 
 /// Stages `next`, switches to it and retires what the old revision alone held.
@@ -76,6 +78,35 @@ pub(super) fn commit(chain: &mut Chain, next: &[Next<'_>]) -> Result<Committed, 
             return Err(error);
         }
     };
+    // The change took effect: what is left is bookkeeping, which the next command's
+    // reconcile also does. A failure here is reported beside the success, not as a failure.
+    let chain_detached = members.is_empty();
+    let unfinished = finish(chain, staged, &members)
+        .and_then(|()| {
+            history.prune(revision);
+            if chain_detached {
+                detach(chain)?;
+            }
+            Ok(())
+        })
+        .err()
+        .map(|error| crate::error_chain(&error));
+    Ok(Committed {
+        revision,
+        program_ids,
+        handovers,
+        chain_detached,
+        unfinished,
+    })
+}
+
+/// After a switch: promotes the staged records, frees those the new revision does not
+/// hold, and empties the old bank after the grace delay.
+fn finish(
+    chain: &mut Chain,
+    staged: Vec<(u32, ModuleRecord)>,
+    members: &[Member],
+) -> Result<(), ModuleError> {
     for (instance, mut record) in staged {
         chain::promote(&mut record);
         chain.set_record(instance, &record)?;
@@ -89,18 +120,7 @@ pub(super) fn commit(chain: &mut Chain, next: &[Next<'_>]) -> Result<Committed, 
             chain::remove_dir(&chain.pins.module_dir(&c_string(&record.name)));
         }
     }
-    chain.retire_old_bank()?;
-    history.prune(revision);
-    let chain_detached = members.is_empty();
-    if chain_detached {
-        detach(chain)?;
-    }
-    Ok(Committed {
-        revision,
-        program_ids,
-        handovers,
-        chain_detached,
-    })
+    chain.retire_old_bank()
 }
 
 type Staged = (

@@ -111,13 +111,20 @@ pub(super) fn plan_handover(
     let mut handover = MapHandover::default();
     for map in &object.maps {
         let old = old_dir.join(&map.name);
-        match pinned_shape(&old) {
-            Some(shape)
-                if shape == (map.map_type, map.key_size, map.value_size, map.max_entries) =>
-            {
-                handover.kept.push(map.name.clone())
-            }
-            _ => handover.reset.push(map.name.clone()),
+        let same = pinned_shape(&old).is_some_and(|shape| {
+            shape
+                == (
+                    map.map_type,
+                    map.key_size,
+                    map.value_size,
+                    map.max_entries,
+                    map.flags,
+                )
+        });
+        if same && hands_over(map.map_type) {
+            handover.kept.push(map.name.clone());
+        } else {
+            handover.reset.push(map.name.clone());
         }
     }
     if let Ok(entries) = fs::read_dir(old_dir) {
@@ -132,9 +139,27 @@ pub(super) fn plan_handover(
     Ok(handover)
 }
 
-/// (type, key size, value size, max entries) of a pinned map.
-fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32)> {
+/// (type, key size, value size, max entries, flags) of a pinned map.
+fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32, u32)> {
     let fd = sys::obj_get(path).ok()?;
     let info = sys::map_info(std::os::fd::AsFd::as_fd(&fd)).ok()?;
-    Some((info.type_, info.key_size, info.value_size, info.max_entries))
+    Some((
+        info.type_,
+        info.key_size,
+        info.value_size,
+        info.max_entries,
+        info.map_flags,
+    ))
+}
+
+/// Whether a map of this type can pass to a new version: not one holding programs (the
+/// new version would run the old one's) nor maps (their inner maps' shapes are not
+/// compared).
+fn hands_over(map_type: u32) -> bool {
+    ![
+        libbpf_sys::BPF_MAP_TYPE_PROG_ARRAY,
+        libbpf_sys::BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        libbpf_sys::BPF_MAP_TYPE_HASH_OF_MAPS,
+    ]
+    .contains(&map_type)
 }
