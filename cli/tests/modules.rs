@@ -1110,7 +1110,7 @@ fn a_module_declaring_a_shared_map_of_another_shape_is_refused_before_loading() 
     // Refused while reading the object: before the interface, the chain or the kernel.
     let error = failure(&["module", "load", "--iface", "lo", object.to_str().unwrap()]);
     assert!(
-        error.contains("shared map FP_PORTS is declared as type 14, key 4 bytes, value 4 bytes"),
+        error.contains("chain map FP_PORTS is declared as type 14, key 4 bytes, value 4 bytes"),
         "{error}"
     );
     assert!(error.contains("value 8 bytes"), "{error}");

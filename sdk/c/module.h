@@ -160,13 +160,6 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 /* The maps the chain shares with its modules, bound by name to the chain's pinned ones. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, FASTPATH_CHAIN_ARRAY_SLOTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} FP_CHAIN SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -215,6 +208,29 @@ struct {
 	__type(value, struct fp_runtime);
 } FP_RUNTIME SEC(".maps");
 
+/* This module's own link to the next module: entry b holds the program after this one in
+ * revision bank b (empty for the last). Not shared: the loader wires it when it builds a
+ * revision. A constant key per call site lets the kernel's JIT make each hop a direct
+ * jump, where a key read from the context costs an indirect jump (a retpoline on most
+ * x86 hosts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, FASTPATH_REVISION_BANKS);
+	__type(key, __u32);
+	__type(value, __u32);
+} FP_NEXT SEC(".maps");
+
+/* bpf_tail_call with `key` kept as an immediate in r3: the compiler may not merge two call
+ * sites into one with a computed key, which would lose the direct jump. */
+#define fp_tail_call_constant(ctx, map, key)                                                 \
+	asm volatile("r1 = %[c]\n\t"                                                       \
+		     "r2 = %[m]\n\t"                                                       \
+		     "r3 = %[k]\n\t"                                                       \
+		     "call 12"                                                               \
+		     :                                                                       \
+		     : [c] "r"(ctx), [m] "r"(map), [k] "i"(key)                               \
+		     : "r0", "r1", "r2", "r3", "r4", "r5")
+
 /* The packet's context; NULL only if the chain is broken (then pass the packet). */
 FP_INLINE struct fp_context *fp_context(void)
 {
@@ -261,10 +277,12 @@ FP_INLINE int fp_continue(struct xdp_md *ctx, struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_CONTINUE);
 	__u32 slot = fp->slot;
-	if (slot % FASTPATH_CHAIN_SLOTS != FASTPATH_CHAIN_SLOTS - 1) {
-		fp->slot = slot + 1;
-		bpf_tail_call(ctx, &FP_CHAIN, slot + 1);
-	}
+	fp->slot = slot + 1;
+	if (slot < FASTPATH_CHAIN_SLOTS)
+		fp_tail_call_constant(ctx, &FP_NEXT, 0);
+	else
+		fp_tail_call_constant(ctx, &FP_NEXT, 1);
+	/* Past the last module of the revision (its FP_NEXT entry is empty). */
 	return fp_chain_end();
 }
 

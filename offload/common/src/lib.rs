@@ -21,6 +21,9 @@
 //! at compile time; explicit `_pad` fields leave no padding for the compiler to add.
 #![warn(missing_docs)]
 #![no_std]
+// Inline assembly on the BPF target: `module::tail_call_constant`. The eBPF objects build
+// with RUSTC_BOOTSTRAP=1 already (build-std needs it).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use core::mem::size_of;
 

@@ -80,6 +80,11 @@ pub mod maps {
     /// module instance ran, counted only while the chain is profiled
     /// ([`super::ChainState::profile`]).
     pub const RUNTIME: &str = "FP_RUNTIME";
+    /// A module's own `PROG_ARRAY` of [`super::REVISION_BANKS`] entries, not shared: entry
+    /// `b` holds the next module's program in bank `b` (empty for the last module). The
+    /// loader wires it when it builds a revision; a `continue` tail-calls it with a constant
+    /// key, which the JIT makes a direct jump.
+    pub const NEXT: &str = "FP_NEXT";
     /// Every shared map, in the order the loader binds them.
     pub const ALL: [&str; 10] = [
         CHAIN,
@@ -314,6 +319,34 @@ impl Default for ModuleRecord {
 pub const RECORD_IN_USE: u32 = 1;
 /// [`ModuleRecord::flags`]: the instance handles multi-buffer frames.
 pub const RECORD_FRAGS: u32 = 2;
+
+/// `bpf_tail_call(ctx, map, KEY)` with `KEY` an immediate of its own call site. The kernel
+/// turns a tail call whose key the verifier knows into a direct jump; a computed key costs
+/// an indirect jump (a retpoline on most x86 hosts, about 20 ns). Written in assembly so
+/// the compiler cannot merge two call sites into one with a computed key.
+///
+/// # Safety
+/// `ctx` is the running program's context and `map` a `PROG_ARRAY` map definition; on
+/// success control does not come back.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+pub unsafe fn tail_call_constant<const KEY: u64>(
+    ctx: *mut core::ffi::c_void,
+    map: *const core::ffi::c_void,
+) {
+    // SAFETY: the caller's; helper 12 is bpf_tail_call, which clobbers r0-r5.
+    unsafe {
+        core::arch::asm!(
+            "call 12",
+            inout("r1") ctx => _,
+            inout("r2") map => _,
+            inout("r3") KEY => _,
+            lateout("r0") _,
+            lateout("r4") _,
+            lateout("r5") _,
+        );
+    }
+}
 
 const _: () = assert!(size_of::<ModuleContext>() == 108);
 const _: () = assert!(size_of::<ChainState>() == 32);

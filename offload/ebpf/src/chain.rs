@@ -22,8 +22,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use offload_common::module::{
-    ABI_VERSION, CHAIN_ARRAY_SLOTS, ChainState, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES,
-    ModuleContext, ModuleRecord, ModuleRuntime, chain_counter, parse as parse_outcome, verdict,
+    ABI_VERSION, CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, ChainState, MAX_MODULES, MAX_PORTS,
+    MAX_XSK_QUEUES, ModuleContext, ModuleRecord, ModuleRuntime, chain_counter,
+    parse as parse_outcome, tail_call_constant, verdict,
 };
 
 // The shared maps, pinned by name in the chain's directory (offload::modules binds them to
@@ -87,9 +88,18 @@ fn enter(ctx: &XdpContext) -> u32 {
     // SAFETY: a per-CPU slot: XDP runs with migration disabled and the packet's whole chain
     // runs in this invocation, so nothing else touches it meanwhile.
     unsafe { fill(ctx, &mut *context, &state) };
-    // SAFETY: on success control never comes back; the chain's modules are XDP programs
-    // that agree with this one on frags (the kernel refuses others in the array).
-    unsafe { FP_CHAIN.tail_call(ctx, state.first_slot) };
+    // One call site per bank, each with a constant key, so the JIT makes the jump into the
+    // first module a direct one. SAFETY: on success control never comes back; the chain's
+    // modules are XDP programs that agree with this one on frags (the kernel refuses
+    // others in the array).
+    unsafe {
+        let (context, chain) = (ctx.ctx.cast(), (&raw const FP_CHAIN).cast());
+        if state.first_slot == 0 {
+            tail_call_constant::<0>(context, chain);
+        } else {
+            tail_call_constant::<{ CHAIN_SLOTS as u64 }>(context, chain);
+        }
+    }
     count(chain_counter::END);
     xdp_action::XDP_PASS
 }

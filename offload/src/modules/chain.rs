@@ -76,6 +76,8 @@ impl ChainPins {
 pub(crate) struct Member {
     pub instance: u32,
     pub program: OwnedFd,
+    /// The module's `FP_NEXT` (its link to the module after it), when it declares one.
+    pub next: Option<OwnedFd>,
 }
 
 /// The opened shared maps of one chain.
@@ -176,12 +178,20 @@ impl Chain {
                     .map_err(ModuleError::syscall(
                         "BPF_PROG_GET_FD_BY_ID of a running module",
                     ))?;
+                let record = self.record(instance)?;
+                let generation = running_generation_of(&record, program_id);
                 Ok(Member {
                     instance,
                     program: fd,
+                    next: self.next_map(&super::object::c_string(&record.name), generation),
                 })
             })
             .collect()
+    }
+
+    /// The `FP_NEXT` of version `generation` of module `name`, when it has one.
+    pub fn next_map(&self, name: &str, generation: u32) -> Option<OwnedFd> {
+        sys::obj_get(&self.pins.generation_dir(name, generation).join(maps::NEXT)).ok()
     }
 
     /// The id of the program in `slot` of `FP_CHAIN`, None when empty.
@@ -206,39 +216,13 @@ impl Chain {
     }
 
     fn put_program(&self, slot: u32, program: BorrowedFd<'_>) -> Result<(), ModuleError> {
-        let fd = program.as_raw_fd() as u32;
-        // SAFETY: as in program_at; the kernel takes a reference on the program.
-        let result = unsafe {
-            libbpf_sys::bpf_map_update_elem(
-                self.programs.as_raw_fd(),
-                (&slot as *const u32).cast::<c_void>(),
-                (&fd as *const u32).cast::<c_void>(),
-                0,
-            )
-        };
-        sys::check(result)
-            .map(drop)
+        set_program(self.programs.as_fd(), slot, program)
             .map_err(ModuleError::syscall("BPF_MAP_UPDATE_ELEM on FP_CHAIN"))
     }
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), ModuleError> {
-        // SAFETY: as in program_at.
-        let result = unsafe {
-            libbpf_sys::bpf_map_delete_elem(
-                self.programs.as_raw_fd(),
-                (&slot as *const u32).cast::<c_void>(),
-            )
-        };
-        match sys::check(result) {
-            Ok(_) => {}
-            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(error) => {
-                return Err(ModuleError::Syscall {
-                    call: "BPF_MAP_DELETE_ELEM on FP_CHAIN",
-                    source: error,
-                });
-            }
-        }
+        clear_program(self.programs.as_fd(), slot)
+            .map_err(ModuleError::syscall("BPF_MAP_DELETE_ELEM on FP_CHAIN"))?;
         self.slots
             .set(slot, 0, 0)
             .map_err(ModuleError::map("write", maps::SLOT_INSTANCE))
@@ -268,6 +252,16 @@ impl Chain {
             self.slots
                 .set(slot, member.instance + 1, 0)
                 .map_err(ModuleError::map("write", maps::SLOT_INSTANCE))?;
+            // Each module's link to the next one in this bank; nothing runs in the bank yet.
+            if let Some(next) = &member.next {
+                match members.get(offset + 1) {
+                    Some(after) => set_program(next.as_fd(), bank, after.program.as_fd()),
+                    None => clear_program(next.as_fd(), bank),
+                }
+                .map_err(ModuleError::syscall(
+                    "BPF_MAP_UPDATE_ELEM on a module's FP_NEXT",
+                ))?;
+            }
         }
         crate::kill_point::reached("module:revision-built");
         let new = ChainState {
@@ -356,6 +350,27 @@ impl Chain {
         for bank in 0..REVISION_BANKS {
             if bank != running {
                 self.clear_bank(bank)?;
+                self.clear_next_links(bank)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties entry `bank` of every module version's `FP_NEXT`, so an idle bank holds no
+    /// program alive (removed modules' links go with their pins).
+    fn clear_next_links(&self, bank: u32) -> Result<(), ModuleError> {
+        for instance in 0..MAX_MODULES {
+            let record = self.record(instance)?;
+            if record.flags & RECORD_IN_USE == 0 {
+                continue;
+            }
+            let name = super::object::c_string(&record.name);
+            for generation in [record.generation, record.next_generation] {
+                if let Some(next) = self.next_map(&name, generation) {
+                    clear_program(next.as_fd(), bank).map_err(ModuleError::syscall(
+                        "BPF_MAP_DELETE_ELEM on a module's FP_NEXT",
+                    ))?;
+                }
             }
         }
         Ok(())
@@ -442,6 +457,34 @@ impl Chain {
                     .map_err(ModuleError::map("read", maps::CHAIN_COUNTERS))
             })
             .collect()
+    }
+}
+
+/// Puts `program` at `key` of the program array `map`.
+fn set_program(map: BorrowedFd<'_>, key: u32, program: BorrowedFd<'_>) -> std::io::Result<()> {
+    let fd = program.as_raw_fd() as u32;
+    // SAFETY: key and value point to live u32s, the sizes of a program array's key and
+    // value; the kernel takes its own reference on the program.
+    let result = unsafe {
+        libbpf_sys::bpf_map_update_elem(
+            map.as_raw_fd(),
+            (&key as *const u32).cast::<c_void>(),
+            (&fd as *const u32).cast::<c_void>(),
+            0,
+        )
+    };
+    sys::check(result).map(drop)
+}
+
+/// Empties `key` of the program array `map` (already empty is fine).
+fn clear_program(map: BorrowedFd<'_>, key: u32) -> std::io::Result<()> {
+    // SAFETY: as in set_program.
+    let result = unsafe {
+        libbpf_sys::bpf_map_delete_elem(map.as_raw_fd(), (&key as *const u32).cast::<c_void>())
+    };
+    match sys::check(result) {
+        Err(error) if error.raw_os_error() != Some(libc::ENOENT) => Err(error),
+        _ => Ok(()),
     }
 }
 

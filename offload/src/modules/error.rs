@@ -289,7 +289,7 @@ pub enum ModuleError {
     /// A module declares one of the chain's shared maps with another shape than the chain
     /// gives it: it was built against another SDK.
     #[error(
-        "{}: shared map {map} is declared as {found}; the chain's is {expected}; rebuild the module against this fastpath's SDK (`fastpath module sdk`)",
+        "{}: chain map {map} is declared as {found}; the chain's is {expected}; rebuild the module against this fastpath's SDK (`fastpath module sdk`)",
         file.display()
     )]
     SharedMapShape {

@@ -26,6 +26,9 @@ pub enum ModuleMapError {
     /// A map name that is not a plain file name.
     #[error("{0:?} is not a map name: map names have no `/` and are not `.` or `..`")]
     BadMapName(String),
+    /// One of the chain's own maps, which only fastpath writes.
+    #[error("{0} is the chain's, not the module's; `fastpath module list` shows the chain")]
+    ChainMap(String),
     /// The module has no map of that name.
     #[error("module {module} has no map named {map} (maps: {known})")]
     UnknownMap {
@@ -193,6 +196,9 @@ pub fn module_map(
         // `..` or a `/` would reach pins outside the module's own (the chain's state, say).
         return Err(ModuleMapError::BadMapName(map.to_string()));
     }
+    if super::object::is_chain_map(map) {
+        return Err(ModuleMapError::ChainMap(map.to_string()));
+    }
     let pin = dir.join(map);
     let fd = sys::obj_get(&pin).map_err(|error| {
         if error.raw_os_error() == Some(libc::ENOENT) {
@@ -201,6 +207,7 @@ pub fn module_map(
                     entries
                         .flatten()
                         .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                        .filter(|name| !super::object::is_chain_map(name))
                         .collect()
                 })
                 .unwrap_or_default();

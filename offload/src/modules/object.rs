@@ -31,8 +31,12 @@ pub struct ModuleObject {
     pub frags: bool,
     /// The name of its XDP program (its function name).
     pub program: String,
-    /// Its own maps (not the chain's shared ones, nor global data sections).
+    /// Its own maps (not the chain's shared ones, nor its `FP_NEXT`, nor global data
+    /// sections).
     pub maps: Vec<MapShape>,
+    /// Whether it declares `FP_NEXT`, its link to the next module (every module that
+    /// continues does).
+    pub has_next: bool,
     /// The first bytes of the SHA-256 of `bytes`: the same build gives the same digest.
     pub digest: [u8; DIGEST_LEN],
 }
@@ -164,7 +168,7 @@ impl ModuleObject {
             .maps
             .iter()
             .filter(|(name, map)| {
-                !maps::ALL.contains(&name.as_str())
+                !is_chain_map(name)
                     && matches!(
                         map.section_kind(),
                         EbpfSectionKind::Maps | EbpfSectionKind::BtfMaps
@@ -187,7 +191,9 @@ impl ModuleObject {
             });
         }
         let digest = digest_of(&bytes);
+        let has_next = object.maps.contains_key(maps::NEXT);
         Ok(ModuleObject {
+            has_next,
             path: file,
             bytes,
             digest,
@@ -200,8 +206,15 @@ impl ModuleObject {
     }
 }
 
-/// (type, key size, value size, max entries) of the chain's shared map `name`, as the
-/// chain's entry creates it; a module declaring it otherwise was built against another SDK.
+/// Whether `name` is one of the chain's maps (shared, or a module's `FP_NEXT`) rather than
+/// a module's own: not handed over, listed or written as module state.
+pub(super) fn is_chain_map(name: &str) -> bool {
+    maps::ALL.contains(&name) || name == maps::NEXT
+}
+
+/// (type, key size, value size, max entries) of the chain's map `name` (a shared one, as
+/// the chain's entry creates it, or a module's `FP_NEXT`); a module declaring it otherwise
+/// was built against another SDK.
 fn shared_map_shape(name: &str) -> Option<(u32, u32, u32, u32)> {
     use libbpf_sys::{
         BPF_MAP_TYPE_ARRAY as ARRAY, BPF_MAP_TYPE_DEVMAP as DEVMAP,
@@ -210,7 +223,7 @@ fn shared_map_shape(name: &str) -> Option<(u32, u32, u32, u32)> {
     };
     use offload_common::module::{
         CHAIN_ARRAY_SLOTS, ChainState, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES, ModuleContext,
-        ModuleRecord, ModuleRuntime, chain_counter, verdict,
+        ModuleRecord, ModuleRuntime, REVISION_BANKS, chain_counter, verdict,
     };
     let size = |bytes: usize| bytes as u32;
     Some(match name {
@@ -230,6 +243,8 @@ fn shared_map_shape(name: &str) -> Option<(u32, u32, u32, u32)> {
             size(size_of::<ModuleRuntime>()),
             MAX_MODULES,
         ),
+        // The module's own, but its shape is the ABI's too.
+        maps::NEXT => (PROG_ARRAY, 4, 4, REVISION_BANKS),
         _ => return None,
     })
 }

@@ -162,8 +162,19 @@ fn stage(
                     version: c_string(&record.version),
                     digest: digest_hex(&record.digest),
                 });
+                let next = match &running[position].next {
+                    Some(next) => Some(
+                        next.try_clone()
+                            .map_err(ModuleError::syscall("dup a map fd"))?,
+                    ),
+                    None => None,
+                };
                 program_ids.push(ids[position].2);
-                members.push(Member { instance, program });
+                members.push(Member {
+                    instance,
+                    program,
+                    next,
+                });
             }
             Next::Replace { instance, object } => {
                 let mut record = chain.record(instance)?;
@@ -186,9 +197,13 @@ fn stage(
                 chain.set_record(instance, &record)?;
                 staged.push((instance, record));
                 modules.push(revision_module(&name, object));
-                handovers.push((name, handover));
                 program_ids.push(program_id);
-                members.push(Member { instance, program });
+                members.push(Member {
+                    instance,
+                    program,
+                    next: chain.next_map(&name, generation),
+                });
+                handovers.push((name, handover));
             }
             Next::Add { name, object } => {
                 check_frags(chain, object, name, frags)?;
@@ -212,7 +227,11 @@ fn stage(
                 staged.push((instance, record));
                 modules.push(revision_module(name, object));
                 program_ids.push(program_id);
-                members.push(Member { instance, program });
+                members.push(Member {
+                    instance,
+                    program,
+                    next: chain.next_map(name, generation),
+                });
             }
         }
     }

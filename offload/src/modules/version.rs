@@ -17,6 +17,7 @@ use offload_common::module::maps;
 use super::{
     ModuleError, ModuleObject,
     chain::{self, Chain},
+    object::is_chain_map,
     report::MapHandover,
 };
 use crate::sys;
@@ -52,6 +53,11 @@ pub(super) fn load_version(
     let mut loader = EbpfLoader::new();
     for (map, path) in shared.iter().chain(own.iter()) {
         loader.map_pin_path(map, path.as_path());
+    }
+    // Its link to the next module: its own, new with each version, wired by the switch.
+    let next = dir.join(maps::NEXT);
+    if object.has_next {
+        loader.map_pin_path(maps::NEXT, next.as_path());
     }
     let mut ebpf = loader
         .load(&object.bytes)
@@ -130,7 +136,7 @@ pub(super) fn plan_handover(
     if let Ok(entries) = fs::read_dir(old_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !object.maps.iter().any(|map| map.name == name) {
+            if !is_chain_map(&name) && !object.maps.iter().any(|map| map.name == name) {
                 handover.dropped.push(name);
             }
         }

@@ -23,6 +23,8 @@
 //! `sdk/c/module.h` and with fastpath's loader.
 #![no_std]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_ktime_get_ns, bpf_redirect},
@@ -36,7 +38,7 @@ pub use offload_common::module::{
 };
 use offload_common::module::{
     CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, MAX_MODULES, MAX_PORTS, MAX_XSK_QUEUES, ModuleRuntime,
-    chain_counter,
+    REVISION_BANKS, chain_counter, tail_call_constant,
 };
 
 /// `XDP_PASS`, for a program that cannot build its [`Module`].
@@ -45,8 +47,6 @@ pub const XDP_PASS: u32 = xdp_action::XDP_PASS;
 // The maps the chain shares with its modules: same names and shapes as the chain's entry
 // object, bound to the chain's pinned ones when fastpath loads the module.
 
-#[map]
-static FP_CHAIN: ProgramArray = ProgramArray::with_max_entries(CHAIN_ARRAY_SLOTS, 0);
 #[map]
 static FP_CONTEXT: PerCpuArray<ModuleContext> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -60,6 +60,8 @@ static FP_CHAIN_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(chain
 static FP_XSKS: XskMap = XskMap::with_max_entries(MAX_XSK_QUEUES, 0);
 #[map]
 static FP_PORTS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+#[map]
+static FP_NEXT: ProgramArray = ProgramArray::with_max_entries(REVISION_BANKS, 0);
 #[map]
 static FP_RUNTIME: PerCpuArray<ModuleRuntime> = PerCpuArray::with_max_entries(MAX_MODULES, 0);
 
@@ -136,14 +138,20 @@ impl Module {
     pub fn next(self) -> u32 {
         self.count(verdict::CONTINUE);
         let slot = u32::from(self.context().slot);
-        // The last slot of a revision's bank: the next one belongs to another revision.
-        if slot % CHAIN_SLOTS != CHAIN_SLOTS - 1 {
-            // SAFETY: as in `context`.
-            unsafe { (*self.context).slot = (slot + 1) as u16 };
-            // SAFETY: on success control never returns; every program of the array is an
-            // XDP program of this chain.
-            unsafe { FP_CHAIN.tail_call(&self.xdp, slot + 1) };
+        // SAFETY: as in `context`.
+        unsafe { (*self.context).slot = (slot + 1) as u16 };
+        let ctx = self.xdp.ctx.cast::<c_void>();
+        // One call site per bank, each with a constant key, so the JIT makes each a direct
+        // jump. SAFETY: on success control never returns; FP_NEXT holds programs of this
+        // chain only.
+        unsafe {
+            if slot < CHAIN_SLOTS {
+                tail_call_constant::<0>(ctx, (&raw const FP_NEXT).cast());
+            } else {
+                tail_call_constant::<1>(ctx, (&raw const FP_NEXT).cast());
+            }
         }
+        // Past the last module of the revision (its FP_NEXT entry is empty).
         if let Some(counter) = FP_CHAIN_COUNTERS.get_ptr_mut(chain_counter::END) {
             // SAFETY: a per-CPU slot, see `context`.
             unsafe { *counter += 1 };
