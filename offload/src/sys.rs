@@ -52,6 +52,27 @@ pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
 
 /// The interface of an XDP link: `Some(0)` once its device is gone, `None` for other links.
 pub fn xdp_link_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    let info = link_info(link)?;
+    if info.type_ != libbpf_sys::BPF_LINK_TYPE_XDP {
+        return Ok(None);
+    }
+    // SAFETY: the xdp member is the one the kernel fills for BPF_LINK_TYPE_XDP.
+    Ok(Some(unsafe { info.__bindgen_anon_1.xdp.ifindex }))
+}
+
+/// The interface and attach type (`BPF_TCX_INGRESS`, `BPF_TCX_EGRESS`) of a tcx link;
+/// None for a link of another type.
+pub fn tcx_link_target(link: BorrowedFd<'_>) -> io::Result<Option<(u32, u32)>> {
+    let info = link_info(link)?;
+    if info.type_ != libbpf_sys::BPF_LINK_TYPE_TCX {
+        return Ok(None);
+    }
+    // SAFETY: the tcx member is the one the kernel fills for BPF_LINK_TYPE_TCX.
+    let tcx = unsafe { info.__bindgen_anon_1.tcx };
+    Ok(Some((tcx.ifindex, tcx.attach_type)))
+}
+
+fn link_info(link: BorrowedFd<'_>) -> io::Result<libbpf_sys::bpf_link_info> {
     // SAFETY: all-zero is a valid bpf_link_info; the kernel fills up to `length` bytes.
     let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
     let mut length = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
@@ -59,11 +80,7 @@ pub fn xdp_link_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
     check(unsafe {
         libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut length)
     })?;
-    if info.type_ != libbpf_sys::BPF_LINK_TYPE_XDP {
-        return Ok(None);
-    }
-    // SAFETY: the xdp member is the one the kernel fills for BPF_LINK_TYPE_XDP.
-    Ok(Some(unsafe { info.__bindgen_anon_1.xdp.ifindex }))
+    Ok(info)
 }
 
 /// The kernel's id of a loaded program.

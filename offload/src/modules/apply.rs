@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{
-    ModuleError, ModuleObject,
+    ChainAt, ModuleError, ModuleObject,
     chain::Chain,
     entry::{detach, lock, open_existing, open_or_attach},
     history::{History, RevisionModule, RevisionRecord},
@@ -20,46 +20,53 @@ use super::{
 /// switch: modules added, removed, reordered and swapped (a module whose object differs
 /// from the running one's is swapped, its maps of matching shape kept). With `check`,
 /// reads and plans everything and changes nothing.
-pub fn apply(iface: &str, file: &Path, check: bool) -> Result<Applied, ModuleError> {
+pub fn apply<'a>(
+    at: impl Into<ChainAt<'a>>,
+    file: &Path,
+    check: bool,
+) -> Result<Applied, ModuleError> {
+    let at = at.into();
     let spec = ChainSpec::read(file)?;
     let wanted: Vec<(&str, &ModuleObject)> = spec
         .modules
         .iter()
         .map(|module| (module.name.as_str(), &module.object))
         .collect();
-    check_frags_agree(iface, &wanted)?;
-    let _lock = lock(iface)?;
+    check_frags_agree(&at.to_string(), &wanted)?;
+    let _lock = lock(at)?;
     if check {
-        return planned(iface, &wanted);
+        return planned(at, &wanted);
     }
-    apply_locked(iface, &wanted)
+    apply_locked(at, &wanted)
 }
 
 /// Applies anew revision `to` of the chain on `iface` (by default the one before the
 /// running revision) from the chain's history: a new revision with the same modules, in
 /// the same order, from the same objects. Maps of matching shape are kept, as in a swap.
-pub fn rollback(iface: &str, to: Option<u32>) -> Result<Applied, ModuleError> {
-    let _lock = lock(iface)?;
-    let chain = open_existing(iface)?;
+pub fn rollback<'a>(at: impl Into<ChainAt<'a>>, to: Option<u32>) -> Result<Applied, ModuleError> {
+    let at = at.into();
+    let _lock = lock(at)?;
+    let chain = open_existing(at)?;
     let running = chain.state()?.revision;
-    let history = History::for_iface(iface);
+    let history = History::for_chain(at);
     let target = match to {
-        Some(revision) => history.revision(iface, revision)?,
-        None => previous(&history, iface, running)?,
+        Some(revision) => history.revision(&at.to_string(), revision)?,
+        None => previous(&history, &at.to_string(), running)?,
     };
-    let objects = history.objects_of(iface, &target)?;
+    let objects = history.objects_of(&at.to_string(), &target)?;
     drop(chain);
     let wanted: Vec<(&str, &ModuleObject)> = objects
         .iter()
         .map(|(name, object)| (name.as_str(), object))
         .collect();
-    check_frags_agree(iface, &wanted)?;
-    apply_locked(iface, &wanted)
+    check_frags_agree(&at.to_string(), &wanted)?;
+    apply_locked(at, &wanted)
 }
 
 /// What would change, module by module: from the running chain to the chain file `file`,
 /// or without a file, from the revision before the running one to the running one.
-pub fn diff(iface: &str, file: Option<&Path>) -> Result<ChainDiff, ModuleError> {
+pub fn diff<'a>(at: impl Into<ChainAt<'a>>, file: Option<&Path>) -> Result<ChainDiff, ModuleError> {
+    let at = at.into();
     match file {
         Some(file) => {
             let spec = ChainSpec::read(file)?;
@@ -68,10 +75,10 @@ pub fn diff(iface: &str, file: Option<&Path>) -> Result<ChainDiff, ModuleError> 
                 .iter()
                 .map(|module| (module.name.as_str(), &module.object))
                 .collect();
-            let _lock = lock(iface)?;
-            let plan = planned(iface, &wanted)?;
+            let _lock = lock(at)?;
+            let plan = planned(at, &wanted)?;
             Ok(ChainDiff {
-                iface: iface.to_string(),
+                iface: at.iface.to_string(),
                 from: match plan.revision {
                     Some(revision) => format!("revision {revision}"),
                     None => "no chain".to_string(),
@@ -81,16 +88,16 @@ pub fn diff(iface: &str, file: Option<&Path>) -> Result<ChainDiff, ModuleError> 
             })
         }
         None => {
-            let chain = open_existing(iface)?;
+            let chain = open_existing(at)?;
             let running = chain.state()?.revision;
-            let history = History::for_iface(iface);
-            let before = previous(&history, iface, running)?;
+            let history = History::for_chain(at);
+            let before = previous(&history, &at.to_string(), running)?;
             let now: Vec<RevisionModule> = running_modules(&chain)?
                 .into_iter()
                 .map(|(_, module)| module)
                 .collect();
             Ok(ChainDiff {
-                iface: iface.to_string(),
+                iface: at.iface.to_string(),
                 from: format!("revision {}", before.revision),
                 to: format!("revision {running}"),
                 changes: changes(&before.modules, &now),
@@ -100,10 +107,11 @@ pub fn diff(iface: &str, file: Option<&Path>) -> Result<ChainDiff, ModuleError> 
 }
 
 /// The running chain on `iface` and the revisions its history keeps.
-pub fn show(iface: &str) -> Result<ChainShow, ModuleError> {
+pub fn show<'a>(at: impl Into<ChainAt<'a>>) -> Result<ChainShow, ModuleError> {
+    let at = at.into();
     Ok(ChainShow {
-        chain: list(iface)?,
-        history: History::for_iface(iface).revisions(),
+        chain: list(at)?,
+        history: History::for_chain(at).revisions(),
     })
 }
 
@@ -121,7 +129,7 @@ fn previous(history: &History, iface: &str, running: u32) -> Result<RevisionReco
 }
 
 /// The modules of one chain must agree on `xdp.frags`: they share one program array.
-fn check_frags_agree(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<(), ModuleError> {
+fn check_frags_agree(chain: &str, wanted: &[(&str, &ModuleObject)]) -> Result<(), ModuleError> {
     let Some((_, first)) = wanted.first() else {
         return Ok(());
     };
@@ -131,7 +139,7 @@ fn check_frags_agree(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<()
     {
         Some((name, object)) => Err(ModuleError::FragsMismatch {
             module: name.to_string(),
-            iface: iface.to_string(),
+            iface: chain.to_string(),
             module_frags: object.frags,
             chain_frags: first.frags,
         }),
@@ -141,8 +149,8 @@ fn check_frags_agree(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<()
 
 /// The plan of a change to `wanted`, made of nothing but reads: the changes, and for each
 /// swap, the maps that would be kept. `revision` is the running one (none without a chain).
-fn planned(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
-    let chain = match open_existing(iface) {
+fn planned(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
+    let chain = match open_existing(at) {
         Ok(chain) => Some(chain),
         Err(ModuleError::NoChain { .. }) => None,
         Err(error) => return Err(error),
@@ -157,7 +165,7 @@ fn planned(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, Mod
         fill_handovers(chain, &running, wanted, &mut plan)?;
     }
     Ok(Applied {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
         revision: match &chain {
             Some(chain) => Some(chain.state()?.revision),
             None => None,
@@ -170,11 +178,11 @@ fn planned(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, Mod
 }
 
 /// Applies `wanted` under the chain's lock, taken by the caller.
-fn apply_locked(iface: &str, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
+fn apply_locked(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
     let Some((_, first)) = wanted.first() else {
-        return remove_every_module(iface);
+        return remove_every_module(at);
     };
-    let (mut chain, attached) = open_or_attach(iface, first.frags)?;
+    let (mut chain, attached) = open_or_attach(at, first.frags)?;
     let result = apply_to(&mut chain, wanted);
     if result.is_err() && attached.is_some() {
         // The interface had no chain before this command: leave it without one.
@@ -191,7 +199,7 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
     let old: Vec<RevisionModule> = running.iter().map(|(_, module)| module.clone()).collect();
     let mut plan = changes(&old, &as_revision_modules(wanted));
     let mut applied = Applied {
-        iface: chain.iface.clone(),
+        iface: chain.name(),
         revision: None,
         changes: Vec::new(),
         attached: None,
@@ -232,12 +240,12 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
 }
 
 /// An empty chain file: every module goes, and the chain's entry with the last.
-fn remove_every_module(iface: &str) -> Result<Applied, ModuleError> {
-    let mut chain = match open_existing(iface) {
+fn remove_every_module(at: ChainAt<'_>) -> Result<Applied, ModuleError> {
+    let mut chain = match open_existing(at) {
         Ok(chain) => chain,
         Err(ModuleError::NoChain { .. }) => {
             return Ok(Applied {
-                iface: iface.to_string(),
+                iface: at.iface.to_string(),
                 revision: None,
                 changes: Vec::new(),
                 attached: None,
@@ -254,7 +262,7 @@ fn remove_every_module(iface: &str) -> Result<Applied, ModuleError> {
         .collect();
     let committed = commit(&mut chain, &[])?;
     Ok(Applied {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
         revision: Some(committed.revision),
         changes: changes(&old, &[]),
         attached: None,

@@ -25,7 +25,7 @@ use offload_common::module::{
     REVISION_BANKS, maps, verdict,
 };
 
-use super::ModuleError;
+use super::{ChainAt, Hook, ModuleError};
 use crate::{bpffs::Bpffs, sys};
 
 /// How long a replaced revision's slots stay filled after the switch: packets that read
@@ -40,9 +40,12 @@ pub(crate) struct ChainPins {
 }
 
 impl ChainPins {
-    pub fn for_iface(iface: &str) -> ChainPins {
+    pub fn for_chain(at: ChainAt<'_>) -> ChainPins {
         ChainPins {
-            dir: Bpffs::get().fastpath_dir().join(iface).join("chain"),
+            dir: Bpffs::get()
+                .fastpath_dir()
+                .join(at.iface)
+                .join(at.hook.dir_name()),
         }
     }
     pub fn link(&self) -> PathBuf {
@@ -83,6 +86,7 @@ pub(crate) struct Member {
 /// The opened shared maps of one chain.
 pub(crate) struct Chain {
     pub iface: String,
+    pub hook: Hook,
     pub pins: ChainPins,
     programs: OwnedFd,
     state: Array<MapData, ChainState>,
@@ -101,7 +105,7 @@ fn open_map(pins: &ChainPins, name: &str) -> Result<Map, ModuleError> {
 }
 
 impl Chain {
-    pub fn open(iface: &str, pins: ChainPins) -> Result<Chain, ModuleError> {
+    pub fn open(at: ChainAt<'_>, pins: ChainPins) -> Result<Chain, ModuleError> {
         let programs = sys::obj_get(&pins.map(maps::CHAIN))
             .map_err(ModuleError::syscall("BPF_OBJ_GET of FP_CHAIN"))?;
         let typed = |name: &'static str| {
@@ -121,7 +125,8 @@ impl Chain {
         let (name, map) = typed(maps::RUNTIME)?;
         let runtime = PerCpuArray::try_from(map).map_err(ModuleError::map("open", name))?;
         Ok(Chain {
-            iface: iface.to_string(),
+            iface: at.iface.to_string(),
+            hook: at.hook,
             pins,
             programs,
             state,
@@ -131,6 +136,16 @@ impl Chain {
             counters,
             runtime,
         })
+    }
+
+    /// Which chain this is.
+    pub fn at(&self) -> ChainAt<'_> {
+        ChainAt::new(&self.iface, self.hook)
+    }
+
+    /// The chain as errors name it: the interface, and the hook when it is not XDP.
+    pub fn name(&self) -> String {
+        self.at().to_string()
     }
 
     pub fn state(&self) -> Result<ChainState, ModuleError> {
@@ -335,7 +350,7 @@ impl Chain {
             }
         }
         // Records of revisions never switched to.
-        super::history::History::for_iface(&self.iface).prune(self.state()?.revision);
+        super::history::History::for_chain(self.at()).prune(self.state()?.revision);
         Ok(())
     }
 

@@ -8,56 +8,74 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    programs::{Xdp, links::FdLink, xdp::XdpMode as AyaMode},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, links::FdLink, tc::TcAttachOptions,
+        xdp::XdpMode as AyaMode,
+    },
 };
 use nix::fcntl::Flock;
 use offload_common::module::{ChainState, maps};
 
 use super::{
-    CHAIN_OBJECT, ModuleError,
+    AttachedAs, CHAIN_OBJECT, ChainAt, Hook, ModuleError,
     chain::{self, Chain, ChainPins},
     history::History,
 };
 use crate::{bpffs::Bpffs, mode::XdpMode, sys, xdp_state};
 
 /// One command at a time per chain.
-pub(super) fn lock(iface: &str) -> Result<Flock<File>, ModuleError> {
+pub(super) fn lock(at: ChainAt<'_>) -> Result<Flock<File>, ModuleError> {
     // The name becomes a file name: only an interface that exists here gets a lock file.
-    xdp_state::ifindex(iface)?;
-    crate::run_lock::exclusive(&format!("{iface}.chain.lock"))
+    xdp_state::ifindex(at.iface)?;
+    crate::run_lock::exclusive(&format!("{}.{}.lock", at.iface, at.hook.dir_name()))
         .map_err(|(call, source)| ModuleError::Syscall { call, source })
 }
 
-/// The chain on `iface` when its entry still runs there.
-pub(super) fn open_existing(iface: &str) -> Result<Chain, ModuleError> {
-    let ifindex = xdp_state::ifindex(iface)?;
-    let pins = ChainPins::for_iface(iface);
-    if !link_runs_on(&pins, ifindex) {
+/// The chain `at` when its entry still runs there.
+pub(super) fn open_existing(at: ChainAt<'_>) -> Result<Chain, ModuleError> {
+    let ifindex = xdp_state::ifindex(at.iface)?;
+    let pins = ChainPins::for_chain(at);
+    if !link_runs_on(&pins, at.hook, ifindex) {
         return Err(ModuleError::NoChain {
-            iface: iface.to_string(),
+            iface: at.to_string(),
             dir: pins.shown(),
         });
     }
-    Chain::open(iface, pins)
+    Chain::open(at, pins)
 }
 
-fn link_runs_on(pins: &ChainPins, ifindex: u32) -> bool {
-    sys::obj_get(&pins.link())
-        .and_then(|link| sys::xdp_link_ifindex(link.as_fd()))
-        .is_ok_and(|linked| linked == Some(ifindex))
+/// Whether the entry's pinned link is attached to `ifindex` on `hook`.
+fn link_runs_on(pins: &ChainPins, hook: Hook, ifindex: u32) -> bool {
+    let Ok(link) = sys::obj_get(&pins.link()) else {
+        return false;
+    };
+    match tcx_attach_type(hook) {
+        None => sys::xdp_link_ifindex(link.as_fd()).is_ok_and(|linked| linked == Some(ifindex)),
+        Some(attach_type) => sys::tcx_link_target(link.as_fd())
+            .is_ok_and(|target| target == Some((ifindex, attach_type))),
+    }
 }
 
-/// The chain on `iface`, attaching an empty one (entry in the given frags flavour) when
-/// there is none; the mode it was attached in when it was.
+/// The kernel's attach type of a tcx hook; None for XDP.
+fn tcx_attach_type(hook: Hook) -> Option<u32> {
+    match hook {
+        Hook::Xdp => None,
+        Hook::TcIngress => Some(libbpf_sys::BPF_TCX_INGRESS),
+        Hook::TcEgress => Some(libbpf_sys::BPF_TCX_EGRESS),
+    }
+}
+
+/// The chain `at`, attaching an empty one (entry in the given frags flavour) when there
+/// is none; how it was attached when it was.
 pub(super) fn open_or_attach(
-    iface: &str,
+    at: ChainAt<'_>,
     frags: bool,
-) -> Result<(Chain, Option<XdpMode>), ModuleError> {
+) -> Result<(Chain, Option<AttachedAs>), ModuleError> {
     crate::pins::prune_stale();
-    let ifindex = xdp_state::ifindex(iface)?;
-    let pins = ChainPins::for_iface(iface);
-    if link_runs_on(&pins, ifindex) {
-        let mut chain = Chain::open(iface, pins)?;
+    let ifindex = xdp_state::ifindex(at.iface)?;
+    let pins = ChainPins::for_chain(at);
+    if link_runs_on(&pins, at.hook, ifindex) {
+        let mut chain = Chain::open(at, pins)?;
         chain.reconcile()?;
         if !chain.running()?.is_empty() {
             return Ok((chain, None));
@@ -66,27 +84,29 @@ pub(super) fn open_or_attach(
         // its first load. Attached anew, it takes this module's frags.
         detach(&chain)?;
     }
-    let pins = ChainPins::for_iface(iface);
+    let pins = ChainPins::for_chain(at);
     // Pins of a chain whose link is gone (the interface was re-created, or an attach died).
     chain::remove_dir(&pins.dir);
-    History::for_iface(iface).clear();
-    if let Some(state) = xdp_state::query(ifindex)? {
+    History::for_chain(at).clear();
+    if !at.hook.is_tc()
+        && let Some(state) = xdp_state::query(ifindex)?
+    {
         return Err(ModuleError::InterfaceBusy {
-            iface: iface.to_string(),
+            iface: at.iface.to_string(),
             program_id: state.program_id,
         });
     }
     Bpffs::get().ready_for_pins(true)?;
     fs::create_dir_all(pins.maps_dir()).map_err(ModuleError::syscall("mkdir under bpffs"))?;
-    let mode = match attach_entry(iface, ifindex, &pins, frags) {
-        Ok(mode) => mode,
+    let attached = match attach_entry(at, ifindex, &pins, frags) {
+        Ok(attached) => attached,
         Err(error) => {
             chain::remove_dir(&pins.dir);
             return Err(error);
         }
     };
-    match Chain::open(iface, ChainPins::for_iface(iface)) {
-        Ok(chain) => Ok((chain, Some(mode))),
+    match Chain::open(at, ChainPins::for_chain(at)) {
+        Ok(chain) => Ok((chain, Some(attached))),
         Err(error) => {
             // Attached but unusable: leave the interface as it was.
             detach_pins(&pins)?;
@@ -96,25 +116,25 @@ pub(super) fn open_or_attach(
 }
 
 fn attach_entry(
-    iface: &str,
+    at: ChainAt<'_>,
     ifindex: u32,
     pins: &ChainPins,
     frags: bool,
-) -> Result<XdpMode, ModuleError> {
+) -> Result<AttachedAs, ModuleError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .load(CHAIN_OBJECT)
         .map_err(|source| ModuleError::LoadChain(Box::new(source)))?;
-    let entry_name = if frags {
-        "chain_entry_frags"
-    } else {
-        "chain_entry"
+    let entry_name = match (at.hook, frags) {
+        (Hook::Xdp, false) => "chain_entry",
+        (Hook::Xdp, true) => "chain_entry_frags",
+        (_, _) => "chain_entry_tc",
     };
     {
         let mut state: aya::maps::Array<_, ChainState> = ebpf
             .map_mut(maps::STATE)
             .ok_or_else(|| ModuleError::NoChain {
-                iface: iface.to_string(),
+                iface: at.to_string(),
                 dir: pins.shown(),
             })?
             .try_into()
@@ -129,19 +149,76 @@ fn attach_entry(
             .map_err(ModuleError::map("write", maps::STATE))?;
     }
     let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
-    let program: &mut Xdp = ebpf
+    let program = ebpf
         .program_mut(entry_name)
         .ok_or_else(|| ModuleError::NoChain {
-            iface: iface.to_string(),
+            iface: at.to_string(),
             dir: pins.shown(),
-        })?
-        .try_into()
-        .map_err(program_error("open"))?;
-    program.load().map_err(program_error("load"))?;
+        })?;
+    let (link, attached_as) = match at.hook {
+        Hook::Xdp => {
+            let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
+            program.load().map_err(program_error("load"))?;
+            let (link, mode) = attach_xdp(at, ifindex, program)?;
+            program
+                .pin(pins.entry())
+                .map_err(|source| ModuleError::Pin {
+                    path: pins.entry(),
+                    source,
+                })?;
+            (link, mode)
+        }
+        Hook::TcIngress | Hook::TcEgress => {
+            let program: &mut SchedClassifier =
+                program.try_into().map_err(program_error("open"))?;
+            program.load().map_err(program_error("load"))?;
+            let attach_type = if at.hook == Hook::TcIngress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
+            let link_id = program
+                .attach_with_options(
+                    at.iface,
+                    attach_type,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|error| ModuleError::Attach {
+                    iface: at.to_string(),
+                    reasons: format!("tcx: {}", crate::error_chain(&error)),
+                })?;
+            let link = program
+                .take_link(link_id)
+                .map_err(program_error("attach"))?;
+            let link = FdLink::try_from(link).map_err(|error| ModuleError::Attach {
+                iface: at.to_string(),
+                reasons: format!("not a bpf_link: {error}"),
+            })?;
+            program
+                .pin(pins.entry())
+                .map_err(|source| ModuleError::Pin {
+                    path: pins.entry(),
+                    source,
+                })?;
+            (link, AttachedAs::Tcx)
+        }
+    };
+    let path = pins.link();
+    link.pin(&path)
+        .map_err(|source| ModuleError::Pin { path, source })?;
+    Ok(attached_as)
+}
+
+/// Attaches the XDP entry in driver mode, else generic; each refusal is reported.
+fn attach_xdp(
+    at: ChainAt<'_>,
+    ifindex: u32,
+    program: &mut Xdp,
+) -> Result<(FdLink, AttachedAs), ModuleError> {
     let mut reasons = Vec::new();
-    for (mode, aya_mode) in [
-        (XdpMode::Drv, AyaMode::Driver),
-        (XdpMode::Skb, AyaMode::Skb),
+    for (attached_as, mode, aya_mode) in [
+        (AttachedAs::Drv, XdpMode::Drv, AyaMode::Driver),
+        (AttachedAs::Skb, XdpMode::Skb, AyaMode::Skb),
     ] {
         let link_id = match program.attach_to_if_index(ifindex, aya_mode) {
             Ok(link_id) => link_id,
@@ -150,31 +227,26 @@ fn attach_entry(
                 continue;
             }
         };
-        let link = program
-            .take_link(link_id)
-            .map_err(program_error("attach"))?;
+        let link = program.take_link(link_id).map_err(ModuleError::program(
+            "(chain entry)",
+            "chain_entry",
+            "attach",
+        ))?;
         let link = FdLink::try_from(link).map_err(|error| ModuleError::Attach {
-            iface: iface.to_string(),
+            iface: at.to_string(),
             reasons: format!("not a bpf_link: {error}"),
         })?;
-        let path = pins.link();
-        link.pin(&path)
-            .map_err(|source| ModuleError::Pin { path, source })?;
-        let path = pins.entry();
-        program
-            .pin(&path)
-            .map_err(|source| ModuleError::Pin { path, source })?;
-        return Ok(mode);
+        return Ok((link, attached_as));
     }
     Err(ModuleError::Attach {
-        iface: iface.to_string(),
+        iface: at.to_string(),
         reasons: reasons.join("; "),
     })
 }
 
 /// Detaches the chain's entry and removes the chain's pins.
 pub(super) fn detach(chain: &Chain) -> Result<(), ModuleError> {
-    History::for_iface(&chain.iface).clear();
+    History::for_chain(chain.at()).clear();
     detach_pins(&chain.pins)
 }
 

@@ -2,8 +2,8 @@
 //! which command, and its modules) and a copy of every module object those revisions ran,
 //! so `chain rollback` can rebuild one and `chain diff` can compare two.
 //!
-//! It lives beside the chain's lock in `/run/fastpath/chains/<iface>/` (bpffs holds no
-//! plain files): `revisions/<n>.json` and `objects/<digest>.o`. A record is written before
+//! It lives beside the chain's lock in `/run/fastpath/chains/<iface>/<chain>/` (bpffs
+//! holds no plain files): `revisions/<n>.json` and `objects/<digest>.o`. A record is written before
 //! its revision is switched to; records of revisions never switched to (a command that died
 //! or failed) are removed by the next command. The last [`KEPT_REVISIONS`] are kept, and
 //! the history goes with the chain when its last module is unloaded.
@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{ModuleError, ModuleObject, object::digest_hex};
+use super::{ChainAt, ModuleError, ModuleObject, object::digest_hex};
 
 /// How many revisions the history keeps, the running one included.
 pub const KEPT_REVISIONS: usize = 10;
@@ -50,9 +50,11 @@ pub(super) struct History {
 }
 
 impl History {
-    pub fn for_iface(iface: &str) -> History {
+    pub fn for_chain(at: ChainAt<'_>) -> History {
         History {
-            dir: crate::run_lock::path("chains").join(iface),
+            dir: crate::run_lock::path("chains")
+                .join(at.iface)
+                .join(at.hook.dir_name()),
         }
     }
 

@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{ModuleError, chain::Chain, entry::open_existing, object::c_string};
+use super::{ChainAt, ModuleError, chain::Chain, entry::open_existing, object::c_string};
 use crate::sys;
 
 /// What can go wrong reading or writing a module's map.
@@ -183,13 +183,13 @@ pub fn format_bytes(bytes: &[u8]) -> String {
 
 /// Runs `operation` on the map `map` of module `module` in the chain on `iface`, on the
 /// maps of the version the chain runs.
-pub fn module_map(
-    iface: &str,
+pub fn module_map<'a>(
+    at: impl Into<ChainAt<'a>>,
     module: &str,
     map: &str,
     operation: &MapOperation,
 ) -> Result<MapReport, ModuleMapError> {
-    let chain = open_existing(iface)?;
+    let chain = open_existing(at.into())?;
     let generation = running_generation(&chain, module)?;
     let dir = chain.pins.generation_dir(module, generation);
     if !super::object::is_pin_name(map) {
@@ -248,7 +248,7 @@ pub fn module_map(
         }
     };
     Ok(MapReport {
-        iface: iface.to_string(),
+        iface: chain.iface.clone(),
         module: module.to_string(),
         map: map.to_string(),
         pin,
@@ -272,7 +272,7 @@ fn running_generation(chain: &Chain, module: &str) -> Result<u32, ModuleError> {
         known.push(name);
     }
     Err(ModuleError::UnknownModule {
-        iface: chain.iface.clone(),
+        iface: chain.name(),
         module: module.to_string(),
         known: known.join(", "),
     })

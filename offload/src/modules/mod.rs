@@ -21,6 +21,7 @@ mod chain;
 mod entry;
 mod error;
 pub mod history;
+mod hook;
 pub mod map;
 mod object;
 mod ops;
@@ -32,6 +33,7 @@ mod version;
 
 pub use apply::{apply, diff, rollback, show};
 pub use error::ModuleError;
+pub use hook::{AttachedAs, ChainAt, Hook};
 pub use object::{MapShape, ModuleObject};
 pub use offload_common::module::ABI_VERSION;
 pub use ops::{Position, list, load, profile, read_counter, swap, unload};

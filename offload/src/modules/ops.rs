@@ -6,7 +6,7 @@ use std::path::Path;
 use offload_common::module::{NAME_LEN, RECORD_FRAGS, chain_counter, verdict};
 
 use super::{
-    ModuleError, ModuleObject,
+    ChainAt, ModuleError, ModuleObject,
     chain::Chain,
     entry::{detach, lock, open_existing, open_or_attach},
     object::c_string,
@@ -31,17 +31,18 @@ pub enum Position {
 /// Loads the module in `file` into the chain on `iface` at `position`, attaching the
 /// chain's entry first when the interface has no chain. `name` overrides the name in the
 /// module's metadata.
-pub fn load(
-    iface: &str,
+pub fn load<'a>(
+    at: impl Into<ChainAt<'a>>,
     file: &Path,
     name: Option<&str>,
     position: &Position,
 ) -> Result<Loaded, ModuleError> {
+    let at = at.into();
     let object = ModuleObject::read(file)?;
     let name = name.map_or_else(|| object.name.clone(), str::to_string);
     check_name(&name)?;
-    let _lock = lock(iface)?;
-    let (mut chain, attached) = open_or_attach(iface, object.frags)?;
+    let _lock = lock(at)?;
+    let (mut chain, attached) = open_or_attach(at, object.frags)?;
     let result = load_into(&mut chain, &object, &name, position);
     if result.is_err() && attached.is_some() {
         // The interface had no chain before this command: leave it without one.
@@ -49,7 +50,7 @@ pub fn load(
     }
     let (order, committed) = result?;
     Ok(Loaded {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
         module: name,
         version: object.version,
         order,
@@ -70,7 +71,7 @@ fn load_into(
     let running = running_names(chain)?;
     if running.iter().any(|(_, known)| known == name) {
         return Err(ModuleError::DuplicateName {
-            iface: chain.iface.clone(),
+            iface: chain.name(),
             module: name.to_string(),
         });
     }
@@ -88,10 +89,15 @@ fn load_into(
 /// Replaces the module `name` on `iface` with the version in `file`, in one revision
 /// switch. Maps whose name, type, key size, value size, max entries and flags match are handed
 /// over with their contents; the others start empty.
-pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError> {
+pub fn swap<'a>(
+    at: impl Into<ChainAt<'a>>,
+    name: &str,
+    file: &Path,
+) -> Result<Swapped, ModuleError> {
+    let at = at.into();
     let object = ModuleObject::read(file)?;
-    let _lock = lock(iface)?;
-    let mut chain = open_existing(iface)?;
+    let _lock = lock(at)?;
+    let mut chain = open_existing(at)?;
     chain.reconcile()?;
     let running = running_names(&chain)?;
     let index = index_of(&chain, &running, name)?;
@@ -104,7 +110,7 @@ pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError
     };
     let mut committed = commit(&mut chain, &next)?;
     Ok(Swapped {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
         module: name.to_string(),
         old_version: c_string(&record.version),
         new_version: object.version,
@@ -122,9 +128,10 @@ pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError
 
 /// Removes the module `name` from the chain on `iface`; the chain's entry goes with the
 /// last module.
-pub fn unload(iface: &str, name: &str) -> Result<Unloaded, ModuleError> {
-    let _lock = lock(iface)?;
-    let mut chain = open_existing(iface)?;
+pub fn unload<'a>(at: impl Into<ChainAt<'a>>, name: &str) -> Result<Unloaded, ModuleError> {
+    let at = at.into();
+    let _lock = lock(at)?;
+    let mut chain = open_existing(at)?;
     chain.reconcile()?;
     let running = running_names(&chain)?;
     let index = index_of(&chain, &running, name)?;
@@ -132,7 +139,7 @@ pub fn unload(iface: &str, name: &str) -> Result<Unloaded, ModuleError> {
     next.remove(index);
     let committed = commit(&mut chain, &next)?;
     Ok(Unloaded {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
         module: name.to_string(),
         revision: committed.revision,
         chain_detached: committed.chain_detached,
@@ -151,8 +158,9 @@ fn keep_all(running: &[(u32, String)]) -> Vec<Next<'static>> {
 }
 
 /// The chain on `iface`: its revision and its modules in order, with their counters.
-pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
-    let chain = open_existing(iface)?;
+pub fn list<'a>(at: impl Into<ChainAt<'a>>) -> Result<ChainListing, ModuleError> {
+    let at = at.into();
+    let chain = open_existing(at)?;
     let state = chain.state()?;
     let mut modules = Vec::new();
     for (order, (_, instance, program_id)) in chain.running()?.into_iter().enumerate() {
@@ -182,7 +190,8 @@ pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
     }
     let counters = chain.chain_counters()?;
     Ok(ChainListing {
-        iface: iface.to_string(),
+        iface: at.iface.to_string(),
+        hook: at.hook,
         revision: state.revision,
         applied_at: state.applied_at,
         frags: state.frags != 0,
@@ -195,12 +204,13 @@ pub fn list(iface: &str) -> Result<ChainListing, ModuleError> {
 
 /// Turns the timing of each module on `iface` on or off (a clock read per verdict while
 /// on); `list` then shows each module's nanoseconds per packet.
-pub fn profile(iface: &str, on: bool) -> Result<ChainListing, ModuleError> {
+pub fn profile<'a>(at: impl Into<ChainAt<'a>>, on: bool) -> Result<ChainListing, ModuleError> {
+    let at = at.into();
     {
-        let _lock = lock(iface)?;
-        open_existing(iface)?.set_profile(on)?;
+        let _lock = lock(at)?;
+        open_existing(at)?.set_profile(on)?;
     }
-    list(iface)
+    list(at)
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), ModuleError> {
@@ -240,7 +250,7 @@ fn index_of(chain: &Chain, running: &[(u32, String)], name: &str) -> Result<usiz
         .iter()
         .position(|(_, known)| known == name)
         .ok_or_else(|| ModuleError::UnknownModule {
-            iface: chain.iface.clone(),
+            iface: chain.name(),
             module: name.to_string(),
             known: running
                 .iter()
@@ -252,8 +262,14 @@ fn index_of(chain: &Chain, running: &[(u32, String)], name: &str) -> Result<usiz
 
 /// Entry `index` of the module `name`'s per-CPU `u64` array map `map`, summed over the
 /// CPUs: a module's counter, read from its pinned maps (the running version's).
-pub fn read_counter(iface: &str, name: &str, map: &str, index: u32) -> Result<u64, ModuleError> {
-    let chain = open_existing(iface)?;
+pub fn read_counter<'a>(
+    at: impl Into<ChainAt<'a>>,
+    name: &str,
+    map: &str,
+    index: u32,
+) -> Result<u64, ModuleError> {
+    let at = at.into();
+    let chain = open_existing(at)?;
     let running = running_names(&chain)?;
     let instance = running[index_of(&chain, &running, name)?].0;
     let record = chain.record(instance)?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::mode::XdpMode;
+use super::{AttachedAs, Hook};
 
 /// What [`load`](super::load) did.
 #[derive(Clone, Debug, Serialize)]
@@ -22,7 +22,7 @@ pub struct Loaded {
     /// The revision switched to.
     pub revision: u32,
     /// The mode the chain's entry was attached in, when this load attached it.
-    pub attached: Option<XdpMode>,
+    pub attached: Option<AttachedAs>,
     /// What failed after the switch (the change took effect; the next command on the
     /// chain completes the rest).
     pub unfinished: Option<String>,
@@ -109,6 +109,8 @@ pub struct ModuleEntry {
 pub struct ChainListing {
     /// The interface.
     pub iface: String,
+    /// The hook the chain runs on.
+    pub hook: Hook,
     /// The running revision.
     pub revision: u32,
     /// When it was switched to, UNIX seconds.
@@ -184,7 +186,7 @@ pub struct Applied {
     /// Each module's change, new order first, removed ones last.
     pub changes: Vec<ModuleChange>,
     /// The mode the chain's entry was attached in, when this command attached it.
-    pub attached: Option<XdpMode>,
+    pub attached: Option<AttachedAs>,
     /// The new chain holds no module, so its entry was detached.
     pub chain_detached: bool,
     /// What failed after the switch (the change took effect; the next command on the

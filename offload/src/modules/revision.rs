@@ -53,7 +53,7 @@ pub(super) struct Committed {
 pub(super) fn commit(chain: &mut Chain, next: &[Next<'_>]) -> Result<Committed, ModuleError> {
     if next.len() > CHAIN_SLOTS as usize {
         return Err(ModuleError::ChainFull {
-            iface: chain.iface.clone(),
+            iface: chain.name(),
             max: CHAIN_SLOTS,
         });
     }
@@ -67,7 +67,7 @@ pub(super) fn commit(chain: &mut Chain, next: &[Next<'_>]) -> Result<Committed, 
             return Err(error);
         }
     };
-    let history = History::for_iface(&chain.iface);
+    let history = History::for_chain(chain.at());
     let switched = history
         .record(&record)
         .and_then(|()| chain.switch(&members));
@@ -140,7 +140,7 @@ fn stage(
     let frags = chain.state()?.frags != 0;
     let running = chain.running_members()?;
     let ids = chain.running()?;
-    let history = History::for_iface(&chain.iface);
+    let history = History::for_chain(chain.at());
     let mut members = Vec::new();
     let mut program_ids = Vec::new();
     let mut handovers = Vec::new();
@@ -208,7 +208,7 @@ fn stage(
             Next::Add { name, object } => {
                 check_frags(chain, object, name, frags)?;
                 let instance = chain.free_instance()?.ok_or(ModuleError::ChainFull {
-                    iface: chain.iface.clone(),
+                    iface: chain.name(),
                     max: MAX_MODULES,
                 })?;
                 let generation = 1;
@@ -262,7 +262,7 @@ pub(super) fn check_frags(
     if chain_frags != object.frags {
         return Err(ModuleError::FragsMismatch {
             module: name.to_string(),
-            iface: chain.iface.clone(),
+            iface: chain.name(),
             module_frags: object.frags,
             chain_frags,
         });
