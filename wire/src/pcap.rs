@@ -274,7 +274,7 @@ fn read_pcapng(file: &[u8]) -> Result<Vec<CapturedPacket>, PcapError> {
         }
         let kind = endian.u32(file, offset);
         let len = endian.u32(file, offset + 4) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(bad(format!(
                 "block length {len} is impossible (a multiple of 4, from 12)"
             )));

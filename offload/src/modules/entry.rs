@@ -93,12 +93,15 @@ pub(super) fn open_or_attach(
     }
 }
 
-fn attach_entry(
-    iface: &str,
-    ifindex: u32,
+/// Loads the chain's entry object with its shared maps pinned under `pins` and an empty
+/// revision in `FP_STATE`, and its entry program (the frags flavour or not) into the
+/// kernel, attached nowhere. Returns the object and the entry program's name. `label`
+/// names the chain in errors (its interface).
+pub(super) fn load_entry(
+    label: &str,
     pins: &ChainPins,
     frags: bool,
-) -> Result<XdpMode, ModuleError> {
+) -> Result<(aya::Ebpf, &'static str), ModuleError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .load(CHAIN_OBJECT)
@@ -108,13 +111,14 @@ fn attach_entry(
     } else {
         "chain_entry"
     };
+    let missing = || ModuleError::NoChain {
+        iface: label.to_string(),
+        dir: pins.shown(),
+    };
     {
         let mut state: aya::maps::Array<_, ChainState> = ebpf
             .map_mut(maps::STATE)
-            .ok_or_else(|| ModuleError::NoChain {
-                iface: iface.to_string(),
-                dir: pins.shown(),
-            })?
+            .ok_or_else(missing)?
             .try_into()
             .map_err(ModuleError::map("open", maps::STATE))?;
         let initial = ChainState {
@@ -129,13 +133,29 @@ fn attach_entry(
     let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
     let program: &mut Xdp = ebpf
         .program_mut(entry_name)
+        .ok_or_else(missing)?
+        .try_into()
+        .map_err(program_error("open"))?;
+    program.load().map_err(program_error("load"))?;
+    Ok((ebpf, entry_name))
+}
+
+fn attach_entry(
+    iface: &str,
+    ifindex: u32,
+    pins: &ChainPins,
+    frags: bool,
+) -> Result<XdpMode, ModuleError> {
+    let (mut ebpf, entry_name) = load_entry(iface, pins, frags)?;
+    let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
+    let program: &mut Xdp = ebpf
+        .program_mut(entry_name)
         .ok_or_else(|| ModuleError::NoChain {
             iface: iface.to_string(),
             dir: pins.shown(),
         })?
         .try_into()
         .map_err(program_error("open"))?;
-    program.load().map_err(program_error("load"))?;
     let mut reasons = Vec::new();
     for (mode, aya_mode) in [
         (XdpMode::Drv, AyaMode::Driver),

@@ -22,6 +22,7 @@ mod object;
 mod ops;
 mod report;
 pub mod scaffold;
+pub mod trial;
 mod version;
 
 pub use error::ModuleError;

@@ -285,7 +285,7 @@ fn index_of(chain: &Chain, running: &[(u32, String)], name: &str) -> Result<usiz
         })
 }
 
-fn fixed(text: &str) -> [u8; NAME_LEN] {
+pub(super) fn fixed(text: &str) -> [u8; NAME_LEN] {
     let mut bytes = [0u8; NAME_LEN];
     let len = text.len().min(NAME_LEN - 1);
     bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
