@@ -279,7 +279,7 @@ fn read_pcapng(file: &[u8]) -> Result<Vec<CapturedPacket>, PcapError> {
                 "block length {len} is impossible (a multiple of 4, from 12)"
             )));
         }
-        let Some(body) = file.get(offset + 8..offset + len - 4) else {
+        let Some(block_bytes) = file.get(offset..offset + len) else {
             if block == 1 {
                 return Err(PcapError::TruncatedHeader { len: file.len() });
             }
@@ -287,7 +287,8 @@ fn read_pcapng(file: &[u8]) -> Result<Vec<CapturedPacket>, PcapError> {
                 "truncated: the block says {len} bytes, the file holds {available}"
             )));
         };
-        if endian.u32(file, offset + len - 4) as usize != len {
+        let body = &block_bytes[8..len - 4];
+        if endian.u32(block_bytes, len - 4) as usize != len {
             return Err(bad(
                 "the block's trailing length differs from its leading one".to_string(),
             ));

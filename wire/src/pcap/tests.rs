@@ -290,6 +290,13 @@ fn pcapng_errors_name_the_block_and_its_offset() {
     let error = read(&mismatched).unwrap_err().to_string();
     assert!(error.contains("trailing length"), "{error}");
 
+    // Cut inside the trailing length: the body is there, the block is not whole.
+    let error = read(&good[..good.len() - 2]).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!("block 3 at byte offset {enhanced_at}: truncated")),
+        "{error}"
+    );
+
     assert_eq!(
         read(&good[..8]).unwrap_err(),
         PcapError::TruncatedHeader { len: 8 }

@@ -171,7 +171,11 @@ impl Expectations {
         self.packets
             .iter()
             .filter_map(|expected| {
-                let Some(outcome) = trial.packets.get(expected.packet - 1) else {
+                let outcome = expected
+                    .packet
+                    .checked_sub(1)
+                    .and_then(|index| trial.packets.get(index));
+                let Some(outcome) = outcome else {
                     return Some(Mismatch {
                         packet: expected.packet,
                         name: String::new(),
