@@ -236,8 +236,8 @@ pub fn trial(objects: &[ModuleObject], packets: &[Packet]) -> Result<Trial, Modu
     })
 }
 
-/// Each module's verdict counters (summed over the CPUs), then the chain's own.
-#[derive(Clone, PartialEq, Eq)]
+/// Each module's verdict counters (summed over the CPUs), in chain order, then the
+/// chain's own.
 struct Counts {
     modules: Vec<[u64; verdict::COUNT as usize]>,
     chain: Vec<u64>,
@@ -250,8 +250,8 @@ struct Candidate {
     entry: aya::Ebpf,
     entry_name: &'static str,
     chain: Chain,
-    /// Module names by instance (the instance is the chain order).
-    names: Vec<String>,
+    /// (instance, name) of each module, in chain order.
+    members: Vec<(u32, String)>,
     counts: Counts,
     _pins: Transient,
 }
@@ -289,13 +289,17 @@ impl Candidate {
             members.push(Member { instance, program });
         }
         chain.switch(&members)?;
-        let names = objects.iter().map(|object| object.name.clone()).collect();
+        let members = members
+            .iter()
+            .zip(objects)
+            .map(|(member, object)| (member.instance, object.name.clone()))
+            .collect();
         let mut candidate = Candidate {
             frags,
             entry,
             entry_name,
             chain,
-            names,
+            members,
             counts: Counts {
                 modules: vec![],
                 chain: vec![],
@@ -308,8 +312,10 @@ impl Candidate {
 
     fn read_counts(&self) -> Result<Counts, ModuleError> {
         Ok(Counts {
-            modules: (0..self.names.len() as u32)
-                .map(|instance| self.chain.verdicts(instance))
+            modules: self
+                .members
+                .iter()
+                .map(|(instance, _)| self.chain.verdicts(*instance))
                 .collect::<Result<_, _>>()?,
             chain: self.chain.chain_counters()?,
         })
@@ -367,13 +373,12 @@ impl Candidate {
     fn attribute(&self, after: &Counts) -> (Verdict, Option<String>, Vec<String>) {
         let mut continued_by = Vec::new();
         let mut terminal = None;
-        for (instance, (now, before)) in after.modules.iter().zip(&self.counts.modules).enumerate()
-        {
+        for (index, (now, before)) in after.modules.iter().zip(&self.counts.modules).enumerate() {
             for counter in 0..verdict::COUNT {
                 if now[counter as usize] == before[counter as usize] {
                     continue;
                 }
-                let name = self.names[instance].clone();
+                let name = self.members[index].1.clone();
                 if counter == verdict::CONTINUE {
                     continued_by.push(name);
                 } else if terminal.is_none() {
