@@ -4,7 +4,8 @@
 //! fixes the header checksum and sends the frame back out), with BPF_PROG_TEST_RUN and
 //! nothing attached. Checked: each packet's verdict, module and changed bytes (the
 //! rewritten frame against one computed with `wire::checksum`), a passing and a failing
-//! `--expect`, the bad inputs, and that no pin outlives the command.
+//! `--expect`, the bad inputs, that no pin outlives the command, and that the pins of a
+//! run killed mid-way are removed by the next one.
 
 mod support;
 use support::{TempDir, clang, failure, fastpath};
@@ -462,4 +463,41 @@ fn module_test_names_the_bad_input() {
         &good,
     ]);
     assert!(error.contains("two modules named counter"), "{error}");
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_killed_module_test_leaves_pins_that_the_next_one_removes() {
+    use std::os::unix::process::ExitStatusExt;
+    require_root("module test killed");
+    let built = build("killed");
+    let pcap = write_pcap(&built.dir.0, "in.pcap", &wire::pcap::write(&frames()));
+    let run = |kill_at: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fastpath"));
+        command.args(["module", "test", &built.counter, "--pcap", &pcap]);
+        if let Some(point) = kill_at {
+            command.env("FASTPATH_KILL_AT", point);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run fastpath");
+        let pid = child.id();
+        (pid, child.wait_with_output().unwrap().status)
+    };
+    let (dead, status) = run(Some("trial:built"));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_eq!(
+        pins_left_by(dead).len(),
+        1,
+        "the killed run's chain is pinned"
+    );
+    let (_, status) = run(None);
+    assert!(status.success());
+    assert_eq!(
+        pins_left_by(dead),
+        Vec::<PathBuf>::new(),
+        "the next run prunes a dead run's pins"
+    );
 }

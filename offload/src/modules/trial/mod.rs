@@ -218,6 +218,7 @@ pub fn action_name(action: u32) -> String {
 /// nothing outlives the call; all modules must agree on frags, as on an interface.
 pub fn trial(objects: &[ModuleObject], packets: &[Packet]) -> Result<Trial, ModuleError> {
     let mut candidate = Candidate::build(objects)?;
+    crate::kill_point::reached("trial:built");
     let mut outcomes = Vec::with_capacity(packets.len());
     for (index, packet) in packets.iter().enumerate() {
         outcomes.push(candidate.run(index + 1, packet)?);
