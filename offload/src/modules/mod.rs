@@ -11,7 +11,8 @@
 //! with one map update, so no packet sees a half-built chain, and a command that dies
 //! leaves the running chain intact; the next command removes what it left. [`swap`]
 //! hands the old version's maps to the new one where their shapes match. [`scaffold`]
-//! writes new module projects; [`map`] reads and writes a running module's maps.
+//! writes new module projects; [`map`] reads and writes a running module's maps;
+//! [`trial`] runs packets through a candidate chain with `BPF_PROG_TEST_RUN`, attaching nothing.
 //! docs/modules.md tells the whole design.
 
 mod chain;
