@@ -1,8 +1,8 @@
 //! `fastpath module test`: a pcap file written from frames of `wire`'s builder runs through
-//! a chain of three C modules built with clang inside the test (a counter that continues,
-//! a dropper for UDP port 9, and a module that decrements the TTL of IPv4 UDP to port 7,
-//! fixes the header checksum and sends the frame back out), with BPF_PROG_TEST_RUN and
-//! nothing attached. Checked: each packet's verdict, module and changed bytes (the
+//! a chain of four C modules built with clang inside the test (a counter that continues,
+//! a dropper for UDP port 9, a module that decrements the TTL of IPv4 UDP to port 7, fixes
+//! the header checksum and sends the frame back out, and one that pushes a VLAN tag), with
+//! BPF_PROG_TEST_RUN and nothing attached. Checked: each packet's verdict, module and changed bytes (the
 //! rewritten frame against one computed with `wire::checksum`), a passing and a failing
 //! `--expect`, the bad inputs, that no pin outlives the command, and that the pins of a
 //! run killed mid-way are removed by the next one.
@@ -97,6 +97,37 @@ int ttl(struct xdp_md *ctx)
 }
 "#;
 
+/// UDP to port 5000 without a VLAN tag: an 802.1Q tag (VLAN 100) pushed in front of the
+/// EtherType (`bpf_xdp_adjust_head`, the MAC addresses moved to the new start), sent back
+/// out. Others continue.
+const TAGGER: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("tagger", "1.0.0", 1);
+static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)44;
+SEC("xdp.frags")
+int tagger(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	if (!fp)
+		return XDP_PASS;
+	if (fp->parse != FP_PARSE_IP || !fp->has_ports || fp->dst_port != 5000 || fp->vlan_count)
+		return fp_continue(ctx, fp);
+	if (bpf_xdp_adjust_head(ctx, -4))
+		return fp_abort(fp);
+	__u8 *data = (void *)(long)ctx->data;
+	__u8 *data_end = (void *)(long)ctx->data_end;
+	if ((void *)(data + 18) > (void *)data_end)
+		return fp_abort(fp);
+	for (int i = 0; i < 12; i++)
+		data[i] = data[i + 4];
+	data[12] = 0x81;
+	data[13] = 0x00;
+	data[14] = 0x00;
+	data[15] = 100;
+	return fp_tx(fp);
+}
+"#;
+
 /// An XDP program without module metadata.
 const PLAIN: &str = r#"
 #include "module.h"
@@ -113,6 +144,7 @@ struct Built {
     counter: String,
     dropper: String,
     ttl: String,
+    tagger: String,
     plain: String,
 }
 
@@ -136,6 +168,7 @@ fn build(test: &str) -> Built {
         counter: object("counter", COUNTER),
         dropper: object("dropper", DROPPER),
         ttl: object("ttl", TTL),
+        tagger: object("tagger", TAGGER),
         plain: object("plain", PLAIN),
         dir,
     }
@@ -147,7 +180,7 @@ fn addr(text: &str) -> IpAddr {
 
 /// The capture's frames: UDP to 53 (continued to the end), UDP to 9 (dropped), UDP to 7
 /// (TTL rewritten, sent back), TCP (continued), IPv6 UDP to 7 (not IPv4: continued), UDP to
-/// 7 with a TTL of 1 (dropped by ttl).
+/// 7 with a TTL of 1 (dropped by ttl), UDP to 5000 (tagged, sent back).
 fn frames() -> Vec<Vec<u8>> {
     let udp = |port| {
         FrameBuilder::udp(addr("10.0.0.1"), addr("10.0.0.2"))
@@ -166,6 +199,7 @@ fn frames() -> Vec<Vec<u8>> {
             .ports(40000, 7)
             .build(),
         last_hop,
+        udp(5000).build(),
     ]
 }
 
@@ -216,6 +250,7 @@ fn module_test_reports_each_packets_verdict_module_and_changed_bytes() {
         built.counter.as_str(),
         built.dropper.as_str(),
         built.ttl.as_str(),
+        built.tagger.as_str(),
     ];
 
     // Run as a child whose pid is known, to check it left no pin.
@@ -264,6 +299,7 @@ fn module_test_reports_each_packets_verdict_module_and_changed_bytes() {
             (4, "chain-end", None, "pass"),
             (5, "chain-end", None, "pass"),
             (6, "drop", Some("ttl"), "drop"),
+            (7, "tx", Some("tagger"), "tx"),
         ]
     );
     assert_eq!(
@@ -273,7 +309,7 @@ fn module_test_reports_each_packets_verdict_module_and_changed_bytes() {
     );
     assert_eq!(
         packets[0]["continued_by"],
-        serde_json::json!(["counter", "dropper", "ttl"])
+        serde_json::json!(["counter", "dropper", "ttl", "tagger"])
     );
     for index in [0, 1, 3, 4, 5] {
         assert_eq!(
@@ -307,6 +343,29 @@ fn module_test_reports_each_packets_verdict_module_and_changed_bytes() {
     );
     assert_eq!(packets[2]["changes"]["length_out"], frames[2].len());
 
+    // The tagged frame: 4 bytes more, its start moved, and the bytes `wire`'s builder
+    // makes for the same datagram with a VLAN tag.
+    let tagged = FrameBuilder::udp(addr("10.0.0.1"), addr("10.0.0.2"))
+        .ports(40000, 5000)
+        .payload(vec![0x5a; 24])
+        .vlan(0x8100, 100)
+        .build();
+    assert_eq!(packets[6]["output"], hex(&tagged));
+    let changes = &packets[6]["changes"];
+    assert_eq!(changes["length_in"], frames[6].len());
+    assert_eq!(changes["length_out"], frames[6].len() + 4);
+    assert_eq!(changes["resized_at"], "front");
+    assert_eq!(changes["runs"][0]["offset"], 0);
+    assert_eq!(changes["runs"][0]["old"], "");
+    assert_eq!(
+        changes["runs"][0]["new"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        4
+    );
+
     // The human output: one line per packet, then the summary.
     let output = fastpath(&[&["module", "test"], &chain[..], &["--pcap", &pcap]].concat());
     let text = String::from_utf8_lossy(&output.stdout);
@@ -320,7 +379,7 @@ fn module_test_reports_each_packets_verdict_module_and_changed_bytes() {
     );
     assert!(
         text.contains(
-            "6 packets: 3 chain-end, 1 drop (dropper), 1 drop (ttl), 1 tx (ttl); 1 changed"
+            "7 packets: 3 chain-end, 1 drop (dropper), 1 drop (ttl), 1 tx (tagger), 1 tx (ttl); 2 changed"
         ),
         "{text}"
     );
