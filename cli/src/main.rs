@@ -7,6 +7,7 @@ mod gen_cmd;
 mod lab_cmd;
 mod lb_cmd;
 mod module_cmd;
+mod module_test_cmd;
 mod output;
 mod probe_cmd;
 mod xdp_cmd;

@@ -80,6 +80,10 @@ pub enum ModuleCommand {
         #[command(subcommand)]
         operation: MapCommand,
     },
+    /// Run the packets of a pcap file through a chain of these modules with
+    /// BPF_PROG_TEST_RUN (nothing is attached): each packet's verdict, the module that gave
+    /// it and the bytes it changed; fails when the result differs from --expect.
+    Test(crate::module_test_cmd::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +150,7 @@ fn parse_language(text: &str) -> Result<Language, String> {
 
 pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
     match command {
+        ModuleCommand::Test(args) => return crate::module_test_cmd::run(args, as_json),
         ModuleCommand::New { name, lang, dir } => {
             let made = scaffold::scaffold(name, *lang, dir)?;
             if as_json {

@@ -4,7 +4,7 @@
 //! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
 
 mod support;
-use support::{failure, json};
+use support::{TempDir, clang, failure, json};
 
 use std::{
     path::{Path, PathBuf},
@@ -17,25 +17,6 @@ use std::{
 };
 
 use lab::{Lab, require_root};
-
-fn clang(source: &Path, object: &Path) {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
-    let output = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf", "-I"])
-        .arg(&sdk)
-        .arg("-c")
-        .arg(source)
-        .arg("-o")
-        .arg(object)
-        .output()
-        .expect("run clang (`cargo xtask setup` installs it)");
-    assert!(
-        output.status.success(),
-        "clang {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Drops UDP to port 9 (the test's traffic), lets everything else continue.
 const DROPPER: &str = r#"
@@ -102,14 +83,6 @@ struct Built {
     no_frags: PathBuf,
     frags_disagree: PathBuf,
     abi2: PathBuf,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Scaffolds `counter` with `fastpath module new --lang <lang>` and builds it (make, or

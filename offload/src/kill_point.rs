@@ -22,6 +22,7 @@
 //! | `control:request-sent` | `fastpath lb <command>`: the request is sent, the response not yet read |
 //! | `module:revision-built` | a module change: the new revision is in its bank, not switched to |
 //! | `module:switched` | a module change: the new revision runs, its records are not yet updated |
+//! | `trial:built` | `module test`: the scratch chain is built and pinned, no packet has run |
 
 /// Kills this process with SIGKILL if it was built with the `kill-points` feature and
 /// `FASTPATH_KILL_AT` names `point`; otherwise does nothing.

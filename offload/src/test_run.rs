@@ -1,12 +1,13 @@
 //! `BPF_PROG_TEST_RUN` on the steering program, without attaching it anywhere: the BPF
-//! fixtures and the benchmark use it. Maps are pinned in a transient directory of the load's
+//! fixtures and the benchmark use it; [`run_once`] runs any loaded XDP program (the module
+//! chain's trial does). Maps are pinned in a transient directory of the load's
 //! own, so the ordinary [`Steering`] API installs the rules.
 
 use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 
 use offload_common::ParseReport;
@@ -111,20 +112,8 @@ impl TestBench {
     }
 
     fn run_program(&self, name: &str, packet: &[u8]) -> Result<RunResult, OffloadError> {
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = self
-            .program(name)?
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .map_err(OffloadError::program(ProgramAction::TestRun, name))?;
-        out.truncate(result.data_size_out as usize);
-        Ok(RunResult {
-            verdict: result.return_value,
-            packet: out,
-        })
+        run_once(self.program(name)?, packet)
+            .map_err(OffloadError::program(ProgramAction::TestRun, name))
     }
 
     /// Mean time per run of `program` ("steer" or "bare_pass") over `repeat` runs in the
@@ -145,6 +134,25 @@ impl TestBench {
             .map_err(OffloadError::program(ProgramAction::TestRun, program))?;
         Ok(result.duration)
     }
+}
+
+/// Runs a loaded XDP `program` once on `packet` (`BPF_PROG_TEST_RUN`, on the calling CPU):
+/// its return value and the packet as it left. The program's tail calls run too, so this
+/// runs a whole module chain from its entry.
+pub fn run_once(program: &Xdp, packet: &[u8]) -> Result<RunResult, ProgramError> {
+    // Room for a program that grows the frame: 256 bytes of headroom (XDP_PACKET_HEADROOM)
+    // and the rest of the page at the tail.
+    let mut out = vec![0u8; packet.len() + 4096];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ..TestRunOptions::new()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(RunResult {
+        verdict: result.return_value,
+        packet: out,
+    })
 }
 
 fn missing_program(name: &str) -> OffloadError {

@@ -14,6 +14,8 @@
 //!   checksums (RFC 1071, RFC 1624);
 //! - `FrameBuilder` (`build`, with the default `std` feature) makes valid frames for tests,
 //!   fixtures, the lab and the generator;
+//! - `pcap` (with `std`) reads classic pcap and pcapng captures of Ethernet frames, every
+//!   length checked, and writes classic ones for tests;
 //! - [`stamp::Stamp`] is the sequence number and timestamp the generator writes into its
 //!   frames and sinks read back.
 //!
@@ -29,6 +31,8 @@
 pub mod build;
 pub mod checksum;
 pub mod parse;
+#[cfg(feature = "std")]
+pub mod pcap;
 pub mod stamp;
 
 #[cfg(feature = "std")]

@@ -1,7 +1,10 @@
 //! Running the `fastpath` binary from the CLI tests, as users run it.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::process::{Command, Output};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
 
 /// Runs `fastpath ARGS` and returns what it did.
 pub fn fastpath(args: &[&str]) -> Output {
@@ -27,4 +30,33 @@ pub fn failure(args: &[&str]) -> String {
     let output = fastpath(args);
     assert!(!output.status.success(), "{args:?} should fail");
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Builds the C module `source` into `object` with clang against the SDK's header.
+pub fn clang(source: &Path, object: &Path) {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
+    let output = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-I"])
+        .arg(&sdk)
+        .arg("-c")
+        .arg(source)
+        .arg("-o")
+        .arg(object)
+        .output()
+        .expect("run clang (`cargo xtask setup` installs it)");
+    assert!(
+        output.status.success(),
+        "clang {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -115,28 +115,33 @@ pub(super) fn open_or_attach(
     }
 }
 
-fn attach_entry(
-    at: ChainAt<'_>,
-    ifindex: u32,
+/// Loads the chain's entry object with its shared maps pinned under `pins` and an empty
+/// revision in `FP_STATE`, and its entry program for `hook` (the frags flavour or not, for
+/// XDP) into the kernel, attached nowhere. Returns the object and the entry program's
+/// name. `label` names the chain in errors.
+pub(super) fn load_entry(
+    label: &str,
     pins: &ChainPins,
+    hook: Hook,
     frags: bool,
-) -> Result<AttachedAs, ModuleError> {
+) -> Result<(aya::Ebpf, &'static str), ModuleError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .load(CHAIN_OBJECT)
         .map_err(|source| ModuleError::LoadChain(Box::new(source)))?;
-    let entry_name = match (at.hook, frags) {
+    let entry_name = match (hook, frags) {
         (Hook::Xdp, false) => "chain_entry",
         (Hook::Xdp, true) => "chain_entry_frags",
         (_, _) => "chain_entry_tc",
     };
+    let missing = || ModuleError::NoChain {
+        iface: label.to_string(),
+        dir: pins.shown(),
+    };
     {
         let mut state: aya::maps::Array<_, ChainState> = ebpf
             .map_mut(maps::STATE)
-            .ok_or_else(|| ModuleError::NoChain {
-                iface: at.to_string(),
-                dir: pins.shown(),
-            })?
+            .ok_or_else(missing)?
             .try_into()
             .map_err(ModuleError::map("open", maps::STATE))?;
         let initial = ChainState {
@@ -149,59 +154,67 @@ fn attach_entry(
             .map_err(ModuleError::map("write", maps::STATE))?;
     }
     let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
-    let program = ebpf
-        .program_mut(entry_name)
-        .ok_or_else(|| ModuleError::NoChain {
-            iface: at.to_string(),
-            dir: pins.shown(),
-        })?;
-    let (link, attached_as) = match at.hook {
-        Hook::Xdp => {
-            let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
-            program.load().map_err(program_error("load"))?;
-            let (link, mode) = attach_xdp(at, ifindex, program)?;
-            program
-                .pin(pins.entry())
-                .map_err(|source| ModuleError::Pin {
-                    path: pins.entry(),
-                    source,
-                })?;
-            (link, mode)
-        }
-        Hook::TcIngress | Hook::TcEgress => {
-            let program: &mut SchedClassifier =
-                program.try_into().map_err(program_error("open"))?;
-            program.load().map_err(program_error("load"))?;
-            let attach_type = if at.hook == Hook::TcIngress {
-                TcAttachType::Ingress
-            } else {
-                TcAttachType::Egress
-            };
-            let link_id = program
-                .attach_with_options(
-                    at.iface,
-                    attach_type,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(|error| ModuleError::Attach {
-                    iface: at.to_string(),
-                    reasons: format!("tcx: {}", crate::error_chain(&error)),
-                })?;
-            let link = program
-                .take_link(link_id)
-                .map_err(program_error("attach"))?;
-            let link = FdLink::try_from(link).map_err(|error| ModuleError::Attach {
+    let program = ebpf.program_mut(entry_name).ok_or_else(missing)?;
+    if hook.is_tc() {
+        let program: &mut SchedClassifier = program.try_into().map_err(program_error("open"))?;
+        program.load().map_err(program_error("load"))?;
+    } else {
+        let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
+        program.load().map_err(program_error("load"))?;
+    }
+    Ok((ebpf, entry_name))
+}
+
+fn attach_entry(
+    at: ChainAt<'_>,
+    ifindex: u32,
+    pins: &ChainPins,
+    frags: bool,
+) -> Result<AttachedAs, ModuleError> {
+    let (mut ebpf, entry_name) = load_entry(&at.to_string(), pins, at.hook, frags)?;
+    let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
+    let program = ebpf.program_mut(entry_name).expect("load_entry loaded it");
+    let (link, attached_as) = if at.hook.is_tc() {
+        let program: &mut SchedClassifier = program.try_into().map_err(program_error("open"))?;
+        let attach_type = if at.hook == Hook::TcIngress {
+            TcAttachType::Ingress
+        } else {
+            TcAttachType::Egress
+        };
+        let link_id = program
+            .attach_with_options(
+                at.iface,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|error| ModuleError::Attach {
                 iface: at.to_string(),
-                reasons: format!("not a bpf_link: {error}"),
+                reasons: format!("tcx: {}", crate::error_chain(&error)),
             })?;
-            program
-                .pin(pins.entry())
-                .map_err(|source| ModuleError::Pin {
-                    path: pins.entry(),
-                    source,
-                })?;
-            (link, AttachedAs::Tcx)
-        }
+        let link = program
+            .take_link(link_id)
+            .map_err(program_error("attach"))?;
+        let link = FdLink::try_from(link).map_err(|error| ModuleError::Attach {
+            iface: at.to_string(),
+            reasons: format!("not a bpf_link: {error}"),
+        })?;
+        program
+            .pin(pins.entry())
+            .map_err(|source| ModuleError::Pin {
+                path: pins.entry(),
+                source,
+            })?;
+        (link, AttachedAs::Tcx)
+    } else {
+        let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
+        let attached = attach_xdp(at, ifindex, program)?;
+        program
+            .pin(pins.entry())
+            .map_err(|source| ModuleError::Pin {
+                path: pins.entry(),
+                source,
+            })?;
+        attached
     };
     let path = pins.link();
     link.pin(&path)

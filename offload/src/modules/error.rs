@@ -365,6 +365,35 @@ pub enum ModuleError {
         #[source]
         source: io::Error,
     },
+    /// Two modules of a trial's chain have one name (a chain's names are unique).
+    #[error(
+        "{} and {}: two modules named {module} in one chain; a chain's module names are unique",
+        first.display(),
+        second.display()
+    )]
+    TrialDuplicate {
+        /// The name.
+        module: String,
+        /// The first file with it.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
+    /// A packet of a trial could not be run.
+    #[error("packet {packet} ({name}, {length} bytes): {reason}")]
+    TrialRun {
+        /// Its number, from 1.
+        packet: usize,
+        /// Its name.
+        name: String,
+        /// Its length.
+        length: usize,
+        /// Why.
+        reason: String,
+        /// The kernel's refusal, when it was one.
+        #[source]
+        source: Option<Box<ProgramError>>,
+    },
     /// The steering layer (interfaces, bpffs) failed.
     #[error(transparent)]
     Offload(#[from] OffloadError),

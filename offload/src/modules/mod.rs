@@ -13,7 +13,8 @@
 //! hands the old version's maps to the new one where their shapes match. [`scaffold`]
 //! writes new module projects; [`map`] reads and writes a running module's maps. [`apply`]
 //! makes a whole chain from a chain file ([`spec`]) in one revision; [`history`] keeps the
-//! revisions [`rollback`] and [`diff`] work on.
+//! revisions [`rollback`] and [`diff`] work on; [`trial`] runs packets through a candidate
+//! chain with `BPF_PROG_TEST_RUN`, attaching nothing.
 //! docs/modules.md tells the whole design.
 
 mod apply;
@@ -29,6 +30,7 @@ mod report;
 mod revision;
 pub mod scaffold;
 pub mod spec;
+pub mod trial;
 mod version;
 
 pub use apply::{apply, diff, rollback, show};
