@@ -7,6 +7,7 @@ use offload::modules::{self, ModuleChange};
 
 use crate::{
     module_cmd::{print_listing, warn_unfinished},
+    module_test_cmd::print_trial,
     output,
 };
 
@@ -109,6 +110,10 @@ fn print_applied(applied: &modules::Applied, check: bool, as_json: bool) {
         (false, Some(revision)) => println!("{}: revision {revision}", applied.iface),
     }
     print_changes(&applied.changes);
+    if let Some(trial) = &applied.check {
+        println!("the candidate chain on the sample packets:");
+        print_trial(trial);
+    }
     if applied.chain_detached {
         println!("the chain is empty: detached it from {}", applied.iface);
     }

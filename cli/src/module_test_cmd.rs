@@ -91,7 +91,7 @@ pub fn run(args: &TestArgs, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_trial(trial: &Trial) {
+pub fn print_trial(trial: &Trial) {
     let modules: Vec<String> = trial
         .modules
         .iter()

@@ -820,6 +820,18 @@ fn chain_apply_reorders_swaps_and_rolls_back_under_traffic() {
     let revision = listing()["revision"].clone();
     let checked = chain(&["apply", "--iface", &iface, &cab, "--check"]);
     assert_eq!(checked["revision"], revision, "{checked}");
+    // ...and runs the candidate on the sample packets: none is UDP to port 9, so each one
+    // meets c, a, b and the dropper in the new order, and the chain's end passes it.
+    let packets = checked["check"]["packets"].as_array().unwrap();
+    assert!(packets.len() >= 8, "{checked}");
+    for packet in packets {
+        assert_eq!(packet["verdict"], "chain-end", "{packet}");
+        assert_eq!(
+            packet["continued_by"],
+            serde_json::json!(["c", "a", "b", "dropper"]),
+            "{packet}"
+        );
+    }
     assert_eq!(names(&listing()), ["a", "b", "c", "dropper"]);
     assert_eq!(listing()["revision"], revision);
     // The diff against a file, and the last revision's own diff.

@@ -13,13 +13,15 @@ use super::{
     report::{Applied, ChainDiff, ChainShow, Change, ModuleChange},
     revision::{Next, changes, commit, running_modules},
     spec::ChainSpec,
+    trial::{sample_packets, trial},
     version::plan_handover,
 };
 
 /// Makes the chain on `iface` the one the chain file at `file` describes, in one revision
 /// switch: modules added, removed, reordered and swapped (a module whose object differs
 /// from the running one's is swapped, its maps of matching shape kept). With `check`,
-/// reads and plans everything and changes nothing.
+/// changes nothing: runs the candidate chain on sample packets with `BPF_PROG_TEST_RUN`
+/// (so the verifier sees every module) and plans the change.
 pub fn apply<'a>(
     at: impl Into<ChainAt<'a>>,
     file: &Path,
@@ -33,10 +35,25 @@ pub fn apply<'a>(
         .map(|module| (module.name.as_str(), &module.object))
         .collect();
     check_frags_agree(&at.to_string(), &wanted)?;
-    let _lock = lock(at)?;
     if check {
-        return planned(at, &wanted);
+        // The candidate through the kernel (verifier included) on sample packets, in a
+        // scratch chain attached nowhere; then the plan against the running chain.
+        let named: Vec<ModuleObject> = spec
+            .modules
+            .iter()
+            .map(|module| ModuleObject {
+                name: module.name.clone(),
+                ..module.object.clone()
+            })
+            .collect();
+        let checked = trial(&named, &sample_packets())?;
+        let _lock = lock(at)?;
+        return Ok(Applied {
+            check: Some(checked),
+            ..planned(at, &wanted)?
+        });
     }
+    let _lock = lock(at)?;
     apply_locked(at, &wanted)
 }
 
@@ -174,6 +191,7 @@ fn planned(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied,
         attached: None,
         chain_detached: false,
         unfinished: None,
+        check: None,
     })
 }
 
@@ -205,6 +223,7 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
         attached: None,
         chain_detached: false,
         unfinished: None,
+        check: None,
     };
     if plan.iter().all(|change| change.change == Change::Unchanged) {
         applied.changes = plan;
@@ -251,6 +270,7 @@ fn remove_every_module(at: ChainAt<'_>) -> Result<Applied, ModuleError> {
                 attached: None,
                 chain_detached: false,
                 unfinished: None,
+                check: None,
             });
         }
         Err(error) => return Err(error),
@@ -268,6 +288,7 @@ fn remove_every_module(at: ChainAt<'_>) -> Result<Applied, ModuleError> {
         attached: None,
         chain_detached: committed.chain_detached,
         unfinished: committed.unfinished,
+        check: None,
     })
 }
 

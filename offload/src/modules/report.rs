@@ -192,6 +192,8 @@ pub struct Applied {
     /// What failed after the switch (the change took effect; the next command on the
     /// chain completes the rest).
     pub unfinished: Option<String>,
+    /// With `--check`: the candidate chain run on sample packets.
+    pub check: Option<super::trial::Trial>,
 }
 
 /// What [`diff`](super::diff) shows.
