@@ -46,11 +46,17 @@ fn link_runs_on(pins: &ChainPins, ifindex: u32) -> bool {
         .is_ok_and(|linked| linked == Some(ifindex))
 }
 
-/// The chain on `iface`, attaching an empty one (entry in the given frags flavour) when
-/// there is none; the mode it was attached in when it was.
+/// The modes the chain's entry is tried in when no caller chose: native, then generic
+/// (offloaded programs cannot make tail calls).
+pub(super) const DEFAULT_MODES: [XdpMode; 2] = [XdpMode::Drv, XdpMode::Skb];
+
+/// The chain on `iface`, attaching an empty one (entry in the given frags flavour, in the
+/// first of `modes` the kernel accepts) when there is none; the mode it was attached in
+/// when it was.
 pub(super) fn open_or_attach(
     iface: &str,
     frags: bool,
+    modes: &[XdpMode],
 ) -> Result<(Chain, Option<XdpMode>), ModuleError> {
     crate::pins::prune_stale();
     let ifindex = xdp_state::ifindex(iface)?;
@@ -76,7 +82,7 @@ pub(super) fn open_or_attach(
     }
     Bpffs::get().ready_for_pins(true)?;
     fs::create_dir_all(pins.maps_dir()).map_err(ModuleError::syscall("mkdir under bpffs"))?;
-    let mode = match attach_entry(iface, ifindex, &pins, frags) {
+    let mode = match attach_entry(iface, ifindex, &pins, frags, modes) {
         Ok(mode) => mode,
         Err(error) => {
             chain::remove_dir(&pins.dir);
@@ -98,6 +104,7 @@ fn attach_entry(
     ifindex: u32,
     pins: &ChainPins,
     frags: bool,
+    modes: &[XdpMode],
 ) -> Result<XdpMode, ModuleError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
@@ -137,10 +144,17 @@ fn attach_entry(
         .map_err(program_error("open"))?;
     program.load().map_err(program_error("load"))?;
     let mut reasons = Vec::new();
-    for (mode, aya_mode) in [
-        (XdpMode::Drv, AyaMode::Driver),
-        (XdpMode::Skb, AyaMode::Skb),
-    ] {
+    for &mode in modes {
+        let aya_mode = match mode {
+            XdpMode::Drv => AyaMode::Driver,
+            XdpMode::Skb => AyaMode::Skb,
+            XdpMode::Hw => {
+                reasons.push(format!(
+                    "{mode}: an offloaded program cannot make the chain's tail calls"
+                ));
+                continue;
+            }
+        };
         let link_id = match program.attach_to_if_index(ifindex, aya_mode) {
             Ok(link_id) => link_id,
             Err(error) => {

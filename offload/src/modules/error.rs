@@ -295,6 +295,20 @@ pub enum ModuleError {
         #[source]
         source: io::Error,
     },
+    /// A swap would change the shape of a map that lives outside the chain (the built-in
+    /// `steer` module's rules and counters): other readers would lose it.
+    #[error(
+        "{}: map {map} of module {module} differs in type, key, value or size from the running one, which other readers share; a replacement must keep it",
+        file.display()
+    )]
+    BoundMapChanged {
+        /// The module.
+        module: String,
+        /// The replacement object.
+        file: PathBuf,
+        /// The map.
+        map: String,
+    },
     /// The steering layer (interfaces, bpffs) failed.
     #[error(transparent)]
     Offload(#[from] OffloadError),

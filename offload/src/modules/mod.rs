@@ -14,6 +14,7 @@
 //! writes new module projects; [`map`] reads and writes a running module's maps.
 //! docs/modules.md tells the whole design.
 
+pub mod builtin;
 mod chain;
 mod entry;
 mod error;

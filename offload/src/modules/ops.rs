@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::mode::XdpMode;
 use offload_common::module::{
     CHAIN_SLOTS, MAX_MODULES, ModuleRecord, NAME_LEN, RECORD_FRAGS, RECORD_IN_USE, chain_counter,
     verdict,
@@ -11,7 +12,7 @@ use offload_common::module::{
 use super::{
     ModuleError, ModuleObject,
     chain::{self, Chain, Member},
-    entry::{detach, lock, open_existing, open_or_attach},
+    entry::{DEFAULT_MODES, detach, lock, open_existing, open_or_attach},
     object::c_string,
     report::{ChainListing, Loaded, ModuleEntry, Swapped, Unloaded},
     version::{load_version, plan_handover},
@@ -41,11 +42,25 @@ pub fn load(
     position: &Position,
 ) -> Result<Loaded, ModuleError> {
     let object = ModuleObject::read(file)?;
+    load_object(iface, object, name, position, &[], &DEFAULT_MODES)
+}
+
+/// [`load`] of an object already read, with the module's maps named in `bound` bound to
+/// those pins (maps that live outside the chain, e.g. the built-in `steer` module's), and
+/// the chain's entry, when this load attaches it, tried in `modes`.
+pub(super) fn load_object(
+    iface: &str,
+    object: ModuleObject,
+    name: Option<&str>,
+    position: &Position,
+    bound: &[(String, PathBuf)],
+    modes: &[XdpMode],
+) -> Result<Loaded, ModuleError> {
     let name = name.map_or_else(|| object.name.clone(), str::to_string);
     check_name(&name)?;
     let _lock = lock(iface)?;
-    let (mut chain, attached) = open_or_attach(iface, object.frags)?;
-    let result = load_into(&mut chain, &object, &name, position);
+    let (mut chain, attached) = open_or_attach(iface, object.frags, modes)?;
+    let result = load_into(&mut chain, &object, &name, position, bound);
     if result.is_err() && attached.is_some() {
         // The interface had no chain before this command: leave it without one.
         let _ = detach(&chain);
@@ -67,6 +82,7 @@ fn load_into(
     object: &ModuleObject,
     name: &str,
     position: &Position,
+    bound: &[(String, PathBuf)],
 ) -> Result<(usize, u32, u32), ModuleError> {
     chain.reconcile()?;
     check_frags(chain, object, name)?;
@@ -94,7 +110,7 @@ fn load_into(
         max: MAX_MODULES,
     })?;
     let generation = 1;
-    let (program, program_id) = load_version(chain, object, name, generation, &[])?;
+    let (program, program_id) = load_version(chain, object, name, generation, bound)?;
     let mut record = ModuleRecord {
         flags: RECORD_IN_USE | if object.frags { RECORD_FRAGS } else { 0 },
         next_program_id: program_id,
@@ -117,7 +133,15 @@ fn load_into(
 /// switch. Maps whose name, type, key size, value size and max entries match are handed
 /// over with their contents; the others start empty.
 pub fn swap(iface: &str, name: &str, file: &Path) -> Result<Swapped, ModuleError> {
-    let object = ModuleObject::read(file)?;
+    swap_object(iface, name, ModuleObject::read(file)?)
+}
+
+/// [`swap`] to an object already read.
+pub(super) fn swap_object(
+    iface: &str,
+    name: &str,
+    object: ModuleObject,
+) -> Result<Swapped, ModuleError> {
     let _lock = lock(iface)?;
     let mut chain = open_existing(iface)?;
     chain.reconcile()?;

@@ -1,0 +1,134 @@
+//! Modules built into fastpath, and what the steering layer needs to run one on a chain:
+//! load and swap a module from an object already in memory with some of its maps bound to
+//! pins that live outside the chain, and read what a chain runs.
+//!
+//! The built-in module is the steering program as the module `steer` (`offload/ebpf`,
+//! `steer_module*.rs`), built once per frags flavour like the chain's entry. Its maps stay
+//! where [`crate::Pins`] puts them, so the rules, `fastpath xdp status`, the load balancer's
+//! rule sync and the AF_XDP users reach them as they always did; `crate::attach` puts it
+//! on the chain.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    ModuleError, ModuleObject, Position,
+    entry::open_existing,
+    object::c_string,
+    ops::{load_object, swap_object},
+    report::{Loaded, Swapped},
+    version::pinned_shape,
+};
+use crate::{mode::XdpMode, xdp_state};
+
+/// The name the steering program runs under in a chain.
+pub const STEER_MODULE: &str = "steer";
+
+/// The `steer` module for chains whose programs are not multi-buffer (`chain_entry`).
+pub static STEER_MODULE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer_module"));
+/// The `steer` module for multi-buffer chains (`chain_entry_frags`), the flavour a chain
+/// that steer starts gets: it runs at any MTU.
+pub static STEER_MODULE_FRAGS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer_module_frags"));
+
+/// The built-in `steer` module for a chain of the given frags flavour, read and checked as
+/// any module object is.
+pub fn steer_module(frags: bool) -> Result<ModuleObject, ModuleError> {
+    let (bytes, shown) = if frags {
+        (STEER_MODULE_FRAGS_OBJECT, "(built-in steer_module_frags)")
+    } else {
+        (STEER_MODULE_OBJECT, "(built-in steer_module)")
+    };
+    ModuleObject::parse(Path::new(shown), bytes.to_vec())
+}
+
+/// What a chain runs, in the order packets meet its modules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Whether its programs are multi-buffer (`xdp.frags`).
+    pub frags: bool,
+    /// The slot its entry runs in, as the kernel reports it.
+    pub mode: Option<XdpMode>,
+    /// (name, program id) of each module of the running revision.
+    pub modules: Vec<(String, u32)>,
+}
+
+impl ChainSummary {
+    /// The program id of the module `name`, when the chain runs it.
+    pub fn program_of(&self, name: &str) -> Option<u32> {
+        self.modules
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, id)| *id)
+    }
+}
+
+/// The chain on `iface`; `None` when no chain's entry runs there. Reads only.
+pub fn chain_summary(iface: &str) -> Result<Option<ChainSummary>, ModuleError> {
+    let chain = match open_existing(iface) {
+        Ok(chain) => chain,
+        Err(ModuleError::NoChain { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let state = chain.state()?;
+    let mut modules = Vec::new();
+    for (_, instance, program_id) in chain.running()? {
+        let record = chain.record(instance)?;
+        modules.push((c_string(&record.name), program_id));
+    }
+    let ifindex = xdp_state::ifindex(iface)?;
+    let mode = xdp_state::slots(ifindex)?
+        .into_iter()
+        .map(|slot| slot.mode)
+        .find(|mode| *mode != XdpMode::Hw);
+    Ok(Some(ChainSummary {
+        frags: state.frags != 0,
+        mode,
+        modules,
+    }))
+}
+
+/// Loads `object` into the chain on `iface` at `position` under the name in its metadata,
+/// as [`load`](super::load) does a file, with its maps named in `bound` taken from those
+/// pins instead of made anew (they must exist or are created there). When the interface
+/// has no chain, its entry is attached in the first of `modes` the kernel accepts.
+pub fn load_bound(
+    iface: &str,
+    object: ModuleObject,
+    position: &Position,
+    bound: &[(String, PathBuf)],
+    modes: &[XdpMode],
+) -> Result<Loaded, ModuleError> {
+    load_object(iface, object, None, position, bound, modes)
+}
+
+/// Swaps the module `name` on `iface` to `object`, as [`swap`](super::swap) does a file.
+/// The maps named in `bound` must keep their shape: they live outside the chain, where
+/// other readers find them, so the new version takes them over (the swap hands over
+/// maps of matching shape) and a changed one is refused before anything is loaded.
+pub fn swap_bound(
+    iface: &str,
+    name: &str,
+    object: ModuleObject,
+    bound: &[(String, PathBuf)],
+) -> Result<Swapped, ModuleError> {
+    for (map, pin) in bound {
+        let Some(shape) = object.maps.iter().find(|shape| shape.name == *map) else {
+            continue;
+        };
+        let wanted = (
+            shape.map_type,
+            shape.key_size,
+            shape.value_size,
+            shape.max_entries,
+        );
+        if pinned_shape(pin).is_some_and(|pinned| pinned != wanted) {
+            return Err(ModuleError::BoundMapChanged {
+                module: name.to_string(),
+                file: object.path.clone(),
+                map: map.clone(),
+            });
+        }
+    }
+    swap_object(iface, name, object)
+}
