@@ -185,9 +185,9 @@ fn a_kill_mid_reload_or_mid_swap_is_cleaned_up_by_the_next_start() {
     }
 }
 
-/// `fastpath xdp` killed at each phase: attach (link pinned, program pin not yet made), a
-/// rule change (records written, match maps not), replace (the link runs the new program,
-/// the pins name the old one). Each time the next command works and the data path follows
+/// `fastpath xdp` killed at each phase: attach (steer loaded into the chain, its program
+/// pin not yet made), a rule change (records written, match maps not), replace (the chain
+/// runs the new steer, the pin names the old one). Each time the next command works and the data path follows
 /// the rules listed; a detach leaves nothing.
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
@@ -290,15 +290,24 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
         },
     );
 
-    // Replace, killed with the link updated and the old program still pinned.
-    let before = xdp_program(&lb.namespace, iface).unwrap();
+    // Replace, killed with the chain switched to the new steer and the old program still
+    // pinned. steer runs as a module of the chain: the kernel's XDP program (the chain's
+    // entry) stays, steer's program id is the one that changes.
+    let steer_program = || -> u64 {
+        let output = xdp(&["status", "--iface", iface], &[]);
+        assert!(output.status.success(), "{}", said(&output));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["program_id"].as_u64().expect("steer's program id")
+    };
+    let before = steer_program();
+    let entry = xdp_program(&lb.namespace, iface).unwrap();
     let output = xdp(
         &["replace", "--iface", iface],
         &kill_at("replace:link-updated"),
     );
     assert!(killed(output.status), "{}", said(&output));
-    let running = xdp_program(&lb.namespace, iface).unwrap();
-    assert_ne!(running, before, "the link runs the new program");
+    assert_ne!(steer_program(), before, "the chain runs the new steer");
+    assert_eq!(xdp_program(&lb.namespace, iface), Some(entry));
     let output = xdp(&["replace", "--iface", iface], &[]);
     assert!(
         output.status.success(),

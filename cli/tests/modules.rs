@@ -4,7 +4,7 @@
 //! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
 
 mod support;
-use support::{failure, json};
+use support::{clang, failure, json};
 
 use std::{
     path::{Path, PathBuf},
@@ -17,25 +17,6 @@ use std::{
 };
 
 use lab::{Lab, require_root};
-
-fn clang(source: &Path, object: &Path) {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
-    let output = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf", "-I"])
-        .arg(&sdk)
-        .arg("-c")
-        .arg(source)
-        .arg("-o")
-        .arg(object)
-        .output()
-        .expect("run clang (`cargo xtask setup` installs it)");
-    assert!(
-        output.status.success(),
-        "clang {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Drops UDP to port 9 (the test's traffic), lets everything else continue.
 const DROPPER: &str = r#"
@@ -494,21 +475,18 @@ fn a_kill_during_a_change_leaves_the_chain_working_and_the_next_command_cleans_u
         names
     };
 
-    // The steering program and a chain do not share an interface.
-    json(&["--netns", &ns, "xdp", "attach", "--iface", &iface]);
-    let refused = module(&["load", "--iface", &iface, &path(&built.dropper)], None);
-    let error = String::from_utf8_lossy(&refused.stderr);
-    assert!(error.contains("not a fastpath module chain"), "{error}");
-    json(&["--netns", &ns, "xdp", "detach", "--iface", &iface]);
-
+    // The steering program and user modules share the interface's chain: `xdp attach`
+    // joins it as the module `steer`, `xdp detach` takes steer out and leaves the rest.
     assert!(
         module(&["load", "--iface", &iface, &path(&built.dropper)], None)
             .status
             .success()
     );
-    let error = failure(&["--netns", &ns, "xdp", "attach", "--iface", &iface]);
-    assert!(error.contains("already has another XDP program"), "{error}");
+    json(&["--netns", &ns, "xdp", "attach", "--iface", &iface]);
+    assert_eq!(names(&listing()), ["dropper", "steer"]);
+    json(&["--netns", &ns, "xdp", "detach", "--iface", &iface]);
     let before = listing();
+    assert_eq!(names(&before), ["dropper"], "{before}");
     // Killed with the new revision built but not switched to: the old one keeps running.
     let load = module(
         &["load", "--iface", &iface, &path(&built.counter), "--first"],

@@ -28,3 +28,24 @@ pub fn failure(args: &[&str]) -> String {
     assert!(!output.status.success(), "{args:?} should fail");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Builds the C module `source` into `object` as a user would: `clang -O2 -g -target bpf`
+/// against the SDK's `module.h` (`cargo xtask setup` installs clang).
+pub fn clang(source: &std::path::Path, object: &std::path::Path) {
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/c");
+    let output = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-I"])
+        .arg(&sdk)
+        .arg("-c")
+        .arg(source)
+        .arg("-o")
+        .arg(object)
+        .output()
+        .expect("run clang (`cargo xtask setup` installs it)");
+    assert!(
+        output.status.success(),
+        "clang {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
