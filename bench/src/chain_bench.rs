@@ -108,12 +108,7 @@ fn build_module(dir: &Path) -> Result<PathBuf> {
 type Measured = (Duration, Vec<(usize, Duration)>, Vec<steer::SteerRow>);
 
 /// The peer's time, then each chain's (modules, time), per packet; then steer's rows.
-fn measure(
-    iface: &str,
-    object: &Path,
-    repeat: u32,
-    runs: usize,
-) -> Result<Measured> {
+fn measure(iface: &str, object: &Path, repeat: u32, runs: usize) -> Result<Measured> {
     let packet = udp_frame(9);
     let mut chains = Vec::new();
     let mut loaded = 0;

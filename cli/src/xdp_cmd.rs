@@ -153,7 +153,7 @@ pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
                     println!("{} mode unavailable: {}", fallback.mode, fallback.reason);
                 }
                 println!(
-                    "attached to {} (driver {}) in {} mode, program id {}, default {}",
+                    "attached to {} (driver {}) in {} mode as the chain's module steer, program id {}, default {}",
                     attachment.iface,
                     attachment.driver,
                     attachment.mode,
@@ -289,9 +289,13 @@ pub fn print_status(status: &Status, as_json: bool) {
         .program_id
         .map_or("-".to_string(), |id| id.to_string());
     println!(
-        "{}: {} mode, program id {}, default {}",
+        "{}: {} mode, steer program id {}, default {}",
         status.iface, mode, id, status.default_action
     );
+    if !status.modules.is_empty() {
+        // steer is a module of the interface's chain; `fastpath module list` has counters.
+        println!("module chain: {}", status.modules.join(" -> "));
+    }
     println!("pins in {}", status.bpffs);
     // What runs where: one row per XDP slot in use.
     let placements: Vec<Vec<String>> = status

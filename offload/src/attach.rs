@@ -219,7 +219,7 @@ fn join_chain(
     let bound = bound_maps(pins, &object);
     let loaded = builtin::load_bound(iface, object, &Position::Last, &bound, &chain_modes)
         .map_err(chain_error(iface))?;
-    crate::kill_point::reached("attach:link-pinned");
+    crate::kill_point::reached("attach:steer-loaded");
     pin_program_id(loaded.program_id, &pins.program())?;
     let mode = match (loaded.attached, chain.and_then(|chain| chain.mode)) {
         (Some(mode), _) | (None, Some(mode)) => mode,
@@ -329,7 +329,7 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
     let bound = bound_maps(&pins, &object);
     let swapped =
         builtin::swap_bound(iface, STEER_MODULE, object, &bound).map_err(chain_error(iface))?;
-    crate::kill_point::reached("replace:link-updated");
+    crate::kill_point::reached("replace:steer-swapped");
     pin_program_id(swapped.new_program_id, &pins.program())?;
     Ok(Replacement {
         iface: iface.to_string(),

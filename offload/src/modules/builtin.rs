@@ -132,3 +132,48 @@ pub fn swap_bound(
     }
     swap_object(iface, name, object)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steer_modules_are_modules_named_steer_in_both_flavours() {
+        for frags in [false, true] {
+            let object = steer_module(frags).unwrap();
+            assert_eq!(object.name, STEER_MODULE);
+            assert_eq!(object.version, env!("CARGO_PKG_VERSION"));
+            assert_eq!(object.frags, frags);
+            assert_eq!(object.program, "steer");
+        }
+    }
+
+    #[test]
+    fn the_steer_module_has_every_map_of_the_steering_object() {
+        // attach binds each of the module's maps to the pin the steering layer made from
+        // the standalone object: the two must declare the same maps, in the same shapes.
+        let standalone = aya_obj::Object::parse(crate::STEER_OBJECT).unwrap();
+        let mut expected: Vec<(String, u32, u32, u32, u32)> = standalone
+            .maps
+            .iter()
+            .filter(|(name, _)| !name.starts_with('.'))
+            .map(|(name, map)| {
+                let shape = (map.map_type(), map.key_size(), map.value_size());
+                (name.clone(), shape.0, shape.1, shape.2, map.max_entries())
+            })
+            .collect();
+        expected.sort();
+        for frags in [false, true] {
+            let module: Vec<(String, u32, u32, u32, u32)> = steer_module(frags)
+                .unwrap()
+                .maps
+                .into_iter()
+                .map(|map| {
+                    let shape = (map.map_type, map.key_size, map.value_size);
+                    (map.name, shape.0, shape.1, shape.2, map.max_entries)
+                })
+                .collect();
+            assert_eq!(module, expected, "frags {frags}");
+        }
+    }
+}

@@ -267,7 +267,7 @@ pub enum ModuleError {
     },
     /// Another XDP program holds the interface.
     #[error(
-        "{iface} already runs XDP program id {program_id}, not a fastpath module chain; detach it first (`fastpath xdp detach`)"
+        "{iface} already runs XDP program id {program_id}, not a fastpath module chain; detach it with the tool that attached it (or `ip link set dev {iface} xdp off`)"
     )]
     InterfaceBusy {
         /// The interface.
