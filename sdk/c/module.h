@@ -217,16 +217,39 @@ FP_INLINE int fp_chain_end(void)
 	return XDP_PASS;
 }
 
+/* Tail call to `slot` with one call site per slot, each with a constant key: the verifier
+ * records the key and the x86 JIT makes the call a direct jump, patched when the slot
+ * changes (emit_bpf_tail_call_direct, arch/x86/net/bpf_jit_comp.c), where a key known only
+ * at run time is an indirect jump, a retpoline on CPUs with Spectre v2 mitigations. The
+ * empty asm after each call, with its own operand, keeps clang from merging the calls. */
+#define FP__TAIL(n)                                  \
+	case n:                                      \
+		bpf_tail_call(ctx, &FP_CHAIN, n);    \
+		asm volatile("" ::"i"(n));           \
+		break;
+#define FP__TAIL8(n)                                                                   \
+	FP__TAIL(n) FP__TAIL(n + 1) FP__TAIL(n + 2) FP__TAIL(n + 3) FP__TAIL(n + 4)   \
+	FP__TAIL(n + 5) FP__TAIL(n + 6) FP__TAIL(n + 7)
+_Static_assert(FASTPATH_CHAIN_ARRAY_SLOTS == 64, "fp__tail_call names every slot");
+FP_INLINE void fp__tail_call(struct xdp_md *ctx, __u32 slot)
+{
+	switch (slot) {
+	FP__TAIL8(0) FP__TAIL8(8) FP__TAIL8(16) FP__TAIL8(24)
+	FP__TAIL8(32) FP__TAIL8(40) FP__TAIL8(48) FP__TAIL8(56)
+	}
+}
+
 /* Verdicts: return the result from the module's program. */
 
 /* Hand the packet to the next module; past the last one, the chain passes it. */
 FP_INLINE int fp_continue(struct xdp_md *ctx, struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_CONTINUE);
-	__u32 slot = fp->slot;
-	if (slot % FASTPATH_CHAIN_SLOTS != FASTPATH_CHAIN_SLOTS - 1) {
-		fp->slot = slot + 1;
-		bpf_tail_call(ctx, &FP_CHAIN, slot + 1);
+	__u32 next = fp->slot + 1;
+	/* The last slot of a revision's bank: the next one belongs to another revision. */
+	if (next % FASTPATH_CHAIN_SLOTS != 0) {
+		fp->slot = next;
+		fp__tail_call(ctx, next);
 	}
 	return fp_chain_end();
 }

@@ -116,14 +116,12 @@ impl Module {
     #[inline(always)]
     pub fn next(self) -> u32 {
         self.count(verdict::CONTINUE);
-        let slot = u32::from(self.context().slot);
+        let next = u32::from(self.context().slot) + 1;
         // The last slot of a revision's bank: the next one belongs to another revision.
-        if slot % CHAIN_SLOTS != CHAIN_SLOTS - 1 {
+        if next % CHAIN_SLOTS != 0 {
             // SAFETY: as in `context`.
-            unsafe { (*self.context).slot = (slot + 1) as u16 };
-            // SAFETY: on success control never returns; every program of the array is an
-            // XDP program of this chain.
-            unsafe { FP_CHAIN.tail_call(&self.xdp, slot + 1) };
+            unsafe { (*self.context).slot = next as u16 };
+            tail_call_slot(&self.xdp, next);
         }
         if let Some(counter) = FP_CHAIN_COUNTERS.get_ptr_mut(chain_counter::END) {
             // SAFETY: a per-CPU slot, see `context`.
@@ -204,6 +202,37 @@ impl Module {
         xdp_action::XDP_ABORTED
     }
 }
+
+/// Tail call to `slot` with one call site per slot, each with a constant key: the verifier
+/// records the key and the x86 JIT makes the call a direct jump, patched when the slot
+/// changes (`emit_bpf_tail_call_direct`, arch/x86/net/bpf_jit_comp.c), where a key known
+/// only at run time is an indirect jump, a retpoline on CPUs with Spectre v2 mitigations.
+/// The opaque marker after each call keeps LLVM from merging the calls into one.
+#[inline(always)]
+fn tail_call_slot(xdp: &XdpContext, slot: u32) {
+    macro_rules! slots {
+        ($($slot:literal)*) => {
+            match slot {
+                $(
+                    $slot => {
+                        // SAFETY: on success control never returns; every program of the
+                        // array is an XDP program of this chain.
+                        let _ = unsafe { FP_CHAIN.tail_call(xdp, $slot) };
+                        core::hint::black_box($slot);
+                    }
+                )*
+                _ => {}
+            }
+        };
+    }
+    slots!(
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+        33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
+        62 63
+    );
+}
+
+const _: () = assert!(CHAIN_ARRAY_SLOTS == 64, "tail_call_slot names every slot");
 
 /// The bytes of `text` in a NUL-padded name field; a compile error when it does not fit.
 pub const fn name_field(text: &str) -> [u8; NAME_LEN] {
