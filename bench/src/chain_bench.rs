@@ -1,7 +1,8 @@
 //! The cost of a hop in the IO module chain: `BPF_PROG_TEST_RUN` of the chain's entry
 //! with 1, 2, 4 and 8 pass-through modules (each continues; the last one's continue ends
 //! the chain with a pass) next to a monolithic peer that does the same parse then passes,
-//! all in one run.
+//! all in one run; then `steer` as the chain's module against `steer` alone
+//! (`chain_bench_steer.rs`), in the same run.
 //!
 //! `cargo xtask bench-chain` builds and runs this (as root). The chain is the real one:
 //! `offload::modules::load` attaches it to the dut veth of a lab made for the run (torn
@@ -27,6 +28,9 @@ use aya_obj::programs::XdpAttachType;
 use lab::Lab;
 use offload::modules::{self, CHAIN_OBJECT, Position};
 use offload_common::module::{ChainState, maps};
+
+#[path = "chain_bench_steer.rs"]
+mod steer;
 
 /// A module that only continues: one hop.
 const PASS_THROUGH: &str = r#"
@@ -72,8 +76,9 @@ fn main() -> Result<()> {
     });
     let _ = std::fs::remove_dir_all(&dir);
     drop(lab);
-    let (peer, chains) = measured?;
+    let (peer, chains, steer_rows) = measured?;
     report(peer, &chains, repeat, runs);
+    steer::report(&steer_rows);
     Ok(())
 }
 
@@ -99,14 +104,12 @@ fn build_module(dir: &Path) -> Result<PathBuf> {
     Ok(object)
 }
 
-/// The peer's time, then each chain's (modules, time), per packet.
-fn measure(
-    iface: &str,
-    object: &Path,
-    repeat: u32,
-    runs: usize,
-) -> Result<(Duration, Vec<(usize, Duration)>)> {
-    let packet = udp_frame();
+/// What one run measured: the peer's time, each chain's (modules, time), steer's rows.
+type Measured = (Duration, Vec<(usize, Duration)>, Vec<steer::SteerRow>);
+
+/// The peer's time, then each chain's (modules, time), per packet; then steer's rows.
+fn measure(iface: &str, object: &Path, repeat: u32, runs: usize) -> Result<Measured> {
+    let packet = udp_frame(9);
     let mut chains = Vec::new();
     let mut loaded = 0;
     let result = (|| -> Result<()> {
@@ -120,7 +123,10 @@ fn measure(
             let entry = format!("/sys/fs/bpf/fastpath/{iface}/chain/entry");
             let program = Xdp::from_pin(&entry, XdpAttachType::Interface)
                 .with_context(|| format!("open {entry}"))?;
-            chains.push((modules, median_time(&program, &packet, repeat, runs)?));
+            chains.push((
+                modules,
+                median_time(&program, &packet, XDP_PASS, repeat, runs)?,
+            ));
         }
         Ok(())
     })();
@@ -130,7 +136,8 @@ fn measure(
     }
     result?;
     let peer = peer_time(&packet, repeat, runs)?;
-    Ok((peer, chains))
+    let steer_rows = steer::measure(iface, repeat, runs, udp_frame, median_time)?;
+    Ok((peer, chains, steer_rows))
 }
 
 /// The entry loaded on its own with an empty program array: the parse, no hop.
@@ -155,11 +162,18 @@ fn peer_time(packet: &[u8], repeat: u32, runs: usize) -> Result<Duration> {
         .context("chain_entry_frags in the chain object")?
         .try_into()?;
     program.load()?;
-    median_time(program, packet, repeat, runs)
+    median_time(program, packet, XDP_PASS, repeat, runs)
 }
 
-/// The median over `runs` of the mean time per packet of `repeat` runs in the kernel.
-fn median_time(program: &Xdp, packet: &[u8], repeat: u32, runs: usize) -> Result<Duration> {
+/// The median over `runs` of the mean time per packet of `repeat` runs in the kernel; the
+/// program must return `expected`.
+fn median_time(
+    program: &Xdp,
+    packet: &[u8],
+    expected: u32,
+    repeat: u32,
+    runs: usize,
+) -> Result<Duration> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let result = program.test_run(TestRunOptions {
@@ -168,8 +182,8 @@ fn median_time(program: &Xdp, packet: &[u8], repeat: u32, runs: usize) -> Result
             ..TestRunOptions::new()
         })?;
         ensure!(
-            result.return_value == XDP_PASS,
-            "the program returned {} for the UDP frame, not XDP_PASS",
+            result.return_value == expected,
+            "the program returned {} for the UDP frame, not {expected}",
             result.return_value
         );
         times.push(result.duration);
@@ -178,8 +192,8 @@ fn median_time(program: &Xdp, packet: &[u8], repeat: u32, runs: usize) -> Result
     Ok(times[runs / 2])
 }
 
-/// A 64-byte Ethernet/IPv4/UDP frame, 10.77.0.1:4000 -> 10.77.0.2:9.
-fn udp_frame() -> Vec<u8> {
+/// A 64-byte Ethernet/IPv4/UDP frame, 10.77.0.1:4000 -> 10.77.0.2:`port`.
+fn udp_frame(port: u16) -> Vec<u8> {
     let mut frame = vec![0u8; 64];
     frame[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
     frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
@@ -202,7 +216,7 @@ fn udp_frame() -> Vec<u8> {
     ip[10..12].copy_from_slice(&checksum.to_be_bytes());
     let udp = &mut frame[34..42];
     udp[0..2].copy_from_slice(&4000u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&port.to_be_bytes());
     udp[4..6].copy_from_slice(&30u16.to_be_bytes());
     frame
 }

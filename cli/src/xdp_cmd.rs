@@ -13,7 +13,9 @@ use crate::output;
 
 #[derive(Subcommand)]
 pub enum XdpCommand {
-    /// Load the steering program and attach it (auto tries hw, then drv, then skb).
+    /// Load the steering program as the module `steer` of the interface's IO module chain,
+    /// attaching the chain's entry when there is none (auto: drv, then skb; the chain never
+    /// runs offloaded, hw placement is the prefilter's).
     Attach {
         #[arg(long)]
         iface: String,
@@ -37,7 +39,7 @@ pub enum XdpCommand {
         /// Source addresses to drop.
         sources: Vec<std::net::IpAddr>,
     },
-    /// Mode, program id, counters and rules.
+    /// Mode, steer's program id, the module chain, counters and rules.
     Status {
         #[arg(long)]
         iface: String,
@@ -47,15 +49,18 @@ pub enum XdpCommand {
         #[command(subcommand)]
         command: RuleCommand,
     },
-    /// Swap in this build's program atomically (bpf_link update); rules and counters stay.
+    /// Swap in this build's steer atomically (a module swap: one revision switch); rules and
+    /// counters stay.
     Replace {
         #[arg(long)]
         iface: String,
-        /// Another build of the steering object to swap in instead.
+        /// Another build of the `steer` module (offload/ebpf's steer_module*) to swap in
+        /// instead; its maps must keep their shapes.
         #[arg(long)]
         object: Option<std::path::PathBuf>,
     },
-    /// Detach the program and remove its pins, rules and counters.
+    /// Unload steer from the chain (the chain's entry goes with the last module) and remove
+    /// its pins, rules and counters.
     Detach {
         #[arg(long)]
         iface: String,
@@ -153,7 +158,7 @@ pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
                     println!("{} mode unavailable: {}", fallback.mode, fallback.reason);
                 }
                 println!(
-                    "attached to {} (driver {}) in {} mode, program id {}, default {}",
+                    "attached to {} (driver {}) in {} mode as the chain's module steer, program id {}, default {}",
                     attachment.iface,
                     attachment.driver,
                     attachment.mode,
@@ -190,7 +195,7 @@ pub fn run(command: &XdpCommand, as_json: bool) -> anyhow::Result<()> {
                 output::json(&replacement);
             } else {
                 println!(
-                    "replaced program {} with {} on {} (bpf_link update; rules and counters kept)",
+                    "replaced steer program {} with {} on {} (module swap; rules and counters kept)",
                     replacement.old_program_id, replacement.new_program_id, replacement.iface
                 );
             }
@@ -289,9 +294,13 @@ pub fn print_status(status: &Status, as_json: bool) {
         .program_id
         .map_or("-".to_string(), |id| id.to_string());
     println!(
-        "{}: {} mode, program id {}, default {}",
+        "{}: {} mode, steer program id {}, default {}",
         status.iface, mode, id, status.default_action
     );
+    if !status.modules.is_empty() {
+        // steer is a module of the interface's chain; `fastpath module list` has counters.
+        println!("module chain: {}", status.modules.join(" -> "));
+    }
     println!("pins in {}", status.bpffs);
     // What runs where: one row per XDP slot in use.
     let placements: Vec<Vec<String>> = status

@@ -254,7 +254,9 @@ fn the_prefilter_is_merged_on_veth_and_drops_listed_sources() {
     );
     let status = json(&["xdp", "status", "--iface", iface]);
     assert_eq!(status["placements"][0]["mode"], "drv");
-    assert_eq!(status["placements"][0]["program"], "steer");
+    // The driver slot runs the module chain's entry; steer is its module.
+    assert_eq!(status["placements"][0]["program"], "chain_entry_fra");
+    assert_eq!(status["modules"], serde_json::json!(["steer"]));
     assert_eq!(status["placements"].as_array().unwrap().len(), 1);
     assert_eq!(status["counters"]["prefilter"], 20);
     let entries = status["prefilter"].as_array().unwrap();
@@ -329,7 +331,10 @@ fn ip_netns_exec_and_the_netns_flag_share_one_attachment() {
         let attach_args = ["xdp", "attach", "--iface", iface];
         let attached = attach(&attach_args);
         let program_id = attached["program_id"].as_u64().expect("program id");
-        assert!(pins.join("link").exists(), "pinned in the host's bpffs");
+        assert!(
+            pins.join("chain").join("link").exists() && pins.join("prog").exists(),
+            "pinned in the host's bpffs"
+        );
         let rule = [
             "xdp", "rule", "add", "--iface", iface, "--action", "drop", "--proto", "udp",
             "--dport", "9",

@@ -110,8 +110,8 @@ fn next_start_cleans_up_and_serves(setup: &Setup, config_text: &str, after: &str
     assert_eq!(leftovers(setup), Vec::<String>::new(), "after {after}");
 }
 
-/// kill -9 at each start-up phase: the dead run leaves its attachment (the pinned link keeps
-/// the program on the interface, passing the VIP's traffic to the kernel now that no socket
+/// kill -9 at each start-up phase: the dead run leaves its attachment (the pinned chain keeps
+/// steer on the interface, passing the VIP's traffic to the kernel now that no socket
 /// is in the XSKMAP); the next start removes it and serves, and a clean stop leaves nothing.
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
@@ -120,7 +120,7 @@ fn a_kill_at_each_start_phase_is_cleaned_up_by_the_next_start() {
     let setup = setup("fa", 1);
     let text = config(&setup, true, "tcp", "dsr-l2", "", [1, 1, 1]);
     for point in [
-        "attach:link-pinned",
+        "attach:steer-loaded",
         "lb:attached",
         "rules:defs-written",
         "lb:workers-started",
@@ -135,7 +135,7 @@ fn a_kill_at_each_start_phase_is_cleaned_up_by_the_next_start() {
         let lb = &setup.lab.lb;
         assert!(
             xdp_program(&lb.namespace, &lb.iface).is_some(),
-            "{point}: the pinned link keeps the program attached"
+            "{point}: the pinned chain keeps steer attached"
         );
         drop(appliance);
         next_start_cleans_up_and_serves(&setup, &text, point);
@@ -185,9 +185,9 @@ fn a_kill_mid_reload_or_mid_swap_is_cleaned_up_by_the_next_start() {
     }
 }
 
-/// `fastpath xdp` killed at each phase: attach (link pinned, program pin not yet made), a
-/// rule change (records written, match maps not), replace (the link runs the new program,
-/// the pins name the old one). Each time the next command works and the data path follows
+/// `fastpath xdp` killed at each phase: attach (steer loaded into the chain, its program
+/// pin not yet made), a rule change (records written, match maps not), replace (the chain
+/// runs the new steer, the pin names the old one). Each time the next command works and the data path follows
 /// the rules listed; a detach leaves nothing.
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
@@ -203,11 +203,11 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
     let iface = lb.iface.as_str();
     let kill_at = |point| [("FASTPATH_KILL_AT", point)];
 
-    // Attach, killed with the link pinned: the program runs and is fastpath's; a second
-    // attach says so, and a replace completes its pins.
+    // Attach, killed with steer in the chain and its program pin not made: it runs and is
+    // fastpath's; a second attach says so, and a replace completes its pins.
     let output = xdp(
         &["attach", "--iface", iface],
-        &kill_at("attach:link-pinned"),
+        &kill_at("attach:steer-loaded"),
     );
     assert!(killed(output.status), "{}", said(&output));
     assert!(xdp_program(&lb.namespace, iface).is_some());
@@ -231,7 +231,7 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
     // Killed again, then detached.
     let output = xdp(
         &["attach", "--iface", iface],
-        &kill_at("attach:link-pinned"),
+        &kill_at("attach:steer-loaded"),
     );
     assert!(killed(output.status), "{}", said(&output));
     let output = xdp(&["detach", "--iface", iface], &[]);
@@ -290,15 +290,24 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
         },
     );
 
-    // Replace, killed with the link updated and the old program still pinned.
-    let before = xdp_program(&lb.namespace, iface).unwrap();
+    // Replace, killed with the chain switched to the new steer and the old program still
+    // pinned. steer runs as a module of the chain: the kernel's XDP program (the chain's
+    // entry) stays, steer's program id is the one that changes.
+    let steer_program = || -> u64 {
+        let output = xdp(&["status", "--iface", iface], &[]);
+        assert!(output.status.success(), "{}", said(&output));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["program_id"].as_u64().expect("steer's program id")
+    };
+    let before = steer_program();
+    let entry = xdp_program(&lb.namespace, iface).unwrap();
     let output = xdp(
         &["replace", "--iface", iface],
-        &kill_at("replace:link-updated"),
+        &kill_at("replace:steer-swapped"),
     );
     assert!(killed(output.status), "{}", said(&output));
-    let running = xdp_program(&lb.namespace, iface).unwrap();
-    assert_ne!(running, before, "the link runs the new program");
+    assert_ne!(steer_program(), before, "the chain runs the new steer");
+    assert_eq!(xdp_program(&lb.namespace, iface), Some(entry));
     let output = xdp(&["replace", "--iface", iface], &[]);
     assert!(
         output.status.success(),

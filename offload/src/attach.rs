@@ -1,14 +1,11 @@
 //! Attach, replace, detach and inspect the steering program on an interface.
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{
-        ProgramInfo, Xdp,
-        links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpMode as AyaMode},
-    },
+use aya::EbpfLoader;
+use std::{
+    net::IpAddr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
 };
-use std::{net::IpAddr, os::fd::AsFd};
 
 use hw_profiles::Profiles;
 
@@ -16,18 +13,19 @@ use serde::Serialize;
 
 use crate::{
     OffloadError, Pins, STEER_OBJECT,
-    error::ProgramAction,
     error_chain::error_chain,
     hw,
-    mode::{ModeAttempt, ModeFailure, ModePolicy, XdpMode, choose_mode},
+    mode::{ModeFailure, ModePolicy, XdpMode},
+    modules::{
+        self, AttachedAs, ModuleError, ModuleObject, Position,
+        builtin::{self, STEER_MODULE},
+    },
     placement::{self, Layout, Plan, PlanInput},
     rules::Action,
     steering::{self, ActionCounters, HW_PREFILTER, RuleStats, Steering},
     sys,
-    xdp_state::{self, XdpState, ifindex},
+    xdp_state::{self, ifindex},
 };
-
-const PROGRAM: &str = "steer";
 
 /// What to attach where: the input of [`attach`] and [`plan_for`].
 #[derive(Clone, Debug)]
@@ -84,27 +82,35 @@ pub fn attach(options: &AttachOptions) -> Result<Attachment, OffloadError> {
 }
 
 /// Applies `plan`: the prefilter to the hardware first in a split plan (merged instead when
-/// the card refuses, and reported), then the steering program in the plan's modes.
+/// the card refuses, and reported), then the steering program as the IO module `steer` on
+/// the interface's module chain, whose entry is attached in the plan's modes when the
+/// interface has no chain yet. A chain already there (user modules loaded before) is
+/// joined: steer goes last. The hardware slot cannot run the chain (offloaded programs make
+/// no tail calls), so a plan's hw mode for the steering program is reported as a fallback.
 pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachment, OffloadError> {
     let iface = options.iface.as_str();
     let ifindex = ifindex(iface)?;
     crate::pins::prune_stale();
     let pins = Pins::for_iface(iface);
-    let state = xdp_state::query(ifindex)?;
-    if pins.exists() || pins.link().exists() {
-        if let Some(state) = state
-            && runs_from_pins(&pins, ifindex, state.program_id)
-        {
-            return Err(OffloadError::AlreadyAttached {
-                iface: iface.to_string(),
-                mode: state.mode.to_string(),
-                program_id: state.program_id,
-            });
-        }
-        // Pins left by a process that died, or by an interface that was re-created.
-        pins.remove()?;
+    let chain = builtin::chain_summary(iface).map_err(chain_error(iface))?;
+    if let Some(chain) = &chain
+        && let Some(program_id) = chain.program_of(STEER_MODULE)
+    {
+        return Err(OffloadError::AlreadyAttached {
+            iface: iface.to_string(),
+            mode: chain
+                .mode
+                .map_or_else(|| "?".to_string(), |m| m.to_string()),
+            program_id,
+        });
     }
-    if let Some(state) = state {
+    // Pins left by a process that died, or by an interface that was re-created.
+    pins.remove_steering()?;
+    if chain.is_none()
+        && let Some(state) = xdp_state::slots(ifindex)?
+            .into_iter()
+            .find(|slot| slot.mode != XdpMode::Hw)
+    {
         return Err(OffloadError::ForeignProgram {
             iface: iface.to_string(),
             program_id: state.program_id,
@@ -126,66 +132,150 @@ pub fn attach_planned(options: &AttachOptions, mut plan: Plan) -> Result<Attachm
         plan.layout = Layout::Merged;
         plan.prefilter_mode = None;
     }
-    let mut kernel = KernelAttempt {
-        iface,
-        ifindex,
-        driver: &driver,
-        pins: &pins,
-        default_action: options.default_action,
-        loaded: None,
-    };
-    match choose_mode(&plan.steering_modes, &mut kernel) {
-        Ok(choice) => {
-            drop(kernel);
-            let maps = match plan.layout {
-                Layout::Split => HW_PREFILTER,
-                _ => "",
-            };
-            if !options.prefilter.is_empty() {
-                Steering::open(iface)?.set_prefilter(maps, &options.prefilter)?;
-            }
-            fallbacks.extend(choice.failed);
-            Ok(Attachment {
-                iface: iface.to_string(),
-                driver,
-                mode: choice.mode,
-                program_id: choice.program_id,
-                fallbacks,
-                default_action: options.default_action,
-                plan,
-            })
-        }
-        Err(failures) => {
-            drop(kernel);
+    let result = join_chain(options, &pins, chain.as_ref(), &plan.steering_modes);
+    let (mode, program_id, failed) = match result {
+        Ok(joined) => joined,
+        Err(error) => {
             if pins.hw_prefilter().exists() {
                 let _ = hw::detach_offloaded(ifindex);
             }
-            pins.remove()?;
-            let reasons = failures
-                .iter()
-                .map(|failure| format!("{}: {}", failure.mode, failure.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(OffloadError::NoModeWorked {
-                iface: iface.to_string(),
-                reasons,
-            })
+            pins.remove_steering()?;
+            return Err(error);
         }
+    };
+    fallbacks.extend(failed);
+    let maps = match plan.layout {
+        Layout::Split => HW_PREFILTER,
+        _ => "",
+    };
+    if !options.prefilter.is_empty() {
+        Steering::open(iface)?.set_prefilter(maps, &options.prefilter)?;
+    }
+    Ok(Attachment {
+        iface: iface.to_string(),
+        driver,
+        mode,
+        program_id,
+        fallbacks,
+        default_action: options.default_action,
+        plan,
+    })
+}
+
+/// Makes steer's maps under `pins` (default action written), then loads the `steer` module
+/// with them into the chain (attaching its entry in the first of `modes` that works when
+/// there is none) and pins its program. Returns the chain's mode, steer's program id and
+/// the modes that were skipped or failed before.
+fn join_chain(
+    options: &AttachOptions,
+    pins: &Pins,
+    chain: Option<&builtin::ChainSummary>,
+    modes: &[XdpMode],
+) -> Result<(XdpMode, u32, Vec<ModeFailure>), OffloadError> {
+    let iface = options.iface.as_str();
+    let mut failed = Vec::new();
+    let mut chain_modes = Vec::new();
+    for &mode in modes {
+        if mode == XdpMode::Hw {
+            failed.push(ModeFailure {
+                mode,
+                reason: "the steering program runs as a module of the IO module chain, whose \
+                         tail calls an offloaded program cannot make; hardware placement \
+                         applies to the prefilter"
+                    .to_string(),
+            });
+        } else {
+            chain_modes.push(mode);
+        }
+    }
+    if let Some(mode) = chain.and_then(|chain| chain.mode)
+        && !chain_modes.contains(&mode)
+    {
+        failed.push(ModeFailure {
+            mode: chain_modes.first().copied().unwrap_or(XdpMode::Hw),
+            reason: format!(
+                "the module chain already on {iface} runs in {mode} mode; steer joins it there \
+                 (unload its modules first to choose another mode)"
+            ),
+        });
+        return Err(no_mode_worked(iface, &failed));
+    }
+    if chain_modes.is_empty() {
+        return Err(no_mode_worked(iface, &failed));
+    }
+    // The maps first, made from the standalone object (same definitions as the module's),
+    // so the default action is in place before the first packet meets steer.
+    let mut maps = EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .load(STEER_OBJECT)
+        .map_err(|source| OffloadError::LoadObject {
+            object: "steering",
+            source: Box::new(source),
+        })?;
+    steering::write_default_action(&mut maps, options.default_action)?;
+    drop(maps);
+    let frags = chain.is_none_or(|chain| chain.frags);
+    let object = builtin::steer_module(frags).map_err(chain_error(iface))?;
+    let bound = bound_maps(pins, &object);
+    let loaded = builtin::load_bound(iface, object, &Position::Last, &bound, &chain_modes)
+        .map_err(chain_error(iface))?;
+    crate::kill_point::reached("attach:steer-loaded");
+    pin_program_id(loaded.program_id, &pins.program())?;
+    let mode = match (
+        loaded.attached.and_then(AttachedAs::xdp_mode),
+        chain.and_then(|chain| chain.mode),
+    ) {
+        (Some(mode), _) | (None, Some(mode)) => mode,
+        (None, None) => chain_modes[0],
+    };
+    // Modes before the one the entry got were refused by the kernel.
+    for &tried in chain_modes.iter().take_while(|tried| **tried != mode) {
+        failed.push(ModeFailure {
+            mode: tried,
+            reason: format!("the chain's entry could not attach in {tried} mode"),
+        });
+    }
+    Ok((mode, loaded.program_id, failed))
+}
+
+/// Each of the module's own maps, bound to its pin under `pins`.
+fn bound_maps(pins: &Pins, object: &ModuleObject) -> Vec<(String, PathBuf)> {
+    object
+        .maps
+        .iter()
+        .map(|map| (map.name.clone(), pins.map(&map.name)))
+        .collect()
+}
+
+fn no_mode_worked(iface: &str, failed: &[ModeFailure]) -> OffloadError {
+    OffloadError::NoModeWorked {
+        iface: iface.to_string(),
+        reasons: failed
+            .iter()
+            .map(|failure| format!("{}: {}", failure.mode, failure.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
-/// Whether the program the kernel runs on `ifindex` is the one these pins hold: through the
-/// pinned link when there is one (a process killed between pinning the link and pinning the
-/// program, or during a replace, leaves the program pin missing or naming an older program,
-/// yet the link is live and the attachment fastpath's), else the pinned program (hw mode
-/// has no link).
-fn runs_from_pins(pins: &Pins, ifindex: u32, running: u32) -> bool {
-    if pins.link().exists() {
-        return sys::obj_get(&pins.link())
-            .and_then(|link| sys::xdp_link_ifindex(link.as_fd()))
-            .is_ok_and(|linked| linked == Some(ifindex));
+fn chain_error(iface: &str) -> impl Fn(ModuleError) -> OffloadError + '_ {
+    move |source| OffloadError::Chain {
+        iface: iface.to_string(),
+        source: Box::new(source),
     }
-    pinned_program_id(pins) == Some(running)
+}
+
+/// Pins the program `id` at `path`, replacing what was pinned there: pinned beside it, then
+/// renamed over it, so the pin names one program or the other at every moment.
+fn pin_program_id(id: u32, path: &Path) -> Result<(), OffloadError> {
+    // SAFETY: plain FFI call; a fresh fd on success.
+    let fd = sys::owned_fd(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) })
+        .map_err(|error| OffloadError::syscall("BPF_PROG_GET_FD_BY_ID of steer", error))?;
+    let staged = path.with_file_name("prog_new");
+    let _ = std::fs::remove_file(&staged);
+    pin_fd(&fd, &staged)?;
+    std::fs::rename(&staged, path)
+        .map_err(|error| OffloadError::syscall("rename the new program pin into place", error))
 }
 
 /// Loads the prefilter onto the NIC and pins it, with its maps as `HW_<name>`.
@@ -207,112 +297,6 @@ fn pin_fd(fd: &std::os::fd::OwnedFd, path: &std::path::Path) -> Result<(), Offlo
     sys::obj_pin(fd.as_fd(), path).map_err(|source| OffloadError::syscall("BPF_OBJ_PIN", source))
 }
 
-/// The kernel side of [`choose_mode`]: loads the program once, then tries each mode.
-struct KernelAttempt<'a> {
-    iface: &'a str,
-    ifindex: u32,
-    driver: &'a str,
-    pins: &'a Pins,
-    default_action: Action,
-    loaded: Option<Ebpf>,
-}
-
-impl ModeAttempt for KernelAttempt<'_> {
-    type Error = OffloadError;
-
-    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
-        let attempt = match mode {
-            XdpMode::Hw => return self.try_hw(),
-            XdpMode::Drv => self.try_link(AyaMode::Driver),
-            XdpMode::Skb => self.try_link(AyaMode::Skb),
-        };
-        attempt.map_err(|source| OffloadError::ModeRefused {
-            mode,
-            driver: self.driver.to_string(),
-            source: Box::new(source),
-        })
-    }
-}
-
-impl KernelAttempt<'_> {
-    fn try_hw(&mut self) -> Result<u32, OffloadError> {
-        let offloaded = hw::attach_offloaded(STEER_OBJECT, PROGRAM, self.ifindex, self.driver)?;
-        pin_fd(&offloaded.program, &self.pins.program())?;
-        Ok(offloaded.id)
-    }
-
-    fn try_link(&mut self, mode: AyaMode) -> Result<u32, OffloadError> {
-        if self.loaded.is_none() {
-            self.loaded = Some(load_object(
-                self.pins,
-                STEER_OBJECT,
-                Some(self.default_action),
-            )?);
-        }
-        let ebpf = self.loaded.as_mut().expect("loaded above");
-        let program = steer_program(ebpf)?;
-        let link_id = program
-            .attach_to_if_index(self.ifindex, mode)
-            .map_err(OffloadError::program(ProgramAction::Attach, PROGRAM))?;
-        let link = program
-            .take_link(link_id)
-            .map_err(OffloadError::program(ProgramAction::Attach, PROGRAM))?;
-        let link = FdLink::try_from(link).map_err(|source| OffloadError::NotABpfLink {
-            iface: self.iface.to_string(),
-            source,
-        })?;
-        let path = self.pins.link();
-        link.pin(&path)
-            .map_err(|source| OffloadError::Pin { path, source })?;
-        crate::kill_point::reached("attach:link-pinned");
-        pin_program(program, self.pins.program())?;
-        program
-            .info()
-            .map(|info| info.id())
-            .map_err(OffloadError::program(ProgramAction::Info, PROGRAM))
-    }
-}
-
-fn pin_program(program: &mut Xdp, path: std::path::PathBuf) -> Result<(), OffloadError> {
-    program
-        .pin(&path)
-        .map_err(|source| OffloadError::Pin { path, source })
-}
-
-/// Loads a steering object with its maps pinned under `pins` (reused when they exist),
-/// writing the default action first when given.
-fn load_object(
-    pins: &Pins,
-    object: &[u8],
-    default_action: Option<Action>,
-) -> Result<Ebpf, OffloadError> {
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pins.maps_dir())
-        .load(object)
-        .map_err(|source| OffloadError::LoadObject {
-            object: "steering",
-            source: Box::new(source),
-        })?;
-    if let Some(action) = default_action {
-        steering::write_default_action(&mut ebpf, action)?;
-    }
-    steer_program(&mut ebpf)?
-        .load()
-        .map_err(OffloadError::program(ProgramAction::Verify, PROGRAM))?;
-    Ok(ebpf)
-}
-
-fn steer_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, OffloadError> {
-    ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| OffloadError::MissingFromObject {
-            object: "steering",
-            part: "program",
-            name: PROGRAM.into(),
-        })?
-        .try_into()
-        .map_err(OffloadError::program(ProgramAction::Open, PROGRAM))
-}
-
 /// What [`replace`] did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Replacement {
@@ -325,84 +309,58 @@ pub struct Replacement {
     pub new_program_id: u32,
 }
 
-/// Replaces the running program with `object` (default: this build's) through a bpf_link
-/// update: the kernel swaps the program pointer, so every packet sees either the old or the
-/// new program. Maps, and with them rules and counters, are the pinned ones. Needs a link:
-/// a program in hw mode is refused with [`OffloadError::NoLinkToUpdate`].
+/// Replaces the running `steer` module with `object` (default: this build's, in the chain's
+/// frags flavour) through a module swap: the new version is loaded against steer's pinned
+/// maps and the chain switches revisions in one map update, so every packet sees either
+/// the old or the new program, and rules and counters carry over. `object` must be a
+/// `steer` module object (see docs/modules.md) whose maps keep their shapes.
 pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, OffloadError> {
     let pins = Pins::for_iface(iface);
-    let ifindex = ifindex(iface)?;
-    if !pins.exists() && !pins.link().exists() {
+    ifindex(iface)?;
+    let chain = builtin::chain_summary(iface).map_err(chain_error(iface))?;
+    let Some((chain, old_program_id)) = chain.and_then(|chain| {
+        let id = chain.program_of(STEER_MODULE)?;
+        Some((chain, id))
+    }) else {
         return Err(not_attached(iface, &pins));
+    };
+    let object = match object {
+        Some(bytes) => ModuleObject::parse(Path::new("--object"), bytes.to_vec()),
+        None => builtin::steer_module(chain.frags),
     }
-    if !pins.link().exists() {
-        return Err(OffloadError::NoLinkToUpdate {
-            iface: iface.to_string(),
-        });
-    }
-    // The kernel's word: the program pin may be missing or stale after a kill mid-replace.
-    let old_program_id = xdp_state::query(ifindex)?
-        .map(|state| state.program_id)
-        .or_else(|| pinned_program_id(&pins))
-        .unwrap_or(0);
-    let mut ebpf = load_object(&pins, object.unwrap_or(STEER_OBJECT), None)?;
-    let program = steer_program(&mut ebpf)?;
-    let link = PinnedLink::from_pin(pins.link()).map_err(|source| OffloadError::OpenLink {
-        path: pins.link(),
-        source,
-    })?;
-    let link =
-        XdpLink::try_from(FdLink::from(link)).map_err(|source| OffloadError::PinnedLinkNotXdp {
-            iface: iface.to_string(),
-            source,
-        })?;
-    program
-        .attach_to_link(link)
-        .map_err(OffloadError::program(ProgramAction::UpdateLink, PROGRAM))?;
-    crate::kill_point::reached("replace:link-updated");
-    let new_program_id = program
-        .info()
-        .map_err(OffloadError::program(ProgramAction::Info, PROGRAM))?
-        .id();
-    // Pinned beside the old pin, then renamed over it: the pin names one program or the
-    // other at every moment, never none.
-    let staged = pins.dir.join("prog_new");
-    let _ = std::fs::remove_file(&staged);
-    pin_program(program, staged.clone())?;
-    std::fs::rename(&staged, pins.program())
-        .map_err(|error| OffloadError::syscall("rename the new program pin into place", error))?;
+    .map_err(chain_error(iface))?;
+    let bound = bound_maps(&pins, &object);
+    let swapped =
+        builtin::swap_bound(iface, STEER_MODULE, object, &bound).map_err(chain_error(iface))?;
+    crate::kill_point::reached("replace:steer-swapped");
+    pin_program_id(swapped.new_program_id, &pins.program())?;
     Ok(Replacement {
         iface: iface.to_string(),
         old_program_id,
-        new_program_id,
+        new_program_id: swapped.new_program_id,
     })
 }
 
-/// Detaches the program and removes every pin (rules and counters go with them).
+/// Unloads the `steer` module (the chain's entry goes with the last module; user modules
+/// keep running) and removes steer's pins (rules and counters go with them).
 pub fn detach(iface: &str) -> Result<(), OffloadError> {
     let ifindex = ifindex(iface)?;
     let pins = Pins::for_iface(iface);
-    // A link pin without a program pin is an attach killed half way: still detachable.
-    if !pins.exists() && !pins.link().exists() {
+    let steer_runs = builtin::chain_summary(iface)
+        .map_err(chain_error(iface))?
+        .is_some_and(|chain| chain.program_of(STEER_MODULE).is_some());
+    // Maps without a program pin are an attach killed half way: still detachable.
+    if !steer_runs && !pins.exists() && !pins.maps_dir().exists() {
         return Err(not_attached(iface, &pins));
     }
     if pins.hw_prefilter().exists() {
         hw::detach_offloaded(ifindex)
             .map_err(|error| OffloadError::syscall("XDP detach of the prefilter (hw)", error))?;
     }
-    if pins.link().exists() {
-        let link = sys::obj_get(&pins.link())
-            .map_err(|error| OffloadError::syscall("BPF_OBJ_GET of the pinned link", error))?;
-        sys::link_detach(link.as_fd())
-            .map_err(|error| OffloadError::syscall("BPF_LINK_DETACH", error))?;
-    } else if let Some(XdpState {
-        mode: XdpMode::Hw, ..
-    }) = xdp_state::query(ifindex)?
-    {
-        hw::detach_offloaded(ifindex)
-            .map_err(|error| OffloadError::syscall("XDP detach (hw)", error))?;
+    if steer_runs {
+        modules::unload(iface, STEER_MODULE).map_err(chain_error(iface))?;
     }
-    pins.remove()?;
+    pins.remove_steering()?;
     // The rule lock (and journal) of an attachment that is no more.
     let _ = std::fs::remove_file(steering::lock_path(iface));
     Ok(())
@@ -423,10 +381,15 @@ pub fn forget_vanished(iface: &str) {
 pub struct Status {
     /// The interface.
     pub iface: String,
-    /// The steering program's mode as the kernel reports it, None when nothing is attached.
+    /// The mode of the module chain steer runs in, as the kernel reports it; None when
+    /// nothing is attached.
     pub mode: Option<XdpMode>,
-    /// The kernel's id of the steering program, None when nothing is attached.
+    /// The kernel's id of the steering program (the `steer` module), None when nothing is
+    /// attached.
     pub program_id: Option<u32>,
+    /// The interface's module chain in the order packets meet it (`steer` among them);
+    /// `fastpath module list` shows their counters.
+    pub modules: Vec<String>,
     /// What runs where: every XDP slot the kernel reports in use, with the program's name.
     pub placements: Vec<Placed>,
     /// The action for IP packets no rule matches.
@@ -449,8 +412,9 @@ pub struct Placed {
     pub mode: XdpMode,
     /// The kernel's id of the program in it.
     pub program_id: u32,
-    /// The name it was loaded with ("steer", "prefilter", ...; the kernel keeps at most 15
-    /// characters), "?" when the kernel no longer lists it.
+    /// The name it was loaded with ("chain_entry_fra" for the module chain's entry,
+    /// "prefilter" in the hardware slot...; the kernel keeps at most 15 characters), "?"
+    /// when the kernel no longer lists it.
     pub program: String,
 }
 
@@ -477,9 +441,10 @@ pub fn status(iface: &str) -> Result<Status, OffloadError> {
             program: program_name(slot.program_id),
         })
         .collect();
-    let steer = placements
-        .iter()
-        .find(|p| p.mode != XdpMode::Hw || p.program == PROGRAM);
+    let chain = builtin::chain_summary(iface).map_err(chain_error(iface))?;
+    let steer_id = chain
+        .as_ref()
+        .and_then(|chain| chain.program_of(STEER_MODULE));
     let prefilter_maps = if Pins::for_iface(iface).hw_prefilter().exists() {
         HW_PREFILTER
     } else {
@@ -488,8 +453,11 @@ pub fn status(iface: &str) -> Result<Status, OffloadError> {
     Ok(Status {
         bpffs: crate::bpffs::Bpffs::get().describe(),
         iface: iface.to_string(),
-        mode: steer.map(|p| p.mode),
-        program_id: steer.map(|p| p.program_id),
+        mode: steer_id.and(chain.as_ref().and_then(|chain| chain.mode)),
+        program_id: steer_id,
+        modules: chain.map_or_else(Vec::new, |chain| {
+            chain.modules.into_iter().map(|(name, _)| name).collect()
+        }),
         default_action: steering.default_action()?,
         counters: steering.counters()?,
         prefilter: steering
@@ -513,10 +481,4 @@ fn program_name(id: u32) -> String {
 
 fn not_attached(iface: &str, pins: &Pins) -> OffloadError {
     OffloadError::NotAttached(iface.to_string(), pins.shown())
-}
-
-fn pinned_program_id(pins: &Pins) -> Option<u32> {
-    ProgramInfo::from_pin(pins.program())
-        .ok()
-        .map(|info| info.id())
 }

@@ -36,6 +36,16 @@ pub enum OffloadError {
         "nothing attached to {0}: no fastpath pins under {1} (run `fastpath xdp attach --iface {0}` first)"
     )]
     NotAttached(String, String),
+    /// The module chain refused or failed a step of running the steering program as its
+    /// module `steer` (attach, replace, detach, status).
+    #[error("the module chain on {iface}")]
+    Chain {
+        /// The interface.
+        iface: String,
+        /// What the chain said.
+        #[source]
+        source: Box<crate::modules::ModuleError>,
+    },
     /// [`attach`](crate::attach) on an interface that already runs fastpath's program from
     /// its pins. Use [`replace`](crate::replace) to change the program (rules and counters
     /// stay), or [`detach`](crate::detach) first.

@@ -11,9 +11,9 @@
 //!
 //! | point | where |
 //! |---|---|
-//! | `attach:link-pinned` | attach: the bpf_link is pinned, the program pin is not yet made |
+//! | `attach:steer-loaded` | attach: steer runs in the module chain, its program pin is not yet made |
 //! | `rules:defs-written` | a rule change: the rule records are written, the match maps are not |
-//! | `replace:link-updated` | replace: the link runs the new program, the pins name the old one |
+//! | `replace:steer-swapped` | replace: the chain runs the new steer, the program pin names the old one |
 //! | `lb:attached` | the load balancer: steering attached, no rule and no socket yet |
 //! | `lb:workers-started` | the load balancer: sockets in the XSKMAP, control socket not yet bound |
 //! | `lb:rules-pruned` | a reload: rules of removed VIPs deleted, new ones not yet added |

@@ -1,15 +1,18 @@
 //! Loading, attaching and steering with fastpath's XDP programs: layer 2 of fastpath.
 //!
-//! This crate puts the steering program (`offload/ebpf`, built into [`STEER_OBJECT`]) on an
-//! interface and manages it for its whole life: load, attach, replace and detach; the bpffs
-//! pins that let any later process find it; its rules and counters; where its stages run;
-//! `BPF_PROG_TEST_RUN` on it; and hardware offload.
+//! This crate puts the steering program (`offload/ebpf`) on an interface and manages it for
+//! its whole life: load, attach, replace and detach; the bpffs pins that let any later
+//! process find it; its rules and counters; where its stages run; `BPF_PROG_TEST_RUN` on it;
+//! and hardware offload. On an interface it runs as the module `steer` of the IO module
+//! chain ([`modules`], [`modules::builtin`]), so user modules can run before or after it;
+//! the standalone build, [`STEER_OBJECT`], serves test runs, the offload check and the
+//! hardware prefilter.
 //!
 //! Entry points:
 //! - [`attach`] (or [`plan_for`] then [`attach_planned`]), [`replace`], [`detach`] and
-//!   [`status`]: the program on an interface, under the mode policy of [`mode`] (hw, then
-//!   drv, then skb, with the reason each mode failed); [`xdp_attached`] is what the kernel
-//!   reports, pins aside.
+//!   [`status`]: steer on an interface's module chain, under the mode policy of [`mode`]
+//!   (drv, then skb for the chain; hw only for the prefilter, with the reason each mode
+//!   failed); [`xdp_attached`] is what the kernel reports, pins aside.
 //! - [`Pins`], [`Transient`], [`prune_stale_pins`]: where an attachment lives in bpffs
 //!   (`/sys/fs/bpf/fastpath/<iface>/`), and the one place that chooses which bpffs:
 //!   [`bpffs`].

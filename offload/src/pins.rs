@@ -94,6 +94,36 @@ impl Pins {
     }
 }
 
+impl Pins {
+    /// Removes the steering program's pins (`link`, `prog`, `hw_prefilter`, `maps/`) and
+    /// leaves the interface's module chain (`chain/`) to the chain's own commands; the
+    /// directory goes too when nothing else is left in it.
+    pub fn remove_steering(&self) -> Result<(), OffloadError> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if entry.file_name() == "chain" {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match removed {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(OffloadError::syscall("unlink bpffs pins", error));
+                }
+                _ => {}
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+}
+
 /// A directory of its own under `fastpath/transient-objects/` for one load that shares
 /// nothing, named after the process (pid namespace and pid) and a counter, so concurrent
 /// loads never meet; removed on drop, or by [`prune_stale`] once its process is gone.

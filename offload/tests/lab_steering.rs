@@ -90,8 +90,11 @@ fn hw_mode_on_veth_fails_with_its_reason_and_auto_lands_on_drv() {
         matches!(error, OffloadError::NoModeWorked { .. }),
         "{message}"
     );
+    // The steering program runs as a module of the chain, which an offloaded program
+    // cannot run (no tail calls): the reason says so (hardware placement is the
+    // prefilter's).
     assert!(
-        message.contains("driver veth does not support BPF hardware offload"),
+        message.contains("hw: the steering program runs as a module of the IO module chain"),
         "{message}"
     );
     // The failed attempt left nothing behind: auto can start cleanly.

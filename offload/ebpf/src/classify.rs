@@ -5,7 +5,10 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use offload_common::{ChainEntry, ExactKey, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef, Settings};
 
-use crate::{EXACT_RULES, PREFIX_V4, PREFIX_V6, parse::Packet};
+use crate::{
+    parse::Packet,
+    steer::{EXACT_RULES, PREFIX_V4, PREFIX_V6},
+};
 
 #[inline(always)]
 pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {

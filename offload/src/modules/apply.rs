@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{
     ChainAt, ModuleError, ModuleObject,
     chain::Chain,
-    entry::{detach, lock, open_existing, open_or_attach},
+    entry::{DEFAULT_MODES, detach, lock, open_existing, open_or_attach},
     history::{History, RevisionModule, RevisionRecord},
     list,
     object::digest_hex,
@@ -200,7 +200,7 @@ fn apply_locked(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<App
     let Some((_, first)) = wanted.first() else {
         return remove_every_module(at);
     };
-    let (mut chain, attached) = open_or_attach(at, first.frags)?;
+    let (mut chain, attached) = open_or_attach(at, first.frags, &DEFAULT_MODES)?;
     let result = apply_to(&mut chain, wanted);
     if result.is_err() && attached.is_some() {
         // The interface had no chain before this command: leave it without one.
@@ -242,7 +242,11 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
                     instance: *instance,
                     object,
                 },
-                None => Next::Add { name, object },
+                None => Next::Add {
+                    name,
+                    object,
+                    bound: &[],
+                },
             },
         )
         .collect();

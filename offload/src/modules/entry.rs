@@ -65,11 +65,17 @@ fn tcx_attach_type(hook: Hook) -> Option<u32> {
     }
 }
 
-/// The chain `at`, attaching an empty one (entry in the given frags flavour) when there
-/// is none; how it was attached when it was.
+/// The modes the chain's XDP entry is tried in when no caller chose: native, then generic
+/// (offloaded programs cannot make tail calls).
+pub(super) const DEFAULT_MODES: [XdpMode; 2] = [XdpMode::Drv, XdpMode::Skb];
+
+/// The chain `at`, attaching an empty one (entry in the given frags flavour; for XDP, in
+/// the first of `modes` the kernel accepts) when there is none; how it was attached when
+/// it was.
 pub(super) fn open_or_attach(
     at: ChainAt<'_>,
     frags: bool,
+    modes: &[XdpMode],
 ) -> Result<(Chain, Option<AttachedAs>), ModuleError> {
     crate::pins::prune_stale();
     let ifindex = xdp_state::ifindex(at.iface)?;
@@ -98,7 +104,7 @@ pub(super) fn open_or_attach(
     }
     Bpffs::get().ready_for_pins(true)?;
     fs::create_dir_all(pins.maps_dir()).map_err(ModuleError::syscall("mkdir under bpffs"))?;
-    let attached = match attach_entry(at, ifindex, &pins, frags) {
+    let attached = match attach_entry(at, ifindex, &pins, frags, modes) {
         Ok(attached) => attached,
         Err(error) => {
             chain::remove_dir(&pins.dir);
@@ -170,6 +176,7 @@ fn attach_entry(
     ifindex: u32,
     pins: &ChainPins,
     frags: bool,
+    modes: &[XdpMode],
 ) -> Result<AttachedAs, ModuleError> {
     let (mut ebpf, entry_name) = load_entry(&at.to_string(), pins, at.hook, frags)?;
     let program_error = |step| ModuleError::program("(chain entry)", entry_name, step);
@@ -207,7 +214,7 @@ fn attach_entry(
         (link, AttachedAs::Tcx)
     } else {
         let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
-        let attached = attach_xdp(at, ifindex, program)?;
+        let attached = attach_xdp(at, ifindex, program, modes)?;
         program
             .pin(pins.entry())
             .map_err(|source| ModuleError::Pin {
@@ -222,17 +229,26 @@ fn attach_entry(
     Ok(attached_as)
 }
 
-/// Attaches the XDP entry in driver mode, else generic; each refusal is reported.
+/// Attaches the XDP entry in the first of `modes` the kernel accepts; each refusal is
+/// reported.
 fn attach_xdp(
     at: ChainAt<'_>,
     ifindex: u32,
     program: &mut Xdp,
+    modes: &[XdpMode],
 ) -> Result<(FdLink, AttachedAs), ModuleError> {
     let mut reasons = Vec::new();
-    for (attached_as, mode, aya_mode) in [
-        (AttachedAs::Drv, XdpMode::Drv, AyaMode::Driver),
-        (AttachedAs::Skb, XdpMode::Skb, AyaMode::Skb),
-    ] {
+    for &mode in modes {
+        let (attached_as, aya_mode) = match mode {
+            XdpMode::Drv => (AttachedAs::Drv, AyaMode::Driver),
+            XdpMode::Skb => (AttachedAs::Skb, AyaMode::Skb),
+            XdpMode::Hw => {
+                reasons.push(format!(
+                    "{mode}: an offloaded program cannot make the chain's tail calls"
+                ));
+                continue;
+            }
+        };
         let link_id = match program.attach_to_if_index(ifindex, aya_mode) {
             Ok(link_id) => link_id,
             Err(error) => {

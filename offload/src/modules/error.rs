@@ -267,7 +267,7 @@ pub enum ModuleError {
     },
     /// Another XDP program holds the interface.
     #[error(
-        "{iface} already runs XDP program id {program_id}, not a fastpath module chain; detach it first (`fastpath xdp detach`)"
+        "{iface} already runs XDP program id {program_id}, not a fastpath module chain; detach it with the tool that attached it (or `ip link set dev {iface} xdp off`)"
     )]
     InterfaceBusy {
         /// The interface.
@@ -393,6 +393,20 @@ pub enum ModuleError {
         /// The kernel's refusal, when it was one.
         #[source]
         source: Option<Box<ProgramError>>,
+    },
+    /// A swap would change the shape of a map that lives outside the chain (the built-in
+    /// `steer` module's rules and counters): other readers would lose it.
+    #[error(
+        "{}: map {map} of module {module} differs in type, key, value or size from the running one, which other readers share; a replacement must keep it",
+        file.display()
+    )]
+    BoundMapChanged {
+        /// The module.
+        module: String,
+        /// The replacement object.
+        file: PathBuf,
+        /// The map.
+        map: String,
     },
     /// The steering layer (interfaces, bpffs) failed.
     #[error(transparent)]

@@ -78,6 +78,17 @@ pub enum AttachedAs {
     Tcx,
 }
 
+impl AttachedAs {
+    /// The XDP mode, for an XDP chain's entry.
+    pub fn xdp_mode(self) -> Option<crate::mode::XdpMode> {
+        match self {
+            AttachedAs::Drv => Some(crate::mode::XdpMode::Drv),
+            AttachedAs::Skb => Some(crate::mode::XdpMode::Skb),
+            AttachedAs::Tcx => None,
+        }
+    }
+}
+
 impl fmt::Display for AttachedAs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

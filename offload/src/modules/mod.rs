@@ -18,6 +18,7 @@
 //! docs/modules.md tells the whole design.
 
 mod apply;
+pub mod builtin;
 mod chain;
 mod entry;
 mod error;

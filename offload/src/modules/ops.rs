@@ -1,14 +1,15 @@
 //! The module commands: load, swap, unload and list, each under the chain's lock, each
 //! change one revision switch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::mode::XdpMode;
 use offload_common::module::{NAME_LEN, RECORD_FRAGS, chain_counter, verdict};
 
 use super::{
     ChainAt, ModuleError, ModuleObject,
     chain::Chain,
-    entry::{detach, lock, open_existing, open_or_attach},
+    entry::{DEFAULT_MODES, detach, lock, open_existing, open_or_attach},
     object::c_string,
     report::{ChainListing, Loaded, ModuleEntry, Swapped, Unloaded},
     revision::{Committed, Next, commit},
@@ -39,11 +40,25 @@ pub fn load<'a>(
 ) -> Result<Loaded, ModuleError> {
     let at = at.into();
     let object = ModuleObject::read(file)?;
+    load_object(at, object, name, position, &[], &DEFAULT_MODES)
+}
+
+/// [`load`] of an object already read, with the module's maps named in `bound` bound to
+/// those pins (maps that live outside the chain, e.g. the built-in `steer` module's), and
+/// the chain's entry, when this load attaches it, tried in `modes`.
+pub(super) fn load_object(
+    at: ChainAt<'_>,
+    object: ModuleObject,
+    name: Option<&str>,
+    position: &Position,
+    bound: &[(String, PathBuf)],
+    modes: &[XdpMode],
+) -> Result<Loaded, ModuleError> {
     let name = name.map_or_else(|| object.name.clone(), str::to_string);
     check_name(&name)?;
     let _lock = lock(at)?;
-    let (mut chain, attached) = open_or_attach(at, object.frags)?;
-    let result = load_into(&mut chain, &object, &name, position);
+    let (mut chain, attached) = open_or_attach(at, object.frags, modes)?;
+    let result = load_into(&mut chain, &object, &name, position, bound);
     if result.is_err() && attached.is_some() {
         // The interface had no chain before this command: leave it without one.
         let _ = detach(&chain);
@@ -66,6 +81,7 @@ fn load_into(
     object: &ModuleObject,
     name: &str,
     position: &Position,
+    bound: &[(String, PathBuf)],
 ) -> Result<(usize, Committed), ModuleError> {
     chain.reconcile()?;
     let running = running_names(chain)?;
@@ -82,7 +98,14 @@ fn load_into(
         Position::After(neighbour) => index_of(chain, &running, neighbour)? + 1,
     };
     let mut next = keep_all(&running);
-    next.insert(order, Next::Add { name, object });
+    next.insert(
+        order,
+        Next::Add {
+            name,
+            object,
+            bound,
+        },
+    );
     Ok((order, commit(chain, &next)?))
 }
 
@@ -94,8 +117,15 @@ pub fn swap<'a>(
     name: &str,
     file: &Path,
 ) -> Result<Swapped, ModuleError> {
-    let at = at.into();
-    let object = ModuleObject::read(file)?;
+    swap_object(at.into(), name, ModuleObject::read(file)?)
+}
+
+/// [`swap`] to an object already read.
+pub(super) fn swap_object(
+    at: ChainAt<'_>,
+    name: &str,
+    object: ModuleObject,
+) -> Result<Swapped, ModuleError> {
     let _lock = lock(at)?;
     let mut chain = open_existing(at)?;
     chain.reconcile()?;

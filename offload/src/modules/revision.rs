@@ -7,6 +7,8 @@
 //! is removed. A failure before the switch leaves the running chain as it was and removes
 //! what was staged; a process killed anywhere leaves it to the next command's reconcile.
 
+use std::path::PathBuf;
+
 use offload_common::module::{CHAIN_SLOTS, MAX_MODULES, ModuleRecord, RECORD_FRAGS, RECORD_IN_USE};
 
 use super::{
@@ -28,10 +30,12 @@ pub(super) enum Next<'a> {
         instance: u32,
         object: &'a ModuleObject,
     },
-    /// A new instance.
+    /// A new instance; its maps named in `bound` bound to those pins (maps that live
+    /// outside the chain, e.g. the built-in `steer` module's).
     Add {
         name: &'a str,
         object: &'a ModuleObject,
+        bound: &'a [(String, PathBuf)],
     },
 }
 
@@ -205,14 +209,18 @@ fn stage(
                 });
                 handovers.push((name, handover));
             }
-            Next::Add { name, object } => {
+            Next::Add {
+                name,
+                object,
+                bound,
+            } => {
                 check_frags(chain, object, name, frags)?;
                 let instance = chain.free_instance()?.ok_or(ModuleError::ChainFull {
                     iface: chain.name(),
                     max: MAX_MODULES,
                 })?;
                 let generation = 1;
-                let (program, program_id) = load_version(chain, object, name, generation, &[])?;
+                let (program, program_id) = load_version(chain, object, name, generation, bound)?;
                 history.keep_object(object)?;
                 let record = ModuleRecord {
                     flags: RECORD_IN_USE | if object.frags { RECORD_FRAGS } else { 0 },

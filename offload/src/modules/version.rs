@@ -146,7 +146,7 @@ pub(super) fn plan_handover(
 }
 
 /// (type, key size, value size, max entries, flags) of a pinned map.
-fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32, u32)> {
+pub(super) fn pinned_shape(path: &Path) -> Option<(u32, u32, u32, u32, u32)> {
     let fd = sys::obj_get(path).ok()?;
     let info = sys::map_info(std::os::fd::AsFd::as_fd(&fd)).ok()?;
     Some((

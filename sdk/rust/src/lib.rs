@@ -214,6 +214,15 @@ impl Module {
         }
     }
 
+    /// Counts `verdict` and returns `action`: for a module that carried the action out
+    /// itself, e.g. a redirect through an XSKMAP or DEVMAP of its own (the built-in `steer`
+    /// module redirects through the socket map its rules and AF_XDP users share).
+    #[inline(always)]
+    pub fn counted(self, verdict: u32, action: u32) -> u32 {
+        self.count(verdict);
+        action
+    }
+
     /// Aborts (`XDP_ABORTED`): the packet is dropped and the `xdp_exception` tracepoint
     /// fires.
     #[inline(always)]

@@ -1,0 +1,29 @@
+//! The `steer` IO module for chains whose programs are not multi-buffer (`chain_entry`).
+//! Every program of one chain agrees on `xdp.frags`, so the module is built twice, like the
+//! chain's entry; the two roots differ only in that flag. The body is `steer_in_chain.rs`.
+#![no_std]
+#![no_main]
+
+mod classify;
+mod object;
+mod parse;
+// Its standalone hardware program is not part of a module.
+#[allow(dead_code)]
+mod prefilter;
+mod steer;
+mod steer_in_chain;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use fastpath_module::ModuleMeta;
+
+/// Module metadata: named "steer", versioned as this crate.
+#[unsafe(link_section = ".fastpath.module")]
+#[unsafe(no_mangle)]
+#[used]
+static FASTPATH_MODULE_META: ModuleMeta =
+    fastpath_module::meta("steer", env!("CARGO_PKG_VERSION"), false);
+
+#[xdp]
+pub fn steer(ctx: XdpContext) -> u32 {
+    steer_in_chain::run(ctx)
+}

@@ -1,0 +1,180 @@
+//! Modules built into fastpath, and what the steering layer needs to run one on a chain:
+//! load and swap a module from an object already in memory with some of its maps bound to
+//! pins that live outside the chain, and read what a chain runs.
+//!
+//! The built-in module is the steering program as the module `steer` (`offload/ebpf`,
+//! `steer_module*.rs`), built once per frags flavour like the chain's entry. Its maps stay
+//! where [`crate::Pins`] puts them, so the rules, `fastpath xdp status`, the load balancer's
+//! rule sync and the AF_XDP users reach them as they always did; `crate::attach` puts it
+//! on the chain.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    ModuleError, ModuleObject, Position,
+    entry::open_existing,
+    object::c_string,
+    ops::{load_object, swap_object},
+    report::{Loaded, Swapped},
+    version::pinned_shape,
+};
+use crate::{mode::XdpMode, xdp_state};
+
+/// The name the steering program runs under in a chain.
+pub const STEER_MODULE: &str = "steer";
+
+/// The `steer` module for chains whose programs are not multi-buffer (`chain_entry`).
+pub static STEER_MODULE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer_module"));
+/// The `steer` module for multi-buffer chains (`chain_entry_frags`), the flavour a chain
+/// that steer starts gets: it runs at any MTU.
+pub static STEER_MODULE_FRAGS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer_module_frags"));
+
+/// The built-in `steer` module for a chain of the given frags flavour, read and checked as
+/// any module object is.
+pub fn steer_module(frags: bool) -> Result<ModuleObject, ModuleError> {
+    let (bytes, shown) = if frags {
+        (STEER_MODULE_FRAGS_OBJECT, "(built-in steer_module_frags)")
+    } else {
+        (STEER_MODULE_OBJECT, "(built-in steer_module)")
+    };
+    ModuleObject::parse(Path::new(shown), bytes.to_vec())
+}
+
+/// What a chain runs, in the order packets meet its modules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Whether its programs are multi-buffer (`xdp.frags`).
+    pub frags: bool,
+    /// The slot its entry runs in, as the kernel reports it.
+    pub mode: Option<XdpMode>,
+    /// (name, program id) of each module of the running revision.
+    pub modules: Vec<(String, u32)>,
+}
+
+impl ChainSummary {
+    /// The program id of the module `name`, when the chain runs it.
+    pub fn program_of(&self, name: &str) -> Option<u32> {
+        self.modules
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, id)| *id)
+    }
+}
+
+/// The chain on `iface`; `None` when no chain's entry runs there. Reads only.
+pub fn chain_summary(iface: &str) -> Result<Option<ChainSummary>, ModuleError> {
+    let chain = match open_existing(iface.into()) {
+        Ok(chain) => chain,
+        Err(ModuleError::NoChain { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let state = chain.state()?;
+    let mut modules = Vec::new();
+    for (_, instance, program_id) in chain.running()? {
+        let record = chain.record(instance)?;
+        modules.push((c_string(&record.name), program_id));
+    }
+    let ifindex = xdp_state::ifindex(iface)?;
+    let mode = xdp_state::slots(ifindex)?
+        .into_iter()
+        .map(|slot| slot.mode)
+        .find(|mode| *mode != XdpMode::Hw);
+    Ok(Some(ChainSummary {
+        frags: state.frags != 0,
+        mode,
+        modules,
+    }))
+}
+
+/// Loads `object` into the chain on `iface` at `position` under the name in its metadata,
+/// as [`load`](super::load) does a file, with its maps named in `bound` taken from those
+/// pins instead of made anew (they must exist or are created there). When the interface
+/// has no chain, its entry is attached in the first of `modes` the kernel accepts.
+pub fn load_bound(
+    iface: &str,
+    object: ModuleObject,
+    position: &Position,
+    bound: &[(String, PathBuf)],
+    modes: &[XdpMode],
+) -> Result<Loaded, ModuleError> {
+    load_object(iface.into(), object, None, position, bound, modes)
+}
+
+/// Swaps the module `name` on `iface` to `object`, as [`swap`](super::swap) does a file.
+/// The maps named in `bound` must keep their shape: they live outside the chain, where
+/// other readers find them, so the new version takes them over (the swap hands over
+/// maps of matching shape) and a changed one is refused before anything is loaded.
+pub fn swap_bound(
+    iface: &str,
+    name: &str,
+    object: ModuleObject,
+    bound: &[(String, PathBuf)],
+) -> Result<Swapped, ModuleError> {
+    for (map, pin) in bound {
+        let Some(shape) = object.maps.iter().find(|shape| shape.name == *map) else {
+            continue;
+        };
+        let wanted = (
+            shape.map_type,
+            shape.key_size,
+            shape.value_size,
+            shape.max_entries,
+            shape.flags,
+        );
+        if pinned_shape(pin).is_some_and(|pinned| pinned != wanted) {
+            return Err(ModuleError::BoundMapChanged {
+                module: name.to_string(),
+                file: object.path.clone(),
+                map: map.clone(),
+            });
+        }
+    }
+    swap_object(iface.into(), name, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steer_modules_are_modules_named_steer_in_both_flavours() {
+        for frags in [false, true] {
+            let object = steer_module(frags).unwrap();
+            assert_eq!(object.name, STEER_MODULE);
+            assert_eq!(object.version, env!("CARGO_PKG_VERSION"));
+            assert_eq!(object.frags, frags);
+            assert_eq!(object.program, "steer");
+        }
+    }
+
+    #[test]
+    fn the_steer_module_has_every_map_of_the_steering_object() {
+        // attach binds each of the module's maps to the pin the steering layer made from
+        // the standalone object: the two must declare the same maps, in the same shapes.
+        let standalone = aya_obj::Object::parse(crate::STEER_OBJECT).unwrap();
+        let mut expected: Vec<(String, u32, u32, u32, u32)> = standalone
+            .maps
+            .iter()
+            .filter(|(name, _)| !name.starts_with('.'))
+            .map(|(name, map)| {
+                let shape = (map.map_type(), map.key_size(), map.value_size());
+                (name.clone(), shape.0, shape.1, shape.2, map.max_entries())
+            })
+            .collect();
+        expected.sort();
+        for frags in [false, true] {
+            let module: Vec<(String, u32, u32, u32, u32)> = steer_module(frags)
+                .unwrap()
+                .maps
+                .into_iter()
+                .map(|map| {
+                    let shape = (map.map_type, map.key_size, map.value_size);
+                    (map.name, shape.0, shape.1, shape.2, map.max_entries)
+                })
+                .collect();
+            assert_eq!(module, expected, "frags {frags}");
+        }
+    }
+}
