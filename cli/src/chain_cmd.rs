@@ -6,7 +6,7 @@ use clap::Subcommand;
 use offload::modules::{self, ModuleChange};
 
 use crate::{
-    module_cmd::{print_listing, warn_unfinished},
+    module_cmd::{ChainArgs, print_listing, warn_unfinished},
     module_test_cmd::print_trial,
     output,
 };
@@ -16,8 +16,8 @@ pub enum ChainCommand {
     /// Make the chain the one a chain file describes, in one revision: modules added,
     /// removed, reordered and swapped (maps of matching shape kept).
     Apply {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The chain file (`[[module]]` entries with `file` and an optional `name`).
         file: PathBuf,
         /// Read and plan everything, change nothing.
@@ -26,21 +26,21 @@ pub enum ChainCommand {
     },
     /// The running chain and the revisions its history keeps.
     Show {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
     /// What a chain file would change; without a file, what the running revision changed.
     Diff {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The chain file to compare the running chain with.
         file: Option<PathBuf>,
     },
     /// Apply again an earlier revision from the history (by default the one before the
     /// running revision), as a new revision.
     Rollback {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The revision to go back to.
         #[arg(long)]
         to: Option<u32>,
@@ -49,16 +49,16 @@ pub enum ChainCommand {
 
 pub fn run(command: &ChainCommand, as_json: bool) -> anyhow::Result<()> {
     match command {
-        ChainCommand::Apply { iface, file, check } => {
-            let applied = modules::apply(iface, file, *check)?;
+        ChainCommand::Apply { chain, file, check } => {
+            let applied = modules::apply(chain.at(), file, *check)?;
             print_applied(&applied, *check, as_json);
         }
-        ChainCommand::Rollback { iface, to } => {
-            let applied = modules::rollback(iface, *to)?;
+        ChainCommand::Rollback { chain, to } => {
+            let applied = modules::rollback(chain.at(), *to)?;
             print_applied(&applied, false, as_json);
         }
-        ChainCommand::Show { iface } => {
-            let shown = modules::show(iface)?;
+        ChainCommand::Show { chain } => {
+            let shown = modules::show(chain.at())?;
             if as_json {
                 output::json(&shown);
             } else {
@@ -82,8 +82,8 @@ pub fn run(command: &ChainCommand, as_json: bool) -> anyhow::Result<()> {
                 output::table(&["revision", "applied_at", "modules", "command"], &rows);
             }
         }
-        ChainCommand::Diff { iface, file } => {
-            let diff = modules::diff(iface, file.as_deref())?;
+        ChainCommand::Diff { chain, file } => {
+            let diff = modules::diff(chain.at(), file.as_deref())?;
             if as_json {
                 output::json(&diff);
             } else {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use offload::modules::{
-    self, Position,
+    self, ChainAt, Hook, Position,
     map::{self, MapOperation, MapValue},
     scaffold::{self, Language},
 };
@@ -23,13 +23,16 @@ pub enum ModuleCommand {
         /// The directory to create the project in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The hook it is for: xdp, or tc-ingress/tc-egress (a TC classifier, C only).
+        #[arg(long, default_value = "xdp")]
+        hook: Hook,
     },
     /// Print where the SDK is (the C header and the Rust crate).
     Sdk,
     /// Load a module into the interface's chain (attaching the chain with the first one).
     Load {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The module's object file.
         file: PathBuf,
         /// Its name in the chain (default: the name in its metadata).
@@ -40,22 +43,22 @@ pub enum ModuleCommand {
     },
     /// The chain's modules in order, with packets per verdict.
     List {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
     /// Count each module's run time (a clock read per verdict while on); `list` shows it
     /// as ns/packet.
     Profile {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
     /// Replace a module with another version in one step; maps of matching shape are kept.
     Swap {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The module to replace.
         name: String,
         /// The new version's object file.
@@ -63,16 +66,16 @@ pub enum ModuleCommand {
     },
     /// Remove a module from the chain (the chain goes with the last one).
     Unload {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         name: String,
     },
     /// Read or write a map of a running module. Keys and values are space-separated hex
     /// bytes in memory order, one argument each: `NAME PROTOCOLS set "11 00 00 00" "05 00 00
     /// 00 00 00 00 00"`. A per-CPU map shows each CPU's value; a set writes every CPU.
     Map {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        chain: ChainArgs,
         /// The module.
         name: String,
         /// The map (as declared in the module).
@@ -84,6 +87,23 @@ pub enum ModuleCommand {
     /// BPF_PROG_TEST_RUN (nothing is attached): each packet's verdict, the module that gave
     /// it and the bytes it changed; fails when the result differs from --expect.
     Test(crate::module_test_cmd::TestArgs),
+}
+
+/// Which chain: an interface, and the hook (XDP unless told).
+#[derive(Args)]
+pub struct ChainArgs {
+    /// The interface.
+    #[arg(long)]
+    iface: String,
+    /// The hook: xdp, tc-ingress or tc-egress (each has a chain of its own).
+    #[arg(long, default_value = "xdp")]
+    hook: Hook,
+}
+
+impl ChainArgs {
+    pub fn at(&self) -> ChainAt<'_> {
+        ChainAt::new(&self.iface, self.hook)
+    }
 }
 
 #[derive(Subcommand)]
@@ -151,8 +171,13 @@ fn parse_language(text: &str) -> Result<Language, String> {
 pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
     match command {
         ModuleCommand::Test(args) => return crate::module_test_cmd::run(args, as_json),
-        ModuleCommand::New { name, lang, dir } => {
-            let made = scaffold::scaffold(name, *lang, dir)?;
+        ModuleCommand::New {
+            name,
+            lang,
+            dir,
+            hook,
+        } => {
+            let made = scaffold::scaffold(name, *lang, *hook, dir)?;
             if as_json {
                 output::json(&made);
             } else {
@@ -178,12 +203,12 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
             }
         }
         ModuleCommand::Load {
-            iface,
+            chain,
             file,
             name,
             position,
         } => {
-            let loaded = modules::load(iface, file, name.as_deref(), &position.position())?;
+            let loaded = modules::load(chain.at(), file, name.as_deref(), &position.position())?;
             if as_json {
                 output::json(&loaded);
             } else {
@@ -197,24 +222,24 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
             }
             warn_unfinished(&loaded.unfinished);
         }
-        ModuleCommand::List { iface } => {
-            let listing = modules::list(iface)?;
+        ModuleCommand::List { chain } => {
+            let listing = modules::list(chain.at())?;
             if as_json {
                 output::json(&listing);
             } else {
                 print_listing(&listing);
             }
         }
-        ModuleCommand::Profile { iface, state } => {
-            let listing = modules::profile(iface, state == "on")?;
+        ModuleCommand::Profile { chain, state } => {
+            let listing = modules::profile(chain.at(), state == "on")?;
             if as_json {
                 output::json(&listing);
             } else {
                 print_listing(&listing);
             }
         }
-        ModuleCommand::Swap { iface, name, file } => {
-            let swapped = modules::swap(iface, name, file)?;
+        ModuleCommand::Swap { chain, name, file } => {
+            let swapped = modules::swap(chain.at(), name, file)?;
             if as_json {
                 output::json(&swapped);
             } else {
@@ -235,8 +260,8 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
             }
             warn_unfinished(&swapped.unfinished);
         }
-        ModuleCommand::Unload { iface, name } => {
-            let unloaded = modules::unload(iface, name)?;
+        ModuleCommand::Unload { chain, name } => {
+            let unloaded = modules::unload(chain.at(), name)?;
             if as_json {
                 output::json(&unloaded);
             } else {
@@ -251,13 +276,13 @@ pub fn run(command: &ModuleCommand, as_json: bool) -> anyhow::Result<()> {
             warn_unfinished(&unloaded.unfinished);
         }
         ModuleCommand::Map {
-            iface,
+            chain,
             name,
             map: map_name,
             operation,
         } => {
             let operation = operation.operation()?;
-            let report = map::module_map(iface, name, map_name, &operation)?;
+            let report = map::module_map(chain.at(), name, map_name, &operation)?;
             if as_json {
                 output::json(&report);
             } else {

@@ -17,6 +17,7 @@ use std::{
 };
 
 use lab::{Lab, require_root};
+use offload::modules::{ChainAt, Hook};
 
 /// Drops UDP to port 9 (the test's traffic), lets everything else continue.
 const DROPPER: &str = r#"
@@ -1097,4 +1098,173 @@ fn a_module_declaring_a_shared_map_of_another_shape_is_refused_before_loading() 
     );
     assert!(error.contains("value 8 bytes"), "{error}");
     assert!(error.contains("rebuild the module against"), "{error}");
+}
+
+/// A TC module: drops ICMP, hands everything else on.
+const TC_ICMP_DROP: &str = r#"
+#define FASTPATH_HOOK_TC
+#include "module.h"
+FASTPATH_MODULE("icmp_drop", "1.0.0", 0);
+SEC("classifier")
+int icmp_drop(struct __sk_buff *ctx)
+{
+	struct fp_context *fp = fp_context();
+	if (!fp)
+		return FP_ACT_CHAIN_END;
+	if (fp->parse == FP_PARSE_IP && fp->protocol == 1)
+		return fp_drop(fp);
+	return fp_continue(ctx, fp);
+}
+"#;
+
+/// `count` pings from the client to the dut; how many were answered.
+fn pings_answered(lab: &Lab, count: u32) -> u32 {
+    let output = Command::new("ip")
+        .args(["netns", "exec", &lab.client.namespace, "ping", "-n", "-q"])
+        .args(["-c", &count.to_string(), "-i", "0.01", "-W", "1"])
+        .arg(lab.dut.ipv4.to_string())
+        .output()
+        .expect("run ping (`cargo xtask setup` installs iputils-ping)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !text.is_empty(),
+        "ping: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // "20 packets transmitted, 20 received, 0% packet loss, time 190ms"
+    text.split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|received| received.trim().parse().ok())
+        .unwrap_or_else(|| panic!("ping's summary in {text:?}"))
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn tc_hooks_carry_modules_beside_the_xdp_chain() {
+    require_root("module chains on the tc hooks");
+    let built = build_modules("c");
+    let dir = built.dir.0.clone();
+    let lab = Lab::for_test("tc");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let on_dut = |args: &[&str]| -> serde_json::Value {
+        json(&[&["--netns", ns.as_str(), "module"], args].concat())
+    };
+    // A TC counter scaffolded for the egress hook, built as its README says.
+    let made = json(&[
+        "module",
+        "new",
+        "tcount",
+        "--hook",
+        "tc-egress",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let project = PathBuf::from(made["dir"].as_str().unwrap());
+    let make = Command::new("make")
+        .arg("-C")
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(
+        make.status.success(),
+        "{}",
+        String::from_utf8_lossy(&make.stderr)
+    );
+    let tcount = project.join("tcount.o");
+    let source = dir.join("icmp_drop.c");
+    std::fs::write(&source, TC_ICMP_DROP).unwrap();
+    let icmp_drop = dir.join("icmp_drop.o");
+    clang(&source, &icmp_drop);
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+
+    // XDP sees the echo requests come in, tc-egress the replies go out.
+    let egress = on_dut(&[
+        "load",
+        "--iface",
+        &iface,
+        "--hook",
+        "tc-egress",
+        &path(&tcount),
+    ]);
+    assert_eq!(egress["attached"], "tcx", "{egress}");
+    on_dut(&["load", "--iface", &iface, &path(&built.counter)]);
+    assert_eq!(pings_answered(&lab, 20), 20);
+    let read = |hook: Hook, module: &str| {
+        let (iface, module) = (iface.clone(), module.to_string());
+        lab::netns::run_in(&ns, move || {
+            offload::modules::read_counter(ChainAt::new(&iface, hook), &module, "PROTOCOLS", 1)
+        })
+        .unwrap()
+        .unwrap()
+    };
+    assert_eq!(read(Hook::TcEgress, "tcount"), 20, "echo replies out");
+    assert_eq!(read(Hook::Xdp, "counter"), 20, "echo requests in");
+
+    // A TC ingress module drops ICMP after XDP saw it.
+    on_dut(&[
+        "load",
+        "--iface",
+        &iface,
+        "--hook",
+        "tc-ingress",
+        &path(&icmp_drop),
+    ]);
+    assert_eq!(pings_answered(&lab, 10), 0);
+    let ingress = on_dut(&["list", "--iface", &iface, "--hook", "tc-ingress"]);
+    assert_eq!(ingress["hook"], "tc-ingress", "{ingress}");
+    assert_eq!(verdict(&ingress, "icmp_drop", "drop"), 10, "{ingress}");
+    assert_eq!(read(Hook::Xdp, "counter"), 30);
+    assert_eq!(read(Hook::TcEgress, "tcount"), 20, "no reply went out");
+
+    // A module of the wrong kind for the hook: an error naming both.
+    for (hook, object, expected) in [
+        (
+            "tc-egress",
+            &built.counter,
+            "is an XDP program; the chain on",
+        ),
+        ("xdp", &icmp_drop, "is a TC classifier; the chain on"),
+    ] {
+        let error = failure(&[
+            "--netns",
+            &ns,
+            "module",
+            "load",
+            "--iface",
+            &iface,
+            "--hook",
+            hook,
+            &path(object),
+            "--name",
+            "wrong",
+        ]);
+        assert!(error.contains(expected), "{error}");
+    }
+
+    on_dut(&[
+        "unload",
+        "--iface",
+        &iface,
+        "--hook",
+        "tc-ingress",
+        "icmp_drop",
+    ]);
+    assert_eq!(pings_answered(&lab, 5), 5);
+    let last = on_dut(&["unload", "--iface", &iface, "--hook", "tc-egress", "tcount"]);
+    assert_eq!(last["chain_detached"], true, "{last}");
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "module",
+        "list",
+        "--iface",
+        &iface,
+        "--hook",
+        "tc-egress",
+    ]);
+    assert!(error.contains("no module chain"), "{error}");
+    // The XDP chain runs on, untouched.
+    assert_eq!(pings_answered(&lab, 5), 5);
+    assert_eq!(read(Hook::Xdp, "counter"), 40);
+    on_dut(&["unload", "--iface", &iface, "counter"]);
 }

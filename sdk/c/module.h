@@ -10,6 +10,12 @@
  * A module is one XDP program (SEC("xdp.frags") when it declares frags, else SEC("xdp"))
  * plus FASTPATH_MODULE(name, version, frags). Load it with
  * `fastpath module load --iface IF my_module.o`.
+ *
+ * A module for the TC hooks (tcx ingress or egress, where outgoing packets are seen too)
+ * defines FASTPATH_HOOK_TC before including this header, is one SEC("classifier")
+ * program taking a `struct __sk_buff *`, declares no frags, and is loaded with
+ * `--hook tc-ingress` or `--hook tc-egress`. Its verdicts are the same calls, returning TC
+ * actions; tx, xsk and forward are XDP's only.
  */
 #ifndef FASTPATH_MODULE_H
 #define FASTPATH_MODULE_H
@@ -77,6 +83,44 @@ struct xdp_md {
 	__u32 rx_queue_index;
 	__u32 egress_ifindex;
 };
+
+/* The head of the kernel's struct __sk_buff (include/uapi/linux/bpf.h), the context of a
+ * TC module: the fields up to the packet's bounds, at their offsets. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+};
+
+/* The hook's context and return codes: XDP actions, or tcx ones (TCX_NEXT lets the packet
+ * go on as if no program ran; TCX_PASS ends the hook's programs and passes it). */
+#ifdef FASTPATH_HOOK_TC
+#define FP_CTX struct __sk_buff
+#define FP_ACT_CHAIN_END (-1) /* TCX_NEXT */
+#define FP_ACT_PASS 0         /* TCX_PASS */
+#define FP_ACT_DROP 2         /* TCX_DROP */
+#define FP_ACT_ABORTED 2      /* TC has no aborted: dropped, and counted as aborted */
+#else
+#define FP_CTX struct xdp_md
+#define FP_ACT_CHAIN_END XDP_PASS
+#define FP_ACT_PASS XDP_PASS
+#define FP_ACT_DROP XDP_DROP
+#define FP_ACT_ABORTED XDP_ABORTED
+#endif
 
 /* The per-packet context, filled once by the chain's entry (offload_common::module::ModuleContext). */
 struct fp_context {
@@ -267,13 +311,13 @@ FP_INLINE int fp_chain_end(void)
 	__u64 *counter = bpf_map_lookup_elem(&FP_CHAIN_COUNTERS, &index);
 	if (counter)
 		*counter += 1;
-	return XDP_PASS;
+	return FP_ACT_CHAIN_END;
 }
 
 /* Verdicts: return the result from the module's program. */
 
 /* Hand the packet to the next module; past the last one, the chain passes it. */
-FP_INLINE int fp_continue(struct xdp_md *ctx, struct fp_context *fp)
+FP_INLINE int fp_continue(FP_CTX *ctx, struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_CONTINUE);
 	__u32 slot = fp->slot;
@@ -289,26 +333,40 @@ FP_INLINE int fp_continue(struct xdp_md *ctx, struct fp_context *fp)
 FP_INLINE int fp_drop(struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_DROP);
-	return XDP_DROP;
+	return FP_ACT_DROP;
 }
 
 FP_INLINE int fp_pass(struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_PASS);
-	return XDP_PASS;
+	return FP_ACT_PASS;
 }
 
+/* Out of another interface (XDP), or out of (or into, with BPF_F_INGRESS in `flags`) one
+ * at TC: bpf_redirect's own contract. */
+FP_INLINE int fp_redirect_flags(struct fp_context *fp, __u32 ifindex, __u64 flags)
+{
+	fp_count(fp, FP_VERDICT_REDIRECT);
+	return bpf_redirect(ifindex, flags);
+}
+
+FP_INLINE int fp_redirect(struct fp_context *fp, __u32 ifindex)
+{
+	return fp_redirect_flags(fp, ifindex, 0);
+}
+
+FP_INLINE int fp_abort(struct fp_context *fp)
+{
+	fp_count(fp, FP_VERDICT_ABORTED);
+	return FP_ACT_ABORTED;
+}
+
+#ifndef FASTPATH_HOOK_TC
 /* Back out of the ingress interface (the module rewrites the headers first). */
 FP_INLINE int fp_tx(struct fp_context *fp)
 {
 	fp_count(fp, FP_VERDICT_TX);
 	return XDP_TX;
-}
-
-FP_INLINE int fp_redirect(struct fp_context *fp, __u32 ifindex)
-{
-	fp_count(fp, FP_VERDICT_REDIRECT);
-	return bpf_redirect(ifindex, 0);
 }
 
 /* To the AF_XDP socket of the RX queue; passed when none is bound there. */
@@ -326,11 +384,6 @@ FP_INLINE int fp_forward(struct fp_context *fp, __u32 port)
 	fp_count(fp, action == XDP_REDIRECT ? FP_VERDICT_FORWARD : FP_VERDICT_PASS);
 	return action;
 }
-
-FP_INLINE int fp_abort(struct fp_context *fp)
-{
-	fp_count(fp, FP_VERDICT_ABORTED);
-	return XDP_ABORTED;
-}
+#endif
 
 #endif /* FASTPATH_MODULE_H */

@@ -15,17 +15,19 @@ mod object;
 mod parse;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, PerCpuArray, ProgramArray, XskMap},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use offload_common::module::{
     ABI_VERSION, CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, ChainState, MAX_MODULES, MAX_PORTS,
     MAX_XSK_QUEUES, ModuleContext, ModuleRecord, ModuleRuntime, chain_counter,
     parse as parse_outcome, tail_call_constant, verdict,
 };
+use parse::Frame;
 
 // The shared maps, pinned by name in the chain's directory (offload::modules binds them to
 // every module at load). Names and shapes are the ABI: see offload_common::module::maps.
@@ -61,11 +63,50 @@ pub fn chain_entry_frags(ctx: XdpContext) -> u32 {
     enter(&ctx)
 }
 
+/// The entry of a chain on a tcx hook (ingress or egress): the same context, the same
+/// modules' ABI, TC classifiers in its program array.
+#[classifier]
+pub fn chain_entry_tc(ctx: TcContext) -> i32 {
+    enter(&ctx)
+}
+
+/// What the entry needs of its hook's context beyond the packet's bytes.
+trait Hook: Frame + EbpfContext {
+    /// What the hook returns to let the packet go on as if no program ran.
+    const PASS: Self::Action;
+    /// The program's return type.
+    type Action;
+    /// The interface the chain runs on, and the packet's queue.
+    fn interface_and_queue(&self) -> (u32, u32);
+}
+
+impl Hook for XdpContext {
+    type Action = u32;
+    const PASS: u32 = xdp_action::XDP_PASS;
+    #[inline(always)]
+    fn interface_and_queue(&self) -> (u32, u32) {
+        // SAFETY: the kernel's xdp_md, valid for the program's run.
+        unsafe { ((*self.ctx).ingress_ifindex, (*self.ctx).rx_queue_index) }
+    }
+}
+
+impl Hook for TcContext {
+    type Action = i32;
+    /// `TCX_NEXT`: on to any later tcx program, then the kernel.
+    const PASS: i32 = -1;
+    #[inline(always)]
+    fn interface_and_queue(&self) -> (u32, u32) {
+        // SAFETY: the kernel's __sk_buff, valid for the program's run; `ifindex` is the
+        // device the hook runs on, ingress or egress.
+        unsafe { ((*self.skb.skb).ifindex, (*self.skb.skb).queue_mapping) }
+    }
+}
+
 #[inline(always)]
-fn enter(ctx: &XdpContext) -> u32 {
+fn enter<C: Hook>(ctx: &C) -> C::Action {
     let Some(context) = FP_CONTEXT.get_ptr_mut(0) else {
         count(chain_counter::NO_CONTEXT);
-        return xdp_action::XDP_PASS;
+        return C::PASS;
     };
     let state = match FP_STATE.get(0) {
         Some(state) => *state,
@@ -83,17 +124,17 @@ fn enter(ctx: &XdpContext) -> u32 {
     };
     if state.modules == 0 {
         count(chain_counter::EMPTY);
-        return xdp_action::XDP_PASS;
+        return C::PASS;
     }
-    // SAFETY: a per-CPU slot: XDP runs with migration disabled and the packet's whole chain
-    // runs in this invocation, so nothing else touches it meanwhile.
+    // SAFETY: a per-CPU slot: XDP and TC programs run with migration disabled and the
+    // packet's whole chain runs in this invocation, so nothing else touches it meanwhile.
     unsafe { fill(ctx, &mut *context, &state) };
     // One call site per bank, each with a constant key, so the JIT makes the jump into the
     // first module a direct one. SAFETY: on success control never comes back; the chain's
-    // modules are XDP programs that agree with this one on frags (the kernel refuses
-    // others in the array).
+    // modules are programs of this hook's type (and, for XDP, agree with this one on
+    // frags): the kernel refuses others in the array.
     unsafe {
-        let (context, chain) = (ctx.ctx.cast(), (&raw const FP_CHAIN).cast());
+        let (context, chain) = (ctx.as_ptr(), (&raw const FP_CHAIN).cast());
         if state.first_slot == 0 {
             tail_call_constant::<0>(context, chain);
         } else {
@@ -101,13 +142,12 @@ fn enter(ctx: &XdpContext) -> u32 {
         }
     }
     count(chain_counter::END);
-    xdp_action::XDP_PASS
+    C::PASS
 }
 
 #[inline(always)]
-fn fill(ctx: &XdpContext, context: &mut ModuleContext, state: &ChainState) {
-    // SAFETY: the kernel's xdp_md, valid for the program's run.
-    let (ifindex, queue) = unsafe { ((*ctx.ctx).ingress_ifindex, (*ctx.ctx).rx_queue_index) };
+fn fill(ctx: &impl Hook, context: &mut ModuleContext, state: &ChainState) {
+    let (ifindex, queue) = ctx.interface_and_queue();
     clear(context);
     context.abi_version = ABI_VERSION as u16;
     context.slot = state.first_slot as u16;

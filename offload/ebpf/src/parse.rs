@@ -5,7 +5,11 @@
 //! it and implements it for user space, and `offload/tests/parse_differential.rs` runs both
 //! over one corpus. Change them together.
 
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_xdp_get_buff_len,
+    programs::{TcContext, XdpContext},
+};
 use core::mem::size_of;
 use offload_common::{FAMILY_V4, FAMILY_V6, fragment, proto};
 
@@ -50,9 +54,53 @@ use wire::parse::{
     },
 };
 
+/// A packet the parse can read: an XDP frame, or a socket buffer at a TC hook (its linear
+/// part, where the headers are).
+pub trait Frame {
+    /// The start of the packet's directly readable bytes.
+    fn data(&self) -> usize;
+    /// One past their end.
+    fn data_end(&self) -> usize;
+    /// The packet's whole length, every buffer (or fragment page) counted.
+    fn total_len(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    /// data..data_end covers only the first buffer, so a jumbo frame's IP length would
+    /// look truncated against it.
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        // SAFETY: the helper only reads the context the kernel handed to the program.
+        unsafe { bpf_xdp_get_buff_len(self.as_ptr().cast()) as usize }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len() as usize
+    }
+}
+
 /// Pointer to a `T` at `offset` bytes into the packet, if all of it is inside the packet.
 #[inline(always)]
-fn at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
+fn at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -62,20 +110,16 @@ fn at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Malformed> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Malformed> {
+fn read<T: Copy>(ctx: &impl Frame, offset: usize) -> Result<T, Malformed> {
     // SAFETY: `at` checked that the whole `T` lies between data and data_end; packet data
     // has no alignment guarantee, hence read_unaligned.
     Ok(unsafe { at::<T>(ctx, offset)?.read_unaligned() })
 }
 
-/// Bytes of the packet from `offset` on, counting every buffer of a multi-buffer packet:
-/// data..data_end covers only the first buffer, so a jumbo frame's IP length would look
-/// truncated against it.
+/// Bytes of the packet from `offset` on, counting every buffer of a multi-buffer packet.
 #[inline(always)]
-fn bytes_from(ctx: &XdpContext, offset: usize) -> usize {
-    // SAFETY: the helper only reads the context the kernel handed to the program.
-    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    total.saturating_sub(offset)
+fn bytes_from(ctx: &impl Frame, offset: usize) -> usize {
+    ctx.total_len().saturating_sub(offset)
 }
 
 fn be16(bytes: &[u8], at: usize) -> u16 {
@@ -87,7 +131,7 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
 /// Each header is copied whole onto the stack after one bounds check, then decoded from the
 /// copy: LLVM otherwise merges checks in ways the verifier cannot follow.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Option<Packet>, Malformed> {
+pub fn parse(ctx: &impl Frame) -> Result<Option<Packet>, Malformed> {
     let ethernet = read::<[u8; ETH_HLEN]>(ctx, 0)?;
     let mut ethertype = be16(&ethernet, 12);
     let mut offset = ETH_HLEN;
@@ -116,7 +160,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Option<Packet>, Malformed> {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
+fn parse_ipv4(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
     let header = read::<[u8; 20]>(ctx, l3)?;
     let header_len = ((header[0] & 0x0f) as usize) * 4;
     if header[0] >> 4 != 4 || header_len < 20 {
@@ -162,7 +206,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Packet, Malformed> {
+fn parse_ipv6(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
     let header = read::<[u8; IPV6_HLEN]>(ctx, l3)?;
     if header[0] >> 4 != 6 {
         return Err(Malformed);
@@ -256,7 +300,7 @@ fn within(offset: usize, len: usize, end: usize) -> Result<(), Malformed> {
 
 /// The L4 header at `l4`, inside the IP packet that ends at `end`.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, packet: &mut Packet) -> Result<(), Malformed> {
+fn parse_l4(ctx: &impl Frame, l4: usize, end: usize, packet: &mut Packet) -> Result<(), Malformed> {
     packet.l4_offset = l4 as u16;
     match packet.proto {
         proto::TCP => {

@@ -123,8 +123,11 @@ pub enum ModuleError {
         /// The programs' names.
         programs: String,
     },
-    /// The program is not an XDP program.
-    #[error("{}: program `{program}` is {section}, not an XDP program", file.display())]
+    /// The program is neither an XDP program nor a TC classifier.
+    #[error(
+        "{}: program `{program}` is {section}, not an XDP program (SEC(\"xdp\")) nor a TC classifier (SEC(\"classifier\"))",
+        file.display()
+    )]
     NotXdp {
         /// The file.
         file: PathBuf,
@@ -301,6 +304,25 @@ pub enum ModuleError {
         expected: String,
         /// The module's.
         found: String,
+    },
+    /// The module's program type does not fit the chain's hook.
+    #[error(
+        "module {module} ({}) is {kind}; the chain on {chain} takes {wanted}: load it with {hint}",
+        file.display()
+    )]
+    WrongHook {
+        /// The module.
+        module: String,
+        /// Its file.
+        file: PathBuf,
+        /// What it is ("an XDP program", "a TC classifier").
+        kind: &'static str,
+        /// The chain (interface and hook).
+        chain: String,
+        /// What the chain takes.
+        wanted: &'static str,
+        /// The option that fits the module.
+        hint: &'static str,
     },
     /// A chain file is not valid.
     #[error("{}{}: {reason}", file.display(), line.map(|line| format!(" line {line}")).unwrap_or_default())]

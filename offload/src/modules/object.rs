@@ -29,6 +29,9 @@ pub struct ModuleObject {
     pub version: String,
     /// Whether it handles multi-buffer frames (metadata and program section agree).
     pub frags: bool,
+    /// Whether it is a TC classifier (`SEC("classifier")`), for the tcx hooks, rather
+    /// than an XDP program.
+    pub tc: bool,
     /// The name of its XDP program (its function name).
     pub program: String,
     /// Its own maps (not the chain's shared ones, nor its `FP_NEXT`, nor global data
@@ -129,12 +132,16 @@ impl ModuleObject {
                 });
             }
         };
-        let ProgramSection::Xdp { frags, .. } = section else {
-            return Err(ModuleError::NotXdp {
-                file,
-                program,
-                section: format!("{section:?}"),
-            });
+        let (frags, tc) = match section {
+            ProgramSection::Xdp { frags, .. } => (frags, false),
+            ProgramSection::SchedClassifier => (false, true),
+            _ => {
+                return Err(ModuleError::NotXdp {
+                    file,
+                    program,
+                    section: format!("{section:?}"),
+                });
+            }
         };
         let declared = meta.flags & META_FRAGS != 0;
         if frags != declared {
@@ -194,6 +201,7 @@ impl ModuleObject {
         let has_next = object.maps.contains_key(maps::NEXT);
         Ok(ModuleObject {
             has_next,
+            tc,
             path: file,
             bytes,
             digest,

@@ -260,13 +260,33 @@ fn revision_module(name: &str, object: &ModuleObject) -> RevisionModule {
     }
 }
 
-/// Every program of the chain's array must agree on `xdp.frags` with its entry.
+/// Every program of the chain's array must be of the hook's program type, and agree on
+/// `xdp.frags` with its entry.
 pub(super) fn check_frags(
     chain: &Chain,
     object: &ModuleObject,
     name: &str,
     chain_frags: bool,
 ) -> Result<(), ModuleError> {
+    if object.tc != chain.hook.is_tc() {
+        let (kind, hint) = if object.tc {
+            ("a TC classifier", "--hook tc-ingress or --hook tc-egress")
+        } else {
+            ("an XDP program", "--hook xdp (the default)")
+        };
+        return Err(ModuleError::WrongHook {
+            module: name.to_string(),
+            file: object.path.clone(),
+            kind,
+            chain: chain.name(),
+            wanted: if chain.hook.is_tc() {
+                "TC classifiers"
+            } else {
+                "XDP programs"
+            },
+            hint,
+        });
+    }
     if chain_frags != object.frags {
         return Err(ModuleError::FragsMismatch {
             module: name.to_string(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::ModuleError;
+use super::{Hook, ModuleError};
 
 /// The language of a scaffolded module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,9 +43,21 @@ pub struct Scaffolded {
     pub object: String,
 }
 
-/// Writes a new module project `name` in `parent/name`; refuses an existing directory.
-pub fn scaffold(name: &str, language: Language, parent: &Path) -> Result<Scaffolded, ModuleError> {
+/// Writes a new module project `name` in `parent/name`, for `hook` (an XDP module, or a TC
+/// classifier for the tcx hooks: C only); refuses an existing directory.
+pub fn scaffold(
+    name: &str,
+    language: Language,
+    hook: Hook,
+    parent: &Path,
+) -> Result<Scaffolded, ModuleError> {
     super::ops::check_name(name)?;
+    if hook.is_tc() && language == Language::Rust {
+        return Err(ModuleError::BadName {
+            module: name.to_string(),
+            reason: "the Rust SDK has no TC modules yet: scaffold a TC module with --lang c",
+        });
+    }
     if !name
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
@@ -63,7 +75,7 @@ pub fn scaffold(name: &str, language: Language, parent: &Path) -> Result<Scaffol
     let (files, build, object) = match language {
         Language::C => (
             vec![
-                (format!("{name}.c"), c_source(name)),
+                (format!("{name}.c"), c_source(name, hook.is_tc())),
                 ("Makefile".to_string(), c_makefile(name, &sdk)),
             ],
             "make".to_string(),
@@ -101,12 +113,23 @@ pub fn scaffold(name: &str, language: Language, parent: &Path) -> Result<Scaffol
     })
 }
 
-fn c_source(name: &str) -> String {
+fn c_source(name: &str, tc: bool) -> String {
+    // The same counter for either hook; a TC module is a classifier on a socket buffer.
+    let (define, frags, section, context) = if tc {
+        (
+            "#define FASTPATH_HOOK_TC\n",
+            0,
+            "classifier",
+            "struct __sk_buff",
+        )
+    } else {
+        ("", 1, "xdp.frags", "struct xdp_md")
+    };
     format!(
         r#"/* {name}: counts packets per IP protocol, then hands them to the next module. */
-#include "module.h"
+{define}#include "module.h"
 
-FASTPATH_MODULE("{name}", "0.1.0", 1);
+FASTPATH_MODULE("{name}", "0.1.0", {frags});
 
 /* Packets seen per IP protocol number; 0 also counts frames that are not IP. */
 struct {{
@@ -116,12 +139,12 @@ struct {{
 	__type(value, __u64);
 }} PROTOCOLS SEC(".maps");
 
-SEC("xdp.frags")
-int {name}(struct xdp_md *ctx)
+SEC("{section}")
+int {name}({context} *ctx)
 {{
 	struct fp_context *fp = fp_context();
 	if (!fp)
-		return XDP_PASS;
+		return FP_ACT_CHAIN_END;
 	__u32 protocol = fp->parse == FP_PARSE_IP ? fp->protocol : 0;
 	__u64 *packets = bpf_map_lookup_elem(&PROTOCOLS, &protocol);
 	if (packets)

@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use offload_common::module::maps;
 
@@ -67,14 +67,7 @@ pub(super) fn load_version(
             source: Box::new(source),
         })?;
     let program_error = |step| ModuleError::program(name, &object.program, step);
-    let program: &mut Xdp = ebpf
-        .program_mut(&object.program)
-        .ok_or_else(|| ModuleError::NoProgram {
-            file: object.path.clone(),
-        })?
-        .try_into()
-        .map_err(program_error("open"))?;
-    program.load().map_err(|error| match error {
+    let load_error = |error| match error {
         ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -86,17 +79,35 @@ pub(super) fn load_version(
             log: verifier_log.to_string(),
         },
         other => program_error("load")(other),
-    })?;
-    let program_id = program
-        .info()
-        .map_err(program_error("read the info of"))?
-        .id();
-    let fd = program
-        .fd()
-        .map_err(program_error("read the fd of"))?
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(ModuleError::syscall("dup a program fd"))?;
+    };
+    let program = ebpf
+        .program_mut(&object.program)
+        .ok_or_else(|| ModuleError::NoProgram {
+            file: object.path.clone(),
+        })?;
+    // The same steps for either program type; aya has no trait over them.
+    macro_rules! load_as {
+        ($kind:ty) => {{
+            let program: &mut $kind = program.try_into().map_err(program_error("open"))?;
+            program.load().map_err(load_error)?;
+            let id = program
+                .info()
+                .map_err(program_error("read the info of"))?
+                .id();
+            let fd = program
+                .fd()
+                .map_err(program_error("read the fd of"))?
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(ModuleError::syscall("dup a program fd"))?;
+            (fd, id)
+        }};
+    }
+    let (fd, program_id) = if object.tc {
+        load_as!(SchedClassifier)
+    } else {
+        load_as!(Xdp)
+    };
     // Kept maps are pinned in the new generation too, so it holds the version's whole set.
     for (map, _) in kept {
         if let Some(loaded) = ebpf.map(map) {
