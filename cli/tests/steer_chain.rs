@@ -304,3 +304,60 @@ fn a_user_module_in_front_of_the_lb_is_loaded_swapped_and_unloaded_while_it_serv
     assert!(served.iter().sum::<usize>() >= 80, "{served:?}");
     assert!(appliance.stop(), "the appliance should stop cleanly");
 }
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_chain_file_keeps_and_moves_steer_and_never_drops_it_unnoticed() {
+    require_root("chain apply with the built-in steer");
+    let objects = TempDir::new("apply");
+    objects.module("dropper", DROPPER);
+    let lab = Lab::for_test("sa");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let listing = || on_dut(&["module", "list", "--iface", &iface]);
+    let chain_file = |name: &str, text: &str| {
+        let path = objects.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let apply_failure =
+        |file: &str| failure(&["--netns", &ns, "chain", "apply", "--iface", &iface, file]);
+
+    let attached = on_dut(&["xdp", "attach", "--iface", &iface]);
+    let in_front = chain_file(
+        "front.toml",
+        "[[module]]\nfile = \"dropper.o\"\n\n[[module]]\nbuiltin = \"steer\"\n",
+    );
+    let applied = on_dut(&["chain", "apply", "--iface", &iface, &in_front]);
+    assert_eq!(names(&listing()), ["dropper", "steer"], "{applied}");
+    // steer is kept as it runs: the same program, its rules and counters untouched.
+    assert_eq!(
+        entry(&listing(), "steer")["program_id"],
+        attached["program_id"]
+    );
+    assert_eq!(applied["changes"][1]["change"], "moved", "{applied}");
+
+    let error = apply_failure(&chain_file(
+        "without.toml",
+        "[[module]]\nfile = \"dropper.o\"\n",
+    ));
+    assert!(error.contains("runs the built-in module steer"), "{error}");
+    let error = apply_failure(&chain_file(
+        "unknown.toml",
+        "\n[[module]]\nbuiltin = \"nat\"\n",
+    ));
+    assert!(error.contains("unknown.toml line 3"), "{error}");
+    assert!(error.contains("no built-in module \"nat\""), "{error}");
+    let error = apply_failure(&chain_file(
+        "both.toml",
+        "[[module]]\nbuiltin = \"steer\"\nfile = \"dropper.o\"\n",
+    ));
+    assert!(error.contains("either a `file` or a `builtin`"), "{error}");
+    assert_eq!(names(&listing()), ["dropper", "steer"]);
+
+    // Without steer running, a file cannot bring it in: `xdp attach` does.
+    on_dut(&["xdp", "detach", "--iface", &iface]);
+    let error = apply_failure(&in_front);
+    assert!(error.contains("does not run on"), "{error}");
+    on_dut(&["module", "unload", "--iface", &iface, "dropper"]);
+}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::{
     ChainAt, ModuleError, ModuleObject,
+    builtin::STEER_MODULE,
     chain::Chain,
     entry::{DEFAULT_MODES, detach, lock, open_existing, open_or_attach},
     history::{History, RevisionModule, RevisionRecord},
@@ -28,7 +29,12 @@ pub fn apply<'a>(
     check: bool,
 ) -> Result<Applied, ModuleError> {
     let at = at.into();
-    let spec = ChainSpec::read(file)?;
+    // Built-in modules come in the running chain's frags flavour.
+    let frags = match open_existing(at) {
+        Ok(chain) => chain.state()?.frags != 0,
+        Err(_) => true,
+    };
+    let spec = ChainSpec::read(file, frags)?;
     let wanted: Vec<(&str, &ModuleObject)> = spec
         .modules
         .iter()
@@ -48,6 +54,7 @@ pub fn apply<'a>(
             .collect();
         let checked = trial(&named, &sample_packets())?;
         let _lock = lock(at)?;
+        check_builtins(at, &wanted)?;
         return Ok(Applied {
             check: Some(checked),
             ..planned(at, &wanted)?
@@ -86,7 +93,11 @@ pub fn diff<'a>(at: impl Into<ChainAt<'a>>, file: Option<&Path>) -> Result<Chain
     let at = at.into();
     match file {
         Some(file) => {
-            let spec = ChainSpec::read(file)?;
+            let frags = match open_existing(at) {
+                Ok(chain) => chain.state()?.frags != 0,
+                Err(_) => true,
+            };
+            let spec = ChainSpec::read(file, frags)?;
             let wanted: Vec<(&str, &ModuleObject)> = spec
                 .modules
                 .iter()
@@ -195,8 +206,35 @@ fn planned(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied,
     })
 }
 
+/// A built-in module (`steer`, which `xdp attach` and the load balancer load with maps of
+/// their own) can be kept and moved by a chain file, not added nor dropped unnoticed.
+fn check_builtins(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<(), ModuleError> {
+    let running: Vec<String> = match open_existing(at) {
+        Ok(chain) => running_modules(&chain)?
+            .into_iter()
+            .map(|(_, module)| module.name)
+            .collect(),
+        Err(ModuleError::NoChain { .. }) => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    let module = STEER_MODULE.to_string();
+    let wanted_steer = wanted.iter().any(|(name, _)| *name == STEER_MODULE);
+    match (running.contains(&module), wanted_steer) {
+        (true, false) => Err(ModuleError::BuiltinOmitted {
+            chain: at.to_string(),
+            module,
+        }),
+        (false, true) => Err(ModuleError::BuiltinNotRunning {
+            chain: at.to_string(),
+            module,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Applies `wanted` under the chain's lock, taken by the caller.
 fn apply_locked(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
+    check_builtins(at, wanted)?;
     let Some((_, first)) = wanted.first() else {
         return remove_every_module(at);
     };

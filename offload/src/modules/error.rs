@@ -324,6 +324,26 @@ pub enum ModuleError {
         /// The option that fits the module.
         hint: &'static str,
     },
+    /// A chain file (or a rollback) leaves out a built-in module the chain runs.
+    #[error(
+        "the chain on {chain} runs the built-in module {module} (`fastpath xdp attach`, the load balancer); a chain file keeps it with `[[module]] builtin = \"{module}\"` where it goes, or `fastpath xdp detach` removes it first"
+    )]
+    BuiltinOmitted {
+        /// The chain.
+        chain: String,
+        /// The module.
+        module: String,
+    },
+    /// A chain file (or a rollback) names a built-in module the chain does not run.
+    #[error(
+        "the built-in module {module} does not run on {chain}: `fastpath xdp attach` loads it (a chain file can keep and move it, not add it)"
+    )]
+    BuiltinNotRunning {
+        /// The chain.
+        chain: String,
+        /// The module.
+        module: String,
+    },
     /// A chain file is not valid.
     #[error("{}{}: {reason}", file.display(), line.map(|line| format!(" line {line}")).unwrap_or_default())]
     ChainFile {

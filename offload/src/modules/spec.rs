@@ -7,6 +7,9 @@
 //!
 //! [[module]]
 //! file = "counter.o"
+//!
+//! [[module]]
+//! builtin = "steer"    # a built-in module (`fastpath xdp attach` loads it), kept in place
 //! ```
 //!
 //! An empty file (no `[[module]]`) is a chain without modules: applying it unloads every
@@ -40,6 +43,8 @@ pub struct SpecModule {
     pub object: ModuleObject,
     /// The line of its `[[module]]` entry.
     pub line: usize,
+    /// Whether it names a built-in module (`builtin = "steer"`) rather than a file.
+    pub builtin: bool,
 }
 
 #[derive(Deserialize)]
@@ -52,26 +57,38 @@ struct RawSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModule {
-    file: Spanned<PathBuf>,
+    file: Option<Spanned<PathBuf>>,
+    builtin: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
 }
 
 impl ChainSpec {
-    /// Reads the chain file at `path` and every object it names.
-    pub fn read(path: &Path) -> Result<ChainSpec, ModuleError> {
+    /// Reads the chain file at `path` and every object it names; built-in modules are
+    /// taken in their `frags` flavour (the chain's).
+    pub fn read(path: &Path, frags: bool) -> Result<ChainSpec, ModuleError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModuleError::ReadFile {
             file: path.to_path_buf(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        ChainSpec::parse(path, &text, |file| ModuleObject::read(&base.join(file)))
+        ChainSpec::parse(
+            path,
+            &text,
+            |file| ModuleObject::read(&base.join(file)),
+            |name| match name {
+                super::builtin::STEER_MODULE => Some(super::builtin::steer_module(frags)),
+                _ => None,
+            },
+        )
     }
 
-    /// Parses chain file `text` (`path` names it in errors), reading objects with `read`.
+    /// Parses chain file `text` (`path` names it in errors), reading objects with `read`
+    /// and built-in modules with `builtin` (None: no such built-in).
     pub fn parse(
         path: &Path,
         text: &str,
         read: impl Fn(&Path) -> Result<ModuleObject, ModuleError>,
+        builtin: impl Fn(&str) -> Option<Result<ModuleObject, ModuleError>>,
     ) -> Result<ChainSpec, ModuleError> {
         let at = |span: Option<Range<usize>>, reason: String| ModuleError::ChainFile {
             file: path.to_path_buf(),
@@ -83,14 +100,55 @@ impl ChainSpec {
         let mut modules: Vec<SpecModule> = Vec::new();
         for entry in raw.module {
             let line = line_of(text, entry.span().start);
+            let entry_span = entry.span();
             let entry = entry.into_inner();
-            let file_span = entry.file.span();
-            let object = read(entry.file.get_ref()).map_err(|source| ModuleError::InChainFile {
-                file: path.to_path_buf(),
-                line: line_of(text, file_span.start),
-                source: Box::new(source),
-            })?;
+            let (object, source_span, is_builtin) = match (entry.file, entry.builtin) {
+                (Some(file), None) => {
+                    let span = file.span();
+                    let object =
+                        read(file.get_ref()).map_err(|source| ModuleError::InChainFile {
+                            file: path.to_path_buf(),
+                            line: line_of(text, span.start),
+                            source: Box::new(source),
+                        })?;
+                    (object, span, false)
+                }
+                (None, Some(name)) => {
+                    let span = name.span();
+                    let object = builtin(name.get_ref())
+                        .ok_or_else(|| {
+                            at(
+                                Some(span.clone()),
+                                format!(
+                                    "no built-in module {:?} (built-in: {})",
+                                    name.get_ref(),
+                                    super::builtin::STEER_MODULE
+                                ),
+                            )
+                        })?
+                        .map_err(|source| ModuleError::InChainFile {
+                            file: path.to_path_buf(),
+                            line: line_of(text, span.start),
+                            source: Box::new(source),
+                        })?;
+                    (object, span, true)
+                }
+                _ => {
+                    return Err(at(
+                        Some(entry_span),
+                        "a [[module]] names either a `file` or a `builtin`, one of them"
+                            .to_string(),
+                    ));
+                }
+            };
+            let file_span = source_span;
             let (name, name_span) = match entry.name {
+                Some(name) if is_builtin => {
+                    return Err(at(
+                        Some(name.span()),
+                        "a built-in module keeps its own name".to_string(),
+                    ));
+                }
                 Some(name) => (name.get_ref().clone(), name.span()),
                 None => (object.name.clone(), file_span),
             };
@@ -108,7 +166,12 @@ impl ChainSpec {
                     ),
                 ));
             }
-            modules.push(SpecModule { name, object, line });
+            modules.push(SpecModule {
+                name,
+                object,
+                line,
+                builtin: is_builtin,
+            });
         }
         Ok(ChainSpec {
             path: path.to_path_buf(),
