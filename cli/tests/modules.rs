@@ -1084,9 +1084,7 @@ char _license[] SEC("license") = "GPL";
 
 #[test]
 fn a_module_declaring_a_shared_map_of_another_shape_is_refused_before_loading() {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("fastpath-old-sdk-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("old-sdk");
     let (source, object) = (dir.0.join("old_sdk.c"), dir.0.join("old_sdk.o"));
     std::fs::write(&source, OLD_SDK).unwrap();
     clang(&source, &object);

@@ -7,7 +7,7 @@ mod lb_common;
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -16,7 +16,7 @@ use std::{
 };
 
 use lab::{Lab, require_root, wait_until};
-use support::{clang, failure, json};
+use support::{TempDir, failure, json};
 
 /// Drops UDP to port 9, lets everything else continue.
 const DROPPER: &str = r#"
@@ -66,34 +66,6 @@ int ddos(struct xdp_md *ctx)
 }
 "#;
 
-/// A folder of its own for the objects of one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("fastpath-steer-chain-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// Writes `text` as `<name>.c` and builds `<name>.o` with clang.
-    fn module(&self, name: &str, text: &str) -> String {
-        let source = self.0.join(format!("{name}.c"));
-        std::fs::write(&source, text).unwrap();
-        let object = self.0.join(format!("{name}.o"));
-        clang(&source, &object);
-        object.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn names(listing: &serde_json::Value) -> Vec<String> {
     listing["modules"]
         .as_array()
@@ -134,7 +106,7 @@ fn udp_to_port_9(lab: &Lab, count: u64) {
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn xdp_attach_is_the_module_steer_and_a_module_before_it_sees_packets_first() {
     require_root("xdp attach on the module chain");
-    let objects = TempDir::new("dropper");
+    let objects = TempDir::new("steer-chain-dropper");
     let dropper = objects.module("dropper", DROPPER);
     let lab = Lab::for_test("sx");
     let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
@@ -213,7 +185,7 @@ fn xdp_attach_is_the_module_steer_and_a_module_before_it_sees_packets_first() {
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn a_user_module_in_front_of_the_lb_is_loaded_swapped_and_unloaded_while_it_serves() {
     require_root("a user module in front of the load balancer");
-    let objects = TempDir::new("ddos");
+    let objects = TempDir::new("steer-chain-ddos");
     let ddos = objects.module("ddos", &DDOS_FILTER.replace("VERSION", "1.0.0"));
     let ddos_v2 = objects.module("ddos_v2", &DDOS_FILTER.replace("VERSION", "2.0.0"));
     let setup = lb_common::setup("sy", 1);
@@ -309,7 +281,7 @@ fn a_user_module_in_front_of_the_lb_is_loaded_swapped_and_unloaded_while_it_serv
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn a_chain_file_keeps_and_moves_steer_and_never_drops_it_unnoticed() {
     require_root("chain apply with the built-in steer");
-    let objects = TempDir::new("apply");
+    let objects = TempDir::new("steer-chain-apply");
     objects.module("dropper", DROPPER);
     let lab = Lab::for_test("sa");
     let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());

@@ -55,6 +55,25 @@ pub fn clang(source: &Path, object: &Path) {
 /// A folder removed on drop.
 pub struct TempDir(pub PathBuf);
 
+impl TempDir {
+    /// A new empty folder of this test process, named after `tag`.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("fastpath-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `text` as `<name>.c` and builds `<name>.o` with clang; the object's path.
+    pub fn module(&self, name: &str, text: &str) -> String {
+        let source = self.0.join(format!("{name}.c"));
+        std::fs::write(&source, text).unwrap();
+        let object = self.0.join(format!("{name}.o"));
+        clang(&source, &object);
+        object.to_str().unwrap().to_string()
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
