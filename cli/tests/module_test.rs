@@ -8,7 +8,7 @@
 //! run killed mid-way are removed by the next one.
 
 mod support;
-use support::{TempDir, clang, failure, fastpath};
+use support::{DROPPER, TempDir, clang, failure, fastpath};
 
 use std::{
     net::IpAddr,
@@ -39,22 +39,6 @@ int counter(struct xdp_md *ctx)
 	__u64 *count = bpf_map_lookup_elem(&PROTOCOLS, &key);
 	if (count)
 		*count += 1;
-	return fp_continue(ctx, fp);
-}
-"#;
-
-/// Drops UDP to port 9, lets everything else continue.
-const DROPPER: &str = r#"
-#include "module.h"
-FASTPATH_MODULE("dropper", "1.0.0", 1);
-SEC("xdp.frags")
-int dropper(struct xdp_md *ctx)
-{
-	struct fp_context *fp = fp_context();
-	if (!fp)
-		return XDP_PASS;
-	if (fp->parse == FP_PARSE_IP && fp->protocol == 17 && fp->has_ports && fp->dst_port == 9)
-		return fp_drop(fp);
 	return fp_continue(ctx, fp);
 }
 "#;

@@ -4,7 +4,7 @@
 //! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
 
 mod support;
-use support::{TempDir, clang, failure, json};
+use support::{DROPPER, TempDir, clang, failure, json};
 
 use std::{
     path::{Path, PathBuf},
@@ -18,22 +18,6 @@ use std::{
 
 use lab::{Lab, require_root};
 use offload::modules::{ChainAt, Hook};
-
-/// Drops UDP to port 9 (the test's traffic), lets everything else continue.
-const DROPPER: &str = r#"
-#include "module.h"
-FASTPATH_MODULE("dropper", "1.0.0", 1);
-SEC("xdp.frags")
-int dropper(struct xdp_md *ctx)
-{
-	struct fp_context *fp = fp_context();
-	if (!fp)
-		return XDP_PASS;
-	if (fp->parse == FP_PARSE_IP && fp->protocol == 17 && fp->has_ports && fp->dst_port == 9)
-		return fp_drop(fp);
-	return fp_continue(ctx, fp);
-}
-"#;
 
 /// Reads the packet without a bounds check: the verifier must refuse it.
 const UNCHECKED: &str = r#"

@@ -16,23 +16,7 @@ use std::{
 };
 
 use lab::{Lab, require_root, wait_until};
-use support::{TempDir, failure, json};
-
-/// Drops UDP to port 9, lets everything else continue.
-const DROPPER: &str = r#"
-#include "module.h"
-FASTPATH_MODULE("dropper", "1.0.0", 1);
-SEC("xdp.frags")
-int dropper(struct xdp_md *ctx)
-{
-	struct fp_context *fp = fp_context();
-	if (!fp)
-		return XDP_PASS;
-	if (fp->parse == FP_PARSE_IP && fp->protocol == 17 && fp->has_ports && fp->dst_port == 9)
-		return fp_drop(fp);
-	return fp_continue(ctx, fp);
-}
-"#;
+use support::{DROPPER, TempDir, failure, json};
 
 /// A DDoS filter as a user would put it in front of a load balancer: drops UDP floods to
 /// port 19 (chargen), counts every TCP packet it lets through in `TCP_SEEN`, lets the rest

@@ -52,6 +52,22 @@ pub fn clang(source: &Path, object: &Path) {
     );
 }
 
+/// A C module that drops UDP to port 9, lets everything else continue.
+pub const DROPPER: &str = r#"
+#include "module.h"
+FASTPATH_MODULE("dropper", "1.0.0", 1);
+SEC("xdp.frags")
+int dropper(struct xdp_md *ctx)
+{
+	struct fp_context *fp = fp_context();
+	if (!fp)
+		return XDP_PASS;
+	if (fp->parse == FP_PARSE_IP && fp->protocol == 17 && fp->has_ports && fp->dst_port == 9)
+		return fp_drop(fp);
+	return fp_continue(ctx, fp);
+}
+"#;
+
 /// A folder removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -29,12 +29,7 @@ pub fn apply<'a>(
     check: bool,
 ) -> Result<Applied, ModuleError> {
     let at = at.into();
-    // Built-in modules come in the running chain's frags flavour.
-    let frags = match open_existing(at) {
-        Ok(chain) => chain.state()?.frags != 0,
-        Err(_) => true,
-    };
-    let spec = ChainSpec::read(file, frags)?;
+    let spec = read_spec(at, file)?;
     let wanted: Vec<(&str, &ModuleObject)> = spec
         .modules
         .iter()
@@ -93,11 +88,7 @@ pub fn diff<'a>(at: impl Into<ChainAt<'a>>, file: Option<&Path>) -> Result<Chain
     let at = at.into();
     match file {
         Some(file) => {
-            let frags = match open_existing(at) {
-                Ok(chain) => chain.state()?.frags != 0,
-                Err(_) => true,
-            };
-            let spec = ChainSpec::read(file, frags)?;
+            let spec = read_spec(at, file)?;
             let wanted: Vec<(&str, &ModuleObject)> = spec
                 .modules
                 .iter()
@@ -141,6 +132,16 @@ pub fn show<'a>(at: impl Into<ChainAt<'a>>) -> Result<ChainShow, ModuleError> {
         chain: list(at)?,
         history: History::for_chain(at).revisions(),
     })
+}
+
+/// Reads the chain file at `file` for the chain `at`: built-in modules come in the running
+/// chain's frags flavour.
+fn read_spec(at: ChainAt<'_>, file: &Path) -> Result<ChainSpec, ModuleError> {
+    let frags = match open_existing(at) {
+        Ok(chain) => chain.state()?.frags != 0,
+        Err(_) => true,
+    };
+    ChainSpec::read(file, frags)
 }
 
 /// The latest revision of the history before `running`.

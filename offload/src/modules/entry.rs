@@ -205,24 +205,16 @@ fn attach_entry(
             iface: at.to_string(),
             reasons: format!("not a bpf_link: {error}"),
         })?;
-        program
-            .pin(pins.entry())
-            .map_err(|source| ModuleError::Pin {
-                path: pins.entry(),
-                source,
-            })?;
         (link, AttachedAs::Tcx)
     } else {
         let program: &mut Xdp = program.try_into().map_err(program_error("open"))?;
-        let attached = attach_xdp(at, ifindex, program, modes)?;
-        program
-            .pin(pins.entry())
-            .map_err(|source| ModuleError::Pin {
-                path: pins.entry(),
-                source,
-            })?;
-        attached
+        attach_xdp(at, ifindex, program, modes)?
     };
+    let path = pins.entry();
+    ebpf.program_mut(entry_name)
+        .expect("load_entry loaded it")
+        .pin(&path)
+        .map_err(|source| ModuleError::Pin { path, source })?;
     let path = pins.link();
     link.pin(&path)
         .map_err(|source| ModuleError::Pin { path, source })?;
