@@ -285,6 +285,7 @@ struct PinnedMap {
     map_type: u32,
     key_size: u32,
     value_size: u32,
+    max_entries: u32,
     /// The possible CPUs, for a per-CPU map.
     cpus: Option<usize>,
 }
@@ -322,6 +323,7 @@ impl PinnedMap {
             map_type: info.type_,
             key_size: info.key_size,
             value_size: info.value_size,
+            max_entries: info.max_entries,
             cpus,
         })
     }
@@ -395,10 +397,15 @@ impl PinnedMap {
         }))
     }
 
+    /// Every entry, once. The kernel walks a hash map from its first key again when the
+    /// key a walk stands on is deleted meanwhile (an LRU map under traffic evicts all the
+    /// time), so a key seen before ends the walk, and it never goes past the map's size: a
+    /// dump of a changing map is a snapshot of what the walk met.
     fn dump(&self) -> Result<Vec<MapEntry>, ModuleMapError> {
         let mut entries = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut key: Option<Vec<u8>> = None;
-        loop {
+        while seen.len() < self.max_entries.max(1) as usize {
             let mut next = vec![0u8; self.key_size as usize];
             let previous = key
                 .as_ref()
@@ -415,6 +422,9 @@ impl PinnedMap {
                 Ok(_) => {}
                 Err(error) if error.raw_os_error() == Some(libc::ENOENT) => break,
                 Err(error) => return Err(self.syscall("BPF_MAP_GET_NEXT_KEY", error)),
+            }
+            if !seen.insert(next.clone()) {
+                break;
             }
             // An entry deleted between the two calls is skipped.
             if let Some(entry) = self.entry(&next)? {
