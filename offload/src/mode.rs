@@ -5,10 +5,6 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
-use crate::error_chain::error_chain;
-
-#[cfg(test)]
-use crate::OffloadError;
 
 /// Where an XDP program runs; each is its own slot on an interface (`dev_xdp_attach`,
 /// net/core/dev.c), shown and parsed as "hw", "drv" and "skb".
@@ -78,139 +74,16 @@ pub struct ModeFailure {
     pub reason: String,
 }
 
-/// Trying one mode: the seam between the policy and the kernel. Tests use a fake.
-pub trait ModeAttempt {
-    /// Why a mode failed.
-    type Error: std::error::Error;
-    /// Attaches in `mode`; returns the program id, or why the mode failed.
-    fn try_mode(&mut self, mode: XdpMode) -> Result<u32, Self::Error>;
-}
-
-/// The outcome of a successful policy run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModeChoice {
-    /// The first mode that worked.
-    pub mode: XdpMode,
-    /// The kernel's id of the program attached in it.
-    pub program_id: u32,
-    /// The higher modes that were tried first, and why they failed.
-    pub failed: Vec<ModeFailure>,
-}
-
-/// Tries `modes` in order and stops at the first that works.
-pub fn choose_mode(
-    modes: &[XdpMode],
-    attempt: &mut impl ModeAttempt,
-) -> Result<ModeChoice, Vec<ModeFailure>> {
-    let mut failed = Vec::new();
-    for &mode in modes {
-        match attempt.try_mode(mode) {
-            Ok(program_id) => {
-                return Ok(ModeChoice {
-                    mode,
-                    program_id,
-                    failed,
-                });
-            }
-            Err(error) => failed.push(ModeFailure {
-                mode,
-                reason: error_chain(&error),
-            }),
-        }
-    }
-    Err(failed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Fails the modes it is told to, with a fixed reason, and records the order tried.
-    struct FakeKernel {
-        failing: Vec<XdpMode>,
-        tried: Vec<XdpMode>,
-    }
-
-    impl ModeAttempt for FakeKernel {
-        type Error = OffloadError;
-
-        fn try_mode(&mut self, mode: XdpMode) -> Result<u32, OffloadError> {
-            self.tried.push(mode);
-            if self.failing.contains(&mode) {
-                Err(OffloadError::ModeRefused {
-                    mode,
-                    driver: "fake".into(),
-                    source: Box::new(OffloadError::syscall(
-                        "bpf_link_create",
-                        std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
-                    )),
-                })
-            } else {
-                Ok(42)
-            }
-        }
-    }
-
-    fn fake(failing: &[XdpMode]) -> FakeKernel {
-        FakeKernel {
-            failing: failing.to_vec(),
-            tried: vec![],
-        }
-    }
-
     #[test]
-    fn auto_tries_hw_then_drv_and_reports_why_hw_failed() {
-        let mut kernel = fake(&[XdpMode::Hw]);
-        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
-        assert_eq!(choice.mode, XdpMode::Drv);
-        assert_eq!(choice.program_id, 42);
-        assert_eq!(kernel.tried, vec![XdpMode::Hw, XdpMode::Drv]);
+    fn auto_tries_hardware_then_native_then_generic() {
         assert_eq!(
-            choice.failed,
-            vec![ModeFailure {
-                mode: XdpMode::Hw,
-                reason: "hardware offload refused by driver fake: bpf_link_create failed: \
-                         Operation not supported (os error 95)"
-                    .into()
-            }]
+            ModePolicy::Auto.candidates(),
+            vec![XdpMode::Hw, XdpMode::Drv, XdpMode::Skb]
         );
-    }
-
-    #[test]
-    fn auto_lands_on_skb_when_hw_and_drv_fail() {
-        let mut kernel = fake(&[XdpMode::Hw, XdpMode::Drv]);
-        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
-        assert_eq!(choice.mode, XdpMode::Skb);
-        assert_eq!(choice.failed.len(), 2);
-    }
-
-    #[test]
-    fn auto_prefers_hw_when_it_works() {
-        let mut kernel = fake(&[]);
-        let choice = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap();
-        assert_eq!(choice.mode, XdpMode::Hw);
-        assert!(choice.failed.is_empty());
-    }
-
-    #[test]
-    fn forced_mode_does_not_fall_back() {
-        let mut kernel = fake(&[XdpMode::Drv]);
-        let failures = choose_mode(&[XdpMode::Drv], &mut kernel).unwrap_err();
-        assert_eq!(kernel.tried, vec![XdpMode::Drv]);
-        assert!(
-            failures[0]
-                .reason
-                .starts_with("native XDP unsupported by driver fake: bpf_link_create failed"),
-            "{}",
-            failures[0].reason
-        );
-    }
-
-    #[test]
-    fn all_modes_failing_returns_every_reason() {
-        let mut kernel = fake(&[XdpMode::Hw, XdpMode::Drv, XdpMode::Skb]);
-        let failures = choose_mode(&ModePolicy::Auto.candidates(), &mut kernel).unwrap_err();
-        assert_eq!(failures.len(), 3);
     }
 
     #[test]
