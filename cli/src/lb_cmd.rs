@@ -192,6 +192,7 @@ pub fn print_status(status: &Status) {
             worker.tx_packets.to_string(),
             format!("{:.1}", worker.batch_fill),
             format!("{:.0}", worker.cycles_per_packet),
+            format!("{:.1}", worker.busy_percent),
             serde_json::to_string(&worker.drops).unwrap_or_default(),
         ]);
         // Pipelined mode: each stage's share of the chain's work.
@@ -205,6 +206,7 @@ pub fn print_status(status: &Status) {
                 format!("{:.1}", stage.packets as f64 / stage.batches.max(1) as f64),
                 format!("{:.0}", stage.cycles_per_packet),
                 String::new(),
+                String::new(),
             ]);
         }
     }
@@ -216,7 +218,8 @@ pub fn print_status(status: &Status) {
             "dropped at socket",
             "tx",
             "batch",
-            "cycles/pkt",
+            "cycles/pkt (busy)",
+            "busy %",
             "drops",
         ],
         &rows,

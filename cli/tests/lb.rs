@@ -361,6 +361,19 @@ fn malformed_packets_are_counted_and_dropped() {
         drops.keys().all(|reason| !reason.starts_with("malformed")),
         "XDP and the LB share one parsing policy: {status}"
     );
+    // How busy the worker is: its busy cycles over the cycles it has been serving, so a
+    // worker that mostly polls an empty ring reads as mostly idle.
+    let worker = &status["workers"][0];
+    let (busy, serving) = (
+        worker["busy_cycles"].as_u64().unwrap(),
+        worker["serving_cycles"].as_u64().unwrap(),
+    );
+    assert!(busy > 0 && busy < serving, "{worker}");
+    let percent = worker["busy_percent"].as_f64().unwrap();
+    assert!(
+        (percent - 100.0 * busy as f64 / serving as f64).abs() < 1e-6,
+        "{worker}"
+    );
     tally(&http_gets(&setup, true, 100));
 }
 

@@ -5,7 +5,6 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
-
 /// Where an XDP program runs; each is its own slot on an interface (`dev_xdp_attach`,
 /// net/core/dev.c), shown and parsed as "hw", "drv" and "skb".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -105,10 +105,18 @@ pub struct WorkerStats {
     /// Packets per non-empty batch.
     pub batch_fill: f64,
     /// TSC cycles (or nanoseconds where there is no TSC) spent from a batch's receive to
-    /// its transmit, per packet.
+    /// its transmit, per packet: the cost of a packet while the worker is busy. At low load
+    /// each batch holds few packets, so the per-batch work (the TX wake-up) weighs on it.
     pub cycles_per_packet: f64,
     /// Cycles spent from receive to transmit, over all batches.
     pub busy_cycles: u64,
+    /// Cycles since the worker began serving (busy or polling).
+    #[serde(default)]
+    pub serving_cycles: u64,
+    /// How busy the worker's core is: `busy_cycles` over `serving_cycles`, in percent.
+    /// Polling an empty ring is not busy.
+    #[serde(default)]
+    pub busy_percent: f64,
     /// Chains installed since start (hot swaps).
     pub swaps: u64,
     /// Per function, summed over the stages in pipelined mode.
@@ -122,6 +130,7 @@ impl WorkerStats {
     pub(crate) fn finish(&mut self) {
         self.batch_fill = self.rx_packets as f64 / self.batches.max(1) as f64;
         self.cycles_per_packet = self.busy_cycles as f64 / self.rx_packets.max(1) as f64;
+        self.busy_percent = 100.0 * self.busy_cycles as f64 / self.serving_cycles.max(1) as f64;
     }
 
     /// The sum over workers (for a whole-appliance view).
@@ -135,6 +144,7 @@ impl WorkerStats {
             total.socket_drops += worker.socket_drops;
             total.batches += worker.batches;
             total.busy_cycles += worker.busy_cycles;
+            total.serving_cycles += worker.serving_cycles;
             total.drops.add_all(&worker.drops);
         }
         total.finish();

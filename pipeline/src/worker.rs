@@ -132,6 +132,7 @@ impl Worker {
             overflow: Vec::new(),
             tx_in_flight: 0,
             swap_unconfirmed: false,
+            serving_since: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("fp-worker-q{queue}"))
@@ -240,6 +241,9 @@ struct Run {
     tx_in_flight: u64,
     /// A swap sent to the stages that not all of them have confirmed yet.
     swap_unconfirmed: bool,
+    /// The cycle counter when the worker began serving: how busy it is is its busy cycles
+    /// over the cycles since.
+    serving_since: u64,
 }
 
 impl Run {
@@ -267,6 +271,7 @@ impl Run {
     }
 
     fn serve(&mut self) -> Result<(), WorkerError> {
+        self.serving_since = cycles();
         let mut empty_spins = 0u32;
         let mut last_publish = Instant::now();
         let mut iterations = 0u32;
@@ -518,6 +523,7 @@ impl Run {
         if let Ok(statistics) = self.socket.statistics() {
             self.local.socket_drops = statistics.rx_dropped + statistics.rx_ring_full;
         }
+        self.local.serving_cycles = cycles().wrapping_sub(self.serving_since);
         self.local.finish();
         *self.shared.lock().unwrap() = self.local.clone();
     }
