@@ -498,3 +498,64 @@ fn traffic_loses_nothing_while_the_tracer_is_loaded_and_unloaded() {
     let lost = seen.iter().filter(|got| !**got).count();
     assert_eq!(lost, 0, "{lost} of {COUNT} datagrams lost");
 }
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
+    lab::require_root("trace");
+    let lab = VxlanLab::for_test("tg", Underlay::V4, 4789);
+    let tracer = Tracer { lab: &lab };
+    json(&[
+        "--netns",
+        &tracer.ns(),
+        "trace",
+        "vxlan",
+        "--iface",
+        tracer.iface(),
+        "--once",
+        "--granularity",
+        "five-tuple",
+    ]);
+    // Geneve frames from host 2's VTEP to host 1's, sent from host 2's underlay: 8 bytes
+    // of options to skip, then the inner frame, inner UDP 5000 -> 6000.
+    let (one, two) = (&lab.hosts[0], &lab.hosts[1]);
+    let raw = RawSocket::open(&two.underlay.namespace, &two.underlay.iface).unwrap();
+    let inner = FrameBuilder::udp(two.vxlan.ipv4, one.vxlan.ipv4)
+        .ports(5000, 6000)
+        .payload(vec![0u8; 16])
+        .build();
+    let geneve = |version: u8| {
+        let mut header = vec![(version << 6) | 2, 0, 0x65, 0x58, 0, 0, 7, 0];
+        header.extend([0x01, 0x02, 0x80, 0x01, 0xaa, 0xbb, 0xcc, 0xdd]);
+        header.extend(&inner);
+        let mut frame = FrameBuilder::udp(two.underlay.ipv4, one.underlay.ipv4)
+            .ports(40000, 6081)
+            .payload(header);
+        frame.src_mac = two.underlay.read_mac().unwrap();
+        frame.dst_mac = one.underlay.read_mac().unwrap();
+        frame.build()
+    };
+    for _ in 0..7 {
+        raw.send(&geneve(0)).unwrap();
+    }
+    // A version this parser does not know: malformed.
+    raw.send(&geneve(1)).unwrap();
+    let mut snapshot = Value::Null;
+    lab::wait_until(Duration::from_secs(5), "eight Geneve frames seen", || {
+        snapshot = tracer.snapshot("xdp");
+        snapshot["tunnel_packets"] == 7 && snapshot["malformed_packets"] == 1
+    });
+    let tunnels = snapshot["tunnels"].as_array().unwrap();
+    assert_eq!(tunnels.len(), 1, "{snapshot}");
+    let tunnel = &tunnels[0];
+    assert_eq!(tunnel["kind"], "geneve");
+    assert_eq!(tunnel["vni"], 7);
+    assert_eq!(tunnel["outer_a"], one.underlay.ipv4.to_string());
+    let pair = &tunnel["pairs"][0];
+    assert_eq!(pair["inner_a"], one.vxlan.ipv4.to_string(), "{snapshot}");
+    assert_eq!(pair["port_a"], 6000);
+    assert_eq!(pair["port_b"], 5000);
+    assert_eq!(pair["protocol"], 17);
+    assert_eq!(pair["b_to_a"]["packets"], 7);
+    assert_eq!(pair["a_to_b"]["packets"], 0);
+}

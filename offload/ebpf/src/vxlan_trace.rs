@@ -7,6 +7,8 @@
 //! is read here; the inner frame goes through the same parse as the outer one
 //! (`parse::parse_at`). The maps' layouts are `offload_common::vxlan_trace`.
 
+use core::cmp::Ordering;
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
@@ -139,10 +141,8 @@ fn listed(ports: &[u16; MAX_TUNNEL_PORTS], port: u16) -> bool {
 /// both directions of a pair share one key; true when the packet goes b -> a.
 #[inline(always)]
 fn normalise(key: &mut PairKey) -> bool {
-    let order = key
-        .outer_a
-        .cmp(&key.outer_b)
-        .then(key.inner_a.cmp(&key.inner_b))
+    let order = compare(&key.outer_a, &key.outer_b)
+        .then(compare(&key.inner_a, &key.inner_b))
         .then(key.inner_port_a.cmp(&key.inner_port_b));
     if order.is_le() {
         return false;
@@ -151,6 +151,23 @@ fn normalise(key: &mut PairKey) -> bool {
     core::mem::swap(&mut key.inner_a, &mut key.inner_b);
     core::mem::swap(&mut key.inner_port_a, &mut key.inner_port_b);
     true
+}
+
+/// Orders two addresses as big-endian numbers, two 64-bit words each: `[u8; 16]::cmp`
+/// compiles to a call of the BPF target's `memcmp`, a byte at a time.
+#[inline(always)]
+fn compare(a: &[u8; 16], b: &[u8; 16]) -> Ordering {
+    let high = |bytes: &[u8; 16]| {
+        u64::from_be_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ])
+    };
+    let low = |bytes: &[u8; 16]| {
+        u64::from_be_bytes([
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+        ])
+    };
+    high(a).cmp(&high(b)).then(low(a).cmp(&low(b)))
 }
 
 /// Adds the packet to its pair, creating the entry (and counting the insertion) when new.
