@@ -99,15 +99,19 @@ impl Drop for Tracer<'_> {
 /// Sends `count` datagrams from host `from` to host `to` (1-based) over the tunnel, each
 /// carrying its sequence number, and waits until the receiver has every one of them,
 /// unchanged.
-fn send(lab: &VxlanLab, from: usize, to: usize, count: u32) {
+fn send(lab: &VxlanLab, from: usize, to: usize, count: u32, inner_v6: bool) {
     let (source, target) = (&lab.hosts[from - 1].vxlan, &lab.hosts[to - 1].vxlan);
-    let receiver =
-        Lab::udp_socket(&target.namespace, SocketAddr::new(target.ipv4, INNER_PORT)).unwrap();
+    let address = |end: &lab::Endpoint| if inner_v6 { end.ipv6 } else { end.ipv4 };
+    let receiver = Lab::udp_socket(
+        &target.namespace,
+        SocketAddr::new(address(target), INNER_PORT),
+    )
+    .unwrap();
     receiver
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let sender = Lab::udp_socket(&source.namespace, SocketAddr::new(source.ipv4, 0)).unwrap();
-    let destination = SocketAddr::new(target.ipv4, INNER_PORT);
+    let sender = Lab::udp_socket(&source.namespace, SocketAddr::new(address(source), 0)).unwrap();
+    let destination = SocketAddr::new(address(target), INNER_PORT);
     for sequence in 0..count {
         sender.send_to(&payload(sequence), destination).unwrap();
     }
@@ -136,14 +140,30 @@ fn payload(sequence: u32) -> Vec<u8> {
 }
 
 /// (a -> b, b -> a) packets and bytes of the UDP pair between hosts `one` and `other`'s
-/// inner addresses, in the tunnel between their VTEPs, as (one -> other, other -> one).
+/// inner IPv4 addresses, in the tunnel between their VTEPs, as (one -> other,
+/// other -> one).
 fn pair(lab: &VxlanLab, snapshot: &Value, one: usize, other: usize) -> ((u64, u64), (u64, u64)) {
+    inner_pair(lab, snapshot, one, other, false)
+}
+
+/// [`pair`] for the inner IPv4 or IPv6 addresses.
+fn inner_pair(
+    lab: &VxlanLab,
+    snapshot: &Value,
+    one: usize,
+    other: usize,
+    inner_v6: bool,
+) -> ((u64, u64), (u64, u64)) {
     let (one, other) = (&lab.hosts[one - 1], &lab.hosts[other - 1]);
     let (vtep_one, vtep_other) = (
         one.vtep(lab.underlay).to_string(),
         other.vtep(lab.underlay).to_string(),
     );
-    let (inner_one, inner_other) = (one.vxlan.ipv4.to_string(), other.vxlan.ipv4.to_string());
+    let (inner_one, inner_other) = if inner_v6 {
+        (one.vxlan.ipv6.to_string(), other.vxlan.ipv6.to_string())
+    } else {
+        (one.vxlan.ipv4.to_string(), other.vxlan.ipv4.to_string())
+    };
     for tunnel in snapshot["tunnels"].as_array().unwrap() {
         let (a, b) = (
             tunnel["outer_a"].as_str().unwrap(),
@@ -186,12 +206,13 @@ fn pair(lab: &VxlanLab, snapshot: &Value, one: usize, other: usize) -> ((u64, u6
 }
 
 /// Bytes of one outer frame carrying one inner datagram.
-fn frame_bytes(underlay: Underlay) -> u64 {
+fn frame_bytes(underlay: Underlay, inner_v6: bool) -> u64 {
     let outer_ip = match underlay {
         Underlay::V4 => 20,
         Underlay::V6 => 40,
     };
-    (14 + outer_ip + 8 + 8 + 14 + 20 + 8 + PAYLOAD) as u64
+    let inner_ip = if inner_v6 { 40 } else { 20 };
+    (14 + outer_ip + 8 + 8 + 14 + inner_ip + 8 + PAYLOAD) as u64
 }
 
 /// `fastpath serve` in host 1's namespace on an ephemeral port, killed on drop.
@@ -264,9 +285,13 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
 
     let sent = [(1, 2, 100), (2, 1, 60), (1, 3, 40), (3, 1, 25), (2, 3, 30)];
     for (from, to, count) in sent {
-        send(&lab, from, to, count);
+        send(&lab, from, to, count, false);
     }
-    let per_frame = frame_bytes(underlay);
+    // Inner IPv6 too, between hosts 1 and 2.
+    send(&lab, 1, 2, 11, true);
+    send(&lab, 2, 1, 13, true);
+    let per_frame = frame_bytes(underlay, false);
+    let per_frame6 = frame_bytes(underlay, true);
     let xdp = tracer.snapshot("xdp");
     let egress = tracer.snapshot("tc-egress");
     // Host 1 receives on XDP ingress and sends on TC egress; 2 <-> 3 never crosses it.
@@ -291,10 +316,20 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
         ((40, 40 * per_frame), (0, 0)),
         "{egress}"
     );
+    assert_eq!(
+        inner_pair(&lab, &xdp, 1, 2, true),
+        ((0, 0), (13, 13 * per_frame6)),
+        "{xdp}"
+    );
+    assert_eq!(
+        inner_pair(&lab, &egress, 1, 2, true),
+        ((11, 11 * per_frame6), (0, 0)),
+        "{egress}"
+    );
     assert_eq!(xdp["malformed_packets"], 0, "{xdp}");
     assert_eq!(xdp["evictions"], 0, "{xdp}");
-    assert_eq!(xdp["tunnel_packets"], 85, "{xdp}");
-    assert_eq!(egress["tunnel_packets"], 140, "{egress}");
+    assert_eq!(xdp["tunnel_packets"], 85 + 13, "{xdp}");
+    assert_eq!(egress["tunnel_packets"], 140 + 11, "{egress}");
 
     // Malformed VXLAN from host 2's underlay, straight to host 1's: a header without the
     // I flag, and a good header followed by a truncated inner Ethernet header.
@@ -327,7 +362,7 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
             malformed["malformed_packets"] == 2
         },
     );
-    assert_eq!(malformed["tunnel_packets"], 85, "{malformed}");
+    assert_eq!(malformed["tunnel_packets"], 85 + 13, "{malformed}");
     assert_eq!(pair(&lab, &malformed, 1, 2), pair(&lab, &xdp, 1, 2));
 
     // /metrics says what the CLI says.
@@ -401,7 +436,7 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
     ]
     .concat();
     assert!(
-        value("fastpath_module_packets_total", &labels).is_some_and(|count| count >= 85.0),
+        value("fastpath_module_packets_total", &labels).is_some_and(|count| count >= 98.0),
         "{body}"
     );
     let (status, api) = server.get("/api/tunnels");
