@@ -479,7 +479,7 @@ fn pairs_count_exactly_what_crossed_an_ipv6_underlay_on_8472() {
 
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
-fn traffic_loses_nothing_while_the_tracer_is_loaded_and_unloaded() {
+fn traffic_loses_nothing_while_the_tracer_is_loaded_swapped_and_unloaded() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tl", Underlay::V4, 4789);
     let tracer = Tracer { lab: &lab };
@@ -516,12 +516,47 @@ fn traffic_loses_nothing_while_the_tracer_is_loaded_and_unloaded() {
         }
         seen
     });
+    // The built-in objects as files, for `module swap`.
+    let dir = support::TempDir::new("trace-swap");
+    let objects = [
+        ("xdp", offload::modules::builtin::VXLAN_TRACE_FRAGS_OBJECT),
+        (
+            "tc-egress",
+            offload::modules::builtin::VXLAN_TRACE_TC_OBJECT,
+        ),
+    ]
+    .map(|(hook, bytes)| {
+        let path = dir.0.join(format!("vxlan-trace-{hook}.o"));
+        std::fs::write(&path, bytes).unwrap();
+        (hook, path.to_str().unwrap().to_string())
+    });
     for round in 0..3 {
         for hook in ["xdp", "tc-egress"] {
             let snapshot = tracer.snapshot(hook);
             assert_eq!(
                 snapshot["malformed_packets"], 0,
                 "round {round}: {snapshot}"
+            );
+        }
+        // A swap keeps the tables (same shapes): the counts carry on.
+        for (hook, object) in &objects {
+            let before = tracer.snapshot(hook)["tunnel_packets"].as_u64().unwrap();
+            json(&[
+                "--netns",
+                &tracer.ns(),
+                "module",
+                "swap",
+                "--iface",
+                tracer.iface(),
+                "--hook",
+                hook,
+                "vxlan-trace",
+                object,
+            ]);
+            let after = tracer.snapshot(hook)["tunnel_packets"].as_u64().unwrap();
+            assert!(
+                after >= before,
+                "{hook}: {before} before the swap, {after} after"
             );
         }
         for hook in ["xdp", "tc-egress"] {
