@@ -143,7 +143,7 @@ fn payload(sequence: u32) -> Vec<u8> {
 /// inner IPv4 addresses, in the tunnel between their VTEPs, as (one -> other,
 /// other -> one).
 fn pair(lab: &VxlanLab, snapshot: &Value, one: usize, other: usize) -> ((u64, u64), (u64, u64)) {
-    inner_pair(lab, snapshot, one, other, false)
+    inner_pair(lab, snapshot, one, other, false, 17)
 }
 
 /// [`pair`] for the inner IPv4 or IPv6 addresses.
@@ -153,6 +153,7 @@ fn inner_pair(
     one: usize,
     other: usize,
     inner_v6: bool,
+    protocol: u8,
 ) -> ((u64, u64), (u64, u64)) {
     let (one, other) = (&lab.hosts[one - 1], &lab.hosts[other - 1]);
     let (vtep_one, vtep_other) = (
@@ -185,7 +186,7 @@ fn inner_pair(
             } else {
                 sides == (Some(inner_one.as_str()), Some(inner_other.as_str()))
             };
-            if !matches || found["protocol"] != 17 {
+            if !matches || found["protocol"] != protocol {
                 continue;
             }
             let flow = |name: &str| {
@@ -317,12 +318,12 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
         "{egress}"
     );
     assert_eq!(
-        inner_pair(&lab, &xdp, 1, 2, true),
+        inner_pair(&lab, &xdp, 1, 2, true, 17),
         ((0, 0), (13, 13 * per_frame6)),
         "{xdp}"
     );
     assert_eq!(
-        inner_pair(&lab, &egress, 1, 2, true),
+        inner_pair(&lab, &egress, 1, 2, true, 17),
         ((11, 11 * per_frame6), (0, 0)),
         "{egress}"
     );
@@ -628,4 +629,41 @@ fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
     assert_eq!(pair["protocol"], 17);
     assert_eq!(pair["b_to_a"]["packets"], 7);
     assert_eq!(pair["a_to_b"]["packets"], 0);
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn tcp_through_the_tunnel_is_counted_in_wire_packets_at_tc_egress() {
+    lab::require_root("trace");
+    let lab = VxlanLab::for_test("tt", Underlay::V4, 4789);
+    let tracer = Tracer { lab: &lab };
+    tracer.snapshot("tc-egress");
+    const BYTES: usize = 1_000_000;
+    let (one, two) = (lab.hosts[0].vxlan.clone(), lab.hosts[1].vxlan.clone());
+    let server = SocketAddr::new(two.ipv4, 5201);
+    let listener = Lab::run_in(&two.namespace, move || std::net::TcpListener::bind(server))
+        .unwrap()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).unwrap();
+        received
+    });
+    let mut stream = Lab::run_in(&one.namespace, move || TcpStream::connect(server))
+        .unwrap()
+        .unwrap();
+    let sent: Vec<u8> = (0..BYTES).map(|index| (index % 251) as u8).collect();
+    stream.write_all(&sent).unwrap();
+    drop(stream);
+    assert!(reader.join().unwrap() == sent, "the stream arrived changed");
+    // The vxlan device hands the underlay GSO buffers of many segments each: counted as
+    // the packets they become, at least one per 1500 bytes of payload.
+    let egress = tracer.snapshot("tc-egress");
+    let ((packets, bytes), _) = inner_pair(&lab, &egress, 1, 2, false, 6);
+    assert!(
+        packets >= (BYTES / 1500) as u64,
+        "{packets} packets for {BYTES} bytes: {egress}"
+    );
+    assert!(bytes >= BYTES as u64, "{bytes} bytes: {egress}");
 }

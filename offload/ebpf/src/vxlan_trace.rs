@@ -13,6 +13,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
     maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
 };
 use fastpath_module::{Hook, Module, ModuleContext, parse as parse_outcome};
 use offload_common::{
@@ -39,23 +40,47 @@ const UDP_HLEN: usize = 8;
 /// inner parse's offsets visibly small for the verifier.
 const MAX_INNER_START: usize = 0x3ff;
 
+/// How many wire packets the hook's packet stands for.
+pub trait Segments {
+    /// 1 for an XDP frame; for a socket buffer at a TC hook, its GSO segments (a TCP
+    /// burst through the tunnel reaches TC egress as one buffer the device, or the kernel
+    /// after TC, cuts into many packets).
+    fn segments(&self) -> u64;
+}
+
+impl Segments for XdpContext {
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        1
+    }
+}
+
+impl Segments for TcContext {
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        // SAFETY: the kernel's __sk_buff, valid for the program's run.
+        let segments = unsafe { (*self.skb.skb).gso_segs };
+        u64::from(segments.max(1))
+    }
+}
+
 /// The module's program body: count, then continue.
 #[inline(always)]
-pub fn run<C: Hook + Frame>(ctx: C) -> C::Action {
+pub fn run<C: Hook + Frame + Segments>(ctx: C) -> C::Action {
     let Some(module) = Module::new(ctx) else {
         return C::CHAIN_END;
     };
     let slot = trace(module.hook_context(), module.context());
     if let Some(counter) = TRACE_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot; the chain runs one packet at a time per CPU.
-        unsafe { *counter += 1 };
+        unsafe { *counter += module.hook_context().segments() };
     }
     module.next()
 }
 
 /// Attributes the packet to its pair; returns the counter slot it belongs under.
 #[inline(always)]
-fn trace(ctx: &impl Frame, context: &ModuleContext) -> u32 {
+fn trace(ctx: &(impl Frame + Segments), context: &ModuleContext) -> u32 {
     if context.parse != parse_outcome::IP
         || context.protocol != proto::UDP
         || context.has_ports == 0
@@ -128,7 +153,7 @@ fn trace(ctx: &impl Frame, context: &ModuleContext) -> u32 {
         }
     }
     let reverse = normalise(&mut key);
-    add(&key, reverse, ctx.total_len() as u64);
+    add(&key, reverse, ctx.segments(), ctx.total_len() as u64);
     counter::TUNNEL
 }
 
@@ -172,14 +197,14 @@ fn compare(a: &[u8; 16], b: &[u8; 16]) -> Ordering {
 
 /// Adds the packet to its pair, creating the entry (and counting the insertion) when new.
 #[inline(always)]
-fn add(key: &PairKey, reverse: bool, bytes: u64) {
+fn add(key: &PairKey, reverse: bool, packets: u64, bytes: u64) {
     if let Some(stats) = TRACE_PAIRS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU map, see `run`.
-        unsafe { bump(&mut *stats, reverse, bytes) };
+        unsafe { bump(&mut *stats, reverse, packets, bytes) };
         return;
     }
     let mut stats = PairStats::default();
-    bump(&mut stats, reverse, bytes);
+    bump(&mut stats, reverse, packets, bytes);
     if TRACE_PAIRS
         .insert(key, &stats, u64::from(BPF_NOEXIST))
         .is_ok()
@@ -191,17 +216,17 @@ fn add(key: &PairKey, reverse: bool, bytes: u64) {
     } else if let Some(stats) = TRACE_PAIRS.get_ptr_mut(key) {
         // Another CPU made the entry meanwhile; this CPU's value of it starts at zero.
         // SAFETY: as above.
-        unsafe { bump(&mut *stats, reverse, bytes) };
+        unsafe { bump(&mut *stats, reverse, packets, bytes) };
     }
 }
 
 #[inline(always)]
-fn bump(stats: &mut PairStats, reverse: bool, bytes: u64) {
+fn bump(stats: &mut PairStats, reverse: bool, packets: u64, bytes: u64) {
     if reverse {
-        stats.packets[1] += 1;
+        stats.packets[1] += packets;
         stats.bytes[1] += bytes;
     } else {
-        stats.packets[0] += 1;
+        stats.packets[0] += packets;
         stats.bytes[0] += bytes;
     }
 }
