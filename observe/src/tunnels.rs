@@ -22,10 +22,11 @@ use serde::Serialize;
 
 use crate::ObserveError;
 
-/// Loads `vxlan-trace` last in the chain `at` unless it runs there already (the chain's
-/// entry is attached when the interface has no chain). XDP chains get the module of their
-/// frags flavour; a new XDP chain the multi-buffer one, which runs at any MTU. Returns
-/// what was loaded, `None` when it was there.
+/// Loads `vxlan-trace` first in the chain `at` unless it runs there already (the chain's
+/// entry is attached when the interface has no chain). First, so that it sees every
+/// packet, those a later module drops or redirects included; it changes none. XDP chains
+/// get the module of their frags flavour; a new XDP chain the multi-buffer one, which
+/// runs at any MTU. Returns what was loaded, `None` when it was there.
 pub fn ensure_loaded(at: ChainAt<'_>) -> Result<Option<Loaded>, ObserveError> {
     let frags = match modules::list(at) {
         Ok(listing) => {
@@ -42,7 +43,7 @@ pub fn ensure_loaded(at: ChainAt<'_>) -> Result<Option<Loaded>, ObserveError> {
         Err(error) => return Err(error.into()),
     };
     let object = builtin::vxlan_trace_module(at.hook, frags)?;
-    Ok(Some(builtin::load_builtin(at, object, &Position::Last)?))
+    Ok(Some(builtin::load_builtin(at, object, &Position::First)?))
 }
 
 /// The tracer's settings in the form the command line takes them.
