@@ -96,6 +96,18 @@ impl Drop for Tracer<'_> {
     }
 }
 
+/// Detaches the steering program when the test ends, pass or fail.
+struct Steered {
+    ns: String,
+    iface: String,
+}
+
+impl Drop for Steered {
+    fn drop(&mut self) {
+        let _ = fastpath(&["--netns", &self.ns, "xdp", "detach", "--iface", &self.iface]);
+    }
+}
+
 /// Sends `count` datagrams from host `from` to host `to` (1-based) over the tunnel, each
 /// carrying its sequence number, and waits until the receiver has every one of them,
 /// unchanged.
@@ -366,11 +378,45 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
     assert_eq!(malformed["tunnel_packets"], 85 + 13, "{malformed}");
     assert_eq!(pair(&lab, &malformed, 1, 2), pair(&lab, &xdp, 1, 2));
 
+    // Steering joins the chain behind the tracer, for its counters in /metrics.
+    let ns = tracer.ns();
+    let steering = Steered {
+        ns: ns.clone(),
+        iface: tracer.iface().to_string(),
+    };
+    json(&["--netns", &ns, "xdp", "attach", "--iface", &steering.iface]);
+    let steer_status = || json(&["--netns", &ns, "xdp", "status", "--iface", &steering.iface]);
+    let listed = || {
+        json(&["--netns", &ns, "module", "list", "--iface", &steering.iface])["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|module| {
+                (
+                    module["name"].as_str().unwrap().to_string(),
+                    module["packets"]["continue"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let modules_before = listed();
+    assert_eq!(
+        modules_before
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["vxlan-trace", "steer"],
+        "the tracer sees every packet first"
+    );
+    let steer_before = steer_status();
+
     // /metrics says what the CLI says.
     let server = Server::start(&lab.namespace("h1"));
     let (status, body) = server.get("/metrics");
     assert!(status.contains("200"), "{status}");
     let cli = tracer.snapshot("xdp");
+    let steer_after = steer_status();
+    let modules_after = listed();
     let scrape =
         prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).unwrap();
     let value = |metric: &str, labels: &[(&str, String)]| -> Option<f64> {
@@ -440,13 +486,47 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
         value("fastpath_module_packets_total", &labels).is_some_and(|count| count >= 98.0),
         "{body}"
     );
+    // Counters that move with the underlay's own chatter: between the CLI's readings
+    // taken before and after the scrape.
+    for action in ["pass", "drop", "malformed", "non_ip"] {
+        let labels = [
+            ("iface", tracer.iface().to_string()),
+            ("action", action.to_string()),
+        ];
+        let scraped = value("fastpath_steering_packets_total", &labels)
+            .unwrap_or_else(|| panic!("no steering {action} counter: {body}"));
+        let (low, high) = (
+            steer_before["counters"][action].as_u64().unwrap() as f64,
+            steer_after["counters"][action].as_u64().unwrap() as f64,
+        );
+        assert!(
+            low <= scraped && scraped <= high,
+            "steering {action}: {scraped} not within {low}..={high}"
+        );
+    }
+    for ((name, low), (_, high)) in modules_before.iter().zip(&modules_after) {
+        let labels = [
+            &chain[..],
+            &[
+                ("module", name.clone()),
+                ("verdict", "continue".to_string()),
+            ],
+        ]
+        .concat();
+        let scraped = value("fastpath_module_packets_total", &labels).unwrap();
+        assert!(
+            *low as f64 <= scraped && scraped <= *high as f64,
+            "{name} continue: {scraped} not within {low}..={high}"
+        );
+    }
     let (status, api) = server.get("/api/tunnels");
     assert!(status.contains("200"), "{status}");
     let api: Value = serde_json::from_str(&api).unwrap();
+    let (_, all) = server.get("/api/all");
     assert_eq!(
         api.as_array().unwrap().len(),
         2,
-        "xdp and tc-egress tracers"
+        "xdp and tc-egress tracers: {all}"
     );
     let (status, _) = server.get("/nowhere");
     assert!(status.contains("404"), "{status}");
