@@ -109,6 +109,7 @@ fn at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
     Ok((start + offset) as *const T)
 }
 
+/// A copy of the `T` at `offset`, if all of it is inside the packet.
 #[inline(always)]
 pub fn read<T: Copy>(ctx: &impl Frame, offset: usize) -> Result<T, Malformed> {
     // SAFETY: `at` checked that the whole `T` lies between data and data_end; packet data
@@ -122,6 +123,7 @@ fn bytes_from(ctx: &impl Frame, offset: usize) -> usize {
     ctx.total_len().saturating_sub(offset)
 }
 
+/// The big-endian `u16` at `at` of a header copied out of the packet.
 pub fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
