@@ -31,6 +31,8 @@ use offload_common::module::{ChainState, maps};
 
 #[path = "chain_bench_steer.rs"]
 mod steer;
+#[path = "chain_bench_trace.rs"]
+mod trace;
 
 /// A module that only continues: one hop.
 const PASS_THROUGH: &str = r#"
@@ -76,9 +78,10 @@ fn main() -> Result<()> {
     });
     let _ = std::fs::remove_dir_all(&dir);
     drop(lab);
-    let (peer, chains, steer_rows) = measured?;
+    let (peer, chains, steer_rows, trace_rows) = measured?;
     report(peer, &chains, repeat, runs);
     steer::report(&steer_rows);
+    trace::report(&trace_rows);
     Ok(())
 }
 
@@ -104,8 +107,14 @@ fn build_module(dir: &Path) -> Result<PathBuf> {
     Ok(object)
 }
 
-/// What one run measured: the peer's time, each chain's (modules, time), steer's rows.
-type Measured = (Duration, Vec<(usize, Duration)>, Vec<steer::SteerRow>);
+/// What one run measured: the peer's time, each chain's (modules, time), steer's rows,
+/// the tracer's rows.
+type Measured = (
+    Duration,
+    Vec<(usize, Duration)>,
+    Vec<steer::SteerRow>,
+    Vec<trace::TraceRow>,
+);
 
 /// The peer's time, then each chain's (modules, time), per packet; then steer's rows.
 fn measure(iface: &str, object: &Path, repeat: u32, runs: usize) -> Result<Measured> {
@@ -137,7 +146,8 @@ fn measure(iface: &str, object: &Path, repeat: u32, runs: usize) -> Result<Measu
     result?;
     let peer = peer_time(&packet, repeat, runs)?;
     let steer_rows = steer::measure(iface, repeat, runs, udp_frame, median_time)?;
-    Ok((peer, chains, steer_rows))
+    let trace_rows = trace::measure(iface, object, repeat, runs, median_time)?;
+    Ok((peer, chains, steer_rows, trace_rows))
 }
 
 /// The entry loaded on its own with an empty program array: the parse, no hop.

@@ -10,6 +10,8 @@ mod module_cmd;
 mod module_test_cmd;
 mod output;
 mod probe_cmd;
+mod serve_cmd;
+mod trace_cmd;
 mod xdp_cmd;
 mod xsk;
 
@@ -68,6 +70,13 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure AF_XDP on an interface: rxdrop, txpush or l2fwd (like xdpsock).
     Xsk(xsk::XskArgs),
+    /// Trace tunnels crossing an interface: `trace vxlan`.
+    Trace {
+        #[command(subcommand)]
+        command: trace_cmd::TraceCommand,
+    },
+    /// One read-only HTTP server for all of fastpath: /metrics (Prometheus), /api (JSON).
+    Serve(serve_cmd::ServeArgs),
     /// Build a lab, run the L4 load balancer on AF_XDP, send real HTTP requests, drain a
     /// backend mid-run, print the distribution and stats, tear everything down.
     Demo {
@@ -104,6 +113,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, cli.json),
         Command::Lb(args) => lb_cmd::run(args, cli.json),
         Command::Probe(args) => probe_cmd::run(args, cli.json),
+        Command::Trace { command } => trace_cmd::run(command, cli.json),
+        Command::Serve(args) => serve_cmd::run(args, cli.json),
         Command::Demo { requests } => demo::run(*requests, cli.json),
     }
 }

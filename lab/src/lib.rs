@@ -9,6 +9,8 @@
 //! - [`Lab`]: the default client / dut / backends topology ([`Lab::up`], [`Lab::for_test`],
 //!   [`Lab::down`]);
 //! - [`segment::LbLab`]: one bridged segment for the load balancer;
+//! - [`vxlan::VxlanLab`]: three hosts on a bridged underlay with VXLAN devices, for the
+//!   tunnel tracer;
 //! - [`Lab::run_in`] / [`netns::run_in`] to run code inside a lab namespace, and
 //!   [`raw::RawSocket`], [`Lab::udp_socket`] and [`services`] (HTTP and UDP echo servers,
 //!   clients) to send and receive there;
@@ -25,6 +27,7 @@ pub mod netns;
 pub mod raw;
 pub mod segment;
 pub mod services;
+pub mod vxlan;
 
 use std::{
     fs::File,

@@ -190,3 +190,43 @@ pub fn add_neighbour(iface: &str, address: IpAddr, mac: [u8; 6]) -> Result<(), L
             .await
     })
 }
+
+/// Creates a VXLAN device `name` with VNI `vni` sending from `local` over `dev` to UDP port
+/// `port`, without learning: the lab writes its forwarding entries ([`add_vxlan_fdb`]).
+pub fn add_vxlan(
+    name: &str,
+    vni: u32,
+    local: IpAddr,
+    dev: &str,
+    port: u16,
+) -> Result<(), LabError> {
+    let dev = index(dev)?;
+    let name = name.to_string();
+    with_handle("create vxlan device", async move |handle| {
+        let builder = rtnetlink::LinkVxlan::new(&name, vni)
+            .dev(dev)
+            .port(port)
+            .learning(false);
+        let builder = match local {
+            IpAddr::V4(local) => builder.local(local),
+            IpAddr::V6(local) => builder.local6(local),
+        };
+        handle.link().add(builder.build()).execute().await
+    })
+}
+
+/// Adds a permanent forwarding entry to the VXLAN device `iface`: frames to `mac` go to the
+/// VTEP at `remote`.
+pub fn add_vxlan_fdb(iface: &str, mac: [u8; 6], remote: IpAddr) -> Result<(), LabError> {
+    let index = index(iface)?;
+    with_handle("add vxlan forwarding entry", async move |handle| {
+        handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            // NTF_SELF: the device's own table (it is no bridge port).
+            .flags(rtnetlink::packet_route::neighbour::NeighbourFlags::Own)
+            .destination(remote)
+            .execute()
+            .await
+    })
+}

@@ -96,14 +96,15 @@ impl Pins {
 
 impl Pins {
     /// Removes the steering program's pins (`link`, `prog`, `hw_prefilter`, `maps/`) and
-    /// leaves the interface's module chain (`chain/`) to the chain's own commands; the
-    /// directory goes too when nothing else is left in it.
+    /// leaves the interface's module chains (`chain/`, and the TC hooks' `chain-tc-*/`:
+    /// their links pinned there keep the tcx chains attached) to the chains' own
+    /// commands; the directory goes too when nothing else is left in it.
     pub fn remove_steering(&self) -> Result<(), OffloadError> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(());
         };
         for entry in entries.flatten() {
-            if entry.file_name() == "chain" {
+            if entry.file_name().to_string_lossy().starts_with("chain") {
                 continue;
             }
             let path = entry.path();

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 3),
     ("probe", 3),
     ("trafficgen", 3),
+    ("observe", 3),
     ("nfv-apps", 4),
     ("bench", 4),
     ("fastpath", 5),

@@ -29,6 +29,7 @@ use core::mem::size_of;
 
 mod generator;
 pub mod module;
+pub mod vxlan_trace;
 pub use generator::{
     FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
 };

@@ -109,8 +109,9 @@ fn at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
     Ok((start + offset) as *const T)
 }
 
+/// A copy of the `T` at `offset`, if all of it is inside the packet.
 #[inline(always)]
-fn read<T: Copy>(ctx: &impl Frame, offset: usize) -> Result<T, Malformed> {
+pub fn read<T: Copy>(ctx: &impl Frame, offset: usize) -> Result<T, Malformed> {
     // SAFETY: `at` checked that the whole `T` lies between data and data_end; packet data
     // has no alignment guarantee, hence read_unaligned.
     Ok(unsafe { at::<T>(ctx, offset)?.read_unaligned() })
@@ -122,7 +123,8 @@ fn bytes_from(ctx: &impl Frame, offset: usize) -> usize {
     ctx.total_len().saturating_sub(offset)
 }
 
-fn be16(bytes: &[u8], at: usize) -> u16 {
+/// The big-endian `u16` at `at` of a header copied out of the packet.
+pub fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
@@ -132,9 +134,18 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
 /// copy: LLVM otherwise merges checks in ways the verifier cannot follow.
 #[inline(always)]
 pub fn parse(ctx: &impl Frame) -> Result<Option<Packet>, Malformed> {
-    let ethernet = read::<[u8; ETH_HLEN]>(ctx, 0)?;
+    parse_at(ctx, 0)
+}
+
+/// [`parse`] of an Ethernet frame that starts `start` bytes into the packet: a tunnel's
+/// inner frame (the `vxlan-trace` module). The offsets it reports count from the packet's
+/// start. `start` must be small and visibly bounded for the verifier (the caller masks
+/// it).
+#[inline(always)]
+pub fn parse_at(ctx: &impl Frame, start: usize) -> Result<Option<Packet>, Malformed> {
+    let ethernet = read::<[u8; ETH_HLEN]>(ctx, start)?;
     let mut ethertype = be16(&ethernet, 12);
-    let mut offset = ETH_HLEN;
+    let mut offset = start + ETH_HLEN;
     let mut vlan_tci = [0u16; MAX_VLAN_TAGS];
     let mut vlan_count = 0u8;
     for tci in vlan_tci.iter_mut() {

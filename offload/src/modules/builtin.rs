@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    ModuleError, ModuleObject, Position,
-    entry::open_existing,
+    ChainAt, Hook, ModuleError, ModuleObject, Position,
+    entry::{DEFAULT_MODES, open_existing},
     object::c_string,
     ops::{load_object, swap_object},
     report::{Loaded, Swapped},
@@ -40,6 +40,51 @@ pub fn steer_module(frags: bool) -> Result<ModuleObject, ModuleError> {
         (STEER_MODULE_OBJECT, "(built-in steer_module)")
     };
     ModuleObject::parse(Path::new(shown), bytes.to_vec())
+}
+
+/// The name the tunnel tracer runs under in a chain (`fastpath trace vxlan`).
+pub const VXLAN_TRACE_MODULE: &str = "vxlan-trace";
+
+/// The `vxlan-trace` module for XDP chains whose programs are not multi-buffer.
+pub static VXLAN_TRACE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxlan_trace_module"));
+/// The `vxlan-trace` module for multi-buffer XDP chains.
+pub static VXLAN_TRACE_FRAGS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxlan_trace_module_frags"));
+/// The `vxlan-trace` module for chains on the tcx hooks (a TC classifier).
+pub static VXLAN_TRACE_TC_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxlan_trace_module_tc"));
+
+/// The built-in `vxlan-trace` module for a chain on `hook` (of the given frags flavour,
+/// for XDP), read and checked as any module object is.
+pub fn vxlan_trace_module(hook: Hook, frags: bool) -> Result<ModuleObject, ModuleError> {
+    let (bytes, shown) = match (hook, frags) {
+        (Hook::Xdp, false) => (VXLAN_TRACE_OBJECT, "(built-in vxlan_trace_module)"),
+        (Hook::Xdp, true) => (
+            VXLAN_TRACE_FRAGS_OBJECT,
+            "(built-in vxlan_trace_module_frags)",
+        ),
+        _ => (VXLAN_TRACE_TC_OBJECT, "(built-in vxlan_trace_module_tc)"),
+    };
+    ModuleObject::parse(Path::new(shown), bytes.to_vec())
+}
+
+/// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
+/// a file (the entry, when this attaches it, in drv mode, else skb).
+pub fn load_builtin(
+    at: ChainAt<'_>,
+    object: ModuleObject,
+    position: &Position,
+) -> Result<Loaded, ModuleError> {
+    load_object(at, object, None, position, &[], &DEFAULT_MODES)
+}
+
+/// The pin of the map `map` of the version of module `module` the chain `at` runs: for
+/// readers of a module's own maps (the tracer's statistics).
+pub fn running_map_pin(at: ChainAt<'_>, module: &str, map: &str) -> Result<PathBuf, ModuleError> {
+    let chain = open_existing(at)?;
+    let generation = super::map::running_generation(&chain, module)?;
+    Ok(chain.pins.generation_dir(module, generation).join(map))
 }
 
 /// What a chain runs, in the order packets meet its modules.
@@ -146,6 +191,20 @@ mod tests {
             assert_eq!(object.version, env!("CARGO_PKG_VERSION"));
             assert_eq!(object.frags, frags);
             assert_eq!(object.program, "steer");
+        }
+    }
+
+    #[test]
+    fn the_vxlan_trace_modules_fit_their_hooks() {
+        for (hook, frags) in [
+            (Hook::Xdp, false),
+            (Hook::Xdp, true),
+            (Hook::TcEgress, false),
+        ] {
+            let object = vxlan_trace_module(hook, frags).unwrap();
+            assert_eq!(object.name, VXLAN_TRACE_MODULE);
+            assert_eq!(object.frags, frags);
+            assert_eq!(object.program, "vxlan_trace");
         }
     }
 

@@ -261,7 +261,7 @@ pub fn module_map<'a>(
 }
 
 /// The generation directory number of the running version of `module`.
-fn running_generation(chain: &Chain, module: &str) -> Result<u32, ModuleError> {
+pub(super) fn running_generation(chain: &Chain, module: &str) -> Result<u32, ModuleError> {
     let mut known = Vec::new();
     for (_, instance, program_id) in chain.running()? {
         let record = chain.record(instance)?;

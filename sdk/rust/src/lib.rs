@@ -1,6 +1,7 @@
 //! The SDK for fastpath IO modules written in Rust with aya-ebpf, ABI version 1.
 //!
-//! A module is one XDP program plus its metadata:
+//! A module is one XDP program (or, for a chain on a tcx hook, one TC classifier) plus its
+//! metadata:
 //!
 //! ```ignore
 //! use aya_ebpf::{macros::xdp, programs::XdpContext};
@@ -15,6 +16,10 @@
 //! }
 //! ```
 //!
+//! A TC module is the same with `#[classifier]`, a `TcContext` and `frags = false`:
+//! [`Module::new`] takes either context, and the verdicts return the hook's action (for
+//! TC: `TCX_PASS`, `TCX_DROP`, `bpf_redirect`'s, and `TCX_NEXT` at the chain's end).
+//!
 //! The chain's entry program parses each packet once and fills a [`ModuleContext`];
 //! [`Module::context`] reads it, [`Module::scratch`] passes data to the modules after.
 //! Each verdict method counts the packet under this module's verdict counters (shown by
@@ -23,14 +28,13 @@
 //! `sdk/c/module.h` and with fastpath's loader.
 #![no_std]
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
+    EbpfContext,
     bindings::xdp_action,
     helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::map,
     maps::{Array, DevMap, PerCpuArray, ProgramArray, XskMap},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 pub use offload_common::module::{
     ABI_VERSION, META_FRAGS, META_MAGIC, ModuleContext, ModuleMeta, NAME_LEN, SCRATCH_LEN, parse,
@@ -43,6 +47,49 @@ use offload_common::module::{
 
 /// `XDP_PASS`, for a program that cannot build its [`Module`].
 pub const XDP_PASS: u32 = xdp_action::XDP_PASS;
+/// `TCX_NEXT`, for a TC program that cannot build its [`Module`]: on as if it never ran.
+pub const TCX_NEXT: i32 = -1;
+
+/// A hook a module runs on: its kernel context and what its program returns. One
+/// implementation of the verdict counting serves both (the verdicts below); only the
+/// action each returns differs.
+pub trait Hook: EbpfContext {
+    /// The program's return type.
+    type Action: Copy;
+    /// Pass the packet on to the kernel.
+    const PASS: Self::Action;
+    /// Drop it.
+    const DROP: Self::Action;
+    /// What the chain returns when it runs out of modules: XDP passes; TC returns
+    /// `TCX_NEXT`, so later tcx programs of the hook still run.
+    const CHAIN_END: Self::Action;
+    /// The return value of `bpf_redirect` as this hook's action.
+    fn redirect_action(code: i64) -> Self::Action;
+}
+
+impl Hook for XdpContext {
+    type Action = u32;
+    const PASS: u32 = xdp_action::XDP_PASS;
+    const DROP: u32 = xdp_action::XDP_DROP;
+    const CHAIN_END: u32 = xdp_action::XDP_PASS;
+    #[inline(always)]
+    fn redirect_action(code: i64) -> u32 {
+        code as u32
+    }
+}
+
+impl Hook for TcContext {
+    type Action = i32;
+    /// `TCX_PASS`.
+    const PASS: i32 = 0;
+    /// `TCX_DROP`.
+    const DROP: i32 = 2;
+    const CHAIN_END: i32 = TCX_NEXT;
+    #[inline(always)]
+    fn redirect_action(code: i64) -> i32 {
+        code as i32
+    }
+}
 
 // The maps the chain shares with its modules: same names and shapes as the chain's entry
 // object, bound to the chain's pinned ones when fastpath loads the module.
@@ -65,25 +112,26 @@ static FP_NEXT: ProgramArray = ProgramArray::with_max_entries(REVISION_BANKS, 0)
 #[map]
 static FP_RUNTIME: PerCpuArray<ModuleRuntime> = PerCpuArray::with_max_entries(MAX_MODULES, 0);
 
-/// The packet a module is running on: the kernel's XDP context and the chain's context.
-pub struct Module {
-    xdp: XdpContext,
+/// The packet a module is running on: the hook's kernel context (XDP by default, or TC)
+/// and the chain's context.
+pub struct Module<C: Hook = XdpContext> {
+    hook: C,
     context: *mut ModuleContext,
 }
 
-impl Module {
+impl<C: Hook> Module<C> {
     /// The module's view of the packet; `None` only when the chain's context map cannot be
-    /// read (a broken chain: return [`XDP_PASS`]).
+    /// read (a broken chain: return [`XDP_PASS`], or [`TCX_NEXT`] on a TC hook).
     #[inline(always)]
-    pub fn new(xdp: XdpContext) -> Option<Module> {
+    pub fn new(hook: C) -> Option<Module<C>> {
         let context = FP_CONTEXT.get_ptr_mut(0)?;
-        Some(Module { xdp, context })
+        Some(Module { hook, context })
     }
 
-    /// The kernel's XDP context (packet data, data_end).
+    /// The hook's kernel context (packet data, data_end).
     #[inline(always)]
-    pub fn xdp(&self) -> &XdpContext {
-        &self.xdp
+    pub fn hook_context(&self) -> &C {
+        &self.hook
     }
 
     /// What the chain's entry parsed: offsets, VLAN tags, the flow, the ingress interface.
@@ -133,14 +181,15 @@ impl Module {
         }
     }
 
-    /// Hands the packet to the next module; past the last one, the chain passes it.
+    /// Hands the packet to the next module; past the last one, the chain passes it (XDP)
+    /// or lets the hook's later programs have it (TC).
     #[inline(always)]
-    pub fn next(self) -> u32 {
+    pub fn next(self) -> C::Action {
         self.count(verdict::CONTINUE);
         let slot = u32::from(self.context().slot);
         // SAFETY: as in `context`.
         unsafe { (*self.context).slot = (slot + 1) as u16 };
-        let ctx = self.xdp.ctx.cast::<c_void>();
+        let ctx = self.hook.as_ptr();
         // One call site per bank, each with a constant key, so the JIT makes each a direct
         // jump. SAFETY: on success control never returns; FP_NEXT holds programs of this
         // chain only.
@@ -156,21 +205,47 @@ impl Module {
             // SAFETY: a per-CPU slot, see `context`.
             unsafe { *counter += 1 };
         }
-        xdp_action::XDP_PASS
+        C::CHAIN_END
     }
 
     /// Drops the packet.
     #[inline(always)]
-    pub fn drop_packet(self) -> u32 {
+    pub fn drop_packet(self) -> C::Action {
         self.count(verdict::DROP);
-        xdp_action::XDP_DROP
+        C::DROP
     }
 
     /// Passes the packet to the kernel's network stack.
     #[inline(always)]
-    pub fn pass(self) -> u32 {
+    pub fn pass(self) -> C::Action {
         self.count(verdict::PASS);
-        xdp_action::XDP_PASS
+        C::PASS
+    }
+
+    /// Redirects the packet to the interface `ifindex`.
+    #[inline(always)]
+    pub fn redirect(self, ifindex: u32) -> C::Action {
+        self.count(verdict::REDIRECT);
+        // SAFETY: a helper taking plain values.
+        C::redirect_action(unsafe { bpf_redirect(ifindex, 0) })
+    }
+
+    /// Counts `verdict` and returns `action`: for a module that carried the action out
+    /// itself, e.g. a redirect through an XSKMAP or DEVMAP of its own (the built-in `steer`
+    /// module redirects through the socket map its rules and AF_XDP users share).
+    #[inline(always)]
+    pub fn counted(self, verdict: u32, action: C::Action) -> C::Action {
+        self.count(verdict);
+        action
+    }
+}
+
+/// The verdicts only XDP has.
+impl Module<XdpContext> {
+    /// The kernel's XDP context (packet data, data_end).
+    #[inline(always)]
+    pub fn xdp(&self) -> &XdpContext {
+        &self.hook
     }
 
     /// Sends the packet back out of the interface it came in on (rewrite it first).
@@ -178,14 +253,6 @@ impl Module {
     pub fn tx(self) -> u32 {
         self.count(verdict::TX);
         xdp_action::XDP_TX
-    }
-
-    /// Redirects the packet to the interface `ifindex`.
-    #[inline(always)]
-    pub fn redirect(self, ifindex: u32) -> u32 {
-        self.count(verdict::REDIRECT);
-        // SAFETY: a helper taking plain values.
-        unsafe { bpf_redirect(ifindex, 0) as u32 }
     }
 
     /// Redirects the packet to the AF_XDP socket of its RX queue; passes it (counted as
@@ -212,15 +279,6 @@ impl Module {
             }
             _ => self.pass(),
         }
-    }
-
-    /// Counts `verdict` and returns `action`: for a module that carried the action out
-    /// itself, e.g. a redirect through an XSKMAP or DEVMAP of its own (the built-in `steer`
-    /// module redirects through the socket map its rules and AF_XDP users share).
-    #[inline(always)]
-    pub fn counted(self, verdict: u32, action: u32) -> u32 {
-        self.count(verdict);
-        action
     }
 
     /// Aborts (`XDP_ABORTED`): the packet is dropped and the `xdp_exception` tracepoint

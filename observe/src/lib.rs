@@ -1,0 +1,54 @@
+//! Tracing and observability on top of the module chain (layer 3, beside `probe`).
+//!
+//! - [`tunnels`]: the built-in `vxlan-trace` module: load it into an interface's chain,
+//!   configure it, and read its per-pair statistics as tunnels with their inner pairs;
+//! - [`metrics`]: one collection of every chain's per-module verdict counters and run
+//!   time, each steering attachment's action and rule counters, and each tracer's tunnel
+//!   statistics, rendered in the Prometheus text format or as JSON;
+//! - [`http`]: the read-only HTTP server behind `fastpath serve` (`/metrics`, `/api/...`).
+//!
+//! docs/tracing.md tells the whole design.
+#![warn(missing_docs)]
+
+pub mod http;
+pub mod metrics;
+pub mod tunnels;
+
+/// What can go wrong reading or loading the tracer, or collecting metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The module chain refused (no chain, unknown module, load failed...).
+    #[error(transparent)]
+    Module(#[from] offload::modules::ModuleError),
+    /// A steering attachment could not be read.
+    #[error(transparent)]
+    Offload(#[from] offload::OffloadError),
+    /// A map of the tracer could not be opened, read or written.
+    #[error("{what} the map {map} of vxlan-trace ({pin}): {source}")]
+    Map {
+        /// "open", "read" or "write".
+        what: &'static str,
+        /// The map's name.
+        map: &'static str,
+        /// Its pin.
+        pin: String,
+        /// The map call's error.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The tracer is not in the chain.
+    #[error("vxlan-trace is not loaded on {0} (`fastpath trace vxlan --iface IF` loads it)")]
+    NotLoaded(String),
+    /// A setting the module cannot take.
+    #[error("{0}")]
+    BadSetting(String),
+    /// The server's socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}

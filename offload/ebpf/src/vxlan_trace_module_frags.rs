@@ -1,0 +1,26 @@
+//! The `vxlan-trace` IO module as a XDP program for multi-buffer chains (`chain_entry_frags`).
+//! Every program of one chain agrees on its kind and on `xdp.frags`, so the module is built
+//! once per kind of chain; the roots differ only in that. The body is `vxlan_trace.rs`.
+#![no_std]
+#![no_main]
+
+mod object;
+// The outer parse is the entry's (in the context); the module parses the inner frame.
+#[allow(dead_code)]
+mod parse;
+mod vxlan_trace;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use fastpath_module::ModuleMeta;
+
+/// Module metadata: named "vxlan-trace", versioned as this crate.
+#[unsafe(link_section = ".fastpath.module")]
+#[unsafe(no_mangle)]
+#[used]
+static FASTPATH_MODULE_META: ModuleMeta =
+    fastpath_module::meta("vxlan-trace", env!("CARGO_PKG_VERSION"), true);
+
+#[xdp(frags)]
+pub fn vxlan_trace(ctx: XdpContext) -> u32 {
+    vxlan_trace::run(ctx)
+}
