@@ -141,13 +141,14 @@ fn build_modules(lang: &str) -> Built {
 /// Builds the scaffolded project in `project` the way its README says, and copies the
 /// object to `object`.
 fn build_project(lang: &str, project: &Path, object: &Path) -> PathBuf {
+    let name = project.file_name().unwrap().to_str().unwrap();
     let (output, built) = if lang == "c" {
         let output = Command::new("make")
             .arg("-C")
             .arg(project)
             .output()
             .expect("run make");
-        (output, project.join("counter.o"))
+        (output, project.join(format!("{name}.o")))
     } else {
         // A target folder shared by the runs, so `core` is built for BPF once.
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/module-tests");
@@ -161,7 +162,7 @@ fn build_project(lang: &str, project: &Path, object: &Path) -> PathBuf {
             .env_remove("RUSTC_WORKSPACE_WRAPPER")
             .output()
             .expect("run cargo");
-        (output, target.join("bpfel-unknown-none/release/counter"))
+        (output, target.join("bpfel-unknown-none/release").join(name))
     };
     assert!(
         output.status.success(),
@@ -1182,6 +1183,38 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
     assert_eq!(read(Hook::TcEgress, "tcount"), 20, "echo replies out");
     assert_eq!(read(Hook::Xdp, "counter"), 20, "echo requests in");
 
+    // A Rust TC module, scaffolded and built as its README says, on the ingress hook.
+    let made = json(&[
+        "module",
+        "new",
+        "rtcount",
+        "--lang",
+        "rust",
+        "--hook",
+        "tc-ingress",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let rtcount = build_project(
+        "rust",
+        Path::new(made["dir"].as_str().unwrap()),
+        &dir.join("rtcount.o"),
+    );
+    on_dut(&[
+        "load",
+        "--iface",
+        &iface,
+        "--hook",
+        "tc-ingress",
+        &path(&rtcount),
+    ]);
+    assert_eq!(pings_answered(&lab, 20), 20);
+    assert_eq!(
+        read(Hook::TcIngress, "rtcount"),
+        20,
+        "echo requests after XDP"
+    );
+
     // A TC ingress module drops ICMP after XDP saw it.
     on_dut(&[
         "load",
@@ -1195,8 +1228,9 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
     let ingress = on_dut(&["list", "--iface", &iface, "--hook", "tc-ingress"]);
     assert_eq!(ingress["hook"], "tc-ingress", "{ingress}");
     assert_eq!(verdict(&ingress, "icmp_drop", "drop"), 10, "{ingress}");
-    assert_eq!(read(Hook::Xdp, "counter"), 30);
-    assert_eq!(read(Hook::TcEgress, "tcount"), 20, "no reply went out");
+    assert_eq!(verdict(&ingress, "rtcount", "continue"), 30, "{ingress}");
+    assert_eq!(read(Hook::Xdp, "counter"), 50);
+    assert_eq!(read(Hook::TcEgress, "tcount"), 40, "no reply went out");
 
     // A module of the wrong kind for the hook: an error naming both.
     for (hook, object, expected) in [
@@ -1247,6 +1281,6 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
     assert!(error.contains("no module chain"), "{error}");
     // The XDP chain runs on, untouched.
     assert_eq!(pings_answered(&lab, 5), 5);
-    assert_eq!(read(Hook::Xdp, "counter"), 40);
+    assert_eq!(read(Hook::Xdp, "counter"), 60);
     on_dut(&["unload", "--iface", &iface, "counter"]);
 }

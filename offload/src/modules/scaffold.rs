@@ -52,12 +52,6 @@ pub fn scaffold(
     parent: &Path,
 ) -> Result<Scaffolded, ModuleError> {
     super::ops::check_name(name)?;
-    if hook.is_tc() && language == Language::Rust {
-        return Err(ModuleError::BadName {
-            module: name.to_string(),
-            reason: "the Rust SDK has no TC modules yet: scaffold a TC module with --lang c",
-        });
-    }
     if !name
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
@@ -85,7 +79,7 @@ pub fn scaffold(
             vec![
                 ("Cargo.toml".to_string(), rust_manifest(name, &sdk)),
                 (".cargo/config.toml".to_string(), RUST_CONFIG.to_string()),
-                ("src/main.rs".to_string(), rust_source(name)),
+                ("src/main.rs".to_string(), rust_source(name, hook.is_tc())),
             ],
             "RUSTC_BOOTSTRAP=1 cargo build --release".to_string(),
             format!("target/bpfel-unknown-none/release/{name}"),
@@ -209,29 +203,49 @@ target = "bpfel-unknown-none"
 build-std = ["core"]
 "#;
 
-fn rust_source(name: &str) -> String {
+fn rust_source(name: &str, tc: bool) -> String {
+    // The same counter for either hook; a TC module is a classifier on a socket buffer.
+    let (macro_name, context, frags, attribute, returns, broken) = if tc {
+        (
+            "classifier",
+            "TcContext",
+            "false",
+            "#[classifier]",
+            "i32",
+            "fastpath_module::TCX_NEXT",
+        )
+    } else {
+        (
+            "xdp",
+            "XdpContext",
+            "true",
+            "#[xdp(frags)]",
+            "u32",
+            "fastpath_module::XDP_PASS",
+        )
+    };
     format!(
         r#"//! {name}: counts packets per IP protocol, then hands them to the next module.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{{
-    macros::{{map, xdp}},
+    macros::{{map, {macro_name}}},
     maps::PerCpuArray,
-    programs::XdpContext,
+    programs::{context},
 }};
 use fastpath_module::{{Module, fastpath_module, parse}};
 
-fastpath_module!(name = "{name}", version = "0.1.0", frags = true);
+fastpath_module!(name = "{name}", version = "0.1.0", frags = {frags});
 
 /// Packets seen per IP protocol number; 0 also counts frames that are not IP.
 #[map]
 static PROTOCOLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(256, 0);
 
-#[xdp(frags)]
-pub fn {name}(ctx: XdpContext) -> u32 {{
+{attribute}
+pub fn {name}(ctx: {context}) -> {returns} {{
     let Some(module) = Module::new(ctx) else {{
-        return fastpath_module::XDP_PASS;
+        return {broken};
     }};
     let context = module.context();
     let protocol = if context.parse == parse::IP {{
