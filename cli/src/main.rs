@@ -88,6 +88,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if !serves_sockets(&cli.command) {
+        // A command that prints and exits ends quietly when its reader goes (`| head`), as
+        // Unix tools do, instead of panicking on the write. Not for the long-running
+        // servers: a peer closing a socket must not kill them.
+        // SAFETY: setting a signal's disposition has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = run(&cli);
     if let Err(error) = result {
         let message = format!("{error:#}");
@@ -97,6 +104,15 @@ fn main() {
         eprintln!("error: {message}");
         std::process::exit(1);
     }
+}
+
+/// The commands that run servers (the load balancer and its control socket, the HTTP
+/// server, the demo's appliance).
+fn serves_sockets(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Lb(_) | Command::Serve(_) | Command::Demo { .. } | Command::Bench(_)
+    )
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -395,3 +395,19 @@ fn ip_netns_exec_and_the_netns_flag_share_one_attachment() {
     }
     assert_eq!(top(), before, "nothing new at the top of bpffs");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // `fastpath ... | head`: the reader closes its end before fastpath has written.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpath"))
+        .args(["module", "sdk"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fastpath");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for fastpath");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
