@@ -239,6 +239,25 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
         connect(&ns, SocketAddr::new(client, CLIENT_PORT)).expect("the dut's connection out");
     assert_eq!(echo(&mut out, "outbound").unwrap(), "outbound");
 
+    // A related ICMP error: the dut's datagram to a port nobody listens on comes back as
+    // "port unreachable", which quotes it; the firewall lets it in as related, so the
+    // dut's socket learns the port is closed (a dropped error would leave it waiting).
+    let refused_by = SocketAddr::new(client, 9);
+    let udp = Lab::run_in(&ns, move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+        socket.connect(refused_by)?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send(b"anyone?")?;
+        let mut buffer = [0u8; 16];
+        socket.recv(&mut buffer).map(|_| ())
+    })
+    .expect("namespace");
+    assert_eq!(
+        udp.map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the port-unreachable error must come through as related"
+    );
+
     // The state machine through `conntrack list`.
     let list = on_dut(&["conntrack", "list"]);
     let entry = tcp_entry(&list, OPEN_PORT).unwrap_or_else(|| panic!("no entry for 8000: {list}"));
