@@ -179,6 +179,11 @@ pub fn lookup(flow: &Flow) -> Tracked {
         entry: None,
         stale: false,
     };
+    // ICMP other than echo has no flow of its own (an error belongs to the flow it quotes);
+    // looked up with ports 0 it would find an echo flow of identifier 0.
+    if (flow.proto == proto::ICMP || flow.proto == proto::ICMPV6) && !is_echo(flow) {
+        return tracked;
+    }
     let Some(key) = FW_CT_SCRATCH.get_ptr_mut(0) else {
         return tracked;
     };
