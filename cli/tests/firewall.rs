@@ -40,6 +40,12 @@ name = "ping"
 proto = "icmp"
 icmp_type = 8
 action = "accept"
+
+[[rule]]
+name = "ping6"
+proto = "icmpv6"
+icmp_type = 128
+action = "accept"
 "#;
 
 /// The same without the web rule: new connections to 8000 are dropped, established ones
@@ -187,7 +193,7 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
         "--check",
     ]);
     assert_eq!(checked["checked"], true, "{checked}");
-    assert_eq!(checked["rules"], 3, "{checked}");
+    assert_eq!(checked["rules"], 4, "{checked}");
     assert!(
         failure(&["--netns", &ns, "firewall", "status", "--iface", &iface])
             .contains("no firewall on")
@@ -213,6 +219,14 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
         .expect("port 8000 through the firewall");
     assert_eq!(echo(&mut web, "through").unwrap(), "through");
     assert!(ping(&client_ns, dut), "ping through the firewall");
+    // IPv6: echo allowed, TCP to 9000 dropped (the lab's neighbours are static, so no
+    // neighbour discovery needs letting in).
+    let dut6 = lab.dut.ipv6;
+    assert!(ping(&client_ns, dut6), "ping6 through the firewall");
+    assert!(
+        connect(&client_ns, SocketAddr::new(dut6, CLOSED_PORT)).is_err(),
+        "port 9000 over IPv6 must be dropped"
+    );
     // Dropped and counted: TCP to 9000.
     let refused = connect(&client_ns, SocketAddr::new(dut, CLOSED_PORT));
     assert!(refused.is_err(), "port 9000 must be dropped");
