@@ -17,6 +17,10 @@ use std::{
 use lab::{Lab, require_root, wait_until};
 use support::{TempDir, failure, fastpath, json};
 
+/// The tests share the node's conntrack table (one per bpffs, not per network namespace,
+/// and every lab uses the same addresses): one at a time.
+static NODE_TABLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const OPEN_PORT: u16 = 8000;
 const CLOSED_PORT: u16 = 9000;
 const CLIENT_PORT: u16 = 7000;
@@ -159,6 +163,9 @@ fn tcp_entry(list: &serde_json::Value, port: u16) -> Option<serde_json::Value> {
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest() {
     require_root("the firewall module on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let files = TempDir::new("firewall");
     let policy = files.0.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -358,5 +365,69 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
     assert!(
         !root.join("conntrack").exists() && !root.join("firewall").exists(),
         "pins left"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn the_firewall_runs_in_front_of_steer_and_outlives_it() {
+    require_root("the firewall module beside steer");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-steer");
+    let policy = files.0.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let lab = Lab::for_test("fs");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let names = || -> Vec<String> {
+        on_dut(&["module", "list", "--iface", &iface])["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|module| module["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    serve_echo(listen(&ns, OPEN_PORT));
+    let dut = lab.dut.ipv4;
+
+    on_dut(&["xdp", "attach", "--iface", &iface]);
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(names(), ["firewall", "steer"]);
+    let mut web = connect(&client_ns, SocketAddr::new(dut, OPEN_PORT)).expect("through both");
+    assert_eq!(echo(&mut web, "both").unwrap(), "both");
+    // steer continues what no rule of its claims: it saw the packets the firewall let on.
+    let listing = on_dut(&["module", "list", "--iface", &iface]);
+    let steer = listing["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|module| module["name"] == "steer")
+        .unwrap();
+    assert!(
+        steer["packets"]["continue"].as_u64().unwrap() >= 1,
+        "{listing}"
+    );
+
+    // steer goes; the firewall keeps the chain and the connection.
+    on_dut(&["xdp", "detach", "--iface", &iface]);
+    assert_eq!(names(), ["firewall"]);
+    assert_eq!(echo(&mut web, "still").unwrap(), "still");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert!(
+        rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
     );
 }
