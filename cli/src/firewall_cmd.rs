@@ -75,6 +75,13 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
         }
         FirewallCommand::Status { iface } => {
             let status = firewall::status(iface)?;
+            if status.conntrack.full {
+                eprintln!(
+                    "warning: the conntrack table is full ({} of {} entries): new flows are \
+                     dropped; raise [conntrack] limit or flush it",
+                    status.conntrack.entries, status.conntrack.limit
+                );
+            }
             if as_json {
                 output::json(&status);
                 return Ok(());

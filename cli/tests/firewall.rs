@@ -190,6 +190,27 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
     assert_eq!(echo(&mut before, "hello").unwrap(), "hello");
     drop(before);
 
+    // A bad rules file is refused naming its line; nothing is loaded.
+    let bad = files.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "default = \"drop\"\n\n[[rule]]\nsrc = \"10.0.0.300/8\"\naction = \"accept\"\n",
+    )
+    .unwrap();
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("bad.toml: line 3: rule `rule 1`: src: `10.0.0.300/8`"),
+        "{error}"
+    );
+
     // --check changes nothing.
     let checked = on_dut(&[
         "firewall",

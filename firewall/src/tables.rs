@@ -54,6 +54,23 @@ fn iface_dir(iface: &str) -> PathBuf {
     firewalls_dir().join(iface)
 }
 
+/// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
+/// firewall: two applies at once would write the same idle bank.
+fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
+    let path = Path::new("/run/fastpath/firewall").join(format!("{iface}.lock"));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
+    }
+    let file = fs::File::create(&path).map_err(FirewallError::pin("open", &path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        FirewallError::Pin {
+            action: "lock",
+            path,
+            source: errno.into(),
+        }
+    })
+}
+
 fn names_dir(iface: &str) -> PathBuf {
     Path::new("/run/fastpath/firewall").join(iface)
 }
@@ -119,6 +136,7 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
     if check {
         return Ok(applied);
     }
+    let _lock = lock(iface)?;
     let running = chain
         .as_ref()
         .is_some_and(|chain| chain.program_of(FIREWALL_MODULE).is_some());
@@ -428,6 +446,7 @@ pub fn status(iface: &str) -> Result<Status, FirewallError> {
 /// Removes the firewall from `iface`: the module leaves the chain, the egress tracker is
 /// detached, the pins go; the node's conntrack table goes with the last firewall.
 pub fn remove(iface: &str) -> Result<(), FirewallError> {
+    let _lock = lock(iface)?;
     if let Some(chain) = builtin::chain_summary(iface).map_err(|source| FirewallError::Module {
         iface: iface.to_string(),
         source: Box::new(source),
