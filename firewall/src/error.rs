@@ -55,6 +55,12 @@ pub enum FirewallError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// bpffs is not there and cannot be mounted.
+    #[error("bpffs for the firewall's pins: {source}")]
+    Bpffs {
+        /// Why.
+        source: Box<offload::OffloadError>,
+    },
     /// No firewall runs on the interface.
     #[error(
         "no firewall on {iface}: `fastpath firewall apply --iface {iface} RULES.toml` loads one"

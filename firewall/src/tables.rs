@@ -144,10 +144,8 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
     let object = builtin::firewall_module(frags).map_err(module_error)?;
     Bpffs::get()
         .ready_for_pins(true)
-        .map_err(|error| FirewallError::Pin {
-            action: "mount bpffs for",
-            path: Bpffs::get().fastpath_dir(),
-            source: std::io::Error::other(error.to_string()),
+        .map_err(|source| FirewallError::Bpffs {
+            source: Box::new(source),
         })?;
     for dir in [node_dir(), iface_dir(iface), names_dir(iface)] {
         fs::create_dir_all(&dir).map_err(FirewallError::pin("mkdir", &dir))?;

@@ -153,7 +153,8 @@ pub mod timeout {
     pub const UDP_REPLIED: usize = 7;
     /// ICMP echo and other protocols.
     pub const ICMP: usize = 8;
-    /// Number of timeouts.
+    /// Slots of [`super::CtSettings::timeouts`]: the nine above and one spare, which keeps
+    /// the settings at 48 bytes with no compiler padding.
     pub const COUNT: usize = 10;
     /// Defaults when the settings hold 0, as Linux's `nf_conntrack_*_timeout*` sysctls.
     pub const DEFAULTS: [u32; COUNT] = [120, 60, 432_000, 120, 120, 10, 30, 120, 30, 0];
