@@ -331,6 +331,18 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
             .is_some_and(|entry| entry["state"] == "fin-wait" || entry["state"] == "time-wait")
     });
 
+    // A connection the client refuses (nobody listens on 7001): its RST closes the entry.
+    let refused = connect(&ns, SocketAddr::new(client, CLIENT_PORT + 1));
+    assert_eq!(
+        refused.map(|_| ()).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the client's RST comes back through the firewall"
+    );
+    let list = on_dut(&["conntrack", "list"]);
+    let entry =
+        tcp_entry(&list, CLIENT_PORT + 1).unwrap_or_else(|| panic!("no entry for 7001: {list}"));
+    assert_eq!(entry["state"], "close", "{list}");
+
     // A policy change under the open connection: it keeps passing, new ones to 8000 do not.
     let switched = on_dut(&[
         "firewall",
