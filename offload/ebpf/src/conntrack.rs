@@ -222,6 +222,13 @@ pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
         // SAFETY: see `lookup`.
         let entry = unsafe { *entry };
         let from_original = tracked.src_is_low == (entry.original_is_low != 0);
+        // Echo requests go one way and replies the other; the key holds no type, so a
+        // reply from the requesting side (or the reverse) meets the flow: Linux's tuple
+        // holds the type and finds nothing there, so it is invalid.
+        if is_echo(flow) && is_echo_request(flow) != from_original {
+            count(ct_counter::INVALID);
+            return ct_state::INVALID;
+        }
         if !from_original || entry.flags & ct_flag::SEEN_REPLY != 0 {
             return ct_state::ESTABLISHED;
         }
@@ -232,6 +239,13 @@ pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
         if quoted_flow_tracked(family, l4_offset, frame.data(), frame.data_end()) {
             return ct_state::RELATED;
         }
+        count(ct_counter::INVALID);
+        return ct_state::INVALID;
+    }
+    // ICMP that neither opens a flow (an echo request) nor reports on one: an echo reply
+    // to no request, or a type conntrack does not follow (Linux: `icmp_new` refuses it).
+    let icmp = flow.proto == proto::ICMP || flow.proto == proto::ICMPV6;
+    if icmp && !is_echo_request(flow) {
         count(ct_counter::INVALID);
         return ct_state::INVALID;
     }
