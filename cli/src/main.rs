@@ -3,6 +3,7 @@
 mod bench;
 mod chain_cmd;
 mod demo;
+mod firewall_cmd;
 mod gen_cmd;
 mod lab_cmd;
 mod lb_cmd;
@@ -52,6 +53,16 @@ enum Command {
     Chain {
         #[command(subcommand)]
         command: chain_cmd::ChainCommand,
+    },
+    /// The stateful firewall module of an interface: apply a rules file, status, remove.
+    Firewall {
+        #[command(subcommand)]
+        command: firewall_cmd::FirewallCommand,
+    },
+    /// The node's connection-tracking table (shared by every interface's firewall).
+    Conntrack {
+        #[command(subcommand)]
+        command: firewall_cmd::ConntrackCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -124,6 +135,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Lab { command } => lab_cmd::run(command, cli.json),
         Command::Module { command } => module_cmd::run(command, cli.json),
         Command::Chain { command } => chain_cmd::run(command, cli.json),
+        Command::Firewall { command } => firewall_cmd::run(command, cli.json),
+        Command::Conntrack { command } => firewall_cmd::run_conntrack(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),

@@ -11,13 +11,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// libbpf-sys builds libbpf from source (the hw-offload path) and needs the first three;
-/// clang builds C IO modules (`fastpath module new --lang c`) and the module tests' ones.
+/// clang builds C IO modules (`fastpath module new --lang c`) and the module tests' ones;
+/// nftables is the firewall's oracle (`firewall/tests/kernel_agrees.rs`).
 const DEBIAN_PACKAGES: &[&str] = &[
     "libelf-dev",
     "zlib1g-dev",
     "pkg-config",
     "clang",
     "iputils-ping",
+    "nftables",
 ];
 /// The bpf-linker release whose llvm-21/22/23 features match the toolchains we support.
 const BPF_LINKER_VERSION: &str = "0.13.0";

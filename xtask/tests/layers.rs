@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("observe", 3),
     ("nfv-apps", 4),
     ("bench", 4),
+    ("firewall", 4),
     ("fastpath", 5),
     ("xtask", 6),
 ];

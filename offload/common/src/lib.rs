@@ -27,6 +27,7 @@
 
 use core::mem::size_of;
 
+pub mod firewall;
 mod generator;
 pub mod module;
 pub mod vxlan_trace;
@@ -349,5 +350,11 @@ mod pod {
     unsafe impl aya::Pod for super::module::ChainState {}
     unsafe impl aya::Pod for super::module::ModuleRecord {}
     unsafe impl aya::Pod for super::module::ModuleRuntime {}
+    unsafe impl aya::Pod for super::firewall::CtKey {}
+    unsafe impl aya::Pod for super::firewall::CtEntry {}
+    unsafe impl aya::Pod for super::firewall::CtSettings {}
+    unsafe impl aya::Pod for super::firewall::RuleKey {}
+    unsafe impl aya::Pod for super::firewall::RuleValue {}
+    unsafe impl aya::Pod for super::firewall::PolicyState {}
     unsafe impl aya::Pod for super::module::ModuleMeta {}
 }

@@ -100,7 +100,7 @@ impl Frame for TcContext {
 
 /// Pointer to a `T` at `offset` bytes into the packet, if all of it is inside the packet.
 #[inline(always)]
-fn at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
+pub fn at<T>(ctx: &impl Frame, offset: usize) -> Result<*const T, Malformed> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {

@@ -69,6 +69,34 @@ pub fn vxlan_trace_module(hook: Hook, frags: bool) -> Result<ModuleObject, Modul
     ModuleObject::parse(Path::new(shown), bytes.to_vec())
 }
 
+/// The name the built-in stateful firewall runs under in a chain.
+pub const FIREWALL_MODULE: &str = "firewall";
+
+/// The `firewall` module for chains whose programs are not multi-buffer.
+pub static FIREWALL_MODULE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall_module"));
+/// The `firewall` module for multi-buffer chains, the flavour a chain it starts gets.
+pub static FIREWALL_MODULE_FRAGS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall_module_frags"));
+/// The firewall's egress tracker: a tcx classifier (`firewall_egress`) that records what
+/// the node sends in the node's conntrack table. Not a module: loaded by the firewall.
+pub static FIREWALL_EGRESS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall_egress"));
+
+/// The built-in `firewall` module for a chain of the given frags flavour, read and checked
+/// as any module object is.
+pub fn firewall_module(frags: bool) -> Result<ModuleObject, ModuleError> {
+    let (bytes, shown) = if frags {
+        (
+            FIREWALL_MODULE_FRAGS_OBJECT,
+            "(built-in firewall_module_frags)",
+        )
+    } else {
+        (FIREWALL_MODULE_OBJECT, "(built-in firewall_module)")
+    };
+    ModuleObject::parse(Path::new(shown), bytes.to_vec())
+}
+
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).
 pub fn load_builtin(
@@ -205,6 +233,16 @@ mod tests {
             assert_eq!(object.name, VXLAN_TRACE_MODULE);
             assert_eq!(object.frags, frags);
             assert_eq!(object.program, "vxlan_trace");
+        }
+    }
+
+    #[test]
+    fn the_firewall_modules_are_modules_named_firewall_in_both_flavours() {
+        for frags in [false, true] {
+            let object = firewall_module(frags).unwrap();
+            assert_eq!(object.name, FIREWALL_MODULE);
+            assert_eq!(object.frags, frags);
+            assert_eq!(object.program, "firewall");
         }
     }
 

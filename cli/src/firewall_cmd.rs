@@ -1,0 +1,183 @@
+//! `fastpath firewall ...` and `fastpath conntrack ...`: the stateful firewall module of an
+//! interface and the node's connection-tracking table.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use firewall::Policy;
+
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum FirewallCommand {
+    /// Make a rules file the firewall policy of an interface: loads the built-in module
+    /// `firewall` first in its chain (and the egress tracker) the first time, else switches
+    /// the running policy in one step; established flows keep passing.
+    Apply {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// The rules file (TOML: `default`, `[conntrack]`, `[[rule]]`).
+        file: PathBuf,
+        /// Read and compile the rules, change nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Per-rule and default counters, and the conntrack table's fill and state.
+    Status {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+    },
+    /// Remove the firewall from an interface (the module, the egress tracker, the pins;
+    /// the node's conntrack table goes with the last firewall).
+    Remove {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConntrackCommand {
+    /// The tracked flows.
+    List,
+    /// Remove every entry.
+    Flush,
+}
+
+pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        FirewallCommand::Apply { iface, file, check } => {
+            let policy = Policy::read(file)?;
+            let applied = firewall::apply(iface, &policy, *check)?;
+            if as_json {
+                output::json(&applied);
+            } else if applied.checked {
+                println!(
+                    "checked: {} rules compile to {} entries under {} masks; nothing changed",
+                    applied.rules, applied.entries, applied.masks
+                );
+            } else {
+                let how = if applied.loaded_module {
+                    "loaded the firewall module"
+                } else {
+                    "switched the policy"
+                };
+                println!(
+                    "{iface}: {how}: {} rules, {} entries, {} masks (bank {})",
+                    applied.rules,
+                    applied.entries,
+                    applied.masks,
+                    applied.bank.unwrap_or(0)
+                );
+            }
+        }
+        FirewallCommand::Status { iface } => {
+            let status = firewall::status(iface)?;
+            if status.conntrack.full {
+                eprintln!(
+                    "warning: the conntrack table is full ({} of {} entries): new flows are \
+                     dropped; raise [conntrack] limit or flush it",
+                    status.conntrack.entries, status.conntrack.limit
+                );
+            }
+            if as_json {
+                output::json(&status);
+                return Ok(());
+            }
+            println!(
+                "{}: bank {}, {} masks, default {}",
+                status.iface, status.bank, status.masks, status.default_verdict
+            );
+            let mut rows: Vec<Vec<String>> = status
+                .rules
+                .iter()
+                .map(|rule| {
+                    vec![
+                        rule.name.clone(),
+                        rule.packets.to_string(),
+                        rule.bytes.to_string(),
+                    ]
+                })
+                .collect();
+            rows.push(vec![
+                format!("default ({})", status.default_verdict),
+                status.default.packets.to_string(),
+                status.default.bytes.to_string(),
+            ]);
+            output::table(&["rule", "packets", "bytes"], &rows);
+            let table = &status.conntrack;
+            println!(
+                "conntrack: {} of {} entries (capacity {}), {} created, {} refused while full, {} invalid{}",
+                table.entries,
+                table.limit,
+                table.capacity,
+                table.created,
+                table.refused_full,
+                table.invalid,
+                if table.full {
+                    "; FULL: new flows are dropped"
+                } else {
+                    ""
+                }
+            );
+        }
+        FirewallCommand::Remove { iface } => {
+            firewall::remove(iface)?;
+            if as_json {
+                output::json(&serde_json::json!({ "iface": iface, "removed": true }));
+            } else {
+                println!("removed the firewall from {iface}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_conntrack(command: &ConntrackCommand, as_json: bool) -> anyhow::Result<()> {
+    match command {
+        ConntrackCommand::List => {
+            let connections = firewall::conntrack::list()?;
+            if as_json {
+                output::json(&connections);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = connections
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.proto.clone(),
+                        format!("{}:{}", c.src, c.src_port),
+                        format!("{}:{}", c.dst, c.dst_port),
+                        c.state.clone(),
+                        if c.replied { "yes" } else { "no" }.to_string(),
+                        c.packets.to_string(),
+                        c.expires_in_s.to_string(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "proto",
+                    "original",
+                    "reply",
+                    "state",
+                    "replied",
+                    "packets",
+                    "expires_s",
+                ],
+                &rows,
+            );
+        }
+        ConntrackCommand::Flush => {
+            let removed = firewall::conntrack::flush()?;
+            if as_json {
+                output::json(&serde_json::json!({ "removed": removed }));
+            } else {
+                println!("removed {removed} entries");
+            }
+        }
+    }
+    Ok(())
+}

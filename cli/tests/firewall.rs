@@ -1,0 +1,466 @@
+//! The stateful firewall module on the lab with real traffic: a policy on the dut lets in
+//! TCP to one port and ICMP echo, drops the rest (counted), lets the answers to the dut's
+//! own connections in (established, through the egress tracker); the TCP state machine
+//! seen through `conntrack list`; a policy change under an open connection keeps it; a
+//! full table fails closed and says so.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use lab::{Lab, require_root, wait_until};
+use support::{TempDir, failure, fastpath, json};
+
+/// The tests share the node's conntrack table (one per bpffs, not per network namespace,
+/// and every lab uses the same addresses): one at a time.
+static NODE_TABLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const OPEN_PORT: u16 = 8000;
+const CLOSED_PORT: u16 = 9000;
+const CLIENT_PORT: u16 = 7000;
+
+const POLICY: &str = r#"
+default = "drop"
+
+[[rule]]
+name = "replies"
+ct_state = ["established", "related"]
+action = "accept"
+
+[[rule]]
+name = "web"
+proto = "tcp"
+dst_port = 8000
+action = "accept"
+
+[[rule]]
+name = "ping"
+proto = "icmp"
+icmp_type = 8
+action = "accept"
+
+[[rule]]
+name = "ping6"
+proto = "icmpv6"
+icmp_type = 128
+action = "accept"
+"#;
+
+/// The same without the web rule: new connections to 8000 are dropped, established ones
+/// keep passing.
+const NO_NEW_WEB: &str = r#"
+default = "drop"
+
+[[rule]]
+name = "replies"
+ct_state = ["established", "related"]
+action = "accept"
+
+[[rule]]
+name = "ping"
+proto = "icmp"
+icmp_type = 8
+action = "accept"
+"#;
+
+/// Echoes every connection on `listener`, each in a thread of its own.
+fn serve_echo(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 1024];
+                while let Ok(read) = stream.read(&mut buffer) {
+                    if read == 0 || stream.write_all(&buffer[..read]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn listen(namespace: &str, port: u16) -> TcpListener {
+    Lab::run_in(namespace, move || TcpListener::bind(("0.0.0.0", port)))
+        .expect("namespace")
+        .expect("bind TCP")
+}
+
+/// A connection from `namespace` to `to`, or the error (a dropped SYN times out).
+fn connect(namespace: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    Lab::run_in(namespace, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    })
+    .expect("namespace")
+}
+
+/// Sends a line and reads the echo back.
+fn echo(stream: &mut TcpStream, text: &str) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(text.as_bytes())?;
+    let mut buffer = vec![0u8; text.len()];
+    stream.read_exact(&mut buffer)?;
+    Ok(String::from_utf8_lossy(&buffer).into_owned())
+}
+
+fn ping(namespace: &str, to: IpAddr) -> bool {
+    let to = to.to_string();
+    Lab::run_in(namespace, move || {
+        Command::new("ping")
+            .args(["-c", "1", "-W", "2", &to])
+            .output()
+            .map(|output| output.status.success())
+            .unwrap_or(false)
+    })
+    .expect("namespace")
+}
+
+/// Removes the firewall (and the node's table) even when the test fails half way.
+struct Cleanup {
+    namespace: String,
+    iface: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = fastpath(&[
+            "--netns",
+            &self.namespace,
+            "firewall",
+            "remove",
+            "--iface",
+            &self.iface,
+        ]);
+    }
+}
+
+fn rule<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name} in {status}"))
+}
+
+fn tcp_entry(list: &serde_json::Value, port: u16) -> Option<serde_json::Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| {
+            entry["proto"] == "tcp" && (entry["dst_port"] == port || entry["src_port"] == port)
+        })
+        .cloned()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest() {
+    require_root("the firewall module on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall");
+    let policy = files.0.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let closed = files.0.join("no-new-web.toml");
+    std::fs::write(&closed, NO_NEW_WEB).unwrap();
+    let lab = Lab::for_test("fw");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let wait = |what: &str, condition: &mut dyn FnMut() -> bool| {
+        wait_until(Duration::from_secs(10), what, condition)
+    };
+    serve_echo(listen(&ns, OPEN_PORT));
+    serve_echo(listen(&ns, CLOSED_PORT));
+    serve_echo(listen(&client_ns, CLIENT_PORT));
+    let dut = lab.dut.ipv4;
+    let client = lab.client.ipv4;
+
+    // Without the firewall both ports answer: what the firewall drops later is its doing.
+    let mut before =
+        connect(&client_ns, SocketAddr::new(dut, CLOSED_PORT)).expect("port 9000 open");
+    assert_eq!(echo(&mut before, "hello").unwrap(), "hello");
+    drop(before);
+
+    // A bad rules file is refused naming its line; nothing is loaded.
+    let bad = files.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "default = \"drop\"\n\n[[rule]]\nsrc = \"10.0.0.300/8\"\naction = \"accept\"\n",
+    )
+    .unwrap();
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("bad.toml: line 3: rule `rule 1`: src: `10.0.0.300/8`"),
+        "{error}"
+    );
+
+    // --check changes nothing.
+    let checked = on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+        "--check",
+    ]);
+    assert_eq!(checked["checked"], true, "{checked}");
+    assert_eq!(checked["rules"], 4, "{checked}");
+    assert!(
+        failure(&["--netns", &ns, "firewall", "status", "--iface", &iface])
+            .contains("no firewall on")
+    );
+
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    let applied = on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(applied["loaded_module"], true, "{applied}");
+    let modules = on_dut(&["module", "list", "--iface", &iface]);
+    assert_eq!(modules["modules"][0]["name"], "firewall", "{modules}");
+
+    // Allowed: TCP to 8000, both ways, and ping.
+    let mut web = connect(&client_ns, SocketAddr::new(dut, OPEN_PORT))
+        .expect("port 8000 through the firewall");
+    assert_eq!(echo(&mut web, "through").unwrap(), "through");
+    assert!(ping(&client_ns, dut), "ping through the firewall");
+    // IPv6: echo allowed, TCP to 9000 dropped (the lab's neighbours are static, so no
+    // neighbour discovery needs letting in).
+    let dut6 = lab.dut.ipv6;
+    assert!(ping(&client_ns, dut6), "ping6 through the firewall");
+    assert!(
+        connect(&client_ns, SocketAddr::new(dut6, CLOSED_PORT)).is_err(),
+        "port 9000 over IPv6 must be dropped"
+    );
+    // Dropped and counted: TCP to 9000.
+    let refused = connect(&client_ns, SocketAddr::new(dut, CLOSED_PORT));
+    assert!(refused.is_err(), "port 9000 must be dropped");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert!(
+        status["default"]["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        rule(&status, "ping")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        rule(&status, "replies")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+
+    // The dut's own connection out: its answers come back established.
+    let mut out =
+        connect(&ns, SocketAddr::new(client, CLIENT_PORT)).expect("the dut's connection out");
+    assert_eq!(echo(&mut out, "outbound").unwrap(), "outbound");
+
+    // A related ICMP error: the dut's datagram to a port nobody listens on comes back as
+    // "port unreachable", which quotes it; the firewall lets it in as related, so the
+    // dut's socket learns the port is closed (a dropped error would leave it waiting).
+    let refused_by = SocketAddr::new(client, 9);
+    let udp = Lab::run_in(&ns, move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+        socket.connect(refused_by)?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send(b"anyone?")?;
+        let mut buffer = [0u8; 16];
+        socket.recv(&mut buffer).map(|_| ())
+    })
+    .expect("namespace");
+    assert_eq!(
+        udp.map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the port-unreachable error must come through as related"
+    );
+
+    // The state machine through `conntrack list`.
+    let list = on_dut(&["conntrack", "list"]);
+    let entry = tcp_entry(&list, OPEN_PORT).unwrap_or_else(|| panic!("no entry for 8000: {list}"));
+    assert_eq!(entry["state"], "established", "{list}");
+    assert_eq!(
+        entry["src"],
+        client.to_string(),
+        "the client opened it: {list}"
+    );
+    assert_eq!(entry["replied"], true, "{list}");
+    let entry =
+        tcp_entry(&list, CLIENT_PORT).unwrap_or_else(|| panic!("no entry for 7000: {list}"));
+    assert_eq!(entry["src"], dut.to_string(), "the dut opened it: {list}");
+    assert_eq!(entry["state"], "established", "{list}");
+    assert!(
+        tcp_entry(&list, CLOSED_PORT).is_none(),
+        "a dropped SYN makes no entry: {list}"
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["proto"] == "icmp"),
+        "the echo is tracked: {list}"
+    );
+    drop(out);
+    wait("the dut's connection to leave established", &mut || {
+        tcp_entry(&on_dut(&["conntrack", "list"]), CLIENT_PORT)
+            .is_some_and(|entry| entry["state"] == "fin-wait" || entry["state"] == "time-wait")
+    });
+
+    // A connection the client refuses (nobody listens on 7001): its RST closes the entry.
+    let refused = connect(&ns, SocketAddr::new(client, CLIENT_PORT + 1));
+    assert_eq!(
+        refused.map(|_| ()).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the client's RST comes back through the firewall"
+    );
+    let list = on_dut(&["conntrack", "list"]);
+    let entry =
+        tcp_entry(&list, CLIENT_PORT + 1).unwrap_or_else(|| panic!("no entry for 7001: {list}"));
+    assert_eq!(entry["state"], "close", "{list}");
+
+    // A policy change under the open connection: it keeps passing, new ones to 8000 do not.
+    let switched = on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        closed.to_str().unwrap(),
+    ]);
+    assert_eq!(switched["loaded_module"], false, "{switched}");
+    assert_ne!(switched["bank"], applied["bank"], "{switched}");
+    assert_eq!(echo(&mut web, "still here").unwrap(), "still here");
+    assert!(
+        connect(&client_ns, SocketAddr::new(dut, OPEN_PORT)).is_err(),
+        "new connections to 8000 dropped"
+    );
+    drop(web);
+
+    // A full table fails closed: a limit of one entry, then two new flows.
+    let flushed = on_dut(&["conntrack", "flush"]);
+    assert!(flushed["removed"].as_u64().unwrap() >= 1, "{flushed}");
+    let tiny = files.0.join("tiny.toml");
+    std::fs::write(&tiny, format!("{POLICY}\n[conntrack]\nlimit = 1\n")).unwrap();
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        tiny.to_str().unwrap(),
+    ]);
+    let mut first =
+        connect(&client_ns, SocketAddr::new(dut, OPEN_PORT)).expect("the one flow the table holds");
+    assert_eq!(echo(&mut first, "one").unwrap(), "one");
+    assert!(
+        connect(&client_ns, SocketAddr::new(dut, OPEN_PORT)).is_err(),
+        "a second flow is refused"
+    );
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    let table = &status["conntrack"];
+    assert_eq!(table["full"], true, "{status}");
+    assert_eq!(table["limit"], 1, "{status}");
+    assert!(table["refused_full"].as_u64().unwrap() >= 1, "{status}");
+    let text = String::from_utf8_lossy(
+        &fastpath(&["--netns", &ns, "firewall", "status", "--iface", &iface]).stdout,
+    )
+    .into_owned();
+    assert!(text.contains("FULL: new flows are dropped"), "{text}");
+    // The flow the table holds keeps working.
+    assert_eq!(echo(&mut first, "two").unwrap(), "two");
+    drop(first);
+
+    on_dut(&["firewall", "remove", "--iface", &iface]);
+    let root = Path::new("/sys/fs/bpf/fastpath");
+    assert!(
+        !root.join("conntrack").exists() && !root.join("firewall").exists(),
+        "pins left"
+    );
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn the_firewall_runs_in_front_of_steer_and_outlives_it() {
+    require_root("the firewall module beside steer");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-steer");
+    let policy = files.0.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let lab = Lab::for_test("fs");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let names = || -> Vec<String> {
+        on_dut(&["module", "list", "--iface", &iface])["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|module| module["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    serve_echo(listen(&ns, OPEN_PORT));
+    let dut = lab.dut.ipv4;
+
+    on_dut(&["xdp", "attach", "--iface", &iface]);
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(names(), ["firewall", "steer"]);
+    let mut web = connect(&client_ns, SocketAddr::new(dut, OPEN_PORT)).expect("through both");
+    assert_eq!(echo(&mut web, "both").unwrap(), "both");
+    // steer continues what no rule of its claims: it saw the packets the firewall let on.
+    let listing = on_dut(&["module", "list", "--iface", &iface]);
+    let steer = listing["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|module| module["name"] == "steer")
+        .unwrap();
+    assert!(
+        steer["packets"]["continue"].as_u64().unwrap() >= 1,
+        "{listing}"
+    );
+
+    // steer goes; the firewall keeps the chain and the connection.
+    on_dut(&["xdp", "detach", "--iface", &iface]);
+    assert_eq!(names(), ["firewall"]);
+    assert_eq!(echo(&mut web, "still").unwrap(), "still");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert!(
+        rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}

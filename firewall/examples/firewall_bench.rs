@@ -1,0 +1,116 @@
+//! The firewall's cost per packet against its rule count and its mask count: the real
+//! chain (entry + the `firewall` module) attached to a lab veth, timed with
+//! `BPF_PROG_TEST_RUN` on its entry; and how long each policy took to apply. A report,
+//! not a test: it asserts nothing about speed.
+//!
+//! Run as root: `cargo run --release -p firewall --example firewall_bench`.
+//!
+//! The frame is a 64-byte IPv4/UDP datagram no rule matches (the default, accept,
+//! decides; the chain's end passes it), so every mask of the policy is probed. Its flow is
+//! in the conntrack table after the first run, as an established flow's would be. The
+//! peer of each run is the firewall with an empty policy: the parse, the hop, the
+//! conntrack look-up and no probe.
+
+use std::{fmt::Write as _, net::IpAddr, time::Instant};
+
+use anyhow::{Context, Result, ensure};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use firewall::Policy;
+use lab::Lab;
+
+const REPEAT: u32 = 200_000;
+const RUNS: usize = 5;
+const XDP_PASS: u32 = 2;
+
+/// A policy of `rules` rules over `masks` distinct masks (UDP, one destination port, a
+/// source prefix whose length picks the mask), none matching 192.0.2.1.
+fn policy(rules: usize, masks: usize) -> String {
+    let mut text = String::from("default = \"accept\"\n");
+    for index in 0..rules {
+        let mask = index % masks;
+        let prefix = 32 - (mask % 24) as u32;
+        let with_port = mask >= 24;
+        // Networks inside 10.0.0.0/8 (some repeat at short prefixes: the first keeps them).
+        let network = 0x0a00_0000u32 | (((index as u32) << (32 - prefix)) & 0x00ff_ffff);
+        let address = std::net::Ipv4Addr::from(network);
+        let _ = write!(
+            text,
+            "[[rule]]\nsrc = \"{address}/{prefix}\"\nproto = \"udp\"\n"
+        );
+        if with_port {
+            let _ = writeln!(text, "dst_port = {}", 1000 + index % 100);
+        }
+        text.push_str("action = \"drop\"\n");
+    }
+    text
+}
+
+fn main() -> Result<()> {
+    lab::require_root("firewall-bench");
+    let lab = Lab::for_test("fb");
+    let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let rows =
+        lab::netns::run_in(&namespace, move || run(&iface)).context("the dut's namespace")??;
+    println!("| rules | masks | ns/packet (median of {RUNS} × {REPEAT}) | apply (ms) |");
+    println!("|------:|------:|------:|------:|");
+    for (rules, masks, ns, apply_ms) in rows {
+        println!("| {rules} | {masks} | {ns:.1} | {apply_ms:.1} |");
+    }
+    Ok(())
+}
+
+fn run(iface: &str) -> Result<Vec<(usize, usize, f64, f64)>> {
+    let frame =
+        wire::build::FrameBuilder::udp(IpAddr::from([192, 0, 2, 1]), IpAddr::from([10, 255, 0, 2]))
+            .ports(4000, 9)
+            .payload(vec![0u8; 18])
+            .build();
+    let mut rows = Vec::new();
+    let cases = [
+        (0, 1),
+        (1, 1),
+        (1000, 1),
+        (16_000, 1),
+        (64_000, 1),
+        (1000, 4),
+        (1000, 16),
+        (1000, 32),
+        (1000, 48),
+    ];
+    let result = (|| -> Result<()> {
+        for (rules, masks) in cases {
+            let path = std::env::temp_dir().join(format!("firewall-bench-{rules}-{masks}.toml"));
+            std::fs::write(&path, policy(rules, masks))?;
+            let policy = Policy::read(&path)?;
+            let started = Instant::now();
+            let applied = firewall::apply(iface, &policy, false)?;
+            let apply_ms = started.elapsed().as_secs_f64() * 1e3;
+            let _ = std::fs::remove_file(&path);
+            let entry = offload::bpffs::Bpffs::get()
+                .fastpath_dir()
+                .join(iface)
+                .join("chain/entry");
+            let program = Xdp::from_pin(&entry, aya_obj::programs::XdpAttachType::Interface)
+                .with_context(|| format!("open {}", entry.display()))?;
+            let mut times = Vec::with_capacity(RUNS);
+            for _ in 0..RUNS {
+                let result = program.test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    repeat: REPEAT,
+                    ..TestRunOptions::new()
+                })?;
+                ensure!(
+                    result.return_value == XDP_PASS,
+                    "returned {}",
+                    result.return_value
+                );
+                times.push(result.duration.as_nanos() as f64);
+            }
+            times.sort_by(f64::total_cmp);
+            rows.push((rules, applied.masks, times[RUNS / 2], apply_ms));
+        }
+        Ok(())
+    })();
+    firewall::remove(iface)?;
+    result.map(|()| rows)
+}

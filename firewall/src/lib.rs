@@ -1,0 +1,23 @@
+//! The stateful in-kernel firewall: a built-in IO module (`firewall`, in the interface's
+//! module chain) with connection tracking shared by every interface of the node.
+//!
+//! - [`Policy`]: a rules file (TOML), read and checked, errors naming the line;
+//! - [`compile`]: the policy as the module's tables (tuple-space search: one hash probe
+//!   per distinct mask);
+//! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
+//!   written beside the running one and switched to in one map update;
+//! - [`conntrack`]: the node's table from user space (list, flush, fill and counters).
+//!
+//! docs/firewall.md describes the design and what is not done yet.
+#![warn(missing_docs)]
+
+mod compile;
+pub mod conntrack;
+mod error;
+mod rules;
+mod tables;
+
+pub use compile::{Tables, compile};
+pub use error::FirewallError;
+pub use rules::{Policy, Rule};
+pub use tables::{Applied, RuleCounters, Status, apply, remove, status};

@@ -1,0 +1,431 @@
+//! The rules file: a policy as `fastpath firewall apply` reads it.
+//!
+//! ```toml
+//! default = "drop"                 # what no rule decides: "accept" or "drop"
+//!
+//! [conntrack]                      # node-wide: every interface's firewall shares the table
+//! limit = 100000                   # entries before new flows are refused (fail closed)
+//! timeouts = { established = 3600, udp = 30 }   # seconds
+//!
+//! [[rule]]
+//! name = "replies"
+//! ct_state = ["established", "related"]
+//! action = "accept"
+//!
+//! [[rule]]
+//! name = "web"
+//! proto = "tcp"
+//! dst_port = "8000-8080"           # or one port: 8000
+//! src = "10.0.0.0/8"               # IPv4 or IPv6 CIDR
+//! action = "accept"
+//!
+//! [[rule]]
+//! proto = "icmp"
+//! icmp_type = 8                    # echo request
+//! action = "accept"
+//! ```
+//!
+//! Rules decide by priority: `priority` when given, else their place in the file (the
+//! first that matches wins, as in nftables). Every error names the file and the line.
+
+use std::{
+    net::IpAddr,
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use offload_common::{
+    firewall::{ct_state, timeout, verdict},
+    proto,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::FirewallError;
+
+/// A policy, read and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The file it was read from (named in errors).
+    pub file: PathBuf,
+    /// The rules, in the file's order.
+    pub rules: Vec<Rule>,
+    /// What no rule decides ([`verdict`]).
+    pub default_verdict: u8,
+    /// Entries the conntrack table may hold (None: the built-in limit).
+    pub conntrack_limit: Option<u32>,
+    /// Timeouts in seconds, indexed by [`timeout`] (0: the default).
+    pub timeouts: [u32; timeout::COUNT],
+}
+
+/// One rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Its name (`rule N` when the file gives none).
+    pub name: String,
+    /// The line of its `[[rule]]`.
+    pub line: usize,
+    /// Lower decides first.
+    pub priority: u32,
+    /// Source and destination networks.
+    pub src: Option<IpNet>,
+    /// Destination network.
+    pub dst: Option<IpNet>,
+    /// IP protocol number.
+    pub proto: Option<u8>,
+    /// Port ranges (TCP and UDP).
+    pub src_ports: Option<RangeInclusive<u16>>,
+    /// Destination ports.
+    pub dst_ports: Option<RangeInclusive<u16>>,
+    /// ICMP/ICMPv6 type and code.
+    pub icmp_type: Option<u8>,
+    /// ICMP/ICMPv6 code.
+    pub icmp_code: Option<u8>,
+    /// [`ct_state`] bits; 0: any state.
+    pub ct_states: u8,
+    /// The ingress interface's name.
+    pub iface: Option<String>,
+    /// [`verdict`].
+    pub verdict: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default: Option<Spanned<String>>,
+    conntrack: Option<Spanned<RawConntrack>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    limit: Option<u32>,
+    #[serde(default)]
+    timeouts: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPorts {
+    One(i64),
+    Range(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    priority: Option<u32>,
+    src: Option<String>,
+    dst: Option<String>,
+    proto: Option<String>,
+    src_port: Option<RawPorts>,
+    dst_port: Option<RawPorts>,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
+    #[serde(default)]
+    ct_state: Vec<String>,
+    iface: Option<String>,
+    action: String,
+}
+
+impl Policy {
+    /// Reads the rules file at `path`.
+    pub fn read(path: &Path) -> Result<Policy, FirewallError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FirewallError::ReadFile {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Policy::parse(path, &text)
+    }
+
+    /// Parses a rules file's text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Policy, FirewallError> {
+        let error = |offset: usize, message: String| FirewallError::Rules {
+            file: PathBuf::from(path),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|syntax| {
+            let offset = syntax.span().map_or(0, |span| span.start);
+            error(offset, syntax.message().to_string())
+        })?;
+        let default_verdict = match &raw.default {
+            None => verdict::DROP,
+            Some(value) => parse_verdict(value.get_ref())
+                .map_err(|message| error(value.span().start, format!("default: {message}")))?,
+        };
+        let mut timeouts = [0; timeout::COUNT];
+        let mut conntrack_limit = None;
+        if let Some(conntrack) = &raw.conntrack {
+            let at = conntrack.span().start;
+            let conntrack = conntrack.get_ref();
+            if conntrack.limit == Some(0) {
+                return Err(error(at, "conntrack.limit: must be at least 1".into()));
+            }
+            conntrack_limit = conntrack.limit;
+            for (name, seconds) in &conntrack.timeouts {
+                let Some(index) = timeout::NAMES.iter().position(|known| known == name) else {
+                    return Err(error(
+                        at,
+                        format!(
+                            "conntrack.timeouts: unknown timeout `{name}`; known: {}",
+                            timeout::NAMES.join(", ")
+                        ),
+                    ));
+                };
+                if *seconds == 0 {
+                    return Err(error(
+                        at,
+                        format!("conntrack.timeouts.{name}: must be at least 1 second"),
+                    ));
+                }
+                timeouts[index] = *seconds;
+            }
+        }
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (index, spanned) in raw.rule.iter().enumerate() {
+            let at = spanned.span().start;
+            let rule = parse_rule(spanned.get_ref(), index, line_of(text, at))
+                .map_err(|message| error(at, message))?;
+            rules.push(rule);
+        }
+        if rules.len() >= offload_common::firewall::MAX_RULES as usize {
+            return Err(error(
+                0,
+                format!(
+                    "{} rules; a policy holds at most {}",
+                    rules.len(),
+                    offload_common::firewall::MAX_RULES - 1
+                ),
+            ));
+        }
+        // Stable: equal priorities keep the file's order.
+        rules.sort_by_key(|rule| rule.priority);
+        Ok(Policy {
+            file: path.to_path_buf(),
+            rules,
+            default_verdict,
+            conntrack_limit,
+            timeouts,
+        })
+    }
+}
+
+fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> {
+    let name = raw
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("rule {}", index + 1));
+    let within = |message: String| format!("rule `{name}`: {message}");
+    let network = |field: &str, text: &Option<String>| -> Result<Option<IpNet>, String> {
+        text.as_deref()
+            .map(|text| {
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| within(format!("{field}: `{text}` is not an IPv4 or IPv6 CIDR")))
+            })
+            .transpose()
+    };
+    let src = network("src", &raw.src)?;
+    let dst = network("dst", &raw.dst)?;
+    if let (Some(src), Some(dst)) = (src, dst)
+        && matches!(src, IpNet::V4(_)) != matches!(dst, IpNet::V4(_))
+    {
+        return Err(within(format!(
+            "src {src} and dst {dst} are of different IP versions"
+        )));
+    }
+    let protocol = raw
+        .proto
+        .as_deref()
+        .map(|text| parse_proto(text).map_err(within))
+        .transpose()?;
+    let ports =
+        |field: &str, raw: &Option<RawPorts>| -> Result<Option<RangeInclusive<u16>>, String> {
+            let Some(raw) = raw else { return Ok(None) };
+            if !matches!(protocol, Some(proto::TCP | proto::UDP)) {
+                return Err(within(format!(
+                    "{field}: ports need proto = \"tcp\" or \"udp\""
+                )));
+            }
+            parse_ports(raw)
+                .map(Some)
+                .map_err(|message| within(format!("{field}: {message}")))
+        };
+    let src_ports = ports("src_port", &raw.src_port)?;
+    let dst_ports = ports("dst_port", &raw.dst_port)?;
+    if (raw.icmp_type.is_some() || raw.icmp_code.is_some())
+        && !matches!(protocol, Some(proto::ICMP | proto::ICMPV6))
+    {
+        return Err(within(
+            "icmp_type and icmp_code need proto = \"icmp\" or \"icmpv6\"".into(),
+        ));
+    }
+    let family_of = |net: &Option<IpNet>| net.map(|net| matches!(net, IpNet::V4(_)));
+    if let Some(v4) = family_of(&src).or(family_of(&dst))
+        && matches!(
+            (protocol, v4),
+            (Some(proto::ICMP), false) | (Some(proto::ICMPV6), true)
+        )
+    {
+        return Err(within(
+            "icmp goes with IPv4 networks, icmpv6 with IPv6 ones".into(),
+        ));
+    }
+    let mut ct_states = 0;
+    for state in &raw.ct_state {
+        ct_states |= match state.as_str() {
+            "new" => ct_state::NEW,
+            "established" => ct_state::ESTABLISHED,
+            "related" => ct_state::RELATED,
+            "invalid" => ct_state::INVALID,
+            other => {
+                return Err(within(format!(
+                    "ct_state: unknown state `{other}`; known: new, established, related, invalid"
+                )));
+            }
+        };
+    }
+    Ok(Rule {
+        priority: raw.priority.unwrap_or(index as u32),
+        name: name.clone(),
+        line,
+        src,
+        dst,
+        proto: protocol,
+        src_ports,
+        dst_ports,
+        icmp_type: raw.icmp_type,
+        icmp_code: raw.icmp_code,
+        ct_states,
+        iface: raw.iface.clone(),
+        verdict: parse_verdict(&raw.action)
+            .map_err(|message| within(format!("action: {message}")))?,
+    })
+}
+
+fn parse_verdict(text: &str) -> Result<u8, String> {
+    match text {
+        "accept" => Ok(verdict::ACCEPT),
+        "drop" => Ok(verdict::DROP),
+        other => Err(format!("unknown action `{other}`; known: accept, drop")),
+    }
+}
+
+fn parse_proto(text: &str) -> Result<u8, String> {
+    match text {
+        "tcp" => Ok(proto::TCP),
+        "udp" => Ok(proto::UDP),
+        "icmp" => Ok(proto::ICMP),
+        "icmpv6" => Ok(proto::ICMPV6),
+        number => number.parse::<u8>().map_err(|_| {
+            format!(
+                "proto: unknown protocol `{text}`; known: tcp, udp, icmp, icmpv6 or a number 0-255"
+            )
+        }),
+    }
+}
+
+fn parse_ports(raw: &RawPorts) -> Result<RangeInclusive<u16>, String> {
+    let port = |text: &str| {
+        text.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{text}` is not a port (0-65535)"))
+    };
+    match raw {
+        RawPorts::One(number) => u16::try_from(*number)
+            .map(|port| port..=port)
+            .map_err(|_| format!("{number} is not a port (0-65535)")),
+        RawPorts::Range(text) => {
+            let (low, high) = match text.split_once('-') {
+                Some((low, high)) => (port(low)?, port(high)?),
+                None => (port(text)?, port(text)?),
+            };
+            if low > high {
+                return Err(format!("range `{text}` ends before it starts"));
+            }
+            Ok(low..=high)
+        }
+    }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, String> {
+        Policy::parse(Path::new("rules.toml"), text).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn a_policy_reads_with_its_rules_in_priority_order() {
+        let policy = parse(
+            "default = \"drop\"\n[conntrack]\nlimit = 10\ntimeouts = { udp = 5 }\n\
+             [[rule]]\nname = \"web\"\npriority = 10\nproto = \"tcp\"\ndst_port = \"8000-8080\"\nsrc = \"10.0.0.0/8\"\naction = \"accept\"\n\
+             [[rule]]\nct_state = [\"established\", \"related\"]\naction = \"accept\"\npriority = 0\n",
+        )
+        .unwrap();
+        assert_eq!(policy.default_verdict, verdict::DROP);
+        assert_eq!(policy.conntrack_limit, Some(10));
+        assert_eq!(policy.timeouts[timeout::UDP], 5);
+        assert_eq!(policy.rules[0].name, "rule 2");
+        assert_eq!(
+            policy.rules[0].ct_states,
+            ct_state::ESTABLISHED | ct_state::RELATED
+        );
+        assert_eq!(policy.rules[1].dst_ports, Some(8000..=8080));
+        assert_eq!(policy.rules[1].line, 5);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let cases = [
+            (
+                "[[rule]]\naction = \"accept\"\n[[rule]]\nsrc = \"10.0.0.300/8\"\naction = \"drop\"\n",
+                "rules.toml: line 3: rule `rule 2`: src: `10.0.0.300/8` is not",
+            ),
+            (
+                "[[rule]]\nproto = \"udp\"\ndst_port = \"9-1\"\naction = \"drop\"\n",
+                "line 1: rule `rule 1`: dst_port: range `9-1` ends before it starts",
+            ),
+            (
+                "[[rule]]\ndst_port = 80\naction = \"drop\"\n",
+                "ports need proto",
+            ),
+            ("[[rule]]\naction = \"reject\"\n", "unknown action `reject`"),
+            (
+                "[[rule]]\nproto = \"icmp\"\nsrc = \"::/0\"\naction = \"accept\"\n",
+                "icmp goes with IPv4",
+            ),
+            (
+                "\n[[rule]]\nactoin = \"drop\"\n",
+                "line 3: unknown field `actoin`",
+            ),
+            (
+                "[conntrack]\ntimeouts = { tcp = 5 }\n",
+                "unknown timeout `tcp`",
+            ),
+            (
+                "[[rule]]\nct_state = [\"open\"]\naction = \"accept\"\n",
+                "unknown state `open`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = parse(text).unwrap_err();
+            assert!(
+                message.contains(expected),
+                "{message:?} should contain {expected:?}"
+            );
+        }
+    }
+}

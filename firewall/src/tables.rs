@@ -1,0 +1,488 @@
+//! The firewall on an interface: its pins, applying a policy (loading the module the first
+//! time, then switching banks), its status and its removal.
+//!
+//! ```text
+//! /sys/fs/bpf/fastpath/conntrack/FW_CT_*, FW_CONNTRACK   the node's table, shared
+//! /sys/fs/bpf/fastpath/firewall/<iface>/FW_*             the interface's rule tables
+//! /sys/fs/bpf/fastpath/firewall/<iface>/egress_link      the egress tracker's tcx link
+//! /run/fastpath/firewall/<iface>/bank-<N>.names          rule names of each bank, for status
+//! ```
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions},
+};
+use offload::{
+    bpffs::Bpffs,
+    mode::XdpMode,
+    modules::{
+        ModuleObject, Position,
+        builtin::{self, FIREWALL_EGRESS_OBJECT, FIREWALL_MODULE},
+    },
+};
+use offload_common::{
+    Counter,
+    firewall::{
+        COUNTERS_PER_BANK, CtSettings, MAX_MASKS, PolicyState, RuleKey, RuleValue, maps, verdict,
+    },
+};
+use serde::Serialize;
+
+use crate::{FirewallError, Policy, compile::Tables, conntrack};
+
+/// How long the old bank stays readable after a switch: a packet reads the bank once and
+/// probes it for microseconds.
+const GRACE: Duration = Duration::from_millis(20);
+
+/// The node-wide conntrack pins' directory.
+pub(crate) fn node_dir() -> PathBuf {
+    Bpffs::get().fastpath_dir().join("conntrack")
+}
+
+fn firewalls_dir() -> PathBuf {
+    Bpffs::get().fastpath_dir().join("firewall")
+}
+
+fn iface_dir(iface: &str) -> PathBuf {
+    firewalls_dir().join(iface)
+}
+
+/// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
+/// firewall: two applies at once would write the same idle bank.
+fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
+    let path = Path::new("/run/fastpath/firewall").join(format!("{iface}.lock"));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
+    }
+    let file = fs::File::create(&path).map_err(FirewallError::pin("open", &path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        FirewallError::Pin {
+            action: "lock",
+            path,
+            source: errno.into(),
+        }
+    })
+}
+
+fn names_dir(iface: &str) -> PathBuf {
+    Path::new("/run/fastpath/firewall").join(iface)
+}
+
+/// The pin of the firewall map `name` for `iface`: node-wide maps under the conntrack
+/// directory, the others under the interface's.
+pub(crate) fn map_pin(iface: &str, name: &str) -> PathBuf {
+    if maps::NODE.contains(&name) {
+        node_dir().join(name)
+    } else {
+        iface_dir(iface).join(name)
+    }
+}
+
+pub(crate) fn open_map(path: &Path, name: &'static str) -> Result<Map, FirewallError> {
+    let data = MapData::from_pin(path).map_err(FirewallError::map("open", name, path))?;
+    Map::from_map_data(data).map_err(FirewallError::map("open", name, path))
+}
+
+/// What `apply` did (or, checked, would do).
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// The interface.
+    pub iface: String,
+    /// Rules in the policy.
+    pub rules: usize,
+    /// Distinct masks (hash probes per packet).
+    pub masks: usize,
+    /// Hash entries.
+    pub entries: usize,
+    /// Whether the module was loaded by this apply (else the running one's policy was
+    /// switched).
+    pub loaded_module: bool,
+    /// The bank now running; None with `--check`.
+    pub bank: Option<u32>,
+    /// Whether this was a check only.
+    pub checked: bool,
+}
+
+/// Compiles `policy` and makes it the policy of `iface`: the first time, the maps are
+/// made, the policy written, then the module loaded first in the interface's chain and the
+/// egress tracker attached; later, the policy is written to the idle bank and switched to
+/// in one map update (established flows keep their entries). With `check`, only compiles.
+pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, FirewallError> {
+    let tables = crate::compile(policy, |name| {
+        nix::net::if_::if_nametoindex(name)
+            .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
+    })?;
+    let mut applied = Applied {
+        iface: iface.to_string(),
+        rules: policy.rules.len(),
+        masks: tables.masks.len(),
+        entries: tables.entries.len(),
+        loaded_module: false,
+        bank: None,
+        checked: check,
+    };
+    let module_error = |source| FirewallError::Module {
+        iface: iface.to_string(),
+        source: Box::new(source),
+    };
+    let chain = builtin::chain_summary(iface).map_err(module_error)?;
+    if check {
+        return Ok(applied);
+    }
+    let _lock = lock(iface)?;
+    let running = chain
+        .as_ref()
+        .is_some_and(|chain| chain.program_of(FIREWALL_MODULE).is_some());
+    let frags = chain.as_ref().is_none_or(|chain| chain.frags);
+    let object = builtin::firewall_module(frags).map_err(module_error)?;
+    Bpffs::get()
+        .ready_for_pins(true)
+        .map_err(|source| FirewallError::Bpffs {
+            source: Box::new(source),
+        })?;
+    for dir in [node_dir(), iface_dir(iface), names_dir(iface)] {
+        fs::create_dir_all(&dir).map_err(FirewallError::pin("mkdir", &dir))?;
+    }
+    let bound = bound_maps(iface, &object);
+    create_maps(iface, &object, &bound)?;
+    write_settings(policy)?;
+    let bank = switch_policy(iface, &tables)?;
+    applied.bank = Some(bank);
+    if !running {
+        builtin::load_bound(
+            iface,
+            object,
+            &Position::First,
+            &bound,
+            &[XdpMode::Drv, XdpMode::Skb],
+        )
+        .map_err(module_error)?;
+        applied.loaded_module = true;
+    }
+    attach_egress(iface)?;
+    Ok(applied)
+}
+
+/// Each of the module's firewall maps, bound to its pin.
+fn bound_maps(iface: &str, object: &ModuleObject) -> Vec<(String, PathBuf)> {
+    object
+        .maps
+        .iter()
+        .filter(|map| map.name.starts_with("FW_"))
+        .map(|map| (map.name.clone(), map_pin(iface, &map.name)))
+        .collect()
+}
+
+/// Makes the maps at their pins (kept when there), so the policy can be written before
+/// the module meets a packet.
+fn create_maps(
+    iface: &str,
+    object: &ModuleObject,
+    bound: &[(String, PathBuf)],
+) -> Result<(), FirewallError> {
+    let mut loader = EbpfLoader::new();
+    for (name, path) in bound {
+        loader.map_pin_path(name.as_str(), path.as_path());
+    }
+    loader
+        .load(&object.bytes)
+        .map_err(|error| FirewallError::Map {
+            action: "create",
+            map: "FW_*",
+            path: iface_dir(iface),
+            source: Box::new(error),
+        })?;
+    Ok(())
+}
+
+fn write_settings(policy: &Policy) -> Result<(), FirewallError> {
+    let path = node_dir().join(maps::CT_SETTINGS);
+    let mut settings: Array<_, CtSettings> = Array::try_from(open_map(&path, maps::CT_SETTINGS)?)
+        .map_err(FirewallError::map(
+        "open",
+        maps::CT_SETTINGS,
+        &path,
+    ))?;
+    let value = CtSettings {
+        limit: policy.conntrack_limit.unwrap_or(0),
+        _pad: 0,
+        timeouts: policy.timeouts,
+    };
+    settings
+        .set(0, value, 0)
+        .map_err(FirewallError::map("write", maps::CT_SETTINGS, &path))
+}
+
+/// Writes `tables` to the idle bank and switches to it with one update of `FW_POLICY`;
+/// then, after a grace delay, empties the old bank. Returns the bank now running.
+fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
+    let policy_path = map_pin(iface, maps::POLICY);
+    let mut policy: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
+        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
+    let mut state =
+        policy
+            .get(&0, 0)
+            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+    let running = state.bank & 1;
+    let idle = 1 - running;
+
+    let rules_path = map_pin(iface, maps::RULES);
+    let mut rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
+        &rules_path,
+        maps::RULES,
+    )?)
+    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    empty_bank(&mut rules, idle, &rules_path)?;
+
+    let masks_path = map_pin(iface, maps::MASKS);
+    let mut masks: Array<_, RuleKey> = Array::try_from(open_map(&masks_path, maps::MASKS)?)
+        .map_err(FirewallError::map("open", maps::MASKS, &masks_path))?;
+    for (index, mask) in tables.masks.iter().enumerate() {
+        masks
+            .set(idle * MAX_MASKS + index as u32, mask, 0)
+            .map_err(FirewallError::map("write", maps::MASKS, &masks_path))?;
+    }
+
+    let counters_path = map_pin(iface, maps::COUNTERS);
+    let mut counters: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(open_map(&counters_path, maps::COUNTERS)?)
+            .map_err(FirewallError::map("open", maps::COUNTERS, &counters_path))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| FirewallError::Pin {
+        action: "count the CPUs in",
+        path: "/sys/devices/system/cpu/possible".into(),
+        source: error,
+    })?;
+    for slot in 0..=tables.rule_names.len() as u32 {
+        let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
+        counters
+            .set(idle * COUNTERS_PER_BANK + slot, zero, 0)
+            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
+    }
+
+    for (key, value) in &tables.entries {
+        let mut key = *key;
+        key.bank = idle as u8;
+        rules.insert(key, value, 0).map_err(FirewallError::map(
+            "write",
+            maps::RULES,
+            &rules_path,
+        ))?;
+    }
+    let names = names_dir(iface).join(format!("bank-{idle}.names"));
+    fs::write(&names, tables.rule_names.join("\n")).map_err(FirewallError::pin("write", &names))?;
+
+    state.bank = idle;
+    state.banks[idle as usize].masks = tables.masks.len() as u32;
+    state.banks[idle as usize].default_verdict = tables.default_verdict;
+    // The switch: one update; a packet reads the state once, so it sees one whole policy.
+    policy
+        .set(0, state, 0)
+        .map_err(FirewallError::map("write", maps::POLICY, &policy_path))?;
+    std::thread::sleep(GRACE);
+    empty_bank(&mut rules, running, &rules_path)?;
+    Ok(idle)
+}
+
+fn empty_bank(
+    rules: &mut BpfHashMap<MapData, RuleKey, RuleValue>,
+    bank: u32,
+    path: &Path,
+) -> Result<(), FirewallError> {
+    let stale: Vec<RuleKey> = rules
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| u32::from(key.bank) == bank)
+        .collect();
+    for key in stale {
+        rules
+            .remove(&key)
+            .map_err(FirewallError::map("delete from", maps::RULES, path))?;
+    }
+    Ok(())
+}
+
+/// Attaches the egress tracker to `iface` unless its link is pinned already.
+fn attach_egress(iface: &str) -> Result<(), FirewallError> {
+    let link_pin = iface_dir(iface).join("egress_link");
+    if link_pin.exists() {
+        return Ok(());
+    }
+    let egress_error = |step| {
+        move |error: &dyn std::fmt::Display| FirewallError::Egress {
+            iface: iface.to_string(),
+            step,
+            reason: error.to_string(),
+        }
+    };
+    let mut loader = EbpfLoader::new();
+    let pins: Vec<(&str, PathBuf)> = maps::NODE
+        .iter()
+        .map(|name| (*name, node_dir().join(name)))
+        .collect();
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(FIREWALL_EGRESS_OBJECT)
+        .map_err(|error| egress_error("load the object")(&offload::error_chain(&error)))?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut("firewall_egress")
+        .ok_or_else(|| egress_error("find the program")(&"no program firewall_egress"))?
+        .try_into()
+        .map_err(|error| egress_error("open the program")(&error))?;
+    program
+        .load()
+        .map_err(|error| egress_error("load the program")(&offload::error_chain(&error)))?;
+    let link_id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|error| egress_error("attach (tcx egress)")(&offload::error_chain(&error)))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|error| egress_error("take the link")(&error))?;
+    let link = FdLink::try_from(link).map_err(|error| egress_error("take the link")(&error))?;
+    link.pin(&link_pin)
+        .map_err(|error| egress_error("pin the link")(&error))?;
+    Ok(())
+}
+
+/// Packets and bytes one rule (or the default policy) decided.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// The rule's name; `default` for the default policy.
+    pub name: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (first buffer of each packet).
+    pub bytes: u64,
+}
+
+/// The firewall on an interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// The interface.
+    pub iface: String,
+    /// The running bank.
+    pub bank: u32,
+    /// Masks of the running policy (hash probes per packet).
+    pub masks: u32,
+    /// The default policy's verdict: `accept` or `drop`.
+    pub default_verdict: &'static str,
+    /// The default policy's counters.
+    pub default: RuleCounters,
+    /// Each rule's counters, in priority order.
+    pub rules: Vec<RuleCounters>,
+    /// The node's conntrack table.
+    pub conntrack: conntrack::TableStatus,
+}
+
+/// The status of the firewall on `iface`; removes expired conntrack entries on the way.
+pub fn status(iface: &str) -> Result<Status, FirewallError> {
+    let policy_path = map_pin(iface, maps::POLICY);
+    if !policy_path.exists() {
+        return Err(FirewallError::NotLoaded {
+            iface: iface.to_string(),
+        });
+    }
+    let policy: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
+        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
+    let state =
+        policy
+            .get(&0, 0)
+            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+    let bank = state.bank & 1;
+    let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
+    let names: Vec<String> = fs::read_to_string(&names_file)
+        .map(|text| text.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let counters_path = map_pin(iface, maps::COUNTERS);
+    let counters: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(open_map(&counters_path, maps::COUNTERS)?)
+            .map_err(FirewallError::map("open", maps::COUNTERS, &counters_path))?;
+    let read = |slot: u32, name: String| -> Result<RuleCounters, FirewallError> {
+        let per_cpu = counters
+            .get(&(bank * COUNTERS_PER_BANK + slot), 0)
+            .map_err(FirewallError::map("read", maps::COUNTERS, &counters_path))?;
+        Ok(RuleCounters {
+            name,
+            packets: per_cpu.iter().map(|counter| counter.packets).sum(),
+            bytes: per_cpu.iter().map(|counter| counter.bytes).sum(),
+        })
+    };
+    let default = read(0, "default".to_string())?;
+    let mut rules = Vec::with_capacity(names.len());
+    for (index, name) in names.into_iter().enumerate() {
+        rules.push(read(index as u32 + 1, name)?);
+    }
+    let info = state.banks[bank as usize];
+    Ok(Status {
+        iface: iface.to_string(),
+        bank,
+        masks: info.masks,
+        default_verdict: if info.default_verdict == verdict::DROP {
+            "drop"
+        } else {
+            "accept"
+        },
+        default,
+        rules,
+        conntrack: conntrack::table_status()?,
+    })
+}
+
+/// Removes the firewall from `iface`: the module leaves the chain, the egress tracker is
+/// detached, the pins go; the node's conntrack table goes with the last firewall.
+pub fn remove(iface: &str) -> Result<(), FirewallError> {
+    let _lock = lock(iface)?;
+    if let Some(chain) = builtin::chain_summary(iface).map_err(|source| FirewallError::Module {
+        iface: iface.to_string(),
+        source: Box::new(source),
+    })? && chain.program_of(FIREWALL_MODULE).is_some()
+    {
+        offload::modules::unload(iface, FIREWALL_MODULE).map_err(|source| {
+            FirewallError::Module {
+                iface: iface.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+    }
+    for dir in [iface_dir(iface), names_dir(iface)] {
+        match fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FirewallError::Pin {
+                    action: "remove",
+                    path: dir,
+                    source: error,
+                });
+            }
+            _ => {}
+        }
+    }
+    let others = fs::read_dir(firewalls_dir()).map_or(0, |entries| entries.count());
+    if others == 0 {
+        let _ = fs::remove_dir(firewalls_dir());
+        let node = node_dir();
+        match fs::remove_dir_all(&node) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FirewallError::Pin {
+                    action: "remove",
+                    path: node,
+                    source: error,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

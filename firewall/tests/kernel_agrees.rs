@@ -1,0 +1,454 @@
+//! The kernel's classification against the compiler's reference: random policies applied
+//! to a lab veth's firewall, random packets run through the real chain's entry with
+//! `BPF_PROG_TEST_RUN`, each verdict (drop, or accept: the chain's end passes) compared
+//! with what `Tables::classify` (the same tuple-space search in user space) decides; and
+//! that reference against nftables: the same random policies as an nft ruleset on a lab
+//! namespace's prerouting hook (after Linux's conntrack), the same random packets sent
+//! there for real, the rule whose counter moved against the rule the reference picks.
+
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use aya::programs::Xdp;
+use firewall::Policy;
+use lab::{Lab, require_root};
+use offload_common::{
+    FAMILY_V4, FAMILY_V6,
+    firewall::{RuleKey, ct_state, verdict},
+    proto,
+};
+use wire::build::{FrameBuilder, L4};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const ROUNDS: usize = 12;
+const PACKETS: usize = 400;
+
+/// xorshift64*: reproducible without a dependency.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn v4(random: &mut Random, second: u8) -> [u8; 4] {
+    [10, second, random.below(4) as u8, random.below(4) as u8]
+}
+
+fn random_policy(random: &mut Random, ifaces: &[&str]) -> String {
+    let mut text = format!("default = \"{}\"\n", random.pick(&["accept", "drop"]));
+    for _ in 0..(5 + random.below(40)) {
+        text.push_str("[[rule]]\n");
+        let six = random.below(6) == 0;
+        let protocol = *random.pick(&[None, Some("tcp"), Some("udp"), Some("icmp")]);
+        let protocol = if six && protocol == Some("icmp") {
+            Some("icmpv6")
+        } else {
+            protocol
+        };
+        if six {
+            if random.below(2) == 0 {
+                text.push_str(&format!(
+                    "src = \"fd00::{:x}/{}\"\n",
+                    random.below(4),
+                    random.pick(&[126, 128])
+                ));
+            }
+        } else {
+            if let Some(prefix) = random.pick(&[None, Some(16), Some(24), Some(32)]) {
+                let [a, b, c, d] = v4(random, 1);
+                text.push_str(&format!("src = \"{a}.{b}.{c}.{d}/{prefix}\"\n"));
+            }
+            if random.below(3) == 0 {
+                let [a, b, c, d] = v4(random, 2);
+                text.push_str(&format!("dst = \"{a}.{b}.{c}.{d}/24\"\n"));
+            }
+        }
+        if let Some(protocol) = protocol {
+            text.push_str(&format!("proto = \"{protocol}\"\n"));
+            match protocol {
+                "tcp" | "udp" if random.below(2) == 0 => {
+                    let low = 1000 + random.below(8);
+                    let high = low + *random.pick(&[0, 1, 3]);
+                    text.push_str(&format!("dst_port = \"{low}-{high}\"\n"));
+                }
+                "icmp" | "icmpv6" if random.below(2) == 0 => {
+                    text.push_str(&format!(
+                        "icmp_type = {}\n",
+                        random.pick(&[0, 3, 8, 128, 129])
+                    ));
+                }
+                _ => {}
+            }
+        }
+        match random.below(4) {
+            0 => text.push_str("ct_state = [\"new\"]\n"),
+            1 => text.push_str("ct_state = [\"established\", \"invalid\"]\n"),
+            _ => {}
+        }
+        if random.below(3) == 0 {
+            text.push_str(&format!("iface = \"{}\"\n", random.pick(ifaces)));
+        }
+        text.push_str(&format!(
+            "action = \"{}\"\n",
+            random.pick(&["accept", "drop"])
+        ));
+    }
+    text
+}
+
+/// A packet opening a flow (UDP, TCP SYN or ICMP), its frame and its rule key as the
+/// module builds it (state NEW; ingress the loopback, where a test run's frame arrives).
+fn random_packet(random: &mut Random, serial: u16, ifindex: u32) -> (Vec<u8>, RuleKey) {
+    let six = random.below(6) == 0;
+    let (src, dst): (IpAddr, IpAddr) = if six {
+        (
+            format!("fd00::{:x}", random.below(4)).parse().unwrap(),
+            "fd00::ff".parse().unwrap(),
+        )
+    } else {
+        (IpAddr::from(v4(random, 1)), IpAddr::from(v4(random, 2)))
+    };
+    // A source port of its own for each packet: every flow is new.
+    let (src_port, dst_port) = (20_000 + serial, 998 + random.below(14) as u16);
+    let icmp = *random.pick(&[0u8, 3, 8, 128, 129]);
+    let (mut builder, protocol) = match random.below(3) {
+        0 => (
+            FrameBuilder::udp(src, dst).ports(src_port, dst_port),
+            proto::UDP,
+        ),
+        1 => (
+            FrameBuilder::tcp(src, dst, wire::parse::tcp_flags::SYN).ports(src_port, dst_port),
+            proto::TCP,
+        ),
+        _ => (
+            FrameBuilder::udp(src, dst),
+            if six { proto::ICMPV6 } else { proto::ICMP },
+        ),
+    };
+    if protocol == proto::ICMP || protocol == proto::ICMPV6 {
+        builder.l4 = L4::Icmp {
+            kind: icmp,
+            code: 0,
+        };
+    }
+    let mut key = RuleKey {
+        family: if six { FAMILY_V6 } else { FAMILY_V4 },
+        proto: protocol,
+        ct_state: ct_state::NEW,
+        ifindex,
+        ..RuleKey::default()
+    };
+    let echo_request = matches!((protocol, icmp), (proto::ICMP, 8) | (proto::ICMPV6, 128));
+    if protocol == proto::TCP || protocol == proto::UDP {
+        (key.src_port, key.dst_port) = (src_port, dst_port);
+    } else {
+        key.dst_port = u16::from(icmp) << 8;
+        if !echo_request {
+            // An error quoting nothing tracked (its quote is four zero bytes), an echo
+            // reply to no request, a type conntrack does not follow.
+            key.ct_state = ct_state::INVALID;
+        }
+    }
+    for (field, address) in [(&mut key.src, src), (&mut key.dst, dst)] {
+        match address {
+            IpAddr::V4(address) => field[..4].copy_from_slice(&address.octets()),
+            IpAddr::V6(address) => *field = address.octets(),
+        }
+    }
+    (builder.build(), key)
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn the_kernel_module_decides_as_the_compiled_tables_say() {
+    require_root("the firewall module against its reference");
+    let lab = Lab::for_test("fk");
+    let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let (compared, mismatches) = lab::netns::run_in(&namespace, move || {
+        let mut random = Random(0x5eed_f00d_1234_5678);
+        let mut mismatches = Vec::new();
+        let mut compared = 0usize;
+        let mut serial = 0u16;
+        for round in 0..ROUNDS {
+            let text = random_policy(&mut random, &["lo", &iface]);
+            let policy = Policy::parse(Path::new("random.toml"), &text).unwrap();
+            let Ok(tables) = firewall::compile(&policy, |name| {
+                nix::net::if_::if_nametoindex(name).map_err(|error| error.to_string())
+            }) else {
+                continue; // more masks than the module probes: not this test's subject
+            };
+            firewall::apply(&iface, &policy, false).unwrap();
+            let entry = offload::bpffs::Bpffs::get()
+                .fastpath_dir()
+                .join(&iface)
+                .join("chain/entry");
+            let program =
+                Xdp::from_pin(&entry, aya_obj::programs::XdpAttachType::Interface).unwrap();
+            for _ in 0..PACKETS {
+                serial += 1;
+                let (frame, key) = random_packet(&mut random, serial, 1);
+                let (expected, rule) = tables.classify(&key);
+                let expected = if expected == verdict::DROP { XDP_DROP } else { XDP_PASS };
+                let got = offload::test_run::run_once(&program, &frame).unwrap().verdict;
+                compared += 1;
+                if got != expected {
+                    mismatches.push(format!(
+                        "round {round}: {key:?}: kernel {got}, reference {expected} (rule slot {rule})\n{text}"
+                    ));
+                }
+            }
+        }
+        firewall::remove(&iface).unwrap();
+        (compared, mismatches)
+    })
+    .expect("the dut's namespace");
+    // Rounds whose policy needs more masks than the module probes are skipped; most run.
+    assert!(
+        compared >= ROUNDS / 2 * PACKETS,
+        "only {compared} packets compared"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches; the first:\n{}",
+        mismatches.len(),
+        mismatches[0]
+    );
+}
+
+/// `policy` as an nftables ruleset: a chain `rules` with the rules in priority order and
+/// the default last, each with a counter; the prerouting hook (after conntrack, which is at
+/// priority -200) jumps there for this test's sources only.
+fn nft_ruleset(policy: &Policy) -> String {
+    use ipnet::IpNet;
+    let mut rules = String::new();
+    for rule in &policy.rules {
+        let mut parts = Vec::new();
+        if let Some(iface) = &rule.iface {
+            parts.push(format!("iifname \"{iface}\""));
+        }
+        for (field, net) in [("saddr", rule.src), ("daddr", rule.dst)] {
+            match net {
+                Some(IpNet::V4(net)) => parts.push(format!("ip {field} {net}")),
+                Some(IpNet::V6(net)) => parts.push(format!("ip6 {field} {net}")),
+                None => {}
+            }
+        }
+        if let Some(protocol) = rule.proto {
+            parts.push(format!("meta l4proto {protocol}"));
+        }
+        for (field, ports) in [("sport", &rule.src_ports), ("dport", &rule.dst_ports)] {
+            if let Some(ports) = ports {
+                parts.push(format!("th {field} {}-{}", ports.start(), ports.end()));
+            }
+        }
+        let icmp = if rule.proto == Some(proto::ICMPV6) {
+            "icmpv6"
+        } else {
+            "icmp"
+        };
+        if let Some(kind) = rule.icmp_type {
+            parts.push(format!("{icmp} type {kind}"));
+        }
+        if let Some(code) = rule.icmp_code {
+            parts.push(format!("{icmp} code {code}"));
+        }
+        if rule.ct_states != 0 {
+            let names: Vec<&str> = [
+                (ct_state::NEW, "new"),
+                (ct_state::ESTABLISHED, "established"),
+                (ct_state::RELATED, "related"),
+                (ct_state::INVALID, "invalid"),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| rule.ct_states & bit != 0)
+            .map(|(_, name)| name)
+            .collect();
+            parts.push(format!("ct state {{ {} }}", names.join(", ")));
+        }
+        let action = if rule.verdict == verdict::DROP {
+            "drop"
+        } else {
+            "accept"
+        };
+        rules.push_str(&format!("    {} counter {action}\n", parts.join(" ")));
+    }
+    let default = if policy.default_verdict_is_drop() {
+        "drop"
+    } else {
+        "accept"
+    };
+    format!(
+        "table inet fwtest {{\n  chain rules {{\n{rules}    counter {default}\n  }}\n  \
+         chain pre {{\n    type filter hook prerouting priority -150; policy accept;\n    \
+         ip saddr 10.1.0.0/16 jump rules\n    ip6 saddr fd00::/120 jump rules\n  }}\n}}\n"
+    )
+}
+
+trait DefaultVerdict {
+    fn default_verdict_is_drop(&self) -> bool;
+}
+
+impl DefaultVerdict for Policy {
+    fn default_verdict_is_drop(&self) -> bool {
+        self.default_verdict == verdict::DROP
+    }
+}
+
+/// Runs `nft ARGS` in `namespace` (stdin `input` when given); its stdout.
+fn nft(namespace: &str, args: &[&str], input: Option<String>) -> String {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    Lab::run_in(namespace, move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft (`cargo xtask setup` installs nftables)");
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .expect("namespace")
+}
+
+/// Packets each rule of the `rules` chain counted, in order (the default last).
+fn nft_counters(namespace: &str) -> Vec<u64> {
+    let listing: serde_json::Value = serde_json::from_str(&nft(
+        namespace,
+        &["-j", "list", "chain", "inet", "fwtest", "rules"],
+        None,
+    ))
+    .expect("nft JSON");
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item.get("rule"))
+        .map(|rule| {
+            rule["expr"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|expr| expr.get("counter"))
+                .and_then(|counter| counter["packets"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn nftables_decides_as_the_compiled_tables_say() {
+    require_root("the firewall's reference against nftables");
+    const NFT_ROUNDS: usize = 6;
+    const NFT_PACKETS: usize = 120;
+    let lab = Lab::for_test("fn");
+    let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let ifindex = Lab::run_in(&namespace, {
+        let iface = iface.clone();
+        move || nix::net::if_::if_nametoindex(iface.as_str()).unwrap()
+    })
+    .unwrap();
+    let dut_mac = lab.dut.read_mac().unwrap();
+    let client_mac = lab.client.read_mac().unwrap();
+    let socket = lab::raw::RawSocket::open(&lab.client.namespace, &lab.client.iface).unwrap();
+    let mut random = Random(0xfeed_beef_0bad_cafe);
+    let mut serial = 0u16;
+    let (mut compared, mut mismatches) = (0usize, Vec::new());
+    for round in 0..NFT_ROUNDS {
+        let text = random_policy(&mut random, &[&iface, "lo"]);
+        let policy = Policy::parse(Path::new("random.toml"), &text).unwrap();
+        let Ok(tables) =
+            firewall::compile(
+                &policy,
+                |name| {
+                    if name == iface { Ok(ifindex) } else { Ok(1) }
+                },
+            )
+        else {
+            continue;
+        };
+        let ruleset = nft_ruleset(&policy);
+        let _ = Lab::run_in(&namespace, || {
+            std::process::Command::new("nft")
+                .args(["delete", "table", "inet", "fwtest"])
+                .output()
+        });
+        nft(&namespace, &["-f", "-"], Some(ruleset.clone()));
+        let mut before = nft_counters(&namespace);
+        for _ in 0..NFT_PACKETS {
+            serial += 1;
+            let (frame, key) = random_packet(&mut random, serial, ifindex);
+            let mut frame = frame;
+            frame[0..6].copy_from_slice(&dut_mac);
+            frame[6..12].copy_from_slice(&client_mac);
+            socket.send(&frame).unwrap();
+            let mut after = before.clone();
+            lab::wait_until(
+                Duration::from_secs(5),
+                "nftables to count the packet",
+                || {
+                    after = nft_counters(&namespace);
+                    after.iter().sum::<u64>() > before.iter().sum::<u64>()
+                },
+            );
+            let moved: Vec<usize> = (0..after.len())
+                .filter(|&index| after[index] != before[index])
+                .collect();
+            let (_, slot) = tables.classify(&key);
+            let expected = if slot == 0 {
+                policy.rules.len()
+            } else {
+                slot as usize - 1
+            };
+            compared += 1;
+            if moved != [expected] {
+                mismatches.push(format!(
+                    "round {round}: {key:?}: nftables counted rule(s) {moved:?}, the reference picks {expected}\n{ruleset}"
+                ));
+            }
+            before = after;
+        }
+    }
+    let _ = Lab::run_in(&namespace, || {
+        std::process::Command::new("nft")
+            .args(["delete", "table", "inet", "fwtest"])
+            .output()
+    });
+    assert!(
+        compared >= NFT_ROUNDS / 2 * NFT_PACKETS,
+        "only {compared} packets compared"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} packets differ; the first:\n{}",
+        mismatches.len(),
+        mismatches[0]
+    );
+}

@@ -1,0 +1,298 @@
+//! The stateful firewall's kernel ABI: the connection-tracking table every firewall of a
+//! node shares, and the per-interface rule tables of the built-in module `firewall`.
+//!
+//! - Conntrack ([`CtKey`] -> [`CtEntry`], an LRU hash of [`CT_MAX_ENTRIES`]) is pinned
+//!   once per node under [`CONNTRACK_PIN_DIR`]; the firewall module of each interface and
+//!   the egress tracker bind it there. A flow's two directions are one entry: the key holds
+//!   the lower (address, port) end first.
+//! - Rules are classified by tuple-space search: each distinct mask ([`RuleKey`] with the
+//!   bits a rule looks at set) is one probe of the hash [`maps::RULES`] with the packet's
+//!   key masked by it. The cost follows the number of masks, not of rules.
+//! - Policies live in two banks; [`PolicyState`] names the running one and is switched with
+//!   one map update, as the module chain switches revisions.
+
+use core::mem::size_of;
+
+/// Entries of the conntrack LRU hash.
+pub const CT_MAX_ENTRIES: u32 = 1 << 20;
+/// Entries the table is allowed to fill when the settings give no limit: the LRU hash
+/// starts evicting before it is quite full (per-CPU free lists), and an eviction would be a
+/// silent loss of a live flow; the limit keeps inserts below that point so a full table is
+/// a counted, fail-closed refusal instead.
+pub const CT_DEFAULT_LIMIT: u32 = CT_MAX_ENTRIES - 16384;
+/// Where the node's conntrack maps are pinned (shared by every interface's firewall).
+pub const CONNTRACK_PIN_DIR: &str = "/sys/fs/bpf/fastpath/conntrack";
+/// Slot of [`maps::CT_FILL`] the kernel adds its inserts to.
+pub const FILL_INSERTED: u32 = 0;
+/// Slot of [`maps::CT_FILL`] user space adds its removals to.
+pub const FILL_REMOVED: u32 = 1;
+/// Distinct masks one policy can have (probes per packet at most).
+pub const MAX_MASKS: u32 = 64;
+/// Rules one policy can have; counters are indexed by rule, 0 being the default policy.
+pub const MAX_RULES: u32 = 65536;
+/// Entries of the rule hash (a rule with port ranges or several ct states takes several).
+pub const RULE_ENTRIES: u32 = 1 << 18;
+/// Policy banks: the running one and the one being built.
+pub const BANKS: u32 = 2;
+/// Counter slots of one bank: the default policy, then one per rule.
+pub const COUNTERS_PER_BANK: u32 = MAX_RULES + 1;
+
+/// Map names, bound to their pins by the loader.
+pub mod maps {
+    /// LRU hash [`super::CtKey`] -> [`super::CtEntry`], node-wide.
+    pub const CONNTRACK: &str = "FW_CONNTRACK";
+    /// Array of one [`super::CtSettings`], node-wide.
+    pub const CT_SETTINGS: &str = "FW_CT_SETTINGS";
+    /// Array of two `u64`: entries the kernel inserted (slot [`super::FILL_INSERTED`],
+    /// added to atomically) and entries user space removed (slot [`super::FILL_REMOVED`],
+    /// written only by user space); their difference is what the table holds. Two
+    /// slots, so neither side ever read-modify-writes the other's count.
+    pub const CT_FILL: &str = "FW_CT_FILL";
+    /// Per-CPU array of `u64` indexed by [`super::ct_counter`], node-wide.
+    pub const CT_COUNTERS: &str = "FW_CT_COUNTERS";
+    /// Array of one [`super::PolicyState`], per interface.
+    pub const POLICY: &str = "FW_POLICY";
+    /// Array of [`super::BANKS`] × [`super::MAX_MASKS`] [`super::RuleKey`] masks.
+    pub const MASKS: &str = "FW_MASKS";
+    /// Hash [`super::RuleKey`] -> [`super::RuleValue`].
+    pub const RULES: &str = "FW_RULES";
+    /// Per-CPU array of [`super::BANKS`] × [`super::COUNTERS_PER_BANK`] `Counter`s.
+    pub const COUNTERS: &str = "FW_COUNTERS";
+    /// The node-wide maps, pinned under [`super::CONNTRACK_PIN_DIR`].
+    pub const NODE: [&str; 4] = [CONNTRACK, CT_SETTINGS, CT_FILL, CT_COUNTERS];
+}
+
+/// A packet's connection-tracking state, as rules match it (one bit each, so a rule can
+/// name several).
+pub mod ct_state {
+    /// The first packet of a flow the table does not hold.
+    pub const NEW: u8 = 1;
+    /// A packet of a flow whose other side has answered, or the answer itself.
+    pub const ESTABLISHED: u8 = 2;
+    /// An ICMP error about a tracked flow (matched through the header it quotes).
+    pub const RELATED: u8 = 4;
+    /// A packet no flow explains (a TCP segment other than a SYN without an entry).
+    pub const INVALID: u8 = 8;
+}
+
+/// States of a TCP entry ([`super::CtEntry::state`]).
+pub mod tcp_state {
+    /// Not TCP.
+    pub const NONE: u8 = 0;
+    /// The originator's SYN seen.
+    pub const SYN_SENT: u8 = 1;
+    /// The answer's SYN-ACK seen.
+    pub const SYN_RECV: u8 = 2;
+    /// The originator's ACK of the SYN-ACK seen.
+    pub const ESTABLISHED: u8 = 3;
+    /// A FIN seen from one side.
+    pub const FIN_WAIT: u8 = 4;
+    /// FINs seen from both sides.
+    pub const TIME_WAIT: u8 = 5;
+    /// An RST seen.
+    pub const CLOSE: u8 = 6;
+    /// Display names, indexed by state.
+    pub const NAMES: [&str; 7] = [
+        "none",
+        "syn-sent",
+        "syn-recv",
+        "established",
+        "fin-wait",
+        "time-wait",
+        "close",
+    ];
+}
+
+/// Bits of [`super::CtEntry::flags`].
+pub mod ct_flag {
+    /// The answering side has sent a packet.
+    pub const SEEN_REPLY: u8 = 1;
+    /// The originator sent a FIN.
+    pub const FIN_ORIGINAL: u8 = 2;
+    /// The answering side sent a FIN.
+    pub const FIN_REPLY: u8 = 4;
+}
+
+/// Slots of [`maps::CT_COUNTERS`].
+pub mod ct_counter {
+    /// New flows refused because the table was full (their packet dropped).
+    pub const TABLE_FULL: u32 = 0;
+    /// Entries created.
+    pub const CREATED: u32 = 1;
+    /// Packets whose state was invalid.
+    pub const INVALID: u32 = 2;
+    /// Number of slots.
+    pub const COUNT: u32 = 4;
+}
+
+/// What a rule (or the default policy) does.
+pub mod verdict {
+    /// Continue down the chain.
+    pub const ACCEPT: u8 = 0;
+    /// Drop.
+    pub const DROP: u8 = 1;
+}
+
+/// Timeouts, in seconds, indexed like [`CtSettings::timeouts`].
+pub mod timeout {
+    /// TCP: SYN sent, no answer yet.
+    pub const SYN_SENT: usize = 0;
+    /// TCP: SYN-ACK seen.
+    pub const SYN_RECV: usize = 1;
+    /// TCP: established.
+    pub const ESTABLISHED: usize = 2;
+    /// TCP: one FIN seen.
+    pub const FIN_WAIT: usize = 3;
+    /// TCP: both FINs seen.
+    pub const TIME_WAIT: usize = 4;
+    /// TCP: RST seen.
+    pub const CLOSE: usize = 5;
+    /// UDP, one direction seen.
+    pub const UDP: usize = 6;
+    /// UDP, both directions seen.
+    pub const UDP_REPLIED: usize = 7;
+    /// ICMP echo and other protocols.
+    pub const ICMP: usize = 8;
+    /// Slots of [`super::CtSettings::timeouts`]: the nine above and one spare, which keeps
+    /// the settings at 48 bytes with no compiler padding.
+    pub const COUNT: usize = 10;
+    /// Defaults when the settings hold 0, as Linux's `nf_conntrack_*_timeout*` sysctls.
+    pub const DEFAULTS: [u32; COUNT] = [120, 60, 432_000, 120, 120, 10, 30, 120, 30, 0];
+    /// Names, as the rules file's `[conntrack.timeouts]` spells them.
+    pub const NAMES: [&str; 9] = [
+        "syn_sent",
+        "syn_recv",
+        "established",
+        "fin_wait",
+        "time_wait",
+        "close",
+        "udp",
+        "udp_replied",
+        "icmp",
+    ];
+}
+
+/// Key of the conntrack table: the flow with its lower end (address, then port) first, so
+/// both directions find one entry. For ICMP echo both ports are the echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// The lower end's address, network order (IPv4: first 4 bytes).
+    pub addr_low: [u8; 16],
+    /// The higher end's address.
+    pub addr_high: [u8; 16],
+    /// The lower end's port, host order.
+    pub port_low: u16,
+    /// The higher end's port.
+    pub port_high: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Zero.
+    pub _pad: [u8; 2],
+}
+
+/// A tracked flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// When it expires, in `bpf_ktime_get_ns` time (CLOCK_MONOTONIC).
+    pub expires_ns: u64,
+    /// Packets seen (both directions).
+    pub packets: u64,
+    /// [`tcp_state`] for TCP.
+    pub state: u8,
+    /// [`ct_flag`] bits.
+    pub flags: u8,
+    /// 1 when the originator is the key's lower end.
+    pub original_is_low: u8,
+    /// Zero.
+    pub _pad: [u8; 5],
+}
+
+/// Node-wide conntrack settings, written by `fastpath firewall apply`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtSettings {
+    /// Entries the table may hold before new flows are refused; 0: [`CT_DEFAULT_LIMIT`].
+    pub limit: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// Timeouts in seconds, indexed by [`timeout`]; 0: the default.
+    pub timeouts: [u32; timeout::COUNT],
+}
+
+/// A rule's match, and (with the bits a rule looks at set) a mask. Masked packet keys are
+/// looked up with `bank` and `mask` set to the bank and the mask's index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    /// The policy bank.
+    pub bank: u8,
+    /// The mask's index in its bank.
+    pub mask: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// The packet's one [`ct_state`] bit.
+    pub ct_state: u8,
+    /// Zero.
+    pub _pad: [u8; 3],
+    /// The ingress interface.
+    pub ifindex: u32,
+    /// Source port (host order).
+    pub src_port: u16,
+    /// Destination port; for ICMP and ICMPv6, type << 8 | code.
+    pub dst_port: u16,
+    /// Source address, network order.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+}
+
+/// What a rule hash entry says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// Lower wins.
+    pub priority: u32,
+    /// The rule's counter slot in its bank (1..; 0 is the default policy).
+    pub counter: u32,
+    /// [`verdict`].
+    pub verdict: u8,
+    /// Zero.
+    pub _pad: [u8; 7],
+}
+
+/// One bank's facts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BankInfo {
+    /// Masks in use.
+    pub masks: u32,
+    /// The default policy's [`verdict`].
+    pub default_verdict: u8,
+    /// Zero.
+    pub _pad: [u8; 3],
+}
+
+/// Which bank runs; written in one update to switch policies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// The running bank (0 or 1).
+    pub bank: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// Each bank's masks and default.
+    pub banks: [BankInfo; BANKS as usize],
+}
+
+const _: () = assert!(size_of::<CtKey>() == 40);
+const _: () = assert!(size_of::<CtEntry>() == 24);
+const _: () = assert!(size_of::<CtSettings>() == 48);
+const _: () = assert!(size_of::<RuleKey>() == 48);
+const _: () = assert!(size_of::<RuleValue>() == 16);
+const _: () = assert!(size_of::<PolicyState>() == 24);

@@ -1,0 +1,30 @@
+//! The built-in `firewall` IO module for chains whose programs are not multi-buffer (`chain_entry`).
+//! Every program of one chain agrees on `xdp.frags`, so the module is built twice, like
+//! `steer`; the two roots differ only in that flag. The body is `firewall.rs`.
+#![no_std]
+#![no_main]
+// The atomic add of conntrack's fill counter is inline assembly.
+#![feature(asm_experimental_arch)]
+
+mod conntrack;
+mod firewall;
+mod object;
+// The chain's entry parsed the packet; the module reads headers with the parse's bounds
+// checks only.
+#[allow(dead_code)]
+mod parse;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use fastpath_module::ModuleMeta;
+
+/// Module metadata: named "firewall", versioned as this crate.
+#[unsafe(link_section = ".fastpath.module")]
+#[unsafe(no_mangle)]
+#[used]
+static FASTPATH_MODULE_META: ModuleMeta =
+    fastpath_module::meta("firewall", env!("CARGO_PKG_VERSION"), false);
+
+#[xdp]
+pub fn firewall(ctx: XdpContext) -> u32 {
+    firewall::run(ctx)
+}
