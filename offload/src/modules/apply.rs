@@ -30,11 +30,7 @@ pub fn apply<'a>(
 ) -> Result<Applied, ModuleError> {
     let at = at.into();
     let spec = read_spec(at, file)?;
-    let wanted: Vec<(&str, &ModuleObject)> = spec
-        .modules
-        .iter()
-        .map(|module| (module.name.as_str(), &module.object))
-        .collect();
+    let wanted = spec.wanted();
     check_frags_agree(&at.to_string(), &wanted)?;
     if check {
         // The candidate through the kernel (verifier included) on sample packets, in a
@@ -89,11 +85,7 @@ pub fn diff<'a>(at: impl Into<ChainAt<'a>>, file: Option<&Path>) -> Result<Chain
     match file {
         Some(file) => {
             let spec = read_spec(at, file)?;
-            let wanted: Vec<(&str, &ModuleObject)> = spec
-                .modules
-                .iter()
-                .map(|module| (module.name.as_str(), &module.object))
-                .collect();
+            let wanted = spec.wanted();
             let _lock = lock(at)?;
             let plan = planned(at, &wanted)?;
             Ok(ChainDiff {

@@ -34,6 +34,16 @@ pub struct ChainSpec {
     pub modules: Vec<SpecModule>,
 }
 
+impl ChainSpec {
+    /// The modules in chain order, each with its name in the chain.
+    pub fn wanted(&self) -> Vec<(&str, &ModuleObject)> {
+        self.modules
+            .iter()
+            .map(|module| (module.name.as_str(), &module.object))
+            .collect()
+    }
+}
+
 /// One `[[module]]` of a chain file.
 #[derive(Debug)]
 pub struct SpecModule {
