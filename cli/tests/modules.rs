@@ -1257,14 +1257,9 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
         assert!(error.contains(expected), "{error}");
     }
 
-    on_dut(&[
-        "unload",
-        "--iface",
-        &iface,
-        "--hook",
-        "tc-ingress",
-        "icmp_drop",
-    ]);
+    for module in ["icmp_drop", "rtcount"] {
+        on_dut(&["unload", "--iface", &iface, "--hook", "tc-ingress", module]);
+    }
     assert_eq!(pings_answered(&lab, 5), 5);
     let last = on_dut(&["unload", "--iface", &iface, "--hook", "tc-egress", "tcount"]);
     assert_eq!(last["chain_detached"], true, "{last}");
@@ -1282,5 +1277,9 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
     // The XDP chain runs on, untouched.
     assert_eq!(pings_answered(&lab, 5), 5);
     assert_eq!(read(Hook::Xdp, "counter"), 60);
-    on_dut(&["unload", "--iface", &iface, "counter"]);
+    let last = on_dut(&["unload", "--iface", &iface, "counter"]);
+    assert_eq!(last["chain_detached"], true, "{last}");
+    // Every chain gone, every pin with it.
+    let pins = Path::new("/sys/fs/bpf/fastpath").join(&iface);
+    assert!(!pins.exists(), "{} left", pins.display());
 }

@@ -182,11 +182,15 @@ pub fn prune_stale() -> Vec<String> {
     let mut pruned = Vec::new();
     for entry in entries.flatten() {
         let pins = Pins { dir: entry.path() };
-        // An IO module chain's link lives in `chain/` of the interface's directory.
+        // An IO module chain's link lives in `chain/` of the interface's directory, a TC
+        // hook's chain's in `chain-tc-ingress/` or `chain-tc-egress/`.
         let chain_link = pins.dir.join("chain").join("link");
-        if (link_lost_its_device(&pins.link()) || link_lost_its_device(&chain_link))
-            && pins.remove().is_ok()
-        {
+        let tc_links =
+            ["chain-tc-ingress", "chain-tc-egress"].map(|chain| pins.dir.join(chain).join("link"));
+        let lost = link_lost_its_device(&pins.link())
+            || link_lost_its_device(&chain_link)
+            || tc_links.iter().any(|link| tcx_link_lost_its_device(link));
+        if lost && pins.remove().is_ok() {
             pruned.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
@@ -208,6 +212,14 @@ fn prune_dead_transients(dir: &std::path::Path) {
             let _ = (Pins { dir: entry.path() }).remove();
         }
     }
+}
+
+/// A tcx link whose interface is gone (the kernel detaches it: its ifindex reads 0).
+fn tcx_link_lost_its_device(link: &std::path::Path) -> bool {
+    use std::os::fd::AsFd;
+    crate::sys::obj_get(link)
+        .and_then(|fd| crate::sys::tcx_link_target(fd.as_fd()))
+        .is_ok_and(|target| target.is_some_and(|(ifindex, _)| ifindex == 0))
 }
 
 fn link_lost_its_device(link: &std::path::Path) -> bool {
