@@ -78,6 +78,7 @@ pub(super) fn open_or_attach(
     modes: &[XdpMode],
 ) -> Result<(Chain, Option<AttachedAs>), ModuleError> {
     crate::pins::prune_stale();
+    History::prune_orphans();
     let ifindex = xdp_state::ifindex(at.iface)?;
     let pins = ChainPins::for_chain(at);
     if link_runs_on(&pins, at.hook, ifindex) {

@@ -187,9 +187,27 @@ impl History {
         }
     }
 
-    /// Forgets everything: the chain is gone.
+    /// Forgets everything: the chain is gone. The interface's folder goes too when no
+    /// other chain of it keeps a history there.
     pub fn clear(&self) {
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(interface) = self.dir.parent() {
+            let _ = fs::remove_dir(interface);
+        }
+    }
+
+    /// Removes the histories of interfaces that have no chain pinned any more (a lab torn
+    /// down, or an interface deleted, under a running chain): nothing reads them again.
+    pub fn prune_orphans() {
+        let pinned = crate::bpffs::Bpffs::get().fastpath_dir();
+        let Ok(entries) = fs::read_dir(crate::run_lock::path("chains")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !pinned.join(entry.file_name()).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
