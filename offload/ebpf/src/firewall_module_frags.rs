@@ -15,14 +15,8 @@ mod object;
 mod parse;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use fastpath_module::ModuleMeta;
 
-/// Module metadata: named "firewall", versioned as this crate.
-#[unsafe(link_section = ".fastpath.module")]
-#[unsafe(no_mangle)]
-#[used]
-static FASTPATH_MODULE_META: ModuleMeta =
-    fastpath_module::meta("firewall", env!("CARGO_PKG_VERSION"), true);
+object::builtin_module!(name = "firewall", frags = true);
 
 #[xdp(frags)]
 pub fn firewall(ctx: XdpContext) -> u32 {

@@ -11,3 +11,18 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// The `.fastpath.module` metadata of a built-in IO module, versioned as this crate: what
+/// `offload::modules` reads to know the object's name, version, ABI and frags flag.
+#[allow(unused_macros)]
+macro_rules! builtin_module {
+    (name = $name:literal, frags = $frags:literal) => {
+        #[unsafe(link_section = ".fastpath.module")]
+        #[unsafe(no_mangle)]
+        #[used]
+        static FASTPATH_MODULE_META: fastpath_module::ModuleMeta =
+            fastpath_module::meta($name, env!("CARGO_PKG_VERSION"), $frags);
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use builtin_module;

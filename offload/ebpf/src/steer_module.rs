@@ -14,14 +14,8 @@ mod steer;
 mod steer_in_chain;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use fastpath_module::ModuleMeta;
 
-/// Module metadata: named "steer", versioned as this crate.
-#[unsafe(link_section = ".fastpath.module")]
-#[unsafe(no_mangle)]
-#[used]
-static FASTPATH_MODULE_META: ModuleMeta =
-    fastpath_module::meta("steer", env!("CARGO_PKG_VERSION"), false);
+object::builtin_module!(name = "steer", frags = false);
 
 #[xdp]
 pub fn steer(ctx: XdpContext) -> u32 {

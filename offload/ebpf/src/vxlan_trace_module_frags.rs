@@ -11,14 +11,8 @@ mod parse;
 mod vxlan_trace;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use fastpath_module::ModuleMeta;
 
-/// Module metadata: named "vxlan-trace", versioned as this crate.
-#[unsafe(link_section = ".fastpath.module")]
-#[unsafe(no_mangle)]
-#[used]
-static FASTPATH_MODULE_META: ModuleMeta =
-    fastpath_module::meta("vxlan-trace", env!("CARGO_PKG_VERSION"), true);
+object::builtin_module!(name = "vxlan-trace", frags = true);
 
 #[xdp(frags)]
 pub fn vxlan_trace(ctx: XdpContext) -> u32 {

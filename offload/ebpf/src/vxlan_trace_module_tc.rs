@@ -11,14 +11,8 @@ mod parse;
 mod vxlan_trace;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use fastpath_module::ModuleMeta;
 
-/// Module metadata: named "vxlan-trace", versioned as this crate.
-#[unsafe(link_section = ".fastpath.module")]
-#[unsafe(no_mangle)]
-#[used]
-static FASTPATH_MODULE_META: ModuleMeta =
-    fastpath_module::meta("vxlan-trace", env!("CARGO_PKG_VERSION"), false);
+object::builtin_module!(name = "vxlan-trace", frags = false);
 
 #[classifier]
 pub fn vxlan_trace(ctx: TcContext) -> i32 {

@@ -186,16 +186,12 @@ fn planned(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied,
         fill_handovers(chain, &running, wanted, &mut plan)?;
     }
     Ok(Applied {
-        iface: at.iface.to_string(),
         revision: match &chain {
             Some(chain) => Some(chain.state()?.revision),
             None => None,
         },
         changes: plan,
-        attached: None,
-        chain_detached: false,
-        unfinished: None,
-        check: None,
+        ..Applied::nothing(at.iface.to_string())
     })
 }
 
@@ -229,7 +225,15 @@ fn check_builtins(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<(
 fn apply_locked(at: ChainAt<'_>, wanted: &[(&str, &ModuleObject)]) -> Result<Applied, ModuleError> {
     check_builtins(at, wanted)?;
     let Some((_, first)) = wanted.first() else {
-        return remove_every_module(at);
+        // An empty chain file: every module goes, and the chain's entry with the last.
+        return match open_existing(at) {
+            Ok(mut chain) => {
+                chain.reconcile()?;
+                apply_to(&mut chain, &[])
+            }
+            Err(ModuleError::NoChain { .. }) => Ok(Applied::nothing(at.iface.to_string())),
+            Err(error) => Err(error),
+        };
     };
     let (mut chain, attached) = open_or_attach(at, first.frags, &DEFAULT_MODES)?;
     let result = apply_to(&mut chain, wanted);
@@ -247,15 +251,7 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
     let running = running_modules(chain)?;
     let old: Vec<RevisionModule> = running.iter().map(|(_, module)| module.clone()).collect();
     let mut plan = changes(&old, &as_revision_modules(wanted));
-    let mut applied = Applied {
-        iface: chain.name(),
-        revision: None,
-        changes: Vec::new(),
-        attached: None,
-        chain_detached: false,
-        unfinished: None,
-        check: None,
-    };
+    let mut applied = Applied::nothing(chain.name());
     if plan.iter().all(|change| change.change == Change::Unchanged) {
         applied.changes = plan;
         return Ok(applied);
@@ -289,42 +285,9 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
     }
     applied.revision = Some(committed.revision);
     applied.changes = plan;
+    applied.chain_detached = committed.chain_detached;
     applied.unfinished = committed.unfinished;
     Ok(applied)
-}
-
-/// An empty chain file: every module goes, and the chain's entry with the last.
-fn remove_every_module(at: ChainAt<'_>) -> Result<Applied, ModuleError> {
-    let mut chain = match open_existing(at) {
-        Ok(chain) => chain,
-        Err(ModuleError::NoChain { .. }) => {
-            return Ok(Applied {
-                iface: at.iface.to_string(),
-                revision: None,
-                changes: Vec::new(),
-                attached: None,
-                chain_detached: false,
-                unfinished: None,
-                check: None,
-            });
-        }
-        Err(error) => return Err(error),
-    };
-    chain.reconcile()?;
-    let old: Vec<RevisionModule> = running_modules(&chain)?
-        .into_iter()
-        .map(|(_, module)| module)
-        .collect();
-    let committed = commit(&mut chain, &[])?;
-    Ok(Applied {
-        iface: at.iface.to_string(),
-        revision: Some(committed.revision),
-        changes: changes(&old, &[]),
-        attached: None,
-        chain_detached: committed.chain_detached,
-        unfinished: committed.unfinished,
-        check: None,
-    })
 }
 
 fn as_revision_modules(wanted: &[(&str, &ModuleObject)]) -> Vec<RevisionModule> {

@@ -196,6 +196,21 @@ pub struct Applied {
     pub check: Option<super::trial::Trial>,
 }
 
+impl Applied {
+    /// A report of no change on `iface`, to fill in.
+    pub(super) fn nothing(iface: String) -> Applied {
+        Applied {
+            iface,
+            revision: None,
+            changes: Vec::new(),
+            attached: None,
+            chain_detached: false,
+            unfinished: None,
+            check: None,
+        }
+    }
+}
+
 /// What [`diff`](super::diff) shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainDiff {
