@@ -30,6 +30,7 @@ use core::mem::size_of;
 pub mod firewall;
 mod generator;
 pub mod module;
+pub mod topology;
 pub mod vxlan_trace;
 pub use generator::{
     FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
@@ -357,4 +358,10 @@ mod pod {
     unsafe impl aya::Pod for super::firewall::RuleValue {}
     unsafe impl aya::Pod for super::firewall::PolicyState {}
     unsafe impl aya::Pod for super::module::ModuleMeta {}
+    unsafe impl aya::Pod for super::topology::PortRef {}
+    unsafe impl aya::Pod for super::topology::IfaceKey {}
+    unsafe impl aya::Pod for super::topology::Link {}
+    unsafe impl aya::Pod for super::topology::TopologyState {}
+    unsafe impl aya::Pod for super::topology::TopologyContext {}
+    unsafe impl aya::Pod for super::topology::PortStats {}
 }
