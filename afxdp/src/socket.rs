@@ -155,6 +155,8 @@ pub struct Socket {
     rx: Option<Ring<libc::xdp_desc>>,
     tx: Option<Ring<libc::xdp_desc>>,
     kernel: KernelFrames,
+    /// Frames [`Socket::refill`] was asked to give back and could not place yet.
+    fill_owed: u32,
     iface: String,
     queue: u32,
     zero_copy: bool,
@@ -296,6 +298,7 @@ impl Socket {
         drop(owner);
         Ok(Socket {
             kernel: KernelFrames::new(umem.frame_count() as usize),
+            fill_owed: 0,
             fd,
             umem: umem.clone(),
             fill,
@@ -357,6 +360,30 @@ impl Socket {
             batch.push(frame.base());
         }
         batch.commit()
+    }
+
+    /// Gives the kernel back `returned` frames for receiving (frames that came back to
+    /// `pool` since the last call), plus those earlier calls could not place. Returns how
+    /// many it placed.
+    ///
+    /// Why a debt: the kernel publishes its fill ring consumer index when it flushes, just
+    /// *after* it made the received frames visible on the RX ring. A refill in between
+    /// finds a full fill ring full still, and places fewer frames than it was asked to. A
+    /// frame not placed then must be placed later, or it leaves circulation for good: the
+    /// fill ring shrinks until the kernel finds it empty and drops packets.
+    pub fn refill(&mut self, pool: &mut FramePool, returned: u32) -> u32 {
+        self.fill_owed = self.fill_owed.saturating_add(returned);
+        if self.fill_owed == 0 {
+            return 0;
+        }
+        let placed = self.fill(pool, self.fill_owed);
+        self.fill_owed -= placed;
+        placed
+    }
+
+    /// Frames [`Socket::refill`] still owes the fill ring (placed by its next calls).
+    pub fn fill_owed(&self) -> u32 {
+        self.fill_owed
     }
 
     /// Received frames, at most `max`. The guard yields each frame once; frames not taken

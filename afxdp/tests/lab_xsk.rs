@@ -410,6 +410,98 @@ fn every_frame_is_back_in_the_pool_after_a_million_packets() {
     assert_eq!(tx_pool.len(), 4096, "after shutdown every TX frame is back");
 }
 
+/// The receiver gives back exactly the frames it received, never more (as every app does):
+/// a refill that finds the fill ring full must place the rest later, or frames leave
+/// circulation and the kernel ends up finding the fill ring empty. The sender runs on its
+/// own thread, so the kernel's flush (RX ring first, fill ring consumer index after) races
+/// the receiver's refills as it does in the apps.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn no_frame_leaves_circulation_when_refills_race_the_kernel() {
+    let lab = XskLab::up("no_frame_leaves_circulation", "xf");
+    let (client, dut) = (lab.lab.client.clone(), lab.lab.dut.clone());
+    lab.attach(&dut.iface, Action::Xsk);
+    // More frames than the fill ring holds: the ring starts full and a reserve stays in the
+    // pool, as in `fastpath xsk rxdrop`.
+    let (rx_umem, mut rx_pool) = umem(2048, 4096);
+    let config = SocketConfig {
+        mode: BindMode::Copy,
+        fill_size: 1024,
+        ..SocketConfig::default()
+    };
+    let mut receiver = lab.bind(&rx_umem, &dut.iface, 0, &config).unwrap();
+    lab.register(&receiver);
+    let ring_frames = receiver.fill(&mut rx_pool, u32::MAX);
+    assert_eq!(ring_frames, 1024, "the fill ring starts full");
+
+    const SENT: u64 = 500_000;
+    let packet = tagged_udp_frame(&lab.client_to_dut(), 64, 1);
+    let sender = {
+        let (namespace, iface, config) = (client.namespace.clone(), client.iface.clone(), config);
+        std::thread::spawn(move || {
+            let (tx_umem, mut tx_pool) = umem(2048, 4096);
+            let mut sender = bind_in(&namespace, &tx_umem, &iface, 0, &config).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0u64;
+            while sent < SENT && Instant::now() < deadline {
+                sender.complete(&mut tx_pool, 256);
+                let mut tx = sender.transmit(&mut tx_pool, (SENT - sent).min(64) as u32);
+                while tx.remaining() > 0 {
+                    let Some(mut frame) = tx.pool().take() else {
+                        break;
+                    };
+                    tx_umem.write(&mut frame, &packet).unwrap();
+                    tx.push(frame).unwrap();
+                }
+                sent += u64::from(tx.commit());
+                sender.wake_tx().unwrap();
+            }
+            sent
+        })
+    };
+
+    let mut received = 0u64;
+    let mut short_refills = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sender.is_finished() && Instant::now() < deadline {
+        let mut returned = 0;
+        for frame in receiver.receive(64) {
+            received += 1;
+            returned += 1;
+            rx_pool.put(frame, &rx_umem);
+        }
+        let owed_before = receiver.fill_owed() + returned;
+        if receiver.refill(&mut rx_pool, returned) < owed_before {
+            short_refills += 1;
+        }
+    }
+    let sent = sender.join().expect("sender thread");
+    // The kernel has flushed everything by now: what is still owed fits the ring.
+    let settle = Instant::now() + Duration::from_secs(5);
+    while (receiver.fill_owed() > 0 || receiver.frames_in_kernel() < ring_frames as usize)
+        && Instant::now() < settle
+    {
+        let mut returned = 0;
+        for frame in receiver.receive(64) {
+            received += 1;
+            returned += 1;
+            rx_pool.put(frame, &rx_umem);
+        }
+        receiver.refill(&mut rx_pool, returned);
+    }
+    let stats = receiver.statistics().unwrap();
+    assert!(received > 0, "nothing arrived of {sent} sent");
+    assert_eq!(
+        receiver.frames_in_kernel(),
+        ring_frames as usize,
+        "every frame is back in circulation after {received} received ({short_refills} refills \
+         found the ring full; fill ring found empty {} times)",
+        stats.rx_fill_ring_empty_descs
+    );
+    assert_eq!(receiver.fill_owed(), 0);
+    assert_eq!(rx_pool.len() + receiver.frames_in_kernel(), 4096);
+}
+
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn two_sockets_on_two_interfaces_share_one_umem() {

@@ -312,9 +312,7 @@ impl Run {
         let batch = self.config.batch;
         let completed = self.socket.complete(&mut self.pool, batch * 2);
         self.tx_in_flight -= u64::from(completed);
-        if completed > 0 {
-            self.socket.fill(&mut self.pool, completed);
-        }
+        self.socket.refill(&mut self.pool, completed);
         if self.socket.is_busy_polling() || self.socket.fill_needs_wakeup() {
             self.socket.wake_rx()?;
         }
@@ -399,9 +397,7 @@ impl Run {
         for frame in self.overflow.drain(..) {
             self.pool.put(frame, &self.umem);
         }
-        if dropped > 0 {
-            self.socket.fill(&mut self.pool, dropped);
-        }
+        self.socket.refill(&mut self.pool, dropped);
     }
 
     /// Pipelined mode: sends batches that waited for room in a stage queue, and transmits
@@ -485,9 +481,7 @@ impl Run {
             self.local.drops.add(reason);
         }
         self.tx_in_flight += u64::from(tx.commit());
-        if dropped > 0 {
-            self.socket.fill(&mut self.pool, dropped);
-        }
+        self.socket.refill(&mut self.pool, dropped);
         if self.tx_in_flight > 0 && self.socket.tx_needs_wakeup() {
             self.socket.wake_tx()?;
         }

@@ -148,12 +148,11 @@ fn count_frame(frame: &Frame, tally: &mut Tally) {
     }
 }
 
-/// Gives `count` frames back to the fill ring. Refilling only what was used keeps the loop
-/// off the kernel's consumer index (a shared cache line) while nothing arrives.
+/// Gives `count` frames back to the fill ring (and those an earlier call could not place:
+/// `Socket::refill`). Refilling only what was used keeps the loop off the kernel's consumer
+/// index (a shared cache line) while nothing arrives.
 pub fn refill(socket: &mut Socket, pool: &mut FramePool, count: u32) -> Result<(), XskError> {
-    if count > 0 {
-        socket.fill(pool, count);
-    }
+    socket.refill(pool, count);
     if socket.is_busy_polling() || socket.fill_needs_wakeup() {
         socket.wake_rx()?;
     }
@@ -201,9 +200,12 @@ pub fn l2fwd<M: Monitor>(
     socket.fill(&mut pool, half);
     let mut frames: Vec<Frame> = Vec::with_capacity(batch as usize);
     let mut tally = Tally::default();
+    // Frames the TX ring turned away go back to the pool, and from there to the fill ring.
+    let mut turned_away = 0;
     while monitor.keep_going(socket, &tally) {
         let sent = socket.complete(&mut pool, batch * 2);
-        refill(socket, &mut pool, sent)?;
+        refill(socket, &mut pool, sent + turned_away)?;
+        turned_away = 0;
         // Take no more than the TX ring can hold, so every received frame goes back out.
         let room = socket.tx_room(batch);
         let mut starts_packet = true;
@@ -228,6 +230,7 @@ pub fn l2fwd<M: Monitor>(
         for frame in frames.drain(..) {
             if let Err(frame) = tx.push(frame) {
                 tally.tx_dropped += 1;
+                turned_away += 1;
                 tx.pool().put(frame, &umem);
             }
         }
