@@ -13,7 +13,7 @@ use nfv_apps::lb::{
     packet::address,
     tables::{Backend, BackendState, Tables, Vip},
 };
-use pipeline::{Chain, NetworkFunction, Packet, Verdict};
+use pipeline::{Chain, NetworkFunction, Packet, PacketList, Verdict};
 use wire::{FrameBuilder, build::ChecksumFill, parse::tcp_flags};
 
 fn tables(backends: usize) -> Arc<Tables> {
@@ -159,17 +159,17 @@ fn chain(c: &mut Criterion) {
     for (name, functions) in chains {
         let mut chain = Chain::new(functions);
         let mut verdicts = vec![Verdict::Next; BATCH];
+        // As a worker does: the packet list's memory is kept from batch to batch.
+        let mut list = PacketList::default();
         group.bench_function(format!("{name}/batch-64"), |b| {
             b.iter(|| {
                 for (frame, bytes) in frames.iter_mut().zip(&bytes) {
                     umem.write(frame, bytes).unwrap();
                 }
-                let mut packets: Vec<Packet<'_>> = frames
-                    .iter_mut()
-                    .map(|frame| Packet::new(&umem, frame, 0))
-                    .collect();
+                let mut packets = list.fill(&umem, &mut frames, 0);
                 verdicts.fill(Verdict::Next);
                 chain.run(&mut packets, &mut verdicts);
+                list.keep(packets);
                 assert!(
                     verdicts
                         .iter()

@@ -29,7 +29,7 @@ pub use chain::Chain;
 pub use drop_reason::{DropCounts, DropReason};
 pub use error::WorkerError;
 pub use flow::flow_hash;
-pub use nf::{NetworkFunction, Packet, Verdict};
+pub use nf::{NetworkFunction, Packet, PacketList, Verdict};
 pub use stage::StageConfig;
 pub use stats::{NfStats, StageStats, WorkerStats};
 pub use worker::{PollMode, Worker, WorkerConfig};

@@ -77,6 +77,46 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// The memory of a batch's packet list, kept from one batch to the next so that no worker
+/// path allocates per batch. A `Packet` borrows its frame, so the list cannot outlive its
+/// batch; its memory can.
+#[derive(Default)]
+pub struct PacketList(Vec<Packet<'static>>);
+
+impl PacketList {
+    /// The packets of `frames`, in this list's memory; give it back with
+    /// [`PacketList::keep`] once the batch is done.
+    pub fn fill<'a>(
+        &mut self,
+        umem: &'a Umem,
+        frames: &'a mut [Frame],
+        queue: u32,
+    ) -> Vec<Packet<'a>> {
+        let mut packets = relabel(std::mem::take(&mut self.0));
+        packets.extend(
+            frames
+                .iter_mut()
+                .map(|frame| Packet::new(umem, frame, queue)),
+        );
+        packets
+    }
+
+    /// Keeps the memory of `packets` for the next batch.
+    pub fn keep(&mut self, packets: Vec<Packet<'_>>) {
+        self.0 = relabel(packets);
+    }
+}
+
+/// The list emptied and given another lifetime, in the same memory: the standard library
+/// collects `into_iter().map(..)` in place when the items keep their layout.
+fn relabel<'b>(mut packets: Vec<Packet<'_>>) -> Vec<Packet<'b>> {
+    packets.clear();
+    packets
+        .into_iter()
+        .map(|_| unreachable!("the list was emptied"))
+        .collect()
+}
+
 /// A network function. One instance runs on one worker, so it needs no locks of its own;
 /// state shared between workers (a NAT table, say) is the function's business.
 pub trait NetworkFunction: Send + 'static {
@@ -102,4 +142,35 @@ pub trait NetworkFunction: Send + 'static {
 
     /// For `adopt`: lets the new version downcast the old one.
     fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+#[cfg(test)]
+mod tests {
+    use afxdp::UmemConfig;
+
+    use super::*;
+
+    #[test]
+    fn a_packet_list_reuses_its_memory_from_batch_to_batch() {
+        let (umem, mut pool) = Umem::new(UmemConfig {
+            frame_count: 64,
+            ..UmemConfig::default()
+        })
+        .unwrap();
+        let mut frames: Vec<Frame> = (0..32).map(|_| pool.take().unwrap()).collect();
+        let mut list = PacketList::default();
+        let first = list.fill(&umem, &mut frames, 3);
+        assert_eq!(first.len(), 32);
+        assert!(first.iter().all(|packet| packet.queue == 3));
+        let memory = first.as_ptr() as usize;
+        list.keep(first);
+        let second = list.fill(&umem, &mut frames[..16], 0);
+        assert_eq!(second.len(), 16);
+        assert_eq!(
+            second.as_ptr() as usize,
+            memory,
+            "the second batch's list is the first one's memory"
+        );
+        list.keep(second);
+    }
 }

@@ -23,7 +23,7 @@ use crate::{
     chain::Chain,
     error::WorkerError,
     flow::flow_hash,
-    nf::{Packet, Verdict},
+    nf::{PacketList, Verdict},
     stats::{StageStats, cycles},
 };
 use afxdp::{Frame, Umem};
@@ -112,6 +112,7 @@ impl Stages {
                 umem: umem.clone(),
                 queue,
                 chain,
+                packets: PacketList::default(),
                 work,
                 done: done.clone(),
                 shared: stats.clone(),
@@ -234,6 +235,8 @@ struct Stage {
     umem: Umem,
     queue: u32,
     chain: Chain,
+    /// The memory of each batch's packet list.
+    packets: PacketList,
     work: Receiver<ToStage>,
     done: Sender<FromStage>,
     shared: Arc<Mutex<StageStats>>,
@@ -293,12 +296,9 @@ impl Stage {
         let start = cycles();
         batch.verdicts.clear();
         batch.verdicts.resize(batch.frames.len(), Verdict::Next);
-        let mut packets: Vec<Packet<'_>> = batch
-            .frames
-            .iter_mut()
-            .map(|frame| Packet::new(&self.umem, frame, self.queue))
-            .collect();
+        let mut packets = self.packets.fill(&self.umem, &mut batch.frames, self.queue);
         self.chain.run(&mut packets, &mut batch.verdicts);
+        self.packets.keep(packets);
         self.local.batches += 1;
         self.local.packets += batch.frames.len() as u64;
         self.local.busy_cycles += cycles().wrapping_sub(start);
@@ -320,7 +320,10 @@ mod tests {
     use afxdp::UmemConfig;
 
     use super::*;
-    use crate::{drop_reason::DropReason, nf::NetworkFunction};
+    use crate::{
+        drop_reason::DropReason,
+        nf::{NetworkFunction, Packet},
+    };
 
     /// Holds each batch until the test lets it go, to fill the stage queues on demand.
     struct Gate(Receiver<()>);

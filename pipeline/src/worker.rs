@@ -18,7 +18,7 @@ use crate::{
     chain::Chain,
     drop_reason::DropReason,
     error::WorkerError,
-    nf::{Packet, Verdict},
+    nf::{PacketList, Verdict},
     stage::{StageConfig, Stages},
     stats::{NfStats, WorkerStats, cycles},
 };
@@ -129,6 +129,7 @@ impl Worker {
             local: stats.lock().unwrap().clone(),
             frames: Vec::new(),
             verdicts: Vec::new(),
+            packets: PacketList::default(),
             overflow: Vec::new(),
             tx_in_flight: 0,
             swap_unconfirmed: false,
@@ -236,6 +237,8 @@ struct Run {
     local: WorkerStats,
     frames: Vec<Frame>,
     verdicts: Vec<Verdict>,
+    /// The memory of the batch's packet list (run to completion).
+    packets: PacketList,
     /// Frames a full stage queue turned away.
     overflow: Vec<Frame>,
     tx_in_flight: u64,
@@ -332,12 +335,9 @@ impl Run {
         self.local.batches += 1;
         if let Engine::Inline(chain) = &mut self.engine {
             let queue = self.socket.queue();
-            let mut packets: Vec<Packet<'_>> = self
-                .frames
-                .iter_mut()
-                .map(|frame| Packet::new(&self.umem, frame, queue))
-                .collect();
+            let mut packets = self.packets.fill(&self.umem, &mut self.frames, queue);
             chain.run(&mut packets, &mut self.verdicts);
+            self.packets.keep(packets);
             self.send()?;
         } else {
             self.dispatch();
