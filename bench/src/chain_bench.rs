@@ -129,9 +129,12 @@ fn measure(iface: &str, object: &Path, repeat: u32, runs: usize) -> Result<Measu
                     .with_context(|| format!("load {name}"))?;
                 loaded += 1;
             }
-            let entry = format!("/sys/fs/bpf/fastpath/{iface}/chain/entry");
+            let entry = offload::bpffs::Bpffs::get()
+                .fastpath_dir()
+                .join(iface)
+                .join("chain/entry");
             let program = Xdp::from_pin(&entry, XdpAttachType::Interface)
-                .with_context(|| format!("open {entry}"))?;
+                .with_context(|| format!("open {}", entry.display()))?;
             chains.push((
                 modules,
                 median_time(&program, &packet, XDP_PASS, repeat, runs)?,

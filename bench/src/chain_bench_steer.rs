@@ -54,9 +54,12 @@ pub fn measure(
         rule.proto = Some("udp".parse().map_err(anyhow::Error::msg)?);
         rule.dport = Some("9".parse().map_err(anyhow::Error::msg)?);
         Steering::open(iface)?.add_rule(&rule)?;
-        let entry = format!("/sys/fs/bpf/fastpath/{iface}/chain/entry");
+        let entry = offload::bpffs::Bpffs::get()
+            .fastpath_dir()
+            .join(iface)
+            .join("chain/entry");
         let chain = Xdp::from_pin(&entry, XdpAttachType::Interface)
-            .with_context(|| format!("open {entry}"))?;
+            .with_context(|| format!("open {}", entry.display()))?;
         let mut alone = EbpfLoader::new()
             .default_map_pin_directory(Pins::for_iface(iface).maps_dir())
             .load(STEER_OBJECT)?;

@@ -56,10 +56,13 @@ pub fn measure(
     median_time: impl Fn(&Xdp, &[u8], u32, u32, usize) -> Result<Duration>,
 ) -> Result<Vec<TraceRow>> {
     let frames = frames();
-    let entry = format!("/sys/fs/bpf/fastpath/{iface}/chain/entry");
+    let entry = offload::bpffs::Bpffs::get()
+        .fastpath_dir()
+        .join(iface)
+        .join("chain/entry");
     let time_all = |module: &str| -> Result<Vec<Duration>> {
         let program = Xdp::from_pin(&entry, XdpAttachType::Interface)
-            .with_context(|| format!("open {entry}"))?;
+            .with_context(|| format!("open {}", entry.display()))?;
         let times = frames
             .iter()
             .map(|(_, frame)| median_time(&program, frame, XDP_PASS, repeat, runs))

@@ -20,7 +20,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -437,13 +437,23 @@ impl Soak {
         let iface = &self.lab.dut.iface;
         let client = &self.lab.client.iface;
         let mut left = Vec::new();
-        let bpffs = Path::new("/sys/fs/bpf/fastpath");
-        let run = Path::new("/run/fastpath");
+        // Where fastpath in the dut's and the client's namespaces keeps its things.
+        let in_namespace = |namespace: &str| {
+            lab::netns::run_in(namespace, || {
+                (
+                    offload::bpffs::Bpffs::get().fastpath_dir(),
+                    offload::netns::run_dir(),
+                )
+            })
+            .expect("enter the lab's namespace")
+        };
+        let (bpffs, run) = in_namespace(&self.lab.dut.namespace);
+        let (client_bpffs, client_run) = in_namespace(&self.lab.client.namespace);
         for path in [
             bpffs.join(iface),
-            bpffs.join(client),
+            client_bpffs.join(client),
             run.join(format!("{iface}.lock")),
-            run.join(format!("{client}.lock")),
+            client_run.join(format!("{client}.lock")),
             run.join(format!("lb-{iface}.pid")),
             self.control.clone(),
         ] {

@@ -2,7 +2,7 @@
 //! exits, and a full round trip across separate invocations with --netns and --json.
 
 mod support;
-use support::fastpath;
+use support::{fastpath, pins_root};
 
 use std::process::{Command, Output};
 
@@ -316,7 +316,7 @@ fn ip_netns_exec_and_the_netns_flag_share_one_attachment() {
     };
     let via_exec = |args: &[&str]| parse(args, ip_netns_exec(args));
     let via_flag = |args: &[&str]| parse(args, netns_flag(args));
-    let pins = std::path::Path::new("/sys/fs/bpf/fastpath").join(iface);
+    let pins = pins_root(ns).join(iface);
     let xdp_on_iface = || {
         let output = Command::new("ip")
             .args(["-n", ns, "-d", "link", "show", iface])
@@ -410,4 +410,116 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
+
+/// Namespaces this test makes, deleted when it ends however it ends.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = lab::netns::delete(name);
+        }
+    }
+}
+
+/// Two "containers" each have an `eth0` (and an `eth0.100`, named as VLAN devices are; this
+/// kernel has no 802.1Q devices, so it is a veth): fastpath run in one never sees or
+/// touches what runs in the other, as users of containers expect.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn namespaces_with_the_same_interface_names_keep_their_own_attachments() {
+    root("namespaces_with_the_same_interface_names");
+    let prefix = format!("fpnn{:04}", std::process::id() % 10000);
+    let names = Namespaces(vec![format!("{prefix}-a"), format!("{prefix}-b")]);
+    for ns in &names.0 {
+        let _ = lab::netns::delete(ns);
+        lab::netns::create(ns).expect("create namespace");
+        for args in [
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+            ][..],
+            &[
+                "link", "add", "eth0.100", "type", "veth", "peer", "name", "peer100",
+            ],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "peer0", "up"],
+            &["link", "set", "peer100", "up"],
+            &["link", "set", "eth0.100", "up"],
+        ] {
+            let output = Command::new("ip")
+                .arg("-n")
+                .arg(ns)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "ip {args:?}: {}", stderr(&output));
+        }
+    }
+    let (a, b) = (names.0[0].as_str(), names.0[1].as_str());
+    let run = |ns: &str, args: &[&str]| -> serde_json::Value {
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_fastpath"),
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .expect("run ip netns exec");
+        assert!(
+            output.status.success(),
+            "{ns} {args:?}: {}",
+            stderr(&output)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+    let rule_count = |ns: &str, iface: &str| {
+        run(ns, &["xdp", "status", "--iface", iface])["rules"]
+            .as_array()
+            .expect("rules")
+            .len()
+    };
+
+    let in_a = run(a, &["xdp", "attach", "--iface", "eth0"])["program_id"].as_u64();
+    let in_b = run(b, &["xdp", "attach", "--iface", "eth0"])["program_id"].as_u64();
+    assert!(
+        in_a.is_some() && in_b.is_some() && in_a != in_b,
+        "{in_a:?} {in_b:?}"
+    );
+    run(
+        a,
+        &[
+            "xdp", "rule", "add", "--iface", "eth0", "--action", "drop", "--proto", "udp",
+            "--dport", "9",
+        ],
+    );
+    assert_eq!(rule_count(a, "eth0"), 1);
+    assert_eq!(
+        rule_count(b, "eth0"),
+        0,
+        "a rule added in one namespace stays there"
+    );
+    assert_ne!(pins_root(a), pins_root(b));
+    assert!(pins_root(a).join("eth0").join("prog").exists());
+
+    // The name has a dot, which bpffs refuses in its names.
+    let vlan = run(a, &["xdp", "attach", "--iface", "eth0.100"]);
+    assert!(vlan["program_id"].as_u64().is_some(), "{vlan}");
+    assert_eq!(rule_count(a, "eth0.100"), 0);
+    run(a, &["xdp", "detach", "--iface", "eth0.100"]);
+
+    run(a, &["xdp", "detach", "--iface", "eth0"]);
+    assert_eq!(
+        run(b, &["xdp", "status", "--iface", "eth0"])["program_id"].as_u64(),
+        in_b,
+        "detaching in one namespace leaves the other's program"
+    );
+    let pins_of_b = pins_root(b);
+    drop(names);
+    // The next command anywhere prunes what a deleted namespace left pinned.
+    fastpath(&["lab", "down"]);
+    assert!(!pins_of_b.exists(), "{} left", pins_of_b.display());
 }

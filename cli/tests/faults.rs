@@ -51,8 +51,18 @@ fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-fn pins(iface: &str) -> PathBuf {
-    Path::new("/sys/fs/bpf/fastpath").join(iface)
+/// Where fastpath in namespace `namespace` pins for `iface`.
+fn pins(namespace: &str, iface: &str) -> PathBuf {
+    let iface = iface.to_string();
+    lab::netns::run_in(namespace, move || {
+        offload::bpffs::Bpffs::get().fastpath_dir().join(iface)
+    })
+    .unwrap()
+}
+
+/// `/run/fastpath` of namespace `namespace`.
+fn run_dir(namespace: &str) -> PathBuf {
+    lab::netns::run_in(namespace, offload::netns::run_dir).unwrap()
 }
 
 /// The program the kernel runs on `iface` in `namespace` (None: nothing attached, or no such
@@ -70,18 +80,20 @@ fn xdp_program(namespace: &str, iface: &str) -> Option<u32> {
 fn leftovers(setup: &Setup) -> Vec<String> {
     let lb = &setup.lab.lb;
     let mut left = Vec::new();
-    if pins(&lb.iface).exists() {
-        left.push(format!("pins {}", pins(&lb.iface).display()));
+    let pins = pins(&lb.namespace, &lb.iface);
+    if pins.exists() {
+        left.push(format!("pins {}", pins.display()));
     }
     if let Some(id) = xdp_program(&lb.namespace, &lb.iface) {
         left.push(format!("XDP program {id} on {}", lb.iface));
     }
-    let pid_file = PathBuf::from(format!("/run/fastpath/lb-{}.pid", lb.iface));
+    let run = run_dir(&lb.namespace);
+    let pid_file = run.join(format!("lb-{}.pid", lb.iface));
     if pid_file.exists() {
         left.push(format!("pid file {}", pid_file.display()));
     }
     // veth has no ntuple filters; on a NIC that has them, this records the installed ones.
-    let ntuple = PathBuf::from(format!("/run/fastpath/lb-{}.ntuple", lb.iface));
+    let ntuple = run.join(format!("lb-{}.ntuple", lb.iface));
     if ntuple.exists() {
         left.push(format!("ntuple record {}", ntuple.display()));
     }
@@ -241,7 +253,7 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
         said(&output)
     );
     assert!(xdp_program(&lb.namespace, iface).is_none());
-    assert!(!pins(iface).exists());
+    assert!(!pins(&lb.namespace, iface).exists());
     let output = xdp(&["attach", "--iface", iface], &[]);
     assert!(output.status.success(), "{}", said(&output));
 
@@ -324,7 +336,7 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
     let output = xdp(&["detach", "--iface", iface], &[]);
     assert!(output.status.success(), "{}", said(&output));
     assert!(xdp_program(&lb.namespace, iface).is_none());
-    assert!(!pins(iface).exists());
+    assert!(!pins(&lb.namespace, iface).exists());
 }
 
 /// UDP datagrams from the client to the load balancer's own address.
@@ -556,7 +568,7 @@ fn a_deleted_interface_stops_the_appliance_with_a_clear_message() {
     );
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(leftovers(&setup), Vec::<String>::new());
-    let lock = PathBuf::from(format!("/run/fastpath/{}.lock", setup.lab.lb.iface));
+    let lock = run_dir(&setup.lab.lb.namespace).join(format!("{}.lock", setup.lab.lb.iface));
     assert!(
         !lock.exists(),
         "the rule lock of a vanished interface goes too"

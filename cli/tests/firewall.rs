@@ -9,13 +9,12 @@ mod support;
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    path::Path,
     process::Command,
     time::Duration,
 };
 
 use lab::{Lab, require_root, wait_until};
-use support::{TempDir, failure, fastpath, json};
+use support::{TempDir, failure, fastpath, json, pins_root};
 
 /// The tests share the node's conntrack table (one per bpffs, not per network namespace,
 /// and every lab uses the same addresses): one at a time.
@@ -394,7 +393,7 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
     drop(first);
 
     on_dut(&["firewall", "remove", "--iface", &iface]);
-    let root = Path::new("/sys/fs/bpf/fastpath");
+    let root = pins_root(&ns);
     assert!(
         !root.join("conntrack").exists() && !root.join("firewall").exists(),
         "pins left"

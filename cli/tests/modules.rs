@@ -4,7 +4,7 @@
 //! counter map survives its swap. Also the ABI-mismatch and verifier-rejection errors.
 
 mod support;
-use support::{DROPPER, TempDir, clang, failure, json};
+use support::{DROPPER, TempDir, clang, failure, json, pins_root};
 
 use std::{
     path::{Path, PathBuf},
@@ -443,7 +443,7 @@ fn a_kill_during_a_change_leaves_the_chain_working_and_the_next_command_cleans_u
     };
     let listing = || json(&["--netns", &ns, "module", "list", "--iface", &iface]);
     let path = |p: &PathBuf| p.to_str().unwrap().to_string();
-    let modules_dir = PathBuf::from(format!("/sys/fs/bpf/fastpath/{iface}/chain/modules"));
+    let modules_dir = pins_root(&ns).join(&iface).join("chain/modules");
     let pinned_modules = || {
         let mut names: Vec<String> = std::fs::read_dir(&modules_dir)
             .unwrap()
@@ -931,7 +931,7 @@ fn a_kill_during_chain_apply_leaves_the_old_chain_working() {
         command.output().expect("run fastpath")
     };
     let listing = || json(&["--netns", &ns, "module", "list", "--iface", &iface]);
-    let modules_dir = PathBuf::from(format!("/sys/fs/bpf/fastpath/{iface}/chain/modules"));
+    let modules_dir = pins_root(&ns).join(&iface).join("chain/modules");
     let pinned_modules = || {
         let mut names: Vec<String> = std::fs::read_dir(&modules_dir)
             .unwrap()
@@ -1280,6 +1280,6 @@ fn tc_hooks_carry_modules_beside_the_xdp_chain() {
     let last = on_dut(&["unload", "--iface", &iface, "counter"]);
     assert_eq!(last["chain_detached"], true, "{last}");
     // Every chain gone, every pin with it.
-    let pins = Path::new("/sys/fs/bpf/fastpath").join(&iface);
+    let pins = pins_root(&ns).join(&iface);
     assert!(!pins.exists(), "{} left", pins.display());
 }

@@ -7,7 +7,6 @@ mod lb_common;
 mod support;
 
 use std::{
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -16,7 +15,7 @@ use std::{
 };
 
 use lab::{Lab, require_root, wait_until};
-use support::{DROPPER, TempDir, failure, json};
+use support::{DROPPER, TempDir, failure, json, pins_root};
 
 /// A DDoS filter as a user would put it in front of a load balancer: drops UDP floods to
 /// port 19 (chargen), counts every TCP packet it lets through in `TCP_SEEN`, lets the rest
@@ -161,7 +160,7 @@ fn xdp_attach_is_the_module_steer_and_a_module_before_it_sees_packets_first() {
     let error = failure(&["--netns", &ns, "xdp", "status", "--iface", &iface]);
     assert!(error.contains("nothing attached"), "{error}");
     on_dut(&["module", "unload", "--iface", &iface, "dropper"]);
-    let pins = Path::new("/sys/fs/bpf/fastpath").join(&iface);
+    let pins = pins_root(&ns).join(&iface);
     assert!(!pins.exists(), "{} left", pins.display());
 }
 

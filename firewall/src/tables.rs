@@ -51,13 +51,13 @@ fn firewalls_dir() -> PathBuf {
 }
 
 fn iface_dir(iface: &str) -> PathBuf {
-    firewalls_dir().join(iface)
+    firewalls_dir().join(offload::netns::pin_name(iface))
 }
 
 /// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
 /// firewall: two applies at once would write the same idle bank.
 fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
-    let path = Path::new("/run/fastpath/firewall").join(format!("{iface}.lock"));
+    let path = run_dir().join(format!("{iface}.lock"));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
     }
@@ -72,7 +72,12 @@ fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
 }
 
 fn names_dir(iface: &str) -> PathBuf {
-    Path::new("/run/fastpath/firewall").join(iface)
+    run_dir().join(iface)
+}
+
+/// `/run/fastpath/firewall` of this network namespace.
+fn run_dir() -> PathBuf {
+    offload::netns::run_dir().join("firewall")
 }
 
 /// The pin of the firewall map `name` for `iface`: node-wide maps under the conntrack

@@ -40,7 +40,9 @@ fn interfaces() -> Vec<String> {
         .map(|entries| {
             entries
                 .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .map(|entry| {
+                    offload::netns::iface_of_pin_name(&entry.file_name().to_string_lossy())
+                })
                 .filter(|name| name != TRANSIENT && here(name))
                 .collect()
         })

@@ -71,8 +71,16 @@ impl Bpffs {
     }
 
     /// `/sys/fs/bpf/fastpath` (or its host view): every fastpath pin lives below it.
-    pub fn fastpath_dir(&self) -> PathBuf {
+    /// Loads of no namespace's (`transient-objects/`) go here; a node's pins go in
+    /// [`Bpffs::fastpath_dir`].
+    pub fn shared_dir(&self) -> PathBuf {
         self.root.join("fastpath")
+    }
+
+    /// The pins of the calling thread's network namespace: `netns/<cookie>/` below
+    /// [`Bpffs::shared_dir`] ([`crate::netns`]).
+    pub fn fastpath_dir(&self) -> PathBuf {
+        self.shared_dir().join(crate::netns::subdir())
     }
 
     /// How the bpffs in use was chosen.

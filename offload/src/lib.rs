@@ -45,6 +45,7 @@ pub mod hw;
 pub mod kill_point;
 pub mod mode;
 pub mod modules;
+pub mod netns;
 pub mod offload_check;
 mod pins;
 pub mod placement;

@@ -33,7 +33,9 @@ impl Pins {
     /// The pins of the attachment on `iface`: `<bpffs>/fastpath/<iface>/`.
     pub fn for_iface(iface: &str) -> Pins {
         Pins {
-            dir: Bpffs::get().fastpath_dir().join(iface),
+            dir: Bpffs::get()
+                .fastpath_dir()
+                .join(crate::netns::pin_name(iface)),
         }
     }
 
@@ -145,7 +147,7 @@ impl Transient {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let pins = Pins {
-            dir: Bpffs::get().fastpath_dir().join(TRANSIENT).join(name),
+            dir: Bpffs::get().shared_dir().join(TRANSIENT).join(name),
         };
         Bpffs::get().ready_for_pins(false)?;
         pins.create_dirs()?;
@@ -172,10 +174,12 @@ fn pid_namespace() -> u64 {
 /// Removes the pins of attachments whose interface is gone: the kernel detaches an XDP link
 /// when its device is unregistered (a lab namespace deleted, a NIC unplugged) and then reports
 /// ifindex 0 for it, but the pins would keep the maps alive. Returns the interfaces pruned.
-/// Also removes transient directories left by processes of this pid namespace that died.
+/// Also removes transient directories left by processes of this pid namespace that died,
+/// and the pins of network namespaces that are gone.
 pub fn prune_stale() -> Vec<String> {
+    prune_dead_transients(&Bpffs::get().shared_dir().join(TRANSIENT));
+    crate::netns::prune_dead(&Bpffs::get().shared_dir());
     let root = Bpffs::get().fastpath_dir();
-    prune_dead_transients(&root.join(TRANSIENT));
     let Ok(entries) = fs::read_dir(root) else {
         return vec![];
     };
@@ -191,7 +195,9 @@ pub fn prune_stale() -> Vec<String> {
             || link_lost_its_device(&chain_link)
             || tc_links.iter().any(|link| tcx_link_lost_its_device(link));
         if lost && pins.remove().is_ok() {
-            pruned.push(entry.file_name().to_string_lossy().into_owned());
+            pruned.push(crate::netns::iface_of_pin_name(
+                &entry.file_name().to_string_lossy(),
+            ));
         }
     }
     pruned

@@ -5,12 +5,12 @@ use std::{fs, fs::File, io, path::PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-/// Where the lock files live.
+/// Where the lock files live: `/run/fastpath` of the calling thread's network namespace.
 pub(crate) fn path(file_name: &str) -> PathBuf {
-    PathBuf::from("/run/fastpath").join(file_name)
+    crate::netns::run_dir().join(file_name)
 }
 
-/// Takes the lock in `/run/fastpath/<file_name>`, waiting for its holder. The file is not
+/// Takes the lock in `/run/fastpath/<file_name>` (of this network namespace), waiting for its holder. The file is not
 /// truncated: a holder may keep a journal line in it. An error names the failed step.
 pub(crate) fn exclusive(file_name: &str) -> Result<Flock<File>, (&'static str, io::Error)> {
     let path = path(file_name);

@@ -95,3 +95,15 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `/sys/fs/bpf/fastpath` as fastpath run in network namespace `ns` uses it: every
+/// namespace but the host's has a folder of its own there (`netns/<cookie>/`).
+pub fn pins_root(ns: &str) -> PathBuf {
+    lab::Lab::run_in(ns, || offload::bpffs::Bpffs::get().fastpath_dir())
+        .expect("enter the namespace")
+}
+
+/// `/run/fastpath` as fastpath run in network namespace `ns` uses it.
+pub fn run_root(ns: &str) -> PathBuf {
+    lab::Lab::run_in(ns, offload::netns::run_dir).expect("enter the namespace")
+}

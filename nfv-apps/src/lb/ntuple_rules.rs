@@ -49,7 +49,7 @@ pub struct NtupleRules {
 
 /// The record file of the rules an appliance installs on `iface`.
 pub fn record_path(iface: &str) -> PathBuf {
-    PathBuf::from(format!("/run/fastpath/lb-{iface}.ntuple"))
+    offload::netns::run_dir().join(format!("lb-{iface}.ntuple"))
 }
 
 impl NtupleRules {

@@ -44,7 +44,7 @@ impl ChainPins {
         ChainPins {
             dir: Bpffs::get()
                 .fastpath_dir()
-                .join(at.iface)
+                .join(crate::netns::pin_name(at.iface))
                 .join(at.hook.dir_name()),
         }
     }

@@ -204,7 +204,8 @@ impl History {
             return;
         };
         for entry in entries.flatten() {
-            if !pinned.join(entry.file_name()).exists() {
+            let iface = entry.file_name().to_string_lossy().into_owned();
+            if !pinned.join(crate::netns::pin_name(&iface)).exists() {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }

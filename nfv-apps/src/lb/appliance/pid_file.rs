@@ -11,7 +11,7 @@ pub struct PidFile(PathBuf);
 impl PidFile {
     /// Where the appliance on `iface` keeps its pid.
     pub fn path_for(iface: &str) -> PathBuf {
-        PathBuf::from(format!("/run/fastpath/lb-{iface}.pid"))
+        offload::netns::run_dir().join(format!("lb-{iface}.pid"))
     }
 
     /// Takes the interface for this process. A pid file whose process is gone is a dead
