@@ -9,10 +9,7 @@ use std::{
 };
 
 use clap::Args;
-use observe::{
-    http::Server,
-    metrics::{self, Sources},
-};
+use observe::{http::Server, metrics::Sources};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,6 +37,6 @@ pub fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
     let sources = Sources {
         lb_controls: args.lb_controls.clone(),
     };
-    Arc::new(Server::new(move || metrics::collect(&sources))).serve(listener)?;
+    Arc::new(Server::new(sources)).serve(listener)?;
     Ok(())
 }

@@ -135,6 +135,8 @@ pub struct Graph {
     pub tunnels: Vec<Edge>,
     /// Seconds of past the health was judged on (0 for the first sample).
     pub window_seconds: f64,
+    /// Tracers that could not be read (their tunnels are missing from the graph).
+    pub errors: Vec<String>,
 }
 
 /// One sample of every tunnel, with the rates it had then.
@@ -255,6 +257,7 @@ impl History {
                 .collect(),
             tunnels: edges,
             window_seconds,
+            errors: Vec::new(),
         }
     }
 }

@@ -68,20 +68,41 @@ impl Response {
     }
 }
 
+/// Where the server's data comes from: the kernel and the appliances
+/// ([`metrics::Sources`]), or a fake in tests.
+pub trait Collector: Send + Sync + 'static {
+    /// Everything.
+    fn collect(&self) -> metrics::Collected;
+    /// The tracers' snapshots and the errors reading them: all the graph needs (it polls
+    /// every second). The rest of the collection may stay empty.
+    fn tunnels(&self) -> metrics::Collected {
+        self.collect()
+    }
+}
+
+impl Collector for metrics::Sources {
+    fn collect(&self) -> metrics::Collected {
+        metrics::collect(self)
+    }
+
+    fn tunnels(&self) -> metrics::Collected {
+        metrics::collect_tunnels()
+    }
+}
+
 /// The server's state: where it collects from, and the tunnel graph's past (health is
 /// judged on the samples of the last seconds, taken as the page polls).
 pub struct Server {
-    collect: Box<dyn Fn() -> metrics::Collected + Send + Sync>,
+    collector: Box<dyn Collector>,
     history: Mutex<graph::History>,
     started: Instant,
 }
 
 impl Server {
-    /// A server answering from `collect` (in `fastpath serve`, [`metrics::collect`] with
-    /// its sources).
-    pub fn new(collect: impl Fn() -> metrics::Collected + Send + Sync + 'static) -> Server {
+    /// A server answering from `collector`.
+    pub fn new(collector: impl Collector) -> Server {
         Server {
-            collect: Box::new(collect),
+            collector: Box::new(collector),
             history: Mutex::new(graph::History::default()),
             started: Instant::now(),
         }
@@ -92,7 +113,7 @@ impl Server {
         if method != "GET" && method != "HEAD" {
             return Response::text(405, "fastpath serve is read-only: GET only");
         }
-        let collect = &self.collect;
+        let collect = || self.collector.collect();
         let path = path.split('?').next().unwrap_or(path);
         match path.trim_end_matches('/') {
             "" | "/index.html" => Response::asset("text/html; charset=utf-8", INDEX_HTML),
@@ -116,14 +137,16 @@ impl Server {
             "/api/firewall" => Response::json(&collect().firewalls),
             "/api/lb" => Response::json(&collect().load_balancers),
             "/api/graph" => {
-                let tunnels = collect().tunnels;
+                let collected = self.collector.tunnels();
                 // A poisoned lock only means another request panicked mid-sample: the
                 // history is still a list of whole samples.
                 let mut history = self
                     .history
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                Response::json(&history.sample(self.started.elapsed(), &tunnels))
+                let mut graph = history.sample(self.started.elapsed(), &collected.tunnels);
+                graph.errors = collected.errors;
+                Response::json(&graph)
             }
             _ => Response::text(404, &format!("no route {path}: see /api")),
         }
@@ -194,9 +217,18 @@ fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Nothing loaded anywhere.
+    struct Empty;
+
+    impl Collector for Empty {
+        fn collect(&self) -> metrics::Collected {
+            metrics::Collected::default()
+        }
+    }
+
     #[test]
     fn routes_answer_and_refuse_writes() {
-        let server = Server::new(metrics::Collected::default);
+        let server = Server::new(Empty);
         assert_eq!(server.route("GET", "/metrics").status, 200);
         assert_eq!(server.route("GET", "/api/tunnels").body.trim(), "[]");
         assert_eq!(server.route("GET", "/nowhere").status, 404);
@@ -205,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_page_and_its_assets_are_served_from_the_binary() {
-        let server = Server::new(metrics::Collected::default);
+        let server = Server::new(Empty);
         let page = server.route("GET", "/?vtep=10.0.0.1");
         assert!(page.content_type.starts_with("text/html"));
         // Everything the page loads comes from this server: no other origin.

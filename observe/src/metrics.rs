@@ -115,8 +115,24 @@ fn here(name: &str) -> bool {
 
 /// Reads every source.
 pub fn collect(sources: &Sources) -> Collected {
+    gather(sources, true)
+}
+
+/// Reads the tracers only (what the tunnel graph needs every second: no load balancer
+/// asked, no conntrack table swept); the rest of the collection stays empty.
+pub fn collect_tunnels() -> Collected {
+    gather(&Sources::default(), false)
+}
+
+/// Reads the tracers, and with `everything` every other source too.
+fn gather(sources: &Sources, everything: bool) -> Collected {
     let mut collected = Collected::default();
-    for (path, report) in sources.lb_controls() {
+    let controls = if everything {
+        sources.lb_controls()
+    } else {
+        Vec::new()
+    };
+    for (path, report) in controls {
         match control::send(&path, &Request::Status) {
             Ok(response) => match (response.status, response.error) {
                 (Some(status), _) => collected.load_balancers.push(LoadBalancer {
@@ -150,11 +166,16 @@ pub fn collect(sources: &Sources) -> Collected {
                             Err(error) => collected.errors.push(format!("{at}: {error}")),
                         }
                     }
-                    collected.chains.push(listing);
+                    if everything {
+                        collected.chains.push(listing);
+                    }
                 }
                 Err(ModuleError::NoChain { .. }) => {}
                 Err(error) => collected.errors.push(format!("{at}: {error}")),
             }
+        }
+        if !everything {
+            continue;
         }
         if offload::Pins::for_iface(&iface).exists() {
             match offload::status(&iface) {

@@ -129,7 +129,8 @@ async function poll() {
     latest = await response.json();
     draw(latest);
     status.textContent = `${latest.vteps.length} VTEPs, ${latest.tunnels.length} tunnels, ` +
-      `health over ${latest.window_seconds.toFixed(0)} s`;
+      `health over ${latest.window_seconds.toFixed(0)} s` +
+      (latest.errors.length ? "; not read: " + latest.errors.join("; ") : "");
     document.body.setAttribute("data-polls", Number(document.body.getAttribute("data-polls") || 0) + 1);
   } catch (error) {
     status.textContent = "cannot read /api/graph: " + error.message;
