@@ -129,10 +129,21 @@ fn attribute<'a>(tag: &'a str, attribute: &str) -> Option<&'a str> {
     Some(&tag[start..end])
 }
 
-/// What the rendered page shows: VTEP addresses, and each tunnel (a, b) with its health.
+/// A tunnel as drawn.
+struct Drawn {
+    a: String,
+    b: String,
+    health: String,
+    /// Bytes per second, once the server has a rate.
+    rate: Option<f64>,
+    width: f64,
+}
+
+/// What the rendered page shows: VTEP addresses, the tunnels, the selected VTEP's inner
+/// endpoints.
 struct Rendered {
     vteps: Vec<String>,
-    tunnels: Vec<(String, String, String)>,
+    tunnels: Vec<Drawn>,
     inner: Vec<String>,
 }
 
@@ -144,11 +155,13 @@ fn rendered(dom: &str) -> Rendered {
     let tunnels = tags(dom, "line")
         .into_iter()
         .filter_map(|tag| {
-            Some((
-                attribute(tag, "data-a")?.to_string(),
-                attribute(tag, "data-b")?.to_string(),
-                attribute(tag, "data-health")?.to_string(),
-            ))
+            Some(Drawn {
+                a: attribute(tag, "data-a")?.to_string(),
+                b: attribute(tag, "data-b")?.to_string(),
+                health: attribute(tag, "data-health")?.to_string(),
+                rate: attribute(tag, "data-bytes-per-second")?.parse().ok(),
+                width: attribute(tag, "stroke-width")?.parse().ok()?,
+            })
         })
         .collect();
     let inner = tags(dom, "li")
@@ -205,25 +218,39 @@ fn the_tunnel_graph_shows_the_labs_vteps_and_tunnels_in_chromium() {
     let shown = loop {
         let dom = chromium(&segment, &page, &profile, &["--dump-dom"]);
         let shown = rendered(&dom);
-        if shown.vteps.len() >= 3 && shown.tunnels.len() >= 3 {
+        // Rates come once the server has a sample a second old: a later load has them.
+        if shown.vteps.len() >= 3
+            && shown.tunnels.len() >= 3
+            && shown.tunnels.iter().all(|tunnel| tunnel.rate.is_some())
+        {
             break shown;
         }
         assert!(
             Instant::now() < deadline,
-            "the page never drew 3 VTEPs and 3 tunnels: {dom}"
+            "the page never drew 3 VTEPs and 3 tunnels with their rates: {dom}"
         );
     };
     let mut vteps = shown.vteps.clone();
     vteps.sort();
     assert_eq!(vteps, expected_vteps, "the nodes are the lab's VTEPs");
-    let health = |one: usize, other: usize| {
+    let tunnel = |one: usize, other: usize| {
         shown
             .tunnels
             .iter()
-            .find(|(a, b, _)| (a, b) == (&vtep(one), &vtep(other)))
-            .map(|(_, _, health)| health.clone())
-            .unwrap_or_else(|| panic!("no tunnel {one} - {other}: {:?}", shown.tunnels))
+            .find(|tunnel| (&tunnel.a, &tunnel.b) == (&vtep(one), &vtep(other)))
+            .unwrap_or_else(|| panic!("no tunnel {one} - {other}"))
     };
+    let health = |one: usize, other: usize| tunnel(one, other).health.clone();
+    // Live traffic on every tunnel: each has a rate, and is drawn wider than an idle one.
+    for (one, other) in [(1, 2), (1, 3), (2, 3)] {
+        let drawn = tunnel(one, other);
+        assert!(
+            drawn.rate.is_some_and(|rate| rate > 0.0) && drawn.width > 2.0,
+            "{one} - {other}: rate {:?}, width {}",
+            drawn.rate,
+            drawn.width
+        );
+    }
     assert_eq!(health(2, 3), "one-way", "2 -> 3 carries traffic one way");
     for (one, other) in [(1, 2), (1, 3)] {
         assert_ne!(

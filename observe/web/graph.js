@@ -66,6 +66,8 @@ function draw(graph) {
       "data-kind": tunnel.kind,
       "data-vni": tunnel.vni,
       "data-health": tunnel.health,
+      // Empty until the server has a sample a second old to take the rate against.
+      "data-bytes-per-second": tunnel.bytes_per_second === null ? "" : tunnel.bytes_per_second,
       x1: from.x + offset, y1: from.y + offset, x2: to.x + offset, y2: to.y + offset,
       "stroke-width": width(tunnel.bytes_per_second),
     });
