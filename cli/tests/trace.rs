@@ -20,7 +20,10 @@ use lab::{
     vxlan::{Underlay, VxlanLab},
 };
 use serde_json::Value;
-use support::{fastpath, json, serve::Server};
+use support::{
+    fastpath, json,
+    serve::{Server, Tracers},
+};
 use wire::build::FrameBuilder;
 
 /// Bytes of each inner datagram's payload.
@@ -28,12 +31,25 @@ const PAYLOAD: usize = 64;
 /// The inner UDP port receivers listen on.
 const INNER_PORT: u16 = 9100;
 
-/// Unloads the tracer from host 1's chains when the test ends, pass or fail.
+/// The tracer on host 1's underlay interface, loaded by the first snapshot of a hook,
+/// unloaded from its XDP and TC egress chains when the test ends, pass or fail.
 struct Tracer<'a> {
     lab: &'a VxlanLab,
+    tracers: Tracers,
 }
 
 impl Tracer<'_> {
+    fn new(lab: &VxlanLab) -> Tracer<'_> {
+        let iface = lab.hosts[0].underlay.iface.as_str();
+        Tracer {
+            lab,
+            tracers: Tracers::new(
+                &lab.namespace("h1"),
+                &[(iface, "xdp"), (iface, "tc-egress")],
+            ),
+        }
+    }
+
     fn ns(&self) -> String {
         self.lab.namespace("h1")
     }
@@ -44,54 +60,11 @@ impl Tracer<'_> {
 
     /// Loads the tracer on `hook` if it is not there, and returns its snapshot.
     fn snapshot(&self, hook: &str) -> Value {
-        json(&[
-            "--netns",
-            &self.ns(),
-            "trace",
-            "vxlan",
-            "--iface",
-            self.iface(),
-            "--hook",
-            hook,
-            "--once",
-        ])
+        self.tracers.snapshot(self.iface(), hook)
     }
 
     fn unload(&self, hook: &str) {
-        let output = fastpath(&[
-            "--netns",
-            &self.ns(),
-            "module",
-            "unload",
-            "--iface",
-            self.iface(),
-            "--hook",
-            hook,
-            "vxlan-trace",
-        ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Tracer<'_> {
-    fn drop(&mut self) {
-        for hook in ["xdp", "tc-egress"] {
-            let _ = fastpath(&[
-                "--netns",
-                &self.ns(),
-                "module",
-                "unload",
-                "--iface",
-                self.iface(),
-                "--hook",
-                hook,
-                "vxlan-trace",
-            ]);
-        }
+        self.tracers.unload(self.iface(), hook);
     }
 }
 
@@ -230,7 +203,7 @@ fn frame_bytes(underlay: Underlay, inner_v6: bool) -> u64 {
 fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
     lab::require_root("trace");
     let lab = VxlanLab::for_test(tag, underlay, port);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     let xdp = tracer.snapshot("xdp");
     let egress = tracer.snapshot("tc-egress");
     assert_eq!(xdp["tunnel_packets"], 0, "{xdp}");
@@ -503,7 +476,7 @@ fn pairs_count_exactly_what_crossed_an_ipv6_underlay_on_8472() {
 fn traffic_loses_nothing_while_the_tracer_is_loaded_swapped_and_unloaded() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tl", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     let (source, target) = (lab.hosts[1].vxlan.clone(), lab.hosts[0].vxlan.clone());
     let receiver =
         Lab::udp_socket(&target.namespace, SocketAddr::new(target.ipv4, INNER_PORT)).unwrap();
@@ -595,7 +568,7 @@ fn traffic_loses_nothing_while_the_tracer_is_loaded_swapped_and_unloaded() {
 fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tg", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     json(&[
         "--netns",
         &tracer.ns(),
@@ -656,7 +629,7 @@ fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
 fn tcp_through_the_tunnel_is_counted_in_wire_packets_at_tc_egress() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tt", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     tracer.snapshot("tc-egress");
     const BYTES: usize = 1_000_000;
     let (one, two) = (lab.hosts[0].vxlan.clone(), lab.hosts[1].vxlan.clone());
@@ -759,7 +732,7 @@ impl Drop for Background {
 fn totals_equal_the_interface(tag: &str, underlay: Underlay, port: u16) {
     lab::require_root("trace");
     let lab = VxlanLab::for_test(tag, underlay, port);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     let (received_before, seen_before) = quiet_totals(&lab, &tracer);
 
     // UDP with known counts, received and unchanged (`send` checks).

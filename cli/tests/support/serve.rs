@@ -89,19 +89,46 @@ pub struct Tracers {
 }
 
 impl Tracers {
-    /// Loads the tracer on each (interface, hook) of `namespace`.
-    pub fn load(namespace: &str, chains: &[(&str, &str)]) -> Tracers {
-        let tracers = Tracers {
+    /// The tracer on each (interface, hook) of `namespace`, loaded by the first snapshot
+    /// of each and unloaded from all on drop.
+    pub fn new(namespace: &str, chains: &[(&str, &str)]) -> Tracers {
+        Tracers {
             namespace: namespace.to_string(),
             chains: chains
                 .iter()
                 .map(|(iface, hook)| (iface.to_string(), hook.to_string()))
                 .collect(),
-        };
+        }
+    }
+
+    /// [`Tracers::new`], loaded on every chain now.
+    pub fn load(namespace: &str, chains: &[(&str, &str)]) -> Tracers {
+        let tracers = Tracers::new(namespace, chains);
         for (iface, hook) in &tracers.chains {
             tracers.snapshot(iface, hook);
         }
         tracers
+    }
+
+    /// Unloads the tracer from `iface`'s `hook` now (`fastpath module unload`), which must
+    /// succeed.
+    pub fn unload(&self, iface: &str, hook: &str) {
+        let output = fastpath(&[
+            "--netns",
+            &self.namespace,
+            "module",
+            "unload",
+            "--iface",
+            iface,
+            "--hook",
+            hook,
+            "vxlan-trace",
+        ]);
+        assert!(
+            output.status.success(),
+            "unload vxlan-trace from {iface} {hook}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// The tracer's snapshot on `iface`'s `hook` (`fastpath trace vxlan --once --json`).
