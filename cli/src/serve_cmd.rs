@@ -1,9 +1,15 @@
-//! `fastpath serve`: one read-only HTTP server for all of fastpath, `/metrics` in the
-//! Prometheus text format and `/api/...` as JSON (`observe::http`). Localhost by default.
+//! `fastpath serve`: one read-only HTTP server for all of fastpath, the tunnel graph page
+//! at `/`, `/metrics` in the Prometheus text format and `/api/...` as JSON
+//! (`observe::http`). Localhost by default.
 
-use std::net::{SocketAddr, TcpListener};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use clap::Args;
+use observe::{http::Server, metrics::Sources};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -11,6 +17,10 @@ pub struct ServeArgs {
     /// to the network: say so explicitly.
     #[arg(long, default_value = "127.0.0.1:9100")]
     listen: SocketAddr,
+    /// A load balancer's control socket to read its VIP, backend and worker stats from
+    /// (repeat for several) [default: /run/fastpath/lb.sock when an appliance is there].
+    #[arg(long = "lb-control", value_name = "PATH")]
+    lb_controls: Vec<PathBuf>,
 }
 
 pub fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
@@ -20,8 +30,13 @@ pub fn run(args: &ServeArgs, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::json!({ "listening": local.to_string() }));
     } else {
-        println!("serving http://{local}/metrics and http://{local}/api");
+        println!(
+            "serving http://{local}/ (tunnel graph), http://{local}/metrics and http://{local}/api"
+        );
     }
-    observe::http::serve(listener)?;
+    let sources = Sources {
+        lb_controls: args.lb_controls.clone(),
+    };
+    Arc::new(Server::new(sources)).serve(listener)?;
     Ok(())
 }

@@ -9,9 +9,8 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -21,7 +20,10 @@ use lab::{
     vxlan::{Underlay, VxlanLab},
 };
 use serde_json::Value;
-use support::{fastpath, json};
+use support::{
+    fastpath, json,
+    serve::{Server, Tracers},
+};
 use wire::build::FrameBuilder;
 
 /// Bytes of each inner datagram's payload.
@@ -29,12 +31,25 @@ const PAYLOAD: usize = 64;
 /// The inner UDP port receivers listen on.
 const INNER_PORT: u16 = 9100;
 
-/// Unloads the tracer from host 1's chains when the test ends, pass or fail.
+/// The tracer on host 1's underlay interface, loaded by the first snapshot of a hook,
+/// unloaded from its XDP and TC egress chains when the test ends, pass or fail.
 struct Tracer<'a> {
     lab: &'a VxlanLab,
+    tracers: Tracers,
 }
 
 impl Tracer<'_> {
+    fn new(lab: &VxlanLab) -> Tracer<'_> {
+        let iface = lab.hosts[0].underlay.iface.as_str();
+        Tracer {
+            lab,
+            tracers: Tracers::new(
+                &lab.namespace("h1"),
+                &[(iface, "xdp"), (iface, "tc-egress")],
+            ),
+        }
+    }
+
     fn ns(&self) -> String {
         self.lab.namespace("h1")
     }
@@ -45,54 +60,11 @@ impl Tracer<'_> {
 
     /// Loads the tracer on `hook` if it is not there, and returns its snapshot.
     fn snapshot(&self, hook: &str) -> Value {
-        json(&[
-            "--netns",
-            &self.ns(),
-            "trace",
-            "vxlan",
-            "--iface",
-            self.iface(),
-            "--hook",
-            hook,
-            "--once",
-        ])
+        self.tracers.snapshot(self.iface(), hook)
     }
 
     fn unload(&self, hook: &str) {
-        let output = fastpath(&[
-            "--netns",
-            &self.ns(),
-            "module",
-            "unload",
-            "--iface",
-            self.iface(),
-            "--hook",
-            hook,
-            "vxlan-trace",
-        ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Tracer<'_> {
-    fn drop(&mut self) {
-        for hook in ["xdp", "tc-egress"] {
-            let _ = fastpath(&[
-                "--netns",
-                &self.ns(),
-                "module",
-                "unload",
-                "--iface",
-                self.iface(),
-                "--hook",
-                hook,
-                "vxlan-trace",
-            ]);
-        }
+        self.tracers.unload(self.iface(), hook);
     }
 }
 
@@ -228,69 +200,10 @@ fn frame_bytes(underlay: Underlay, inner_v6: bool) -> u64 {
     (14 + outer_ip + 8 + 8 + 14 + inner_ip + 8 + PAYLOAD) as u64
 }
 
-/// `fastpath serve` in host 1's namespace on an ephemeral port, killed on drop.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    namespace: String,
-}
-
-impl Server {
-    fn start(namespace: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fastpath"))
-            .args([
-                "--json",
-                "--netns",
-                namespace,
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run fastpath serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line).expect("serve prints where it listens");
-        Server {
-            child,
-            address: started["listening"].as_str().unwrap().parse().unwrap(),
-            namespace: namespace.to_string(),
-        }
-    }
-
-    /// GET `path`: (status line, body).
-    fn get(&self, path: &str) -> (String, String) {
-        let (address, request) = (
-            self.address,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
-        );
-        let response = Lab::run_in(&self.namespace, move || {
-            let mut stream = TcpStream::connect(address).unwrap();
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            response
-        })
-        .unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-        (head.lines().next().unwrap().to_string(), body.to_string())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
     lab::require_root("trace");
     let lab = VxlanLab::for_test(tag, underlay, port);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     let xdp = tracer.snapshot("xdp");
     let egress = tracer.snapshot("tc-egress");
     assert_eq!(xdp["tunnel_packets"], 0, "{xdp}");
@@ -411,7 +324,7 @@ fn exact_counts(tag: &str, underlay: Underlay, port: u16) {
     let steer_before = steer_status();
 
     // /metrics says what the CLI says.
-    let server = Server::start(&lab.namespace("h1"));
+    let server = Server::start(&lab.namespace("h1"), &[]);
     let (status, body) = server.get("/metrics");
     assert!(status.contains("200"), "{status}");
     let cli = tracer.snapshot("xdp");
@@ -563,7 +476,7 @@ fn pairs_count_exactly_what_crossed_an_ipv6_underlay_on_8472() {
 fn traffic_loses_nothing_while_the_tracer_is_loaded_swapped_and_unloaded() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tl", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     let (source, target) = (lab.hosts[1].vxlan.clone(), lab.hosts[0].vxlan.clone());
     let receiver =
         Lab::udp_socket(&target.namespace, SocketAddr::new(target.ipv4, INNER_PORT)).unwrap();
@@ -655,7 +568,7 @@ fn traffic_loses_nothing_while_the_tracer_is_loaded_swapped_and_unloaded() {
 fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tg", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     json(&[
         "--netns",
         &tracer.ns(),
@@ -716,7 +629,7 @@ fn geneve_with_options_is_traced_by_the_inner_five_tuple() {
 fn tcp_through_the_tunnel_is_counted_in_wire_packets_at_tc_egress() {
     lab::require_root("trace");
     let lab = VxlanLab::for_test("tt", Underlay::V4, 4789);
-    let tracer = Tracer { lab: &lab };
+    let tracer = Tracer::new(&lab);
     tracer.snapshot("tc-egress");
     const BYTES: usize = 1_000_000;
     let (one, two) = (lab.hosts[0].vxlan.clone(), lab.hosts[1].vxlan.clone());
@@ -746,4 +659,178 @@ fn tcp_through_the_tunnel_is_counted_in_wire_packets_at_tc_egress() {
         "{packets} packets for {BYTES} bytes: {egress}"
     );
     assert!(bytes >= BYTES as u64, "{bytes} bytes: {egress}");
+}
+
+/// The packets host 1's underlay interface received, as the kernel counts them.
+fn rx_packets(lab: &VxlanLab) -> u64 {
+    let host = &lab.hosts[0].underlay;
+    let output = std::process::Command::new("ip")
+        .args(["-n", &host.namespace, "-j", "-s", "link", "show", "dev"])
+        .arg(&host.iface)
+        .output()
+        .expect("run ip");
+    assert!(output.status.success(), "ip -s link: {output:?}");
+    let links: Value = serde_json::from_slice(&output.stdout).unwrap();
+    links[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+/// Every packet the tracer on host 1's XDP ingress saw, with the interface's received
+/// packets read just before and just after: retried until both readings agree, so
+/// nothing arrived in between (a quiet instant).
+fn quiet_totals(lab: &VxlanLab, tracer: &Tracer) -> (u64, Value) {
+    let mut result = None;
+    lab::wait_until(
+        Duration::from_secs(20),
+        "a quiet instant on host 1's underlay",
+        || {
+            let received = rx_packets(lab);
+            let snapshot = tracer.snapshot("xdp");
+            if rx_packets(lab) != received {
+                return false;
+            }
+            result = Some((received, snapshot));
+            true
+        },
+    );
+    result.unwrap()
+}
+
+fn seen_total(snapshot: &Value) -> u64 {
+    ["tunnel_packets", "malformed_packets", "other_packets"]
+        .iter()
+        .map(|field| snapshot[field].as_u64().unwrap())
+        .sum()
+}
+
+/// A process in a namespace, killed on drop.
+struct Background(std::process::Child);
+
+impl Background {
+    fn start(namespace: &str, command: &[&str]) -> Background {
+        Background(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", namespace])
+                .args(command)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| panic!("start {command:?}: {error}")),
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Real traffic across the mesh (known counts of UDP, `curl` to `http.server`, a short
+/// `iperf3`): every UDP pair counts exactly what was sent, and the tracer's totals equal
+/// the interface's own received packets over the same window.
+fn totals_equal_the_interface(tag: &str, underlay: Underlay, port: u16) {
+    lab::require_root("trace");
+    let lab = VxlanLab::for_test(tag, underlay, port);
+    let tracer = Tracer::new(&lab);
+    let (received_before, seen_before) = quiet_totals(&lab, &tracer);
+
+    // UDP with known counts, received and unchanged (`send` checks).
+    for (from, to, count) in [(2, 1, 70), (3, 1, 35), (2, 3, 20)] {
+        send(&lab, from, to, count, false);
+    }
+    // curl to http.server on host 2.
+    let (two, three) = (lab.hosts[1].vxlan.clone(), lab.hosts[2].vxlan.clone());
+    let site = support::TempDir::new(&format!("trace-site-{tag}"));
+    let page: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    std::fs::write(site.0.join("page.txt"), &page).unwrap();
+    let _http = Background::start(
+        &two.namespace,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            &two.ipv4.to_string(),
+            "--directory",
+            site.0.to_str().unwrap(),
+            "8000",
+        ],
+    );
+    let url = format!("http://{}:8000/page.txt", two.ipv4);
+    let mut body = String::new();
+    lab::wait_until(Duration::from_secs(20), "http.server answers curl", || {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.hosts[0].vxlan.namespace])
+            .args(["curl", "-s", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        body = String::from_utf8_lossy(&output.stdout).into_owned();
+        output.status.success()
+    });
+    assert!(body == page, "curl got {} bytes, not the page", body.len());
+    // A short iperf3 (a fixed amount of data, not a duration) from host 3 to host 1.
+    let one = lab.hosts[0].vxlan.clone();
+    let _iperf = Background::start(
+        &one.namespace,
+        &["iperf3", "-s", "-1", "-B", &one.ipv4.to_string()],
+    );
+    lab::wait_until(Duration::from_secs(20), "iperf3 runs", || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &three.namespace])
+            .args(["iperf3", "-c", &one.ipv4.to_string(), "-n", "2M", "-J"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+
+    let (received_after, seen_after) = quiet_totals(&lab, &tracer);
+    assert_eq!(
+        seen_total(&seen_after) - seen_total(&seen_before),
+        received_after - received_before,
+        "the tracer saw every packet host 1's underlay received: {seen_after}"
+    );
+    assert_eq!(seen_after["malformed_packets"], 0, "{seen_after}");
+    // UDP pairs: exactly what was sent; 2 -> 3 never reaches host 1.
+    let per_frame = frame_bytes(underlay, false);
+    assert_eq!(
+        pair(&lab, &seen_after, 1, 2),
+        ((0, 0), (70, 70 * per_frame))
+    );
+    assert_eq!(
+        pair(&lab, &seen_after, 1, 3),
+        ((0, 0), (35, 35 * per_frame))
+    );
+    assert_eq!(pair(&lab, &seen_after, 2, 3), ((0, 0), (0, 0)));
+    // TCP: the page from host 2, iperf3's stream from host 3; and every attributed packet
+    // is in exactly one pair.
+    let (_, (from_two, _)) = inner_pair(&lab, &seen_after, 1, 2, false, 6);
+    let (_, (from_three, _)) = inner_pair(&lab, &seen_after, 1, 3, false, 6);
+    assert!(from_two > 0 && from_three > 0, "{seen_after}");
+    let in_pairs: u64 = seen_after["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|tunnel| tunnel["pairs"].as_array().unwrap())
+        .map(|pair| {
+            pair["a_to_b"]["packets"].as_u64().unwrap()
+                + pair["b_to_a"]["packets"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(in_pairs, seen_after["tunnel_packets"].as_u64().unwrap());
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn totals_equal_the_interfaces_counters_on_an_ipv4_underlay_on_8472() {
+    totals_equal_the_interface("tq", Underlay::V4, 8472);
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn totals_equal_the_interfaces_counters_on_an_ipv6_underlay_on_4789() {
+    totals_equal_the_interface("tr", Underlay::V6, 4789);
 }

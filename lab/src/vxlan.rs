@@ -109,6 +109,13 @@ impl VxlanLab {
         format!("{}-{role}", self.prefix)
     }
 
+    /// The bridge's port for host `host` (1-based), in the `ul` namespace: the switch
+    /// port that host's underlay interface plugs into. A tracer on every port sees the
+    /// whole mesh, each direction once.
+    pub fn bridge_port(&self, host: usize) -> String {
+        format!("{}-s{host}", self.prefix)
+    }
+
     fn build(&self) -> Result<(), LabError> {
         let segment = self.namespace("ul");
         let bridge = format!("{}-br", self.prefix);
@@ -117,7 +124,7 @@ impl VxlanLab {
             move || netlink::add_bridge(&bridge)
         })??;
         for (i, host) in self.hosts.iter().enumerate() {
-            let port = format!("{}-s{}", self.prefix, i + 1);
+            let port = self.bridge_port(i + 1);
             let bridge_side = Endpoint {
                 namespace: segment.clone(),
                 iface: port.clone(),

@@ -1,15 +1,20 @@
-//! Tracing and observability on top of the module chain (layer 3, beside `probe`).
+//! Tracing and observability on top of the module chain and the applications (layer 4:
+//! it reads the firewall's and the load balancer's status).
 //!
 //! - [`tunnels`]: the built-in `vxlan-trace` module: load it into an interface's chain,
 //!   configure it, and read its per-pair statistics as tunnels with their inner pairs;
 //! - [`metrics`]: one collection of every chain's per-module verdict counters and run
-//!   time, each steering attachment's action and rule counters, and each tracer's tunnel
-//!   statistics, rendered in the Prometheus text format or as JSON;
-//! - [`http`]: the read-only HTTP server behind `fastpath serve` (`/metrics`, `/api/...`).
+//!   time, each steering attachment's action and rule counters, each tracer's tunnel
+//!   statistics, each firewall's rule and conntrack counters and each load balancer's
+//!   VIP, backend and worker stats, rendered in the Prometheus text format or as JSON;
+//! - [`graph`]: the tunnel graph (VTEPs, tunnels, rates, health) behind the web page;
+//! - [`http`]: the read-only HTTP server behind `fastpath serve` (`/`, `/metrics`,
+//!   `/api/...`).
 //!
 //! docs/tracing.md tells the whole design.
 #![warn(missing_docs)]
 
+pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod tunnels;

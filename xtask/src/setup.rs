@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 
 /// libbpf-sys builds libbpf from source (the hw-offload path) and needs the first three;
 /// clang builds C IO modules (`fastpath module new --lang c`) and the module tests' ones;
-/// nftables is the firewall's oracle (`firewall/tests/kernel_agrees.rs`).
+/// nftables is the firewall's oracle (`firewall/tests/kernel_agrees.rs`); chromium loads
+/// `fastpath serve`'s tunnel graph headless, python3-prometheus-client parses its
+/// `/metrics`, and iperf3 sends real TCP across the VXLAN lab (`cli/tests/trace_web.rs`).
 const DEBIAN_PACKAGES: &[&str] = &[
     "libelf-dev",
     "zlib1g-dev",
@@ -20,6 +22,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "clang",
     "iputils-ping",
     "nftables",
+    "chromium",
+    "python3-prometheus-client",
+    "iperf3",
 ];
 /// The bpf-linker release whose llvm-21/22/23 features match the toolchains we support.
 const BPF_LINKER_VERSION: &str = "0.13.0";

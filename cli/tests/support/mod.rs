@@ -1,6 +1,8 @@
 //! Running the `fastpath` binary from the CLI tests, as users run it.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod serve;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
