@@ -415,8 +415,10 @@ pub struct Explanation {
     pub ingress: Option<String>,
     /// `tcp`, `udp`, `icmp`...
     pub proto: String,
-    /// The destination port (TCP, UDP) or ICMP type << 8 | code.
+    /// The destination port (TCP, UDP), or for ICMP type << 8 | code.
     pub port: u16,
+    /// The protocol and port (or ICMP type) as people say it: `tcp port 80`.
+    pub what: String,
     /// `accept`, `drop`, or `unchecked` (no firewall on the way in).
     pub verdict: String,
     /// The rule that decides (`default` when none does).
@@ -500,9 +502,16 @@ pub fn explain(
             .collect()
     };
     let (from_groups, to_groups) = (groups_of(source), groups_of(destination));
+    // For ICMP, the key's port is type << 8 | code; `port` names the type.
     let port = match (protocol, port) {
         (proto::ICMP, None) => 8 << 8,
         (proto::ICMPV6, None) => 128 << 8,
+        (proto::ICMP | proto::ICMPV6, Some(kind)) if kind > 255 => {
+            return Err(PolicyError::Explain(format!(
+                "ICMP type {kind}: types are 0-255"
+            )));
+        }
+        (proto::ICMP | proto::ICMPV6, Some(kind)) => kind << 8,
         (_, port) => port.unwrap_or(0),
     };
     let what = match protocol {
@@ -518,6 +527,7 @@ pub fn explain(
         ingress: ingress.clone(),
         proto: protocol_name(protocol),
         port,
+        what: what.clone(),
         verdict: "unchecked".into(),
         rule: "none".into(),
         line: None,
