@@ -77,7 +77,11 @@ pub fn run(command: &PolicyCommand, as_json: bool) -> anyhow::Result<()> {
                 .map(|interface| {
                     vec![
                         interface.iface.clone(),
-                        interface.groups.join(","),
+                        if interface.edge {
+                            "(edge)".to_string()
+                        } else {
+                            interface.groups.join(",")
+                        },
                         interface.rules.to_string(),
                         interface.masks.to_string(),
                         match (interface.bank, interface.loaded_module) {
@@ -130,7 +134,11 @@ pub fn run(command: &PolicyCommand, as_json: bool) -> anyhow::Result<()> {
                 println!(
                     "\n{} ({}): {} rules, {} packets accepted, {} dropped",
                     interface.iface,
-                    interface.groups.join(", "),
+                    if interface.edge {
+                        "edge".to_string()
+                    } else {
+                        interface.groups.join(", ")
+                    },
                     interface.rules,
                     interface.accepted,
                     interface.dropped

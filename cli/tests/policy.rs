@@ -3,7 +3,8 @@
 //! the host end of each member's veth; real traffic (curl to Python's http.server, iperf3,
 //! ping, TCP echo) shows every allowed path working with its replies, every forbidden one
 //! dropped and counted, a policy change under traffic keeping a connection it still
-//! allows, `--check` changing nothing and errors naming the line.
+//! allows, `--check` changing nothing and errors naming the line. A fifth container in no
+//! group sits behind an edge interface: what it sends is held to the members' `allow_in`.
 
 mod support;
 
@@ -30,7 +31,7 @@ struct Container {
     address: Ipv4Addr,
 }
 
-/// The lab: a host namespace routing between four containers (web1, web2, db1, lb1), each
+/// The lab: a host namespace routing between five containers (web1, web2, db1, lb1, out1), each
 /// on its own /24 (`10.91.N.2`, the host end `10.91.N.1`). Dropping it kills the servers,
 /// removes the policy and the namespaces.
 struct Containers {
@@ -39,6 +40,7 @@ struct Containers {
     web2: Container,
     db1: Container,
     lb1: Container,
+    out1: Container,
     namespaces: Vec<String>,
     processes: Vec<Child>,
 }
@@ -60,6 +62,7 @@ impl Containers {
             web2: container("web2", "w2", 2),
             db1: container("db1", "d1", 3),
             lb1: container("lb1", "l1", 4),
+            out1: container("out1", "o1", 5),
             namespaces: vec![host.clone()],
             processes: Vec::new(),
         };
@@ -69,7 +72,7 @@ impl Containers {
         })
         .unwrap()
         .expect("forwarding in the lab's host namespace");
-        for (index, container) in [&lab.web1, &lab.web2, &lab.db1, &lab.lb1]
+        for (index, container) in [&lab.web1, &lab.web2, &lab.db1, &lab.lb1, &lab.out1]
             .into_iter()
             .enumerate()
         {
@@ -281,7 +284,7 @@ const REPLIES: &str = "replies (established, related)";
 
 fn policy_text(lab: &Containers, web_members: &str, echo_ports: &str) -> String {
     format!(
-        r#"# web serves lb; anyone may ping it
+        r#"edge = ["{o1}"]   # out1 is in no group: what it sends enters here
 [[group]]
 name = "web"
 members = [{web_members}]
@@ -303,6 +306,7 @@ members = ["{lb1}"]
 "#,
         db1 = lab.db1.host_iface,
         lb1 = lab.lb1.host_iface,
+        o1 = lab.out1.host_iface,
     )
 }
 
@@ -318,12 +322,14 @@ fn security_groups_segment_containers_with_real_traffic() {
         lab.db1.address,
         lab.lb1.address,
     );
-    let (w1, w2, d1, l1) = (
+    let (w1, w2, d1, l1, o1) = (
         lab.web1.host_iface.clone(),
         lab.web2.host_iface.clone(),
         lab.db1.host_iface.clone(),
         lab.lb1.host_iface.clone(),
+        lab.out1.host_iface.clone(),
     );
+    let out1_ns = lab.out1.namespace.clone();
     let (web1_ns, web2_ns, db1_ns, lb1_ns) = (
         lab.web1.namespace.clone(),
         lab.web2.namespace.clone(),
@@ -344,6 +350,7 @@ fn security_groups_segment_containers_with_real_traffic() {
     // Before any policy every path works: what is dropped later is the policy's doing.
     assert_eq!(curl(&lb1_ns, db1, 5432).as_deref(), Ok("db1\n"));
     assert_eq!(curl(&db1_ns, web1, 80).as_deref(), Ok("web1\n"));
+    assert_eq!(curl(&out1_ns, web1, 80).as_deref(), Ok("web1\n"));
 
     let v1 = files.0.join("v1.toml");
     let both_webs = format!("\"{w1}\", \"{w2}\"");
@@ -415,7 +422,7 @@ fn security_groups_segment_containers_with_real_traffic() {
     assert_eq!(checked["checked"], true, "{checked}");
     assert_eq!(
         checked["interfaces"].as_array().unwrap().len(),
-        4,
+        5,
         "{checked}"
     );
     assert_eq!(
@@ -423,7 +430,7 @@ fn security_groups_segment_containers_with_real_traffic() {
         1,
         "{checked}"
     );
-    for iface in [&w1, &w2, &d1, &l1] {
+    for iface in [&w1, &w2, &d1, &l1, &o1] {
         assert!(
             failure(&["--netns", &lab.host, "firewall", "status", "--iface", iface])
                 .contains("no firewall on"),
@@ -470,6 +477,7 @@ fn security_groups_segment_containers_with_real_traffic() {
         (&lb1_ns, web1, "lb pings web1"),
         (&db1_ns, web2, "db pings web2"),
         (&web2_ns, web1, "web2 pings web1"),
+        (&out1_ns, web1, "out1 (through the edge) pings web1"),
     ] {
         assert!(ping(from, to), "{what}");
     }
@@ -499,7 +507,7 @@ fn security_groups_segment_containers_with_real_traffic() {
     }
 
     // Every forbidden path is dropped, and counted on the source's veth.
-    let forbidden: [(&str, &str, Attempt); 6] = [
+    let forbidden: [(&str, &str, Attempt); 8] = [
         (
             "lb -> db:5432",
             &l1,
@@ -522,6 +530,12 @@ fn security_groups_segment_containers_with_real_traffic() {
         ),
         ("lb pings db", &l1, Box::new(|| !ping(&lb1_ns, db1))),
         ("web1 pings lb", &w1, Box::new(|| !ping(&web1_ns, lb1))),
+        (
+            "out1 -> web1:80 (through the edge)",
+            &o1,
+            Box::new(|| curl(&out1_ns, web1, 80).is_err()),
+        ),
+        ("out1 pings lb", &o1, Box::new(|| !ping(&out1_ns, lb1))),
     ];
     for (what, source, attempt) in forbidden {
         let before = counter(&lab.on_host(&["policy", "show"]), source, TO_MEMBERS);
@@ -547,6 +561,9 @@ fn security_groups_segment_containers_with_real_traffic() {
     assert_eq!(dropped["verdict"], "drop", "{dropped}");
     assert_eq!(dropped["rule"], TO_MEMBERS, "{dropped}");
     assert_eq!(dropped["ingress"], l1.as_str(), "{dropped}");
+    let outside = explain(&lab.out1.address.to_string(), &w1, "tcp", "80");
+    assert_eq!(outside["verdict"], "drop", "{outside}");
+    assert_eq!(outside["ingress"], o1.as_str(), "{outside}");
 
     // A policy change under traffic: echo round trips run on a connection to 8080 while
     // v2 (web allows 8080 only, web2 leaves the group) is checked, then applied.
@@ -614,7 +631,7 @@ fn security_groups_segment_containers_with_real_traffic() {
         "web2 left the policy: its firewall goes"
     );
     let show = lab.on_host(&["policy", "show"]);
-    assert_eq!(show["interfaces"].as_array().unwrap().len(), 3, "{show}");
+    assert_eq!(show["interfaces"].as_array().unwrap().len(), 4, "{show}");
     assert!(
         shown(&show, &l1)["dropped"].as_u64().unwrap() >= 1,
         "{show}"
@@ -622,10 +639,10 @@ fn security_groups_segment_containers_with_real_traffic() {
     drop((held, fresh));
 
     let removed = lab.on_host(&["policy", "remove"]);
-    assert_eq!(removed["removed"].as_array().unwrap().len(), 3, "{removed}");
+    assert_eq!(removed["removed"].as_array().unwrap().len(), 4, "{removed}");
     // No pin of ours is left (another test's firewall may hold the node's table).
     let firewalls = Path::new("/sys/fs/bpf/fastpath/firewall");
-    for iface in [&w1, &w2, &d1, &l1] {
+    for iface in [&w1, &w2, &d1, &l1, &o1] {
         assert!(!firewalls.join(iface).exists(), "pins of {iface} left");
     }
     if !firewalls.exists() {

@@ -17,6 +17,12 @@
 //!    alone);
 //! 6. the `allow_out` of this interface's groups (destinations outside every group): accept;
 //! 7. the default: drop.
+//!
+//! Sources whose interface runs no member's firewall (the uplink, a container in no group)
+//! would not be judged at all; an **edge** interface (`edge = [...]`) is where such traffic
+//! enters: its firewall accepts replies, neighbour discovery and the node's own addresses,
+//! every `allow_in` (sources as written), drops anything else to a member, and lets the
+//! rest on (default accept: it is not a member).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -72,8 +78,11 @@ pub enum Origin {
         /// Its line.
         line: usize,
     },
-    /// The node's own address inside a member network.
+    /// The node's own address inside a member network (a member's veth: dropped unless an
+    /// `allow_out` lets it out).
     NodeAddress,
+    /// The node's own address, let on (an edge: the node is no member).
+    ToNode,
     /// Members are reached only through their `allow_in`.
     ToMembers,
 }
@@ -90,6 +99,7 @@ impl std::fmt::Display for Origin {
                 write!(f, "{group} allow_out #{} (line {line})", index + 1)
             }
             Origin::NodeAddress => write!(f, "drop: the node's own address"),
+            Origin::ToNode => write!(f, "the node's own address (no member)"),
             Origin::ToMembers => write!(f, "drop: to members, not in their allow_in"),
         }
     }
@@ -100,6 +110,8 @@ impl std::fmt::Display for Origin {
 pub struct InterfacePolicy {
     /// The interface.
     pub iface: String,
+    /// Whether it is an edge (no member: traffic from outside enters there).
+    pub edge: bool,
     /// The groups it is a member of (directly or through others).
     pub groups: Vec<String>,
     /// Its networks.
@@ -265,7 +277,12 @@ pub fn compile(policy: &GroupPolicy, node: &Node) -> Result<Vec<InterfacePolicy>
         .filter(|address| all_member_networks.iter().any(|net| net.contains(address)))
         .collect();
     let mut compiled = Vec::new();
-    for iface in policy.member_interfaces() {
+    let interfaces = policy
+        .member_interfaces()
+        .into_iter()
+        .map(|iface| (iface, false))
+        .chain(policy.edges.iter().map(|(iface, _)| (iface.clone(), true)));
+    for (iface, edge) in interfaces {
         let own: Vec<IpNet> = node.interfaces.get(&iface).cloned().unwrap_or_default();
         let groups: Vec<&str> = policy
             .groups
@@ -273,9 +290,10 @@ pub fn compile(policy: &GroupPolicy, node: &Node) -> Result<Vec<InterfacePolicy>
             .filter(|group| members[group.name.as_str()].interfaces.contains(&iface))
             .map(|group| group.name.as_str())
             .collect();
-        // The sources this interface's endpoint sends from: its networks, else anything.
+        // The sources this interface's endpoint sends from: its networks, else anything (an
+        // edge: anything; what comes from outside has no network of its own).
         let sources = |peer: IpNet| -> Vec<Option<IpNet>> {
-            if own.is_empty() {
+            if own.is_empty() || edge {
                 return vec![Some(peer)];
             }
             own.iter()
@@ -341,6 +359,17 @@ pub fn compile(policy: &GroupPolicy, node: &Node) -> Result<Vec<InterfacePolicy>
             }
         };
         for address in &node_addresses {
+            if edge {
+                list.push(
+                    Origin::ToNode,
+                    0,
+                    Rule {
+                        dst: Some(*address),
+                        ..blank_rule(verdict::ACCEPT)
+                    },
+                );
+                continue;
+            }
             outbound(&mut list, Some(*address));
             list.push(
                 Origin::NodeAddress,
@@ -387,12 +416,13 @@ pub fn compile(policy: &GroupPolicy, node: &Node) -> Result<Vec<InterfacePolicy>
         }
         outbound(&mut list, None);
         compiled.push(InterfacePolicy {
+            edge,
             groups: groups.iter().map(|name| name.to_string()).collect(),
             networks: own.clone(),
             policy: Policy {
                 file: policy.file.clone(),
                 rules: list.rules,
-                default_verdict: verdict::DROP,
+                default_verdict: if edge { verdict::ACCEPT } else { verdict::DROP },
                 conntrack_limit: None,
                 timeouts: [0; timeout::COUNT],
             },
@@ -433,18 +463,23 @@ pub struct Explanation {
     pub why: String,
 }
 
-/// An endpoint of `explain`: an address, or a member interface (its first address that is
-/// not the node's own).
-fn endpoint(text: &str, node: &Node) -> Result<(IpAddr, Option<String>), PolicyError> {
+/// An endpoint of `explain`: an address, or a member or edge interface (its first address
+/// that is not the node's own), with the interface it enters the node through: the member
+/// or edge whose networks hold it most specifically, else the first edge.
+fn endpoint(
+    text: &str,
+    node: &Node,
+    edges: &[(String, usize)],
+) -> Result<(IpAddr, Option<String>), PolicyError> {
     if let Ok(address) = text.parse::<IpAddr>() {
-        // The member interface it lives behind: the most specific network holding it.
         let ingress = node
             .interfaces
             .iter()
             .flat_map(|(iface, nets)| nets.iter().map(move |net| (iface, net)))
             .filter(|(_, net)| net.contains(&address))
             .max_by_key(|(_, net)| net.prefix_len())
-            .map(|(iface, _)| iface.clone());
+            .map(|(iface, _)| iface.clone())
+            .or_else(|| edges.first().map(|(iface, _)| iface.clone()));
         return Ok((address, ingress));
     }
     let Some(networks) = node.interfaces.get(text) else {
@@ -480,8 +515,8 @@ pub fn explain(
     protocol: u8,
     port: Option<u16>,
 ) -> Result<Explanation, PolicyError> {
-    let (source, ingress) = endpoint(from, node)?;
-    let (destination, _) = endpoint(to, node)?;
+    let (source, ingress) = endpoint(from, node, &policy.edges)?;
+    let (destination, _) = endpoint(to, node, &policy.edges)?;
     if source.is_ipv4() != destination.is_ipv4() {
         return Err(PolicyError::Explain(format!(
             "{source} and {destination} are of different IP versions"
@@ -605,8 +640,8 @@ pub fn explain(
             let peer = allow_of(group, *index, true).map_or(String::new(), |a| a.peer.to_string());
             format!(
                 "{destination} is a member of {}; allow_in #{} of `{group}` (line {line}) lets \
-                 {what} in from {peer}, which holds {source} ({}); judged on {iface}, the \
-                 source's veth; replies come back as established",
+                 {what} in from {peer}, which holds {source} ({}); judged on {iface}, where \
+                 it enters the node; replies come back as established",
                 list(&to_groups),
                 index + 1,
                 list(&from_groups)
@@ -629,6 +664,9 @@ pub fn explain(
             list(&from_groups)
         ),
         Some(other) => format!("{other}: a new flow of {what} matched it"),
+        None if decided == verdict::ACCEPT => format!(
+            "{destination} is no member, and {iface} is an edge: what is not for a member goes on"
+        ),
         None => format!(
             "{destination} is in no group, and no allow_out of {source}'s groups ({}) lets \
              {what} out: dropped by the default on {iface} and counted",
@@ -842,6 +880,62 @@ allow_in = [ { from = "group:lb", proto = "tcp", port = 22 } ]
                 "{from} -> {to} {protocol}/{port:?}: {explanation:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_edge_holds_outside_traffic_to_the_members_allow_in_and_lets_the_rest_on() {
+        let text = format!("edge = [\"v-up\"]\n{POLICY}");
+        let policy = GroupPolicy::parse(Path::new("policy.toml"), &text).unwrap();
+        let mut node = node();
+        node.interfaces.insert("v-up".into(), Vec::new());
+        let compiled = compile(&policy, &node).unwrap();
+        let up = compiled.iter().find(|c| c.iface == "v-up").unwrap();
+        assert!(up.edge && up.groups.is_empty());
+        assert_eq!(up.policy.default_verdict, verdict::ACCEPT);
+        let outside = "198.51.100.1";
+        let cases = [
+            (
+                "v-web1",
+                proto::TCP,
+                Some(80),
+                "drop",
+                "drop: to members, not in their allow_in",
+            ),
+            (
+                "v-web1",
+                proto::ICMP,
+                None,
+                "accept",
+                "web allow_in #2 (line 7)",
+            ),
+            (
+                "v-lb1",
+                proto::ICMP,
+                None,
+                "drop",
+                "drop: to members, not in their allow_in",
+            ),
+            ("203.0.113.9", proto::TCP, Some(443), "accept", "default"),
+            (
+                "10.91.1.1",
+                proto::TCP,
+                Some(22),
+                "accept",
+                "the node's own address (no member)",
+            ),
+        ];
+        for (to, protocol, port, verdict, rule) in cases {
+            let explanation = explain(&policy, &node, outside, to, protocol, port).unwrap();
+            assert_eq!(explanation.ingress.as_deref(), Some("v-up"));
+            assert_eq!(
+                (explanation.verdict.as_str(), explanation.rule.as_str()),
+                (verdict, rule),
+                "{to} {protocol}/{port:?}: {explanation:?}"
+            );
+        }
+        // Members' sources still enter through their own veth, not the edge.
+        let from_lb = explain(&policy, &node, "10.91.4.2", "v-web1", proto::TCP, Some(80)).unwrap();
+        assert_eq!(from_lb.ingress.as_deref(), Some("v-lb1"));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! allow_in = [ { from = "group:lb", proto = "tcp", port = 80 },
 //!              { from = "0.0.0.0/0", proto = "icmp" } ]
 //! allow_out = [ { to = "192.0.2.0/24", proto = "udp", port = 53 } ]
+//!
+//! edge = ["uplink0"]   # top level: where traffic from outside the groups enters the node
 //! ```
 //!
 //! Every error names the file and the line: TOML syntax and unknown fields, a bad CIDR, an
@@ -36,6 +38,10 @@ pub struct GroupPolicy {
     pub file: PathBuf,
     /// The groups, in the file's order.
     pub groups: Vec<Group>,
+    /// Edge interfaces (name, line): no member's veth, but where traffic from outside the
+    /// groups enters; their firewall holds it to the members' `allow_in` and lets the rest
+    /// on.
+    pub edges: Vec<(String, usize)>,
     /// Shadowed rules, each naming its line.
     pub warnings: Vec<String>,
 }
@@ -167,6 +173,8 @@ pub fn protocol_name(number: u8) -> String {
 struct RawFile {
     #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
+    #[serde(default)]
+    edge: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -268,9 +276,43 @@ impl GroupPolicy {
                 allow_out,
             });
         }
+        let mut edges: Vec<(String, usize)> = Vec::with_capacity(raw.edge.len());
+        for edge in &raw.edge {
+            let at = edge.span().start;
+            let line = line_of(text, at);
+            let name = match parse_member(edge.get_ref(), line) {
+                Ok(Member::Interface { name, .. }) => name,
+                Ok(_) => {
+                    return Err(error(
+                        at,
+                        format!("edge: `{}` is not an interface name", edge.get_ref()),
+                    ));
+                }
+                Err(message) => return Err(error(at, format!("edge: {message}"))),
+            };
+            let member = groups.iter().find(|group: &&Group| {
+                group
+                    .members
+                    .iter()
+                    .any(|member| matches!(member, Member::Interface { name: m, .. } if *m == name))
+            });
+            if let Some(group) = member {
+                return Err(error(
+                    at,
+                    format!(
+                        "edge: `{name}` is a member of group `{}`; an interface is a member or an edge",
+                        group.name
+                    ),
+                ));
+            }
+            if !edges.iter().any(|(known, _)| *known == name) {
+                edges.push((name, line));
+            }
+        }
         let policy = GroupPolicy {
             file: path.to_path_buf(),
             groups,
+            edges,
             warnings: Vec::new(),
         };
         policy.check_references(&seen)?;
@@ -553,6 +595,16 @@ allow_out = [ { to = "192.0.2.0/24", proto = "udp", port = "53-54" } ]
     }
 
     #[test]
+    fn edges_are_interfaces_of_no_group() {
+        let policy =
+            parse("edge = [\"up0\",\n  \"up1\", \"up0\"]\n[[group]]\nname = \"a\"\n").unwrap();
+        assert_eq!(
+            policy.edges,
+            [("up0".to_string(), 1), ("up1".to_string(), 2)]
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_and_line() {
         let cases = [
             (
@@ -603,6 +655,14 @@ allow_out = [ { to = "192.0.2.0/24", proto = "udp", port = "53-54" } ]
             (
                 "[[group]]\nname = \"a\"\nallow_in = [ { from = \"::/0\", proto = \"icmp\" } ]\n",
                 "icmp goes with IPv4",
+            ),
+            (
+                "edge = [\"up0\",\n  \"v-web\"]\n[[group]]\nname = \"a\"\nmembers = [\"v-web\"]\n",
+                "line 2: edge: `v-web` is a member of group `a`",
+            ),
+            (
+                "edge = [\"10.0.0.0/8\"]\n",
+                "line 1: edge: `10.0.0.0/8` is not an interface name",
             ),
         ];
         for (text, expected) in cases {

@@ -84,6 +84,16 @@ pub fn resolve(policy: &GroupPolicy) -> Result<(Node, Vec<String>), PolicyError>
             node.interfaces.insert(name.clone(), networks);
         }
     }
+    for (name, line) in &policy.edges {
+        let ifindex =
+            nix::net::if_::if_nametoindex(name.as_str()).map_err(|errno| PolicyError::Line {
+                file: policy.file.clone(),
+                line: *line,
+                message: format!("edge: no interface `{name}` in this network namespace ({errno})"),
+            })?;
+        node.interfaces
+            .insert(name.clone(), networks_of(&routes, ifindex));
+    }
     let mut local = BTreeSet::new();
     for iface in nic::interfaces() {
         let addresses = nic::addresses(&iface).map_err(|source| PolicyError::Netlink {
@@ -101,6 +111,8 @@ pub fn resolve(policy: &GroupPolicy) -> Result<(Node, Vec<String>), PolicyError>
 pub struct InterfaceApplied {
     /// The interface.
     pub iface: String,
+    /// Whether it is an edge (else a member).
+    pub edge: bool,
     /// Its groups.
     pub groups: Vec<String>,
     /// Its networks.
@@ -236,6 +248,7 @@ pub fn apply(
         let applied = crate::apply(&interface.iface, &interface.policy, check)?;
         interfaces.push(InterfaceApplied {
             iface: interface.iface.clone(),
+            edge: interface.edge,
             groups: interface.groups.clone(),
             networks: interface.networks.clone(),
             rules: applied.rules,
@@ -330,6 +343,8 @@ pub struct GroupShown {
 pub struct InterfaceShown {
     /// The interface.
     pub iface: String,
+    /// Whether it is an edge (else a member).
+    pub edge: bool,
     /// Its groups.
     pub groups: Vec<String>,
     /// Its networks.
@@ -410,6 +425,7 @@ pub fn show() -> Result<PolicyShown, PolicyError> {
         conntrack = Some(status.conntrack);
         interfaces.push(InterfaceShown {
             iface: interface.iface.clone(),
+            edge: interface.edge,
             groups: interface.groups.clone(),
             networks: interface.networks.clone(),
             rules: interface.policy.rules.len(),
