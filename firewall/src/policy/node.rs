@@ -4,6 +4,7 @@
 //! ```text
 //! /run/fastpath/policy/netns-<inode>.json   the applied policy's text, the networks it was
 //!                                           compiled with, its interfaces (per namespace)
+//! /run/fastpath/policy/netns-<inode>.lock   one apply or remove at a time
 //! ```
 
 use std::{
@@ -171,6 +172,30 @@ fn record_path() -> Result<PathBuf, PolicyError> {
     Ok(state_dir().join(format!("netns-{inode}.json")))
 }
 
+/// Holds the namespace's policy lock while a command changes its policy: two applies at
+/// once would interleave their interfaces and records.
+fn lock() -> Result<nix::fcntl::Flock<fs::File>, PolicyError> {
+    let path = record_path()?.with_extension("lock");
+    let dir = state_dir();
+    fs::create_dir_all(&dir).map_err(|source| PolicyError::State {
+        action: "mkdir",
+        path: dir,
+        source,
+    })?;
+    let file = fs::File::create(&path).map_err(|source| PolicyError::State {
+        action: "open",
+        path: path.clone(),
+        source,
+    })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        PolicyError::State {
+            action: "lock",
+            path,
+            source: errno.into(),
+        }
+    })
+}
+
 fn read_record() -> Result<Option<Record>, PolicyError> {
     let path = record_path()?;
     let text = match fs::read_to_string(&path) {
@@ -225,6 +250,7 @@ pub fn apply(
     let (node, mut warnings) = resolve(policy)?;
     warnings.splice(0..0, policy.warnings.iter().cloned());
     let compiled = compile(policy, &node)?;
+    let _lock = if check { None } else { Some(lock()?) };
     let previous = read_record()?;
     let members: BTreeSet<String> = compiled.iter().map(|c| c.iface.clone()).collect();
     let leaving: Vec<String> = previous
@@ -291,6 +317,7 @@ fn remove_firewall(iface: &str) -> Result<(), PolicyError> {
 /// Removes the applied policy: every member interface's firewall and the record. Returns
 /// the interfaces.
 pub fn remove() -> Result<Vec<String>, PolicyError> {
+    let _lock = lock()?;
     let record = read_record()?.ok_or(PolicyError::NotApplied)?;
     for iface in &record.interfaces {
         remove_firewall(iface)?;
