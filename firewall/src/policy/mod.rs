@@ -9,12 +9,16 @@
 //! ([`crate::apply`]), and removes the firewall of interfaces that left the policy.
 
 mod compile;
+mod explain;
 mod file;
 mod node;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
-pub use compile::{Explanation, InterfacePolicy, Members, Node, Origin, compile, explain};
+pub use compile::{InterfacePolicy, Members, Node, Origin, compile};
+pub use explain::{Explanation, explain};
 pub use file::{Allow, Group, GroupPolicy, Member, Peer, protocol_name};
 pub use node::{
     InterfaceApplied, InterfaceShown, PolicyApplied, PolicyShown, apply, explain_applied, remove,
