@@ -10,6 +10,7 @@ mod lb_cmd;
 mod module_cmd;
 mod module_test_cmd;
 mod output;
+mod policy_cmd;
 mod probe_cmd;
 mod serve_cmd;
 mod trace_cmd;
@@ -63,6 +64,12 @@ enum Command {
     Conntrack {
         #[command(subcommand)]
         command: firewall_cmd::ConntrackCommand,
+    },
+    /// Security groups (micro-segmentation): compile groups to the firewall of every member
+    /// interface, show their counters, explain a verdict.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -137,6 +144,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Chain { command } => chain_cmd::run(command, cli.json),
         Command::Firewall { command } => firewall_cmd::run(command, cli.json),
         Command::Conntrack { command } => firewall_cmd::run_conntrack(command, cli.json),
+        Command::Policy { command } => policy_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),

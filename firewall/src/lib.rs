@@ -6,7 +6,8 @@
 //!   per distinct mask);
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
-//! - [`conntrack`]: the node's table from user space (list, flush, fill and counters).
+//! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
+//! - [`policy`]: security groups compiled to the firewall of each member interface.
 //!
 //! docs/firewall.md describes the design and what is not done yet.
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@
 mod compile;
 pub mod conntrack;
 mod error;
+pub mod policy;
 mod rules;
 mod tables;
 

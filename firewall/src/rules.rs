@@ -109,7 +109,7 @@ struct RawConntrack {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawPorts {
+pub(crate) enum RawPorts {
     One(i64),
     Range(String),
 }
@@ -317,7 +317,7 @@ fn parse_verdict(text: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_proto(text: &str) -> Result<u8, String> {
+pub(crate) fn parse_proto(text: &str) -> Result<u8, String> {
     match text {
         "tcp" => Ok(proto::TCP),
         "udp" => Ok(proto::UDP),
@@ -331,7 +331,7 @@ fn parse_proto(text: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_ports(raw: &RawPorts) -> Result<RangeInclusive<u16>, String> {
+pub(crate) fn parse_ports(raw: &RawPorts) -> Result<RangeInclusive<u16>, String> {
     let port = |text: &str| {
         text.trim()
             .parse::<u16>()
@@ -355,7 +355,7 @@ fn parse_ports(raw: &RawPorts) -> Result<RangeInclusive<u16>, String> {
 }
 
 /// The 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

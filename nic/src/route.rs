@@ -21,8 +21,8 @@ use crate::{
 };
 
 /// A route: destination prefix (None: the default route), its length, and its gateway
-/// (None: on-link).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (None: on-link), with the interface it leaves through and its table and type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Route {
     /// The destination prefix; None for the default route.
     pub prefix: Option<IpAddr>,
@@ -30,6 +30,18 @@ pub struct Route {
     pub prefix_len: u8,
     /// The next hop; None when the destination is on-link.
     pub gateway: Option<IpAddr>,
+    /// The output interface's index (RTA_OIF), when the route names one.
+    pub ifindex: Option<u32>,
+    /// The routing table (RTA_TABLE, else the header's): 254 is `main`, 255 `local`.
+    pub table: u32,
+    /// Whether it is a unicast route (not `local`, `broadcast`, `multicast`...): what
+    /// forwarded traffic follows.
+    pub unicast: bool,
+}
+
+impl Route {
+    /// The `main` routing table's number.
+    pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 }
 
 impl Route {
@@ -121,11 +133,16 @@ fn parse_route(message: &RouteMessage) -> Route {
         prefix: None,
         prefix_len: message.header.destination_prefix_length,
         gateway: None,
+        ifindex: None,
+        table: u32::from(message.header.table),
+        unicast: message.header.kind == RouteType::Unicast,
     };
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Destination(address) => route.prefix = to_ip(address),
             RouteAttribute::Gateway(address) => route.gateway = to_ip(address),
+            RouteAttribute::Oif(index) => route.ifindex = Some(*index),
+            RouteAttribute::Table(table) => route.table = *table,
             _ => {}
         }
     }

@@ -13,6 +13,7 @@ fn route(prefix: Option<&str>, prefix_len: u8, gateway: Option<&str>) -> Route {
         prefix: prefix.map(|p| p.parse().unwrap()),
         prefix_len,
         gateway: gateway.map(|g| g.parse().unwrap()),
+        ..Route::default()
     }
 }
 
@@ -171,4 +172,28 @@ fn only_usable_neighbours_are_kept() {
         table[&IpAddr::V4(Ipv4Addr::new(10, 77, 0, 4))],
         [2, 0, 0, 0, 0, 4]
     );
+}
+
+#[test]
+fn a_route_keeps_its_interface_table_and_type() {
+    let RouteNetlinkMessage::NewRoute(mut message) = route_message(
+        AddressFamily::Inet,
+        Some(RouteAddress::Inet(Ipv4Addr::new(10, 91, 1, 0))),
+        24,
+        RouteAddress::Inet(Ipv4Addr::new(10, 91, 1, 1)),
+    ) else {
+        unreachable!()
+    };
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.kind = RouteType::Unicast;
+    message.attributes.push(RouteAttribute::Oif(7));
+    let route = parse_route(&message);
+    assert_eq!(route.ifindex, Some(7));
+    assert_eq!(route.table, Route::MAIN_TABLE);
+    assert!(route.unicast);
+    message.attributes.push(RouteAttribute::Table(1000));
+    message.header.kind = RouteType::Local;
+    let route = parse_route(&message);
+    assert_eq!(route.table, 1000, "RTA_TABLE wins over the header's 8 bits");
+    assert!(!route.unicast);
 }
