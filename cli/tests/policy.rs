@@ -22,7 +22,7 @@ use std::{
 };
 
 use lab::{netlink, netns, require_root, wait_until};
-use support::{TempDir, failure, fastpath, json};
+use support::{TempDir, failure, fastpath, json, pins_root};
 
 /// One container: its namespace, the host end of its veth, its addresses.
 struct Container {
@@ -692,17 +692,18 @@ fn security_groups_segment_containers_with_real_traffic() {
 
     let removed = lab.on_host(&["policy", "remove"]);
     assert_eq!(removed["removed"].as_array().unwrap().len(), 4, "{removed}");
-    // No pin of ours is left (another test's firewall may hold the node's table).
-    let firewalls = Path::new("/sys/fs/bpf/fastpath/firewall");
+    // No pin is left: the firewalls' and the node's table (the namespace's own).
+    let pins = pins_root(&lab.host);
     for iface in [&w1, &w2, &d1, &l1, &o1] {
-        assert!(!firewalls.join(iface).exists(), "pins of {iface} left");
-    }
-    if !firewalls.exists() {
         assert!(
-            !Path::new("/sys/fs/bpf/fastpath/conntrack").exists(),
-            "the node's table outlived the last firewall"
+            !pins.join("firewall").join(iface).exists(),
+            "pins of {iface} left"
         );
     }
+    assert!(
+        !pins.join("conntrack").exists(),
+        "the node's table outlived the last firewall"
+    );
     assert_eq!(
         curl(&lb1_ns, db1, 5432).as_deref(),
         Ok("db1\n"),

@@ -2,17 +2,12 @@
 //! each one's firewall applied, the record of what was applied, its counters, its removal.
 //!
 //! ```text
-//! /run/fastpath/policy/netns-<inode>.json   the applied policy's text, the networks it was
-//!                                           compiled with, its interfaces (per namespace)
-//! /run/fastpath/policy/netns-<inode>.lock   one apply or remove at a time
+//! /run/fastpath/netns/<cookie>/policy/policy.json   the applied policy's text, the networks
+//!                                                 it was compiled with, its interfaces
+//! /run/fastpath/netns/<cookie>/policy/policy.lock   one apply or remove at a time
 //! ```
 
-use std::{
-    collections::BTreeSet,
-    fs,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeSet, fs, path::PathBuf};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -155,21 +150,14 @@ struct Record {
     interfaces: Vec<String>,
 }
 
+/// The namespace's policy folder (`offload::netns`: one per network namespace).
 fn state_dir() -> PathBuf {
-    PathBuf::from("/run/fastpath/policy")
+    offload::netns::run_dir().join("policy")
 }
 
-/// The record's path: one per network namespace (its inode), as interface names are.
+/// The record's path.
 fn record_path() -> Result<PathBuf, PolicyError> {
-    let namespace = Path::new("/proc/thread-self/ns/net");
-    let inode = fs::metadata(namespace)
-        .map_err(|source| PolicyError::State {
-            action: "stat",
-            path: namespace.to_path_buf(),
-            source,
-        })?
-        .ino();
-    Ok(state_dir().join(format!("netns-{inode}.json")))
+    Ok(state_dir().join("policy.json"))
 }
 
 /// Holds the namespace's policy lock while a command changes its policy: two applies at
