@@ -469,7 +469,15 @@ fn a_full_rule_table_refuses_a_reload_and_the_appliance_keeps_serving() {
     let appliance = Appliance::start(&setup, &text);
     let iface = setup.lab.lb.iface.clone();
     // Another operator's rules fill the table (exact rules: one host, one port each).
-    let mut steering = offload::Steering::open(&iface).unwrap();
+    // Opened in the appliance's namespace, where its pins are; the maps work from anywhere.
+    let mut steering = {
+        let iface = iface.clone();
+        lab::netns::run_in(&setup.lab.lb.namespace, move || {
+            offload::Steering::open(&iface)
+        })
+        .unwrap()
+        .unwrap()
+    };
     let taken = steering.rules().unwrap().len();
     let fill: Vec<offload::rules::RuleSpec> = (0..(16383 - taken) as u32)
         .map(|i| offload::rules::RuleSpec {

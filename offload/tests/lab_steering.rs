@@ -261,7 +261,9 @@ fn pins_of_an_interface_that_vanished_are_pruned() {
     require_root("stale pins");
     let fixture = LabFixture::up("pp");
     fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
-    let pins = offload::Pins::for_iface(&fixture.iface());
+    // Where the dut's namespace pins (each namespace has a folder of its own).
+    let iface = fixture.iface();
+    let pins = fixture.in_dut(move || offload::Pins::for_iface(&iface));
     assert!(pins.exists());
     // Delete the namespaces under the attachment, as `fastpath lab down` or a crash would.
     let prefix = fixture.lab.prefix.clone();

@@ -19,10 +19,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 3),
     ("probe", 3),
     ("trafficgen", 3),
-    ("observe", 3),
     ("nfv-apps", 4),
     ("bench", 4),
     ("firewall", 4),
+    ("observe", 4),
     ("fastpath", 5),
     ("xtask", 6),
 ];
@@ -38,6 +38,16 @@ const SIDEWAYS: &[(&str, &str, &str)] = &[
         "bench",
         "nfv-apps",
         "the line-rate runner measures the load balancer as a subject",
+    ),
+    (
+        "observe",
+        "firewall",
+        "the metrics read each firewall's status and the node's conntrack",
+    ),
+    (
+        "observe",
+        "nfv-apps",
+        "the metrics ask each load balancer for its stats over its control socket",
     ),
 ];
 
