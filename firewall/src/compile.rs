@@ -57,6 +57,9 @@ pub fn compile(
         if let Some(protocol) = rule.proto {
             (base.proto, mask.proto) = (protocol, 0xff);
         }
+        if let Some(flags) = rule.tcp_flags {
+            (base.tcp_flags, mask.tcp_flags) = (flags.value, flags.mask);
+        }
         for (net, value, bits) in [
             (rule.src, &mut base.src, &mut mask.src),
             (rule.dst, &mut base.dst, &mut mask.dst),
@@ -188,6 +191,7 @@ fn apply_mask(key: &RuleKey, mask: &RuleKey) -> RuleKey {
         family: key.family & mask.family,
         proto: key.proto & mask.proto,
         ct_state: key.ct_state & mask.ct_state,
+        tcp_flags: key.tcp_flags & mask.tcp_flags,
         ifindex: key.ifindex & mask.ifindex,
         src_port: key.src_port & mask.src_port,
         dst_port: key.dst_port & mask.dst_port,
@@ -323,6 +327,26 @@ mod tests {
             tables.classify(&packet([192, 0, 2, 1], proto::ICMP, 3 << 8, new)),
             (verdict::DROP, 0)
         );
+    }
+
+    #[test]
+    fn tcp_flags_match_the_bits_they_name_only() {
+        let tables = tables(
+            "default = \"drop\"\n\
+             [[rule]]\nproto = \"tcp\"\ntcp_flags = \"syn,!ack\"\naction = \"accept\"\n\
+             [[rule]]\nproto = \"tcp\"\ntcp_flags = \"rst\"\naction = \"drop\"\n\
+             [[rule]]\nproto = \"tcp\"\naction = \"accept\"\n",
+        );
+        let with_flags = |flags: u8| {
+            let mut key = packet([192, 0, 2, 1], proto::TCP, 80, ct_state::NEW);
+            key.tcp_flags = flags;
+            tables.classify(&key).1
+        };
+        assert_eq!(with_flags(0x02), 1); // SYN
+        assert_eq!(with_flags(0xc2), 1); // SYN with ECE and CWR: not looked at
+        assert_eq!(with_flags(0x12), 3); // SYN-ACK
+        assert_eq!(with_flags(0x14), 2); // RST-ACK
+        assert_eq!(with_flags(0x10), 3); // ACK
     }
 
     #[test]

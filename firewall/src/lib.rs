@@ -19,5 +19,5 @@ mod tables;
 
 pub use compile::{Tables, compile};
 pub use error::FirewallError;
-pub use rules::{Policy, Rule};
+pub use rules::{Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
 pub use tables::{Applied, RuleCounters, Status, apply, remove, status};

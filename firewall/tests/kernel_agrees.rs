@@ -82,6 +82,20 @@ fn random_policy(random: &mut Random, ifaces: &[&str]) -> String {
                     let high = low + *random.pick(&[0, 1, 3]);
                     text.push_str(&format!("dst_port = \"{low}-{high}\"\n"));
                 }
+                "tcp" if random.below(2) == 0 => {
+                    text.push_str(&format!(
+                        "tcp_flags = \"{}\"\n",
+                        random.pick(&[
+                            "syn",
+                            "syn,!ack",
+                            "!syn",
+                            "ack",
+                            "syn,ece,cwr",
+                            "!ece",
+                            "rst"
+                        ])
+                    ));
+                }
                 "icmp" | "icmpv6" if random.below(2) == 0 => {
                     text.push_str(&format!(
                         "icmp_type = {}\n",
@@ -107,9 +121,37 @@ fn random_policy(random: &mut Random, ifaces: &[&str]) -> String {
     text
 }
 
-/// A packet opening a flow (UDP, TCP SYN or ICMP), its frame and its rule key as the
-/// module builds it (state NEW; ingress the loopback, where a test run's frame arrives).
-fn random_packet(random: &mut Random, serial: u16, ifindex: u32) -> (Vec<u8>, RuleKey) {
+/// TCP flags of the random segments: ones that open a flow (SYN, and SYN with ECN's ECE
+/// and CWR, which Linux's conntrack takes as a SYN too), and, with `mid_flow`, segments
+/// of no tracked flow (invalid).
+fn random_tcp_flags(random: &mut Random, mid_flow: bool) -> u8 {
+    use wire::parse::tcp_flags::{ACK, FIN, RST, SYN};
+    const ECE_CWR: u8 = 0xc0;
+    if mid_flow {
+        *random.pick(&[
+            SYN,
+            SYN | ECE_CWR,
+            SYN | ACK,
+            ACK,
+            FIN | ACK,
+            RST,
+            RST | ACK,
+        ])
+    } else {
+        *random.pick(&[SYN, SYN | ECE_CWR])
+    }
+}
+
+/// A packet (UDP, TCP or ICMP) of a flow of its own, its frame and its rule key as the
+/// module builds it (state NEW, or INVALID when it cannot open a flow; ingress the
+/// loopback, where a test run's frame arrives). TCP segments other than a SYN only with
+/// `mid_flow`.
+fn random_packet(
+    random: &mut Random,
+    serial: u16,
+    ifindex: u32,
+    mid_flow: bool,
+) -> (Vec<u8>, RuleKey) {
     let six = random.below(6) == 0;
     let (src, dst): (IpAddr, IpAddr) = if six {
         (
@@ -122,13 +164,14 @@ fn random_packet(random: &mut Random, serial: u16, ifindex: u32) -> (Vec<u8>, Ru
     // A source port of its own for each packet: every flow is new.
     let (src_port, dst_port) = (20_000 + serial, 998 + random.below(14) as u16);
     let icmp = *random.pick(&[0u8, 3, 8, 128, 129]);
+    let flags = random_tcp_flags(random, mid_flow);
     let (mut builder, protocol) = match random.below(3) {
         0 => (
             FrameBuilder::udp(src, dst).ports(src_port, dst_port),
             proto::UDP,
         ),
         1 => (
-            FrameBuilder::tcp(src, dst, wire::parse::tcp_flags::SYN).ports(src_port, dst_port),
+            FrameBuilder::tcp(src, dst, flags).ports(src_port, dst_port),
             proto::TCP,
         ),
         _ => (
@@ -152,6 +195,13 @@ fn random_packet(random: &mut Random, serial: u16, ifindex: u32) -> (Vec<u8>, Ru
     let echo_request = matches!((protocol, icmp), (proto::ICMP, 8) | (proto::ICMPV6, 128));
     if protocol == proto::TCP || protocol == proto::UDP {
         (key.src_port, key.dst_port) = (src_port, dst_port);
+        if protocol == proto::TCP {
+            key.tcp_flags = flags;
+            // Only a SYN (without ACK or RST) opens a flow.
+            if flags & 0x16 != 0x02 {
+                key.ct_state = ct_state::INVALID;
+            }
+        }
     } else {
         key.dst_port = u16::from(icmp) << 8;
         if !echo_request {
@@ -197,7 +247,7 @@ fn the_kernel_module_decides_as_the_compiled_tables_say() {
                 Xdp::from_pin(&entry, aya_obj::programs::XdpAttachType::Interface).unwrap();
             for _ in 0..PACKETS {
                 serial += 1;
-                let (frame, key) = random_packet(&mut random, serial, 1);
+                let (frame, key) = random_packet(&mut random, serial, 1, true);
                 let (expected, rule) = tables.classify(&key);
                 let expected = if expected == verdict::DROP { XDP_DROP } else { XDP_PASS };
                 let got = offload::test_run::run_once(&program, &frame).unwrap().verdict;
@@ -262,6 +312,12 @@ fn nft_ruleset(policy: &Policy) -> String {
         }
         if let Some(code) = rule.icmp_code {
             parts.push(format!("{icmp} code {code}"));
+        }
+        if let Some(flags) = rule.tcp_flags {
+            parts.push(format!(
+                "tcp flags & {:#x} == {:#x}",
+                flags.mask, flags.value
+            ));
         }
         if rule.ct_states != 0 {
             let names: Vec<&str> = [
@@ -404,7 +460,7 @@ fn nftables_decides_as_the_compiled_tables_say() {
         let mut before = nft_counters(&namespace);
         for _ in 0..NFT_PACKETS {
             serial += 1;
-            let (frame, key) = random_packet(&mut random, serial, ifindex);
+            let (frame, key) = random_packet(&mut random, serial, ifindex, false);
             let mut frame = frame;
             frame[0..6].copy_from_slice(&dut_mac);
             frame[6..12].copy_from_slice(&client_mac);

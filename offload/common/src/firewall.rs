@@ -238,8 +238,10 @@ pub struct RuleKey {
     pub proto: u8,
     /// The packet's one [`ct_state`] bit.
     pub ct_state: u8,
+    /// TCP flags (the header's byte 13: FIN 0x01 ... CWR 0x80); 0 for other protocols.
+    pub tcp_flags: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
     /// The ingress interface.
     pub ifindex: u32,
     /// Source port (host order).

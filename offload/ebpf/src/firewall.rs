@@ -76,7 +76,8 @@ pub fn run(ctx: XdpContext) -> u32 {
     key.family = flow.family;
     key.proto = flow.proto;
     key.ct_state = state;
-    key._pad = [0; 3];
+    key.tcp_flags = flow.tcp_flags;
+    key._pad = [0; 2];
     key.ifindex = context.ingress_ifindex;
     key.src_port = if is_icmp { 0 } else { flow.src_port };
     key.dst_port = if is_icmp {
@@ -167,7 +168,8 @@ fn write_masked(probe: &mut RuleKey, packet: &RuleKey, mask: &RuleKey, bank: u8,
     probe.family = packet.family & mask.family;
     probe.proto = packet.proto & mask.proto;
     probe.ct_state = packet.ct_state & mask.ct_state;
-    probe._pad = [0; 3];
+    probe.tcp_flags = packet.tcp_flags & mask.tcp_flags;
+    probe._pad = [0; 2];
     probe.ifindex = packet.ifindex & mask.ifindex;
     probe.src_port = packet.src_port & mask.src_port;
     probe.dst_port = packet.dst_port & mask.dst_port;
