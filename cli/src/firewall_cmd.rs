@@ -29,6 +29,19 @@ pub enum FirewallCommand {
         #[arg(long)]
         iface: String,
     },
+    /// Print what `log` rules matched (sampled by their `log_rate`) and new flows refused
+    /// because the conntrack table is full, as they come (`--json`: one object a line).
+    Log {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// Stop after this many entries.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
     /// Remove the firewall from an interface (the module, the egress tracker, the pins;
     /// the node's conntrack table goes with the last firewall).
     Remove {
@@ -122,6 +135,37 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                     ""
                 }
             );
+        }
+        FirewallCommand::Log {
+            iface,
+            count,
+            timeout,
+        } => {
+            let timeout = timeout
+                .map(|seconds| {
+                    std::time::Duration::try_from_secs_f64(seconds)
+                        .map_err(|_| anyhow::anyhow!("--timeout: {seconds} is not a duration"))
+                })
+                .transpose()?;
+            firewall::log::follow(iface, *count, timeout, |entry| {
+                if as_json {
+                    println!("{}", serde_json::to_string(entry).unwrap_or_default());
+                } else {
+                    println!(
+                        "{:.3} {} {} {} {} {}:{} -> {}:{} (ifindex {})",
+                        entry.time,
+                        entry.kind,
+                        entry.rule,
+                        entry.verdict,
+                        entry.proto,
+                        entry.src,
+                        entry.src_port,
+                        entry.dst,
+                        entry.dst_port,
+                        entry.ifindex
+                    );
+                }
+            })?;
         }
         FirewallCommand::Remove { iface } => {
             firewall::remove(iface)?;

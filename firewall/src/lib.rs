@@ -6,18 +6,21 @@
 //!   per distinct mask);
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
-//! - [`conntrack`]: the node's table from user space (list, flush, fill and counters).
+//! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
+//! - [`log`]: the events of `log` rules and of a full conntrack table.
 //!
 //! docs/firewall.md describes the design and what is not done yet.
 #![warn(missing_docs)]
 
+mod batch;
 mod compile;
 pub mod conntrack;
 mod error;
+pub mod log;
 mod rules;
 mod tables;
 
 pub use compile::{Tables, compile};
 pub use error::FirewallError;
-pub use rules::{Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
+pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
 pub use tables::{Applied, RuleCounters, Status, apply, remove, status};

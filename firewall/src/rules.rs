@@ -95,7 +95,13 @@ pub struct Rule {
     pub iface: Option<String>,
     /// [`verdict`].
     pub verdict: u8,
+    /// For `action = "log"`: events per second at most (None: [`DEFAULT_LOG_RATE`]; 0:
+    /// every packet).
+    pub log_rate: Option<u32>,
 }
+
+/// Events per second a `log` rule sends when the file gives no `log_rate`.
+pub const DEFAULT_LOG_RATE: u32 = 10;
 
 /// TCP flags a rule looks at: `flags & mask == value`, as nftables'
 /// `tcp flags & (mask) == value`. Written `tcp_flags = "syn,!ack"`: the flags named must be
@@ -197,6 +203,7 @@ struct RawRule {
     ct_state: Vec<String>,
     iface: Option<String>,
     action: String,
+    log_rate: Option<u32>,
 }
 
 impl Policy {
@@ -222,7 +229,7 @@ impl Policy {
         })?;
         let default_verdict = match &raw.default {
             None => verdict::DROP,
-            Some(value) => parse_verdict(value.get_ref())
+            Some(value) => parse_verdict(value.get_ref(), false)
                 .map_err(|message| error(value.span().start, format!("default: {message}")))?,
         };
         let mut timeouts = [0; timeout::COUNT];
@@ -367,6 +374,11 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
             }
         };
     }
+    let action =
+        parse_verdict(&raw.action, true).map_err(|message| within(format!("action: {message}")))?;
+    if raw.log_rate.is_some() && action != verdict::LOG {
+        return Err(within("log_rate: needs action = \"log\"".into()));
+    }
     Ok(Rule {
         priority: raw.priority.unwrap_or(index as u32),
         name: name.clone(),
@@ -381,15 +393,21 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
         tcp_flags,
         ct_states,
         iface: raw.iface.clone(),
-        verdict: parse_verdict(&raw.action)
-            .map_err(|message| within(format!("action: {message}")))?,
+        verdict: action,
+        log_rate: (action == verdict::LOG).then(|| raw.log_rate.unwrap_or(DEFAULT_LOG_RATE)),
     })
 }
 
-fn parse_verdict(text: &str) -> Result<u8, String> {
+/// A rule's action; the default policy takes `accept` or `drop` only (as nftables').
+fn parse_verdict(text: &str, of_rule: bool) -> Result<u8, String> {
     match text {
         "accept" => Ok(verdict::ACCEPT),
         "drop" => Ok(verdict::DROP),
+        "reject" if of_rule => Ok(verdict::REJECT),
+        "log" if of_rule => Ok(verdict::LOG),
+        other if of_rule => Err(format!(
+            "unknown action `{other}`; known: accept, drop, reject, log"
+        )),
         other => Err(format!("unknown action `{other}`; known: accept, drop")),
     }
 }
@@ -501,7 +519,11 @@ mod tests {
                 "[[rule]]\ndst_port = 80\naction = \"drop\"\n",
                 "ports need proto",
             ),
-            ("[[rule]]\naction = \"reject\"\n", "unknown action `reject`"),
+            ("[[rule]]\naction = \"bounce\"\n", "unknown action `bounce`"),
+            (
+                "default = \"reject\"\n",
+                "line 1: default: unknown action `reject`",
+            ),
             (
                 "[[rule]]\nproto = \"icmp\"\nsrc = \"::/0\"\naction = \"accept\"\n",
                 "icmp goes with IPv4",
@@ -517,6 +539,10 @@ mod tests {
             (
                 "[[rule]]\nct_state = [\"open\"]\naction = \"accept\"\n",
                 "unknown state `open`",
+            ),
+            (
+                "[[rule]]\nlog_rate = 5\naction = \"drop\"\n",
+                "line 1: rule `rule 1`: log_rate: needs action = \"log\"",
             ),
             (
                 "[[rule]]\nproto = \"udp\"\ntcp_flags = \"syn\"\naction = \"drop\"\n",

@@ -30,7 +30,8 @@ use offload::{
 use offload_common::{
     Counter,
     firewall::{
-        COUNTERS_PER_BANK, CtSettings, MAX_MASKS, PolicyState, RuleKey, RuleValue, maps, verdict,
+        COUNTERS_PER_BANK, CtSettings, LOG_SLOT_CONNTRACK_FULL, LogRate, MAX_MASKS, PolicyState,
+        RuleKey, RuleValue, maps, verdict,
     },
 };
 use serde::Serialize;
@@ -71,7 +72,7 @@ fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     })
 }
 
-fn names_dir(iface: &str) -> PathBuf {
+pub(crate) fn names_dir(iface: &str) -> PathBuf {
     Path::new("/run/fastpath/firewall").join(iface)
 }
 
@@ -267,15 +268,45 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
             .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
     }
 
-    for (key, value) in &tables.entries {
-        let mut key = *key;
-        key.bank = idle as u8;
-        rules.insert(key, value, 0).map_err(FirewallError::map(
+    let rates_path = map_pin(iface, maps::LOG_RATES);
+    let mut rates: Array<_, LogRate> = Array::try_from(open_map(&rates_path, maps::LOG_RATES)?)
+        .map_err(FirewallError::map("open", maps::LOG_RATES, &rates_path))?;
+    let conntrack_full = std::iter::once((LOG_SLOT_CONNTRACK_FULL, 1));
+    let log_rules = tables
+        .log_rates
+        .iter()
+        .map(|&(slot, per_second)| (idle * COUNTERS_PER_BANK + slot, per_second));
+    for (slot, per_second) in log_rules.chain(conntrack_full) {
+        let rate = LogRate {
+            per_second,
+            ..LogRate::default()
+        };
+        rates.set(slot, rate, 0).map_err(FirewallError::map(
             "write",
-            maps::RULES,
-            &rules_path,
+            maps::LOG_RATES,
+            &rates_path,
         ))?;
     }
+
+    let entries: Vec<(RuleKey, RuleValue)> = tables
+        .entries
+        .iter()
+        .map(|(key, value)| {
+            let mut key = *key;
+            key.bank = idle as u8;
+            (key, *value)
+        })
+        .collect();
+    let rules_data = MapData::from_pin(&rules_path).map_err(FirewallError::map(
+        "open",
+        maps::RULES,
+        &rules_path,
+    ))?;
+    crate::batch::update(&rules_data, &entries).map_err(FirewallError::map(
+        "write (batched)",
+        maps::RULES,
+        &rules_path,
+    ))?;
     let names = names_dir(iface).join(format!("bank-{idle}.names"));
     fs::write(&names, tables.rule_names.join("\n")).map_err(FirewallError::pin("write", &names))?;
 
@@ -301,12 +332,12 @@ fn empty_bank(
         .filter_map(Result::ok)
         .filter(|key| u32::from(key.bank) == bank)
         .collect();
-    for key in stale {
-        rules
-            .remove(&key)
-            .map_err(FirewallError::map("delete from", maps::RULES, path))?;
-    }
-    Ok(())
+    let data = MapData::from_pin(path).map_err(FirewallError::map("open", maps::RULES, path))?;
+    crate::batch::delete(&data, &stale).map_err(FirewallError::map(
+        "delete from (batched)",
+        maps::RULES,
+        path,
+    ))
 }
 
 /// Attaches the egress tracker to `iface` unless its link is pinned already.
