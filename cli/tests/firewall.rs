@@ -140,6 +140,25 @@ impl Drop for Cleanup {
     }
 }
 
+/// Detaches the XDP program a test attached to the client's veth.
+struct ClientXdp {
+    namespace: String,
+    iface: String,
+}
+
+impl Drop for ClientXdp {
+    fn drop(&mut self) {
+        let _ = fastpath(&[
+            "--netns",
+            &self.namespace,
+            "xdp",
+            "detach",
+            "--iface",
+            &self.iface,
+        ]);
+    }
+}
+
 fn rule<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["rules"]
         .as_array()
@@ -540,14 +559,16 @@ fn reject_answers_with_a_reset_or_a_port_unreachable_the_client_socket_sees() {
         namespace: ns.clone(),
         iface: iface.clone(),
     };
-    // The answers leave the dut by XDP_TX: the client's veth receives frames from XDP only
-    // with NAPI, which GRO gives it (a NIC has it anyway).
+    // The answers leave the dut by XDP_TX: the client's veth takes frames from XDP only with
+    // NAPI, which an XDP program of its own gives it (a NIC has it anyway): `steer` with no
+    // rules passes everything.
     let client_iface = lab.client.iface.clone();
-    Lab::run_in(&client_ns, move || {
-        lab::segment::set_gro(&client_iface, true)
-    })
-    .expect("namespace")
-    .expect("GRO on the client's veth");
+    let on_client = |args: &[&str]| json(&[&["--netns", client_ns.as_str()], args].concat());
+    on_client(&["xdp", "attach", "--iface", &client_iface]);
+    let _client_xdp = ClientXdp {
+        namespace: client_ns.clone(),
+        iface: client_iface.clone(),
+    };
     // Listeners on both ports (IPv6 sockets take IPv4 too): any refusal the client sees is
     // the firewall's.
     serve_echo(listen(&ns, CLOSED_PORT, "::"));
