@@ -171,28 +171,15 @@ impl LbLab {
 
 /// ETHTOOL_STXCSUM (include/uapi/linux/ethtool.h): turns TX checksum offload on or off.
 pub fn set_tx_checksum(iface: &str, on: bool) -> std::io::Result<()> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    ethtool_set(iface, ETHTOOL_STXCSUM, on)
-}
-
-/// ETHTOOL_SGRO: turns GRO on or off. On a veth, GRO on gives its receive side NAPI, which
-/// frames sent to it from XDP (`XDP_TX` on its peer, a redirect) need (drivers/net/veth.c
-/// drops them otherwise); a real NIC always has it.
-pub fn set_gro(iface: &str, on: bool) -> std::io::Result<()> {
-    const ETHTOOL_SGRO: u32 = 0x2c;
-    ethtool_set(iface, ETHTOOL_SGRO, on)
-}
-
-/// An ethtool "set value" command on `iface`.
-fn ethtool_set(iface: &str, cmd: u32, on: bool) -> std::io::Result<()> {
     /// `struct ethtool_value` (include/uapi/linux/ethtool.h).
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
     let mut value = EthtoolValue {
-        cmd,
+        cmd: ETHTOOL_STXCSUM,
         data: u32::from(on),
     };
     // SAFETY: an all-zero ifreq is valid.
