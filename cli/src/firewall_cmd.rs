@@ -29,6 +29,11 @@ pub enum FirewallCommand {
         #[arg(long)]
         iface: String,
     },
+    /// Change one rule of the running policy in place.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
     /// Print what `log` rules matched (sampled by their `log_rate`) and new flows refused
     /// because the conntrack table is full, as they come (`--json`: one object a line).
     Log {
@@ -48,6 +53,20 @@ pub enum FirewallCommand {
         /// The interface.
         #[arg(long)]
         iface: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RuleCommand {
+    /// Append the one `[[rule]]` of a rules file to the running policy (after its rules,
+    /// before the default), in place: no new bank, no grace delay. Not kept by a later
+    /// `apply`, which replaces the whole policy.
+    Add {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// A rules file holding exactly one `[[rule]]`.
+        file: PathBuf,
     },
 }
 
@@ -135,6 +154,20 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                     ""
                 }
             );
+        }
+        FirewallCommand::Rule {
+            command: RuleCommand::Add { iface, file },
+        } => {
+            let policy = Policy::read(file)?;
+            let added = firewall::add_rule(iface, &policy)?;
+            if as_json {
+                output::json(&added);
+            } else {
+                println!(
+                    "{iface}: rule `{}` added as rule {}: {} entries, {} new masks, in {} µs",
+                    added.name, added.position, added.entries, added.new_masks, added.micros
+                );
+            }
         }
         FirewallCommand::Log {
             iface,

@@ -832,3 +832,78 @@ fn log_rules_and_a_full_table_reach_firewall_log() {
     assert_eq!(full["verdict"], "drop", "{full}");
     assert_eq!(full["dst_port"], OPEN_PORT, "{full}");
 }
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_rule_added_in_place_takes_effect_in_the_running_bank() {
+    require_root("firewall rule add on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-rule-add");
+    let policy = files.0.join("no-web.toml");
+    std::fs::write(&policy, NO_NEW_WEB).unwrap();
+    let web = files.0.join("web.toml");
+    std::fs::write(
+        &web,
+        "[[rule]]\nname = \"web\"\nproto = \"tcp\"\ndst_port = 8000\naction = \"accept\"\n",
+    )
+    .unwrap();
+    let two = files.0.join("two.toml");
+    std::fs::write(&two, format!("{NO_NEW_WEB}\n[[rule]]\naction = \"drop\"\n")).unwrap();
+    let lab = Lab::for_test("fa");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    serve_echo(listen(&ns, OPEN_PORT, "0.0.0.0"));
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let applied = on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    let dut = SocketAddr::new(lab.dut.ipv4, OPEN_PORT);
+    assert!(
+        connect(&client_ns, dut).is_err(),
+        "no rule lets 8000 in yet"
+    );
+    // A file of more than one rule is refused, naming it.
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "firewall",
+        "rule",
+        "add",
+        "--iface",
+        &iface,
+        two.to_str().unwrap(),
+    ]);
+    assert!(error.contains("exactly one [[rule]]"), "{error}");
+    let added = on_dut(&[
+        "firewall",
+        "rule",
+        "add",
+        "--iface",
+        &iface,
+        web.to_str().unwrap(),
+    ]);
+    assert_eq!(added["name"], "web", "{added}");
+    assert_eq!(added["position"], 3, "{added}");
+    assert_eq!(added["entries"], 1, "{added}");
+    let mut stream = connect(&client_ns, dut).expect("the added rule lets 8000 in");
+    assert_eq!(echo(&mut stream, "added").unwrap(), "added");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert_eq!(
+        status["bank"], applied["bank"],
+        "the running bank changed: {status}"
+    );
+    assert!(
+        rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}

@@ -6,12 +6,14 @@
 //!   per distinct mask);
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
+//! - [`add_rule`]: one rule appended to the running policy in place (a few map updates);
 //! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
 //! - [`log`]: the events of `log` rules and of a full conntrack table.
 //!
 //! docs/firewall.md describes the design and what is not done yet.
 #![warn(missing_docs)]
 
+mod add_rule;
 mod batch;
 mod compile;
 pub mod conntrack;
@@ -20,6 +22,7 @@ pub mod log;
 mod rules;
 mod tables;
 
+pub use add_rule::{RuleAdded, add_rule};
 pub use compile::{Tables, compile};
 pub use error::FirewallError;
 pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};

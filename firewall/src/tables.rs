@@ -57,7 +57,7 @@ fn iface_dir(iface: &str) -> PathBuf {
 
 /// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
 /// firewall: two applies at once would write the same idle bank.
-fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
+pub(crate) fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     let path = Path::new("/run/fastpath/firewall").join(format!("{iface}.lock"));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
