@@ -12,7 +12,7 @@
 //! (it decides first), as `compile` does; one an earlier `log` rule alone has gets its
 //! deciding half (one update of that entry).
 
-use std::fs;
+use std::{fs, io::Write};
 
 use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
 use offload_common::{
@@ -81,11 +81,14 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
             .get(&0, 0)
             .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
     let bank = state.bank & 1;
+    // The bank's rule names, one a line: their count is the new rule's place.
     let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
-    let mut names: Vec<String> = fs::read_to_string(&names_file)
-        .map(|text| text.lines().map(str::to_string).collect())
-        .unwrap_or_default();
-    let position = names.len() as u32;
+    let names = fs::read(&names_file).unwrap_or_default();
+    let position = if names.is_empty() {
+        0
+    } else {
+        names.iter().filter(|byte| **byte == b'\n').count() as u32 + 1
+    };
     if position + 1 >= COUNTERS_PER_BANK {
         return Err(rule_error(
             rule.line,
@@ -214,9 +217,15 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
             .set(0, state, 0)
             .map_err(FirewallError::map("write", maps::POLICY, &policy_path))?;
     }
+    let mut line = if names.is_empty() { "" } else { "\n" }.to_string();
+    line.push_str(&rule.name);
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&names_file)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .map_err(FirewallError::pin("append to", &names_file))?;
     let micros = started.elapsed().as_micros() as u64;
-    names.push(rule.name.clone());
-    fs::write(&names_file, names.join("\n")).map_err(FirewallError::pin("write", &names_file))?;
     Ok(RuleAdded {
         iface: iface.to_string(),
         name: rule.name.clone(),

@@ -1,6 +1,7 @@
-//! Batched hash updates and deletes (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux
+//! Batched map updates and deletes (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux
 //! 5.6): one `bpf()` call for many entries instead of one each, which is most of what a
-//! 64k-rule apply costs. aya has no batch API; the call goes through libc.
+//! 64k-rule apply costs (its hash entries and counters). aya has no batch API; the call
+//! goes through libc.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -44,15 +45,25 @@ fn call(command: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `entries` into the hash `map` (created or replaced), in chunks.
-pub(crate) fn update<K: Copy, V: Copy>(map: &MapData, entries: &[(K, V)]) -> std::io::Result<()> {
-    for chunk in entries.chunks(CHUNK) {
-        let keys: Vec<K> = chunk.iter().map(|(key, _)| *key).collect();
-        let values: Vec<V> = chunk.iter().map(|(_, value)| *value).collect();
+/// Writes `values` under `keys` into `map` (created or replaced), in chunks. A per-CPU
+/// map takes one value per CPU for each key, the CPUs of one key together (`values` is
+/// then `keys.len()` times the CPU count long).
+pub(crate) fn update<K: Copy, V: Copy>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> std::io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let per_key = values.len() / keys.len();
+    for (index, chunk) in keys.chunks(CHUNK).enumerate() {
+        let first = index * CHUNK * per_key;
+        let values = &values[first..first + chunk.len() * per_key];
         let mut attr = BatchAttr {
-            keys: keys.as_ptr() as u64,
+            keys: chunk.as_ptr() as u64,
             values: values.as_ptr() as u64,
-            count: keys.len() as u32,
+            count: chunk.len() as u32,
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
             ..BatchAttr::default()
         };

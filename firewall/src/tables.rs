@@ -16,7 +16,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
     programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions},
 };
 use offload::{
@@ -252,21 +252,26 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
     }
 
     let counters_path = map_pin(iface, maps::COUNTERS);
-    let mut counters: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(open_map(&counters_path, maps::COUNTERS)?)
-            .map_err(FirewallError::map("open", maps::COUNTERS, &counters_path))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| FirewallError::Pin {
         action: "count the CPUs in",
         path: "/sys/devices/system/cpu/possible".into(),
         source: error,
     })?;
-    for slot in 0..=tables.rule_names.len() as u32 {
-        let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
-        counters
-            .set(idle * COUNTERS_PER_BANK + slot, zero, 0)
-            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
-    }
+    // The bank's counters from 0, in batches (each slot one value per CPU).
+    let slots: Vec<u32> = (0..=tables.rule_names.len() as u32)
+        .map(|slot| idle * COUNTERS_PER_BANK + slot)
+        .collect();
+    let zeros = vec![Counter::default(); slots.len() * cpus];
+    let counters_data = MapData::from_pin(&counters_path).map_err(FirewallError::map(
+        "open",
+        maps::COUNTERS,
+        &counters_path,
+    ))?;
+    crate::batch::update(&counters_data, &slots, &zeros).map_err(FirewallError::map(
+        "zero (batched)",
+        maps::COUNTERS,
+        &counters_path,
+    ))?;
 
     let rates_path = map_pin(iface, maps::LOG_RATES);
     let mut rates: Array<_, LogRate> = Array::try_from(open_map(&rates_path, maps::LOG_RATES)?)
@@ -288,21 +293,21 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
         ))?;
     }
 
-    let entries: Vec<(RuleKey, RuleValue)> = tables
+    let keys: Vec<RuleKey> = tables
         .entries
         .iter()
-        .map(|(key, value)| {
-            let mut key = *key;
-            key.bank = idle as u8;
-            (key, *value)
+        .map(|(key, _)| RuleKey {
+            bank: idle as u8,
+            ..*key
         })
         .collect();
+    let values: Vec<RuleValue> = tables.entries.iter().map(|(_, value)| *value).collect();
     let rules_data = MapData::from_pin(&rules_path).map_err(FirewallError::map(
         "open",
         maps::RULES,
         &rules_path,
     ))?;
-    crate::batch::update(&rules_data, &entries).map_err(FirewallError::map(
+    crate::batch::update(&rules_data, &keys, &values).map_err(FirewallError::map(
         "write (batched)",
         maps::RULES,
         &rules_path,

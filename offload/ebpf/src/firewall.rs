@@ -1,7 +1,10 @@
 //! The stateful firewall as an IO module: the packet's parse comes from the chain's
 //! context, its connection-tracking state from `conntrack.rs`, and the rule that decides
 //! from a tuple-space search (one hash probe per distinct mask of the running policy bank).
-//! Accepted packets continue down the chain; dropped ones end it.
+//! Accepted packets continue down the chain; dropped ones end it; rejected ones are
+//! answered (`firewall_reject.rs`). `log` rules send sampled events to a ring buffer and
+//! decide nothing; a datagram's later fragments take its first fragment's verdict
+//! (`firewall_fragments.rs`).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
