@@ -29,12 +29,44 @@ pub enum FirewallCommand {
         #[arg(long)]
         iface: String,
     },
+    /// Change one rule of the running policy in place.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
+    /// Print what `log` rules matched (sampled by their `log_rate`) and new flows refused
+    /// because the conntrack table is full, as they come (`--json`: one object a line).
+    Log {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// Stop after this many entries.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
     /// Remove the firewall from an interface (the module, the egress tracker, the pins;
     /// the node's conntrack table goes with the last firewall).
     Remove {
         /// The interface.
         #[arg(long)]
         iface: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RuleCommand {
+    /// Append the one `[[rule]]` of a rules file to the running policy (after its rules,
+    /// before the default), in place: no new bank, no grace delay. Not kept by a later
+    /// `apply`, which replaces the whole policy.
+    Add {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// A rules file holding exactly one `[[rule]]`.
+        file: PathBuf,
     },
 }
 
@@ -122,6 +154,51 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                     ""
                 }
             );
+        }
+        FirewallCommand::Rule {
+            command: RuleCommand::Add { iface, file },
+        } => {
+            let policy = Policy::read(file)?;
+            let added = firewall::add_rule(iface, &policy)?;
+            if as_json {
+                output::json(&added);
+            } else {
+                println!(
+                    "{iface}: rule `{}` added as rule {}: {} entries, {} new masks, in {} µs",
+                    added.name, added.position, added.entries, added.new_masks, added.micros
+                );
+            }
+        }
+        FirewallCommand::Log {
+            iface,
+            count,
+            timeout,
+        } => {
+            let timeout = timeout
+                .map(|seconds| {
+                    std::time::Duration::try_from_secs_f64(seconds)
+                        .map_err(|_| anyhow::anyhow!("--timeout: {seconds} is not a duration"))
+                })
+                .transpose()?;
+            firewall::log::follow(iface, *count, timeout, |entry| {
+                if as_json {
+                    println!("{}", serde_json::to_string(entry).unwrap_or_default());
+                } else {
+                    println!(
+                        "{:.3} {} {} {} {} {}:{} -> {}:{} (ifindex {})",
+                        entry.time,
+                        entry.kind,
+                        entry.rule,
+                        entry.verdict,
+                        entry.proto,
+                        entry.src,
+                        entry.src_port,
+                        entry.dst,
+                        entry.dst_port,
+                        entry.ifindex
+                    );
+                }
+            })?;
         }
         FirewallCommand::Remove { iface } => {
             firewall::remove(iface)?;

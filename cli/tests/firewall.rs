@@ -85,8 +85,8 @@ fn serve_echo(listener: TcpListener) {
     });
 }
 
-fn listen(namespace: &str, port: u16) -> TcpListener {
-    Lab::run_in(namespace, move || TcpListener::bind(("0.0.0.0", port)))
+fn listen(namespace: &str, port: u16, address: &'static str) -> TcpListener {
+    Lab::run_in(namespace, move || TcpListener::bind((address, port)))
         .expect("namespace")
         .expect("bind TCP")
 }
@@ -139,6 +139,25 @@ impl Drop for Cleanup {
     }
 }
 
+/// Detaches the XDP program a test attached to the client's veth.
+struct ClientXdp {
+    namespace: String,
+    iface: String,
+}
+
+impl Drop for ClientXdp {
+    fn drop(&mut self) {
+        let _ = fastpath(&[
+            "--netns",
+            &self.namespace,
+            "xdp",
+            "detach",
+            "--iface",
+            &self.iface,
+        ]);
+    }
+}
+
 fn rule<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["rules"]
         .as_array()
@@ -177,9 +196,9 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
     let wait = |what: &str, condition: &mut dyn FnMut() -> bool| {
         wait_until(Duration::from_secs(10), what, condition)
     };
-    serve_echo(listen(&ns, OPEN_PORT));
-    serve_echo(listen(&ns, CLOSED_PORT));
-    serve_echo(listen(&client_ns, CLIENT_PORT));
+    serve_echo(listen(&ns, OPEN_PORT, "0.0.0.0"));
+    serve_echo(listen(&ns, CLOSED_PORT, "0.0.0.0"));
+    serve_echo(listen(&client_ns, CLIENT_PORT, "0.0.0.0"));
     let dut = lab.dut.ipv4;
     let client = lab.client.ipv4;
 
@@ -422,7 +441,7 @@ fn the_firewall_runs_in_front_of_steer_and_outlives_it() {
             .map(|module| module["name"].as_str().unwrap().to_string())
             .collect()
     };
-    serve_echo(listen(&ns, OPEN_PORT));
+    serve_echo(listen(&ns, OPEN_PORT, "0.0.0.0"));
     let dut = lab.dut.ipv4;
 
     on_dut(&["xdp", "attach", "--iface", &iface]);
@@ -458,6 +477,430 @@ fn the_firewall_runs_in_front_of_steer_and_outlives_it() {
     assert_eq!(names(), ["firewall"]);
     assert_eq!(echo(&mut web, "still").unwrap(), "still");
     let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert!(
+        rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}
+
+const REJECTING: &str = r#"
+default = "accept"
+
+[[rule]]
+name = "tcp-reject"
+proto = "tcp"
+dst_port = 9000
+action = "reject"
+
+[[rule]]
+name = "udp-reject"
+proto = "udp"
+dst_port = 9001
+action = "reject"
+"#;
+
+/// A connected UDP socket's error once the port-unreachable answer to its datagrams has
+/// come back (datagrams are sent again until then, within a deadline).
+fn udp_error(namespace: &str, to: SocketAddr) -> Option<std::io::ErrorKind> {
+    Lab::run_in(namespace, move || {
+        let any: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let socket = std::net::UdpSocket::bind(any).unwrap();
+        socket.connect(to).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut error = None;
+        wait_until(
+            Duration::from_secs(10),
+            "an ICMP error on the socket",
+            || {
+                if let Err(failed) = socket.send(b"knock") {
+                    error = Some(failed.kind());
+                    return true;
+                }
+                match socket.recv(&mut [0u8; 64]) {
+                    Err(failed)
+                        if !matches!(
+                            failed.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        error = Some(failed.kind());
+                        true
+                    }
+                    _ => false,
+                }
+            },
+        );
+        error
+    })
+    .expect("namespace")
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn reject_answers_with_a_reset_or_a_port_unreachable_the_client_socket_sees() {
+    require_root("the firewall's reject on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-reject");
+    let policy = files.0.join("reject.toml");
+    std::fs::write(&policy, REJECTING).unwrap();
+    let lab = Lab::for_test("fr");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    // The answers leave the dut by XDP_TX: the client's veth takes frames from XDP only with
+    // NAPI, which an XDP program of its own gives it (a NIC has it anyway): `steer` with no
+    // rules passes everything.
+    let client_iface = lab.client.iface.clone();
+    let on_client = |args: &[&str]| json(&[&["--netns", client_ns.as_str()], args].concat());
+    on_client(&["xdp", "attach", "--iface", &client_iface]);
+    let _client_xdp = ClientXdp {
+        namespace: client_ns.clone(),
+        iface: client_iface.clone(),
+    };
+    // Listeners on both ports (IPv6 sockets take IPv4 too): any refusal the client sees is
+    // the firewall's.
+    serve_echo(listen(&ns, CLOSED_PORT, "::"));
+    let _udp_listener = Lab::run_in(&ns, || std::net::UdpSocket::bind(("::", CLOSED_PORT + 1)))
+        .expect("namespace")
+        .expect("bind UDP");
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    for dut in [lab.dut.ipv4, lab.dut.ipv6] {
+        let refused = connect(&client_ns, SocketAddr::new(dut, CLOSED_PORT));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|error| error.kind()),
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "{dut}: the firewall's RST refuses the connection"
+        );
+        assert_eq!(
+            udp_error(&client_ns, SocketAddr::new(dut, CLOSED_PORT + 1)),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{dut}: the firewall's port unreachable reaches the connected UDP socket"
+        );
+    }
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    for name in ["tcp-reject", "udp-reject"] {
+        assert!(
+            rule(&status, name)["packets"].as_u64().unwrap() >= 2,
+            "{name} counts IPv4 and IPv6: {status}"
+        );
+    }
+}
+
+const FRAGMENTS: &str = r#"
+default = "drop"
+
+[[rule]]
+name = "replies"
+ct_state = ["established", "related"]
+action = "accept"
+
+[[rule]]
+name = "neighbours"
+proto = "icmpv6"
+action = "accept"
+
+[[rule]]
+name = "udp-open"
+proto = "udp"
+dst_port = 5000
+action = "accept"
+
+[[rule]]
+name = "udp-closed"
+proto = "udp"
+dst_port = 5001
+action = "drop"
+"#;
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_fragmented_datagram_goes_where_its_first_fragment_goes() {
+    require_root("fragments through the firewall on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-fragments");
+    let policy = files.0.join("fragments.toml");
+    std::fs::write(&policy, FRAGMENTS).unwrap();
+    let lab = Lab::for_test("ff");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    let bind = |port: u16| {
+        Lab::run_in(&ns, move || std::net::UdpSocket::bind(("::", port)))
+            .expect("namespace")
+            .expect("bind UDP")
+    };
+    let (open, closed) = (bind(5000), bind(5001));
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    // 3000 bytes: three fragments each at the lab's MTU of 1500, IPv4 and IPv6.
+    let datagram: Vec<u8> = (0..3000u32).map(|index| index as u8).collect();
+    let targets = [lab.dut.ipv4, lab.dut.ipv6];
+    Lab::run_in(&client_ns, {
+        let datagram = datagram.clone();
+        move || {
+            for dut in targets {
+                let any = if dut.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let socket = std::net::UdpSocket::bind(any).unwrap();
+                // The forbidden one first: once the allowed one has arrived, it had its
+                // chance.
+                socket.send_to(&datagram, (dut, 5001)).unwrap();
+                socket.send_to(&datagram, (dut, 5000)).unwrap();
+            }
+        }
+    })
+    .expect("namespace");
+    open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in targets {
+        let mut buffer = vec![0u8; 4000];
+        let (length, from) = open.recv_from(&mut buffer).expect("the allowed datagram");
+        assert_eq!(
+            &buffer[..length],
+            &datagram[..],
+            "the whole datagram from {from}"
+        );
+    }
+    closed.set_nonblocking(true).unwrap();
+    assert_eq!(
+        closed
+            .recv_from(&mut [0u8; 4000])
+            .map(|_| ())
+            .map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "no fragment of the forbidden datagrams got through"
+    );
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    for name in ["udp-open", "udp-closed"] {
+        assert_eq!(
+            rule(&status, name)["packets"],
+            6,
+            "{name}: three fragments of each datagram, IPv4 and IPv6: {status}"
+        );
+    }
+    assert_eq!(status["conntrack"]["orphan_fragments"], 0, "{status}");
+}
+
+const LOGGING: &str = r#"
+default = "accept"
+
+[[rule]]
+name = "log-web"
+proto = "tcp"
+dst_port = 8000
+action = "log"
+log_rate = 1000
+
+[[rule]]
+name = "web"
+proto = "tcp"
+dst_port = 8000
+action = "accept"
+"#;
+
+/// The entries `fastpath firewall log --json` prints: at most `count`, within `timeout`.
+fn log_entries(namespace: &str, iface: &str, count: usize, timeout: u32) -> Vec<serde_json::Value> {
+    let output = fastpath(&[
+        "--netns",
+        namespace,
+        "firewall",
+        "log",
+        "--iface",
+        iface,
+        "--json",
+        "--count",
+        &count.to_string(),
+        "--timeout",
+        &timeout.to_string(),
+    ]);
+    assert!(
+        output.status.success(),
+        "firewall log: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn log_rules_and_a_full_table_reach_firewall_log() {
+    require_root("the firewall's log on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-log");
+    let policy = files.0.join("log.toml");
+    std::fs::write(&policy, LOGGING).unwrap();
+    let tiny = files.0.join("tiny.toml");
+    std::fs::write(&tiny, format!("{LOGGING}\n[conntrack]\nlimit = 1\n")).unwrap();
+    let lab = Lab::for_test("fl");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    serve_echo(listen(&ns, OPEN_PORT, "0.0.0.0"));
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    let dut = SocketAddr::new(lab.dut.ipv4, OPEN_PORT);
+    // The log rule decides nothing: the connection goes on to `web`.
+    let mut web = connect(&client_ns, dut).expect("the web rule accepts after the log rule");
+    assert_eq!(echo(&mut web, "logged").unwrap(), "logged");
+    let entries = log_entries(&ns, &iface, 1, 10);
+    let first = entries.first().expect("a log entry for the connection");
+    assert_eq!(first["kind"], "rule", "{first}");
+    assert_eq!(first["rule"], "log-web", "{first}");
+    assert_eq!(first["verdict"], "accept", "{first}");
+    assert_eq!(first["proto"], "tcp", "{first}");
+    assert_eq!(first["dst_port"], OPEN_PORT, "{first}");
+    assert_eq!(first["src"], lab.client.ipv4.to_string(), "{first}");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    for name in ["log-web", "web"] {
+        assert!(
+            rule(&status, name)["packets"].as_u64().unwrap() >= 1,
+            "{name}: {status}"
+        );
+    }
+    drop(web);
+
+    // A full table: the refused flow shows in the log.
+    on_dut(&["conntrack", "flush"]);
+    on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        tiny.to_str().unwrap(),
+    ]);
+    let mut held = connect(&client_ns, dut).expect("the one flow the table holds");
+    assert_eq!(echo(&mut held, "held").unwrap(), "held");
+    assert!(
+        connect(&client_ns, dut).is_err(),
+        "a second flow is refused"
+    );
+    let mut seen = Vec::new();
+    wait_until(
+        Duration::from_secs(10),
+        "a conntrack-full entry in the log",
+        || {
+            seen.extend(log_entries(&ns, &iface, 1, 1));
+            seen.iter().any(|entry| entry["kind"] == "conntrack-full")
+        },
+    );
+    let full = seen
+        .iter()
+        .find(|entry| entry["kind"] == "conntrack-full")
+        .unwrap();
+    assert_eq!(full["verdict"], "drop", "{full}");
+    assert_eq!(full["dst_port"], OPEN_PORT, "{full}");
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_rule_added_in_place_takes_effect_in_the_running_bank() {
+    require_root("firewall rule add on the lab");
+    let _one_at_a_time = NODE_TABLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let files = TempDir::new("firewall-rule-add");
+    let policy = files.0.join("no-web.toml");
+    std::fs::write(&policy, NO_NEW_WEB).unwrap();
+    let web = files.0.join("web.toml");
+    std::fs::write(
+        &web,
+        "[[rule]]\nname = \"web\"\nproto = \"tcp\"\ndst_port = 8000\naction = \"accept\"\n",
+    )
+    .unwrap();
+    let two = files.0.join("two.toml");
+    std::fs::write(&two, format!("{NO_NEW_WEB}\n[[rule]]\naction = \"drop\"\n")).unwrap();
+    let lab = Lab::for_test("fa");
+    let (ns, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let client_ns = lab.client.namespace.clone();
+    let _cleanup = Cleanup {
+        namespace: ns.clone(),
+        iface: iface.clone(),
+    };
+    serve_echo(listen(&ns, OPEN_PORT, "0.0.0.0"));
+    let on_dut = |args: &[&str]| json(&[&["--netns", ns.as_str()], args].concat());
+    let applied = on_dut(&[
+        "firewall",
+        "apply",
+        "--iface",
+        &iface,
+        policy.to_str().unwrap(),
+    ]);
+    let dut = SocketAddr::new(lab.dut.ipv4, OPEN_PORT);
+    assert!(
+        connect(&client_ns, dut).is_err(),
+        "no rule lets 8000 in yet"
+    );
+    // A file of more than one rule is refused, naming it.
+    let error = failure(&[
+        "--netns",
+        &ns,
+        "firewall",
+        "rule",
+        "add",
+        "--iface",
+        &iface,
+        two.to_str().unwrap(),
+    ]);
+    assert!(error.contains("exactly one [[rule]]"), "{error}");
+    let added = on_dut(&[
+        "firewall",
+        "rule",
+        "add",
+        "--iface",
+        &iface,
+        web.to_str().unwrap(),
+    ]);
+    assert_eq!(added["name"], "web", "{added}");
+    assert_eq!(added["position"], 3, "{added}");
+    assert_eq!(added["entries"], 1, "{added}");
+    let mut stream = connect(&client_ns, dut).expect("the added rule lets 8000 in");
+    assert_eq!(echo(&mut stream, "added").unwrap(), "added");
+    let status = on_dut(&["firewall", "status", "--iface", &iface]);
+    assert_eq!(
+        status["bank"], applied["bank"],
+        "the running bank changed: {status}"
+    );
     assert!(
         rule(&status, "web")["packets"].as_u64().unwrap() >= 1,
         "{status}"

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use offload_common::{
     FAMILY_V4, FAMILY_V6,
-    firewall::{MAX_MASKS, RULE_ENTRIES, RuleKey, RuleValue, ct_state},
+    firewall::{MAX_MASKS, NO_PRIORITY, RULE_ENTRIES, RuleKey, RuleValue, ct_state, verdict},
 };
 
 use crate::{FirewallError, Policy};
@@ -28,6 +28,9 @@ pub struct Tables {
     pub default_verdict: u8,
     /// Each rule's name, by counter slot - 1.
     pub rule_names: Vec<String>,
+    /// The `log` rules' counter slots (in the bank) and rates (events per second; 0:
+    /// every packet).
+    pub log_rates: Vec<(u32, u32)>,
 }
 
 /// Compiles `policy`; `ifindex_of` resolves a rule's `iface`.
@@ -56,6 +59,9 @@ pub fn compile(
         }
         if let Some(protocol) = rule.proto {
             (base.proto, mask.proto) = (protocol, 0xff);
+        }
+        if let Some(flags) = rule.tcp_flags {
+            (base.tcp_flags, mask.tcp_flags) = (flags.value, flags.mask);
         }
         for (net, value, bits) in [
             (rule.src, &mut base.src, &mut mask.src),
@@ -104,11 +110,20 @@ pub fn compile(
             .map(|state| (state, 0xff))
             .collect()
         };
-        let value = RuleValue {
-            priority: position as u32,
-            counter: position as u32 + 1,
-            verdict: rule.verdict,
-            _pad: [0; 7],
+        let logs = rule.verdict == verdict::LOG;
+        let value = if logs {
+            RuleValue {
+                log_priority: position as u32,
+                log_counter: position as u32 + 1,
+                ..RuleValue::default()
+            }
+        } else {
+            RuleValue {
+                priority: position as u32,
+                counter: position as u32 + 1,
+                verdict: rule.verdict,
+                ..RuleValue::default()
+            }
         };
         for &(state, state_bits) in &states {
             for &(src_port, src_bits) in &src_ports {
@@ -135,8 +150,15 @@ pub fn compile(
                     key.dst_port = dst_port;
                     let mut key = apply_mask(&key, &entry_mask);
                     key.mask = index;
-                    // An earlier rule with the very same match keeps it (it decides first).
-                    if entry_index.contains_key(&key) {
+                    // An earlier rule with the very same match keeps it (it decides first),
+                    // except that a rule deciding after an earlier `log` rule joins its
+                    // entry (one key, one entry: the log rule's half is kept).
+                    if let Some(&earlier) = entry_index.get(&key) {
+                        let entry = &mut tables.entries[earlier].1;
+                        if !logs && entry.priority == NO_PRIORITY {
+                            (entry.priority, entry.counter, entry.verdict) =
+                                (value.priority, value.counter, value.verdict);
+                        }
                         continue;
                     }
                     entry_index.insert(key, tables.entries.len());
@@ -145,6 +167,11 @@ pub fn compile(
             }
         }
         tables.rule_names.push(rule.name.clone());
+        if logs {
+            tables
+                .log_rates
+                .push((position as u32 + 1, rule.log_rate.unwrap_or(0)));
+        }
     }
     // Both banks share the hash: each policy gets half.
     if tables.entries.len() > (RULE_ENTRIES / 2) as usize {
@@ -164,7 +191,8 @@ pub fn compile(
 
 impl Tables {
     /// What the kernel decides for a packet's key (`bank` and `mask` ignored): the verdict
-    /// and counter slot, found the kernel's way. For tests and `--check`.
+    /// and counter slot, found the kernel's way (`log` rules decide nothing). For tests
+    /// and `--check`.
     pub fn classify(&self, packet: &RuleKey) -> (u8, u32) {
         let lookup: HashMap<RuleKey, RuleValue> = self.entries.iter().copied().collect();
         let mut best: Option<RuleValue> = None;
@@ -172,6 +200,7 @@ impl Tables {
             let mut key = apply_mask(packet, mask);
             key.mask = index as u8;
             if let Some(rule) = lookup.get(&key)
+                && rule.priority != NO_PRIORITY
                 && best.is_none_or(|best| rule.priority < best.priority)
             {
                 best = Some(*rule);
@@ -188,6 +217,7 @@ fn apply_mask(key: &RuleKey, mask: &RuleKey) -> RuleKey {
         family: key.family & mask.family,
         proto: key.proto & mask.proto,
         ct_state: key.ct_state & mask.ct_state,
+        tcp_flags: key.tcp_flags & mask.tcp_flags,
         ifindex: key.ifindex & mask.ifindex,
         src_port: key.src_port & mask.src_port,
         dst_port: key.dst_port & mask.dst_port,
@@ -321,6 +351,52 @@ mod tests {
         );
         assert_eq!(
             tables.classify(&packet([192, 0, 2, 1], proto::ICMP, 3 << 8, new)),
+            (verdict::DROP, 0)
+        );
+    }
+
+    #[test]
+    fn tcp_flags_match_the_bits_they_name_only() {
+        let tables = tables(
+            "default = \"drop\"\n\
+             [[rule]]\nproto = \"tcp\"\ntcp_flags = \"syn,!ack\"\naction = \"accept\"\n\
+             [[rule]]\nproto = \"tcp\"\ntcp_flags = \"rst\"\naction = \"drop\"\n\
+             [[rule]]\nproto = \"tcp\"\naction = \"accept\"\n",
+        );
+        let with_flags = |flags: u8| {
+            let mut key = packet([192, 0, 2, 1], proto::TCP, 80, ct_state::NEW);
+            key.tcp_flags = flags;
+            tables.classify(&key).1
+        };
+        assert_eq!(with_flags(0x02), 1); // SYN
+        assert_eq!(with_flags(0xc2), 1); // SYN with ECE and CWR: not looked at
+        assert_eq!(with_flags(0x12), 3); // SYN-ACK
+        assert_eq!(with_flags(0x14), 2); // RST-ACK
+        assert_eq!(with_flags(0x10), 3); // ACK
+    }
+
+    #[test]
+    fn log_rules_decide_nothing_and_share_an_entry_with_the_rule_after_them() {
+        let tables = tables(
+            "default = \"drop\"\n\
+             [[rule]]\nproto = \"udp\"\ndst_port = 53\naction = \"log\"\nlog_rate = 5\n\
+             [[rule]]\nproto = \"udp\"\ndst_port = 53\naction = \"accept\"\n\
+             [[rule]]\nproto = \"tcp\"\naction = \"log\"\n",
+        );
+        // The log rule and the accept rule have one match: one entry holds both.
+        assert_eq!(tables.entries.len(), 2);
+        let merged = tables.entries[0].1;
+        assert_eq!((merged.priority, merged.counter), (1, 2));
+        assert_eq!((merged.log_priority, merged.log_counter), (0, 1));
+        assert_eq!(tables.entries[1].1.priority, NO_PRIORITY);
+        assert_eq!(tables.log_rates, vec![(1, 5), (3, crate::DEFAULT_LOG_RATE)]);
+        let new = ct_state::NEW;
+        assert_eq!(
+            tables.classify(&packet([192, 0, 2, 1], proto::UDP, 53, new)),
+            (verdict::ACCEPT, 2)
+        );
+        assert_eq!(
+            tables.classify(&packet([192, 0, 2, 1], proto::TCP, 80, new)),
             (verdict::DROP, 0)
         );
     }

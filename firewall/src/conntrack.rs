@@ -36,6 +36,9 @@ pub struct TableStatus {
     pub created: u64,
     /// Packets whose state was invalid.
     pub invalid: u64,
+    /// Later fragments dropped because their datagram's first fragment had not been seen
+    /// (its ports and verdict unknown).
+    pub orphan_fragments: u64,
 }
 
 /// One tracked flow, from its originator's side.
@@ -245,5 +248,6 @@ pub fn table_status() -> Result<TableStatus, FirewallError> {
         refused_full: counter(ct_counter::TABLE_FULL)?,
         created: counter(ct_counter::CREATED)?,
         invalid: counter(ct_counter::INVALID)?,
+        orphan_fragments: counter(ct_counter::ORPHAN_FRAGMENT)?,
     })
 }

@@ -6,20 +6,26 @@
 //!   per distinct mask);
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
+//! - [`add_rule`]: one rule appended to the running policy in place (a few map updates);
 //! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
+//! - [`log`]: the events of `log` rules and of a full conntrack table;
 //! - [`policy`]: security groups compiled to the firewall of each member interface.
 //!
 //! docs/firewall.md describes the design and what is not done yet.
 #![warn(missing_docs)]
 
+mod add_rule;
+mod batch;
 mod compile;
 pub mod conntrack;
 mod error;
+pub mod log;
 pub mod policy;
 mod rules;
 mod tables;
 
+pub use add_rule::{RuleAdded, add_rule};
 pub use compile::{Tables, compile};
 pub use error::FirewallError;
-pub use rules::{Policy, Rule};
+pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
 pub use tables::{Applied, RuleCounters, Status, apply, remove, status};

@@ -23,6 +23,11 @@
 //! proto = "icmp"
 //! icmp_type = 8                    # echo request
 //! action = "accept"
+//!
+//! [[rule]]
+//! proto = "tcp"
+//! tcp_flags = "syn,!ack"           # SYN set, ACK clear; the others not looked at
+//! action = "accept"
 //! ```
 //!
 //! Rules decide by priority: `priority` when given, else their place in the file (the
@@ -60,7 +65,7 @@ pub struct Policy {
 }
 
 /// One rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
     /// Its name (`rule N` when the file gives none).
     pub name: String,
@@ -82,12 +87,79 @@ pub struct Rule {
     pub icmp_type: Option<u8>,
     /// ICMP/ICMPv6 code.
     pub icmp_code: Option<u8>,
+    /// TCP flags that must be set or clear (TCP only).
+    pub tcp_flags: Option<TcpFlags>,
     /// [`ct_state`] bits; 0: any state.
     pub ct_states: u8,
     /// The ingress interface's name.
     pub iface: Option<String>,
     /// [`verdict`].
     pub verdict: u8,
+    /// For `action = "log"`: events per second at most (None: [`DEFAULT_LOG_RATE`]; 0:
+    /// every packet).
+    pub log_rate: Option<u32>,
+}
+
+/// Events per second a `log` rule sends when the file gives no `log_rate`.
+pub const DEFAULT_LOG_RATE: u32 = 10;
+
+/// TCP flags a rule looks at: `flags & mask == value`, as nftables'
+/// `tcp flags & (mask) == value`. Written `tcp_flags = "syn,!ack"`: the flags named must be
+/// set, those with `!` clear, the others are not looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpFlags {
+    /// The flags that must be set.
+    pub value: u8,
+    /// The flags looked at (set or clear).
+    pub mask: u8,
+}
+
+/// TCP flag names, by bit (the header's byte 13, RFC 9293 and RFC 3168).
+pub const TCP_FLAG_NAMES: [&str; 8] = ["fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr"];
+
+impl TcpFlags {
+    /// Parses `"syn,!ack"`.
+    pub fn parse(text: &str) -> Result<TcpFlags, String> {
+        let mut flags = TcpFlags { value: 0, mask: 0 };
+        for word in text.split(',').map(str::trim) {
+            let (clear, name) = match word.strip_prefix('!') {
+                Some(name) => (true, name.trim()),
+                None => (false, word),
+            };
+            let Some(bit) = TCP_FLAG_NAMES.iter().position(|known| *known == name) else {
+                return Err(format!(
+                    "`{word}` is not a TCP flag; known: {} (`!` before one: must be clear)",
+                    TCP_FLAG_NAMES.join(", ")
+                ));
+            };
+            let bit = 1u8 << bit;
+            if flags.mask & bit != 0 {
+                return Err(format!("`{name}` is named twice"));
+            }
+            flags.mask |= bit;
+            if !clear {
+                flags.value |= bit;
+            }
+        }
+        Ok(flags)
+    }
+}
+
+impl std::fmt::Display for TcpFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<String> = (0..8)
+            .filter(|bit| self.mask & (1 << bit) != 0)
+            .map(|bit| {
+                let name = TCP_FLAG_NAMES[bit];
+                if self.value & (1 << bit) != 0 {
+                    name.to_string()
+                } else {
+                    format!("!{name}")
+                }
+            })
+            .collect();
+        f.write_str(&words.join(","))
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,10 +198,12 @@ struct RawRule {
     dst_port: Option<RawPorts>,
     icmp_type: Option<u8>,
     icmp_code: Option<u8>,
+    tcp_flags: Option<String>,
     #[serde(default)]
     ct_state: Vec<String>,
     iface: Option<String>,
     action: String,
+    log_rate: Option<u32>,
 }
 
 impl Policy {
@@ -155,7 +229,7 @@ impl Policy {
         })?;
         let default_verdict = match &raw.default {
             None => verdict::DROP,
-            Some(value) => parse_verdict(value.get_ref())
+            Some(value) => parse_verdict(value.get_ref(), false)
                 .map_err(|message| error(value.span().start, format!("default: {message}")))?,
         };
         let mut timeouts = [0; timeout::COUNT];
@@ -266,6 +340,15 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
             "icmp_type and icmp_code need proto = \"icmp\" or \"icmpv6\"".into(),
         ));
     }
+    let tcp_flags = match &raw.tcp_flags {
+        None => None,
+        Some(_) if protocol != Some(proto::TCP) => {
+            return Err(within("tcp_flags: needs proto = \"tcp\"".into()));
+        }
+        Some(text) => {
+            Some(TcpFlags::parse(text).map_err(|message| within(format!("tcp_flags: {message}")))?)
+        }
+    };
     let family_of = |net: &Option<IpNet>| net.map(|net| matches!(net, IpNet::V4(_)));
     if let Some(v4) = family_of(&src).or(family_of(&dst))
         && matches!(
@@ -291,6 +374,11 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
             }
         };
     }
+    let action =
+        parse_verdict(&raw.action, true).map_err(|message| within(format!("action: {message}")))?;
+    if raw.log_rate.is_some() && action != verdict::LOG {
+        return Err(within("log_rate: needs action = \"log\"".into()));
+    }
     Ok(Rule {
         priority: raw.priority.unwrap_or(index as u32),
         name: name.clone(),
@@ -302,17 +390,24 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
         dst_ports,
         icmp_type: raw.icmp_type,
         icmp_code: raw.icmp_code,
+        tcp_flags,
         ct_states,
         iface: raw.iface.clone(),
-        verdict: parse_verdict(&raw.action)
-            .map_err(|message| within(format!("action: {message}")))?,
+        verdict: action,
+        log_rate: (action == verdict::LOG).then(|| raw.log_rate.unwrap_or(DEFAULT_LOG_RATE)),
     })
 }
 
-fn parse_verdict(text: &str) -> Result<u8, String> {
+/// A rule's action; the default policy takes `accept` or `drop` only (as nftables').
+fn parse_verdict(text: &str, of_rule: bool) -> Result<u8, String> {
     match text {
         "accept" => Ok(verdict::ACCEPT),
         "drop" => Ok(verdict::DROP),
+        "reject" if of_rule => Ok(verdict::REJECT),
+        "log" if of_rule => Ok(verdict::LOG),
+        other if of_rule => Err(format!(
+            "unknown action `{other}`; known: accept, drop, reject, log"
+        )),
         other => Err(format!("unknown action `{other}`; known: accept, drop")),
     }
 }
@@ -388,6 +483,28 @@ mod tests {
     }
 
     #[test]
+    fn tcp_flags_read_as_value_and_mask() {
+        let flags = TcpFlags::parse("syn, !ack,cwr").unwrap();
+        assert_eq!(
+            flags,
+            TcpFlags {
+                value: 0x82,
+                mask: 0x92
+            }
+        );
+        assert_eq!(flags.to_string(), "syn,!ack,cwr");
+        let policy =
+            parse("[[rule]]\nproto = \"tcp\"\ntcp_flags = \"!rst\"\naction = \"drop\"\n").unwrap();
+        assert_eq!(
+            policy.rules[0].tcp_flags,
+            Some(TcpFlags {
+                value: 0,
+                mask: 0x04
+            })
+        );
+    }
+
+    #[test]
     fn errors_name_the_file_and_line() {
         let cases = [
             (
@@ -402,7 +519,11 @@ mod tests {
                 "[[rule]]\ndst_port = 80\naction = \"drop\"\n",
                 "ports need proto",
             ),
-            ("[[rule]]\naction = \"reject\"\n", "unknown action `reject`"),
+            ("[[rule]]\naction = \"bounce\"\n", "unknown action `bounce`"),
+            (
+                "default = \"reject\"\n",
+                "line 1: default: unknown action `reject`",
+            ),
             (
                 "[[rule]]\nproto = \"icmp\"\nsrc = \"::/0\"\naction = \"accept\"\n",
                 "icmp goes with IPv4",
@@ -418,6 +539,22 @@ mod tests {
             (
                 "[[rule]]\nct_state = [\"open\"]\naction = \"accept\"\n",
                 "unknown state `open`",
+            ),
+            (
+                "[[rule]]\nlog_rate = 5\naction = \"drop\"\n",
+                "line 1: rule `rule 1`: log_rate: needs action = \"log\"",
+            ),
+            (
+                "[[rule]]\nproto = \"udp\"\ntcp_flags = \"syn\"\naction = \"drop\"\n",
+                "line 1: rule `rule 1`: tcp_flags: needs proto = \"tcp\"",
+            ),
+            (
+                "\n\n[[rule]]\nproto = \"tcp\"\ntcp_flags = \"syn,!ak\"\naction = \"drop\"\n",
+                "line 3: rule `rule 1`: tcp_flags: `!ak` is not a TCP flag",
+            ),
+            (
+                "[[rule]]\nproto = \"tcp\"\ntcp_flags = \"syn,!syn\"\naction = \"drop\"\n",
+                "`syn` is named twice",
             ),
         ];
         for (text, expected) in cases {

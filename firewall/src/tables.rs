@@ -2,10 +2,13 @@
 //! time, then switching banks), its status and its removal.
 //!
 //! ```text
-//! /sys/fs/bpf/fastpath/conntrack/FW_CT_*, FW_CONNTRACK   the node's table, shared
-//! /sys/fs/bpf/fastpath/firewall/<iface>/FW_*             the interface's rule tables
-//! /sys/fs/bpf/fastpath/firewall/<iface>/egress_link      the egress tracker's tcx link
-//! /run/fastpath/firewall/<iface>/bank-<N>.names          rule names of each bank, for status
+//! <pins>/conntrack/FW_CT_*, FW_CONNTRACK    the namespace's table, shared by its interfaces
+//! <pins>/firewall/<iface>/FW_*              the interface's rule tables
+//! <pins>/firewall/<iface>/egress_link       the egress tracker's tcx link
+//! <run>/firewall/<iface>/bank-<N>.names     rule names of each bank, for status
+//! ```
+//!
+//! `<pins>` and `<run>` are the network namespace's folders (`offload::netns`).
 //! ```
 
 use std::{
@@ -16,7 +19,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
     programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions},
 };
 use offload::{
@@ -30,7 +33,8 @@ use offload::{
 use offload_common::{
     Counter,
     firewall::{
-        COUNTERS_PER_BANK, CtSettings, MAX_MASKS, PolicyState, RuleKey, RuleValue, maps, verdict,
+        COUNTERS_PER_BANK, CtSettings, LOG_SLOT_CONNTRACK_FULL, LogRate, MAX_MASKS, PolicyState,
+        RuleKey, RuleValue, maps, verdict,
     },
 };
 use serde::Serialize;
@@ -56,7 +60,7 @@ fn iface_dir(iface: &str) -> PathBuf {
 
 /// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
 /// firewall: two applies at once would write the same idle bank.
-fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
+pub(crate) fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     let path = run_dir().join(format!("{iface}.lock"));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
@@ -71,7 +75,7 @@ fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     })
 }
 
-fn names_dir(iface: &str) -> PathBuf {
+pub(crate) fn names_dir(iface: &str) -> PathBuf {
     run_dir().join(iface)
 }
 
@@ -256,31 +260,66 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
     }
 
     let counters_path = map_pin(iface, maps::COUNTERS);
-    let mut counters: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(open_map(&counters_path, maps::COUNTERS)?)
-            .map_err(FirewallError::map("open", maps::COUNTERS, &counters_path))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| FirewallError::Pin {
         action: "count the CPUs in",
         path: "/sys/devices/system/cpu/possible".into(),
         source: error,
     })?;
-    for slot in 0..=tables.rule_names.len() as u32 {
-        let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
-        counters
-            .set(idle * COUNTERS_PER_BANK + slot, zero, 0)
-            .map_err(FirewallError::map("zero", maps::COUNTERS, &counters_path))?;
-    }
+    // The bank's counters from 0, in batches (each slot one value per CPU).
+    let slots: Vec<u32> = (0..=tables.rule_names.len() as u32)
+        .map(|slot| idle * COUNTERS_PER_BANK + slot)
+        .collect();
+    let zeros = vec![Counter::default(); slots.len() * cpus];
+    let counters_data = MapData::from_pin(&counters_path).map_err(FirewallError::map(
+        "open",
+        maps::COUNTERS,
+        &counters_path,
+    ))?;
+    crate::batch::update(&counters_data, &slots, &zeros).map_err(FirewallError::map(
+        "zero (batched)",
+        maps::COUNTERS,
+        &counters_path,
+    ))?;
 
-    for (key, value) in &tables.entries {
-        let mut key = *key;
-        key.bank = idle as u8;
-        rules.insert(key, value, 0).map_err(FirewallError::map(
+    let rates_path = map_pin(iface, maps::LOG_RATES);
+    let mut rates: Array<_, LogRate> = Array::try_from(open_map(&rates_path, maps::LOG_RATES)?)
+        .map_err(FirewallError::map("open", maps::LOG_RATES, &rates_path))?;
+    let conntrack_full = std::iter::once((LOG_SLOT_CONNTRACK_FULL, 1));
+    let log_rules = tables
+        .log_rates
+        .iter()
+        .map(|&(slot, per_second)| (idle * COUNTERS_PER_BANK + slot, per_second));
+    for (slot, per_second) in log_rules.chain(conntrack_full) {
+        let rate = LogRate {
+            per_second,
+            ..LogRate::default()
+        };
+        rates.set(slot, rate, 0).map_err(FirewallError::map(
             "write",
-            maps::RULES,
-            &rules_path,
+            maps::LOG_RATES,
+            &rates_path,
         ))?;
     }
+
+    let keys: Vec<RuleKey> = tables
+        .entries
+        .iter()
+        .map(|(key, _)| RuleKey {
+            bank: idle as u8,
+            ..*key
+        })
+        .collect();
+    let values: Vec<RuleValue> = tables.entries.iter().map(|(_, value)| *value).collect();
+    let rules_data = MapData::from_pin(&rules_path).map_err(FirewallError::map(
+        "open",
+        maps::RULES,
+        &rules_path,
+    ))?;
+    crate::batch::update(&rules_data, &keys, &values).map_err(FirewallError::map(
+        "write (batched)",
+        maps::RULES,
+        &rules_path,
+    ))?;
     let names = names_dir(iface).join(format!("bank-{idle}.names"));
     fs::write(&names, tables.rule_names.join("\n")).map_err(FirewallError::pin("write", &names))?;
 
@@ -306,12 +345,12 @@ fn empty_bank(
         .filter_map(Result::ok)
         .filter(|key| u32::from(key.bank) == bank)
         .collect();
-    for key in stale {
-        rules
-            .remove(&key)
-            .map_err(FirewallError::map("delete from", maps::RULES, path))?;
-    }
-    Ok(())
+    let data = MapData::from_pin(path).map_err(FirewallError::map("open", maps::RULES, path))?;
+    crate::batch::delete(&data, &stale).map_err(FirewallError::map(
+        "delete from (batched)",
+        maps::RULES,
+        path,
+    ))
 }
 
 /// Attaches the egress tracker to `iface` unless its link is pinned already.

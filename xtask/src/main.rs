@@ -22,7 +22,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   soak    [--packets N] [--rate PPS]: N frames (default 10^8) through `fastpath lb` on the
           lab, every frame accounted for, the appliance's memory before and after (root)
   fuzz [--seconds N] [TARGET...]
-          run each fuzz target in fuzz/ for N seconds (default 60); installs cargo-fuzz";
+          run each fuzz target in fuzz/ for N seconds (default 60); installs cargo-fuzz;
+          with no target named, then the firewall's nftables differential with N × 10,000
+          packets (root)";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -40,7 +42,11 @@ fn main() {
             let args: Vec<String> = std::env::args().skip(2).collect();
             fuzz::Options::parse(&args).and_then(|options| {
                 setup::run()?;
-                fuzz::run(&options)
+                fuzz::run(&options)?;
+                if options.targets.is_empty() {
+                    fuzz::nft_differential(options.seconds)?;
+                }
+                Ok(())
             })
         }
         _ => {

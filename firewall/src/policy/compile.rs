@@ -234,19 +234,8 @@ impl RuleList {
 
 fn blank_rule(action: u8) -> Rule {
     Rule {
-        name: String::new(),
-        line: 0,
-        priority: 0,
-        src: None,
-        dst: None,
-        proto: None,
-        src_ports: None,
-        dst_ports: None,
-        icmp_type: None,
-        icmp_code: None,
-        ct_states: 0,
-        iface: None,
         verdict: action,
+        ..Rule::default()
     }
 }
 

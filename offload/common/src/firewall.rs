@@ -58,6 +58,14 @@ pub mod maps {
     pub const RULES: &str = "FW_RULES";
     /// Per-CPU array of [`super::BANKS`] × [`super::COUNTERS_PER_BANK`] `Counter`s.
     pub const COUNTERS: &str = "FW_COUNTERS";
+    /// Ring buffer of [`super::LogEvent`]s ([`super::LOG_RING_BYTES`]), per interface.
+    pub const LOG: &str = "FW_LOG";
+    /// Array of [`super::LogRate`] indexed by counter slot (bank included), then one for
+    /// the conntrack-full events ([`super::LOG_SLOT_CONNTRACK_FULL`]), per interface.
+    pub const LOG_RATES: &str = "FW_LOG_RATES";
+    /// LRU hash [`super::FragmentKey`] -> [`super::FragmentVerdict`], per interface: what
+    /// a datagram's first fragment carried and was decided, for its later fragments.
+    pub const FRAGMENTS: &str = "FW_FRAGMENTS";
     /// The node-wide maps, pinned under [`super::CONNTRACK_PIN_DIR`].
     pub const NODE: [&str; 4] = [CONNTRACK, CT_SETTINGS, CT_FILL, CT_COUNTERS];
 }
@@ -121,6 +129,9 @@ pub mod ct_counter {
     pub const CREATED: u32 = 1;
     /// Packets whose state was invalid.
     pub const INVALID: u32 = 2;
+    /// Later fragments dropped: their datagram's first fragment was not seen (counted by
+    /// the firewall module of each interface into this node-wide slot).
+    pub const ORPHAN_FRAGMENT: u32 = 3;
     /// Number of slots.
     pub const COUNT: u32 = 4;
 }
@@ -131,6 +142,20 @@ pub mod verdict {
     pub const ACCEPT: u8 = 0;
     /// Drop.
     pub const DROP: u8 = 1;
+    /// Drop, and answer the sender: a TCP RST, or an ICMP/ICMPv6 port unreachable, built
+    /// from the packet and sent back out of its interface (XDP_TX).
+    pub const REJECT: u8 = 2;
+    /// Log (sampled, to the ring buffer [`super::maps::LOG`]) and go on to the next rule,
+    /// as nftables' `log` does; a rule with it never decides.
+    pub const LOG: u8 = 3;
+}
+
+/// What a [`LogEvent`] reports.
+pub mod log_kind {
+    /// A packet a `log` rule matched.
+    pub const RULE: u8 = 0;
+    /// A new flow refused because the conntrack table is full (its packet dropped).
+    pub const CONNTRACK_FULL: u8 = 1;
 }
 
 /// Timeouts, in seconds, indexed like [`CtSettings::timeouts`].
@@ -238,8 +263,10 @@ pub struct RuleKey {
     pub proto: u8,
     /// The packet's one [`ct_state`] bit.
     pub ct_state: u8,
+    /// TCP flags (the header's byte 13: FIN 0x01 ... CWR 0x80); 0 for other protocols.
+    pub tcp_flags: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
     /// The ingress interface.
     pub ifindex: u32,
     /// Source port (host order).
@@ -252,15 +279,124 @@ pub struct RuleKey {
     pub dst: [u8; 16],
 }
 
-/// What a rule hash entry says.
+/// What a rule hash entry says: the rule that decides for its match, and the `log` rule
+/// before it with the very same match, if any (one entry holds both: a hash key is one
+/// entry).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleValue {
-    /// Lower wins.
+    /// Lower wins; [`NO_PRIORITY`] when only a `log` rule has this match.
     pub priority: u32,
     /// The rule's counter slot in its bank (1..; 0 is the default policy).
     pub counter: u32,
     /// [`verdict`].
+    pub verdict: u8,
+    /// Zero.
+    pub _pad: [u8; 3],
+    /// The `log` rule's priority ([`NO_PRIORITY`]: none): it logs when it comes before
+    /// the rule that decides the packet.
+    pub log_priority: u32,
+    /// The `log` rule's counter slot in its bank.
+    pub log_counter: u32,
+}
+
+/// A [`RuleValue`] priority that never wins.
+pub const NO_PRIORITY: u32 = u32::MAX;
+
+impl Default for RuleValue {
+    fn default() -> RuleValue {
+        RuleValue {
+            priority: NO_PRIORITY,
+            counter: 0,
+            verdict: verdict::ACCEPT,
+            _pad: [0; 3],
+            log_priority: NO_PRIORITY,
+            log_counter: 0,
+        }
+    }
+}
+
+/// Bytes of the log ring buffer of one interface's firewall.
+pub const LOG_RING_BYTES: u32 = 256 * 1024;
+/// The [`maps::LOG_RATES`] slot of conntrack-full events (after every rule's).
+pub const LOG_SLOT_CONNTRACK_FULL: u32 = BANKS * COUNTERS_PER_BANK;
+
+/// A `log` rule's sampling: at most `per_second` events in each second (0: every
+/// packet); `second` and `sent` are the kernel's running window (not locked across CPUs:
+/// a few more may pass when CPUs race).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRate {
+    /// Events allowed per second; 0: all.
+    pub per_second: u32,
+    /// Events sent in the current second.
+    pub sent: u32,
+    /// The current second (`bpf_ktime_get_ns() / 10^9`).
+    pub second: u64,
+}
+
+/// One entry of the log ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub time_ns: u64,
+    /// The counter slot (bank included) of the `log` rule; [`LOG_SLOT_CONNTRACK_FULL`]
+    /// for a conntrack-full event.
+    pub slot: u32,
+    /// [`log_kind`].
+    pub kind: u8,
+    /// The packet's [`verdict`] (the rule that decided it, or the default).
+    pub verdict: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address, network order (IPv4: first 4 bytes).
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Source port (host order); 0 for ICMP.
+    pub src_port: u16,
+    /// Destination port; for ICMP and ICMPv6, type << 8 | code.
+    pub dst_port: u16,
+    /// The ingress interface.
+    pub ifindex: u32,
+}
+
+/// Entries of [`maps::FRAGMENTS`]: datagrams being fragmented through one interface at
+/// once.
+pub const FRAGMENT_ENTRIES: u32 = 8192;
+
+/// A fragmented datagram: its addresses, protocol and IP identification.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// Source address, network order (IPv4: first 4 bytes).
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// IPv4's 16-bit or IPv6's 32-bit identification.
+    pub id: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Zero.
+    pub _pad: [u8; 2],
+}
+
+/// What the first fragment of a datagram carried and was decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentVerdict {
+    /// Its source port (host order).
+    pub src_port: u16,
+    /// Its destination port.
+    pub dst_port: u16,
+    /// The counter slot (bank included) of the rule that decided.
+    pub counter: u32,
+    /// [`verdict`] (a rejected datagram's later fragments are dropped).
     pub verdict: u8,
     /// Zero.
     pub _pad: [u8; 7],
@@ -294,5 +430,9 @@ const _: () = assert!(size_of::<CtKey>() == 40);
 const _: () = assert!(size_of::<CtEntry>() == 24);
 const _: () = assert!(size_of::<CtSettings>() == 48);
 const _: () = assert!(size_of::<RuleKey>() == 48);
-const _: () = assert!(size_of::<RuleValue>() == 16);
+const _: () = assert!(size_of::<RuleValue>() == 20);
+const _: () = assert!(size_of::<LogRate>() == 16);
+const _: () = assert!(size_of::<LogEvent>() == 56);
 const _: () = assert!(size_of::<PolicyState>() == 24);
+const _: () = assert!(size_of::<FragmentKey>() == 40);
+const _: () = assert!(size_of::<FragmentVerdict>() == 16);

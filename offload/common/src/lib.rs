@@ -357,6 +357,8 @@ mod pod {
     unsafe impl aya::Pod for super::firewall::RuleKey {}
     unsafe impl aya::Pod for super::firewall::RuleValue {}
     unsafe impl aya::Pod for super::firewall::PolicyState {}
+    unsafe impl aya::Pod for super::firewall::LogRate {}
+    unsafe impl aya::Pod for super::firewall::LogEvent {}
     unsafe impl aya::Pod for super::module::ModuleMeta {}
     unsafe impl aya::Pod for super::topology::PortRef {}
     unsafe impl aya::Pod for super::topology::IfaceKey {}

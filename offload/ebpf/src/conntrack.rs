@@ -88,7 +88,7 @@ fn now() -> u64 {
 }
 
 #[inline(always)]
-fn count(slot: u32) {
+pub(crate) fn count(slot: u32) {
     if let Some(counter) = FW_CT_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot; the program runs with migration disabled.
         unsafe { *counter += 1 };
@@ -515,10 +515,10 @@ fn advance(entry: &mut CtEntry, from_original: bool, flow: &Flow) {
     }
 }
 
-/// A packet's bounds, read by the caller.
-struct Bounds {
-    data: usize,
-    data_end: usize,
+/// A packet's bounds, read by the caller (a subprogram is handed them as values).
+pub(crate) struct Bounds {
+    pub(crate) data: usize,
+    pub(crate) data_end: usize,
 }
 
 impl Frame for Bounds {

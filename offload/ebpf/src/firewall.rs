@@ -1,23 +1,29 @@
 //! The stateful firewall as an IO module: the packet's parse comes from the chain's
 //! context, its connection-tracking state from `conntrack.rs`, and the rule that decides
 //! from a tuple-space search (one hash probe per distinct mask of the running policy bank).
-//! Accepted packets continue down the chain; dropped ones end it.
+//! Accepted packets continue down the chain; dropped ones end it; rejected ones are
+//! answered (`firewall_reject.rs`). `log` rules send sampled events to a ring buffer and
+//! decide nothing; a datagram's later fragments take its first fragment's verdict
+//! (`firewall_fragments.rs`).
 
 use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use fastpath_module::{Module, ModuleContext, XDP_PASS, parse as parse_outcome};
 use offload_common::{
     Counter,
     firewall::{
-        BANKS, COUNTERS_PER_BANK, MAX_MASKS, PolicyState, RULE_ENTRIES, RuleKey, RuleValue, verdict,
+        BANKS, COUNTERS_PER_BANK, LOG_RING_BYTES, LOG_SLOT_CONNTRACK_FULL, LogEvent, LogRate,
+        MAX_MASKS, NO_PRIORITY, PolicyState, RULE_ENTRIES, RuleKey, RuleValue, ct_counter,
+        log_kind, verdict,
     },
     fragment, proto,
 };
 
-use crate::conntrack;
+use crate::{conntrack, firewall_fragments};
 
 #[map]
 static FW_POLICY: Array<PolicyState> = Array::with_max_entries(1, 0);
@@ -32,6 +38,13 @@ static FW_KEYS: PerCpuArray<RuleKey> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 static FW_COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(BANKS * COUNTERS_PER_BANK, 0);
+#[map]
+static FW_LOG: RingBuf = RingBuf::with_byte_size(LOG_RING_BYTES, 0);
+#[map]
+static FW_LOG_RATES: Array<LogRate> = Array::with_max_entries(BANKS * COUNTERS_PER_BANK + 1, 0);
+/// Per-CPU: the best `log` rule the probes of one packet met, priority << 32 | counter.
+#[map]
+static FW_LOG_BEST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// The module's program body.
 #[inline(always)]
@@ -47,13 +60,25 @@ pub fn run(ctx: XdpContext) -> u32 {
         _ => return module.drop_packet(),
     }
     let frame = module.xdp();
+    // A later fragment has no ports (nor any L4 header): its datagram's first fragment
+    // decided for it.
+    if context.fragment == fragment::LATER {
+        let decision = firewall_fragments::recall(frame.data(), frame.data_end(), context);
+        if decision == firewall_fragments::UNKNOWN {
+            conntrack::count(ct_counter::ORPHAN_FRAGMENT);
+            return module.drop_packet();
+        }
+        count_on(
+            (decision >> 8) as u32,
+            (frame.data_end() - frame.data()) as u64,
+        );
+        return if decision as u8 == verdict::ACCEPT {
+            module.next()
+        } else {
+            module.drop_packet()
+        };
+    }
     let ports = (context.has_ports != 0).then_some((context.src_port, context.dst_port));
-    // A later fragment has no L4 header to read.
-    let l4_offset = if context.fragment == fragment::LATER {
-        0
-    } else {
-        context.l4_offset
-    };
     let flow = conntrack::flow_of(
         frame,
         context.ip_version,
@@ -61,7 +86,7 @@ pub fn run(ctx: XdpContext) -> u32 {
         context.src_addr,
         context.dst_addr,
         ports,
-        l4_offset,
+        context.l4_offset,
     );
     let tracked = conntrack::lookup(&flow);
     let state = conntrack::state_of(&tracked, &flow, frame);
@@ -76,7 +101,8 @@ pub fn run(ctx: XdpContext) -> u32 {
     key.family = flow.family;
     key.proto = flow.proto;
     key.ct_state = state;
-    key._pad = [0; 3];
+    key.tcp_flags = flow.tcp_flags;
+    key._pad = [0; 2];
     key.ifindex = context.ingress_ifindex;
     key.src_port = if is_icmp { 0 } else { flow.src_port };
     key.dst_port = if is_icmp {
@@ -87,32 +113,77 @@ pub fn run(ctx: XdpContext) -> u32 {
     key.src = flow.src;
     key.dst = flow.dst;
     let bytes = (frame.data_end() - frame.data()) as u64;
-    if classify(key, bytes) == verdict::DROP {
-        return module.drop_packet();
+    let decision = classify(key, bytes);
+    let mut decided = decision as u8;
+    // Fail closed: a flow the table cannot hold is not let in.
+    if decided == verdict::ACCEPT && conntrack::record(&tracked, &flow).is_err() {
+        decided = verdict::DROP;
+        log(
+            key,
+            LOG_SLOT_CONNTRACK_FULL,
+            u32::from(log_kind::CONNTRACK_FULL) << 8 | u32::from(verdict::DROP),
+        );
     }
-    match conntrack::record(&tracked, &flow) {
-        Ok(()) => module.next(),
-        // Fail closed: a flow the table cannot hold is not let in.
-        Err(conntrack::TableFull) => module.drop_packet(),
+    if context.fragment == fragment::FIRST {
+        // The later fragments get no answer of their own: a rejected datagram's are dropped.
+        let rest = if decided == verdict::ACCEPT {
+            verdict::ACCEPT
+        } else {
+            verdict::DROP
+        };
+        firewall_fragments::remember(
+            frame.data(),
+            frame.data_end(),
+            context,
+            decision & !0xff | u32::from(rest),
+        );
+    }
+    match decided {
+        verdict::ACCEPT => module.next(),
+        verdict::REJECT => {
+            let answered = crate::firewall_reject::rewrite(frame, context);
+            if answered {
+                module.tx()
+            } else {
+                module.drop_packet()
+            }
+        }
+        _ => module.drop_packet(),
     }
 }
 
-/// The verdict of the best (lowest priority number) rule whose masked key matches, or of
-/// the default policy; counts the packet on the deciding rule.
+/// Counts a packet of `bytes` on the counter slot `slot` (bank included).
+#[inline(always)]
+fn count_on(slot: u32, bytes: u64) {
+    if let Some(counter) = FW_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot; the program runs with migration disabled.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}
+
+/// The decision of the best (lowest priority number) rule whose masked key matches, or of
+/// the default policy: its counter slot (bank included) << 8 | its verdict; counts the
+/// packet there.
 // A function of its own (a BPF-to-BPF call), so its keys do not add to `run`'s stack.
 #[inline(never)]
-fn classify(packet: &RuleKey, bytes: u64) -> u8 {
+fn classify(packet: &RuleKey, bytes: u64) -> u32 {
     let Some(state) = FW_POLICY.get(0) else {
-        return verdict::ACCEPT;
+        return u32::from(verdict::ACCEPT);
     };
     let bank = state.bank & 1;
     let info = state.banks[bank as usize];
     let mut best = RuleValue {
-        priority: u32::MAX,
-        counter: 0,
         verdict: info.default_verdict,
-        _pad: [0; 7],
+        ..RuleValue::default()
     };
+    let Some(log_best) = FW_LOG_BEST.get_ptr_mut(0) else {
+        return u32::from(verdict::DROP);
+    };
+    // SAFETY: a per-CPU slot; the program runs with migration disabled.
+    unsafe { *log_best = u64::MAX };
     for index in 0..MAX_MASKS {
         if index >= info.masks {
             break;
@@ -124,14 +195,62 @@ fn classify(packet: &RuleKey, bytes: u64) -> u8 {
             best.verdict = found as u8;
         }
     }
-    if let Some(counter) = FW_COUNTERS.get_ptr_mut(bank * COUNTERS_PER_BANK + best.counter) {
-        // SAFETY: a per-CPU slot; the program runs with migration disabled.
-        unsafe {
-            (*counter).packets += 1;
-            (*counter).bytes += bytes;
-        }
+    let slot = bank * COUNTERS_PER_BANK + best.counter;
+    count_on(slot, bytes);
+    // A `log` rule before the one that decided: it saw the packet (nftables' `log` goes
+    // on to the next rule).
+    // SAFETY: as above.
+    let logged = unsafe { *log_best };
+    if ((logged >> 32) as u32) < best.priority {
+        let log_slot = bank * COUNTERS_PER_BANK + (logged as u32 & 0x00ff_ffff);
+        count_on(log_slot, bytes);
+        log(
+            packet,
+            log_slot,
+            u32::from(log_kind::RULE) << 8 | u32::from(best.verdict),
+        );
     }
-    best.verdict
+    slot << 8 | u32::from(best.verdict)
+}
+
+/// Sends a [`LogEvent`] about `packet` to the ring buffer, sampled by the rate of
+/// `slot` (`FW_LOG_RATES`); `kind_verdict` is the event's kind << 8 | the packet's
+/// verdict. A full ring buffer loses the event (the reader is behind).
+#[inline(never)]
+fn log(packet: &RuleKey, slot: u32, kind_verdict: u32) {
+    let Some(rate) = FW_LOG_RATES.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: a map value; CPUs may race on it, which lets a few more events through.
+    let rate = unsafe { &mut *rate };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let second = now / 1_000_000_000;
+    if rate.second != second {
+        rate.second = second;
+        rate.sent = 0;
+    }
+    if rate.per_second != 0 && rate.sent >= rate.per_second {
+        return;
+    }
+    rate.sent += 1;
+    let Some(mut entry) = FW_LOG.reserve::<LogEvent>(0) else {
+        return;
+    };
+    entry.write(LogEvent {
+        time_ns: now,
+        slot,
+        kind: (kind_verdict >> 8) as u8,
+        verdict: kind_verdict as u8,
+        family: packet.family,
+        proto: packet.proto,
+        src: packet.src,
+        dst: packet.dst,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        ifindex: packet.ifindex,
+    });
+    entry.submit(0);
 }
 
 /// What [`probe`] returns when the mask finds no rule.
@@ -152,12 +271,24 @@ fn probe(packet: &RuleKey, bank: u32, index: u32) -> u64 {
     let key = unsafe { &mut *key };
     write_masked(key, packet, mask, bank as u8, index as u8);
     // SAFETY: the value is read at once.
-    match unsafe { FW_RULES.get(&*key) } {
-        Some(rule) => {
-            u64::from(rule.priority) << 32 | u64::from(rule.counter) << 8 | u64::from(rule.verdict)
+    let Some(rule) = (unsafe { FW_RULES.get(&*key) }) else {
+        return NO_RULE;
+    };
+    if rule.log_priority != NO_PRIORITY
+        && let Some(log_best) = FW_LOG_BEST.get_ptr_mut(0)
+    {
+        let candidate = u64::from(rule.log_priority) << 32 | u64::from(rule.log_counter);
+        // SAFETY: a per-CPU slot, see `run`.
+        unsafe {
+            if candidate < *log_best {
+                *log_best = candidate;
+            }
         }
-        None => NO_RULE,
     }
+    if rule.priority == NO_PRIORITY {
+        return NO_RULE;
+    }
+    u64::from(rule.priority) << 32 | u64::from(rule.counter) << 8 | u64::from(rule.verdict)
 }
 
 #[inline(always)]
@@ -167,7 +298,8 @@ fn write_masked(probe: &mut RuleKey, packet: &RuleKey, mask: &RuleKey, bank: u8,
     probe.family = packet.family & mask.family;
     probe.proto = packet.proto & mask.proto;
     probe.ct_state = packet.ct_state & mask.ct_state;
-    probe._pad = [0; 3];
+    probe.tcp_flags = packet.tcp_flags & mask.tcp_flags;
+    probe._pad = [0; 2];
     probe.ifindex = packet.ifindex & mask.ifindex;
     probe.src_port = packet.src_port & mask.src_port;
     probe.dst_port = packet.dst_port & mask.dst_port;

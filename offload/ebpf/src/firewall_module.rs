@@ -8,6 +8,8 @@
 
 mod conntrack;
 mod firewall;
+mod firewall_fragments;
+mod firewall_reject;
 mod object;
 // The chain's entry parsed the packet; the module reads headers with the parse's bounds
 // checks only.
