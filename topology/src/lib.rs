@@ -9,6 +9,8 @@
 
 mod error;
 pub mod file;
+pub mod plan;
+pub mod record;
 
 pub use error::TopologyError;
 pub use file::{Instance, Kind, Peer, Port, TopologyFile};
