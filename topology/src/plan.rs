@@ -129,9 +129,21 @@ pub fn plan(
     let mut removed = Vec::new();
     for wanted in &file.instances {
         let digest = digests.get(&wanted.name).cloned().unwrap_or_default();
-        let before = old
-            .iter()
-            .find(|known| known.name == wanted.name && known.kind == wanted.kind);
+        let before = old.iter().find(|known| known.name == wanted.name);
+        if let Some(before) = before
+            && before.kind != wanted.kind
+        {
+            // Its pins are named after it and the running bank uses them until the switch.
+            return Err(TopologyError::File {
+                file: file.path.clone(),
+                line: wanted.line,
+                message: format!(
+                    "{}: runs as a {}; an instance changes kind under another name (or after a file without it)",
+                    wanted.name,
+                    before.kind.name()
+                ),
+            });
+        }
         let (id, change, mut ports) = match before {
             Some(before) => (
                 before.id,
@@ -393,31 +405,31 @@ ports = { c = "br-c:up", a = "br-a:up" }
     fn a_dropped_instance_frees_nothing_the_running_bank_uses() {
         let first = plan(&file(THREE), None, &digests(&[]), index).unwrap();
         let running = record(&first);
-        // br-c goes; r1 becomes a bridge (another kind: a new instance with a new id).
+        // br-c goes; r2 comes.
         let next = r#"
 [[instance]]
 name = "br-a"
 kind = "bridge"
-ports = { p1 = "veth-a1", up = "r1:a" }
+ports = { p1 = "veth-a1", up = "r2:a" }
 [[instance]]
-name = "r1"
-kind = "bridge"
+name = "r2"
+kind = "router"
 ports = { a = "br-a:up" }
 "#;
         let second = plan(&file(next), Some(&running), &digests(&[]), index).unwrap();
-        let r1 = second.instance("r1").unwrap();
-        assert_eq!(r1.change, Change::Added);
-        assert_eq!(r1.id, 3, "not 0-2, which the running bank uses");
+        let r2 = second.instance("r2").unwrap();
+        assert_eq!(r2.change, Change::Added);
+        assert_eq!(r2.id, 3, "not 0-2, which the running bank uses");
         let removed: Vec<&str> = second.removed.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(removed, ["br-c", "r1"]);
-        let dropped: Vec<&str> = second
-            .dropped_ifaces
-            .iter()
-            .map(|i| i.iface.as_str())
-            .collect();
+        let dropped: Vec<&str> = second.dropped_ifaces.iter().map(|i| i.iface.as_str()).collect();
         assert_eq!(dropped, ["veth-c1", "veth-a0"]);
         assert!(!second.is_unchanged());
         let third = plan(&file(next), Some(&record(&second)), &digests(&[]), index).unwrap();
         assert!(third.is_unchanged());
+        // r2 as a bridge: another kind under the same name is refused.
+        let kind = next.replace("name = \"r2\"\nkind = \"router\"", "name = \"r2\"\nkind = \"bridge\"");
+        let error = plan(&file(&kind), Some(&record(&second)), &digests(&[]), index).unwrap_err();
+        assert!(error.to_string().contains("r2: runs as a router"), "{error}");
     }
 }

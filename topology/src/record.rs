@@ -41,8 +41,9 @@ pub struct RecordInstance {
     pub digest: String,
     /// Its ports and their numbers.
     pub ports: Vec<(String, u32)>,
-    /// The routes the file gave it (a router), to remove those a later file drops
-    /// while keeping the ones added by `fastpath router route add`.
+    /// The routes the file gave it (a router), "prefix#id": to remove those a later
+    /// file drops while keeping the ones added by `fastpath router route add`, and to
+    /// keep each one's id (its counters).
     #[serde(default)]
     pub routes: Vec<String>,
     /// The static FDB entries the file gave it (a bridge): "vlan/mac".
