@@ -15,11 +15,7 @@
 //!
 //! A failure in 1 or 2 undoes what 2 did and leaves the running topology as it was.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use aya::maps::{Array, DevMapHash, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use offload::{
@@ -34,8 +30,7 @@ use offload_common::topology::{
 use serde::Serialize;
 
 use crate::{
-    Kind, Peer, TopologyError, TopologyFile,
-    pins,
+    Kind, Peer, TopologyError, TopologyFile, pins,
     plan::{Change, Plan, plan},
     program::{self, LoadedProgram},
     record::{self, Record, RecordIface, RecordInstance},
@@ -84,9 +79,22 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     }
     let digests: HashMap<String, String> = objects
         .iter()
-        .map(|(name, object)| (name.clone(), object.digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>()))
+        .map(|(name, object)| {
+            (
+                name.clone(),
+                object
+                    .digest
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>(),
+            )
+        })
         .collect();
-    let _lock = if check { None } else { Some(record::lock(&file.name)?) };
+    let _lock = if check {
+        None
+    } else {
+        Some(record::lock(&file.name)?)
+    };
     let running = Record::read(&file.name)?;
     let plan = plan(file, running.as_ref(), &digests, ifindex)?;
     let mut applied = Applied {
@@ -101,7 +109,9 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     }
     Bpffs::get()
         .ready_for_pins(true)
-        .map_err(|source| TopologyError::Bpffs { source: Box::new(source) })?;
+        .map_err(|source| TopologyError::Bpffs {
+            source: Box::new(source),
+        })?;
     let maps_dir = pins::maps_dir(&file.name);
     std::fs::create_dir_all(&maps_dir).map_err(TopologyError::pin("mkdir", &maps_dir))?;
     create_maps(&file.name)?;
@@ -144,6 +154,11 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
                     version: object.version.clone(),
                     digest: planned.digest.clone(),
                     ports: planned.ports.clone(),
+                    peers: instance
+                        .ports
+                        .iter()
+                        .map(|port| (port.name.clone(), port.peer.to_string()))
+                        .collect(),
                     routes: written.routes,
                     fdb: written.fdb,
                     addresses: written.addresses,
@@ -179,12 +194,14 @@ fn create_maps(topology: &str) -> Result<(), TopologyError> {
     for (map, pin) in &bound {
         loader.map_pin_path(*map, pin.as_path());
     }
-    loader.load(&object.bytes).map_err(|error| TopologyError::Map {
-        action: "create",
-        map: "TOPO_*".into(),
-        path: pins::maps_dir(topology),
-        reason: offload::error_chain(&error),
-    })?;
+    loader
+        .load(&object.bytes)
+        .map_err(|error| TopologyError::Map {
+            action: "create",
+            map: "TOPO_*".into(),
+            path: pins::maps_dir(topology),
+            reason: offload::error_chain(&error),
+        })?;
     Ok(())
 }
 
@@ -207,10 +224,9 @@ impl Staged {
         for iface in &self.chains {
             let _ = offload::modules::unload(iface.as_str(), builtin::TOPOLOGY_MODULE);
         }
-        if let Ok(mut tx) = pins::open_as::<DevMapHash<MapData>>(
-            &pins::map_pin(topology, maps::TX),
-            maps::TX,
-        ) {
+        if let Ok(mut tx) =
+            pins::open_as::<DevMapHash<MapData>>(&pins::map_pin(topology, maps::TX), maps::TX)
+        {
             for ifindex in &self.tx {
                 let _ = tx.remove(*ifindex);
             }
@@ -241,11 +257,15 @@ fn stage(
                 // Leftovers of an instance of this name that a crash left: not running.
                 pins::remove_dir(&pins::instance_dir(topology, &planned.name))?;
                 let loaded = program::load(topology, &planned.name, object)?;
-                staged.added.push((planned.name.clone(), planned.id, loaded));
+                staged
+                    .added
+                    .push((planned.name.clone(), planned.id, loaded));
             }
             Change::Swapped => {
                 let loaded = program::load(topology, &planned.name, object)?;
-                staged.swapped.push((planned.name.clone(), planned.id, loaded));
+                staged
+                    .swapped
+                    .push((planned.name.clone(), planned.id, loaded));
             }
             Change::Kept => {}
         }
@@ -258,15 +278,24 @@ fn stage(
         let instance = file.instance(&planned.name).expect("planned from the file");
         let before = running.and_then(|record| record.instance(&planned.name));
         let settings = match instance.kind {
-            Kind::Router => settings::write_router(file, topology, instance, planned, before, |port, number| {
-                match &instance.port(port).expect("planned from the file").peer {
-                    Peer::Iface(iface) => nic::link::mac(iface).map_err(|error| TopologyError::Iface {
-                        iface: iface.clone(),
-                        reason: format!("read its MAC: {error}"),
-                    }),
-                    Peer::Instance { .. } => Ok(settings::instance_port_mac(topology, planned.id, number)),
-                }
-            })?,
+            Kind::Router => settings::write_router(
+                file,
+                topology,
+                instance,
+                planned,
+                before,
+                |port, number| match &instance.port(port).expect("planned from the file").peer {
+                    Peer::Iface(iface) => {
+                        nic::link::mac(iface).map_err(|error| TopologyError::Iface {
+                            iface: iface.clone(),
+                            reason: format!("read its MAC: {error}"),
+                        })
+                    }
+                    Peer::Instance { .. } => {
+                        Ok(settings::instance_port_mac(topology, planned.id, number))
+                    }
+                },
+            )?,
             Kind::Bridge => settings::write_bridge(file, topology, instance, planned, ifindex)?,
             Kind::Firewall | Kind::Module => Written::default(),
         };
@@ -288,10 +317,11 @@ fn stage(
     fill_bank(topology, plan, idle)?;
 
     for iface in plan.ifaces.iter() {
-        let chain = builtin::chain_summary(&iface.iface).map_err(|source| TopologyError::Chain {
-            iface: iface.iface.clone(),
-            source: Box::new(source),
-        })?;
+        let chain =
+            builtin::chain_summary(&iface.iface).map_err(|source| TopologyError::Chain {
+                iface: iface.iface.clone(),
+                source: Box::new(source),
+            })?;
         if chain
             .as_ref()
             .is_some_and(|chain| chain.program_of(builtin::TOPOLOGY_MODULE).is_some())
@@ -351,22 +381,27 @@ fn fill_bank(topology: &str, plan: &Plan, bank: u32) -> Result<(), TopologyError
         for port in 0..MAX_INSTANCE_PORTS {
             let index = link_index(bank, instance, port).expect("in range");
             let link = wanted.get(&(instance, port)).copied().unwrap_or_default();
-            links
-                .set(index, link, 0)
-                .map_err(TopologyError::map("write", maps::LINKS, &links_path))?;
+            links.set(index, link, 0).map_err(TopologyError::map(
+                "write",
+                maps::LINKS,
+                &links_path,
+            ))?;
         }
     }
     let ifaces_path = pins::map_pin(topology, maps::IFACES);
-    let mut ifaces: BpfHashMap<MapData, IfaceKey, PortRef> = pins::open_as(&ifaces_path, maps::IFACES)?;
+    let mut ifaces: BpfHashMap<MapData, IfaceKey, PortRef> =
+        pins::open_as(&ifaces_path, maps::IFACES)?;
     let stale: Vec<IfaceKey> = ifaces
         .keys()
         .filter_map(Result::ok)
         .filter(|key| key.bank == bank)
         .collect();
     for key in stale {
-        ifaces
-            .remove(&key)
-            .map_err(TopologyError::map("delete from", maps::IFACES, &ifaces_path))?;
+        ifaces.remove(&key).map_err(TopologyError::map(
+            "delete from",
+            maps::IFACES,
+            &ifaces_path,
+        ))?;
     }
     for iface in &plan.ifaces {
         ifaces
@@ -383,7 +418,11 @@ fn fill_bank(topology: &str, plan: &Plan, bank: u32) -> Result<(), TopologyError
     Ok(())
 }
 
-fn zero_new_ports(topology: &str, plan: &Plan, running: Option<&Record>) -> Result<(), TopologyError> {
+fn zero_new_ports(
+    topology: &str,
+    plan: &Plan,
+    running: Option<&Record>,
+) -> Result<(), TopologyError> {
     let path = pins::map_pin(topology, maps::PORT_STATS);
     let mut stats: PerCpuArray<MapData, PortStats> = pins::open_as(&path, maps::PORT_STATS)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| TopologyError::Pin {
@@ -395,16 +434,23 @@ fn zero_new_ports(topology: &str, plan: &Plan, running: Option<&Record>) -> Resu
         let before = running.and_then(|record| record.instance(&planned.name));
         for (name, number) in &planned.ports {
             let kept = planned.change != Change::Added
-                && before.is_some_and(|before| before.ports.iter().any(|(known, n)| known == name && n == number));
+                && before.is_some_and(|before| {
+                    before
+                        .ports
+                        .iter()
+                        .any(|(known, n)| known == name && n == number)
+                });
             if kept {
                 continue;
             }
             let index = port_index(planned.id, *number).expect("in range");
             let zero = PerCpuValues::try_from(vec![PortStats::default(); cpus])
                 .map_err(TopologyError::map("zero", maps::PORT_STATS, &path))?;
-            stats
-                .set(index, zero, 0)
-                .map_err(TopologyError::map("zero", maps::PORT_STATS, &path))?;
+            stats.set(index, zero, 0).map_err(TopologyError::map(
+                "zero",
+                maps::PORT_STATS,
+                &path,
+            ))?;
         }
     }
     Ok(())
@@ -463,7 +509,10 @@ fn finish(
     }
     for removed in &plan.removed {
         note(program::uninstall(topology, removed.id));
-        note(pins::remove_dir(&pins::instance_dir(topology, &removed.name)));
+        note(pins::remove_dir(&pins::instance_dir(
+            topology,
+            &removed.name,
+        )));
     }
     for dropped in &plan.dropped_ifaces {
         note(leave_iface(topology, dropped));
@@ -473,7 +522,11 @@ fn finish(
             let Some(now) = written.get(&before.name) else {
                 continue;
             };
-            if plan.removed.iter().any(|removed| removed.name == before.name) {
+            if plan
+                .removed
+                .iter()
+                .any(|removed| removed.name == before.name)
+            {
                 continue;
             }
             match before.kind {
@@ -484,7 +537,10 @@ fn finish(
         }
     }
     // The old bank's interfaces: the next apply refills that bank whole anyway.
-    note(clear_bank_ifaces(topology, (read_state(topology).map(|s| s.revision).unwrap_or(1) + 1) % BANKS));
+    note(clear_bank_ifaces(
+        topology,
+        (read_state(topology).map(|s| s.revision).unwrap_or(1) + 1) % BANKS,
+    ));
     unfinished
 }
 
@@ -498,7 +554,8 @@ fn leave_iface(topology: &str, iface: &RecordIface) -> Result<(), TopologyError>
     if ifindex(&iface.iface).ok() != Some(iface.ifindex) {
         return Ok(());
     }
-    let chain = builtin::chain_summary(&iface.iface).map_err(|source| chain_error(&iface.iface, source))?;
+    let chain =
+        builtin::chain_summary(&iface.iface).map_err(|source| chain_error(&iface.iface, source))?;
     if chain.is_some_and(|chain| chain.program_of(builtin::TOPOLOGY_MODULE).is_some()) {
         offload::modules::unload(iface.iface.as_str(), builtin::TOPOLOGY_MODULE)
             .map_err(|source| chain_error(&iface.iface, source))?;
@@ -538,7 +595,9 @@ pub fn down(name: &str) -> Result<Down, TopologyError> {
     let running = Record::read(name)?;
     let dir = pins::topology_dir(name);
     if running.is_none() && !dir.exists() {
-        return Err(TopologyError::NotRunning { name: name.to_string() });
+        return Err(TopologyError::NotRunning {
+            name: name.to_string(),
+        });
     }
     let running = running.unwrap_or_default();
     for iface in &running.ifaces {
@@ -551,7 +610,92 @@ pub fn down(name: &str) -> Result<Down, TopologyError> {
     let _ = std::fs::remove_file(record::run_dir(name).with_extension("lock"));
     Ok(Down {
         name: name.to_string(),
-        instances: running.instances.iter().map(|instance| instance.name.clone()).collect(),
-        ifaces: running.ifaces.iter().map(|iface| iface.iface.clone()).collect(),
+        instances: running
+            .instances
+            .iter()
+            .map(|instance| instance.name.clone())
+            .collect(),
+        ifaces: running
+            .ifaces
+            .iter()
+            .map(|iface| iface.iface.clone())
+            .collect(),
+    })
+}
+
+/// What `swap` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwappedInstance {
+    /// The topology's name.
+    pub name: String,
+    /// The instance.
+    pub instance: String,
+    /// The version it ran.
+    pub old_version: String,
+    /// The version it runs now.
+    pub new_version: String,
+    /// The kernel's id of its new program.
+    pub program_id: u32,
+}
+
+/// Swaps the program of `instance` of the running topology `name` for the build in
+/// `path`, in one update of its slot; its maps (learned MACs, neighbours, routes,
+/// counters) are kept, and a build whose maps have other shapes is refused before
+/// anything changes. A later `apply` of a file naming the built-in program swaps back.
+pub fn swap(
+    name: &str,
+    instance: &str,
+    path: &std::path::Path,
+) -> Result<SwappedInstance, TopologyError> {
+    let _lock = record::lock(name)?;
+    let mut record = Record::read(name)?.ok_or_else(|| TopologyError::NotRunning {
+        name: name.to_string(),
+    })?;
+    let running = record.instance(instance).cloned().ok_or_else(|| {
+        TopologyError::Request(format!(
+            "topology {name} runs no instance {instance} (it runs: {})",
+            record
+                .instances
+                .iter()
+                .map(|known| known.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let spec = crate::Instance {
+        name: instance.to_string(),
+        line: 0,
+        kind: running.kind,
+        module: Some(path.to_path_buf()),
+        ports: Vec::new(),
+        router: Default::default(),
+        bridge: Default::default(),
+    };
+    let object = program::object_for(&spec)?;
+    let loaded = program::load(name, instance, &object)?;
+    if let Err(error) = program::install(name, running.id, &loaded.program) {
+        program::discard_pin(name, instance);
+        return Err(error);
+    }
+    program::commit_pin(name, instance)?;
+    let entry = record
+        .instances
+        .iter_mut()
+        .find(|known| known.name == instance)
+        .expect("found above");
+    entry.module = Some(path.to_path_buf());
+    entry.version = object.version.clone();
+    entry.digest = object
+        .digest
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    record.write()?;
+    Ok(SwappedInstance {
+        name: name.to_string(),
+        instance: instance.to_string(),
+        old_version: running.version,
+        new_version: object.version,
+        program_id: loaded.id,
     })
 }

@@ -422,14 +422,24 @@ ports = { a = "br-a:up" }
         assert_eq!(r2.id, 3, "not 0-2, which the running bank uses");
         let removed: Vec<&str> = second.removed.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(removed, ["br-c", "r1"]);
-        let dropped: Vec<&str> = second.dropped_ifaces.iter().map(|i| i.iface.as_str()).collect();
+        let dropped: Vec<&str> = second
+            .dropped_ifaces
+            .iter()
+            .map(|i| i.iface.as_str())
+            .collect();
         assert_eq!(dropped, ["veth-c1", "veth-a0"]);
         assert!(!second.is_unchanged());
         let third = plan(&file(next), Some(&record(&second)), &digests(&[]), index).unwrap();
         assert!(third.is_unchanged());
         // r2 as a bridge: another kind under the same name is refused.
-        let kind = next.replace("name = \"r2\"\nkind = \"router\"", "name = \"r2\"\nkind = \"bridge\"");
+        let kind = next.replace(
+            "name = \"r2\"\nkind = \"router\"",
+            "name = \"r2\"\nkind = \"bridge\"",
+        );
         let error = plan(&file(&kind), Some(&record(&second)), &digests(&[]), index).unwrap_err();
-        assert!(error.to_string().contains("r2: runs as a router"), "{error}");
+        assert!(
+            error.to_string().contains("r2: runs as a router"),
+            "{error}"
+        );
     }
 }

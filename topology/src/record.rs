@@ -41,6 +41,9 @@ pub struct RecordInstance {
     pub digest: String,
     /// Its ports and their numbers.
     pub ports: Vec<(String, u32)>,
+    /// What each port is connected to: (port, "iface" or "instance:port").
+    #[serde(default)]
+    pub peers: Vec<(String, String)>,
     /// The routes the file gave it (a router), "prefix#id": to remove those a later
     /// file drops while keeping the ones added by `fastpath router route add`, and to
     /// keep each one's id (its counters).
@@ -64,6 +67,7 @@ impl Default for RecordInstance {
             version: String::new(),
             digest: String::new(),
             ports: Vec::new(),
+            peers: Vec::new(),
             routes: Vec::new(),
             fdb: Vec::new(),
             addresses: Vec::new(),

@@ -43,10 +43,17 @@ pub struct Written {
 /// The MAC of a router port joined to another instance: locally administered, from the
 /// topology's name, the instance's id and the port's number, so it stays across applies.
 pub fn instance_port_mac(topology: &str, id: u32, port: u32) -> [u8; 6] {
-    let hash = topology
-        .bytes()
-        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
-    [0x02, 0xfa, (hash >> 8) as u8, hash as u8, id as u8, port as u8]
+    let hash = topology.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    [
+        0x02,
+        0xfa,
+        (hash >> 8) as u8,
+        hash as u8,
+        id as u8,
+        port as u8,
+    ]
 }
 
 fn instance_map(topology: &str, instance: &str, map: &str) -> std::path::PathBuf {
@@ -153,7 +160,13 @@ pub fn write_router(
     // A route an earlier file wrote keeps its id (and so its counters); a new one takes
     // the lowest id no route of the router holds.
     let known: HashMap<String, u32> = before
-        .map(|before| before.routes.iter().filter_map(|route| route_entry(route)).collect())
+        .map(|before| {
+            before
+                .routes
+                .iter()
+                .filter_map(|route| route_entry(route))
+                .collect()
+        })
         .unwrap_or_default();
     let mut used: Option<BTreeSet<u32>> = None;
     for (prefix, mut value) in routes {
@@ -167,7 +180,9 @@ pub fn write_router(
                 let used = used.as_mut().expect("filled above");
                 let id = (0..router::ROUTE_IDS)
                     .find(|id| !used.contains(id))
-                    .ok_or_else(|| TopologyError::Request(format!("{name}: every route id is taken")))?;
+                    .ok_or_else(|| {
+                        TopologyError::Request(format!("{name}: every route id is taken"))
+                    })?;
                 used.insert(id);
                 id
             }
@@ -237,11 +252,19 @@ impl RouteTries {
     fn used_ids(&self) -> Result<BTreeSet<u32>, TopologyError> {
         let mut used = BTreeSet::new();
         for entry in self.v4.iter() {
-            let (_, route) = entry.map_err(TopologyError::map("read", router::maps::ROUTES_V4, &self.v4_path))?;
+            let (_, route) = entry.map_err(TopologyError::map(
+                "read",
+                router::maps::ROUTES_V4,
+                &self.v4_path,
+            ))?;
             used.insert(route.id);
         }
         for entry in self.v6.iter() {
-            let (_, route) = entry.map_err(TopologyError::map("read", router::maps::ROUTES_V6, &self.v6_path))?;
+            let (_, route) = entry.map_err(TopologyError::map(
+                "read",
+                router::maps::ROUTES_V6,
+                &self.v6_path,
+            ))?;
             used.insert(route.id);
         }
         Ok(used)
@@ -251,23 +274,41 @@ impl RouteTries {
         match prefix {
             IpNet::V4(net) => self
                 .v4
-                .insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), route, 0)
-                .map_err(TopologyError::map("write", router::maps::ROUTES_V4, &self.v4_path)),
+                .insert(
+                    &Key::new(u32::from(net.prefix_len()), net.network().octets()),
+                    route,
+                    0,
+                )
+                .map_err(TopologyError::map(
+                    "write",
+                    router::maps::ROUTES_V4,
+                    &self.v4_path,
+                )),
             IpNet::V6(net) => self
                 .v6
-                .insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), route, 0)
-                .map_err(TopologyError::map("write", router::maps::ROUTES_V6, &self.v6_path)),
+                .insert(
+                    &Key::new(u32::from(net.prefix_len()), net.network().octets()),
+                    route,
+                    0,
+                )
+                .map_err(TopologyError::map(
+                    "write",
+                    router::maps::ROUTES_V6,
+                    &self.v6_path,
+                )),
         }
     }
 
     fn remove(&mut self, prefix: &IpNet) -> Result<(), TopologyError> {
         let removed = match prefix {
-            IpNet::V4(net) => self
-                .v4
-                .remove(&Key::new(u32::from(net.prefix_len()), net.network().octets())),
-            IpNet::V6(net) => self
-                .v6
-                .remove(&Key::new(u32::from(net.prefix_len()), net.network().octets())),
+            IpNet::V4(net) => self.v4.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
+            IpNet::V6(net) => self.v6.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
         };
         match removed {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -276,7 +317,11 @@ impl RouteTries {
             {
                 Ok(())
             }
-            Err(error) => Err(TopologyError::map("delete from", router::maps::ROUTES_V4, &self.v4_path)(error)),
+            Err(error) => Err(TopologyError::map(
+                "delete from",
+                router::maps::ROUTES_V4,
+                &self.v4_path,
+            )(error)),
         }
     }
 }
@@ -306,7 +351,8 @@ pub fn write_bridge(
         });
     }
     let path = instance_map(topology, name, bridge::maps::SETTINGS);
-    let mut settings: Array<MapData, BridgeSettings> = pins::open_as(&path, bridge::maps::SETTINGS)?;
+    let mut settings: Array<MapData, BridgeSettings> =
+        pins::open_as(&path, bridge::maps::SETTINGS)?;
     settings
         .set(
             0,
@@ -330,20 +376,31 @@ pub fn write_bridge(
             wanted.insert(index);
         }
     }
-    let stale: Vec<u32> = flood.keys().filter_map(Result::ok).filter(|key| !wanted.contains(key)).collect();
+    let stale: Vec<u32> = flood
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains(key))
+        .collect();
     for key in stale {
         let _ = flood.remove(key);
     }
 
     // The addresses of the routers behind instance ports.
     let path = instance_map(topology, name, bridge::maps::TARGETS);
-    let mut targets: BpfHashMap<MapData, TargetKey, u32> = pins::open_as(&path, bridge::maps::TARGETS)?;
+    let mut targets: BpfHashMap<MapData, TargetKey, u32> =
+        pins::open_as(&path, bridge::maps::TARGETS)?;
     let mut wanted_targets: HashMap<TargetKey, u32> = HashMap::new();
     for port in &instance.ports {
-        let Peer::Instance { instance: other, port: other_port } = &port.peer else {
+        let Peer::Instance {
+            instance: other,
+            port: other_port,
+        } = &port.peer
+        else {
             continue;
         };
-        let Some(peer) = file.instance(other) else { continue };
+        let Some(peer) = file.instance(other) else {
+            continue;
+        };
         let number = planned.port(&port.name).expect("planned");
         for (address_port, net, _) in &peer.router.addresses {
             if address_port == other_port {
@@ -353,9 +410,11 @@ pub fn write_bridge(
         }
     }
     for (key, port) in &wanted_targets {
-        targets
-            .insert(key, port, 0)
-            .map_err(TopologyError::map("write", bridge::maps::TARGETS, &path))?;
+        targets.insert(key, port, 0).map_err(TopologyError::map(
+            "write",
+            bridge::maps::TARGETS,
+            &path,
+        ))?;
     }
     let stale: Vec<TargetKey> = targets
         .keys()
@@ -372,8 +431,15 @@ pub fn write_bridge(
     for entry in &instance.bridge.fdb {
         let port = planned.port(&entry.port).expect("checked by the file");
         fdb.insert(
-            FdbKey { vlan: entry.vlan, mac: entry.mac },
-            FdbEntry { port, flags: fdb_flags::STATIC, last_seen_ns: 0 },
+            FdbKey {
+                vlan: entry.vlan,
+                mac: entry.mac,
+            },
+            FdbEntry {
+                port,
+                flags: fdb_flags::STATIC,
+                last_seen_ns: 0,
+            },
             0,
         )
         .map_err(TopologyError::map("write", bridge::maps::FDB, &path))?;
@@ -384,7 +450,11 @@ pub fn write_bridge(
 
 /// After the switch: removes static entries an earlier file gave the bridge and the new
 /// one does not.
-pub fn clean_bridge(topology: &str, before: &RecordInstance, now: &Written) -> Result<(), TopologyError> {
+pub fn clean_bridge(
+    topology: &str,
+    before: &RecordInstance,
+    now: &Written,
+) -> Result<(), TopologyError> {
     let path = instance_map(topology, &before.name, bridge::maps::FDB);
     let mut fdb: BpfHashMap<MapData, FdbKey, FdbEntry> = pins::open_as(&path, bridge::maps::FDB)?;
     for entry in &before.fdb {
