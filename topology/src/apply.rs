@@ -118,17 +118,25 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
 
     let mut staged = Staged::default();
     let result = stage(file, &applied.plan, running.as_ref(), &objects, &mut staged);
+    let undo = |staged: &Staged| {
+        staged.undo(&file.name);
+        if running.is_none() {
+            // Nothing ran: nothing of this topology stays.
+            let _ = pins::remove_dir(&pins::topology_dir(&file.name));
+            let _ = std::fs::remove_dir(pins::topologies_dir());
+        }
+    };
     let written = match result {
         Ok(written) => written,
         Err(error) => {
-            staged.undo(&file.name);
+            undo(&staged);
             return Err(error);
         }
     };
     let revision = match switch(&file.name, &applied.plan, &staged) {
         Ok(revision) => revision,
         Err(error) => {
-            staged.undo(&file.name);
+            undo(&staged);
             return Err(error);
         }
     };
@@ -256,7 +264,9 @@ fn stage(
             Change::Added => {
                 // Leftovers of an instance of this name that a crash left: not running.
                 pins::remove_dir(&pins::instance_dir(topology, &planned.name))?;
-                let loaded = program::load(topology, &planned.name, object)?;
+                let loaded = program::load(topology, &planned.name, object).inspect_err(|_| {
+                    let _ = pins::remove_dir(&pins::instance_dir(topology, &planned.name));
+                })?;
                 staged
                     .added
                     .push((planned.name.clone(), planned.id, loaded));

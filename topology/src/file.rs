@@ -272,7 +272,9 @@ impl TopologyFile {
             file: path.to_path_buf(),
             source,
         })?;
-        TopologyFile::parse(path, &text, iface_exists)
+        // Module paths are relative to the file, wherever the command runs later.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        TopologyFile::parse(&path, &text, iface_exists)
     }
 
     /// Parses topology file `text`; `path` names it in errors and anchors module paths.

@@ -79,7 +79,7 @@ pub fn discard_pin(topology: &str, instance: &str) {
 }
 
 fn staged_pin(topology: &str, instance: &str) -> PathBuf {
-    pins::instance_dir(topology, instance).join("prog.staged")
+    pins::instance_dir(topology, instance).join("prog_staged")
 }
 
 /// Loads `object` as the program of instance `instance` of topology `topology`: the
@@ -132,9 +132,13 @@ pub fn load(
     })?;
     let staged = staged_pin(topology, instance);
     let _ = std::fs::remove_file(&staged);
-    program
-        .pin(&staged)
-        .map_err(|source| error("pin its program")(source.to_string()))?;
+    program.pin(&staged).map_err(|source| {
+        error("pin its program")(format!(
+            "{}: {}",
+            staged.display(),
+            offload::error_chain(&source)
+        ))
+    })?;
     let fd = program
         .fd()
         .map_err(|source| error("open its program")(source.to_string()))?
