@@ -12,6 +12,7 @@ mod module_test_cmd;
 mod output;
 mod probe_cmd;
 mod serve_cmd;
+mod topology_cmd;
 mod trace_cmd;
 mod xdp_cmd;
 mod xsk;
@@ -63,6 +64,12 @@ enum Command {
     Conntrack {
         #[command(subcommand)]
         command: firewall_cmd::ConntrackCommand,
+    },
+    /// Topologies: bridge, router and user module instances joined to interfaces and to
+    /// each other inside the kernel: apply a topology file, show, draw, swap, down.
+    Topology {
+        #[command(subcommand)]
+        command: topology_cmd::TopologyCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -137,6 +144,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Chain { command } => chain_cmd::run(command, cli.json),
         Command::Firewall { command } => firewall_cmd::run(command, cli.json),
         Command::Conntrack { command } => firewall_cmd::run_conntrack(command, cli.json),
+        Command::Topology { command } => topology_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),
