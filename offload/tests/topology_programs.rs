@@ -8,18 +8,15 @@ mod support;
 use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key};
-use offload::modules::builtin::{BRIDGE_PROGRAM_OBJECT, ROUTER_PROGRAM_OBJECT};
+use offload::modules::builtin::BRIDGE_PROGRAM_OBJECT;
 use offload_common::{
     bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, fdb_flags},
-    router::{
-        self, AddrKey, Neighbour, NeighbourKey, Route, RouteStats, RouterPort, port_flags,
-        route_flags,
-    },
+    router::{self, Neighbour, NeighbourKey, Route, RouteStats, RouterPort},
     topology::{MAX_HOPS, counter},
 };
 use support::{
     require_root,
-    topology::{LOOPBACK, Topology},
+    topology::{LOOPBACK, ROUTER_A, ROUTER_B, Topology, add_router, addr16, route, v6_octets},
 };
 use wire::{
     FrameBuilder,
@@ -34,8 +31,6 @@ const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const HOST_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const HOST_C: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
 const HOST_D: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0d];
-const ROUTER_A: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 0x01];
-const ROUTER_B: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 0x02];
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -364,106 +359,6 @@ fn the_bridge_ages_dynamic_entries_and_keeps_static_ones() {
 
 // ---------------------------------------------------------------------------------------
 // The router
-
-/// Router port 0 on interface 201 (10.1.0.1/24, fd01::1/64), port 1 on 202 (10.2.0.1/24,
-/// fd02::1/64); connected routes for both, 10.3.0.0/16 via 10.2.0.254 and fd03::/48 via
-/// fd02::fe. Route ids: 1, 2, 3 (IPv4), 4, 5, 6 (IPv6).
-fn add_router(topology: &mut Topology, interfaces: Option<[u32; 2]>) -> u32 {
-    let router = topology.add(ROUTER_PROGRAM_OBJECT, "router");
-    if let Some(interfaces) = interfaces {
-        for (port, ifindex) in interfaces.into_iter().enumerate() {
-            topology.connect_interface(router, port as u32, ifindex);
-        }
-    }
-    let mut ports: Array<_, RouterPort> =
-        Array::try_from(topology.instance_map_mut(router, router::maps::PORTS)).unwrap();
-    for (port, mac, v4, v6) in [
-        (0, ROUTER_A, [10, 1, 0, 1], "fd01::1"),
-        (1, ROUTER_B, [10, 2, 0, 1], "fd02::1"),
-    ] {
-        let config = RouterPort {
-            mac,
-            ipv4_prefix: 24,
-            ipv6_prefix: 64,
-            flags: port_flags::IPV4 | port_flags::IPV6,
-            ipv4: v4,
-            ipv6: v6_octets(v6),
-        };
-        ports.set(port, config, 0).unwrap();
-    }
-    let mut local: HashMap<_, AddrKey, u32> =
-        HashMap::try_from(topology.instance_map_mut(router, router::maps::LOCAL)).unwrap();
-    for (port, address) in [
-        (0, "10.1.0.1"),
-        (1, "10.2.0.1"),
-        (0, "fd01::1"),
-        (1, "fd02::1"),
-    ] {
-        local.insert(addr_key(address), port, 0).unwrap();
-    }
-    let mut v4: LpmTrie<_, [u8; 4], Route> =
-        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V4)).unwrap();
-    v4.insert(&Key::new(24, [10, 1, 0, 0]), route(0, 1, None), 0)
-        .unwrap();
-    v4.insert(&Key::new(24, [10, 2, 0, 0]), route(1, 2, None), 0)
-        .unwrap();
-    v4.insert(
-        &Key::new(16, [10, 3, 0, 0]),
-        route(1, 3, Some("10.2.0.254")),
-        0,
-    )
-    .unwrap();
-    let mut v6: LpmTrie<_, [u8; 16], Route> =
-        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V6)).unwrap();
-    v6.insert(&Key::new(64, v6_octets("fd01::")), route(0, 4, None), 0)
-        .unwrap();
-    v6.insert(&Key::new(64, v6_octets("fd02::")), route(1, 5, None), 0)
-        .unwrap();
-    v6.insert(
-        &Key::new(48, v6_octets("fd03::")),
-        route(1, 6, Some("fd02::fe")),
-        0,
-    )
-    .unwrap();
-    router
-}
-
-fn v6_octets(text: &str) -> [u8; 16] {
-    let IpAddr::V6(address) = ip(text) else {
-        panic!("{text}")
-    };
-    address.octets()
-}
-
-fn addr16(text: &str) -> (u32, [u8; 16]) {
-    match ip(text) {
-        IpAddr::V4(address) => {
-            let mut bytes = [0; 16];
-            bytes[..4].copy_from_slice(&address.octets());
-            (router::family::IPV4, bytes)
-        }
-        IpAddr::V6(address) => (router::family::IPV6, address.octets()),
-    }
-}
-
-fn addr_key(text: &str) -> AddrKey {
-    let (family, addr) = addr16(text);
-    AddrKey { family, addr }
-}
-
-fn route(port: u32, id: u32, via: Option<&str>) -> Route {
-    Route {
-        port,
-        id,
-        flags: if via.is_none() {
-            route_flags::CONNECTED
-        } else {
-            0
-        },
-        _pad: 0,
-        next_hop: via.map_or([0; 16], |via| addr16(via).1),
-    }
-}
 
 fn neighbour_mac(topology: &Topology, router: u32, port: u32, address: &str) -> Option<[u8; 6]> {
     let neighbours: HashMap<_, NeighbourKey, Neighbour> =

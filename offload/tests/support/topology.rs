@@ -7,15 +7,23 @@
 //! out, so the port counters tell where a packet went. Test runs come in on that loopback
 //! (ifindex [`LOOPBACK`]).
 
-use std::collections::HashMap as StdMap;
+use std::{collections::HashMap as StdMap, net::IpAddr};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues, ProgramArray},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, ProgramArray,
+        lpm_trie::Key,
+    },
     programs::Xdp,
     util::nr_cpus,
 };
-use offload::{Transient, modules::builtin, test_run::RunResult};
+use offload::{
+    Transient,
+    modules::builtin::{self, ROUTER_PROGRAM_OBJECT},
+    test_run::RunResult,
+};
+use offload_common::router::{self, AddrKey, Route, RouterPort, port_flags, route_flags};
 use offload_common::topology::{
     IfaceKey, Link, PortRef, PortStats, TopologyContext, counter, link_index, link_kind, maps,
     port_index,
@@ -240,8 +248,7 @@ pub fn load_routes(
     port: u32,
     gateway: &str,
 ) -> u32 {
-    use aya::maps::{LpmTrie, lpm_trie::Key};
-    use offload_common::router::{Route, maps as router_maps};
+    use offload_common::router::maps as router_maps;
     let std::net::IpAddr::V4(gateway) = gateway.parse().unwrap() else {
         panic!("an IPv4 gateway")
     };
@@ -262,4 +269,109 @@ pub fn load_routes(
             .unwrap();
     }
     count
+}
+
+/// The MAC of router port 0 in [`add_router`].
+pub const ROUTER_A: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 0x01];
+/// The MAC of router port 1 in [`add_router`].
+pub const ROUTER_B: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 0x02];
+
+/// Router port 0 on interface 201 (10.1.0.1/24, fd01::1/64), port 1 on 202 (10.2.0.1/24,
+/// fd02::1/64); connected routes for both, 10.3.0.0/16 via 10.2.0.254 and fd03::/48 via
+/// fd02::fe. Route ids: 1, 2, 3 (IPv4), 4, 5, 6 (IPv6).
+pub fn add_router(topology: &mut Topology, interfaces: Option<[u32; 2]>) -> u32 {
+    let router = topology.add(ROUTER_PROGRAM_OBJECT, "router");
+    if let Some(interfaces) = interfaces {
+        for (port, ifindex) in interfaces.into_iter().enumerate() {
+            topology.connect_interface(router, port as u32, ifindex);
+        }
+    }
+    let mut ports: Array<_, RouterPort> =
+        Array::try_from(topology.instance_map_mut(router, router::maps::PORTS)).unwrap();
+    for (port, mac, v4, v6) in [
+        (0, ROUTER_A, [10, 1, 0, 1], "fd01::1"),
+        (1, ROUTER_B, [10, 2, 0, 1], "fd02::1"),
+    ] {
+        let config = RouterPort {
+            mac,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            flags: port_flags::IPV4 | port_flags::IPV6,
+            ipv4: v4,
+            ipv6: v6_octets(v6),
+        };
+        ports.set(port, config, 0).unwrap();
+    }
+    let mut local: HashMap<_, AddrKey, u32> =
+        HashMap::try_from(topology.instance_map_mut(router, router::maps::LOCAL)).unwrap();
+    for (port, address) in [
+        (0, "10.1.0.1"),
+        (1, "10.2.0.1"),
+        (0, "fd01::1"),
+        (1, "fd02::1"),
+    ] {
+        local.insert(addr_key(address), port, 0).unwrap();
+    }
+    let mut v4: LpmTrie<_, [u8; 4], Route> =
+        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V4)).unwrap();
+    v4.insert(&Key::new(24, [10, 1, 0, 0]), route(0, 1, None), 0)
+        .unwrap();
+    v4.insert(&Key::new(24, [10, 2, 0, 0]), route(1, 2, None), 0)
+        .unwrap();
+    v4.insert(
+        &Key::new(16, [10, 3, 0, 0]),
+        route(1, 3, Some("10.2.0.254")),
+        0,
+    )
+    .unwrap();
+    let mut v6: LpmTrie<_, [u8; 16], Route> =
+        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V6)).unwrap();
+    v6.insert(&Key::new(64, v6_octets("fd01::")), route(0, 4, None), 0)
+        .unwrap();
+    v6.insert(&Key::new(64, v6_octets("fd02::")), route(1, 5, None), 0)
+        .unwrap();
+    v6.insert(
+        &Key::new(48, v6_octets("fd03::")),
+        route(1, 6, Some("fd02::fe")),
+        0,
+    )
+    .unwrap();
+    router
+}
+
+pub fn v6_octets(text: &str) -> [u8; 16] {
+    let IpAddr::V6(address) = text.parse().unwrap() else {
+        panic!("{text}")
+    };
+    address.octets()
+}
+
+pub fn addr16(text: &str) -> (u32, [u8; 16]) {
+    match text.parse().unwrap() {
+        IpAddr::V4(address) => {
+            let mut bytes = [0; 16];
+            bytes[..4].copy_from_slice(&address.octets());
+            (router::family::IPV4, bytes)
+        }
+        IpAddr::V6(address) => (router::family::IPV6, address.octets()),
+    }
+}
+
+pub fn addr_key(text: &str) -> AddrKey {
+    let (family, addr) = addr16(text);
+    AddrKey { family, addr }
+}
+
+pub fn route(port: u32, id: u32, via: Option<&str>) -> Route {
+    Route {
+        port,
+        id,
+        flags: if via.is_none() {
+            route_flags::CONNECTED
+        } else {
+            0
+        },
+        _pad: 0,
+        next_hop: via.map_or([0; 16], |via| addr16(via).1),
+    }
 }
