@@ -114,6 +114,15 @@ pub fn topology_module() -> Result<ModuleObject, ModuleError> {
     )
 }
 
+/// The program of a topology's `bridge` instances (`bridge`, XDP frags), tail-called
+/// through `TOPO_PROGS`; its own maps are `offload_common::bridge::maps`.
+pub static BRIDGE_PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bridge"));
+/// The program of a topology's `router` instances (`router`, XDP frags), tail-called
+/// through `TOPO_PROGS`; its own maps are `offload_common::router::maps`.
+pub static ROUTER_PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/router"));
+
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).
 pub fn load_builtin(
