@@ -98,16 +98,23 @@ fn spawn_in(namespace: &str, args: &[&str]) -> Child {
 
 /// One ICMP echo from `namespace` to `to`, answered within a second.
 fn ping_once(namespace: &str, to: &str) -> bool {
-    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to]).status.success()
+    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to])
+        .status
+        .success()
 }
 
 /// Waits until `to` answers a ping from `namespace` (the router resolves a next hop on
 /// the first packet), then requires three echoes in a row to be answered.
 fn ping_works(namespace: &str, to: &str) {
-    wait_until(Duration::from_secs(10), &format!("{namespace} pings {to}"), || {
-        ping_once(namespace, to)
-    });
-    let output = run_in(namespace, &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to]);
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{namespace} pings {to}"),
+        || ping_once(namespace, to),
+    );
+    let output = run_in(
+        namespace,
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to],
+    );
     assert!(
         output.status.success(),
         "ping {to} from {namespace}: {}",
@@ -159,7 +166,10 @@ fn port<'a>(instance: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 
 /// The MAC `namespace`'s kernel holds for neighbour `address` on eth0.
 fn neighbour_mac(namespace: &str, address: &str) -> Option<String> {
-    let output = run_in(namespace, &["ip", "-j", "neigh", "show", address, "dev", "eth0"]);
+    let output = run_in(
+        namespace,
+        &["ip", "-j", "neigh", "show", address, "dev", "eth0"],
+    );
     let entries: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
     entries
         .as_array()?
@@ -169,13 +179,17 @@ fn neighbour_mac(namespace: &str, address: &str) -> Option<String> {
 
 /// Whether `frame` is an ARP request for `target`.
 fn is_arp_request_for(frame: &[u8], target: [u8; 4]) -> bool {
-    frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] && frame[38..42] == target
+    frame.len() >= 42
+        && frame[12..14] == [0x08, 0x06]
+        && frame[20..22] == [0, 1]
+        && frame[38..42] == target
 }
 
 /// A TCP echo server bound in `namespace` (the socket stays there).
 fn echo_server(namespace: &str, address: SocketAddr) {
-    let listener =
-        lab::netns::run_in(namespace, move || TcpListener::bind(address)).unwrap().unwrap();
+    let listener = lab::netns::run_in(namespace, move || TcpListener::bind(address))
+        .unwrap()
+        .unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -220,6 +234,7 @@ fn router_v2(dir: &Path) -> String {
 fn two_bridged_subnets_joined_by_the_router() {
     require_root("two_bridged_subnets_joined_by_the_router");
     let lab = TopologyLab::for_test("tp");
+    let _down = Down(lab.node.clone());
     let dir = TempDir::new("topology");
     let file = dir.0.join("topo.toml");
     std::fs::write(&file, two_subnets(&lab)).unwrap();
@@ -234,23 +249,44 @@ fn two_bridged_subnets_joined_by_the_router() {
 
     let applied = topology_json(&["apply", file_arg], &lab);
     assert_eq!(applied["revision"], 1, "{applied}");
-    assert!(applied["unfinished"].as_array().unwrap().is_empty(), "{applied}");
+    assert!(
+        applied["unfinished"].as_array().unwrap().is_empty(),
+        "{applied}"
+    );
 
     // ICMP echo across subnets, both families, answered.
     ping_works(&lab.host("a1").host.namespace, "10.31.2.11");
     ping_works(&lab.host("b2").host.namespace, "10.31.1.12");
+    // The router's own neighbour solicitations are not answered by the hosts yet (see
+    // docs/topology.md, "Not done"): it learns an IPv6 host from the host's solicitation
+    // for the gateway, so each IPv6 destination first talks to its gateway.
+    for (host, gateway) in [("b1", "fd31:2::1"), ("a2", "fd31:1::1")] {
+        ping_works(&lab.host(host).host.namespace, gateway);
+    }
     ping_works(&lab.host("a1").host.namespace, "fd31:2::11");
     ping_works(&lab.host("b1").host.namespace, "fd31:1::12");
 
     // ARP and ND answered by the router: the hosts hold its port's MAC for the gateway.
     let shown = show(&lab);
     let r1 = instance(&shown, "r1");
-    for (host, gateway) in [("a1", "10.31.1.1"), ("a1", "fd31:1::1"), ("b1", "10.31.2.1")] {
+    for (host, gateway) in [
+        ("a1", "10.31.1.1"),
+        ("a1", "fd31:1::1"),
+        ("b1", "10.31.2.1"),
+    ] {
         let namespace = &lab.host(host).host.namespace;
         let mac = neighbour_mac(namespace, gateway)
             .unwrap_or_else(|| panic!("{host} has no neighbour entry for {gateway}"));
-        let port = if gateway.contains("1.1") || gateway.contains(":1::") { "a" } else { "b" };
-        assert_eq!(Some(mac.as_str()), port_mac(r1, port).as_deref(), "{host}: {gateway}");
+        let port = if gateway.contains("1.1") || gateway.contains(":1::") {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(
+            Some(mac.as_str()),
+            port_mac(r1, port).as_deref(),
+            "{host}: {gateway}"
+        );
     }
     assert!(counter(r1, "arp_replies") >= 2, "{r1}");
     assert!(counter(r1, "neighbour_adverts") >= 1, "{r1}");
@@ -259,16 +295,33 @@ fn two_bridged_subnets_joined_by_the_router() {
     // MACs learned: each bridge learned its hosts (on their ports) and the router.
     let br_a = instance(&shown, "br-a");
     assert!(counter(br_a, "learned") >= 2, "{br_a}");
-    let fdb = fastpath(&["--json", "--netns", &lab.node, "bridge", "fdb", "show", "--topology", NAME, "br-a"]);
+    let fdb = fastpath(&[
+        "--json",
+        "--netns",
+        &lab.node,
+        "bridge",
+        "fdb",
+        "show",
+        "--topology",
+        NAME,
+        "br-a",
+    ]);
     if fdb.status.success() {
         let text = String::from_utf8_lossy(&fdb.stdout);
-        let a1_mac = lab::netns::run_in(&lab.host("a1").host.namespace, || lab::netlink::mac("eth0"))
-            .unwrap()
-            .unwrap();
-        assert!(text.contains(&nic::link::format_mac(a1_mac)), "a1's MAC learned: {text}");
+        let a1_mac =
+            lab::netns::run_in(&lab.host("a1").host.namespace, || lab::netlink::mac("eth0"))
+                .unwrap()
+                .unwrap();
+        assert!(
+            text.contains(&nic::link::format_mac(a1_mac)),
+            "a1's MAC learned: {text}"
+        );
     }
     // Per-port counters: a1's port counted what came in.
-    assert!(port(br_a, "p1")["rx_packets"].as_u64().unwrap() >= 3, "{br_a}");
+    assert!(
+        port(br_a, "p1")["rx_packets"].as_u64().unwrap() >= 3,
+        "{br_a}"
+    );
 
     // Flooding reaches every port but the ingress: an ARP request for an absent address
     // from a1 reaches a2, not a1 itself, and nothing on br-b.
@@ -276,7 +329,10 @@ fn two_bridged_subnets_joined_by_the_router() {
     let a2_socket = RawSocket::open(&lab.host("a2").host.namespace, "eth0").unwrap();
     let b1_socket = RawSocket::open(&lab.host("b1").host.namespace, "eth0").unwrap();
     let absent = [10, 31, 1, 99];
-    let asker = spawn_in(&lab.host("a1").host.namespace, &["ping", "-c", "1", "-W", "1", "10.31.1.99"]);
+    let asker = spawn_in(
+        &lab.host("a1").host.namespace,
+        &["ping", "-c", "1", "-W", "1", "10.31.1.99"],
+    );
     let mut seen = false;
     for _ in 0..200 {
         match a2_socket.receive(Duration::from_millis(50)).unwrap() {
@@ -290,10 +346,16 @@ fn two_bridged_subnets_joined_by_the_router() {
     assert!(seen, "a2 got a1's flooded ARP request");
     // Every frame a1 and b1 received by now was delivered with the one a2 got.
     while let Some(frame) = a1_socket.receive(Duration::from_millis(100)).unwrap() {
-        assert!(!is_arp_request_for(&frame, absent), "the flood came back to its ingress port");
+        assert!(
+            !is_arp_request_for(&frame, absent),
+            "the flood came back to its ingress port"
+        );
     }
     while let Some(frame) = b1_socket.receive(Duration::from_millis(100)).unwrap() {
-        assert!(!is_arp_request_for(&frame, absent), "the flood crossed the router");
+        assert!(
+            !is_arp_request_for(&frame, absent),
+            "the flood crossed the router"
+        );
     }
     let _ = { asker }.wait();
 
@@ -303,26 +365,52 @@ fn two_bridged_subnets_joined_by_the_router() {
     std::fs::write(http_dir.join("hello.txt"), "hello across the topology\n").unwrap();
     let mut server = Command::new("ip")
         .args(["netns", "exec", &lab.host("b1").host.namespace])
-        .args(["/usr/bin/python3", "-m", "http.server", "8000", "--bind", "10.31.2.11", "--directory"])
+        .args([
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "10.31.2.11",
+            "--directory",
+        ])
         .arg(&http_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let curl = |namespace: &str| {
-        run_in(namespace, &["curl", "-s", "-m", "3", "http://10.31.2.11:8000/hello.txt"])
+        run_in(
+            namespace,
+            &["curl", "-s", "-m", "3", "http://10.31.2.11:8000/hello.txt"],
+        )
     };
     wait_until(Duration::from_secs(10), "http.server answers a1", || {
         curl(&lab.host("a1").host.namespace).status.success()
     });
     let output = curl(&lab.host("a2").host.namespace);
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello across the topology\n");
-    let mut iperf_server = spawn_in(&lab.host("b2").host.namespace, &["iperf3", "-s", "-1", "-B", "10.31.2.12"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello across the topology\n"
+    );
+    let mut iperf_server = spawn_in(
+        &lab.host("b2").host.namespace,
+        &["iperf3", "-s", "-1", "-B", "10.31.2.12"],
+    );
     let mut iperf = None;
     wait_until(Duration::from_secs(10), "iperf3 runs", || {
         let output = run_in(
             &lab.host("a2").host.namespace,
-            &["iperf3", "-c", "10.31.2.12", "-t", "2", "-J", "--connect-timeout", "1000"],
+            &[
+                "iperf3",
+                "-c",
+                "10.31.2.12",
+                "-t",
+                "2",
+                "-J",
+                "--connect-timeout",
+                "1000",
+            ],
         );
         let done = output.status.success();
         if done {
@@ -350,7 +438,9 @@ fn two_bridged_subnets_joined_by_the_router() {
             }
         })
     };
-    wait_until(Duration::from_secs(10), "the loop talks", || good.load(Ordering::Relaxed) >= 3);
+    wait_until(Duration::from_secs(10), "the loop talks", || {
+        good.load(Ordering::Relaxed) >= 3
+    });
     std::fs::write(&file, three_subnets(&lab)).unwrap();
     let applied = topology_json(&["apply", file_arg], &lab);
     assert_eq!(applied["revision"], 2, "{applied}");
@@ -358,17 +448,35 @@ fn two_bridged_subnets_joined_by_the_router() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["name"].as_str().unwrap().to_string(), i["change"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["change"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(changes.contains(&("br-c".into(), "added".into())), "{changes:?}");
-    assert!(changes.contains(&("r1".into(), "kept".into())), "{changes:?}");
+    assert!(
+        changes.contains(&("br-c".into(), "added".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("r1".into(), "kept".into())),
+        "{changes:?}"
+    );
     ping_works(&lab.host("c1").host.namespace, "10.31.1.11");
+    ping_works(&lab.host("c1").host.namespace, "fd31:3::1");
     ping_works(&lab.host("a2").host.namespace, "fd31:3::11");
     let before = good.load(Ordering::Relaxed);
-    wait_until(Duration::from_secs(10), "the loop talks on", || good.load(Ordering::Relaxed) >= before + 3);
+    wait_until(Duration::from_secs(10), "the loop talks on", || {
+        good.load(Ordering::Relaxed) >= before + 3
+    });
     stop.store(true, Ordering::Relaxed);
     talker.join().unwrap();
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "requests failed across the apply");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "requests failed across the apply"
+    );
     let shown = show(&lab);
     assert_eq!(
         instance(&shown, "r1")["id"],
@@ -378,14 +486,19 @@ fn two_bridged_subnets_joined_by_the_router() {
 
     // The router swapped for another build under an open TCP connection; its learned
     // neighbours are kept (no next hop needs resolving again).
-    echo_server(&lab.host("b1").host.namespace, "10.31.2.11:7000".parse().unwrap());
+    echo_server(
+        &lab.host("b1").host.namespace,
+        "10.31.2.11:7000".parse().unwrap(),
+    );
     let target: SocketAddr = "10.31.2.11:7000".parse().unwrap();
     let mut stream = lab::netns::run_in(&lab.host("a1").host.namespace, move || {
         TcpStream::connect_timeout(&target, Duration::from_secs(3))
     })
     .unwrap()
     .unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     echo(&mut stream, b"before the swap");
     let unresolved = counter(instance(&show(&lab), "r1"), "unresolved");
     let v2 = router_v2(&dir.0);
@@ -396,23 +509,46 @@ fn two_bridged_subnets_joined_by_the_router() {
     let shown = show(&lab);
     let r1 = instance(&shown, "r1");
     assert_eq!(r1["version"], "0.1.1-test");
-    assert_eq!(counter(r1, "unresolved"), unresolved, "neighbours kept across the swap: {r1}");
+    assert_eq!(
+        counter(r1, "unresolved"),
+        unresolved,
+        "neighbours kept across the swap: {r1}"
+    );
     drop(stream);
 
     // Bad files: each names its line; the running topology is untouched.
     let good_text = three_subnets(&lab);
     let revision = show(&lab)["revision"].clone();
     for (bad, expected) in [
-        (good_text.replace("up = \"r1:b\"", "up = \"r1:a\""), "connected twice"),
-        (good_text.replace("up = \"r1:c\"", "up = \"r9:c\""), "unknown instance"),
-        (good_text.replace(&lab.host("c1").node_iface, "nosuch0"), "no interface nosuch0"),
-        (good_text.replace("10.31.3.1/24", "10.31.3.300/24"), "is not an address"),
         (
-            good_text.replace(
-                &format!("ports = {{ p1 = \"{}\", up = \"r1:c\" }}", lab.host("c1").node_iface),
-                &format!("ports = {{ p1 = \"{}\", up = \"r1:c\", x = \"br-a:y\" }}", lab.host("c1").node_iface),
-            )
-            .replace("up = \"r1:a\" }", "up = \"r1:a\", y = \"br-c:x\" }"),
+            good_text.replace("up = \"r1:b\"", "up = \"r1:a\""),
+            "connected twice",
+        ),
+        (
+            good_text.replace("up = \"r1:c\"", "up = \"r9:c\""),
+            "unknown instance",
+        ),
+        (
+            good_text.replace(&lab.host("c1").node_iface, "nosuch0"),
+            "no interface nosuch0",
+        ),
+        (
+            good_text.replace("10.31.3.1/24", "10.31.3.300/24"),
+            "is not an address",
+        ),
+        (
+            good_text
+                .replace(
+                    &format!(
+                        "ports = {{ p1 = \"{}\", up = \"r1:c\" }}",
+                        lab.host("c1").node_iface
+                    ),
+                    &format!(
+                        "ports = {{ p1 = \"{}\", up = \"r1:c\", x = \"br-a:y\" }}",
+                        lab.host("c1").node_iface
+                    ),
+                )
+                .replace("up = \"r1:a\" }", "up = \"r1:a\", y = \"br-c:x\" }"),
             "closes a loop",
         ),
     ] {
@@ -428,12 +564,32 @@ fn two_bridged_subnets_joined_by_the_router() {
     let svg = dir.0.join("topo.svg");
     let dot = dir.0.join("topo.dot");
     let output = topology(
-        &["draw", "--name", NAME, "--svg", svg.to_str().unwrap(), "--dot", dot.to_str().unwrap()],
+        &[
+            "draw",
+            "--name",
+            NAME,
+            "--svg",
+            svg.to_str().unwrap(),
+            "--dot",
+            dot.to_str().unwrap(),
+        ],
         &lab,
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(std::fs::read_to_string(&svg).unwrap().contains(">br-c</text>"));
-    assert!(std::fs::read_to_string(&dot).unwrap().contains("\"br-a\" -- \"r1\""));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains(">br-c</text>")
+    );
+    assert!(
+        std::fs::read_to_string(&dot)
+            .unwrap()
+            .contains("\"br-a\" -- \"r1\"")
+    );
 
     let _ = server.kill();
     let _ = server.wait();
@@ -443,10 +599,33 @@ fn two_bridged_subnets_joined_by_the_router() {
     assert_eq!(down["instances"].as_array().unwrap().len(), 4, "{down}");
     assert!(!pins.exists(), "pins left: {}", pins.display());
     for host in &lab.hosts {
-        let error = failure(&["--netns", &lab.node, "module", "list", "--iface", &host.node_iface]);
-        assert!(error.contains("no module chain"), "{}: {error}", host.node_iface);
+        let error = failure(&[
+            "--netns",
+            &lab.node,
+            "module",
+            "list",
+            "--iface",
+            &host.node_iface,
+        ]);
+        assert!(
+            error.contains("no module chain"),
+            "{}: {error}",
+            host.node_iface
+        );
     }
-    assert!(!ping_once(&lab.host("a1").host.namespace, "10.31.2.11"), "nothing forwards any more");
+    assert!(
+        !ping_once(&lab.host("a1").host.namespace, "10.31.2.11"),
+        "nothing forwards any more"
+    );
+}
+
+/// Takes the topology down when the test ends, passed or not (before the lab goes).
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = fastpath(&["--netns", &self.0, "topology", "down", "--name", NAME]);
+    }
 }
 
 /// The MAC of a router port, as `show` reports it.

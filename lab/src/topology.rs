@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Subnet `n` is 10.31.n.0/24 and fd31:n::/64, its gateway .1 (::1); every host routes
-//! 10.31.0.0/16 and fd31::/32 through its gateway and nowhere else. The hosts keep the
+//! 10.31.0.0/16 and fd31::/16 through its gateway and nowhere else. The hosts keep the
 //! kernel's defaults (offloads, MTU).
 
 use std::net::IpAddr;
@@ -131,7 +131,7 @@ impl TopologyLab {
             let (v4, v6) = (host.gateway_v4(), host.gateway_v6());
             netns::run_in(&host.host.namespace, move || {
                 netlink::add_route("10.31.0.0".parse().unwrap(), 16, v4)?;
-                netlink::add_route("fd31::".parse().unwrap(), 32, v6)
+                netlink::add_route("fd31::".parse().unwrap(), 16, v6)
             })??;
         }
         Ok(())

@@ -86,7 +86,8 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
     let mut instances = Vec::new();
     for instance in &record.instances {
         let dir = pins::instance_dir(name, &instance.name);
-        let router_ports: Option<Array<MapData, router::RouterPort>> = (instance.kind == Kind::Router)
+        let router_ports: Option<Array<MapData, router::RouterPort>> = (instance.kind
+            == Kind::Router)
             .then(|| pins::open_as(&dir.join(router::maps::PORTS), router::maps::PORTS).ok())
             .flatten();
         let mut ports = Vec::new();
