@@ -13,15 +13,20 @@
 mod apply;
 pub mod draw;
 mod error;
+mod fdb;
 pub mod file;
+mod instance_maps;
 pub mod pins;
 pub mod plan;
 mod program;
 pub mod record;
+mod routes;
 mod settings;
 pub mod show;
 
 pub use apply::{Applied, Down, SwappedInstance, apply, down, ifindex, read, swap};
 pub use error::TopologyError;
+pub use fdb::{FdbRow, fdb_add, fdb_del, fdb_show};
 pub use file::{Instance, Kind, Peer, Port, TopologyFile};
+pub use routes::{RouteRow, route_add, route_del, route_show};
 pub use show::{Shown, show};

@@ -56,11 +56,11 @@ pub fn instance_port_mac(topology: &str, id: u32, port: u32) -> [u8; 6] {
     ]
 }
 
-fn instance_map(topology: &str, instance: &str, map: &str) -> std::path::PathBuf {
+pub(crate) fn instance_map(topology: &str, instance: &str, map: &str) -> std::path::PathBuf {
     pins::instance_dir(topology, instance).join(map)
 }
 
-fn address_bytes(address: IpAddr) -> (u32, [u8; 16]) {
+pub(crate) fn address_bytes(address: IpAddr) -> (u32, [u8; 16]) {
     let mut bytes = [0u8; 16];
     match address {
         IpAddr::V4(v4) => {
@@ -229,16 +229,16 @@ pub fn clean_router(
     Ok(())
 }
 
-/// A router's two route tries.
-struct RouteTries {
-    v4: LpmTrie<MapData, [u8; 4], Route>,
-    v6: LpmTrie<MapData, [u8; 16], Route>,
+/// A router's two route tries (also `fastpath router route`'s, in `routes`).
+pub(crate) struct RouteTries {
+    pub(crate) v4: LpmTrie<MapData, [u8; 4], Route>,
+    pub(crate) v6: LpmTrie<MapData, [u8; 16], Route>,
     v4_path: std::path::PathBuf,
     v6_path: std::path::PathBuf,
 }
 
 impl RouteTries {
-    fn open(topology: &str, instance: &str) -> Result<RouteTries, TopologyError> {
+    pub(crate) fn open(topology: &str, instance: &str) -> Result<RouteTries, TopologyError> {
         let v4_path = instance_map(topology, instance, router::maps::ROUTES_V4);
         let v6_path = instance_map(topology, instance, router::maps::ROUTES_V6);
         Ok(RouteTries {
@@ -249,7 +249,7 @@ impl RouteTries {
         })
     }
 
-    fn used_ids(&self) -> Result<BTreeSet<u32>, TopologyError> {
+    pub(crate) fn used_ids(&self) -> Result<BTreeSet<u32>, TopologyError> {
         let mut used = BTreeSet::new();
         for entry in self.v4.iter() {
             let (_, route) = entry.map_err(TopologyError::map(
@@ -270,7 +270,7 @@ impl RouteTries {
         Ok(used)
     }
 
-    fn insert(&mut self, prefix: &IpNet, route: &Route) -> Result<(), TopologyError> {
+    pub(crate) fn insert(&mut self, prefix: &IpNet, route: &Route) -> Result<(), TopologyError> {
         match prefix {
             IpNet::V4(net) => self
                 .v4
@@ -299,7 +299,7 @@ impl RouteTries {
         }
     }
 
-    fn remove(&mut self, prefix: &IpNet) -> Result<(), TopologyError> {
+    pub(crate) fn remove(&mut self, prefix: &IpNet) -> Result<(), TopologyError> {
         let removed = match prefix {
             IpNet::V4(net) => self.v4.remove(&Key::new(
                 u32::from(net.prefix_len()),
@@ -476,7 +476,7 @@ fn route_entry(text: &str) -> Option<(String, u32)> {
     Some((prefix.to_string(), id.parse().ok()?))
 }
 
-fn fdb_text(vlan: u16, mac: [u8; 6]) -> String {
+pub(crate) fn fdb_text(vlan: u16, mac: [u8; 6]) -> String {
     let mac: Vec<String> = mac.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{vlan}/{}", mac.join(":"))
 }
