@@ -41,6 +41,7 @@ ports = {{ p1 = "{a1}", p2 = "{a2}", up = "r1:a" }}
 name = "br-b"
 kind = "bridge"
 ports = {{ p1 = "{b1}", p2 = "{b2}", up = "r1:b" }}
+aging = 2
 
 [[instance]]
 name = "r1"
@@ -212,18 +213,12 @@ fn echo(stream: &mut TcpStream, message: &[u8]) {
     assert_eq!(back, message);
 }
 
-/// The built-in router as another build: the same code, version 0.1.1-test in its
-/// metadata (a new digest, a new program).
+/// The built-in router as another object file: the same code with bytes after its
+/// sections (ELF readers go by offsets), so another digest; `swap` loads it as a new
+/// program into the router's slot.
 fn router_v2(dir: &Path) -> String {
     let mut bytes = offload::modules::builtin::ROUTER_PROGRAM_OBJECT.to_vec();
-    let magic = bytes
-        .windows(8)
-        .position(|window| window == offload_common::module::META_MAGIC)
-        .expect("module metadata");
-    let version = magic + 16 + offload_common::module::NAME_LEN;
-    let mut field = [0u8; offload_common::module::NAME_LEN];
-    field[..10].copy_from_slice(b"0.1.1-test");
-    bytes[version..version + field.len()].copy_from_slice(&field);
+    bytes.extend_from_slice(b"\0router build 2 for the swap test\0");
     let path = dir.join("router-v2.o");
     std::fs::write(&path, bytes).unwrap();
     path.to_str().unwrap().to_string()
@@ -295,28 +290,45 @@ fn two_bridged_subnets_joined_by_the_router() {
     // MACs learned: each bridge learned its hosts (on their ports) and the router.
     let br_a = instance(&shown, "br-a");
     assert!(counter(br_a, "learned") >= 2, "{br_a}");
-    let fdb = fastpath(&[
-        "--json",
-        "--netns",
-        &lab.node,
-        "bridge",
-        "fdb",
-        "show",
-        "--topology",
-        NAME,
-        "br-a",
+    let fdb = json(&[
+        "--netns", &lab.node, "bridge", "fdb", "show", "br-a", "--name", NAME,
     ]);
-    if fdb.status.success() {
-        let text = String::from_utf8_lossy(&fdb.stdout);
-        let a1_mac =
-            lab::netns::run_in(&lab.host("a1").host.namespace, || lab::netlink::mac("eth0"))
+    let mac_of = |host: &str| {
+        let namespace = lab.host(host).host.namespace.clone();
+        nic::link::format_mac(
+            lab::netns::run_in(&namespace, || lab::netlink::mac("eth0"))
                 .unwrap()
-                .unwrap();
-        assert!(
-            text.contains(&nic::link::format_mac(a1_mac)),
-            "a1's MAC learned: {text}"
-        );
-    }
+                .unwrap(),
+        )
+    };
+    let learned_on = |fdb: &serde_json::Value, mac: &str| {
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["mac"] == mac)
+            .map(|row| {
+                (
+                    row["port"].as_str().unwrap().to_string(),
+                    row["expired"] == true,
+                )
+            })
+    };
+    assert_eq!(
+        learned_on(&fdb, &mac_of("a1")),
+        Some(("p1".to_string(), false)),
+        "{fdb}"
+    );
+    assert_eq!(
+        learned_on(&fdb, &mac_of("a2")),
+        Some(("p2".to_string(), false)),
+        "{fdb}"
+    );
+    let router_a = port_mac(r1, "a").unwrap();
+    assert_eq!(
+        learned_on(&fdb, &router_a).map(|(port, _)| port),
+        Some("up".to_string()),
+        "{fdb}"
+    );
     // Per-port counters: a1's port counted what came in.
     assert!(
         port(br_a, "p1")["rx_packets"].as_u64().unwrap() >= 3,
@@ -363,7 +375,7 @@ fn two_bridged_subnets_joined_by_the_router() {
     let http_dir = dir.0.join("www");
     std::fs::create_dir_all(&http_dir).unwrap();
     std::fs::write(http_dir.join("hello.txt"), "hello across the topology\n").unwrap();
-    let mut server = Command::new("ip")
+    let server = Command::new("ip")
         .args(["netns", "exec", &lab.host("b1").host.namespace])
         .args([
             "/usr/bin/python3",
@@ -379,6 +391,7 @@ fn two_bridged_subnets_joined_by_the_router() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let server = Killed(server);
     let curl = |namespace: &str| {
         run_in(
             namespace,
@@ -393,10 +406,10 @@ fn two_bridged_subnets_joined_by_the_router() {
         String::from_utf8_lossy(&output.stdout),
         "hello across the topology\n"
     );
-    let mut iperf_server = spawn_in(
+    let iperf_server = Killed(spawn_in(
         &lab.host("b2").host.namespace,
         &["iperf3", "-s", "-1", "-B", "10.31.2.12"],
-    );
+    ));
     let mut iperf = None;
     wait_until(Duration::from_secs(10), "iperf3 runs", || {
         let output = run_in(
@@ -421,8 +434,7 @@ fn two_bridged_subnets_joined_by_the_router() {
     let report: serde_json::Value = serde_json::from_slice(&iperf.unwrap().stdout).unwrap();
     let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
     assert!(received > 0, "{report}");
-    let _ = iperf_server.kill();
-    let _ = iperf_server.wait();
+    drop(iperf_server);
 
     // A third subnet while the first two keep talking: an HTTP loop from a1 to b1 never
     // fails across the apply.
@@ -502,13 +514,15 @@ fn two_bridged_subnets_joined_by_the_router() {
     echo(&mut stream, b"before the swap");
     let unresolved = counter(instance(&show(&lab), "r1"), "unresolved");
     let v2 = router_v2(&dir.0);
+    let program_before = instance(&show(&lab), "r1")["program_id"].clone();
     let swapped = topology_json(&["swap", "--name", NAME, "r1", &v2], &lab);
-    assert_eq!(swapped["new_version"], "0.1.1-test", "{swapped}");
+    assert_ne!(swapped["program_id"], program_before, "{swapped}");
     echo(&mut stream, b"after the swap");
     ping_works(&lab.host("b2").host.namespace, "10.31.1.11");
     let shown = show(&lab);
     let r1 = instance(&shown, "r1");
-    assert_eq!(r1["version"], "0.1.1-test");
+    assert_eq!(r1["version"], swapped["new_version"]);
+    assert_eq!(r1["program_id"], swapped["program_id"]);
     assert_eq!(
         counter(r1, "unresolved"),
         unresolved,
@@ -591,8 +605,25 @@ fn two_bridged_subnets_joined_by_the_router() {
             .contains("\"br-a\" -- \"r1\"")
     );
 
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
+
+    // Aged: br-b forgets b2 two seconds after it last sent (aging = 2), and keeps the
+    // router's port (static).
+    wait_until(Duration::from_secs(15), "b2 ages out of br-b", || {
+        let fdb = json(&[
+            "--netns", &lab.node, "bridge", "fdb", "show", "br-b", "--name", NAME,
+        ]);
+        learned_on(&fdb, &mac_of("b2")).is_none_or(|(_, expired)| expired)
+    });
+    let fdb = json(&[
+        "--netns", &lab.node, "bridge", "fdb", "show", "br-b", "--name", NAME,
+    ]);
+    let router_b = port_mac(instance(&show(&lab), "r1"), "b").unwrap();
+    assert_eq!(
+        learned_on(&fdb, &router_b),
+        Some(("up".to_string(), false)),
+        "{fdb}"
+    );
 
     // Down: no pin, no chain on the interfaces.
     let down = topology_json(&["down", "--name", NAME], &lab);
@@ -617,6 +648,16 @@ fn two_bridged_subnets_joined_by_the_router() {
         !ping_once(&lab.host("a1").host.namespace, "10.31.2.11"),
         "nothing forwards any more"
     );
+}
+
+/// A process killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Takes the topology down when the test ends, passed or not (before the lab goes).

@@ -306,7 +306,9 @@ fn stage(
                     }
                 },
             )?,
-            Kind::Bridge => settings::write_bridge(file, topology, instance, planned, ifindex)?,
+            Kind::Bridge => {
+                settings::write_bridge(file, topology, instance, planned, plan, ifindex)?
+            }
             Kind::Firewall | Kind::Module => Written::default(),
         };
         written.insert(planned.name.clone(), settings);
