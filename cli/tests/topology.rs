@@ -539,7 +539,7 @@ fn two_bridged_subnets_joined_by_the_router() {
             "connected twice",
         ),
         (
-            good_text.replace("up = \"r1:c\"", "up = \"r9:c\""),
+            good_text.replace("up = \"r1:c\" }", "up = \"r1:c\", x = \"r9:c\" }"),
             "unknown instance",
         ),
         (
