@@ -306,7 +306,9 @@ fn stage(
                     }
                 },
             )?,
-            Kind::Bridge => settings::write_bridge(file, topology, instance, planned, ifindex)?,
+            Kind::Bridge => {
+                settings::write_bridge(file, topology, instance, planned, plan, ifindex)?
+            }
             Kind::Firewall | Kind::Module => Written::default(),
         };
         written.insert(planned.name.clone(), settings);
@@ -351,7 +353,7 @@ fn stage(
             object,
             &Position::Last,
             &bound,
-            &[XdpMode::Drv, XdpMode::Skb],
+            chain_modes(&iface.iface),
         )
         .map_err(|source| chain_error(&iface.iface, source))?;
         staged.chains.push(iface.iface.clone());
@@ -361,6 +363,21 @@ fn stage(
         program::install(topology, *id, &loaded.program)?;
     }
     Ok(written)
+}
+
+/// The XDP modes a topology's chain is attached in on `iface` when it starts the chain.
+///
+/// On a veth, generic (skb) mode: a frame redirected in native mode into a veth leaves as
+/// an `xdp_frame`, which reaches the peer only when the peer runs NAPI (an XDP program
+/// or GRO on the container's side, which the topology does not own), and loses the
+/// socket buffer's checksum state, so a host's TCP with checksum offload (the default)
+/// would see bad checksums. Generic mode redirects the socket buffer itself
+/// (`dev_queue_xmit`), as Linux's own bridge and forwarding do. Elsewhere native first.
+fn chain_modes(iface: &str) -> &'static [XdpMode] {
+    match nic::ethtool::driver(iface) {
+        Ok(driver) if driver == "veth" => &[XdpMode::Skb],
+        _ => &[XdpMode::Drv, XdpMode::Skb],
+    }
 }
 
 fn chain_error(iface: &str, source: ModuleError) -> TopologyError {

@@ -236,6 +236,7 @@ mod tests {
             tx_packets: 4,
             tx_bytes: 0,
             drops: 0,
+            mac: None,
         }
     }
 

@@ -1,15 +1,17 @@
 //! Instance programs: which object an instance runs, and loading it with the topology's
 //! maps and its own bound to their pins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::{
     EbpfLoader,
     maps::{MapInfo, ProgramArray},
     programs::{ProgramFd, Xdp},
 };
-use offload::modules::ModuleObject;
+use offload::modules::{MapShape, ModuleObject, builtin};
+use offload_common::module::DIGEST_LEN;
 use offload_common::topology::maps;
+use sha2::{Digest as _, Sha256};
 
 use crate::{Instance, Kind, TopologyError, pins};
 
@@ -21,9 +23,20 @@ pub fn object_for(instance: &Instance) -> Result<ModuleObject, TopologyError> {
         reason,
     };
     let object = match &instance.module {
-        Some(path) => {
-            ModuleObject::read(path).map_err(|source| error(offload::error_chain(&source)))?
-        }
+        Some(path) => match ModuleObject::read(path) {
+            Ok(object) => object,
+            // An instance program needs no chain metadata: a plain XDP object will do.
+            Err(offload::modules::ModuleError::NoMetadata { .. }) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|source| error(format!("{}: {source}", path.display())))?;
+                let name = path
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                plain_object(path, bytes, &name, "").map_err(error)?
+            }
+            Err(source) => return Err(error(offload::error_chain(&source))),
+        },
         None => builtin_object(instance.kind).map_err(error)?,
     };
     if !object.frags {
@@ -41,21 +54,105 @@ pub fn object_for(instance: &Instance) -> Result<ModuleObject, TopologyError> {
     Ok(object)
 }
 
-/// The built-in program of `kind`.
+/// The built-in program of `kind` (built without module metadata: it is no chain module;
+/// its version is fastpath's).
 pub fn builtin_object(kind: Kind) -> Result<ModuleObject, String> {
-    let _parsed: Result<ModuleObject, offload::modules::ModuleError> = match kind {
-        Kind::Bridge | Kind::Router => {
-            return Err(format!("no built-in {} program yet", kind.name()));
-        }
+    let version = env!("CARGO_PKG_VERSION");
+    match kind {
+        Kind::Bridge => plain_object(
+            Path::new("(built-in bridge)"),
+            builtin::BRIDGE_PROGRAM_OBJECT.to_vec(),
+            "bridge",
+            version,
+        ),
+        Kind::Router => plain_object(
+            Path::new("(built-in router)"),
+            builtin::ROUTER_PROGRAM_OBJECT.to_vec(),
+            "router",
+            version,
+        ),
         Kind::Firewall => {
             return Err(
                 "this build has no firewall program for topologies; run the firewall on an interface (`fastpath firewall apply`) or give the instance a `module`".into(),
             );
         }
-        Kind::Module => return Err("a user module names its `module` file".into()),
+        Kind::Module => Err("a user module names its `module` file".into()),
+    }
+}
+
+/// An object with one XDP program and no module metadata, read as a [`ModuleObject`]
+/// (its name and version given): what a topology needs of it is its program, its frags
+/// flag, its maps' shapes and its digest.
+fn plain_object(
+    path: &Path,
+    bytes: Vec<u8>,
+    name: &str,
+    version: &str,
+) -> Result<ModuleObject, String> {
+    let object =
+        aya_obj::Object::parse(&bytes).map_err(|source| format!("{}: {source}", path.display()))?;
+    let mut programs = object.programs.iter();
+    let (program, frags) = match (programs.next(), programs.next()) {
+        (Some((program, details)), None) => match details.section {
+            aya_obj::ProgramSection::Xdp { frags, .. } => (program.clone(), frags),
+            ref other => {
+                return Err(format!(
+                    "{}: {program} is a {other:?} program, not XDP",
+                    path.display()
+                ));
+            }
+        },
+        _ => {
+            return Err(format!(
+                "{}: an instance object holds exactly one XDP program (it holds {})",
+                path.display(),
+                object.programs.len()
+            ));
+        }
     };
-    #[allow(unreachable_code)]
-    _parsed.map_err(|error| offload::error_chain(&error))
+    let mut maps: Vec<MapShape> = object
+        .maps
+        .iter()
+        .filter(|(_, map)| {
+            matches!(
+                map.section_kind(),
+                aya_obj::EbpfSectionKind::Maps | aya_obj::EbpfSectionKind::BtfMaps
+            )
+        })
+        .map(|(name, map)| MapShape {
+            name: name.clone(),
+            map_type: map.map_type(),
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+            flags: map.map_flags(),
+        })
+        .collect();
+    maps.sort_by(|a, b| a.name.cmp(&b.name));
+    let full = Sha256::digest(&bytes);
+    let mut digest = [0u8; DIGEST_LEN];
+    digest.copy_from_slice(&full[..DIGEST_LEN]);
+    Ok(ModuleObject {
+        path: path.to_path_buf(),
+        bytes,
+        name: name.to_string(),
+        version: if version.is_empty() {
+            format!("sha256:{}", hex(&digest))
+        } else {
+            version.to_string()
+        },
+        frags,
+        tc: false,
+        program,
+        maps,
+        has_next: false,
+        digest,
+    })
+}
+
+/// A digest as lowercase hex.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// An instance program loaded, not yet in its slot nor pinned.

@@ -25,7 +25,10 @@ use offload_common::{
 };
 
 use crate::{
-    Instance, Peer, TopologyError, TopologyFile, file::PortVlans, pins, plan::PlannedInstance,
+    Instance, Peer, TopologyError, TopologyFile,
+    file::PortVlans,
+    pins,
+    plan::{Plan, PlannedInstance},
     record::RecordInstance,
 };
 
@@ -333,6 +336,7 @@ pub fn write_bridge(
     topology: &str,
     instance: &Instance,
     planned: &PlannedInstance,
+    plan: &Plan,
     ifindex: impl Fn(&str) -> Result<u32, TopologyError>,
 ) -> Result<Written, TopologyError> {
     let name = &instance.name;
@@ -428,6 +432,46 @@ pub fn write_bridge(
     let mut written = Written::default();
     let path = instance_map(topology, name, bridge::maps::FDB);
     let mut fdb: BpfHashMap<MapData, FdbKey, FdbEntry> = pins::open_as(&path, bridge::maps::FDB)?;
+    // A router's port behind an instance port is a static station there: the bridge
+    // floods only to its interface ports, so a router MAC it forgot would be unreachable
+    // until the router spoke again.
+    for port in &instance.ports {
+        let Peer::Instance {
+            instance: other,
+            port: other_port,
+        } = &port.peer
+        else {
+            continue;
+        };
+        let (Some(peer), Some(peer_plan)) = (file.instance(other), plan.instance(other)) else {
+            continue;
+        };
+        if peer.kind != crate::Kind::Router {
+            continue;
+        }
+        let number = planned.port(&port.name).expect("planned");
+        let peer_port = peer_plan.port(other_port).expect("checked by the file");
+        if matches!(
+            peer.port(other_port).map(|p| &p.peer),
+            Some(Peer::Instance { .. })
+        ) {
+            let mac = instance_port_mac(topology, peer_plan.id, peer_port);
+            fdb.insert(
+                FdbKey {
+                    vlan: bridge::UNTAGGED,
+                    mac,
+                },
+                FdbEntry {
+                    port: number,
+                    flags: fdb_flags::STATIC,
+                    last_seen_ns: 0,
+                },
+                0,
+            )
+            .map_err(TopologyError::map("write", bridge::maps::FDB, &path))?;
+            written.fdb.push(fdb_text(bridge::UNTAGGED, mac));
+        }
+    }
     for entry in &instance.bridge.fdb {
         let port = planned.port(&entry.port).expect("checked by the file");
         fdb.insert(

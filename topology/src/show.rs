@@ -67,6 +67,8 @@ pub struct ShownPort {
     pub tx_bytes: u64,
     /// Packets emitted on it and dropped there.
     pub drops: u64,
+    /// A router port's MAC address (what it answers ARP and ND with).
+    pub mac: Option<String>,
 }
 
 /// The running topology `name`.
@@ -83,6 +85,11 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
     let stats: PerCpuArray<MapData, PortStats> = pins::open_as(&stats_path, maps::PORT_STATS)?;
     let mut instances = Vec::new();
     for instance in &record.instances {
+        let dir = pins::instance_dir(name, &instance.name);
+        let router_ports: Option<Array<MapData, router::RouterPort>> = (instance.kind
+            == Kind::Router)
+            .then(|| pins::open_as(&dir.join(router::maps::PORTS), router::maps::PORTS).ok())
+            .flatten();
         let mut ports = Vec::new();
         for (port, number) in &instance.ports {
             let index = port_index(instance.id, *number).expect("in range");
@@ -106,9 +113,12 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
                 tx_packets: sum(|stats| stats.tx_packets),
                 tx_bytes: sum(|stats| stats.tx_bytes),
                 drops: sum(|stats| stats.drops),
+                mac: router_ports
+                    .as_ref()
+                    .and_then(|ports| ports.get(number, 0).ok())
+                    .map(|port| nic::link::format_mac(port.mac)),
             });
         }
-        let dir = pins::instance_dir(name, &instance.name);
         let counters = match instance.kind {
             Kind::Bridge => read_counters(
                 &dir.join(bridge::maps::COUNTERS),
