@@ -200,7 +200,7 @@ fn create_maps(topology: &str) -> Result<(), TopologyError> {
         .map(|map| (*map, pins::map_pin(topology, map)))
         .collect();
     for (map, pin) in &bound {
-        loader.map_pin_path(*map, pin.as_path());
+        loader.map_pin_path(map, pin.as_path());
     }
     loader
         .load(&object.bytes)
