@@ -594,6 +594,27 @@ fn two_bridged_subnets_joined_by_the_router() {
     }
     ping_works(&lab.host("a1").host.namespace, "10.31.3.11");
 
+    // An interface of the running topology is refused to another one.
+    let other = dir.0.join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "name = \"other\"\n[[instance]]\nname = \"br\"\nkind = \"bridge\"\nports = {{ p = \"{}\" }}\n",
+            lab.host("a1").node_iface
+        ),
+    )
+    .unwrap();
+    let error = failure(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        other.to_str().unwrap(),
+    ]);
+    assert!(error.contains("line 5: br:p: the interface"), "{error}");
+    assert!(error.contains("is in the running topology lab"), "{error}");
+    assert!(!Path::new("/sys/fs/bpf/fastpath/topology/other").exists());
+
     // Drawn.
     let svg = dir.0.join("topo.svg");
     let dot = dir.0.join("topo.dot");
