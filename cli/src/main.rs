@@ -1,6 +1,7 @@
 //! `fastpath`: one command line for the framework.
 
 mod bench;
+mod bridge_cmd;
 mod chain_cmd;
 mod demo;
 mod firewall_cmd;
@@ -12,7 +13,9 @@ mod module_test_cmd;
 mod output;
 mod policy_cmd;
 mod probe_cmd;
+mod router_cmd;
 mod serve_cmd;
+mod topology_cmd;
 mod trace_cmd;
 mod xdp_cmd;
 mod xsk;
@@ -70,6 +73,22 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: policy_cmd::PolicyCommand,
+    },
+    /// Topologies: bridge, router and user module instances joined to interfaces and to
+    /// each other inside the kernel: apply a topology file, show, draw, swap, down.
+    Topology {
+        #[command(subcommand)]
+        command: topology_cmd::TopologyCommand,
+    },
+    /// A running topology's bridge instance: `bridge fdb show|add|del`.
+    Bridge {
+        #[command(subcommand)]
+        command: bridge_cmd::BridgeCommand,
+    },
+    /// A running topology's router instance: `router route add|del|show`.
+    Router {
+        #[command(subcommand)]
+        command: router_cmd::RouterCommand,
     },
     /// The built-in network lab of namespaces.
     Lab {
@@ -145,6 +164,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Firewall { command } => firewall_cmd::run(command, cli.json),
         Command::Conntrack { command } => firewall_cmd::run_conntrack(command, cli.json),
         Command::Policy { command } => policy_cmd::run(command, cli.json),
+        Command::Topology { command } => topology_cmd::run(command, cli.json),
+        Command::Bridge { command } => bridge_cmd::run(command, cli.json),
+        Command::Router { command } => router_cmd::run(command, cli.json),
         Command::Xsk(args) => xsk::run(args, cli.json),
         Command::Gen(args) => gen_cmd::run(args, cli.json),
         Command::Bench(args) => bench::run(args, cli.json),

@@ -11,6 +11,8 @@
 //! - [`segment::LbLab`]: one bridged segment for the load balancer;
 //! - [`vxlan::VxlanLab`]: three hosts on a bridged underlay with VXLAN devices, for the
 //!   tunnel tracer;
+//! - [`topology::TopologyLab`]: hosts in three subnets, their veth peers in one node
+//!   namespace, for topologies (bridges and routers in the kernel);
 //! - [`Lab::run_in`] / [`netns::run_in`] to run code inside a lab namespace, and
 //!   [`raw::RawSocket`], [`Lab::udp_socket`] and [`services`] (HTTP and UDP echo servers,
 //!   clients) to send and receive there;
@@ -27,6 +29,7 @@ pub mod netns;
 pub mod raw;
 pub mod segment;
 pub mod services;
+pub mod topology;
 pub mod vxlan;
 
 use std::{

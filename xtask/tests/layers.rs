@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("bench", 4),
     ("firewall", 4),
     ("observe", 4),
+    ("topology", 4),
     ("fastpath", 5),
     ("xtask", 6),
 ];

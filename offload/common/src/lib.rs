@@ -27,9 +27,11 @@
 
 use core::mem::size_of;
 
+pub mod bridge;
 pub mod firewall;
 mod generator;
 pub mod module;
+pub mod router;
 pub mod topology;
 pub mod vxlan_trace;
 pub use generator::{

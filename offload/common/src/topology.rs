@@ -69,6 +69,10 @@ pub mod maps {
     pub const PORT_STATS: &str = "TOPO_PORT_STATS";
     /// `PERCPU_ARRAY` of `u64` indexed by [`super::counter`].
     pub const COUNTERS: &str = "TOPO_COUNTERS";
+    /// Every map above: what the loader binds in each topology program.
+    pub const ALL: [&str; 8] = [
+        PROGS, IFACES, LINKS, STATE, CONTEXT, TX, PORT_STATS, COUNTERS,
+    ];
 }
 
 /// Slots of [`maps::COUNTERS`] (per CPU, summed by user space): packets the topology

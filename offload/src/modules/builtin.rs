@@ -97,6 +97,32 @@ pub fn firewall_module(frags: bool) -> Result<ModuleObject, ModuleError> {
     ModuleObject::parse(Path::new(shown), bytes.to_vec())
 }
 
+/// The name the topology's entry runs under in an interface's chain.
+pub const TOPOLOGY_MODULE: &str = "topology";
+
+/// The `topology` module (multi-buffer only: every program of a topology's program array
+/// is). Its `TOPO_*` maps are bound to the topology's pins by the loader.
+pub static TOPOLOGY_MODULE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/topology_module_frags"));
+
+/// The built-in `topology` module, read and checked as any module object is: the last
+/// module of the chain of every interface a topology joins (`offload/ebpf/src/topology.rs`).
+pub fn topology_module() -> Result<ModuleObject, ModuleError> {
+    ModuleObject::parse(
+        Path::new("(built-in topology_module_frags)"),
+        TOPOLOGY_MODULE_OBJECT.to_vec(),
+    )
+}
+
+/// The program of a topology's `bridge` instances (`bridge`, XDP frags), tail-called
+/// through `TOPO_PROGS`; its own maps are `offload_common::bridge::maps`.
+pub static BRIDGE_PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bridge"));
+/// The program of a topology's `router` instances (`router`, XDP frags), tail-called
+/// through `TOPO_PROGS`; its own maps are `offload_common::router::maps`.
+pub static ROUTER_PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/router"));
+
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).
 pub fn load_builtin(
@@ -243,6 +269,20 @@ mod tests {
             assert_eq!(object.name, FIREWALL_MODULE);
             assert_eq!(object.frags, frags);
             assert_eq!(object.program, "firewall");
+        }
+    }
+
+    #[test]
+    fn the_topology_module_is_a_frags_module_named_topology() {
+        let object = topology_module().unwrap();
+        assert_eq!(object.name, TOPOLOGY_MODULE);
+        assert!(object.frags);
+        assert_eq!(object.program, "topology");
+        for map in offload_common::topology::maps::ALL {
+            assert!(
+                object.maps.iter().any(|shape| shape.name == *map),
+                "{map} is declared"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod lab_fixture;
 pub mod packet;
+pub mod topology;
 
 pub use lab::require_root;

@@ -1,0 +1,217 @@
+//! The router instance of a topology (`kind = "router"`): the maps the loader makes for
+//! each router instance and fills, their keys and values. The program is
+//! `offload/ebpf/src/router.rs`; how it forwards and resolves next hops is told in
+//! docs/topology-datapath.md.
+//!
+//! Each instance has its own copy of these maps, pinned by the loader under
+//! `/sys/fs/bpf/fastpath/topology/<topology>/instances/<instance>/<MAP>`.
+
+use core::mem::size_of;
+
+/// Routes each of [`maps::ROUTES_V4`] and [`maps::ROUTES_V6`] holds: a full Internet
+/// table (about 1M IPv4 prefixes) and room to spare. The tries are `BPF_F_NO_PREALLOC`,
+/// so an empty one costs nothing.
+pub const MAX_ROUTES: u32 = (1 << 20) + 65_536;
+/// Slots of [`maps::ROUTE_STATS`]: one per route id, shared by both families.
+pub const ROUTE_IDS: u32 = MAX_ROUTES;
+/// Entries of [`maps::NEIGHBOURS`] (an LRU).
+pub const NEIGHBOUR_ENTRIES: u32 = 65_536;
+/// Entries of [`maps::LOCAL`]: the router's own addresses.
+pub const LOCAL_ENTRIES: u32 = 256;
+
+/// The names of a router instance's maps.
+pub mod maps {
+    /// `ARRAY` of [`crate::topology::MAX_INSTANCE_PORTS`] [`super::RouterPort`], by port.
+    pub const PORTS: &str = "ROUTER_PORTS";
+    /// `HASH` [`super::AddrKey`] -> port (`u32`): every address of the router (packets to
+    /// them are the router's: ICMP echo answered, the rest dropped and counted).
+    pub const LOCAL: &str = "ROUTER_LOCAL";
+    /// `LPM_TRIE` (`BPF_F_NO_PREALLOC`) of [`super::MAX_ROUTES`]: [`super::RouteKeyV4`] ->
+    /// [`super::Route`].
+    pub const ROUTES_V4: &str = "ROUTER_ROUTES_V4";
+    /// `LPM_TRIE` (`BPF_F_NO_PREALLOC`) of [`super::MAX_ROUTES`]: [`super::RouteKeyV6`] ->
+    /// [`super::Route`].
+    pub const ROUTES_V6: &str = "ROUTER_ROUTES_V6";
+    /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
+    pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";
+    /// `LRU_HASH` of [`super::NEIGHBOUR_ENTRIES`]: [`super::NeighbourKey`] ->
+    /// [`super::Neighbour`], learned from ARP and neighbour discovery (or set by user space).
+    pub const NEIGHBOURS: &str = "ROUTER_NEIGHBOURS";
+    /// `PERCPU_ARRAY` of `u64` indexed by [`super::counter`].
+    pub const COUNTERS: &str = "ROUTER_COUNTERS";
+}
+
+/// Slots of [`maps::COUNTERS`], per CPU (summed by user space).
+pub mod counter {
+    /// Packets forwarded to a resolved next hop.
+    pub const FORWARDED: u32 = 0;
+    /// Packets whose next hop had no MAC yet: turned into an ARP request or a neighbour
+    /// solicitation for it (the packet itself is lost).
+    pub const UNRESOLVED: u32 = 1;
+    /// Dropped: no route to the destination.
+    pub const NO_ROUTE: u32 = 2;
+    /// TTL or hop limit expired: answered with ICMP time exceeded.
+    pub const TIME_EXCEEDED: u32 = 3;
+    /// ARP requests for the router's addresses answered.
+    pub const ARP_REPLIES: u32 = 4;
+    /// Neighbour solicitations for the router's addresses answered.
+    pub const NEIGHBOUR_ADVERTS: u32 = 5;
+    /// ICMP and ICMPv6 echo requests to the router answered.
+    pub const ECHO_REPLIES: u32 = 6;
+    /// Dropped: other packets to the router's addresses (it runs no services), and
+    /// neighbour discovery and ARP it has no use for.
+    pub const LOCAL_DROPPED: u32 = 7;
+    /// Dropped: not addressed to the port's MAC (nor broadcast or multicast).
+    pub const NOT_FOR_US: u32 = 8;
+    /// Dropped: truncated or impossible headers, IPv4 with a bad version or length.
+    pub const MALFORMED: u32 = 9;
+    /// Dropped: neither IPv4, IPv6 nor ARP.
+    pub const UNSUPPORTED: u32 = 10;
+    /// Neighbours learned or updated from ARP and neighbour discovery.
+    pub const NEIGHBOURS_LEARNED: u32 = 11;
+    /// Number of slots.
+    pub const COUNT: u32 = 12;
+    /// Display names, indexed by slot.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "forwarded",
+        "unresolved",
+        "no_route",
+        "time_exceeded",
+        "arp_replies",
+        "neighbour_adverts",
+        "echo_replies",
+        "local_dropped",
+        "not_for_us",
+        "malformed",
+        "unsupported",
+        "neighbours_learned",
+    ];
+}
+
+/// [`RouterPort::flags`].
+pub mod port_flags {
+    /// [`super::RouterPort::ipv4`] is set.
+    pub const IPV4: u32 = 1;
+    /// [`super::RouterPort::ipv6`] is set.
+    pub const IPV6: u32 = 2;
+}
+
+/// A router port's configuration, slot `port` of [`maps::PORTS`]. The port's source
+/// addresses (for ARP requests, solicitations and ICMP errors it sends); every address
+/// of the router is also in [`maps::LOCAL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterPort {
+    /// The port's MAC address.
+    pub mac: [u8; 6],
+    /// The prefix length of [`Self::ipv4`].
+    pub ipv4_prefix: u8,
+    /// The prefix length of [`Self::ipv6`].
+    pub ipv6_prefix: u8,
+    /// [`port_flags`]; 0: the port is not configured (packets on it are dropped).
+    pub flags: u32,
+    /// The port's IPv4 address, network order.
+    pub ipv4: [u8; 4],
+    /// The port's IPv6 address, network order.
+    pub ipv6: [u8; 16],
+}
+
+/// [`AddrKey::family`] and [`NeighbourKey::family`].
+pub mod family {
+    /// IPv4: the first 4 bytes of the address.
+    pub const IPV4: u32 = 4;
+    /// IPv6.
+    pub const IPV6: u32 = 6;
+}
+
+/// Key of [`maps::LOCAL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    /// [`family`].
+    pub family: u32,
+    /// The address in network order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// The data of an IPv4 route's key in [`maps::ROUTES_V4`] (the trie's key is the prefix
+/// length, `u32`, then this).
+pub type RouteKeyV4 = [u8; 4];
+/// The data of an IPv6 route's key in [`maps::ROUTES_V6`].
+pub type RouteKeyV6 = [u8; 16];
+
+/// [`Route::flags`].
+pub mod route_flags {
+    /// The destination is on the port's link: the next hop is the packet's destination.
+    pub const CONNECTED: u32 = 1;
+}
+
+/// A route, the value of [`maps::ROUTES_V4`] and [`maps::ROUTES_V6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// The port packets leave on.
+    pub port: u32,
+    /// Its slot in [`maps::ROUTE_STATS`] (below [`ROUTE_IDS`]).
+    pub id: u32,
+    /// [`route_flags`].
+    pub flags: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// The next hop, network order (IPv4 in the first 4 bytes); unused when
+    /// [`route_flags::CONNECTED`].
+    pub next_hop: [u8; 16],
+}
+
+/// A route's counters, per CPU in [`maps::ROUTE_STATS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteStats {
+    /// Packets forwarded by the route (resolved or not).
+    pub packets: u64,
+    /// Their bytes, as they arrived.
+    pub bytes: u64,
+}
+
+/// Key of [`maps::NEIGHBOURS`]: an address on one of the router's ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NeighbourKey {
+    /// The port it is reached through.
+    pub port: u32,
+    /// [`family`].
+    pub family: u32,
+    /// The address in network order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// Value of [`maps::NEIGHBOURS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Zero.
+    pub _pad: [u8; 2],
+    /// When it was last learned: `CLOCK_MONOTONIC` nanoseconds (coarse).
+    pub updated_ns: u64,
+}
+
+const _: () = assert!(size_of::<RouterPort>() == 32);
+const _: () = assert!(size_of::<AddrKey>() == 20);
+const _: () = assert!(size_of::<Route>() == 32);
+const _: () = assert!(size_of::<RouteStats>() == 16);
+const _: () = assert!(size_of::<NeighbourKey>() == 24);
+const _: () = assert!(size_of::<Neighbour>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], Copy, no padding the compiler adds (the sizes are asserted
+    // above) and valid for any bit pattern.
+    unsafe impl aya::Pod for super::RouterPort {}
+    unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::RouteStats {}
+    unsafe impl aya::Pod for super::NeighbourKey {}
+    unsafe impl aya::Pod for super::Neighbour {}
+}
