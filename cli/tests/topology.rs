@@ -528,6 +528,26 @@ fn two_bridged_subnets_joined_by_the_router() {
         unresolved,
         "neighbours kept across the swap: {r1}"
     );
+    // The file names the built-in router: applying it swaps r1 back at the switch, maps
+    // kept, the connection still up.
+    let applied = topology_json(&["apply", file_arg], &lab);
+    let r1_plan = applied["plan"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "r1")
+        .unwrap()
+        .clone();
+    assert_eq!(r1_plan["change"], "swapped", "{applied}");
+    assert_eq!(applied["revision"], 3, "{applied}");
+    echo(&mut stream, b"after the swap back");
+    let r1 = instance(&show(&lab), "r1").clone();
+    assert_eq!(r1["version"], env!("CARGO_PKG_VERSION"), "{r1}");
+    assert_eq!(
+        counter(&r1, "unresolved"),
+        unresolved,
+        "neighbours kept: {r1}"
+    );
     drop(stream);
 
     // Bad files: each names its line; the running topology is untouched.
@@ -573,6 +593,27 @@ fn two_bridged_subnets_joined_by_the_router() {
         assert_eq!(show(&lab)["revision"], revision, "untouched by {expected}");
     }
     ping_works(&lab.host("a1").host.namespace, "10.31.3.11");
+
+    // An interface of the running topology is refused to another one.
+    let other = dir.0.join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "name = \"other\"\n[[instance]]\nname = \"br\"\nkind = \"bridge\"\nports = {{ p = \"{}\" }}\n",
+            lab.host("a1").node_iface
+        ),
+    )
+    .unwrap();
+    let error = failure(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        other.to_str().unwrap(),
+    ]);
+    assert!(error.contains("line 5: br:p: the interface"), "{error}");
+    assert!(error.contains("is in the running topology lab"), "{error}");
+    assert!(!Path::new("/sys/fs/bpf/fastpath/topology/other").exists());
 
     // Drawn.
     let svg = dir.0.join("topo.svg");

@@ -97,6 +97,7 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     };
     let running = Record::read(&file.name)?;
     let plan = plan(file, running.as_ref(), &digests, ifindex)?;
+    refuse_shared_ifaces(file)?;
     let mut applied = Applied {
         name: file.name.clone(),
         revision: None,
@@ -187,6 +188,36 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     Ok(applied)
 }
 
+/// Refuses an interface another topology runs on: its chain's `topology` module is bound
+/// to that topology's maps.
+fn refuse_shared_ifaces(file: &TopologyFile) -> Result<(), TopologyError> {
+    for other in record::names() {
+        if other == file.name {
+            continue;
+        }
+        let Some(record) = Record::read(&other)? else {
+            continue;
+        };
+        for (iface, instance, port) in file.ifaces() {
+            if record
+                .ifaces
+                .iter()
+                .any(|known| known.iface == iface && ifindex(iface).ok() == Some(known.ifindex))
+            {
+                return Err(TopologyError::File {
+                    file: file.path.clone(),
+                    line: port.line,
+                    message: format!(
+                        "{}:{}: the interface {iface} is in the running topology {other}; an interface belongs to one topology (`fastpath topology down --name {other}` frees it)",
+                        instance.name, port.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the topology's maps at their pins (kept when there) from the `topology`
 /// module's object, which declares them all.
 fn create_maps(topology: &str) -> Result<(), TopologyError> {
@@ -200,7 +231,7 @@ fn create_maps(topology: &str) -> Result<(), TopologyError> {
         .map(|map| (*map, pins::map_pin(topology, map)))
         .collect();
     for (map, pin) in &bound {
-        loader.map_pin_path(*map, pin.as_path());
+        loader.map_pin_path(map, pin.as_path());
     }
     loader
         .load(&object.bytes)

@@ -99,9 +99,9 @@ pub fn svg(shown: &Shown) -> String {
         x += width;
     }
     let width = x + 20.0;
-    let height = 340.0;
-    let box_y = 80.0;
-    let iface_y = 250.0;
+    let height = 390.0;
+    let box_y = 130.0;
+    let iface_y = 300.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -129,7 +129,9 @@ pub fn svg(shown: &Shown) -> String {
                 continue;
             };
             let mid = (from + to) / 2.0;
-            let lift = box_y - 25.0 - ((to - from).abs() / COLUMN - 1.0).max(0.0) * 8.0;
+            // Longer links arc higher, so their labels stay apart.
+            let lift =
+                (box_y - 25.0 - ((to - from).abs() / COLUMN - 1.0).max(0.0) * 16.0).max(45.0);
             let _ = writeln!(
                 out,
                 "<path d=\"M {from} {box_y} Q {mid} {lift} {to} {box_y}\" fill=\"none\" stroke=\"#336\" stroke-width=\"2\"/>"

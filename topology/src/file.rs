@@ -230,12 +230,15 @@ struct RawInstance {
     module: Option<Spanned<PathBuf>>,
     #[serde(default)]
     ports: BTreeMap<Spanned<String>, Spanned<String>>,
-    addresses: Option<Spanned<BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>>>,
+    addresses: Option<Spanned<RawAddresses>>,
     routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     vlans: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawVlans>>>>,
     aging: Option<Spanned<i64>>,
     fdb: Option<Spanned<Vec<Spanned<RawFdb>>>>,
 }
+
+/// `addresses = { port = ["10.1.0.1/24", ...] }`, every part with its place in the file.
+type RawAddresses = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

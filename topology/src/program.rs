@@ -71,11 +71,9 @@ pub fn builtin_object(kind: Kind) -> Result<ModuleObject, String> {
             "router",
             version,
         ),
-        Kind::Firewall => {
-            return Err(
-                "this build has no firewall program for topologies; run the firewall on an interface (`fastpath firewall apply`) or give the instance a `module`".into(),
-            );
-        }
+        Kind::Firewall => Err(
+            "this build has no firewall program for topologies; run the firewall on an interface (`fastpath firewall apply`) or give the instance a `module`".into(),
+        ),
         Kind::Module => Err("a user module names its `module` file".into()),
     }
 }

@@ -139,6 +139,20 @@ impl Record {
     }
 }
 
+/// The names of every topology with a record.
+pub fn names() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(RUN_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("record.json").exists())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Holds `/run/fastpath/topology/<name>.lock` while a command changes the topology.
 pub fn lock(name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, TopologyError> {
     let dir = Path::new(RUN_DIR);

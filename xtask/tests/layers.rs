@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("nfv-apps", 4),
     ("bench", 4),
     ("firewall", 4),
+    ("topology", 4),
     ("fastpath", 5),
     ("xtask", 6),
 ];
