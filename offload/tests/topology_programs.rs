@@ -555,6 +555,16 @@ fn the_router_resolves_then_forwards_with_ttl_checksum_macs_and_route_counters()
     );
     assert!(l4_checksum_ok(ns, &ns_headers), "ICMPv6 checksum");
 
+    // From a packet longer than the solicitation (a ping of 56 bytes): cut to size.
+    let ping6 = icmp(HOST_A, ROUTER_A, "fd01::10", "fd02::21", 128, &[7; 56]);
+    let result = topology.run(router, 0, ROUTER_IFACES[0], &ping6);
+    let ns = &result.packet;
+    assert_eq!(ns.len(), 86);
+    let ns_headers = headers(ns);
+    assert_eq!(ns_headers.l3_end, 86);
+    assert_eq!(ns[62..78], v6_octets("fd02::21"));
+    assert!(l4_checksum_ok(ns, &ns_headers), "ICMPv6 checksum");
+
     let advert = advertisement(HOST_B, ROUTER_B, "fd02::20", "fd02::1");
     topology.run(router, 1, ROUTER_IFACES[1], &advert);
     let result = topology.run(router, 0, ROUTER_IFACES[0], &packet6);
@@ -564,7 +574,8 @@ fn the_router_resolves_then_forwards_with_ttl_checksum_macs_and_route_counters()
     assert_eq!(out[6..12], ROUTER_B);
     assert_eq!(out[21], 63, "hop limit decremented");
     assert_eq!(out[22..], packet6[22..]);
-    assert_eq!(route_stats(&topology, router, 5).packets, 2);
+    // Two to fd02::20 and the ping to fd02::21, all on fd02::/64.
+    assert_eq!(route_stats(&topology, router, 5).packets, 3);
 
     // No route: dropped and counted.
     let nowhere = udp(HOST_A, ROUTER_A, "10.1.0.10", "192.0.2.1");
