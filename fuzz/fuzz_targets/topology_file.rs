@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let lines = text.lines().count().max(1) + 1;
-    match TopologyFile::parse(Path::new("topo.toml"), text, |iface| iface.starts_with("veth")) {
+    match TopologyFile::parse(Path::new("topo.toml"), text, |iface| {
+        iface.starts_with("veth")
+    }) {
         Ok(file) => {
             let names: HashSet<&str> = file.instances.iter().map(|i| i.name.as_str()).collect();
             assert_eq!(names.len(), file.instances.len(), "names are unique");
@@ -25,14 +27,20 @@ fuzz_target!(|data: &[u8]| {
                 for port in &instance.ports {
                     match &port.peer {
                         Peer::Iface(iface) => assert!(ifaces.insert(iface.clone()), "{iface} once"),
-                        Peer::Instance { instance: other, port: other_port } => {
+                        Peer::Instance {
+                            instance: other,
+                            port: other_port,
+                        } => {
                             let back = file
                                 .instance(other)
                                 .and_then(|peer| peer.port(other_port))
                                 .expect("links name known ports");
                             assert_eq!(
                                 back.peer,
-                                Peer::Instance { instance: instance.name.clone(), port: port.name.clone() },
+                                Peer::Instance {
+                                    instance: instance.name.clone(),
+                                    port: port.name.clone()
+                                },
                                 "links agree"
                             );
                         }
