@@ -287,6 +287,10 @@ fn main() -> Result<()> {
     ];
     let enforcers = [Enforcer::Fastpath, Enforcer::Nft, Enforcer::Neither];
     let result = (|| -> Result<()> {
+        // The masks the module probes per packet (its cost follows them, not the rules).
+        enforce(&lab, Enforcer::Fastpath, &policy, &ruleset)?;
+        let iface = lab.dut.iface.clone();
+        let masks = Lab::run_in(&lab.dut.namespace, move || firewall::status(&iface))??.masks;
         let mut table = String::new();
         for (case, port) in cases {
             let frame = frame(&lab, port, dut_mac, client_mac)?;
@@ -326,7 +330,7 @@ fn main() -> Result<()> {
             );
         }
         println!(
-            "{RULES} rules, median of {rounds} rounds of {seconds} s, Mpps delivered / dropped:"
+            "{RULES} rules ({masks} masks), median of {rounds} rounds of {seconds} s, Mpps delivered / dropped:"
         );
         println!("| traffic | fastpath | nft | neither (delivered) | fastpath / nft |");
         println!("|---|---:|---:|---:|---:|");
