@@ -18,6 +18,9 @@ use offload_common::{
 };
 use wire::build::{FrameBuilder, L4};
 
+#[path = "support/nft.rs"]
+mod nft;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -376,149 +379,6 @@ fn check_answer(input: &[u8], output: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// `policy` as an nftables ruleset: a chain `rules` with the rules in priority order and
-/// the default last, each with a counter; the prerouting hook (after conntrack, which is at
-/// priority -200) jumps there for this test's sources only.
-fn nft_ruleset(policy: &Policy) -> String {
-    use ipnet::IpNet;
-    let mut rules = String::new();
-    for rule in &policy.rules {
-        let mut parts = Vec::new();
-        if let Some(iface) = &rule.iface {
-            parts.push(format!("iifname \"{iface}\""));
-        }
-        for (field, net) in [("saddr", rule.src), ("daddr", rule.dst)] {
-            match net {
-                Some(IpNet::V4(net)) => parts.push(format!("ip {field} {net}")),
-                Some(IpNet::V6(net)) => parts.push(format!("ip6 {field} {net}")),
-                None => {}
-            }
-        }
-        if let Some(protocol) = rule.proto {
-            parts.push(format!("meta l4proto {protocol}"));
-        }
-        for (field, ports) in [("sport", &rule.src_ports), ("dport", &rule.dst_ports)] {
-            if let Some(ports) = ports {
-                parts.push(format!("th {field} {}-{}", ports.start(), ports.end()));
-            }
-        }
-        let icmp = if rule.proto == Some(proto::ICMPV6) {
-            "icmpv6"
-        } else {
-            "icmp"
-        };
-        if let Some(kind) = rule.icmp_type {
-            parts.push(format!("{icmp} type {kind}"));
-        }
-        if let Some(code) = rule.icmp_code {
-            parts.push(format!("{icmp} code {code}"));
-        }
-        if let Some(flags) = rule.tcp_flags {
-            parts.push(format!(
-                "tcp flags & {:#x} == {:#x}",
-                flags.mask, flags.value
-            ));
-        }
-        if rule.ct_states != 0 {
-            let names: Vec<&str> = [
-                (ct_state::NEW, "new"),
-                (ct_state::ESTABLISHED, "established"),
-                (ct_state::RELATED, "related"),
-                (ct_state::INVALID, "invalid"),
-            ]
-            .into_iter()
-            .filter(|(bit, _)| rule.ct_states & bit != 0)
-            .map(|(_, name)| name)
-            .collect();
-            parts.push(format!("ct state {{ {} }}", names.join(", ")));
-        }
-        // nft's reject counts like a drop (its answer is not compared here).
-        let action = if rule.verdict == verdict::ACCEPT {
-            "accept"
-        } else {
-            "drop"
-        };
-        rules.push_str(&format!("    {} counter {action}\n", parts.join(" ")));
-    }
-    let default = if policy.default_verdict_is_drop() {
-        "drop"
-    } else {
-        "accept"
-    };
-    format!(
-        "table inet fwtest {{\n  chain rules {{\n{rules}    counter {default}\n  }}\n  \
-         chain pre {{\n    type filter hook prerouting priority -150; policy accept;\n    \
-         ip saddr 10.1.0.0/16 jump rules\n    ip6 saddr fd00::/120 jump rules\n  }}\n}}\n"
-    )
-}
-
-trait DefaultVerdict {
-    fn default_verdict_is_drop(&self) -> bool;
-}
-
-impl DefaultVerdict for Policy {
-    fn default_verdict_is_drop(&self) -> bool {
-        self.default_verdict == verdict::DROP
-    }
-}
-
-/// Runs `nft ARGS` in `namespace` (stdin `input` when given); its stdout.
-fn nft(namespace: &str, args: &[&str], input: Option<String>) -> String {
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    Lab::run_in(namespace, move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new("nft")
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nft (`cargo xtask setup` installs nftables)");
-        if let Some(input) = input {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    })
-    .expect("namespace")
-}
-
-/// Packets each rule of the `rules` chain counted, in order (the default last).
-fn nft_counters(namespace: &str) -> Vec<u64> {
-    let listing: serde_json::Value = serde_json::from_str(&nft(
-        namespace,
-        &["-j", "list", "chain", "inet", "fwtest", "rules"],
-        None,
-    ))
-    .expect("nft JSON");
-    listing["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|item| item.get("rule"))
-        .map(|rule| {
-            rule["expr"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find_map(|expr| expr.get("counter"))
-                .and_then(|counter| counter["packets"].as_u64())
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// Packets the nftables differential sends per run: `FASTPATH_NFT_PACKETS` when set
 /// (more for a longer search), else 100,000.
 fn nft_packets() -> usize {
@@ -573,7 +433,7 @@ fn nftables_decides_as_the_compiled_tables_say() {
             Duration::from_secs(10),
             "nftables to count the batch",
             || {
-                after = nft_counters(&namespace);
+                after = nft::counters(&namespace);
                 after.iter().sum::<u64>() >= before.iter().sum::<u64>() + count
             },
         );
@@ -594,13 +454,8 @@ fn nftables_decides_as_the_compiled_tables_say() {
         else {
             continue;
         };
-        let ruleset = nft_ruleset(&policy);
-        let _ = Lab::run_in(&namespace, || {
-            std::process::Command::new("nft")
-                .args(["delete", "table", "inet", "fwtest"])
-                .output()
-        });
-        nft(&namespace, &["-f", "-"], Some(ruleset.clone()));
+        let ruleset = nft::ruleset(&policy, &["ip saddr 10.1.0.0/16", "ip6 saddr fd00::/120"]);
+        nft::load(&namespace, ruleset.clone());
         let rule_index = |key: &RuleKey| {
             let (_, slot) = tables.classify(key);
             if slot == 0 {
@@ -609,7 +464,7 @@ fn nftables_decides_as_the_compiled_tables_say() {
                 slot as usize - 1
             }
         };
-        let mut before = nft_counters(&namespace);
+        let mut before = nft::counters(&namespace);
         let mut in_round = 0;
         while in_round < PER_ROUND && compared < total {
             let mut batch = Vec::with_capacity(BATCH);
@@ -661,11 +516,7 @@ fn nftables_decides_as_the_compiled_tables_say() {
             }
         }
     }
-    let _ = Lab::run_in(&namespace, || {
-        std::process::Command::new("nft")
-            .args(["delete", "table", "inet", "fwtest"])
-            .output()
-    });
+    nft::delete(&namespace);
     assert!(
         compared >= total,
         "only {compared} of {total} packets compared"
