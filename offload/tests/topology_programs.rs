@@ -441,7 +441,11 @@ fn the_router_answers_arp_and_neighbour_solicitations_and_learns_the_senders() {
     assert_eq!(reply[62..78], v6_octets("fd01::1"));
     assert_eq!(reply[78..80], [2, 1], "target link-layer address option");
     assert_eq!(reply[80..86], ROUTER_A);
-    assert_eq!(reply.len(), 86);
+    // Zero padding after the 86 bytes of the advertisement (see the router's
+    // ND_PADDING: the receiver's IPv6 trim is what makes a generic-XDP frame parse).
+    assert_eq!(reply.len(), 94);
+    assert_eq!(headers.l3_end, 86);
+    assert_eq!(reply[86..], [0; 8]);
     assert!(l4_checksum_ok(reply, &headers), "ICMPv6 checksum");
     assert_eq!(
         neighbour_mac(&topology, router, 0, "fd01::10"),
@@ -555,13 +559,15 @@ fn the_router_resolves_then_forwards_with_ttl_checksum_macs_and_route_counters()
     );
     assert!(l4_checksum_ok(ns, &ns_headers), "ICMPv6 checksum");
 
-    // From a packet longer than the solicitation (a ping of 56 bytes): cut to size.
+    // From a packet longer than the solicitation (a ping of 56 bytes): cut to the
+    // solicitation and 8 bytes of zero padding, none of the ping's bytes left.
     let ping6 = icmp(HOST_A, ROUTER_A, "fd01::10", "fd02::21", 128, &[7; 56]);
     let result = topology.run(router, 0, ROUTER_IFACES[0], &ping6);
     let ns = &result.packet;
-    assert_eq!(ns.len(), 86);
+    assert_eq!(ns.len(), 94);
     let ns_headers = headers(ns);
     assert_eq!(ns_headers.l3_end, 86);
+    assert_eq!(ns[86..], [0; 8]);
     assert_eq!(ns[62..78], v6_octets("fd02::21"));
     assert!(l4_checksum_ok(ns, &ns_headers), "ICMPv6 checksum");
 

@@ -554,6 +554,19 @@ fn time_exceeded_v6(raw: *mut xdp_md, in_port: u32) -> u32 {
 /// An NS or NA with its link-layer address option: ICMPv6 (8) + target (16) + option (8).
 const ND_LEN: usize = 32;
 
+/// Zero bytes after an NS or NA the router writes, so its frame is always longer than
+/// the IPv6 packet in it. Why: in generic (skb) mode, a frame whose length an XDP
+/// program changed leaves the kernel with a socket buffer whose tail pointer lies the
+/// MAC header's length (14 bytes) past its end, and `ndisc_recv_ns`/`ndisc_recv_na`
+/// read options up to that tail: they parse 14 stale bytes and drop the message
+/// (`IPV6_NDISC_BAD_OPTIONS`). When the frame is longer than the packet, the receiver's
+/// IPv6 layer trims the buffer to the payload length, which sets the tail right. IPv6
+/// ignores bytes after its payload length (RFC 8200 3), so this is Ethernet padding.
+const ND_PADDING: usize = 8;
+
+/// The frame of an NS or NA the router writes: headers, message and padding.
+const ND_FRAME_LEN: usize = ETH_HLEN + 40 + ND_LEN + ND_PADDING;
+
 /// Learns the sender of a neighbour solicitation and answers one for an address of the
 /// router with an advertisement, in place (RFC 4861 7.2.4).
 #[inline(never)]
@@ -599,10 +612,10 @@ fn solicitation(raw: *mut xdp_md, in_port: u32) -> u32 {
         // Router, solicited, override.
         (source, sender_mac, 0xe0)
     };
-    let Some(frame) = resize(&ctx, 0, ETH_HLEN + 40 + ND_LEN) else {
+    let Some(frame) = resize(&ctx, 0, ND_FRAME_LEN) else {
         return dropped(counter::MALFORMED);
     };
-    // SAFETY: resize checked the 86 bytes are inside the packet.
+    // SAFETY: resize checked the 94 bytes are inside the packet.
     unsafe {
         write(frame, 0, &destination_mac);
         write(frame, 6, &port.mac);
@@ -622,6 +635,7 @@ fn solicitation(raw: *mut xdp_md, in_port: u32) -> u32 {
         write(frame, ETH_HLEN + 48, &target);
         write(frame, ETH_HLEN + 64, &[OPTION_TARGET_MAC, 1]);
         write(frame, ETH_HLEN + 66, &port.mac);
+        write(frame, ETH_HLEN + 40 + ND_LEN, &[0u8; ND_PADDING]);
         let sum = pseudo_header(&target, &destination, IPPROTO_ICMPV6, ND_LEN)
             .add_bytes(bytes(frame, ETH_HLEN + 40, ND_LEN))
             .finish();
@@ -665,10 +679,10 @@ fn solicit(raw: *mut xdp_md, out_port: u32, out: &RouterPort, next_hop: &[u8; 16
     group[13] = next_hop[13];
     group[14] = next_hop[14];
     group[15] = next_hop[15];
-    let Some(frame) = resize(&ctx, 0, ETH_HLEN + 40 + ND_LEN) else {
+    let Some(frame) = resize(&ctx, 0, ND_FRAME_LEN) else {
         return dropped(counter::MALFORMED);
     };
-    // SAFETY: resize checked the 86 bytes are inside the packet.
+    // SAFETY: resize checked the 94 bytes are inside the packet.
     unsafe {
         write(
             frame,
@@ -692,6 +706,7 @@ fn solicit(raw: *mut xdp_md, out_port: u32, out: &RouterPort, next_hop: &[u8; 16
         write(frame, ETH_HLEN + 48, next_hop);
         write(frame, ETH_HLEN + 64, &[OPTION_SOURCE_MAC, 1]);
         write(frame, ETH_HLEN + 66, &out.mac);
+        write(frame, ETH_HLEN + 40 + ND_LEN, &[0u8; ND_PADDING]);
         let sum = pseudo_header(&out.ipv6, &group, IPPROTO_ICMPV6, ND_LEN)
             .add_bytes(bytes(frame, ETH_HLEN + 40, ND_LEN))
             .finish();
