@@ -428,7 +428,9 @@ fn two_bridged_subnets_joined_by_the_router() {
         done
     });
     let report: serde_json::Value = serde_json::from_slice(&iperf.unwrap().stdout).unwrap();
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let received = report["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no bytes received in iperf3's report: {report}"));
     assert!(received > 0, "{report}");
     drop(iperf_server);
 
