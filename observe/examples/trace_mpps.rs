@@ -82,14 +82,19 @@ fn plain_frame(lab: &Lab, dut_mac: [u8; 6], client_mac: [u8; 6]) -> GenFrame {
     }
 }
 
-/// Frames `steer` dropped on the dut, and packets the tracer counted (0 without it).
+/// Frames `steer` dropped on the dut, and packets the tracer counted under its pairs (0
+/// without it): the table's counts plus each CPU's pending ones.
 fn counters(lab: &Lab) -> Result<(u64, u64)> {
     let iface = lab.dut.iface.clone();
     Lab::run_in(&lab.namespace("dut"), move || -> Result<(u64, u64)> {
         let dropped = offload::status(&iface)?.counters.drop;
         let at = ChainAt::new(&iface, Hook::Xdp);
         let traced = match observe::tunnels::snapshot(at) {
-            Ok(snapshot) => snapshot.tunnel_packets,
+            Ok(snapshot) => snapshot
+                .tunnels
+                .iter()
+                .map(|tunnel| tunnel.total().packets)
+                .sum(),
             Err(observe::ObserveError::NotLoaded(_)) => 0,
             Err(error) => return Err(error.into()),
         };
@@ -182,7 +187,7 @@ fn main() -> Result<()> {
                 set_tracer(&lab, true)?;
                 let (mpps, dropped, traced) = run(&lab, frame, seconds)?;
                 eprintln!(
-                    "{case}, round {round}: with the tracer {mpps:.3} Mpps ({dropped} dropped, {traced} counted as tunnel packets)"
+                    "{case}, round {round}: with the tracer {mpps:.3} Mpps ({dropped} dropped, {traced} counted under pairs)"
                 );
                 with.push(mpps);
                 set_tracer(&lab, false)?;

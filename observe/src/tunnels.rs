@@ -3,7 +3,8 @@
 //! with the inner pairs under each.
 //!
 //! The module's maps (`offload_common::vxlan_trace`) hold one normalised entry per pair,
-//! per CPU: a snapshot sums the CPUs and keeps both directions apart.
+//! per CPU, plus each CPU's last pair with the counts not moved into the table yet: a
+//! snapshot sums the CPUs, adds the pending counts and keeps both directions apart.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +17,7 @@ use offload::modules::{
     builtin::{self, VXLAN_TRACE_MODULE},
 };
 use offload_common::vxlan_trace::{
-    MAX_TUNNEL_PORTS, PairKey, PairStats, TraceSettings, counter, granularity, kind, maps,
+    LastPair, MAX_TUNNEL_PORTS, PairKey, PairStats, TraceSettings, counter, granularity, kind, maps,
 };
 use serde::Serialize;
 
@@ -221,7 +222,7 @@ pub struct TraceSnapshot {
     pub malformed_packets: u64,
     /// Packets that are not tunnel packets.
     pub other_packets: u64,
-    /// Pairs in the table now.
+    /// Pairs known now: in the table or pending on a CPU.
     pub pairs: u64,
     /// Pairs the table evicted (least recently used first) to make room.
     pub evictions: u64,
@@ -298,7 +299,7 @@ pub fn snapshot(at: ChainAt<'_>) -> Result<TraceSnapshot, ObserveError> {
     let pairs: PerCpuHashMap<MapData, PairKey, PairStats> =
         PerCpuHashMap::try_from(map).map_err(failed("open", maps::PAIRS, &pin))?;
     let mut entries = 0u64;
-    let mut tunnels: BTreeMap<(u8, u32, [u8; 16], [u8; 16]), Tunnel> = BTreeMap::new();
+    let mut counts: BTreeMap<PairKey, PairStats> = BTreeMap::new();
     for item in pairs.iter() {
         let (key, values) = match item {
             Ok(item) => item,
@@ -307,18 +308,36 @@ pub fn snapshot(at: ChainAt<'_>) -> Result<TraceSnapshot, ObserveError> {
             Err(source) => return Err(failed("read", maps::PAIRS, &pin)(source)),
         };
         entries += 1;
-        let mut a_to_b = Flow::default();
-        let mut b_to_a = Flow::default();
+        let sum = counts.entry(key).or_default();
         for value in values.iter() {
-            a_to_b.add(Flow {
-                packets: value.packets[0],
-                bytes: value.bytes[0],
-            });
-            b_to_a.add(Flow {
-                packets: value.packets[1],
-                bytes: value.bytes[1],
-            });
+            merge(sum, value);
         }
+    }
+    // Each CPU's last pair: counts the table does not hold yet (a pair may be nowhere else).
+    let (map, pin) = open(at, maps::LAST)?;
+    let last: PerCpuArray<MapData, LastPair> =
+        PerCpuArray::try_from(map).map_err(failed("open", maps::LAST, &pin))?;
+    for value in last
+        .get(&0, 0)
+        .map_err(failed("read", maps::LAST, &pin))?
+        .iter()
+    {
+        // No tunnel kind: the CPU has seen no tunnel packet yet.
+        if value.key.kind != 0 {
+            merge(counts.entry(value.key).or_default(), &value.pending);
+        }
+    }
+    let known = counts.len() as u64;
+    let mut tunnels: BTreeMap<(u8, u32, [u8; 16], [u8; 16]), Tunnel> = BTreeMap::new();
+    for (key, stats) in counts {
+        let a_to_b = Flow {
+            packets: stats.packets[0],
+            bytes: stats.bytes[0],
+        };
+        let b_to_a = Flow {
+            packets: stats.packets[1],
+            bytes: stats.bytes[1],
+        };
         let tunnel = tunnels
             .entry((key.kind, key.vni, key.outer_a, key.outer_b))
             .or_insert_with(|| Tunnel {
@@ -363,11 +382,19 @@ pub fn snapshot(at: ChainAt<'_>) -> Result<TraceSnapshot, ObserveError> {
         tunnel_packets: sums[counter::TUNNEL as usize],
         malformed_packets: sums[counter::MALFORMED as usize],
         other_packets: sums[counter::OTHER as usize],
-        pairs: entries,
-        // Entries leave the table only by eviction (nothing deletes them).
+        pairs: known,
+        // Entries leave the table only by eviction (nothing deletes them); a pair only
+        // pending is not inserted yet.
         evictions: inserted.saturating_sub(entries),
         tunnels,
     })
+}
+
+fn merge(sum: &mut PairStats, value: &PairStats) {
+    for direction in 0..2 {
+        sum.packets[direction] += value.packets[direction];
+        sum.bytes[direction] += value.bytes[direction];
+    }
 }
 
 /// An address of the key: IPv4 in the first 4 bytes.

@@ -5,6 +5,9 @@
 //!   [`PairStats`]. A key is normalised so that both directions of a pair share it:
 //!   [`PairKey::a`] is the lower endpoint (outer address first, then inner address, then
 //!   inner port) and direction 0 counts `a -> b`, direction 1 `b -> a`.
+//! - [`maps::LAST`]: per-CPU array of one [`LastPair`]: the CPU's last pair and the counts
+//!   not yet added to [`maps::PAIRS`] (moved there when the CPU sees another pair). A
+//!   pair's counts are its entry's plus the pending counts of every CPU holding its key.
 //! - [`maps::COUNTERS`]: per-CPU array of `u64` indexed by [`counter`].
 //! - [`maps::SETTINGS`]: array of one [`TraceSettings`], written by user space; all zeros
 //!   (a module loaded from a file and never configured) means [`TraceSettings::DEFAULT`].
@@ -32,6 +35,8 @@ pub const MAX_TUNNEL_PORTS: usize = 4;
 pub mod maps {
     /// The per-pair statistics.
     pub const PAIRS: &str = "TRACE_PAIRS";
+    /// Each CPU's last pair and its pending counts, see [`super::LastPair`].
+    pub const LAST: &str = "TRACE_LAST";
     /// The module's counters, see [`super::counter`].
     pub const COUNTERS: &str = "TRACE_COUNTERS";
     /// The settings, see [`super::TraceSettings`].
@@ -142,7 +147,23 @@ pub struct PairStats {
     pub bytes: [u64; 2],
 }
 
+/// Slot 0 of [`maps::LAST`], per CPU: the pair this CPU counted last and what it counted
+/// for it since it last moved counts into [`maps::PAIRS`]. Consecutive packets of one pair
+/// (a flow's burst) then cost a key comparison instead of a hash table look-up. All zeros
+/// (`key.kind` 0, no tunnel kind) until the CPU's first tunnel packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastPair {
+    /// The pair.
+    pub key: PairKey,
+    /// Zero padding (aligns `pending`).
+    pub _pad: u32,
+    /// Counts of `key` not in [`maps::PAIRS`] yet.
+    pub pending: PairStats,
+}
+
 const _: () = assert!(size_of::<TraceSettings>() == 20);
+const _: () = assert!(size_of::<LastPair>() == 112);
 const _: () = assert!(size_of::<PairKey>() == 76);
 const _: () = assert!(size_of::<PairStats>() == 32);
 
@@ -153,4 +174,5 @@ mod pod {
     unsafe impl aya::Pod for super::TraceSettings {}
     unsafe impl aya::Pod for super::PairKey {}
     unsafe impl aya::Pod for super::PairStats {}
+    unsafe impl aya::Pod for super::LastPair {}
 }

@@ -19,7 +19,7 @@ use fastpath_module::{Hook, Module, ModuleContext, parse as parse_outcome};
 use offload_common::{
     fragment, proto,
     vxlan_trace::{
-        GENEVE_PROTO_ETHERNET, MAX_TUNNEL_PORTS, PAIRS_MAX_ENTRIES, PairKey, PairStats,
+        GENEVE_PROTO_ETHERNET, LastPair, MAX_TUNNEL_PORTS, PAIRS_MAX_ENTRIES, PairKey, PairStats,
         TUNNEL_HLEN, TraceSettings, VXLAN_FLAG_VNI, counter, granularity, kind,
     },
 };
@@ -29,6 +29,8 @@ use crate::parse::{self, Frame, Malformed, be16, read};
 #[map]
 static TRACE_PAIRS: LruPerCpuHashMap<PairKey, PairStats> =
     LruPerCpuHashMap::with_max_entries(PAIRS_MAX_ENTRIES, 0);
+#[map]
+static TRACE_LAST: PerCpuArray<LastPair> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static TRACE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
@@ -153,7 +155,7 @@ fn trace(ctx: &(impl Frame + Segments), context: &ModuleContext) -> u32 {
         }
     }
     let reverse = normalise(&mut key);
-    add(&key, reverse, ctx.segments(), ctx.total_len() as u64);
+    count(&key, reverse, ctx.segments(), ctx.total_len() as u64);
     counter::TUNNEL
 }
 
@@ -195,18 +197,61 @@ fn compare(a: &[u8; 16], b: &[u8; 16]) -> Ordering {
     high(a).cmp(&high(b)).then(low(a).cmp(&low(b)))
 }
 
-/// Adds the packet to its pair, creating the entry (and counting the insertion) when new.
+/// Counts the packet under its pair: in this CPU's pending counts when the pair is the
+/// CPU's last one (no hash table look-up: a flow's packets come in bursts), else after
+/// moving the last pair's pending counts into the table.
 #[inline(always)]
-fn add(key: &PairKey, reverse: bool, packets: u64, bytes: u64) {
-    if let Some(stats) = TRACE_PAIRS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value of a per-CPU map, see `run`.
-        unsafe { bump(&mut *stats, reverse, packets, bytes) };
+fn count(key: &PairKey, reverse: bool, packets: u64, bytes: u64) {
+    let Some(last) = TRACE_LAST.get_ptr_mut(0) else {
+        let mut delta = PairStats::default();
+        bump(&mut delta, reverse, packets, bytes);
+        add(key, &delta);
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, see `run`.
+    let last = unsafe { &mut *last };
+    if same(&last.key, key) {
+        bump(&mut last.pending, reverse, packets, bytes);
         return;
     }
-    let mut stats = PairStats::default();
-    bump(&mut stats, reverse, packets, bytes);
+    if last.key.kind != 0 {
+        add(&last.key, &last.pending);
+    }
+    last.key = *key;
+    last.pending = PairStats::default();
+    bump(&mut last.pending, reverse, packets, bytes);
+}
+
+/// Whether two keys are equal, compared by 32-bit words: the derived `==` compiles to a
+/// byte-wise `memcmp` on BPF.
+#[inline(always)]
+fn same(a: &PairKey, b: &PairKey) -> bool {
+    const WORDS: usize = core::mem::size_of::<PairKey>() / 4;
+    // SAFETY: `PairKey` is `repr(C)`, 4-byte aligned, 76 bytes without padding (asserted
+    // in `offload_common`): 19 initialised words.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const PairKey).cast::<[u32; WORDS]>(),
+            &*(b as *const PairKey).cast::<[u32; WORDS]>(),
+        )
+    };
+    let mut difference = 0;
+    for index in 0..WORDS {
+        difference |= a[index] ^ b[index];
+    }
+    difference == 0
+}
+
+/// Adds `delta` to the pair's entry, creating it (and counting the insertion) when new.
+#[inline(always)]
+fn add(key: &PairKey, delta: &PairStats) {
+    if let Some(stats) = TRACE_PAIRS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a per-CPU map, see `run`.
+        unsafe { merge(&mut *stats, delta) };
+        return;
+    }
     if TRACE_PAIRS
-        .insert(key, &stats, u64::from(BPF_NOEXIST))
+        .insert(key, delta, u64::from(BPF_NOEXIST))
         .is_ok()
     {
         if let Some(counter) = TRACE_COUNTERS.get_ptr_mut(counter::INSERTED) {
@@ -216,8 +261,16 @@ fn add(key: &PairKey, reverse: bool, packets: u64, bytes: u64) {
     } else if let Some(stats) = TRACE_PAIRS.get_ptr_mut(key) {
         // Another CPU made the entry meanwhile; this CPU's value of it starts at zero.
         // SAFETY: as above.
-        unsafe { bump(&mut *stats, reverse, packets, bytes) };
+        unsafe { merge(&mut *stats, delta) };
     }
+}
+
+#[inline(always)]
+fn merge(stats: &mut PairStats, delta: &PairStats) {
+    stats.packets[0] += delta.packets[0];
+    stats.packets[1] += delta.packets[1];
+    stats.bytes[0] += delta.bytes[0];
+    stats.bytes[1] += delta.bytes[1];
 }
 
 #[inline(always)]
