@@ -90,7 +90,7 @@ pub fn run(command: &BridgeCommand, as_json: bool) -> anyhow::Result<()> {
             name,
         } => {
             topology::fdb_add(name, instance, mac_arg(mac)?, *vlan, port)?;
-            done(
+            output::done(
                 as_json,
                 &format!("{instance}: {mac} on VLAN {vlan} is behind {port} (static)"),
             );
@@ -102,7 +102,7 @@ pub fn run(command: &BridgeCommand, as_json: bool) -> anyhow::Result<()> {
             name,
         } => {
             topology::fdb_del(name, instance, mac_arg(mac)?, *vlan)?;
-            done(
+            output::done(
                 as_json,
                 &format!("{instance}: {mac} on VLAN {vlan} removed"),
             );
@@ -114,12 +114,4 @@ pub fn run(command: &BridgeCommand, as_json: bool) -> anyhow::Result<()> {
 fn mac_arg(text: &str) -> anyhow::Result<[u8; 6]> {
     parse_mac(text)
         .ok_or_else(|| anyhow::anyhow!("{text} is not a MAC address (aa:bb:cc:dd:ee:ff)"))
-}
-
-fn done(as_json: bool, message: &str) {
-    if as_json {
-        output::json(&serde_json::json!({ "done": message }));
-    } else {
-        println!("{message}");
-    }
 }

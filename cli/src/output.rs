@@ -38,3 +38,12 @@ pub fn serde_name(value: &impl serde::Serialize) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+/// A change a command made, said in one line: `{"done": message}` with `--json`.
+pub fn done(as_json: bool, message: &str) {
+    if as_json {
+        json(&serde_json::json!({ "done": message }));
+    } else {
+        println!("{message}");
+    }
+}

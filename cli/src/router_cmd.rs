@@ -103,12 +103,7 @@ pub fn run(command: &RouterCommand, as_json: bool) -> anyhow::Result<()> {
             name,
         } => {
             topology::route_del(name, instance, *prefix)?;
-            let message = format!("{instance}: route to {prefix} deleted");
-            if as_json {
-                output::json(&serde_json::json!({ "done": message }));
-            } else {
-                println!("{message}");
-            }
+            output::done(as_json, &format!("{instance}: route to {prefix} deleted"));
         }
     }
     Ok(())

@@ -176,19 +176,12 @@ fn run(
     let report = Lab::run_in(&lab.namespace("client"), move || -> Result<_> {
         let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
             .with_context(|| format!("no interface {iface}"))?;
-        let space = frame.flow_space();
-        let options = GenOptions {
+        let options = GenOptions::one_flow_at_full_rate(
             iface,
             ifindex,
-            mode: GenMode::LiveFrames,
-            frames: vec![(frame, 1)],
-            flows: 1,
-            space,
-            rate_pps: None,
-            duration: Duration::from_secs_f64(seconds),
-            count: None,
-            cores: vec![0],
-        };
+            frame,
+            Duration::from_secs_f64(seconds),
+        );
         Ok(Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?)
     })??;
     let elapsed = started

@@ -28,10 +28,36 @@ pub const NETNS_DIR: &str = "netns";
 /// cookie (a kernel before 5.14) it is empty: one folder for every namespace, as fastpath
 /// did before it kept namespaces apart.
 pub fn subdir() -> PathBuf {
-    match cookie() {
-        Ok(cookie) => PathBuf::from(NETNS_DIR).join(cookie.to_string()),
-        Err(_) => PathBuf::new(),
+    match current_cookie() {
+        Some(cookie) => PathBuf::from(NETNS_DIR).join(cookie.to_string()),
+        None => PathBuf::new(),
     }
+}
+
+/// The calling thread's namespace cookie, remembered per thread against the namespace's
+/// inode: a command asks for its folders many times, and a stat is one syscall where
+/// reading the cookie takes three (socket, getsockopt, close). The remembered namespace is
+/// held open, so it lives, and no new namespace can take its inode, while it is
+/// remembered.
+fn current_cookie() -> Option<u64> {
+    thread_local! {
+        static KNOWN: std::cell::RefCell<Option<(std::fs::File, u64, u64)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    const OURS: &str = "/proc/thread-self/ns/net";
+    let inode = std::fs::metadata(OURS).ok().map(|m| m.st_ino());
+    let known = KNOWN.with_borrow(|known| match (known, inode) {
+        (Some((_, known_inode, cookie)), Some(inode)) if *known_inode == inode => Some(*cookie),
+        _ => None,
+    });
+    if known.is_some() {
+        return known;
+    }
+    let cookie = cookie().ok()?;
+    if let (Some(inode), Ok(file)) = (inode, std::fs::File::open(OURS)) {
+        KNOWN.set(Some((file, inode, cookie)));
+    }
+    Some(cookie)
 }
 
 /// `/run/fastpath` for the calling thread's namespace: lock files, histories, pid files.
