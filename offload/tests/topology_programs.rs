@@ -880,6 +880,8 @@ fn a_million_routes_load_and_the_longest_prefix_still_wins() {
         0,
     )
     .unwrap();
+    // As user space does after a change: the CPU's remembered look-up (the /24) is stale.
+    support::topology::routes_changed(&mut topology, router);
     topology.run(router, 0, ROUTER_IFACES[0], &packet);
     assert_eq!(
         route_stats(&topology, router, 5).packets,

@@ -125,6 +125,7 @@ pub fn route_add(
         next_hop: via.map_or([0; 16], |via| address_bytes(via).1),
     };
     insert_new(&mut tries, topology, instance, &prefix, &route)?;
+    tries.changed()?;
     Ok(id)
 }
 
@@ -132,7 +133,8 @@ pub fn route_add(
 pub fn route_del(topology: &str, instance: &str, prefix: IpNet) -> Result<(), TopologyError> {
     running(topology, instance, Kind::Router)?;
     let mut tries = RouteTries::open(topology, instance)?;
-    remove_exact(&mut tries, topology, instance, &prefix)
+    remove_exact(&mut tries, topology, instance, &prefix)?;
+    tries.changed()
 }
 
 /// Adds `route` to `prefix` unless the router has that exact prefix already

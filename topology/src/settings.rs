@@ -193,6 +193,7 @@ pub fn write_router(
         tries.insert(&prefix, &value)?;
         written.routes.push(format!("{text}#{}", value.id));
     }
+    tries.changed()?;
     Ok(written)
 }
 
@@ -218,6 +219,7 @@ pub fn clean_router(
             tries.remove(&prefix)?;
         }
     }
+    tries.changed()?;
     let path = instance_map(topology, name, router::maps::LOCAL);
     let mut local: BpfHashMap<MapData, AddrKey, u32> = pins::open_as(&path, router::maps::LOCAL)?;
     for address in &before.addresses {
@@ -232,24 +234,56 @@ pub fn clean_router(
     Ok(())
 }
 
-/// A router's two route tries (also `fastpath router route`'s, in `routes`).
+/// A router's two route tries (also `fastpath router route`'s, in `routes`) and their
+/// generation. Whoever changes a trie calls [`RouteTries::changed`] after: the program
+/// remembers each CPU's last IPv4 look-up, and a new generation makes it stale.
 pub(crate) struct RouteTries {
     pub(crate) v4: LpmTrie<MapData, [u8; 4], Route>,
     pub(crate) v6: LpmTrie<MapData, [u8; 16], Route>,
+    /// `None` for a router a build without the look-up cache made (no such map).
+    generation: Option<Array<MapData, u64>>,
     v4_path: std::path::PathBuf,
     v6_path: std::path::PathBuf,
+    generation_path: std::path::PathBuf,
 }
 
 impl RouteTries {
     pub(crate) fn open(topology: &str, instance: &str) -> Result<RouteTries, TopologyError> {
         let v4_path = instance_map(topology, instance, router::maps::ROUTES_V4);
         let v6_path = instance_map(topology, instance, router::maps::ROUTES_V6);
+        let generation_path = instance_map(topology, instance, router::maps::ROUTES_GENERATION);
+        let generation = if generation_path.exists() {
+            Some(pins::open_as(
+                &generation_path,
+                router::maps::ROUTES_GENERATION,
+            )?)
+        } else {
+            None
+        };
         Ok(RouteTries {
             v4: pins::open_as(&v4_path, router::maps::ROUTES_V4)?,
             v6: pins::open_as(&v6_path, router::maps::ROUTES_V6)?,
+            generation,
             v4_path,
             v6_path,
+            generation_path,
         })
+    }
+
+    /// Bumps the routes' generation: every CPU's remembered look-up is stale from now.
+    /// Called after the tries changed (once for a batch).
+    pub(crate) fn changed(&mut self) -> Result<(), TopologyError> {
+        let Some(generation) = self.generation.as_mut() else {
+            return Ok(());
+        };
+        let map = router::maps::ROUTES_GENERATION;
+        let path = &self.generation_path;
+        let now = generation
+            .get(&0, 0)
+            .map_err(TopologyError::map("read", map, path))?;
+        generation
+            .set(0, now.wrapping_add(1), 0)
+            .map_err(TopologyError::map("write", map, path))
     }
 
     pub(crate) fn used_ids(&self) -> Result<BTreeSet<u32>, TopologyError> {

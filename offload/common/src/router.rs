@@ -32,6 +32,14 @@ pub mod maps {
     /// `LPM_TRIE` (`BPF_F_NO_PREALLOC`) of [`super::MAX_ROUTES`]: [`super::RouteKeyV6`] ->
     /// [`super::Route`].
     pub const ROUTES_V6: &str = "ROUTER_ROUTES_V6";
+    /// `ARRAY` of one `u64`: the routes' generation, which user space bumps after every
+    /// change to [`ROUTES_V4`] or [`ROUTES_V6`]; a [`ROUTE_CACHE_V4`] entry of another
+    /// generation is stale.
+    pub const ROUTES_GENERATION: &str = "ROUTER_ROUTES_GEN";
+    /// `PERCPU_ARRAY` of one [`super::RouteCacheV4`]: each CPU's last IPv4 destination
+    /// and the route the trie gave it, so back-to-back packets to one destination skip
+    /// the trie's walk.
+    pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_CACHE_V4";
     /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
     pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";
     /// `LRU_HASH` of [`super::NEIGHBOUR_ENTRIES`]: [`super::NeighbourKey`] ->
@@ -163,6 +171,20 @@ pub struct Route {
     pub next_hop: [u8; 16],
 }
 
+/// Value of [`maps::ROUTE_CACHE_V4`]: one CPU's last IPv4 look-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCacheV4 {
+    /// The destination looked up, network order.
+    pub destination: [u8; 4],
+    /// 1 when the entry holds a look-up (a zeroed entry holds none).
+    pub valid: u32,
+    /// The [`maps::ROUTES_GENERATION`] read before the look-up.
+    pub generation: u64,
+    /// The route the trie gave.
+    pub route: Route,
+}
+
 /// A route's counters, per CPU in [`maps::ROUTE_STATS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +223,7 @@ const _: () = assert!(size_of::<RouterPort>() == 32);
 const _: () = assert!(size_of::<AddrKey>() == 20);
 const _: () = assert!(size_of::<Route>() == 32);
 const _: () = assert!(size_of::<RouteStats>() == 16);
+const _: () = assert!(size_of::<RouteCacheV4>() == 48);
 const _: () = assert!(size_of::<NeighbourKey>() == 24);
 const _: () = assert!(size_of::<Neighbour>() == 16);
 
@@ -212,6 +235,7 @@ mod pod {
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::Route {}
     unsafe impl aya::Pod for super::RouteStats {}
+    unsafe impl aya::Pod for super::RouteCacheV4 {}
     unsafe impl aya::Pod for super::NeighbourKey {}
     unsafe impl aya::Pod for super::Neighbour {}
 }

@@ -38,8 +38,8 @@ use aya_ebpf::{
 use offload_common::{
     router::{
         AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey, ROUTE_IDS,
-        Route, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family, port_flags,
-        route_flags,
+        Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family,
+        port_flags, route_flags,
     },
     topology::MAX_INSTANCE_PORTS,
 };
@@ -54,6 +54,10 @@ static ROUTER_LOCAL: HashMap<AddrKey, u32> = HashMap::with_max_entries(LOCAL_ENT
 static ROUTER_ROUTES_V4: LpmTrie<RouteKeyV4, Route> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
 #[map]
 static ROUTER_ROUTES_V6: LpmTrie<RouteKeyV6, Route> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+#[map]
+static ROUTER_ROUTES_GEN: Array<u64> = Array::with_max_entries(1, 0);
+#[map]
+static ROUTER_ROUTE_CACHE_V4: PerCpuArray<RouteCacheV4> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static ROUTER_ROUTE_STATS: PerCpuArray<RouteStats> = PerCpuArray::with_max_entries(ROUTE_IDS, 0);
 #[map]
@@ -196,8 +200,7 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     if header[8] <= 1 {
         return time_exceeded_v4(raw, in_port);
     }
-    let key = Key::new(32, destination);
-    let Some(route) = ROUTER_ROUTES_V4.get(&key).copied() else {
+    let Some(route) = route_v4(destination) else {
         return dropped(counter::NO_ROUTE);
     };
     count_route(route.id, ctx.total_len() as u64);
@@ -233,6 +236,42 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     }
     count(counter::FORWARDED);
     route.port
+}
+
+/// The route to `destination`: this CPU's last look-up when it was for the same
+/// destination and no route changed since (the routes' generation is the same), else the
+/// trie's longest-prefix match, remembered. The trie's walk grows with the table (about
+/// 20 levels for a million prefixes); back-to-back packets of a flow skip it.
+#[inline(always)]
+fn route_v4(destination: [u8; 4]) -> Option<Route> {
+    // Read before the trie: a route changed after this read bumps the generation, so
+    // what the look-up below gives is never remembered as newer than it is.
+    let generation = ROUTER_ROUTES_GEN
+        .get_ptr(0)
+        // SAFETY: the map's value, read once.
+        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) });
+    let cache = ROUTER_ROUTE_CACHE_V4.get_ptr_mut(0);
+    if let Some(cache) = cache {
+        // SAFETY: this CPU's slot; XDP runs with migration disabled.
+        let cached = unsafe { &*cache };
+        if cached.valid == 1 && cached.generation == generation && cached.destination == destination
+        {
+            return Some(cached.route);
+        }
+    }
+    let route = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied()?;
+    if let Some(cache) = cache {
+        // SAFETY: as above.
+        unsafe {
+            *cache = RouteCacheV4 {
+                destination,
+                valid: 1,
+                generation,
+                route,
+            }
+        };
+    }
+    Some(route)
 }
 
 /// A packet to one of the router's IPv4 addresses: an echo request is answered in place,

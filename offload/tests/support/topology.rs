@@ -271,6 +271,17 @@ pub fn load_routes(
     count
 }
 
+/// Bumps router `instance`'s routes generation, as user space does after changing its
+/// tries: each CPU's remembered IPv4 look-up is stale from then on.
+pub fn routes_changed(topology: &mut Topology, instance: u32) {
+    use offload_common::router::maps as router_maps;
+    let mut generation: Array<_, u64> =
+        Array::try_from(topology.instance_map_mut(instance, router_maps::ROUTES_GENERATION))
+            .unwrap();
+    let now = generation.get(&0, 0).unwrap();
+    generation.set(0, now + 1, 0).unwrap();
+}
+
 /// The MAC of router port 0 in [`add_router`].
 pub const ROUTER_A: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 0x01];
 /// The MAC of router port 1 in [`add_router`].
