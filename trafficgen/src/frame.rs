@@ -224,7 +224,42 @@ impl FrameFields {
             checksum_offset: self.l4_checksum.map_or(0, |c| c.offset),
             checksum_base: self.l4_checksum.map_or(0, |c| c.base),
             length_weight: self.l4_checksum.map_or(0, |c| c.length_weight),
-            _pad: [0; 2],
+            hop_limit_offset: 0,
+            ethernet: [0; 14],
+            hop_limit: [0; 2],
+        }
+    }
+}
+
+impl GenFrame {
+    /// The program's settings for this frame's offsets and flows, with its Ethernet header
+    /// and TTL (or hop limit) to write back per packet: downstream programs change them in
+    /// place (a router does), and a live-frames run reuses its pages as they come back.
+    pub fn config(&self, flows: u32, space: FlowSpace) -> GenConfig {
+        let (ethernet, hop_limit_offset, hop_limit) = self.restored_header();
+        GenConfig {
+            hop_limit_offset,
+            ethernet,
+            hop_limit,
+            ..self.fields.config(flows, space)
+        }
+    }
+
+    /// The frame's Ethernet header and the two bytes holding its TTL or hop limit, with
+    /// their offset (0 for a frame of neither IPv4 nor IPv6): what the frames of one mix
+    /// must share, since the program writes one of each.
+    pub fn restored_header(&self) -> ([u8; ETH_HLEN], u16, [u8; 2]) {
+        let mut ethernet = [0u8; ETH_HLEN];
+        ethernet.copy_from_slice(&self.bytes[..ETH_HLEN]);
+        // IPv4: TTL, protocol; IPv6: next header, hop limit.
+        let offset = match u16::from_be_bytes([ethernet[12], ethernet[13]]) {
+            0x0800 => ETH_HLEN + 8,
+            0x86dd => ETH_HLEN + 6,
+            _ => return (ethernet, 0, [0; 2]),
+        };
+        match self.bytes.get(offset..offset + 2) {
+            Some(bytes) => (ethernet, offset as u16, [bytes[0], bytes[1]]),
+            None => (ethernet, 0, [0; 2]),
         }
     }
 }

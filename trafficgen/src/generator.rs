@@ -136,7 +136,7 @@ fn check(options: &GenOptions) -> Result<GenConfig, GenError> {
                 wire_size: frame.wire_size,
             });
         }
-        if frame.fields != first.fields {
+        if frame.fields != first.fields || frame.restored_header() != first.restored_header() {
             return Err(GenError::MixedHeaders);
         }
     }
@@ -153,7 +153,7 @@ fn check(options: &GenOptions) -> Result<GenConfig, GenError> {
             distinct,
         });
     }
-    Ok(fields.config(options.flows, options.space))
+    Ok(first.config(options.flows, options.space))
 }
 
 fn mean_wire_size(frames: &[(GenFrame, u32)]) -> f64 {

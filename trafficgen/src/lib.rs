@@ -9,8 +9,12 @@
 //! peer's XDP path, which therefore needs an XDP program). Per packet the program writes
 //! the flow's ports and addresses (flow `n` is the `n`-th point of the 5-tuple ranges,
 //! [`FlowSpace`]; the IPv4 header checksum is refreshed) and a [`wire::stamp`] (sequence
-//! number and timestamp) into the payload. While it runs, the program is also attached to
-//! a spare interface (see `dispatcher_hold.rs` for why).
+//! number and timestamp) into the payload. It also writes back the template's Ethernet
+//! header and TTL (or hop limit): the run's pages come back with what the receivers wrote
+//! into them in place (a router rewrites the MACs and decrements the TTL), and without
+//! this the frames after the first round of pages were addressed to the router's next
+//! hop. While it runs, the program is also attached to a spare interface (see
+//! `dispatcher_hold.rs` for why).
 //!
 //! **AF_XDP TX**: one socket per core writes the same frames, flows and stamps from user
 //! space and hands them to the driver.

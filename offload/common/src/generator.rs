@@ -111,8 +111,16 @@ pub struct GenConfig {
     /// How often the L4 length counts in the checksum: 2 for UDP (pseudo-header and UDP
     /// header), 1 for TCP (pseudo-header only).
     pub length_weight: u16,
-    /// Zero padding (no compiler padding, for `aya::Pod`).
-    pub _pad: [u8; 2],
+    /// Two bytes holding the IPv4 TTL (and the protocol after it) or the IPv6 hop limit
+    /// (and the next header before it), written with [`Self::hop_limit`] per packet; 0 for
+    /// none. Two: the verifier follows a variable offset's bounds check for them.
+    pub hop_limit_offset: u16,
+    /// The template's Ethernet header, written whole per packet: the pages of a live-frames
+    /// run come back with what the receivers wrote (a router rewrites the MACs in place).
+    pub ethernet: [u8; 14],
+    /// The template's two bytes at [`Self::hop_limit_offset`] (a router decrements the TTL
+    /// in place).
+    pub hop_limit: [u8; 2],
 }
 
 impl GenConfig {
@@ -172,7 +180,7 @@ pub fn ipv4_checksum(header: &[u8; 20]) -> u16 {
 }
 
 const _: () = assert!(size_of::<FlowSpace>() == 24);
-const _: () = assert!(size_of::<GenConfig>() == 48);
+const _: () = assert!(size_of::<GenConfig>() == 64);
 
 #[cfg(test)]
 mod tests {

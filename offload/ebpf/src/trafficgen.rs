@@ -50,7 +50,12 @@ pub fn gen_tx(ctx: XdpContext) -> u32 {
     let mut ports = [0u8; 4];
     ports[..2].copy_from_slice(&flow.sport.to_be_bytes());
     ports[2..].copy_from_slice(&flow.dport.to_be_bytes());
-    if write(&ctx, config.l4_offset, ports).is_none()
+    // Receivers on the way may have changed the Ethernet header and the TTL in place (a
+    // router forwards by rewriting them), and their frames come back as this run's pages.
+    if write(&ctx, 0, config.ethernet).is_none()
+        || (config.hop_limit_offset != 0
+            && write(&ctx, config.hop_limit_offset, config.hop_limit).is_none())
+        || write(&ctx, config.l4_offset, ports).is_none()
         || write(&ctx, config.src_offset, flow.src.to_be_bytes()).is_none()
         || write(&ctx, config.dst_offset, flow.dst.to_be_bytes()).is_none()
         || write(&ctx, config.stamp_offset, stamp_bytes).is_none()

@@ -1,0 +1,383 @@
+//! The topology's router against Linux's own forwarding, and its bridge against a Linux
+//! bridge, in packets per second on the topology lab (a report, not a test; root):
+//! `cargo run -p topology --example topology_mpps [SECONDS] [ROUNDS]` (defaults 3 s, 5
+//! rounds).
+//!
+//! The generator sends live 64-byte UDP frames of one flow from host a1 at full rate.
+//! Five ways to take them in the node namespace, alternating round by round in the same
+//! run:
+//! - **router:** a topology of one router joined to a1's and b1's veth peers (10.31.1.1/24,
+//!   10.31.2.1/24), to b1;
+//! - **Linux forwarding:** the same addresses on the same interfaces, `ip_forward=1`, no
+//!   topology, to b1;
+//! - **bridge:** a topology of one bridge joined to a1's and a2's veth peers, to a2;
+//! - **Linux bridge:** a Linux bridge of the same two interfaces, to a2;
+//! - **dropped at a1's peer:** no forwarding at all, the most this lab carries.
+//!
+//! The rate is what the sink counted per second: `steer` with default action drop on the
+//! sink's interface (IP dropped and counted there, ARP passed so the sink still answers
+//! it), the same for the four; for the last, `steer` dropping on a1's peer. A veth takes
+//! frames from XDP only when its peer runs XDP in native mode (NAPI): the sink's `steer`
+//! gives the node's transmitting side that, and `steer` (pass everything, native) on
+//! a1's peer, in every case, gives the generator's frames their way in; the topology
+//! joins that chain after `steer` (so in native mode; a topology alone on a veth runs in
+//! generic mode, `topology::apply`'s `chain_modes`). Before each round, a1 sends single
+//! UDP datagrams until the sink counts one: neighbours resolved, bridges learned.
+//!
+//! Everything but the Linux stack's own work runs where the generator's frame lands: the
+//! generator, a1's transmit, the node's receive and forwarding, and the sink's receive
+//! share one CPU per frame, so the rates carry the generator's and the sink's costs too.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::Path,
+    sync::atomic::AtomicBool,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use lab::{netlink, netns, topology::TopologyLab};
+use offload::{AttachOptions, mode::ModePolicy, rules::Action};
+use topology::TopologyFile;
+use trafficgen::{GenFrame, GenMode, GenOptions, Generator, L4Kind, Template};
+
+/// The topology's name in the node namespace.
+const NAME: &str = "mpps";
+/// The UDP ports of the flow (the sink drops it whatever they are).
+const SOURCE_PORT: u16 = 40000;
+const DESTINATION_PORT: u16 = 9;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Case {
+    Router,
+    LinuxForwarding,
+    Bridge,
+    LinuxBridge,
+    /// No forwarding: `steer` drops at a1's peer, the most this lab carries.
+    Floor,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Router => "router",
+            Case::LinuxForwarding => "Linux forwarding",
+            Case::Bridge => "bridge",
+            Case::LinuxBridge => "Linux bridge",
+            Case::Floor => "dropped at a1's peer",
+        }
+    }
+
+    /// The host the datagrams go to: b1 behind the router, a2 on the bridge.
+    fn sink(self) -> &'static str {
+        match self {
+            Case::Router | Case::LinuxForwarding | Case::Floor => "b1",
+            Case::Bridge | Case::LinuxBridge => "a2",
+        }
+    }
+
+    /// Where they are counted: the sink's interface, or a1's peer in the node.
+    fn counted_at(self, lab: &TopologyLab) -> (String, String) {
+        match self {
+            Case::Floor => (lab.node.clone(), lab.host("a1").node_iface.clone()),
+            _ => {
+                let host = &lab.host(self.sink()).host;
+                (host.namespace.clone(), host.iface.clone())
+            }
+        }
+    }
+}
+
+/// The topology file of `case` (router or bridge), joined to the node's interfaces.
+fn topology_text(lab: &TopologyLab, case: Case) -> String {
+    let iface = |host: &str| lab.host(host).node_iface.clone();
+    match case {
+        Case::Router => format!(
+            "name = \"{NAME}\"\n\n[[instance]]\nname = \"r1\"\nkind = \"router\"\n\
+             ports = {{ a = \"{a1}\", b = \"{b1}\" }}\n\
+             addresses = {{ a = [\"10.31.1.1/24\"], b = [\"10.31.2.1/24\"] }}\n",
+            a1 = iface("a1"),
+            b1 = iface("b1"),
+        ),
+        _ => format!(
+            "name = \"{NAME}\"\n\n[[instance]]\nname = \"br\"\nkind = \"bridge\"\n\
+             ports = {{ p1 = \"{a1}\", p2 = \"{a2}\" }}\n",
+            a1 = iface("a1"),
+            a2 = iface("a2"),
+        ),
+    }
+}
+
+/// The name of the Linux bridge of the Linux bridge rounds.
+fn linux_bridge(lab: &TopologyLab) -> String {
+    format!("{}-br", lab.prefix)
+}
+
+/// Puts `case` in place in the node namespace.
+fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
+    let a1 = lab.host("a1").node_iface.clone();
+    // Every case: `steer` (pass) first on a1's peer, in native mode (see the module's doc).
+    let steer_on = a1.clone();
+    let attached = netns::run_in(&lab.node, move || {
+        offload::attach(&AttachOptions {
+            iface: steer_on,
+            policy: ModePolicy::Auto,
+            default_action: if case == Case::Floor {
+                Action::Drop
+            } else {
+                Action::Pass
+            },
+            prefilter: Vec::new(),
+        })
+    })??;
+    if attached.mode != offload::mode::XdpMode::Drv {
+        bail!(
+            "steer runs on {} in {} mode: the generator needs native",
+            attached.iface,
+            attached.mode
+        );
+    }
+    match case {
+        Case::Router | Case::Bridge => {
+            let text = topology_text(lab, case);
+            netns::run_in(&lab.node, move || -> Result<()> {
+                let file = TopologyFile::parse(Path::new("topology_mpps.toml"), &text, |iface| {
+                    topology::ifindex(iface).is_ok()
+                })?;
+                topology::apply(&file, false)?;
+                Ok(())
+            })??;
+        }
+        Case::Floor => {}
+        Case::LinuxForwarding | Case::LinuxBridge => {
+            let bridge = linux_bridge(lab);
+            let a2 = lab.host("a2").node_iface.clone();
+            netns::run_in(&lab.node, move || -> Result<()> {
+                if case == Case::LinuxBridge {
+                    netlink::add_bridge(&bridge)?;
+                    netlink::enslave(&a1, &bridge)?;
+                    netlink::enslave(&a2, &bridge)?;
+                    netlink::set_up(&bridge)?;
+                }
+                Ok(())
+            })??;
+        }
+    }
+    Ok(())
+}
+
+/// Takes `case` away again.
+fn tear_down(lab: &TopologyLab, case: Case) -> Result<()> {
+    let a1 = lab.host("a1").node_iface.clone();
+    let bridge = linux_bridge(lab);
+    netns::run_in(&lab.node, move || -> Result<()> {
+        match case {
+            Case::Router | Case::Bridge => {
+                topology::down(NAME)?;
+            }
+            Case::LinuxForwarding | Case::Floor => {}
+            Case::LinuxBridge => {
+                // The ports leave the bridge with it.
+                netlink::delete_link(&bridge)?;
+            }
+        }
+        offload::detach(&a1)?;
+        Ok(())
+    })?
+}
+
+/// What the sink of `case` has dropped (counted) so far.
+fn sunk(lab: &TopologyLab, case: Case) -> Result<u64> {
+    let (namespace, iface) = case.counted_at(lab);
+    Ok(netns::run_in(&namespace, move || {
+        offload::status(&iface).map(|status| status.counters.drop)
+    })??)
+}
+
+/// Sends single datagrams from a1 to the sink until the sink counts one (the path's
+/// neighbours resolved, the bridges' tables learned), for at most 10 s.
+fn warm_up(lab: &TopologyLab, case: Case) -> Result<()> {
+    let destination = SocketAddr::new(lab.host(case.sink()).host.ipv4, DESTINATION_PORT);
+    let socket: UdpSocket = netns::run_in(&lab.host("a1").host.namespace, || {
+        UdpSocket::bind(("0.0.0.0", 0))
+    })??;
+    let before = sunk(lab, case)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sunk(lab, case)? == before {
+        if Instant::now() > deadline {
+            bail!(
+                "{}: no datagram reached {} in 10 s",
+                case.name(),
+                case.sink()
+            );
+        }
+        // Unanswered: the sink drops it. Errors (no neighbour yet) are retried.
+        let _ = socket.send_to(b"warm-up", destination);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The frame of `case`: a1 to its gateway's MAC (routed) or to a2's (bridged).
+fn frame(lab: &TopologyLab, case: Case) -> Result<GenFrame> {
+    let a1 = &lab.host("a1");
+    let sink = &lab.host(case.sink()).host;
+    let dst_mac = match case {
+        Case::Router | Case::LinuxForwarding | Case::Floor => {
+            // A router port on an interface answers with that interface's MAC; Linux too.
+            let iface = a1.node_iface.clone();
+            netns::run_in(&lab.node, move || netlink::mac(&iface))??
+        }
+        Case::Bridge | Case::LinuxBridge => sink.read_mac()?,
+    };
+    Ok(Template {
+        src_mac: a1.host.read_mac()?,
+        dst_mac,
+        src: a1.host.ipv4,
+        dst: sink.ipv4,
+        l4: L4Kind::Udp,
+        dst_port: DESTINATION_PORT,
+        src_port: SOURCE_PORT,
+        frame_size: 64,
+    }
+    .build()?)
+}
+
+/// One round of `seconds`: Mpps the sink counted, Mpps the generator sent.
+fn run(lab: &TopologyLab, case: Case, frame: &GenFrame, seconds: f64) -> Result<(f64, f64)> {
+    warm_up(lab, case)?;
+    let before = sunk(lab, case)?;
+    let host = lab.host("a1").host.clone();
+    let frame = frame.clone();
+    let started = Instant::now();
+    let report = netns::run_in(&host.namespace, move || -> Result<_> {
+        let ifindex = nix::net::if_::if_nametoindex(host.iface.as_str())
+            .with_context(|| format!("no interface {}", host.iface))?;
+        let options = GenOptions::one_flow_at_full_rate(
+            host.iface.clone(),
+            ifindex,
+            frame,
+            Duration::from_secs_f64(seconds),
+        );
+        Ok(Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?)
+    })??;
+    let elapsed = started
+        .elapsed()
+        .as_secs_f64()
+        .min(report.seconds.max(1e-9));
+    let after = sunk(lab, case)?;
+    Ok(((after - before) as f64 / elapsed / 1e6, report.mpps))
+}
+
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The node's Linux side: the router's addresses on a1's and b1's peers and forwarding
+/// on. In the topology rounds the topology takes every frame before Linux sees it.
+fn linux_router(lab: &TopologyLab) -> Result<()> {
+    let (a1, b1) = (
+        lab.host("a1").node_iface.clone(),
+        lab.host("b1").node_iface.clone(),
+    );
+    netns::run_in(&lab.node, move || -> Result<()> {
+        netlink::add_address(&a1, "10.31.1.1".parse::<IpAddr>()?, 24)?;
+        netlink::add_address(&b1, "10.31.2.1".parse::<IpAddr>()?, 24)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .context("ip_forward=1 in the node namespace")?;
+        Ok(())
+    })?
+}
+
+/// Attaches the sinks' `steer`: default action drop, counted.
+fn sinks(lab: &TopologyLab) -> Result<()> {
+    for name in ["b1", "a2"] {
+        let host = lab.host(name).host.clone();
+        let attached = netns::run_in(&host.namespace, move || {
+            offload::attach(&AttachOptions {
+                iface: host.iface,
+                policy: ModePolicy::Auto,
+                default_action: Action::Drop,
+                prefilter: Vec::new(),
+            })
+        })??;
+        eprintln!("sink {name}: steer (drop) in {} mode", attached.mode);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().map_or(Ok(3.0), |text| text.parse())?;
+    let rounds: usize = args.next().map_or(Ok(5), |text| text.parse())?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("topology_mpps needs root (it builds a lab of network namespaces)");
+    }
+    lab::Lab::teardown_on_signals();
+    let lab = TopologyLab::up(&format!("fptm{:04}", std::process::id() % 10000))?;
+    sinks(&lab)?;
+    linux_router(&lab)?;
+    let cases = [
+        Case::Router,
+        Case::LinuxForwarding,
+        Case::Bridge,
+        Case::LinuxBridge,
+        Case::Floor,
+    ];
+    let frames = cases
+        .iter()
+        .map(|case| frame(&lab, *case))
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!("load average before: {}", load_average());
+    let mut rates = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (at, case) in cases.into_iter().enumerate() {
+            set_up(&lab, case)?;
+            let rate = run(&lab, case, &frames[at], seconds);
+            tear_down(&lab, case)?;
+            let (rate, sent) = rate?;
+            eprintln!(
+                "round {round}, {}: {rate:.3} Mpps counted ({sent:.3} Mpps sent)",
+                case.name()
+            );
+            rates[at].push(rate);
+        }
+    }
+    let medians: Vec<f64> = rates.iter_mut().map(|values| median(values)).collect();
+    println!(
+        "one UDP flow, 64-byte frames, median of {rounds} rounds of {seconds} s, Mpps counted; \
+         load average after: {}",
+        load_average()
+    );
+    println!("| fastpath | Mpps | Linux | Mpps | ratio |");
+    println!("|---|---:|---|---:|---:|");
+    for (ours, linux) in [(0, 1), (2, 3)] {
+        println!(
+            "| {} | {:.3} | {} | {:.3} | {:.2}× |",
+            cases[ours].name(),
+            medians[ours],
+            cases[linux].name(),
+            medians[linux],
+            medians[ours] / medians[linux]
+        );
+    }
+    println!(
+        "no forwarding ({}): {:.3} Mpps",
+        Case::Floor.name(),
+        medians[4]
+    );
+    Ok(())
+}
