@@ -116,7 +116,8 @@ fn linux_bridge(lab: &TopologyLab) -> String {
 /// Puts `case` in place in the node namespace.
 fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
     let a1 = lab.host("a1").node_iface.clone();
-    // Every case: `steer` (pass) first on a1's peer, in native mode (see the module's doc).
+    // Every case: `steer` first on a1's peer, in native mode (see the module's doc);
+    // passing all, or for the floor dropping all.
     let steer_on = a1.clone();
     let attached = netns::run_in(&lab.node, move || {
         offload::attach(&AttachOptions {
