@@ -14,7 +14,7 @@ use offload_common::{GEN_OFFSET_MASK, GenConfig};
 use crate::{
     dispatcher_hold::DispatcherHold,
     error::GenError,
-    frame::GenFrame,
+    frame::{FCS_LEN, GenFrame},
     live::{self, LiveProgram},
     options::{GenMode, GenOptions, GenReport},
     pacer::{Pacer, on_cores},
@@ -131,6 +131,13 @@ impl Generator {
 fn check(options: &GenOptions) -> Result<GenConfig, GenError> {
     let (first, _) = options.frames.first().ok_or(GenError::NoFrames)?;
     for (frame, share) in &options.frames {
+        // The program writes the Ethernet header back whole (see `GenFrame::config`).
+        if frame.bytes.len() + FCS_LEN < 64 {
+            return Err(GenError::FrameSize {
+                size: frame.bytes.len() + FCS_LEN,
+                min: 64,
+            });
+        }
         if *share == 0 {
             return Err(GenError::ZeroShare {
                 wire_size: frame.wire_size,
@@ -213,6 +220,41 @@ mod tests {
             (config.flows, config.l4_offset, config.ipv4_offset),
             (200, 34, 14)
         );
+    }
+
+    #[test]
+    fn the_ethernet_header_and_ttl_are_written_back() {
+        use crate::frame::{L4Kind, Template};
+        let template = |dst_mac: [u8; 6]| {
+            Template {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac,
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "10.0.1.1".parse().unwrap(),
+                l4: L4Kind::Udp,
+                dst_port: 9,
+                src_port: 1024,
+                frame_size: 64,
+            }
+            .build()
+            .unwrap()
+        };
+        let first = template([2, 0, 0, 0, 0, 2]);
+        let config = check(&options(vec![(first.clone(), 1)], 1)).unwrap();
+        assert_eq!(config.ethernet[..], first.bytes[..14]);
+        // IPv4: the TTL and the protocol after it.
+        assert_eq!(config.hop_limit_offset, 22);
+        assert_eq!(config.hop_limit, [first.bytes[22], 17]);
+        // One header for all frames of a mix: other MACs are another header.
+        let other = template([2, 0, 0, 0, 0, 3]);
+        let error = check(&options(vec![(first, 1), (other, 1)], 1)).unwrap_err();
+        assert!(
+            error.to_string().contains("must share their headers"),
+            "{error}"
+        );
+        // Too short to hold the header the program writes back.
+        let error = check(&options(vec![(frame(12, 0), 1)], 1)).unwrap_err();
+        assert!(error.to_string().contains("frame size 12"), "{error}");
     }
 
     #[test]
