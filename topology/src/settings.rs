@@ -235,8 +235,11 @@ pub fn clean_router(
 }
 
 /// A router's two route tries (also `fastpath router route`'s, in `routes`) and their
-/// generation. Whoever changes a trie calls [`RouteTries::changed`] after: the program
-/// remembers each CPU's last IPv4 look-up, and a new generation makes it stale.
+/// generation. Whoever changes a trie or adds an address of the router calls
+/// [`RouteTries::changed`] after: the program remembers each CPU's last forwarded IPv4
+/// destination (skipping the address table and the trie for it), and a new generation
+/// makes that stale. `write_router` writes the addresses before the routes and bumps once
+/// at the end.
 pub(crate) struct RouteTries {
     pub(crate) v4: LpmTrie<MapData, [u8; 4], Route>,
     pub(crate) v6: LpmTrie<MapData, [u8; 16], Route>,

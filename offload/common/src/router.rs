@@ -33,12 +33,12 @@ pub mod maps {
     /// [`super::Route`].
     pub const ROUTES_V6: &str = "ROUTER_ROUTES_V6";
     /// `ARRAY` of one `u64`: the routes' generation, which user space bumps after every
-    /// change to [`ROUTES_V4`] or [`ROUTES_V6`]; a [`ROUTE_CACHE_V4`] entry of another
-    /// generation is stale.
+    /// change to [`ROUTES_V4`] or [`ROUTES_V6`] and after adding addresses to [`LOCAL`];
+    /// a [`ROUTE_CACHE_V4`] entry of another generation is stale.
     pub const ROUTES_GENERATION: &str = "ROUTER_ROUTES_GEN";
-    /// `PERCPU_ARRAY` of one [`super::RouteCacheV4`]: each CPU's last IPv4 destination
-    /// and the route the trie gave it, so back-to-back packets to one destination skip
-    /// the trie's walk.
+    /// `PERCPU_ARRAY` of one [`super::RouteCacheV4`]: each CPU's last forwarded IPv4
+    /// destination and the route the trie gave it, so back-to-back packets to one
+    /// destination skip the address table and the trie's walk.
     pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_CACHE_V4";
     /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
     pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";

@@ -190,18 +190,29 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
         return dropped(counter::MALFORMED);
     }
     let destination = [header[16], header[17], header[18], header[19]];
-    if local(family::IPV4, &v4_addr(destination)).is_some() {
-        return ipv4_local(raw, in_port, header);
-    }
-    // Multicast, limited broadcast: not forwarded.
-    if destination[0] >= 224 {
-        return dropped(counter::LOCAL_DROPPED);
-    }
-    if header[8] <= 1 {
-        return time_exceeded_v4(raw, in_port);
-    }
-    let Some(route) = route_v4(destination) else {
-        return dropped(counter::NO_ROUTE);
+    let generation = routes_generation();
+    // Only forwarded destinations are remembered, so a remembered one is neither the
+    // router's nor multicast (user space bumps the generation after writing addresses).
+    let route = if let Some(route) = remembered_v4(destination, generation) {
+        if header[8] <= 1 {
+            return time_exceeded_v4(raw, in_port);
+        }
+        route
+    } else {
+        if local(family::IPV4, &v4_addr(destination)).is_some() {
+            return ipv4_local(raw, in_port, header);
+        }
+        // Multicast, limited broadcast: not forwarded.
+        if destination[0] >= 224 {
+            return dropped(counter::LOCAL_DROPPED);
+        }
+        if header[8] <= 1 {
+            return time_exceeded_v4(raw, in_port);
+        }
+        let Some(route) = look_up_v4(destination, generation) else {
+            return dropped(counter::NO_ROUTE);
+        };
+        route
     };
     count_route(route.id, ctx.total_len() as u64);
     let next_hop = if route.flags & route_flags::CONNECTED != 0 {
@@ -238,30 +249,37 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     route.port
 }
 
-/// The route to `destination`: this CPU's last look-up when it was for the same
-/// destination and no route changed since (the routes' generation is the same), else the
-/// trie's longest-prefix match, remembered. The trie's walk grows with the table (about
-/// 20 levels for a million prefixes); back-to-back packets of a flow skip it.
+/// The routes' generation. Read before the look-ups: a route or address changed after
+/// this read bumps the generation, so what they give is never remembered as newer than it
+/// is.
 #[inline(always)]
-fn route_v4(destination: [u8; 4]) -> Option<Route> {
-    // Read before the trie: a route changed after this read bumps the generation, so
-    // what the look-up below gives is never remembered as newer than it is.
-    let generation = ROUTER_ROUTES_GEN
+fn routes_generation() -> u64 {
+    ROUTER_ROUTES_GEN
         .get_ptr(0)
         // SAFETY: the map's value, read once.
-        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) });
-    let cache = ROUTER_ROUTE_CACHE_V4.get_ptr_mut(0);
-    if let Some(cache) = cache {
-        // SAFETY: this CPU's slot; XDP runs with migration disabled.
-        let cached = unsafe { &*cache };
-        if cached.valid == 1 && cached.generation == generation && cached.destination == destination
-        {
-            return Some(cached.route);
-        }
-    }
+        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
+}
+
+/// This CPU's last forward, when it was to `destination` and no route or address of the
+/// router changed since (the same generation). The trie's walk grows with the table
+/// (about 20 levels for a million prefixes); back-to-back packets of a flow skip it, and
+/// the address table.
+#[inline(always)]
+fn remembered_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
+    let cache = ROUTER_ROUTE_CACHE_V4.get_ptr(0)?;
+    // SAFETY: this CPU's slot; XDP runs with migration disabled.
+    let cached = unsafe { &*cache };
+    (cached.valid == 1 && cached.generation == generation && cached.destination == destination)
+        .then_some(cached.route)
+}
+
+/// The trie's longest-prefix match for `destination`, remembered as this CPU's last
+/// forward under `generation`.
+#[inline(always)]
+fn look_up_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
     let route = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied()?;
-    if let Some(cache) = cache {
-        // SAFETY: as above.
+    if let Some(cache) = ROUTER_ROUTE_CACHE_V4.get_ptr_mut(0) {
+        // SAFETY: as in `remembered_v4`.
         unsafe {
             *cache = RouteCacheV4 {
                 destination,
