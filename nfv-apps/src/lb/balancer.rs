@@ -310,11 +310,19 @@ mod tests {
     use crate::lb::{
         nat::NatTimeouts,
         tables::{BackendCounters, BackendTotals},
-        tallies::tests::tables,
+        tallies::tests::{tables, tables_of},
     };
 
     /// Runs `chain` over one batch: a TCP ACK to the VIP from each client port given.
     fn run(chain: &mut Chain, ports: &[u16]) -> Vec<Verdict> {
+        run_to(chain, ports)
+            .into_iter()
+            .map(|(verdict, _)| verdict)
+            .collect()
+    }
+
+    /// As `run`, with the destination MAC each packet left with (its backend's next hop).
+    fn run_to(chain: &mut Chain, ports: &[u16]) -> Vec<(Verdict, [u8; 6])> {
         let (umem, mut pool) = Umem::new(UmemConfig::default()).unwrap();
         let mut frames: Vec<_> = ports
             .iter()
@@ -338,7 +346,8 @@ mod tests {
             .collect();
         let mut verdicts = vec![Verdict::Next; ports.len()];
         chain.run(&mut packets, &mut verdicts);
-        verdicts
+        let macs = packets.iter().map(|p| p.data()[..6].try_into().unwrap());
+        verdicts.into_iter().zip(macs).collect()
     }
 
     fn sum(counters: &[Arc<BackendCounters>]) -> BackendTotals {
@@ -382,6 +391,61 @@ mod tests {
         assert_eq!(
             slots, 3,
             "one slot per backend for this worker, kept across the swap"
+        );
+    }
+
+    /// Established flows skip the VIP lookup only while their entry's tables are current:
+    /// after a rebuild that moves the backends around they still reach their backend (found
+    /// by id), and after one without their VIP they are dropped.
+    #[test]
+    fn established_flows_follow_their_backend_across_rebuilds() {
+        let counters: Vec<Arc<BackendCounters>> = (0..3).map(|_| Arc::default()).collect();
+        let nat = Arc::new(NatTable::new(NatTimeouts::default()));
+        let before = tables_of(
+            1,
+            &[(1, &counters[0]), (2, &counters[1]), (3, &counters[2])],
+        );
+        let mut chain = Chain::new(vec![Box::new(LoadBalancer::new(
+            Arc::new(before),
+            1024,
+            nat.clone(),
+        ))]);
+        let ports: Vec<u16> = (1000..1032).collect();
+        let first = run_to(&mut chain, &ports);
+        // The same backends, listed in another order: every index differs from before.
+        let after = tables_of(
+            2,
+            &[(3, &counters[2]), (1, &counters[0]), (2, &counters[1])],
+        );
+        let mut rebuilt = Chain::new(vec![Box::new(LoadBalancer::new(
+            Arc::new(after),
+            1024,
+            nat.clone(),
+        ))]);
+        rebuilt.adopt(&mut chain);
+        assert_eq!(
+            run_to(&mut rebuilt, &ports),
+            first,
+            "each flow keeps its backend"
+        );
+        let mut emptied = Chain::new(vec![Box::new(LoadBalancer::new(
+            Arc::new(Tables::new(
+                3,
+                Vec::new(),
+                [2, 0, 0, 0, 0, 2],
+                1500,
+                Arc::default(),
+            )),
+            1024,
+            nat,
+        ))]);
+        emptied.adopt(&mut rebuilt);
+        let verdicts = run(&mut emptied, &ports);
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| *v == Verdict::Drop(DropReason::NotForVip)),
+            "{verdicts:?}"
         );
     }
 }

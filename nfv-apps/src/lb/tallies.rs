@@ -166,19 +166,32 @@ pub(crate) mod tests {
     /// Tables of one dsr-l2 VIP, 10.0.0.100:80/tcp, with a backend per counters given
     /// (10.0.1.1, 10.0.1.2, ..., their next hops resolved).
     pub(crate) fn tables(counters: &[&Arc<BackendCounters>]) -> Tables {
+        let backends: Vec<(u32, &Arc<BackendCounters>)> =
+            (1..).zip(counters.iter().copied()).collect();
+        tables_of(1, &backends)
+    }
+
+    /// Tables of `generation` with the one VIP of [`tables`], its backends given by id
+    /// (backend `id` is 10.0.1.`id`, next hop 02:00:00:00:01:`id`) and counters.
+    pub(crate) fn tables_of(generation: u64, backends: &[(u32, &Arc<BackendCounters>)]) -> Tables {
         let key = VipKey {
             address: "10.0.0.100".parse().unwrap(),
             port: 80,
             protocol: Protocol::Tcp,
         };
-        let backends = counters
+        let backends = backends
             .iter()
-            .enumerate()
-            .map(|(i, counters)| backend(i as u32 + 1, counters))
+            .map(|&(id, counters)| backend(id, counters))
             .collect();
         let source = "10.0.0.2".parse().unwrap();
         let vip = Vip::new(key, Forwarding::DsrL2, None, source, backends, 7);
-        Tables::new(1, vec![vip], [2, 0, 0, 0, 0, 2], 1500, Arc::default())
+        Tables::new(
+            generation,
+            vec![vip],
+            [2, 0, 0, 0, 0, 2],
+            1500,
+            Arc::default(),
+        )
     }
 
     pub(crate) fn totals(
