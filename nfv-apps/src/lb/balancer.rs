@@ -111,12 +111,9 @@ impl LoadBalancer {
 
     /// Finishes a checksum the sender left partial, before any rewrite (see
     /// `packet::complete_partial_checksum`); only packets the balancer sends on pay for it.
-    fn complete_partial_checksum(&self, packet: &mut Packet<'_>, parsed: &Parsed) {
+    fn complete_partial_checksum(&mut self, packet: &mut Packet<'_>, parsed: &Parsed) {
         if packet::complete_partial_checksum(packet.data_mut(), parsed) {
-            self.tables
-                .counters
-                .partial_checksums
-                .fetch_add(1, Ordering::Relaxed);
+            self.tallies.partial_checksum();
         }
     }
 
@@ -250,10 +247,7 @@ impl NetworkFunction for LoadBalancer {
             if let Err(reason) = self.fragments.resolve(&mut parsed) {
                 return Verdict::Drop(reason);
             }
-            self.tables
-                .counters
-                .fragments
-                .fetch_add(1, Ordering::Relaxed);
+            self.tallies.fragment();
         }
         // Most packets belong to an established flow: its entry names its VIP and backend.
         if let Some((vip, backend)) = self.established(&parsed) {
@@ -273,7 +267,8 @@ impl NetworkFunction for LoadBalancer {
     }
 
     /// Runs `process` over the undecided packets, then publishes the batch's counts: one
-    /// store per backend counter that moved, not a shared atomic add per packet.
+    /// store per backend counter that moved and one add per balancer-wide counter, not a
+    /// shared atomic add per packet.
     fn process_batch(&mut self, packets: &mut [Packet<'_>], verdicts: &mut [Verdict]) {
         for (packet, verdict) in packets.iter_mut().zip(verdicts.iter_mut()) {
             if *verdict == Verdict::Next {

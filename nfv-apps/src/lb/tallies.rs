@@ -2,7 +2,9 @@
 //! owns; once per batch the ones that moved are published to the backends' shared counters,
 //! each into this worker's own slot with a Relaxed store (no read-modify-write: the worker
 //! is the slot's only writer). `lb status` sums the slots, so its counts are exact as of
-//! each worker's last batch.
+//! each worker's last batch. The balancer-wide counts that can move on every packet
+//! (partial checksums completed, fragments) are added to the shared `LbCounters` once per
+//! batch too.
 //!
 //! A worker keeps its slots across hot swaps: the new load balancer takes over the old
 //! one's slots (and running totals) for the backends both tables share.
@@ -12,7 +14,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use crate::lb::tables::{BackendCounters, CounterSlot, Tables};
+use crate::lb::tables::{BackendCounters, CounterSlot, LbCounters, Tables};
 
 /// One backend's running totals on this worker.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,6 +37,10 @@ pub(crate) struct Tallies {
     /// Flat indexes counted since the last publish (its memory reserved up front, so
     /// counting never allocates).
     touched: Vec<usize>,
+    /// Partial checksums completed since the last publish.
+    partial_checksums: u64,
+    /// Fragments resolved since the last publish.
+    fragments: u64,
 }
 
 impl Tallies {
@@ -51,7 +57,21 @@ impl Tallies {
             first,
             slots: Vec::new(),
             touched: Vec::with_capacity(backends),
+            partial_checksums: 0,
+            fragments: 0,
         }
+    }
+
+    /// A checksum the sender left partial, completed.
+    #[inline]
+    pub fn partial_checksum(&mut self) {
+        self.partial_checksums += 1;
+    }
+
+    /// A fragment given its datagram's ports.
+    #[inline]
+    pub fn fragment(&mut self) {
+        self.fragments += 1;
     }
 
     #[inline]
@@ -81,6 +101,7 @@ impl Tallies {
 
     /// Publishes the counts that moved since the last call (at the end of each batch).
     pub fn publish(&mut self, tables: &Tables) {
+        self.publish_events(&tables.counters);
         if self.touched.is_empty() {
             return;
         }
@@ -94,6 +115,21 @@ impl Tallies {
             slot.packets.store(tally.packets, Ordering::Relaxed);
             slot.bytes.store(tally.bytes, Ordering::Relaxed);
             slot.connections.store(tally.connections, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds the balancer-wide counts of the batch: one shared add per counter that moved,
+    /// not one per packet.
+    fn publish_events(&mut self, counters: &LbCounters) {
+        let events = [
+            (&mut self.partial_checksums, &counters.partial_checksums),
+            (&mut self.fragments, &counters.fragments),
+        ];
+        for (pending, counter) in events {
+            if *pending != 0 {
+                counter.fetch_add(*pending, Ordering::Relaxed);
+                *pending = 0;
+            }
         }
     }
 
@@ -225,6 +261,16 @@ pub(crate) mod tests {
         one.publish(&shared);
         assert_eq!(b.totals(), totals(2, 1510, 0));
         assert_eq!(a.totals(), totals(3, 200, 1), "untouched counts stay");
+        one.partial_checksum();
+        two.partial_checksum();
+        two.fragment();
+        assert_eq!(shared.counters.partial_checksums.load(Ordering::Relaxed), 0);
+        one.publish(&shared);
+        two.publish(&shared);
+        two.publish(&shared);
+        let counters = &shared.counters;
+        assert_eq!(counters.partial_checksums.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.fragments.load(Ordering::Relaxed), 1);
     }
 
     #[test]
