@@ -50,6 +50,7 @@ fn flow(i: u32) -> FlowKey {
 
 fn connection_table(c: &mut Criterion) {
     let connection = Connection {
+        vip_index: 0,
         backend_id: 1,
         backend_index: 0,
         generation: 0,

@@ -22,7 +22,8 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// One received packet, writable in place in the UMEM.
+/// One received packet, writable in place in the UMEM. Its accessors are `#[inline]`: they
+/// are on every function's per-packet path, in other crates.
 pub struct Packet<'a> {
     umem: &'a Umem,
     frame: &'a mut Frame,
@@ -32,26 +33,31 @@ pub struct Packet<'a> {
 
 impl<'a> Packet<'a> {
     /// The packet in `frame` of `umem`, received on `queue`.
+    #[inline]
     pub fn new(umem: &'a Umem, frame: &'a mut Frame, queue: u32) -> Packet<'a> {
         Packet { umem, frame, queue }
     }
 
     /// Its bytes, from the Ethernet header on.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         self.umem.data(self.frame)
     }
 
     /// Its bytes, to rewrite in place.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         self.umem.data_mut(self.frame)
     }
 
     /// Its length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.frame.len() as usize
     }
 
     /// Whether it has no bytes.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.frame.is_empty()
     }

@@ -9,9 +9,12 @@
 //! ```
 //!
 //! A flow always meets the same stage, so per-stage state sees the whole flow. Every batch
-//! sent out comes back (the return channel is unbounded, but at most `stages * (D + 1)`
-//! batches are ever out), so no frame leaves the UMEM's accounting. While a queue is full,
-//! packets for it gather into one more batch; only beyond that are they dropped.
+//! sent out comes back, so no frame leaves the UMEM's accounting. The way back is a bounded
+//! channel that a stage never waits on: a batch holds at least one frame, so no more
+//! batches can be out than the UMEM has frames (plus one swap confirmation per stage). An
+//! unbounded channel would allocate on the stage's path (a block every 31 messages).
+//! While a queue is full, packets for it gather into one more batch; only beyond that are
+//! they dropped.
 
 use std::{
     sync::{Arc, Mutex},
@@ -90,7 +93,8 @@ impl Stages {
             return Err(WorkerError::Pin { queue, core });
         }
         assert_eq!(chains.len(), config.cores.len(), "one chain per stage");
-        let (done, returns) = crossbeam_channel::unbounded();
+        let room = umem.frame_count() as usize + config.cores.len();
+        let (done, returns) = crossbeam_channel::bounded(room);
         let mut stages = Stages {
             inboxes: Vec::new(),
             returns,

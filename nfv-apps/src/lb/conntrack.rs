@@ -9,8 +9,8 @@ use std::{
 
 use crate::lb::packet::{FlowKey, mix};
 
-/// A fast hasher for the hot path's maps: `FlowKey::hash` (already well mixed) goes
-/// straight through; other keys are mixed 8 bytes at a time.
+/// A fast hasher for the hot path's maps: keys hashed already (flows by `stable_hash`, VIPs
+/// by `vip_hash`) go straight through; other keys are mixed 8 bytes at a time.
 #[derive(Default)]
 pub struct FlowHasher(u64);
 
@@ -31,6 +31,7 @@ impl Hasher for FlowHasher {
 }
 
 impl std::hash::Hash for FlowKeyHash {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(crate::lb::packet::stable_hash(&self.0));
     }
@@ -40,10 +41,12 @@ impl std::hash::Hash for FlowKeyHash {
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FlowKeyHash(FlowKey);
 
-/// Where a flow goes: a backend's stable id, and its index in the VIP's backend list as of
-/// table `generation` (so a hit costs no id lookup while nothing changed).
+/// Where a flow goes: a backend's stable id, and its VIP's and its own index as of table
+/// `generation` (so a hit costs no VIP lookup and no id search while nothing changed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
+    /// The index of the flow's VIP in the tables of `generation`.
+    pub vip_index: u32,
     /// The backend's id, stable across table rebuilds.
     pub backend_id: u32,
     /// Its index in the VIP's backends as of `generation`.
@@ -220,6 +223,7 @@ mod tests {
 
     fn conn(id: u32) -> Connection {
         Connection {
+            vip_index: 0,
             backend_id: id,
             backend_index: id,
             generation: 0,

@@ -2,7 +2,7 @@
 //! forwarding by MAC rewrite (dsr-l2), IP-in-IP (dsr-ipip) or NAT.
 //!
 //! Modules depend one way: `packet` and `config` at the bottom; the data path (`maglev`,
-//! `conntrack`, `fragments`, `nat`, `icmp`, `tables`, `balancer`); the control plane's
+//! `conntrack`, `fragments`, `nat`, `icmp`, `tables`, `tallies`, `balancer`); the control plane's
 //! `neighbours`, `registry`, `ntuple_rules`, `control` and `error`; `appliance` on top.
 
 pub mod appliance;
@@ -20,3 +20,4 @@ pub mod ntuple_rules;
 pub mod packet;
 pub mod registry;
 pub mod tables;
+mod tallies;

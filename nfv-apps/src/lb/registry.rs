@@ -1,11 +1,7 @@
 //! The control plane's view of VIPs and backends: config, operator state (drain, disable),
 //! health, counters and next hops. Every change rebuilds the workers' `Tables`.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::{Arc, atomic::Ordering},
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use serde::Serialize;
 
@@ -372,16 +368,17 @@ impl Registry {
                 let backends: Vec<BackendStatus> = entry
                     .backends
                     .iter()
-                    .map(|b| BackendStatus {
+                    .map(|b| (b, b.counters.totals()))
+                    .map(|(b, totals)| BackendStatus {
                         address: b.ip,
                         port: b.port,
                         weight: b.weight,
                         state: b.state(),
                         healthy: b.healthy,
                         next_hop: b.next_hop.get().map(mac_text),
-                        packets: b.counters.packets.load(Ordering::Relaxed),
-                        bytes: b.counters.bytes.load(Ordering::Relaxed),
-                        connections: b.counters.connections.load(Ordering::Relaxed),
+                        packets: totals.packets,
+                        bytes: totals.bytes,
+                        connections: totals.connections,
                     })
                     .collect();
                 VipStatus {

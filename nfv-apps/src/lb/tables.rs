@@ -1,13 +1,14 @@
 //! What every worker reads: the VIPs, their backends and Maglev tables, built by the control
 //! plane and replaced whole (hot swap) on every change. Counters and neighbour MACs are
-//! shared atomics, so they survive rebuilds and the control plane can fill MACs in live.
+//! shared (per-worker counter slots, atomic MACs), so they survive rebuilds and the control
+//! plane can fill MACs in live.
 
 use std::{
     collections::HashMap,
-    hash::BuildHasherDefault,
+    hash::{BuildHasherDefault, Hash, Hasher},
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -18,7 +19,7 @@ use crate::lb::{
     config::{Forwarding, VipKey},
     conntrack::FlowHasher,
     maglev::{MaglevEntry, MaglevTable},
-    packet::{Address, address},
+    packet::{Address, address, vip_hash},
 };
 
 /// Whether a backend takes flows.
@@ -33,15 +34,61 @@ pub enum BackendState {
     Disabled,
 }
 
-/// A backend's counters, shared by every worker and kept across table rebuilds.
+/// One worker's share of a backend's counters: its running totals, written by that worker
+/// alone with a Relaxed store once per batch (see `tallies`), so the packet path has no
+/// shared read-modify-write. A cache line of its own: workers never write the same line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct CounterSlot {
+    pub(crate) packets: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) connections: AtomicU64,
+}
+
+/// A backend's counters, kept across table rebuilds: one slot per worker (or stage) that
+/// has counted for it; the totals are the slots' sums.
 #[derive(Debug, Default)]
 pub struct BackendCounters {
+    pub(crate) slots: Mutex<Vec<Arc<CounterSlot>>>,
+}
+
+/// A backend's counts, summed over the workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendTotals {
     /// Packets sent to it.
-    pub packets: AtomicU64,
+    pub packets: u64,
     /// Bytes sent to it.
-    pub bytes: AtomicU64,
-    /// New flows scheduled to the backend.
-    pub connections: AtomicU64,
+    pub bytes: u64,
+    /// New flows scheduled to it.
+    pub connections: u64,
+}
+
+impl BackendCounters {
+    /// The counts as the workers last published them (at the end of their last batch).
+    pub fn totals(&self) -> BackendTotals {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots
+            .iter()
+            .fold(BackendTotals::default(), |sum, slot| BackendTotals {
+                packets: sum.packets + slot.packets.load(Ordering::Relaxed),
+                bytes: sum.bytes + slot.bytes.load(Ordering::Relaxed),
+                connections: sum.connections + slot.connections.load(Ordering::Relaxed),
+            })
+    }
+
+    /// A fresh slot (all zero) for one worker to write, counted in the totals from now on.
+    pub(crate) fn new_slot(&self) -> Arc<CounterSlot> {
+        let slot = Arc::new(CounterSlot::default());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.push(slot.clone());
+        slot
+    }
 }
 
 /// A backend's next-hop MAC, filled in by the control plane (0 until resolved). A worker that
@@ -165,6 +212,21 @@ pub struct LbCounters {
     pub conntrack_evictions: AtomicU64,
 }
 
+/// A VIP's key in the per-packet index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct VipIndexKey {
+    address: Address,
+    port: u16,
+    proto: u8,
+}
+
+impl Hash for VipIndexKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(vip_hash(&self.address, self.port, self.proto));
+    }
+}
+
 /// Everything a worker reads per packet, built whole by the control plane.
 pub struct Tables {
     /// Bumped on every rebuild: a connection entry from an older generation re-checks its
@@ -172,8 +234,9 @@ pub struct Tables {
     pub generation: u64,
     /// The VIPs, in config order.
     pub vips: Vec<Vip>,
-    /// (VIP address, port, protocol) → VIP; looked up per packet, so a fast hasher.
-    index: HashMap<(Address, u16, u8), usize, BuildHasherDefault<FlowHasher>>,
+    /// (VIP address, port, protocol) → VIP; looked up per packet, so hashed once by
+    /// `vip_hash` (not a byte at a time by the tuple's `Hash`).
+    index: HashMap<VipIndexKey, usize, BuildHasherDefault<FlowHasher>>,
     snat_addresses: Vec<Address>,
     /// The interface's MAC: the source of what the appliance sends.
     pub own_mac: [u8; 6],
@@ -196,11 +259,11 @@ impl Tables {
             .iter()
             .enumerate()
             .map(|(i, vip)| {
-                let key = (
-                    address(vip.key.address),
-                    vip.key.port,
-                    vip.key.protocol.number(),
-                );
+                let key = VipIndexKey {
+                    address: address(vip.key.address),
+                    port: vip.key.port,
+                    proto: vip.key.protocol.number(),
+                };
                 (key, i)
             })
             .collect();
@@ -222,7 +285,12 @@ impl Tables {
     /// The index of the VIP at (`dst`, `port`, `proto`), if there is one.
     #[inline]
     pub fn vip(&self, dst: &Address, port: u16, proto: u8) -> Option<usize> {
-        self.index.get(&(*dst, port, proto)).copied()
+        let key = VipIndexKey {
+            address: *dst,
+            port,
+            proto,
+        };
+        self.index.get(&key).copied()
     }
 
     /// Whether `dst` is a NAT VIP's SNAT address (a backend's reply).
