@@ -3,7 +3,8 @@
 //! `BPF_PROG_TEST_RUN` on its entry; and how long each policy took to apply. A report,
 //! not a test: it asserts nothing about speed.
 //!
-//! Run as root: `cargo run --release -p firewall --example firewall_bench`.
+//! Run as root: `cargo run --release -p firewall --example firewall_bench [RULES:MASKS...]`
+//! (no arguments: the table of docs/firewall.md; e.g. `0:1 1000:4` runs those two rows).
 //!
 //! The frame is a 64-byte IPv4/UDP datagram no rule matches (the default, accept,
 //! decides; the chain's end passes it), so every mask of the policy is probed. Its flow is
@@ -48,9 +49,10 @@ fn policy(rules: usize, masks: usize) -> String {
 fn main() -> Result<()> {
     lab::require_root("firewall-bench");
     let lab = Lab::for_test("fb");
+    let cases = cases_from_args()?;
     let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
-    let rows =
-        lab::netns::run_in(&namespace, move || run(&iface)).context("the dut's namespace")??;
+    let rows = lab::netns::run_in(&namespace, move || run(&iface, &cases))
+        .context("the dut's namespace")??;
     println!(
         "| rules | masks | ns/packet (median of {RUNS} × {REPEAT}) | apply (ms) | rule add (µs) |"
     );
@@ -64,26 +66,46 @@ fn main() -> Result<()> {
 /// One row: rules, masks, ns/packet, apply (ms), rule add (µs).
 type Row = (usize, usize, f64, f64, u64);
 
-fn run(iface: &str) -> Result<Vec<Row>> {
+/// The rows docs/firewall.md reports: (rules, masks).
+const CASES: [(usize, usize); 9] = [
+    (0, 1),
+    (1, 1),
+    (1000, 1),
+    (16_000, 1),
+    (64_000, 1),
+    (1000, 4),
+    (1000, 16),
+    (1000, 32),
+    (1000, 48),
+];
+
+/// The rows named on the command line (`RULES:MASKS`), or all of [`CASES`].
+fn cases_from_args() -> Result<Vec<(usize, usize)>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        return Ok(CASES.to_vec());
+    }
+    args.iter()
+        .map(|arg| {
+            let (rules, masks) = arg
+                .split_once(':')
+                .with_context(|| format!("`{arg}`: expected RULES:MASKS, e.g. 1000:4"))?;
+            let (rules, masks) = (rules.parse()?, masks.parse::<usize>()?);
+            ensure!((1..=48).contains(&masks), "`{arg}`: masks must be 1 to 48");
+            Ok((rules, masks))
+        })
+        .collect()
+}
+
+fn run(iface: &str, cases: &[(usize, usize)]) -> Result<Vec<Row>> {
     let frame =
         wire::build::FrameBuilder::udp(IpAddr::from([192, 0, 2, 1]), IpAddr::from([10, 255, 0, 2]))
             .ports(4000, 9)
             .payload(vec![0u8; 18])
             .build();
     let mut rows = Vec::new();
-    let cases = [
-        (0, 1),
-        (1, 1),
-        (1000, 1),
-        (16_000, 1),
-        (64_000, 1),
-        (1000, 4),
-        (1000, 16),
-        (1000, 32),
-        (1000, 48),
-    ];
     let result = (|| -> Result<()> {
-        for (rules, masks) in cases {
+        for &(rules, masks) in cases {
             let path = std::env::temp_dir().join(format!("firewall-bench-{rules}-{masks}.toml"));
             std::fs::write(&path, policy(rules, masks))?;
             let policy = Policy::read(&path)?;
