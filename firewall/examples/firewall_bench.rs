@@ -3,13 +3,19 @@
 //! `BPF_PROG_TEST_RUN` on its entry; and how long each policy took to apply. A report,
 //! not a test: it asserts nothing about speed.
 //!
-//! Run as root: `cargo run --release -p firewall --example firewall_bench`.
+//! Run as root: `cargo run --release -p firewall --example firewall_bench [ROW...]`, a row
+//! being `RULES:MASKS` or `RULES:MASKS:established` (no arguments: the table of
+//! docs/firewall.md; e.g. `0:1 1000:4` runs those two rows).
 //!
 //! The frame is a 64-byte IPv4/UDP datagram no rule matches (the default, accept,
 //! decides; the chain's end passes it), so every mask of the policy is probed. Its flow is
-//! in the conntrack table after the first run, as an established flow's would be. The
-//! peer of each run is the firewall with an empty policy: the parse, the hop, the
-//! conntrack look-up and no probe.
+//! in the conntrack table after the first run (state new: the other side never answers;
+//! the entry is found and refreshed). The peer of each run is the firewall with an empty
+//! policy: the parse, the hop, the conntrack look-up and refresh, and no probe.
+//!
+//! An `established` row puts `ct_state = ["established", "related"]`, `accept` before the
+//! policy's rules and runs one answer (the other way) before timing: the flow is
+//! established, and the first rule accepts it right after conntrack, with no probe.
 
 use std::{fmt::Write as _, net::IpAddr, time::Instant};
 
@@ -23,9 +29,16 @@ const RUNS: usize = 5;
 const XDP_PASS: u32 = 2;
 
 /// A policy of `rules` rules over `masks` distinct masks (UDP, one destination port, a
-/// source prefix whose length picks the mask), none matching 192.0.2.1.
-fn policy(rules: usize, masks: usize) -> String {
+/// source prefix whose length picks the mask), none matching 192.0.2.1; with
+/// `established`, after a first rule accepting established and related packets.
+fn policy(rules: usize, masks: usize, established: bool) -> String {
     let mut text = String::from("default = \"accept\"\n");
+    if established {
+        text.push_str(
+            "[[rule]]\nname = \"replies\"\nct_state = [\"established\", \"related\"]\n\
+             action = \"accept\"\n",
+        );
+    }
     for index in 0..rules {
         let mask = index % masks;
         let prefix = 32 - (mask % 24) as u32;
@@ -48,55 +61,128 @@ fn policy(rules: usize, masks: usize) -> String {
 fn main() -> Result<()> {
     lab::require_root("firewall-bench");
     let lab = Lab::for_test("fb");
+    let cases = cases_from_args()?;
     let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
-    let rows =
-        lab::netns::run_in(&namespace, move || run(&iface)).context("the dut's namespace")??;
+    let rows = lab::netns::run_in(&namespace, move || run(&iface, &cases))
+        .context("the dut's namespace")??;
     println!(
-        "| rules | masks | ns/packet (median of {RUNS} × {REPEAT}) | apply (ms) | rule add (µs) |"
+        "| rules | masks | flow | ns/packet (median of {RUNS} × {REPEAT}) | apply (ms) | rule add (µs) |"
     );
-    println!("|------:|------:|------:|------:|------:|");
-    for (rules, masks, ns, apply_ms, add_us) in rows {
-        println!("| {rules} | {masks} | {ns:.1} | {apply_ms:.1} | {add_us} |");
+    println!("|------:|------:|---|------:|------:|------:|");
+    for (case, masks, ns, apply_ms, add_us) in rows {
+        let flow = if case.established {
+            "established (rule 1 accepts)"
+        } else {
+            "new"
+        };
+        let rules = case.rules + usize::from(case.established);
+        println!("| {rules} | {masks} | {flow} | {ns:.1} | {apply_ms:.1} | {add_us} |");
     }
     Ok(())
 }
 
-/// One row: rules, masks, ns/packet, apply (ms), rule add (µs).
-type Row = (usize, usize, f64, f64, u64);
+/// One row of the report: what the policy was.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    /// Filler rules (none matching the frame).
+    rules: usize,
+    /// Distinct masks they spread over.
+    masks: usize,
+    /// A first rule accepting established flows, and the frame's flow established.
+    established: bool,
+}
 
-fn run(iface: &str) -> Result<Vec<Row>> {
+/// One row: the case, masks compiled, ns/packet, apply (ms), rule add (µs).
+type Row = (Case, usize, f64, f64, u64);
+
+/// The rows docs/firewall.md reports: (rules, masks, established).
+const CASES: [(usize, usize, bool); 11] = [
+    (0, 1, false),
+    (1, 1, false),
+    (1000, 1, false),
+    (16_000, 1, false),
+    (64_000, 1, false),
+    (1000, 4, false),
+    (1000, 16, false),
+    (1000, 32, false),
+    (1000, 48, false),
+    (1000, 1, true),
+    (1000, 48, true),
+];
+
+/// The rows named on the command line (`RULES:MASKS[:established]`), or all of [`CASES`].
+fn cases_from_args() -> Result<Vec<Case>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let case = |(rules, masks, established)| Case {
+        rules,
+        masks,
+        established,
+    };
+    if args.is_empty() {
+        return Ok(CASES.into_iter().map(case).collect());
+    }
+    args.iter()
+        .map(|arg| {
+            let mut parts = arg.split(':');
+            let usage = || format!("`{arg}`: expected RULES:MASKS[:established], e.g. 1000:4");
+            let rules = parts.next().with_context(usage)?.parse()?;
+            let masks = parts.next().with_context(usage)?.parse::<usize>()?;
+            let established = match parts.next() {
+                None => false,
+                Some("established") => true,
+                Some(_) => anyhow::bail!(usage()),
+            };
+            ensure!(parts.next().is_none(), usage());
+            ensure!((1..=48).contains(&masks), "`{arg}`: masks must be 1 to 48");
+            Ok(case((rules, masks, established)))
+        })
+        .collect()
+}
+
+fn run(iface: &str, cases: &[Case]) -> Result<Vec<Row>> {
     let frame =
         wire::build::FrameBuilder::udp(IpAddr::from([192, 0, 2, 1]), IpAddr::from([10, 255, 0, 2]))
             .ports(4000, 9)
             .payload(vec![0u8; 18])
             .build();
+    let answer =
+        wire::build::FrameBuilder::udp(IpAddr::from([10, 255, 0, 2]), IpAddr::from([192, 0, 2, 1]))
+            .ports(9, 4000)
+            .payload(vec![0u8; 18])
+            .build();
     let mut rows = Vec::new();
-    let cases = [
-        (0, 1),
-        (1, 1),
-        (1000, 1),
-        (16_000, 1),
-        (64_000, 1),
-        (1000, 4),
-        (1000, 16),
-        (1000, 32),
-        (1000, 48),
-    ];
     let result = (|| -> Result<()> {
-        for (rules, masks) in cases {
+        for &case in cases {
+            let Case {
+                rules,
+                masks,
+                established,
+            } = case;
             let path = std::env::temp_dir().join(format!("firewall-bench-{rules}-{masks}.toml"));
-            std::fs::write(&path, policy(rules, masks))?;
+            std::fs::write(&path, policy(rules, masks, established))?;
             let policy = Policy::read(&path)?;
             let started = Instant::now();
             let applied = firewall::apply(iface, &policy, false)?;
             let apply_ms = started.elapsed().as_secs_f64() * 1e3;
             let _ = std::fs::remove_file(&path);
+            // Each row's flow starts untracked (an earlier row may have established it).
+            firewall::conntrack::flush()?;
             let entry = offload::bpffs::Bpffs::get()
                 .fastpath_dir()
                 .join(iface)
                 .join("chain/entry");
             let program = Xdp::from_pin(&entry, aya_obj::programs::XdpAttachType::Interface)
                 .with_context(|| format!("open {}", entry.display()))?;
+            if established {
+                // The flow opened (the default accepts it), then answered.
+                for frame in [&frame, &answer] {
+                    let verdict = offload::test_run::run_once(&program, frame)?.verdict;
+                    ensure!(
+                        verdict == XDP_PASS,
+                        "setting up the flow: returned {verdict}"
+                    );
+                }
+            }
             let mut times = Vec::with_capacity(RUNS);
             for _ in 0..RUNS {
                 let result = program.test_run(TestRunOptions {
@@ -121,13 +207,7 @@ fn run(iface: &str) -> Result<Vec<Row>> {
             )?;
             let added = firewall::add_rule(iface, &Policy::read(&one)?)?;
             let _ = std::fs::remove_file(&one);
-            rows.push((
-                rules,
-                applied.masks,
-                times[RUNS / 2],
-                apply_ms,
-                added.micros,
-            ));
+            rows.push((case, applied.masks, times[RUNS / 2], apply_ms, added.micros));
         }
         Ok(())
     })();

@@ -31,6 +31,10 @@ pub struct Tables {
     /// The `log` rules' counter slots (in the bank) and rates (events per second; 0:
     /// every packet).
     pub log_rates: Vec<(u32, u32)>,
+    /// The [`ct_state`] bits for which the first rule accepts every packet
+    /// (`BankInfo::first_rule_accepts`: the kernel decides those packets right after
+    /// conntrack, without probing); 0 when the first rule looks at more than the state.
+    pub first_rule_accepts: u8,
 }
 
 /// Compiles `policy`; `ifindex_of` resolves a rule's `iface`.
@@ -173,6 +177,7 @@ pub fn compile(
                 .push((position as u32 + 1, rule.log_rate.unwrap_or(0)));
         }
     }
+    tables.first_rule_accepts = policy.rules.first().map_or(0, first_rule_accepts);
     // Both banks share the hash: each policy gets half.
     if tables.entries.len() > (RULE_ENTRIES / 2) as usize {
         return Err(FirewallError::Rules {
@@ -209,6 +214,30 @@ impl Tables {
         best.map_or((self.default_verdict, 0), |rule| {
             (rule.verdict, rule.counter)
         })
+    }
+}
+
+/// The ct states in which `rule`, as a policy's first rule, decides every packet with
+/// `accept`: all of them when it matches on its ct state alone (or on nothing), none when
+/// it looks at anything else or does not accept. The first rule that matches decides, so
+/// such a packet needs no probe to be decided.
+fn first_rule_accepts(rule: &crate::Rule) -> u8 {
+    let state_only = rule.src.is_none()
+        && rule.dst.is_none()
+        && rule.proto.is_none()
+        && rule.src_ports.is_none()
+        && rule.dst_ports.is_none()
+        && rule.icmp_type.is_none()
+        && rule.icmp_code.is_none()
+        && rule.tcp_flags.is_none()
+        && rule.iface.is_none();
+    if !state_only || rule.verdict != verdict::ACCEPT {
+        return 0;
+    }
+    if rule.ct_states == 0 {
+        ct_state::NEW | ct_state::ESTABLISHED | ct_state::RELATED | ct_state::INVALID
+    } else {
+        rule.ct_states
     }
 }
 
@@ -441,6 +470,80 @@ mod tests {
                 .to_string()
                 .contains("line 1: rule `rule 1`: iface: no interface nope"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_first_rule_on_the_ct_state_alone_lets_the_kernel_skip_the_probes() {
+        let established_related = ct_state::ESTABLISHED | ct_state::RELATED;
+        let all = ct_state::NEW | established_related | ct_state::INVALID;
+        let later = "[[rule]]\nproto = \"udp\"\naction = \"drop\"\n\
+                     [[rule]]\nsrc = \"192.0.2.0/24\"\naction = \"drop\"\n";
+        for (first, expected) in [
+            (
+                "[[rule]]\nct_state = [\"established\", \"related\"]\naction = \"accept\"\n",
+                established_related,
+            ),
+            ("[[rule]]\naction = \"accept\"\n", all),
+            // Anything else looked at, or another action: the probes decide.
+            (
+                "[[rule]]\nct_state = [\"established\"]\nproto = \"udp\"\naction = \"accept\"\n",
+                0,
+            ),
+            (
+                "[[rule]]\nct_state = [\"established\"]\niface = \"eth0\"\naction = \"accept\"\n",
+                0,
+            ),
+            (
+                "[[rule]]\nct_state = [\"established\"]\nsrc = \"0.0.0.0/0\"\naction = \"accept\"\n",
+                0,
+            ),
+            (
+                "[[rule]]\nct_state = [\"established\"]\naction = \"drop\"\n",
+                0,
+            ),
+            (
+                "[[rule]]\nct_state = [\"established\"]\naction = \"log\"\n",
+                0,
+            ),
+            // The first by priority, not by place in the file.
+            (
+                "[[rule]]\nct_state = [\"established\"]\naction = \"accept\"\npriority = 5\n\
+                 [[rule]]\nproto = \"tcp\"\naction = \"accept\"\npriority = 1\n",
+                0,
+            ),
+            ("", 0),
+        ] {
+            let tables = tables(&format!("default = \"drop\"\n{first}{later}"));
+            assert_eq!(tables.first_rule_accepts, expected, "{first}");
+            // What the kernel then decides without probing is what the probes find: rule 1
+            // (counter slot 1) accepts, whatever else the packet is.
+            for state in [
+                ct_state::NEW,
+                ct_state::ESTABLISHED,
+                ct_state::RELATED,
+                ct_state::INVALID,
+            ] {
+                if state & expected == 0 {
+                    continue;
+                }
+                for (src, protocol, port) in [
+                    ([192, 0, 2, 1], proto::UDP, 53),
+                    ([10, 0, 0, 1], proto::TCP, 80),
+                    ([192, 0, 2, 9], proto::ICMP, 8 << 8),
+                ] {
+                    assert_eq!(
+                        tables.classify(&packet(src, protocol, port, state)),
+                        (verdict::ACCEPT, 1),
+                        "{first}: state {state}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            tables("default = \"accept\"\n").first_rule_accepts,
+            0,
+            "no rules"
         );
     }
 }

@@ -326,6 +326,7 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
     state.bank = idle;
     state.banks[idle as usize].masks = tables.masks.len() as u32;
     state.banks[idle as usize].default_verdict = tables.default_verdict;
+    state.banks[idle as usize].first_rule_accepts = tables.first_rule_accepts;
     // The switch: one update; a packet reads the state once, so it sees one whole policy.
     policy
         .set(0, state, 0)

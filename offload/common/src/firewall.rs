@@ -410,8 +410,14 @@ pub struct BankInfo {
     pub masks: u32,
     /// The default policy's [`verdict`].
     pub default_verdict: u8,
+    /// The [`ct_state`] bits for which the bank's first rule (counter slot 1) accepts
+    /// every packet: it looks at nothing else. A packet in one of these states is accepted
+    /// and counted there right after its conntrack look-up, with no mask probed (it is what
+    /// the probes would find: the first rule wins). 0: no such rule. Whatever changes the
+    /// bank's first rule in place must keep it true.
+    pub first_rule_accepts: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 
 /// Which bank runs; written in one update to switch policies.
