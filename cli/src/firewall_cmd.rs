@@ -68,6 +68,17 @@ pub enum RuleCommand {
         /// A rules file holding exactly one `[[rule]]`.
         file: PathBuf,
     },
+    /// Remove one rule from the running policy, in place: no new bank, no grace delay;
+    /// established flows and the other rules' counters stay. A rule with the same match
+    /// after it takes over.
+    Del {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// The rule: its name, or its number as `firewall status` lists it (from 1).
+        #[arg(long)]
+        rule: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +177,25 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                 println!(
                     "{iface}: rule `{}` added as rule {}: {} entries, {} new masks, in {} µs",
                     added.name, added.position, added.entries, added.new_masks, added.micros
+                );
+            }
+        }
+        FirewallCommand::Rule {
+            command: RuleCommand::Del { iface, rule },
+        } => {
+            let deleted = firewall::del_rule(iface, rule)?;
+            if as_json {
+                output::json(&deleted);
+            } else {
+                println!(
+                    "{iface}: rule `{}` (rule {}) deleted: {} entries handed to a later rule, {} \
+                     removed, in {} µs (map updates {} µs)",
+                    deleted.name,
+                    deleted.position,
+                    deleted.entries_replaced,
+                    deleted.entries_removed,
+                    deleted.micros,
+                    deleted.update_micros
                 );
             }
         }

@@ -225,6 +225,7 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
         .open(&names_file)
         .and_then(|mut file| file.write_all(line.as_bytes()))
         .map_err(FirewallError::pin("append to", &names_file))?;
+    crate::del_rule::record_added(iface, bank, rule, position as usize)?;
     let micros = started.elapsed().as_micros() as u64;
     Ok(RuleAdded {
         iface: iface.to_string(),

@@ -69,6 +69,16 @@ pub enum FirewallError {
         /// The interface.
         iface: String,
     },
+    /// `rule del` named no rule of the running policy.
+    #[error("no rule `{rule}` in the running policy of {iface}: {reason}")]
+    NoSuchRule {
+        /// The interface.
+        iface: String,
+        /// The rule as given (a name or a number).
+        rule: String,
+        /// Why it is not there.
+        reason: String,
+    },
     /// The egress tracker could not be loaded or attached.
     #[error("the firewall's egress tracker on {iface}: {step}: {reason}")]
     Egress {

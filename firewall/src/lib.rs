@@ -7,6 +7,7 @@
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
 //! - [`add_rule`]: one rule appended to the running policy in place (a few map updates);
+//! - [`del_rule`]: one rule removed from the running policy in place;
 //! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
 //! - [`log`]: the events of `log` rules and of a full conntrack table;
 //! - [`policy`]: security groups compiled to the firewall of each member interface.
@@ -18,6 +19,7 @@ mod add_rule;
 mod batch;
 mod compile;
 pub mod conntrack;
+mod del_rule;
 mod error;
 pub mod log;
 pub mod policy;
@@ -26,6 +28,7 @@ mod tables;
 
 pub use add_rule::{RuleAdded, add_rule};
 pub use compile::{Tables, compile};
+pub use del_rule::{RuleDeleted, del_rule};
 pub use error::FirewallError;
 pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
 pub use tables::{Applied, RuleCounters, Status, apply, remove, status};

@@ -6,6 +6,7 @@
 //! <pins>/firewall/<iface>/FW_*              the interface's rule tables
 //! <pins>/firewall/<iface>/egress_link       the egress tracker's tcx link
 //! <run>/firewall/<iface>/bank-<N>.names     rule names of each bank, for status
+//! <run>/firewall/<iface>/bank-<N>.rules     its rules, each with its place (for `rule del`)
 //! ```
 //!
 //! `<pins>` and `<run>` are the network namespace's folders (`offload::netns`).
@@ -163,6 +164,7 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
     create_maps(iface, &object, &bound)?;
     write_settings(policy)?;
     let bank = switch_policy(iface, &tables)?;
+    crate::del_rule::record_rules(iface, bank, policy)?;
     applied.bank = Some(bank);
     if !running {
         builtin::load_bound(
@@ -468,7 +470,10 @@ pub fn status(iface: &str) -> Result<Status, FirewallError> {
     let default = read(0, "default".to_string())?;
     let mut rules = Vec::with_capacity(names.len());
     for (index, name) in names.into_iter().enumerate() {
-        rules.push(read(index as u32 + 1, name)?);
+        // An empty name: a rule `rule del` took out.
+        if !name.is_empty() {
+            rules.push(read(index as u32 + 1, name)?);
+        }
     }
     let info = state.banks[bank as usize];
     Ok(Status {

@@ -132,3 +132,33 @@ fn an_established_packet_is_accepted_by_the_first_rule_without_a_probe() {
         "established, first rule naming a protocol: (verdict, rule 1, rule 2)"
     );
 }
+
+/// `rule del` of the first rule ends the shortcut with it: the bank stops saying that rule 1
+/// takes established packets, so the next rule decides them.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn deleting_the_first_rule_ends_the_shortcut() {
+    require_root("the firewall's established path");
+    let lab = Lab::for_test("fd");
+    let (namespace, iface) = (lab.dut.namespace.clone(), lab.dut.iface.clone());
+    let (before, after) = lab::netns::run_in(&namespace, move || {
+        apply(&iface, "default = \"accept\"\n");
+        firewall::conntrack::flush().unwrap();
+        assert_eq!(run(&iface, &udp(CLIENT, 4000, SERVER, 53)), XDP_PASS);
+        assert_eq!(run(&iface, &udp(SERVER, 53, CLIENT, 4000)), XDP_PASS);
+        apply(
+            &iface,
+            "default = \"accept\"\n[[rule]]\nname = \"replies\"\n\
+             ct_state = [\"established\", \"related\"]\naction = \"accept\"\n\
+             [[rule]]\nname = \"no-udp\"\nproto = \"udp\"\naction = \"drop\"\n",
+        );
+        let before = run(&iface, &udp(CLIENT, 4000, SERVER, 53));
+        firewall::del_rule(&iface, "1").unwrap();
+        let after = run(&iface, &udp(CLIENT, 4000, SERVER, 53));
+        firewall::remove(&iface).unwrap();
+        (before, after)
+    })
+    .expect("the dut's namespace");
+    assert_eq!(before, XDP_PASS, "rule 1 accepts the established flow");
+    assert_eq!(after, XDP_DROP, "rule 1 deleted: rule 2 drops");
+}

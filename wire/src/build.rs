@@ -94,6 +94,8 @@ pub struct FrameBuilder {
     pub tcp_sequence: u32,
     /// The TCP receive window (64240, Linux's usual first window, unless set).
     pub tcp_window: u16,
+    /// The TCP acknowledgment number (0 unless set; meaningful with the ACK flag).
+    pub tcp_ack: u32,
 }
 
 impl FrameBuilder {
@@ -118,6 +120,7 @@ impl FrameBuilder {
             fragment_offset: 0,
             tcp_sequence: 1,
             tcp_window: 64240,
+            tcp_ack: 0,
         }
     }
 
@@ -208,6 +211,7 @@ impl FrameBuilder {
                 tcp[..2].copy_from_slice(&src_port.to_be_bytes());
                 tcp[2..4].copy_from_slice(&dst_port.to_be_bytes());
                 tcp[4..8].copy_from_slice(&self.tcp_sequence.to_be_bytes());
+                tcp[8..12].copy_from_slice(&self.tcp_ack.to_be_bytes());
                 tcp[12] = 5 << 4;
                 tcp[13] = flags;
                 tcp[14..16].copy_from_slice(&self.tcp_window.to_be_bytes());

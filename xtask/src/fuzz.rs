@@ -162,10 +162,11 @@ pub fn run(options: &Options) -> Result<()> {
 /// Packets of the nftables differential per second of `--seconds`.
 const NFT_PACKETS_PER_SECOND: u64 = 10_000;
 
-/// The firewall's differential against nftables (`firewall/tests/kernel_agrees.rs`, a root
-/// lab test): random policies and packets, nft's counters against the firewall's
-/// reference, with `seconds × 10,000` packets (at least the suite's 100,000). Skipped, and
-/// said, without root.
+/// The firewall's differentials against nftables (`firewall/tests/kernel_agrees.rs`, root
+/// lab tests, both named `nftables_...`): random policies with random packets (nft's
+/// counters against the firewall's reference) and with random TCP conversations (nft's
+/// against the module's), each with `seconds × 10,000` packets (at least the suite's
+/// 100,000). Skipped, and said, without root.
 pub fn nft_differential(seconds: u64) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -181,7 +182,7 @@ pub fn nft_differential(seconds: u64) -> Result<()> {
             "firewall",
             "--test",
             "kernel_agrees",
-            "nftables_decides_as_the_compiled_tables_say",
+            "nftables_",
             "--",
             "--include-ignored",
         ])

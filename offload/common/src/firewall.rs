@@ -119,6 +119,10 @@ pub mod ct_flag {
     pub const FIN_ORIGINAL: u8 = 2;
     /// The answering side sent a FIN.
     pub const FIN_REPLY: u8 = 4;
+    /// The originator sent an RST.
+    pub const RST_ORIGINAL: u8 = 8;
+    /// The answering side sent an RST.
+    pub const RST_REPLY: u8 = 16;
 }
 
 /// Slots of [`maps::CT_COUNTERS`].

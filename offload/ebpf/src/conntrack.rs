@@ -78,6 +78,14 @@ pub struct Tracked {
     stale: bool,
 }
 
+impl Tracked {
+    /// Whether the flow has a live entry (a packet of it moves that entry).
+    #[inline(always)]
+    pub fn is_live(&self) -> bool {
+        self.entry.is_some()
+    }
+}
+
 /// The table refused a new flow: it holds its limit.
 pub struct TableFull;
 
@@ -214,9 +222,10 @@ pub fn lookup(flow: &Flow) -> Tracked {
         // SAFETY: a map value; concurrent updates of its plain fields may race, which only
         // loses a state step or a count (the kernel's own conntrack locks; we accept it).
         let current = unsafe { *entry };
+        let from_original = tracked.src_is_low == (current.original_is_low != 0);
         let reopened = flow.proto == proto::TCP
             && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-            && matches!(current.state, tcp_state::CLOSE | tcp_state::TIME_WAIT);
+            && reopens(&current, from_original);
         if current.expires_ns < now() || reopened {
             tracked.stale = true;
         } else {
@@ -224,6 +233,26 @@ pub fn lookup(flow: &Flow) -> Tracked {
         }
     }
     tracked
+}
+
+/// Whether a SYN from the given side starts a closed flow over. Linux's conntrack
+/// (`nf_conntrack_tcp_packet`) does so after a FIN (time-wait, or close after one), or
+/// after an RST the SYN's own side sent; a SYN after the other side's RST is ignored
+/// (its flow stays, established): the peer may not have seen the RST.
+#[inline(always)]
+fn reopens(entry: &CtEntry, from_original: bool) -> bool {
+    let own_rst = if from_original {
+        ct_flag::RST_ORIGINAL
+    } else {
+        ct_flag::RST_REPLY
+    };
+    match entry.state {
+        tcp_state::TIME_WAIT => true,
+        tcp_state::CLOSE => {
+            entry.flags & (ct_flag::FIN_ORIGINAL | ct_flag::FIN_REPLY | own_rst) != 0
+        }
+        _ => false,
+    }
 }
 
 /// The packet's [`ct_state`] bit.
@@ -237,6 +266,18 @@ pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
         // reply from the requesting side (or the reverse) meets the flow: Linux's tuple
         // holds the type and finds nothing there, so it is invalid.
         if is_echo(flow) && is_echo_request(flow) != from_original {
+            count(ct_counter::INVALID);
+            return ct_state::INVALID;
+        }
+        // Before any answer, the originator may only send its SYN again (or give up with
+        // an RST): Linux's table takes an ACK, FIN or SYN-ACK there as invalid.
+        let flags = flow.tcp_flags;
+        if flow.proto == proto::TCP
+            && from_original
+            && entry.state == tcp_state::SYN_SENT
+            && flags & TCP_RST == 0
+            && flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+        {
             count(ct_counter::INVALID);
             return ct_state::INVALID;
         }
@@ -384,10 +425,18 @@ pub fn record(tracked: &Tracked, flow: &Flow) -> Result<(), TableFull> {
         // SAFETY: see `lookup`.
         let entry = unsafe { &mut *entry };
         let from_original = tracked.src_is_low == (entry.original_is_low != 0);
+        let answered = entry.flags & ct_flag::SEEN_REPLY != 0;
         advance(entry, from_original, flow);
         entry.packets += 1;
-        let expires = time + timeout_ns(timeout_of(entry, flow.proto));
-        // Sooner (a state with a shorter timeout): at once; later: in steps.
+        // An RST before any answer ends the flow at once (Linux: "if only reply is a RST,
+        // ... delete the conntrack immediately"): expired, a SYN after it opens a new one
+        // and anything else is invalid.
+        let expires = if flow.proto == proto::TCP && flow.tcp_flags & TCP_RST != 0 && !answered {
+            0
+        } else {
+            time + timeout_ns(timeout_of(entry, flow.proto))
+        };
+        // Sooner (a state with a shorter timeout, an RST): at once; later: in steps.
         if expires < entry.expires_ns || expires - entry.expires_ns >= REFRESH_GRANULARITY_NS {
             entry.expires_ns = expires;
         }
@@ -502,6 +551,11 @@ fn advance(entry: &mut CtEntry, from_original: bool, flow: &Flow) {
     let flags = flow.tcp_flags;
     if flags & TCP_RST != 0 {
         entry.state = tcp_state::CLOSE;
+        entry.flags |= if from_original {
+            ct_flag::RST_ORIGINAL
+        } else {
+            ct_flag::RST_REPLY
+        };
         return;
     }
     if flags & TCP_FIN != 0 {
@@ -526,6 +580,11 @@ fn advance(entry: &mut CtEntry, from_original: bool, flow: &Flow) {
         }
         tcp_state::SYN_RECV if from_original && flags & TCP_ACK != 0 => {
             entry.state = tcp_state::ESTABLISHED;
+        }
+        // The answer to a SYN that met a closed flow and was let through (see
+        // `reopens`): the handshake goes on, as Linux picks it up again.
+        tcp_state::CLOSE if !from_original && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK => {
+            entry.state = tcp_state::SYN_RECV;
         }
         _ => {}
     }

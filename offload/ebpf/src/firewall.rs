@@ -18,7 +18,7 @@ use offload_common::{
     firewall::{
         BANKS, COUNTERS_PER_BANK, LOG_RING_BYTES, LOG_SLOT_CONNTRACK_FULL, LogEvent, LogRate,
         MAX_MASKS, NO_PRIORITY, PolicyState, RULE_ENTRIES, RuleKey, RuleValue, ct_counter,
-        log_kind, verdict,
+        ct_state, log_kind, verdict,
     },
     fragment, proto,
 };
@@ -102,6 +102,12 @@ pub fn run(ctx: XdpContext) -> u32 {
     if decided == verdict::ACCEPT && conntrack::record(&tracked, &flow).is_err() {
         decided = verdict::DROP;
         log_refused(key, &flow, state, context.ingress_ifindex);
+    } else if decided != verdict::ACCEPT && state != ct_state::INVALID && tracked.is_live() {
+        // Linux's conntrack runs before its filter: a packet of a tracked flow that the
+        // policy refuses still moves the flow (a dropped SYN-ACK was seen: the client's
+        // next ACK is established). Only a new flow waits for an accept. Never fails: it
+        // makes no entry.
+        let _ = conntrack::record(&tracked, &flow);
     }
     if context.fragment == fragment::FIRST {
         // The later fragments get no answer of their own: a rejected datagram's are dropped.

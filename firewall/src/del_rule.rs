@@ -1,0 +1,695 @@
+//! `fastpath firewall rule del`: one rule removed from the running policy in place, in its
+//! running bank (no new bank, no grace delay), and the record of each bank's rules that
+//! makes it possible.
+//!
+//! A rule's hash entries may hide identical matches of later rules (`compile` keeps the
+//! first rule of each match): removing the entries alone would drop those. So each bank
+//! keeps a record of its rules (`bank-N.rules`, one TOML inline table a line, its place
+//! first as `priority`, then its shape), written by `apply` and `rule add`. `rule del`
+//! finds the deleted rule's line and those of the rules that could share a match with it
+//! (the same networks, protocol, flags, ICMP type and interface: every entry of a rule
+//! carries those) by their lines' starts, compiles them, and writes, for each of the
+//! deleted rule's entries, what the policy without it has there: the next rule's entry,
+//! or none.
+//!
+//! Why no packet sees half a change: a rule's entries are disjoint (port blocks do not
+//! overlap, one entry per ct state), so a packet meets at most one of them, and each is
+//! changed by one atomic map update: before it, the packet is decided as by the old
+//! policy, after it as by the new. The other rules keep their priorities, counters and
+//! entries; the deleted rule's counter slot stays unused (a later `rule add` takes the next
+//! one), its name becomes an empty line in the bank's names (not shown by `status`), and
+//! masks it alone used stay probed (a probe that finds nothing) until the next `apply`.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Array, HashMap as BpfHashMap};
+use offload_common::firewall::{
+    MAX_MASKS, NO_PRIORITY, PolicyState, RuleKey, RuleValue, ct_state, maps, verdict,
+};
+use serde::Serialize;
+
+use crate::{
+    FirewallError, Policy, Rule,
+    tables::{lock, map_pin, names_dir, open_map},
+};
+
+/// What `del_rule` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleDeleted {
+    /// The interface.
+    pub iface: String,
+    /// The rule's name.
+    pub name: String,
+    /// Its place among the running policy's rules (from 1, as `status` counts them with
+    /// deleted ones).
+    pub position: usize,
+    /// Hash entries handed to the next rule with the same match.
+    pub entries_replaced: usize,
+    /// Hash entries removed (no other rule has their match).
+    pub entries_removed: usize,
+    /// Wall time of the change, in microseconds (from the lock to the last update: reading
+    /// the bank's record of rules and compiling the candidates included).
+    pub micros: u64,
+    /// Of which the map updates (from the first to the last), in microseconds.
+    pub update_micros: u64,
+}
+
+/// The file recording the rules of `bank` on `iface`.
+fn record_path(iface: &str, bank: u32) -> PathBuf {
+    names_dir(iface).join(format!("bank-{bank}.rules"))
+}
+
+/// Writes the record of `policy`'s rules for `bank` (each with its place as priority).
+pub(crate) fn record_rules(iface: &str, bank: u32, policy: &Policy) -> Result<(), FirewallError> {
+    let mut text = String::new();
+    for (position, rule) in policy.rules.iter().enumerate() {
+        text.push_str(&rule_line(rule, position));
+    }
+    let path = record_path(iface, bank);
+    fs::write(&path, text).map_err(FirewallError::pin("write", &path))
+}
+
+/// Appends `rule`, at `position`, to the record of `bank`.
+pub(crate) fn record_added(
+    iface: &str,
+    bank: u32,
+    rule: &Rule,
+    position: usize,
+) -> Result<(), FirewallError> {
+    use std::io::Write;
+    let path = record_path(iface, bank);
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(rule_line(rule, position).as_bytes()))
+        .map_err(FirewallError::pin("append to", &path))
+}
+
+/// The fields every entry of `rule` carries (its shape: see [`same_shape`]) as the start
+/// of a TOML inline table's fields, each followed by `, `.
+fn shape_text(rule: &Rule) -> String {
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let mut text = String::new();
+    for (field, net) in [("src", rule.src), ("dst", rule.dst)] {
+        if let Some(net) = net {
+            text.push_str(&format!("{field} = \"{net}\", "));
+        }
+    }
+    if let Some(protocol) = rule.proto {
+        text.push_str(&format!("proto = \"{protocol}\", "));
+    }
+    if let Some(flags) = rule.tcp_flags {
+        text.push_str(&format!("tcp_flags = \"{flags}\", "));
+    }
+    if let Some(kind) = rule.icmp_type {
+        text.push_str(&format!("icmp_type = {kind}, "));
+    }
+    if let Some(code) = rule.icmp_code {
+        text.push_str(&format!("icmp_code = {code}, "));
+    }
+    if let Some(iface) = &rule.iface {
+        text.push_str(&format!("iface = {}, ", quoted(iface)));
+    }
+    text
+}
+
+/// `rule` as one line of the record: a TOML inline table, its place first as `priority`,
+/// then its shape, then the rest (`{ priority = P, SHAPE name = ..., ... }`), so that a
+/// rule and the rules of its shape are found by their lines' starts without reading the
+/// others as TOML (a 64,000-rule record took 250 ms to parse whole).
+fn rule_line(rule: &Rule, position: usize) -> String {
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let mut text = format!(
+        "{{ priority = {position}, {}name = {}, ",
+        shape_text(rule),
+        quoted(&rule.name)
+    );
+    for (field, ports) in [("src_port", &rule.src_ports), ("dst_port", &rule.dst_ports)] {
+        if let Some(ports) = ports {
+            text.push_str(&format!(
+                "{field} = \"{}-{}\", ",
+                ports.start(),
+                ports.end()
+            ));
+        }
+    }
+    if rule.ct_states != 0 {
+        let names: Vec<String> = [
+            (ct_state::NEW, "new"),
+            (ct_state::ESTABLISHED, "established"),
+            (ct_state::RELATED, "related"),
+            (ct_state::INVALID, "invalid"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| rule.ct_states & bit != 0)
+        .map(|(_, name)| quoted(name))
+        .collect();
+        text.push_str(&format!("ct_state = [{}], ", names.join(", ")));
+    }
+    let action = match rule.verdict {
+        verdict::ACCEPT => "accept",
+        verdict::REJECT => "reject",
+        verdict::LOG => "log",
+        _ => "drop",
+    };
+    text.push_str(&format!("action = \"{action}\""));
+    if let Some(rate) = rule.log_rate {
+        text.push_str(&format!(", log_rate = {rate}"));
+    }
+    text.push_str(" }\n");
+    text
+}
+
+/// The start of the record line of the rule at `position`.
+fn line_start(position: u32) -> String {
+    format!("{{ priority = {position}, ")
+}
+
+/// The rule at `position` and those of its shape, read from the `record`'s lines (at
+/// `path`), as a policy (the rules in their record order, which is their places').
+fn read_candidates(path: &Path, record: &str, position: u32) -> Result<Policy, FirewallError> {
+    let start = line_start(position);
+    let Some(line) = record.lines().find(|line| line.starts_with(&start)) else {
+        return Err(FirewallError::Rules {
+            file: path.to_path_buf(),
+            line: 1,
+            message: format!("no rule at place {} in the record", position + 1),
+        });
+    };
+    let shape_of = |line: &str| -> Option<String> {
+        let rest = line.split_once(", ").map(|(_, rest)| rest)?;
+        rest.find("name = ").map(|at| rest[..at].to_string())
+    };
+    let shape = shape_of(line);
+    let chosen: Vec<&str> = record
+        .lines()
+        .filter(|other| shape_of(other) == shape)
+        .collect();
+    let text = format!("rule = [\n{}\n]\n", chosen.join(",\n"));
+    Policy::parse(path, &text)
+}
+
+/// One change `del_rule` makes: the entry under `key` (its `mask` field 0) and `mask`
+/// becomes `value`, or goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EntryChange {
+    pub(crate) key: RuleKey,
+    pub(crate) mask: RuleKey,
+    pub(crate) value: Option<RuleValue>,
+}
+
+/// Whether two rules' entries can share a key: every entry of a rule carries its
+/// networks, protocol, TCP flags, ICMP type and code and interface; only ports and ct
+/// states vary between them.
+fn same_shape(a: &Rule, b: &Rule) -> bool {
+    a.src == b.src
+        && a.dst == b.dst
+        && a.proto == b.proto
+        && a.tcp_flags == b.tcp_flags
+        && a.icmp_type == b.icmp_type
+        && a.icmp_code == b.icmp_code
+        && a.iface == b.iface
+}
+
+/// The changes that delete the rule at `position` from the rules `record` holds (their
+/// priorities their places): for each of its entries, what the policy without it holds
+/// there.
+pub(crate) fn plan(
+    record: &Policy,
+    position: u32,
+    ifindex_of: impl Fn(&str) -> Result<u32, String> + Copy,
+) -> Result<Vec<EntryChange>, FirewallError> {
+    let Some(deleted) = record.rules.iter().find(|rule| rule.priority == position) else {
+        return Err(FirewallError::Rules {
+            file: record.file.clone(),
+            line: 1,
+            message: format!("no rule at place {} in the record", position + 1),
+        });
+    };
+    let alone = Policy {
+        rules: vec![deleted.clone()],
+        ..record.clone()
+    };
+    let mine = crate::compile(&alone, ifindex_of)?;
+    // The rules that may share its matches, in priority order (the record's order).
+    let candidates: Vec<Rule> = record
+        .rules
+        .iter()
+        .filter(|rule| rule.priority != position && same_shape(rule, deleted))
+        .cloned()
+        .collect();
+    let places: Vec<u32> = candidates.iter().map(|rule| rule.priority).collect();
+    let others = crate::compile(
+        &Policy {
+            rules: candidates,
+            ..record.clone()
+        },
+        ifindex_of,
+    )?;
+    let mut theirs: HashMap<(RuleKey, RuleKey), RuleValue> = HashMap::new();
+    for (key, value) in &others.entries {
+        let mask = others.masks[usize::from(key.mask)];
+        theirs.insert((RuleKey { mask: 0, ..*key }, mask), *value);
+    }
+    // The candidates' places back to the running policy's.
+    let place = |index: u32| places[index as usize];
+    Ok(mine
+        .entries
+        .iter()
+        .map(|(key, _)| {
+            let (key, mask) = (
+                RuleKey { mask: 0, ..*key },
+                mine.masks[usize::from(key.mask)],
+            );
+            let value = theirs.get(&(key, mask)).map(|value| {
+                let mut value = *value;
+                if value.priority != NO_PRIORITY {
+                    value.priority = place(value.priority);
+                    value.counter = value.priority + 1;
+                }
+                if value.log_priority != NO_PRIORITY {
+                    value.log_priority = place(value.log_priority);
+                    value.log_counter = value.log_priority + 1;
+                }
+                value
+            });
+            EntryChange { key, mask, value }
+        })
+        .collect())
+}
+
+/// Removes the rule `which` (its name, or its number as `status` lists it, from 1) from the
+/// running policy of `iface`, in its running bank.
+pub fn del_rule(iface: &str, which: &str) -> Result<RuleDeleted, FirewallError> {
+    let policy_path = map_pin(iface, maps::POLICY);
+    if !policy_path.exists() {
+        return Err(FirewallError::NotLoaded {
+            iface: iface.to_string(),
+        });
+    }
+    let _lock = lock(iface)?;
+    let started = std::time::Instant::now();
+    let mut states: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
+        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
+    let state =
+        states
+            .get(&0, 0)
+            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+    let bank = state.bank & 1;
+    let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
+    let names_text = fs::read_to_string(&names_file).unwrap_or_default();
+    let mut names: Vec<&str> = names_text.split('\n').collect();
+    if names_text.is_empty() {
+        names.clear();
+    }
+    let position = find_rule(iface, &names, which)?;
+    let name = names[position].to_string();
+
+    let path = record_path(iface, bank);
+    let record_text = fs::read_to_string(&path).map_err(FirewallError::pin("read", &path))?;
+    let candidates = read_candidates(&path, &record_text, position as u32)?;
+    let changes = plan(&candidates, position as u32, |name| {
+        nix::net::if_::if_nametoindex(name)
+            .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
+    })?;
+
+    // The bank's masks, to find each entry's mask index.
+    let masks_path = map_pin(iface, maps::MASKS);
+    let masks: Array<_, RuleKey> = Array::try_from(open_map(&masks_path, maps::MASKS)?)
+        .map_err(FirewallError::map("open", maps::MASKS, &masks_path))?;
+    let mut bank_masks = Vec::new();
+    for index in 0..state.banks[bank as usize].masks {
+        bank_masks.push(
+            masks
+                .get(&(bank * MAX_MASKS + index), 0)
+                .map_err(FirewallError::map("read", maps::MASKS, &masks_path))?,
+        );
+    }
+    let rules_path = map_pin(iface, maps::RULES);
+    let mut rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
+        &rules_path,
+        maps::RULES,
+    )?)
+    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let updates_started = std::time::Instant::now();
+    // The kernel accepts established packets on rule 1 without probing when the bank says
+    // rule 1 takes them (`first_rule_accepts`): that goes before rule 1's entries do (one
+    // update; from then on the probes, which still find rule 1, decide).
+    if position == 0 && state.banks[bank as usize].first_rule_accepts != 0 {
+        let mut without = state;
+        without.banks[bank as usize].first_rule_accepts = 0;
+        states.set(0, without, 0).map_err(FirewallError::map(
+            "write",
+            maps::POLICY,
+            &policy_path,
+        ))?;
+    }
+    let (mut replaced, mut removed) = (0, 0);
+    for change in changes {
+        let Some(index) = bank_masks.iter().position(|mask| *mask == change.mask) else {
+            continue; // a mask the bank never had: the rule has no entry under it
+        };
+        let key = RuleKey {
+            bank: bank as u8,
+            mask: index as u8,
+            ..change.key
+        };
+        // Only entries the rule holds (an earlier rule may hold the match).
+        let holds = rules.get(&key, 0).is_ok_and(|value| {
+            value.priority == position as u32 || value.log_priority == position as u32
+        });
+        if !holds {
+            continue;
+        }
+        match change.value {
+            Some(value) => {
+                rules.insert(key, value, 0).map_err(FirewallError::map(
+                    "write",
+                    maps::RULES,
+                    &rules_path,
+                ))?;
+                replaced += 1;
+            }
+            None => {
+                rules.remove(&key).map_err(FirewallError::map(
+                    "delete from",
+                    maps::RULES,
+                    &rules_path,
+                ))?;
+                removed += 1;
+            }
+        }
+    }
+    let update_micros = updates_started.elapsed().as_micros() as u64;
+    let micros = started.elapsed().as_micros() as u64;
+
+    // The bookkeeping: its name becomes an empty line, its record goes.
+    names[position] = "";
+    fs::write(&names_file, names.join("\n")).map_err(FirewallError::pin("write", &names_file))?;
+    fs::write(&path, without_rule(&record_text, position as u32))
+        .map_err(FirewallError::pin("write", &path))?;
+    Ok(RuleDeleted {
+        iface: iface.to_string(),
+        name,
+        position: position + 1,
+        entries_replaced: replaced,
+        entries_removed: removed,
+        micros,
+        update_micros,
+    })
+}
+
+/// The place (from 0) of the rule `which` names among the bank's `names` (empty: deleted).
+fn find_rule(iface: &str, names: &[&str], which: &str) -> Result<usize, FirewallError> {
+    let no_such = |reason: String| FirewallError::NoSuchRule {
+        iface: iface.to_string(),
+        rule: which.to_string(),
+        reason,
+    };
+    if let Ok(number) = which.parse::<usize>() {
+        return match names.get(number.wrapping_sub(1)) {
+            Some(name) if !name.is_empty() => Ok(number - 1),
+            Some(_) => Err(no_such("that rule was deleted".into())),
+            None => Err(no_such(format!(
+                "the running policy has rules 1 to {}",
+                names.len()
+            ))),
+        };
+    }
+    let places: Vec<usize> = (0..names.len()).filter(|&i| names[i] == which).collect();
+    match places.as_slice() {
+        [place] => Ok(*place),
+        [] => Err(no_such(
+            "no rule of that name (`firewall status` lists them)".into(),
+        )),
+        _ => Err(no_such(format!(
+            "{} rules have that name; give its number instead",
+            places.len()
+        ))),
+    }
+}
+
+/// The record's text without the line of the rule at `position`.
+fn without_rule(text: &str, position: u32) -> String {
+    let start = line_start(position);
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines().filter(|line| !line.starts_with(&start)) {
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use offload_common::{FAMILY_V4, proto};
+
+    use super::*;
+    use crate::Tables;
+
+    fn eth0(name: &str) -> Result<u32, String> {
+        if name == "eth0" {
+            Ok(7)
+        } else {
+            Err(format!("no {name}"))
+        }
+    }
+
+    const RULES: &str = "default = \"drop\"\n\
+        [[rule]]\nname = \"web\"\nproto = \"tcp\"\ndst_port = \"80-81\"\naction = \"accept\"\n\
+        [[rule]]\nname = \"web drop\"\nproto = \"tcp\"\ndst_port = 80\naction = \"drop\"\n\
+        [[rule]]\nname = \"log dns\"\nproto = \"udp\"\ndst_port = 53\naction = \"log\"\nlog_rate = 3\n\
+        [[rule]]\nname = \"dns\"\nproto = \"udp\"\ndst_port = 53\naction = \"reject\"\n\
+        [[rule]]\nname = \"x\"\nsrc = \"10.1.0.0/16\"\ndst = \"10.2.0.0/24\"\niface = \"eth0\"\n\
+        ct_state = [\"new\", \"invalid\"]\ntcp_flags = \"syn,!ack\"\nproto = \"tcp\"\n\
+        action = \"drop\"\n";
+
+    /// `text`'s rules as their record reads back, whole.
+    fn record(text: &str) -> (String, Policy) {
+        let policy = Policy::parse(Path::new("rules.toml"), text).unwrap();
+        let record: String = policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(place, rule)| rule_line(rule, place))
+            .collect();
+        let lines: Vec<&str> = record.lines().collect();
+        let whole = format!("rule = [\n{}\n]\n", lines.join(",\n"));
+        let read = Policy::parse(Path::new("bank-0.rules"), &whole).unwrap();
+        (record, read)
+    }
+
+    #[test]
+    fn the_record_reads_back_as_the_rules_it_records() {
+        let policy = Policy::parse(Path::new("rules.toml"), RULES).unwrap();
+        let (_, again) = record(RULES);
+        assert_eq!(again.rules.len(), policy.rules.len());
+        for (place, (read, written)) in policy.rules.iter().zip(&again.rules).enumerate() {
+            let expected = Rule {
+                priority: place as u32,
+                line: written.line,
+                ..read.clone()
+            };
+            assert_eq!(*written, expected);
+        }
+    }
+
+    #[test]
+    fn deleting_a_rule_hands_its_matches_to_the_next_rule_with_them_or_removes_them() {
+        let (_, record) = record(RULES);
+        // "web" holds 80-81 (one block) and "web drop" 80 alone: another mask, so
+        // deleting "web" removes its entry; "web drop"'s is its own.
+        let changes = plan(&record, 0, eth0).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].value, None);
+        // The log rule and "dns" share one entry: deleting the log rule leaves "dns"
+        // deciding alone; deleting "dns" leaves the log half alone.
+        let changes = plan(&record, 2, eth0).unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let dns = changes[0].value.expect("dns keeps the match");
+        assert_eq!((dns.priority, dns.counter), (3, 4));
+        assert_eq!(dns.verdict, verdict::REJECT);
+        assert_eq!(dns.log_priority, NO_PRIORITY);
+        let changes = plan(&record, 3, eth0).unwrap();
+        let log = changes[0].value.expect("the log rule keeps the match");
+        assert_eq!((log.log_priority, log.log_counter), (2, 3));
+        assert_eq!(log.priority, NO_PRIORITY);
+        // One entry per ct state, none shared.
+        let changes = plan(&record, 4, eth0).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.iter().all(|change| change.value.is_none()));
+        assert!(changes.iter().all(|change| change.key.family == FAMILY_V4));
+    }
+
+    #[test]
+    fn a_shadowed_identical_rule_takes_over_with_its_own_place_and_counter() {
+        let text = "default = \"accept\"\n\
+            [[rule]]\nname = \"a\"\nproto = \"tcp\"\ndst_port = 22\naction = \"drop\"\n\
+            [[rule]]\nname = \"other\"\nproto = \"udp\"\naction = \"accept\"\n\
+            [[rule]]\nname = \"b\"\nproto = \"tcp\"\ndst_port = 22\naction = \"reject\"\n";
+        let (_, record) = record(text);
+        let changes = plan(&record, 0, eth0).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].key.proto, changes[0].key.dst_port),
+            (proto::TCP, 22)
+        );
+        let value = changes[0].value.expect("b had the same match");
+        assert_eq!((value.priority, value.counter), (2, 3));
+        assert_eq!(value.verdict, verdict::REJECT);
+    }
+
+    /// `tables` with `changes` made the way `del_rule` makes them in the kernel.
+    fn changed(tables: &Tables, changes: &[EntryChange], position: u32) -> Tables {
+        let mut entries: HashMap<RuleKey, RuleValue> = tables.entries.iter().copied().collect();
+        for change in changes {
+            let Some(index) = tables.masks.iter().position(|mask| *mask == change.mask) else {
+                continue;
+            };
+            let key = RuleKey {
+                mask: index as u8,
+                ..change.key
+            };
+            let holds = entries
+                .get(&key)
+                .is_some_and(|value| value.priority == position || value.log_priority == position);
+            match (holds, change.value) {
+                (false, _) => {}
+                (true, Some(value)) => {
+                    entries.insert(key, value);
+                }
+                (true, None) => {
+                    entries.remove(&key);
+                }
+            }
+        }
+        Tables {
+            entries: entries.into_iter().collect(),
+            ..tables.clone()
+        }
+    }
+
+    #[test]
+    fn after_a_delete_every_packet_is_decided_as_by_the_policy_without_the_rule() {
+        // Rules drawn from a small set, so that matches repeat and shadow each other.
+        let pool = [
+            "proto = \"tcp\"\ndst_port = 22\n",
+            "proto = \"tcp\"\ndst_port = \"22-23\"\n",
+            "proto = \"tcp\"\n",
+            "proto = \"udp\"\ndst_port = 53\n",
+            "proto = \"udp\"\ndst_port = 53\nct_state = [\"new\"]\n",
+            "src = \"10.1.0.0/16\"\n",
+            "src = \"10.1.2.0/24\"\nproto = \"tcp\"\n",
+            "",
+        ];
+        let actions = ["accept", "drop", "reject", "log"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for _ in 0..40 {
+            let mut text = String::from("default = \"drop\"\n");
+            for index in 0..(2 + below(8)) {
+                text.push_str(&format!(
+                    "[[rule]]\nname = \"r{index}\"\n{}action = \"{}\"\n",
+                    pool[below(pool.len())],
+                    actions[below(actions.len())]
+                ));
+            }
+            let (lines, record) = record(&text);
+            let full = crate::compile(&record, eth0).unwrap();
+            let deleted = below(record.rules.len()) as u32;
+            // As `del_rule` reads them: the rule and those of its shape, from the lines.
+            let candidates = read_candidates(Path::new("r"), &lines, deleted).unwrap();
+            let changes = plan(&candidates, deleted, eth0).unwrap();
+            let after = changed(&full, &changes, deleted);
+            let rest = Policy {
+                rules: record
+                    .rules
+                    .iter()
+                    .filter(|rule| rule.priority != deleted)
+                    .cloned()
+                    .collect(),
+                ..record.clone()
+            };
+            let expected = crate::compile(&rest, eth0).unwrap();
+            let name = |rules: &[Rule], counter: u32| {
+                (counter > 0).then(|| rules[counter as usize - 1].name.clone())
+            };
+            for protocol in [proto::TCP, proto::UDP] {
+                for port in [21, 22, 23, 53] {
+                    for state in [ct_state::NEW, ct_state::ESTABLISHED] {
+                        for src in [[10, 1, 2, 3], [10, 1, 9, 9], [192, 0, 2, 1]] {
+                            let mut packet = RuleKey {
+                                family: FAMILY_V4,
+                                proto: protocol,
+                                ct_state: state,
+                                dst_port: port,
+                                src_port: 40000,
+                                ifindex: 7,
+                                ..RuleKey::default()
+                            };
+                            packet.src[..4].copy_from_slice(&src);
+                            let (got, got_slot) = after.classify(&packet);
+                            let (want, want_slot) = expected.classify(&packet);
+                            assert_eq!(
+                                (got, name(&record.rules, got_slot)),
+                                (want, name(&rest.rules, want_slot)),
+                                "rule {deleted} deleted from\n{text}\npacket {packet:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rule_is_found_by_name_or_number_and_a_missing_one_is_a_clear_error() {
+        let names = ["a", "", "b", "b"];
+        assert_eq!(find_rule("eth0", &names, "a").unwrap(), 0);
+        assert_eq!(find_rule("eth0", &names, "3").unwrap(), 2);
+        for (which, says) in [
+            ("2", "deleted"),
+            ("9", "rules 1 to 4"),
+            ("0", "rules 1 to 4"),
+            ("c", "no rule of that name"),
+            ("b", "2 rules have that name"),
+        ] {
+            let error = find_rule("eth0", &names, which).unwrap_err().to_string();
+            assert!(error.contains(says), "{which}: {error}");
+            assert!(error.contains("eth0"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_record_loses_exactly_the_deleted_rule_and_finds_a_rule_with_its_shape() {
+        let (text, _) = record(RULES);
+        let after = without_rule(&text, 1);
+        let names = |policy: &Policy| -> Vec<String> {
+            policy.rules.iter().map(|rule| rule.name.clone()).collect()
+        };
+        // "log dns" and "dns" share a shape (UDP, nothing else); "x" has its own.
+        let found = read_candidates(Path::new("r"), &after, 2).unwrap();
+        assert_eq!(names(&found), ["log dns", "dns"]);
+        assert_eq!(found.rules[0].priority, 2);
+        let found = read_candidates(Path::new("r"), &after, 4).unwrap();
+        assert_eq!(names(&found), ["x"]);
+        // "web" alone now: its twin's line went.
+        let found = read_candidates(Path::new("r"), &after, 0).unwrap();
+        assert_eq!(names(&found), ["web"]);
+        let error = read_candidates(Path::new("r"), &after, 1).unwrap_err();
+        assert!(error.to_string().contains("no rule at place 2"), "{error}");
+        assert_eq!(after.lines().count(), 4);
+    }
+}
