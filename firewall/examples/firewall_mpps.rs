@@ -23,16 +23,15 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, UdpSocket},
     path::Path,
-    sync::atomic::AtomicBool,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use firewall::Policy;
 use lab::Lab;
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 use offload_common::firewall::verdict;
-use trafficgen::{GenFrame, GenMode, GenOptions, Generator, L4Kind, Template};
+use trafficgen::{GenFrame, Generator, L4Kind, Template};
 
 #[path = "../tests/support/nft.rs"]
 mod nft;
@@ -172,22 +171,10 @@ fn run(
 ) -> Result<(f64, f64)> {
     let before = counted(lab, enforcer, accepts)?;
     let (iface, frame) = (lab.client.iface.clone(), frame.clone());
-    let started = Instant::now();
-    let report = Lab::run_in(&lab.namespace("client"), move || -> Result<_> {
-        let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
-            .with_context(|| format!("no interface {iface}"))?;
-        let options = GenOptions::one_flow_at_full_rate(
-            iface,
-            ifindex,
-            frame,
-            Duration::from_secs_f64(seconds),
-        );
-        Ok(Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?)
+    let report = Lab::run_in(&lab.namespace("client"), move || {
+        Generator::one_flow_at_full_rate(&iface, frame, Duration::from_secs_f64(seconds))
     })??;
-    let elapsed = started
-        .elapsed()
-        .as_secs_f64()
-        .min(report.seconds.max(1e-9));
+    let elapsed = report.seconds;
     let after = counted(lab, enforcer, accepts)?;
     Ok((
         (after.0 - before.0) as f64 / elapsed / 1e6,

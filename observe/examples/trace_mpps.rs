@@ -8,12 +8,9 @@
 //! every frame the generator handed over being one the receiver had to process; with the
 //! tracer, every one must also be counted under its pair.
 
-use std::{
-    sync::atomic::AtomicBool,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lab::Lab;
 use offload::{
     AttachOptions,
@@ -21,7 +18,7 @@ use offload::{
     modules::{self, ChainAt, Hook, builtin::VXLAN_TRACE_MODULE},
     rules::Action,
 };
-use trafficgen::{FCS_LEN, FrameFields, GenFrame, GenMode, GenOptions, Generator};
+use trafficgen::{FCS_LEN, FrameFields, GenFrame, Generator};
 use wire::build::FrameBuilder;
 
 /// Bytes before the inner UDP payload: outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet,
@@ -106,22 +103,10 @@ fn counters(lab: &Lab) -> Result<(u64, u64)> {
 fn run(lab: &Lab, frame: &GenFrame, seconds: f64) -> Result<(f64, u64, u64)> {
     let (dropped_before, traced_before) = counters(lab)?;
     let (iface, frame) = (lab.client.iface.clone(), frame.clone());
-    let started = Instant::now();
-    let report = Lab::run_in(&lab.namespace("client"), move || -> Result<_> {
-        let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
-            .with_context(|| format!("no interface {iface}"))?;
-        let options = GenOptions::one_flow_at_full_rate(
-            iface,
-            ifindex,
-            frame,
-            Duration::from_secs_f64(seconds),
-        );
-        Ok(Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?)
+    let report = Lab::run_in(&lab.namespace("client"), move || {
+        Generator::one_flow_at_full_rate(&iface, frame, Duration::from_secs_f64(seconds))
     })??;
-    let elapsed = started
-        .elapsed()
-        .as_secs_f64()
-        .min(report.seconds.max(1e-9));
+    let elapsed = report.seconds;
     let (dropped_after, traced_after) = counters(lab)?;
     let dropped = dropped_after - dropped_before;
     Ok((

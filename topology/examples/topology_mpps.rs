@@ -31,7 +31,6 @@
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
-    sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
 
@@ -39,7 +38,7 @@ use anyhow::{Context, Result, bail};
 use lab::{netlink, netns, topology::TopologyLab};
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
 use topology::TopologyFile;
-use trafficgen::{GenFrame, GenMode, GenOptions, Generator, L4Kind, Template};
+use trafficgen::{GenFrame, Generator, L4Kind, Template};
 
 /// The topology's name in the node namespace.
 const NAME: &str = "mpps";
@@ -250,22 +249,10 @@ fn run(lab: &TopologyLab, case: Case, frame: &GenFrame, seconds: f64) -> Result<
     let before = sunk(lab, case)?;
     let host = lab.host("a1").host.clone();
     let frame = frame.clone();
-    let started = Instant::now();
-    let report = netns::run_in(&host.namespace, move || -> Result<_> {
-        let ifindex = nix::net::if_::if_nametoindex(host.iface.as_str())
-            .with_context(|| format!("no interface {}", host.iface))?;
-        let options = GenOptions::one_flow_at_full_rate(
-            host.iface.clone(),
-            ifindex,
-            frame,
-            Duration::from_secs_f64(seconds),
-        );
-        Ok(Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?)
+    let report = netns::run_in(&host.namespace, move || {
+        Generator::one_flow_at_full_rate(&host.iface, frame, Duration::from_secs_f64(seconds))
     })??;
-    let elapsed = started
-        .elapsed()
-        .as_secs_f64()
-        .min(report.seconds.max(1e-9));
+    let elapsed = report.seconds;
     let after = sunk(lab, case)?;
     Ok(((after - before) as f64 / elapsed / 1e6, report.mpps))
 }

@@ -6,7 +6,7 @@ use std::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use offload_common::{GEN_OFFSET_MASK, GenConfig};
@@ -36,6 +36,39 @@ impl Generator {
             generator.live()?;
         }
         Ok(generator)
+    }
+
+    /// Sends live frames of one flow (`frame` as it is) out of `iface`, in the calling
+    /// thread's network namespace, as fast as core 0 sends them, for `duration`: the
+    /// offered load of the lab's Mpps reports. The report's `seconds` is the shorter of its
+    /// own and the call's wall time, so a rate computed from it is never inflated.
+    pub fn one_flow_at_full_rate(
+        iface: &str,
+        frame: GenFrame,
+        duration: Duration,
+    ) -> Result<GenReport, GenError> {
+        let ifindex =
+            nic::ifindex(iface).map_err(|_| GenError::UnknownInterface(iface.to_string()))?;
+        let options = GenOptions {
+            iface: iface.to_string(),
+            ifindex,
+            mode: GenMode::LiveFrames,
+            space: frame.flow_space(),
+            frames: vec![(frame, 1)],
+            flows: 1,
+            rate_pps: None,
+            duration,
+            count: None,
+            cores: vec![0],
+        };
+        let started = Instant::now();
+        let mut report =
+            Generator::for_mode(GenMode::LiveFrames)?.run(&options, &AtomicBool::new(false))?;
+        report.seconds = report
+            .seconds
+            .min(started.elapsed().as_secs_f64())
+            .max(1e-9);
+        Ok(report)
     }
 
     /// The loaded `gen_tx`, loading it the first time.

@@ -44,30 +44,6 @@ pub struct GenOptions {
     pub cores: Vec<usize>,
 }
 
-impl GenOptions {
-    /// Live frames of one flow (`frame` as it is), as fast as core 0 sends them, for
-    /// `duration`: the offered load of the lab's Mpps reports.
-    pub fn one_flow_at_full_rate(
-        iface: String,
-        ifindex: u32,
-        frame: GenFrame,
-        duration: Duration,
-    ) -> GenOptions {
-        GenOptions {
-            iface,
-            ifindex,
-            mode: GenMode::LiveFrames,
-            space: frame.flow_space(),
-            frames: vec![(frame, 1)],
-            flows: 1,
-            rate_pps: None,
-            duration,
-            count: None,
-            cores: vec![0],
-        }
-    }
-}
-
 /// What was offered.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GenReport {
