@@ -172,7 +172,10 @@ impl Drop for Pending {
         if self.switched {
             return;
         }
-        let _ = empty_bank(&mut self.rules, self.new.bank, &self.rules_path);
+        // The idle bank, from the old state: `new` is the old one until the bank is
+        // written.
+        let idle = 1 - (self.old.bank & 1);
+        let _ = empty_bank(&mut self.rules, idle, &self.rules_path);
         // `remove` takes the interface's lock: let ours go first.
         drop(self.lock.take());
         if self.loaded_module {
