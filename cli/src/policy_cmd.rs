@@ -104,8 +104,17 @@ pub fn run(command: &PolicyCommand, as_json: bool) -> anyhow::Result<()> {
                         applied.removed.join(", ")
                     );
                 }
-            } else if !applied.removed.is_empty() {
-                println!("removed the firewall of: {}", applied.removed.join(", "));
+            } else {
+                if let Some(window) = applied.switch_window_ns {
+                    println!(
+                        "switched {} interfaces within {:.1} µs",
+                        applied.interfaces.len(),
+                        window as f64 / 1000.0
+                    );
+                }
+                if !applied.removed.is_empty() {
+                    println!("removed the firewall of: {}", applied.removed.join(", "));
+                }
             }
         }
         PolicyCommand::Show => {

@@ -647,6 +647,10 @@ fn security_groups_segment_containers_with_real_traffic() {
     let before_switch = round_trips.load(Ordering::Relaxed);
     let switched = lab.on_host(&["policy", "apply", &v2]);
     assert_eq!(switched["removed"], serde_json::json!([w2]), "{switched}");
+    assert!(
+        switched["switch_window_ns"].is_u64(),
+        "the window in which the interfaces disagreed is reported: {switched}"
+    );
     for interface in switched["interfaces"].as_array().unwrap() {
         assert_eq!(
             interface["loaded_module"], false,
@@ -689,6 +693,56 @@ fn security_groups_segment_containers_with_real_traffic() {
         "{show}"
     );
     drop((held, fresh));
+
+    // One revision or none: v3 lets lb reach db on 5432, but web's rules need more masks
+    // than a firewall has, so the interfaces after db's fail to prepare. Nothing switched:
+    // every interface keeps its bank, the record keeps v2, lb -> db:5432 stays dropped.
+    let banks = |lab: &Containers| -> Vec<u64> {
+        [&d1, &l1, &o1, &w1]
+            .iter()
+            .map(|iface| {
+                lab.on_host(&["firewall", "status", "--iface", iface])["bank"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let banks_before = banks(&lab);
+    let too_many_masks: String = (16..=90)
+        .map(|len| format!(", {{ from = \"fd{len:02x}::/{len}\", proto = \"tcp\", port = 80 }}"))
+        .collect();
+    let v3_text = policy_text(&lab, &format!("\"{w1}\""), "8080")
+        .replace(
+            "{ from = \"::/0\", proto = \"icmpv6\" } ]",
+            &format!("{{ from = \"::/0\", proto = \"icmpv6\" }}{too_many_masks} ]"),
+        )
+        .replace(
+            "allow_in = [ { from = \"group:web\", proto = \"tcp\", port = 5432 },",
+            "allow_in = [ { from = \"group:lb\", proto = \"tcp\", port = 5432 },",
+        );
+    let v3 = files.0.join("v3.toml");
+    std::fs::write(&v3, &v3_text).unwrap();
+    let error = failure(&[
+        "--netns",
+        &lab.host,
+        "policy",
+        "apply",
+        v3.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("distinct masks") && error.contains("no interface switched"),
+        "{error}"
+    );
+    assert_eq!(banks(&lab), banks_before, "an interface switched: {error}");
+    assert_eq!(
+        lab.on_host(&["policy", "show"])["file"],
+        serde_json::json!(v2),
+        "the record names the running policy"
+    );
+    assert!(
+        curl(&lb1_ns, db1, 5432).is_err(),
+        "db still runs v2: lb may not reach it"
+    );
 
     let removed = lab.on_host(&["policy", "remove"]);
     assert_eq!(removed["removed"].as_array().unwrap().len(), 4, "{removed}");

@@ -31,4 +31,6 @@ pub use compile::{Tables, compile};
 pub use del_rule::{RuleDeleted, del_rule};
 pub use error::FirewallError;
 pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
-pub use tables::{Applied, RuleCounters, Status, apply, remove, status};
+pub use tables::{
+    Applied, Prepared, RuleCounters, Status, Switched, apply, prepare, remove, status, switch,
+};

@@ -15,7 +15,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -120,11 +120,76 @@ pub struct Applied {
     pub checked: bool,
 }
 
-/// Compiles `policy` and makes it the policy of `iface`: the first time, the maps are
-/// made, the policy written, then the module loaded first in the interface's chain and the
-/// egress tracker attached; later, the policy is written to the idle bank and switched to
-/// in one map update (established flows keep their entries). With `check`, only compiles.
+/// Compiles `policy` and makes it the policy of `iface`: [`prepare`] then [`switch`] of
+/// this one interface. With `check`, only compiles.
 pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, FirewallError> {
+    let prepared = prepare(iface, policy, check)?;
+    let mut switched = switch(vec![prepared])?;
+    Ok(switched.applied.remove(0))
+}
+
+/// A policy written to the idle bank of an interface, not running yet: [`switch`] makes it
+/// run. Dropped without a switch, it leaves the interface on its running policy: the idle
+/// bank is emptied, and a module this prepare loaded leaves again.
+pub struct Prepared {
+    applied: Applied,
+    /// None with `check`.
+    pending: Option<Pending>,
+}
+
+impl Prepared {
+    /// What the apply does; `bank` is None until the switch.
+    pub fn applied(&self) -> &Applied {
+        &self.applied
+    }
+}
+
+/// What the switch of one prepared interface needs, held open so that the switch itself
+/// is one map write.
+struct Pending {
+    iface: String,
+    state_map: Array<MapData, PolicyState>,
+    state_path: PathBuf,
+    /// The state running now: written back if another interface's switch fails.
+    old: PolicyState,
+    /// The state that runs the prepared bank.
+    new: PolicyState,
+    settings: CtSettings,
+    rules: BpfHashMap<MapData, RuleKey, RuleValue>,
+    rules_path: PathBuf,
+    /// Whether this prepare loaded the module (it leaves again if nothing switches).
+    loaded_module: bool,
+    switched: bool,
+    /// The interface's lock, held from prepare to the end of the switch.
+    lock: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+impl Drop for Pending {
+    /// Not switched: the prepared bank is emptied and a module loaded by the prepare
+    /// leaves. Best effort: the caller reports the error that stopped the apply, and a
+    /// bank left full is emptied by the next apply before it writes there.
+    fn drop(&mut self) {
+        if self.switched {
+            return;
+        }
+        // The idle bank, from the old state: `new` is the old one until the bank is
+        // written.
+        let idle = 1 - (self.old.bank & 1);
+        let _ = empty_bank(&mut self.rules, idle, &self.rules_path);
+        // `remove` takes the interface's lock: let ours go first.
+        drop(self.lock.take());
+        if self.loaded_module {
+            let _ = remove(&self.iface);
+        }
+    }
+}
+
+/// The first phase of an apply: compiles `policy` and, unless `check`, readies `iface` to
+/// switch to it without switching: the maps made, the module loaded first in the chain if
+/// it was not (running no policy: every packet accepted, as before it), the egress
+/// tracker attached, and the policy written to the idle bank. The running policy is
+/// untouched; the interface stays locked until the [`Prepared`] is switched or dropped.
+pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, FirewallError> {
     let tables = crate::compile(policy, |name| {
         nix::net::if_::if_nametoindex(name)
             .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
@@ -144,9 +209,12 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
     };
     let chain = builtin::chain_summary(iface).map_err(module_error)?;
     if check {
-        return Ok(applied);
+        return Ok(Prepared {
+            applied,
+            pending: None,
+        });
     }
-    let _lock = lock(iface)?;
+    let lock = lock(iface)?;
     let running = chain
         .as_ref()
         .is_some_and(|chain| chain.program_of(FIREWALL_MODULE).is_some());
@@ -162,10 +230,46 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
     }
     let bound = bound_maps(iface, &object);
     create_maps(iface, &object, &bound)?;
-    write_settings(policy)?;
-    let bank = switch_policy(iface, &tables)?;
-    crate::del_rule::record_rules(iface, bank, policy)?;
-    applied.bank = Some(bank);
+    let state_path = map_pin(iface, maps::POLICY);
+    let mut state_map: Array<_, PolicyState> = Array::try_from(open_map(
+        &state_path,
+        maps::POLICY,
+    )?)
+    .map_err(FirewallError::map("open", maps::POLICY, &state_path))?;
+    let mut old =
+        state_map
+            .get(&0, 0)
+            .map_err(FirewallError::map("read", maps::POLICY, &state_path))?;
+    if !running {
+        // No module: whatever the maps hold from before, the interface runs no policy
+        // until the switch, as it ran none before this apply.
+        let bank = (old.bank & 1) as usize;
+        old.banks[bank] = offload_common::firewall::BankInfo::default();
+        state_map
+            .set(0, old, 0)
+            .map_err(FirewallError::map("write", maps::POLICY, &state_path))?;
+    }
+    let rules_path = map_pin(iface, maps::RULES);
+    let rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
+        &rules_path,
+        maps::RULES,
+    )?)
+    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let mut pending = Pending {
+        iface: iface.to_string(),
+        state_map,
+        state_path,
+        old,
+        new: old,
+        settings: settings_of(policy),
+        rules,
+        rules_path,
+        loaded_module: false,
+        switched: false,
+        lock: Some(lock),
+    };
+    pending.new = write_idle_bank(iface, &tables, &mut pending)?;
+    crate::del_rule::record_rules(iface, pending.new.bank, policy)?;
     if !running {
         builtin::load_bound(
             iface,
@@ -175,10 +279,74 @@ pub fn apply(iface: &str, policy: &Policy, check: bool) -> Result<Applied, Firew
             &[XdpMode::Drv, XdpMode::Skb],
         )
         .map_err(module_error)?;
+        pending.loaded_module = true;
         applied.loaded_module = true;
     }
     attach_egress(iface)?;
-    Ok(applied)
+    Ok(Prepared {
+        applied,
+        pending: Some(pending),
+    })
+}
+
+/// What [`switch`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Switched {
+    /// Each interface, in the order given, with its bank now running.
+    pub applied: Vec<Applied>,
+    /// From just before the first interface's switch to just after the last one's: the
+    /// most time during which the interfaces ran different policies. None when nothing
+    /// switched (`check`).
+    pub window: Option<Duration>,
+}
+
+/// The second phase: switches every prepared interface to its prepared bank, one map
+/// write each, back to back; if one write fails, those already switched are switched
+/// back. Then, after a grace delay, empties the banks that ran before.
+pub fn switch(mut prepared: Vec<Prepared>) -> Result<Switched, FirewallError> {
+    for pending in prepared.iter().filter_map(|p| p.pending.as_ref()) {
+        write_settings(&pending.settings)?;
+    }
+    let mut window = None;
+    let start = Instant::now();
+    for index in 0..prepared.len() {
+        let Some(pending) = prepared[index].pending.as_mut() else {
+            continue;
+        };
+        // The switch: one update; a packet reads the state once, so it sees one whole
+        // policy.
+        let written = pending.state_map.set(0, pending.new, 0);
+        if let Err(error) = written {
+            let error = FirewallError::map("write", maps::POLICY, &pending.state_path)(error);
+            for earlier in prepared[..index]
+                .iter_mut()
+                .filter_map(|p| p.pending.as_mut())
+            {
+                if earlier.state_map.set(0, earlier.old, 0).is_ok() {
+                    earlier.switched = false;
+                }
+            }
+            return Err(error);
+        }
+        pending.switched = true;
+        window = Some(start.elapsed());
+    }
+    if window.is_some() {
+        std::thread::sleep(GRACE);
+    }
+    let mut applied = Vec::with_capacity(prepared.len());
+    for mut each in prepared.drain(..) {
+        if let Some(pending) = each.pending.as_mut() {
+            empty_bank(
+                &mut pending.rules,
+                pending.old.bank & 1,
+                &pending.rules_path,
+            )?;
+            each.applied.bank = Some(pending.new.bank);
+        }
+        applied.push(each.applied.clone());
+    }
+    Ok(Switched { applied, window })
 }
 
 /// Each of the module's firewall maps, bound to its pin.
@@ -213,7 +381,15 @@ fn create_maps(
     Ok(())
 }
 
-fn write_settings(policy: &Policy) -> Result<(), FirewallError> {
+fn settings_of(policy: &Policy) -> CtSettings {
+    CtSettings {
+        limit: policy.conntrack_limit.unwrap_or(0),
+        _pad: 0,
+        timeouts: policy.timeouts,
+    }
+}
+
+fn write_settings(value: &CtSettings) -> Result<(), FirewallError> {
     let path = node_dir().join(maps::CT_SETTINGS);
     let mut settings: Array<_, CtSettings> = Array::try_from(open_map(&path, maps::CT_SETTINGS)?)
         .map_err(FirewallError::map(
@@ -221,36 +397,23 @@ fn write_settings(policy: &Policy) -> Result<(), FirewallError> {
         maps::CT_SETTINGS,
         &path,
     ))?;
-    let value = CtSettings {
-        limit: policy.conntrack_limit.unwrap_or(0),
-        _pad: 0,
-        timeouts: policy.timeouts,
-    };
     settings
-        .set(0, value, 0)
+        .set(0, *value, 0)
         .map_err(FirewallError::map("write", maps::CT_SETTINGS, &path))
 }
 
-/// Writes `tables` to the idle bank and switches to it with one update of `FW_POLICY`;
-/// then, after a grace delay, empties the old bank. Returns the bank now running.
-fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
-    let policy_path = map_pin(iface, maps::POLICY);
-    let mut policy: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
-        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
-    let mut state =
-        policy
-            .get(&0, 0)
-            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+/// Writes `tables` to the idle bank of `pending`'s interface (emptied first) and returns
+/// the state that runs it; nothing runs it yet.
+fn write_idle_bank(
+    iface: &str,
+    tables: &Tables,
+    pending: &mut Pending,
+) -> Result<PolicyState, FirewallError> {
+    let mut state = pending.old;
     let running = state.bank & 1;
     let idle = 1 - running;
-
-    let rules_path = map_pin(iface, maps::RULES);
-    let mut rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
-        &rules_path,
-        maps::RULES,
-    )?)
-    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
-    empty_bank(&mut rules, idle, &rules_path)?;
+    let rules_path = pending.rules_path.clone();
+    empty_bank(&mut pending.rules, idle, &rules_path)?;
 
     let masks_path = map_pin(iface, maps::MASKS);
     let mut masks: Array<_, RuleKey> = Array::try_from(open_map(&masks_path, maps::MASKS)?)
@@ -329,13 +492,7 @@ fn switch_policy(iface: &str, tables: &Tables) -> Result<u32, FirewallError> {
     state.banks[idle as usize].masks = tables.masks.len() as u32;
     state.banks[idle as usize].default_verdict = tables.default_verdict;
     state.banks[idle as usize].first_rule_accepts = tables.first_rule_accepts;
-    // The switch: one update; a packet reads the state once, so it sees one whole policy.
-    policy
-        .set(0, state, 0)
-        .map_err(FirewallError::map("write", maps::POLICY, &policy_path))?;
-    std::thread::sleep(GRACE);
-    empty_bank(&mut rules, running, &rules_path)?;
-    Ok(idle)
+    Ok(state)
 }
 
 fn empty_bank(

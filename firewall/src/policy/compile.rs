@@ -114,7 +114,7 @@ pub struct InterfacePolicy {
     pub groups: Vec<String>,
     /// Its networks.
     pub networks: Vec<IpNet>,
-    /// The rules, ready for [`crate::apply`].
+    /// The rules, ready for [`crate::prepare`].
     pub policy: Policy,
     /// Why each rule is there, by rule index.
     pub origins: Vec<Origin>,

@@ -5,8 +5,9 @@
 //! every group, from them (`allow_out`), in the AWS security-group model: allow-only,
 //! stateful (replies are always allowed), a member of several groups gets the union.
 //! [`compile()`] makes one firewall policy per member interface (docs/policy.md says where
-//! each rule runs and why); [`apply`] writes each through the firewall's own atomic switch
-//! ([`crate::apply`]), and removes the firewall of interfaces that left the policy.
+//! each rule runs and why); [`apply`] prepares every member's firewall
+//! ([`crate::prepare`]), then switches them all back to back ([`crate::switch`]), and
+//! removes the firewall of interfaces that left the policy.
 
 mod compile;
 mod explain;
@@ -47,6 +48,14 @@ pub enum PolicyError {
         line: usize,
         /// What is wrong.
         message: String,
+    },
+    /// An interface could not be readied for the switch: no interface switched.
+    #[error("{iface}: {source} (no interface switched: every one runs the policy it ran)")]
+    Prepare {
+        /// The interface.
+        iface: String,
+        /// Why.
+        source: Box<FirewallError>,
     },
     /// An interface's firewall refused a step.
     #[error(transparent)]

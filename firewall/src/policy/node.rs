@@ -134,6 +134,9 @@ pub struct PolicyApplied {
     pub checked: bool,
     /// Each member interface.
     pub interfaces: Vec<InterfaceApplied>,
+    /// Nanoseconds from just before the first interface's switch to just after the last
+    /// one's: the most time the interfaces ran different policies. None with `--check`.
+    pub switch_window_ns: Option<u64>,
     /// Interfaces of the previous policy whose firewall was removed (with `--check`: would
     /// be).
     pub removed: Vec<String>,
@@ -227,9 +230,12 @@ fn write_record(record: &Record) -> Result<(), PolicyError> {
 }
 
 /// Compiles `policy` (read from `source`) for this namespace and makes it every member
-/// interface's firewall policy, each switched in one atomic step; the firewall of
-/// interfaces of the previous policy that are no member any more is removed. With `check`,
-/// reads and compiles everything and changes nothing.
+/// interface's firewall policy in two phases: every interface is prepared (module loaded,
+/// policy written to its idle bank) and only if all were, all are switched back to back,
+/// one map write each ([`crate::switch`]); a failure to prepare one leaves every interface
+/// on its running policy. Then the firewall of interfaces of the previous policy that are
+/// no member any more is removed. With `check`, reads and compiles everything and changes
+/// nothing.
 pub fn apply(
     policy: &GroupPolicy,
     source: &str,
@@ -249,18 +255,49 @@ pub fn apply(
         .collect();
     if !check {
         // Recorded first with every interface it may touch: a failure half way leaves a
-        // record that the next apply or `policy remove` cleans up from.
+        // record that the next apply or `policy remove` cleans up from. It keeps the
+        // running policy's text while nothing has switched.
+        let (file, source, node) = match &previous {
+            Some(record) => (
+                record.file.clone(),
+                record.source.clone(),
+                record.node.clone(),
+            ),
+            None => (policy.file.clone(), source.to_string(), node.clone()),
+        };
+        let mut interfaces: BTreeSet<String> = members.iter().chain(&leaving).cloned().collect();
+        interfaces.extend(previous.iter().flat_map(|record| record.interfaces.clone()));
         write_record(&Record {
-            file: policy.file.clone(),
-            source: source.to_string(),
-            node: node.clone(),
-            interfaces: members.iter().chain(&leaving).cloned().collect(),
+            file,
+            source,
+            node,
+            interfaces: interfaces.into_iter().collect(),
         })?;
     }
-    let mut interfaces = Vec::with_capacity(compiled.len());
+    // Phase one: every interface readied, none switched. A failure drops what was
+    // prepared, which leaves every interface on the policy it runs.
+    let mut prepared = Vec::with_capacity(compiled.len());
     for interface in &compiled {
-        let applied = crate::apply(&interface.iface, &interface.policy, check)?;
-        interfaces.push(InterfaceApplied {
+        match crate::prepare(&interface.iface, &interface.policy, check) {
+            Ok(ready) => prepared.push(ready),
+            Err(source) => {
+                drop(prepared);
+                if !check {
+                    restore_record(previous.as_ref())?;
+                }
+                return Err(PolicyError::Prepare {
+                    iface: interface.iface.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    // Phase two: every interface switched, one map write each, back to back.
+    let switched = crate::switch(prepared)?;
+    let interfaces = compiled
+        .iter()
+        .zip(&switched.applied)
+        .map(|(interface, applied)| InterfaceApplied {
             iface: interface.iface.clone(),
             edge: interface.edge,
             groups: interface.groups.clone(),
@@ -270,8 +307,8 @@ pub fn apply(
             entries: applied.entries,
             loaded_module: applied.loaded_module,
             bank: applied.bank,
-        });
-    }
+        })
+        .collect();
     if !check {
         for iface in &leaving {
             remove_firewall(iface)?;
@@ -287,9 +324,32 @@ pub fn apply(
         file: policy.file.clone(),
         checked: check,
         interfaces,
+        switch_window_ns: switched
+            .window
+            .map(|window| u64::try_from(window.as_nanos()).unwrap_or(u64::MAX)),
         removed: leaving,
         warnings,
     })
+}
+
+/// Puts back the record of the policy that runs after an apply that switched nothing.
+fn restore_record(previous: Option<&Record>) -> Result<(), PolicyError> {
+    match previous {
+        Some(record) => write_record(record),
+        None => {
+            let path = record_path()?;
+            match fs::remove_file(&path) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    Err(PolicyError::State {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// Removes the firewall of `iface`, unless the interface is gone (its pins went with it
