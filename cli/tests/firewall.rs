@@ -16,8 +16,8 @@ use std::{
 use lab::{Lab, require_root, wait_until};
 use support::{TempDir, failure, fastpath, json, pins_root};
 
-/// The tests share the node's conntrack table (one per bpffs, not per network namespace,
-/// and every lab uses the same addresses): one at a time.
+/// One test at a time. Each lab's dut has a conntrack table of its own (one per network
+/// namespace); running them in turn keeps each one's real traffic off the others' cores.
 static NODE_TABLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const OPEN_PORT: u16 = 8000;
