@@ -272,6 +272,21 @@ fn exact_v4_keys(iface: &str) -> (usize, usize) {
     (wide_v4, narrow.keys().count())
 }
 
+/// Removes every pin called `name` under `dir`; returns how many.
+fn remove_pins_named(dir: &std::path::Path, name: &str) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            removed += remove_pins_named(&path, name);
+        } else if entry.file_name() == name {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Replacing a build from before `EXACT_V4` (IPv4 exact rules in the 20-byte-keyed
 /// `EXACT_RULES`, no `EXACT_V4` pin) with this one moves the rules over: the new program
 /// finds them in `EXACT_V4`, and `EXACT_RULES` keeps no IPv4 key.
@@ -303,7 +318,13 @@ fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
             wide.insert(key.widen(), rule, 0).unwrap();
             narrow.remove(key).unwrap();
         }
-        std::fs::remove_file(pins.map("EXACT_V4")).unwrap();
+        // Unpinned everywhere: beside the attachment and in the chain's folder of the
+        // running steer version, as an older build never made it.
+        let removed = remove_pins_named(&offload::bpffs::Bpffs::get().fastpath_dir(), "EXACT_V4");
+        assert!(
+            removed >= 2,
+            "EXACT_V4 was pinned for the attachment and the module"
+        );
     });
     let iface = fixture.iface();
     fixture
@@ -324,6 +345,8 @@ fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
         counted_in_dut() == 100
     });
     assert_eq!(drain(&server), 0, "the rule dropped every packet");
+    let iface = fixture.iface();
+    fixture.in_dut(move || offload::detach(&iface)).unwrap();
 }
 
 #[test]
