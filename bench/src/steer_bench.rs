@@ -1,7 +1,8 @@
 //! Times the steering program with BPF_PROG_TEST_RUN repeat, with 1, 100 and 10,000 rules,
 //! against a bare XDP_PASS program timed in the same run. A report, not a test.
 //!
-//! `cargo xtask bench` (root). `--json` prints the rows as JSON.
+//! `cargo xtask bench` (root). `--json` prints the rows as JSON; `--rules N` (repeatable)
+//! times only those rule counts, e.g. `--rules 10000` for the goal's rows alone.
 
 use std::time::Duration;
 
@@ -25,9 +26,11 @@ struct TimingRow {
 }
 
 fn main() -> Result<()> {
-    let as_json = std::env::args().any(|arg| arg == "--json");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let as_json = args.iter().any(|arg| arg == "--json");
+    let counts = rule_counts(&args)?;
     let mut rows = Vec::new();
-    for count in [1usize, 100, 10_000] {
+    for count in counts {
         for path in steer_fixture::PATHS {
             rows.push(measure(count, path)?);
         }
@@ -50,6 +53,28 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The rule counts named by `--rules N` (repeatable), or 1, 100 and 10,000.
+fn rule_counts(args: &[String]) -> Result<Vec<usize>> {
+    let mut counts = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--rules" {
+            let value = rest
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--rules needs a rule count"))?;
+            let count: usize = value
+                .parse()
+                .map_err(|error| anyhow::anyhow!("--rules {value}: {error}"))?;
+            anyhow::ensure!(count > 0, "--rules {value}: at least one rule");
+            counts.push(count);
+        }
+    }
+    if counts.is_empty() {
+        counts = vec![1, 100, 10_000];
+    }
+    Ok(counts)
 }
 
 /// The steering program with `count` rules of the kind `path` exercises, timed against

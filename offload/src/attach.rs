@@ -205,13 +205,7 @@ fn join_chain(
     }
     // The maps first, made from the standalone object (same definitions as the module's),
     // so the default action is in place before the first packet meets steer.
-    let mut maps = EbpfLoader::new()
-        .default_map_pin_directory(pins.maps_dir())
-        .load(STEER_OBJECT)
-        .map_err(|source| OffloadError::LoadObject {
-            object: "steering",
-            source: Box::new(source),
-        })?;
+    let mut maps = pin_steer_maps(pins)?;
     steering::write_default_action(&mut maps, options.default_action)?;
     drop(maps);
     let frags = chain.is_none_or(|chain| chain.frags);
@@ -236,6 +230,18 @@ fn join_chain(
         });
     }
     Ok((mode, loaded.program_id, failed))
+}
+
+/// Loads the standalone steering object against `pins`' maps directory: the maps pinned
+/// there are reused, and any this build has that are missing are made and pinned.
+fn pin_steer_maps(pins: &Pins) -> Result<aya::Ebpf, OffloadError> {
+    EbpfLoader::new()
+        .default_map_pin_directory(pins.maps_dir())
+        .load(STEER_OBJECT)
+        .map_err(|source| OffloadError::LoadObject {
+            object: "steering",
+            source: Box::new(source),
+        })
 }
 
 /// Each of the module's own maps, bound to its pin under `pins`.
@@ -330,9 +336,19 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
     }
     .map_err(chain_error(iface))?;
     let bound = bound_maps(&pins, &object);
+    // A build before EXACT_V4 kept IPv4 exact rules in EXACT_RULES: fill EXACT_V4 before
+    // the swap (the running program still reads EXACT_RULES), empty the old keys after.
+    let narrow_v4 = object.maps.iter().any(|map| map.name == "EXACT_V4");
+    if narrow_v4 {
+        pin_steer_maps(&pins)?;
+        Steering::open(iface)?.fill_exact_v4()?;
+    }
     let swapped =
         builtin::swap_bound(iface, STEER_MODULE, object, &bound).map_err(chain_error(iface))?;
     crate::kill_point::reached("replace:steer-swapped");
+    if narrow_v4 {
+        Steering::open(iface)?.drop_wide_v4_keys()?;
+    }
     pin_program_id(swapped.new_program_id, &pins.program())?;
     Ok(Replacement {
         iface: iface.to_string(),

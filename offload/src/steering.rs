@@ -7,7 +7,7 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray, XskMap, lpm_trie::Key,
 };
 use nix::fcntl::Flock;
-use offload_common::{Counter, RuleDef, Settings, counter};
+use offload_common::{Counter, ExactKeyV4, RuleDef, Settings, counter};
 use serde::Serialize;
 
 use crate::{
@@ -189,15 +189,58 @@ impl Steering {
         Ok(lock)
     }
 
+    /// Before a build with `EXACT_V4` replaces one without it: writes every IPv4 exact rule
+    /// into `EXACT_V4` (pinned by then), leaving `EXACT_RULES` as it is, so both the
+    /// running and the new program find every rule while the swap happens. Writes nothing
+    /// when `EXACT_V4` already holds them.
+    pub(crate) fn fill_exact_v4(&self) -> Result<(), OffloadError> {
+        let mut lock = self.lock_rules()?;
+        let wanted = rules::compile(&self.rules()?)?;
+        let actual = self.read_match_maps()?;
+        lock.writing()?;
+        self.apply(&actual, &wanted)?;
+        lock.done()
+    }
+
+    /// After the swap to a build with `EXACT_V4`: removes the IPv4 keys an earlier build
+    /// left in `EXACT_RULES`, which the program no longer reads.
+    pub(crate) fn drop_wide_v4_keys(&self) -> Result<(), OffloadError> {
+        let _lock = self.lock_rules()?;
+        let mut exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
+            typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
+        let wide: Vec<offload_common::ExactKey> = exact
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| ExactKeyV4::of(key).is_some())
+            .collect();
+        for key in wide {
+            exact
+                .remove(&key)
+                .map_err(OffloadError::map(MapAction::Delete, "EXACT_RULES"))?;
+        }
+        Ok(())
+    }
+
     /// What the match maps hold now, whatever the records say.
     fn read_match_maps(&self) -> Result<CompiledRules, OffloadError> {
         let error = |source| OffloadError::map(MapAction::Read, "the rule maps")(source);
         let mut actual = CompiledRules::default();
+        // An IPv4 key is read from EXACT_V4 only, the one the program looks in: one left in
+        // EXACT_RULES by a build before EXACT_V4 existed is not seen by the program, and
+        // `drop_wide_v4_keys` removes it.
         let exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
             typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
         for entry in exact.iter() {
             let (key, value) = entry.map_err(error)?;
-            actual.exact.insert(key, value);
+            if ExactKeyV4::of(&key).is_none() {
+                actual.exact.insert(key, value);
+            }
+        }
+        let exact_v4: BpfHashMap<_, ExactKeyV4, offload_common::RuleRef> =
+            typed(self.map("EXACT_V4")?, "EXACT_V4")?;
+        for entry in exact_v4.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual.exact.insert(key.widen(), value);
         }
         let v4: LpmTrie<_, [u8; 4], offload_common::RuleChain> =
             typed(self.map("PREFIX_V4")?, "PREFIX_V4")?;
@@ -222,9 +265,17 @@ impl Steering {
     /// then removals. Each entry update is atomic for the program (the kernel swaps whole
     /// elements under RCU).
     fn apply(&self, old: &CompiledRules, new: &CompiledRules) -> Result<(), OffloadError> {
+        let (old_v4, old_v6) = split_exact(&old.exact);
+        let (new_v4, new_v6) = split_exact(&new.exact);
+        let mut exact_v4: BpfHashMap<_, ExactKeyV4, offload_common::RuleRef> =
+            typed(self.map("EXACT_V4")?, "EXACT_V4")?;
+        sync(&old_v4, &new_v4, |key, value| match value {
+            Some(value) => exact_v4.insert(key, value, 0),
+            None => exact_v4.remove(key),
+        })?;
         let mut exact: BpfHashMap<_, offload_common::ExactKey, offload_common::RuleRef> =
             typed(self.map("EXACT_RULES")?, "EXACT_RULES")?;
-        sync(&old.exact, &new.exact, |key, value| match value {
+        sync(&old_v6, &new_v6, |key, value| match value {
             Some(value) => exact.insert(key, value, 0),
             None => exact.remove(key),
         })?;
@@ -435,6 +486,23 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 
 /// Calls `write(key, Some(new))` for entries added or changed, then `write(key, None)` for
 /// entries removed.
+/// The exact entries by the map they go to: IPv4 hosts' (in `EXACT_V4`'s key), IPv6 hosts'.
+type SplitExact = (
+    HashMap<ExactKeyV4, offload_common::RuleRef>,
+    HashMap<offload_common::ExactKey, offload_common::RuleRef>,
+);
+
+fn split_exact(exact: &HashMap<offload_common::ExactKey, offload_common::RuleRef>) -> SplitExact {
+    let mut split = SplitExact::default();
+    for (key, rule) in exact {
+        match ExactKeyV4::of(key) {
+            Some(narrow) => split.0.insert(narrow, *rule),
+            None => split.1.insert(*key, *rule),
+        };
+    }
+    split
+}
+
 fn sync<K: Eq + Hash, V: PartialEq>(
     old: &HashMap<K, V>,
     new: &HashMap<K, V>,

@@ -255,6 +255,100 @@ fn atomic_replace_under_traffic_sees_every_packet_and_keeps_rules_and_counters()
     assert_eq!(drain(&server), 0, "no packet slipped past to the stack");
 }
 
+/// The IPv4 exact keys of the attachment on `iface`, as (wide keys in `EXACT_RULES`,
+/// narrow keys in `EXACT_V4`); call inside the dut.
+fn exact_v4_keys(iface: &str) -> (usize, usize) {
+    use aya::maps::{HashMap, Map, MapData};
+    use offload_common::{ExactKey, ExactKeyV4, RuleRef};
+    let pins = offload::Pins::for_iface(iface);
+    let open = |name: &str| Map::from_map_data(MapData::from_pin(pins.map(name)).unwrap()).unwrap();
+    let wide: HashMap<_, ExactKey, RuleRef> = HashMap::try_from(open("EXACT_RULES")).unwrap();
+    let narrow: HashMap<_, ExactKeyV4, RuleRef> = HashMap::try_from(open("EXACT_V4")).unwrap();
+    let wide_v4 = wide
+        .keys()
+        .map(Result::unwrap)
+        .filter(|key| ExactKeyV4::of(key).is_some())
+        .count();
+    (wide_v4, narrow.keys().count())
+}
+
+/// Removes every pin called `name` under `dir`; returns how many.
+fn remove_pins_named(dir: &std::path::Path, name: &str) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            removed += remove_pins_named(&path, name);
+        } else if entry.file_name() == name {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Replacing a build from before `EXACT_V4` (IPv4 exact rules in the 20-byte-keyed
+/// `EXACT_RULES`, no `EXACT_V4` pin) with this one moves the rules over: the new program
+/// finds them in `EXACT_V4`, and `EXACT_RULES` keeps no IPv4 key.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
+    require_root("replace over the older exact-key layout");
+    let fixture = LabFixture::up("ek");
+    fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
+    fixture.steering({
+        let rule = fixture.udp_rule(Action::Drop, 7300);
+        move |steering| steering.add_rule(&rule).unwrap()
+    });
+    // The older layout: the key moved to EXACT_RULES, EXACT_V4 emptied and unpinned.
+    let iface = fixture.iface();
+    fixture.in_dut(move || {
+        use aya::maps::{HashMap, Map, MapData};
+        use offload_common::{ExactKeyV4, RuleRef};
+        let pins = offload::Pins::for_iface(&iface);
+        let open =
+            |name: &str| Map::from_map_data(MapData::from_pin(pins.map(name)).unwrap()).unwrap();
+        let mut narrow: HashMap<_, ExactKeyV4, RuleRef> =
+            HashMap::try_from(open("EXACT_V4")).unwrap();
+        let entries: Vec<(ExactKeyV4, RuleRef)> = narrow.iter().map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 1, "the rule is in EXACT_V4");
+        let mut wide: HashMap<_, offload_common::ExactKey, RuleRef> =
+            HashMap::try_from(open("EXACT_RULES")).unwrap();
+        for (key, rule) in &entries {
+            wide.insert(key.widen(), rule, 0).unwrap();
+            narrow.remove(key).unwrap();
+        }
+        // Unpinned everywhere: beside the attachment and in the chain's folder of the
+        // running steer version, as an older build never made it.
+        let removed = remove_pins_named(&offload::bpffs::Bpffs::get().fastpath_dir(), "EXACT_V4");
+        assert!(
+            removed >= 2,
+            "EXACT_V4 was pinned for the attachment and the module"
+        );
+    });
+    let iface = fixture.iface();
+    fixture
+        .in_dut(move || offload::replace(&iface, None))
+        .unwrap();
+    let iface = fixture.iface();
+    assert_eq!(fixture.in_dut(move || exact_v4_keys(&iface)), (0, 1));
+
+    let server = fixture.dut_server(7300);
+    send(&fixture.client_socket(), fixture.dut_addr(7300), 100);
+    let iface = fixture.iface();
+    let counted = move || offload::status(&iface).unwrap().rules[0].packets;
+    let counted_in_dut = || {
+        let counted = counted.clone();
+        fixture.in_dut(counted)
+    };
+    lab::wait_until(WAIT, "the new program to count the rule's packets", || {
+        counted_in_dut() == 100
+    });
+    assert_eq!(drain(&server), 0, "the rule dropped every packet");
+    let iface = fixture.iface();
+    fixture.in_dut(move || offload::detach(&iface)).unwrap();
+}
+
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn pins_of_an_interface_that_vanished_are_pruned() {

@@ -1,28 +1,25 @@
-//! Rule matching. First the exact-match hash (host, port, protocol), then the longest
+//! Rule matching. First the exact-match hash (host, port, protocol; IPv4 hosts in a hash
+//! of their own, keyed in 8 bytes), then the longest
 //! destination prefix in the trie, whose chain holds every rule that covers that prefix,
 //! already sorted by priority in user space (offload::rules).
 
 use aya_ebpf::maps::lpm_trie::Key;
-use offload_common::{ChainEntry, ExactKey, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef, Settings};
+use offload_common::{
+    ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef, Settings,
+};
 
 use crate::{
     parse::Packet,
-    steer::{EXACT_RULES, PREFIX_V4, PREFIX_V6},
+    steer::{EXACT_RULES, EXACT_V4, PREFIX_V4, PREFIX_V6},
 };
 
 #[inline(always)]
 pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
-    if packet.has_ports && settings.exact_rules != 0 {
-        let key = ExactKey {
-            addr: packet.dst,
-            dport: packet.dport,
-            proto: packet.proto,
-            family: packet.family,
-        };
-        // SAFETY: the value is copied out at once; user space replaces entries whole.
-        if let Some(rule) = unsafe { EXACT_RULES.get(&key) } {
-            return Some(*rule);
-        }
+    if packet.has_ports
+        && settings.exact_rules != 0
+        && let Some(rule) = exact(packet)
+    {
+        return Some(rule);
     }
     let chain = if packet.family == FAMILY_V4 {
         if settings.prefixes_v4 == 0 {
@@ -37,6 +34,30 @@ pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
         PREFIX_V6.get(Key::new(128, packet.dst))?
     };
     first_match(chain, packet)
+}
+
+/// The exact rule of the packet's destination host, port and protocol: IPv4 hosts in the
+/// 8-byte-keyed `EXACT_V4`, IPv6 hosts in `EXACT_RULES`.
+#[inline(always)]
+fn exact(packet: &Packet) -> Option<RuleRef> {
+    // SAFETY (both lookups): the value is copied out at once; user space replaces entries
+    // whole.
+    if packet.family == FAMILY_V4 {
+        let key = ExactKeyV4 {
+            addr: [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]],
+            dport: packet.dport,
+            proto: packet.proto,
+            _pad: 0,
+        };
+        return unsafe { EXACT_V4.get(&key) }.copied();
+    }
+    let key = ExactKey {
+        addr: packet.dst,
+        dport: packet.dport,
+        proto: packet.proto,
+        family: packet.family,
+    };
+    unsafe { EXACT_RULES.get(&key) }.copied()
 }
 
 #[inline(always)]

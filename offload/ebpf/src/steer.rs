@@ -13,9 +13,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use offload_common::{
-    Counter, ExactKey, FragmentKey, MAX_EXACT, MAX_FRAGMENTED_DATAGRAMS, MAX_PREFIXES, MAX_QUEUES,
-    MAX_RULES, PrefixV4, PrefixV6, RuleChain, RuleDef, RuleRef, Settings, action, counter,
-    fragment, module::verdict,
+    Counter, ExactKey, ExactKeyV4, FragmentKey, MAX_EXACT, MAX_FRAGMENTED_DATAGRAMS, MAX_PREFIXES,
+    MAX_QUEUES, MAX_RULES, PrefixV4, PrefixV6, RuleChain, RuleDef, RuleRef, Settings, action,
+    counter, fragment, module::verdict,
 };
 
 use crate::{classify, parse, prefilter};
@@ -23,8 +23,13 @@ use crate::{classify, parse, prefilter};
 // Every map is pinned by name under the attachment's directory (offload::pins), so a
 // replacement build, the module build and every later process share them.
 
+/// The IPv6 hosts' exact rules (an IPv4 host's key is in `EXACT_V4`).
 #[map]
 pub static EXACT_RULES: HashMap<ExactKey, RuleRef> = HashMap::pinned(MAX_EXACT, 0);
+/// The IPv4 hosts' exact rules, keyed in 8 bytes: the hash and compare cost scales with
+/// the key's width.
+#[map]
+pub static EXACT_V4: HashMap<ExactKeyV4, RuleRef> = HashMap::pinned(MAX_EXACT, 0);
 #[map]
 pub static PREFIX_V4: LpmTrie<PrefixV4, RuleChain> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map]

@@ -268,6 +268,7 @@ fn apply_to(chain: &mut Chain, wanted: &[(&str, &ModuleObject)]) -> Result<Appli
                 Some((instance, _)) => Next::Replace {
                     instance: *instance,
                     object,
+                    bound: &[],
                 },
                 None => Next::Add {
                     name,

@@ -204,7 +204,9 @@ pub fn load_bound(
 /// Swaps the module `name` on `iface` to `object`, as [`swap`](super::swap) does a file.
 /// The maps named in `bound` must keep their shape: they live outside the chain, where
 /// other readers find them, so the new version takes them over (the swap hands over
-/// maps of matching shape) and a changed one is refused before anything is loaded.
+/// maps of matching shape) and a changed one is refused before anything is loaded. A map
+/// the running version lacks is bound to its pin in `bound` when that pin exists (made and
+/// filled before the swap, as `offload::replace` does for `EXACT_V4`).
 pub fn swap_bound(
     iface: &str,
     name: &str,
@@ -230,7 +232,7 @@ pub fn swap_bound(
             });
         }
     }
-    swap_object(iface.into(), name, object)
+    swap_object(iface.into(), name, object, bound)
 }
 
 #[cfg(test)]

@@ -117,14 +117,15 @@ pub fn swap<'a>(
     name: &str,
     file: &Path,
 ) -> Result<Swapped, ModuleError> {
-    swap_object(at.into(), name, ModuleObject::read(file)?)
+    swap_object(at.into(), name, ModuleObject::read(file)?, &[])
 }
 
-/// [`swap`] to an object already read.
+/// [`swap`] to an object already read; `bound` as in `Next::Replace`.
 pub(super) fn swap_object(
     at: ChainAt<'_>,
     name: &str,
     object: ModuleObject,
+    bound: &[(String, PathBuf)],
 ) -> Result<Swapped, ModuleError> {
     let _lock = lock(at)?;
     let mut chain = open_existing(at)?;
@@ -137,6 +138,7 @@ pub(super) fn swap_object(
     next[index] = Next::Replace {
         instance,
         object: &object,
+        bound,
     };
     let mut committed = commit(&mut chain, &next)?;
     Ok(Swapped {

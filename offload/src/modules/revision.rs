@@ -26,9 +26,13 @@ pub(super) enum Next<'a> {
     /// A running instance, as it runs.
     Keep { instance: u32 },
     /// A running instance, replaced by a new version of it (maps of matching shape kept).
+    /// A map the old version lacks that is named in `bound` is bound to that pin: a map
+    /// that lives outside the chain and that a new version of the built-in `steer` module
+    /// adds, made and filled before the swap.
     Replace {
         instance: u32,
         object: &'a ModuleObject,
+        bound: &'a [(String, PathBuf)],
     },
     /// A new instance; its maps named in `bound` bound to those pins (maps that live
     /// outside the chain, e.g. the built-in `steer` module's).
@@ -180,17 +184,33 @@ fn stage(
                     next,
                 });
             }
-            Next::Replace { instance, object } => {
+            Next::Replace {
+                instance,
+                object,
+                bound,
+            } => {
                 let mut record = chain.record(instance)?;
                 let name = c_string(&record.name);
                 check_frags(chain, object, &name, frags)?;
                 let old_dir = chain.pins.generation_dir(&name, record.generation);
-                let handover = plan_handover(object, &old_dir)?;
-                let kept: Vec<_> = handover
+                let mut handover = plan_handover(object, &old_dir)?;
+                let mut kept: Vec<_> = handover
                     .kept
                     .iter()
                     .map(|map| (map.clone(), old_dir.join(map)))
                     .collect();
+                let new_and_bound: Vec<(String, PathBuf)> = bound
+                    .iter()
+                    .filter(|(map, pin)| {
+                        pin.exists() && !old_dir.join(map).exists() && handover.reset.contains(map)
+                    })
+                    .cloned()
+                    .collect();
+                for (map, pin) in new_and_bound {
+                    handover.reset.retain(|reset| *reset != map);
+                    handover.kept.push(map.clone());
+                    kept.push((map, pin));
+                }
                 let generation = record.generation + 1;
                 let (program, program_id) = load_version(chain, object, &name, generation, &kept)?;
                 history.keep_object(object)?;

@@ -409,7 +409,8 @@ pub struct Rule {
 /// The contents of the steering maps for a rule set.
 #[derive(Debug, Default, PartialEq)]
 pub struct CompiledRules {
-    /// The `EXACT_RULES` hash: one host, port and protocol to its rule.
+    /// The exact-match hashes: one host, port and protocol to its rule (IPv4 hosts go to
+    /// `EXACT_V4` under an 8-byte key, IPv6 hosts to `EXACT_RULES`; see `Steering`).
     pub exact: HashMap<ExactKey, RuleRef>,
     /// The `PREFIX_V4` trie: (prefix length in bits, network address in network byte order)
     /// to the chain of rules covering that prefix.
