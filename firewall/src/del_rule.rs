@@ -58,7 +58,8 @@ pub struct RuleDeleted {
     /// Hash entries removed (no other rule has their match).
     pub entries_removed: usize,
     /// Wall time of the change, in microseconds (from the lock to the last update: reading
-    /// the bank's record of rules and compiling the candidates included).
+    /// the bank's names, its record's index and the candidates' lines, and compiling them,
+    /// included).
     pub micros: u64,
     /// Of which the map updates (from the first to the last), in microseconds.
     pub update_micros: u64,
