@@ -1,7 +1,8 @@
 //! How long `rule del` takes against the running policy's size: a policy of N rules
 //! applied to a lab veth's firewall, then rules deleted one at a time (one in the middle,
 //! the first, the last), each reporting the whole change (from the lock: reading the
-//! bank's record of rules, compiling the candidates, the map updates) and the map updates
+//! bank's names and record index and the candidates' record lines, compiling the
+//! candidates, the map updates) and the map updates
 //! alone; the wall time of the call and of the apply for scale. A report, not a test.
 //!
 //! Run as root: `cargo run --release -p firewall --example rule_del_time`.

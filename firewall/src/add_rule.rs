@@ -81,14 +81,10 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
             .get(&0, 0)
             .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
     let bank = state.bank & 1;
-    // The bank's rule names, one a line: their count is the new rule's place.
+    // The bank's rules, deleted ones included, from its record's index length (not by
+    // reading the names: 440 kB at 64,000 rules): their count is the new rule's place.
     let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
-    let names = fs::read(&names_file).unwrap_or_default();
-    let position = if names.is_empty() {
-        0
-    } else {
-        names.iter().filter(|byte| **byte == b'\n').count() as u32 + 1
-    };
+    let position = crate::del_rule::recorded_rules(iface, bank)?;
     if position + 1 >= COUNTERS_PER_BANK {
         return Err(rule_error(
             rule.line,
@@ -217,7 +213,8 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
             .set(0, state, 0)
             .map_err(FirewallError::map("write", maps::POLICY, &policy_path))?;
     }
-    let mut line = if names.is_empty() { "" } else { "\n" }.to_string();
+    // The bank's names, one a line: the new one after a newline unless it is the first.
+    let mut line = if position == 0 { "" } else { "\n" }.to_string();
     line.push_str(&rule.name);
     fs::OpenOptions::new()
         .append(true)

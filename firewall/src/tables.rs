@@ -7,10 +7,10 @@
 //! <pins>/firewall/<iface>/egress_link       the egress tracker's tcx link
 //! <run>/firewall/<iface>/bank-<N>.names     rule names of each bank, for status
 //! <run>/firewall/<iface>/bank-<N>.rules     its rules, each with its place (for `rule del`)
+//! <run>/firewall/<iface>/bank-<N>.index     offset, length and shape hash of each rule's line
 //! ```
 //!
 //! `<pins>` and `<run>` are the network namespace's folders (`offload::netns`).
-//! ```
 
 use std::{
     fs,
@@ -59,7 +59,7 @@ fn iface_dir(iface: &str) -> PathBuf {
     firewalls_dir().join(offload::netns::pin_name(iface))
 }
 
-/// Holds `/run/fastpath/firewall/<iface>.lock` while a command changes the interface's
+/// Holds `<run>/firewall/<iface>.lock` while a command changes the interface's
 /// firewall: two applies at once would write the same idle bank.
 pub(crate) fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     let path = run_dir().join(format!("{iface}.lock"));
