@@ -17,15 +17,13 @@ use std::{fs, io::Write};
 use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
 use offload_common::{
     Counter,
-    firewall::{
-        COUNTERS_PER_BANK, LogRate, MAX_MASKS, NO_PRIORITY, PolicyState, RuleKey, RuleValue, maps,
-    },
+    firewall::{COUNTERS_PER_BANK, LogRate, MAX_MASKS, NO_PRIORITY, RuleKey, RuleValue, maps},
 };
 use serde::Serialize;
 
 use crate::{
     FirewallError, Policy,
-    tables::{lock, map_pin, names_dir, open_map},
+    tables::{RunningPolicy, map_pin, names_dir, open_map, running_policy},
 };
 
 /// What `add_rule` did.
@@ -66,20 +64,13 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
         nix::net::if_::if_nametoindex(name)
             .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
     })?;
-    let policy_path = map_pin(iface, maps::POLICY);
-    if !policy_path.exists() {
-        return Err(FirewallError::NotLoaded {
-            iface: iface.to_string(),
-        });
-    }
-    let _lock = lock(iface)?;
-    let started = std::time::Instant::now();
-    let mut states: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
-        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
-    let mut state =
-        states
-            .get(&0, 0)
-            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+    let RunningPolicy {
+        _lock,
+        started,
+        path: policy_path,
+        mut states,
+        mut state,
+    } = running_policy(iface)?;
     let bank = state.bank & 1;
     // The bank's rules, deleted ones included, from its record's index length (not by
     // reading the names: 440 kB at 64,000 rules): their count is the new rule's place.

@@ -34,13 +34,13 @@ use std::{
 
 use aya::maps::{Array, HashMap as BpfHashMap};
 use offload_common::firewall::{
-    MAX_MASKS, NO_PRIORITY, PolicyState, RuleKey, RuleValue, ct_state, maps, verdict,
+    MAX_MASKS, NO_PRIORITY, RuleKey, RuleValue, ct_state, maps, verdict,
 };
 use serde::Serialize;
 
 use crate::{
     FirewallError, Policy, Rule,
-    tables::{lock, map_pin, names_dir, open_map},
+    tables::{RunningPolicy, map_pin, names_dir, open_map, running_policy},
 };
 
 /// What `del_rule` did.
@@ -245,16 +245,11 @@ fn rule_line(rule: &Rule, position: usize) -> (String, u32) {
         }
     }
     if rule.ct_states != 0 {
-        let names: Vec<String> = [
-            (ct_state::NEW, "new"),
-            (ct_state::ESTABLISHED, "established"),
-            (ct_state::RELATED, "related"),
-            (ct_state::INVALID, "invalid"),
-        ]
-        .into_iter()
-        .filter(|(bit, _)| rule.ct_states & bit != 0)
-        .map(|(_, name)| quoted(name))
-        .collect();
+        let names: Vec<String> = ct_state::NAMES
+            .into_iter()
+            .filter(|(bit, _)| rule.ct_states & bit != 0)
+            .map(|(_, name)| quoted(name))
+            .collect();
         text.push_str(&format!("ct_state = [{}], ", names.join(", ")));
     }
     let action = match rule.verdict {
@@ -397,20 +392,13 @@ pub(crate) fn plan(
 /// Removes the rule `which` (its name, or its number as `status` lists it, from 1) from the
 /// running policy of `iface`, in its running bank.
 pub fn del_rule(iface: &str, which: &str) -> Result<RuleDeleted, FirewallError> {
-    let policy_path = map_pin(iface, maps::POLICY);
-    if !policy_path.exists() {
-        return Err(FirewallError::NotLoaded {
-            iface: iface.to_string(),
-        });
-    }
-    let _lock = lock(iface)?;
-    let started = std::time::Instant::now();
-    let mut states: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
-        .map_err(FirewallError::map("open", maps::POLICY, &policy_path))?;
-    let state =
-        states
-            .get(&0, 0)
-            .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
+    let RunningPolicy {
+        _lock,
+        started,
+        path: policy_path,
+        mut states,
+        state,
+    } = running_policy(iface)?;
     let bank = state.bank & 1;
     let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
     let names = fs::read(&names_file).unwrap_or_default();

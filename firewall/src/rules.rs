@@ -365,17 +365,12 @@ fn parse_rule(raw: &RawRule, index: usize, line: usize) -> Result<Rule, String> 
     }
     let mut ct_states = 0;
     for state in &raw.ct_state {
-        ct_states |= match state.as_str() {
-            "new" => ct_state::NEW,
-            "established" => ct_state::ESTABLISHED,
-            "related" => ct_state::RELATED,
-            "invalid" => ct_state::INVALID,
-            other => {
-                return Err(within(format!(
-                    "ct_state: unknown state `{other}`; known: new, established, related, invalid"
-                )));
-            }
+        let Some((bit, _)) = ct_state::NAMES.iter().find(|(_, name)| name == state) else {
+            return Err(within(format!(
+                "ct_state: unknown state `{state}`; known: new, established, related, invalid"
+            )));
         };
+        ct_states |= bit;
     }
     let action =
         parse_verdict(&raw.action, true).map_err(|message| within(format!("action: {message}")))?;

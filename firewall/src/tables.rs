@@ -95,6 +95,45 @@ pub(crate) fn map_pin(iface: &str, name: &str) -> PathBuf {
     }
 }
 
+/// The running policy of an interface, opened under the interface's lock for a change in
+/// place (`rule add`, `rule del`).
+pub(crate) struct RunningPolicy {
+    /// Held until the change is done.
+    pub _lock: nix::fcntl::Flock<fs::File>,
+    /// When the lock was taken: a change's time is counted from here.
+    pub started: Instant,
+    /// `FW_POLICY`'s pin, for errors.
+    pub path: PathBuf,
+    /// `FW_POLICY`, to switch what the running bank says.
+    pub states: Array<MapData, PolicyState>,
+    /// Its one entry as read.
+    pub state: PolicyState,
+}
+
+/// Opens the running policy of `iface`: an error if it runs no firewall.
+pub(crate) fn running_policy(iface: &str) -> Result<RunningPolicy, FirewallError> {
+    let path = map_pin(iface, maps::POLICY);
+    if !path.exists() {
+        return Err(FirewallError::NotLoaded {
+            iface: iface.to_string(),
+        });
+    }
+    let _lock = lock(iface)?;
+    let started = Instant::now();
+    let states: Array<MapData, PolicyState> = Array::try_from(open_map(&path, maps::POLICY)?)
+        .map_err(FirewallError::map("open", maps::POLICY, &path))?;
+    let state = states
+        .get(&0, 0)
+        .map_err(FirewallError::map("read", maps::POLICY, &path))?;
+    Ok(RunningPolicy {
+        _lock,
+        started,
+        path,
+        states,
+        state,
+    })
+}
+
 pub(crate) fn open_map(path: &Path, name: &'static str) -> Result<Map, FirewallError> {
     let data = MapData::from_pin(path).map_err(FirewallError::map("open", name, path))?;
     Map::from_map_data(data).map_err(FirewallError::map("open", name, path))

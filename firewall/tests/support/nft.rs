@@ -58,16 +58,11 @@ pub fn ruleset(policy: &Policy, jump_when: &[&str]) -> String {
             ));
         }
         if rule.ct_states != 0 {
-            let names: Vec<&str> = [
-                (ct_state::NEW, "new"),
-                (ct_state::ESTABLISHED, "established"),
-                (ct_state::RELATED, "related"),
-                (ct_state::INVALID, "invalid"),
-            ]
-            .into_iter()
-            .filter(|(bit, _)| rule.ct_states & bit != 0)
-            .map(|(_, name)| name)
-            .collect();
+            let names: Vec<&str> = ct_state::NAMES
+                .into_iter()
+                .filter(|(bit, _)| rule.ct_states & bit != 0)
+                .map(|(_, name)| name)
+                .collect();
             parts.push(format!("ct state {{ {} }}", names.join(", ")));
         }
         // nft's reject counts like a drop (its answer is not compared here).

@@ -81,6 +81,13 @@ pub mod ct_state {
     pub const RELATED: u8 = 4;
     /// A packet no flow explains (a TCP segment other than a SYN without an entry).
     pub const INVALID: u8 = 8;
+    /// Each bit with its name, as the rules file spells it, in the order a rule lists them.
+    pub const NAMES: [(u8, &str); 4] = [
+        (NEW, "new"),
+        (ESTABLISHED, "established"),
+        (RELATED, "related"),
+        (INVALID, "invalid"),
+    ];
 }
 
 /// States of a TCP entry ([`super::CtEntry::state`]).
