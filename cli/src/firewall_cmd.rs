@@ -133,17 +133,7 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                 "{}: bank {}, {} masks, default {}",
                 status.iface, status.bank, status.masks, status.default_verdict
             );
-            let mut rows: Vec<Vec<String>> = status
-                .rules
-                .iter()
-                .map(|rule| {
-                    vec![
-                        rule.name.clone(),
-                        rule.packets.to_string(),
-                        rule.bytes.to_string(),
-                    ]
-                })
-                .collect();
+            let mut rows: Vec<Vec<String>> = status.rules.iter().map(counter_row).collect();
             rows.push(vec![
                 format!("default ({})", status.default_verdict),
                 status.default.packets.to_string(),
@@ -287,4 +277,13 @@ pub fn run_conntrack(command: &ConntrackCommand, as_json: bool) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// A rule's counters as a table row: name, packets, bytes.
+pub(crate) fn counter_row(rule: &firewall::RuleCounters) -> Vec<String> {
+    vec![
+        rule.name.clone(),
+        rule.packets.to_string(),
+        rule.bytes.to_string(),
+    ]
 }

@@ -155,13 +155,7 @@ pub fn run(command: &PolicyCommand, as_json: bool) -> anyhow::Result<()> {
                 let rows: Vec<Vec<String>> = interface
                     .counters
                     .iter()
-                    .map(|rule| {
-                        vec![
-                            rule.name.clone(),
-                            rule.packets.to_string(),
-                            rule.bytes.to_string(),
-                        ]
-                    })
+                    .map(crate::firewall_cmd::counter_row)
                     .collect();
                 output::table(&["rule", "packets", "bytes"], &rows);
             }
