@@ -345,8 +345,10 @@ fn a_stateful_policy_lets_in_what_it_allows_and_the_answers_and_drops_the_rest()
     );
     drop(out);
     wait("the dut's connection to leave established", &mut || {
-        tcp_entry(&on_dut(&["conntrack", "list"]), CLIENT_PORT)
-            .is_some_and(|entry| entry["state"] == "fin-wait" || entry["state"] == "time-wait")
+        tcp_entry(&on_dut(&["conntrack", "list"]), CLIENT_PORT).is_some_and(|entry| {
+            ["fin-wait", "close-wait", "last-ack", "time-wait"]
+                .contains(&entry["state"].as_str().unwrap_or(""))
+        })
     });
 
     // A connection the client refuses (nobody listens on 7001): its RST, the flow's only

@@ -41,7 +41,7 @@ use std::{
 
 use ipnet::IpNet;
 use offload_common::{
-    firewall::{ct_state, timeout, verdict},
+    firewall::{ct_state, tcp_setting, timeout, verdict},
     proto,
 };
 use serde::Deserialize;
@@ -62,6 +62,8 @@ pub struct Policy {
     pub conntrack_limit: Option<u32>,
     /// Timeouts in seconds, indexed by [`timeout`] (0: the default).
     pub timeouts: [u32; timeout::COUNT],
+    /// TCP tracking's departures from Linux's defaults ([`tcp_setting`] bits).
+    pub conntrack_tcp: u32,
 }
 
 /// One rule.
@@ -175,6 +177,12 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawConntrack {
     limit: Option<u32>,
+    /// Linux's `nf_conntrack_tcp_loose`: pick up a connection in mid-stream.
+    tcp_loose: Option<bool>,
+    /// Linux's `nf_conntrack_tcp_be_liberal`: no window checks.
+    tcp_be_liberal: Option<bool>,
+    /// Linux's `nf_conntrack_tcp_ignore_invalid_rst`.
+    tcp_ignore_invalid_rst: Option<bool>,
     #[serde(default)]
     timeouts: std::collections::BTreeMap<String, u32>,
 }
@@ -234,6 +242,7 @@ impl Policy {
         };
         let mut timeouts = [0; timeout::COUNT];
         let mut conntrack_limit = None;
+        let mut conntrack_tcp = 0;
         if let Some(conntrack) = &raw.conntrack {
             let at = conntrack.span().start;
             let conntrack = conntrack.get_ref();
@@ -241,6 +250,21 @@ impl Policy {
                 return Err(error(at, "conntrack.limit: must be at least 1".into()));
             }
             conntrack_limit = conntrack.limit;
+            for (setting, bit) in [
+                (
+                    conntrack.tcp_loose.map(|loose| !loose),
+                    tcp_setting::NO_PICKUP,
+                ),
+                (conntrack.tcp_be_liberal, tcp_setting::BE_LIBERAL),
+                (
+                    conntrack.tcp_ignore_invalid_rst,
+                    tcp_setting::IGNORE_INVALID_RST,
+                ),
+            ] {
+                if setting == Some(true) {
+                    conntrack_tcp |= bit;
+                }
+            }
             for (name, seconds) in &conntrack.timeouts {
                 let Some(index) = timeout::NAMES.iter().position(|known| known == name) else {
                     return Err(error(
@@ -287,6 +311,7 @@ impl Policy {
             rules,
             default_verdict,
             conntrack_limit,
+            conntrack_tcp,
             timeouts,
         })
     }
@@ -485,6 +510,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Policy, String> {
         Policy::parse(Path::new("rules.toml"), text).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn linux_tcp_conntrack_defaults_hold_unless_the_file_sets_a_switch() {
+        assert_eq!(parse("").unwrap().conntrack_tcp, 0);
+        let strict = parse(
+            "[conntrack]\ntcp_loose = false\ntcp_be_liberal = true\n\
+             tcp_ignore_invalid_rst = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            strict.conntrack_tcp,
+            tcp_setting::NO_PICKUP | tcp_setting::BE_LIBERAL | tcp_setting::IGNORE_INVALID_RST
+        );
+        let defaults = parse(
+            "[conntrack]\ntcp_loose = true\ntcp_be_liberal = false\n\
+             tcp_ignore_invalid_rst = false\n",
+        )
+        .unwrap();
+        assert_eq!(defaults.conntrack_tcp, 0);
+        let error = parse("[conntrack]\ntcp_loose = 1\n").unwrap_err();
+        assert!(
+            error.contains("line 2") || error.contains("tcp_loose"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -423,7 +423,7 @@ fn create_maps(
 fn settings_of(policy: &Policy) -> CtSettings {
     CtSettings {
         limit: policy.conntrack_limit.unwrap_or(0),
-        _pad: 0,
+        tcp: policy.conntrack_tcp,
         timeouts: policy.timeouts,
     }
 }

@@ -411,6 +411,7 @@ pub fn compile(policy: &GroupPolicy, node: &Node) -> Result<Vec<InterfacePolicy>
                 rules: list.rules,
                 default_verdict: if edge { verdict::ACCEPT } else { verdict::DROP },
                 conntrack_limit: None,
+                conntrack_tcp: 0,
                 timeouts: [0; timeout::COUNT],
             },
             origins: list.origins,

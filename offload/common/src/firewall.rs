@@ -90,46 +90,92 @@ pub mod ct_state {
     ];
 }
 
-/// States of a TCP entry ([`super::CtEntry::state`]).
+/// States of a TCP entry ([`super::CtEntry::state`]): Linux's conntrack states
+/// (`enum tcp_conntrack`), numbered as Linux numbers them.
 pub mod tcp_state {
-    /// Not TCP.
+    /// Not TCP (or a picked-up flow whose first segment left no state).
     pub const NONE: u8 = 0;
     /// The originator's SYN seen.
     pub const SYN_SENT: u8 = 1;
     /// The answer's SYN-ACK seen.
     pub const SYN_RECV: u8 = 2;
-    /// The originator's ACK of the SYN-ACK seen.
+    /// The handshake's last ACK seen (or a flow picked up in mid-stream).
     pub const ESTABLISHED: u8 = 3;
     /// A FIN seen from one side.
     pub const FIN_WAIT: u8 = 4;
-    /// FINs seen from both sides.
-    pub const TIME_WAIT: u8 = 5;
+    /// The first FIN acknowledged.
+    pub const CLOSE_WAIT: u8 = 5;
+    /// FINs seen from both sides, the last not yet acknowledged.
+    pub const LAST_ACK: u8 = 6;
+    /// Both FINs acknowledged.
+    pub const TIME_WAIT: u8 = 7;
     /// An RST seen.
-    pub const CLOSE: u8 = 6;
+    pub const CLOSE: u8 = 8;
+    /// A SYN from each side (simultaneous open).
+    pub const SYN_SENT2: u8 = 9;
     /// Display names, indexed by state.
-    pub const NAMES: [&str; 7] = [
+    pub const NAMES: [&str; 10] = [
         "none",
         "syn-sent",
         "syn-recv",
         "established",
         "fin-wait",
+        "close-wait",
+        "last-ack",
         "time-wait",
         "close",
+        "syn-sent2",
     ];
 }
 
 /// Bits of [`super::CtEntry::flags`].
 pub mod ct_flag {
-    /// The answering side has sent a packet.
+    /// The answering side has sent a packet (Linux's `IPS_SEEN_REPLY`).
     pub const SEEN_REPLY: u8 = 1;
-    /// The originator sent a FIN.
-    pub const FIN_ORIGINAL: u8 = 2;
-    /// The answering side sent a FIN.
-    pub const FIN_REPLY: u8 = 4;
-    /// The originator sent an RST.
-    pub const RST_ORIGINAL: u8 = 8;
-    /// The answering side sent an RST.
-    pub const RST_REPLY: u8 = 16;
+    /// The connection is past its handshake (Linux's `IPS_ASSURED`).
+    pub const ASSURED: u8 = 2;
+}
+
+/// Bits of [`super::TcpSide::flags`] (Linux's `IP_CT_TCP_FLAG_*`).
+pub mod tcp_side_flag {
+    /// The side offered window scaling.
+    pub const WINDOW_SCALE: u8 = 0x01;
+    /// The side allows selective acknowledgments.
+    pub const SACK_PERM: u8 = 0x02;
+    /// The side sent the first FIN.
+    pub const CLOSE_INIT: u8 = 0x04;
+    /// Its segments are not checked against the window (a flow picked up in mid-stream).
+    pub const BE_LIBERAL: u8 = 0x08;
+    /// The side has sent data the other has not acknowledged.
+    pub const DATA_UNACKNOWLEDGED: u8 = 0x10;
+    /// [`super::TcpSide::max_ack`] holds an acknowledgment the side sent.
+    pub const MAXACK_SET: u8 = 0x20;
+}
+
+/// Bits of [`super::CtEntry::last_flags`]: what an ignored SYN carried, and Linux's
+/// expectations (`IP_CT_EXP_CHALLENGE_ACK`, `IP_CT_TCP_SIMULTANEOUS_OPEN`).
+pub mod tcp_last_flag {
+    /// The ignored SYN offered window scaling ([`super::tcp_side_flag::WINDOW_SCALE`]).
+    pub const WINDOW_SCALE: u8 = 0x01;
+    /// The ignored SYN allowed SACK ([`super::tcp_side_flag::SACK_PERM`]).
+    pub const SACK_PERM: u8 = 0x02;
+    /// A SYN in LAST_ACK was let through: the ACK that answers it is a challenge ACK.
+    pub const CHALLENGE_ACK: u8 = 0x40;
+    /// Both sides sent a SYN.
+    pub const SIMULTANEOUS_OPEN: u8 = 0x80;
+}
+
+/// Bits of [`super::CtSettings::tcp`]: Linux's TCP conntrack sysctls, each bit the
+/// opposite of Linux's default, so zero behaves as Linux does out of the box.
+pub mod tcp_setting {
+    /// No pick-up in mid-stream: an ACK of no known flow is invalid
+    /// (`nf_conntrack_tcp_loose=0`).
+    pub const NO_PICKUP: u32 = 1;
+    /// No window checks (`nf_conntrack_tcp_be_liberal=1`).
+    pub const BE_LIBERAL: u32 = 2;
+    /// An RST before the sequence number the peer acknowledged is not invalid
+    /// (`nf_conntrack_tcp_ignore_invalid_rst=1`).
+    pub const IGNORE_INVALID_RST: u32 = 4;
 }
 
 /// Slots of [`maps::CT_COUNTERS`].
@@ -189,13 +235,16 @@ pub mod timeout {
     pub const UDP_REPLIED: usize = 7;
     /// ICMP echo and other protocols.
     pub const ICMP: usize = 8;
-    /// Slots of [`super::CtSettings::timeouts`]: the nine above and one spare, which keeps
-    /// the settings at 48 bytes with no compiler padding.
+    /// TCP: data sent and not acknowledged, a zero window, retransmissions, or a flow
+    /// picked up in mid-stream and never answered (Linux's unacknowledged and retrans
+    /// timeouts), when the state's own timeout is longer.
+    pub const UNACKNOWLEDGED: usize = 9;
+    /// Slots of [`super::CtSettings::timeouts`].
     pub const COUNT: usize = 10;
     /// Defaults when the settings hold 0, as Linux's `nf_conntrack_*_timeout*` sysctls.
-    pub const DEFAULTS: [u32; COUNT] = [120, 60, 432_000, 120, 120, 10, 30, 120, 30, 0];
+    pub const DEFAULTS: [u32; COUNT] = [120, 60, 432_000, 120, 120, 10, 30, 120, 30, 300];
     /// Names, as the rules file's `[conntrack.timeouts]` spells them.
-    pub const NAMES: [&str; 9] = [
+    pub const NAMES: [&str; COUNT] = [
         "syn_sent",
         "syn_recv",
         "established",
@@ -205,6 +254,7 @@ pub mod timeout {
         "udp",
         "udp_replied",
         "icmp",
+        "unacknowledged",
     ];
 }
 
@@ -243,8 +293,49 @@ pub struct CtEntry {
     pub flags: u8,
     /// 1 when the originator is the key's lower end.
     pub original_is_low: u8,
+    /// TCP, Linux's `ip_ct_tcp`: the kind of the last segment that moved the flow (see
+    /// `offload-ebpf`'s `conntrack_tcp`: 0 SYN, 1 SYN-ACK, 2 FIN, 3 ACK, 4 RST, 5 none).
+    pub last_index: u8,
+    /// Its direction: 0 from the originator, 1 from the answering side.
+    pub last_dir: u8,
+    /// [`tcp_last_flag`] bits.
+    pub last_flags: u8,
+    /// The window scale an ignored SYN offered.
+    pub last_wscale: u8,
+    /// Retransmissions of the last ACK-only segment seen in a row.
+    pub retrans: u8,
+    /// The last segment's sequence number.
+    pub last_seq: u32,
+    /// Its acknowledgment number.
+    pub last_ack: u32,
+    /// Its sequence number past its data.
+    pub last_end: u32,
+    /// Its window, unscaled.
+    pub last_win: u16,
     /// Zero.
-    pub _pad: [u8; 5],
+    pub _pad: u16,
+    /// Each side's window tracking: the originator's, then the answering side's.
+    pub seen: [TcpSide; 2],
+}
+
+/// One side of a TCP flow, as Linux's window tracking keeps it (`ip_ct_tcp_state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSide {
+    /// The highest sequence number past the data the side sent.
+    pub end: u32,
+    /// The highest sequence number the other side's window lets it reach.
+    pub max_end: u32,
+    /// The largest window it advertised (scaled).
+    pub max_win: u32,
+    /// The highest acknowledgment it sent.
+    pub max_ack: u32,
+    /// Its window scale.
+    pub scale: u8,
+    /// [`tcp_side_flag`] bits.
+    pub flags: u8,
+    /// Zero.
+    pub _pad: [u8; 2],
 }
 
 /// Node-wide conntrack settings, written by `fastpath firewall apply`.
@@ -253,8 +344,8 @@ pub struct CtEntry {
 pub struct CtSettings {
     /// Entries the table may hold before new flows are refused; 0: [`CT_DEFAULT_LIMIT`].
     pub limit: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// [`tcp_setting`] bits (0: Linux's defaults).
+    pub tcp: u32,
     /// Timeouts in seconds, indexed by [`timeout`]; 0: the default.
     pub timeouts: [u32; timeout::COUNT],
 }
@@ -444,7 +535,7 @@ pub struct PolicyState {
 }
 
 const _: () = assert!(size_of::<CtKey>() == 40);
-const _: () = assert!(size_of::<CtEntry>() == 24);
+const _: () = assert!(size_of::<CtEntry>() == 80);
 const _: () = assert!(size_of::<CtSettings>() == 48);
 const _: () = assert!(size_of::<RuleKey>() == 48);
 const _: () = assert!(size_of::<RuleValue>() == 20);

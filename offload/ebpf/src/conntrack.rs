@@ -4,11 +4,14 @@
 //!
 //! A packet's state: ESTABLISHED when its flow's entry has seen the answering side (or the
 //! packet is the answer), NEW when it opens a flow (or the answer has not come yet),
-//! RELATED for an ICMP error quoting a tracked flow, INVALID for a TCP segment other than
-//! a SYN with no entry. Entries are made only for packets the firewall lets through (and
-//! for everything the node sends), and only when the table is below its limit: a full
-//! table refuses the new flow (the caller drops its packet) and counts it, never evicting a
-//! live flow silently.
+//! RELATED for an ICMP error quoting a tracked flow, INVALID for what no flow explains.
+//! TCP is tracked as Linux tracks it ([`tcp`]). As in Linux, a packet moves its flow's
+//! entry before any rule looks at it ([`track`]), and a new flow's entry is made only for
+//! a packet the firewall lets through ([`record`], and for everything the node sends), and
+//! only when the table is below its limit: a full table refuses the new flow (the caller
+//! drops its packet) and counts it, never evicting a live flow silently.
+
+mod tcp;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
@@ -19,7 +22,7 @@ use offload_common::{
     FAMILY_V4,
     firewall::{
         CT_DEFAULT_LIMIT, CT_MAX_ENTRIES, CtEntry, CtKey, CtSettings, FILL_INSERTED, FILL_REMOVED,
-        ct_counter, ct_flag, ct_state, tcp_state, timeout,
+        ct_counter, ct_flag, ct_state, timeout,
     },
     proto,
 };
@@ -36,15 +39,16 @@ static FW_CT_FILL: Array<u64> = Array::with_max_entries(2, 0);
 /// flow): the BPF stack (512 bytes for all frames of a call chain) cannot hold them.
 #[map]
 static FW_CT_SCRATCH: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(2, 0);
+/// Per-CPU: the entry a TCP packet without a flow would open, made by [`track`] (the
+/// segment judged as Linux judges a new flow's first) and written by [`record`] if the
+/// packet goes through.
+#[map]
+static FW_CT_FRESH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static FW_CT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ct_counter::COUNT, 0);
 
 /// L4 headers read at most this far in (a power of two).
 const MAX_L4_OFFSET: usize = 1024;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 
@@ -68,22 +72,14 @@ pub struct Flow {
 
 /// The flow's entry, as found.
 pub struct Tracked {
-    /// The flow's key, in `FW_CT_SCRATCH`.
-    key: *mut CtKey,
     src_is_low: bool,
     /// A live (unexpired) entry.
     entry: Option<*mut CtEntry>,
     /// An entry is there but expired (or closed and reopened): a new one overwrites it
     /// without adding to the fill.
     stale: bool,
-}
-
-impl Tracked {
-    /// Whether the flow has a live entry (a packet of it moves that entry).
-    #[inline(always)]
-    pub fn is_live(&self) -> bool {
-        self.entry.is_some()
-    }
+    /// `FW_CT_FRESH` holds the entry this TCP packet opens.
+    fresh: bool,
 }
 
 /// The table refused a new flow: it holds its limit.
@@ -116,12 +112,16 @@ pub(crate) fn count(slot: u32) {
 
 #[inline(always)]
 fn timeout_ns(kind: usize) -> u64 {
+    // Clamped, and read with `get`, not indexing: a slot chosen at run time would bring a
+    // bounds check whose panic the verifier refuses, and LLVM may test a copy of the slot
+    // the verifier does not connect to the access.
+    let kind = kind.min(timeout::COUNT - 1);
     let configured = FW_CT_SETTINGS
         .get(0)
-        .map(|settings| settings.timeouts[kind])
+        .and_then(|settings| settings.timeouts.get(kind).copied())
         .unwrap_or(0);
     let seconds = if configured == 0 {
-        timeout::DEFAULTS[kind]
+        timeout::DEFAULTS.get(kind).copied().unwrap_or(0)
     } else {
         configured
     };
@@ -193,10 +193,10 @@ fn write_key(
 #[inline(never)]
 pub fn lookup(flow: &Flow) -> Tracked {
     let mut tracked = Tracked {
-        key: core::ptr::null_mut(),
         src_is_low: false,
         entry: None,
         stale: false,
+        fresh: false,
     };
     // ICMP other than echo has no flow of its own (an error belongs to the flow it quotes);
     // looked up with ports 0 it would find an echo flow of identifier 0.
@@ -206,7 +206,6 @@ pub fn lookup(flow: &Flow) -> Tracked {
     let Some(key) = FW_CT_SCRATCH.get_ptr_mut(0) else {
         return tracked;
     };
-    tracked.key = key;
     // SAFETY: a per-CPU scratch slot; the program runs with migration disabled.
     let key = unsafe { &mut *key };
     tracked.src_is_low = write_key(
@@ -221,12 +220,7 @@ pub fn lookup(flow: &Flow) -> Tracked {
     if let Some(entry) = FW_CONNTRACK.get_ptr_mut(&*key) {
         // SAFETY: a map value; concurrent updates of its plain fields may race, which only
         // loses a state step or a count (the kernel's own conntrack locks; we accept it).
-        let current = unsafe { *entry };
-        let from_original = tracked.src_is_low == (current.original_is_low != 0);
-        let reopened = flow.proto == proto::TCP
-            && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-            && reopens(&current, from_original);
-        if current.expires_ns < now() || reopened {
+        if unsafe { (*entry).expires_ns } < now() {
             tracked.stale = true;
         } else {
             tracked.entry = Some(entry);
@@ -235,32 +229,22 @@ pub fn lookup(flow: &Flow) -> Tracked {
     tracked
 }
 
-/// Whether a SYN from the given side starts a closed flow over. Linux's conntrack
-/// (`nf_conntrack_tcp_packet`) does so after a FIN (time-wait, or close after one), or
-/// after an RST the SYN's own side sent; a SYN after the other side's RST is ignored
-/// (its flow stays, established): the peer may not have seen the RST.
+/// The TCP settings word ([`offload_common::firewall::tcp_setting`]).
 #[inline(always)]
-fn reopens(entry: &CtEntry, from_original: bool) -> bool {
-    let own_rst = if from_original {
-        ct_flag::RST_ORIGINAL
-    } else {
-        ct_flag::RST_REPLY
-    };
-    match entry.state {
-        tcp_state::TIME_WAIT => true,
-        tcp_state::CLOSE => {
-            entry.flags & (ct_flag::FIN_ORIGINAL | ct_flag::FIN_REPLY | own_rst) != 0
-        }
-        _ => false,
-    }
+fn tcp_settings() -> u32 {
+    FW_CT_SETTINGS.get(0).map_or(0, |settings| settings.tcp)
 }
 
-/// The packet's [`ct_state`] bit.
+/// The packet's [`ct_state`] bit; a packet of a tracked flow moves the flow's entry (as
+/// Linux's conntrack, before any rule: a dropped SYN-ACK was still seen). An ICMP error
+/// is RELATED when the packet it quotes (in `frame`) belongs to a tracked flow; without a
+/// frame (what the node sends) it is not looked into.
 #[inline(always)]
-pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
+pub fn track(tracked: &mut Tracked, flow: &Flow, frame: Option<&impl Frame>) -> u8 {
+    let settings = tcp_settings();
     if let Some(entry) = tracked.entry {
         // SAFETY: see `lookup`.
-        let entry = unsafe { *entry };
+        let entry = unsafe { &mut *entry };
         let from_original = tracked.src_is_low == (entry.original_is_low != 0);
         // Echo requests go one way and replies the other; the key holds no type, so a
         // reply from the requesting side (or the reverse) meets the flow: Linux's tuple
@@ -269,26 +253,50 @@ pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
             count(ct_counter::INVALID);
             return ct_state::INVALID;
         }
-        // Before any answer, the originator may only send its SYN again (or give up with
-        // an RST): Linux's table takes an ACK, FIN or SYN-ACK there as invalid.
-        let flags = flow.tcp_flags;
-        if flow.proto == proto::TCP
-            && from_original
-            && entry.state == tcp_state::SYN_SENT
-            && flags & TCP_RST == 0
-            && flags & (TCP_SYN | TCP_ACK) != TCP_SYN
-        {
-            count(ct_counter::INVALID);
-            return ct_state::INVALID;
+        let answered = entry.flags & ct_flag::SEEN_REPLY != 0;
+        let mut refresh = tcp::Refresh::of(tcp::Refresh::UNSET);
+        let mut reopened = false;
+        if flow.proto == proto::TCP {
+            let Some(segment) = tcp::segment() else {
+                return ct_state::INVALID;
+            };
+            match tcp::packet(entry, !from_original, segment, settings) {
+                tcp::Outcome::Accept(moved) => refresh = moved,
+                tcp::Outcome::Ignore => refresh = tcp::Refresh::of(tcp::Refresh::KEEP),
+                tcp::Outcome::Invalid => {
+                    count(ct_counter::INVALID);
+                    return ct_state::INVALID;
+                }
+                // The old flow ends here, whatever the rules make of the SYN; the SYN
+                // opens a new one below.
+                tcp::Outcome::Reopen => reopened = true,
+            }
         }
-        if !from_original || entry.flags & ct_flag::SEEN_REPLY != 0 {
-            return ct_state::ESTABLISHED;
+        if !reopened {
+            entry.packets += 1;
+            if !from_original {
+                entry.flags |= ct_flag::SEEN_REPLY;
+            }
+            if refresh.kind == tcp::Refresh::UNSET {
+                refresh = tcp::Refresh::to(timeout_of(entry, flow.proto), false);
+            }
+            entry.expires_ns = refreshed(entry.expires_ns, refresh);
+            return if !from_original || answered {
+                ct_state::ESTABLISHED
+            } else {
+                ct_state::NEW
+            };
         }
-        return ct_state::NEW;
+        entry.expires_ns = 0;
+        tracked.entry = None;
+        tracked.stale = true;
     }
     if is_icmp_error(flow) {
         let (family, l4_offset) = (flow.family, flow.l4_offset);
-        if quoted_flow_tracked(family, l4_offset, frame.data(), frame.data_end()) {
+        let quoted = frame.is_some_and(|frame| {
+            quoted_flow_tracked(family, l4_offset, frame.data(), frame.data_end())
+        });
+        if quoted {
             return ct_state::RELATED;
         }
         count(ct_counter::INVALID);
@@ -301,11 +309,51 @@ pub fn state_of(tracked: &Tracked, flow: &Flow, frame: &impl Frame) -> u8 {
         count(ct_counter::INVALID);
         return ct_state::INVALID;
     }
-    if flow.proto == proto::TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
-        count(ct_counter::INVALID);
-        return ct_state::INVALID;
+    if flow.proto == proto::TCP {
+        let Some(fresh) = FW_CT_FRESH.get_ptr_mut(0) else {
+            return ct_state::INVALID;
+        };
+        // SAFETY: a per-CPU slot; the program runs with migration disabled.
+        let fresh = unsafe { &mut *fresh };
+        *fresh = CtEntry {
+            packets: 1,
+            original_is_low: tracked.src_is_low as u8,
+            ..CtEntry::default()
+        };
+        let Some(segment) = tcp::segment() else {
+            return ct_state::INVALID;
+        };
+        let refresh = tcp::open(fresh, segment, settings);
+        if refresh.kind == tcp::Refresh::UNSET {
+            count(ct_counter::INVALID);
+            return ct_state::INVALID;
+        }
+        fresh.expires_ns = refreshed(0, refresh);
+        tracked.fresh = true;
     }
     ct_state::NEW
+}
+
+/// An entry's expiry after a packet: sooner (a state with a shorter timeout, an RST) at
+/// once, later in steps.
+#[inline(always)]
+fn refreshed(expires_ns: u64, refresh: tcp::Refresh) -> u64 {
+    let expires = match refresh.kind {
+        tcp::Refresh::KILL => 0,
+        tcp::Refresh::TO => {
+            let mut timeout = timeout_ns(usize::from(refresh.slot));
+            if refresh.cap {
+                timeout = timeout.min(timeout_ns(timeout::UNACKNOWLEDGED));
+            }
+            now() + timeout
+        }
+        _ => return expires_ns,
+    };
+    if expires < expires_ns || expires - expires_ns >= REFRESH_GRANULARITY_NS {
+        expires
+    } else {
+        expires_ns
+    }
 }
 
 /// Whether the packet an ICMP error quotes (its IP header and the first 8 bytes after it,
@@ -414,44 +462,33 @@ fn quoted_flow_tracked(family: u8, l4_offset: usize, data: usize, data_end: usiz
     }
 }
 
-/// Records a packet that goes through: advances its entry in place (through the pointer
-/// [`lookup`] found, no map update), or makes one for a packet that opens a flow (a TCP
-/// SYN, an ICMP echo request, any UDP or other datagram). Fails only when a new entry is
-/// needed and the table is full.
+/// Makes the entry of a new flow whose packet goes through (a TCP SYN, or an ACK picked
+/// up in mid-stream, as [`track`] judged it; an ICMP echo request; any UDP or other
+/// datagram); a packet of a tracked flow moved it in [`track`] already. Fails only when a
+/// new entry is needed and the table is full.
 #[inline(never)]
 pub fn record(tracked: &Tracked, flow: &Flow) -> Result<(), TableFull> {
-    let time = now();
-    if let Some(entry) = tracked.entry {
-        // SAFETY: see `lookup`.
-        let entry = unsafe { &mut *entry };
-        let from_original = tracked.src_is_low == (entry.original_is_low != 0);
-        let answered = entry.flags & ct_flag::SEEN_REPLY != 0;
-        advance(entry, from_original, flow);
-        entry.packets += 1;
-        // An RST before any answer ends the flow at once (Linux: "if only reply is a RST,
-        // ... delete the conntrack immediately"): expired, a SYN after it opens a new one
-        // and anything else is invalid.
-        let expires = if flow.proto == proto::TCP && flow.tcp_flags & TCP_RST != 0 && !answered {
-            0
-        } else {
-            time + timeout_ns(timeout_of(entry, flow.proto))
+    if tracked.entry.is_some() {
+        return Ok(());
+    }
+    let entry = if flow.proto == proto::TCP {
+        let fresh = FW_CT_FRESH.get_ptr(0).filter(|_| tracked.fresh);
+        // SAFETY: the per-CPU slot `track` filled; nothing ran on this CPU since.
+        let Some(fresh) = fresh.map(|fresh| unsafe { *fresh }) else {
+            return Ok(());
         };
-        // Sooner (a state with a shorter timeout, an RST): at once; later: in steps.
-        if expires < entry.expires_ns || expires - entry.expires_ns >= REFRESH_GRANULARITY_NS {
-            entry.expires_ns = expires;
-        }
+        fresh
+    } else if (flow.proto == proto::ICMP || flow.proto == proto::ICMPV6) && !is_echo_request(flow) {
         return Ok(());
-    }
-    let opens = if flow.proto == proto::TCP {
-        flow.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
-    } else if flow.proto == proto::ICMP || flow.proto == proto::ICMPV6 {
-        is_echo_request(flow)
     } else {
-        true
+        let mut entry = CtEntry {
+            packets: 1,
+            original_is_low: tracked.src_is_low as u8,
+            ..CtEntry::default()
+        };
+        entry.expires_ns = now() + timeout_ns(timeout_of(&entry, flow.proto));
+        entry
     };
-    if !opens {
-        return Ok(());
-    }
     let limit = FW_CT_SETTINGS
         .get(0)
         .map(|settings| settings.limit)
@@ -474,23 +511,14 @@ pub fn record(tracked: &Tracked, flow: &Flow) -> Result<(), TableFull> {
         count(ct_counter::TABLE_FULL);
         return Err(TableFull);
     }
-    let mut entry = CtEntry {
-        packets: 1,
-        original_is_low: tracked.src_is_low as u8,
-        state: if flow.proto == proto::TCP {
-            tcp_state::SYN_SENT
-        } else {
-            tcp_state::NONE
-        },
-        ..CtEntry::default()
-    };
-    entry.expires_ns = time + timeout_ns(timeout_of(&entry, flow.proto));
     let flags = if tracked.stale { BPF_ANY } else { BPF_NOEXIST };
-    if tracked.key.is_null() {
+    // The key `lookup` wrote (read again here, not handed on: a pointer kept in the
+    // caller's struct comes back to the verifier as a plain number).
+    let Some(key) = FW_CT_SCRATCH.get_ptr(0) else {
         return Err(TableFull);
-    }
+    };
     // SAFETY: the scratch slot `lookup` filled; nothing ran on this CPU since.
-    let key = unsafe { &*tracked.key };
+    let key = unsafe { &*key };
     match FW_CONNTRACK.insert(key, &entry, flags) {
         Ok(()) => {
             if !tracked.stale {
@@ -522,71 +550,16 @@ fn add_atomically(counter: *mut u64, value: u64) {
     };
 }
 
+/// The timeout slot of a flow other than TCP.
 #[inline(always)]
 fn timeout_of(entry: &CtEntry, protocol: u8) -> usize {
-    match entry.state {
-        tcp_state::SYN_SENT => timeout::SYN_SENT,
-        tcp_state::SYN_RECV => timeout::SYN_RECV,
-        tcp_state::ESTABLISHED => timeout::ESTABLISHED,
-        tcp_state::FIN_WAIT => timeout::FIN_WAIT,
-        tcp_state::TIME_WAIT => timeout::TIME_WAIT,
-        tcp_state::CLOSE => timeout::CLOSE,
-        _ if protocol == proto::ICMP || protocol == proto::ICMPV6 => timeout::ICMP,
+    if protocol == proto::ICMP || protocol == proto::ICMPV6 {
+        timeout::ICMP
+    } else if entry.flags & ct_flag::SEEN_REPLY != 0 {
         // A flow both sides spoke in lives longer (Linux's UDP "stream").
-        _ if entry.flags & ct_flag::SEEN_REPLY != 0 => timeout::UDP_REPLIED,
-        _ => timeout::UDP,
-    }
-}
-
-/// One step of the TCP state machine (a simplified RFC 793 / `nf_conntrack_proto_tcp.c`:
-/// no window tracking).
-#[inline(always)]
-fn advance(entry: &mut CtEntry, from_original: bool, flow: &Flow) {
-    if !from_original {
-        entry.flags |= ct_flag::SEEN_REPLY;
-    }
-    if flow.proto != proto::TCP {
-        return;
-    }
-    let flags = flow.tcp_flags;
-    if flags & TCP_RST != 0 {
-        entry.state = tcp_state::CLOSE;
-        entry.flags |= if from_original {
-            ct_flag::RST_ORIGINAL
-        } else {
-            ct_flag::RST_REPLY
-        };
-        return;
-    }
-    if flags & TCP_FIN != 0 {
-        entry.flags |= if from_original {
-            ct_flag::FIN_ORIGINAL
-        } else {
-            ct_flag::FIN_REPLY
-        };
-        let both = ct_flag::FIN_ORIGINAL | ct_flag::FIN_REPLY;
-        entry.state = if entry.flags & both == both {
-            tcp_state::TIME_WAIT
-        } else {
-            tcp_state::FIN_WAIT
-        };
-        return;
-    }
-    match entry.state {
-        tcp_state::SYN_SENT
-            if !from_original && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK =>
-        {
-            entry.state = tcp_state::SYN_RECV;
-        }
-        tcp_state::SYN_RECV if from_original && flags & TCP_ACK != 0 => {
-            entry.state = tcp_state::ESTABLISHED;
-        }
-        // The answer to a SYN that met a closed flow and was let through (see
-        // `reopens`): the handshake goes on, as Linux picks it up again.
-        tcp_state::CLOSE if !from_original && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK => {
-            entry.state = tcp_state::SYN_RECV;
-        }
-        _ => {}
+        timeout::UDP_REPLIED
+    } else {
+        timeout::UDP
     }
 }
 
@@ -630,6 +603,7 @@ pub fn flow_of(
     src: [u8; 16],
     dst: [u8; 16],
     ports: Option<(u16, u16)>,
+    l3_offset: u16,
     l4_offset: u16,
 ) -> Flow {
     // The verifier grants a packet read at a variable offset only when the offset's bound
@@ -655,7 +629,7 @@ pub fn flow_of(
     if let Some((src_port, dst_port)) = ports {
         (flow.src_port, flow.dst_port) = (src_port, dst_port);
         if protocol == proto::TCP && l4_offset != 0 {
-            flow.tcp_flags = read::<u8>(frame, l4_offset + 13).unwrap_or(0);
+            flow.tcp_flags = tcp::read_segment(frame, family, usize::from(l3_offset), l4_offset);
         }
     } else if (protocol == proto::ICMP || protocol == proto::ICMPV6) && l4_offset != 0 {
         if let Ok(header) = read::<[u8; 6]>(frame, l4_offset) {

@@ -18,7 +18,7 @@ use offload_common::{
     firewall::{
         BANKS, COUNTERS_PER_BANK, LOG_RING_BYTES, LOG_SLOT_CONNTRACK_FULL, LogEvent, LogRate,
         MAX_MASKS, NO_PRIORITY, PolicyState, RULE_ENTRIES, RuleKey, RuleValue, ct_counter,
-        ct_state, log_kind, verdict,
+        log_kind, verdict,
     },
     fragment, proto,
 };
@@ -86,10 +86,11 @@ pub fn run(ctx: XdpContext) -> u32 {
         context.src_addr,
         context.dst_addr,
         ports,
+        context.l3_offset,
         context.l4_offset,
     );
-    let tracked = conntrack::lookup(&flow);
-    let state = conntrack::state_of(&tracked, &flow, frame);
+    let mut tracked = conntrack::lookup(&flow);
+    let state = conntrack::track(&mut tracked, &flow, Some(frame));
     let Some(key) = FW_KEYS.get_ptr_mut(0) else {
         return module.drop_packet();
     };
@@ -99,15 +100,11 @@ pub fn run(ctx: XdpContext) -> u32 {
     let decision = classify(key, &flow, state, context.ingress_ifindex, bytes);
     let mut decided = decision as u8;
     // Fail closed: a flow the table cannot hold is not let in.
+    // A new flow's entry waits for an accept (a tracked flow moved in `track`, whatever
+    // the rules decide).
     if decided == verdict::ACCEPT && conntrack::record(&tracked, &flow).is_err() {
         decided = verdict::DROP;
         log_refused(key, &flow, state, context.ingress_ifindex);
-    } else if decided != verdict::ACCEPT && state != ct_state::INVALID && tracked.is_live() {
-        // Linux's conntrack runs before its filter: a packet of a tracked flow that the
-        // policy refuses still moves the flow (a dropped SYN-ACK was seen: the client's
-        // next ACK is established). Only a new flow waits for an accept. Never fails: it
-        // makes no entry.
-        let _ = conntrack::record(&tracked, &flow);
     }
     if context.fragment == fragment::FIRST {
         // The later fragments get no answer of their own: a rejected datagram's are dropped.

@@ -40,9 +40,12 @@ pub fn firewall_egress(ctx: TcContext) -> i32 {
         src,
         packet.dst,
         ports,
+        packet.l3_offset,
         packet.l4_offset,
     );
-    let tracked = conntrack::lookup(&flow);
+    let mut tracked = conntrack::lookup(&flow);
+    // What the node sends moves its flow; an ICMP error it sends relates to nothing here.
+    conntrack::track(&mut tracked, &flow, None::<&TcContext>);
     match conntrack::record(&tracked, &flow) {
         Ok(()) => TCX_NEXT,
         Err(conntrack::TableFull) => TC_ACT_SHOT,
