@@ -180,6 +180,16 @@ pub enum PortVlans {
     Trunk(Vec<u16>),
 }
 
+impl PortVlans {
+    /// Whether the port carries `vlan`.
+    pub fn carries(&self, vlan: u16) -> bool {
+        match self {
+            PortVlans::Access(access) => *access == vlan,
+            PortVlans::Trunk(trunk) => trunk.contains(&vlan),
+        }
+    }
+}
+
 /// A static forwarding entry of a bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticFdb {
@@ -866,6 +876,28 @@ fn parse_instance(
                             entry.vlan
                         ),
                     ));
+                }
+                // On a VLAN-aware bridge a station is on a VLAN its port carries (a port
+                // without `vlans` carries VLAN 0); an entry elsewhere would never match.
+                if !bridge.vlans.is_empty() {
+                    let carried = bridge
+                        .vlans
+                        .iter()
+                        .find(|(port, _)| port == entry.port.get_ref())
+                        .map(|(_, vlans)| vlans.carries(entry.vlan as u16))
+                        .unwrap_or(entry.vlan == 0);
+                    if !carried {
+                        return Err(at(
+                            entry.mac.span(),
+                            format!(
+                                "{name}: fdb: {} on VLAN {}: port {} does not carry VLAN {}",
+                                entry.mac.get_ref(),
+                                entry.vlan,
+                                entry.port.get_ref(),
+                                entry.vlan
+                            ),
+                        ));
+                    }
                 }
                 bridge.fdb.push(StaticFdb {
                     mac,

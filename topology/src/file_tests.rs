@@ -290,6 +290,16 @@ fn other_mistakes_name_their_line() {
             "group address",
         ),
         (
+            "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\", b = \"veth2\" }\nvlans = { a = 10, b = [20] }\nfdb = [\n{ mac = \"02:00:00:00:00:01\", port = \"a\", vlan = 10 },\n{ mac = \"02:00:00:00:00:02\", port = \"b\", vlan = 10 }]\n",
+            8,
+            "port b does not carry VLAN 10",
+        ),
+        (
+            "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\", b = \"veth2\" }\nvlans = { a = 10 }\nfdb = [{ mac = \"02:00:00:00:00:02\", port = \"b\", vlan = 10 }]\n",
+            6,
+            "port b does not carry VLAN 10",
+        ),
+        (
             "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\" }\nfdb = [{ mac = \"02:00\", port = \"a\" }]\n",
             5,
             "not a MAC address",
