@@ -436,6 +436,25 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     assert!(fdb_has(&fdb, 20, mac_of(&lab, "b2"), "p4"), "{fdb}");
     assert!(fdb_has(&fdb, 10, TRUNK_MAC, "trunk"), "{fdb}");
     assert!(fdb_has(&fdb, 20, TRUNK_MAC, "trunk"), "{fdb}");
+    // A static entry at run time on a VLAN its port does not carry is refused.
+    let refused_add = support::failure(&[
+        "--netns",
+        &lab.node,
+        "bridge",
+        "fdb",
+        "add",
+        "br",
+        "02:00:00:00:00:77",
+        "p1",
+        "--vlan",
+        "20",
+        "--name",
+        NAME,
+    ]);
+    assert!(
+        refused_add.contains("port p1 does not carry VLAN 20"),
+        "{refused_add}"
+    );
     let a1_text = nic::link::format_mac(a1_mac);
     assert!(
         !fdb.as_array()
