@@ -7,12 +7,20 @@
 //! `ip link add ... type vlan`): the trunk's end is a raw packet socket in c1 that sends
 //! tagged frames and reads the tags the kernel moved into each received frame's metadata
 //! (`RawSocket::receive_wire`). The kernel hosts behind the access ports answer them.
+//! For ping and curl across the trunk, c1 runs what a VLAN sub-interface does, in user
+//! space ([`SubInterface`]): frames of VLAN 10 from the trunk go, untagged, to a veth
+//! whose other end is a host namespace of VLAN 10, and its frames come back tagged.
 
 mod support;
 
 use std::{
     net::Ipv4Addr,
     process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -199,6 +207,102 @@ fn ask_on_trunk(
         false
     });
     found.unwrap()
+}
+
+/// A VLAN sub-interface in user space: between `trunk` (tagged frames) and `access`
+/// (a veth to a host of `vlan`), frames of `vlan` lose their tag one way and gain it
+/// the other. Checksums a sender left to offload are finished on the way, as a NIC
+/// would (`wire::checksum::complete_partial`): a packet socket sees them unfinished.
+struct SubInterface {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SubInterface {
+    fn start(namespace: &str, trunk: &str, access: &str, vlan: u16) -> SubInterface {
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = |iface: &str| Arc::new(RawSocket::open(namespace, iface).unwrap());
+        let (trunk, access) = (open(trunk), open(access));
+        let untag = {
+            let (stop, trunk, access) = (stop.clone(), trunk.clone(), access.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(frame) = trunk.receive_wire(Duration::from_millis(100)).unwrap()
+                    else {
+                        continue;
+                    };
+                    if let (Some(tag), rest) = split_tag(&frame)
+                        && tag == vlan
+                    {
+                        let _ = access.send(&finished(rest));
+                    }
+                }
+            })
+        };
+        let tag = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(frame) = access.receive(Duration::from_millis(100)).unwrap() else {
+                        continue;
+                    };
+                    let frame = finished(frame);
+                    let mut tagged = frame[..12].to_vec();
+                    tagged.extend_from_slice(&[0x81, 0x00]);
+                    tagged.extend_from_slice(&vlan.to_be_bytes());
+                    tagged.extend_from_slice(&frame[12..]);
+                    let _ = trunk.send(&tagged);
+                }
+            })
+        };
+        SubInterface {
+            stop,
+            threads: vec![untag, tag],
+        }
+    }
+}
+
+impl Drop for SubInterface {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `frame` with a TCP or UDP checksum left to offload finished.
+fn finished(mut frame: Vec<u8>) -> Vec<u8> {
+    if let Ok(Some(headers)) = wire::parse(&frame) {
+        wire::checksum::complete_partial(&mut frame, &headers);
+    }
+    frame
+}
+
+/// A namespace of the test's own, deleted when the test ends.
+struct Namespace(String);
+
+impl Namespace {
+    fn create(name: String) -> Namespace {
+        let _ = lab::netns::delete(&name);
+        lab::netns::create(&name).unwrap();
+        Namespace(name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = lab::netns::delete(&self.0);
+    }
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn fdb_has(fdb: &serde_json::Value, vlan: u16, mac: [u8; 6], port: &str) -> bool {
@@ -463,4 +567,33 @@ fn access_and_trunk_ports_keep_vlans_apart() {
             .any(|row| row["mac"] == a1_text.as_str() && row["vlan"] != 10),
         "a1 learned outside VLAN 10: {fdb}"
     );
+
+    // Across the trunk, ping and curl: host t10 behind c1's VLAN-10 sub-interface.
+    drop(trunk);
+    let t10 = Namespace::create(format!("{}-t10", lab.prefix));
+    ip(&[
+        "-n", &c1, "link", "add", "v10", "type", "veth", "peer", "name", "eth0", "netns", &t10.0,
+    ]);
+    ip(&["-n", &c1, "link", "set", "v10", "up"]);
+    ip(&["-n", &t10.0, "addr", "add", "10.31.1.41/24", "dev", "eth0"]);
+    ip(&["-n", &t10.0, "link", "set", "eth0", "up"]);
+    let _sub = SubInterface::start(&c1, "eth0", "v10", 10);
+    ping_works(&a1, "10.31.1.41");
+    ping_works(&t10.0, "10.31.1.12");
+    let fetched = run_in(
+        &t10.0,
+        &["curl", "-sf", "-m", "5", "http://10.31.1.12:8431/topo.toml"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout),
+        vlan_bridge(&lab),
+        "the file, over TCP from the trunk's VLAN 10 to an access port"
+    );
+    let t10_mac = lab::netns::run_in(&t10.0, || lab::netlink::mac("eth0"))
+        .unwrap()
+        .unwrap();
+    let fdb = fdb_now();
+    assert!(fdb_has(&fdb, 10, t10_mac, "trunk"), "{fdb}");
+    // And t10 still cannot reach VLAN 20's b1 at its subnet-1 address.
+    assert!(!ping_once(&t10.0, B1_IN_SUBNET_1));
 }
