@@ -804,6 +804,19 @@ fn parse_instance(
             vlans.sort_by_key(|(port, _)| port.span().start);
             for (port, setting) in vlans {
                 has_port(&port, "vlans")?;
+                // A port towards another instance (a router's) would hand it tagged
+                // frames it cannot read: not done, such ports carry VLAN 0 untagged.
+                if ports.iter().any(|known| {
+                    known.name == *port.get_ref() && matches!(known.peer, Peer::Instance { .. })
+                }) {
+                    return Err(at(
+                        port.span(),
+                        format!(
+                            "{name}: vlans.{0}: {0} leads to another instance; VLANs are for interface ports in this build (docs/topology.md)",
+                            port.get_ref()
+                        ),
+                    ));
+                }
                 let span = setting.span();
                 let bad = |id: i64| {
                     at(

@@ -377,21 +377,6 @@ pub fn write_bridge(
     ifindex: impl Fn(&str) -> Result<u32, TopologyError>,
 ) -> Result<Written, TopologyError> {
     let name = &instance.name;
-    // VLANs on a port towards another instance (a router's) would need that instance to
-    // read tags: not done; such a port carries VLAN 0 untagged.
-    for (port, _) in &instance.bridge.vlans {
-        if let Some(found) = instance.port(port)
-            && let Peer::Instance { .. } = found.peer
-        {
-            return Err(TopologyError::File {
-                file: file.path.clone(),
-                line: found.line,
-                message: format!(
-                    "{name}: vlans.{port}: {port} leads to another instance; VLANs are for interface ports in this build (docs/topology.md)"
-                ),
-            });
-        }
-    }
     let vlan_aware = !instance.bridge.vlans.is_empty();
     // The flood: every interface port; on a VLAN-aware bridge each entry runs the egress
     // program that keeps the flood inside its VLAN and tags it as the port wants (its
