@@ -197,7 +197,11 @@ fn ask_on_trunk(
     let mut found = None;
     wait_until(Duration::from_secs(10), what, || {
         trunk.send(request).unwrap();
-        while let Some(frame) = trunk.receive_wire(Duration::from_millis(500)).unwrap() {
+        let round = std::time::Instant::now() + Duration::from_secs(1);
+        while let Some(frame) = trunk
+            .receive_wire(round.saturating_duration_since(std::time::Instant::now()))
+            .unwrap()
+        {
             let (vlan, rest) = split_tag(&frame);
             if wanted(vlan, &rest) {
                 found = Some(frame);
