@@ -600,4 +600,22 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     assert!(fdb_has(&fdb, 10, t10_mac, "trunk"), "{fdb}");
     // And t10 still cannot reach VLAN 20's b1 at its subnet-1 address.
     assert!(!ping_once(&t10.0, B1_IN_SUBNET_1));
+
+    // The same bridge applied without `vlans`: kept, no longer VLAN-aware, it floods
+    // a1's ARP to every port and a1 reaches b1 as on any plain bridge.
+    let plain = vlan_bridge(&lab).replace(
+        "vlans = { p1 = 10, p2 = 10, p3 = 20, p4 = 20, trunk = [10, 20] }\n",
+        "",
+    );
+    assert!(!plain.contains("\nvlans ="), "{plain}");
+    std::fs::write(&file, plain).unwrap();
+    let applied = json(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(applied["revision"], 2, "{applied}");
+    ping_works(&a1, B1_IN_SUBNET_1);
 }
