@@ -45,8 +45,8 @@ use aya_ebpf::{
 use offload_common::{
     bridge::{
         BridgeSettings, DEFAULT_AGING_NS, ETH_P_8021Q, FDB_ENTRIES, FLOOD_ENTRIES, FdbEntry,
-        FdbKey, MEMBER_ENTRIES, NO_PVID, TARGET_ENTRIES, TargetKey, UNTAGGED, VlanPort,
-        counter, family, fdb_flags, tagging,
+        FdbKey, MEMBER_ENTRIES, NO_PVID, TARGET_ENTRIES, TargetKey, UNTAGGED, VlanPort, counter,
+        family, fdb_flags, tagging,
     },
     topology::{MAX_INSTANCE_PORTS, link_kind},
 };
@@ -109,7 +109,13 @@ pub fn bridge(ctx: XdpContext) -> u32 {
         return topology::emit(&ctx, place, decision);
     }
     if decision == FLOOD {
-        return flood(&ctx, place.bank, place.instance, place.in_ifindex, NOT_AWARE);
+        return flood(
+            &ctx,
+            place.bank,
+            place.instance,
+            place.in_ifindex,
+            NOT_AWARE,
+        );
     }
     xdp_action::XDP_DROP
 }
