@@ -3,12 +3,15 @@
 
 use std::{
     io,
-    mem::size_of,
+    mem::{size_of, size_of_val},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use crate::{LabError, netns};
+
+/// An 802.1Q tag the kernel took out of a received frame: TPID and TCI.
+type Tag = (u16, u16);
 
 /// An AF_PACKET raw socket bound to one interface, receiving every EtherType (`ETH_P_ALL`),
 /// with a 32 MiB receive buffer where the kernel allows it.
@@ -43,10 +46,34 @@ impl RawSocket {
     }
 
     /// The next frame that arrived on the interface (frames it sent itself are skipped),
-    /// or None after `timeout`.
+    /// or None after `timeout`. An 802.1Q tag the kernel took out of the frame on receive
+    /// (it keeps it in the packet's metadata) is left out: see [`RawSocket::receive_wire`].
     pub fn receive(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.receive_tagged(timeout)?.map(|(frame, _)| frame))
+    }
+
+    /// The next frame that arrived, as it was on the wire: an 802.1Q tag the kernel took
+    /// out on receive (every tagged frame's, before packet sockets see it) is put back
+    /// after the MAC addresses.
+    pub fn receive_wire(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.receive_tagged(timeout)?.map(|(mut frame, tag)| {
+            if let Some((tpid, tci)) = tag
+                && frame.len() >= 12
+            {
+                let mut tag = tpid.to_be_bytes().to_vec();
+                tag.extend_from_slice(&tci.to_be_bytes());
+                frame.splice(12..12, tag);
+            }
+            frame
+        }))
+    }
+
+    /// The next frame and the tag the kernel took out of it, if any.
+    fn receive_tagged(&self, timeout: Duration) -> io::Result<Option<(Vec<u8>, Option<Tag>)>> {
         let deadline = Instant::now() + timeout;
         let mut buffer = vec![0u8; 65536];
+        // Room for one tpacket_auxdata control message, aligned as cmsghdr wants.
+        let mut control = [0u64; 16];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -63,18 +90,21 @@ impl RawSocket {
             }
             // SAFETY: an all-zero sockaddr_ll is valid.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the buffer and address outlive the call, with their sizes given.
-            let len = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut from_len,
-                )
+            let mut io_vector = libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
             };
+            // SAFETY: an all-zero msghdr is valid; its pointers are set below.
+            let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+            message.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+            message.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            message.msg_iov = &mut io_vector;
+            message.msg_iovlen = 1;
+            message.msg_control = control.as_mut_ptr().cast();
+            message.msg_controllen = size_of_val(&control);
+            // SAFETY: every buffer the message points to outlives the call.
+            let len =
+                unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut message, libc::MSG_DONTWAIT) };
             if len < 0 {
                 let error = io::Error::last_os_error();
                 if error.raw_os_error() == Some(libc::EAGAIN) {
@@ -85,7 +115,30 @@ impl RawSocket {
             if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            return Ok(Some(buffer[..len as usize].to_vec()));
+            let mut tag = None;
+            // SAFETY: the kernel filled the control buffer; CMSG_* walk it within
+            // msg_controllen.
+            unsafe {
+                let mut header = libc::CMSG_FIRSTHDR(&message);
+                while !header.is_null() {
+                    if (*header).cmsg_level == libc::SOL_PACKET
+                        && (*header).cmsg_type == libc::PACKET_AUXDATA
+                    {
+                        let aux = (libc::CMSG_DATA(header) as *const libc::tpacket_auxdata)
+                            .read_unaligned();
+                        if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            tag = Some((tpid, aux.tp_vlan_tci));
+                        }
+                    }
+                    header = libc::CMSG_NXTHDR(&message, header);
+                }
+            }
+            return Ok(Some((buffer[..len as usize].to_vec(), tag)));
         }
     }
 }
@@ -127,6 +180,21 @@ fn open_here(iface: &str) -> io::Result<RawSocket> {
         )
     };
     if bound < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let on: libc::c_int = 1;
+    // SAFETY: an int option of the right size. The tag of a received 802.1Q frame comes
+    // in this control message (`receive_wire`).
+    if unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     let buffer: libc::c_int = 32 << 20;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use aya::maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key};
 use offload::modules::builtin::BRIDGE_PROGRAM_OBJECT;
 use offload_common::{
-    bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, fdb_flags},
+    bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, VlanPort, fdb_flags},
     router::{self, Neighbour, NeighbourKey, Route, RouteStats, RouterPort},
     topology::{MAX_HOPS, counter},
 };
@@ -256,6 +256,116 @@ fn the_bridge_learns_forwards_floods_and_drops_hairpins() {
     );
 }
 
+/// `frame` with an 802.1Q tag of `vlan` after its MAC addresses.
+fn tagged(frame: &[u8], vlan: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&bridge::ETH_P_8021Q.to_be_bytes());
+    out.extend_from_slice(&vlan.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// Makes the bridge VLAN-aware: port 0 an access port of VLAN 10, port 1 a trunk of 10
+/// and 20, port 2 an access port of VLAN 20 (what the loader writes for such `vlans`).
+fn make_vlan_aware(topology: &mut Topology, bridge: u32) {
+    let mut pvid: Array<_, u32> =
+        Array::try_from(topology.instance_map_mut(bridge, bridge::maps::PVID)).unwrap();
+    for (port, value) in [(0, 10), (1, bridge::NO_PVID), (2, 20)] {
+        pvid.set(port, value, 0).unwrap();
+    }
+    let mut members: HashMap<_, VlanPort, u32> =
+        HashMap::try_from(topology.instance_map_mut(bridge, bridge::maps::MEMBERS)).unwrap();
+    for (port, vlan, tagging) in [
+        (0, 10, bridge::tagging::UNTAGGED),
+        (1, 10, bridge::tagging::TAGGED),
+        (1, 20, bridge::tagging::TAGGED),
+        (2, 20, bridge::tagging::UNTAGGED),
+    ] {
+        members.insert(VlanPort { port, vlan }, tagging, 0).unwrap();
+    }
+    let mut settings: Array<_, BridgeSettings> =
+        Array::try_from(topology.instance_map_mut(bridge, bridge::maps::SETTINGS)).unwrap();
+    settings
+        .set(
+            0,
+            BridgeSettings {
+                vlan_aware: 1,
+                ..BridgeSettings::default()
+            },
+            0,
+        )
+        .unwrap();
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn the_vlan_aware_bridge_tags_untags_floods_in_the_vlan_and_refuses() {
+    require_root("the_vlan_aware_bridge_tags_untags_floods_in_the_vlan_and_refuses");
+    let (mut topology, bridge) = bridge_topology();
+    make_vlan_aware(&mut topology, bridge);
+    let a_to_b = udp(HOST_A, HOST_B, "10.1.0.10", "10.1.0.11");
+    let b_to_a = udp(HOST_B, HOST_A, "10.1.0.11", "10.1.0.10");
+
+    // B on the trunk, tagged 10, to A unknown: flooded as it is (tagged: the flood
+    // entries' egress program pops it on access ports), counted out on port 0 only, the
+    // other member of VLAN 10.
+    let run = topology.run(bridge, 1, BRIDGE_IFACES[1], &tagged(&b_to_a, 10));
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.packet, tagged(&b_to_a, 10));
+    assert_eq!(tx(&topology, bridge), [1, 0, 0]);
+
+    // A, untagged on its access port, to B: B was learned on (10, trunk); the frame
+    // leaves there with the tag pushed, every other byte (checksums included) as it was.
+    let run = topology.run(bridge, 0, BRIDGE_IFACES[0], &a_to_b);
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.packet, tagged(&a_to_b, 10));
+    assert_eq!(tx(&topology, bridge), [1, 1, 0]);
+
+    // B's answer, tagged on the trunk, leaves A's access port with the tag popped.
+    let run = topology.run(bridge, 1, BRIDGE_IFACES[1], &tagged(&b_to_a, 10));
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.packet, b_to_a);
+    assert_eq!(tx(&topology, bridge), [2, 1, 0]);
+
+    // A broadcast from the access port of VLAN 20 is flooded tagged 20, counted out on
+    // the trunk alone.
+    let broadcast = udp(HOST_C, [0xff; 6], "10.2.0.12", "10.2.0.255");
+    let run = topology.run(bridge, 2, BRIDGE_IFACES[2], &broadcast);
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.packet, tagged(&broadcast, 20));
+    assert_eq!(tx(&topology, bridge), [2, 2, 0]);
+
+    // Learned by (VLAN, MAC): A on 10, C on 20, B on 10 only.
+    let fdb: HashMap<_, FdbKey, FdbEntry> =
+        HashMap::try_from(topology.instance_map(bridge, bridge::maps::FDB)).unwrap();
+    let port_of = |vlan, mac| fdb.get(&FdbKey { vlan, mac }, 0).ok().map(|e| e.port);
+    assert_eq!(port_of(10, HOST_A), Some(0));
+    assert_eq!(port_of(10, HOST_B), Some(1));
+    assert_eq!(port_of(20, HOST_C), Some(2));
+    assert_eq!(port_of(0, HOST_A), None);
+    assert_eq!(port_of(20, HOST_B), None);
+
+    // Refused on the way in: untagged on the trunk, a VLAN the trunk does not carry, a
+    // tag on an access port.
+    for (port, frame) in [
+        (1, b_to_a.clone()),
+        (1, tagged(&b_to_a, 30)),
+        (0, tagged(&a_to_b, 10)),
+    ] {
+        assert_eq!(
+            topology
+                .run(bridge, port, BRIDGE_IFACES[port as usize], &frame)
+                .verdict,
+            XDP_DROP
+        );
+    }
+    assert_eq!(
+        bridge_count(&topology, bridge, bridge::counter::VLAN_REFUSED),
+        3
+    );
+    assert_eq!(tx(&topology, bridge), [2, 2, 0], "nothing left");
+}
+
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn the_bridge_ages_dynamic_entries_and_keeps_static_ones() {
@@ -294,7 +404,16 @@ fn the_bridge_ages_dynamic_entries_and_keeps_static_ones() {
     // bridge's clock is coarse, a tick long: a fresh entry would not be stale yet.)
     let mut settings: Array<_, BridgeSettings> =
         Array::try_from(topology.instance_map_mut(bridge, bridge::maps::SETTINGS)).unwrap();
-    settings.set(0, BridgeSettings { aging_ns: 1 }, 0).unwrap();
+    settings
+        .set(
+            0,
+            BridgeSettings {
+                aging_ns: 1,
+                ..BridgeSettings::default()
+            },
+            0,
+        )
+        .unwrap();
     let mut fdb: HashMap<_, FdbKey, FdbEntry> =
         HashMap::try_from(topology.instance_map_mut(bridge, bridge::maps::FDB)).unwrap();
     let a = FdbKey {

@@ -2,7 +2,9 @@
 //! (`offload_common::bridge::maps::FDB`), read and changed in place while it forwards.
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use offload_common::bridge::{self, BridgeSettings, DEFAULT_AGING_NS, FdbEntry, FdbKey, fdb_flags};
+use offload_common::bridge::{
+    self, BridgeSettings, DEFAULT_AGING_NS, FdbEntry, FdbKey, VlanPort, fdb_flags,
+};
 use serde::Serialize;
 
 use crate::{
@@ -67,7 +69,13 @@ pub fn fdb_add(
 ) -> Result<(), TopologyError> {
     let bridge = running(topology, instance, Kind::Bridge)?;
     check_station(mac, vlan)?;
-    let port = port_number(&bridge, port)?;
+    let number = port_number(&bridge, port)?;
+    if !carries(topology, instance, number, vlan)? {
+        return Err(TopologyError::Request(format!(
+            "bridge {instance}: port {port} does not carry VLAN {vlan} (a station there would never be reached)"
+        )));
+    }
+    let port = number;
     let mut fdb = open_fdb(topology, instance)?;
     let entry = FdbEntry {
         port,
@@ -118,6 +126,28 @@ fn check_station(mac: [u8; 6], vlan: u16) -> Result<(), TopologyError> {
         )));
     }
     Ok(())
+}
+
+/// Whether `port` of the bridge carries `vlan`: any VLAN on a bridge without VLANs, else
+/// what the loader wrote in its VLAN table.
+fn carries(topology: &str, instance: &str, port: u32, vlan: u16) -> Result<bool, TopologyError> {
+    let path = instance_map(topology, instance, bridge::maps::SETTINGS);
+    let settings: Array<MapData, BridgeSettings> = pins::open_as(&path, bridge::maps::SETTINGS)?;
+    let aware = settings
+        .get(&0, 0)
+        .map_err(TopologyError::map("read", bridge::maps::SETTINGS, &path))?
+        .vlan_aware
+        != 0;
+    if !aware {
+        return Ok(true);
+    }
+    let path = instance_map(topology, instance, bridge::maps::MEMBERS);
+    let members: BpfHashMap<MapData, VlanPort, u32> = pins::open_as(&path, bridge::maps::MEMBERS)?;
+    let key = VlanPort {
+        port,
+        vlan: u32::from(vlan),
+    };
+    Ok(members.get(&key, 0).is_ok())
 }
 
 fn open_fdb(

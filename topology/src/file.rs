@@ -180,6 +180,16 @@ pub enum PortVlans {
     Trunk(Vec<u16>),
 }
 
+impl PortVlans {
+    /// Whether the port carries `vlan`.
+    pub fn carries(&self, vlan: u16) -> bool {
+        match self {
+            PortVlans::Access(access) => *access == vlan,
+            PortVlans::Trunk(trunk) => trunk.contains(&vlan),
+        }
+    }
+}
+
 /// A static forwarding entry of a bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticFdb {
@@ -794,6 +804,19 @@ fn parse_instance(
             vlans.sort_by_key(|(port, _)| port.span().start);
             for (port, setting) in vlans {
                 has_port(&port, "vlans")?;
+                // A port towards another instance (a router's) would hand it tagged
+                // frames it cannot read: not done, such ports carry VLAN 0 untagged.
+                if ports.iter().any(|known| {
+                    known.name == *port.get_ref() && matches!(known.peer, Peer::Instance { .. })
+                }) {
+                    return Err(at(
+                        port.span(),
+                        format!(
+                            "{name}: vlans.{0}: {0} leads to another instance; VLANs are for interface ports in this build (docs/topology.md)",
+                            port.get_ref()
+                        ),
+                    ));
+                }
                 let span = setting.span();
                 let bad = |id: i64| {
                     at(
@@ -866,6 +889,28 @@ fn parse_instance(
                             entry.vlan
                         ),
                     ));
+                }
+                // On a VLAN-aware bridge a station is on a VLAN its port carries (a port
+                // without `vlans` carries VLAN 0); an entry elsewhere would never match.
+                if !bridge.vlans.is_empty() {
+                    let carried = bridge
+                        .vlans
+                        .iter()
+                        .find(|(port, _)| port == entry.port.get_ref())
+                        .map(|(_, vlans)| vlans.carries(entry.vlan as u16))
+                        .unwrap_or(entry.vlan == 0);
+                    if !carried {
+                        return Err(at(
+                            entry.mac.span(),
+                            format!(
+                                "{name}: fdb: {} on VLAN {}: port {} does not carry VLAN {}",
+                                entry.mac.get_ref(),
+                                entry.vlan,
+                                entry.port.get_ref(),
+                                entry.vlan
+                            ),
+                        ));
+                    }
                 }
                 bridge.fdb.push(StaticFdb {
                     mac,

@@ -6,8 +6,8 @@ const LAB: &str = r#"name = "lab"
 name = "br-a"
 kind = "bridge"
 ports = { p1 = "veth-a1", p2 = "veth-a2", up = "r1:a" }
-vlans = { p1 = 10, up = [20, 10] }
-fdb = [{ mac = "02:00:00:00:00:01", port = "p2" }]
+vlans = { p1 = 10, p2 = [20, 10] }
+fdb = [{ mac = "02:00:00:00:00:01", port = "p2", vlan = 20 }]
 
 [[instance]]
 name = "r1"
@@ -55,7 +55,7 @@ fn the_lab_topology_reads_with_ports_in_file_order() {
         br_a.bridge.vlans,
         [
             ("p1".to_string(), PortVlans::Access(10)),
-            ("up".to_string(), PortVlans::Trunk(vec![10, 20]))
+            ("p2".to_string(), PortVlans::Trunk(vec![10, 20]))
         ]
     );
     assert_eq!(br_a.bridge.fdb[0].mac, [2, 0, 0, 0, 0, 1]);
@@ -288,6 +288,21 @@ fn other_mistakes_name_their_line() {
             "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\" }\nfdb = [{ mac = \"01:00:5e:00:00:01\", port = \"a\" }]\n",
             5,
             "group address",
+        ),
+        (
+            "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\", b = \"veth2\" }\nvlans = { a = 10, b = [20] }\nfdb = [\n{ mac = \"02:00:00:00:00:01\", port = \"a\", vlan = 10 },\n{ mac = \"02:00:00:00:00:02\", port = \"b\", vlan = 10 }]\n",
+            8,
+            "port b does not carry VLAN 10",
+        ),
+        (
+            "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\", up = \"r:a\" }\nvlans = { a = 10,\nup = [10] }\n[[instance]]\nname = \"r\"\nkind = \"router\"\nports = { a = \"x:up\" }\n",
+            6,
+            "up leads to another instance",
+        ),
+        (
+            "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\", b = \"veth2\" }\nvlans = { a = 10 }\nfdb = [{ mac = \"02:00:00:00:00:02\", port = \"b\", vlan = 10 }]\n",
+            6,
+            "port b does not carry VLAN 10",
         ),
         (
             "[[instance]]\nname = \"x\"\nkind = \"bridge\"\nports = { a = \"veth1\" }\nfdb = [{ mac = \"02:00\", port = \"a\" }]\n",

@@ -10,7 +10,7 @@ use aya::{
 };
 use offload::modules::{MapShape, ModuleObject, builtin};
 use offload_common::module::DIGEST_LEN;
-use offload_common::topology::maps;
+use offload_common::{bridge, topology::maps};
 use sha2::{Digest as _, Sha256};
 
 use crate::{Instance, Kind, TopologyError, pins};
@@ -326,4 +326,40 @@ pub fn pinned(topology: &str, instance: &str) -> Result<ProgramFd, TopologyError
             step: "open its running program",
             reason: source.to_string(),
         })
+}
+
+/// Loads the egress program of a VLAN-aware bridge's flood entries (`bridge_egress`, a
+/// devmap program) with its map bound to the instance's pin of
+/// [`bridge::maps::EGRESS`] (made when missing). Not pinned: the flood map's entries
+/// hold it.
+pub fn load_bridge_egress(topology: &str, instance: &str) -> Result<ProgramFd, TopologyError> {
+    let error = |step: &'static str| {
+        move |reason: String| TopologyError::Instance {
+            instance: instance.to_string(),
+            step,
+            reason,
+        }
+    };
+    let pin = pins::instance_dir(topology, instance).join(bridge::maps::EGRESS);
+    let mut ebpf = EbpfLoader::new()
+        .map_pin_path(bridge::maps::EGRESS, pin.as_path())
+        .load(builtin::BRIDGE_EGRESS_PROGRAM_OBJECT)
+        .map_err(|source| error("load its flood's egress object")(offload::error_chain(&source)))?;
+    let program: &mut Xdp = ebpf
+        .program_mut("bridge_egress")
+        .ok_or_else(|| error("find its flood's egress program")("no program bridge_egress".into()))?
+        .try_into()
+        .map_err(|source: aya::programs::ProgramError| {
+            error("open its flood's egress program")(source.to_string())
+        })?;
+    program.load().map_err(|source| {
+        error("load its flood's egress program (the verifier's log follows)")(offload::error_chain(
+            &source,
+        ))
+    })?;
+    program
+        .fd()
+        .map_err(|source| error("open its flood's egress program")(source.to_string()))?
+        .try_clone()
+        .map_err(|source| error("open its flood's egress program")(source.to_string()))
 }

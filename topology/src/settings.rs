@@ -19,7 +19,7 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use offload_common::{
-    bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, fdb_flags},
+    bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, VlanPort, fdb_flags},
     router::{self, AddrKey, Route, RouterPort, port_flags, route_flags},
     topology::MAX_INSTANCE_PORTS,
 };
@@ -377,34 +377,16 @@ pub fn write_bridge(
     ifindex: impl Fn(&str) -> Result<u32, TopologyError>,
 ) -> Result<Written, TopologyError> {
     let name = &instance.name;
-    if let Some((port, vlans)) = instance.bridge.vlans.first() {
-        let line = instance.port(port).map_or(instance.line, |port| port.line);
-        let what = match vlans {
-            PortVlans::Access(_) => "an access port",
-            PortVlans::Trunk(_) => "a trunk",
-        };
-        return Err(TopologyError::File {
-            file: file.path.clone(),
-            line,
-            message: format!(
-                "{name}: vlans.{port}: the bridge of this build carries untagged frames only; {what} is not done yet (docs/topology.md)"
-            ),
-        });
-    }
-    let path = instance_map(topology, name, bridge::maps::SETTINGS);
-    let mut settings: Array<MapData, BridgeSettings> =
-        pins::open_as(&path, bridge::maps::SETTINGS)?;
-    settings
-        .set(
-            0,
-            BridgeSettings {
-                aging_ns: u64::from(instance.bridge.aging_seconds) * 1_000_000_000,
-            },
-            0,
-        )
-        .map_err(TopologyError::map("write", bridge::maps::SETTINGS, &path))?;
-
-    // The flood: every interface port.
+    let vlan_aware = !instance.bridge.vlans.is_empty();
+    // The flood: every interface port; on a VLAN-aware bridge each entry runs the egress
+    // program that keeps the flood inside its VLAN and tags it as the port wants (its
+    // load makes the pin of its map, which `write_vlans` fills).
+    let egress = if vlan_aware {
+        Some(crate::program::load_bridge_egress(topology, name)?)
+    } else {
+        None
+    };
+    write_vlans(topology, instance, planned, &ifindex)?;
     let path = instance_map(topology, name, bridge::maps::FLOOD);
     let mut flood: DevMapHash<MapData> = pins::open_as(&path, bridge::maps::FLOOD)?;
     let mut wanted = BTreeSet::new();
@@ -412,7 +394,7 @@ pub fn write_bridge(
         if let Peer::Iface(iface) = &port.peer {
             let index = ifindex(iface)?;
             flood
-                .insert(index, index, None, 0)
+                .insert(index, index, egress.as_ref(), 0)
                 .map_err(TopologyError::map("write", bridge::maps::FLOOD, &path))?;
             wanted.insert(index);
         }
@@ -425,6 +407,21 @@ pub fn write_bridge(
     for key in stale {
         let _ = flood.remove(key);
     }
+    // Last: a bridge turns VLAN-aware only once its VLAN tables and flood are written.
+    let path = instance_map(topology, name, bridge::maps::SETTINGS);
+    let mut settings: Array<MapData, BridgeSettings> =
+        pins::open_as(&path, bridge::maps::SETTINGS)?;
+    settings
+        .set(
+            0,
+            BridgeSettings {
+                aging_ns: u64::from(instance.bridge.aging_seconds) * 1_000_000_000,
+                vlan_aware: u32::from(vlan_aware),
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(TopologyError::map("write", bridge::maps::SETTINGS, &path))?;
 
     // The addresses of the routers behind instance ports.
     let path = instance_map(topology, name, bridge::maps::TARGETS);
@@ -527,6 +524,92 @@ pub fn write_bridge(
         written.fdb.push(fdb_text(entry.vlan, entry.mac));
     }
     Ok(written)
+}
+
+/// The VLANs a bridge port carries and how each leaves it: an access port its VLAN
+/// untagged, a trunk its VLANs tagged, a port without `vlans` VLAN 0 untagged.
+fn port_vlans(instance: &Instance, port: &str) -> Vec<(u16, u32)> {
+    match instance.bridge.vlans.iter().find(|(name, _)| name == port) {
+        Some((_, PortVlans::Access(vlan))) => vec![(*vlan, bridge::tagging::UNTAGGED)],
+        Some((_, PortVlans::Trunk(vlans))) => vlans
+            .iter()
+            .map(|vlan| (*vlan, bridge::tagging::TAGGED))
+            .collect(),
+        None => vec![(bridge::UNTAGGED, bridge::tagging::UNTAGGED)],
+    }
+}
+
+/// Writes a bridge's VLAN tables: each port's VLAN for untagged frames
+/// ([`bridge::maps::PVID`]) and the VLANs each port carries, by port number
+/// ([`bridge::maps::MEMBERS`]) and, for interface ports, by ifindex
+/// ([`bridge::maps::EGRESS`], when a flood egress program made it). Entries the file no
+/// longer gives are removed.
+fn write_vlans(
+    topology: &str,
+    instance: &Instance,
+    planned: &PlannedInstance,
+    ifindex: &impl Fn(&str) -> Result<u32, TopologyError>,
+) -> Result<(), TopologyError> {
+    let name = &instance.name;
+    let mut pvids = [u32::from(bridge::UNTAGGED); MAX_INSTANCE_PORTS as usize];
+    let mut members: HashMap<VlanPort, u32> = HashMap::new();
+    let mut egress: HashMap<VlanPort, u32> = HashMap::new();
+    for port in &instance.ports {
+        let number = planned.port(&port.name).expect("planned");
+        pvids[number as usize] = match instance.bridge.vlans.iter().find(|(p, _)| *p == port.name) {
+            Some((_, PortVlans::Access(vlan))) => u32::from(*vlan),
+            Some((_, PortVlans::Trunk(_))) => bridge::NO_PVID,
+            None => u32::from(bridge::UNTAGGED),
+        };
+        let iface = match &port.peer {
+            Peer::Iface(iface) => Some(ifindex(iface)?),
+            Peer::Instance { .. } => None,
+        };
+        for (vlan, tagging) in port_vlans(instance, &port.name) {
+            let vlan = u32::from(vlan);
+            members.insert(VlanPort { port: number, vlan }, tagging);
+            if let Some(iface) = iface {
+                egress.insert(VlanPort { port: iface, vlan }, tagging);
+            }
+        }
+    }
+    let path = instance_map(topology, name, bridge::maps::PVID);
+    let mut array: Array<MapData, u32> = pins::open_as(&path, bridge::maps::PVID)?;
+    for (number, pvid) in pvids.iter().enumerate() {
+        array
+            .set(number as u32, pvid, 0)
+            .map_err(TopologyError::map("write", bridge::maps::PVID, &path))?;
+    }
+    sync_table(topology, name, bridge::maps::MEMBERS, &members)?;
+    if instance_map(topology, name, bridge::maps::EGRESS).exists() {
+        sync_table(topology, name, bridge::maps::EGRESS, &egress)?;
+    }
+    Ok(())
+}
+
+/// Makes the instance's hash map `map` hold exactly `wanted`.
+fn sync_table(
+    topology: &str,
+    instance: &str,
+    map: &str,
+    wanted: &HashMap<VlanPort, u32>,
+) -> Result<(), TopologyError> {
+    let path = instance_map(topology, instance, map);
+    let mut table: BpfHashMap<MapData, VlanPort, u32> = pins::open_as(&path, map)?;
+    for (key, value) in wanted {
+        table
+            .insert(key, value, 0)
+            .map_err(TopologyError::map("write", map, &path))?;
+    }
+    let stale: Vec<VlanPort> = table
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains_key(key))
+        .collect();
+    for key in stale {
+        let _ = table.remove(&key);
+    }
+    Ok(())
 }
 
 /// After the switch: removes static entries an earlier file gave the bridge and the new

@@ -12,8 +12,9 @@
 //! 2. The instance decides where it goes, and *emits* it on one of its ports:
 //!    [`maps::LINKS`] (at [`link_index`]) says what the port is connected to.
 //!    - An interface: the packet leaves by redirect through [`maps::TX`], a
-//!      `DEVMAP_HASH` keyed by ifindex (so a per-port egress program can be attached to
-//!      the entry, for VLAN tags).
+//!      `DEVMAP_HASH` keyed by ifindex (a per-port egress program could be attached to
+//!      an entry; the bridge tags unicast itself before it emits, and its flood's own
+//!      devmap entries carry the egress program: `crate::bridge`).
 //!    - Another instance's port: the context's instance and port are set, the hop count
 //!      grows, and that instance's program is tail-called, in the same XDP run.
 //!    - Nothing: the packet is dropped and counted on the port.

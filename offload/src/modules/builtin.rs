@@ -118,6 +118,11 @@ pub fn topology_module() -> Result<ModuleObject, ModuleError> {
 /// through `TOPO_PROGS`; its own maps are `offload_common::bridge::maps`.
 pub static BRIDGE_PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bridge"));
+/// The egress program of a VLAN-aware bridge's flood entries (`bridge_egress`, an XDP
+/// devmap program, frags): drops each port's copy outside the frame's VLAN and pops the
+/// tag where the port carries the VLAN untagged. Its map is `offload_common::bridge::maps::EGRESS`.
+pub static BRIDGE_EGRESS_PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bridge_egress"));
 /// The program of a topology's `router` instances (`router`, XDP frags), tail-called
 /// through `TOPO_PROGS`; its own maps are `offload_common::router::maps`.
 pub static ROUTER_PROGRAM_OBJECT: &[u8] =
