@@ -16,6 +16,10 @@
 //! An `established` row puts `ct_state = ["established", "related"]`, `accept` before the
 //! policy's rules and runs one answer (the other way) before timing: the flow is
 //! established, and the first rule accepts it right after conntrack, with no probe.
+//!
+//! A `tcp` row times a TCP segment instead (TCP tracking: Linux's state machine and
+//! window checks): a repeated SYN on a new flow, or, `established`, the client's ACK after
+//! a handshake run before timing.
 
 use std::{fmt::Write as _, net::IpAddr, time::Instant};
 
@@ -70,10 +74,11 @@ fn main() -> Result<()> {
     );
     println!("|------:|------:|---|------:|------:|------:|");
     for (case, masks, ns, apply_ms, add_us) in rows {
-        let flow = if case.established {
-            "established (rule 1 accepts)"
-        } else {
-            "new"
+        let flow = match (case.established, case.tcp) {
+            (true, false) => "established (rule 1 accepts)",
+            (true, true) => "TCP established (rule 1 accepts)",
+            (false, false) => "new",
+            (false, true) => "TCP new (SYN again)",
         };
         let rules = case.rules + usize::from(case.established);
         println!("| {rules} | {masks} | {flow} | {ns:.1} | {apply_ms:.1} | {add_us} |");
@@ -90,6 +95,8 @@ struct Case {
     masks: usize,
     /// A first rule accepting established flows, and the frame's flow established.
     established: bool,
+    /// The frame a TCP segment (else a UDP datagram).
+    tcp: bool,
 }
 
 /// One row: the case, masks compiled, ns/packet, apply (ms), rule add (µs).
@@ -117,6 +124,7 @@ fn cases_from_args() -> Result<Vec<Case>> {
         rules,
         masks,
         established,
+        tcp: false,
     };
     if args.is_empty() {
         return Ok(CASES.into_iter().map(case).collect());
@@ -124,23 +132,55 @@ fn cases_from_args() -> Result<Vec<Case>> {
     args.iter()
         .map(|arg| {
             let mut parts = arg.split(':');
-            let usage = || format!("`{arg}`: expected RULES:MASKS[:established], e.g. 1000:4");
+            let usage = || {
+                format!("`{arg}`: expected RULES:MASKS[:established][:tcp], e.g. 1000:4")
+            };
             let rules = parts.next().with_context(usage)?.parse()?;
             let masks = parts.next().with_context(usage)?.parse::<usize>()?;
-            let established = match parts.next() {
-                None => false,
-                Some("established") => true,
-                Some(_) => anyhow::bail!(usage()),
-            };
-            ensure!(parts.next().is_none(), usage());
+            let (mut established, mut tcp) = (false, false);
+            for word in parts {
+                match word {
+                    "established" if !established && !tcp => established = true,
+                    "tcp" if !tcp => tcp = true,
+                    _ => anyhow::bail!(usage()),
+                }
+            }
             ensure!((1..=48).contains(&masks), "`{arg}`: masks must be 1 to 48");
-            Ok(case((rules, masks, established)))
+            Ok(Case {
+                tcp,
+                ..case((rules, masks, established))
+            })
         })
         .collect()
 }
 
+/// A TCP segment between the bench's two addresses, from 192.0.2.1 (`client`) or back.
+fn tcp_segment(client: bool, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let (a, b) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([10, 255, 0, 2]));
+    let (src, dst, ports) = if client {
+        (a, b, (4000, 9))
+    } else {
+        (b, a, (9, 4000))
+    };
+    wire::build::FrameBuilder {
+        tcp_sequence: seq,
+        tcp_ack: ack,
+        ..wire::build::FrameBuilder::tcp(src, dst, flags)
+    }
+    .ports(ports.0, ports.1)
+    .build()
+}
+
 fn run(iface: &str, cases: &[Case]) -> Result<Vec<Row>> {
-    let frame =
+    use wire::parse::tcp_flags::{ACK, SYN};
+    let syn = tcp_segment(true, SYN, 1000, 0);
+    let handshake = [
+        syn.clone(),
+        tcp_segment(false, SYN | ACK, 5000, 1001),
+        tcp_segment(true, ACK, 1001, 5001),
+    ];
+    let client_ack = tcp_segment(true, ACK, 1001, 5001);
+    let udp_frame =
         wire::build::FrameBuilder::udp(IpAddr::from([192, 0, 2, 1]), IpAddr::from([10, 255, 0, 2]))
             .ports(4000, 9)
             .payload(vec![0u8; 18])
@@ -157,7 +197,15 @@ fn run(iface: &str, cases: &[Case]) -> Result<Vec<Row>> {
                 rules,
                 masks,
                 established,
+                tcp,
             } = case;
+            let (frame, setup): (&Vec<u8>, Vec<&Vec<u8>>) = match (tcp, established) {
+                (false, false) => (&udp_frame, Vec::new()),
+                // The flow opened (the default accepts it), then answered.
+                (false, true) => (&udp_frame, vec![&udp_frame, &answer]),
+                (true, false) => (&syn, Vec::new()),
+                (true, true) => (&client_ack, handshake.iter().collect()),
+            };
             let path = std::env::temp_dir().join(format!("firewall-bench-{rules}-{masks}.toml"));
             std::fs::write(&path, policy(rules, masks, established))?;
             let policy = Policy::read(&path)?;
@@ -173,20 +221,17 @@ fn run(iface: &str, cases: &[Case]) -> Result<Vec<Row>> {
                 .join("chain/entry");
             let program = Xdp::from_pin(&entry, aya_obj::programs::XdpAttachType::Interface)
                 .with_context(|| format!("open {}", entry.display()))?;
-            if established {
-                // The flow opened (the default accepts it), then answered.
-                for frame in [&frame, &answer] {
-                    let verdict = offload::test_run::run_once(&program, frame)?.verdict;
-                    ensure!(
-                        verdict == XDP_PASS,
-                        "setting up the flow: returned {verdict}"
-                    );
-                }
+            for frame in setup {
+                let verdict = offload::test_run::run_once(&program, frame)?.verdict;
+                ensure!(
+                    verdict == XDP_PASS,
+                    "setting up the flow: returned {verdict}"
+                );
             }
             let mut times = Vec::with_capacity(RUNS);
             for _ in 0..RUNS {
                 let result = program.test_run(TestRunOptions {
-                    data_in: Some(&frame),
+                    data_in: Some(frame),
                     repeat: REPEAT,
                     ..TestRunOptions::new()
                 })?;
