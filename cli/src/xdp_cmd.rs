@@ -235,7 +235,7 @@ fn run_rule(command: &RuleCommand, as_json: bool) -> anyhow::Result<()> {
             // per-length hashes, the one who added the rule hears it.
             let lookup = steering.prefix_lookup()?;
             for (family, lookup) in [("IPv4", &lookup.v4), ("IPv6", &lookup.v6)] {
-                if lookup.method == offload::rules::tuple_space::PrefixMethod::Trie {
+                if lookup.fell_back() {
                     eprintln!("note: {}", lookup.describe(family));
                 }
             }

@@ -394,13 +394,14 @@ impl Steering {
         for key in v6.keys() {
             lengths_v6.push(key.map_err(error)?.prefix_len());
         }
+        let (prefixes_v4, prefixes_v6) = (lengths_v4.len(), lengths_v6.len());
         for lengths in [&mut lengths_v4, &mut lengths_v6] {
             lengths.sort_unstable_by(|a, b| b.cmp(a));
             lengths.dedup();
         }
         Ok(PrefixLookup {
-            v4: FamilyLookup::of(lengths_v4, hashed(prefix_lengths::V4)?),
-            v6: FamilyLookup::of(lengths_v6, hashed(prefix_lengths::V6)?),
+            v4: FamilyLookup::of(lengths_v4, prefixes_v4, hashed(prefix_lengths::V4)?),
+            v6: FamilyLookup::of(lengths_v6, prefixes_v6, hashed(prefix_lengths::V6)?),
         })
     }
 

@@ -525,33 +525,42 @@ fn picks(bench: &TestBench, probes: &[Vec<u8>]) -> Vec<(Option<u32>, u32)> {
 
 /// The per-length prefix hashes and the trie pick the same rule for every packet: the
 /// same overlapping rules (five IPv4 and four IPv6 lengths, with sources, ports and
-/// protocols in the chains) looked up through the hashes, then through the trie once rules
+/// protocols in the chains, and rules no probe matches so that each family has enough
+/// prefixes for the hashes) looked up through the hashes, then through the trie once rules
 /// of more lengths push the family out of the hashes, then through the hashes again after
 /// those rules go.
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn prefix_hashes_and_the_trie_pick_the_same_rule() {
-    use offload::rules::tuple_space::PrefixMethod;
-    let (bench, ids) = bench(
-        "tuple-space",
-        Action::Pass,
-        &[
-            rule("drop").dst("10.0.0.0/8"),                              // 1
-            rule("tx").dst("10.1.0.0/16"),                               // 2
-            rule("pass").dst("10.1.0.0/16").src("172.16.0.0/12"),        // 3
-            rule("drop").dst("10.1.2.0/24").proto("tcp").ports("80-90"), // 4
-            rule("tx").dst("10.1.2.128/25"),                             // 5
-            rule("pass").dst("10.1.2.129/32").proto("udp"),              // 6
-            rule("drop").dst("0.0.0.0/0").proto("tcp").ports("22"),      // 7
-            rule("drop").dst("2001:db8::/32"),                           // 8
-            rule("tx").dst("2001:db8:1::/48").proto("udp"),              // 9
-            rule("pass")
-                .dst("2001:db8:1:2::/64")
-                .src("2001:db8:ff::/48"), // 10
-            rule("drop").dst("2001:db8:1:2::7/128").proto("tcp"),        // 11
-        ],
-    );
-    assert_eq!(ids, (1..=11).collect::<Vec<u32>>());
+    use offload::rules::tuple_space::{MIN_HASHED_PREFIXES, PrefixMethod};
+    // Prefixes of lengths already used, covering no probe: the families reach the count
+    // the hashes need.
+    let unmatched = (0..MIN_HASHED_PREFIXES).flat_map(|index| {
+        [
+            rule("drop").dst(&format!("10.200.{index}.0/24")),
+            rule("drop").dst(&format!("2001:db8:2:{index}::/64")),
+        ]
+    });
+    let rules: Vec<RuleSpec> = [
+        rule("drop").dst("10.0.0.0/8"),                              // 1
+        rule("tx").dst("10.1.0.0/16"),                               // 2
+        rule("pass").dst("10.1.0.0/16").src("172.16.0.0/12"),        // 3
+        rule("drop").dst("10.1.2.0/24").proto("tcp").ports("80-90"), // 4
+        rule("tx").dst("10.1.2.128/25"),                             // 5
+        rule("pass").dst("10.1.2.129/32").proto("udp"),              // 6
+        rule("drop").dst("0.0.0.0/0").proto("tcp").ports("22"),      // 7
+        rule("drop").dst("2001:db8::/32"),                           // 8
+        rule("tx").dst("2001:db8:1::/48").proto("udp"),              // 9
+        rule("pass")
+            .dst("2001:db8:1:2::/64")
+            .src("2001:db8:ff::/48"), // 10
+        rule("drop").dst("2001:db8:1:2::7/128").proto("tcp"),        // 11
+    ]
+    .into_iter()
+    .chain(unmatched)
+    .collect();
+    let (bench, ids) = bench("tuple-space", Action::Pass, &rules);
+    assert_eq!(ids[..11], (1..=11).collect::<Vec<u32>>());
     let probes: Vec<Vec<u8>> = vec![
         packet::udp("1.1.1.1", "10.9.0.1", 5),               // 1
         packet::udp("1.1.1.1", "10.1.0.1", 5),               // 2

@@ -355,14 +355,25 @@ fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn replace_fills_the_prefix_hashes_an_older_build_lacked() {
-    use offload::rules::tuple_space::PrefixMethod;
+    use offload::rules::{
+        IpNet, RuleSpec,
+        tuple_space::{MIN_HASHED_PREFIXES, PrefixMethod},
+    };
     require_root("replace over a build without prefix hashes");
     let fixture = LabFixture::up("ph");
     fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
     let mut rule = fixture.udp_rule(Action::Drop, 7400);
     let host = rule.dst.unwrap();
-    rule.dst = Some(offload::rules::IpNet::new(host.addr(), 24).unwrap().trunc());
-    fixture.steering(move |steering| steering.add_rule(&rule).unwrap());
+    rule.dst = Some(IpNet::new(host.addr(), 24).unwrap().trunc());
+    // More /24s, in 198.18.0.0/15 where the lab sends nothing: enough prefixes for the
+    // hashes.
+    let mut rules = vec![rule];
+    for index in 1..MIN_HASHED_PREFIXES {
+        let mut other = RuleSpec::new(Action::Drop);
+        other.dst = Some(format!("198.18.{index}.0/24").parse().unwrap());
+        rules.push(other);
+    }
+    fixture.steering(move |steering| steering.add_rules(&rules).unwrap());
     let iface = fixture.iface();
     let method = move || offload::status(&iface).unwrap().prefix_lookup.v4.method;
     let method_in_dut = || {
@@ -386,7 +397,11 @@ fn replace_fills_the_prefix_hashes_an_older_build_lacked() {
         let mut hashed: HashMap<_, PrefixKeyV4, RuleChain> =
             HashMap::try_from(open("PREFIX_HASH_V4")).unwrap();
         let keys: Vec<PrefixKeyV4> = hashed.keys().map(Result::unwrap).collect();
-        assert_eq!(keys.len(), 1, "the rule's prefix is hashed");
+        assert_eq!(
+            keys.len(),
+            MIN_HASHED_PREFIXES,
+            "the rules' prefixes are hashed"
+        );
         for key in keys {
             hashed.remove(&key).unwrap();
         }

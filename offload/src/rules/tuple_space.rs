@@ -3,12 +3,18 @@
 //! keyed by (length, masked address), and the program probes one length after another,
 //! longest first. The first hit is the prefix the trie would return (the longest one
 //! covering the address), and its chain is the same, so the rule is the same. With more
-//! lengths the family stays on the trie alone, and status says so.
+//! lengths the family stays on the trie alone, and status says so. So does a family of
+//! fewer than [`MIN_HASHED_PREFIXES`] prefixes: a trie that small is a node or two deep,
+//! and a walk down it costs less than a hash probe (docs/performance.md).
 
 use std::collections::HashMap;
 
 use offload_common::{MAX_PREFIX_LENGTHS, PrefixKeyV4, PrefixKeyV6, PrefixLengths, RuleChain};
 use serde::Serialize;
+
+/// Prefixes a family needs before its lookups go to the hashes. Measured with /24 rules:
+/// the trie was 3 to 5 ns faster at 1 prefix, level at 4, and slower from 8 on.
+pub const MIN_HASHED_PREFIXES: usize = 8;
 
 /// How the program finds one family's longest destination prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -18,8 +24,9 @@ pub enum PrefixMethod {
     None,
     /// One hash probe per length, longest first.
     Hashes,
-    /// The LPM trie: more than [`MAX_PREFIX_LENGTHS`] lengths, or the hashes are not
-    /// filled yet (a program just upgraded from a build without them).
+    /// The LPM trie: more than [`MAX_PREFIX_LENGTHS`] lengths, fewer than
+    /// [`MIN_HASHED_PREFIXES`] prefixes, or the hashes are not filled yet (a program just
+    /// upgraded from a build without them).
     Trie,
 }
 
@@ -30,18 +37,30 @@ pub struct FamilyLookup {
     pub method: PrefixMethod,
     /// The distinct prefix lengths of the family's rules, longest first.
     pub lengths: Vec<u32>,
+    /// The family's destination prefixes (trie entries).
+    pub prefixes: usize,
 }
 
 impl FamilyLookup {
-    /// The lookup the program uses for prefixes of these lengths, given what the lengths
-    /// table says (`hashed`: its count is not 0).
-    pub fn of(lengths: Vec<u32>, hashed: bool) -> FamilyLookup {
+    /// The lookup the program uses for `prefixes` prefixes of these lengths, given what
+    /// the lengths table says (`hashed`: its count is not 0).
+    pub fn of(lengths: Vec<u32>, prefixes: usize, hashed: bool) -> FamilyLookup {
         let method = match (lengths.is_empty(), hashed) {
             (true, _) => PrefixMethod::None,
             (false, true) => PrefixMethod::Hashes,
             (false, false) => PrefixMethod::Trie,
         };
-        FamilyLookup { method, lengths }
+        FamilyLookup {
+            method,
+            lengths,
+            prefixes,
+        }
+    }
+
+    /// On the trie because the prefixes use more lengths than the hashes take: the
+    /// fall-back that costs time at scale, which `xdp rule add` reports.
+    pub fn fell_back(&self) -> bool {
+        self.method == PrefixMethod::Trie && self.lengths.len() > MAX_PREFIX_LENGTHS
     }
 
     /// A line for people: which lookup, and why the trie when it is the trie.
@@ -55,11 +74,16 @@ impl FamilyLookup {
         match self.method {
             PrefixMethod::None => format!("{family} prefixes: none"),
             PrefixMethod::Hashes => format!("{family} prefixes: a hash per length ({lengths})"),
-            PrefixMethod::Trie if self.lengths.len() > MAX_PREFIX_LENGTHS => format!(
+            PrefixMethod::Trie if self.fell_back() => format!(
                 "{family} prefixes: LPM trie ({} distinct lengths, more than the {} the \
                  per-length hashes take)",
                 self.lengths.len(),
                 MAX_PREFIX_LENGTHS
+            ),
+            PrefixMethod::Trie if self.prefixes < MIN_HASHED_PREFIXES => format!(
+                "{family} prefixes: LPM trie ({} prefixes; below {} a trie is faster than \
+                 the per-length hashes)",
+                self.prefixes, MIN_HASHED_PREFIXES
             ),
             PrefixMethod::Trie => format!(
                 "{family} prefixes: LPM trie (per-length hashes not filled; the next rule \
@@ -86,10 +110,15 @@ pub fn distinct_lengths<A>(prefixes: &HashMap<(u32, A), RuleChain>) -> Vec<u32> 
     lengths
 }
 
-/// The `PREFIX_HASH_V4` entries for `prefixes` (the trie's), or none when they use too many
-/// lengths.
+/// Whether `prefixes` (one family's) go to the hashes: enough of them, few enough lengths.
+fn hashes_pay<A>(prefixes: &HashMap<(u32, A), RuleChain>) -> bool {
+    prefixes.len() >= MIN_HASHED_PREFIXES && distinct_lengths(prefixes).len() <= MAX_PREFIX_LENGTHS
+}
+
+/// The `PREFIX_HASH_V4` entries for `prefixes` (the trie's), or none when they are too few
+/// or use too many lengths.
 pub fn hashed_v4(prefixes: &HashMap<(u32, [u8; 4]), RuleChain>) -> HashMap<PrefixKeyV4, RuleChain> {
-    if distinct_lengths(prefixes).len() > MAX_PREFIX_LENGTHS {
+    if !hashes_pay(prefixes) {
         return HashMap::new();
     }
     prefixes
@@ -110,7 +139,7 @@ pub fn hashed_v4(prefixes: &HashMap<(u32, [u8; 4]), RuleChain>) -> HashMap<Prefi
 pub fn hashed_v6(
     prefixes: &HashMap<(u32, [u8; 16]), RuleChain>,
 ) -> HashMap<PrefixKeyV6, RuleChain> {
-    if distinct_lengths(prefixes).len() > MAX_PREFIX_LENGTHS {
+    if !hashes_pay(prefixes) {
         return HashMap::new();
     }
     prefixes
@@ -236,10 +265,17 @@ mod tests {
             prefixes.insert((len, [10, 0, len as u8, 0]), chain);
         }
         assert_eq!(distinct_lengths(&prefixes), vec![24, 16, 8]);
+        assert!(
+            hashed_v4(&prefixes).is_empty(),
+            "three prefixes stay in the trie"
+        );
+        for third in 100..100 + MIN_HASHED_PREFIXES as u8 {
+            prefixes.insert((24, [10, 0, third, 0]), chain);
+        }
         let table = table(&prefixes);
         assert_eq!(table.count, 3);
         assert_eq!(table.lengths[..3], [24, 16, 8]);
-        // 10.0.8.0/8, 10.0.16.0/16 and 10.0.24.0/24 all lie in 10.0.0.0/8.
+        // 10.0.8.0/8, 10.0.16.0/16 and the /24s under 10.0 all lie in 10.0.0.0/8.
         assert_eq!(table.cover_mask, mask_words(8));
         assert_eq!(table.cover[0], u32::from_ne_bytes([10, 0, 0, 0]));
         assert_eq!(hashed_v4(&prefixes).len(), prefixes.len());
