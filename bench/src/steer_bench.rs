@@ -18,7 +18,7 @@ const ROUNDS: usize = 7;
 #[derive(Serialize)]
 struct TimingRow {
     rules: usize,
-    /// Which lookup matched: "exact" (hash), "prefix" (LPM trie + chain), "miss" (default).
+    /// Which lookup matched: see `steer_fixture::PATHS`.
     path: &'static str,
     steer_ns: f64,
     bare_pass_ns: f64,
@@ -43,12 +43,12 @@ fn main() -> Result<()> {
         "steering program vs bare XDP_PASS, BPF_PROG_TEST_RUN repeat={REPEAT}, median of {ROUNDS}"
     );
     println!(
-        "{:>6}  {:<6}  {:>9}  {:>9}  {:>5}",
+        "{:>6}  {:<11}  {:>9}  {:>9}  {:>5}",
         "rules", "path", "steer ns", "bare ns", "ratio"
     );
     for row in &rows {
         println!(
-            "{:>6}  {:<6}  {:>9.1}  {:>9.1}  {:>5.2}",
+            "{:>6}  {:<11}  {:>9.1}  {:>9.1}  {:>5.2}",
             row.rules, row.path, row.steer_ns, row.bare_pass_ns, row.ratio
         );
     }

@@ -229,7 +229,16 @@ fn run_rule(command: &RuleCommand, as_json: bool) -> anyhow::Result<()> {
                 dport: *dport,
                 src: *src,
             };
-            let id = Steering::open(iface)?.add_rule(&spec)?;
+            let mut steering = Steering::open(iface)?;
+            let id = steering.add_rule(&spec)?;
+            // Every time a family's prefixes are on the trie for want of room in the
+            // per-length hashes, the one who added the rule hears it.
+            let lookup = steering.prefix_lookup()?;
+            for (family, lookup) in [("IPv4", &lookup.v4), ("IPv6", &lookup.v6)] {
+                if lookup.fell_back() {
+                    eprintln!("note: {}", lookup.describe(family));
+                }
+            }
             if as_json {
                 output::json(&json!({ "id": id }));
             } else {
@@ -327,6 +336,12 @@ pub fn print_status(status: &Status, as_json: bool) {
             .map(|e| vec![e.source.to_string(), e.drops.to_string()])
             .collect();
         output::table(&["source", "drops"], &rows);
+    }
+    for (family, lookup) in [
+        ("IPv4", &status.prefix_lookup.v4),
+        ("IPv6", &status.prefix_lookup.v6),
+    ] {
+        println!("{}", lookup.describe(family));
     }
     let c = &status.counters;
     output::table(

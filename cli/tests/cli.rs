@@ -177,6 +177,15 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
         assert!(status["counters"].get(key).is_some(), "counters lack {key}");
     }
     assert_eq!(status["program_id"], attached["program_id"]);
+    // Rule 1 is a /32 with a port range, rule 2 a /0 (no destination, an IPv4 source):
+    // two IPv4 prefixes, too few for the per-length hashes to pay, and no IPv6 prefix.
+    assert_eq!(status["prefix_lookup"]["v4"]["method"], "trie");
+    assert_eq!(status["prefix_lookup"]["v4"]["prefixes"], 2);
+    assert_eq!(
+        status["prefix_lookup"]["v4"]["lengths"],
+        serde_json::json!([32, 0])
+    );
+    assert_eq!(status["prefix_lookup"]["v6"]["method"], "none");
 
     let replaced = json(&["xdp", "replace", "--iface", iface]);
     assert_ne!(replaced["new_program_id"], replaced["old_program_id"]);

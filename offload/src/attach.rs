@@ -338,10 +338,12 @@ pub fn replace(iface: &str, object: Option<&[u8]>) -> Result<Replacement, Offloa
     let bound = bound_maps(&pins, &object);
     // A build before EXACT_V4 kept IPv4 exact rules in EXACT_RULES: fill EXACT_V4 before
     // the swap (the running program still reads EXACT_RULES), empty the old keys after.
+    // The prefix hashes of a build before them are filled the same way; until they are,
+    // their lengths say "trie", so the new build would find every prefix anyway.
     let narrow_v4 = object.maps.iter().any(|map| map.name == "EXACT_V4");
     if narrow_v4 {
         pin_steer_maps(&pins)?;
-        Steering::open(iface)?.fill_exact_v4()?;
+        Steering::open(iface)?.fill_match_maps()?;
     }
     let swapped =
         builtin::swap_bound(iface, STEER_MODULE, object, &bound).map_err(chain_error(iface))?;
@@ -416,6 +418,8 @@ pub struct Status {
     pub prefilter: Vec<PrefilterEntry>,
     /// The rules, by id, with the packets and bytes each matched.
     pub rules: Vec<RuleStats>,
+    /// How the destination prefixes are looked up: a hash per length or the trie.
+    pub prefix_lookup: crate::rules::tuple_space::PrefixLookup,
     /// Which bpffs the pins were found in, and why: see [`crate::bpffs`].
     pub bpffs: String,
 }
@@ -482,6 +486,7 @@ pub fn status(iface: &str) -> Result<Status, OffloadError> {
             .map(|(source, drops)| PrefilterEntry { source, drops })
             .collect(),
         rules: steering.rule_stats()?,
+        prefix_lookup: steering.prefix_lookup()?,
         placements,
     })
 }

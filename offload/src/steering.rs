@@ -7,13 +7,19 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray, XskMap, lpm_trie::Key,
 };
 use nix::fcntl::Flock;
-use offload_common::{Counter, ExactKeyV4, RuleDef, Settings, counter};
+use offload_common::{
+    Counter, ExactKeyV4, PrefixKeyV4, PrefixKeyV6, PrefixLengths, RuleChain, RuleDef, Settings,
+    counter, prefix_lengths,
+};
 use serde::Serialize;
 
 use crate::{
     OffloadError, Pins,
     error::MapAction,
-    rules::{self, Action, CompiledRules, Rule, RuleError, RuleSpec},
+    rules::{
+        self, Action, CompiledRules, Rule, RuleError, RuleSpec,
+        tuple_space::{self, FamilyLookup, PrefixLookup},
+    },
 };
 
 /// The name prefix of the prefilter maps bound to the NIC in a split plan, pinned beside the
@@ -189,11 +195,12 @@ impl Steering {
         Ok(lock)
     }
 
-    /// Before a build with `EXACT_V4` replaces one without it: writes every IPv4 exact rule
-    /// into `EXACT_V4` (pinned by then), leaving `EXACT_RULES` as it is, so both the
-    /// running and the new program find every rule while the swap happens. Writes nothing
-    /// when `EXACT_V4` already holds them.
-    pub(crate) fn fill_exact_v4(&self) -> Result<(), OffloadError> {
+    /// Before a build replaces the running one: makes every match map hold what the rules
+    /// say, so maps the running build lacks (pinned by then, empty) are filled before the
+    /// new build reads them: `EXACT_V4` gets every IPv4 exact rule (leaving `EXACT_RULES`
+    /// as it is, so both programs find every rule while the swap happens), and the prefix
+    /// hashes and their lengths. Writes nothing when the maps already agree.
+    pub(crate) fn fill_match_maps(&self) -> Result<(), OffloadError> {
         let mut lock = self.lock_rules()?;
         let wanted = rules::compile(&self.rules()?)?;
         let actual = self.read_match_maps()?;
@@ -258,6 +265,18 @@ impl Steering {
                 .prefixes_v6
                 .insert((key.prefix_len(), key.data()), value);
         }
+        let hashed_v4: BpfHashMap<_, PrefixKeyV4, RuleChain> =
+            typed(self.map("PREFIX_HASH_V4")?, "PREFIX_HASH_V4")?;
+        for entry in hashed_v4.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual.hashed_v4.insert(key, value);
+        }
+        let hashed_v6: BpfHashMap<_, PrefixKeyV6, RuleChain> =
+            typed(self.map("PREFIX_HASH_V6")?, "PREFIX_HASH_V6")?;
+        for entry in hashed_v6.iter() {
+            let (key, value) = entry.map_err(error)?;
+            actual.hashed_v6.insert(key, value);
+        }
         Ok(actual)
     }
 
@@ -297,6 +316,7 @@ impl Steering {
                 None => v6.remove(&key),
             }
         })?;
+        self.apply_prefix_hashes(old, new)?;
         // The counts gate the program's lookups: raised after entries exist, lowered after
         // they are gone.
         let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
@@ -309,6 +329,80 @@ impl Steering {
         settings
             .set(0, value, 0)
             .map_err(OffloadError::map(MapAction::Write, "SETTINGS"))
+    }
+
+    /// Writes the per-length prefix hashes and their lengths tables after the tries. A
+    /// family leaving the hashes goes back to the trie (lengths count 0) before its
+    /// entries are removed; one entering them gets its entries before its lengths.
+    fn apply_prefix_hashes(
+        &self,
+        old: &CompiledRules,
+        new: &CompiledRules,
+    ) -> Result<(), OffloadError> {
+        let mut tables: Array<_, PrefixLengths> =
+            typed(self.map("PREFIX_LENGTHS")?, "PREFIX_LENGTHS")?;
+        let mut set_lengths = |slot: u32, table: PrefixLengths| {
+            tables
+                .set(slot, table, 0)
+                .map_err(OffloadError::map(MapAction::Write, "PREFIX_LENGTHS"))
+        };
+        let mut v4: BpfHashMap<_, PrefixKeyV4, RuleChain> =
+            typed(self.map("PREFIX_HASH_V4")?, "PREFIX_HASH_V4")?;
+        if new.hashed_v4.is_empty() {
+            set_lengths(prefix_lengths::V4, PrefixLengths::default())?;
+        }
+        sync(&old.hashed_v4, &new.hashed_v4, |key, value| match value {
+            Some(value) => v4.insert(key, value, 0),
+            None => v4.remove(key),
+        })?;
+        if !new.hashed_v4.is_empty() {
+            set_lengths(prefix_lengths::V4, tuple_space::table(&new.prefixes_v4))?;
+        }
+        let mut v6: BpfHashMap<_, PrefixKeyV6, RuleChain> =
+            typed(self.map("PREFIX_HASH_V6")?, "PREFIX_HASH_V6")?;
+        if new.hashed_v6.is_empty() {
+            set_lengths(prefix_lengths::V6, PrefixLengths::default())?;
+        }
+        sync(&old.hashed_v6, &new.hashed_v6, |key, value| match value {
+            Some(value) => v6.insert(key, value, 0),
+            None => v6.remove(key),
+        })?;
+        if !new.hashed_v6.is_empty() {
+            set_lengths(prefix_lengths::V6, tuple_space::table(&new.prefixes_v6))?;
+        }
+        Ok(())
+    }
+
+    /// How the program looks up each family's destination prefixes now: the per-length
+    /// hashes, the trie, or nothing (no prefix rules).
+    pub fn prefix_lookup(&self) -> Result<PrefixLookup, OffloadError> {
+        let tables: Array<_, PrefixLengths> = typed(self.map("PREFIX_LENGTHS")?, "PREFIX_LENGTHS")?;
+        let hashed = |slot: u32| -> Result<bool, OffloadError> {
+            let table = tables
+                .get(&slot, 0)
+                .map_err(OffloadError::map(MapAction::Read, "PREFIX_LENGTHS"))?;
+            Ok(table.count != 0)
+        };
+        let error = |source| OffloadError::map(MapAction::Read, "the prefix tries")(source);
+        let v4: LpmTrie<_, [u8; 4], RuleChain> = typed(self.map("PREFIX_V4")?, "PREFIX_V4")?;
+        let mut lengths_v4: Vec<u32> = Vec::new();
+        for key in v4.keys() {
+            lengths_v4.push(key.map_err(error)?.prefix_len());
+        }
+        let v6: LpmTrie<_, [u8; 16], RuleChain> = typed(self.map("PREFIX_V6")?, "PREFIX_V6")?;
+        let mut lengths_v6: Vec<u32> = Vec::new();
+        for key in v6.keys() {
+            lengths_v6.push(key.map_err(error)?.prefix_len());
+        }
+        let (prefixes_v4, prefixes_v6) = (lengths_v4.len(), lengths_v6.len());
+        for lengths in [&mut lengths_v4, &mut lengths_v6] {
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            lengths.dedup();
+        }
+        Ok(PrefixLookup {
+            v4: FamilyLookup::of(lengths_v4, prefixes_v4, hashed(prefix_lengths::V4)?),
+            v6: FamilyLookup::of(lengths_v6, prefixes_v6, hashed(prefix_lengths::V6)?),
+        })
     }
 
     /// Every rule with the packets and bytes it matched, sorted by id.

@@ -349,6 +349,93 @@ fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
     fixture.in_dut(move || offload::detach(&iface)).unwrap();
 }
 
+/// Replacing a build from before the per-length prefix hashes (no `PREFIX_HASH_V4`,
+/// `PREFIX_HASH_V6` or `PREFIX_LENGTHS` pins) with this one fills them: the new program
+/// looks the prefix rule up in the hashes and drops the rule's traffic.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn replace_fills_the_prefix_hashes_an_older_build_lacked() {
+    use offload::rules::{
+        IpNet, RuleSpec,
+        tuple_space::{MIN_HASHED_PREFIXES, PrefixMethod},
+    };
+    require_root("replace over a build without prefix hashes");
+    let fixture = LabFixture::up("ph");
+    fixture.attach(ModePolicy::Only(XdpMode::Drv)).unwrap();
+    let mut rule = fixture.udp_rule(Action::Drop, 7400);
+    let host = rule.dst.unwrap();
+    rule.dst = Some(IpNet::new(host.addr(), 24).unwrap().trunc());
+    // More /24s, in 198.18.0.0/15 where the lab sends nothing: enough prefixes for the
+    // hashes.
+    let mut rules = vec![rule];
+    for index in 1..MIN_HASHED_PREFIXES {
+        let mut other = RuleSpec::new(Action::Drop);
+        other.dst = Some(format!("198.18.{index}.0/24").parse().unwrap());
+        rules.push(other);
+    }
+    fixture.steering(move |steering| steering.add_rules(&rules).unwrap());
+    let iface = fixture.iface();
+    let method = move || offload::status(&iface).unwrap().prefix_lookup.v4.method;
+    let method_in_dut = || {
+        let method = method.clone();
+        fixture.in_dut(method)
+    };
+    assert_eq!(method_in_dut(), PrefixMethod::Hashes);
+    // The older layout: the hashes and their lengths emptied (the program on the trie)
+    // and unpinned.
+    let iface = fixture.iface();
+    fixture.in_dut(move || {
+        use aya::maps::{Array, HashMap, Map, MapData};
+        use offload_common::{PrefixKeyV4, PrefixLengths, RuleChain, prefix_lengths};
+        let pins = offload::Pins::for_iface(&iface);
+        let open =
+            |name: &str| Map::from_map_data(MapData::from_pin(pins.map(name)).unwrap()).unwrap();
+        let mut lengths: Array<_, PrefixLengths> = Array::try_from(open("PREFIX_LENGTHS")).unwrap();
+        lengths
+            .set(prefix_lengths::V4, PrefixLengths::default(), 0)
+            .unwrap();
+        let mut hashed: HashMap<_, PrefixKeyV4, RuleChain> =
+            HashMap::try_from(open("PREFIX_HASH_V4")).unwrap();
+        let keys: Vec<PrefixKeyV4> = hashed.keys().map(Result::unwrap).collect();
+        assert_eq!(
+            keys.len(),
+            MIN_HASHED_PREFIXES,
+            "the rules' prefixes are hashed"
+        );
+        for key in keys {
+            hashed.remove(&key).unwrap();
+        }
+        let fastpath = offload::bpffs::Bpffs::get().fastpath_dir();
+        for name in ["PREFIX_HASH_V4", "PREFIX_HASH_V6", "PREFIX_LENGTHS"] {
+            let removed = remove_pins_named(&fastpath, name);
+            assert!(
+                removed >= 2,
+                "{name} was pinned for the attachment and the module"
+            );
+        }
+    });
+    let iface = fixture.iface();
+    fixture
+        .in_dut(move || offload::replace(&iface, None))
+        .unwrap();
+    assert_eq!(method_in_dut(), PrefixMethod::Hashes);
+
+    let server = fixture.dut_server(7400);
+    send(&fixture.client_socket(), fixture.dut_addr(7400), 100);
+    let iface = fixture.iface();
+    let counted = move || offload::status(&iface).unwrap().rules[0].packets;
+    let counted_in_dut = || {
+        let counted = counted.clone();
+        fixture.in_dut(counted)
+    };
+    lab::wait_until(WAIT, "the new program to count the rule's packets", || {
+        counted_in_dut() == 100
+    });
+    assert_eq!(drain(&server), 0, "the rule dropped every packet");
+    let iface = fixture.iface();
+    fixture.in_dut(move || offload::detach(&iface)).unwrap();
+}
+
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn pins_of_an_interface_that_vanished_are_pruned() {

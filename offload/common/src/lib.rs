@@ -7,7 +7,8 @@
 //! What is here:
 //! - map values and keys of the steering program: [`ExactKey`] -> [`RuleRef`] (exact-match
 //!   hash), [`PrefixV4`]/[`PrefixV6`] -> [`RuleChain`] of [`ChainEntry`] (destination
-//!   tries), [`FragmentKey`], [`Settings`], per-CPU [`Counter`]s indexed by [`counter`] or
+//!   tries, and per-length hashes keyed by [`PrefixKeyV4`]/[`PrefixKeyV6`] with their
+//!   [`PrefixLengths`]), [`FragmentKey`], [`Settings`], per-CPU [`Counter`]s indexed by [`counter`] or
 //!   by rule id, and [`RuleDef`], the user-space record of a rule;
 //! - the byte codes they hold: [`action`], [`proto`], [`fragment`], [`parse_result`],
 //!   [`FAMILY_V4`]/[`FAMILY_V6`], and the map sizes (`MAX_*`);
@@ -239,6 +240,65 @@ pub type PrefixV4 = [u8; 4];
 /// Trie key data for IPv6 destinations (network byte order).
 pub type PrefixV6 = [u8; 16];
 
+/// Distinct prefix lengths per family up to which the prefix rules are also written into
+/// per-length hashes (`PREFIX_HASH_V4`/`PREFIX_HASH_V6`, tuple-space search): the program
+/// probes at most this many hashes, longest length first. With more lengths it looks the
+/// destination up in the trie.
+pub const MAX_PREFIX_LENGTHS: usize = 8;
+
+/// Key of `PREFIX_HASH_V4`: one destination prefix, its address masked to its length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV4 {
+    /// Prefix length in bits.
+    pub len: u32,
+    /// The prefix's address in network byte order, bits past `len` zero.
+    pub addr: [u8; 4],
+}
+
+/// Key of `PREFIX_HASH_V6`, laid out like [`PrefixKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV6 {
+    /// Prefix length in bits.
+    pub len: u32,
+    /// The prefix's address in network byte order, bits past `len` zero.
+    pub addr: [u8; 16],
+}
+
+/// Slots of the `PREFIX_LENGTHS` array: one [`PrefixLengths`] per family.
+pub mod prefix_lengths {
+    /// The IPv4 prefix rules' lengths.
+    pub const V4: u32 = 0;
+    /// The IPv6 prefix rules' lengths.
+    pub const V6: u32 = 1;
+    /// Slots in the array.
+    pub const SLOTS: u32 = 2;
+}
+
+/// The distinct destination prefix lengths of one family's prefix rules, longest first,
+/// when there are at most [`MAX_PREFIX_LENGTHS`] of them: the program then probes the
+/// family's prefix hash once per length and takes the first hit, which is the trie's
+/// longest match. `count` 0 means the program uses the trie (no prefix rules, too many
+/// lengths, or hashes not yet filled after an upgrade).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixLengths {
+    /// Entries of `lengths` and `masks` in use.
+    pub count: u32,
+    /// Prefix lengths in bits, longest first.
+    pub lengths: [u32; MAX_PREFIX_LENGTHS],
+    /// Each length's netmask as four 32-bit words of network-order bytes (IPv4: word 0),
+    /// so the program masks an address word by word.
+    pub masks: [[u32; 4]; MAX_PREFIX_LENGTHS],
+    /// The netmask of the longest prefix that covers every prefix of the family, laid out
+    /// like `masks`: an address outside `cover` is in no prefix, so the program skips the
+    /// probes (a miss far from every rule costs one compare).
+    pub cover_mask: [u32; 4],
+    /// That prefix's address, masked, laid out like `masks`.
+    pub cover: [u32; 4],
+}
+
 /// Attachment settings, slot 0 of the `SETTINGS` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -377,6 +437,9 @@ const _: () = assert!(size_of::<ChainEntry>() == 48);
 const _: () = assert!(size_of::<RuleChain>() == 8 + 48 * MAX_CHAIN);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<RuleDef>() == 48);
+const _: () = assert!(size_of::<PrefixKeyV4>() == 8);
+const _: () = assert!(size_of::<PrefixKeyV6>() == 20);
+const _: () = assert!(size_of::<PrefixLengths>() == 4 + 4 * 8 + 16 * 8 + 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -391,6 +454,9 @@ mod pod {
     unsafe impl aya::Pod for super::RuleChain {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::RuleDef {}
+    unsafe impl aya::Pod for super::PrefixKeyV4 {}
+    unsafe impl aya::Pod for super::PrefixKeyV6 {}
+    unsafe impl aya::Pod for super::PrefixLengths {}
     unsafe impl aya::Pod for super::GenConfig {}
     unsafe impl aya::Pod for super::module::ModuleContext {}
     unsafe impl aya::Pod for super::module::ChainState {}

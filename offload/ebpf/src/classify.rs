@@ -1,16 +1,21 @@
 //! Rule matching. First the exact-match hash (host, port, protocol; IPv4 hosts in a hash
-//! of their own, keyed in 8 bytes), then the longest
-//! destination prefix in the trie, whose chain holds every rule that covers that prefix,
-//! already sorted by priority in user space (offload::rules).
+//! of their own, keyed in 8 bytes), then the longest destination prefix, whose chain holds
+//! every rule that covers that prefix, already sorted by priority in user space
+//! (offload::rules). The longest prefix comes from one hash per prefix length, probed
+//! longest first, while the family's rules use few lengths (tuple-space search), and from
+//! the trie otherwise: both hold the same prefixes and chains.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use offload_common::{
-    ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, RuleChain, RuleRef, Settings,
+    ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, MAX_PREFIX_LENGTHS, PrefixKeyV4,
+    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings, prefix_lengths,
 };
 
 use crate::{
     parse::Packet,
-    steer::{EXACT_RULES, EXACT_V4, PREFIX_V4, PREFIX_V6},
+    steer::{
+        EXACT_RULES, EXACT_V4, PREFIX_HASH_V4, PREFIX_HASH_V6, PREFIX_LENGTHS, PREFIX_V4, PREFIX_V6,
+    },
 };
 
 #[inline(always)]
@@ -25,15 +30,103 @@ pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
         if settings.prefixes_v4 == 0 {
             return None;
         }
-        let dst = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
-        PREFIX_V4.get(Key::new(32, dst))?
+        match longest_hashed_v4(&packet.dst) {
+            Hashed::Found(chain) => chain,
+            Hashed::NoPrefix => return None,
+            Hashed::NotHashed => {
+                let dst = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
+                PREFIX_V4.get(Key::new(32, dst))?
+            }
+        }
     } else {
         if settings.prefixes_v6 == 0 {
             return None;
         }
-        PREFIX_V6.get(Key::new(128, packet.dst))?
+        match longest_hashed_v6(&packet.dst) {
+            Hashed::Found(chain) => chain,
+            Hashed::NoPrefix => return None,
+            Hashed::NotHashed => PREFIX_V6.get(Key::new(128, packet.dst))?,
+        }
     };
     first_match(chain, packet)
+}
+
+/// What the per-length prefix hashes say about a destination.
+enum Hashed {
+    /// The chain of the longest prefix covering it.
+    Found(&'static RuleChain),
+    /// No prefix covers it.
+    NoPrefix,
+    /// The family's prefixes are not in hashes: look in the trie.
+    NotHashed,
+}
+
+/// The family's lengths, longest first, or None when the trie is to be used.
+#[inline(always)]
+fn lengths(family_slot: u32) -> Option<&'static PrefixLengths> {
+    let lengths = PREFIX_LENGTHS.get(family_slot)?;
+    (lengths.count != 0).then_some(lengths)
+}
+
+#[inline(always)]
+fn longest_hashed_v4(dst: &[u8; 16]) -> Hashed {
+    let Some(table) = lengths(prefix_lengths::V4) else {
+        return Hashed::NotHashed;
+    };
+    let addr = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
+    if addr & table.cover_mask[0] != table.cover[0] {
+        return Hashed::NoPrefix;
+    }
+    let count = table.count as usize;
+    for index in 0..MAX_PREFIX_LENGTHS {
+        if index >= count {
+            break;
+        }
+        let key = PrefixKeyV4 {
+            len: table.lengths[index],
+            addr: (addr & table.masks[index][0]).to_ne_bytes(),
+        };
+        // SAFETY: the chain is read while the program runs (RCU keeps it); user space
+        // replaces entries whole.
+        if let Some(chain) = unsafe { PREFIX_HASH_V4.get(&key) } {
+            return Hashed::Found(chain);
+        }
+    }
+    Hashed::NoPrefix
+}
+
+#[inline(always)]
+fn longest_hashed_v6(dst: &[u8; 16]) -> Hashed {
+    let Some(table) = lengths(prefix_lengths::V6) else {
+        return Hashed::NotHashed;
+    };
+    let mut words = [0u32; 4];
+    for (word, chunk) in words.iter_mut().zip(dst.chunks_exact(4)) {
+        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    if (0..4).any(|index| words[index] & table.cover_mask[index] != table.cover[index]) {
+        return Hashed::NoPrefix;
+    }
+    let count = table.count as usize;
+    for index in 0..MAX_PREFIX_LENGTHS {
+        if index >= count {
+            break;
+        }
+        let mask = &table.masks[index];
+        let mut addr = [0u8; 16];
+        for (part, (word, mask)) in addr.chunks_exact_mut(4).zip(words.iter().zip(mask)) {
+            part.copy_from_slice(&(word & mask).to_ne_bytes());
+        }
+        let key = PrefixKeyV6 {
+            len: table.lengths[index],
+            addr,
+        };
+        // SAFETY: as in `longest_hashed_v4`.
+        if let Some(chain) = unsafe { PREFIX_HASH_V6.get(&key) } {
+            return Hashed::Found(chain);
+        }
+    }
+    Hashed::NoPrefix
 }
 
 /// The exact rule of the packet's destination host, port and protocol: IPv4 hosts in the

@@ -7,15 +7,15 @@
 //! rejects the program otherwise. Parsing lives in `parse.rs`, rule matching in `classify.rs`.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use offload_common::{
     Counter, ExactKey, ExactKeyV4, FragmentKey, MAX_EXACT, MAX_FRAGMENTED_DATAGRAMS, MAX_PREFIXES,
-    MAX_QUEUES, MAX_RULES, PrefixV4, PrefixV6, RuleChain, RuleDef, RuleRef, Settings, action,
-    counter, fragment, module::verdict,
+    MAX_QUEUES, MAX_RULES, PrefixKeyV4, PrefixKeyV6, PrefixLengths, PrefixV4, PrefixV6, RuleChain,
+    RuleDef, RuleRef, Settings, action, counter, fragment, module::verdict, prefix_lengths,
 };
 
 use crate::{classify, parse, prefilter};
@@ -34,6 +34,21 @@ pub static EXACT_V4: HashMap<ExactKeyV4, RuleRef> = HashMap::pinned(MAX_EXACT, 0
 pub static PREFIX_V4: LpmTrie<PrefixV4, RuleChain> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map]
 pub static PREFIX_V6: LpmTrie<PrefixV6, RuleChain> = LpmTrie::pinned(MAX_PREFIXES, 0);
+/// The same prefixes as `PREFIX_V4`, one entry per (length, masked address), written only
+/// while the IPv4 prefix rules use at most `MAX_PREFIX_LENGTHS` lengths (`PREFIX_LENGTHS`):
+/// a few 8-byte hash probes cost less than a walk down a deep trie. Not preallocated: the
+/// values are large and most attachments hold few prefixes.
+#[map]
+pub static PREFIX_HASH_V4: HashMap<PrefixKeyV4, RuleChain> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+/// `PREFIX_HASH_V4` for IPv6 prefixes.
+#[map]
+pub static PREFIX_HASH_V6: HashMap<PrefixKeyV6, RuleChain> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+/// Per family (`prefix_lengths::V4`, `V6`): the lengths the prefix hash holds, longest
+/// first; a count of 0 sends the lookup to the trie.
+#[map]
+pub static PREFIX_LENGTHS: Array<PrefixLengths> = Array::pinned(prefix_lengths::SLOTS, 0);
 #[map]
 static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
 #[map]

@@ -25,10 +25,12 @@ use std::{
     str::FromStr,
 };
 
+pub mod tuple_space;
+
 pub use ipnet::IpNet;
 use offload_common::{
-    ABSENT_PREFIX, ChainEntry, ExactKey, FAMILY_V4, FAMILY_V6, MAX_CHAIN, MAX_RULES, RuleChain,
-    RuleDef, RuleRef, action, proto,
+    ABSENT_PREFIX, ChainEntry, ExactKey, FAMILY_V4, FAMILY_V6, MAX_CHAIN, MAX_RULES, PrefixKeyV4,
+    PrefixKeyV6, RuleChain, RuleDef, RuleRef, action, proto,
 };
 use serde::Serialize;
 
@@ -417,6 +419,11 @@ pub struct CompiledRules {
     pub prefixes_v4: HashMap<(u32, [u8; 4]), RuleChain>,
     /// The `PREFIX_V6` trie, keyed like `prefixes_v4`.
     pub prefixes_v6: HashMap<(u32, [u8; 16]), RuleChain>,
+    /// `PREFIX_HASH_V4`: the entries of `prefixes_v4` when they use few enough lengths
+    /// for the per-length hashes, none otherwise ([`tuple_space`]).
+    pub hashed_v4: HashMap<PrefixKeyV4, RuleChain>,
+    /// `PREFIX_HASH_V6`, as `hashed_v4` for `prefixes_v6`.
+    pub hashed_v6: HashMap<PrefixKeyV6, RuleChain>,
 }
 
 /// Checks a new rule against the rule set: valid on its own, not a duplicate.
@@ -477,6 +484,8 @@ pub fn compile(rules: &[Rule]) -> Result<CompiledRules, RuleError> {
             }
         }
     }
+    compiled.hashed_v4 = tuple_space::hashed_v4(&compiled.prefixes_v4);
+    compiled.hashed_v6 = tuple_space::hashed_v6(&compiled.prefixes_v6);
     Ok(compiled)
 }
 
