@@ -132,9 +132,8 @@ fn cases_from_args() -> Result<Vec<Case>> {
     args.iter()
         .map(|arg| {
             let mut parts = arg.split(':');
-            let usage = || {
-                format!("`{arg}`: expected RULES:MASKS[:established][:tcp], e.g. 1000:4")
-            };
+            let usage =
+                || format!("`{arg}`: expected RULES:MASKS[:established][:tcp], e.g. 1000:4");
             let rules = parts.next().with_context(usage)?.parse()?;
             let masks = parts.next().with_context(usage)?.parse::<usize>()?;
             let (mut established, mut tcp) = (false, false);
