@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -22,7 +22,11 @@ use std::{
 };
 
 use lab::{raw::RawSocket, require_root, topology::TopologyLab, wait_until};
-use support::{TempDir, failure, fastpath, json, pins_root};
+use support::{
+    TempDir, failure, fastpath, json,
+    netns::{Killed, TopologyDown, is_arp_request_for, ping_once, ping_works, run_in, spawn_in},
+    pins_root,
+};
 
 const NAME: &str = "lab";
 
@@ -78,53 +82,6 @@ ports = {{ p1 = "{c1}", up = "r1:c" }}
         )
 }
 
-/// Runs `args` inside namespace `namespace`.
-fn run_in(namespace: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .args(args)
-        .output()
-        .expect("run ip netns exec")
-}
-
-fn spawn_in(namespace: &str, args: &[&str]) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ip netns exec")
-}
-
-/// One ICMP echo from `namespace` to `to`, answered within a second.
-fn ping_once(namespace: &str, to: &str) -> bool {
-    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to])
-        .status
-        .success()
-}
-
-/// Waits until `to` answers a ping from `namespace` (the router resolves a next hop on
-/// the first packet), then requires three echoes in a row to be answered.
-fn ping_works(namespace: &str, to: &str) {
-    wait_until(
-        Duration::from_secs(10),
-        &format!("{namespace} pings {to}"),
-        || ping_once(namespace, to),
-    );
-    let output = run_in(
-        namespace,
-        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to],
-    );
-    assert!(
-        output.status.success(),
-        "ping {to} from {namespace}: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("3 received"), "{text}");
-}
-
 fn topology(args: &[&str], lab: &TopologyLab) -> Output {
     fastpath(&[&["--netns", lab.node.as_str(), "topology"], args].concat())
 }
@@ -178,14 +135,6 @@ fn neighbour_mac(namespace: &str, address: &str) -> Option<String> {
         .find_map(|entry| entry["lladdr"].as_str().map(str::to_string))
 }
 
-/// Whether `frame` is an ARP request for `target`.
-fn is_arp_request_for(frame: &[u8], target: [u8; 4]) -> bool {
-    frame.len() >= 42
-        && frame[12..14] == [0x08, 0x06]
-        && frame[20..22] == [0, 1]
-        && frame[38..42] == target
-}
-
 /// A TCP echo server bound in `namespace` (the socket stays there).
 fn echo_server(namespace: &str, address: SocketAddr) {
     let listener = lab::netns::run_in(namespace, move || TcpListener::bind(address))
@@ -229,7 +178,10 @@ fn router_v2(dir: &Path) -> String {
 fn two_bridged_subnets_joined_by_the_router() {
     require_root("two_bridged_subnets_joined_by_the_router");
     let lab = TopologyLab::for_test("tp");
-    let _down = Down(lab.node.clone());
+    let _down = TopologyDown {
+        namespace: lab.node.clone(),
+        name: NAME,
+    };
     let dir = TempDir::new("topology");
     let file = dir.0.join("topo.toml");
     std::fs::write(&file, two_subnets(&lab)).unwrap();
@@ -695,25 +647,6 @@ fn two_bridged_subnets_joined_by_the_router() {
         !ping_once(&lab.host("a1").host.namespace, "10.31.2.11"),
         "nothing forwards any more"
     );
-}
-
-/// A process killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Takes the topology down when the test ends, passed or not (before the lab goes).
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = fastpath(&["--netns", &self.0, "topology", "down", "--name", NAME]);
-    }
 }
 
 /// The MAC of a router port, as `show` reports it.

@@ -7,10 +7,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
-use lab::{require_root, topology::TopologyLab, wait_until};
-use support::{TempDir, failure, fastpath, json};
+use lab::{require_root, topology::TopologyLab};
+use support::{
+    TempDir, failure, json,
+    netns::{TopologyDown, ping_once, ping_works, run_in},
+};
 
 const NAME: &str = "ctl";
 
@@ -40,45 +41,6 @@ addresses = {{ a = ["10.31.1.1/24", "fd31:1::1/64"], b = ["10.31.2.1/24", "fd31:
         b1 = iface("b1"),
         b2 = iface("b2"),
     )
-}
-
-/// Takes the topology down whatever happens.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = fastpath(&["--netns", &self.0, "topology", "down", "--name", NAME]);
-    }
-}
-
-fn run_in(namespace: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .args(args)
-        .output()
-        .expect("run ip netns exec")
-}
-
-fn ping_once(namespace: &str, to: &str) -> bool {
-    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to])
-        .status
-        .success()
-}
-
-/// Three echoes answered in a row, once the first one is (the router resolves the next
-/// hop on the first packet).
-fn pings(namespace: &str, to: &str) {
-    wait_until(
-        std::time::Duration::from_secs(10),
-        &format!("{namespace} pings {to}"),
-        || ping_once(namespace, to),
-    );
-    let output = run_in(
-        namespace,
-        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to],
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("3 received"), "{to} from {namespace}: {text}");
 }
 
 fn routes(lab: &TopologyLab) -> Vec<serde_json::Value> {
@@ -121,7 +83,10 @@ fn refused(lab: &TopologyLab, args: &[&str], expected: &str) {
 fn routes_and_stations_change_while_the_topology_runs() {
     require_root("routes_and_stations_change_while_the_topology_runs");
     let lab = TopologyLab::for_test("tc");
-    let _down = Down(lab.node.clone());
+    let _down = TopologyDown {
+        namespace: lab.node.clone(),
+        name: NAME,
+    };
     let dir = TempDir::new("topology-control");
     let path = dir.0.join("topo.toml");
     std::fs::write(&path, file(&lab)).unwrap();
@@ -143,7 +108,7 @@ fn routes_and_stations_change_while_the_topology_runs() {
     let a1 = lab.host("a1").host.namespace.clone();
     let b1 = lab.host("b1").host.namespace.clone();
     let before = packets(&lab, "10.31.2.0/24");
-    pings(&a1, "10.31.2.11");
+    ping_works(&a1, "10.31.2.11");
     assert!(packets(&lab, "10.31.2.0/24") >= before + 3);
 
     // A route added at run time: 10.99.0.0/16 via b1, which holds 10.99.0.1; a1 sends
@@ -184,7 +149,7 @@ fn routes_and_stations_change_while_the_topology_runs() {
         let output = run_in(namespace, args);
         assert!(output.status.success(), "{args:?}: {output:?}");
     }
-    pings(&a1, "10.99.0.1");
+    ping_works(&a1, "10.99.0.1");
     assert!(packets(&lab, "10.99.0.0/16") >= 3);
 
     // Bad requests, each refused naming what is wrong; nothing changes.

@@ -15,7 +15,7 @@ mod support;
 
 use std::{
     net::Ipv4Addr,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,7 +25,10 @@ use std::{
 };
 
 use lab::{raw::RawSocket, require_root, topology::TopologyLab, wait_until};
-use support::{TempDir, fastpath, json};
+use support::{
+    TempDir, json,
+    netns::{Killed, TopologyDown, is_arp_request_for, ping_once, ping_works, run_in},
+};
 
 const NAME: &str = "vlans";
 /// The station the trunk's end speaks as, on VLAN 10 and VLAN 20.
@@ -54,57 +57,6 @@ vlans = {{ p1 = 10, p2 = 10, p3 = 20, p4 = 20, trunk = [10, 20] }}
         b2 = iface("b2"),
         c1 = iface("c1"),
     )
-}
-
-fn run_in(namespace: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .args(args)
-        .output()
-        .expect("run ip netns exec")
-}
-
-fn ping_once(namespace: &str, to: &str) -> bool {
-    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to])
-        .status
-        .success()
-}
-
-/// Waits until `to` answers a ping from `namespace`, then requires three in a row.
-fn ping_works(namespace: &str, to: &str) {
-    wait_until(
-        Duration::from_secs(10),
-        &format!("{namespace} pings {to}"),
-        || ping_once(namespace, to),
-    );
-    let output = run_in(
-        namespace,
-        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to],
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && text.contains("3 received"),
-        "{text}"
-    );
-}
-
-/// A process killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Takes the topology down when the test ends, passed or not (before the lab goes).
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = fastpath(&["--netns", &self.0, "topology", "down", "--name", NAME]);
-    }
 }
 
 fn bridge_counter(lab: &TopologyLab, name: &str) -> u64 {
@@ -158,14 +110,6 @@ fn split_tag(frame: &[u8]) -> (Option<u16>, Vec<u8>) {
     } else {
         (None, frame.to_vec())
     }
-}
-
-/// Whether `frame` (untagged) is an ARP request for `target`.
-fn is_arp_request_for(frame: &[u8], target: [u8; 4]) -> bool {
-    frame.len() >= 42
-        && frame[12..14] == [0x08, 0x06]
-        && frame[20..22] == [0, 1]
-        && frame[38..42] == target
 }
 
 /// Whether `frame` (untagged) is an ARP reply from `sender` to `to`.
@@ -322,7 +266,10 @@ fn fdb_has(fdb: &serde_json::Value, vlan: u16, mac: [u8; 6], port: &str) -> bool
 fn access_and_trunk_ports_keep_vlans_apart() {
     require_root("access_and_trunk_ports_keep_vlans_apart");
     let lab = TopologyLab::for_test("tv");
-    let _down = Down(lab.node.clone());
+    let _down = TopologyDown {
+        namespace: lab.node.clone(),
+        name: NAME,
+    };
     let dir = TempDir::new("topology-vlan");
     let file = dir.0.join("topo.toml");
     std::fs::write(&file, vlan_bridge(&lab)).unwrap();

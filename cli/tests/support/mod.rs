@@ -1,6 +1,7 @@
 //! Running the `fastpath` binary from the CLI tests, as users run it.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod netns;
 pub mod serve;
 
 use std::{

@@ -1,0 +1,92 @@
+//! Commands and checks run inside a lab namespace (`ip netns exec`), as a user would.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use lab::wait_until;
+
+/// Runs `args` in `namespace` and returns what it did.
+pub fn run_in(namespace: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .args(args)
+        .output()
+        .expect("run ip netns exec")
+}
+
+/// Starts `args` in `namespace`, its output discarded.
+pub fn spawn_in(namespace: &str, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ip netns exec")
+}
+
+/// One ICMP echo from `namespace` to `to`, answered within a second.
+pub fn ping_once(namespace: &str, to: &str) -> bool {
+    run_in(namespace, &["ping", "-n", "-c", "1", "-W", "1", to])
+        .status
+        .success()
+}
+
+/// Waits until `to` answers a ping from `namespace` (a router resolves a next hop on the
+/// first packet), then requires three echoes in a row to be answered.
+pub fn ping_works(namespace: &str, to: &str) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{namespace} pings {to}"),
+        || ping_once(namespace, to),
+    );
+    let output = run_in(
+        namespace,
+        &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", to],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("3 received"),
+        "ping {to} from {namespace}: {text}"
+    );
+}
+
+/// Whether `frame` (untagged) is an ARP request for `target`.
+pub fn is_arp_request_for(frame: &[u8], target: [u8; 4]) -> bool {
+    frame.len() >= 42
+        && frame[12..14] == [0x08, 0x06]
+        && frame[20..22] == [0, 1]
+        && frame[38..42] == target
+}
+
+/// A process killed when the test ends, passed or not.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Takes topology `name` of `namespace` down when the test ends, passed or not (before
+/// the lab goes).
+pub struct TopologyDown {
+    pub namespace: String,
+    pub name: &'static str,
+}
+
+impl Drop for TopologyDown {
+    fn drop(&mut self) {
+        let _ = super::fastpath(&[
+            "--netns",
+            &self.namespace,
+            "topology",
+            "down",
+            "--name",
+            self.name,
+        ]);
+    }
+}
