@@ -9,11 +9,10 @@
 //! Left out: NAT sequence adjustment (there is no NAT here), the SYN proxy, and the
 //! shortened timeout Linux gives an assured flow after an out-of-window FIN or RST.
 
+use aya_ebpf::{cty::c_void, helpers::bpf_loop, macros::map, maps::PerCpuArray};
 use offload_common::firewall::{
     CtEntry, TcpSide, ct_flag, tcp_last_flag, tcp_setting, tcp_side_flag, tcp_state, timeout,
 };
-
-use aya_ebpf::{cty::c_void, helpers::bpf_loop, macros::map, maps::PerCpuArray};
 
 use crate::parse::Frame;
 
@@ -44,7 +43,7 @@ const MAX_ACK_WINDOW: u32 = 66_000;
 /// Retransmissions of one segment after which a flow gets the short timeout.
 const MAX_RETRANS: u8 = 3;
 
-/// What a packet's TCP header says, read once by `conntrack::flow_of`.
+/// What a packet's TCP header says, read once per packet by [`read_segment`].
 #[derive(Clone, Copy, Default)]
 pub struct Segment {
     pub flags: u8,
@@ -423,8 +422,8 @@ fn take_options(side: &mut TcpSide, segment: &Segment) {
 
 /// Sets up the entry of a flow a segment opens (Linux's `tcp_new`, then the segment as
 /// the flow's first): a SYN, or (unless pick-up is off) an ACK in mid-stream, whose flow
-/// is then judged liberally since its window scaling is unknown. None when the segment
-/// opens nothing (invalid): [`Refresh::UNSET`].
+/// is then judged liberally since its window scaling is unknown. [`Refresh::UNSET`] when
+/// the segment opens nothing (invalid).
 #[inline(always)]
 pub fn open(entry: &mut CtEntry, segment: &Segment, settings: u32) -> Refresh {
     match Outcome::decode(fastpath_ct_tcp_open(entry, segment, settings)) {
@@ -445,7 +444,7 @@ pub extern "C" fn fastpath_ct_tcp_open(
     if entry.is_null() || segment.is_null() {
         return Outcome::Accept(Refresh::of(Refresh::UNSET)).encode();
     }
-    // SAFETY: checked non-null; the caller hands a map value and its own segment.
+    // SAFETY: checked non-null; the caller hands map values (the entry, the segment).
     let (entry, segment) = unsafe { (&mut *entry, &*segment) };
     Outcome::Accept(open_flow(entry, segment, settings)).encode()
 }
@@ -540,7 +539,7 @@ pub extern "C" fn fastpath_ct_tcp_packet(
     if entry.is_null() || segment.is_null() {
         return Outcome::Invalid.encode();
     }
-    // SAFETY: checked non-null; the caller hands a map value and its own segment.
+    // SAFETY: checked non-null; the caller hands map values (the entry, the segment).
     let (entry, segment) = unsafe { (&mut *entry, &*segment) };
     track_segment(entry, reply != 0, segment, settings).encode()
 }
