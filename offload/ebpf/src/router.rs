@@ -38,8 +38,8 @@ use aya_ebpf::{
 use offload_common::{
     router::{
         AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey, ROUTE_IDS,
-        Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family,
-        port_flags, route_flags,
+        ROUTE_CACHE_SLOTS, Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family,
+        port_flags, route_cache_slot, route_flags,
     },
     topology::MAX_INSTANCE_PORTS,
 };
@@ -57,7 +57,8 @@ static ROUTER_ROUTES_V6: LpmTrie<RouteKeyV6, Route> = LpmTrie::with_max_entries(
 #[map]
 static ROUTER_ROUTES_GEN: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
-static ROUTER_ROUTE_CACHE_V4: PerCpuArray<RouteCacheV4> = PerCpuArray::with_max_entries(1, 0);
+static ROUTER_ROUTE_SLOTS_V4: PerCpuArray<RouteCacheV4> =
+    PerCpuArray::with_max_entries(ROUTE_CACHE_SLOTS, 0);
 #[map]
 static ROUTER_ROUTE_STATS: PerCpuArray<RouteStats> = PerCpuArray::with_max_entries(ROUTE_IDS, 0);
 #[map]
@@ -260,25 +261,25 @@ fn routes_generation() -> u64 {
         .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
 }
 
-/// This CPU's last forward, when it was to `destination` and no route or address of the
-/// router changed since (the same generation). The trie's walk grows with the table
-/// (about 20 levels for a million prefixes); back-to-back packets of a flow skip it, and
-/// the address table.
+/// This CPU's remembered route to `destination`, when its slot holds that destination and
+/// no route or address of the router changed since (the same generation). The trie's walk
+/// grows with the table (about 20 levels for a million prefixes); packets to a remembered
+/// destination skip it, and the address table.
 #[inline(always)]
 fn remembered_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
-    let cache = ROUTER_ROUTE_CACHE_V4.get_ptr(0)?;
+    let cache = ROUTER_ROUTE_SLOTS_V4.get_ptr(route_cache_slot(destination))?;
     // SAFETY: this CPU's slot; XDP runs with migration disabled.
     let cached = unsafe { &*cache };
     (cached.valid == 1 && cached.generation == generation && cached.destination == destination)
         .then_some(cached.route)
 }
 
-/// The trie's longest-prefix match for `destination`, remembered as this CPU's last
-/// forward under `generation`.
+/// The trie's longest-prefix match for `destination`, remembered in its slot of this CPU's
+/// cache under `generation` (in place of whatever the slot held).
 #[inline(always)]
 fn look_up_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
     let route = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied()?;
-    if let Some(cache) = ROUTER_ROUTE_CACHE_V4.get_ptr_mut(0) {
+    if let Some(cache) = ROUTER_ROUTE_SLOTS_V4.get_ptr_mut(route_cache_slot(destination)) {
         // SAFETY: as in `remembered_v4`.
         unsafe {
             *cache = RouteCacheV4 {
