@@ -1052,9 +1052,10 @@ fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
         assert_eq!(result.packet[..6], HOST_B, "to {}", dotted(to));
     }
     assert_eq!(route_stats(&topology, router, 3).packets, 6);
-    let cache: PerCpuArray<_, router::RouteCacheV4> =
-        PerCpuArray::try_from(topology.instance_map(router, router::maps::ROUTE_CACHE_V4)).unwrap();
-    let holds = |address: [u8; 4], id: u32| {
+    let holds = |topology: &Topology, address: [u8; 4], id: u32| {
+        let cache: PerCpuArray<_, router::RouteCacheV4> =
+            PerCpuArray::try_from(topology.instance_map(router, router::maps::ROUTE_CACHE_V4))
+                .unwrap();
         cache
             .get(&router::route_cache_slot(address), 0)
             .unwrap()
@@ -1062,11 +1063,11 @@ fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
             .any(|entry| entry.valid == 1 && entry.destination == address && entry.route.id == id)
     };
     assert!(
-        holds(near, 3),
+        holds(&topology, near, 3),
         "the last packet's destination is remembered"
     );
     assert!(
-        holds(far, 3),
+        holds(&topology, far, 3),
         "a destination in another slot stays remembered"
     );
 
@@ -1088,4 +1089,17 @@ fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
         "the new /24 takes the remembered destination inside it"
     );
     assert_eq!(route_stats(&topology, router, 3).packets, 7);
+    assert!(
+        holds(&topology, far, 3),
+        "remembered again, with the gateway's MAC"
+    );
+
+    // The gateway moves to another MAC, learned from its ARP reply: the remembered
+    // destination behind it follows at once.
+    let moved = [0x02, 0, 0, 0, 0, 0x0c];
+    let reply = arp(2, moved, [10, 2, 0, 254], ROUTER_B, [10, 2, 0, 1]);
+    topology.run(router, 1, ROUTER_IFACES[1], &reply);
+    let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(far));
+    assert_eq!(result.verdict, XDP_REDIRECT);
+    assert_eq!(result.packet[..6], moved, "the gateway's new MAC");
 }

@@ -55,6 +55,11 @@ pub mod maps {
     /// table and the trie's walk. (It replaced `ROUTER_ROUTE_CACHE_V4`, a single slot: a
     /// new name, so a swap onto a router of that build makes a map of its own.)
     pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_SLOTS_V4";
+    /// `ARRAY` of one `u64`: the neighbours' generation. Whoever writes to [`NEIGHBOURS`]
+    /// stores a value no one stored before in it after the write (the program: the
+    /// nanosecond clock shifted left by 8 with the CPU's number in the low byte; user space
+    /// likewise); a [`ROUTE_CACHE_V4`] slot's next-hop MAC of another generation is stale.
+    pub const NEIGHBOURS_GENERATION: &str = "ROUTER_NEIGH_GEN";
     /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
     pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";
     /// `LRU_HASH` of [`super::NEIGHBOUR_ENTRIES`]: [`super::NeighbourKey`] ->
@@ -198,6 +203,14 @@ pub struct RouteCacheV4 {
     pub generation: u64,
     /// The route the trie gave.
     pub route: Route,
+    /// The [`maps::NEIGHBOURS_GENERATION`] read before the next hop's look-up.
+    pub neighbours_generation: u64,
+    /// The next hop's MAC, when `resolved` is 1.
+    pub next_hop_mac: [u8; 6],
+    /// 1 when `next_hop_mac` holds the next hop's MAC (it had one in [`maps::NEIGHBOURS`]).
+    pub resolved: u8,
+    /// Zero.
+    pub _pad: u8,
 }
 
 /// A route's counters, per CPU in [`maps::ROUTE_STATS`].
@@ -238,7 +251,7 @@ const _: () = assert!(size_of::<RouterPort>() == 32);
 const _: () = assert!(size_of::<AddrKey>() == 20);
 const _: () = assert!(size_of::<Route>() == 32);
 const _: () = assert!(size_of::<RouteStats>() == 16);
-const _: () = assert!(size_of::<RouteCacheV4>() == 48);
+const _: () = assert!(size_of::<RouteCacheV4>() == 64);
 const _: () = assert!(size_of::<NeighbourKey>() == 24);
 const _: () = assert!(size_of::<Neighbour>() == 16);
 
