@@ -6,7 +6,7 @@
 //! `bridge`, `linux-bridge`, `floor`).
 //!
 //! The generator sends live 64-byte UDP frames of one flow from host a1 at full rate.
-//! Five ways to take them in the node namespace, alternating round by round in the same
+//! Up to six ways to take them in the node namespace, alternating round by round in the same
 //! run:
 //! - **router:** a topology of one router joined to a1's and b1's veth peers (10.31.1.1/24,
 //!   10.31.2.1/24, and one static route, 20.0.0.0/8 via b1), to b1;
