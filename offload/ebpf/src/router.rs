@@ -40,9 +40,9 @@ use aya_ebpf::{
 };
 use offload_common::{
     router::{
-        AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey, ROUTE_IDS,
-        ROUTE_CACHE_SLOTS, Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family,
-        port_flags, route_cache_slot, route_flags,
+        AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey,
+        ROUTE_CACHE_SLOTS, ROUTE_IDS, Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats,
+        RouterPort, counter, family, port_flags, route_cache_slot, route_flags,
     },
     topology::MAX_INSTANCE_PORTS,
 };
@@ -201,8 +201,7 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     let slot = ROUTER_ROUTE_SLOTS_V4.get_ptr_mut(route_cache_slot(destination));
     // Only forwarded destinations are remembered, so a remembered one is neither the
     // router's nor multicast (user space bumps the generation after writing addresses).
-    let (route, remembered_mac) = if let Some(hit) = remembered_v4(slot, destination, generation)
-    {
+    let (route, remembered_mac) = if let Some(hit) = remembered_v4(slot, destination, generation) {
         if header[8] <= 1 {
             return time_exceeded_v4(raw, in_port);
         }
@@ -300,7 +299,7 @@ fn neighbours_generation() -> u64 {
 
 /// What `slot` (this CPU's slot for `destination`) remembers of it, when it holds
 /// `destination` and no route or address of the router changed since (the same
-/// generation). The trie's walk grows with the table (about 20 levels for a million
+/// generation). Read it before [`remember_v4`] writes the slot again. The trie's walk grows with the table (about 20 levels for a million
 /// prefixes); packets to a remembered destination skip it, and the address table.
 #[inline(always)]
 fn remembered_v4(
