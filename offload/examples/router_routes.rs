@@ -8,8 +8,9 @@
 //! redirect the test run returns, not carries out). Each sample is one test run of
 //! `REPEAT` repeats; a test run repeats on the same buffer, so the TTL starts at 255 and
 //! `REPEAT` stays below it (every repeat is a forward). The router remembers each CPU's
-//! last IPv4 look-up, so all repeats but the first skip the trie: this is one flow's
-//! cost, not that of traffic to many destinations. The two routers take turns, sample by
+//! IPv4 look-ups (and the next hop's MAC), so all repeats but the first skip the trie:
+//! this is one flow's cost; `topology_mpps --routes --destinations` measures many
+//! destinations on the wire. The two routers take turns, sample by
 //! sample; the report gives the median of each.
 //!
 //! `cargo run -p offload --example router_routes` (the timed code is the kernel's)

@@ -1009,3 +1009,97 @@ fn a_million_routes_load_and_the_longest_prefix_still_wins() {
     );
     assert_eq!(route_stats(&topology, router, 100 + k).packets, 1);
 }
+
+/// The per-CPU route cache holds many destinations, each in its own slot: destinations
+/// taking turns (two that share a slot among them) each get their route, each is
+/// remembered in its slot, and a route added later wins once the generation moves.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
+    require_root("remembered_destinations_keep_their_own_routes_until_the_routes_change");
+    let mut topology = Topology::new();
+    let router = add_router(&mut topology, Some(ROUTER_IFACES));
+    let mut neighbours: HashMap<_, NeighbourKey, Neighbour> =
+        HashMap::try_from(topology.instance_map_mut(router, router::maps::NEIGHBOURS)).unwrap();
+    let (family, addr) = addr16("10.2.0.254");
+    let gateway = Neighbour {
+        mac: HOST_B,
+        _pad: [0; 2],
+        updated_ns: 0,
+    };
+    let key = NeighbourKey {
+        port: 1,
+        family,
+        addr,
+    };
+    neighbours.insert(key, gateway, 0).unwrap();
+    // Inside 10.3.0.0/16 (route 3, via 10.2.0.254): `near` in 10.3.0.0/24, `far` outside
+    // it in another slot, `rival` outside it in `near`'s slot.
+    let near = [10, 3, 0, 9];
+    let slot = router::route_cache_slot(near);
+    let outside = || (256u32..65_536).map(|low| [10, 3, (low >> 8) as u8, low as u8]);
+    let far = outside()
+        .find(|address| router::route_cache_slot(*address) != slot)
+        .unwrap();
+    let rival = outside()
+        .find(|address| router::route_cache_slot(*address) == slot)
+        .unwrap();
+    let dotted = |a: [u8; 4]| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
+    let packet = |to: [u8; 4]| udp(HOST_A, ROUTER_A, "10.1.0.10", &dotted(to));
+    for to in [near, far, near, far, rival, near] {
+        let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(to));
+        assert_eq!(result.verdict, XDP_REDIRECT, "to {}", dotted(to));
+        assert_eq!(result.packet[..6], HOST_B, "to {}", dotted(to));
+    }
+    assert_eq!(route_stats(&topology, router, 3).packets, 6);
+    let holds = |topology: &Topology, address: [u8; 4], id: u32| {
+        let cache: PerCpuArray<_, router::RouteCacheV4> =
+            PerCpuArray::try_from(topology.instance_map(router, router::maps::ROUTE_CACHE_V4))
+                .unwrap();
+        cache
+            .get(&router::route_cache_slot(address), 0)
+            .unwrap()
+            .iter()
+            .any(|entry| entry.valid == 1 && entry.destination == address && entry.route.id == id)
+    };
+    assert!(
+        holds(&topology, near, 3),
+        "the last packet's destination is remembered"
+    );
+    assert!(
+        holds(&topology, far, 3),
+        "a destination in another slot stays remembered"
+    );
+
+    let mut v4: LpmTrie<_, [u8; 4], Route> =
+        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V4)).unwrap();
+    v4.insert(
+        &Key::new(24, [10, 3, 0, 0]),
+        route(1, 7, Some("10.2.0.254")),
+        0,
+    )
+    .unwrap();
+    support::topology::routes_changed(&mut topology, router);
+    for to in [near, far] {
+        topology.run(router, 0, ROUTER_IFACES[0], &packet(to));
+    }
+    assert_eq!(
+        route_stats(&topology, router, 7).packets,
+        1,
+        "the new /24 takes the remembered destination inside it"
+    );
+    assert_eq!(route_stats(&topology, router, 3).packets, 7);
+    assert!(
+        holds(&topology, far, 3),
+        "remembered again, with the gateway's MAC"
+    );
+
+    // The gateway moves to another MAC, learned from its ARP reply: the remembered
+    // destination behind it follows at once.
+    let moved = [0x02, 0, 0, 0, 0, 0x0c];
+    let reply = arp(2, moved, [10, 2, 0, 254], ROUTER_B, [10, 2, 0, 1]);
+    topology.run(router, 1, ROUTER_IFACES[1], &reply);
+    let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(far));
+    assert_eq!(result.verdict, XDP_REDIRECT);
+    assert_eq!(result.packet[..6], moved, "the gateway's new MAC");
+}

@@ -1,13 +1,18 @@
 //! The topology's router against Linux's own forwarding, and its bridge against a Linux
 //! bridge, in packets per second on the topology lab (a report, not a test; root):
-//! `cargo run -p topology --example topology_mpps [SECONDS] [ROUNDS]` (defaults 3 s, 5
-//! rounds).
+//! `cargo run -p topology --example topology_mpps [SECONDS] [ROUNDS] [--only CASE,...]
+//! [--routes N] [--destinations N]` (defaults 3 s, 5 rounds, every case, no extra routes,
+//! one destination). `--only` takes the cases' names below (`router`, `linux`, `routes`,
+//! `bridge`, `linux-bridge`, `floor`).
 //!
 //! The generator sends live 64-byte UDP frames of one flow from host a1 at full rate.
-//! Five ways to take them in the node namespace, alternating round by round in the same
+//! Up to six ways to take them in the node namespace, alternating round by round in the same
 //! run:
 //! - **router:** a topology of one router joined to a1's and b1's veth peers (10.31.1.1/24,
-//!   10.31.2.1/24), to b1;
+//!   10.31.2.1/24, and one static route, 20.0.0.0/8 via b1), to b1;
+//! - **router, N routes** (`--routes N`, N > 0): the same router with N more routes, /24s
+//!   from 20.0.0.0/24 up via b1, written straight into its pinned trie (one generation
+//!   bump after them), to b1;
 //! - **Linux forwarding:** the same addresses on the same interfaces, `ip_forward=1`, no
 //!   topology, to b1;
 //! - **bridge:** a topology of one bridge joined to a1's and a2's veth peers, to a2;
@@ -27,6 +32,13 @@
 //! Everything but the Linux stack's own work runs where the generator's frame lands: the
 //! generator, a1's transmit, the node's receive and forwarding, and the sink's receive
 //! share one CPU per frame, so the rates carry the generator's and the sink's costs too.
+//!
+//! Destinations: by default the frames go to b1's own address (10.31.2.11, a connected
+//! route). With `--destinations N` or `--routes N` the routed cases send to 20.0.0.1 and
+//! the N - 1 addresses after it instead, one after the other, frame by frame (each is a
+//! different destination for the router's per-CPU look-up cache; they fall in the first
+//! N / 256 /24s); Linux forwards them by a route 20.0.0.0/8 via b1, the router by its
+//! static route or, in the N-routes case, by the /24s.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -35,20 +47,87 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use aya::maps::{Array, LpmTrie, MapData, lpm_trie::Key};
 use lab::{netlink, netns, topology::TopologyLab};
 use offload::{AttachOptions, mode::ModePolicy, rules::Action};
+use offload_common::router::{self, Route};
 use topology::TopologyFile;
-use trafficgen::{GenFrame, Generator, L4Kind, Template};
+use trafficgen::{GenFrame, GenMode, GenOptions, Generator, L4Kind, Template};
 
 /// The topology's name in the node namespace.
 const NAME: &str = "mpps";
 /// The UDP ports of the flow (the sink drops it whatever they are).
 const SOURCE_PORT: u16 = 40000;
 const DESTINATION_PORT: u16 = 9;
+/// The block the routed cases send to when several destinations or routes are asked for,
+/// and the router's one static route to it (via b1).
+const FAR_BLOCK: [u8; 4] = [20, 0, 0, 0];
+/// b1's address, the next hop of the far block.
+const B1: &str = "10.31.2.11";
+/// The first route id of the N-routes case (the router's own take the lowest ids).
+const FIRST_EXTRA_ID: u32 = 1_000;
+
+/// What the command line asks for.
+#[derive(Clone)]
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    only: Option<Vec<String>>,
+    routes: u32,
+    destinations: u32,
+}
+
+impl Settings {
+    fn parse() -> Result<Settings> {
+        let mut settings = Settings {
+            seconds: 3.0,
+            rounds: 5,
+            only: None,
+            routes: 0,
+            destinations: 1,
+        };
+        let mut positional = 0;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value =
+                |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--only" => {
+                    settings.only = Some(value("--only")?.split(',').map(str::to_string).collect())
+                }
+                "--routes" => settings.routes = value("--routes")?.parse().context("--routes")?,
+                "--destinations" => {
+                    settings.destinations =
+                        value("--destinations")?.parse().context("--destinations")?
+                }
+                _ if positional == 0 => {
+                    settings.seconds = arg.parse().context("SECONDS")?;
+                    positional += 1;
+                }
+                _ if positional == 1 => {
+                    settings.rounds = arg.parse().context("ROUNDS")?;
+                    positional += 1;
+                }
+                _ => bail!("unexpected argument {arg:?}"),
+            }
+        }
+        if settings.destinations == 0 {
+            bail!("--destinations: at least 1");
+        }
+        Ok(settings)
+    }
+
+    /// Whether the routed cases send to the far block rather than to b1's address.
+    fn far(&self) -> bool {
+        self.routes > 0 || self.destinations > 1
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Case {
     Router,
+    /// The router with `--routes` more routes.
+    RouterRoutes,
     LinuxForwarding,
     Bridge,
     LinuxBridge,
@@ -60,6 +139,7 @@ impl Case {
     fn name(self) -> &'static str {
         match self {
             Case::Router => "router",
+            Case::RouterRoutes => "router, N routes",
             Case::LinuxForwarding => "Linux forwarding",
             Case::Bridge => "bridge",
             Case::LinuxBridge => "Linux bridge",
@@ -67,10 +147,30 @@ impl Case {
         }
     }
 
+    /// Its name for `--only`.
+    fn key(self) -> &'static str {
+        match self {
+            Case::Router => "router",
+            Case::RouterRoutes => "routes",
+            Case::LinuxForwarding => "linux",
+            Case::Bridge => "bridge",
+            Case::LinuxBridge => "linux-bridge",
+            Case::Floor => "floor",
+        }
+    }
+
+    /// Whether the frames are routed (or, for the floor, addressed as if).
+    fn routed(self) -> bool {
+        matches!(
+            self,
+            Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor
+        )
+    }
+
     /// The host the datagrams go to: b1 behind the router, a2 on the bridge.
     fn sink(self) -> &'static str {
         match self {
-            Case::Router | Case::LinuxForwarding | Case::Floor => "b1",
+            Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor => "b1",
             Case::Bridge | Case::LinuxBridge => "a2",
         }
     }
@@ -91,10 +191,12 @@ impl Case {
 fn topology_text(lab: &TopologyLab, case: Case) -> String {
     let iface = |host: &str| lab.host(host).node_iface.clone();
     match case {
-        Case::Router => format!(
+        Case::Router | Case::RouterRoutes => format!(
             "name = \"{NAME}\"\n\n[[instance]]\nname = \"r1\"\nkind = \"router\"\n\
              ports = {{ a = \"{a1}\", b = \"{b1}\" }}\n\
-             addresses = {{ a = [\"10.31.1.1/24\"], b = [\"10.31.2.1/24\"] }}\n",
+             addresses = {{ a = [\"10.31.1.1/24\"], b = [\"10.31.2.1/24\"] }}\n\
+             routes = [{{ to = \"{far}/8\", via = \"{B1}\" }}]\n",
+            far = std::net::Ipv4Addr::from(FAR_BLOCK),
             a1 = iface("a1"),
             b1 = iface("b1"),
         ),
@@ -113,7 +215,7 @@ fn linux_bridge(lab: &TopologyLab) -> String {
 }
 
 /// Puts `case` in place in the node namespace.
-fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
+fn set_up(lab: &TopologyLab, case: Case, routes: u32) -> Result<()> {
     let a1 = lab.host("a1").node_iface.clone();
     // Every case: `steer` first on a1's peer, in native mode (see the module's doc);
     // passing all, or for the floor dropping all.
@@ -138,13 +240,26 @@ fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
         );
     }
     match case {
-        Case::Router | Case::Bridge => {
+        Case::Router | Case::RouterRoutes | Case::Bridge => {
             let text = topology_text(lab, case);
+            let extra = if case == Case::RouterRoutes {
+                routes
+            } else {
+                0
+            };
             netns::run_in(&lab.node, move || -> Result<()> {
                 let file = TopologyFile::parse(Path::new("topology_mpps.toml"), &text, |iface| {
                     topology::ifindex(iface).is_ok()
                 })?;
                 topology::apply(&file, false)?;
+                if extra > 0 {
+                    let started = Instant::now();
+                    load_routes(extra)?;
+                    eprintln!(
+                        "loaded {extra} routes in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 Ok(())
             })??;
         }
@@ -166,13 +281,48 @@ fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
     Ok(())
 }
 
+/// Writes `count` /24 routes from 20.0.0.0/24 up, out port `b` (1) via b1, into the
+/// running router's pinned IPv4 trie, then bumps its routes generation once (as
+/// `topology` does after a batch). Straight into the trie: `router route add` reads the
+/// whole trie per route to find a free id.
+fn load_routes(count: u32) -> Result<()> {
+    let dir = topology::pins::instance_dir(NAME, "r1");
+    let trie_path = dir.join(router::maps::ROUTES_V4);
+    let mut trie: LpmTrie<MapData, [u8; 4], Route> = LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        MapData::from_pin(&trie_path).with_context(|| format!("{}", trie_path.display()))?,
+    ))?;
+    let mut next_hop = [0u8; 16];
+    next_hop[..4].copy_from_slice(&B1.parse::<std::net::Ipv4Addr>()?.octets());
+    let base = u32::from_be_bytes(FAR_BLOCK);
+    for k in 0..count {
+        let route = Route {
+            port: 1,
+            id: FIRST_EXTRA_ID + k,
+            flags: 0,
+            _pad: 0,
+            next_hop,
+        };
+        let prefix = (base + (k << 8)).to_be_bytes();
+        trie.insert(&Key::new(24, prefix), route, 0)
+            .with_context(|| format!("route {k} into {}", trie_path.display()))?;
+    }
+    let generation_path = dir.join(router::maps::ROUTES_GENERATION);
+    let mut generation: Array<MapData, u64> = Array::try_from(aya::maps::Map::Array(
+        MapData::from_pin(&generation_path)
+            .with_context(|| format!("{}", generation_path.display()))?,
+    ))?;
+    let now = generation.get(&0, 0)?;
+    generation.set(0, now.wrapping_add(1), 0)?;
+    Ok(())
+}
+
 /// Takes `case` away again.
 fn tear_down(lab: &TopologyLab, case: Case) -> Result<()> {
     let a1 = lab.host("a1").node_iface.clone();
     let bridge = linux_bridge(lab);
     netns::run_in(&lab.node, move || -> Result<()> {
         match case {
-            Case::Router | Case::Bridge => {
+            Case::Router | Case::RouterRoutes | Case::Bridge => {
                 topology::down(NAME)?;
             }
             Case::LinuxForwarding | Case::Floor => {}
@@ -195,7 +345,8 @@ fn sunk(lab: &TopologyLab, case: Case) -> Result<u64> {
 }
 
 /// Sends single datagrams from a1 to the sink until the sink counts one (the path's
-/// neighbours resolved, the bridges' tables learned), for at most 10 s.
+/// neighbours resolved, the bridges' tables learned), for at most 10 s. To the sink's own
+/// address: the far block's next hop is the sink, so its neighbour is the same.
 fn warm_up(lab: &TopologyLab, case: Case) -> Result<()> {
     let destination = SocketAddr::new(lab.host(case.sink()).host.ipv4, DESTINATION_PORT);
     let socket: UdpSocket = netns::run_in(&lab.host("a1").host.namespace, || {
@@ -219,11 +370,16 @@ fn warm_up(lab: &TopologyLab, case: Case) -> Result<()> {
 }
 
 /// The frame of `case`: a1 to its gateway's MAC (routed) or to a2's (bridged).
-fn frame(lab: &TopologyLab, case: Case) -> Result<GenFrame> {
+fn frame(lab: &TopologyLab, case: Case, far: bool) -> Result<GenFrame> {
     let a1 = &lab.host("a1");
     let sink = &lab.host(case.sink()).host;
+    let dst = if far && case.routed() {
+        IpAddr::from([FAR_BLOCK[0], FAR_BLOCK[1], FAR_BLOCK[2], 1])
+    } else {
+        sink.ipv4
+    };
     let dst_mac = match case {
-        Case::Router | Case::LinuxForwarding | Case::Floor => {
+        Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor => {
             // A router port on an interface answers with that interface's MAC; Linux too.
             let iface = a1.node_iface.clone();
             netns::run_in(&lab.node, move || netlink::mac(&iface))??
@@ -234,7 +390,7 @@ fn frame(lab: &TopologyLab, case: Case) -> Result<GenFrame> {
         src_mac: a1.host.read_mac()?,
         dst_mac,
         src: a1.host.ipv4,
-        dst: sink.ipv4,
+        dst,
         l4: L4Kind::Udp,
         dst_port: DESTINATION_PORT,
         src_port: SOURCE_PORT,
@@ -243,14 +399,50 @@ fn frame(lab: &TopologyLab, case: Case) -> Result<GenFrame> {
     .build()?)
 }
 
-/// One round of `seconds`: Mpps the sink counted, Mpps the generator sent.
-fn run(lab: &TopologyLab, case: Case, frame: &GenFrame, seconds: f64) -> Result<(f64, f64)> {
+/// One round of `seconds`: Mpps the sink counted, Mpps the generator sent. `destinations`
+/// destination addresses from the frame's up, frame by frame, from core 0.
+fn run(
+    lab: &TopologyLab,
+    case: Case,
+    frame: &GenFrame,
+    seconds: f64,
+    destinations: u32,
+) -> Result<(f64, f64)> {
     warm_up(lab, case)?;
     let before = sunk(lab, case)?;
     let host = lab.host("a1").host.clone();
     let frame = frame.clone();
-    let report = netns::run_in(&host.namespace, move || {
-        Generator::one_flow_at_full_rate(&host.iface, frame, Duration::from_secs_f64(seconds))
+    let report = netns::run_in(&host.namespace, move || -> Result<_> {
+        let duration = Duration::from_secs_f64(seconds);
+        if destinations == 1 {
+            return Ok(Generator::one_flow_at_full_rate(
+                &host.iface,
+                frame,
+                duration,
+            )?);
+        }
+        let mut space = frame.flow_space();
+        space.dst_count = destinations;
+        let options = GenOptions {
+            iface: host.iface.clone(),
+            ifindex: topology::ifindex(&host.iface)?,
+            mode: GenMode::LiveFrames,
+            space,
+            frames: vec![(frame, 1)],
+            flows: destinations,
+            rate_pps: None,
+            duration,
+            count: None,
+            cores: vec![0],
+        };
+        let started = Instant::now();
+        let mut report = Generator::for_mode(GenMode::LiveFrames)?
+            .run(&options, &std::sync::atomic::AtomicBool::new(false))?;
+        report.seconds = report
+            .seconds
+            .min(started.elapsed().as_secs_f64())
+            .max(1e-9);
+        Ok(report)
     })??;
     let elapsed = report.seconds;
     let after = sunk(lab, case)?;
@@ -284,6 +476,7 @@ fn linux_router(lab: &TopologyLab) -> Result<()> {
     netns::run_in(&lab.node, move || -> Result<()> {
         netlink::add_address(&a1, "10.31.1.1".parse::<IpAddr>()?, 24)?;
         netlink::add_address(&b1, "10.31.2.1".parse::<IpAddr>()?, 24)?;
+        netlink::add_route(IpAddr::from(FAR_BLOCK), 8, B1.parse()?)?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .context("ip_forward=1 in the node namespace")?;
         Ok(())
@@ -308,33 +501,55 @@ fn sinks(lab: &TopologyLab) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let seconds: f64 = args.next().map_or(Ok(3.0), |text| text.parse())?;
-    let rounds: usize = args.next().map_or(Ok(5), |text| text.parse())?;
+    let settings = Settings::parse()?;
+    let (seconds, rounds) = (settings.seconds, settings.rounds);
     if !nix::unistd::geteuid().is_root() {
         bail!("topology_mpps needs root (it builds a lab of network namespaces)");
     }
-    lab::Lab::teardown_on_signals();
-    let lab = TopologyLab::up(&format!("fptm{:04}", std::process::id() % 10000))?;
-    sinks(&lab)?;
-    linux_router(&lab)?;
-    let cases = [
+    let all = [
         Case::Router,
+        Case::RouterRoutes,
         Case::LinuxForwarding,
         Case::Bridge,
         Case::LinuxBridge,
         Case::Floor,
     ];
+    if let Some(only) = &settings.only
+        && let Some(unknown) = only
+            .iter()
+            .find(|name| all.iter().all(|case| case.key() != *name))
+    {
+        bail!("--only: no case {unknown:?} (router, routes, linux, bridge, linux-bridge, floor)");
+    }
+    let cases: Vec<Case> = all
+        .into_iter()
+        .filter(|case| *case != Case::RouterRoutes || settings.routes > 0)
+        .filter(|case| {
+            settings
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|name| name == case.key()))
+        })
+        .collect();
+    lab::Lab::teardown_on_signals();
+    let lab = TopologyLab::up(&format!("fptm{:04}", std::process::id() % 10000))?;
+    sinks(&lab)?;
+    linux_router(&lab)?;
     let frames = cases
         .iter()
-        .map(|case| frame(&lab, *case))
+        .map(|case| frame(&lab, *case, settings.far()))
         .collect::<Result<Vec<_>>>()?;
     eprintln!("load average before: {}", load_average());
     let mut rates = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
-        for (at, case) in cases.into_iter().enumerate() {
-            set_up(&lab, case)?;
-            let rate = run(&lab, case, &frames[at], seconds);
+        for (at, case) in cases.iter().copied().enumerate() {
+            set_up(&lab, case, settings.routes)?;
+            let destinations = if case.routed() {
+                settings.destinations
+            } else {
+                1
+            };
+            let rate = run(&lab, case, &frames[at], seconds, destinations);
             tear_down(&lab, case)?;
             let (rate, sent) = rate?;
             eprintln!(
@@ -345,27 +560,32 @@ fn main() -> Result<()> {
         }
     }
     let medians: Vec<f64> = rates.iter_mut().map(|values| median(values)).collect();
+    let median_of = |case: Case| cases.iter().position(|c| *c == case).map(|at| medians[at]);
     println!(
-        "one UDP flow, 64-byte frames, median of {rounds} rounds of {seconds} s, Mpps counted; \
-         load average after: {}",
+        "64-byte UDP frames, {} destination(s), {} extra route(s), median of {rounds} rounds of \
+         {seconds} s, Mpps counted; load average after: {}",
+        settings.destinations,
+        settings.routes,
         load_average()
     );
-    println!("| fastpath | Mpps | Linux | Mpps | ratio |");
-    println!("|---|---:|---|---:|---:|");
-    for (ours, linux) in [(0, 1), (2, 3)] {
-        println!(
-            "| {} | {:.3} | {} | {:.3} | {:.2}× |",
-            cases[ours].name(),
-            medians[ours],
-            cases[linux].name(),
-            medians[linux],
-            medians[ours] / medians[linux]
-        );
+    for (case, median) in cases.iter().zip(&medians) {
+        println!("{}: {median:.3} Mpps", case.name());
     }
-    println!(
-        "no forwarding ({}): {:.3} Mpps",
-        Case::Floor.name(),
-        medians[4]
-    );
+    for (ours, peer) in [
+        (Case::Router, Case::LinuxForwarding),
+        (Case::RouterRoutes, Case::LinuxForwarding),
+        (Case::RouterRoutes, Case::Router),
+        (Case::Bridge, Case::LinuxBridge),
+        (Case::Router, Case::Floor),
+    ] {
+        if let (Some(ours_rate), Some(peer_rate)) = (median_of(ours), median_of(peer)) {
+            println!(
+                "{} against {}: {:.2}×",
+                ours.name(),
+                peer.name(),
+                ours_rate / peer_rate
+            );
+        }
+    }
     Ok(())
 }

@@ -236,9 +236,9 @@ pub fn clean_router(
 
 /// A router's two route tries (also `fastpath router route`'s, in `routes`) and their
 /// generation. Whoever changes a trie or adds an address of the router calls
-/// [`RouteTries::changed`] after: the program remembers each CPU's last forwarded IPv4
-/// destination (skipping the address table and the trie for it), and a new generation
-/// makes that stale. `write_router` writes the addresses before the routes and bumps once
+/// [`RouteTries::changed`] after: the program remembers each CPU's forwarded IPv4
+/// destinations (skipping the address table and the trie for them), and a new generation
+/// makes them stale. `write_router` writes the addresses before the routes and bumps once
 /// at the end.
 pub(crate) struct RouteTries {
     pub(crate) v4: LpmTrie<MapData, [u8; 4], Route>,

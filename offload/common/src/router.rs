@@ -18,6 +18,18 @@ pub const ROUTE_IDS: u32 = MAX_ROUTES;
 pub const NEIGHBOUR_ENTRIES: u32 = 65_536;
 /// Entries of [`maps::LOCAL`]: the router's own addresses.
 pub const LOCAL_ENTRIES: u32 = 256;
+/// Slots per CPU of [`maps::ROUTE_CACHE_V4`] (a power of two): a destination's slot is
+/// [`route_cache_slot`] of it. 4,096 slots of 48 bytes are 192 KiB per CPU.
+pub const ROUTE_CACHE_SLOTS: u32 = 4_096;
+
+/// The slot of [`maps::ROUTE_CACHE_V4`] that may hold `destination` (network order): a
+/// multiplicative (Fibonacci) hash's top bits, so destinations that differ only in their
+/// low bits, consecutive hosts of a subnet, spread over all the slots.
+#[inline(always)]
+pub const fn route_cache_slot(destination: [u8; 4]) -> u32 {
+    const BITS: u32 = ROUTE_CACHE_SLOTS.trailing_zeros();
+    u32::from_be_bytes(destination).wrapping_mul(0x9e37_79b1) >> (32 - BITS)
+}
 
 /// The names of a router instance's maps.
 pub mod maps {
@@ -34,12 +46,20 @@ pub mod maps {
     pub const ROUTES_V6: &str = "ROUTER_ROUTES_V6";
     /// `ARRAY` of one `u64`: the routes' generation, which user space bumps after every
     /// change to [`ROUTES_V4`] or [`ROUTES_V6`] and after adding addresses to [`LOCAL`];
-    /// a [`ROUTE_CACHE_V4`] entry of another generation is stale.
+    /// a [`ROUTE_CACHE_V4`] slot of another generation is stale.
     pub const ROUTES_GENERATION: &str = "ROUTER_ROUTES_GEN";
-    /// `PERCPU_ARRAY` of one [`super::RouteCacheV4`]: each CPU's last forwarded IPv4
-    /// destination and the route the trie gave it, so back-to-back packets to one
-    /// destination skip the address table and the trie's walk.
-    pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_CACHE_V4";
+    /// `PERCPU_ARRAY` of [`super::ROUTE_CACHE_SLOTS`] [`super::RouteCacheV4`]: each CPU's
+    /// forwarded IPv4 destinations and the routes the trie gave them, direct-mapped (a
+    /// destination lives only in slot [`super::route_cache_slot`] of it; a newer one there
+    /// takes its place), so packets to a working set of destinations skip the address
+    /// table and the trie's walk. (It replaced `ROUTER_ROUTE_CACHE_V4`, a single slot: a
+    /// new name, so a swap onto a router of that build makes a map of its own.)
+    pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_SLOTS_V4";
+    /// `ARRAY` of one `u64`: the neighbours' generation. Whoever writes to [`NEIGHBOURS`]
+    /// stores a value no one stored before in it after the write (the program: the
+    /// nanosecond clock shifted left by 8 with the CPU's number in the low byte; user space
+    /// likewise); a [`ROUTE_CACHE_V4`] slot's next-hop MAC of another generation is stale.
+    pub const NEIGHBOURS_GENERATION: &str = "ROUTER_NEIGH_GEN";
     /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
     pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";
     /// `LRU_HASH` of [`super::NEIGHBOUR_ENTRIES`]: [`super::NeighbourKey`] ->
@@ -171,7 +191,7 @@ pub struct Route {
     pub next_hop: [u8; 16],
 }
 
-/// Value of [`maps::ROUTE_CACHE_V4`]: one CPU's last IPv4 look-up.
+/// Value of [`maps::ROUTE_CACHE_V4`]: one IPv4 look-up of one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteCacheV4 {
@@ -183,6 +203,14 @@ pub struct RouteCacheV4 {
     pub generation: u64,
     /// The route the trie gave.
     pub route: Route,
+    /// The [`maps::NEIGHBOURS_GENERATION`] read before the next hop's look-up.
+    pub neighbours_generation: u64,
+    /// The next hop's MAC, when `resolved` is 1.
+    pub next_hop_mac: [u8; 6],
+    /// 1 when `next_hop_mac` holds the next hop's MAC (it had one in [`maps::NEIGHBOURS`]).
+    pub resolved: u8,
+    /// Zero.
+    pub _pad: u8,
 }
 
 /// A route's counters, per CPU in [`maps::ROUTE_STATS`].
@@ -223,7 +251,7 @@ const _: () = assert!(size_of::<RouterPort>() == 32);
 const _: () = assert!(size_of::<AddrKey>() == 20);
 const _: () = assert!(size_of::<Route>() == 32);
 const _: () = assert!(size_of::<RouteStats>() == 16);
-const _: () = assert!(size_of::<RouteCacheV4>() == 48);
+const _: () = assert!(size_of::<RouteCacheV4>() == 64);
 const _: () = assert!(size_of::<NeighbourKey>() == 24);
 const _: () = assert!(size_of::<Neighbour>() == 16);
 

@@ -30,16 +30,19 @@ mod topology;
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
+    },
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use offload_common::{
     router::{
-        AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey, ROUTE_IDS,
-        Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family,
-        port_flags, route_flags,
+        AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey,
+        ROUTE_CACHE_SLOTS, ROUTE_IDS, Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats,
+        RouterPort, counter, family, port_flags, route_cache_slot, route_flags,
     },
     topology::MAX_INSTANCE_PORTS,
 };
@@ -57,7 +60,10 @@ static ROUTER_ROUTES_V6: LpmTrie<RouteKeyV6, Route> = LpmTrie::with_max_entries(
 #[map]
 static ROUTER_ROUTES_GEN: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
-static ROUTER_ROUTE_CACHE_V4: PerCpuArray<RouteCacheV4> = PerCpuArray::with_max_entries(1, 0);
+static ROUTER_ROUTE_SLOTS_V4: PerCpuArray<RouteCacheV4> =
+    PerCpuArray::with_max_entries(ROUTE_CACHE_SLOTS, 0);
+#[map]
+static ROUTER_NEIGH_GEN: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static ROUTER_ROUTE_STATS: PerCpuArray<RouteStats> = PerCpuArray::with_max_entries(ROUTE_IDS, 0);
 #[map]
@@ -191,13 +197,17 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     }
     let destination = [header[16], header[17], header[18], header[19]];
     let generation = routes_generation();
+    let neighbours_generation = neighbours_generation();
+    let slot = ROUTER_ROUTE_SLOTS_V4.get_ptr_mut(route_cache_slot(destination));
     // Only forwarded destinations are remembered, so a remembered one is neither the
     // router's nor multicast (user space bumps the generation after writing addresses).
-    let route = if let Some(route) = remembered_v4(destination, generation) {
+    let (route, remembered_mac) = if let Some(hit) = remembered_v4(slot, destination, generation) {
         if header[8] <= 1 {
             return time_exceeded_v4(raw, in_port);
         }
-        route
+        let mac = (hit.resolved == 1 && hit.neighbours_generation == neighbours_generation)
+            .then_some(hit.next_hop_mac);
+        (hit.route, mac)
     } else {
         if local(family::IPV4, &v4_addr(destination)).is_some() {
             return ipv4_local(raw, in_port, header);
@@ -209,10 +219,10 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
         if header[8] <= 1 {
             return time_exceeded_v4(raw, in_port);
         }
-        let Some(route) = look_up_v4(destination, generation) else {
+        let Some(route) = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied() else {
             return dropped(counter::NO_ROUTE);
         };
-        route
+        (route, None)
     };
     count_route(route.id, ctx.total_len() as u64);
     let next_hop = if route.flags & route_flags::CONNECTED != 0 {
@@ -228,8 +238,25 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     let Some(out) = ROUTER_PORTS.get(route.port).copied() else {
         return dropped(counter::NO_ROUTE);
     };
-    let Some(neighbour) = neighbour(route.port, family::IPV4, &v4_addr(next_hop)) else {
-        return arp_request(raw, route.port, &out, next_hop);
+    let next_hop_mac = match remembered_mac {
+        Some(mac) => mac,
+        None => {
+            let known = neighbour(route.port, family::IPV4, &v4_addr(next_hop));
+            remember_v4(
+                slot,
+                Remembered {
+                    destination,
+                    generation,
+                    route,
+                    neighbours_generation,
+                    next_hop_mac: known.map(|neighbour| neighbour.mac),
+                },
+            );
+            match known {
+                Some(neighbour) => neighbour.mac,
+                None => return arp_request(raw, route.port, &out, next_hop),
+            }
+        }
     };
     let Some(frame) = frame_mut(&ctx, ETH_HLEN + 20) else {
         return dropped(counter::MALFORMED);
@@ -240,7 +267,7 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     let sum = update(u16::from_be_bytes([header[10], header[11]]), &old, &new);
     // SAFETY: frame_mut checked the 34 bytes are inside the packet.
     unsafe {
-        write(frame, 0, &neighbour.mac);
+        write(frame, 0, &next_hop_mac);
         write(frame, 6, &out.mac);
         write(frame, ETH_HLEN + 8, &new);
         write(frame, ETH_HLEN + 10, &sum.to_be_bytes());
@@ -260,36 +287,62 @@ fn routes_generation() -> u64 {
         .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
 }
 
-/// This CPU's last forward, when it was to `destination` and no route or address of the
-/// router changed since (the same generation). The trie's walk grows with the table
-/// (about 20 levels for a million prefixes); back-to-back packets of a flow skip it, and
-/// the address table.
+/// The neighbours' generation, read as [`routes_generation`] is: before the neighbour's
+/// look-up.
 #[inline(always)]
-fn remembered_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
-    let cache = ROUTER_ROUTE_CACHE_V4.get_ptr(0)?;
-    // SAFETY: this CPU's slot; XDP runs with migration disabled.
-    let cached = unsafe { &*cache };
-    (cached.valid == 1 && cached.generation == generation && cached.destination == destination)
-        .then_some(cached.route)
+fn neighbours_generation() -> u64 {
+    ROUTER_NEIGH_GEN
+        .get_ptr(0)
+        // SAFETY: the map's value, read once.
+        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
 }
 
-/// The trie's longest-prefix match for `destination`, remembered as this CPU's last
-/// forward under `generation`.
+/// What `slot` (this CPU's slot for `destination`) remembers of it, when it holds
+/// `destination` and no route or address of the router changed since (the same
+/// generation). Read it before [`remember_v4`] writes the slot again. The trie's walk grows with the table (about 20 levels for a million
+/// prefixes); packets to a remembered destination skip it, and the address table.
 #[inline(always)]
-fn look_up_v4(destination: [u8; 4], generation: u64) -> Option<Route> {
-    let route = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied()?;
-    if let Some(cache) = ROUTER_ROUTE_CACHE_V4.get_ptr_mut(0) {
-        // SAFETY: as in `remembered_v4`.
-        unsafe {
-            *cache = RouteCacheV4 {
-                destination,
-                valid: 1,
-                generation,
-                route,
-            }
-        };
-    }
-    Some(route)
+fn remembered_v4(
+    slot: Option<*mut RouteCacheV4>,
+    destination: [u8; 4],
+    generation: u64,
+) -> Option<&'static RouteCacheV4> {
+    // SAFETY: this CPU's slot; XDP runs with migration disabled.
+    let cached = unsafe { &*slot? };
+    (cached.valid == 1 && cached.generation == generation && cached.destination == destination)
+        .then_some(cached)
+}
+
+/// A forward's look-ups, for [`remember_v4`].
+struct Remembered {
+    destination: [u8; 4],
+    generation: u64,
+    route: Route,
+    neighbours_generation: u64,
+    next_hop_mac: Option<[u8; 6]>,
+}
+
+/// Remembers a forward's look-ups in `slot` (this CPU's slot for its destination), in
+/// place of whatever the slot held. The generations are the ones read before the
+/// look-ups: a change that raced them is newer, so what they gave is stale at once.
+#[inline(always)]
+fn remember_v4(slot: Option<*mut RouteCacheV4>, remembered: Remembered) {
+    let Some(slot) = slot else {
+        return;
+    };
+    // SAFETY: as in `remembered_v4`.
+    unsafe {
+        *slot = RouteCacheV4 {
+            destination: remembered.destination,
+            valid: 1,
+            generation: remembered.generation,
+            route: remembered.route,
+            neighbours_generation: remembered.neighbours_generation,
+            next_hop_mac: remembered.next_hop_mac.unwrap_or_default(),
+            resolved: u8::from(remembered.next_hop_mac.is_some()),
+            _pad: 0,
+        }
+    };
 }
 
 /// A packet to one of the router's IPv4 addresses: an echo request is answered in place,
@@ -825,7 +878,26 @@ fn learn(port: u32, family: u32, addr: &[u8; 16], mac: [u8; 6]) {
         updated_ns: unsafe { bpf_ktime_get_coarse_ns() },
     };
     if ROUTER_NEIGHBOURS.insert(&key, &entry, 0).is_ok() {
+        neighbours_changed();
         count(counter::NEIGHBOURS_LEARNED);
+    }
+}
+
+/// Gives the neighbours a new generation after a write to `ROUTER_NEIGHBOURS`: a value no
+/// writer stored before (the clock's nanoseconds shifted left by 8, this CPU's number in
+/// the low byte), so no remembered next-hop MAC matches it. A store, not an increment:
+/// two CPUs learning at once cannot lose one another's change, as a non-atomic `+= 1`
+/// could (both storing N + 1); whichever store lands last differs from what every CPU
+/// remembered before its own write.
+#[inline(always)]
+fn neighbours_changed() {
+    let Some(generation) = ROUTER_NEIGH_GEN.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: helpers without arguments; the map's value, written once.
+    unsafe {
+        let unique = bpf_ktime_get_ns() << 8 | u64::from(bpf_get_smp_processor_id() & 0xff);
+        core::ptr::write_volatile(generation, unique);
     }
 }
 
