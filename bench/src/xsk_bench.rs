@@ -173,7 +173,7 @@ fn main() -> Result<()> {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]
@@ -335,7 +335,11 @@ impl Setup {
             .stderr(Stdio::inherit())
             .spawn()?;
         if let Some(dir) = &self.perf_dir {
-            self.profile(dir, &format!("{app}-{size}-{}", subject.name()))?;
+            let name = match subject {
+                Subject::Afxdp(binary) if binary != self.fastpath => "baseline",
+                _ => subject.name(),
+            };
+            self.profile(dir, &format!("{app}-{size}-{name}"))?;
         }
         let output = child.wait_with_output()?;
         if let Some(mut generator) = generator {
