@@ -1,8 +1,10 @@
-//! `xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE`
+//! `xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE XSKS_PIN`
 //!
 //! Mirrors `fastpath xsk` with xsk-rs: copy mode, need_wakeup, the same ring, batch and frame
 //! sizes. It uses fastpath's steering program (already attached by the bench runner) and
 //! registers its socket in that program's pinned XSKMAP, so the kernel side is identical.
+//! The runner names that pin (`XSKS_PIN`): pins live in a folder per network namespace, and
+//! the runner finds it with fastpath's own lookup rather than a second copy of it here.
 //! Prints one JSON line: packets, bytes, seconds, mpps.
 
 use std::{
@@ -18,9 +20,9 @@ use xsk_rs::{
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 9 {
+    if args.len() != 10 {
         eprintln!(
-            "usage: xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE"
+            "usage: xsk-peer rxdrop|l2fwd|txpush IFACE NETNS SECONDS FRAME_SIZE BATCH RING WIRE_SIZE XSKS_PIN"
         );
         std::process::exit(2);
     }
@@ -32,6 +34,7 @@ fn main() {
     let batch: usize = args[6].parse().expect("BATCH");
     let ring: u32 = args[7].parse().expect("RING");
     let wire_size: usize = args[8].parse().expect("WIRE_SIZE");
+    let xsks_pin = &args[9];
 
     let umem_config = UmemConfig::builder()
         .frame_size(FrameSize::new(frame_size).unwrap())
@@ -52,7 +55,7 @@ fn main() {
         unsafe { Socket::new(socket_config, &umem, &iface.parse().unwrap(), 0) }.expect("socket");
     let (mut fq, mut cq) = fq_cq.expect("fill and completion queues");
     if app != "txpush" {
-        register(iface, rx.fd().as_raw_fd());
+        register(xsks_pin, rx.fd().as_raw_fd());
     }
 
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -184,9 +187,10 @@ fn enter_netns(name: &str) {
     }
 }
 
-/// Puts the socket in fastpath's pinned XSKMAP at queue 0 (BPF_OBJ_GET, BPF_MAP_UPDATE_ELEM).
-fn register(iface: &str, socket_fd: i32) {
-    let path = CString::new(format!("/sys/fs/bpf/fastpath/{iface}/maps/XSKS")).unwrap();
+/// Puts the socket in fastpath's pinned XSKMAP (the pin `xsks_pin`) at queue 0 (BPF_OBJ_GET,
+/// BPF_MAP_UPDATE_ELEM).
+fn register(xsks_pin: &str, socket_fd: i32) {
+    let path = CString::new(xsks_pin).unwrap();
     let mut attr = [0u64; 16];
     attr[0] = path.as_ptr() as u64;
     // SAFETY: bpf(2) with a zero-padded attr union; BPF_OBJ_GET = 7.
