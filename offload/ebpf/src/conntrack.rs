@@ -626,11 +626,15 @@ pub fn flow_of(
         icmp_code: 0,
         l4_offset,
     };
+    // Every TCP packet leaves its own segment for tracking: an empty one (no flag, so
+    // invalid) when its header is not read (a later fragment, a header past 1 KiB), never
+    // the segment an earlier packet left on this CPU.
+    if protocol == proto::TCP {
+        let at = if ports.is_some() { l4_offset } else { 0 };
+        flow.tcp_flags = tcp::read_segment(frame, family, usize::from(l3_offset), at);
+    }
     if let Some((src_port, dst_port)) = ports {
         (flow.src_port, flow.dst_port) = (src_port, dst_port);
-        if protocol == proto::TCP && l4_offset != 0 {
-            flow.tcp_flags = tcp::read_segment(frame, family, usize::from(l3_offset), l4_offset);
-        }
     } else if (protocol == proto::ICMP || protocol == proto::ICMPV6) && l4_offset != 0 {
         if let Ok(header) = read::<[u8; 6]>(frame, l4_offset) {
             (flow.icmp_type, flow.icmp_code) = (header[0], header[1]);

@@ -356,7 +356,8 @@ pub fn segment() -> Option<&'static Segment> {
 
 /// Reads the segment's TCP header at `l4_offset` into this CPU's [`segment`]: flags,
 /// numbers, window, options and its end (from the IP header's length, as Linux counts it:
-/// Ethernet padding is not data). Returns its flags.
+/// Ethernet padding is not data). Returns its flags. With `l4_offset` 0 (no header to
+/// read) the segment is left empty.
 #[inline(always)]
 pub fn read_segment(frame: &impl Frame, family: u8, l3_offset: usize, l4_offset: usize) -> u8 {
     let Some(segment) = FW_CT_SEGMENT.get_ptr_mut(0) else {
@@ -365,6 +366,9 @@ pub fn read_segment(frame: &impl Frame, family: u8, l3_offset: usize, l4_offset:
     // SAFETY: a per-CPU slot; the program runs with migration disabled.
     let segment = unsafe { &mut *segment };
     *segment = Segment::default();
+    if l4_offset == 0 {
+        return 0;
+    }
     let Ok(header) = super::read::<[u8; 16]>(frame, l4_offset) else {
         return 0;
     };
