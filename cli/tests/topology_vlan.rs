@@ -253,6 +253,17 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// `fastpath topology apply FILE` in the lab's node; what it printed.
+fn apply(lab: &TopologyLab, file: &std::path::Path) -> serde_json::Value {
+    json(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        file.to_str().unwrap(),
+    ])
+}
+
 fn fdb_has(fdb: &serde_json::Value, vlan: u16, mac: [u8; 6], port: &str) -> bool {
     let mac = nic::link::format_mac(mac);
     fdb.as_array()
@@ -273,13 +284,7 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     let dir = TempDir::new("topology-vlan");
     let file = dir.0.join("topo.toml");
     std::fs::write(&file, vlan_bridge(&lab)).unwrap();
-    let applied = json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        file.to_str().unwrap(),
-    ]);
+    let applied = apply(&lab, &file);
     assert_eq!(applied["revision"], 1, "{applied}");
     let (a1, a2, b1, b2) = (
         lab.host("a1").host.namespace.clone(),
@@ -556,13 +561,7 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     );
     assert!(!plain.contains("\nvlans ="), "{plain}");
     std::fs::write(&file, plain).unwrap();
-    let applied = json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        file.to_str().unwrap(),
-    ]);
+    let applied = apply(&lab, &file);
     assert_eq!(applied["revision"], 2, "{applied}");
     ping_works(&a1, B1_IN_SUBNET_1);
 }

@@ -14,7 +14,7 @@
 
 use std::{fs, io::Write};
 
-use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, PerCpuArray, PerCpuValues};
 use offload_common::{
     Counter,
     firewall::{COUNTERS_PER_BANK, LogRate, MAX_MASKS, NO_PRIORITY, RuleKey, RuleValue, maps},
@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::{
     FirewallError, Policy,
-    tables::{RunningPolicy, map_pin, names_dir, open_map, running_policy},
+    tables::{RunningPolicy, map_pin, names_dir, open_map, rules_map, running_policy},
 };
 
 /// What `add_rule` did.
@@ -157,11 +157,7 @@ pub fn add_rule(iface: &str, policy: &Policy) -> Result<RuleAdded, FirewallError
 
     // The entries, each one atomic update.
     let rules_path = map_pin(iface, maps::RULES);
-    let mut rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
-        &rules_path,
-        maps::RULES,
-    )?)
-    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let mut rules = rules_map(iface)?;
     let mut written = 0;
     for (key, value) in &one.entries {
         let mut key = *key;

@@ -32,7 +32,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap};
+use aya::maps::Array;
 use offload_common::firewall::{
     MAX_MASKS, NO_PRIORITY, RuleKey, RuleValue, ct_state, maps, verdict,
 };
@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::{
     FirewallError, Policy, Rule,
-    tables::{RunningPolicy, map_pin, names_dir, open_map, running_policy},
+    tables::{RunningPolicy, map_pin, names_dir, open_map, rules_map, running_policy},
 };
 
 /// What `del_rule` did.
@@ -440,11 +440,7 @@ pub fn del_rule(iface: &str, which: &str) -> Result<RuleDeleted, FirewallError> 
         );
     }
     let rules_path = map_pin(iface, maps::RULES);
-    let mut rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
-        &rules_path,
-        maps::RULES,
-    )?)
-    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let mut rules = rules_map(iface)?;
     let updates_started = std::time::Instant::now();
     // The kernel accepts established packets on rule 1 without probing when the bank says
     // rule 1 takes them (`first_rule_accepts`): that goes before rule 1's entries do (one

@@ -134,6 +134,18 @@ pub(crate) fn running_policy(iface: &str) -> Result<RunningPolicy, FirewallError
     })
 }
 
+/// The interface's rule entries (`FW_RULES`), opened from their pin.
+pub(crate) fn rules_map(
+    iface: &str,
+) -> Result<BpfHashMap<MapData, RuleKey, RuleValue>, FirewallError> {
+    let path = map_pin(iface, maps::RULES);
+    BpfHashMap::try_from(open_map(&path, maps::RULES)?).map_err(FirewallError::map(
+        "open",
+        maps::RULES,
+        &path,
+    ))
+}
+
 pub(crate) fn open_map(path: &Path, name: &'static str) -> Result<Map, FirewallError> {
     let data = MapData::from_pin(path).map_err(FirewallError::map("open", name, path))?;
     Map::from_map_data(data).map_err(FirewallError::map("open", name, path))
@@ -289,11 +301,7 @@ pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, Fi
             .map_err(FirewallError::map("write", maps::POLICY, &state_path))?;
     }
     let rules_path = map_pin(iface, maps::RULES);
-    let rules: BpfHashMap<_, RuleKey, RuleValue> = BpfHashMap::try_from(open_map(
-        &rules_path,
-        maps::RULES,
-    )?)
-    .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let rules = rules_map(iface)?;
     let mut pending = Pending {
         iface: iface.to_string(),
         state_map,

@@ -333,20 +333,7 @@ fn replace_moves_ipv4_exact_rules_of_an_older_build_into_their_own_map() {
     let iface = fixture.iface();
     assert_eq!(fixture.in_dut(move || exact_v4_keys(&iface)), (0, 1));
 
-    let server = fixture.dut_server(7300);
-    send(&fixture.client_socket(), fixture.dut_addr(7300), 100);
-    let iface = fixture.iface();
-    let counted = move || offload::status(&iface).unwrap().rules[0].packets;
-    let counted_in_dut = || {
-        let counted = counted.clone();
-        fixture.in_dut(counted)
-    };
-    lab::wait_until(WAIT, "the new program to count the rule's packets", || {
-        counted_in_dut() == 100
-    });
-    assert_eq!(drain(&server), 0, "the rule dropped every packet");
-    let iface = fixture.iface();
-    fixture.in_dut(move || offload::detach(&iface)).unwrap();
+    the_rule_drops_what_it_matches(&fixture, 7300);
 }
 
 /// Replacing a build from before the per-length prefix hashes (no `PREFIX_HASH_V4`,
@@ -420,20 +407,7 @@ fn replace_fills_the_prefix_hashes_an_older_build_lacked() {
         .unwrap();
     assert_eq!(method_in_dut(), PrefixMethod::Hashes);
 
-    let server = fixture.dut_server(7400);
-    send(&fixture.client_socket(), fixture.dut_addr(7400), 100);
-    let iface = fixture.iface();
-    let counted = move || offload::status(&iface).unwrap().rules[0].packets;
-    let counted_in_dut = || {
-        let counted = counted.clone();
-        fixture.in_dut(counted)
-    };
-    lab::wait_until(WAIT, "the new program to count the rule's packets", || {
-        counted_in_dut() == 100
-    });
-    assert_eq!(drain(&server), 0, "the rule dropped every packet");
-    let iface = fixture.iface();
-    fixture.in_dut(move || offload::detach(&iface)).unwrap();
+    the_rule_drops_what_it_matches(&fixture, 7400);
 }
 
 #[test]
@@ -459,4 +433,23 @@ fn pins_of_an_interface_that_vanished_are_pruned() {
             !pins.exists()
         },
     );
+}
+
+/// Sends 100 datagrams to the dut's `port`, which the first rule drops: the program in
+/// place counts all of them on that rule and none arrives; then detaches.
+fn the_rule_drops_what_it_matches(fixture: &LabFixture, port: u16) {
+    let server = fixture.dut_server(port);
+    send(&fixture.client_socket(), fixture.dut_addr(port), 100);
+    let iface = fixture.iface();
+    let counted = move || offload::status(&iface).unwrap().rules[0].packets;
+    let counted_in_dut = || {
+        let counted = counted.clone();
+        fixture.in_dut(counted)
+    };
+    lab::wait_until(WAIT, "the new program to count the rule's packets", || {
+        counted_in_dut() == 100
+    });
+    assert_eq!(drain(&server), 0, "the rule dropped every packet");
+    let iface = fixture.iface();
+    fixture.in_dut(move || offload::detach(&iface)).unwrap();
 }

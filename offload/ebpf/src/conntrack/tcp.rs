@@ -90,6 +90,21 @@ impl Refresh {
         }
     }
 
+    /// Packed in a number (kinds below 4: [`Outcome`] uses 4 to 6 for its others).
+    #[inline(always)]
+    fn encode(self) -> u64 {
+        u64::from(self.kind) | u64::from(self.slot) << 8 | u64::from(self.cap) << 16
+    }
+
+    #[inline(always)]
+    fn decode(code: u64) -> Refresh {
+        Refresh {
+            kind: code as u8,
+            slot: (code >> 8) as u8,
+            cap: code & (1 << 16) != 0,
+        }
+    }
+
     #[inline(always)]
     pub const fn to(slot: usize, cap: bool) -> Refresh {
         Refresh {
@@ -430,10 +445,7 @@ fn take_options(side: &mut TcpSide, segment: &Segment) {
 /// the segment opens nothing (invalid).
 #[inline(always)]
 pub fn open(entry: &mut CtEntry, segment: &Segment, settings: u32) -> Refresh {
-    match Outcome::decode(fastpath_ct_tcp_open(entry, segment, settings)) {
-        Outcome::Accept(refresh) => refresh,
-        _ => Refresh::of(Refresh::UNSET),
-    }
+    Refresh::decode(fastpath_ct_tcp_open(entry, segment, settings))
 }
 
 /// [`open`] as a global function, as [`fastpath_ct_tcp_packet`] is (the window checks
@@ -446,11 +458,11 @@ pub extern "C" fn fastpath_ct_tcp_open(
     settings: u32,
 ) -> u64 {
     if entry.is_null() || segment.is_null() {
-        return Outcome::Accept(Refresh::of(Refresh::UNSET)).encode();
+        return Refresh::of(Refresh::UNSET).encode();
     }
     // SAFETY: checked non-null; the caller hands map values (the entry, the segment).
     let (entry, segment) = unsafe { (&mut *entry, &*segment) };
-    Outcome::Accept(open_flow(entry, segment, settings)).encode()
+    open_flow(entry, segment, settings).encode()
 }
 
 #[inline(always)]
@@ -552,11 +564,7 @@ impl Outcome {
     #[inline(always)]
     fn encode(self) -> u64 {
         match self {
-            Outcome::Accept(refresh) => {
-                u64::from(refresh.kind)
-                    | u64::from(refresh.slot) << 8
-                    | u64::from(refresh.cap) << 16
-            }
+            Outcome::Accept(refresh) => refresh.encode(),
             Outcome::Ignore => 4,
             Outcome::Reopen => 5,
             Outcome::Invalid => 6,
@@ -569,11 +577,7 @@ impl Outcome {
             4 => Outcome::Ignore,
             5 => Outcome::Reopen,
             6 => Outcome::Invalid,
-            kind => Outcome::Accept(Refresh {
-                kind: kind as u8,
-                slot: (code >> 8) as u8,
-                cap: code & (1 << 16) != 0,
-            }),
+            _ => Outcome::Accept(Refresh::decode(code)),
         }
     }
 }
