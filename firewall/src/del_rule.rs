@@ -65,14 +65,14 @@ pub struct RuleDeleted {
     pub update_micros: u64,
 }
 
-/// The file recording the rules of `bank` on `iface`.
-fn record_path(iface: &str, bank: u32) -> PathBuf {
-    names_dir(iface).join(format!("bank-{bank}.rules"))
+/// The file recording the rules of `bank` of the firewall whose run files are in `run`.
+fn record_path(run: &Path, bank: u32) -> PathBuf {
+    run.join(format!("bank-{bank}.rules"))
 }
 
-/// The file indexing the record of `bank` on `iface` (see [`Indexed`]).
-fn index_path(iface: &str, bank: u32) -> PathBuf {
-    names_dir(iface).join(format!("bank-{bank}.index"))
+/// The file indexing the record of `bank` (see [`Indexed`]), beside [`record_path`].
+fn index_path(run: &Path, bank: u32) -> PathBuf {
+    run.join(format!("bank-{bank}.index"))
 }
 
 /// One rule's slot in a bank's index: where its record line is and a hash of its shape,
@@ -150,18 +150,18 @@ fn record_of(rules: &[Rule]) -> (String, Vec<u8>) {
 
 /// Writes the record of `policy`'s rules for `bank` (each with its place as priority) and
 /// its index.
-pub(crate) fn record_rules(iface: &str, bank: u32, policy: &Policy) -> Result<(), FirewallError> {
+pub(crate) fn record_rules(run: &Path, bank: u32, policy: &Policy) -> Result<(), FirewallError> {
     let (text, index) = record_of(&policy.rules);
-    let path = record_path(iface, bank);
+    let path = record_path(run, bank);
     fs::write(&path, text).map_err(FirewallError::pin("write", &path))?;
-    let path = index_path(iface, bank);
+    let path = index_path(run, bank);
     fs::write(&path, index).map_err(FirewallError::pin("write", &path))
 }
 
 /// How many rules the record of `bank` holds, deleted ones included (the place of the
 /// next rule added): its index's length, without reading it.
 pub(crate) fn recorded_rules(iface: &str, bank: u32) -> Result<u32, FirewallError> {
-    let path = index_path(iface, bank);
+    let path = index_path(&names_dir(iface), bank);
     let bytes = fs::metadata(&path)
         .map_err(FirewallError::pin("read the length of", &path))?
         .len();
@@ -177,7 +177,7 @@ pub(crate) fn record_added(
     position: usize,
 ) -> Result<(), FirewallError> {
     let append = |path: &Path| fs::OpenOptions::new().append(true).create(true).open(path);
-    let path = record_path(iface, bank);
+    let path = record_path(&names_dir(iface), bank);
     let (line, shape) = rule_line(rule, position);
     let offset = append(&path)
         .and_then(|mut file| {
@@ -191,7 +191,7 @@ pub(crate) fn record_added(
         len: line.len() as u32,
         shape,
     };
-    let path = index_path(iface, bank);
+    let path = index_path(&names_dir(iface), bank);
     append(&path)
         .and_then(|mut file| file.write_all(&slot.to_bytes()))
         .map_err(FirewallError::pin("append to", &path))
@@ -407,9 +407,9 @@ pub fn del_rule(iface: &str, which: &str) -> Result<RuleDeleted, FirewallError> 
     let name = String::from_utf8_lossy(&names[found.name.clone()]).into_owned();
 
     // The rule and those of its shape: their index slots, then their lines alone.
-    let index_file = index_path(iface, bank);
+    let index_file = index_path(&names_dir(iface), bank);
     let mut index = fs::read(&index_file).map_err(FirewallError::pin("read", &index_file))?;
-    let path = record_path(iface, bank);
+    let path = record_path(&names_dir(iface), bank);
     let record = fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -6,6 +6,8 @@
 //!   per distinct mask);
 //! - [`apply`], [`status`], [`remove`]: the firewall of an interface; a new policy is
 //!   written beside the running one and switched to in one map update;
+//! - [`prepare_at`], [`status_at`]: the same for a topology's `firewall` instance (a
+//!   [`Site`]), whose program the topology loads;
 //! - [`add_rule`]: one rule appended to the running policy in place (a few map updates);
 //! - [`del_rule`]: one rule removed from the running policy in place;
 //! - [`conntrack`]: the node's table from user space (list, flush, fill and counters);
@@ -32,5 +34,6 @@ pub use del_rule::{RuleDeleted, del_rule};
 pub use error::FirewallError;
 pub use rules::{DEFAULT_LOG_RATE, Policy, Rule, TCP_FLAG_NAMES, TcpFlags};
 pub use tables::{
-    Applied, Prepared, RuleCounters, Status, Switched, apply, prepare, remove, status, switch,
+    Applied, Prepared, RuleCounters, Site, Status, Switched, apply, prepare, prepare_at,
+    release_node_tables, remove, status, status_at, switch,
 };

@@ -62,7 +62,11 @@ fn iface_dir(iface: &str) -> PathBuf {
 /// Holds `<run>/firewall/<iface>.lock` while a command changes the interface's
 /// firewall: two applies at once would write the same idle bank.
 pub(crate) fn lock(iface: &str) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
-    let path = run_dir().join(format!("{iface}.lock"));
+    Site::iface(iface).lock()
+}
+
+/// Takes the lock at `path`, made with its folder when missing.
+fn lock_at(path: PathBuf) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(FirewallError::pin("mkdir", dir))?;
     }
@@ -88,10 +92,95 @@ fn run_dir() -> PathBuf {
 /// The pin of the firewall map `name` for `iface`: node-wide maps under the conntrack
 /// directory, the others under the interface's.
 pub(crate) fn map_pin(iface: &str, name: &str) -> PathBuf {
-    if maps::NODE.contains(&name) {
-        node_dir().join(name)
-    } else {
-        iface_dir(iface).join(name)
+    Site::iface(iface).map_pin(name)
+}
+
+/// Where one firewall's tables are pinned and its run files (the banks' rule names and
+/// records) kept: an interface's firewall, or a topology's `firewall` instance.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// What errors and status call it: the interface, or `TOPOLOGY/INSTANCE`.
+    pub name: String,
+    /// The folder of its own maps' pins.
+    pins: PathBuf,
+    /// The folder of its run files.
+    run: PathBuf,
+}
+
+impl Site {
+    /// The firewall of the interface `iface` (the `firewall` chain module's).
+    pub fn iface(iface: &str) -> Site {
+        Site {
+            name: iface.to_string(),
+            pins: iface_dir(iface),
+            run: names_dir(iface),
+        }
+    }
+
+    /// The `firewall` instance `instance` of the topology `topology`, whose own maps the
+    /// topology pins in `pins` (its program's load makes them).
+    pub fn topology_instance(topology: &str, instance: &str, pins: PathBuf) -> Site {
+        Site {
+            name: format!("{topology}/{instance}"),
+            pins,
+            run: run_dir().join("topology").join(topology).join(instance),
+        }
+    }
+
+    /// The pin of the firewall map `name`: node-wide maps under the conntrack directory
+    /// (one table for every firewall of the namespace), the others under the site's.
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        if maps::NODE.contains(&name) {
+            node_dir().join(name)
+        } else {
+            self.pins.join(name)
+        }
+    }
+
+    /// Holds the site's lock (beside its run folder) while a command changes it.
+    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, FirewallError> {
+        lock_at(PathBuf::from(format!("{}.lock", self.run.display())))
+    }
+
+    /// Removes the site's run files (its tables go with their pins), and the folders
+    /// above them that it leaves empty.
+    pub fn forget(&self) {
+        let _ = fs::remove_dir_all(&self.run);
+        let _ = fs::remove_file(format!("{}.lock", self.run.display()));
+        let topologies = run_dir().join("topology");
+        let mut folder = self.run.parent();
+        while let Some(dir) = folder.filter(|dir| dir.starts_with(&topologies)) {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+            folder = dir.parent();
+        }
+    }
+}
+
+/// Whether a topology's firewall instance runs in this namespace (its run files are
+/// there from its first policy until [`Site::forget`]).
+fn topology_sites_run() -> bool {
+    fs::read_dir(run_dir().join("topology")).is_ok_and(|mut topologies| topologies.next().is_some())
+}
+
+/// Removes the namespace's conntrack pins when no firewall uses them any more: no
+/// interface runs one and no topology's firewall instance does. A table a running
+/// program still holds lives on, unpinned, until that program goes.
+pub fn release_node_tables() -> Result<(), FirewallError> {
+    let others = fs::read_dir(firewalls_dir()).map_or(0, |entries| entries.count());
+    if others != 0 || topology_sites_run() {
+        return Ok(());
+    }
+    let _ = fs::remove_dir(firewalls_dir());
+    let node = node_dir();
+    match fs::remove_dir_all(&node) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(FirewallError::Pin {
+            action: "remove",
+            path: node,
+            source: error,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -198,7 +287,7 @@ impl Prepared {
 /// What the switch of one prepared interface needs, held open so that the switch itself
 /// is one map write.
 struct Pending {
-    iface: String,
+    site: Site,
     state_map: Array<MapData, PolicyState>,
     state_path: PathBuf,
     /// The state running now: written back if another interface's switch fails.
@@ -230,7 +319,7 @@ impl Drop for Pending {
         // `remove` takes the interface's lock: let ours go first.
         drop(self.lock.take());
         if self.loaded_module {
-            let _ = remove(&self.iface);
+            let _ = remove(&self.site.name);
         }
     }
 }
@@ -241,19 +330,8 @@ impl Drop for Pending {
 /// tracker attached, and the policy written to the idle bank. The running policy is
 /// untouched; the interface stays locked until the [`Prepared`] is switched or dropped.
 pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, FirewallError> {
-    let tables = crate::compile(policy, |name| {
-        nix::net::if_::if_nametoindex(name)
-            .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
-    })?;
-    let mut applied = Applied {
-        iface: iface.to_string(),
-        rules: policy.rules.len(),
-        masks: tables.masks.len(),
-        entries: tables.entries.len(),
-        loaded_module: false,
-        bank: None,
-        checked: check,
-    };
+    let tables = compile_here(policy)?;
+    let mut applied = Applied::of(iface, policy, &tables, check);
     let module_error = |source| FirewallError::Module {
         iface: iface.to_string(),
         source: Box::new(source),
@@ -265,7 +343,8 @@ pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, Fi
             pending: None,
         });
     }
-    let lock = lock(iface)?;
+    let site = Site::iface(iface);
+    let lock = site.lock()?;
     let running = chain
         .as_ref()
         .is_some_and(|chain| chain.program_of(FIREWALL_MODULE).is_some());
@@ -276,47 +355,12 @@ pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, Fi
         .map_err(|source| FirewallError::Bpffs {
             source: Box::new(source),
         })?;
-    for dir in [node_dir(), iface_dir(iface), names_dir(iface)] {
+    for dir in [node_dir(), site.pins.clone()] {
         fs::create_dir_all(&dir).map_err(FirewallError::pin("mkdir", &dir))?;
     }
-    let bound = bound_maps(iface, &object);
-    create_maps(iface, &object, &bound)?;
-    let state_path = map_pin(iface, maps::POLICY);
-    let mut state_map: Array<_, PolicyState> = Array::try_from(open_map(
-        &state_path,
-        maps::POLICY,
-    )?)
-    .map_err(FirewallError::map("open", maps::POLICY, &state_path))?;
-    let mut old =
-        state_map
-            .get(&0, 0)
-            .map_err(FirewallError::map("read", maps::POLICY, &state_path))?;
-    if !running {
-        // No module: whatever the maps hold from before, the interface runs no policy
-        // until the switch, as it ran none before this apply.
-        let bank = (old.bank & 1) as usize;
-        old.banks[bank] = offload_common::firewall::BankInfo::default();
-        state_map
-            .set(0, old, 0)
-            .map_err(FirewallError::map("write", maps::POLICY, &state_path))?;
-    }
-    let rules_path = map_pin(iface, maps::RULES);
-    let rules = rules_map(iface)?;
-    let mut pending = Pending {
-        iface: iface.to_string(),
-        state_map,
-        state_path,
-        old,
-        new: old,
-        settings: settings_of(policy),
-        rules,
-        rules_path,
-        loaded_module: false,
-        switched: false,
-        lock: Some(lock),
-    };
-    pending.new = write_idle_bank(iface, &tables, &mut pending)?;
-    crate::del_rule::record_rules(iface, pending.new.bank, policy)?;
+    let bound = bound_maps(&site, &object);
+    create_maps(&site, &object, &bound)?;
+    let mut pending = stage_policy(site, lock, policy, &tables, running)?;
     if !running {
         builtin::load_bound(
             iface,
@@ -334,6 +378,92 @@ pub fn prepare(iface: &str, policy: &Policy, check: bool) -> Result<Prepared, Fi
         applied,
         pending: Some(pending),
     })
+}
+
+/// [`prepare`] for the firewall at `site` whose program runs already, its maps pinned (a
+/// topology's `firewall` instance): the policy compiled and written to the idle bank,
+/// for [`switch`]. Nothing is loaded or attached.
+pub fn prepare_at(site: &Site, policy: &Policy) -> Result<Prepared, FirewallError> {
+    let tables = compile_here(policy)?;
+    let applied = Applied::of(&site.name, policy, &tables, false);
+    let lock = site.lock()?;
+    let pending = stage_policy(site.clone(), lock, policy, &tables, true)?;
+    Ok(Prepared {
+        applied,
+        pending: Some(pending),
+    })
+}
+
+/// Compiles `policy`, its interface names resolved in this network namespace.
+fn compile_here(policy: &Policy) -> Result<Tables, FirewallError> {
+    crate::compile(policy, |name| {
+        nix::net::if_::if_nametoindex(name)
+            .map_err(|errno| format!("no interface `{name}` in this network namespace ({errno})"))
+    })
+}
+
+impl Applied {
+    fn of(name: &str, policy: &Policy, tables: &Tables, check: bool) -> Applied {
+        Applied {
+            iface: name.to_string(),
+            rules: policy.rules.len(),
+            masks: tables.masks.len(),
+            entries: tables.entries.len(),
+            loaded_module: false,
+            bank: None,
+            checked: check,
+        }
+    }
+}
+
+/// Writes `tables` to the idle bank of the firewall at `site`, whose maps exist, and
+/// records its rules: what [`switch`] needs, held with the site's `lock`. When no program
+/// of the site runs (`running` false), its running bank is emptied first: whatever the
+/// maps held from before, it runs no policy until the switch, as it ran none before.
+fn stage_policy(
+    site: Site,
+    lock: nix::fcntl::Flock<fs::File>,
+    policy: &Policy,
+    tables: &Tables,
+    running: bool,
+) -> Result<Pending, FirewallError> {
+    fs::create_dir_all(&site.run).map_err(FirewallError::pin("mkdir", &site.run))?;
+    let state_path = site.map_pin(maps::POLICY);
+    let mut state_map: Array<_, PolicyState> = Array::try_from(open_map(
+        &state_path,
+        maps::POLICY,
+    )?)
+    .map_err(FirewallError::map("open", maps::POLICY, &state_path))?;
+    let mut old =
+        state_map
+            .get(&0, 0)
+            .map_err(FirewallError::map("read", maps::POLICY, &state_path))?;
+    if !running {
+        let bank = (old.bank & 1) as usize;
+        old.banks[bank] = offload_common::firewall::BankInfo::default();
+        state_map
+            .set(0, old, 0)
+            .map_err(FirewallError::map("write", maps::POLICY, &state_path))?;
+    }
+    let rules_path = site.map_pin(maps::RULES);
+    let rules = BpfHashMap::try_from(open_map(&rules_path, maps::RULES)?)
+        .map_err(FirewallError::map("open", maps::RULES, &rules_path))?;
+    let mut pending = Pending {
+        site,
+        state_map,
+        state_path,
+        old,
+        new: old,
+        settings: settings_of(policy),
+        rules,
+        rules_path,
+        loaded_module: false,
+        switched: false,
+        lock: Some(lock),
+    };
+    pending.new = write_idle_bank(tables, &mut pending)?;
+    crate::del_rule::record_rules(&pending.site.run, pending.new.bank, policy)?;
+    Ok(pending)
 }
 
 /// What [`switch`] did.
@@ -397,19 +527,19 @@ pub fn switch(mut prepared: Vec<Prepared>) -> Result<Switched, FirewallError> {
 }
 
 /// Each of the module's firewall maps, bound to its pin.
-fn bound_maps(iface: &str, object: &ModuleObject) -> Vec<(String, PathBuf)> {
+fn bound_maps(site: &Site, object: &ModuleObject) -> Vec<(String, PathBuf)> {
     object
         .maps
         .iter()
         .filter(|map| map.name.starts_with("FW_"))
-        .map(|map| (map.name.clone(), map_pin(iface, &map.name)))
+        .map(|map| (map.name.clone(), site.map_pin(&map.name)))
         .collect()
 }
 
 /// Makes the maps at their pins (kept when there), so the policy can be written before
 /// the module meets a packet.
 fn create_maps(
-    iface: &str,
+    site: &Site,
     object: &ModuleObject,
     bound: &[(String, PathBuf)],
 ) -> Result<(), FirewallError> {
@@ -422,7 +552,7 @@ fn create_maps(
         .map_err(|error| FirewallError::Map {
             action: "create",
             map: "FW_*",
-            path: iface_dir(iface),
+            path: site.pins.clone(),
             source: Box::new(error),
         })?;
     Ok(())
@@ -449,20 +579,17 @@ fn write_settings(value: &CtSettings) -> Result<(), FirewallError> {
         .map_err(FirewallError::map("write", maps::CT_SETTINGS, &path))
 }
 
-/// Writes `tables` to the idle bank of `pending`'s interface (emptied first) and returns
-/// the state that runs it; nothing runs it yet.
-fn write_idle_bank(
-    iface: &str,
-    tables: &Tables,
-    pending: &mut Pending,
-) -> Result<PolicyState, FirewallError> {
+/// Writes `tables` to the idle bank of `pending`'s site (emptied first) and returns the
+/// state that runs it; nothing runs it yet.
+fn write_idle_bank(tables: &Tables, pending: &mut Pending) -> Result<PolicyState, FirewallError> {
+    let site = pending.site.clone();
     let mut state = pending.old;
     let running = state.bank & 1;
     let idle = 1 - running;
     let rules_path = pending.rules_path.clone();
     empty_bank(&mut pending.rules, idle, &rules_path)?;
 
-    let masks_path = map_pin(iface, maps::MASKS);
+    let masks_path = site.map_pin(maps::MASKS);
     let mut masks: Array<_, RuleKey> = Array::try_from(open_map(&masks_path, maps::MASKS)?)
         .map_err(FirewallError::map("open", maps::MASKS, &masks_path))?;
     for (index, mask) in tables.masks.iter().enumerate() {
@@ -471,7 +598,7 @@ fn write_idle_bank(
             .map_err(FirewallError::map("write", maps::MASKS, &masks_path))?;
     }
 
-    let counters_path = map_pin(iface, maps::COUNTERS);
+    let counters_path = site.map_pin(maps::COUNTERS);
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| FirewallError::Pin {
         action: "count the CPUs in",
         path: "/sys/devices/system/cpu/possible".into(),
@@ -493,7 +620,7 @@ fn write_idle_bank(
         &counters_path,
     ))?;
 
-    let rates_path = map_pin(iface, maps::LOG_RATES);
+    let rates_path = site.map_pin(maps::LOG_RATES);
     let mut rates: Array<_, LogRate> = Array::try_from(open_map(&rates_path, maps::LOG_RATES)?)
         .map_err(FirewallError::map("open", maps::LOG_RATES, &rates_path))?;
     let conntrack_full = std::iter::once((LOG_SLOT_CONNTRACK_FULL, 1));
@@ -532,7 +659,7 @@ fn write_idle_bank(
         maps::RULES,
         &rules_path,
     ))?;
-    let names = names_dir(iface).join(format!("bank-{idle}.names"));
+    let names = site.run.join(format!("bank-{idle}.names"));
     fs::write(&names, tables.rule_names.join("\n")).map_err(FirewallError::pin("write", &names))?;
 
     state.bank = idle;
@@ -640,10 +767,15 @@ pub struct Status {
 
 /// The status of the firewall on `iface`; removes expired conntrack entries on the way.
 pub fn status(iface: &str) -> Result<Status, FirewallError> {
-    let policy_path = map_pin(iface, maps::POLICY);
+    status_at(&Site::iface(iface))
+}
+
+/// The status of the firewall at `site`, as [`status`].
+pub fn status_at(site: &Site) -> Result<Status, FirewallError> {
+    let policy_path = site.map_pin(maps::POLICY);
     if !policy_path.exists() {
         return Err(FirewallError::NotLoaded {
-            iface: iface.to_string(),
+            iface: site.name.clone(),
         });
     }
     let policy: Array<_, PolicyState> = Array::try_from(open_map(&policy_path, maps::POLICY)?)
@@ -653,11 +785,11 @@ pub fn status(iface: &str) -> Result<Status, FirewallError> {
             .get(&0, 0)
             .map_err(FirewallError::map("read", maps::POLICY, &policy_path))?;
     let bank = state.bank & 1;
-    let names_file = names_dir(iface).join(format!("bank-{bank}.names"));
+    let names_file = site.run.join(format!("bank-{bank}.names"));
     let names: Vec<String> = fs::read_to_string(&names_file)
         .map(|text| text.lines().map(str::to_string).collect())
         .unwrap_or_default();
-    let counters_path = map_pin(iface, maps::COUNTERS);
+    let counters_path = site.map_pin(maps::COUNTERS);
     let counters: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(open_map(&counters_path, maps::COUNTERS)?)
             .map_err(FirewallError::map("open", maps::COUNTERS, &counters_path))?;
@@ -681,7 +813,7 @@ pub fn status(iface: &str) -> Result<Status, FirewallError> {
     }
     let info = state.banks[bank as usize];
     Ok(Status {
-        iface: iface.to_string(),
+        iface: site.name.clone(),
         bank,
         masks: info.masks,
         default_verdict: if info.default_verdict == verdict::DROP {
@@ -696,9 +828,11 @@ pub fn status(iface: &str) -> Result<Status, FirewallError> {
 }
 
 /// Removes the firewall from `iface`: the module leaves the chain, the egress tracker is
-/// detached, the pins go; the node's conntrack table goes with the last firewall.
+/// detached, the pins go; the node's conntrack table goes with the last firewall
+/// ([`release_node_tables`]).
 pub fn remove(iface: &str) -> Result<(), FirewallError> {
-    let _lock = lock(iface)?;
+    let site = Site::iface(iface);
+    let _lock = site.lock()?;
     if let Some(chain) = builtin::chain_summary(iface).map_err(|source| FirewallError::Module {
         iface: iface.to_string(),
         source: Box::new(source),
@@ -711,7 +845,7 @@ pub fn remove(iface: &str) -> Result<(), FirewallError> {
             }
         })?;
     }
-    for dir in [iface_dir(iface), names_dir(iface)] {
+    for dir in [site.pins, site.run] {
         match fs::remove_dir_all(&dir) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(FirewallError::Pin {
@@ -723,20 +857,5 @@ pub fn remove(iface: &str) -> Result<(), FirewallError> {
             _ => {}
         }
     }
-    let others = fs::read_dir(firewalls_dir()).map_or(0, |entries| entries.count());
-    if others == 0 {
-        let _ = fs::remove_dir(firewalls_dir());
-        let node = node_dir();
-        match fs::remove_dir_all(&node) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(FirewallError::Pin {
-                    action: "remove",
-                    path: node,
-                    source: error,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    release_node_tables()
 }

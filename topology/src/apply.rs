@@ -35,6 +35,7 @@ use crate::{
     program::{self, LoadedProgram},
     record::{self, Record, RecordIface, RecordInstance},
     settings::{self, Written},
+    tc_link,
 };
 
 /// How long the old bank stays readable after a switch: a packet reads the bank once at
@@ -95,6 +96,12 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     } else {
         Some(record::lock(&file.name)?)
     };
+    let mut firewall_rules: HashMap<String, settings::FirewallRules> = HashMap::new();
+    for instance in &file.instances {
+        if let Some(rules) = settings::read_firewall_rules(instance)? {
+            firewall_rules.insert(instance.name.clone(), rules);
+        }
+    }
     let running = Record::read(&file.name)?;
     let plan = plan(file, running.as_ref(), &digests, ifindex)?;
     refuse_shared_ifaces(file)?;
@@ -118,7 +125,14 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     create_maps(&file.name)?;
 
     let mut staged = Staged::default();
-    let result = stage(file, &applied.plan, running.as_ref(), &objects, &mut staged);
+    let result = stage(
+        file,
+        &applied.plan,
+        running.as_ref(),
+        &objects,
+        &firewall_rules,
+        &mut staged,
+    );
     let undo = |staged: &Staged| {
         staged.undo(&file.name);
         if running.is_none() {
@@ -171,6 +185,7 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
                     routes: written.routes,
                     fdb: written.fdb,
                     addresses: written.addresses,
+                    rules_digest: written.rules_digest,
                 }
             })
             .collect(),
@@ -253,6 +268,8 @@ struct Staged {
     swapped: Vec<(String, u32, LoadedProgram)>,
     /// Interfaces whose chain got the `topology` module.
     chains: Vec<String>,
+    /// Interfaces whose TC program this apply attached.
+    tc: Vec<String>,
     /// Interfaces put in `TOPO_TX`.
     tx: Vec<u32>,
 }
@@ -262,6 +279,9 @@ impl Staged {
     fn undo(&self, topology: &str) {
         for iface in &self.chains {
             let _ = offload::modules::unload(iface.as_str(), builtin::TOPOLOGY_MODULE);
+        }
+        for iface in &self.tc {
+            tc_link::detach(topology, iface);
         }
         if let Ok(mut tx) =
             pins::open_as::<DevMapHash<MapData>>(&pins::map_pin(topology, maps::TX), maps::TX)
@@ -286,6 +306,7 @@ fn stage(
     plan: &Plan,
     running: Option<&Record>,
     objects: &HashMap<String, ModuleObject>,
+    firewall_rules: &HashMap<String, settings::FirewallRules>,
     staged: &mut Staged,
 ) -> Result<HashMap<String, Written>, TopologyError> {
     let topology = &file.name;
@@ -340,7 +361,11 @@ fn stage(
             Kind::Bridge => {
                 settings::write_bridge(file, topology, instance, planned, plan, ifindex)?
             }
-            Kind::Firewall | Kind::Module => Written::default(),
+            Kind::Firewall => match firewall_rules.get(&planned.name) {
+                Some(rules) => settings::write_firewall(topology, planned, rules, before)?,
+                None => Written::default(),
+            },
+            Kind::Module => Written::default(),
         };
         written.insert(planned.name.clone(), settings);
     }
@@ -360,6 +385,9 @@ fn stage(
     fill_bank(topology, plan, idle)?;
 
     for iface in plan.ifaces.iter() {
+        if tc_link::attach(topology, &iface.iface)? {
+            staged.tc.push(iface.iface.clone());
+        }
         let chain =
             builtin::chain_summary(&iface.iface).map_err(|source| TopologyError::Chain {
                 iface: iface.iface.clone(),
@@ -566,6 +594,7 @@ fn finish(
         note(program::commit_pin(topology, name));
     }
     for removed in &plan.removed {
+        program::firewall_site(topology, &removed.name).forget();
         note(program::uninstall(topology, removed.id));
         note(pins::remove_dir(&pins::instance_dir(
             topology,
@@ -605,6 +634,7 @@ fn finish(
 /// Takes the topology off an interface: its chain's `topology` module, its `TOPO_TX`
 /// entry. An interface that is gone needs neither.
 fn leave_iface(topology: &str, iface: &RecordIface) -> Result<(), TopologyError> {
+    tc_link::detach(topology, &iface.iface);
     let path = pins::map_pin(topology, maps::TX);
     if let Ok(mut tx) = pins::open_as::<DevMapHash<MapData>>(&path, maps::TX) {
         let _ = tx.remove(iface.ifindex);
@@ -662,6 +692,13 @@ pub fn down(name: &str) -> Result<Down, TopologyError> {
         leave_iface(name, iface)?;
     }
     pins::remove_dir(&dir)?;
+    for instance in &running.instances {
+        program::firewall_site(name, &instance.name).forget();
+    }
+    firewall::release_node_tables().map_err(|source| TopologyError::Firewall {
+        instance: "(every firewall instance)".to_string(),
+        source: Box::new(source),
+    })?;
     // The parent folder goes with the last topology.
     let _ = std::fs::remove_dir(pins::topologies_dir());
     Record::remove(name)?;
@@ -728,6 +765,7 @@ pub fn swap(
         ports: Vec::new(),
         router: Default::default(),
         bridge: Default::default(),
+        rules: None,
     };
     let object = program::object_for(&spec)?;
     let loaded = program::load(name, instance, &object)?;

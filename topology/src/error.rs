@@ -35,6 +35,14 @@ pub enum TopologyError {
         /// Why (the loader's error and its causes).
         reason: String,
     },
+    /// A firewall instance's rules could not be read or written.
+    #[error("instance {instance}: its rules")]
+    Firewall {
+        /// The instance.
+        instance: String,
+        /// The firewall's error (a rules file's names the line).
+        source: Box<firewall::FirewallError>,
+    },
     /// The module chain of an interface refused a step (load, unload).
     #[error("the topology module on {iface}: {source}")]
     Chain {

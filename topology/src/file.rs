@@ -20,9 +20,15 @@
 //! routes = [{ to = "10.9.0.0/16", via = "10.2.0.254" }]
 //!
 //! [[instance]]
+//! name = "fw"
+//! kind = "firewall"
+//! ports = { outside = "veth-x", inside = "r1:c" }   # exactly two
+//! rules = "fw.toml"                  # `fastpath firewall apply`'s format, relative to this file
+//!
+//! [[instance]]
 //! name = "probe"
 //! module = "probe.o"                 # a user module, relative to this file
-//! ports = { in = "veth-x" }
+//! ports = { in = "veth-y" }
 //! ```
 //!
 //! A port names an interface (`"veth-a1"`) or another instance's port (`"r1:a"`); a link
@@ -104,6 +110,9 @@ pub struct Instance {
     pub router: RouterSettings,
     /// The bridge's ports' VLANs, aging and static entries.
     pub bridge: BridgeSettings,
+    /// The firewall's rules file (`fastpath firewall apply`'s format), resolved against
+    /// the file's folder.
+    pub rules: Option<PathBuf>,
 }
 
 impl Instance {
@@ -245,6 +254,7 @@ struct RawInstance {
     vlans: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawVlans>>>>,
     aging: Option<Spanned<i64>>,
     fdb: Option<Spanned<Vec<Spanned<RawFdb>>>>,
+    rules: Option<Spanned<PathBuf>>,
 }
 
 /// `addresses = { port = ["10.1.0.1/24", ...] }`, every part with its place in the file.
@@ -925,6 +935,30 @@ fn parse_instance(
         refuse(raw.vlans.map(|value| value.span()), "vlans")?;
         refuse(raw.fdb.map(|value| value.span()), "fdb")?;
     }
+    let mut rules = None;
+    if kind == Kind::Firewall {
+        // A bump in the wire: what one port accepts leaves by the other.
+        if ports.len() != 2 {
+            return Err(at(
+                entry_span,
+                format!(
+                    "{name}: a firewall instance has exactly two ports (what one accepts leaves by the other); it has {}",
+                    ports.len()
+                ),
+            ));
+        }
+        let Some(file) = raw.rules else {
+            return Err(at(
+                entry_span,
+                format!(
+                    "{name}: a firewall instance names its `rules` file (the format of `fastpath firewall apply`)"
+                ),
+            ));
+        };
+        rules = Some(base.join(file.get_ref()));
+    } else {
+        refuse(raw.rules.map(|value| value.span()), "rules")?;
+    }
     Ok(Instance {
         name,
         line,
@@ -933,12 +967,14 @@ fn parse_instance(
         ports,
         router,
         bridge,
+        rules,
     })
 }
 
 fn setting_kind(key: &str) -> &'static str {
     match key {
         "addresses" | "routes" => "router",
+        "rules" => "firewall",
         _ => "bridge",
     }
 }

@@ -330,3 +330,31 @@ fn other_mistakes_name_their_line() {
         assert_eq!(got_line, line, "{text}: {message}");
     }
 }
+
+#[test]
+fn a_firewall_instance_has_two_ports_and_its_rules() {
+    let firewall = |ports: &str, rules: &str| {
+        format!("[[instance]]\nname = \"fw\"\nkind = \"firewall\"\nports = {{ {ports} }}\n{rules}")
+    };
+    let file = parse(&firewall(
+        "outside = \"veth-x\", inside = \"veth-y\"",
+        "rules = \"fw.toml\"\n",
+    ))
+    .unwrap();
+    assert_eq!(file.instances[0].kind, Kind::Firewall);
+    assert_eq!(file.instances[0].rules, Some(PathBuf::from("/etc/fw.toml")));
+
+    let (line, message) = error(&firewall("outside = \"veth-x\"", "rules = \"fw.toml\"\n"));
+    assert_eq!(line, 1);
+    assert!(message.contains("exactly two ports"), "{message}");
+    let (_, message) = error(&firewall("a = \"veth-x\", b = \"veth-y\"", ""));
+    assert!(message.contains("names its `rules` file"), "{message}");
+    let (line, message) = error(
+        "[[instance]]\nname = \"br\"\nkind = \"bridge\"\nports = { p1 = \"veth-x\" }\nrules = \"fw.toml\"\n",
+    );
+    assert_eq!(line, 5);
+    assert!(
+        message.contains("`rules` is a setting of the firewall kind"),
+        "{message}"
+    );
+}

@@ -23,6 +23,7 @@ pub mod record;
 mod routes;
 mod settings;
 pub mod show;
+mod tc_link;
 
 pub use apply::{Applied, Down, SwappedInstance, apply, down, ifindex, read, swap};
 pub use error::TopologyError;

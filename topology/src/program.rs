@@ -71,8 +71,11 @@ pub fn builtin_object(kind: Kind) -> Result<ModuleObject, String> {
             "router",
             version,
         ),
-        Kind::Firewall => Err(
-            "this build has no firewall program for topologies; run the firewall on an interface (`fastpath firewall apply`) or give the instance a `module`".into(),
+        Kind::Firewall => plain_object(
+            Path::new("(built-in firewall)"),
+            builtin::FIREWALL_TOPOLOGY_OBJECT.to_vec(),
+            "firewall",
+            version,
         ),
         Kind::Module => Err("a user module names its `module` file".into()),
     }
@@ -200,16 +203,12 @@ pub fn load(
     let bound: Vec<(String, PathBuf)> = object
         .maps
         .iter()
-        .map(|map| {
-            let pin = if maps::ALL.contains(&map.name.as_str()) {
-                pins::map_pin(topology, &map.name)
-            } else {
-                dir.join(&map.name)
-            };
-            (map.name.clone(), pin)
-        })
+        .map(|map| (map.name.clone(), map_pin(topology, instance, &map.name)))
         .collect();
     for (name, pin) in &bound {
+        if let Some(folder) = pin.parent() {
+            std::fs::create_dir_all(folder).map_err(TopologyError::pin("mkdir", folder))?;
+        }
         loader.map_pin_path(name.as_str(), pin.as_path());
     }
     let mut ebpf = loader
@@ -257,7 +256,7 @@ fn check_shapes(
         if maps::ALL.contains(&map.name.as_str()) {
             continue;
         }
-        let pin = pins::instance_dir(topology, instance).join(&map.name);
+        let pin = map_pin(topology, instance, &map.name);
         let Ok(info) = MapInfo::from_pin(&pin) else {
             continue;
         };
@@ -281,6 +280,22 @@ fn check_shapes(
         }
     }
     Ok(())
+}
+
+/// Where the map `name` of an instance program is pinned: the topology's maps under the
+/// topology, the firewall's node-wide maps (its conntrack table) where every firewall of
+/// the namespace shares them, the others in the instance's folder.
+fn map_pin(topology: &str, instance: &str, name: &str) -> PathBuf {
+    if maps::ALL.contains(&name) {
+        pins::map_pin(topology, name)
+    } else {
+        firewall_site(topology, instance).map_pin(name)
+    }
+}
+
+/// The firewall site of an instance: its own maps in the instance's folder.
+pub fn firewall_site(topology: &str, instance: &str) -> firewall::Site {
+    firewall::Site::topology_instance(topology, instance, pins::instance_dir(topology, instance))
 }
 
 /// Puts `program` in slot `id` of the topology's program array.

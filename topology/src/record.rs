@@ -58,6 +58,10 @@ pub struct RecordInstance {
     /// The addresses it answers for (a router): to clean its local table.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// The digest of the rules it runs (a firewall): a file that changes neither keeps
+    /// its running policy and the rules' counters.
+    #[serde(default)]
+    pub rules_digest: Option<String>,
 }
 
 impl Default for RecordInstance {
@@ -74,6 +78,7 @@ impl Default for RecordInstance {
             routes: Vec::new(),
             fdb: Vec::new(),
             addresses: Vec::new(),
+            rules_digest: None,
         }
     }
 }

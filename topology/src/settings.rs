@@ -1,7 +1,8 @@
 //! An instance's settings from the file, written into its maps (the layouts are
 //! `offload_common::{bridge, router}`): a router's ports, addresses and routes (connected
 //! ones from its addresses, static ones from the file), a bridge's aging, flood ports,
-//! the addresses behind its instance ports and its static entries.
+//! the addresses behind its instance ports and its static entries, a firewall's port
+//! pairs and rules.
 //!
 //! Settings are written before the switch and add to what runs (a new route, a new
 //! port's address); what the new file drops is removed after the switch. Routes and
@@ -20,6 +21,7 @@ use aya::maps::{
 use ipnet::IpNet;
 use offload_common::{
     bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, VlanPort, fdb_flags},
+    firewall::maps as firewall_maps,
     router::{self, AddrKey, Route, RouterPort, port_flags, route_flags},
     topology::MAX_INSTANCE_PORTS,
 };
@@ -41,6 +43,8 @@ pub struct Written {
     pub addresses: Vec<String>,
     /// Static FDB entries, "vlan/mac".
     pub fdb: Vec<String>,
+    /// The digest of a firewall's rules.
+    pub rules_digest: Option<String>,
 }
 
 /// The MAC of a router port joined to another instance: locally administered, from the
@@ -643,4 +647,70 @@ fn route_entry(text: &str) -> Option<(String, u32)> {
 pub(crate) fn fdb_text(vlan: u16, mac: [u8; 6]) -> String {
     let mac: Vec<String> = mac.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{vlan}/{}", mac.join(":"))
+}
+
+/// A firewall instance's rules, read and checked before anything changes.
+pub struct FirewallRules {
+    /// The policy.
+    pub policy: firewall::Policy,
+    /// The SHA-256 of the rules file's text: the record keeps it, and a file whose rules
+    /// are the running ones leaves them (and their counters) alone.
+    pub digest: String,
+}
+
+/// Reads the rules file of the firewall `instance` (an error names its line); None for
+/// other kinds.
+pub fn read_firewall_rules(instance: &Instance) -> Result<Option<FirewallRules>, TopologyError> {
+    let Some(path) = &instance.rules else {
+        return Ok(None);
+    };
+    let error = |source| TopologyError::Firewall {
+        instance: instance.name.clone(),
+        source: Box::new(source),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        error(firewall::FirewallError::ReadFile {
+            file: path.clone(),
+            source,
+        })
+    })?;
+    let policy = firewall::Policy::parse(path, &text).map_err(error)?;
+    let digest = crate::program::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    Ok(Some(FirewallRules { policy, digest }))
+}
+
+/// Writes a firewall instance's settings: each of its two ports' other port, then its
+/// rules, written to the idle bank and switched to (kept, with their counters, when they
+/// are the ones `before` ran).
+pub fn write_firewall(
+    topology: &str,
+    planned: &PlannedInstance,
+    rules: &FirewallRules,
+    before: Option<&RecordInstance>,
+) -> Result<Written, TopologyError> {
+    let map = firewall_maps::OTHER_PORT;
+    let path = instance_map(topology, &planned.name, map);
+    let mut other: Array<MapData, u32> = pins::open_as(&path, map)?;
+    if let [(_, first), (_, second)] = planned.ports.as_slice() {
+        for (port, its_other) in [(*first, *second), (*second, *first)] {
+            other
+                .set(port, its_other, 0)
+                .map_err(TopologyError::map("write", map, &path))?;
+        }
+    }
+    let written = Written {
+        rules_digest: Some(rules.digest.clone()),
+        ..Written::default()
+    };
+    if before.and_then(|record| record.rules_digest.as_ref()) == Some(&rules.digest) {
+        return Ok(written);
+    }
+    let error = |source| TopologyError::Firewall {
+        instance: planned.name.clone(),
+        source: Box::new(source),
+    };
+    let site = crate::program::firewall_site(topology, &planned.name);
+    let prepared = firewall::prepare_at(&site, &rules.policy).map_err(error)?;
+    firewall::switch(vec![prepared]).map_err(error)?;
+    Ok(written)
 }

@@ -1,5 +1,6 @@
 //! `topology show`: the running topology as a graph, with each port's counters
-//! (`TOPO_PORT_STATS`), the topology's own counters and each instance's.
+//! (`TOPO_PORT_STATS`), the topology's own counters and each instance's (a firewall's:
+//! packets by the rule that decided them).
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use offload_common::{
@@ -130,7 +131,8 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
                 router::maps::COUNTERS,
                 &router::counter::NAMES,
             ),
-            _ => Ok(Vec::new()),
+            Kind::Firewall => firewall_counters(name, &instance.name),
+            Kind::Module => Ok(Vec::new()),
         }
         .unwrap_or_default();
         let program_id = aya::programs::Xdp::from_pin(
@@ -170,6 +172,21 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
             &counter::NAMES,
         )?,
     })
+}
+
+/// A firewall instance's packets by the rule that decided them (`default`: its default
+/// policy), in priority order.
+fn firewall_counters(topology: &str, instance: &str) -> Result<Vec<(String, u64)>, TopologyError> {
+    let status = firewall::status_at(&crate::program::firewall_site(topology, instance)).map_err(
+        |source| TopologyError::Firewall {
+            instance: instance.to_string(),
+            source: Box::new(source),
+        },
+    )?;
+    Ok(std::iter::once(status.default)
+        .chain(status.rules)
+        .map(|rule| (rule.name, rule.packets))
+        .collect())
 }
 
 /// A per-CPU array of `u64` counters, summed, named.

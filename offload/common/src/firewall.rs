@@ -66,6 +66,10 @@ pub mod maps {
     /// LRU hash [`super::FragmentKey`] -> [`super::FragmentVerdict`], per interface: what
     /// a datagram's first fragment carried and was decided, for its later fragments.
     pub const FRAGMENTS: &str = "FW_FRAGMENTS";
+    /// Array of `crate::topology::MAX_INSTANCE_PORTS` `u32`, a topology firewall
+    /// instance's own: for each of its two ports, the other one (where a packet it
+    /// accepts leaves).
+    pub const OTHER_PORT: &str = "FW_OTHER_PORT";
     /// The node-wide maps, pinned under [`super::CONNTRACK_PIN_DIR`].
     pub const NODE: [&str; 4] = [CONNTRACK, CT_SETTINGS, CT_FILL, CT_COUNTERS];
 }

@@ -70,9 +70,12 @@ pub mod maps {
     pub const PORT_STATS: &str = "TOPO_PORT_STATS";
     /// `PERCPU_ARRAY` of `u64` indexed by [`super::counter`].
     pub const COUNTERS: &str = "TOPO_COUNTERS";
+    /// `PERCPU_ARRAY` of one [`super::Handoff`]: a packet too large for XDP's redirect,
+    /// from the instance that emitted it to the TC program that sends it.
+    pub const HANDOFF: &str = "TOPO_HANDOFF";
     /// Every map above: what the loader binds in each topology program.
-    pub const ALL: [&str; 8] = [
-        PROGS, IFACES, LINKS, STATE, CONTEXT, TX, PORT_STATS, COUNTERS,
+    pub const ALL: [&str; 9] = [
+        PROGS, IFACES, LINKS, STATE, CONTEXT, TX, PORT_STATS, COUNTERS, HANDOFF,
     ];
 }
 
@@ -88,12 +91,52 @@ pub mod counter {
     pub const NO_PROGRAM: u32 = 2;
     /// Emitted on a port connected to nothing: dropped.
     pub const UNCONNECTED: u32 = 3;
+    /// Larger than the egress interface's MTU, so handed to its TC ingress program to
+    /// leave ([`super::Handoff`]): a socket buffer that carries many segments (GSO).
+    pub const HANDED_TO_TC: u32 = 4;
     /// Number of slots.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// Display names, indexed by slot.
-    pub const NAMES: [&str; COUNT as usize] =
-        ["loop", "unknown_iface", "no_program", "unconnected"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "loop",
+        "unknown_iface",
+        "no_program",
+        "unconnected",
+        "handed_to_tc",
+    ];
 }
+
+/// What an instance leaves in this CPU's [`maps::HANDOFF`] slot when it emits a packet
+/// larger than the egress interface's MTU, and passes it on: the topology's TC ingress
+/// program on the interface the packet came in on (`topology_tc`), which runs next for
+/// that packet on this CPU, takes it and redirects the packet.
+///
+/// XDP's redirect refuses such packets (the kernel checks the length against the MTU),
+/// but on a veth in generic (skb) mode a packet is a socket buffer that the sender's TCP
+/// built as one large segment for the NIC (GSO, on by default) to cut: dropped there,
+/// every bulk TCP transfer would stall. TC's redirect takes it whole, as Linux's bridge
+/// and forwarding do. The slot, not the packet's XDP metadata: for such a packet the
+/// kernel's generic XDP copies the socket buffer and the copy reaches TC with its data at
+/// the IP header and no MAC header length, so TC sees neither the metadata nor the
+/// Ethernet header; the slot carries the header to put back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// The packet's length, Ethernet header included; 0: the slot is empty.
+    pub len: u32,
+    /// The interface to send the packet out of.
+    pub ifindex: u32,
+    /// The interface it came in on.
+    pub in_ifindex: u32,
+    /// Its Ethernet header as the instances left it.
+    pub ethernet: [u8; 14],
+    /// Padding.
+    pub _pad: [u8; 2],
+}
+
+/// Packets up to this many bytes fit every interface (IPv6's minimum MTU, 1280, and an
+/// Ethernet header): the MTU is checked only above it.
+pub const ALWAYS_FITS: u64 = 1294;
 
 /// What a port is connected to, [`Link::kind`].
 pub mod link_kind {

@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod module_context;
 mod object;
 mod parse;
 
@@ -24,8 +25,8 @@ use aya_ebpf::{
 };
 use offload_common::module::{
     ABI_VERSION, CHAIN_ARRAY_SLOTS, CHAIN_SLOTS, ChainState, MAX_MODULES, MAX_PORTS,
-    MAX_XSK_QUEUES, ModuleContext, ModuleRecord, ModuleRuntime, chain_counter,
-    parse as parse_outcome, tail_call_constant, verdict,
+    MAX_XSK_QUEUES, ModuleContext, ModuleRecord, ModuleRuntime, chain_counter, tail_call_constant,
+    verdict,
 };
 use parse::Frame;
 
@@ -148,7 +149,7 @@ fn enter<C: Hook>(ctx: &C) -> C::Action {
 #[inline(always)]
 fn fill(ctx: &impl Hook, context: &mut ModuleContext, state: &ChainState) {
     let (ifindex, queue) = ctx.interface_and_queue();
-    clear(context);
+    module_context::clear(context);
     context.abi_version = ABI_VERSION as u16;
     context.slot = state.first_slot as u16;
     context.revision = state.revision;
@@ -160,42 +161,7 @@ fn fill(ctx: &impl Hook, context: &mut ModuleContext, state: &ChainState) {
     } else {
         0
     };
-    match parse::parse(ctx) {
-        Ok(Some(packet)) => {
-            context.parse = parse_outcome::IP;
-            context.l3_offset = packet.l3_offset;
-            context.l4_offset = packet.l4_offset;
-            context.vlan_count = packet.vlan_count;
-            context.vlan_tci = packet.vlan_tci;
-            context.ip_version = packet.family;
-            context.protocol = packet.proto;
-            context.has_ports = packet.has_ports as u8;
-            context.fragment = packet.fragment;
-            context.src_port = packet.sport;
-            context.dst_port = packet.dport;
-            for (byte, word) in context.src_addr.chunks_exact_mut(4).zip(packet.src) {
-                byte.copy_from_slice(&word.to_ne_bytes());
-            }
-            context.dst_addr = packet.dst;
-        }
-        Ok(None) => context.parse = parse_outcome::NOT_IP,
-        Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,
-    }
-}
-
-/// Zeroes the context with one store per word. Assigning a whole `ModuleContext` compiles
-/// to calls of the BPF target's `memset`, which stores a byte at a time: some 370
-/// instructions a packet, more than the rest of the entry. Volatile stores keep LLVM from
-/// turning these back into a `memset`.
-#[inline(always)]
-fn clear(context: &mut ModuleContext) {
-    const WORDS: usize = core::mem::size_of::<ModuleContext>() / 4;
-    let words = (context as *mut ModuleContext).cast::<u32>();
-    for index in 0..WORDS {
-        // SAFETY: `WORDS` u32s fit in the context (108 bytes, 4-aligned: its largest
-        // fields are u32s).
-        unsafe { words.add(index).write_volatile(0) };
-    }
+    module_context::describe(ctx, context);
 }
 
 #[inline(always)]

@@ -46,36 +46,58 @@ static FW_LOG_RATES: Array<LogRate> = Array::with_max_entries(BANKS * COUNTERS_P
 #[map]
 static FW_LOG_BEST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// What [`judge`] decided for a packet.
+pub mod outcome {
+    /// Let it through.
+    pub const ACCEPT: u8 = 0;
+    /// Drop it.
+    pub const DROP: u8 = 1;
+    /// It was rewritten in place into the answer of a `reject` rule: send it back where
+    /// it came from.
+    pub const ANSWERED: u8 = 2;
+}
+
 /// The module's program body.
 #[inline(always)]
 pub fn run(ctx: XdpContext) -> u32 {
     let Some(module) = Module::new(ctx) else {
         return XDP_PASS;
     };
-    let context: &ModuleContext = module.context();
+    match judge(module.xdp(), module.context()) {
+        outcome::ACCEPT => module.next(),
+        outcome::ANSWERED => module.tx(),
+        _ => module.drop_packet(),
+    }
+}
+
+/// Judges the packet `context` describes (its parse, its ingress interface): tracks its
+/// flow, picks the rule that decides, counts it, and, for a `reject`, rewrites the frame
+/// into the answer. Shared by the chain module and the topology instance, which differ
+/// only in where an accepted or answered packet goes.
+#[inline(always)]
+pub fn judge(frame: &XdpContext, context: &ModuleContext) -> u8 {
     match context.parse {
         parse_outcome::IP => {}
         // ARP, LLDP...: not the firewall's to judge (IP needs ARP).
-        parse_outcome::NOT_IP => return module.next(),
-        _ => return module.drop_packet(),
+        parse_outcome::NOT_IP => return outcome::ACCEPT,
+        _ => return outcome::DROP,
     }
-    let frame = module.xdp();
     // A later fragment has no ports (nor any L4 header): its datagram's first fragment
     // decided for it.
     if context.fragment == fragment::LATER {
         let decision = firewall_fragments::recall(frame.data(), frame.data_end(), context);
         if decision == firewall_fragments::UNKNOWN {
             conntrack::count(ct_counter::ORPHAN_FRAGMENT);
-            return module.drop_packet();
+            return outcome::DROP;
         }
         count_on(
             (decision >> 8) as u32,
             (frame.data_end() - frame.data()) as u64,
         );
         return if decision as u8 == verdict::ACCEPT {
-            module.next()
+            outcome::ACCEPT
         } else {
-            module.drop_packet()
+            outcome::DROP
         };
     }
     let ports = (context.has_ports != 0).then_some((context.src_port, context.dst_port));
@@ -92,7 +114,7 @@ pub fn run(ctx: XdpContext) -> u32 {
     let mut tracked = conntrack::lookup(&flow);
     let state = conntrack::track(&mut tracked, &flow, Some(frame));
     let Some(key) = FW_KEYS.get_ptr_mut(0) else {
-        return module.drop_packet();
+        return outcome::DROP;
     };
     // SAFETY: a per-CPU scratch slot; the program runs with migration disabled.
     let key = unsafe { &mut *key };
@@ -121,16 +143,9 @@ pub fn run(ctx: XdpContext) -> u32 {
         );
     }
     match decided {
-        verdict::ACCEPT => module.next(),
-        verdict::REJECT => {
-            let answered = crate::firewall_reject::rewrite(frame, context);
-            if answered {
-                module.tx()
-            } else {
-                module.drop_packet()
-            }
-        }
-        _ => module.drop_packet(),
+        verdict::ACCEPT => outcome::ACCEPT,
+        verdict::REJECT if crate::firewall_reject::rewrite(frame, context) => outcome::ANSWERED,
+        _ => outcome::DROP,
     }
 }
 

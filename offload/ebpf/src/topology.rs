@@ -9,13 +9,15 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_check_mtu,
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use offload_common::topology::{
-    BANKS, IfaceKey, LINK_ENTRIES, Link, MAX_HOPS, MAX_IFACES, MAX_INSTANCES, PORT_ENTRIES,
-    PortRef, PortStats, TopologyContext, TopologyState, counter, link_index, link_kind, port_index,
+    ALWAYS_FITS, BANKS, Handoff, IfaceKey, LINK_ENTRIES, Link, MAX_HOPS, MAX_IFACES, MAX_INSTANCES,
+    PORT_ENTRIES, PortRef, PortStats, TopologyContext, TopologyState, counter, link_index,
+    link_kind, port_index,
 };
 
 use crate::parse::Frame;
@@ -37,6 +39,8 @@ pub static TOPO_TX: DevMapHash = DevMapHash::with_max_entries(MAX_IFACES, 0);
 pub static TOPO_PORT_STATS: PerCpuArray<PortStats> = PerCpuArray::with_max_entries(PORT_ENTRIES, 0);
 #[map]
 pub static TOPO_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+#[map]
+pub static TOPO_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet's place in the topology: the per-CPU slot the entry filled and each hop
 /// updates. `None` only when the map cannot be read (a broken load).
@@ -122,6 +126,13 @@ pub fn emit(ctx: &XdpContext, place: &mut TopologyContext, port: u32) -> u32 {
     match link.kind {
         link_kind::IFACE => {
             count_port(instance, port, PortCount::Tx, bytes);
+            if bytes > ALWAYS_FITS && !fits(ctx, link.ifindex) {
+                if hand_to_tc(ctx, link.ifindex, place.in_ifindex) {
+                    return xdp_action::XDP_PASS;
+                }
+                count_port(instance, port, PortCount::Drop, bytes);
+                return xdp_action::XDP_DROP;
+            }
             match TOPO_TX.redirect(link.ifindex, 0) {
                 Ok(action) => action,
                 Err(_) => {
@@ -149,6 +160,41 @@ pub fn emit(ctx: &XdpContext, place: &mut TopologyContext, port: u32) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// Whether the packet fits the MTU of the interface `ifindex`.
+#[inline(always)]
+fn fits(ctx: &XdpContext, ifindex: u32) -> bool {
+    let mut mtu = 0u32;
+    // SAFETY: the program's own context; `mtu` is a stack slot the helper may write.
+    let verdict = unsafe { bpf_check_mtu(ctx.ctx.cast(), ifindex, &mut mtu, 0, 0) };
+    verdict == 0
+}
+
+/// Readies a packet too large for the egress interface `ifindex` for the TC ingress
+/// program of `in_ifindex`, the interface it came in on, which sends it out ([`Handoff`]):
+/// the caller passes it on. False when the slot or the Ethernet header cannot be read (the
+/// caller drops it).
+#[inline(always)]
+fn hand_to_tc(ctx: &XdpContext, ifindex: u32, in_ifindex: u32) -> bool {
+    let (Some(slot), Ok(ethernet)) = (
+        TOPO_HANDOFF.get_ptr_mut(0),
+        crate::parse::read::<[u8; 14]>(ctx, 0),
+    ) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot, see `context`; the TC program reads it next on this CPU.
+    unsafe {
+        *slot = Handoff {
+            len: ctx.total_len() as u32,
+            ifindex,
+            in_ifindex,
+            ethernet,
+            _pad: [0; 2],
+        }
+    };
+    count(counter::HANDED_TO_TC);
+    true
 }
 
 /// Tail-calls the program of `instance`; when that fails (no program in the slot, or the

@@ -127,6 +127,17 @@ pub static BRIDGE_EGRESS_PROGRAM_OBJECT: &[u8] =
 /// through `TOPO_PROGS`; its own maps are `offload_common::router::maps`.
 pub static ROUTER_PROGRAM_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/router"));
+/// The TC ingress program (`topology_tc`, tcx) of every interface a topology joins: it
+/// sends out what the topology could not redirect at XDP for the egress MTU
+/// (`offload_common::topology::Handoff`).
+pub static TOPOLOGY_TC_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/topology_tc"));
+/// The program of a topology's `firewall` instances (`firewall`, XDP frags): the
+/// `firewall` module's judgement between two ports. Its own maps are the firewall's
+/// (`offload_common::firewall::maps`, the node-wide ones shared with every firewall of
+/// the namespace) and `FW_OTHER_PORT`.
+pub static FIREWALL_TOPOLOGY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall_topology"));
 
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).

@@ -1,0 +1,49 @@
+//! Filling a [`ModuleContext`]: what the chain's entry writes for every packet before the
+//! first module runs, and what a program that runs the chain's modules' code outside a
+//! chain (the firewall as a topology instance) writes for itself.
+
+use offload_common::module::{ModuleContext, parse as parse_outcome};
+
+use crate::parse::{self, Frame};
+
+/// Zeroes the context with one store per word. Assigning a whole `ModuleContext` compiles
+/// to calls of the BPF target's `memset`, which stores a byte at a time: some 370
+/// instructions a packet, more than the rest of the entry. Volatile stores keep LLVM from
+/// turning these back into a `memset`.
+#[inline(always)]
+pub fn clear(context: &mut ModuleContext) {
+    const WORDS: usize = core::mem::size_of::<ModuleContext>() / 4;
+    let words = (context as *mut ModuleContext).cast::<u32>();
+    for index in 0..WORDS {
+        // SAFETY: `WORDS` u32s fit in the context (108 bytes, 4-aligned: its largest
+        // fields are u32s).
+        unsafe { words.add(index).write_volatile(0) };
+    }
+}
+
+/// Writes the packet's parse into `context`: the outcome, and for IP the offsets, VLAN
+/// tags, addresses, protocol, ports and fragment (the data path's one parse).
+#[inline(always)]
+pub fn describe(ctx: &impl Frame, context: &mut ModuleContext) {
+    match parse::parse(ctx) {
+        Ok(Some(packet)) => {
+            context.parse = parse_outcome::IP;
+            context.l3_offset = packet.l3_offset;
+            context.l4_offset = packet.l4_offset;
+            context.vlan_count = packet.vlan_count;
+            context.vlan_tci = packet.vlan_tci;
+            context.ip_version = packet.family;
+            context.protocol = packet.proto;
+            context.has_ports = packet.has_ports as u8;
+            context.fragment = packet.fragment;
+            context.src_port = packet.sport;
+            context.dst_port = packet.dport;
+            for (byte, word) in context.src_addr.chunks_exact_mut(4).zip(packet.src) {
+                byte.copy_from_slice(&word.to_ne_bytes());
+            }
+            context.dst_addr = packet.dst;
+        }
+        Ok(None) => context.parse = parse_outcome::NOT_IP,
+        Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,
+    }
+}
