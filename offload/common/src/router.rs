@@ -330,3 +330,52 @@ mod pod {
     unsafe impl aya::Pod for super::NeighbourKey {}
     unsafe impl aya::Pod for super::Neighbour {}
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::{collections::BTreeSet, vec::Vec};
+
+    /// The IPv4 slot is the one the single-word hash gave before the IPv6 slots shared it:
+    /// a router swapped onto this build finds its remembered destinations where they are.
+    #[test]
+    fn the_ipv4_slot_is_the_single_word_hash() {
+        for address in [[10, 3, 0, 9], [192, 0, 2, 1], [255, 255, 255, 255], [0; 4]] {
+            let single = u32::from_be_bytes(address).wrapping_mul(0x9e37_79b1)
+                >> (32 - ROUTE_CACHE_SLOTS.trailing_zeros());
+            assert_eq!(route_cache_slot(address), single, "{address:?}");
+        }
+    }
+
+    /// Consecutive hosts of a /64, and one host part in consecutive /64s, spread over
+    /// the slots rather than piling into a few.
+    #[test]
+    fn ipv6_destinations_spread_over_the_slots() {
+        let base = [0xfd, 3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let hosts = (0u16..1024).map(|host| {
+            let mut address = base;
+            address[14..].copy_from_slice(&host.to_be_bytes());
+            address
+        });
+        let subnets = (0u16..1024).map(|subnet| {
+            let mut address = base;
+            address[6..8].copy_from_slice(&subnet.to_be_bytes());
+            address[15] = 9;
+            address
+        });
+        for (what, addresses) in [
+            ("hosts", hosts.collect::<Vec<_>>()),
+            ("subnets", subnets.collect()),
+        ] {
+            let slots: BTreeSet<u32> = addresses
+                .iter()
+                .map(|address| route_cache_slot_v6(*address))
+                .collect();
+            assert!(slots.iter().all(|slot| *slot < ROUTE_CACHE_SLOTS));
+            // 1,024 addresses into 4,096 slots: a uniform hash fills about 900.
+            assert!(slots.len() > 768, "{what}: {} slots", slots.len());
+        }
+    }
+}
