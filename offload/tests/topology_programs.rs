@@ -1060,7 +1060,9 @@ fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
             .get(&router::route_cache_slot(address), 0)
             .unwrap()
             .iter()
-            .any(|entry| entry.valid == 1 && entry.destination == address && entry.route.id == id)
+            .any(|entry| {
+                entry.valid == 1 && entry.destination == address && entry.remembered.route.id == id
+            })
     };
     assert!(
         holds(&topology, near, 3),
@@ -1099,6 +1101,111 @@ fn remembered_destinations_keep_their_own_routes_until_the_routes_change() {
     let moved = [0x02, 0, 0, 0, 0, 0x0c];
     let reply = arp(2, moved, [10, 2, 0, 254], ROUTER_B, [10, 2, 0, 1]);
     topology.run(router, 1, ROUTER_IFACES[1], &reply);
+    let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(far));
+    assert_eq!(result.verdict, XDP_REDIRECT);
+    assert_eq!(result.packet[..6], moved, "the gateway's new MAC");
+}
+
+/// The IPv6 side of the test above: the same per-CPU slots, keyed by a hash of the 16-byte
+/// destination. Destinations taking turns (two sharing a slot) each get their route and
+/// are remembered in their own slots; a /64 added later takes the one inside it once the
+/// generation moves; a gateway's new MAC, learned from its advertisement, is followed at
+/// once.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn remembered_ipv6_destinations_keep_their_own_routes_until_the_routes_change() {
+    require_root("remembered_ipv6_destinations_keep_their_own_routes_until_the_routes_change");
+    let mut topology = Topology::new();
+    let router = add_router(&mut topology, Some(ROUTER_IFACES));
+    let mut neighbours: HashMap<_, NeighbourKey, Neighbour> =
+        HashMap::try_from(topology.instance_map_mut(router, router::maps::NEIGHBOURS)).unwrap();
+    let (family, addr) = addr16("fd02::fe");
+    let gateway = Neighbour {
+        mac: HOST_B,
+        _pad: [0; 2],
+        updated_ns: 0,
+    };
+    let key = NeighbourKey {
+        port: 1,
+        family,
+        addr,
+    };
+    neighbours.insert(key, gateway, 0).unwrap();
+    // Inside fd03::/48 (route 6, via fd02::fe): `near` in fd03:0:0:1::/64, `far` outside
+    // it in another slot, `rival` outside it in `near`'s slot.
+    let near = v6_octets("fd03:0:0:1::9");
+    let slot = router::route_cache_slot_v6(near);
+    let outside = || {
+        (2u32..65_536).map(|subnet| {
+            let mut address = near;
+            address[6..8].copy_from_slice(&(subnet as u16).to_be_bytes());
+            address
+        })
+    };
+    let far = outside()
+        .find(|address| router::route_cache_slot_v6(*address) != slot)
+        .unwrap();
+    let rival = outside()
+        .find(|address| router::route_cache_slot_v6(*address) == slot)
+        .unwrap();
+    let text = |a: [u8; 16]| std::net::Ipv6Addr::from(a).to_string();
+    let packet = |to: [u8; 16]| udp(HOST_A, ROUTER_A, "fd01::10", &text(to));
+    for to in [near, far, near, far, rival, near] {
+        let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(to));
+        assert_eq!(result.verdict, XDP_REDIRECT, "to {}", text(to));
+        assert_eq!(result.packet[..6], HOST_B, "to {}", text(to));
+        assert_eq!(result.packet[14 + 7], 63, "to {}: hop limit - 1", text(to));
+    }
+    assert_eq!(route_stats(&topology, router, 6).packets, 6);
+    let holds = |topology: &Topology, address: [u8; 16], id: u32| {
+        let cache: PerCpuArray<_, router::RouteCacheV6> =
+            PerCpuArray::try_from(topology.instance_map(router, router::maps::ROUTE_CACHE_V6))
+                .unwrap();
+        cache
+            .get(&router::route_cache_slot_v6(address), 0)
+            .unwrap()
+            .iter()
+            .any(|entry| {
+                entry.valid == 1 && entry.destination == address && entry.remembered.route.id == id
+            })
+    };
+    assert!(
+        holds(&topology, near, 6),
+        "the last packet's destination is remembered"
+    );
+    assert!(
+        holds(&topology, far, 6),
+        "a destination in another slot stays remembered"
+    );
+
+    let mut v6: LpmTrie<_, [u8; 16], Route> =
+        LpmTrie::try_from(topology.instance_map_mut(router, router::maps::ROUTES_V6)).unwrap();
+    v6.insert(
+        &Key::new(64, v6_octets("fd03:0:0:1::")),
+        route(1, 7, Some("fd02::fe")),
+        0,
+    )
+    .unwrap();
+    support::topology::routes_changed(&mut topology, router);
+    for to in [near, far] {
+        topology.run(router, 0, ROUTER_IFACES[0], &packet(to));
+    }
+    assert_eq!(
+        route_stats(&topology, router, 7).packets,
+        1,
+        "the new /64 takes the remembered destination inside it"
+    );
+    assert_eq!(route_stats(&topology, router, 6).packets, 7);
+    assert!(
+        holds(&topology, far, 6),
+        "remembered again, with the gateway's MAC"
+    );
+
+    // The gateway moves to another MAC, learned from its advertisement: the remembered
+    // destination behind it follows at once.
+    let moved = [0x02, 0, 0, 0, 0, 0x0c];
+    let advert = advertisement(moved, ROUTER_B, "fd02::fe", "fd02::1");
+    topology.run(router, 1, ROUTER_IFACES[1], &advert);
     let result = topology.run(router, 0, ROUTER_IFACES[0], &packet(far));
     assert_eq!(result.verdict, XDP_REDIRECT);
     assert_eq!(result.packet[..6], moved, "the gateway's new MAC");

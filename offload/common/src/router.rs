@@ -18,8 +18,10 @@ pub const ROUTE_IDS: u32 = MAX_ROUTES;
 pub const NEIGHBOUR_ENTRIES: u32 = 65_536;
 /// Entries of [`maps::LOCAL`]: the router's own addresses.
 pub const LOCAL_ENTRIES: u32 = 256;
-/// Slots per CPU of [`maps::ROUTE_CACHE_V4`] (a power of two): a destination's slot is
-/// [`route_cache_slot`] of it. 4,096 slots of 48 bytes are 192 KiB per CPU.
+/// Slots per CPU of [`maps::ROUTE_CACHE_V4`] and of [`maps::ROUTE_CACHE_V6`] (a power of
+/// two): a destination's slot is [`route_cache_slot`] (IPv4) or [`route_cache_slot_v6`]
+/// of it. 4,096 slots are 256 KiB per CPU for IPv4 (64-byte slots) and 320 KiB for IPv6
+/// (80 bytes).
 pub const ROUTE_CACHE_SLOTS: u32 = 4_096;
 
 /// The slot of [`maps::ROUTE_CACHE_V4`] that may hold `destination` (network order): a
@@ -27,8 +29,36 @@ pub const ROUTE_CACHE_SLOTS: u32 = 4_096;
 /// low bits, consecutive hosts of a subnet, spread over all the slots.
 #[inline(always)]
 pub const fn route_cache_slot(destination: [u8; 4]) -> u32 {
+    route_cache_hash(&destination)
+}
+
+/// The slot of [`maps::ROUTE_CACHE_V6`] that may hold `destination` (network order): the
+/// hash of [`route_cache_slot`] folded over the address's four 32-bit words (each word
+/// XORed in, then multiplied), so hosts of one subnet spread as IPv4's do and the same
+/// interface identifier in different /64s lands in different slots. Four multiplies: cheap
+/// next to the trie's walk it saves.
+#[inline(always)]
+pub const fn route_cache_slot_v6(destination: [u8; 16]) -> u32 {
+    route_cache_hash(&destination)
+}
+
+/// Both families' slot hash over the address's 32-bit words (its length a multiple of 4).
+#[inline(always)]
+const fn route_cache_hash(address: &[u8]) -> u32 {
     const BITS: u32 = ROUTE_CACHE_SLOTS.trailing_zeros();
-    u32::from_be_bytes(destination).wrapping_mul(0x9e37_79b1) >> (32 - BITS)
+    let mut hash = 0u32;
+    let mut at = 0;
+    while at + 4 <= address.len() {
+        let word = u32::from_be_bytes([
+            address[at],
+            address[at + 1],
+            address[at + 2],
+            address[at + 3],
+        ]);
+        hash = (hash ^ word).wrapping_mul(0x9e37_79b1);
+        at += 4;
+    }
+    hash >> (32 - BITS)
 }
 
 /// The names of a router instance's maps.
@@ -46,7 +76,7 @@ pub mod maps {
     pub const ROUTES_V6: &str = "ROUTER_ROUTES_V6";
     /// `ARRAY` of one `u64`: the routes' generation, which user space bumps after every
     /// change to [`ROUTES_V4`] or [`ROUTES_V6`] and after adding addresses to [`LOCAL`];
-    /// a [`ROUTE_CACHE_V4`] slot of another generation is stale.
+    /// a [`ROUTE_CACHE_V4`] or [`ROUTE_CACHE_V6`] slot of another generation is stale.
     pub const ROUTES_GENERATION: &str = "ROUTER_ROUTES_GEN";
     /// `PERCPU_ARRAY` of [`super::ROUTE_CACHE_SLOTS`] [`super::RouteCacheV4`]: each CPU's
     /// forwarded IPv4 destinations and the routes the trie gave them, direct-mapped (a
@@ -55,10 +85,15 @@ pub mod maps {
     /// table and the trie's walk. (It replaced `ROUTER_ROUTE_CACHE_V4`, a single slot: a
     /// new name, so a swap onto a router of that build makes a map of its own.)
     pub const ROUTE_CACHE_V4: &str = "ROUTER_ROUTE_SLOTS_V4";
+    /// `PERCPU_ARRAY` of [`super::ROUTE_CACHE_SLOTS`] [`super::RouteCacheV6`]: the same as
+    /// [`ROUTE_CACHE_V4`] for IPv6 destinations, each in slot
+    /// [`super::route_cache_slot_v6`] of it.
+    pub const ROUTE_CACHE_V6: &str = "ROUTER_ROUTE_SLOTS_V6";
     /// `ARRAY` of one `u64`: the neighbours' generation. Whoever writes to [`NEIGHBOURS`]
     /// stores a value no one stored before in it after the write (the program: the
     /// nanosecond clock shifted left by 8 with the CPU's number in the low byte; user space
-    /// likewise); a [`ROUTE_CACHE_V4`] slot's next-hop MAC of another generation is stale.
+    /// likewise); a remembered next-hop MAC ([`super::RememberedRoute`]) of another
+    /// generation is stale.
     pub const NEIGHBOURS_GENERATION: &str = "ROUTER_NEIGH_GEN";
     /// `PERCPU_ARRAY` of [`super::ROUTE_IDS`] [`super::RouteStats`] at [`super::Route::id`].
     pub const ROUTE_STATS: &str = "ROUTER_ROUTE_STATS";
@@ -191,14 +226,11 @@ pub struct Route {
     pub next_hop: [u8; 16],
 }
 
-/// Value of [`maps::ROUTE_CACHE_V4`]: one IPv4 look-up of one CPU.
+/// What a route cache slot of either family remembers of one forward: the route and the
+/// next hop's MAC, with the generations they were read under.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RouteCacheV4 {
-    /// The destination looked up, network order.
-    pub destination: [u8; 4],
-    /// 1 when the entry holds a look-up (a zeroed entry holds none).
-    pub valid: u32,
+pub struct RememberedRoute {
     /// The [`maps::ROUTES_GENERATION`] read before the look-up.
     pub generation: u64,
     /// The route the trie gave.
@@ -211,6 +243,33 @@ pub struct RouteCacheV4 {
     pub resolved: u8,
     /// Zero.
     pub _pad: u8,
+}
+
+/// Value of [`maps::ROUTE_CACHE_V4`]: one IPv4 look-up of one CPU. (The same 64 bytes as
+/// before the IPv6 slots, when the [`RememberedRoute`] fields were its own.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCacheV4 {
+    /// The destination looked up, network order.
+    pub destination: [u8; 4],
+    /// 1 when the entry holds a look-up (a zeroed entry holds none).
+    pub valid: u32,
+    /// What the look-up gave.
+    pub remembered: RememberedRoute,
+}
+
+/// Value of [`maps::ROUTE_CACHE_V6`]: one IPv6 look-up of one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCacheV6 {
+    /// The destination looked up, network order.
+    pub destination: [u8; 16],
+    /// 1 when the entry holds a look-up (a zeroed entry holds none).
+    pub valid: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// What the look-up gave.
+    pub remembered: RememberedRoute,
 }
 
 /// A route's counters, per CPU in [`maps::ROUTE_STATS`].
@@ -251,7 +310,9 @@ const _: () = assert!(size_of::<RouterPort>() == 32);
 const _: () = assert!(size_of::<AddrKey>() == 20);
 const _: () = assert!(size_of::<Route>() == 32);
 const _: () = assert!(size_of::<RouteStats>() == 16);
+const _: () = assert!(size_of::<RememberedRoute>() == 56);
 const _: () = assert!(size_of::<RouteCacheV4>() == 64);
+const _: () = assert!(size_of::<RouteCacheV6>() == 80);
 const _: () = assert!(size_of::<NeighbourKey>() == 24);
 const _: () = assert!(size_of::<Neighbour>() == 16);
 
@@ -263,7 +324,58 @@ mod pod {
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::Route {}
     unsafe impl aya::Pod for super::RouteStats {}
+    unsafe impl aya::Pod for super::RememberedRoute {}
     unsafe impl aya::Pod for super::RouteCacheV4 {}
+    unsafe impl aya::Pod for super::RouteCacheV6 {}
     unsafe impl aya::Pod for super::NeighbourKey {}
     unsafe impl aya::Pod for super::Neighbour {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::{collections::BTreeSet, vec::Vec};
+
+    /// The IPv4 slot is the one the single-word hash gave before the IPv6 slots shared it:
+    /// a router swapped onto this build finds its remembered destinations where they are.
+    #[test]
+    fn the_ipv4_slot_is_the_single_word_hash() {
+        for address in [[10, 3, 0, 9], [192, 0, 2, 1], [255, 255, 255, 255], [0; 4]] {
+            let single = u32::from_be_bytes(address).wrapping_mul(0x9e37_79b1)
+                >> (32 - ROUTE_CACHE_SLOTS.trailing_zeros());
+            assert_eq!(route_cache_slot(address), single, "{address:?}");
+        }
+    }
+
+    /// Consecutive hosts of a /64, and one host part in consecutive /64s, spread over
+    /// the slots rather than piling into a few.
+    #[test]
+    fn ipv6_destinations_spread_over_the_slots() {
+        let base = [0xfd, 3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let hosts = (0u16..1024).map(|host| {
+            let mut address = base;
+            address[14..].copy_from_slice(&host.to_be_bytes());
+            address
+        });
+        let subnets = (0u16..1024).map(|subnet| {
+            let mut address = base;
+            address[6..8].copy_from_slice(&subnet.to_be_bytes());
+            address[15] = 9;
+            address
+        });
+        for (what, addresses) in [
+            ("hosts", hosts.collect::<Vec<_>>()),
+            ("subnets", subnets.collect()),
+        ] {
+            let slots: BTreeSet<u32> = addresses
+                .iter()
+                .map(|address| route_cache_slot_v6(*address))
+                .collect();
+            assert!(slots.iter().all(|slot| *slot < ROUTE_CACHE_SLOTS));
+            // 1,024 addresses into 4,096 slots: a uniform hash fills about 900.
+            assert!(slots.len() > 768, "{what}: {} slots", slots.len());
+        }
+    }
 }

@@ -41,8 +41,9 @@ use aya_ebpf::{
 use offload_common::{
     router::{
         AddrKey, LOCAL_ENTRIES, MAX_ROUTES, NEIGHBOUR_ENTRIES, Neighbour, NeighbourKey,
-        ROUTE_CACHE_SLOTS, ROUTE_IDS, Route, RouteCacheV4, RouteKeyV4, RouteKeyV6, RouteStats,
-        RouterPort, counter, family, port_flags, route_cache_slot, route_flags,
+        ROUTE_CACHE_SLOTS, ROUTE_IDS, RememberedRoute, Route, RouteCacheV4, RouteCacheV6,
+        RouteKeyV4, RouteKeyV6, RouteStats, RouterPort, counter, family, port_flags,
+        route_cache_slot, route_cache_slot_v6, route_flags,
     },
     topology::MAX_INSTANCE_PORTS,
 };
@@ -61,6 +62,9 @@ static ROUTER_ROUTES_V6: LpmTrie<RouteKeyV6, Route> = LpmTrie::with_max_entries(
 static ROUTER_ROUTES_GEN: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static ROUTER_ROUTE_SLOTS_V4: PerCpuArray<RouteCacheV4> =
+    PerCpuArray::with_max_entries(ROUTE_CACHE_SLOTS, 0);
+#[map]
+static ROUTER_ROUTE_SLOTS_V6: PerCpuArray<RouteCacheV6> =
     PerCpuArray::with_max_entries(ROUTE_CACHE_SLOTS, 0);
 #[map]
 static ROUTER_NEIGH_GEN: Array<u64> = Array::with_max_entries(1, 0);
@@ -196,18 +200,15 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
         return dropped(counter::MALFORMED);
     }
     let destination = [header[16], header[17], header[18], header[19]];
-    let generation = routes_generation();
-    let neighbours_generation = neighbours_generation();
+    let generations = generations();
     let slot = ROUTER_ROUTE_SLOTS_V4.get_ptr_mut(route_cache_slot(destination));
     // Only forwarded destinations are remembered, so a remembered one is neither the
     // router's nor multicast (user space bumps the generation after writing addresses).
-    let (route, remembered_mac) = if let Some(hit) = remembered_v4(slot, destination, generation) {
+    let forward = if let Some(hit) = recall(slot, &destination, generations) {
         if header[8] <= 1 {
             return time_exceeded_v4(raw, in_port);
         }
-        let mac = (hit.resolved == 1 && hit.neighbours_generation == neighbours_generation)
-            .then_some(hit.next_hop_mac);
-        (hit.route, mac)
+        hit
     } else {
         if local(family::IPV4, &v4_addr(destination)).is_some() {
             return ipv4_local(raw, in_port, header);
@@ -222,8 +223,9 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
         let Some(route) = ROUTER_ROUTES_V4.get(&Key::new(32, destination)).copied() else {
             return dropped(counter::NO_ROUTE);
         };
-        (route, None)
+        Forward::unresolved(route)
     };
+    let route = forward.route;
     count_route(route.id, ctx.total_len() as u64);
     let next_hop = if route.flags & route_flags::CONNECTED != 0 {
         destination
@@ -238,25 +240,20 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     let Some(out) = ROUTER_PORTS.get(route.port).copied() else {
         return dropped(counter::NO_ROUTE);
     };
-    let next_hop_mac = match remembered_mac {
-        Some(mac) => mac,
-        None => {
-            let known = neighbour(route.port, family::IPV4, &v4_addr(next_hop));
-            remember_v4(
-                slot,
-                Remembered {
-                    destination,
-                    generation,
-                    route,
-                    neighbours_generation,
-                    next_hop_mac: known.map(|neighbour| neighbour.mac),
-                },
-            );
-            match known {
-                Some(neighbour) => neighbour.mac,
-                None => return arp_request(raw, route.port, &out, next_hop),
-            }
-        }
+    let next_hop_mac = if forward.resolved {
+        forward.next_hop_mac
+    } else {
+        let Some(known) = neighbour(route.port, family::IPV4, &v4_addr(next_hop)) else {
+            remember(slot, destination, generations, forward);
+            return arp_request(raw, route.port, &out, next_hop);
+        };
+        let resolved = Forward {
+            next_hop_mac: known.mac,
+            resolved: true,
+            ..forward
+        };
+        remember(slot, destination, generations, resolved);
+        known.mac
     };
     let Some(frame) = frame_mut(&ctx, ETH_HLEN + 20) else {
         return dropped(counter::MALFORMED);
@@ -276,73 +273,151 @@ fn ipv4(raw: *mut xdp_md, in_port: u32) -> u32 {
     route.port
 }
 
-/// The routes' generation. Read before the look-ups: a route or address changed after
-/// this read bumps the generation, so what they give is never remembered as newer than it
-/// is.
-#[inline(always)]
-fn routes_generation() -> u64 {
-    ROUTER_ROUTES_GEN
-        .get_ptr(0)
-        // SAFETY: the map's value, read once.
-        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
+/// The routes' and the neighbours' generations, read before the look-ups they guard: a
+/// route, address or neighbour changed after this read moves its generation, so what the
+/// look-ups give is never remembered as newer than it is (a look-up that raced a change
+/// is stale as soon as it is remembered).
+#[derive(Clone, Copy)]
+struct Generations {
+    routes: u64,
+    neighbours: u64,
 }
 
-/// The neighbours' generation, read as [`routes_generation`] is: before the neighbour's
-/// look-up.
 #[inline(always)]
-fn neighbours_generation() -> u64 {
-    ROUTER_NEIGH_GEN
-        .get_ptr(0)
-        // SAFETY: the map's value, read once.
-        .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
+fn generations() -> Generations {
+    // SAFETY: the maps' values, each read once.
+    let read =
+        |value: Option<*const u64>| value.map_or(0, |value| unsafe { value.read_volatile() });
+    Generations {
+        routes: read(ROUTER_ROUTES_GEN.get_ptr(0)),
+        neighbours: read(ROUTER_NEIGH_GEN.get_ptr(0)),
+    }
+}
+
+/// A per-CPU route cache slot of one family (`ROUTER_ROUTE_SLOTS_V4`/`_V6`): which
+/// destination it holds, and what it remembers of it (the part both families share).
+trait CacheSlot: Sized + 'static {
+    type Destination: Copy + PartialEq;
+    /// Whether the slot holds a look-up for `destination`.
+    fn holds(&self, destination: &Self::Destination) -> bool;
+    fn remembered(&self) -> &RememberedRoute;
+    fn new(destination: Self::Destination, remembered: RememberedRoute) -> Self;
+}
+
+impl CacheSlot for RouteCacheV4 {
+    type Destination = [u8; 4];
+    #[inline(always)]
+    fn holds(&self, destination: &[u8; 4]) -> bool {
+        self.valid == 1 && self.destination == *destination
+    }
+    #[inline(always)]
+    fn remembered(&self) -> &RememberedRoute {
+        &self.remembered
+    }
+    #[inline(always)]
+    fn new(destination: [u8; 4], remembered: RememberedRoute) -> Self {
+        RouteCacheV4 {
+            destination,
+            valid: 1,
+            remembered,
+        }
+    }
+}
+
+impl CacheSlot for RouteCacheV6 {
+    type Destination = [u8; 16];
+    #[inline(always)]
+    fn holds(&self, destination: &[u8; 16]) -> bool {
+        self.valid == 1 && self.destination == *destination
+    }
+    #[inline(always)]
+    fn remembered(&self) -> &RememberedRoute {
+        &self.remembered
+    }
+    #[inline(always)]
+    fn new(destination: [u8; 16], remembered: RememberedRoute) -> Self {
+        RouteCacheV6 {
+            destination,
+            valid: 1,
+            _pad: 0,
+            remembered,
+        }
+    }
+}
+
+/// A route and, when `resolved`, its next hop's MAC: what [`recall`] gives and
+/// [`remember`] keeps. Plain fields rather than an `Option` of the MAC: LLVM may read a
+/// `None`'s payload, a register it never wrote, which the verifier refuses.
+#[derive(Clone, Copy)]
+struct Forward {
+    route: Route,
+    next_hop_mac: [u8; 6],
+    resolved: bool,
+}
+
+impl Forward {
+    /// A route the trie gave: its next hop's MAC not looked up yet.
+    #[inline(always)]
+    fn unresolved(route: Route) -> Forward {
+        Forward {
+            route,
+            next_hop_mac: [0; 6],
+            resolved: false,
+        }
+    }
 }
 
 /// What `slot` (this CPU's slot for `destination`) remembers of it, when it holds
-/// `destination` and no route or address of the router changed since (the same
-/// generation). Read it before [`remember_v4`] writes the slot again. The trie's walk grows with the table (about 20 levels for a million
-/// prefixes); packets to a remembered destination skip it, and the address table.
+/// `destination` and no route or address of the router changed since (the same routes
+/// generation): the route, and the next hop's MAC when it was resolved and no neighbour
+/// was written since. The trie's walk grows with the table (about 20 levels for a
+/// million prefixes); packets to a remembered destination skip it, and the address
+/// table, and with the MAC the neighbour table.
 #[inline(always)]
-fn remembered_v4(
-    slot: Option<*mut RouteCacheV4>,
-    destination: [u8; 4],
-    generation: u64,
-) -> Option<&'static RouteCacheV4> {
+fn recall<S: CacheSlot>(
+    slot: Option<*mut S>,
+    destination: &S::Destination,
+    generations: Generations,
+) -> Option<Forward> {
     // SAFETY: this CPU's slot; XDP runs with migration disabled.
     let cached = unsafe { &*slot? };
-    (cached.valid == 1 && cached.generation == generation && cached.destination == destination)
-        .then_some(cached)
+    if !cached.holds(destination) {
+        return None;
+    }
+    let remembered = cached.remembered();
+    if remembered.generation != generations.routes {
+        return None;
+    }
+    Some(Forward {
+        route: remembered.route,
+        next_hop_mac: remembered.next_hop_mac,
+        resolved: remembered.resolved == 1
+            && remembered.neighbours_generation == generations.neighbours,
+    })
 }
 
-/// A forward's look-ups, for [`remember_v4`].
-struct Remembered {
-    destination: [u8; 4],
-    generation: u64,
-    route: Route,
-    neighbours_generation: u64,
-    next_hop_mac: Option<[u8; 6]>,
-}
-
-/// Remembers a forward's look-ups in `slot` (this CPU's slot for its destination), in
-/// place of whatever the slot held. The generations are the ones read before the
-/// look-ups: a change that raced them is newer, so what they gave is stale at once.
+/// Remembers a forward in `slot` (this CPU's slot for `destination`), in place of
+/// whatever the slot held. The generations are the ones read before the look-ups.
 #[inline(always)]
-fn remember_v4(slot: Option<*mut RouteCacheV4>, remembered: Remembered) {
+fn remember<S: CacheSlot>(
+    slot: Option<*mut S>,
+    destination: S::Destination,
+    generations: Generations,
+    forward: Forward,
+) {
     let Some(slot) = slot else {
         return;
     };
-    // SAFETY: as in `remembered_v4`.
-    unsafe {
-        *slot = RouteCacheV4 {
-            destination: remembered.destination,
-            valid: 1,
-            generation: remembered.generation,
-            route: remembered.route,
-            neighbours_generation: remembered.neighbours_generation,
-            next_hop_mac: remembered.next_hop_mac.unwrap_or_default(),
-            resolved: u8::from(remembered.next_hop_mac.is_some()),
-            _pad: 0,
-        }
+    let remembered = RememberedRoute {
+        generation: generations.routes,
+        route: forward.route,
+        neighbours_generation: generations.neighbours,
+        next_hop_mac: forward.next_hop_mac,
+        resolved: u8::from(forward.resolved),
+        _pad: 0,
     };
+    // SAFETY: as in `recall`.
+    unsafe { *slot = S::new(destination, remembered) };
 }
 
 /// A packet to one of the router's IPv4 addresses: an echo request is answered in place,
@@ -494,7 +569,8 @@ fn arp_request(raw: *mut xdp_md, out_port: u32, out: &RouterPort, next_hop: [u8;
     out_port
 }
 
-/// IPv6: neighbour discovery, the router's own, an expiring hop limit, or forwarded.
+/// IPv6: neighbour discovery, the router's own, an expiring hop limit, or forwarded
+/// (as IPv4's, remembering each CPU's forwards in `ROUTER_ROUTE_SLOTS_V6`).
 #[inline(never)]
 fn ipv6(raw: *mut xdp_md, in_port: u32) -> u32 {
     let ctx = xdp(raw);
@@ -519,27 +595,53 @@ fn ipv6(raw: *mut xdp_md, in_port: u32) -> u32 {
             }
         }
     }
-    if local(family::IPV6, &destination).is_some() {
-        return ipv6_local(raw, in_port, next_header);
+    match forward_v6(raw, destination, header[7]) {
+        TO_ROUTER => ipv6_local(raw, in_port, next_header),
+        HOP_LIMIT_EXPIRED => time_exceeded_v6(raw, in_port),
+        decision => decision,
     }
-    // Multicast and link-local destinations are not forwarded (RFC 4291 2.5.6).
-    if destination[0] == 0xff || (destination[0] == 0xfe && destination[1] & 0xc0 == 0x80) {
-        return dropped(counter::LOCAL_DROPPED);
-    }
-    if header[7] <= 1 {
-        return time_exceeded_v6(raw, in_port);
-    }
-    forward_v6(raw, destination)
 }
 
-/// Forwards an IPv6 packet to `destination` (its hop limit is above 1).
+/// What [`forward_v6`] leaves to its caller, besides a port or [`DROP`]: the packet is
+/// the router's own ([`ipv6_local`]) ...
+const TO_ROUTER: u32 = 0x2_0000;
+/// ... or its hop limit expires here ([`time_exceeded_v6`]). Answered by the caller so
+/// that neither reply's frame stacks on this function's (the BPF stack holds 512 bytes
+/// for a call chain; `solicitation`'s alone takes 384).
+const HOP_LIMIT_EXPIRED: u32 = 0x3_0000;
+
+/// Forwards an IPv6 packet to `destination` (not neighbour discovery), remembering the
+/// forward in this CPU's `ROUTER_ROUTE_SLOTS_V6` slot for it as IPv4's are remembered:
+/// the port it leaves on, [`DROP`], [`TO_ROUTER`] or [`HOP_LIMIT_EXPIRED`].
 #[inline(never)]
-fn forward_v6(raw: *mut xdp_md, destination: [u8; 16]) -> u32 {
+fn forward_v6(raw: *mut xdp_md, destination: [u8; 16], hop_limit: u8) -> u32 {
     let ctx = xdp(raw);
-    let key = Key::new(128, destination);
-    let Some(route) = ROUTER_ROUTES_V6.get(&key).copied() else {
-        return dropped(counter::NO_ROUTE);
+    let generations = generations();
+    let slot = ROUTER_ROUTE_SLOTS_V6.get_ptr_mut(route_cache_slot_v6(destination));
+    // As IPv4's: a remembered destination is neither the router's, multicast nor
+    // link-local.
+    let forward = if let Some(hit) = recall(slot, &destination, generations) {
+        if hop_limit <= 1 {
+            return HOP_LIMIT_EXPIRED;
+        }
+        hit
+    } else {
+        if local(family::IPV6, &destination).is_some() {
+            return TO_ROUTER;
+        }
+        // Multicast and link-local destinations are not forwarded (RFC 4291 2.5.6).
+        if destination[0] == 0xff || (destination[0] == 0xfe && destination[1] & 0xc0 == 0x80) {
+            return dropped(counter::LOCAL_DROPPED);
+        }
+        if hop_limit <= 1 {
+            return HOP_LIMIT_EXPIRED;
+        }
+        let Some(route) = ROUTER_ROUTES_V6.get(&Key::new(128, destination)).copied() else {
+            return dropped(counter::NO_ROUTE);
+        };
+        Forward::unresolved(route)
     };
+    let route = forward.route;
     count_route(route.id, ctx.total_len() as u64);
     let next_hop = if route.flags & route_flags::CONNECTED != 0 {
         destination
@@ -549,15 +651,27 @@ fn forward_v6(raw: *mut xdp_md, destination: [u8; 16]) -> u32 {
     let Some(out) = ROUTER_PORTS.get(route.port).copied() else {
         return dropped(counter::NO_ROUTE);
     };
-    let Some(neighbour) = neighbour(route.port, family::IPV6, &next_hop) else {
-        return solicit(raw, route.port, &out, &next_hop);
+    let next_hop_mac = if forward.resolved {
+        forward.next_hop_mac
+    } else {
+        let Some(known) = neighbour(route.port, family::IPV6, &next_hop) else {
+            remember(slot, destination, generations, forward);
+            return solicit(raw, route.port, &out, &next_hop);
+        };
+        let resolved = Forward {
+            next_hop_mac: known.mac,
+            resolved: true,
+            ..forward
+        };
+        remember(slot, destination, generations, resolved);
+        known.mac
     };
     let Some(frame) = frame_mut(&ctx, ETH_HLEN + 40) else {
         return dropped(counter::MALFORMED);
     };
     // SAFETY: frame_mut checked the 54 bytes are inside the packet.
     unsafe {
-        write(frame, 0, &neighbour.mac);
+        write(frame, 0, &next_hop_mac);
         write(frame, 6, &out.mac);
         // IPv6 has no header checksum (RFC 8200 3).
         let hop_limit = frame.add(ETH_HLEN + 7);

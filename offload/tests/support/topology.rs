@@ -272,7 +272,7 @@ pub fn load_routes(
 }
 
 /// Bumps router `instance`'s routes generation, as user space does after changing its
-/// tries: each CPU's remembered IPv4 look-up is stale from then on.
+/// tries: each CPU's remembered look-ups (IPv4 and IPv6) are stale from then on.
 pub fn routes_changed(topology: &mut Topology, instance: u32) {
     use offload_common::router::maps as router_maps;
     let mut generation: Array<_, u64> =
