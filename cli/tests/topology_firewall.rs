@@ -195,6 +195,34 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
         curl(&lab, "10.31.2.11", 8000) == Some(0)
     });
     assert_eq!(curl(&lab, "[fd31:2::11]", 8000), Some(0), "IPv6 web");
+    // Bulk TCP over both families: the sender's 64 KB segments cross the topology
+    // (handed to TC past the egress MTU) and arrive whole.
+    for host in ["10.31.2.11", "[fd31:2::11]"] {
+        let output = run_in(
+            &a1,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                "-m",
+                "10",
+                &format!("http://{host}:8000/large.bin"),
+            ],
+        );
+        assert!(output.status.success(), "{host}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "1048576", "{host}");
+    }
+    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
+    let handed = shown["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|counter| counter[0] == "handed_to_tc")
+        .map(|counter| counter[1].as_u64().unwrap());
+    assert!(handed > Some(0), "large segments went through TC: {shown}");
     assert_eq!(curl(&lab, "10.31.2.11", 8001), Some(28), "8001 is dropped");
     assert!(decided(&lab, "default") > dropped);
     assert_eq!(curl(&lab, "10.31.2.11", 8002), Some(7), "8002 is rejected");
