@@ -50,6 +50,11 @@ const SIDEWAYS: &[(&str, &str, &str)] = &[
         "nfv-apps",
         "the metrics ask each load balancer for its stats over its control socket",
     ),
+    (
+        "topology",
+        "firewall",
+        "a firewall instance's rules are compiled and switched by the firewall crate",
+    ),
 ];
 
 /// Crates allowed to take `lab` as a normal dependency.
