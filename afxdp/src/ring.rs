@@ -208,11 +208,6 @@ impl<T: Copy> Ring<T> {
         free.min(wanted)
     }
 
-    /// Free slots as the cached consumer index shows them (no read of the kernel's).
-    pub fn known_free(&self) -> u32 {
-        self.size() - self.local.wrapping_sub(self.cached_remote)
-    }
-
     /// Reserves up to `wanted` slots. Nothing is visible to the kernel until `commit`.
     pub fn produce(&mut self, wanted: u32) -> Produce<'_, T> {
         let capacity = self.free(wanted);

@@ -360,18 +360,16 @@ impl Socket {
     }
 
     /// After `returned` frames came back to `pool`, tops the fill ring up: every frame of
-    /// `pool` the ring has room for. Returns how many it placed. It reads the kernel's
-    /// consumer index (a cache line the kernel writes as it takes frames) only when the
-    /// room it knows of is less than `returned`, as often as a one-for-one refill does
-    /// (topping up to the index on every call cost rxdrop 4-6 % at full rate); with none
-    /// returned it touches nothing.
+    /// `pool` the ring has room for. Returns how many it placed. With none returned it
+    /// touches nothing, so an idle loop stays off the kernel's consumer index (a shared
+    /// cache line).
     ///
     /// Why top up rather than give back what returned: the frames beyond the ring wait in
     /// the pool and stand in for frames out on RX and TX (forwarding holds frames until
     /// their transmission completes), so a burst the core falls behind on does not empty
     /// the fill ring. Given back one for one, they stayed idle: `fastpath xsk l2fwd` on the
-    /// lab veth at 450 kpps found the fill ring empty in 6 of 7 runs of 4 s (618 to 24,516
-    /// packets), and in 2 of 7 after (297, 792; docs/performance.md).
+    /// lab veth at 450 kpps found the fill ring empty for 249 to 2,835 packets in each of
+    /// seven 4 s runs, and for none in five runs of seven after (docs/performance.md).
     ///
     /// No frame leaves circulation: the kernel publishes its fill ring consumer index when
     /// it flushes, just *after* it made the received frames visible on the RX ring, so a
@@ -383,8 +381,7 @@ impl Socket {
         if returned == 0 {
             return 0;
         }
-        let wanted = returned.max(self.fill.known_free());
-        self.fill(pool, wanted)
+        self.fill(pool, u32::MAX)
     }
 
     /// Received frames, at most `max`. The guard yields each frame once; frames not taken
