@@ -155,6 +155,8 @@ pub struct Socket {
     rx: Option<Ring<libc::xdp_desc>>,
     tx: Option<Ring<libc::xdp_desc>>,
     kernel: KernelFrames,
+    /// Frames [`Socket::refill`] was asked to give back and could not place yet.
+    fill_owed: u32,
     iface: String,
     queue: u32,
     zero_copy: bool,
@@ -296,6 +298,7 @@ impl Socket {
         drop(owner);
         Ok(Socket {
             kernel: KernelFrames::new(umem.frame_count() as usize),
+            fill_owed: 0,
             fd,
             umem: umem.clone(),
             fill,
@@ -359,29 +362,28 @@ impl Socket {
         batch.commit()
     }
 
-    /// After `returned` frames came back to `pool`, tops the fill ring up: every frame of
-    /// `pool` the ring has room for. Returns how many it placed. With none returned it
-    /// touches nothing, so an idle loop stays off the kernel's consumer index (a shared
-    /// cache line).
+    /// Gives the kernel back `returned` frames for receiving (frames that came back to
+    /// `pool` since the last call), plus those earlier calls could not place. Returns how
+    /// many it placed.
     ///
-    /// Why top up rather than give back what returned: the frames beyond the ring wait in
-    /// the pool and stand in for frames out on RX and TX (forwarding holds frames until
-    /// their transmission completes), so a burst the core falls behind on does not empty
-    /// the fill ring. Given back one for one, they stayed idle: `fastpath xsk l2fwd` on the
-    /// lab veth at 450 kpps found the fill ring empty for 249 to 2,835 packets in each of
-    /// seven 4 s runs, and for none in five runs of seven after (docs/performance.md).
-    ///
-    /// No frame leaves circulation: the kernel publishes its fill ring consumer index when
-    /// it flushes, just *after* it made the received frames visible on the RX ring, so a
-    /// refill in between finds the ring fuller than it is and places fewer frames. Those
-    /// stay in the pool, and the frames that flush made visible bring the next refill,
-    /// which places them. (Given back one for one, a frame not placed then stayed out for
-    /// good, and the ring shrank until the kernel found it empty.)
+    /// Why a debt: the kernel publishes its fill ring consumer index when it flushes, just
+    /// *after* it made the received frames visible on the RX ring. A refill in between
+    /// finds a full fill ring full still, and places fewer frames than it was asked to. A
+    /// frame not placed then must be placed later, or it leaves circulation for good: the
+    /// fill ring shrinks until the kernel finds it empty and drops packets.
     pub fn refill(&mut self, pool: &mut FramePool, returned: u32) -> u32 {
-        if returned == 0 {
+        self.fill_owed = self.fill_owed.saturating_add(returned);
+        if self.fill_owed == 0 {
             return 0;
         }
-        self.fill(pool, u32::MAX)
+        let placed = self.fill(pool, self.fill_owed);
+        self.fill_owed -= placed;
+        placed
+    }
+
+    /// Frames [`Socket::refill`] still owes the fill ring (placed by its next calls).
+    pub fn fill_owed(&self) -> u32 {
+        self.fill_owed
     }
 
     /// Received frames, at most `max`. The guard yields each frame once; frames not taken

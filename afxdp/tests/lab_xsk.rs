@@ -410,9 +410,9 @@ fn every_frame_is_back_in_the_pool_after_a_million_packets() {
     assert_eq!(tx_pool.len(), 4096, "after shutdown every TX frame is back");
 }
 
-/// The receiver refills after each batch it received (as every app does): a refill that
-/// finds the fill ring full leaves frames in the pool, and a later one must place them, or
-/// frames leave circulation and the kernel ends up finding the fill ring empty. The sender runs on its
+/// The receiver gives back exactly the frames it received, never more (as every app does):
+/// a refill that finds the fill ring full must place the rest later, or frames leave
+/// circulation and the kernel ends up finding the fill ring empty. The sender runs on its
 /// own thread, so the kernel's flush (RX ring first, fill ring consumer index after) races
 /// the receiver's refills as it does in the apps.
 #[test]
@@ -470,15 +470,17 @@ fn no_frame_leaves_circulation_when_refills_race_the_kernel() {
             returned += 1;
             rx_pool.put(frame, &rx_umem);
         }
-        if receiver.refill(&mut rx_pool, returned) < returned {
+        let owed_before = receiver.fill_owed() + returned;
+        if receiver.refill(&mut rx_pool, returned) < owed_before {
             short_refills += 1;
         }
     }
     let sent = sender.join().expect("sender thread");
-    // The kernel has flushed everything by now: what a raced refill left in the pool goes
-    // with the refills the last received frames bring.
+    // The kernel has flushed everything by now: what is still owed fits the ring.
     let settle = Instant::now() + Duration::from_secs(5);
-    while receiver.frames_in_kernel() < ring_frames as usize && Instant::now() < settle {
+    while (receiver.fill_owed() > 0 || receiver.frames_in_kernel() < ring_frames as usize)
+        && Instant::now() < settle
+    {
         let mut returned = 0;
         for frame in receiver.receive(64) {
             received += 1;
@@ -496,6 +498,7 @@ fn no_frame_leaves_circulation_when_refills_race_the_kernel() {
          found the ring full; fill ring found empty {} times)",
         stats.rx_fill_ring_empty_descs
     );
+    assert_eq!(receiver.fill_owed(), 0);
     assert_eq!(rx_pool.len() + receiver.frames_in_kernel(), 4096);
 }
 

@@ -259,9 +259,9 @@ impl Run {
                 core,
             });
         }
-        // The fill ring starts full; the frames beyond it wait in the pool and stand in for
-        // those out on RX and TX (`Socket::refill`).
-        self.socket.fill(&mut self.pool, u32::MAX);
+        // Half the frames wait in the fill ring; the rest circulate through RX and TX.
+        let half = (self.pool.len() / 2) as u32;
+        self.socket.fill(&mut self.pool, half);
         let result = self.serve();
         self.drain();
         if let Engine::Staged(stages) = &mut self.engine {

@@ -148,8 +148,9 @@ fn count_frame(frame: &Frame, tally: &mut Tally) {
     }
 }
 
-/// Tops the fill ring up after `count` frames came back (`Socket::refill`), and wakes the
-/// kernel's receive side when it asks to be.
+/// Gives `count` frames back to the fill ring (and those an earlier call could not place:
+/// `Socket::refill`). Refilling only what was used keeps the loop off the kernel's consumer
+/// index (a shared cache line) while nothing arrives.
 pub fn refill(socket: &mut Socket, pool: &mut FramePool, count: u32) -> Result<(), XskError> {
     socket.refill(pool, count);
     if socket.is_busy_polling() || socket.fill_needs_wakeup() {
@@ -194,9 +195,9 @@ pub fn l2fwd<M: Monitor>(
     monitor: &mut M,
 ) -> Result<Tally, XskError> {
     let umem = socket.umem().clone();
-    // The fill ring starts full; the frames beyond it wait in the pool and stand in for
-    // those out on RX and TX (`Socket::refill`).
-    socket.fill(&mut pool, u32::MAX);
+    // Half the frames wait in the fill ring; the rest circulate through RX and TX.
+    let half = (pool.len() / 2) as u32;
+    socket.fill(&mut pool, half);
     let mut frames: Vec<Frame> = Vec::with_capacity(batch as usize);
     let mut tally = Tally::default();
     // Frames the TX ring turned away go back to the pool, and from there to the fill ring.
