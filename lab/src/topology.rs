@@ -115,6 +115,36 @@ impl TopologyLab {
             .unwrap_or_else(|| panic!("no host {name}"))
     }
 
+    /// Linux's own forwarding between subnets a and b, the topology benchmarks' peer: the
+    /// gateways' IPv4 addresses on a1's and b1's veth peers in the node and `ip_forward=1`.
+    /// A topology joined to those interfaces takes their packets at XDP first, so the two
+    /// can stay configured side by side and take turns.
+    pub fn linux_forwarding(&self) -> Result<(), LabError> {
+        let (a1, b1) = (self.host("a1").clone(), self.host("b1").clone());
+        netns::run_in(&self.node, move || -> Result<(), LabError> {
+            netlink::add_address(&a1.node_iface, a1.gateway_v4(), 24)?;
+            netlink::add_address(&b1.node_iface, b1.gateway_v4(), 24)?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(|e| LabError::io("enable forwarding in the node", e))
+        })?
+    }
+
+    /// A Linux bridge `name` of a1's and a2's veth peers in the node, up (the topology
+    /// benchmarks' other peer); deleting it lets the ports go.
+    pub fn linux_bridge(&self, name: &str) -> Result<(), LabError> {
+        let (bridge, a1, a2) = (
+            name.to_string(),
+            self.host("a1").node_iface.clone(),
+            self.host("a2").node_iface.clone(),
+        );
+        netns::run_in(&self.node, move || -> Result<(), LabError> {
+            netlink::add_bridge(&bridge)?;
+            netlink::enslave(&a1, &bridge)?;
+            netlink::enslave(&a2, &bridge)?;
+            netlink::set_up(&bridge)
+        })?
+    }
+
     fn build(&self) -> Result<(), LabError> {
         for host in &self.hosts {
             let node_side = Endpoint {

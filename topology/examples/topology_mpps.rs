@@ -264,19 +264,8 @@ fn set_up(lab: &TopologyLab, case: Case, routes: u32) -> Result<()> {
             })??;
         }
         Case::Floor => {}
-        Case::LinuxForwarding | Case::LinuxBridge => {
-            let bridge = linux_bridge(lab);
-            let a2 = lab.host("a2").node_iface.clone();
-            netns::run_in(&lab.node, move || -> Result<()> {
-                if case == Case::LinuxBridge {
-                    netlink::add_bridge(&bridge)?;
-                    netlink::enslave(&a1, &bridge)?;
-                    netlink::enslave(&a2, &bridge)?;
-                    netlink::set_up(&bridge)?;
-                }
-                Ok(())
-            })??;
-        }
+        Case::LinuxForwarding => {}
+        Case::LinuxBridge => lab.linux_bridge(&linux_bridge(lab))?,
     }
     Ok(())
 }
@@ -469,16 +458,9 @@ fn median(values: &mut [f64]) -> f64 {
 /// The node's Linux side: the router's addresses on a1's and b1's peers and forwarding
 /// on. In the topology rounds the topology takes every frame before Linux sees it.
 fn linux_router(lab: &TopologyLab) -> Result<()> {
-    let (a1, b1) = (
-        lab.host("a1").node_iface.clone(),
-        lab.host("b1").node_iface.clone(),
-    );
+    lab.linux_forwarding()?;
     netns::run_in(&lab.node, move || -> Result<()> {
-        netlink::add_address(&a1, "10.31.1.1".parse::<IpAddr>()?, 24)?;
-        netlink::add_address(&b1, "10.31.2.1".parse::<IpAddr>()?, 24)?;
         netlink::add_route(IpAddr::from(FAR_BLOCK), 8, B1.parse()?)?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .context("ip_forward=1 in the node namespace")?;
         Ok(())
     })?
 }

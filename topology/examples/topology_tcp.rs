@@ -11,7 +11,6 @@
 //! its TC hand-off (docs/topology-datapath.md); before it, these transfers stalled.
 
 use std::{
-    net::IpAddr,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -90,20 +89,7 @@ fn set_up(lab: &TopologyLab, case: Case) -> Result<()> {
         // Addresses and ip_forward are set once, in `main`: the topology, when it runs,
         // takes the packets at XDP before that stack sees them.
         Case::LinuxForwarding => {}
-        Case::LinuxBridge => {
-            let (bridge, a1, a2) = (
-                bridge_name(lab),
-                lab.host("a1").node_iface.clone(),
-                lab.host("a2").node_iface.clone(),
-            );
-            netns::run_in(&lab.node, move || -> Result<()> {
-                netlink::add_bridge(&bridge)?;
-                netlink::enslave(&a1, &bridge)?;
-                netlink::enslave(&a2, &bridge)?;
-                netlink::set_up(&bridge)?;
-                Ok(())
-            })??;
-        }
+        Case::LinuxBridge => lab.linux_bridge(&bridge_name(lab))?,
     }
     Ok(())
 }
@@ -118,21 +104,6 @@ fn tear_down(lab: &TopologyLab, case: Case) -> Result<()> {
             Case::LinuxForwarding => {}
             Case::LinuxBridge => netlink::delete_link(&bridge)?,
         }
-        Ok(())
-    })?
-}
-
-/// Linux forwarding between a1's and b1's subnets, on the node's interfaces.
-fn linux_router(lab: &TopologyLab) -> Result<()> {
-    let (a1, b1) = (
-        lab.host("a1").node_iface.clone(),
-        lab.host("b1").node_iface.clone(),
-    );
-    netns::run_in(&lab.node, move || -> Result<()> {
-        netlink::add_address(&a1, "10.31.1.1".parse::<IpAddr>()?, 24)?;
-        netlink::add_address(&b1, "10.31.2.1".parse::<IpAddr>()?, 24)?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .context("ip_forward=1 in the node namespace")?;
         Ok(())
     })?
 }
@@ -198,7 +169,7 @@ fn main() -> Result<()> {
     }
     lab::Lab::teardown_on_signals();
     let lab = TopologyLab::up(&format!("fptt{:04}", std::process::id() % 10000))?;
-    linux_router(&lab)?;
+    lab.linux_forwarding()?;
     let cases = [
         Case::Router,
         Case::LinuxForwarding,
