@@ -223,6 +223,15 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
         .find(|counter| counter[0] == "handed_to_tc")
         .map(|counter| counter[1].as_u64().unwrap());
     assert!(handed > Some(0), "large segments went through TC: {shown}");
+    // The instance tracks in the namespace's table: `conntrack list` shows a1's flows.
+    let flows = json(&["--netns", &lab.node, "conntrack", "list"]);
+    let to_web = flows.as_array().unwrap().iter().any(|flow| {
+        flow["proto"] == "tcp"
+            && flow["src"] == "10.31.1.11"
+            && flow["dst"] == "10.31.2.11"
+            && flow["dst_port"] == 8000
+    });
+    assert!(to_web, "a1's flow to b1:8000 in conntrack: {flows}");
     assert_eq!(curl(&lab, "10.31.2.11", 8001), Some(28), "8001 is dropped");
     assert!(decided(&lab, "default") > dropped);
     assert_eq!(curl(&lab, "10.31.2.11", 8002), Some(7), "8002 is rejected");
