@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Command, Output, Stdio},
+    process::Output,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -24,7 +24,10 @@ use std::{
 use lab::{raw::RawSocket, require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, failure, fastpath, json,
-    netns::{Killed, TopologyDown, is_arp_request_for, ping_once, ping_works, run_in, spawn_in},
+    netns::{
+        Killed, TopologyDown, http_server, is_arp_request_for, ping_once, ping_works, run_in,
+        spawn_in,
+    },
     pins_root,
 };
 
@@ -323,23 +326,12 @@ fn two_bridged_subnets_joined_by_the_router() {
     let http_dir = dir.0.join("www");
     std::fs::create_dir_all(&http_dir).unwrap();
     std::fs::write(http_dir.join("hello.txt"), "hello across the topology\n").unwrap();
-    let server = Command::new("ip")
-        .args(["netns", "exec", &lab.host("b1").host.namespace])
-        .args([
-            "/usr/bin/python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            "10.31.2.11",
-            "--directory",
-        ])
-        .arg(&http_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Killed(server);
+    let server = http_server(
+        &lab.host("b1").host.namespace,
+        8000,
+        "10.31.2.11",
+        &http_dir,
+    );
     let curl = |namespace: &str| {
         run_in(
             namespace,

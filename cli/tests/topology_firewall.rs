@@ -17,7 +17,7 @@ use std::{
 use lab::{require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, failure, json,
-    netns::{Killed, TopologyDown, ping_once, ping_works, run_in},
+    netns::{Killed, TopologyDown, http_server, ping_once, ping_works, run_in},
 };
 
 const NAME: &str = "fwt";
@@ -105,14 +105,30 @@ fn decided(lab: &TopologyLab, rule: &str) -> u64 {
         .iter()
         .find(|instance| instance["name"] == "fw")
         .unwrap_or_else(|| panic!("no fw: {shown}"));
-    fw["counters"]
-        .as_array()
-        .unwrap()
+    counter(&fw["counters"], rule).unwrap_or_else(|| panic!("no counter {rule}: {fw}"))
+}
+
+/// The counter `name` of a `[[name, value], ...]` list of `topology show --json`.
+fn counter(counters: &serde_json::Value, name: &str) -> Option<u64> {
+    counters
+        .as_array()?
         .iter()
-        .find(|counter| counter[0] == rule)
-        .unwrap_or_else(|| panic!("no counter {rule}: {fw}"))[1]
-        .as_u64()
-        .unwrap()
+        .find(|counter| counter[0] == name)
+        .and_then(|counter| counter[1].as_u64())
+}
+
+/// `curl` in `namespace` fetching `url` into nothing within `seconds`, at most at `rate`
+/// ("200k"), printing the bytes it got.
+fn download(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", namespace, "curl", "-s", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}", "-m", seconds, url])
+        .stdout(Stdio::piped());
+    if let Some(rate) = rate {
+        command.args(["--limit-rate", rate]);
+    }
+    command
 }
 
 fn apply(lab: &TopologyLab, path: &std::path::Path) -> serde_json::Value {
@@ -176,20 +192,7 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     std::fs::write(www.join("large.bin"), vec![7u8; 1 << 20]).unwrap();
     let _servers: Vec<Killed> = [8000, 8001, 8002]
         .iter()
-        .map(|port| {
-            Killed(
-                Command::new("ip")
-                    .args(["netns", "exec", &b1])
-                    .args(["/usr/bin/python3", "-m", "http.server"])
-                    .arg(port.to_string())
-                    .args(["--bind", "::", "--directory"])
-                    .arg(&www)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
+        .map(|port| http_server(&b1, *port, "::", &www))
         .collect();
     wait_until(Duration::from_secs(10), "http.server answers a1", || {
         curl(&lab, "10.31.2.11", 8000) == Some(0)
@@ -198,30 +201,14 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     // Bulk TCP over both families: the sender's 64 KB segments cross the topology
     // (handed to TC past the egress MTU) and arrive whole.
     for host in ["10.31.2.11", "[fd31:2::11]"] {
-        let output = run_in(
-            &a1,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{size_download}",
-                "-m",
-                "10",
-                &format!("http://{host}:8000/large.bin"),
-            ],
-        );
+        let output = download(&a1, &format!("http://{host}:8000/large.bin"), "10", None)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{host}: {output:?}");
         assert_eq!(String::from_utf8_lossy(&output.stdout), "1048576", "{host}");
     }
     let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
-    let handed = shown["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|counter| counter[0] == "handed_to_tc")
-        .map(|counter| counter[1].as_u64().unwrap());
+    let handed = counter(&shown["counters"], "handed_to_tc");
     assert!(handed > Some(0), "large segments went through TC: {shown}");
     // The instance tracks in the namespace's table: `conntrack list` shows a1's flows.
     let flows = json(&["--netns", &lab.node, "conntrack", "list"]);
@@ -250,22 +237,7 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     // New rules under an open connection: a slow download from b1 goes on through the
     // switch (conntrack is kept), and port 8001 opens.
     // Not `Killed`: its output is read; curl's own time limit ends it.
-    let download = Command::new("ip")
-        .args(["netns", "exec", &a1])
-        .args([
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-            "--limit-rate",
-            "200k",
-            "-m",
-            "30",
-            "http://10.31.2.11:8000/large.bin",
-        ])
-        .stdout(Stdio::piped())
+    let download = download(&a1, "http://10.31.2.11:8000/large.bin", "30", Some("200k"))
         .spawn()
         .unwrap();
     let more =

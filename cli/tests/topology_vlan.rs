@@ -15,7 +15,7 @@ mod support;
 
 use std::{
     net::Ipv4Addr,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -27,7 +27,7 @@ use std::{
 use lab::{raw::RawSocket, require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, json,
-    netns::{Killed, TopologyDown, is_arp_request_for, ping_once, ping_works, run_in},
+    netns::{TopologyDown, http_server, is_arp_request_for, ping_once, ping_works, run_in},
 };
 
 const NAME: &str = "vlans";
@@ -297,16 +297,7 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     // Access to access, inside each VLAN: ICMP and TCP.
     ping_works(&a1, "10.31.1.12");
     ping_works(&b2, "10.31.2.11");
-    let _server = Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &a2, "python3", "-m", "http.server"])
-            .args(["--bind", "10.31.1.12", "8431", "--directory"])
-            .arg(dir.0.as_os_str())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start http.server"),
-    );
+    let _server = http_server(&a2, 8431, "10.31.1.12", &dir.0);
     wait_until(Duration::from_secs(10), "curl a1 -> a2", || {
         run_in(
             &a1,

@@ -80,16 +80,7 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
     }
     let digests: HashMap<String, String> = objects
         .iter()
-        .map(|(name, object)| {
-            (
-                name.clone(),
-                object
-                    .digest
-                    .iter()
-                    .map(|byte| format!("{byte:02x}"))
-                    .collect::<String>(),
-            )
-        })
+        .map(|(name, object)| (name.clone(), program::hex(&object.digest)))
         .collect();
     let _lock = if check {
         None
@@ -781,11 +772,7 @@ pub fn swap(
         .expect("found above");
     entry.module = Some(path.to_path_buf());
     entry.version = object.version.clone();
-    entry.digest = object
-        .digest
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    entry.digest = program::hex(&object.digest);
     record.write()?;
     Ok(SwappedInstance {
         name: name.to_string(),

@@ -25,6 +25,7 @@ use offload_common::{
     router::{self, AddrKey, Route, RouterPort, port_flags, route_flags},
     topology::MAX_INSTANCE_PORTS,
 };
+use sha2::{Digest as _, Sha256};
 
 use crate::{
     Instance, Peer, TopologyError, TopologyFile,
@@ -675,7 +676,7 @@ pub fn read_firewall_rules(instance: &Instance) -> Result<Option<FirewallRules>,
         })
     })?;
     let policy = firewall::Policy::parse(path, &text).map_err(error)?;
-    let digest = crate::program::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    let digest = crate::program::hex(&Sha256::digest(text.as_bytes()));
     Ok(Some(FirewallRules { policy, digest }))
 }
 

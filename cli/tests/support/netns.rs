@@ -61,6 +61,28 @@ pub fn is_arp_request_for(frame: &[u8], target: [u8; 4]) -> bool {
         && frame[38..42] == target
 }
 
+/// `python3 -m http.server PORT --bind BIND --directory DIR` (Debian's Python) in
+/// `namespace`, killed when the test ends.
+pub fn http_server(namespace: &str, port: u16, bind: &str, dir: &std::path::Path) -> Killed {
+    Killed(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                namespace,
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+            ])
+            .args([&port.to_string(), "--bind", bind, "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server"),
+    )
+}
+
 /// A process killed when the test ends, passed or not.
 pub struct Killed(pub Child);
 
