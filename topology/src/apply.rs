@@ -356,6 +356,7 @@ fn stage(
                 Some(rules) => settings::write_firewall(topology, planned, rules, before)?,
                 None => Written::default(),
             },
+            Kind::Lb => crate::lb::write_lb(topology, planned, &instance.lb, before)?,
             Kind::Module => Written::default(),
         };
         written.insert(planned.name.clone(), settings);
@@ -757,6 +758,7 @@ pub fn swap(
         router: Default::default(),
         bridge: Default::default(),
         rules: None,
+        lb: Default::default(),
     };
     let object = program::object_for(&spec)?;
     let loaded = program::load(name, instance, &object)?;

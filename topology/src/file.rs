@@ -47,7 +47,10 @@ use offload_common::topology::{MAX_HOPS, MAX_INSTANCE_PORTS, MAX_INSTANCES};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::TopologyError;
+use crate::{
+    TopologyError,
+    lb::{LbSettings, RawVip},
+};
 
 /// The name a topology gets when its file gives none.
 pub const DEFAULT_NAME: &str = "default";
@@ -76,6 +79,8 @@ pub enum Kind {
     Router,
     /// The stateful firewall.
     Firewall,
+    /// The load balancer.
+    Lb,
     /// A user module (`module = "path.o"` without a kind).
     Module,
 }
@@ -87,6 +92,7 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Router => "router",
             Kind::Firewall => "firewall",
+            Kind::Lb => "lb",
             Kind::Module => "module",
         }
     }
@@ -113,6 +119,8 @@ pub struct Instance {
     /// The firewall's rules file (`fastpath firewall apply`'s format), resolved against
     /// the file's folder.
     pub rules: Option<PathBuf>,
+    /// The load balancer's VIPs and backends.
+    pub lb: LbSettings,
 }
 
 impl Instance {
@@ -255,6 +263,7 @@ struct RawInstance {
     aging: Option<Spanned<i64>>,
     fdb: Option<Spanned<Vec<Spanned<RawFdb>>>>,
     rules: Option<Spanned<PathBuf>>,
+    vips: Option<Spanned<Vec<Spanned<RawVip>>>>,
 }
 
 /// `addresses = { port = ["10.1.0.1/24", ...] }`, every part with its place in the file.
@@ -585,7 +594,7 @@ fn parse_instance(
             return Err(at(
                 entry_span,
                 format!(
-                    "{name}: an instance names a `kind` (bridge, router, firewall), a `module` (a file), or both"
+                    "{name}: an instance names a `kind` (bridge, router, firewall, lb), a `module` (a file), or both"
                 ),
             ));
         }
@@ -594,11 +603,12 @@ fn parse_instance(
             "bridge" => Kind::Bridge,
             "router" => Kind::Router,
             "firewall" => Kind::Firewall,
+            "lb" => Kind::Lb,
             other => {
                 return Err(at(
                     kind.span(),
                     format!(
-                        "{name}: unknown kind {other:?}; kinds: bridge, router, firewall (or `module = \"FILE.o\"` for a user module)"
+                        "{name}: unknown kind {other:?}; kinds: bridge, router, firewall, lb (or `module = \"FILE.o\"` for a user module)"
                     ),
                 ));
             }
@@ -935,18 +945,20 @@ fn parse_instance(
         refuse(raw.vlans.map(|value| value.span()), "vlans")?;
         refuse(raw.fdb.map(|value| value.span()), "fdb")?;
     }
+    // A bump in the wire: what one port lets through leaves by the other.
+    if matches!(kind, Kind::Firewall | Kind::Lb) && ports.len() != 2 {
+        return Err(at(
+            entry_span,
+            format!(
+                "{name}: a{} {} instance has exactly two ports (what one lets through leaves by the other); it has {}",
+                if kind == Kind::Lb { "n" } else { "" },
+                kind.name(),
+                ports.len()
+            ),
+        ));
+    }
     let mut rules = None;
     if kind == Kind::Firewall {
-        // A bump in the wire: what one port accepts leaves by the other.
-        if ports.len() != 2 {
-            return Err(at(
-                entry_span,
-                format!(
-                    "{name}: a firewall instance has exactly two ports (what one accepts leaves by the other); it has {}",
-                    ports.len()
-                ),
-            ));
-        }
         let Some(file) = raw.rules else {
             return Err(at(
                 entry_span,
@@ -959,6 +971,18 @@ fn parse_instance(
     } else {
         refuse(raw.rules.map(|value| value.span()), "rules")?;
     }
+    let lb = if kind == Kind::Lb {
+        let Some(vips) = raw.vips else {
+            return Err(at(
+                entry_span,
+                format!("{name}: an lb instance names its `vips` (address, port, backends)"),
+            ));
+        };
+        crate::lb::parse_vips(&name, vips.into_inner(), at, |offset| line_of(text, offset))?
+    } else {
+        refuse(raw.vips.map(|value| value.span()), "vips")?;
+        LbSettings::default()
+    };
     Ok(Instance {
         name,
         line,
@@ -968,6 +992,7 @@ fn parse_instance(
         router,
         bridge,
         rules,
+        lb,
     })
 }
 
@@ -975,6 +1000,7 @@ fn setting_kind(key: &str) -> &'static str {
     match key {
         "addresses" | "routes" => "router",
         "rules" => "firewall",
+        "vips" => "lb",
         _ => "bridge",
     }
 }

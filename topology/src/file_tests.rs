@@ -358,3 +358,98 @@ fn a_firewall_instance_has_two_ports_and_its_rules() {
         "{message}"
     );
 }
+
+#[test]
+fn an_lb_instance_has_two_ports_and_checked_vips() {
+    let lb = |vips: &str| {
+        format!(
+            "[[instance]]\nname = \"lb\"\nkind = \"lb\"\nports = {{ clients = \"veth-x\", servers = \"veth-y\" }}\nvips = [\n{vips}\n]\n"
+        )
+    };
+    let file = parse(&lb(concat!(
+        "{ address = \"10.9.0.10\", port = 80, backends = [\"10.2.0.11:8000\", \"10.2.0.12\"] },\n",
+        "{ address = \"fd09::10\", port = 53, protocol = \"udp\", backends = [{ address = \"fd02::11\", weight = 3 }, \"[fd02::12]:5353\"] },",
+    )))
+    .unwrap();
+    let vips = &file.instances[0].lb.vips;
+    assert_eq!(file.instances[0].kind, Kind::Lb);
+    assert_eq!(vips.len(), 2);
+    assert_eq!((vips[0].line, vips[0].port, vips[0].protocol), (6, 80, 6));
+    let backends: Vec<String> = vips[0]
+        .backends
+        .iter()
+        .map(|backend| format!("{}*{}", backend.address, backend.weight))
+        .collect();
+    // A backend without a port takes the VIP's.
+    assert_eq!(backends, ["10.2.0.11:8000*1", "10.2.0.12:80*1"]);
+    assert_eq!(vips[1].protocol, 17);
+    assert_eq!(vips[1].backends[0].address.to_string(), "[fd02::11]:53");
+    assert_eq!(vips[1].backends[0].weight, 3);
+
+    for (vips, line, expected) in [
+        (
+            "{ address = \"10.9.0.300\", port = 80, backends = [\"10.2.0.11\"] }",
+            6,
+            "\"10.9.0.300\" is not an address",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 0, backends = [\"10.2.0.11\"] }",
+            6,
+            "port 0 is not 1 to 65535",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, protocol = \"sctp\", backends = [\"10.2.0.11\"] }",
+            6,
+            "\"sctp\" is not tcp or udp",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, backends = [] }",
+            6,
+            "has 0 backends",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, backends = [\"fd02::11\"] }",
+            6,
+            "not of the VIP's family",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, backends = [\"10.2.0.11\", \"10.2.0.11:80\"] }",
+            6,
+            "10.2.0.11:80 is given twice",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, backends = [\"10.2.0.11\"] },\n{ address = \"10.9.0.10\", port = 80, backends = [\"10.2.0.12\"] }",
+            7,
+            "10.9.0.10:80/tcp is given twice (line 6)",
+        ),
+        (
+            "{ address = \"10.9.0.10\", port = 80, backends = [\"10.2.0.11:x\"] }",
+            6,
+            "is not a backend",
+        ),
+    ] {
+        let (got_line, message) = error(&lb(vips));
+        assert!(message.contains(expected), "{vips}: {message}");
+        assert_eq!(got_line, line, "{vips}: {message}");
+    }
+    let (line, message) = error(
+        "[[instance]]\nname = \"lb\"\nkind = \"lb\"\nports = { a = \"veth-x\" }\nvips = []\n",
+    );
+    assert_eq!(line, 1);
+    assert!(
+        message.contains("an lb instance has exactly two ports"),
+        "{message}"
+    );
+    let (_, message) = error(
+        "[[instance]]\nname = \"lb\"\nkind = \"lb\"\nports = { a = \"veth-x\", b = \"veth-y\" }\n",
+    );
+    assert!(message.contains("names its `vips`"), "{message}");
+    let (line, message) = error(
+        "[[instance]]\nname = \"br\"\nkind = \"bridge\"\nports = { p1 = \"veth-x\" }\nvips = []\n",
+    );
+    assert_eq!(line, 5);
+    assert!(
+        message.contains("`vips` is a setting of the lb kind"),
+        "{message}"
+    );
+}

@@ -77,6 +77,12 @@ pub fn builtin_object(kind: Kind) -> Result<ModuleObject, String> {
             "firewall",
             version,
         ),
+        Kind::Lb => plain_object(
+            Path::new("(built-in lb)"),
+            builtin::LB_TOPOLOGY_OBJECT.to_vec(),
+            "lb",
+            version,
+        ),
         Kind::Module => Err("a user module names its `module` file".into()),
     }
 }

@@ -23,12 +23,12 @@ use offload_common::{
     bridge::{self, BridgeSettings, FdbEntry, FdbKey, TargetKey, VlanPort, fdb_flags},
     firewall::maps as firewall_maps,
     router::{self, AddrKey, Route, RouterPort, port_flags, route_flags},
-    topology::MAX_INSTANCE_PORTS,
+    topology::{MAX_HOPS, MAX_INSTANCE_PORTS},
 };
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    Instance, Peer, TopologyError, TopologyFile,
+    Instance, Kind, Peer, TopologyError, TopologyFile,
     file::PortVlans,
     pins,
     plan::{Plan, PlannedInstance},
@@ -434,19 +434,12 @@ pub fn write_bridge(
         pins::open_as(&path, bridge::maps::TARGETS)?;
     let mut wanted_targets: HashMap<TargetKey, u32> = HashMap::new();
     for port in &instance.ports {
-        let Peer::Instance {
-            instance: other,
-            port: other_port,
-        } = &port.peer
-        else {
-            continue;
-        };
-        let Some(peer) = file.instance(other) else {
+        let Some((router, router_port)) = router_behind(file, &port.peer) else {
             continue;
         };
         let number = planned.port(&port.name).expect("planned");
-        for (address_port, net, _) in &peer.router.addresses {
-            if address_port == other_port {
+        for (address_port, net, _) in &router.router.addresses {
+            if address_port == router_port {
                 let (family, addr) = address_bytes(net.addr());
                 wanted_targets.insert(TargetKey { family, addr }, number);
             }
@@ -533,6 +526,27 @@ pub fn write_bridge(
 
 /// The VLANs a bridge port carries and how each leaves it: an access port its VLAN
 /// untagged, a trunk its VLANs tagged, a port without `vlans` VLAN 0 untagged.
+/// The router and its port a link leads to, directly or through the bumps in the wire on
+/// the way (firewalls and load balancers pass ARP and neighbour discovery on to their
+/// other port). None when it leads elsewhere.
+fn router_behind<'a>(file: &'a TopologyFile, peer: &'a Peer) -> Option<(&'a Instance, &'a str)> {
+    let mut peer = peer;
+    for _ in 0..MAX_HOPS {
+        let Peer::Instance { instance, port } = peer else {
+            return None;
+        };
+        let next = file.instance(instance)?;
+        match next.kind {
+            Kind::Router => return Some((next, port)),
+            Kind::Firewall | Kind::Lb => {
+                peer = &next.ports.iter().find(|other| other.name != *port)?.peer;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn port_vlans(instance: &Instance, port: &str) -> Vec<(u16, u32)> {
     match instance.bridge.vlans.iter().find(|(name, _)| name == port) {
         Some((_, PortVlans::Access(vlan))) => vec![(*vlan, bridge::tagging::UNTAGGED)],

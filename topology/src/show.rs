@@ -132,6 +132,7 @@ pub fn show(name: &str) -> Result<Shown, TopologyError> {
                 &router::counter::NAMES,
             ),
             Kind::Firewall => firewall_counters(name, &instance.name),
+            Kind::Lb => crate::lb::lb_counters(name, &instance.name),
             Kind::Module => Ok(Vec::new()),
         }
         .unwrap_or_default();

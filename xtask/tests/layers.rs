@@ -55,6 +55,11 @@ const SIDEWAYS: &[(&str, &str, &str)] = &[
         "firewall",
         "a firewall instance's rules are compiled and switched by the firewall crate",
     ),
+    (
+        "topology",
+        "nfv-apps",
+        "an lb instance's Maglev tables are built by the load balancer's own Maglev code",
+    ),
 ];
 
 /// Crates allowed to take `lab` as a normal dependency.

@@ -31,6 +31,7 @@ use core::mem::size_of;
 pub mod bridge;
 pub mod firewall;
 mod generator;
+pub mod lb;
 pub mod module;
 pub mod router;
 pub mod topology;

@@ -138,6 +138,10 @@ pub static TOPOLOGY_TC_OBJECT: &[u8] =
 /// the namespace) and `FW_OTHER_PORT`.
 pub static FIREWALL_TOPOLOGY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall_topology"));
+/// The program of a topology's `lb` instances (`lb`, XDP frags): VIPs translated to their
+/// backends between two ports. Its maps are `offload_common::lb::maps`.
+pub static LB_TOPOLOGY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_topology"));
 
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).

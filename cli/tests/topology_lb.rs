@@ -1,0 +1,249 @@
+//! An `lb` instance in a topology of the lab (`lab::topology::TopologyLab`), between the
+//! clients' bridge and the router: a1 -> br-a -> lb -> r1 -> br-b -> b1 | b2, in one XDP
+//! run. Clients reach a VIP (off their subnet, so through their gateway) over IPv4 and
+//! IPv6; connections are spread over the backends (each http.server says who it is) and
+//! their replies come back from the VIP. The hosts keep the kernel's defaults, so every
+//! TCP checksum crossing the instance is partial (TX checksum offload) and bulk TCP comes
+//! in 64 KB segments. A new file takes a backend away while a slow download from it runs
+//! on; a bad VIP is refused naming its line, with the running topology untouched.
+
+mod support;
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use lab::{require_root, topology::TopologyLab, wait_until};
+use support::{
+    TempDir, failure, json,
+    netns::{Killed, TopologyDown, http_server, ping_works},
+};
+
+const NAME: &str = "lbt";
+
+fn topology(lab: &TopologyLab, v4_backends: &str) -> String {
+    let iface = |host: &str| lab.host(host).node_iface.clone();
+    format!(
+        r#"name = "{NAME}"
+
+[[instance]]
+name = "br-a"
+kind = "bridge"
+ports = {{ p1 = "{a1}", p2 = "{a2}", up = "lb:clients" }}
+
+[[instance]]
+name = "lb"
+kind = "lb"
+ports = {{ clients = "br-a:up", servers = "r1:a" }}
+vips = [
+  {{ address = "10.31.9.10", port = 80, backends = [{v4_backends}] }},
+  {{ address = "fd31:9::10", port = 80, backends = ["[fd31:2::11]:8000", {{ address = "fd31:2::12", port = 8000 }}] }},
+]
+
+[[instance]]
+name = "r1"
+kind = "router"
+ports = {{ a = "lb:servers", b = "br-b:up" }}
+addresses = {{ a = ["10.31.1.1/24", "fd31:1::1/64"], b = ["10.31.2.1/24", "fd31:2::1/64"] }}
+
+[[instance]]
+name = "br-b"
+kind = "bridge"
+ports = {{ p1 = "{b1}", p2 = "{b2}", up = "r1:b" }}
+"#,
+        a1 = iface("a1"),
+        a2 = iface("a2"),
+        b1 = iface("b1"),
+        b2 = iface("b2"),
+    )
+}
+
+const BOTH: &str = r#""10.31.2.11:8000", "10.31.2.12:8000""#;
+
+/// `curl` in `namespace` for `url`: what it fetched, or None.
+fn fetch(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Option<String> {
+    let mut command = Command::new("ip");
+    command.args([
+        "netns", "exec", namespace, "curl", "-s", "-g", "-m", seconds,
+    ]);
+    if let Some(rate) = rate {
+        command.args(["--limit-rate", rate]);
+    }
+    let output = command.arg(url).output().expect("run curl");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Who answers `count` new connections from `namespace` to `url`.
+fn answers(namespace: &str, url: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| fetch(namespace, url, "3", None).unwrap_or_else(|| "(none)".into()))
+        .collect()
+}
+
+/// The counter `name` of instance `lb` in `topology show --json`.
+fn lb_counter(lab: &TopologyLab, name: &str) -> u64 {
+    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
+    let lb = shown["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|instance| instance["name"] == "lb")
+        .unwrap_or_else(|| panic!("no lb: {shown}"))
+        .clone();
+    lb["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|counter| counter[0] == name)
+        .and_then(|counter| counter[1].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}: {lb}"))
+}
+
+fn apply(lab: &TopologyLab, path: &std::path::Path) -> serde_json::Value {
+    json(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        path.to_str().unwrap(),
+    ])
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
+    require_root("an_lb_instance_spreads_a_vips_connections_over_its_backends");
+    let lab = TopologyLab::for_test("tl");
+    let _down = TopologyDown {
+        namespace: lab.node.clone(),
+        name: NAME,
+    };
+    let dir = TempDir::new("topology-lb");
+    let path = dir.0.join("topo.toml");
+    std::fs::write(&path, topology(&lab, BOTH)).unwrap();
+    assert_eq!(apply(&lab, &path)["revision"], 1);
+
+    // Each backend says who it is; b1 has a large file too.
+    let mut servers: Vec<Killed> = Vec::new();
+    for backend in ["b1", "b2"] {
+        let www = dir.0.join(backend);
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("who.txt"), backend).unwrap();
+        std::fs::write(www.join("large.bin"), vec![7u8; 1 << 20]).unwrap();
+        servers.push(http_server(
+            &lab.host(backend).host.namespace,
+            8000,
+            "::",
+            &www,
+        ));
+    }
+    let a1 = lab.host("a1").host.namespace.clone();
+    let a2 = lab.host("a2").host.namespace.clone();
+    for url in [
+        "http://10.31.2.11:8000/who.txt",
+        "http://10.31.2.12:8000/who.txt",
+    ] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        let answered = std::iter::repeat_with(|| fetch(&a1, url, "2", None).is_some())
+            .take_while(|_| std::time::Instant::now() < deadline)
+            .any(|ok| ok);
+        assert!(
+            answered,
+            "{url} directly: {}",
+            json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+        );
+    }
+
+    // New connections to the VIP are spread over both backends, over both families.
+    for (client, url) in [
+        (&a1, "http://10.31.9.10/who.txt"),
+        (&a2, "http://[fd31:9::10]/who.txt"),
+    ] {
+        let seen: BTreeSet<String> = answers(client, url, 24).into_iter().collect();
+        assert_eq!(
+            seen,
+            BTreeSet::from(["b1".to_string(), "b2".to_string()]),
+            "{url}: {}",
+            json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+        );
+    }
+    assert!(lb_counter(&lab, "new_flows") >= 48);
+    assert!(lb_counter(&lab, "replies") >= 48);
+    assert!(
+        lb_counter(&lab, "partial_checksums") > 0,
+        "the hosts' TX checksum offload leaves checksums partial"
+    );
+    assert!(lb_counter(&lab, "connections to 10.31.2.11:8000") > 0);
+    assert!(lb_counter(&lab, "connections to [fd31:2::12]:8000") > 0);
+
+    // Bulk TCP through the VIP: 64 KB segments, translated, arrive whole.
+    for url in [
+        "http://10.31.9.10/large.bin",
+        "http://[fd31:9::10]/large.bin",
+    ] {
+        let got = fetch(&a1, url, "10", None).unwrap_or_else(|| panic!("{url} failed"));
+        assert_eq!(got.len(), 1 << 20, "{url}");
+    }
+    // Traffic that is no VIP's crosses unchanged.
+    ping_works(&a1, "10.31.2.12");
+    let passed = lb_counter(&lab, "passed");
+    assert!(passed > 0);
+
+    // b2 goes: connections it has keep it (a slow download runs on across the apply),
+    // new ones all go to b1.
+    let flows = lb_counter(&lab, "new_flows");
+    let download = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a1,
+            "curl",
+            "-s",
+            "-m",
+            "30",
+            "--limit-rate",
+            "200k",
+        ])
+        .args(["-o", "/dev/null", "-w", "%{size_download}"])
+        .arg("http://10.31.9.10/large.bin")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the download's connection", || {
+        lb_counter(&lab, "new_flows") > flows
+    });
+    std::fs::write(&path, topology(&lab, r#""10.31.2.11:8000""#)).unwrap();
+    assert_eq!(apply(&lab, &path)["revision"], 2);
+    let output = download.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the download across the apply: {output:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1048576");
+    let seen: BTreeSet<String> = answers(&a1, "http://10.31.9.10/who.txt", 12)
+        .into_iter()
+        .collect();
+    assert_eq!(seen, BTreeSet::from(["b1".to_string()]));
+
+    // A backend of the other family: refused naming its line, the topology runs on.
+    std::fs::write(&path, topology(&lab, r#""fd31:2::11""#)).unwrap();
+    let error = failure(&[
+        "--netns",
+        &lab.node,
+        "topology",
+        "apply",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        error.contains("topo.toml: line 13") && error.contains("not of the VIP's family"),
+        "{error}"
+    );
+    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
+    assert_eq!(shown["revision"], 2, "{shown}");
+    assert_eq!(
+        fetch(&a1, "http://10.31.9.10/who.txt", "3", None).as_deref(),
+        Some("b1")
+    );
+    drop(servers);
+}
