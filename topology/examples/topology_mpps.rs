@@ -3,7 +3,7 @@
 //! `cargo run -p topology --example topology_mpps [SECONDS] [ROUNDS] [--only CASE,...]
 //! [--routes N] [--destinations N]` (defaults 3 s, 5 rounds, every case, no extra routes,
 //! one destination). `--only` takes the cases' names below (`router`, `linux`, `routes`,
-//! `bridge`, `linux-bridge`, `floor`).
+//! `bridge`, `linux-bridge`, `wire`, `floor`).
 //!
 //! The generator sends live 64-byte UDP frames of one flow from host a1 at full rate.
 //! Up to six ways to take them in the node namespace, alternating round by round in the same
@@ -17,6 +17,9 @@
 //!   topology, to b1;
 //! - **bridge:** a topology of one bridge joined to a1's and a2's veth peers, to a2;
 //! - **Linux bridge:** a Linux bridge of the same two interfaces, to a2;
+//! - **wire:** a topology of one instance that only joins a1's and b1's peers (the
+//!   `topology_wire` object as a user module: entry, tail call, emit, redirect, nothing
+//!   else), to b1: the most any topology instance can reach on this path;
 //! - **dropped at a1's peer:** no forwarding at all, the most this lab carries.
 //!
 //! The rate is what the sink counted per second: `steer` with default action drop on the
@@ -131,6 +134,8 @@ enum Case {
     LinuxForwarding,
     Bridge,
     LinuxBridge,
+    /// A topology instance that only forwards: the topology's own cost.
+    Wire,
     /// No forwarding: `steer` drops at a1's peer, the most this lab carries.
     Floor,
 }
@@ -143,6 +148,7 @@ impl Case {
             Case::LinuxForwarding => "Linux forwarding",
             Case::Bridge => "bridge",
             Case::LinuxBridge => "Linux bridge",
+            Case::Wire => "wire (an instance that only forwards)",
             Case::Floor => "dropped at a1's peer",
         }
     }
@@ -155,6 +161,7 @@ impl Case {
             Case::LinuxForwarding => "linux",
             Case::Bridge => "bridge",
             Case::LinuxBridge => "linux-bridge",
+            Case::Wire => "wire",
             Case::Floor => "floor",
         }
     }
@@ -163,14 +170,18 @@ impl Case {
     fn routed(self) -> bool {
         matches!(
             self,
-            Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor
+            Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Wire | Case::Floor
         )
     }
 
     /// The host the datagrams go to: b1 behind the router, a2 on the bridge.
     fn sink(self) -> &'static str {
         match self {
-            Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor => "b1",
+            Case::Router
+            | Case::RouterRoutes
+            | Case::LinuxForwarding
+            | Case::Wire
+            | Case::Floor => "b1",
             Case::Bridge | Case::LinuxBridge => "a2",
         }
     }
@@ -200,6 +211,13 @@ fn topology_text(lab: &TopologyLab, case: Case) -> String {
             a1 = iface("a1"),
             b1 = iface("b1"),
         ),
+        Case::Wire => format!(
+            "name = \"{NAME}\"\n\n[[instance]]\nname = \"w\"\nmodule = \"{object}\"\n\
+             ports = {{ a = \"{a1}\", b = \"{b1}\" }}\n",
+            object = wire_object().display(),
+            a1 = iface("a1"),
+            b1 = iface("b1"),
+        ),
         _ => format!(
             "name = \"{NAME}\"\n\n[[instance]]\nname = \"br\"\nkind = \"bridge\"\n\
              ports = {{ p1 = \"{a1}\", p2 = \"{a2}\" }}\n",
@@ -207,6 +225,11 @@ fn topology_text(lab: &TopologyLab, case: Case) -> String {
             a2 = iface("a2"),
         ),
     }
+}
+
+/// Where the `wire` case's object is written for the topology file to name.
+fn wire_object() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("fastpath-topology-wire-{}.o", std::process::id()))
 }
 
 /// The name of the Linux bridge of the Linux bridge rounds.
@@ -240,7 +263,7 @@ fn set_up(lab: &TopologyLab, case: Case, routes: u32) -> Result<()> {
         );
     }
     match case {
-        Case::Router | Case::RouterRoutes | Case::Bridge => {
+        Case::Router | Case::RouterRoutes | Case::Bridge | Case::Wire => {
             let text = topology_text(lab, case);
             let extra = if case == Case::RouterRoutes {
                 routes
@@ -311,7 +334,7 @@ fn tear_down(lab: &TopologyLab, case: Case) -> Result<()> {
     let bridge = linux_bridge(lab);
     netns::run_in(&lab.node, move || -> Result<()> {
         match case {
-            Case::Router | Case::RouterRoutes | Case::Bridge => {
+            Case::Router | Case::RouterRoutes | Case::Bridge | Case::Wire => {
                 topology::down(NAME)?;
             }
             Case::LinuxForwarding | Case::Floor => {}
@@ -368,7 +391,7 @@ fn frame(lab: &TopologyLab, case: Case, far: bool) -> Result<GenFrame> {
         sink.ipv4
     };
     let dst_mac = match case {
-        Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Floor => {
+        Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Wire | Case::Floor => {
             // A router port on an interface answers with that interface's MAC; Linux too.
             let iface = a1.node_iface.clone();
             netns::run_in(&lab.node, move || netlink::mac(&iface))??
@@ -494,6 +517,7 @@ fn main() -> Result<()> {
         Case::LinuxForwarding,
         Case::Bridge,
         Case::LinuxBridge,
+        Case::Wire,
         Case::Floor,
     ];
     if let Some(only) = &settings.only
@@ -501,7 +525,9 @@ fn main() -> Result<()> {
             .iter()
             .find(|name| all.iter().all(|case| case.key() != *name))
     {
-        bail!("--only: no case {unknown:?} (router, routes, linux, bridge, linux-bridge, floor)");
+        bail!(
+            "--only: no case {unknown:?} (router, routes, linux, bridge, linux-bridge, wire, floor)"
+        );
     }
     let cases: Vec<Case> = all
         .into_iter()
@@ -513,6 +539,11 @@ fn main() -> Result<()> {
                 .is_none_or(|only| only.iter().any(|name| name == case.key()))
         })
         .collect();
+    std::fs::write(
+        wire_object(),
+        offload::modules::builtin::TOPOLOGY_WIRE_OBJECT,
+    )
+    .context("write the wire case's object")?;
     lab::Lab::teardown_on_signals();
     let lab = TopologyLab::up(&format!("fptm{:04}", std::process::id() % 10000))?;
     sinks(&lab)?;
@@ -558,6 +589,8 @@ fn main() -> Result<()> {
         (Case::RouterRoutes, Case::LinuxForwarding),
         (Case::RouterRoutes, Case::Router),
         (Case::Bridge, Case::LinuxBridge),
+        (Case::Wire, Case::LinuxForwarding),
+        (Case::Router, Case::Wire),
         (Case::Router, Case::Floor),
     ] {
         if let (Some(ours_rate), Some(peer_rate)) = (median_of(ours), median_of(peer)) {
@@ -569,5 +602,6 @@ fn main() -> Result<()> {
             );
         }
     }
+    let _ = std::fs::remove_file(wire_object());
     Ok(())
 }

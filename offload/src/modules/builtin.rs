@@ -142,6 +142,11 @@ pub static FIREWALL_TOPOLOGY_OBJECT: &[u8] =
 /// backends between two ports. Its maps are `offload_common::lb::maps`.
 pub static LB_TOPOLOGY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb_topology"));
+/// A two-port instance program that only forwards (`wire`, XDP frags; no kind of the
+/// topology file): the benchmarks run it as a user module to measure the topology's own
+/// cost.
+pub static TOPOLOGY_WIRE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/topology_wire"));
 
 /// Loads a built-in module's `object` into the chain `at`, as [`load`](super::load) does
 /// a file (the entry, when this attaches it, in drv mode, else skb).
