@@ -87,6 +87,22 @@ fn per_packet(c: &mut Criterion) {
             black_box(lb.process(&mut packet))
         })
     });
+    // Hits of 1,024 established flows taking turns: no two packets in a row of one flow,
+    // the worst case for anything that remembers the last flow.
+    let interleaved: Vec<Vec<u8>> = (0..1024).map(|n| tcp_ack(20000 + n)).collect();
+    for bytes in &interleaved {
+        umem.write(&mut frame, bytes).unwrap();
+        lb.process(&mut Packet::new(&umem, &mut frame, 0));
+    }
+    let mut turn = 0;
+    c.bench_function("lb/packet/connection-hit/1024-flows-interleaved", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % interleaved.len();
+            umem.write(&mut frame, &interleaved[turn]).unwrap();
+            let mut packet = Packet::new(&umem, &mut frame, 0);
+            black_box(lb.process(&mut packet))
+        })
+    });
     // What completing a partial checksum costs on the hit path: the same connection,
     // complete and partial, at the smallest and the largest frame.
     for (size, payload) in [(60, 6), (1514, 1460)] {

@@ -75,9 +75,13 @@ pub fn update(field: u16, old: &[u8], new: &[u8]) -> u16 {
 /// and L4 length. `src` and `dst` are 4 or 16 bytes.
 #[inline]
 pub fn pseudo_header(src: &[u8], dst: &[u8], protocol: u8, l4_len: usize) -> Sum {
-    Sum::default()
-        .add_bytes(src)
-        .add_bytes(dst)
+    // IPv4's addresses as arrays: summed with their length known, without add_bytes's loop
+    // and tail.
+    let addresses = match (<&[u8; 4]>::try_from(src), <&[u8; 4]>::try_from(dst)) {
+        (Ok(src), Ok(dst)) => Sum::default().add_bytes(src).add_bytes(dst),
+        _ => Sum::default().add_bytes(src).add_bytes(dst),
+    };
+    addresses
         .add_u16(u16::from(protocol))
         .add_u16((l4_len & 0xffff) as u16)
         .add_u16((l4_len >> 16) as u16)

@@ -56,6 +56,8 @@ pub struct Connection {
 }
 
 const NIL: u32 = u32::MAX;
+/// The backend id of a removed flow's slot (unindexed, waiting at the oldest end).
+const REMOVED: u32 = u32::MAX;
 
 struct Slot {
     key: FlowKey,
@@ -106,8 +108,20 @@ impl ConnTable {
     }
 
     /// The flow's entry, now the most recently used.
+    ///
+    /// The most recently used flow is compared first, without hashing: packets come in
+    /// bursts of one flow (a batch of a bulk transfer), and then the lookup is one key
+    /// compare (docs/performance.md has the numbers, with flows taking turns too).
     #[inline]
     pub fn get(&mut self, key: &FlowKey) -> Option<&mut Connection> {
+        let newest = self.newest as usize;
+        if self
+            .slots
+            .get(newest)
+            .is_some_and(|slot| slot.key == *key && slot.value.backend_id != REMOVED)
+        {
+            return Some(&mut self.slots[newest].value);
+        }
         let slot = *self.index.get(&FlowKeyHash(*key))?;
         self.touch(slot);
         Some(&mut self.slots[slot as usize].value)
@@ -153,7 +167,7 @@ impl ConnTable {
             self.unlink(slot);
             self.push_oldest(slot);
             self.index.remove(&FlowKeyHash(*key));
-            self.slots[slot as usize].value.backend_id = u32::MAX;
+            self.slots[slot as usize].value.backend_id = REMOVED;
         }
     }
 
@@ -259,6 +273,21 @@ mod tests {
         assert_eq!(table.evictions, 9_900);
         // The newest 100 are the ones kept.
         assert!(table.get(&key(9_999)).is_some() && table.get(&key(9_899)).is_none());
+    }
+
+    #[test]
+    fn the_newest_flow_is_found_until_it_is_removed() {
+        let mut table = ConnTable::new(4);
+        table.insert(key(1), conn(1));
+        assert_eq!(table.get(&key(1)).unwrap().backend_id, 1);
+        assert!(table.get(&key(2)).is_none());
+        // The only flow removed stays the newest slot, unindexed: not found.
+        table.remove(&key(1));
+        assert!(table.get(&key(1)).is_none());
+        table.insert(key(2), conn(2));
+        table.insert(key(1), conn(3));
+        assert_eq!(table.get(&key(1)).unwrap().backend_id, 3);
+        assert_eq!(table.get(&key(2)).unwrap().backend_id, 2);
     }
 
     #[test]
