@@ -223,6 +223,49 @@ fn a_vips_packets_go_to_the_backend_and_replies_come_back_with_valid_checksums()
 
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
+fn a_connection_keeps_its_backend_and_a_new_syn_takes_the_running_one() {
+    require_root("a_connection_keeps_its_backend_and_a_new_syn_takes_the_running_one");
+    let (mut topology, lb) = lb_topology(&[("10.9.0.10", 80, TCP, Some(("10.2.0.11", 8000)))]);
+    let client = ("10.1.0.11", 40000);
+    let vip = ("10.9.0.10", 80);
+    let packet = |flags: u8| {
+        FrameBuilder::tcp(ip(client.0), ip(vip.0), flags)
+            .ports(client.1, vip.1)
+            .build()
+    };
+    const SYN: u8 = 0x02;
+    let to = |topology: &mut Topology, frame: &[u8]| {
+        let run = topology.run(lb, 0, CLIENTS, frame);
+        assert_eq!(run.verdict, XDP_REDIRECT);
+        endpoints(&run.packet).1
+    };
+    assert_eq!(to(&mut topology, &packet(SYN)), (ip("10.2.0.11"), 8000));
+    // The VIP's backend changes (what an apply writes): the connection keeps its own.
+    let mut backends: Array<_, Backend> =
+        Array::try_from(topology.instance_map_mut(lb, maps::BACKENDS)).unwrap();
+    let moved = Backend {
+        addr: key_address(ip("10.2.0.12")),
+        port: 8000,
+        family: 4,
+        _pad: 0,
+    };
+    backends.set(lb::backend_index(0, 0), moved, 0).unwrap();
+    assert_eq!(to(&mut topology, &packet(ACK)), (ip("10.2.0.11"), 8000));
+    // A new connection on the same tuple (a SYN) takes the running table's backend, and its
+    // later packets follow it.
+    assert_eq!(to(&mut topology, &packet(SYN)), (ip("10.2.0.12"), 8000));
+    assert_eq!(to(&mut topology, &packet(ACK)), (ip("10.2.0.12"), 8000));
+    assert_eq!(lb_count(&topology, lb, counter::NEW_FLOWS), 2);
+    // Its replies come from the VIP.
+    let reply = FrameBuilder::tcp(ip("10.2.0.12"), ip(client.0), ACK)
+        .ports(8000, client.1)
+        .build();
+    let run = topology.run(lb, 1, SERVERS, &reply);
+    assert_eq!(endpoints(&run.packet).0, (ip(vip.0), vip.1));
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
 fn what_is_no_vips_passes_and_bad_packets_are_counted_and_dropped() {
     require_root("what_is_no_vips_passes_and_bad_packets_are_counted_and_dropped");
     let (mut topology, lb) = lb_topology(&[

@@ -2,7 +2,8 @@
 //! `TOPO_PROGS`): a load balancer as a bump in the wire between two ports, the layouts in
 //! `offload_common::lb`. Whatever comes in on one port leaves by the other:
 //! - a packet to a VIP gets its connection's backend as destination (the Maglev table
-//!   picks one for a connection's first packet; the connection keeps it);
+//!   picks one for a connection's first packet, a TCP SYN or the first datagram of a
+//!   tuple; the connection keeps it);
 //! - a backend's reply to such a connection gets the VIP back as its source;
 //! - everything else passes unchanged (ARP, ICMP, traffic that is no VIP's).
 //!
@@ -185,8 +186,13 @@ fn balance(raw: *mut xdp_md, context: &ModuleContext) -> bool {
         count(counter::FRAGMENTS);
         return false;
     }
+    // A connection's first packet is given a backend by the running table even when its
+    // tuple was seen before (a client port used again after the backends changed), as
+    // Katran does; every later packet keeps the backend its connection has.
     // SAFETY: the entry is read at once.
-    if let Some(backend) = unsafe { LB_FLOWS.get(&keys.flow) } {
+    if !opens_connection(ctx, context)
+        && let Some(backend) = unsafe { LB_FLOWS.get(&keys.flow) }
+    {
         let done = translate(ctx, context, true, &backend.addr, backend.port);
         return translated(done, counter::TO_BACKEND);
     }
@@ -216,6 +222,16 @@ fn balance(raw: *mut xdp_md, context: &ModuleContext) -> bool {
     count(counter::NEW_FLOWS);
     let done = translate(ctx, context, true, &backend.addr, backend.port);
     translated(done, counter::TO_BACKEND)
+}
+
+/// Whether the packet is a TCP SYN without ACK: the first packet of a connection.
+#[inline(always)]
+fn opens_connection(ctx: &XdpContext, context: &ModuleContext) -> bool {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    context.protocol == proto::TCP
+        && load::<1>(ctx, context.l4_offset as usize + 13)
+            .is_some_and(|[flags]| flags & (SYN | ACK) == SYN)
 }
 
 /// Counts a translation as `slot`, or as malformed when its headers could not be read.
