@@ -8,12 +8,15 @@
 //!    of `TOPO_LINKS` and `TOPO_IFACES` filled; the built-in module `topology` put last
 //!    on each new interface's chain (it passes packets on until the bank knows the
 //!    interface); new instances' programs in their slots.
-//! 3. Switch: swapped instances' slots updated, then one update of `TOPO_STATE`.
+//! 3. Switch: the journal written (journal.rs), swapped instances' slots updated, then
+//!    one update of `TOPO_STATE`.
 //! 4. After a grace delay: dropped instances' slots emptied and their pins removed,
 //!    dropped interfaces' `topology` modules unloaded, settings the new file dropped
-//!    removed, the record written.
+//!    removed, the record written, the journal removed.
 //!
-//! A failure in 1 or 2 undoes what 2 did and leaves the running topology as it was.
+//! A failure in 1 or 2 undoes what 2 did and leaves the running topology as it was. A
+//! command killed in 3 or 4 leaves the journal, and the next one finishes or takes back
+//! its apply.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -30,7 +33,9 @@ use offload_common::topology::{
 use serde::Serialize;
 
 use crate::{
-    Kind, Peer, TopologyError, TopologyFile, pins,
+    Kind, Peer, TopologyError, TopologyFile,
+    journal::{self, Journal},
+    pins,
     plan::{Change, Plan, plan},
     program::{self, LoadedProgram},
     record::{self, Record, RecordIface, RecordInstance},
@@ -93,6 +98,12 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
             firewall_rules.insert(instance.name.clone(), rules);
         }
     }
+    // An apply a killed command left is finished or taken back first.
+    let recovered = if check {
+        Vec::new()
+    } else {
+        journal::recover(&file.name)?
+    };
     let running = Record::read(&file.name)?;
     let plan = plan(file, running.as_ref(), &digests, ifindex)?;
     refuse_shared_ifaces(file)?;
@@ -101,7 +112,7 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
         revision: None,
         checked: check,
         plan,
-        unfinished: Vec::new(),
+        unfinished: recovered,
     };
     if check {
         return Ok(applied);
@@ -139,17 +150,14 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
             return Err(error);
         }
     };
-    let revision = match switch(&file.name, &applied.plan, &staged) {
-        Ok(revision) => revision,
+    let revision = match read_state(&file.name) {
+        Ok(state) => state.revision + 1,
         Err(error) => {
             undo(&staged);
             return Err(error);
         }
     };
-    applied.revision = Some(revision);
-    std::thread::sleep(GRACE);
-    applied.unfinished = finish(file, &applied.plan, running.as_ref(), &staged, &written);
-    let record = Record {
+    let next = Record {
         name: file.name.clone(),
         revision,
         instances: applied
@@ -190,7 +198,30 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
             })
             .collect(),
     };
-    record.write()?;
+    // The journal first: a command killed from here on is finished or taken back by the
+    // next one (journal.rs).
+    let journal = Journal {
+        next,
+        previous: running.clone(),
+    };
+    if let Err(error) = journal.write() {
+        undo(&staged);
+        return Err(error);
+    }
+    journal::kill_point("before-switch");
+    if let Err(error) = switch(&file.name, &applied.plan, &staged) {
+        undo(&staged);
+        let _ = Journal::remove(&file.name);
+        return Err(error);
+    }
+    journal::kill_point("after-switch");
+    applied.revision = Some(revision);
+    std::thread::sleep(GRACE);
+    applied
+        .unfinished
+        .extend(finish(&file.name, running.as_ref(), &journal.next));
+    journal.next.write()?;
+    Journal::remove(&file.name)?;
     Ok(applied)
 }
 
@@ -438,7 +469,7 @@ fn chain_error(iface: &str, source: ModuleError) -> TopologyError {
     }
 }
 
-fn read_state(topology: &str) -> Result<TopologyState, TopologyError> {
+pub(crate) fn read_state(topology: &str) -> Result<TopologyState, TopologyError> {
     let path = pins::map_pin(topology, maps::STATE);
     let state: Array<MapData, TopologyState> = pins::open_as(&path, maps::STATE)?;
     state
@@ -564,68 +595,64 @@ fn switch(topology: &str, plan: &Plan, staged: &Staged) -> Result<u32, TopologyE
     Ok(revision)
 }
 
-/// Step 4: what the new topology dropped goes. Returns the steps that failed.
-fn finish(
-    file: &TopologyFile,
-    plan: &Plan,
-    running: Option<&Record>,
-    staged: &Staged,
-    written: &HashMap<String, Written>,
-) -> Vec<String> {
-    let topology = &file.name;
+/// Step 4: what the new topology (`next`) dropped of the one before it (`previous`) goes,
+/// and the builds it staged become its instances' pins. Returns the steps that failed.
+/// Every step is safe to run again: the journal's recovery runs it after a killed apply.
+pub(crate) fn finish(topology: &str, previous: Option<&Record>, next: &Record) -> Vec<String> {
     let mut unfinished = Vec::new();
     let mut note = |result: Result<(), TopologyError>| {
         if let Err(error) = result {
             unfinished.push(error.to_string());
         }
     };
-    for (name, _, _) in &staged.swapped {
-        note(program::commit_pin(topology, name));
-    }
-    for (name, _, _) in &staged.added {
-        note(program::commit_pin(topology, name));
-    }
-    for removed in &plan.removed {
-        program::firewall_site(topology, &removed.name).forget();
-        note(program::uninstall(topology, removed.id));
-        note(pins::remove_dir(&pins::instance_dir(
-            topology,
-            &removed.name,
-        )));
-    }
-    for dropped in &plan.dropped_ifaces {
-        note(leave_iface(topology, dropped));
-    }
-    if let Some(running) = running {
-        for before in &running.instances {
-            let Some(now) = written.get(&before.name) else {
-                continue;
-            };
-            if plan
-                .removed
-                .iter()
-                .any(|removed| removed.name == before.name)
-            {
-                continue;
-            }
-            match before.kind {
-                Kind::Router => note(settings::clean_router(topology, before, now)),
-                Kind::Bridge => note(settings::clean_bridge(topology, before, now)),
-                _ => {}
-            }
+    for instance in &next.instances {
+        if program::has_staged_pin(topology, &instance.name) {
+            note(program::commit_pin(topology, &instance.name));
         }
     }
+    let Some(previous) = previous else {
+        return unfinished;
+    };
+    for before in &previous.instances {
+        let now = next
+            .instance(&before.name)
+            .filter(|now| now.id == before.id);
+        let Some(now) = now else {
+            // Dropped (or its name taken by a new instance of another slot).
+            program::firewall_site(topology, &before.name).forget();
+            if !next.instances.iter().any(|now| now.id == before.id) {
+                note(program::uninstall(topology, before.id));
+            }
+            if next.instance(&before.name).is_none() {
+                note(pins::remove_dir(&pins::instance_dir(
+                    topology,
+                    &before.name,
+                )));
+            }
+            continue;
+        };
+        let written = Written::from(now);
+        match before.kind {
+            Kind::Router => note(settings::clean_router(topology, before, &written)),
+            Kind::Bridge => note(settings::clean_bridge(topology, before, &written)),
+            _ => {}
+        }
+    }
+    for dropped in previous
+        .ifaces
+        .iter()
+        .filter(|iface| !next.ifaces.contains(iface))
+    {
+        note(leave_iface(topology, dropped));
+    }
     // The old bank's interfaces: the next apply refills that bank whole anyway.
-    note(clear_bank_ifaces(
-        topology,
-        (read_state(topology).map(|s| s.revision).unwrap_or(1) + 1) % BANKS,
-    ));
+    note(clear_bank_ifaces(topology, (next.revision + 1) % BANKS));
     unfinished
 }
 
 /// Takes the topology off an interface: its chain's `topology` module, its `TOPO_TX`
 /// entry. An interface that is gone needs neither.
-fn leave_iface(topology: &str, iface: &RecordIface) -> Result<(), TopologyError> {
+pub(crate) fn leave_iface(topology: &str, iface: &RecordIface) -> Result<(), TopologyError> {
     tc_link::detach(topology, &iface.iface);
     let path = pins::map_pin(topology, maps::TX);
     if let Ok(mut tx) = pins::open_as::<DevMapHash<MapData>>(&path, maps::TX) {
@@ -672,6 +699,11 @@ pub struct Down {
 /// goes with its last module), every pin and the record removed.
 pub fn down(name: &str) -> Result<Down, TopologyError> {
     let _lock = record::lock(name)?;
+    // A killed apply first, so that what it staged or switched to is taken down too; what
+    // fails of that goes with the rest.
+    if journal::recover(name).is_err() {
+        let _ = Journal::remove(name);
+    }
     let running = Record::read(name)?;
     let dir = pins::topology_dir(name);
     if running.is_none() && !dir.exists() {
@@ -735,6 +767,7 @@ pub fn swap(
     path: &std::path::Path,
 ) -> Result<SwappedInstance, TopologyError> {
     let _lock = record::lock(name)?;
+    journal::recover(name)?;
     let mut record = Record::read(name)?.ok_or_else(|| TopologyError::NotRunning {
         name: name.to_string(),
     })?;

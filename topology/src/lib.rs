@@ -16,6 +16,7 @@ mod error;
 mod fdb;
 pub mod file;
 mod instance_maps;
+mod journal;
 pub mod lb;
 pub mod pins;
 pub mod plan;

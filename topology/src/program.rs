@@ -177,6 +177,11 @@ pub fn commit_pin(topology: &str, instance: &str) -> Result<(), TopologyError> {
     std::fs::rename(&staged, &pin).map_err(TopologyError::pin("rename", &staged))
 }
 
+/// Whether a build [`load`] staged waits for [`commit_pin`].
+pub fn has_staged_pin(topology: &str, instance: &str) -> bool {
+    staged_pin(topology, instance).exists()
+}
+
 /// Removes the pin of a program [`load`] staged and no switch took.
 pub fn discard_pin(topology: &str, instance: &str) {
     let _ = std::fs::remove_file(staged_pin(topology, instance));

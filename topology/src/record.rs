@@ -102,21 +102,16 @@ fn path(name: &str) -> PathBuf {
 }
 
 impl Record {
-    /// The record of topology `name`; None when it does not run.
+    /// The record of topology `name`; None when it does not run. While an apply's journal
+    /// is there and the kernel runs its new revision, the journal's new record (the file
+    /// is written after the switch).
     pub fn read(name: &str) -> Result<Option<Record>, TopologyError> {
-        let path = path(name);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(TopologyError::pin("read", &path)(error)),
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|error| TopologyError::Pin {
-                action: "parse",
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
-            })
+        if let Some(journal) = crate::journal::Journal::read(name)?
+            && journal.switched()
+        {
+            return Ok(Some(journal.next));
+        }
+        read_json(&path(name))
     }
 
     /// Writes the record (a new file renamed over the old: a reader sees one whole).
@@ -145,6 +140,24 @@ impl Record {
     pub fn instance(&self, name: &str) -> Option<&RecordInstance> {
         self.instances.iter().find(|instance| instance.name == name)
     }
+}
+
+/// The JSON file at `path`, parsed; None when there is none.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<Option<T>, TopologyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(TopologyError::pin("read", path)(error)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|error| TopologyError::Pin {
+            action: "parse",
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+        })
 }
 
 /// The names of every topology with a record.

@@ -48,6 +48,18 @@ pub struct Written {
     pub rules_digest: Option<String>,
 }
 
+impl From<&RecordInstance> for Written {
+    /// What the file wrote, as its record keeps it.
+    fn from(instance: &RecordInstance) -> Written {
+        Written {
+            routes: instance.routes.clone(),
+            addresses: instance.addresses.clone(),
+            fdb: instance.fdb.clone(),
+            rules_digest: instance.rules_digest.clone(),
+        }
+    }
+}
+
 /// The MAC of a router port joined to another instance: locally administered, from the
 /// topology's name, the instance's id and the port's number, so it stays across applies.
 pub fn instance_port_mac(topology: &str, id: u32, port: u32) -> [u8; 6] {
