@@ -25,9 +25,8 @@ pub enum FirewallCommand {
     },
     /// Per-rule and default counters, and the conntrack table's fill and state.
     Status {
-        /// The interface.
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        firewall: Which,
     },
     /// Change one rule of the running policy in place.
     Rule {
@@ -37,9 +36,8 @@ pub enum FirewallCommand {
     /// Print what `log` rules matched (sampled by their `log_rate`) and new flows refused
     /// because the conntrack table is full, as they come (`--json`: one object a line).
     Log {
-        /// The interface.
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        firewall: Which,
         /// Stop after this many entries.
         #[arg(long)]
         count: Option<usize>,
@@ -54,6 +52,35 @@ pub enum FirewallCommand {
         #[arg(long)]
         iface: String,
     },
+}
+
+/// Which firewall a reading command reads: an interface's module, or a topology's
+/// `firewall` instance (whose rules change with `topology apply`, not `rule add|del`).
+#[derive(clap::Args)]
+pub struct Which {
+    /// The interface whose firewall module to read.
+    #[arg(
+        long,
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    iface: Option<String>,
+    /// A topology's firewall instance instead.
+    #[arg(long)]
+    instance: Option<String>,
+    /// The instance's topology.
+    #[arg(long, default_value = topology::file::DEFAULT_NAME)]
+    name: String,
+}
+
+impl Which {
+    fn site(&self) -> anyhow::Result<firewall::Site> {
+        Ok(match (&self.iface, &self.instance) {
+            (Some(iface), _) => firewall::Site::iface(iface),
+            (None, Some(instance)) => topology::firewall_site(&self.name, instance)?,
+            (None, None) => anyhow::bail!("give --iface or --instance"),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -116,8 +143,8 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                 );
             }
         }
-        FirewallCommand::Status { iface } => {
-            let status = firewall::status(iface)?;
+        FirewallCommand::Status { firewall: which } => {
+            let status = firewall::status_at(&which.site()?)?;
             if status.conntrack.full {
                 eprintln!(
                     "warning: the conntrack table is full ({} of {} entries): new flows are \
@@ -190,7 +217,7 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
             }
         }
         FirewallCommand::Log {
-            iface,
+            firewall: which,
             count,
             timeout,
         } => {
@@ -200,7 +227,7 @@ pub fn run(command: &FirewallCommand, as_json: bool) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("--timeout: {seconds} is not a duration"))
                 })
                 .transpose()?;
-            firewall::log::follow(iface, *count, timeout, |entry| {
+            firewall::log::follow_at(&which.site()?, *count, timeout, |entry| {
                 if as_json {
                     println!("{}", serde_json::to_string(entry).unwrap_or_default());
                 } else {

@@ -92,6 +92,13 @@ name = "closed"
 proto = "tcp"
 dst_port = 8002
 action = "reject"
+
+[[rule]]
+name = "seen"
+proto = "tcp"
+dst_port = 8001
+action = "log"
+log_rate = 0
 {more_ports}"#
     )
 }
@@ -221,6 +228,37 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     assert!(to_web, "a1's flow to b1:8000 in conntrack: {flows}");
     assert_eq!(curl(&lab, "10.31.2.11", 8001), Some(28), "8001 is dropped");
     assert!(decided(&lab, "default") > dropped);
+    // The instance's status and log, read as an interface firewall's are.
+    let instance = ["--instance", "fw", "--name", NAME];
+    let status = json(&[&["--netns", &lab.node, "firewall", "status"][..], &instance].concat());
+    assert_eq!(status["iface"], format!("{NAME}/fw"), "{status}");
+    let web = status["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["name"] == "web")
+        .unwrap_or_else(|| panic!("no rule web: {status}"));
+    assert!(web["packets"].as_u64() >= Some(1), "{status}");
+    let log = support::fastpath(
+        &[
+            &["--netns", &lab.node, "--json", "firewall", "log"][..],
+            &instance,
+            &["--count", "1", "--timeout", "5"],
+        ]
+        .concat(),
+    );
+    let first: serde_json::Value = serde_json::from_slice(
+        log.stdout
+            .split(|byte| *byte == b'\n')
+            .next()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|error| panic!("{error}: {log:?}"));
+    assert_eq!(
+        (first["rule"].as_str(), first["dst_port"].as_u64()),
+        (Some("seen"), Some(8001)),
+        "{first}"
+    );
     assert_eq!(curl(&lab, "10.31.2.11", 8002), Some(7), "8002 is rejected");
     assert_eq!(
         curl(&lab, "[fd31:2::11]", 8002),

@@ -17,10 +17,7 @@ use offload_common::{
 };
 use serde::Serialize;
 
-use crate::{
-    FirewallError,
-    tables::{map_pin, names_dir, open_map},
-};
+use crate::{FirewallError, Site, tables::open_map};
 
 /// One event, as `fastpath firewall log` prints it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -53,12 +50,22 @@ pub fn follow(
     iface: &str,
     count: Option<usize>,
     timeout: Option<Duration>,
+    each: impl FnMut(&LogEntry),
+) -> Result<usize, FirewallError> {
+    follow_at(&Site::iface(iface), count, timeout, each)
+}
+
+/// [`follow`] for the firewall at `site` (an interface's, or a topology's instance).
+pub fn follow_at(
+    site: &Site,
+    count: Option<usize>,
+    timeout: Option<Duration>,
     mut each: impl FnMut(&LogEntry),
 ) -> Result<usize, FirewallError> {
-    let path = map_pin(iface, maps::LOG);
+    let path = site.map_pin(maps::LOG);
     if !path.exists() {
         return Err(FirewallError::NotLoaded {
-            iface: iface.to_string(),
+            iface: site.name.clone(),
         });
     }
     let mut ring = RingBuf::try_from(open_map(&path, maps::LOG)?).map_err(FirewallError::map(
@@ -67,7 +74,7 @@ pub fn follow(
         &path,
     ))?;
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
-    let mut names = Names::new(iface);
+    let mut names = Names::new(site.run_dir());
     let mut read = 0;
     loop {
         while let Some(item) = ring.next() {
@@ -111,14 +118,14 @@ pub fn follow(
 
 /// Rule names by bank, read again when a slot is not known (a policy switched).
 struct Names {
-    iface: String,
+    dir: std::path::PathBuf,
     banks: [Vec<String>; 2],
 }
 
 impl Names {
-    fn new(iface: &str) -> Names {
+    fn new(dir: &std::path::Path) -> Names {
         let mut names = Names {
-            iface: iface.to_string(),
+            dir: dir.to_path_buf(),
             banks: [Vec::new(), Vec::new()],
         };
         names.reload();
@@ -127,7 +134,7 @@ impl Names {
 
     fn reload(&mut self) {
         for (bank, names) in self.banks.iter_mut().enumerate() {
-            let file = names_dir(&self.iface).join(format!("bank-{bank}.names"));
+            let file = self.dir.join(format!("bank-{bank}.names"));
             *names = fs::read_to_string(file)
                 .map(|text| text.lines().map(str::to_string).collect())
                 .unwrap_or_default();

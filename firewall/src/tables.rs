@@ -127,6 +127,11 @@ impl Site {
         }
     }
 
+    /// The folder of its run files (the banks' rule names).
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.run
+    }
+
     /// The pin of the firewall map `name`: node-wide maps under the conntrack directory
     /// (one table for every firewall of the namespace), the others under the site's.
     pub fn map_pin(&self, name: &str) -> PathBuf {

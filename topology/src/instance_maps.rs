@@ -1,5 +1,6 @@
 //! A running instance's own maps, found by topology and instance name: what `fastpath
-//! bridge fdb` and `fastpath router route` read and change while traffic flows.
+//! bridge fdb`, `fastpath router route` and `fastpath firewall status|log` read and
+//! change while traffic flows.
 
 use crate::{Kind, TopologyError, record::Record, record::RecordInstance};
 
@@ -38,6 +39,13 @@ pub(crate) fn running(
         )));
     }
     Ok(found.clone())
+}
+
+/// Where the running `firewall` instance `instance` of topology `topology` keeps its
+/// tables: what `firewall status` and `firewall log` read for it.
+pub fn firewall_site(topology: &str, instance: &str) -> Result<firewall::Site, TopologyError> {
+    running(topology, instance, Kind::Firewall)?;
+    Ok(crate::program::firewall_site(topology, instance))
 }
 
 /// The number of the port named `port` of `instance`.

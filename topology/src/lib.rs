@@ -31,5 +31,6 @@ pub use apply::{Applied, Down, SwappedInstance, apply, down, ifindex, read, swap
 pub use error::TopologyError;
 pub use fdb::{FdbRow, fdb_add, fdb_del, fdb_show};
 pub use file::{Instance, Kind, Peer, Port, TopologyFile};
+pub use instance_maps::firewall_site;
 pub use routes::{RouteRow, route_add, route_del, route_show};
 pub use show::{Shown, show};
