@@ -17,7 +17,10 @@ use std::{
 use lab::{require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, failure, json,
-    netns::{Killed, TopologyDown, http_server, ping_once, ping_works, run_in},
+    netns::{
+        Killed, TopologyDown, http_server, instance_counter, named_counter, ping_once, ping_works,
+        run_in, topology_apply, topology_show,
+    },
 };
 
 const NAME: &str = "fwt";
@@ -105,23 +108,7 @@ log_rate = 0
 
 /// The packets rule `rule` of `fw` decided, from `topology show --json`.
 fn decided(lab: &TopologyLab, rule: &str) -> u64 {
-    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
-    let fw = shown["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|instance| instance["name"] == "fw")
-        .unwrap_or_else(|| panic!("no fw: {shown}"));
-    counter(&fw["counters"], rule).unwrap_or_else(|| panic!("no counter {rule}: {fw}"))
-}
-
-/// The counter `name` of a `[[name, value], ...]` list of `topology show --json`.
-fn counter(counters: &serde_json::Value, name: &str) -> Option<u64> {
-    counters
-        .as_array()?
-        .iter()
-        .find(|counter| counter[0] == name)
-        .and_then(|counter| counter[1].as_u64())
+    instance_counter(&topology_show(&lab.node, NAME), "fw", rule)
 }
 
 /// `curl` in `namespace` fetching `url` into nothing within `seconds`, at most at `rate`
@@ -136,16 +123,6 @@ fn download(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Co
         command.args(["--limit-rate", rate]);
     }
     command
-}
-
-fn apply(lab: &TopologyLab, path: &std::path::Path) -> serde_json::Value {
-    json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        path.to_str().unwrap(),
-    ])
 }
 
 /// `curl` from a1 to b1's `port`: its exit code (0 fetched, 7 refused, 28 timed out).
@@ -173,7 +150,7 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     let rules_path = dir.0.join("fw.toml");
     std::fs::write(&topology_path, topology(&lab)).unwrap();
     std::fs::write(&rules_path, rules(&lab, "")).unwrap();
-    let applied = apply(&lab, &topology_path);
+    let applied = topology_apply(&lab.node, &topology_path);
     assert_eq!(applied["revision"], 1, "{applied}");
 
     let a1 = lab.host("a1").host.namespace.clone();
@@ -214,8 +191,8 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
         assert!(output.status.success(), "{host}: {output:?}");
         assert_eq!(String::from_utf8_lossy(&output.stdout), "1048576", "{host}");
     }
-    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
-    let handed = counter(&shown["counters"], "handed_to_tc");
+    let shown = topology_show(&lab.node, NAME);
+    let handed = named_counter(&shown["counters"], "handed_to_tc");
     assert!(handed > Some(0), "large segments went through TC: {shown}");
     // The instance tracks in the namespace's table: `conntrack list` shows a1's flows.
     let flows = json(&["--netns", &lab.node, "conntrack", "list"]);
@@ -269,7 +246,7 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
 
     // The same file again: the rules running are kept, counters and all.
     let web = decided(&lab, "web");
-    assert_eq!(apply(&lab, &topology_path)["revision"], 2);
+    assert_eq!(topology_apply(&lab.node, &topology_path)["revision"], 2);
     assert!(decided(&lab, "web") >= web, "the kept rules' counters");
 
     // New rules under an open connection: a slow download from b1 goes on through the
@@ -281,12 +258,12 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
     let more =
         "\n[[rule]]\nname = \"web-2\"\nproto = \"tcp\"\ndst_port = 8001\naction = \"accept\"\n";
     std::fs::write(&rules_path, rules(&lab, more)).unwrap();
-    assert_eq!(apply(&lab, &topology_path)["revision"], 3);
+    assert_eq!(topology_apply(&lab.node, &topology_path)["revision"], 3);
     let output = download.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "the download across the switch: {output:?} {}",
-        json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+        topology_show(&lab.node, NAME)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "1048576");
     assert_eq!(curl(&lab, "10.31.2.11", 8001), Some(0), "8001 opened");
@@ -308,7 +285,7 @@ fn a_firewall_instance_guards_a_port_of_the_topology() {
         error.contains("fw.toml: line ") && error.contains("rule `bad`: dst_port"),
         "{error}"
     );
-    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
+    let shown = topology_show(&lab.node, NAME);
     assert_eq!(shown["revision"], 3, "{shown}");
     assert_eq!(
         curl(&lab, "10.31.2.11", 8001),

@@ -10,7 +10,7 @@ use std::{os::unix::process::ExitStatusExt, process::Command};
 use lab::{require_root, topology::TopologyLab};
 use support::{
     TempDir, json,
-    netns::{TopologyDown, ping_works, run_in},
+    netns::{TopologyDown, ping_works, run_in, topology_apply, topology_show},
 };
 
 const NAME: &str = "killed";
@@ -72,7 +72,7 @@ fn apply_killed_at(lab: &TopologyLab, path: &std::path::Path, point: &str) {
 }
 
 fn shown(lab: &TopologyLab) -> serde_json::Value {
-    json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+    topology_show(&lab.node, NAME)
 }
 
 fn instances(shown: &serde_json::Value) -> Vec<String> {
@@ -114,13 +114,7 @@ fn an_apply_killed_on_either_side_of_its_switch_is_finished_or_taken_back() {
     let dir = TempDir::new("topology-killed");
     let path = dir.0.join("topo.toml");
     std::fs::write(&path, topology(&lab, "b1", true, false)).unwrap();
-    let applied = json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        path.to_str().unwrap(),
-    ]);
+    let applied = topology_apply(&lab.node, &path);
     assert_eq!(applied["revision"], 1);
     let a1 = lab.host("a1").host.namespace.clone();
     ping_works(&a1, "10.31.2.11");
@@ -149,13 +143,7 @@ fn an_apply_killed_on_either_side_of_its_switch_is_finished_or_taken_back() {
     // What the apply had left to do (b1's interface left, the dropped route removed) is
     // done by the next command that changes the topology.
     assert!(has_xdp(&lab, "b1"), "not finished yet");
-    let again = json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        path.to_str().unwrap(),
-    ]);
+    let again = topology_apply(&lab.node, &path);
     assert_eq!(again["unfinished"], serde_json::json!([]), "{again}");
     assert!(!has_xdp(&lab, "b1"), "b1's interface left the topology");
     assert!(!routes(&lab).contains(&"10.31.9.0/24".to_string()));

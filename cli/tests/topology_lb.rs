@@ -13,8 +13,11 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use lab::{require_root, topology::TopologyLab, wait_until};
 use support::{
-    TempDir, failure, json,
-    netns::{Killed, TopologyDown, http_server, ping_works},
+    TempDir, failure,
+    netns::{
+        Killed, TopologyDown, http_server, instance_counter, ping_works, topology_apply,
+        topology_show,
+    },
 };
 
 const NAME: &str = "lbt";
@@ -83,31 +86,7 @@ fn answers(namespace: &str, url: &str, count: usize) -> Vec<String> {
 
 /// The counter `name` of instance `lb` in `topology show --json`.
 fn lb_counter(lab: &TopologyLab, name: &str) -> u64 {
-    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
-    let lb = shown["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|instance| instance["name"] == "lb")
-        .unwrap_or_else(|| panic!("no lb: {shown}"))
-        .clone();
-    lb["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|counter| counter[0] == name)
-        .and_then(|counter| counter[1].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name}: {lb}"))
-}
-
-fn apply(lab: &TopologyLab, path: &std::path::Path) -> serde_json::Value {
-    json(&[
-        "--netns",
-        &lab.node,
-        "topology",
-        "apply",
-        path.to_str().unwrap(),
-    ])
+    instance_counter(&topology_show(&lab.node, NAME), "lb", name)
 }
 
 #[test]
@@ -122,7 +101,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
     let dir = TempDir::new("topology-lb");
     let path = dir.0.join("topo.toml");
     std::fs::write(&path, topology(&lab, BOTH)).unwrap();
-    assert_eq!(apply(&lab, &path)["revision"], 1);
+    assert_eq!(topology_apply(&lab.node, &path)["revision"], 1);
 
     // Each backend says who it is; b1 has a large file too.
     let mut servers: Vec<Killed> = Vec::new();
@@ -151,7 +130,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         assert!(
             answered,
             "{url} directly: {}",
-            json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+            topology_show(&lab.node, NAME)
         );
     }
 
@@ -165,7 +144,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
             seen,
             BTreeSet::from(["b1".to_string(), "b2".to_string()]),
             "{url}: {}",
-            json(&["--netns", &lab.node, "topology", "show", "--name", NAME])
+            topology_show(&lab.node, NAME)
         );
     }
     assert!(lb_counter(&lab, "new_flows") >= 48);
@@ -214,7 +193,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         lb_counter(&lab, "new_flows") > flows
     });
     std::fs::write(&path, topology(&lab, r#""10.31.2.11:8000""#)).unwrap();
-    assert_eq!(apply(&lab, &path)["revision"], 2);
+    assert_eq!(topology_apply(&lab.node, &path)["revision"], 2);
     let output = download.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -239,7 +218,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         error.contains("topo.toml: line 13") && error.contains("not of the VIP's family"),
         "{error}"
     );
-    let shown = json(&["--netns", &lab.node, "topology", "show", "--name", NAME]);
+    let shown = topology_show(&lab.node, NAME);
     assert_eq!(shown["revision"], 2, "{shown}");
     assert_eq!(
         fetch(&a1, "http://10.31.9.10/who.txt", "3", None).as_deref(),

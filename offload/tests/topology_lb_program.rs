@@ -11,7 +11,10 @@ use std::net::IpAddr;
 use aya::maps::{Array, HashMap};
 use offload::modules::builtin::LB_TOPOLOGY_OBJECT;
 use offload_common::lb::{self, Backend, Vip, VipKey, counter, maps};
-use support::{require_root, topology::Topology};
+use support::{
+    require_root,
+    topology::{Topology, addr16},
+};
 use wire::{
     FrameBuilder,
     build::ChecksumFill,
@@ -28,15 +31,6 @@ const ACK: u8 = 0x10;
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-fn key_address(address: IpAddr) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    match address {
-        IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => bytes = v6.octets(),
-    }
-    bytes
 }
 
 /// A VIP of a test: address, port, protocol, and its one backend (address, port) or none.
@@ -60,7 +54,7 @@ fn lb_topology(vips: &[TestVip<'_>]) -> (Topology, u32) {
                 Array::try_from(topology.instance_map_mut(instance, maps::BACKENDS)).unwrap();
             let backend_ip = ip(backend);
             let entry = Backend {
-                addr: key_address(backend_ip),
+                addr: addr16(backend).1,
                 port: *backend_port,
                 family: if backend_ip.is_ipv4() { 4 } else { 6 },
                 _pad: 0,
@@ -70,7 +64,7 @@ fn lb_topology(vips: &[TestVip<'_>]) -> (Topology, u32) {
         let mut vip_map: HashMap<_, VipKey, Vip> =
             HashMap::try_from(topology.instance_map_mut(instance, maps::VIPS)).unwrap();
         let key = VipKey {
-            addr: key_address(ip(address)),
+            addr: addr16(address).1,
             port: *port,
             protocol: *protocol,
             bank: 0,
@@ -244,7 +238,7 @@ fn a_connection_keeps_its_backend_and_a_new_syn_takes_the_running_one() {
     let mut backends: Array<_, Backend> =
         Array::try_from(topology.instance_map_mut(lb, maps::BACKENDS)).unwrap();
     let moved = Backend {
-        addr: key_address(ip("10.2.0.12")),
+        addr: addr16("10.2.0.12").1,
         port: 8000,
         family: 4,
         _pad: 0,

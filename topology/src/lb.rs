@@ -37,7 +37,7 @@ use crate::{
     TopologyError, pins,
     plan::PlannedInstance,
     record::RecordInstance,
-    settings::{Written, instance_map},
+    settings::{Written, address_bytes, instance_map},
 };
 
 /// An `lb` instance's services.
@@ -255,12 +255,7 @@ fn read_backend(raw: RawBackend, vip_port: u16) -> Result<LbBackend, String> {
 
 /// The address as the kernel's keys hold it: IPv4 in the first 4 bytes.
 fn key_address(address: IpAddr) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    match address {
-        IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => bytes = v6.octets(),
-    }
-    bytes
+    address_bytes(address).1
 }
 
 fn ip_of(bytes: [u8; 16], v4: bool) -> IpAddr {

@@ -112,3 +112,33 @@ impl Drop for TopologyDown {
         ]);
     }
 }
+
+/// `topology apply PATH` in the node namespace `node`: its JSON.
+pub fn topology_apply(node: &str, path: &std::path::Path) -> serde_json::Value {
+    super::json(&["--netns", node, "topology", "apply", path.to_str().unwrap()])
+}
+
+/// `topology show --name NAME` in the node namespace `node`: its JSON.
+pub fn topology_show(node: &str, name: &str) -> serde_json::Value {
+    super::json(&["--netns", node, "topology", "show", "--name", name])
+}
+
+/// The counter `name` of a `[[name, value], ...]` list of `topology show --json`.
+pub fn named_counter(counters: &serde_json::Value, name: &str) -> Option<u64> {
+    counters
+        .as_array()?
+        .iter()
+        .find(|counter| counter[0] == name)
+        .and_then(|counter| counter[1].as_u64())
+}
+
+/// The counter `counter` of instance `instance` in a `topology show --json` (panics,
+/// naming what it shows, when there is none).
+pub fn instance_counter(shown: &serde_json::Value, instance: &str, counter: &str) -> u64 {
+    let found = shown["instances"]
+        .as_array()
+        .and_then(|instances| instances.iter().find(|known| known["name"] == instance))
+        .unwrap_or_else(|| panic!("no instance {instance}: {shown}"));
+    named_counter(&found["counters"], counter)
+        .unwrap_or_else(|| panic!("no counter {counter} of {instance}: {found}"))
+}

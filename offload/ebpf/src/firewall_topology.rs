@@ -26,7 +26,7 @@ mod parse;
 mod topology;
 
 use aya_ebpf::{
-    bindings::{xdp_action, xdp_md},
+    bindings::xdp_action,
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -52,7 +52,7 @@ pub fn firewall(ctx: XdpContext) -> u32 {
     module_context::clear(context);
     context.ingress_ifindex = place.in_ifindex;
     context.ingress_port = place.in_port;
-    describe(ctx.ctx, context);
+    module_context::describe_apart(ctx.ctx, context);
     match firewall::judge(&ctx, context) {
         firewall::outcome::ACCEPT => match FW_OTHER_PORT.get(place.in_port) {
             Some(&out) => topology::emit(&ctx, place, out),
@@ -72,11 +72,4 @@ pub fn firewall(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
-}
-
-/// The parse, in a frame of its own: inlined, its packet stayed on the program's frame
-/// beneath the firewall's calls, past the 512 bytes the kernel gives them all.
-#[inline(never)]
-fn describe(raw: *mut xdp_md, context: &mut ModuleContext) {
-    module_context::describe(&XdpContext::new(raw), context);
 }

@@ -82,7 +82,7 @@ pub fn lb(ctx: XdpContext) -> u32 {
     // whole walk through the topology runs in this one invocation.
     let context = unsafe { &mut *context };
     module_context::clear(context);
-    describe(ctx.ctx, context);
+    module_context::describe_apart(ctx.ctx, context);
     let Some(&out) = LB_OTHER_PORT.get(place.in_port) else {
         return xdp_action::XDP_DROP;
     };
@@ -97,12 +97,6 @@ pub fn lb(ctx: XdpContext) -> u32 {
         );
         xdp_action::XDP_DROP
     }
-}
-
-/// The parse, in a frame of its own (as the firewall instance's).
-#[inline(never)]
-fn describe(raw: *mut xdp_md, context: &mut ModuleContext) {
-    module_context::describe(&XdpContext::new(raw), context);
 }
 
 fn count(slot: u32) {

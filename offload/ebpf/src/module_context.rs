@@ -2,6 +2,7 @@
 //! first module runs, and what a program that runs the chain's modules' code outside a
 //! chain (the firewall as a topology instance) writes for itself.
 
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use offload_common::module::{ModuleContext, parse as parse_outcome};
 
 use crate::parse::{self, Frame};
@@ -46,4 +47,13 @@ pub fn describe(ctx: &impl Frame, context: &mut ModuleContext) {
         Ok(None) => context.parse = parse_outcome::NOT_IP,
         Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,
     }
+}
+
+/// [`describe`] in a frame of its own, for the topology's instance programs: inlined, the
+/// parse's copies of the headers stayed on the program's frame beneath its other calls,
+/// past the 512 bytes the kernel gives them all.
+#[inline(never)]
+#[allow(dead_code)] // the chain entry inlines `describe`
+pub fn describe_apart(raw: *mut xdp_md, context: &mut ModuleContext) {
+    describe(&XdpContext::new(raw), context);
 }
