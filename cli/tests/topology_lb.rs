@@ -39,6 +39,7 @@ ports = {{ clients = "br-a:up", servers = "r1:a" }}
 vips = [
   {{ address = "10.31.9.10", port = 80, backends = [{v4_backends}] }},
   {{ address = "fd31:9::10", port = 80, backends = ["[fd31:2::11]:8000", {{ address = "fd31:2::12", port = 8000 }}] }},
+  {{ address = "10.31.9.10", port = 53, protocol = "udp", backends = ["10.31.2.11:5353", "10.31.2.12:5353"] }},
 ]
 
 [[instance]]
@@ -84,6 +85,47 @@ fn answers(namespace: &str, url: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// A UDP server on port 5353 in `namespace` that answers every datagram with `name`.
+fn udp_namer(namespace: &str, name: &str) -> Killed {
+    let program = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 5353))\n\
+         while True:\n    _, peer = s.recvfrom(2048)\n    s.sendto(b'{name}', peer)\n"
+    );
+    Killed(
+        Command::new("ip")
+            .args(["netns", "exec", namespace, "python3", "-c", &program])
+            .spawn()
+            .expect("start the UDP server"),
+    )
+}
+
+/// What `count` datagrams from `namespace` to `to` (one socket, so one source port,
+/// each) are answered with, and from where ("b1 from 10.31.9.10:53").
+fn udp_answers(namespace: &str, to: &str, port: u16, count: usize) -> Vec<String> {
+    let program = format!(
+        "import socket\n\
+         for _ in range({count}):\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.settimeout(2)\n\
+         \x20   s.sendto(b'who', ('{to}', {port}))\n\
+         \x20   try:\n\
+         \x20       data, peer = s.recvfrom(2048)\n\
+         \x20       print(data.decode(), 'from', '%s:%d' % peer)\n\
+         \x20   except socket.timeout:\n\
+         \x20       print('(none)')\n"
+    );
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace, "python3", "-c", &program])
+        .output()
+        .expect("run the UDP client");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The counter `name` of instance `lb` in `topology show --json`.
 fn lb_counter(lab: &TopologyLab, name: &str) -> u64 {
     instance_counter(&topology_show(&lab.node, NAME), "lb", name)
@@ -116,6 +158,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
             "::",
             &www,
         ));
+        servers.push(udp_namer(&lab.host(backend).host.namespace, backend));
     }
     let a1 = lab.host("a1").host.namespace.clone();
     let a2 = lab.host("a2").host.namespace.clone();
@@ -155,6 +198,19 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
     );
     assert!(lb_counter(&lab, "connections to 10.31.2.11:8000") > 0);
     assert!(lb_counter(&lab, "connections to [fd31:2::12]:8000") > 0);
+
+    // UDP: datagrams from new source ports reach both backends, and every answer comes
+    // back from the VIP (the hosts' UDP checksums are partial too).
+    let seen: BTreeSet<String> = udp_answers(&a1, "10.31.9.10", 53, 24).into_iter().collect();
+    assert_eq!(
+        seen,
+        BTreeSet::from([
+            "b1 from 10.31.9.10:53".to_string(),
+            "b2 from 10.31.9.10:53".to_string()
+        ]),
+        "{}",
+        topology_show(&lab.node, NAME)
+    );
 
     // Bulk TCP through the VIP: 64 KB segments, translated, arrive whole.
     for url in [
