@@ -1,4 +1,5 @@
-//! Topologies: instances of modules (the bridge, the router, user modules) with named
+//! Topologies: instances of modules (the bridge, the router, the firewall, the load
+//! balancer, user modules) with named
 //! ports, each port joined to an interface or to another instance's port, run inside the
 //! kernel by the topology's maps (the contract is `offload_common::topology`).
 //!

@@ -58,8 +58,9 @@ pub struct RecordInstance {
     /// The addresses it answers for (a router): to clean its local table.
     #[serde(default)]
     pub addresses: Vec<String>,
-    /// The digest of the rules it runs (a firewall): a file that changes neither keeps
-    /// its running policy and the rules' counters.
+    /// The digest of the rules it runs (a firewall) or of its VIPs and backends (a load
+    /// balancer): a file that changes neither keeps what runs (the rules' counters, the
+    /// running bank).
     #[serde(default)]
     pub rules_digest: Option<String>,
 }

@@ -2,7 +2,7 @@
 //! `offload_common::{bridge, router}`): a router's ports, addresses and routes (connected
 //! ones from its addresses, static ones from the file), a bridge's aging, flood ports,
 //! the addresses behind its instance ports and its static entries, a firewall's port
-//! pairs and rules.
+//! pairs and rules (a load balancer's are in lb.rs).
 //!
 //! Settings are written before the switch and add to what runs (a new route, a new
 //! port's address); what the new file drops is removed after the switch. Routes and
@@ -44,7 +44,7 @@ pub struct Written {
     pub addresses: Vec<String>,
     /// Static FDB entries, "vlan/mac".
     pub fdb: Vec<String>,
-    /// The digest of a firewall's rules.
+    /// The digest of a firewall's rules or a load balancer's VIPs.
     pub rules_digest: Option<String>,
 }
 
