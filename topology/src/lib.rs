@@ -1,7 +1,7 @@
 //! Topologies: instances of modules (the bridge, the router, the firewall, the load
-//! balancer, user modules) with named
-//! ports, each port joined to an interface or to another instance's port, run inside the
-//! kernel by the topology's maps (the contract is `offload_common::topology`).
+//! balancer, user modules) with named ports, each port joined to an interface or to
+//! another instance's port, run inside the kernel by the topology's maps (the contract is
+//! `offload_common::topology`).
 //!
 //! - [`TopologyFile`]: a topology file (TOML), read and checked, errors naming the line;
 //! - [`plan`]: the file against what runs ([`record`]): instance ids and port numbers;
