@@ -40,6 +40,7 @@ vips = [
   {{ address = "10.31.9.10", port = 80, backends = [{v4_backends}] }},
   {{ address = "fd31:9::10", port = 80, backends = ["[fd31:2::11]:8000", {{ address = "fd31:2::12", port = 8000 }}] }},
   {{ address = "10.31.9.10", port = 53, protocol = "udp", backends = ["10.31.2.11:5353", "10.31.2.12:5353"] }},
+  {{ address = "10.31.9.10", port = 54, protocol = "udp", backends = ["10.31.2.11:5454"] }},
 ]
 
 [[instance]]
@@ -124,6 +125,30 @@ fn udp_answers(namespace: &str, to: &str, port: u16, count: usize) -> Vec<String
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// What a connected UDP socket in `namespace` gets for a datagram to `to`:`port`:
+/// "answer", "refused" (an ICMP port unreachable matched to it) or "timeout".
+fn udp_connected(namespace: &str, to: &str, port: u16) -> String {
+    let program = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(3)\n\
+         s.connect(('{to}', {port}))\n\
+         s.send(b'who')\n\
+         try:\n\
+         \x20   s.recv(2048)\n\
+         \x20   print('answer')\n\
+         except ConnectionRefusedError:\n\
+         \x20   print('refused')\n\
+         except socket.timeout:\n\
+         \x20   print('timeout')\n"
+    );
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace, "python3", "-c", &program])
+        .output()
+        .expect("run the UDP client");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// The counter `name` of instance `lb` in `topology show --json`.
@@ -211,6 +236,11 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         "{}",
         topology_show(&lab.node, NAME)
     );
+
+    // Nothing listens behind port 54: the backend's port unreachable, its quote given the
+    // VIP back, reaches the client's socket at once (untranslated, it would time out).
+    assert_eq!(udp_connected(&a1, "10.31.9.10", 54), "refused");
+    assert!(lb_counter(&lab, "icmp_errors") >= 1);
 
     // Bulk TCP through the VIP: 64 KB segments, translated, arrive whole.
     for url in [

@@ -258,6 +258,139 @@ fn a_connection_keeps_its_backend_and_a_new_syn_takes_the_running_one() {
     assert_eq!(endpoints(&run.packet).0, (ip(vip.0), vip.1));
 }
 
+/// An ICMP (or ICMPv6) error of `kind` from `src` to `dst` quoting the first 28 (48) bytes of
+/// the IP packet of `quoted`, its checksum complete.
+fn icmp_error(src: &str, dst: &str, kind: u8, quoted: &[u8]) -> Vec<u8> {
+    let headers = wire::parse(quoted).unwrap().expect("an IP frame");
+    let quote = &quoted[headers.l3..(headers.l4 + 8).min(quoted.len())];
+    let mut frame = FrameBuilder::udp(ip(src), ip(dst)).payload(quote.to_vec());
+    frame.l4 = wire::build::L4::Icmp { kind, code: 3 };
+    frame.build()
+}
+
+/// Whether the ICMP or ICMPv6 checksum of `frame` holds.
+fn icmp_checksum_ok(frame: &[u8]) -> bool {
+    let headers = wire::parse(frame).unwrap().expect("an IP frame");
+    let segment = &frame[headers.l4..headers.l3_end];
+    if headers.version == 4 {
+        checksum(segment) == 0
+    } else {
+        let (src, dst) = headers.addresses(frame);
+        pseudo_header(src, dst, headers.protocol, segment.len())
+            .add_bytes(segment)
+            .finish()
+            == 0
+    }
+}
+
+/// The quoted packet's (source, destination) of an ICMP error.
+fn quoted_endpoints(frame: &[u8]) -> ((IpAddr, u16), (IpAddr, u16)) {
+    let headers = wire::parse(frame).unwrap().expect("an IP frame");
+    let quote = &frame[headers.l4 + 8..];
+    let address = |at: usize| -> IpAddr {
+        if headers.version == 4 {
+            IpAddr::from(<[u8; 4]>::try_from(&quote[at..at + 4]).unwrap())
+        } else {
+            IpAddr::from(<[u8; 16]>::try_from(&quote[at..at + 16]).unwrap())
+        }
+    };
+    let (src_at, dst_at, ports_at) = if headers.version == 4 {
+        (12, 16, usize::from(quote[0] & 0x0f) * 4)
+    } else {
+        (8, 24, 40)
+    };
+    let port = |at: usize| u16::from_be_bytes([quote[at], quote[at + 1]]);
+    (
+        (address(src_at), port(ports_at)),
+        (address(dst_at), port(ports_at + 2)),
+    )
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn icmp_errors_about_a_connection_quote_the_vip_again() {
+    require_root("icmp_errors_about_a_connection_quote_the_vip_again");
+    let (mut topology, lb) = lb_topology(&[
+        ("10.9.0.10", 53, UDP, Some(("10.2.0.11", 5353))),
+        ("fd09::10", 80, TCP, Some(("fd02::11", 8000))),
+    ]);
+    for (protocol, client, vip, backend, kind) in [
+        // Port unreachable (ICMP 3/3); packet too big (ICMPv6 2).
+        (
+            UDP,
+            ("10.1.0.11", 40000),
+            ("10.9.0.10", 53),
+            ("10.2.0.11", 5353),
+            3,
+        ),
+        (
+            TCP,
+            ("fd01::11", 40001),
+            ("fd09::10", 80),
+            ("fd02::11", 8000),
+            2,
+        ),
+    ] {
+        // The client's packet, as it left the instance towards the backend.
+        let request = frame(protocol, client, vip, ChecksumFill::Complete).build();
+        let to_backend = topology.run(lb, 0, CLIENTS, &request).packet;
+        assert_eq!(endpoints(&to_backend).1, (ip(backend.0), backend.1));
+        // The backend's error about it: from the VIP, about a packet to the VIP.
+        let error = icmp_error(backend.0, client.0, kind, &to_backend);
+        let run = topology.run(lb, 1, SERVERS, &error);
+        assert_eq!(run.verdict, XDP_REDIRECT);
+        let headers = wire::parse(&run.packet).unwrap().unwrap();
+        let (src, dst) = headers.addresses(&run.packet);
+        assert_eq!(
+            (src.to_vec(), dst.to_vec()),
+            (octets(vip.0), octets(client.0))
+        );
+        assert_eq!(
+            quoted_endpoints(&run.packet),
+            ((ip(client.0), client.1), (ip(vip.0), vip.1)),
+            "{vip:?}"
+        );
+        assert!(icmp_checksum_ok(&run.packet), "{vip:?}: ICMP checksum");
+        assert!(ip_header_ok(&run.packet));
+        if protocol == UDP {
+            let quote = &run.packet[headers.l4 + 8..headers.l4 + 28];
+            assert_eq!(checksum(quote), 0, "the quoted IPv4 header's checksum");
+        }
+        // An error about the connection from the clients' side (about a reply from the
+        // VIP): to the backend, about the backend's packet.
+        let reply = frame(protocol, vip, client, ChecksumFill::Complete).build();
+        let error = icmp_error(client.0, vip.0, kind, &reply);
+        let run = topology.run(lb, 0, CLIENTS, &error);
+        let headers = wire::parse(&run.packet).unwrap().unwrap();
+        let (src, dst) = headers.addresses(&run.packet);
+        assert_eq!(
+            (src.to_vec(), dst.to_vec()),
+            (octets(client.0), octets(backend.0))
+        );
+        assert_eq!(
+            quoted_endpoints(&run.packet),
+            ((ip(backend.0), backend.1), (ip(client.0), client.1))
+        );
+        assert!(icmp_checksum_ok(&run.packet) && ip_header_ok(&run.packet));
+    }
+    assert_eq!(lb_count(&topology, lb, counter::ICMP_ERRORS), 4);
+    // An error about no connection passes unchanged.
+    let stranger = frame(
+        UDP,
+        ("10.1.0.99", 1),
+        ("10.2.0.11", 5353),
+        ChecksumFill::Complete,
+    )
+    .build();
+    let error = icmp_error("10.2.0.11", "10.1.0.99", 3, &stranger);
+    let run = topology.run(lb, 1, SERVERS, &error);
+    assert_eq!(run.packet, error);
+}
+
+fn octets(text: &str) -> Vec<u8> {
+    wire::build::octets(ip(text))
+}
+
 #[test]
 #[ignore = "needs root: run by `cargo xtask test`"]
 fn what_is_no_vips_passes_and_bad_packets_are_counted_and_dropped() {

@@ -66,8 +66,10 @@ pub mod counter {
     /// Translated packets whose L4 checksum the sender left partial (TX checksum offload):
     /// kept partial, with the new addresses' pseudo-header sum.
     pub const PARTIAL_CHECKSUMS: u32 = 7;
+    /// ICMP errors about a connection, their quoted packet translated.
+    pub const ICMP_ERRORS: u32 = 8;
     /// Slots.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     /// Their names, by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "to_backend",
@@ -78,6 +80,7 @@ pub mod counter {
         "fragments",
         "malformed",
         "partial_checksums",
+        "icmp_errors",
     ];
 }
 

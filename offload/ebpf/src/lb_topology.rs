@@ -5,7 +5,9 @@
 //!   picks one for a connection's first packet, a TCP SYN or the first datagram of a
 //!   tuple; the connection keeps it);
 //! - a backend's reply to such a connection gets the VIP back as its source;
-//! - everything else passes unchanged (ARP, ICMP, traffic that is no VIP's).
+//! - an ICMP error about one of its connections gets the same translation in the packet
+//!   it quotes (`lb_icmp.rs`);
+//! - everything else passes unchanged (ARP, other ICMP, traffic that is no VIP's).
 //!
 //! Checksums: the IPv4 header's and the TCP/UDP one are updated incrementally (RFC 1624).
 //! A sender with TX checksum offload on (every veth by default) leaves the TCP/UDP field
@@ -17,6 +19,7 @@
 #![no_std]
 #![no_main]
 
+mod lb_icmp;
 mod module_context;
 mod object;
 mod parse;
@@ -52,9 +55,11 @@ static LB_TABLES: Array<u32> = Array::with_max_entries(BANKS * MAX_VIPS * TABLE_
 #[map]
 static LB_BACKENDS: Array<Backend> = Array::with_max_entries(BANKS * MAX_VIPS * MAX_BACKENDS, 0);
 #[map]
-static LB_FLOWS: LruHashMap<FlowKey, Target> = LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
+pub(crate) static LB_FLOWS: LruHashMap<FlowKey, Target> =
+    LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
 #[map]
-static LB_REPLIES: LruHashMap<FlowKey, Target> = LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
+pub(crate) static LB_REPLIES: LruHashMap<FlowKey, Target> =
+    LruHashMap::with_max_entries(FLOW_ENTRIES, 0);
 #[map]
 static LB_OTHER_PORT: Array<u32> = Array::with_max_entries(MAX_INSTANCE_PORTS, 0);
 #[map]
@@ -109,9 +114,9 @@ fn count(slot: u32) {
 /// Per-CPU room for the keys of a packet's look-ups: the program's frames have no stack
 /// to spare for them (a topology's tail calls leave each frame 256 bytes).
 #[repr(C)]
-struct Keys {
+pub(crate) struct Keys {
     /// The packet's direction of its connection.
-    flow: FlowKey,
+    pub(crate) flow: FlowKey,
     /// A new connection's replies.
     reply: FlowKey,
     /// The VIP the packet may be for.
@@ -121,7 +126,7 @@ struct Keys {
 }
 
 #[map]
-static LB_KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static LB_KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
 
 /// Translates the packet if it is a VIP's or a reply to one; false when it is dropped
 /// (counted). In a frame of its own, below the topology's tail calls' 256 bytes.
@@ -138,6 +143,15 @@ fn balance(raw: *mut xdp_md, context: &ModuleContext) -> bool {
             count(counter::PASSED);
             return true;
         }
+    }
+    if context.protocol == proto::ICMP || context.protocol == proto::ICMPV6 {
+        let translated = lb_icmp::translate_error(raw, context);
+        count(if translated {
+            counter::ICMP_ERRORS
+        } else {
+            counter::PASSED
+        });
+        return true;
     }
     if context.protocol != proto::TCP && context.protocol != proto::UDP {
         count(counter::PASSED);
@@ -336,7 +350,7 @@ fn rewrite<const N: usize>(
 /// The `N` bytes at `offset` of the packet. Through the helper: its offsets come from the
 /// context's map value, whose packet reads the verifier cannot bound.
 #[inline(always)]
-fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+pub(crate) fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     let mut bytes = [0u8; N];
     // SAFETY: the helper copies N bytes of the packet into the array, or fails.
     let read =
@@ -346,7 +360,7 @@ fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
 
 /// Writes `bytes` at `offset` of the packet (see [`load`]); they may lie in a map.
 #[inline(always)]
-fn store(ctx: &XdpContext, offset: usize, bytes: &[u8]) -> Option<()> {
+pub(crate) fn store(ctx: &XdpContext, offset: usize, bytes: &[u8]) -> Option<()> {
     // SAFETY: the helper copies the slice's bytes into the packet, or fails; it only reads
     // them.
     let written = unsafe {
