@@ -489,6 +489,19 @@ fn linux_router(lab: &TopologyLab) -> Result<()> {
 }
 
 /// Attaches the sinks' `steer`: default action drop, counted.
+/// Takes the sinks' `steer` off when the run ends, passed or failed: its pins would
+/// outlive the lab's namespaces (until `fastpath lab down` prunes them).
+struct Sinks<'a>(&'a TopologyLab);
+
+impl Drop for Sinks<'_> {
+    fn drop(&mut self) {
+        for name in ["b1", "a2"] {
+            let host = self.0.host(name).host.clone();
+            let _ = netns::run_in(&host.namespace, move || offload::detach(&host.iface));
+        }
+    }
+}
+
 fn sinks(lab: &TopologyLab) -> Result<()> {
     for name in ["b1", "a2"] {
         let host = lab.host(name).host.clone();
@@ -546,6 +559,7 @@ fn main() -> Result<()> {
     .context("write the wire case's object")?;
     lab::Lab::teardown_on_signals();
     let lab = TopologyLab::up(&format!("fptm{:04}", std::process::id() % 10000))?;
+    let _sinks = Sinks(&lab);
     sinks(&lab)?;
     linux_router(&lab)?;
     let frames = cases
