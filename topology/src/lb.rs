@@ -20,7 +20,7 @@ use std::{
     ops::Range,
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use nfv_apps::lb::maglev::{MaglevEntry, MaglevTable};
 use offload_common::{
     lb::{
@@ -37,7 +37,7 @@ use crate::{
     TopologyError, pins,
     plan::PlannedInstance,
     record::RecordInstance,
-    settings::{Written, address_bytes, instance_map},
+    settings::{Written, address_bytes, instance_map, write_other_ports},
 };
 
 /// An `lb` instance's services.
@@ -293,16 +293,7 @@ pub fn write_lb(
             let path = instance_map(topology, &planned.name, map);
             Ok((pins::open_as(&path, map)?, path))
         };
-    let (mut other, other_path) = open_array(maps::OTHER_PORT)?;
-    if let [(_, first), (_, second)] = planned.ports.as_slice() {
-        for (port, its_other) in [(*first, *second), (*second, *first)] {
-            other.set(port, its_other, 0).map_err(TopologyError::map(
-                "write",
-                maps::OTHER_PORT,
-                &other_path,
-            ))?;
-        }
-    }
+    write_other_ports(topology, planned, maps::OTHER_PORT)?;
     let written = Written {
         rules_digest: Some(digest(settings)),
         ..Written::default()
@@ -393,17 +384,11 @@ pub fn write_lb(
 /// 10.2.0.11:8000"), from its connection table.
 pub fn lb_counters(topology: &str, instance: &str) -> Result<Vec<(String, u64)>, TopologyError> {
     let dir = pins::instance_dir(topology, instance);
-    let counters_path = dir.join(maps::COUNTERS);
-    let counters: PerCpuArray<MapData, u64> = pins::open_as(&counters_path, maps::COUNTERS)?;
-    let mut values = Vec::new();
-    for (slot, name) in lb::counter::NAMES.iter().enumerate() {
-        let per_cpu = counters.get(&(slot as u32), 0).map_err(TopologyError::map(
-            "read",
-            maps::COUNTERS,
-            &counters_path,
-        ))?;
-        values.push((name.to_string(), per_cpu.iter().sum()));
-    }
+    let mut values = crate::show::read_counters(
+        &dir.join(maps::COUNTERS),
+        maps::COUNTERS,
+        &lb::counter::NAMES,
+    )?;
     let flows_path = dir.join(maps::FLOWS);
     let flows: BpfHashMap<MapData, FlowKey, Target> = pins::open_as(&flows_path, maps::FLOWS)?;
     let mut by_backend: BTreeMap<String, u64> = BTreeMap::new();

@@ -676,6 +676,25 @@ pub(crate) fn fdb_text(vlan: u16, mac: [u8; 6]) -> String {
     format!("{vlan}/{}", mac.join(":"))
 }
 
+/// Writes each port of a two-port instance (a bump in the wire: a firewall, a load
+/// balancer) as the other's, into its `ARRAY` `map`.
+pub(crate) fn write_other_ports(
+    topology: &str,
+    planned: &PlannedInstance,
+    map: &'static str,
+) -> Result<(), TopologyError> {
+    let path = instance_map(topology, &planned.name, map);
+    let mut other: Array<MapData, u32> = pins::open_as(&path, map)?;
+    if let [(_, first), (_, second)] = planned.ports.as_slice() {
+        for (port, its_other) in [(*first, *second), (*second, *first)] {
+            other
+                .set(port, its_other, 0)
+                .map_err(TopologyError::map("write", map, &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// A firewall instance's rules, read and checked before anything changes.
 pub struct FirewallRules {
     /// The policy.
@@ -715,16 +734,7 @@ pub fn write_firewall(
     rules: &FirewallRules,
     before: Option<&RecordInstance>,
 ) -> Result<Written, TopologyError> {
-    let map = firewall_maps::OTHER_PORT;
-    let path = instance_map(topology, &planned.name, map);
-    let mut other: Array<MapData, u32> = pins::open_as(&path, map)?;
-    if let [(_, first), (_, second)] = planned.ports.as_slice() {
-        for (port, its_other) in [(*first, *second), (*second, *first)] {
-            other
-                .set(port, its_other, 0)
-                .map_err(TopologyError::map("write", map, &path))?;
-        }
-    }
+    write_other_ports(topology, planned, firewall_maps::OTHER_PORT)?;
     let written = Written {
         rules_digest: Some(rules.digest.clone()),
         ..Written::default()

@@ -191,7 +191,7 @@ fn firewall_counters(topology: &str, instance: &str) -> Result<Vec<(String, u64)
 }
 
 /// A per-CPU array of `u64` counters, summed, named.
-fn read_counters(
+pub(crate) fn read_counters(
     path: &std::path::Path,
     map: &str,
     names: &[&str],

@@ -174,8 +174,7 @@ pub const fn backend_index(bank: u32, index: u32) -> u32 {
     (bank * MAX_VIPS + index) * MAX_BACKENDS
 }
 
-/// The connection's slot in a Maglev table: a hash of the client's tuple (the kernel and
-/// user space's tests agree on it).
+/// The connection's slot in a Maglev table: a hash of the client's tuple.
 pub fn flow_slot(key: &FlowKey) -> u32 {
     let mut hash: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut mix = |word: u64| {

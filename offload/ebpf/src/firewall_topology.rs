@@ -32,7 +32,6 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use offload_common::{module::ModuleContext, topology::MAX_INSTANCE_PORTS};
-use topology::PortCount;
 
 /// Each port's other port (`offload_common::firewall::maps::OTHER_PORT`).
 #[map]
@@ -62,14 +61,6 @@ pub fn firewall(ctx: XdpContext) -> u32 {
             let in_port = place.in_port;
             topology::emit(&ctx, place, in_port)
         }
-        _ => {
-            topology::count_port(
-                place.instance,
-                place.in_port,
-                PortCount::Drop,
-                topology::packet_bytes(&ctx),
-            );
-            xdp_action::XDP_DROP
-        }
+        _ => topology::drop_at_ingress(&ctx, place),
     }
 }

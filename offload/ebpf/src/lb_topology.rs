@@ -43,7 +43,6 @@ use offload_common::{
     proto,
     topology::MAX_INSTANCE_PORTS,
 };
-use topology::PortCount;
 use wire::checksum::{Sum, pseudo_header, update};
 
 #[map]
@@ -94,13 +93,7 @@ pub fn lb(ctx: XdpContext) -> u32 {
     if balance(ctx.ctx, context) {
         topology::emit(&ctx, place, out)
     } else {
-        topology::count_port(
-            place.instance,
-            place.in_port,
-            PortCount::Drop,
-            topology::packet_bytes(&ctx),
-        );
-        xdp_action::XDP_DROP
+        topology::drop_at_ingress(&ctx, place)
     }
 }
 

@@ -98,6 +98,19 @@ pub fn count_port(instance: u32, port: u32, what: PortCount, bytes: u64) {
     }
 }
 
+/// Drops the packet where it came into the running instance, counted on that port: what
+/// an instance returns for a packet it refuses.
+#[inline(always)]
+pub fn drop_at_ingress(ctx: &XdpContext, place: &TopologyContext) -> u32 {
+    count_port(
+        place.instance,
+        place.in_port,
+        PortCount::Drop,
+        packet_bytes(ctx),
+    );
+    xdp_action::XDP_DROP
+}
+
 /// What `port` of `instance` is connected to in `bank`; an unconnected link when out of
 /// range.
 #[inline(always)]
