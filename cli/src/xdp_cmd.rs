@@ -343,6 +343,12 @@ pub fn print_status(status: &Status, as_json: bool) {
     ] {
         println!("{}", lookup.describe(family));
     }
+    for (family, lookup) in [
+        ("IPv4", &status.exact_lookup.v4),
+        ("IPv6", &status.exact_lookup.v6),
+    ] {
+        println!("{}", lookup.describe(family));
+    }
     let c = &status.counters;
     output::table(
         &[

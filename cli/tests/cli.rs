@@ -186,6 +186,31 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
         serde_json::json!([32, 0])
     );
     assert_eq!(status["prefix_lookup"]["v6"]["method"], "none");
+    assert_eq!(status["exact_lookup"]["v4"]["method"], "none");
+
+    // An exact rule (host, port, protocol) goes to the IPv4 table.
+    let exact = json(&[
+        "xdp",
+        "rule",
+        "add",
+        "--iface",
+        iface,
+        "--action",
+        "drop",
+        "--proto",
+        "tcp",
+        "--dst",
+        "10.77.0.2",
+        "--dport",
+        "80",
+    ]);
+    assert_eq!(exact["id"].as_u64(), Some(3));
+    let status = json(&["xdp", "status", "--iface", iface]);
+    assert_eq!(
+        status["exact_lookup"]["v4"],
+        serde_json::json!({"method": "table", "rules": 1, "buckets": 1, "spilled": 0})
+    );
+    assert_eq!(status["exact_lookup"]["v6"]["method"], "none");
 
     let replaced = json(&["xdp", "replace", "--iface", iface]);
     assert_ne!(replaced["new_program_id"], replaced["old_program_id"]);
@@ -195,7 +220,7 @@ fn attach_rules_status_and_detach_across_invocations_in_a_namespace() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
     );
     json(&["xdp", "detach", "--iface", iface]);
     fails_with(

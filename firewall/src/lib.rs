@@ -18,7 +18,6 @@
 #![warn(missing_docs)]
 
 mod add_rule;
-mod batch;
 mod compile;
 pub mod conntrack;
 mod del_rule;

@@ -619,7 +619,7 @@ fn write_idle_bank(tables: &Tables, pending: &mut Pending) -> Result<PolicyState
         maps::COUNTERS,
         &counters_path,
     ))?;
-    crate::batch::update(&counters_data, &slots, &zeros).map_err(FirewallError::map(
+    offload::batch::update(&counters_data, &slots, &zeros).map_err(FirewallError::map(
         "zero (batched)",
         maps::COUNTERS,
         &counters_path,
@@ -659,7 +659,7 @@ fn write_idle_bank(tables: &Tables, pending: &mut Pending) -> Result<PolicyState
         maps::RULES,
         &rules_path,
     ))?;
-    crate::batch::update(&rules_data, &keys, &values).map_err(FirewallError::map(
+    offload::batch::update(&rules_data, &keys, &values).map_err(FirewallError::map(
         "write (batched)",
         maps::RULES,
         &rules_path,
@@ -685,7 +685,7 @@ fn empty_bank(
         .filter(|key| u32::from(key.bank) == bank)
         .collect();
     let data = MapData::from_pin(path).map_err(FirewallError::map("open", maps::RULES, path))?;
-    crate::batch::delete(&data, &stale).map_err(FirewallError::map(
+    offload::batch::delete(&data, &stale).map_err(FirewallError::map(
         "delete from (batched)",
         maps::RULES,
         path,

@@ -420,6 +420,8 @@ pub struct Status {
     pub rules: Vec<RuleStats>,
     /// How the destination prefixes are looked up: a hash per length or the trie.
     pub prefix_lookup: crate::rules::tuple_space::PrefixLookup,
+    /// How the exact rules are looked up: each family's table, or the kernel hash.
+    pub exact_lookup: crate::rules::exact_table::ExactLookup,
     /// Which bpffs the pins were found in, and why: see [`crate::bpffs`].
     pub bpffs: String,
 }
@@ -487,6 +489,7 @@ pub fn status(iface: &str) -> Result<Status, OffloadError> {
             .collect(),
         rules: steering.rule_stats()?,
         prefix_lookup: steering.prefix_lookup()?,
+        exact_lookup: steering.exact_lookup()?,
         placements,
     })
 }

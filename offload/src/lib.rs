@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod attach;
+pub mod batch;
 pub mod bpffs;
 mod error;
 mod error_chain;

@@ -9,7 +9,7 @@ use aya::maps::{
 use nix::fcntl::Flock;
 use offload_common::{
     Counter, ExactKeyV4, PrefixKeyV4, PrefixKeyV6, PrefixLengths, RuleChain, RuleDef, Settings,
-    counter, prefix_lengths,
+    counter, exact_table, prefix_lengths,
 };
 use serde::Serialize;
 
@@ -96,13 +96,16 @@ impl Steering {
     }
 
     fn map(&self, name: &str) -> Result<Map, OffloadError> {
+        Map::from_map_data(self.map_data(name)?).map_err(OffloadError::map(MapAction::Open, name))
+    }
+
+    fn map_data(&self, name: &str) -> Result<MapData, OffloadError> {
         let path = self.pins.map(name);
-        let data = MapData::from_pin(&path).map_err(|source| OffloadError::Map {
+        MapData::from_pin(&path).map_err(|source| OffloadError::Map {
             action: MapAction::Open,
             map: path.display().to_string(),
             source: Box::new(source),
-        })?;
-        Map::from_map_data(data).map_err(OffloadError::map(MapAction::Open, name))
+        })
     }
 
     /// The rules, from their records in `RULE_DEFS`, sorted by id.
@@ -317,6 +320,12 @@ impl Steering {
             }
         })?;
         self.apply_prefix_hashes(old, new)?;
+        self.apply_exact_table(exact_table::family::V4, "EXACT_TABLE_V4", || {
+            rules::exact_table::layout_v4(&new.exact)
+        })?;
+        self.apply_exact_table(exact_table::family::V6, "EXACT_TABLE_V6", || {
+            rules::exact_table::layout_v6(&new.exact)
+        })?;
         // The counts gate the program's lookups: raised after entries exist, lowered after
         // they are gone.
         let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
@@ -371,6 +380,69 @@ impl Steering {
             set_lengths(prefix_lengths::V6, tuple_space::table(&new.prefixes_v6))?;
         }
         Ok(())
+    }
+
+    /// Writes a family's exact table (`offload_common::exact_table`) when its rules changed,
+    /// or when a change was interrupted before its switch: whole, into the bank the program
+    /// does not read, and then switches the program to it. Called after the kernel hashes
+    /// are written, so a spilled bucket's keys are there before the table that sends the
+    /// program to them.
+    fn apply_exact_table<B: aya::Pod>(
+        &self,
+        family: u32,
+        name: &'static str,
+        layout: impl FnOnce() -> rules::exact_table::Table<B>,
+    ) -> Result<(), OffloadError> {
+        let mut shapes: Array<_, exact_table::Shape> =
+            typed(self.map("EXACT_TABLES")?, "EXACT_TABLES")?;
+        let shape = shapes
+            .get(&family, 0)
+            .map_err(OffloadError::map(MapAction::Read, "EXACT_TABLES"))?;
+        let table = layout();
+        if shape.bank().is_some() && shape.fingerprint == table.fingerprint {
+            return Ok(());
+        }
+        let bank = shape.bank().map_or(0, |bank| 1 - bank);
+        // The idle bank may be the one the program read until the last switch: wait until
+        // no program still reads it before writing over it.
+        crate::sys::wait_for_running_programs()
+            .map_err(|error| OffloadError::syscall("wait for running BPF programs", error))?;
+        let data = self.map_data(name)?;
+        let first = bank * exact_table::MAX_BUCKETS;
+        let indices: Vec<u32> = (first..first + table.buckets.len() as u32).collect();
+        crate::batch::update(&data, &indices, &table.buckets).map_err(|error| {
+            OffloadError::syscall("write an exact table (BPF_MAP_UPDATE_BATCH)", error)
+        })?;
+        let next = exact_table::Shape::new(bank, table.buckets.len() as u32, table.fingerprint);
+        shapes
+            .set(family, next, 0)
+            .map_err(OffloadError::map(MapAction::Write, "EXACT_TABLES"))
+    }
+
+    /// How the program looks up each family's exact rules now: its table, or the kernel
+    /// hash alone.
+    pub fn exact_lookup(&self) -> Result<rules::exact_table::ExactLookup, OffloadError> {
+        let shapes: Array<_, exact_table::Shape> =
+            typed(self.map("EXACT_TABLES")?, "EXACT_TABLES")?;
+        let shape = |family: u32| {
+            shapes
+                .get(&family, 0)
+                .map_err(OffloadError::map(MapAction::Read, "EXACT_TABLES"))
+        };
+        let compiled = rules::compile(&self.rules()?)?;
+        let (v4, v6) = split_exact(&compiled.exact);
+        Ok(rules::exact_table::ExactLookup {
+            v4: rules::exact_table::FamilyExactLookup::of(
+                v4.len(),
+                &rules::exact_table::layout_v4(&compiled.exact),
+                &shape(exact_table::family::V4)?,
+            ),
+            v6: rules::exact_table::FamilyExactLookup::of(
+                v6.len(),
+                &rules::exact_table::layout_v6(&compiled.exact),
+                &shape(exact_table::family::V6)?,
+            ),
+        })
     }
 
     /// How the program looks up each family's destination prefixes now: the per-length

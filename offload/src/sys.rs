@@ -110,3 +110,41 @@ pub fn map_info(map: BorrowedFd<'_>) -> io::Result<libbpf_sys::bpf_map_info> {
     })?;
     Ok(info)
 }
+
+/// Returns once every BPF program that was running when it was called has finished: a
+/// grace period. After it, no program still reads a map value it looked up before the
+/// call. The kernel waits for one (`synchronize_rcu`) in every update of a map-in-map
+/// (kernel/bpf/syscall.c, `maybe_wait_bpf_programs`, there so that user space knows the
+/// programs use the new value), so this updates a throwaway array of maps.
+pub fn wait_for_running_programs() -> io::Result<()> {
+    let create = |map_type, value_size, opts: &libbpf_sys::bpf_map_create_opts| {
+        // SAFETY: plain FFI call; the name is a static C string, `opts` is valid.
+        owned_fd(unsafe {
+            libbpf_sys::bpf_map_create(map_type, c"fp_grace".as_ptr(), 4, value_size, 1, opts)
+        })
+    };
+    let plain = libbpf_sys::bpf_map_create_opts {
+        sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let inner = create(libbpf_sys::BPF_MAP_TYPE_ARRAY, 4, &plain)?;
+    let outer = create(
+        libbpf_sys::BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        4,
+        &libbpf_sys::bpf_map_create_opts {
+            inner_map_fd: inner.as_raw_fd() as u32,
+            ..plain
+        },
+    )?;
+    let (key, value) = (0u32, inner.as_raw_fd() as u32);
+    // SAFETY: plain FFI call; key and value point at live 4-byte values.
+    check(unsafe {
+        libbpf_sys::bpf_map_update_elem(
+            outer.as_raw_fd(),
+            (&key as *const u32).cast(),
+            (&value as *const u32).cast(),
+            0,
+        )
+    })
+    .map(drop)
+}

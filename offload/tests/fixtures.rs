@@ -639,3 +639,77 @@ fn prefix_hashes_and_the_trie_pick_the_same_rule() {
         "the hashes refilled pick differently"
     );
 }
+
+/// `count` destination hosts whose exact keys (`proto`, `dport`) share one bucket of a
+/// table of `count` buckets, the size the rules' table gets: all but three of them spill
+/// to the kernel hash. Also one more host in that bucket.
+fn hosts_in_one_bucket(count: u32, v6: bool, proto: u8, dport: u16) -> Vec<std::net::IpAddr> {
+    use offload_common::exact_table::{Shape, bucket_index, hash_v4, hash_v6, key_v4, key_v6};
+    let at = Shape::new(0, count, 0).at;
+    let mut hosts = Vec::new();
+    for index in 0u32.. {
+        let [a, b, c, d] = index.to_be_bytes();
+        let (host, hash) = if v6 {
+            let addr = [0x20, 1, 0xd, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, a, b, c, d];
+            let key = key_v6(&addr, dport, proto);
+            (std::net::IpAddr::from(addr), hash_v6(&key))
+        } else {
+            let addr = [10, b, c, d];
+            (
+                std::net::IpAddr::from(addr),
+                hash_v4(key_v4(addr, dport, proto)),
+            )
+        };
+        if bucket_index(at, hash) == 0 {
+            hosts.push(host);
+            if hosts.len() as u32 == count + 1 {
+                return hosts;
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn exact_rules_of_a_spilled_bucket_are_found_and_others_are_not() {
+    for (family, v6, proto) in [("v4", false, 17u8), ("v6", true, 17u8)] {
+        let hosts = hosts_in_one_bucket(16, v6, proto, 53);
+        let (rule_hosts, stranger) = hosts.split_at(16);
+        let specs: Vec<RuleSpec> = rule_hosts
+            .iter()
+            .map(|host| rule("drop").proto("udp").dst(&host.to_string()).ports("53"))
+            .collect();
+        let (bench, ids) = bench(&format!("spilled-{family}"), Action::Pass, &specs);
+        let source = if v6 { "2001:db8::7" } else { "192.0.2.7" };
+        let probe = |host: &std::net::IpAddr| packet::udp(source, &host.to_string(), 53);
+        for (host, id) in rule_hosts.iter().zip(&ids) {
+            assert_eq!(verdict(&bench, &probe(host)), XDP_DROP, "{host}: rule {id}");
+        }
+        assert_eq!(
+            verdict(&bench, &probe(&stranger[0])),
+            XDP_PASS,
+            "{}",
+            stranger[0]
+        );
+        let stats = bench.steering().unwrap().rule_stats().unwrap();
+        assert!(
+            stats.iter().all(|rule| rule.packets == 1),
+            "{family}: {stats:?}"
+        );
+
+        // Down to three rules: the bucket holds them all, the rest are gone from both.
+        let mut steering = bench.steering().unwrap();
+        for id in &ids[3..] {
+            steering.delete_rule(*id).unwrap();
+        }
+        for (index, host) in rule_hosts.iter().enumerate() {
+            let expected = if index < 3 { XDP_DROP } else { XDP_PASS };
+            assert_eq!(
+                verdict(&bench, &probe(host)),
+                expected,
+                "{family} after: {host}"
+            );
+        }
+    }
+}

@@ -29,6 +29,7 @@
 use core::mem::size_of;
 
 pub mod bridge;
+pub mod exact_table;
 pub mod firewall;
 mod generator;
 pub mod lb;

@@ -8,13 +8,14 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use offload_common::{
     ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, MAX_PREFIX_LENGTHS, PrefixKeyV4,
-    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings, prefix_lengths,
+    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings, exact_table, prefix_lengths,
 };
 
 use crate::{
     parse::Packet,
     steer::{
-        EXACT_RULES, EXACT_V4, PREFIX_HASH_V4, PREFIX_HASH_V6, PREFIX_LENGTHS, PREFIX_V4, PREFIX_V6,
+        EXACT_RULES, EXACT_TABLE_V4, EXACT_TABLE_V6, EXACT_TABLES, EXACT_V4, PREFIX_HASH_V4,
+        PREFIX_HASH_V6, PREFIX_LENGTHS, PREFIX_V4, PREFIX_V6,
     },
 };
 
@@ -129,20 +130,50 @@ fn longest_hashed_v6(dst: &[u8; 16]) -> Hashed {
     Hashed::NoPrefix
 }
 
-/// The exact rule of the packet's destination host, port and protocol: IPv4 hosts in the
-/// 8-byte-keyed `EXACT_V4`, IPv6 hosts in `EXACT_RULES`.
+/// The exact rule of the packet's destination host, port and protocol: from the family's
+/// own table, inline, or from the kernel hash (IPv4 hosts' `EXACT_V4`, IPv6 hosts'
+/// `EXACT_RULES`) when the key's bucket spilled or no table is written yet.
 #[inline(always)]
 fn exact(packet: &Packet) -> Option<RuleRef> {
-    // SAFETY (both lookups): the value is copied out at once; user space replaces entries
-    // whole.
+    // SAFETY (the kernel hash look-ups): the value is copied out at once; user space
+    // replaces entries whole. The table's bank is not written while it can be read.
     if packet.family == FAMILY_V4 {
+        let addr = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
+        let key = exact_table::key_v4(addr, packet.dport, packet.proto);
+        let at = table_at(exact_table::family::V4);
+        if at & exact_table::VALID != 0 {
+            let bucket =
+                EXACT_TABLE_V4.get(exact_table::bucket_index(at, exact_table::hash_v4(key)))?;
+            for slot in 0..exact_table::SLOTS {
+                if bucket.keys[slot] == key {
+                    return Some(bucket.rules[slot]);
+                }
+            }
+            if bucket.keys[exact_table::SLOTS - 1] != exact_table::SPILLED {
+                return None;
+            }
+        }
         let key = ExactKeyV4 {
-            addr: [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]],
+            addr,
             dport: packet.dport,
             proto: packet.proto,
             _pad: 0,
         };
         return unsafe { EXACT_V4.get(&key) }.copied();
+    }
+    let at = table_at(exact_table::family::V6);
+    if at & exact_table::VALID != 0 {
+        let key = exact_table::key_v6(&packet.dst, packet.dport, packet.proto);
+        let bucket =
+            EXACT_TABLE_V6.get(exact_table::bucket_index(at, exact_table::hash_v6(&key)))?;
+        for slot in 0..exact_table::SLOTS {
+            if bucket.keys[slot] == key {
+                return Some(bucket.rules[slot]);
+            }
+        }
+        if bucket.keys[exact_table::SLOTS - 1][2] != exact_table::SPILLED {
+            return None;
+        }
     }
     let key = ExactKey {
         addr: packet.dst,
@@ -151,6 +182,12 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         family: packet.family,
     };
     unsafe { EXACT_RULES.get(&key) }.copied()
+}
+
+/// The family's `exact_table::Shape::at`: 0 (no table) if the slot cannot be read.
+#[inline(always)]
+fn table_at(family: u32) -> u32 {
+    EXACT_TABLES.get(family).map_or(0, |shape| shape.at)
 }
 
 #[inline(always)]

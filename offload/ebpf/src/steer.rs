@@ -15,7 +15,8 @@ use aya_ebpf::{
 use offload_common::{
     Counter, ExactKey, ExactKeyV4, FragmentKey, MAX_EXACT, MAX_FRAGMENTED_DATAGRAMS, MAX_PREFIXES,
     MAX_QUEUES, MAX_RULES, PrefixKeyV4, PrefixKeyV6, PrefixLengths, PrefixV4, PrefixV6, RuleChain,
-    RuleDef, RuleRef, Settings, action, counter, fragment, module::verdict, prefix_lengths,
+    RuleDef, RuleRef, Settings, action, counter, exact_table, fragment, module::verdict,
+    prefix_lengths,
 };
 
 use crate::{classify, parse, prefilter};
@@ -23,6 +24,26 @@ use crate::{classify, parse, prefilter};
 // Every map is pinned by name under the attachment's directory (offload::pins), so a
 // replacement build, the module build and every later process share them.
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExpSlot {
+    pub key: u64,
+    pub rule: RuleRef,
+}
+#[map]
+pub static EXP_TABLE: Array<ExpSlot> = Array::with_max_entries(16384, 0);
+/// Per family (`exact_table::family`): where its exact table is (`exact_table::Shape`).
+#[map]
+pub static EXACT_TABLES: Array<exact_table::Shape> = Array::pinned(exact_table::family::SLOTS, 0);
+/// The IPv4 exact rules' own table, both banks: looked up inline, unlike `EXACT_V4`, which
+/// holds the same rules and answers for a bucket that spilled (see `exact_table`).
+#[map]
+pub static EXACT_TABLE_V4: Array<exact_table::BucketV4> =
+    Array::pinned(exact_table::MAX_BUCKETS * exact_table::BANKS, 0);
+/// `EXACT_TABLE_V4` for the IPv6 exact rules (`EXACT_RULES`).
+#[map]
+pub static EXACT_TABLE_V6: Array<exact_table::BucketV6> =
+    Array::pinned(exact_table::MAX_BUCKETS * exact_table::BANKS, 0);
 /// The IPv6 hosts' exact rules (an IPv4 host's key is in `EXACT_V4`).
 #[map]
 pub static EXACT_RULES: HashMap<ExactKey, RuleRef> = HashMap::pinned(MAX_EXACT, 0);

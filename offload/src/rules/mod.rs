@@ -25,6 +25,7 @@ use std::{
     str::FromStr,
 };
 
+pub mod exact_table;
 pub mod tuple_space;
 
 pub use ipnet::IpNet;

@@ -48,11 +48,7 @@ fn call(command: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
 /// Writes `values` under `keys` into `map` (created or replaced), in chunks. A per-CPU
 /// map takes one value per CPU for each key, the CPUs of one key together (`values` is
 /// then `keys.len()` times the CPU count long).
-pub(crate) fn update<K: Copy, V: Copy>(
-    map: &MapData,
-    keys: &[K],
-    values: &[V],
-) -> std::io::Result<()> {
+pub fn update<K: Copy, V: Copy>(map: &MapData, keys: &[K], values: &[V]) -> std::io::Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -73,7 +69,7 @@ pub(crate) fn update<K: Copy, V: Copy>(
 }
 
 /// Deletes `keys` from the hash `map`, in chunks.
-pub(crate) fn delete<K: Copy>(map: &MapData, keys: &[K]) -> std::io::Result<()> {
+pub fn delete<K: Copy>(map: &MapData, keys: &[K]) -> std::io::Result<()> {
     for chunk in keys.chunks(CHUNK) {
         let mut attr = BatchAttr {
             keys: chunk.as_ptr() as u64,
