@@ -274,10 +274,36 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = xdp(&args, &[]);
     assert!(output.status.success(), "{}", said(&output));
-    // Both rules are listed, and both drop what they match.
-    let sent_to = |port: u16| send_datagrams(&setup, port, 10);
-    sent_to(7001);
-    sent_to(7002);
+    // One killed with its exact table written to the idle bank, before the switch (after
+    // a command that finished: a pending repair would be killed there first).
+    let args = rule("7003");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = xdp(&args, &kill_at("rules:exact-table-written"));
+    assert!(killed(output.status), "{}", said(&output));
+    // The next change adds a prefix rule (no exact rule changes): it still finishes the
+    // exact table the killed command staged.
+    let output = xdp(
+        &[
+            "rule",
+            "add",
+            "--iface",
+            iface,
+            "--action",
+            "drop",
+            "--proto",
+            "udp",
+            "--dst",
+            "10.99.0.0/16",
+            "--dport",
+            "7004",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", said(&output));
+    // Every rule is listed, and each drops what it matches.
+    for port in 7001..=7003 {
+        send_datagrams(&setup, port, 10);
+    }
     let rule_packets = || -> Vec<(u16, u64)> {
         let output = xdp(&["status", "--iface", iface], &[]);
         assert!(output.status.success(), "{}", said(&output));
@@ -293,12 +319,12 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
             .collect()
     };
     wait_for(
-        "both rules to count 10 packets",
+        "every rule to count 10 packets",
         Duration::from_secs(5),
         || {
             let mut rules = rule_packets();
             rules.sort();
-            rules == [(7001, 10), (7002, 10)]
+            rules == [(7001, 10), (7002, 10), (7003, 10), (7004, 0)]
         },
     );
 
@@ -327,7 +353,7 @@ fn a_killed_xdp_command_leaves_an_attachment_the_next_command_can_use() {
         said(&output)
     );
     // Rules and counters carried over.
-    sent_to(7001);
+    send_datagrams(&setup, 7001, 10);
     wait_for(
         "rule 7001 to count 20 packets",
         Duration::from_secs(5),

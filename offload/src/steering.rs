@@ -413,6 +413,7 @@ impl Steering {
         crate::batch::update(&data, &indices, &table.buckets).map_err(|error| {
             OffloadError::syscall("write an exact table (BPF_MAP_UPDATE_BATCH)", error)
         })?;
+        crate::kill_point::reached("rules:exact-table-written");
         let next = exact_table::Shape::new(bank, table.buckets.len() as u32, table.fingerprint);
         shapes
             .set(family, next, 0)
