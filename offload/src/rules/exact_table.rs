@@ -49,15 +49,22 @@ impl FamilyExactLookup {
 
     /// One line for `xdp status`.
     pub fn describe(&self, family: &str) -> String {
+        let rules = self.rules;
         match self.method {
             "none" => format!("{family} exact rules: none"),
-            "table" => format!(
-                "{family} exact rules: {} in a table of {} buckets ({} in the kernel hash: their bucket was full)",
-                self.rules, self.buckets, self.spilled
-            ),
+            "table" => {
+                let buckets = self.buckets;
+                let plural = if buckets == 1 { "" } else { "s" };
+                let spilled = match self.spilled {
+                    0 => String::new(),
+                    n => format!(", {n} in the kernel hash: their bucket was full"),
+                };
+                format!(
+                    "{family} exact rules: {rules} in a table of {buckets} bucket{plural}{spilled}"
+                )
+            }
             _ => format!(
-                "{family} exact rules: {} in the kernel hash (no table yet: the next rule change writes it)",
-                self.rules
+                "{family} exact rules: {rules} in the kernel hash (no table yet: the next rule change writes it)"
             ),
         }
     }
@@ -260,6 +267,33 @@ mod tests {
         // At most one key per bucket on average, few buckets overflow.
         assert!(table.spilled < 100, "{} spilled", table.spilled);
         assert!(!matches!(find_v4(&table, &v4(20_000)), Some(Some(_))));
+    }
+
+    #[test]
+    fn status_lines_say_how_each_family_is_looked_up() {
+        let lookup = |method, rules, buckets, spilled| FamilyExactLookup {
+            method,
+            rules,
+            buckets,
+            spilled,
+        };
+        assert_eq!(
+            lookup("table", 1, 1, 0).describe("IPv4"),
+            "IPv4 exact rules: 1 in a table of 1 bucket"
+        );
+        assert_eq!(
+            lookup("table", 70_000, 16_384, 9).describe("IPv6"),
+            "IPv6 exact rules: 70000 in a table of 16384 buckets, 9 in the kernel hash: their bucket was full"
+        );
+        assert_eq!(
+            lookup("none", 0, 0, 0).describe("IPv6"),
+            "IPv6 exact rules: none"
+        );
+        assert!(
+            lookup("kernel_hash", 3, 0, 0)
+                .describe("IPv4")
+                .contains("no table yet")
+        );
     }
 
     #[test]
