@@ -18,6 +18,7 @@ use crate::{
     error::MapAction,
     rules::{
         self, Action, CompiledRules, Rule, RuleError, RuleSpec,
+        exact_table::{Table, layout_v4, layout_v6},
         tuple_space::{self, FamilyLookup, PrefixLookup},
     },
 };
@@ -320,12 +321,9 @@ impl Steering {
             }
         })?;
         self.apply_prefix_hashes(old, new)?;
-        self.apply_exact_table(exact_table::family::V4, "EXACT_TABLE_V4", || {
-            rules::exact_table::layout_v4(&new.exact)
-        })?;
-        self.apply_exact_table(exact_table::family::V6, "EXACT_TABLE_V6", || {
-            rules::exact_table::layout_v6(&new.exact)
-        })?;
+        let (v4, v6) = (layout_v4(&new.exact), layout_v6(&new.exact));
+        self.apply_exact_table(exact_table::family::V4, "EXACT_TABLE_V4", v4)?;
+        self.apply_exact_table(exact_table::family::V6, "EXACT_TABLE_V6", v6)?;
         // The counts gate the program's lookups: raised after entries exist, lowered after
         // they are gone.
         let mut settings: Array<_, Settings> = typed(self.map("SETTINGS")?, "SETTINGS")?;
@@ -391,14 +389,13 @@ impl Steering {
         &self,
         family: u32,
         name: &'static str,
-        layout: impl FnOnce() -> rules::exact_table::Table<B>,
+        table: Table<B>,
     ) -> Result<(), OffloadError> {
         let mut shapes: Array<_, exact_table::Shape> =
             typed(self.map("EXACT_TABLES")?, "EXACT_TABLES")?;
         let shape = shapes
             .get(&family, 0)
             .map_err(OffloadError::map(MapAction::Read, "EXACT_TABLES"))?;
-        let table = layout();
         if shape.bank().is_some() && shape.fingerprint == table.fingerprint {
             return Ok(());
         }
@@ -435,12 +432,12 @@ impl Steering {
         Ok(rules::exact_table::ExactLookup {
             v4: rules::exact_table::FamilyExactLookup::of(
                 v4.len(),
-                &rules::exact_table::layout_v4(&compiled.exact),
+                &layout_v4(&compiled.exact),
                 &shape(exact_table::family::V4)?,
             ),
             v6: rules::exact_table::FamilyExactLookup::of(
                 v6.len(),
-                &rules::exact_table::layout_v6(&compiled.exact),
+                &layout_v6(&compiled.exact),
                 &shape(exact_table::family::V6)?,
             ),
         })

@@ -90,24 +90,74 @@ pub fn bucket_index(at: u32, hash: u64) -> u32 {
     (at & MAX_BUCKETS) | ((hash >> 1) >> (63 - log2)) as u32
 }
 
-/// An IPv4 table bucket: 64 bytes.
+/// A bucket: [`SLOTS`] keys ([`EMPTY`], or last the spilled mark) and each key's rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BucketV4 {
-    /// [`key_v4`]s, [`EMPTY`] or (last) [`SPILLED`].
-    pub keys: [u64; SLOTS],
+pub struct Bucket<K> {
+    /// The keys: [`key_v4`]s or [`key_v6`]s.
+    pub keys: [K; SLOTS],
     /// The rule of the key in the same slot.
     pub rules: [RuleRef; SLOTS],
 }
 
+/// An IPv4 table bucket: 64 bytes, one cache line.
+pub type BucketV4 = Bucket<u64>;
 /// An IPv6 table bucket: 128 bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BucketV6 {
-    /// [`key_v6`]s, all-[`EMPTY`], or (last) a key whose third word is [`SPILLED`].
-    pub keys: [KeyV6; SLOTS],
-    /// The rule of the key in the same slot.
-    pub rules: [RuleRef; SLOTS],
+pub type BucketV6 = Bucket<KeyV6>;
+
+/// A table's key: how a spilled bucket's last key reads.
+pub trait TableKey: Copy + PartialEq + Default {
+    /// The last key of a spilled bucket.
+    fn spilled() -> Self;
+    /// Whether this is [`TableKey::spilled`].
+    fn is_spilled(&self) -> bool;
+}
+
+impl TableKey for u64 {
+    fn spilled() -> u64 {
+        SPILLED
+    }
+    #[inline(always)]
+    fn is_spilled(&self) -> bool {
+        *self == SPILLED
+    }
+}
+
+impl TableKey for KeyV6 {
+    fn spilled() -> KeyV6 {
+        [0, 0, SPILLED]
+    }
+    #[inline(always)]
+    fn is_spilled(&self) -> bool {
+        self[2] == SPILLED
+    }
+}
+
+/// What a key's bucket says about it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The key's rule.
+    Hit(RuleRef),
+    /// No rule has this key.
+    Absent,
+    /// The bucket spilled: the kernel hash knows.
+    AskKernel,
+}
+
+impl<K: TableKey> Bucket<K> {
+    /// What this bucket (the one `key` hashes to) says about `key`.
+    #[inline(always)]
+    pub fn probe(&self, key: &K) -> Probe {
+        for slot in 0..SLOTS {
+            if self.keys[slot] == *key {
+                return Probe::Hit(self.rules[slot]);
+            }
+        }
+        if self.keys[SLOTS - 1].is_spilled() {
+            return Probe::AskKernel;
+        }
+        Probe::Absent
+    }
 }
 
 /// An IPv6 key: the address's two halves, then port, protocol and [`KEY_MARK`].

@@ -5,10 +5,12 @@
 //! longest first, while the family's rules use few lengths (tuple-space search), and from
 //! the trie otherwise: both hold the same prefixes and chains.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{Array, lpm_trie::Key};
 use offload_common::{
     ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, MAX_PREFIX_LENGTHS, PrefixKeyV4,
-    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings, exact_table, prefix_lengths,
+    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings,
+    exact_table::{self, Bucket, Probe, TableKey},
+    prefix_lengths,
 };
 
 use crate::{
@@ -136,22 +138,15 @@ fn longest_hashed_v6(dst: &[u8; 16]) -> Hashed {
 #[inline(always)]
 fn exact(packet: &Packet) -> Option<RuleRef> {
     // SAFETY (the kernel hash look-ups): the value is copied out at once; user space
-    // replaces entries whole. The table's bank is not written while it can be read.
+    // replaces entries whole. A table's bank is not written while it can be read.
     if packet.family == FAMILY_V4 {
         let addr = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
         let key = exact_table::key_v4(addr, packet.dport, packet.proto);
         let at = table_at(exact_table::family::V4);
-        if at & exact_table::VALID != 0 {
-            let bucket =
-                EXACT_TABLE_V4.get(exact_table::bucket_index(at, exact_table::hash_v4(key)))?;
-            for slot in 0..exact_table::SLOTS {
-                if bucket.keys[slot] == key {
-                    return Some(bucket.rules[slot]);
-                }
-            }
-            if bucket.keys[exact_table::SLOTS - 1] != exact_table::SPILLED {
-                return None;
-            }
+        match probe(&EXACT_TABLE_V4, at, exact_table::hash_v4(key), &key) {
+            Probe::Hit(rule) => return Some(rule),
+            Probe::Absent => return None,
+            Probe::AskKernel => {}
         }
         let key = ExactKeyV4 {
             addr,
@@ -161,19 +156,12 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         };
         return unsafe { EXACT_V4.get(&key) }.copied();
     }
+    let key = exact_table::key_v6(&packet.dst, packet.dport, packet.proto);
     let at = table_at(exact_table::family::V6);
-    if at & exact_table::VALID != 0 {
-        let key = exact_table::key_v6(&packet.dst, packet.dport, packet.proto);
-        let bucket =
-            EXACT_TABLE_V6.get(exact_table::bucket_index(at, exact_table::hash_v6(&key)))?;
-        for slot in 0..exact_table::SLOTS {
-            if bucket.keys[slot] == key {
-                return Some(bucket.rules[slot]);
-            }
-        }
-        if bucket.keys[exact_table::SLOTS - 1][2] != exact_table::SPILLED {
-            return None;
-        }
+    match probe(&EXACT_TABLE_V6, at, exact_table::hash_v6(&key), &key) {
+        Probe::Hit(rule) => return Some(rule),
+        Probe::Absent => return None,
+        Probe::AskKernel => {}
     }
     let key = ExactKey {
         addr: packet.dst,
@@ -182,6 +170,19 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         family: packet.family,
     };
     unsafe { EXACT_RULES.get(&key) }.copied()
+}
+
+/// What the table `at` describes says about `key` (whose hash is `hash`): ask the kernel
+/// hash when no table is written.
+#[inline(always)]
+fn probe<K: TableKey>(table: &Array<Bucket<K>>, at: u32, hash: u64, key: &K) -> Probe {
+    if at & exact_table::VALID == 0 {
+        return Probe::AskKernel;
+    }
+    match table.get(exact_table::bucket_index(at, hash)) {
+        Some(bucket) => bucket.probe(key),
+        None => Probe::AskKernel,
+    }
 }
 
 /// The family's `exact_table::Shape::at`: 0 (no table) if the slot cannot be read.

@@ -9,18 +9,29 @@ use serde::Serialize;
 use offload_common::{
     ExactKey, ExactKeyV4, RuleRef,
     exact_table::{
-        BucketV4, BucketV6, KeyV6, MAX_BUCKETS, SLOTS, SPILLED, Shape, bucket_index, hash_v4,
+        Bucket, BucketV4, BucketV6, MAX_BUCKETS, SLOTS, Shape, TableKey, bucket_index, hash_v4,
         hash_v6, key_v4, key_v6,
     },
 };
 
+/// How the program finds one family's exact rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExactMethod {
+    /// The family has no exact rules.
+    None,
+    /// The family's own table, inline.
+    Table,
+    /// The kernel hash alone: no table written yet (an attachment upgraded from a build
+    /// before the tables, until its next rule change).
+    KernelHash,
+}
+
 /// How one family's exact rules are looked up, for `xdp status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FamilyExactLookup {
-    /// "table" (the family's own table, inline), "kernel_hash" (no table written yet: an
-    /// attachment upgraded from a build before the tables, until its next rule change), or
-    /// "none" (no exact rules of this family).
-    pub method: &'static str,
+    /// The lookup in use.
+    pub method: ExactMethod,
     /// The family's exact rules.
     pub rules: usize,
     /// Buckets in its table (0 without one).
@@ -34,9 +45,9 @@ impl FamilyExactLookup {
     /// `shape` says so.
     pub fn of<B>(rules: usize, table: &Table<B>, shape: &Shape) -> FamilyExactLookup {
         let method = match (rules, shape.bank()) {
-            (0, _) => "none",
-            (_, Some(_)) => "table",
-            (_, None) => "kernel_hash",
+            (0, _) => ExactMethod::None,
+            (_, Some(_)) => ExactMethod::Table,
+            (_, None) => ExactMethod::KernelHash,
         };
         let written = shape.bank().is_some();
         FamilyExactLookup {
@@ -51,8 +62,8 @@ impl FamilyExactLookup {
     pub fn describe(&self, family: &str) -> String {
         let rules = self.rules;
         match self.method {
-            "none" => format!("{family} exact rules: none"),
-            "table" => {
+            ExactMethod::None => format!("{family} exact rules: none"),
+            ExactMethod::Table => {
                 let buckets = self.buckets;
                 let plural = if buckets == 1 { "" } else { "s" };
                 let spilled = match self.spilled {
@@ -63,7 +74,7 @@ impl FamilyExactLookup {
                     "{family} exact rules: {rules} in a table of {buckets} bucket{plural}{spilled}"
                 )
             }
-            _ => format!(
+            ExactMethod::KernelHash => format!(
                 "{family} exact rules: {rules} in the kernel hash (no table yet: the next rule change writes it)"
             ),
         }
@@ -96,14 +107,7 @@ pub fn layout_v4(rules: &HashMap<ExactKey, RuleRef>) -> Table<BucketV4> {
         let narrow = ExactKeyV4::of(key)?;
         Some((key_v4(narrow.addr, narrow.dport, narrow.proto), *rule))
     });
-    layout(
-        entries.collect(),
-        |key| hash_v4(*key),
-        |bucket: &mut BucketV4, slot, entry| match entry {
-            Some((key, rule)) => (bucket.keys[slot], bucket.rules[slot]) = (key, rule),
-            None => bucket.keys[slot] = SPILLED,
-        },
-    )
+    layout(entries.collect(), |key| hash_v4(*key))
 }
 
 /// The IPv6 table of the exact rules `rules` (IPv4 hosts' keys are left out).
@@ -112,33 +116,26 @@ pub fn layout_v6(rules: &HashMap<ExactKey, RuleRef>) -> Table<BucketV6> {
         .iter()
         .filter(|(key, _)| ExactKeyV4::of(key).is_none())
         .map(|(key, rule)| (key_v6(&key.addr, key.dport, key.proto), *rule));
-    layout(
-        entries.collect(),
-        hash_v6,
-        |bucket: &mut BucketV6, slot, entry| match entry {
-            Some((key, rule)) => (bucket.keys[slot], bucket.rules[slot]) = (key, rule),
-            None => bucket.keys[slot][2] = SPILLED,
-        },
-    )
+    layout(entries.collect(), hash_v6)
 }
 
 /// Places `entries` by `hash`: one bucket per key rounded up to a power of two (at most
 /// `MAX_BUCKETS`), so buckets rarely spill until the table nears `MAX_EXACT` keys. In a
 /// bucket, keys go in ascending order; one that had more keys than slots keeps the first
-/// `SLOTS - 1` and is marked spilled (`fill(bucket, SLOTS - 1, None)`).
-fn layout<K: Ord + Copy + Fingerprint, B: Default + Clone>(
+/// `SLOTS - 1` and is marked spilled.
+fn layout<K: TableKey + Ord>(
     mut entries: Vec<(K, RuleRef)>,
     hash: fn(&K) -> u64,
-    mut fill: impl FnMut(&mut B, usize, Option<(K, RuleRef)>),
-) -> Table<B> {
+) -> Table<Bucket<K>>
+where
+    Bucket<K>: aya::Pod,
+{
     let count = entries.len() as u32;
     let buckets = count.next_power_of_two().clamp(1, MAX_BUCKETS);
     let at = Shape::new(0, buckets, 0).at;
     let bucket_of = |key: &K| bucket_index(at, hash(key));
     entries.sort_unstable_by_key(|(key, _)| (bucket_of(key), *key));
-    let mut table = vec![B::default(); buckets as usize];
-    let mut fingerprint = Fnv::new();
-    fingerprint.add(u64::from(buckets));
+    let mut table = vec![Bucket::<K>::default(); buckets as usize];
     let mut spilled = 0;
     for group in entries.chunk_by(|a, b| bucket_of(&a.0) == bucket_of(&b.0)) {
         let bucket = &mut table[bucket_of(&group[0].0) as usize];
@@ -148,58 +145,37 @@ fn layout<K: Ord + Copy + Fingerprint, B: Default + Clone>(
             group.len()
         };
         for (slot, (key, rule)) in group[..kept].iter().enumerate() {
-            fill(bucket, slot, Some((*key, *rule)));
-            key.add_to(&mut fingerprint);
-            fingerprint.add(u64::from(rule.rule_id) << 8 | u64::from(rule.action));
+            (bucket.keys[slot], bucket.rules[slot]) = (*key, *rule);
         }
         if kept < group.len() {
-            fill(bucket, SLOTS - 1, None);
+            bucket.keys[SLOTS - 1] = K::spilled();
             spilled += group.len() - kept;
-            fingerprint.add(SPILLED);
         }
     }
     Table {
+        fingerprint: fingerprint(&table),
         buckets: table,
-        fingerprint: fingerprint.0,
         spilled,
     }
 }
 
-/// FNV-1a over 64-bit words: stable across builds, unlike std's hasher, since the
-/// fingerprint is kept in a pinned map.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn add(&mut self, word: u64) {
-        for byte in word.to_le_bytes() {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-trait Fingerprint {
-    fn add_to(&self, fingerprint: &mut Fnv);
-}
-
-impl Fingerprint for u64 {
-    fn add_to(&self, fingerprint: &mut Fnv) {
-        fingerprint.add(*self);
-    }
-}
-
-impl Fingerprint for KeyV6 {
-    fn add_to(&self, fingerprint: &mut Fnv) {
-        self.iter().for_each(|word| fingerprint.add(*word));
-    }
+/// FNV-1a of the table's bytes (its length, so its bucket count, included): stable across
+/// builds, unlike std's hasher, since it is kept in a pinned map.
+fn fingerprint<T: aya::Pod>(buckets: &[T]) -> u64 {
+    // SAFETY: `Pod` values are plain data without padding: every byte is initialised.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buckets.as_ptr().cast::<u8>(), size_of_val(buckets)) };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use offload_common::{FAMILY_V4, FAMILY_V6, exact_table::EMPTY};
+    use offload_common::{
+        FAMILY_V4, FAMILY_V6,
+        exact_table::{EMPTY, Probe},
+    };
 
     use super::*;
 
@@ -241,10 +217,11 @@ mod tests {
         let key = key_v4(narrow.addr, narrow.dport, narrow.proto);
         let index = bucket_index(shape.at, hash_v4(key)) - MAX_BUCKETS;
         let bucket = &table.buckets[index as usize];
-        if let Some(slot) = bucket.keys.iter().position(|slot| *slot == key) {
-            return Some(Some(bucket.rules[slot]));
+        match bucket.probe(&key) {
+            Probe::Hit(rule) => Some(Some(rule)),
+            Probe::Absent => Some(None),
+            Probe::AskKernel => None,
         }
-        (bucket.keys[SLOTS - 1] != SPILLED).then_some(None)
     }
 
     #[test]
@@ -278,19 +255,19 @@ mod tests {
             spilled,
         };
         assert_eq!(
-            lookup("table", 1, 1, 0).describe("IPv4"),
+            lookup(ExactMethod::Table, 1, 1, 0).describe("IPv4"),
             "IPv4 exact rules: 1 in a table of 1 bucket"
         );
         assert_eq!(
-            lookup("table", 70_000, 16_384, 9).describe("IPv6"),
+            lookup(ExactMethod::Table, 70_000, 16_384, 9).describe("IPv6"),
             "IPv6 exact rules: 70000 in a table of 16384 buckets, 9 in the kernel hash: their bucket was full"
         );
         assert_eq!(
-            lookup("none", 0, 0, 0).describe("IPv6"),
+            lookup(ExactMethod::None, 0, 0, 0).describe("IPv6"),
             "IPv6 exact rules: none"
         );
         assert!(
-            lookup("kernel_hash", 3, 0, 0)
+            lookup(ExactMethod::KernelHash, 3, 0, 0)
                 .describe("IPv4")
                 .contains("no table yet")
         );
@@ -318,7 +295,7 @@ mod tests {
         let table = layout_v4(&rules);
         assert_eq!(table.buckets.len(), 16);
         let bucket = &table.buckets[0];
-        assert_eq!(bucket.keys[SLOTS - 1], SPILLED);
+        assert!(bucket.keys[SLOTS - 1].is_spilled());
         assert!(bucket.keys[..SLOTS - 1].iter().all(|key| *key != EMPTY));
         assert_eq!(table.spilled, 16 - (SLOTS - 1));
     }
