@@ -1,7 +1,7 @@
 //! `topology apply` killed (SIGKILL) on either side of its switch, on the topology lab: the
 //! kernel runs one revision or the other, never a mix, and the next command finishes the
 //! apply (after the switch) or takes back what it staged (before). The kill comes from
-//! the debug build's `FASTPATH_TOPOLOGY_KILL_AT`, at the exact points a signal could land.
+//! the test-only kill points (`offload::kill_point`), at the exact points a signal could land.
 
 mod support;
 
@@ -61,7 +61,7 @@ fn apply_killed_at(lab: &TopologyLab, path: &std::path::Path, point: &str) {
     let status = Command::new(env!("CARGO_BIN_EXE_fastpath"))
         .args(["--netns", &lab.node, "topology", "apply"])
         .arg(path)
-        .env("FASTPATH_TOPOLOGY_KILL_AT", point)
+        .env("FASTPATH_KILL_AT", point)
         .status()
         .expect("run fastpath");
     assert_eq!(
@@ -123,7 +123,7 @@ fn an_apply_killed_on_either_side_of_its_switch_is_finished_or_taken_back() {
     // Killed right after the switch: the far bridge moves from b1 to b2 and the route
     // goes, but the record is not written.
     std::fs::write(&path, topology(&lab, "b2", false, false)).unwrap();
-    apply_killed_at(&lab, &path, "after-switch");
+    apply_killed_at(&lab, &path, "topology:after-switch");
     // The kernel runs revision 2, and `show` says so, with the far bridge on b2's interface.
     let now = shown(&lab);
     assert_eq!(now["revision"], 2, "{now}");
@@ -153,7 +153,7 @@ fn an_apply_killed_on_either_side_of_its_switch_is_finished_or_taken_back() {
     // Killed right before the switch: br-x on c1 was staged (its program, c1's chain) and
     // never ran. The running revision stands, and the next command takes br-x back.
     std::fs::write(&path, topology(&lab, "b2", false, true)).unwrap();
-    apply_killed_at(&lab, &path, "before-switch");
+    apply_killed_at(&lab, &path, "topology:before-switch");
     let now = shown(&lab);
     assert_eq!(now["revision"].as_u64(), Some(revision), "{now}");
     assert!(!instances(&now).contains(&"br-x".to_string()), "{now}");

@@ -64,15 +64,13 @@ ports = {{ p1 = "{b1}", p2 = "{b2}", up = "r1:b" }}
 const BOTH: &str = r#""10.31.2.11:8000", "10.31.2.12:8000""#;
 
 /// `curl` in `namespace` for `url`: what it fetched, or None.
-fn fetch(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Option<String> {
-    let mut command = Command::new("ip");
-    command.args([
-        "netns", "exec", namespace, "curl", "-s", "-g", "-m", seconds,
-    ]);
-    if let Some(rate) = rate {
-        command.args(["--limit-rate", rate]);
-    }
-    let output = command.arg(url).output().expect("run curl");
+fn fetch(namespace: &str, url: &str, seconds: &str) -> Option<String> {
+    let output = Command::new("ip")
+        .args([
+            "netns", "exec", namespace, "curl", "-s", "-g", "-m", seconds, url,
+        ])
+        .output()
+        .expect("run curl");
     output
         .status
         .success()
@@ -82,7 +80,7 @@ fn fetch(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Optio
 /// Who answers `count` new connections from `namespace` to `url`.
 fn answers(namespace: &str, url: &str, count: usize) -> Vec<String> {
     (0..count)
-        .map(|_| fetch(namespace, url, "3", None).unwrap_or_else(|| "(none)".into()))
+        .map(|_| fetch(namespace, url, "3").unwrap_or_else(|| "(none)".into()))
         .collect()
 }
 
@@ -192,7 +190,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         "http://10.31.2.12:8000/who.txt",
     ] {
         let deadline = std::time::Instant::now() + Duration::from_secs(6);
-        let answered = std::iter::repeat_with(|| fetch(&a1, url, "2", None).is_some())
+        let answered = std::iter::repeat_with(|| fetch(&a1, url, "2").is_some())
             .take_while(|_| std::time::Instant::now() < deadline)
             .any(|ok| ok);
         assert!(
@@ -247,7 +245,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
         "http://10.31.9.10/large.bin",
         "http://[fd31:9::10]/large.bin",
     ] {
-        let got = fetch(&a1, url, "10", None).unwrap_or_else(|| panic!("{url} failed"));
+        let got = fetch(&a1, url, "10").unwrap_or_else(|| panic!("{url} failed"));
         assert_eq!(got.len(), 1 << 20, "{url}");
     }
     // Traffic that is no VIP's crosses unchanged.
@@ -307,7 +305,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
     let shown = topology_show(&lab.node, NAME);
     assert_eq!(shown["revision"], 2, "{shown}");
     assert_eq!(
-        fetch(&a1, "http://10.31.9.10/who.txt", "3", None).as_deref(),
+        fetch(&a1, "http://10.31.9.10/who.txt", "3").as_deref(),
         Some("b1")
     );
     drop(servers);

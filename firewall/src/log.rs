@@ -44,18 +44,9 @@ pub struct LogEntry {
     pub ifindex: u32,
 }
 
-/// Reads the log of the firewall on `iface`: calls `each` for every event, until `count`
-/// events were read or `timeout` passed (each None: no such end). Returns the number read.
-pub fn follow(
-    iface: &str,
-    count: Option<usize>,
-    timeout: Option<Duration>,
-    each: impl FnMut(&LogEntry),
-) -> Result<usize, FirewallError> {
-    follow_at(&Site::iface(iface), count, timeout, each)
-}
-
-/// [`follow`] for the firewall at `site` (an interface's, or a topology's instance).
+/// Reads the log of the firewall at `site` (an interface's, or a topology's instance):
+/// calls `each` for every event, until `count` events were read or `timeout` passed (each
+/// None: no such end). Returns the number read.
 pub fn follow_at(
     site: &Site,
     count: Option<usize>,

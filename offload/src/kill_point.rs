@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `attach:steer-loaded` | attach: steer runs in the module chain, its program pin is not yet made |
 //! | `rules:defs-written` | a rule change: the rule records are written, the match maps are not |
+//! | `rules:exact-table-written` | a rule change: an exact table is in its idle bank, not switched to |
 //! | `replace:steer-swapped` | replace: the chain runs the new steer, the program pin names the old one |
 //! | `lb:attached` | the load balancer: steering attached, no rule and no socket yet |
 //! | `lb:workers-started` | the load balancer: sockets in the XSKMAP, control socket not yet bound |
@@ -23,6 +24,8 @@
 //! | `module:revision-built` | a module change: the new revision is in its bank, not switched to |
 //! | `module:switched` | a module change: the new revision runs, its records are not yet updated |
 //! | `trial:built` | `module test`: the scratch chain is built and pinned, no packet has run |
+//! | `topology:before-switch` | `topology apply`: the journal and the new programs are staged, the kernel runs the old revision |
+//! | `topology:after-switch` | `topology apply`: the kernel runs the new revision, the records are not yet updated |
 
 /// Kills this process with SIGKILL if it was built with the `kill-points` feature and
 /// `FASTPATH_KILL_AT` names `point`; otherwise does nothing.

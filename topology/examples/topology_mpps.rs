@@ -176,14 +176,7 @@ impl Case {
 
     /// The host the datagrams go to: b1 behind the router, a2 on the bridge.
     fn sink(self) -> &'static str {
-        match self {
-            Case::Router
-            | Case::RouterRoutes
-            | Case::LinuxForwarding
-            | Case::Wire
-            | Case::Floor => "b1",
-            Case::Bridge | Case::LinuxBridge => "a2",
-        }
+        if self.routed() { "b1" } else { "a2" }
     }
 
     /// Where they are counted: the sink's interface, or a1's peer in the node.
@@ -390,13 +383,12 @@ fn frame(lab: &TopologyLab, case: Case, far: bool) -> Result<GenFrame> {
     } else {
         sink.ipv4
     };
-    let dst_mac = match case {
-        Case::Router | Case::RouterRoutes | Case::LinuxForwarding | Case::Wire | Case::Floor => {
-            // A router port on an interface answers with that interface's MAC; Linux too.
-            let iface = a1.node_iface.clone();
-            netns::run_in(&lab.node, move || netlink::mac(&iface))??
-        }
-        Case::Bridge | Case::LinuxBridge => sink.read_mac()?,
+    let dst_mac = if case.routed() {
+        // A router port on an interface answers with that interface's MAC; Linux too.
+        let iface = a1.node_iface.clone();
+        netns::run_in(&lab.node, move || netlink::mac(&iface))??
+    } else {
+        sink.read_mac()?
     };
     Ok(Template {
         src_mac: a1.host.read_mac()?,
@@ -488,7 +480,6 @@ fn linux_router(lab: &TopologyLab) -> Result<()> {
     })?
 }
 
-/// Attaches the sinks' `steer`: default action drop, counted.
 /// Takes the sinks' `steer` off when the run ends, passed or failed: its pins would
 /// outlive the lab's namespaces (until `fastpath lab down` prunes them).
 struct Sinks<'a>(&'a TopologyLab);
@@ -502,6 +493,7 @@ impl Drop for Sinks<'_> {
     }
 }
 
+/// Attaches the sinks' `steer`: default action drop, counted.
 fn sinks(lab: &TopologyLab) -> Result<()> {
     for name in ["b1", "a2"] {
         let host = lab.host(name).host.clone();

@@ -208,20 +208,16 @@ pub fn apply(file: &TopologyFile, check: bool) -> Result<Applied, TopologyError>
         undo(&staged);
         return Err(error);
     }
-    journal::kill_point("before-switch");
-    if let Err(error) = switch(&file.name, &applied.plan, &staged) {
+    offload::kill_point::reached("topology:before-switch");
+    if let Err(error) = switch(&file.name, &staged, revision) {
         undo(&staged);
         let _ = Journal::remove(&file.name);
         return Err(error);
     }
-    journal::kill_point("after-switch");
+    offload::kill_point::reached("topology:after-switch");
     applied.revision = Some(revision);
     std::thread::sleep(GRACE);
-    applied
-        .unfinished
-        .extend(finish(&file.name, running.as_ref(), &journal.next));
-    journal.next.write()?;
-    Journal::remove(&file.name)?;
+    applied.unfinished.extend(journal.complete()?);
     Ok(applied)
 }
 
@@ -565,10 +561,9 @@ fn zero_new_ports(
     Ok(())
 }
 
-/// Step 3: swapped instances' slots, then the one update that switches banks. Returns
-/// the new revision.
-fn switch(topology: &str, plan: &Plan, staged: &Staged) -> Result<u32, TopologyError> {
-    let _ = plan;
+/// Step 3: swapped instances' slots, then the one update that switches banks to
+/// `revision`.
+fn switch(topology: &str, staged: &Staged, revision: u32) -> Result<(), TopologyError> {
     let mut previous = Vec::new();
     for (name, id, loaded) in &staged.swapped {
         let old = program::pinned(topology, name)?;
@@ -577,10 +572,6 @@ fn switch(topology: &str, plan: &Plan, staged: &Staged) -> Result<u32, TopologyE
     }
     let path = pins::map_pin(topology, maps::STATE);
     let mut state: Array<MapData, TopologyState> = pins::open_as(&path, maps::STATE)?;
-    let current = state
-        .get(&0, 0)
-        .map_err(TopologyError::map("read", maps::STATE, &path))?;
-    let revision = current.revision + 1;
     let next = TopologyState {
         bank: revision % BANKS,
         revision,
@@ -592,7 +583,7 @@ fn switch(topology: &str, plan: &Plan, staged: &Staged) -> Result<u32, TopologyE
         }
         return Err(TopologyError::map("write", maps::STATE, &path)(error));
     }
-    Ok(revision)
+    Ok(())
 }
 
 /// Step 4: what the new topology (`next`) dropped of the one before it (`previous`) goes,

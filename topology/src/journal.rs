@@ -34,13 +34,17 @@ fn path(name: &str) -> std::path::PathBuf {
 impl Journal {
     /// Writes it (a new file renamed into place) before the switch.
     pub fn write(&self) -> Result<(), TopologyError> {
-        let dir = record::run_dir(&self.next.name);
-        std::fs::create_dir_all(&dir).map_err(TopologyError::pin("mkdir", &dir))?;
-        let staged = dir.join("apply.json.new");
-        let text = serde_json::to_string_pretty(self).expect("serializable");
-        std::fs::write(&staged, text).map_err(TopologyError::pin("write", &staged))?;
-        let path = path(&self.next.name);
-        std::fs::rename(&staged, &path).map_err(TopologyError::pin("rename", &path))
+        record::write_json(&path(&self.next.name), self)
+    }
+
+    /// After its switch: what the new record dropped goes (`apply::finish`), the new
+    /// record is written, and the journal goes. Returns the steps that failed.
+    pub fn complete(&self) -> Result<Vec<String>, TopologyError> {
+        let name = &self.next.name;
+        let unfinished = apply::finish(name, self.previous.as_ref(), &self.next);
+        self.next.write()?;
+        Journal::remove(name)?;
+        Ok(unfinished)
     }
 
     /// The journal a killed apply of topology `name` left, if any.
@@ -70,16 +74,12 @@ pub fn recover(name: &str) -> Result<Vec<String>, TopologyError> {
     let Some(journal) = Journal::read(name)? else {
         return Ok(Vec::new());
     };
-    let unfinished = if journal.switched() {
-        let unfinished = apply::finish(name, journal.previous.as_ref(), &journal.next);
-        journal.next.write()?;
-        unfinished
-    } else {
-        take_back(name, journal.previous.as_ref(), &journal.next);
-        Vec::new()
-    };
+    if journal.switched() {
+        return journal.complete();
+    }
+    take_back(name, journal.previous.as_ref(), &journal.next);
     Journal::remove(name)?;
-    Ok(unfinished)
+    Ok(Vec::new())
 }
 
 /// Undoes what an apply from `previous` to `next` staged before a switch it never made.
@@ -119,17 +119,5 @@ fn take_back(name: &str, previous: Option<&Record>, next: &Record) {
                 }
             }
         }
-    }
-}
-
-/// Kills the process at the named point of an apply when the test environment asks for
-/// it (`FASTPATH_TOPOLOGY_KILL_AT`, debug builds only): the tests of the journal stop an
-/// apply exactly where a SIGKILL could.
-pub fn kill_point(point: &str) {
-    if cfg!(debug_assertions)
-        && std::env::var("FASTPATH_TOPOLOGY_KILL_AT").is_ok_and(|wanted| wanted == point)
-    {
-        // SAFETY: a signal to this process; nothing after it runs.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }

@@ -115,15 +115,9 @@ impl Record {
         read_json(&path(name))
     }
 
-    /// Writes the record (a new file renamed over the old: a reader sees one whole).
+    /// Writes the record (a reader sees one whole: [`write_json`]).
     pub fn write(&self) -> Result<(), TopologyError> {
-        let dir = run_dir(&self.name);
-        std::fs::create_dir_all(&dir).map_err(TopologyError::pin("mkdir", &dir))?;
-        let path = path(&self.name);
-        let staged = dir.join("record.json.new");
-        let text = serde_json::to_string_pretty(self).expect("serializable");
-        std::fs::write(&staged, text).map_err(TopologyError::pin("write", &staged))?;
-        std::fs::rename(&staged, &path).map_err(TopologyError::pin("rename", &path))
+        write_json(&path(&self.name), self)
     }
 
     /// Removes the record and its folder.
@@ -141,6 +135,22 @@ impl Record {
     pub fn instance(&self, name: &str) -> Option<&RecordInstance> {
         self.instances.iter().find(|instance| instance.name == name)
     }
+}
+
+/// Writes `value` as JSON at `path`: a new file in the same folder (made if missing),
+/// renamed over the old, so a reader sees the old file or the new one, whole.
+pub(crate) fn write_json<T: Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), TopologyError> {
+    let dir = path.parent().expect("a file in a folder");
+    std::fs::create_dir_all(dir).map_err(TopologyError::pin("mkdir", dir))?;
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".new");
+    let staged = PathBuf::from(staged);
+    let text = serde_json::to_string_pretty(value).expect("serializable");
+    std::fs::write(&staged, text).map_err(TopologyError::pin("write", &staged))?;
+    std::fs::rename(&staged, path).map_err(TopologyError::pin("rename", path))
 }
 
 /// The JSON file at `path`, parsed; None when there is none.

@@ -536,8 +536,6 @@ pub fn write_bridge(
     Ok(written)
 }
 
-/// The VLANs a bridge port carries and how each leaves it: an access port its VLAN
-/// untagged, a trunk its VLANs tagged, a port without `vlans` VLAN 0 untagged.
 /// The router and its port a link leads to, directly or through the bumps in the wire on
 /// the way (firewalls and load balancers pass ARP and neighbour discovery on to their
 /// other port). None when it leads elsewhere.
@@ -559,6 +557,8 @@ fn router_behind<'a>(file: &'a TopologyFile, peer: &'a Peer) -> Option<(&'a Inst
     None
 }
 
+/// The VLANs a bridge port carries and how each leaves it: an access port its VLAN
+/// untagged, a trunk its VLANs tagged, a port without `vlans` VLAN 0 untagged.
 fn port_vlans(instance: &Instance, port: &str) -> Vec<(u16, u32)> {
     match instance.bridge.vlans.iter().find(|(name, _)| name == port) {
         Some((_, PortVlans::Access(vlan))) => vec![(*vlan, bridge::tagging::UNTAGGED)],

@@ -24,8 +24,6 @@ pub const TABLE_SLOTS: u32 = 16_381;
 pub const BANKS: u32 = 2;
 /// Connections each direction's table holds (LRU: the least recently used goes first).
 pub const FLOW_ENTRIES: u32 = 65_536;
-/// Backend index of a table slot no backend holds (every weight was 0).
-pub const NO_BACKEND: u32 = u32::MAX;
 
 /// Map names, bound to the instance's pins by the loader.
 pub mod maps {

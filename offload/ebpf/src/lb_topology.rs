@@ -43,7 +43,7 @@ use offload_common::{
     proto,
     topology::MAX_INSTANCE_PORTS,
 };
-use wire::checksum::{Sum, pseudo_header, update};
+use wire::checksum::{Sum, l4_checksum_offset, pseudo_header, update};
 
 #[map]
 static LB_STATE: Array<u32> = Array::with_max_entries(1, 0);
@@ -306,12 +306,7 @@ fn rewrite<const N: usize>(
     // The L4 length from the IP header: what the pseudo-header counts.
     let length = u16::from_be_bytes(load::<2>(ctx, l3 + if v4 { 2 } else { 4 })?) as usize;
     let l4_len = if v4 { length } else { length + 40 }.checked_sub(l4 - l3)?;
-    let checksum_at = l4
-        + if context.protocol == proto::TCP {
-            16
-        } else {
-            6
-        };
+    let checksum_at = l4 + l4_checksum_offset(context.protocol)?;
     let field = u16::from_be_bytes(load::<2>(ctx, checksum_at)?);
     // An IPv4 UDP checksum of 0 means none (RFC 768): left so.
     if !(v4 && context.protocol == proto::UDP && field == 0) {
