@@ -111,6 +111,9 @@ pub trait TableKey: Copy + PartialEq + Default {
     fn spilled() -> Self;
     /// Whether this is [`TableKey::spilled`].
     fn is_spilled(&self) -> bool;
+    /// Whether two keys are equal. Not `==`: on an array, that is a call to a byte-wise
+    /// `memcmp` in the BPF build (exact6 34 -> 29 ns at 10,000 rules).
+    fn same(&self, other: &Self) -> bool;
 }
 
 impl TableKey for u64 {
@@ -121,6 +124,10 @@ impl TableKey for u64 {
     fn is_spilled(&self) -> bool {
         *self == SPILLED
     }
+    #[inline(always)]
+    fn same(&self, other: &u64) -> bool {
+        self == other
+    }
 }
 
 impl TableKey for KeyV6 {
@@ -130,6 +137,10 @@ impl TableKey for KeyV6 {
     #[inline(always)]
     fn is_spilled(&self) -> bool {
         self[2] == SPILLED
+    }
+    #[inline(always)]
+    fn same(&self, other: &KeyV6) -> bool {
+        (self[0] ^ other[0]) | (self[1] ^ other[1]) | (self[2] ^ other[2]) == 0
     }
 }
 
@@ -149,7 +160,7 @@ impl<K: TableKey> Bucket<K> {
     #[inline(always)]
     pub fn probe(&self, key: &K) -> Probe {
         for slot in 0..SLOTS {
-            if self.keys[slot] == *key {
+            if self.keys[slot].same(key) {
                 return Probe::Hit(self.rules[slot]);
             }
         }

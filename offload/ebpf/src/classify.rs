@@ -14,7 +14,7 @@ use offload_common::{
 };
 
 use crate::{
-    parse::Packet,
+    parse::{Packet, address_bytes},
     steer::{
         EXACT_RULES, EXACT_TABLE_V4, EXACT_TABLE_V6, EXACT_TABLES, EXACT_V4, PREFIX_HASH_V4,
         PREFIX_HASH_V6, PREFIX_LENGTHS, PREFIX_V4, PREFIX_V6,
@@ -33,13 +33,10 @@ pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
         if settings.prefixes_v4 == 0 {
             return None;
         }
-        match longest_hashed_v4(&packet.dst) {
+        match longest_hashed_v4(packet.dst[0]) {
             Hashed::Found(chain) => chain,
             Hashed::NoPrefix => return None,
-            Hashed::NotHashed => {
-                let dst = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
-                PREFIX_V4.get(Key::new(32, dst))?
-            }
+            Hashed::NotHashed => PREFIX_V4.get(Key::new(32, packet.dst[0].to_ne_bytes()))?,
         }
     } else {
         if settings.prefixes_v6 == 0 {
@@ -48,7 +45,7 @@ pub fn classify(packet: &Packet, settings: &Settings) -> Option<RuleRef> {
         match longest_hashed_v6(&packet.dst) {
             Hashed::Found(chain) => chain,
             Hashed::NoPrefix => return None,
-            Hashed::NotHashed => PREFIX_V6.get(Key::new(128, packet.dst))?,
+            Hashed::NotHashed => PREFIX_V6.get(Key::new(128, address_bytes(packet.dst)))?,
         }
     };
     first_match(chain, packet)
@@ -72,11 +69,10 @@ fn lengths(family_slot: u32) -> Option<&'static PrefixLengths> {
 }
 
 #[inline(always)]
-fn longest_hashed_v4(dst: &[u8; 16]) -> Hashed {
+fn longest_hashed_v4(addr: u32) -> Hashed {
     let Some(table) = lengths(prefix_lengths::V4) else {
         return Hashed::NotHashed;
     };
-    let addr = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
     if addr & table.cover_mask[0] != table.cover[0] {
         return Hashed::NoPrefix;
     }
@@ -99,14 +95,10 @@ fn longest_hashed_v4(dst: &[u8; 16]) -> Hashed {
 }
 
 #[inline(always)]
-fn longest_hashed_v6(dst: &[u8; 16]) -> Hashed {
+fn longest_hashed_v6(words: &[u32; 4]) -> Hashed {
     let Some(table) = lengths(prefix_lengths::V6) else {
         return Hashed::NotHashed;
     };
-    let mut words = [0u32; 4];
-    for (word, chunk) in words.iter_mut().zip(dst.chunks_exact(4)) {
-        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-    }
     if (0..4).any(|index| words[index] & table.cover_mask[index] != table.cover[index]) {
         return Hashed::NoPrefix;
     }
@@ -140,7 +132,7 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
     // SAFETY (the kernel hash look-ups): the value is copied out at once; user space
     // replaces entries whole. A table's bank is not written while it can be read.
     if packet.family == FAMILY_V4 {
-        let addr = [packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]];
+        let addr = packet.dst[0].to_ne_bytes();
         let key = exact_table::key_v4(addr, packet.dport, packet.proto);
         let at = table_at(exact_table::family::V4);
         match probe(&EXACT_TABLE_V4, at, exact_table::hash_v4(key), &key) {
@@ -156,7 +148,8 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         };
         return unsafe { EXACT_V4.get(&key) }.copied();
     }
-    let key = exact_table::key_v6(&packet.dst, packet.dport, packet.proto);
+    let addr = address_bytes(packet.dst);
+    let key = exact_table::key_v6(&addr, packet.dport, packet.proto);
     let at = table_at(exact_table::family::V6);
     match probe(&EXACT_TABLE_V6, at, exact_table::hash_v6(&key), &key) {
         Probe::Hit(rule) => return Some(rule),
@@ -164,7 +157,7 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         Probe::AskKernel => {}
     }
     let key = ExactKey {
-        addr: packet.dst,
+        addr,
         dport: packet.dport,
         proto: packet.proto,
         family: packet.family,

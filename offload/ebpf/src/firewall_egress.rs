@@ -28,17 +28,13 @@ pub fn firewall_egress(ctx: TcContext) -> i32 {
     let Ok(Some(packet)) = parse::parse(&ctx) else {
         return TCX_NEXT;
     };
-    let mut src = [0u8; 16];
-    for (bytes, word) in src.chunks_exact_mut(4).zip(packet.src) {
-        bytes.copy_from_slice(&word.to_ne_bytes());
-    }
     let ports = packet.has_ports.then_some((packet.sport, packet.dport));
     let flow = conntrack::flow_of(
         &ctx,
         packet.family,
         packet.proto,
-        src,
-        packet.dst,
+        parse::address_bytes(packet.src),
+        parse::address_bytes(packet.dst),
         ports,
         packet.l3_offset,
         packet.l4_offset,

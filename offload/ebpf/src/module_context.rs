@@ -39,10 +39,8 @@ pub fn describe(ctx: &impl Frame, context: &mut ModuleContext) {
             context.fragment = packet.fragment;
             context.src_port = packet.sport;
             context.dst_port = packet.dport;
-            for (byte, word) in context.src_addr.chunks_exact_mut(4).zip(packet.src) {
-                byte.copy_from_slice(&word.to_ne_bytes());
-            }
-            context.dst_addr = packet.dst;
+            context.src_addr = parse::address_bytes(packet.src);
+            context.dst_addr = parse::address_bytes(packet.dst);
         }
         Ok(None) => context.parse = parse_outcome::NOT_IP,
         Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,

@@ -30,8 +30,9 @@ pub struct Packet {
     pub fragment_id: u32,
     /// Source address as 32-bit words in network byte order (IPv4: word 0 only).
     pub src: [u32; 4],
-    /// Destination address in network byte order (IPv4: first 4 bytes only).
-    pub dst: [u8; 16],
+    /// Destination address, as `src` is: words, not bytes, because the lookups take it a
+    /// word at a time; as bytes, each byte took a stack slot of its own in the BPF build.
+    pub dst: [u32; 4],
     /// Offsets of the IP header and of the header `proto` names (0 for a later fragment;
     /// an IPv6 extension header when more than the policy skips), for the module chain's
     /// context.
@@ -177,9 +178,33 @@ pub fn parse_at(ctx: &impl Frame, start: usize) -> Result<Option<Packet>, Malfor
     Ok(Some(packet))
 }
 
+/// An IP header's addresses are read as the words `Packet` keeps: read as bytes, each
+/// byte took a stack slot and its own shift and or in the BPF build.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Header {
+    fields: [u8; 12],
+    src: u32,
+    dst: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Header {
+    fields: [u8; 8],
+    src: [u32; 4],
+    dst: [u32; 4],
+}
+
+const _: () = assert!(size_of::<Ipv4Header>() == 20 && size_of::<Ipv6Header>() == IPV6_HLEN);
+
 #[inline(always)]
 fn parse_ipv4(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
-    let header = read::<[u8; 20]>(ctx, l3)?;
+    let Ipv4Header {
+        fields: header,
+        src,
+        dst,
+    } = read::<Ipv4Header>(ctx, l3)?;
     let header_len = ((header[0] & 0x0f) as usize) * 4;
     if header[0] >> 4 != 4 || header_len < 20 {
         return Err(Malformed);
@@ -197,17 +222,8 @@ fn parse_ipv4(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
         dport: 0,
         fragment: fragment_kind(fragment_field & 0x1fff, fragment_field & 0x2000 != 0),
         fragment_id: be16(&header, 4) as u32,
-        src: [
-            u32::from_ne_bytes([header[12], header[13], header[14], header[15]]),
-            0,
-            0,
-            0,
-        ],
-        // Written whole: zeroing the array then copying in compiles to a call of the BPF
-        // target's byte-at-a-time memset.
-        dst: [
-            header[16], header[17], header[18], header[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
+        src: [src, 0, 0, 0],
+        dst: [dst, 0, 0, 0],
         l3_offset: 0,
         l4_offset: 0,
         vlan_count: 0,
@@ -224,7 +240,11 @@ fn parse_ipv4(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
-    let header = read::<[u8; IPV6_HLEN]>(ctx, l3)?;
+    let Ipv6Header {
+        fields: header,
+        src,
+        dst,
+    } = read::<Ipv6Header>(ctx, l3)?;
     if header[0] >> 4 != 6 {
         return Err(Malformed);
     }
@@ -234,12 +254,6 @@ fn parse_ipv6(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
     }
     let end = l3 + IPV6_HLEN + payload_len;
     let mut next = header[6];
-    let mut src = [0u32; 4];
-    for (word, chunk) in src.iter_mut().zip(header[8..24].chunks_exact(4)) {
-        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-    }
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&header[24..40]);
     let mut packet = Packet {
         family: FAMILY_V6,
         proto: next,
@@ -290,6 +304,17 @@ fn parse_ipv6(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
     packet.proto = next;
     parse_l4(ctx, offset, end, &mut packet)?;
     Ok(packet)
+}
+
+/// An address kept as words (`Packet::src`, `dst`) as the 16 bytes of the maps and
+/// contexts that hold it so.
+#[inline(always)]
+pub fn address_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    for (part, word) in bytes.chunks_exact_mut(4).zip(words) {
+        part.copy_from_slice(&word.to_ne_bytes());
+    }
+    bytes
 }
 
 /// A fragment's place in its datagram, from its offset and M flag. An IPv6 atomic fragment

@@ -24,14 +24,6 @@ use crate::{classify, parse, prefilter};
 // Every map is pinned by name under the attachment's directory (offload::pins), so a
 // replacement build, the module build and every later process share them.
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ExpSlot {
-    pub key: u64,
-    pub rule: RuleRef,
-}
-#[map]
-pub static EXP_TABLE: Array<ExpSlot> = Array::with_max_entries(16384, 0);
 /// Per family (`exact_table::family`): where its exact table is (`exact_table::Shape`).
 #[map]
 pub static EXACT_TABLES: Array<exact_table::Shape> = Array::pinned(exact_table::family::SLOTS, 0);
@@ -154,7 +146,7 @@ fn rule_for(packet: &parse::Packet, settings: &Settings) -> Option<RuleRef> {
     }
     let key = FragmentKey {
         src: packet.src,
-        dst: packet.dst,
+        dst: parse::address_bytes(packet.dst),
         id: packet.fragment_id,
         proto: packet.proto,
         family: packet.family,

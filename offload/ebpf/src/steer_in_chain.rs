@@ -31,29 +31,33 @@ pub fn run(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn packet_of(context: &ModuleContext, ctx: &XdpContext) -> Result<Option<Packet>, Malformed> {
     match context.parse {
-        parse_outcome::IP if context.fragment == fragment::NONE => {
-            let mut src = [0u32; 4];
-            for (word, chunk) in src.iter_mut().zip(context.src_addr.chunks_exact(4)) {
-                *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            }
-            Ok(Some(Packet {
-                family: context.ip_version,
-                proto: context.protocol,
-                has_ports: context.has_ports != 0,
-                sport: context.src_port,
-                dport: context.dst_port,
-                fragment: fragment::NONE,
-                fragment_id: 0,
-                src,
-                dst: context.dst_addr,
-                l3_offset: context.l3_offset,
-                l4_offset: context.l4_offset,
-                vlan_count: context.vlan_count,
-                vlan_tci: context.vlan_tci,
-            }))
-        }
+        parse_outcome::IP if context.fragment == fragment::NONE => Ok(Some(Packet {
+            family: context.ip_version,
+            proto: context.protocol,
+            has_ports: context.has_ports != 0,
+            sport: context.src_port,
+            dport: context.dst_port,
+            fragment: fragment::NONE,
+            fragment_id: 0,
+            src: address_words(&context.src_addr),
+            dst: address_words(&context.dst_addr),
+            l3_offset: context.l3_offset,
+            l4_offset: context.l4_offset,
+            vlan_count: context.vlan_count,
+            vlan_tci: context.vlan_tci,
+        })),
         parse_outcome::IP => parse::parse(ctx),
         parse_outcome::NOT_IP => Ok(None),
         _ => Err(Malformed),
     }
+}
+
+/// A 16-byte address (a context's) as `Packet` keeps it.
+#[inline(always)]
+fn address_words(bytes: &[u8; 16]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    words
 }

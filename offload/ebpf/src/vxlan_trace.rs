@@ -143,10 +143,8 @@ fn trace(ctx: &(impl Frame + Segments), context: &ModuleContext) -> u32 {
     if settings.granularity != granularity::TUNNEL
         && let Some(inner) = inner
     {
-        for (byte, word) in key.inner_a.chunks_exact_mut(4).zip(inner.src) {
-            byte.copy_from_slice(&word.to_ne_bytes());
-        }
-        key.inner_b = inner.dst;
+        key.inner_a = parse::address_bytes(inner.src);
+        key.inner_b = parse::address_bytes(inner.dst);
         key.inner_protocol = inner.proto;
         key.inner_version = inner.family;
         if settings.granularity == granularity::FIVE_TUPLE && inner.has_ports {
