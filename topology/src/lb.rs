@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use nfv_apps::lb::maglev::{MaglevEntry, MaglevTable};
+use nfv_apps::lb::maglev;
 use offload_common::{
     lb::{
         self, Backend, FlowKey, MAX_BACKENDS, MAX_VIPS, TABLE_SLOTS, Target, Vip, VipKey,
@@ -324,21 +324,11 @@ pub fn write_lb(
     let mut backends: Array<MapData, Backend> = pins::open_as(&backends_path, maps::BACKENDS)?;
     for (index, vip) in settings.vips.iter().enumerate() {
         let index = index as u32;
-        let identities: Vec<Vec<u8>> = vip
-            .backends
-            .iter()
-            .map(|backend| backend.address.to_string().into_bytes())
-            .collect();
-        let entries: Vec<MaglevEntry<'_>> = vip
-            .backends
-            .iter()
-            .zip(&identities)
-            .map(|(backend, identity)| MaglevEntry {
-                identity,
-                weight: backend.weight,
-            })
-            .collect();
-        let table = MaglevTable::build(&entries, TABLE_SLOTS as usize);
+        let weighted = vip.backends.iter().map(|backend| {
+            let address = backend.address;
+            (address.ip(), address.port(), backend.weight)
+        });
+        let table = maglev::backend_table(weighted, TABLE_SLOTS as usize);
         let first_slot = table_index(idle, index);
         for (slot, backend) in table.slots().iter().enumerate() {
             tables

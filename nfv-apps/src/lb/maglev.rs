@@ -23,6 +23,28 @@ pub struct MaglevEntry<'a> {
     pub weight: u32,
 }
 
+/// The table of `size` slots for backends given as (address, port, weight). Both load
+/// balancers (the AF_XDP one and the topology's XDP instance) build theirs here, so one
+/// backend takes the same slots in both: its identity is "ip:port" (no brackets for IPv6,
+/// the form the AF_XDP balancer always used).
+pub fn backend_table(
+    backends: impl IntoIterator<Item = (std::net::IpAddr, u16, u32)>,
+    size: usize,
+) -> MaglevTable {
+    let identified: Vec<(Vec<u8>, u32)> = backends
+        .into_iter()
+        .map(|(ip, port, weight)| (format!("{ip}:{port}").into_bytes(), weight))
+        .collect();
+    let entries: Vec<MaglevEntry<'_>> = identified
+        .iter()
+        .map(|(identity, weight)| MaglevEntry {
+            identity,
+            weight: *weight,
+        })
+        .collect();
+    MaglevTable::build(&entries, size)
+}
+
 /// A slot no backend holds (every weight was 0).
 pub const EMPTY: u32 = u32::MAX;
 
@@ -179,6 +201,28 @@ mod tests {
             );
             assert!(after.slots().iter().all(|&s| s as usize != removed));
         }
+    }
+
+    /// Changing a backend's identity moves its slots in every deployed table: the form is
+    /// "ip:port", IPv6 without brackets, for both balancers.
+    #[test]
+    fn backends_are_identified_by_ip_colon_port() {
+        let ips: [std::net::IpAddr; 3] = [
+            "10.2.0.11".parse().unwrap(),
+            "fd02::11".parse().unwrap(),
+            "fd02::12".parse().unwrap(),
+        ];
+        let table = backend_table(ips.iter().map(|&ip| (ip, 5353, 1)), 251);
+        let names: Vec<Vec<u8>> = ["10.2.0.11:5353", "fd02::11:5353", "fd02::12:5353"]
+            .iter()
+            .map(|name| name.as_bytes().to_vec())
+            .collect();
+        assert_eq!(table.slots(), build(&names, &[1, 1, 1], 251).slots());
+        let bracketed: Vec<Vec<u8>> = ["10.2.0.11:5353", "[fd02::11]:5353", "[fd02::12]:5353"]
+            .iter()
+            .map(|name| name.as_bytes().to_vec())
+            .collect();
+        assert_ne!(table.slots(), build(&bracketed, &[1, 1, 1], 251).slots());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::lb::{
     config::{Forwarding, VipKey},
     conntrack::FlowHasher,
-    maglev::{MaglevEntry, MaglevTable},
+    maglev::{self, MaglevTable},
     packet::{Address, address, vip_hash},
 };
 
@@ -167,28 +167,21 @@ impl Vip {
         backends: Vec<Backend>,
         maglev_size: usize,
     ) -> Vip {
-        let identities: Vec<Vec<u8>> = backends
-            .iter()
-            .map(|b| format!("{}:{}", b.ip, b.port).into_bytes())
-            .collect();
-        let entries: Vec<MaglevEntry<'_>> = backends
-            .iter()
-            .zip(&identities)
-            .map(|(backend, identity)| MaglevEntry {
-                identity,
-                weight: if backend.state == BackendState::Active {
-                    backend.weight
-                } else {
-                    0
-                },
-            })
-            .collect();
+        let weighted = backends.iter().map(|backend| {
+            let weight = if backend.state == BackendState::Active {
+                backend.weight
+            } else {
+                0
+            };
+            (backend.ip, backend.port, weight)
+        });
+        let maglev = maglev::backend_table(weighted, maglev_size);
         Vip {
             key,
             forwarding,
             snat_address: snat_address.map(address),
             encap_source: address(encap_source),
-            maglev: MaglevTable::build(&entries, maglev_size),
+            maglev,
             backends,
         }
     }
