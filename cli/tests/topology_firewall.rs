@@ -9,17 +9,14 @@
 
 mod support;
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use lab::{require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, failure, json,
     netns::{
-        Killed, TopologyDown, http_server, instance_counter, named_counter, ping_once, ping_works,
-        run_in, topology_apply, topology_show,
+        Killed, TopologyDown, download, http_server, instance_counter, named_counter, ping_once,
+        ping_works, run_in, topology_apply, topology_show,
     },
 };
 
@@ -109,20 +106,6 @@ log_rate = 0
 /// The packets rule `rule` of `fw` decided, from `topology show --json`.
 fn decided(lab: &TopologyLab, rule: &str) -> u64 {
     instance_counter(&topology_show(&lab.node, NAME), "fw", rule)
-}
-
-/// `curl` in `namespace` fetching `url` into nothing within `seconds`, at most at `rate`
-/// ("200k"), printing the bytes it got.
-fn download(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Command {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", namespace, "curl", "-s", "-o", "/dev/null"])
-        .args(["-w", "%{size_download}", "-m", seconds, url])
-        .stdout(Stdio::piped());
-    if let Some(rate) = rate {
-        command.args(["--limit-rate", rate]);
-    }
-    command
 }
 
 /// `curl` from a1 to b1's `port`: its exit code (0 fetched, 7 refused, 28 timed out).

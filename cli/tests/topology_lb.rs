@@ -15,7 +15,7 @@ use lab::{require_root, topology::TopologyLab, wait_until};
 use support::{
     TempDir, failure,
     netns::{
-        Killed, TopologyDown, http_server, instance_counter, ping_works, topology_apply,
+        Killed, TopologyDown, download, http_server, instance_counter, ping_works, topology_apply,
         topology_show,
     },
 };
@@ -256,21 +256,7 @@ fn an_lb_instance_spreads_a_vips_connections_over_its_backends() {
     // b2 goes: connections it has keep it (a slow download runs on across the apply),
     // new ones all go to b1.
     let flows = lb_counter(&lab, "new_flows");
-    let download = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &a1,
-            "curl",
-            "-s",
-            "-m",
-            "30",
-            "--limit-rate",
-            "200k",
-        ])
-        .args(["-o", "/dev/null", "-w", "%{size_download}"])
-        .arg("http://10.31.9.10/large.bin")
-        .stdout(std::process::Stdio::piped())
+    let download = download(&a1, "http://10.31.9.10/large.bin", "30", Some("200k"))
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(5), "the download's connection", || {

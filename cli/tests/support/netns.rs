@@ -142,3 +142,17 @@ pub fn instance_counter(shown: &serde_json::Value, instance: &str, counter: &str
     named_counter(&found["counters"], counter)
         .unwrap_or_else(|| panic!("no counter {counter} of {instance}: {found}"))
 }
+
+/// `curl` in `namespace` fetching `url` into nothing within `seconds`, at most at `rate`
+/// ("200k"), printing the bytes it got.
+pub fn download(namespace: &str, url: &str, seconds: &str, rate: Option<&str>) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", namespace, "curl", "-s", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}", "-m", seconds, url])
+        .stdout(Stdio::piped());
+    if let Some(rate) = rate {
+        command.args(["--limit-rate", rate]);
+    }
+    command
+}

@@ -115,19 +115,9 @@ pub struct Vip {
     pub backends: u32,
 }
 
-/// A backend: the address and port a VIP's packet is sent to.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backend {
-    /// Its address, laid out as [`VipKey::addr`].
-    pub addr: [u8; 16],
-    /// Its port, host byte order.
-    pub port: u16,
-    /// [`family`].
-    pub family: u8,
-    /// Zero.
-    pub _pad: u8,
-}
+/// A backend: the address and port a VIP's packet is sent to, which its connection's
+/// packets are then translated to.
+pub type Backend = Target;
 
 /// One direction of a connection: addresses as [`VipKey::addr`], ports in host order.
 #[repr(C)]
@@ -152,7 +142,7 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Target {
-    /// The address.
+    /// The address, laid out as [`VipKey::addr`].
     pub addr: [u8; 16],
     /// The port, host byte order.
     pub port: u16,
@@ -203,7 +193,6 @@ mod pod {
     // above) and valid for any bit pattern.
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::Vip {}
-    unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Target {}
 }

@@ -201,12 +201,7 @@ fn balance(raw: *mut xdp_md, context: &ModuleContext) -> bool {
         count(counter::NO_BACKEND);
         return false;
     };
-    keys.target = Target {
-        addr: backend.addr,
-        port: backend.port,
-        family: backend.family,
-        _pad: 0,
-    };
+    keys.target = *backend;
     // A full table evicts its least recently used connection, as it must.
     let _ = LB_FLOWS.insert(&keys.flow, &keys.target, 0);
     keys.reply = FlowKey {
