@@ -651,7 +651,7 @@ fn hosts_in_one_bucket(count: u32, v6: bool, proto: u8, dport: u16) -> Vec<std::
         let [a, b, c, d] = index.to_be_bytes();
         let (host, hash) = if v6 {
             let addr = [0x20, 1, 0xd, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, a, b, c, d];
-            let key = key_v6(&addr, dport, proto);
+            let key = key_v6(&offload_common::address_words(&addr), dport, proto);
             (std::net::IpAddr::from(addr), hash_v6(&key))
         } else {
             let addr = [10, b, c, d];

@@ -180,18 +180,14 @@ pub fn key_v4(addr: [u8; 4], dport: u16, proto: u8) -> u64 {
     u64::from(u32::from_ne_bytes(addr)) | u64::from(dport) << 32 | u64::from(proto) << 48 | KEY_MARK
 }
 
-/// The IPv6 key of a destination address (network byte order), port and protocol.
+/// The IPv6 key of a destination address (as [`crate::address_words`]), port and protocol.
+/// From words, as the program holds the address: built from its bytes, the key took a shift
+/// and an or per byte.
 #[inline(always)]
-pub fn key_v6(addr: &[u8; 16], dport: u16, proto: u8) -> KeyV6 {
-    let high = [
-        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
-    ];
-    let low = [
-        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
-    ];
+pub fn key_v6(addr: &[u32; 4], dport: u16, proto: u8) -> KeyV6 {
     [
-        u64::from_ne_bytes(high),
-        u64::from_ne_bytes(low),
+        u64::from(addr[0]) | u64::from(addr[1]) << 32,
+        u64::from(addr[2]) | u64::from(addr[3]) << 32,
         u64::from(dport) | u64::from(proto) << 16 | KEY_MARK,
     ]
 }

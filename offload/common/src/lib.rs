@@ -41,6 +41,28 @@ pub use generator::{
     FlowFields, FlowSpace, GEN_OFFSET_MASK, GenConfig, STAMP_LEN, Stamp, fold, ipv4_checksum,
 };
 
+/// A 16-byte address (network byte order; IPv4 in the first 4) as the BPF parse keeps it:
+/// four 32-bit words, each read in native order, so a word compares and masks as the
+/// address's 4 bytes do.
+#[inline(always)]
+pub fn address_words(bytes: &[u8; 16]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    words
+}
+
+/// [`address_words`] back to the 16 bytes of the maps and contexts that hold an address so.
+#[inline(always)]
+pub fn address_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    for (part, word) in bytes.chunks_exact_mut(4).zip(words) {
+        part.copy_from_slice(&word.to_ne_bytes());
+    }
+    bytes
+}
+
 /// What the steering program does with a packet: the `action` byte of a rule, of
 /// [`Settings::default_action`] and of [`RuleRef`]. Any other value passes the packet.
 pub mod action {

@@ -8,13 +8,13 @@
 use aya_ebpf::maps::{Array, lpm_trie::Key};
 use offload_common::{
     ChainEntry, ExactKey, ExactKeyV4, FAMILY_V4, MAX_CHAIN, MAX_PREFIX_LENGTHS, PrefixKeyV4,
-    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings,
+    PrefixKeyV6, PrefixLengths, RuleChain, RuleRef, Settings, address_bytes,
     exact_table::{self, Bucket, Probe, TableKey},
     prefix_lengths,
 };
 
 use crate::{
-    parse::{Packet, address_bytes},
+    parse::Packet,
     steer::{
         EXACT_RULES, EXACT_TABLE_V4, EXACT_TABLE_V6, EXACT_TABLES, EXACT_V4, PREFIX_HASH_V4,
         PREFIX_HASH_V6, PREFIX_LENGTHS, PREFIX_V4, PREFIX_V6,
@@ -148,8 +148,7 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         };
         return unsafe { EXACT_V4.get(&key) }.copied();
     }
-    let addr = address_bytes(packet.dst);
-    let key = exact_table::key_v6(&addr, packet.dport, packet.proto);
+    let key = exact_table::key_v6(&packet.dst, packet.dport, packet.proto);
     let at = table_at(exact_table::family::V6);
     match probe(&EXACT_TABLE_V6, at, exact_table::hash_v6(&key), &key) {
         Probe::Hit(rule) => return Some(rule),
@@ -157,7 +156,7 @@ fn exact(packet: &Packet) -> Option<RuleRef> {
         Probe::AskKernel => {}
     }
     let key = ExactKey {
-        addr,
+        addr: address_bytes(packet.dst),
         dport: packet.dport,
         proto: packet.proto,
         family: packet.family,

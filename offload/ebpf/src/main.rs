@@ -43,7 +43,7 @@ pub fn parse_probe(ctx: XdpContext) -> u32 {
             report.dport = packet.dport;
             report.fragment_id = packet.fragment_id;
             report.src = packet.src;
-            report.dst = parse::address_bytes(packet.dst);
+            report.dst = offload_common::address_bytes(packet.dst);
         }
         Ok(None) => report.result = parse_result::NOT_IP,
         Err(parse::Malformed) => report.result = parse_result::MALFORMED,

@@ -39,8 +39,8 @@ pub fn describe(ctx: &impl Frame, context: &mut ModuleContext) {
             context.fragment = packet.fragment;
             context.src_port = packet.sport;
             context.dst_port = packet.dport;
-            context.src_addr = parse::address_bytes(packet.src);
-            context.dst_addr = parse::address_bytes(packet.dst);
+            context.src_addr = offload_common::address_bytes(packet.src);
+            context.dst_addr = offload_common::address_bytes(packet.dst);
         }
         Ok(None) => context.parse = parse_outcome::NOT_IP,
         Err(parse::Malformed) => context.parse = parse_outcome::MALFORMED,

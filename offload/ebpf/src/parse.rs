@@ -306,17 +306,6 @@ fn parse_ipv6(ctx: &impl Frame, l3: usize) -> Result<Packet, Malformed> {
     Ok(packet)
 }
 
-/// An address kept as words (`Packet::src`, `dst`) as the 16 bytes of the maps and
-/// contexts that hold it so.
-#[inline(always)]
-pub fn address_bytes(words: [u32; 4]) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    for (part, word) in bytes.chunks_exact_mut(4).zip(words) {
-        part.copy_from_slice(&word.to_ne_bytes());
-    }
-    bytes
-}
-
 /// A fragment's place in its datagram, from its offset and M flag. An IPv6 atomic fragment
 /// (offset 0, no M) is the whole datagram.
 #[inline(always)]

@@ -146,7 +146,7 @@ fn rule_for(packet: &parse::Packet, settings: &Settings) -> Option<RuleRef> {
     }
     let key = FragmentKey {
         src: packet.src,
-        dst: parse::address_bytes(packet.dst),
+        dst: offload_common::address_bytes(packet.dst),
         id: packet.fragment_id,
         proto: packet.proto,
         family: packet.family,

@@ -5,7 +5,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use fastpath_module::{Module, ModuleContext, XDP_PASS, parse as parse_outcome};
-use offload_common::fragment;
+use offload_common::{address_words, fragment};
 
 use crate::{
     parse::{self, Malformed, Packet},
@@ -50,14 +50,4 @@ fn packet_of(context: &ModuleContext, ctx: &XdpContext) -> Result<Option<Packet>
         parse_outcome::NOT_IP => Ok(None),
         _ => Err(Malformed),
     }
-}
-
-/// A 16-byte address (a context's) as `Packet` keeps it.
-#[inline(always)]
-fn address_words(bytes: &[u8; 16]) -> [u32; 4] {
-    let mut words = [0u32; 4];
-    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-    }
-    words
 }

@@ -143,8 +143,8 @@ fn trace(ctx: &(impl Frame + Segments), context: &ModuleContext) -> u32 {
     if settings.granularity != granularity::TUNNEL
         && let Some(inner) = inner
     {
-        key.inner_a = parse::address_bytes(inner.src);
-        key.inner_b = parse::address_bytes(inner.dst);
+        key.inner_a = offload_common::address_bytes(inner.src);
+        key.inner_b = offload_common::address_bytes(inner.dst);
         key.inner_protocol = inner.proto;
         key.inner_version = inner.family;
         if settings.granularity == granularity::FIVE_TUPLE && inner.has_ports {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use offload_common::{
-    ExactKey, ExactKeyV4, RuleRef,
+    ExactKey, ExactKeyV4, RuleRef, address_words,
     exact_table::{
         Bucket, BucketV4, BucketV6, MAX_BUCKETS, SLOTS, Shape, TableKey, bucket_index, hash_v4,
         hash_v6, key_v4, key_v6,
@@ -115,7 +115,12 @@ pub fn layout_v6(rules: &HashMap<ExactKey, RuleRef>) -> Table<BucketV6> {
     let entries = rules
         .iter()
         .filter(|(key, _)| ExactKeyV4::of(key).is_none())
-        .map(|(key, rule)| (key_v6(&key.addr, key.dport, key.proto), *rule));
+        .map(|(key, rule)| {
+            (
+                key_v6(&address_words(&key.addr), key.dport, key.proto),
+                *rule,
+            )
+        });
     layout(entries.collect(), hash_v6)
 }
 
