@@ -188,6 +188,7 @@ struct Ipv4Header {
     dst: u32,
 }
 
+/// [`Ipv4Header`] for IPv6.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Ipv6Header {
