@@ -129,7 +129,9 @@ impl Pins {
 
 /// A directory of its own under `fastpath/transient-objects/` for one load that shares
 /// nothing, named after the process (pid namespace and pid) and a counter, so concurrent
-/// loads never meet; removed on drop, or by [`prune_stale`] once its process is gone.
+/// loads never meet; removed on drop, or once its process is gone by the next transient
+/// load or [`prune_stale`] (a benchmark or test killed mid-run keeps its programs and maps
+/// alive through these pins until then).
 #[derive(Debug)]
 pub struct Transient {
     pins: Pins,
@@ -146,8 +148,10 @@ impl Transient {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        let transient = Bpffs::get().shared_dir().join(TRANSIENT);
+        prune_dead_transients(&transient);
         let pins = Pins {
-            dir: Bpffs::get().shared_dir().join(TRANSIENT).join(name),
+            dir: transient.join(name),
         };
         Bpffs::get().ready_for_pins(false)?;
         pins.create_dirs()?;

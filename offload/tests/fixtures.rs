@@ -713,3 +713,33 @@ fn exact_rules_of_a_spilled_bucket_are_found_and_others_are_not() {
         }
     }
 }
+
+/// A killed benchmark or test leaves its transient folder (and so its programs and maps);
+/// the next transient load removes it, and only folders whose process is gone.
+#[test]
+#[ignore = "needs root: run by `cargo xtask test`"]
+fn a_dead_processs_transient_pins_go_with_the_next_load() {
+    use std::os::unix::fs::MetadataExt;
+    require_root("a_dead_processs_transient_pins_go_with_the_next_load");
+    let namespace = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    // Above pid_max: no process has this pid.
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let transient = std::path::Path::new("/sys/fs/bpf/fastpath").join(offload::TRANSIENT);
+    let dead = transient.join(format!("{namespace}-{}-0", pid_max + 1));
+    let alive = transient.join(format!("{namespace}-1-999999"));
+    for dir in [&dead, &alive] {
+        std::fs::create_dir_all(dir.join("maps")).unwrap();
+    }
+    let (bench, _) = bench("transient-prune", Action::Pass, &[]);
+    let (dead_gone, alive_kept) = (!dead.exists(), alive.exists());
+    for dir in [&dead, &alive] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    drop(bench);
+    assert!(dead_gone, "{} is left", dead.display());
+    assert!(alive_kept, "{} (pid 1 lives) was removed", alive.display());
+}
