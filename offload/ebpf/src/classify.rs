@@ -108,13 +108,9 @@ fn longest_hashed_v6(words: &[u32; 4]) -> Hashed {
             break;
         }
         let mask = &table.masks[index];
-        let mut addr = [0u8; 16];
-        for (part, (word, mask)) in addr.chunks_exact_mut(4).zip(words.iter().zip(mask)) {
-            part.copy_from_slice(&(word & mask).to_ne_bytes());
-        }
         let key = PrefixKeyV6 {
             len: table.lengths[index],
-            addr,
+            addr: address_bytes(core::array::from_fn(|word| words[word] & mask[word])),
         };
         // SAFETY: as in `longest_hashed_v4`.
         if let Some(chain) = unsafe { PREFIX_HASH_V6.get(&key) } {

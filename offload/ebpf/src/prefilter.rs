@@ -6,7 +6,7 @@
 //! lookup runs inside `steer` when the planner merges both stages into one driver program.
 
 use aya_ebpf::{macros::map, maps::HashMap, programs::XdpContext};
-use offload_common::{FAMILY_V4, MAX_PREFILTER};
+use offload_common::{FAMILY_V4, MAX_PREFILTER, address_bytes, address_words};
 use wire::parse::ETH_HLEN;
 
 /// Source address (network byte order) -> packets dropped.
@@ -21,11 +21,7 @@ pub fn listed(family: u8, src: &[u32; 4]) -> bool {
     let counter = if family == FAMILY_V4 {
         PREFILTER_V4.get_ptr_mut(&src[0].to_ne_bytes())
     } else {
-        let mut key = [0u8; 16];
-        for (chunk, word) in key.chunks_exact_mut(4).zip(src.iter()) {
-            chunk.copy_from_slice(&word.to_ne_bytes());
-        }
-        PREFILTER_V6.get_ptr_mut(&key)
+        PREFILTER_V6.get_ptr_mut(&address_bytes(*src))
     };
     match counter {
         Some(counter) => {
@@ -61,11 +57,7 @@ pub fn verdict(ctx: &XdpContext) -> bool {
             }
             // SAFETY: 40 bytes of IPv6 header checked; the source address is at 8..24.
             let bytes = unsafe { *((start + ETH_HLEN + 8) as *const [u8; 16]) };
-            let mut src = [0u32; 4];
-            for (word, chunk) in src.iter_mut().zip(bytes.chunks_exact(4)) {
-                *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            }
-            listed(0, &src)
+            listed(0, &address_words(&bytes))
         }
         _ => false,
     }

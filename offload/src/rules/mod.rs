@@ -581,10 +581,7 @@ pub fn address_bytes(addr: IpAddr) -> [u8; 16] {
 
 /// The program compares addresses as four native-endian loads of network-order bytes.
 fn address_words(addr: IpAddr) -> [u32; 4] {
-    let bytes = address_bytes(addr);
-    std::array::from_fn(|word| {
-        u32::from_ne_bytes(bytes[word * 4..word * 4 + 4].try_into().expect("4 bytes"))
-    })
+    offload_common::address_words(&address_bytes(addr))
 }
 
 /// The record kept in the `RULE_DEFS` map.

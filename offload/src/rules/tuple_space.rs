@@ -213,12 +213,7 @@ fn mask_words(len: u32) -> [u32; 4] {
 
 /// A u128 (an address or mask, top bits first) as four words of network-order bytes.
 fn words(value: u128) -> [u32; 4] {
-    let bytes = value.to_be_bytes();
-    let mut words = [0u32; 4];
-    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-        *word = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-    }
-    words
+    offload_common::address_words(&value.to_be_bytes())
 }
 
 #[cfg(test)]
